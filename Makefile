@@ -1,0 +1,30 @@
+# Conduit's build and test entry points. `make test` is what CI runs.
+GO ?= go
+K8S_CACHE ?= $(HOME)/.cache/conduit-k8s
+export CONDUIT_K8S_CACHE := $(K8S_CACHE)
+
+.PHONY: build test unit k8s-binaries demo clean
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+# The Kubernetes binaries (kube-apiserver, kube-controller-manager, etcd, kwok)
+# are built from Go modules once and cached outside the checkout, by version.
+k8s-binaries:
+	K8S_CACHE_DIR=$(K8S_CACHE) bash integration/hack/k8s-test-cluster.sh build >/dev/null
+
+# Everything: unit tests, the interception test (root), integration tests
+# against a real API server.
+test: k8s-binaries
+	$(GO) vet ./...
+	$(GO) test -timeout 45m ./...
+
+# Unit tests only (no Kubernetes binaries needed).
+unit:
+	$(GO) test -short ./...
+
+demo: build
+	./bin/conduit demo
+
+clean:
+	rm -rf bin dist

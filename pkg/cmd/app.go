@@ -1,0 +1,201 @@
+// Package cmd holds the conduit CLI: one urfave/cli command per file, each of
+// which parses its flags into an options struct and calls a plain run function
+// that tests call with buffers.
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+)
+
+// IOStreams are the streams a command reads and writes. Results go to Out;
+// progress, reports and warnings go to ErrOut.
+type IOStreams struct {
+	In     io.Reader
+	Out    io.Writer
+	ErrOut io.Writer
+}
+
+// ExitError carries a specific exit status (e.g. `conduit check` failing)
+// without printing anything more: the command has already reported.
+type ExitError struct{ Code int }
+
+func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
+
+// Globals are the options shared by every command: kubectl's connection flags
+// (from k8s.io/cli-runtime) and the controller address for local mode.
+type Globals struct {
+	Kube           *genericclioptions.ConfigFlags
+	ControllerAddr string
+	// ProgName is "conduit" or "kubectl conduit", for help and hints.
+	ProgName string
+	Streams  IOStreams
+}
+
+// Main runs the CLI with os streams and returns the process exit status.
+func Main(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	streams := IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
+	err := Run(ctx, streams, args)
+	return ExitCode(streams.ErrOut, err)
+}
+
+// ExitCode prints err (if it is not an ExitError) and maps it to a status.
+func ExitCode(errOut io.Writer, err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		return ee.Code
+	}
+	fmt.Fprintf(errOut, "Error: %v\n", err)
+	return 1
+}
+
+// ProgName derives how the user invoked us: as the kubectl plugin
+// (kubectl-conduit) help reads "kubectl conduit".
+func ProgName(argv0 string) string {
+	base := strings.TrimSuffix(filepath.Base(argv0), ".exe")
+	if strings.HasPrefix(base, "kubectl-") {
+		return "kubectl " + strings.TrimPrefix(base, "kubectl-")
+	}
+	return "conduit"
+}
+
+// Run builds the app and runs it with args (args[0] is the program name).
+func Run(ctx context.Context, streams IOStreams, args []string) error {
+	if len(args) == 0 {
+		args = []string{"conduit"}
+	}
+	app := NewApp(streams, ProgName(args[0]))
+	return app.RunContext(ctx, args)
+}
+
+// NewApp assembles the command tree.
+func NewApp(streams IOStreams, progName string) *cli.App {
+	g := &Globals{
+		Kube:     genericclioptions.NewConfigFlags(true),
+		ProgName: progName,
+		Streams:  streams,
+	}
+	app := &cli.App{
+		Name:                 progName,
+		HelpName:             progName,
+		Usage:                "the service mesh for Kubernetes that adds under a millisecond",
+		Reader:               streams.In,
+		Writer:               streams.Out,
+		ErrWriter:            streams.ErrOut,
+		EnableBashCompletion: true,
+		Suggest:              true,
+		Flags:                kubeFlags(),
+		Commands:             withKubeFlags(g, commands(g)),
+		Before:               func(c *cli.Context) error { bindGlobals(g, c); return nil },
+		ExitErrHandler:       func(*cli.Context, error) {}, // errors are printed once, by Main
+		OnUsageError: func(c *cli.Context, err error, _ bool) error {
+			return fmt.Errorf("%w (see '%s --help')", err, c.Command.HelpName)
+		},
+	}
+	return app
+}
+
+// commands lists every top-level command; each lives in its own file.
+func commands(g *Globals) []*cli.Command {
+	return []*cli.Command{
+		installCommand(g),
+		checkCommand(g),
+		upgradeCommand(g),
+		uninstallCommand(g),
+		injectCommand(g),
+		uninjectCommand(g),
+		statCommand(g),
+		topCommand(g),
+		tapCommand(g),
+		edgesCommand(g),
+		versionCommand(g),
+		demoCommand(g),
+		completionCommand(g),
+	}
+}
+
+// kubeFlags are kubectl's connection flags. They are accepted both before and
+// after the command name (`conduit -n x stat` and `conduit stat -n x`), so
+// they carry no Destination; bindGlobals copies whichever was set.
+func kubeFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "kubeconfig", Usage: "path to the kubeconfig file", EnvVars: []string{"KUBECONFIG"}},
+		&cli.StringFlag{Name: "context", Usage: "the kubeconfig context to use"},
+		&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Usage: "the namespace for this request"},
+		&cli.StringFlag{Name: "as", Usage: "username to impersonate"},
+		&cli.StringSliceFlag{Name: "as-group", Usage: "group to impersonate (repeatable)"},
+		&cli.StringFlag{Name: "request-timeout", Value: "0", Usage: "how long to wait for a single API request (0 means no timeout)"},
+		&cli.StringFlag{Name: "controller-addr", Usage: "reach the controller directly at HOST:PORT instead of through a port-forward (local mode)", EnvVars: []string{"CONDUIT_CONTROLLER_ADDR"}},
+	}
+}
+
+// withKubeFlags adds kubeFlags to every command and subcommand and binds
+// them before the command runs.
+func withKubeFlags(g *Globals, cmds []*cli.Command) []*cli.Command {
+	for _, c := range cmds {
+		c.Flags = append(c.Flags, kubeFlags()...)
+		before := c.Before
+		c.Before = func(ctx *cli.Context) error {
+			bindGlobals(g, ctx)
+			if before != nil {
+				return before(ctx)
+			}
+			return nil
+		}
+		c.Subcommands = withKubeFlags(g, c.Subcommands)
+	}
+	return cmds
+}
+
+// bindGlobals copies the most specific value of each connection flag (the
+// command's own, else the app's) into g.
+func bindGlobals(g *Globals, c *cli.Context) {
+	str := func(name string, dst *string) {
+		for _, lc := range c.Lineage() {
+			if lc.IsSet(name) {
+				*dst = lc.String(name)
+				return
+			}
+		}
+	}
+	k := g.Kube
+	str("kubeconfig", k.KubeConfig)
+	str("context", k.Context)
+	str("namespace", k.Namespace)
+	str("as", k.Impersonate)
+	str("request-timeout", k.Timeout)
+	str("controller-addr", &g.ControllerAddr)
+	for _, lc := range c.Lineage() {
+		if lc.IsSet("as-group") {
+			*k.ImpersonateGroup = lc.StringSlice("as-group")
+			break
+		}
+	}
+}
+
+// Namespace is the namespace from -n, else the kubeconfig's, else "default".
+func (g *Globals) Namespace() string {
+	if g.Kube.Namespace != nil && *g.Kube.Namespace != "" {
+		return *g.Kube.Namespace
+	}
+	ns, _, err := g.Kube.ToRawKubeConfigLoader().Namespace()
+	if err != nil || ns == "" {
+		return "default"
+	}
+	return ns
+}
