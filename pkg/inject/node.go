@@ -1,0 +1,179 @@
+package inject
+
+import (
+	"strconv"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// The helpers below edit yaml.v3 mapping and sequence nodes in place, so
+// every field the injector does not know about keeps its value, its position
+// and its comments.
+
+// resolve follows aliases so that reads see the anchored value.
+func resolve(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+// isMap reports whether n is a mapping node.
+func isMap(n *yaml.Node) bool { return n != nil && n.Kind == yaml.MappingNode }
+
+// isSeq reports whether n is a sequence node.
+func isSeq(n *yaml.Node) bool { return n != nil && n.Kind == yaml.SequenceNode }
+
+// get returns the value stored under key in mapping m, or nil.
+func get(m *yaml.Node, key string) *yaml.Node {
+	m = resolve(m)
+	if !isMap(m) {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return resolve(m.Content[i+1])
+		}
+	}
+	return nil
+}
+
+// getPath walks nested mappings.
+func getPath(m *yaml.Node, keys ...string) *yaml.Node {
+	for _, k := range keys {
+		m = get(m, k)
+		if m == nil {
+			return nil
+		}
+	}
+	return m
+}
+
+// getString returns the scalar under key ("" and false when absent or not a
+// scalar).
+func getString(m *yaml.Node, key string) (string, bool) {
+	v := get(m, key)
+	if v == nil || v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
+		return "", false
+	}
+	return v.Value, true
+}
+
+// set stores val under key, replacing an existing value in place or
+// appending the pair at the end of the mapping.
+func set(m *yaml.Node, key string, val *yaml.Node) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			m.Content[i+1] = val
+			return
+		}
+	}
+	m.Content = append(m.Content, strNode(key), val)
+}
+
+// del removes key from m and reports whether it was there.
+func del(m *yaml.Node, key string) bool {
+	if !isMap(m) {
+		return false
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			m.Content = append(m.Content[:i:i], m.Content[i+2:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// ensureMap returns the mapping under key, creating an empty one when the key
+// is absent or null; created says whether it did.
+func ensureMap(m *yaml.Node, key string) (child *yaml.Node, created bool) {
+	if v := get(m, key); isMap(v) {
+		return v, false
+	}
+	child = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	set(m, key, child)
+	return child, true
+}
+
+// ensureSeq is ensureMap for sequences.
+func ensureSeq(m *yaml.Node, key string) (child *yaml.Node, created bool) {
+	if v := get(m, key); isSeq(v) {
+		return v, false
+	}
+	child = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+	set(m, key, child)
+	return child, true
+}
+
+// strNode is a string scalar; the encoder quotes it when it would otherwise
+// read back as a number, boolean or null.
+func strNode(s string) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s}
+}
+
+// boolNode is a boolean scalar.
+func boolNode(b bool) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: strconv.FormatBool(b)}
+}
+
+// containerNames lists the names of the containers in sequence s.
+func hasContainer(s *yaml.Node, name string) bool {
+	return indexOfNamed(s, name) >= 0
+}
+
+// indexOfNamed returns the index of the element of s whose name is name.
+func indexOfNamed(s *yaml.Node, name string) int {
+	s = resolve(s)
+	if !isSeq(s) {
+		return -1
+	}
+	for i, c := range s.Content {
+		if n, _ := getString(c, "name"); n == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// removeNamed deletes every element of s named name and reports whether any
+// was removed.
+func removeNamed(s *yaml.Node, name string) bool {
+	s = resolve(s)
+	if !isSeq(s) {
+		return false
+	}
+	out := s.Content[:0]
+	removed := false
+	for _, c := range s.Content {
+		if n, _ := getString(c, "name"); n == name {
+			removed = true
+			continue
+		}
+		out = append(out, c)
+	}
+	s.Content = out
+	return removed
+}
+
+// insertAt inserts val at index i of sequence s.
+func insertAt(s *yaml.Node, i int, val *yaml.Node) {
+	s.Content = append(s.Content, nil)
+	copy(s.Content[i+1:], s.Content[i:])
+	s.Content[i] = val
+}
+
+// deepCopy copies a node tree (aliases keep pointing at their anchors).
+func deepCopy(n *yaml.Node) *yaml.Node {
+	if n == nil {
+		return nil
+	}
+	c := *n
+	if len(n.Content) > 0 {
+		c.Content = make([]*yaml.Node, len(n.Content))
+		for i, k := range n.Content {
+			c.Content[i] = deepCopy(k)
+		}
+	}
+	return &c
+}

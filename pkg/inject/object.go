@@ -1,0 +1,174 @@
+package inject
+
+import (
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Result is what happened to one object.
+type Result struct {
+	Doc       int    // 1-based number of the document in its input
+	Kind      string // as written in the object ("" when it has none)
+	Name      string
+	Namespace string
+	Changed   bool
+	// Reason says why the object was left alone (Changed is false).
+	Reason string
+}
+
+// workloadKinds maps supported kinds to their API groups and the path from
+// the object to the mapping that holds the pod's metadata and spec.
+var workloadKinds = map[string]struct {
+	groups []string
+	path   []string
+}{
+	"Pod":                   {[]string{""}, nil},
+	"ReplicationController": {[]string{""}, []string{"spec", "template"}},
+	"Deployment":            {[]string{"apps", "extensions"}, []string{"spec", "template"}},
+	"ReplicaSet":            {[]string{"apps", "extensions"}, []string{"spec", "template"}},
+	"StatefulSet":           {[]string{"apps"}, []string{"spec", "template"}},
+	"DaemonSet":             {[]string{"apps", "extensions"}, []string{"spec", "template"}},
+	"Job":                   {[]string{"batch"}, []string{"spec", "template"}},
+	"CronJob":               {[]string{"batch"}, []string{"spec", "jobTemplate", "spec", "template"}},
+}
+
+// SupportedKinds lists the workload kinds that get a proxy.
+func SupportedKinds() []string {
+	return []string{"Pod", "Deployment", "ReplicaSet", "ReplicationController", "StatefulSet", "DaemonSet", "Job", "CronJob"}
+}
+
+func group(apiVersion string) string {
+	g, _, found := strings.Cut(apiVersion, "/")
+	if !found {
+		return ""
+	}
+	return g
+}
+
+// mode is what an operation does to each pod.
+type mode int
+
+const (
+	modeAnnotate mode = iota
+	modeManual
+	modeUninject
+)
+
+// processor applies one operation to every object of a stream.
+type processor struct {
+	mode      mode
+	opts      Options
+	cache     sidecarCache
+	overrides map[string]string
+}
+
+// object processes one top-level document or List item and appends a
+// Result per object.
+func (p *processor) object(doc int, obj *yaml.Node, results []Result) []Result {
+	obj = resolve(obj)
+	kind, _ := getString(obj, "kind")
+	r := Result{Doc: doc, Kind: kind}
+	if !isMap(obj) {
+		r.Reason = "it is not a Kubernetes object"
+		return append(results, r)
+	}
+	r.Name, _ = getString(get(obj, "metadata"), "name")
+	if r.Name == "" {
+		r.Name, _ = getString(get(obj, "metadata"), "generateName")
+	}
+	r.Namespace, _ = getString(get(obj, "metadata"), "namespace")
+	apiVersion, _ := getString(obj, "apiVersion")
+
+	if items := get(obj, "items"); isSeq(items) && strings.HasSuffix(kind, "List") {
+		for _, it := range items.Content {
+			results = p.object(doc, it, results)
+		}
+		return results
+	}
+	if kind == "Namespace" && group(apiVersion) == "" {
+		return append(results, p.namespace(obj, r))
+	}
+	w, ok := workloadKinds[kind]
+	if !ok || !contains(w.groups, group(apiVersion)) {
+		r.Reason = "it has no pod template"
+		if kind == "" {
+			r.Reason = "it has no kind"
+		}
+		return append(results, r)
+	}
+	holder := obj
+	if w.path != nil {
+		holder = getPath(obj, w.path...)
+	}
+	if !isMap(holder) {
+		r.Reason = "it has no pod template"
+		return append(results, r)
+	}
+	pod := podTarget{holder: holder, namespace: r.Namespace}
+	switch p.mode {
+	case modeUninject:
+		r.Changed = uninjectObject(holder)
+		if !r.Changed {
+			r.Reason = "it is not injected"
+		}
+		return append(results, r)
+	}
+	if reason := pod.skipReason(p.opts.Proxy.ControlPlaneNamespace); reason != "" {
+		r.Reason = reason
+		return append(results, r)
+	}
+	var err error
+	if p.mode == modeManual {
+		err = pod.inject(p.opts.Proxy, p.overrides, p.cache)
+		r.Changed = err == nil
+	} else {
+		r.Changed, err = pod.annotate(p.overrides)
+		if err == nil && !r.Changed {
+			r.Reason = "it is already annotated " + AnnotationInject + ": " + ValueEnabled
+		}
+	}
+	if err != nil {
+		r.Changed = false
+		r.Reason = err.Error()
+	}
+	return append(results, r)
+}
+
+// namespace handles a Namespace object: annotated for the webhook by
+// default, left alone by --manual (there is no pod to inject).
+func (p *processor) namespace(obj *yaml.Node, r Result) Result {
+	switch p.mode {
+	case modeUninject:
+		r.Changed = uninjectObject(obj)
+		if !r.Changed {
+			r.Reason = "it is not annotated"
+		}
+	case modeManual:
+		r.Reason = "namespaces are annotated only without --manual"
+	default:
+		if v, _ := getString(getPath(obj, "metadata", "annotations"), AnnotationInject); v == ValueDisabled {
+			r.Reason = "it is annotated " + AnnotationInject + ": " + ValueDisabled
+			return r
+		}
+		e := newEditor(obj)
+		if e.setAnnotation(AnnotationInject, ValueEnabled) {
+			r.Changed = true
+			if err := e.commit(); err != nil {
+				r.Changed, r.Reason = false, err.Error()
+			}
+		} else {
+			r.Reason = "it is already annotated " + AnnotationInject + ": " + ValueEnabled
+		}
+	}
+	return r
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,313 @@
+package inject
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// podTarget locates one pod (a Pod, or a workload's pod template).
+type podTarget struct {
+	holder *yaml.Node // the mapping holding "metadata" and "spec"
+	// namespace is the namespace the pod will run in ("" when unknown).
+	namespace string
+}
+
+func (p podTarget) meta() *yaml.Node { return get(p.holder, "metadata") }
+func (p podTarget) spec() *yaml.Node { return get(p.holder, "spec") }
+
+// annotations returns the pod's annotations as a map (nil when none).
+func (p podTarget) annotations() map[string]string { return stringMap(get(p.meta(), "annotations")) }
+
+func stringMap(m *yaml.Node) map[string]string {
+	if !isMap(m) {
+		return nil
+	}
+	out := make(map[string]string, len(m.Content)/2)
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if v := resolve(m.Content[i+1]); v != nil && v.Kind == yaml.ScalarNode {
+			out[m.Content[i].Value] = v.Value
+		}
+	}
+	return out
+}
+
+// restore is the record kept in AnnotationRestore: for every annotation and
+// label injection set, the value it had before (nil: absent), and which
+// containers of fields injection created. Uninject replays it backwards.
+type restore struct {
+	Annotations map[string]*string `json:"annotations,omitempty"`
+	Labels      map[string]*string `json:"labels,omitempty"`
+	Created     []string           `json:"created,omitempty"`
+}
+
+// Created field names.
+const (
+	createdMetadata       = "metadata"
+	createdAnnotations    = "metadata.annotations"
+	createdLabels         = "metadata.labels"
+	createdInitContainers = "spec.initContainers"
+	createdVolumes        = "spec.volumes"
+)
+
+// editor changes an object's metadata and records the original values, so
+// that the change can be reversed exactly. Earlier records win: a pod
+// annotated by the CLI and then injected by the webhook uninjects to what the
+// user wrote.
+type editor struct {
+	holder *yaml.Node
+	rec    restore
+}
+
+func newEditor(holder *yaml.Node) *editor {
+	e := &editor{holder: holder}
+	if s, ok := getString(get(get(holder, "metadata"), "annotations"), AnnotationRestore); ok {
+		_ = json.Unmarshal([]byte(s), &e.rec) // a damaged record restarts from scratch
+	}
+	if e.rec.Annotations == nil {
+		e.rec.Annotations = map[string]*string{}
+	}
+	if e.rec.Labels == nil {
+		e.rec.Labels = map[string]*string{}
+	}
+	return e
+}
+
+func (e *editor) created(what string, did bool) {
+	if did && !slices.Contains(e.rec.Created, what) {
+		e.rec.Created = append(e.rec.Created, what)
+	}
+}
+
+func (e *editor) metaMap(key, createdName string) *yaml.Node {
+	meta, c := ensureMap(e.holder, "metadata")
+	e.created(createdMetadata, c)
+	m, c := ensureMap(meta, key)
+	e.created(createdName, c)
+	return m
+}
+
+// setAnnotation sets k=v and reports whether anything changed.
+func (e *editor) setAnnotation(k, v string) bool {
+	return e.setIn(e.metaMap("annotations", createdAnnotations), e.rec.Annotations, k, v)
+}
+
+func (e *editor) setLabel(k, v string) bool {
+	return e.setIn(e.metaMap("labels", createdLabels), e.rec.Labels, k, v)
+}
+
+func (e *editor) setIn(m *yaml.Node, rec map[string]*string, k, v string) bool {
+	old, had := getString(m, k)
+	if had && old == v {
+		return false
+	}
+	if _, recorded := rec[k]; !recorded {
+		if had {
+			rec[k] = &old
+		} else {
+			rec[k] = nil
+		}
+	}
+	set(m, k, strNode(v))
+	return true
+}
+
+// commit writes the record into the object's annotations.
+func (e *editor) commit() error {
+	m := e.metaMap("annotations", createdAnnotations)
+	b, err := json.Marshal(e.rec)
+	if err != nil {
+		return fmt.Errorf("recording the injection: %w", err)
+	}
+	set(m, AnnotationRestore, strNode(string(b)))
+	return nil
+}
+
+// skipReason says why the pod must not be meshed, or "".
+func (p podTarget) skipReason(controlPlaneNS string) string {
+	spec := p.spec()
+	if !isMap(spec) {
+		return "it has no pod spec"
+	}
+	if v, _ := getString(spec, "hostNetwork"); v == "true" {
+		return "the pod uses hostNetwork, so its traffic cannot be redirected to a proxy"
+	}
+	if hasContainer(get(spec, "containers"), ProxyContainerName) || hasContainer(get(spec, "initContainers"), ProxyContainerName) {
+		return "it is already meshed (it has a conduit-proxy container)"
+	}
+	if v, _ := getString(get(p.meta(), "annotations"), AnnotationInject); v == ValueDisabled {
+		return "it is annotated " + AnnotationInject + ": " + ValueDisabled
+	}
+	if controlPlaneNS != "" && p.namespace == controlPlaneNS {
+		return "it is in the control plane namespace " + controlPlaneNS
+	}
+	return ""
+}
+
+// annotate marks the pod for the webhook and writes the overrides as
+// config.conduit.io/* annotations. It reports whether anything changed.
+func (p podTarget) annotate(overrides map[string]string) (bool, error) {
+	e := newEditor(p.holder)
+	changed := e.setAnnotation(AnnotationInject, ValueEnabled)
+	for _, name := range sortedKeys(overrides) {
+		if e.setAnnotation(ConfigPrefix+name, overrides[name]) {
+			changed = true
+		}
+	}
+	if !changed {
+		return false, nil
+	}
+	return true, e.commit()
+}
+
+// sidecarFor returns the rendered sidecar for cfg, caching by configuration.
+type sidecarCache map[ProxyConfig]*sidecar
+
+func (c sidecarCache) get(cfg ProxyConfig) (*sidecar, error) {
+	if s, ok := c[cfg]; ok {
+		return s, nil
+	}
+	s, err := newSidecar(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c[cfg] = s
+	return s, nil
+}
+
+// inject writes the full sidecar into the pod. base is the configuration
+// before this pod's annotations; overrides (from the CLI) are written as
+// annotations and win over the pod's own.
+func (p podTarget) inject(base ProxyConfig, overrides map[string]string, cache sidecarCache) error {
+	e := newEditor(p.holder)
+	for _, name := range sortedKeys(overrides) {
+		e.setAnnotation(ConfigPrefix+name, overrides[name])
+	}
+	cfg, err := base.WithOverrides(p.annotations())
+	if err != nil {
+		return err
+	}
+	sc, err := cache.get(cfg)
+	if err != nil {
+		return err
+	}
+	e.setAnnotation(AnnotationInject, ValueEnabled)
+	e.setAnnotation(AnnotationProxyVersion, cfg.Version)
+	e.setLabel(LabelProxyVersion, cfg.Version)
+
+	spec := p.spec()
+	inits, c := ensureSeq(spec, "initContainers")
+	e.created(createdInitContainers, c)
+	insertAt(inits, 0, deepCopy(sc.init))
+	if cfg.NativeSidecar {
+		insertAt(inits, 1, deepCopy(sc.proxy))
+	} else {
+		ctrs, _ := ensureSeq(spec, "containers")
+		ctrs.Content = append(ctrs.Content, deepCopy(sc.proxy))
+	}
+	vols, c := ensureSeq(spec, "volumes")
+	e.created(createdVolumes, c)
+	vols.Content = append(vols.Content, deepCopy(sc.tokenVol), deepCopy(sc.trustVol))
+	return e.commit()
+}
+
+// uninject removes everything inject and annotate added and restores what
+// they changed. It reports whether anything changed.
+func uninjectObject(holder *yaml.Node) bool {
+	changed := false
+	if spec := get(holder, "spec"); isMap(spec) {
+		for _, key := range []string{"initContainers", "containers"} {
+			s := get(spec, key)
+			if removeNamed(s, ProxyContainerName) {
+				changed = true
+			}
+			if removeNamed(s, InitContainerName) {
+				changed = true
+			}
+		}
+		v := get(spec, "volumes")
+		if removeNamed(v, TokenVolumeName) {
+			changed = true
+		}
+		if removeNamed(v, TrustRootsVolumeName) {
+			changed = true
+		}
+	}
+	meta := get(holder, "metadata")
+	ann := get(meta, "annotations")
+	raw, hasRecord := getString(ann, AnnotationRestore)
+	var rec restore
+	if hasRecord && json.Unmarshal([]byte(raw), &rec) == nil {
+		del(ann, AnnotationRestore)
+		replay(ann, rec.Annotations)
+		replay(get(meta, "labels"), rec.Labels)
+		spec := get(holder, "spec")
+		for _, what := range slices.Backward(rec.Created) {
+			switch what {
+			case createdInitContainers:
+				delIfEmpty(spec, "initContainers")
+			case createdVolumes:
+				delIfEmpty(spec, "volumes")
+			case createdAnnotations:
+				delIfEmpty(meta, "annotations")
+			case createdLabels:
+				delIfEmpty(meta, "labels")
+			}
+		}
+		// metadata last: it holds the other two.
+		if slices.Contains(rec.Created, createdMetadata) {
+			delIfEmpty(holder, "metadata")
+		}
+		return true
+	}
+	// No (usable) record: take off what injection always adds.
+	if hasRecord {
+		del(ann, AnnotationRestore)
+		changed = true
+	}
+	if del(ann, AnnotationProxyVersion) {
+		changed = true
+	}
+	if v, _ := getString(ann, AnnotationInject); v == ValueEnabled && del(ann, AnnotationInject) {
+		changed = true
+	}
+	if del(get(meta, "labels"), LabelProxyVersion) {
+		changed = true
+	}
+	if changed {
+		spec := get(holder, "spec")
+		delIfEmpty(spec, "initContainers")
+		delIfEmpty(spec, "volumes")
+	}
+	return changed
+}
+
+func replay(m *yaml.Node, rec map[string]*string) {
+	if !isMap(m) {
+		return
+	}
+	for k, v := range rec {
+		if v == nil {
+			del(m, k)
+		} else {
+			set(m, k, strNode(*v))
+		}
+	}
+}
+
+func delIfEmpty(m *yaml.Node, key string) {
+	if v := get(m, key); v != nil && (v.Kind == yaml.MappingNode || v.Kind == yaml.SequenceNode) && len(v.Content) == 0 {
+		del(m, key)
+	}
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

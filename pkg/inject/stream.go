@@ -1,0 +1,340 @@
+// Package inject adds Conduit's proxy to Kubernetes workloads and takes it
+// away again. It works on manifests as bytes (multi-document YAML or JSON
+// streams) or on single pods, and edits them as YAML node trees, so that
+// document order, unrelated fields and comments survive. Used by both
+// `conduit inject`/`uninject` and the proxy-injector webhook.
+package inject
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Options configure Inject.
+type Options struct {
+	// Manual writes the full sidecar; otherwise only the conduit.io/inject
+	// annotation is added and the webhook does the rest.
+	Manual bool
+	// Proxy is the configuration before each workload's own
+	// config.conduit.io/* annotations (used by Manual, and for the control
+	// plane namespace check).
+	Proxy ProxyConfig
+	// Overrides (name without the config.conduit.io/ prefix → value) are
+	// written onto every pod template and win over its own annotations.
+	Overrides map[string]string
+}
+
+// ParseError is malformed input. Doc is the 1-based document number and
+// Line the 1-based line in the whole input (0 when the parser gave none).
+type ParseError struct {
+	Doc  int
+	Line int
+	Msg  string
+}
+
+func (e *ParseError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("document %d (line %d): %s", e.Doc, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("document %d: %s", e.Doc, e.Msg)
+}
+
+// Inject injects every supported object in data (a YAML or JSON stream) and
+// returns the whole stream with a Result per object. Malformed input is a
+// *ParseError and no output.
+func Inject(data []byte, opts Options) ([]byte, []Result, error) {
+	for name, v := range opts.Overrides {
+		if err := ValidateOverride(name, v); err != nil {
+			return nil, nil, fmt.Errorf("%s%s: %w", ConfigPrefix, name, err)
+		}
+	}
+	if opts.Proxy.Image == "" {
+		opts.Proxy = DefaultProxyConfig(opts.Proxy.Version)
+	}
+	m := modeAnnotate
+	if opts.Manual {
+		m = modeManual
+	}
+	p := &processor{mode: m, opts: opts, overrides: opts.Overrides, cache: sidecarCache{}}
+	return p.stream(data)
+}
+
+// Uninject removes what Inject added, restoring the original objects.
+func Uninject(data []byte) ([]byte, []Result, error) {
+	p := &processor{mode: modeUninject}
+	return p.stream(data)
+}
+
+func (p *processor) stream(data []byte) ([]byte, []Result, error) {
+	if looksLikeJSON(data) {
+		out, res, err := p.jsonStream(data)
+		var perr *ParseError
+		if err == nil || !errors.As(err, &perr) {
+			return out, res, err
+		}
+		// Also valid YAML (a flow mapping)? Then treat it as YAML.
+		if out, res, yerr := p.yamlStream(data); yerr == nil {
+			return out, res, nil
+		}
+		return nil, nil, err
+	}
+	return p.yamlStream(data)
+}
+
+func looksLikeJSON(data []byte) bool {
+	t := bytes.TrimLeft(data, " \t\r\n")
+	return len(t) > 0 && (t[0] == '{' || t[0] == '[')
+}
+
+// yamlDoc is one document of a YAML stream: its separator line(s) and body,
+// both verbatim.
+type yamlDoc struct {
+	sep, body []byte
+	line      int // 1-based line of the body's first line
+}
+
+// splitYAML cuts a stream at "---" lines. YAML forbids "---" at the start of
+// a line inside a document, so the cut is exact.
+func splitYAML(data []byte) []yamlDoc {
+	var docs []yamlDoc
+	cur := yamlDoc{line: 1}
+	start := 0
+	line := 1
+	for i := 0; i < len(data); {
+		end := bytes.IndexByte(data[i:], '\n')
+		if end < 0 {
+			end = len(data)
+		} else {
+			end += i + 1
+		}
+		l := data[i:end]
+		if isDocSeparator(l) {
+			cur.body = data[start:i]
+			docs = append(docs, cur)
+			cur = yamlDoc{sep: l, line: line + 1}
+			start = end
+		}
+		i = end
+		line++
+	}
+	cur.body = data[start:]
+	return append(docs, cur)
+}
+
+func isDocSeparator(l []byte) bool {
+	if !bytes.HasPrefix(l, []byte("---")) {
+		return false
+	}
+	return len(l) == 3 || l[3] == ' ' || l[3] == '\t' || l[3] == '\n' || l[3] == '\r'
+}
+
+var yamlLineErr = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+func (p *processor) yamlStream(data []byte) ([]byte, []Result, error) {
+	var out bytes.Buffer
+	out.Grow(len(data) + len(data)/4)
+	var results []Result
+	docNum := 0
+	for _, d := range splitYAML(data) {
+		out.Write(d.sep)
+		var root yaml.Node
+		if err := yaml.Unmarshal(d.body, &root); err != nil {
+			docNum++
+			return nil, nil, yamlParseError(docNum, d.line, err)
+		}
+		if root.Kind == 0 || len(root.Content) == 0 {
+			out.Write(d.body) // comments or nothing
+			continue
+		}
+		docNum++
+		obj := resolve(root.Content[0])
+		if obj.Kind == yaml.ScalarNode && obj.Tag == "!!null" {
+			out.Write(d.body)
+			continue
+		}
+		if !isMap(obj) {
+			return nil, nil, &ParseError{Doc: docNum, Line: d.line + root.Content[0].Line - 1,
+				Msg: "not a Kubernetes object (expected a mapping with apiVersion and kind)"}
+		}
+		n := len(results)
+		results = p.object(docNum, obj, results)
+		if !anyChanged(results[n:]) {
+			out.Write(d.body)
+			continue
+		}
+		if err := encodeYAML(&out, &root, d.body); err != nil {
+			return nil, nil, fmt.Errorf("document %d: %w", docNum, err)
+		}
+	}
+	return out.Bytes(), results, nil
+}
+
+func yamlParseError(doc, firstLine int, err error) *ParseError {
+	msg := err.Error()
+	if m := yamlLineErr.FindStringSubmatch(msg); m != nil {
+		l, _ := strconv.Atoi(m[1])
+		return &ParseError{Doc: doc, Line: firstLine + l - 1, Msg: m[2]}
+	}
+	if len(msg) > 6 && msg[:6] == "yaml: " {
+		msg = msg[6:]
+	}
+	return &ParseError{Doc: doc, Line: firstLine, Msg: msg}
+}
+
+func anyChanged(rs []Result) bool {
+	for _, r := range rs {
+		if r.Changed {
+			return true
+		}
+	}
+	return false
+}
+
+// encodeYAML writes root in the indentation style of the original body.
+func encodeYAML(w *bytes.Buffer, root *yaml.Node, original []byte) error {
+	indent, compact := yamlStyle(original)
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(indent)
+	if compact {
+		enc.CompactSeqIndent()
+	}
+	if err := enc.Encode(root); err != nil {
+		return fmt.Errorf("writing YAML: %w", err)
+	}
+	return enc.Close()
+}
+
+// yamlStyle guesses the indentation width and whether sequences are written
+// "compact" (the dash at the parent key's indentation, as kubectl does).
+func yamlStyle(body []byte) (indent int, compact bool) {
+	indent, compact = 2, true
+	foundIndent, foundSeq := false, false
+	prevIndent, prevIsKey := -1, false
+	for _, l := range bytes.Split(body, []byte("\n")) {
+		t := bytes.TrimLeft(l, " ")
+		if len(t) == 0 || t[0] == '#' {
+			continue
+		}
+		ind := len(l) - len(t)
+		isSeq := t[0] == '-' && (len(t) == 1 || t[1] == ' ')
+		if prevIsKey && prevIndent >= 0 {
+			if isSeq && !foundSeq {
+				compact, foundSeq = ind == prevIndent, true
+				if !compact && !foundIndent && ind > prevIndent {
+					indent, foundIndent = ind-prevIndent, true
+				}
+			} else if !isSeq && !foundIndent && ind > prevIndent {
+				indent, foundIndent = ind-prevIndent, true
+			}
+		}
+		if foundIndent && foundSeq {
+			break
+		}
+		tt := bytes.TrimRight(t, " \r")
+		prevIndent, prevIsKey = ind, len(tt) > 0 && tt[len(tt)-1] == ':'
+		if isSeq {
+			// "- key:" opens a mapping two columns further in.
+			prevIndent += 2
+		}
+	}
+	if indent < 1 || indent > 9 {
+		indent = 2
+	}
+	return indent, compact
+}
+
+func (p *processor) jsonStream(data []byte) ([]byte, []Result, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var out bytes.Buffer
+	var results []Result
+	docNum := 0
+	var prevEnd int64
+	for {
+		var raw json.RawMessage
+		err := dec.Decode(&raw)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		docNum++
+		if err != nil {
+			return nil, nil, jsonParseError(data, docNum, prevEnd, err)
+		}
+		end := dec.InputOffset()
+		out.Write(leadingSpace(data[prevEnd:end]))
+		root, err := jsonToNode(raw)
+		if err != nil {
+			return nil, nil, &ParseError{Doc: docNum, Line: lineAt(data, prevEnd), Msg: err.Error()}
+		}
+		if !isMap(root) {
+			return nil, nil, &ParseError{Doc: docNum, Line: lineAt(data, end-int64(len(raw))),
+				Msg: "not a Kubernetes object (expected a JSON object with apiVersion and kind)"}
+		}
+		n := len(results)
+		results = p.object(docNum, root, results)
+		if !anyChanged(results[n:]) {
+			out.Write(raw)
+		} else if err := encodeJSON(&out, root, raw); err != nil {
+			return nil, nil, fmt.Errorf("document %d: %w", docNum, err)
+		}
+		prevEnd = end
+	}
+	out.Write(data[prevEnd:])
+	return out.Bytes(), results, nil
+}
+
+// leadingSpace returns the whitespace before the value in b.
+func leadingSpace(b []byte) []byte {
+	return b[:len(b)-len(bytes.TrimLeft(b, " \t\r\n"))]
+}
+
+func jsonParseError(data []byte, doc int, docStart int64, err error) *ParseError {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return &ParseError{Doc: doc, Line: lineAt(data, se.Offset), Msg: se.Error()}
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return &ParseError{Doc: doc, Line: lineAt(data, int64(len(data))), Msg: "unexpected end of input (unclosed object or array)"}
+	}
+	return &ParseError{Doc: doc, Line: lineAt(data, docStart), Msg: err.Error()}
+}
+
+func lineAt(data []byte, off int64) int {
+	if off > int64(len(data)) {
+		off = int64(len(data))
+	}
+	if off < 0 {
+		off = 0
+	}
+	return bytes.Count(data[:off], []byte("\n")) + 1
+}
+
+// encodeJSON writes root in the layout of the original: indented like it
+// when it spans lines, compact otherwise.
+func encodeJSON(w *bytes.Buffer, root *yaml.Node, original []byte) error {
+	var compact bytes.Buffer
+	if err := nodeToJSON(&compact, root); err != nil {
+		return err
+	}
+	if !bytes.Contains(original, []byte("\n")) {
+		w.Write(compact.Bytes())
+		return nil
+	}
+	return json.Indent(w, compact.Bytes(), "", jsonIndent(original))
+}
+
+func jsonIndent(original []byte) string {
+	i := bytes.IndexByte(original, '\n')
+	rest := original[i+1:]
+	t := bytes.TrimLeft(rest, " \t")
+	if n := len(rest) - len(t); n > 0 {
+		return string(rest[:n])
+	}
+	return "  "
+}
