@@ -1,0 +1,144 @@
+// Package destination serves the Destination gRPC API on top of a discovery
+// backend: every Get stream subscribes to its authority and receives the
+// changes between the snapshots the backend publishes.
+package destination
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
+	"github.com/conduitmesh/conduit/pkg/controller/discovery"
+)
+
+// Server implements destinationv1.DestinationServer.
+type Server struct {
+	destinationv1.UnimplementedDestinationServer
+
+	backend discovery.Backend
+	log     *slog.Logger
+
+	closeOnce sync.Once
+	closing   chan struct{} // closed by Shutdown
+
+	streams prometheus.Gauge
+	updates *prometheus.CounterVec
+}
+
+// NewServer returns a server resolving with backend. Its metrics are
+// registered with reg when reg is not nil.
+func NewServer(backend discovery.Backend, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		backend: backend,
+		log:     log,
+		closing: make(chan struct{}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "destination_streams",
+			Help: "Open Destination.Get streams.",
+		}),
+		updates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "destination_updates_total",
+			Help: "Updates sent on Destination.Get streams, by kind (add, remove, no_endpoints).",
+		}, []string{"kind"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{s.streams, s.updates} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return s, nil
+}
+
+// Shutdown ends every open stream with UNAVAILABLE, so proxies reconnect to
+// another replica, and refuses new ones. It lets a graceful gRPC stop finish.
+func (s *Server) Shutdown() {
+	s.closeOnce.Do(func() { close(s.closing) })
+}
+
+// Get implements destinationv1.DestinationServer.
+func (s *Server) Get(req *destinationv1.GetDestination, stream destinationv1.Destination_GetServer) error {
+	ctx := stream.Context()
+	mb := newMailbox()
+	cancel, err := s.backend.Subscribe(req.GetAuthority(), req.GetContextToken(), mb)
+	if err != nil {
+		if errors.Is(err, discovery.ErrInvalidAuthority) {
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+		s.log.Error("subscribing", "authority", req.GetAuthority(), "err", err)
+		return status.Errorf(codes.Internal, "resolving %q: %v", req.GetAuthority(), err)
+	}
+	defer cancel()
+	s.streams.Inc()
+	defer s.streams.Dec()
+	s.log.Debug("destination stream opened", "authority", req.GetAuthority(), "context", req.GetContextToken())
+
+	var prev *discovery.Snapshot
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.closing:
+			return status.Error(codes.Unavailable, "controller shutting down")
+		case <-mb.ready:
+		}
+		next := mb.take()
+		for _, u := range Diff(prev, next) {
+			if err := stream.Send(u); err != nil {
+				return err
+			}
+			s.updates.WithLabelValues(kind(u)).Inc()
+		}
+		prev = &next
+	}
+}
+
+func kind(u *destinationv1.Update) string {
+	switch u.GetUpdate().(type) {
+	case *destinationv1.Update_Add:
+		return "add"
+	case *destinationv1.Update_Remove:
+		return "remove"
+	default:
+		return "no_endpoints"
+	}
+}
+
+// mailbox holds the latest snapshot for one stream. A stream that falls
+// behind skips to the newest state instead of queueing every change.
+type mailbox struct {
+	ready chan struct{} // has a token when snap is unread
+
+	mu   sync.Mutex // guards snap
+	snap discovery.Snapshot
+}
+
+func newMailbox() *mailbox {
+	return &mailbox{ready: make(chan struct{}, 1)}
+}
+
+// Update implements discovery.Listener; it never blocks.
+func (m *mailbox) Update(s discovery.Snapshot) {
+	m.mu.Lock()
+	m.snap = s
+	m.mu.Unlock()
+	select {
+	case m.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (m *mailbox) take() discovery.Snapshot {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.snap
+}

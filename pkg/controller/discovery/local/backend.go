@@ -1,0 +1,137 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/conduitmesh/conduit/pkg/controller/discovery"
+)
+
+// Options configure a Backend.
+type Options struct {
+	// Path is the registry file.
+	Path string
+	// ClusterDomain completes service names; default cluster.local.
+	ClusterDomain string
+	// PollInterval is how often the file is checked for changes; default 250ms.
+	PollInterval time.Duration
+	Log          *slog.Logger
+}
+
+// Backend serves a registry file.
+type Backend struct {
+	opts Options
+	hub  discovery.Hub[key]
+
+	reloadMu sync.Mutex // serializes Reload
+
+	mu      sync.RWMutex // guards ix, raw and loadErr
+	ix      *index
+	raw     []byte
+	loadErr error // the last reload's error, nil once a reload succeeds
+}
+
+// key is what a subscriber watches: the parsed authority, plus the caller's
+// namespace for single-label names.
+type key struct {
+	authority discovery.Authority
+	namespace string
+}
+
+// New reads the registry at opts.Path. It fails if the file is missing or invalid.
+func New(opts Options) (*Backend, error) {
+	if opts.ClusterDomain == "" {
+		opts.ClusterDomain = "cluster.local"
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = 250 * time.Millisecond
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	b := &Backend{opts: opts}
+	raw, ix, err := b.read()
+	if err != nil {
+		return nil, err
+	}
+	b.raw, b.ix = raw, ix
+	return b, nil
+}
+
+func (b *Backend) read() ([]byte, *index, error) {
+	raw, err := os.ReadFile(b.opts.Path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading registry file: %w", err)
+	}
+	r, err := ParseRegistry(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("registry file %s: %w", b.opts.Path, err)
+	}
+	ix, err := newIndex(r, b.opts.ClusterDomain)
+	if err != nil {
+		return nil, nil, fmt.Errorf("registry file %s: %w", b.opts.Path, err)
+	}
+	return raw, ix, nil
+}
+
+// Run watches the registry file until ctx is done. A file that becomes
+// invalid is reported and ignored: subscribers keep the last good registry.
+func (b *Backend) Run(ctx context.Context) error {
+	t := time.NewTicker(b.opts.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			b.Reload()
+		}
+	}
+}
+
+// Reload re-reads the registry file now and notifies subscribers of changes.
+func (b *Backend) Reload() {
+	b.reloadMu.Lock()
+	defer b.reloadMu.Unlock()
+	raw, ix, err := b.read()
+	b.mu.Lock()
+	if err != nil {
+		if b.loadErr == nil || b.loadErr.Error() != err.Error() {
+			b.opts.Log.Warn("keeping the last good registry", "err", err)
+		}
+		b.loadErr = err
+		b.mu.Unlock()
+		return
+	}
+	b.loadErr = nil
+	if bytes.Equal(raw, b.raw) {
+		b.mu.Unlock()
+		return
+	}
+	b.raw, b.ix = raw, ix
+	b.mu.Unlock()
+	n := b.hub.Refresh(func(key) bool { return true }, ix.snapshot)
+	b.opts.Log.Info("registry reloaded", "path", b.opts.Path, "changed_watches", n)
+}
+
+// Subscribe implements discovery.Backend.
+func (b *Backend) Subscribe(authority, ctxToken string, l discovery.Listener) (func(), error) {
+	a, err := discovery.ParseAuthority(authority)
+	if err != nil {
+		return nil, err
+	}
+	k := key{authority: a}
+	if !a.IP.IsValid() {
+		k.namespace = discovery.ParseContextToken(ctxToken).Namespace
+	}
+	return b.hub.Subscribe(k, func() discovery.Snapshot {
+		b.mu.RLock()
+		defer b.mu.RUnlock()
+		return b.ix.snapshot(k)
+	}, l), nil
+}
