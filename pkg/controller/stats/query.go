@@ -1,0 +1,365 @@
+package stats
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Window bounds for queries.
+const (
+	MinWindow     = 10 * time.Second
+	MaxWindow     = time.Hour
+	DefaultWindow = time.Minute
+)
+
+// ErrInvalidQuery marks a query the caller got wrong (unknown type, window
+// out of range); the server maps it to INVALID_ARGUMENT.
+var ErrInvalidQuery = errors.New("invalid query")
+
+// Ref names a resource in a query; Name "" means all of the type.
+type Ref struct {
+	Namespace, Type, Name string
+}
+
+func (r Ref) String() string {
+	if r.Name == "" {
+		return r.Type
+	}
+	return r.Type + "/" + r.Name
+}
+
+// StatQuery is a Stat request after validation.
+type StatQuery struct {
+	Selector      Ref
+	AllNamespaces bool
+	From, To      *Ref
+	Window        time.Duration
+}
+
+// StatResult is one row of a Stat answer.
+type StatResult struct {
+	Namespace, Name         string
+	MeshedPods, RunningPods int
+	Successes, Failures     float64
+	RPS                     float64
+	P50, P95, P99           float64 // milliseconds, 0 without traffic
+	TCPOpen                 float64
+	ReadBytes, WriteBytes   float64
+	Window                  time.Duration
+}
+
+// EdgeResult is one observed src → dst pair.
+type EdgeResult struct {
+	Src, Dst           Ref
+	ClientID, ServerID string
+	Secured            bool
+	NoTLSReason        string
+}
+
+// NormalizeRef checks a resource's type and returns it with the canonical type.
+func NormalizeRef(r Ref) (Ref, error) {
+	t, ok := CanonicalType(r.Type)
+	if !ok {
+		return r, fmt.Errorf("%w: unknown resource type %q; use one of %s", ErrInvalidQuery, r.Type, strings.Join(KnownTypes(), ", "))
+	}
+	r.Type = t
+	return r, nil
+}
+
+// CheckWindow validates a window; zero means the default.
+func CheckWindow(w time.Duration) (time.Duration, error) {
+	if w == 0 {
+		return DefaultWindow, nil
+	}
+	if w < MinWindow || w > MaxWindow {
+		return 0, fmt.Errorf("%w: window %s is out of range; use 10s to 1h", ErrInvalidQuery, w)
+	}
+	return w, nil
+}
+
+// rowAgg accumulates one row.
+type rowAgg struct {
+	ns, name     string
+	meshed, pods int
+	succ, fail   float64
+	buckets      map[float64]float64
+	tcpOpen      float64
+	read, write  float64
+	span         time.Duration
+	contributed  bool
+}
+
+func (a *rowAgg) add(sn *snapshot, pred func(map[string]string) bool) {
+	for k, v := range sn.sums {
+		sr := sn.series[k]
+		if !pred(sr.labels) {
+			continue
+		}
+		a.contributed = true
+		switch sr.name {
+		case "response_total":
+			if sr.labels["classification"] == "success" {
+				a.succ += v
+			} else {
+				a.fail += v
+			}
+		case "response_latency_ms_bucket":
+			le, err := parseLe(sr.labels["le"])
+			if err == nil {
+				if a.buckets == nil {
+					a.buckets = map[float64]float64{}
+				}
+				a.buckets[le] += v
+			}
+		case "tcp_read_bytes_total":
+			a.read += v
+		case "tcp_write_bytes_total":
+			a.write += v
+		}
+	}
+	for k, v := range sn.gauges {
+		sr := sn.series[k]
+		if sr != nil && sr.name == "tcp_open_connections" && pred(sr.labels) {
+			a.tcpOpen += v
+			a.contributed = true
+		}
+	}
+	a.span = max(a.span, sn.span)
+}
+
+func parseLe(s string) (float64, error) {
+	if s == "+Inf" {
+		return math.Inf(1), nil
+	}
+	return strconv.ParseFloat(s, 64)
+}
+
+// quantile estimates the q-quantile from cumulative buckets the way
+// Prometheus's histogram_quantile does: linear within the bucket, the
+// highest finite bound for the +Inf bucket.
+func quantile(q float64, buckets map[float64]float64) float64 {
+	if len(buckets) == 0 {
+		return 0
+	}
+	les := make([]float64, 0, len(buckets))
+	for le := range buckets {
+		les = append(les, le)
+	}
+	sort.Float64s(les)
+	total := buckets[les[len(les)-1]]
+	if total <= 0 {
+		return 0
+	}
+	rank := q * total
+	prevLe, prevCount := 0.0, 0.0
+	for _, le := range les {
+		c := buckets[le]
+		if c >= rank {
+			if math.IsInf(le, 1) {
+				return prevLe
+			}
+			if c == prevCount {
+				return le
+			}
+			return prevLe + (le-prevLe)*(rank-prevCount)/(c-prevCount)
+		}
+		prevLe, prevCount = le, c
+	}
+	return prevLe
+}
+
+func inbound(l map[string]string) bool  { return l["direction"] == "inbound" }
+func outbound(l map[string]string) bool { return l["direction"] == "outbound" }
+
+// dstMatches reports whether an outbound series goes to r.
+func dstMatches(l map[string]string, r Ref) bool {
+	switch r.Type {
+	case TypeNamespace:
+		return l["dst_namespace"] != "" && (r.Name == "" || l["dst_namespace"] == r.Name)
+	case TypeAuthority:
+		return l["authority"] != "" && (r.Name == "" || l["authority"] == r.Name || strings.HasPrefix(l["authority"], r.Name+":"))
+	}
+	v := l[dstLabel(r.Type)]
+	return v != "" && l["dst_namespace"] == r.Namespace && (r.Name == "" || v == r.Name)
+}
+
+func owns(p Pod, r Ref) bool {
+	if r.Type != TypeNamespace && p.Namespace != r.Namespace {
+		return false
+	}
+	for _, n := range p.OwnerNames(r.Type) {
+		if r.Name == "" || n == r.Name {
+			return true
+		}
+	}
+	return false
+}
+
+// Stat answers a stat query from the store.
+func (s *Store) Stat(now time.Time, q StatQuery) []StatResult {
+	sel := q.Selector
+	inScope := func(ns, name string) bool {
+		if sel.Type != TypeNamespace && !q.AllNamespaces && ns != sel.Namespace {
+			return false
+		}
+		return sel.Name == "" || name == sel.Name
+	}
+	rows := map[string]*rowAgg{}
+	row := func(ns, name string) *rowAgg {
+		if sel.Type == TypeNamespace {
+			ns = ""
+		}
+		k := ns + "/" + name
+		r := rows[k]
+		if r == nil {
+			r = &rowAgg{ns: ns, name: name}
+			rows[k] = r
+		}
+		return r
+	}
+	snaps := s.window(now, q.Window)
+	for i := range snaps {
+		sn := &snaps[i]
+		p := sn.pod
+		for _, name := range p.OwnerNames(sel.Type) {
+			if !inScope(p.Namespace, name) {
+				continue
+			}
+			r := row(p.Namespace, name)
+			r.pods++
+			if p.Meshed() {
+				r.meshed++
+			}
+			switch {
+			case q.From != nil:
+			case q.To != nil:
+				to := *q.To
+				r.add(sn, func(l map[string]string) bool { return outbound(l) && dstMatches(l, to) })
+			default:
+				r.add(sn, inbound)
+			}
+		}
+		if sel.Type == TypeAuthority && q.From == nil && q.To == nil {
+			byAuth := map[string]bool{}
+			for _, sr := range sn.series {
+				if a := sr.labels["authority"]; a != "" && inbound(sr.labels) && inScope(p.Namespace, a) {
+					byAuth[a] = true
+				}
+			}
+			for a := range byAuth {
+				row(p.Namespace, a).add(sn, func(l map[string]string) bool { return inbound(l) && l["authority"] == a })
+			}
+		}
+		if q.From != nil && owns(p, *q.From) {
+			// Traffic from this pod, grouped by where it went.
+			dests := map[[2]string]bool{}
+			for _, sr := range sn.series {
+				l := sr.labels
+				if !outbound(l) {
+					continue
+				}
+				ns, name := l["dst_namespace"], l[dstLabel(sel.Type)]
+				switch sel.Type {
+				case TypeAuthority:
+					name = l["authority"]
+				case TypeNamespace:
+					name = ns
+				}
+				if name != "" && inScope(ns, name) {
+					dests[[2]string{ns, name}] = true
+				}
+			}
+			for d := range dests {
+				dst := Ref{Namespace: d[0], Type: sel.Type, Name: d[1]}
+				row(d[0], d[1]).add(sn, func(l map[string]string) bool { return outbound(l) && dstMatches(l, dst) })
+			}
+		}
+	}
+	out := make([]StatResult, 0, len(rows))
+	for _, r := range rows {
+		if r.pods == 0 && !r.contributed {
+			continue
+		}
+		res := StatResult{Namespace: r.ns, Name: r.name, MeshedPods: r.meshed, RunningPods: r.pods,
+			Successes: r.succ, Failures: r.fail, TCPOpen: r.tcpOpen, ReadBytes: r.read, WriteBytes: r.write, Window: r.span}
+		if r.span > 0 {
+			res.RPS = (r.succ + r.fail) / r.span.Seconds()
+		}
+		res.P50, res.P95, res.P99 = quantile(0.5, r.buckets), quantile(0.95, r.buckets), quantile(0.99, r.buckets)
+		out = append(out, res)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// Edges lists src → dst pairs of resources of type t seen in the window,
+// from the sources' outbound metrics. ns "" means every namespace.
+func (s *Store) Edges(now time.Time, t, ns, name string, w time.Duration) []EdgeResult {
+	type edgeKey struct{ srcNs, src, dstNs, dst string }
+	edges := map[edgeKey]*EdgeResult{}
+	for _, sn := range s.window(now, w) {
+		p := sn.pod
+		for k, v := range sn.sums {
+			sr := sn.series[k]
+			l := sr.labels
+			if v <= 0 || !outbound(l) || (sr.name != "response_total" && sr.name != "tcp_open_total") {
+				continue
+			}
+			dstNs := l["dst_namespace"]
+			dst := l[dstLabel(t)]
+			if t == TypeNamespace {
+				dst = dstNs
+			}
+			if dst == "" {
+				continue
+			}
+			for _, src := range p.OwnerNames(t) {
+				if ns != "" && p.Namespace != ns && dstNs != ns {
+					continue
+				}
+				if name != "" && src != name && dst != name {
+					continue
+				}
+				ek := edgeKey{p.Namespace, src, dstNs, dst}
+				e := edges[ek]
+				if e == nil {
+					e = &EdgeResult{Src: Ref{p.Namespace, t, src}, Dst: Ref{dstNs, t, dst}, Secured: true, ClientID: p.Identity}
+					edges[ek] = e
+				}
+				if l["tls"] != "true" {
+					e.Secured = false
+					e.NoTLSReason = "not mTLS (tls=" + l["tls"] + ")"
+					if l["tls"] == "" {
+						e.NoTLSReason = "not mTLS"
+					}
+				}
+				if id := l["server_id"]; id != "" {
+					e.ServerID = id
+				}
+				if id := l["client_id"]; id != "" && e.ClientID == "" {
+					e.ClientID = id
+				}
+			}
+		}
+	}
+	out := make([]EdgeResult, 0, len(edges))
+	for _, e := range edges {
+		out = append(out, *e)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		return strings.Join([]string{a.Src.Namespace, a.Src.Name, a.Dst.Namespace, a.Dst.Name}, "\x00") <
+			strings.Join([]string{b.Src.Namespace, b.Src.Name, b.Dst.Namespace, b.Dst.Name}, "\x00")
+	})
+	return out
+}

@@ -1,0 +1,230 @@
+// Package stats answers `conduit stat` and `conduit edges` without
+// Prometheus: it scrapes every meshed proxy's /metrics on an interval, keeps
+// the counters' growth per scrape in a ring per pod (windows of 10 s to
+// 1 h), and aggregates per namespace, deployment, pod, service, authority
+// and edge on demand.
+package stats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	statsv1 "github.com/conduitmesh/conduit/pkg/api/stats/v1"
+)
+
+// DefaultInterval is how often proxies are scraped unless configured.
+const DefaultInterval = 10 * time.Second
+
+// maxMetricsBody bounds one proxy's /metrics page.
+const maxMetricsBody = 16 << 20
+
+// scrapeParallelism bounds concurrent scrapes.
+const scrapeParallelism = 16
+
+// Config configures a Server.
+type Config struct {
+	Pods Pods
+	// Interval between scrapes; 0 means DefaultInterval.
+	Interval time.Duration
+	// Client fetches /metrics; nil means a client with a timeout of the
+	// interval (at most 5 s).
+	Client *http.Client
+	Log    *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server scrapes proxies and serves conduit.stats.v1.Stats.
+type Server struct {
+	statsv1.UnimplementedStatsServer
+	cfg   Config
+	store *Store
+}
+
+// NewServer returns a server; call Run to start scraping.
+func NewServer(cfg Config) *Server {
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Timeout: min(cfg.Interval, 5*time.Second)}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Server{cfg: cfg, store: NewStore(cfg.Interval, MaxWindow)}
+}
+
+// Run scrapes every interval until ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.Interval)
+	defer t.Stop()
+	for {
+		s.ScrapeOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// ScrapeOnce lists the pods and scrapes every meshed one, concurrently.
+func (s *Server) ScrapeOnce(ctx context.Context) {
+	pods, err := s.cfg.Pods.Pods(ctx)
+	if err != nil {
+		s.cfg.Log.Warn("listing pods to scrape", "err", err)
+		return
+	}
+	s.store.SetPods(pods, s.cfg.Now())
+	sem := make(chan struct{}, scrapeParallelism)
+	var wg sync.WaitGroup
+	for _, p := range pods {
+		if !p.Meshed() {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			e, err := s.scrape(ctx, p)
+			if err != nil {
+				s.cfg.Log.Debug("scraping proxy", "pod", podKey(p), "addr", p.AdminAddr, "err", err)
+				s.store.ScrapeFailed(p, err)
+				return
+			}
+			s.store.Ingest(p, s.cfg.Now(), e)
+		}()
+	}
+	wg.Wait()
+}
+
+func (s *Server) scrape(ctx context.Context, p Pod) (*Exposition, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.AdminAddr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.cfg.Client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	e, err := ParseText(io.LimitReader(resp.Body, maxMetricsBody))
+	if err != nil {
+		return nil, fmt.Errorf("parsing /metrics: %w", err)
+	}
+	return e, nil
+}
+
+func refFrom(r *statsv1.Resource, defaultNs string) (Ref, error) {
+	ref := Ref{Namespace: r.GetNamespace(), Type: r.GetType(), Name: r.GetName()}
+	if ref.Namespace == "" {
+		ref.Namespace = defaultNs
+	}
+	return NormalizeRef(ref)
+}
+
+func grpcErr(err error) error {
+	if errors.Is(err, ErrInvalidQuery) {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// Stat implements statsv1.StatsServer.
+func (s *Server) Stat(_ context.Context, req *statsv1.StatRequest) (*statsv1.StatResponse, error) {
+	if req.GetSelector() == nil {
+		return nil, status.Error(codes.InvalidArgument, "selector is required")
+	}
+	sel, err := refFrom(req.GetSelector(), "default")
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	q := StatQuery{Selector: sel, AllNamespaces: req.GetAllNamespaces()}
+	if q.Window, err = CheckWindow(req.GetWindow().AsDuration()); err != nil {
+		return nil, grpcErr(err)
+	}
+	if req.GetFrom() != nil {
+		from, err := refFrom(req.GetFrom(), sel.Namespace)
+		if err != nil {
+			return nil, grpcErr(err)
+		}
+		q.From = &from
+	}
+	if req.GetTo() != nil {
+		to, err := refFrom(req.GetTo(), sel.Namespace)
+		if err != nil {
+			return nil, grpcErr(err)
+		}
+		q.To = &to
+	}
+	if q.From != nil && q.To != nil {
+		return nil, status.Error(codes.InvalidArgument, "from and to cannot both be set")
+	}
+	resp := &statsv1.StatResponse{}
+	for _, r := range s.store.Stat(s.cfg.Now(), q) {
+		resp.Rows = append(resp.Rows, &statsv1.StatRow{
+			Resource:           &statsv1.Resource{Namespace: r.Namespace, Type: sel.Type, Name: r.Name},
+			MeshedPods:         uint32(r.MeshedPods),
+			RunningPods:        uint32(r.RunningPods),
+			SuccessCount:       uint64(r.Successes),
+			FailureCount:       uint64(r.Failures),
+			Rps:                r.RPS,
+			LatencyMsP50:       r.P50,
+			LatencyMsP95:       r.P95,
+			LatencyMsP99:       r.P99,
+			TcpOpenConnections: uint64(r.TCPOpen),
+			TcpReadBytes:       uint64(r.ReadBytes),
+			TcpWriteBytes:      uint64(r.WriteBytes),
+			Window:             durationpb.New(r.Window),
+		})
+	}
+	return resp, nil
+}
+
+// Edges implements statsv1.StatsServer.
+func (s *Server) Edges(_ context.Context, req *statsv1.EdgesRequest) (*statsv1.EdgesResponse, error) {
+	if req.GetSelector() == nil {
+		return nil, status.Error(codes.InvalidArgument, "selector is required")
+	}
+	sel, err := refFrom(req.GetSelector(), "default")
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	if sel.Type == TypeAuthority {
+		return nil, status.Error(codes.InvalidArgument, "edges are drawn between namespaces, deployments, pods or services, not authorities")
+	}
+	ns := sel.Namespace
+	if req.GetAllNamespaces() || sel.Type == TypeNamespace {
+		ns = ""
+	}
+	resp := &statsv1.EdgesResponse{}
+	for _, e := range s.store.Edges(s.cfg.Now(), sel.Type, ns, sel.Name, DefaultWindow) {
+		resp.Edges = append(resp.Edges, &statsv1.Edge{
+			Src:         &statsv1.Resource{Namespace: e.Src.Namespace, Type: e.Src.Type, Name: e.Src.Name},
+			Dst:         &statsv1.Resource{Namespace: e.Dst.Namespace, Type: e.Dst.Type, Name: e.Dst.Name},
+			ClientId:    e.ClientID,
+			ServerId:    e.ServerID,
+			Secured:     e.Secured,
+			NoTlsReason: e.NoTLSReason,
+		})
+	}
+	return resp, nil
+}

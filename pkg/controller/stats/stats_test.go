@@ -1,0 +1,233 @@
+package stats
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	statsv1 "github.com/conduitmesh/conduit/pkg/api/stats/v1"
+)
+
+func TestParseText(t *testing.T) {
+	in := `# HELP request_total Total count of HTTP requests.
+# TYPE request_total counter
+request_total{direction="inbound",authority="web.demo:80",tls="true"} 12
+# TYPE response_latency_ms histogram
+response_latency_ms_bucket{direction="inbound",le="+Inf"} 3 1700000000
+weird{a="x\"y\\z\nw" , b="2",} 1.5e3
+nolabels NaN
+`
+	e, err := ParseText(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.Samples) != 4 {
+		t.Fatalf("got %d samples", len(e.Samples))
+	}
+	if e.Samples[0].Labels["authority"] != "web.demo:80" || e.Samples[0].Value != 12 {
+		t.Errorf("sample 0 = %+v", e.Samples[0])
+	}
+	if got := e.Samples[2].Labels["a"]; got != "x\"y\\z\nw" || e.Samples[2].Value != 1500 {
+		t.Errorf("escaped label = %q, value %v", got, e.Samples[2].Value)
+	}
+	if !math.IsNaN(e.Samples[3].Value) {
+		t.Errorf("NaN parsed as %v", e.Samples[3].Value)
+	}
+	if e.TypeOf("response_latency_ms_bucket") != Histogram || e.TypeOf("request_total") != Counter || e.TypeOf("nolabels") != Untyped {
+		t.Errorf("types wrong: %v", e.Types)
+	}
+}
+
+func TestParseTextErrors(t *testing.T) {
+	for _, in := range []string{
+		`x{a="b"`, `x{a=b} 1`, `x 1 2 3`, `x abc`, `1x 2`, `x{a="b} 1`, `{a="b"} 1`,
+	} {
+		if _, err := ParseText(strings.NewReader(in)); err == nil || !strings.Contains(err.Error(), "line 1") {
+			t.Errorf("ParseText(%q) err = %v, want a line 1 error", in, err)
+		}
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	b := map[float64]float64{1: 50, 2: 90, 5: 99, 10: 100, math.Inf(1): 100}
+	for q, want := range map[float64]float64{0.5: 1, 0.9: 2, 0.95: 2 + 3*5.0/9, 0.99: 5, 1: 10} {
+		if got := quantile(q, b); math.Abs(got-want) > 1e-9 {
+			t.Errorf("quantile(%v) = %v, want %v", q, got, want)
+		}
+	}
+	if got := quantile(0.99, map[float64]float64{10: 0, math.Inf(1): 4}); got != 10 {
+		t.Errorf("all in +Inf: %v, want 10", got)
+	}
+}
+
+// fakeProxy serves a /metrics page that the test rewrites between scrapes.
+type fakeProxy struct {
+	mu   sync.Mutex
+	page string
+}
+
+func (f *fakeProxy) set(format string, a ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.page = fmt.Sprintf(format, a...)
+}
+
+func (f *fakeProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r.URL.Path != "/metrics" {
+		http.NotFound(w, r)
+		return
+	}
+	fmt.Fprint(w, f.page)
+}
+
+const webPage = `# TYPE response_total counter
+response_total{direction="inbound",authority="web.demo.svc.cluster.local:80",tls="false",classification="success",status_code="200"} %[1]d
+response_total{direction="inbound",authority="web.demo.svc.cluster.local:80",tls="false",classification="failure",status_code="500"} %[2]d
+response_total{direction="outbound",authority="books.demo.svc.cluster.local:7001",tls="true",server_id="spiffe://cluster.local/ns/demo/sa/books",dst_namespace="demo",dst_deployment="books",dst_pod="books-0",dst_service="books",classification="success",grpc_status="0"} %[1]d
+# TYPE response_latency_ms histogram
+response_latency_ms_bucket{direction="inbound",authority="web.demo.svc.cluster.local:80",le="1"} %[3]d
+response_latency_ms_bucket{direction="inbound",authority="web.demo.svc.cluster.local:80",le="10"} %[4]d
+response_latency_ms_bucket{direction="inbound",authority="web.demo.svc.cluster.local:80",le="+Inf"} %[4]d
+# TYPE tcp_open_total counter
+tcp_open_total{direction="outbound",tls="true",server_id="spiffe://cluster.local/ns/demo/sa/books",dst_namespace="demo",dst_deployment="books"} 1
+# TYPE tcp_open_connections gauge
+tcp_open_connections{direction="inbound",tls="false"} 3
+`
+
+func TestServerScrapesAndAnswers(t *testing.T) {
+	web, books := &fakeProxy{}, &fakeProxy{}
+	webSrv, booksSrv := httptest.NewServer(web), httptest.NewServer(books)
+	defer webSrv.Close()
+	defer booksSrv.Close()
+	addr := func(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
+	pods := []Pod{
+		{Namespace: "demo", Name: "web-0", AdminAddr: addr(webSrv), Identity: "spiffe://cluster.local/ns/demo/sa/web",
+			Labels: map[string]string{"deployment": "web", "service": "web"}, Running: true},
+		{Namespace: "demo", Name: "books-0", AdminAddr: addr(booksSrv), Labels: map[string]string{"deployment": "books"}, Running: true},
+		{Namespace: "demo", Name: "load-0", Labels: map[string]string{"deployment": "load"}, Running: true},
+	}
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	srv := NewServer(Config{
+		Pods: PodsFunc(func(context.Context) ([]Pod, error) { return pods, nil }),
+		Now:  func() time.Time { return now },
+	})
+	ctx := context.Background()
+	books.set("# TYPE response_total counter\n")
+	web.set(webPage, 100, 0, 50, 100)
+	srv.ScrapeOnce(ctx)
+	now = now.Add(10 * time.Second)
+	// 90 successes, 10 failures in 10 s; 60 of 100 under 1 ms.
+	web.set(webPage, 190, 10, 110, 200)
+	srv.ScrapeOnce(ctx)
+
+	resp, err := srv.Stat(ctx, &statsv1.StatRequest{Selector: &statsv1.Resource{Namespace: "demo", Type: "deploy"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*statsv1.StatRow{}
+	for _, r := range resp.Rows {
+		got[r.Resource.Name] = r
+	}
+	w := got["web"]
+	if w == nil || len(resp.Rows) != 3 {
+		t.Fatalf("rows = %v", resp.Rows)
+	}
+	if w.SuccessCount != 90 || w.FailureCount != 10 || w.Rps != 10 || w.MeshedPods != 1 || w.TcpOpenConnections != 3 {
+		t.Errorf("web row = %v", w)
+	}
+	if !(w.LatencyMsP50 > 0 && w.LatencyMsP50 <= w.LatencyMsP95 && w.LatencyMsP95 <= w.LatencyMsP99) {
+		t.Errorf("latencies not ordered: %v %v %v", w.LatencyMsP50, w.LatencyMsP95, w.LatencyMsP99)
+	}
+	if w.LatencyMsP50 > 1 || w.LatencyMsP99 <= 1 {
+		t.Errorf("p50 %v should be under 1ms, p99 %v above", w.LatencyMsP50, w.LatencyMsP99)
+	}
+	if l := got["load"]; l.MeshedPods != 0 || l.RunningPods != 1 || l.Rps != 0 {
+		t.Errorf("load row = %v", l)
+	}
+
+	// --to: web's outbound traffic to books.
+	resp, err = srv.Stat(ctx, &statsv1.StatRequest{Selector: &statsv1.Resource{Namespace: "demo", Type: "deploy", Name: "web"},
+		To: &statsv1.Resource{Type: "deploy", Name: "books"}})
+	if err != nil || len(resp.Rows) != 1 || resp.Rows[0].SuccessCount != 90 || resp.Rows[0].FailureCount != 0 {
+		t.Errorf("stat --to: %v %v", resp, err)
+	}
+	// --from: traffic into books from web, seen by web.
+	resp, err = srv.Stat(ctx, &statsv1.StatRequest{Selector: &statsv1.Resource{Namespace: "demo", Type: "deploy"},
+		From: &statsv1.Resource{Type: "deploy", Name: "web"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range resp.Rows {
+		if r.Resource.Name == "books" && r.SuccessCount != 90 {
+			t.Errorf("stat --from books row: %v", r)
+		}
+		if r.Resource.Name == "web" && r.SuccessCount != 0 {
+			t.Errorf("stat --from counted web's inbound: %v", r)
+		}
+	}
+
+	edges, err := srv.Edges(ctx, &statsv1.EdgesRequest{Selector: &statsv1.Resource{Namespace: "demo", Type: "deployment"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(edges.Edges) != 1 {
+		t.Fatalf("edges = %v", edges.Edges)
+	}
+	e := edges.Edges[0]
+	if e.Src.Name != "web" || e.Dst.Name != "books" || !e.Secured || e.ServerId != "spiffe://cluster.local/ns/demo/sa/books" ||
+		e.ClientId != "spiffe://cluster.local/ns/demo/sa/web" {
+		t.Errorf("edge = %v", e)
+	}
+
+	// Nothing happened in the next 70 s: a 1m window has no traffic.
+	now = now.Add(70 * time.Second)
+	resp, _ = srv.Stat(ctx, &statsv1.StatRequest{Selector: &statsv1.Resource{Namespace: "demo", Type: "deploy", Name: "web"}})
+	if r := resp.Rows[0]; r.SuccessCount != 0 || r.Rps != 0 {
+		t.Errorf("old traffic inside the window: %v", r)
+	}
+}
+
+func TestServerRejectsBadQueries(t *testing.T) {
+	srv := NewServer(Config{Pods: PodsFunc(func(context.Context) ([]Pod, error) { return nil, nil })})
+	for name, req := range map[string]*statsv1.StatRequest{
+		"unknown type": {Selector: &statsv1.Resource{Type: "cronjob"}},
+		"no selector":  {},
+		"tiny window":  {Selector: &statsv1.Resource{Type: "deploy"}, Window: durationpb.New(time.Second)},
+		"both":         {Selector: &statsv1.Resource{Type: "deploy"}, From: &statsv1.Resource{Type: "deploy"}, To: &statsv1.Resource{Type: "deploy"}},
+	} {
+		_, err := srv.Stat(context.Background(), req)
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: err = %v, want InvalidArgument", name, err)
+		}
+	}
+}
+
+func TestStoreCounterReset(t *testing.T) {
+	s := NewStore(10*time.Second, time.Hour)
+	p := Pod{Namespace: "n", Name: "p", AdminAddr: "x", Labels: map[string]string{"deployment": "d"}}
+	t0 := time.Unix(0, 0)
+	s.SetPods([]Pod{p}, t0)
+	page := func(v int) *Exposition {
+		e, _ := ParseText(strings.NewReader(fmt.Sprintf("# TYPE response_total counter\nresponse_total{direction=\"inbound\",classification=\"success\"} %d\n", v)))
+		return e
+	}
+	s.Ingest(p, t0, page(100))
+	s.Ingest(p, t0.Add(10*time.Second), page(150))
+	s.Ingest(p, t0.Add(20*time.Second), page(20)) // the proxy restarted
+	rows := s.Stat(t0.Add(20*time.Second), StatQuery{Selector: Ref{Namespace: "n", Type: TypeDeployment}, Window: time.Minute})
+	if len(rows) != 1 || rows[0].Successes != 70 {
+		t.Errorf("rows = %+v, want 70 successes (50 + 20 after reset)", rows)
+	}
+}
