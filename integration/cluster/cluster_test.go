@@ -1,0 +1,221 @@
+package cluster
+
+import (
+	"context"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// TestCluster starts one real control plane and proves what the other
+// integration tests rely on: Deployments get Running+Ready pods (binder +
+// kwok) that show up in EndpointSlices, limited users are really limited,
+// and Stop leaves nothing behind.
+func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real kube-apiserver")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	c, err := Start(ctx, Options{Log: tWriter{t}})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			c.Stop() //nolint:errcheck // test already failed
+		}
+	}()
+
+	t.Run("deployment pods become ready and get endpoints", func(t *testing.T) {
+		testDeploymentBecomesReady(ctx, t, c)
+	})
+	t.Run("user kubeconfig is limited to its RBAC", func(t *testing.T) {
+		path, err := c.UserKubeconfig("jane", "devs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		testLimitedUser(ctx, t, c, path, rbacv1.Subject{Kind: rbacv1.UserKind, Name: "jane"})
+	})
+	t.Run("service account kubeconfig is limited to its RBAC", func(t *testing.T) {
+		if err := c.CreateNamespace(ctx, "sa-test", nil); err != nil {
+			t.Fatal(err)
+		}
+		path, err := c.ServiceAccountKubeconfig(ctx, "sa-test", "limited", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testLimitedUser(ctx, t, c, path, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "limited", Namespace: "sa-test"})
+	})
+
+	pids := c.PIDs()
+	dir := c.Dir
+	stopped = true
+	if err := c.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	for name, pid := range pids {
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Errorf("%s (pid %d) still running after Stop", name, pid)
+		}
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("run dir %s still exists after Stop (err %v)", dir, err)
+	}
+}
+
+func testDeploymentBecomesReady(ctx context.Context, t *testing.T, c *Cluster) {
+	const ns = "harness"
+	if err := c.CreateNamespace(ctx, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]string{"app": "web"}
+	replicas := int32(2)
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "web", Image: "example.com/web:1",
+					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+				}}},
+			},
+		},
+	}
+	if _, err := c.Client.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
+		Spec: corev1.ServiceSpec{
+			Selector: labels,
+			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}},
+		},
+	}
+	if _, err := c.Client.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	var pods []corev1.Pod
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		d, err := c.Client.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil || d.Status.ReadyReplicas != replicas {
+			return false, nil
+		}
+		list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		if err != nil {
+			return false, err
+		}
+		pods = list.Items
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("deployment web never had %d ready replicas: %v", replicas, err)
+	}
+	want := map[string]bool{}
+	for _, p := range pods {
+		if p.Spec.NodeName != NodeName || p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+			t.Errorf("pod %s: node %q phase %s IP %q; want node %s, Running, an IP", p.Name, p.Spec.NodeName, p.Status.Phase, p.Status.PodIP, NodeName)
+		}
+		want[p.Status.PodIP] = true
+	}
+
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		slices, err := c.Client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=web"})
+		if err != nil {
+			return false, err
+		}
+		got := map[string]bool{}
+		for _, s := range slices.Items {
+			for _, e := range s.Endpoints {
+				if e.Conditions.Ready != nil && *e.Conditions.Ready {
+					for _, a := range e.Addresses {
+						got[a] = true
+					}
+				}
+			}
+		}
+		if len(got) != len(want) {
+			return false, nil
+		}
+		for ip := range want {
+			if !got[ip] {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("EndpointSlices of service web never listed the ready pod IPs %v: %v", want, err)
+	}
+}
+
+// testLimitedUser checks a kubeconfig can do nothing until subject is bound
+// to a Role, and then exactly what the Role allows.
+func testLimitedUser(ctx context.Context, t *testing.T, c *Cluster, kubeconfig string, subject rbacv1.Subject) {
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := "rbac-" + subject.Name
+	if err := c.CreateNamespace(ctx, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("listing configmaps without RBAC: got %v, want Forbidden", err)
+	}
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "cm-reader", Namespace: ns},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"list"}}},
+	}
+	if _, err := c.Client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "cm-reader", Namespace: ns},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "cm-reader"},
+		Subjects:   []rbacv1.Subject{subject},
+	}
+	if _, err := c.Client.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := client.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("listing configmaps never allowed after binding %v: %v", subject, err)
+	}
+	if _, err := client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("listing secrets with a configmap-only role: got %v, want Forbidden", err)
+	}
+}
+
+// tWriter sends the harness log to the test log.
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
