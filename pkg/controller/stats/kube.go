@@ -1,0 +1,116 @@
+package stats
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	corelisters "k8s.io/client-go/listers/core/v1"
+)
+
+// ProxyVersionLabel marks an injected pod.
+const ProxyVersionLabel = "conduit.io/proxy-version"
+
+// DefaultAdminPort is the proxy's admin port.
+const DefaultAdminPort = 4191
+
+// KubePods lists pods from informer caches: every pod with an IP; those
+// labelled conduit.io/proxy-version are meshed, scraped at podIP:AdminPort.
+type KubePods struct {
+	Pods     corelisters.PodLister
+	Services corelisters.ServiceLister // optional: fills the "service" label
+	// AdminPort defaults to DefaultAdminPort.
+	AdminPort int
+	// TrustDomain completes identities; default cluster.local.
+	TrustDomain string
+}
+
+// List implements Pods (through PodsFunc(k.List)).
+func (k KubePods) List(context.Context) ([]Pod, error) {
+	pods, err := k.Pods.List(labels.Everything())
+	if err != nil {
+		return nil, fmt.Errorf("listing pods: %w", err)
+	}
+	var svcs []*corev1.Service
+	if k.Services != nil {
+		if svcs, err = k.Services.List(labels.Everything()); err != nil {
+			return nil, fmt.Errorf("listing services: %w", err)
+		}
+	}
+	port := k.AdminPort
+	if port == 0 {
+		port = DefaultAdminPort
+	}
+	td := k.TrustDomain
+	if td == "" {
+		td = "cluster.local"
+	}
+	out := make([]Pod, 0, len(pods))
+	for _, p := range pods {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		sa := p.Spec.ServiceAccountName
+		if sa == "" {
+			sa = "default"
+		}
+		pod := Pod{
+			Namespace: p.Namespace,
+			Name:      p.Name,
+			Running:   p.Status.Phase == corev1.PodRunning,
+			Labels:    map[string]string{"serviceaccount": sa},
+		}
+		if d := deploymentOf(p); d != "" {
+			pod.Labels["deployment"] = d
+		}
+		if s := servicesOf(p, svcs); s != "" {
+			pod.Labels["service"] = s
+		}
+		if _, meshed := p.Labels[ProxyVersionLabel]; meshed && p.Status.PodIP != "" {
+			pod.AdminAddr = net.JoinHostPort(p.Status.PodIP, strconv.Itoa(port))
+			pod.Identity = "spiffe://" + td + "/ns/" + p.Namespace + "/sa/" + sa
+		}
+		out = append(out, pod)
+	}
+	return out, nil
+}
+
+// deploymentOf derives a pod's deployment from its ReplicaSet owner, whose
+// name is the deployment's plus "-<pod-template-hash>".
+func deploymentOf(p *corev1.Pod) string {
+	for _, o := range p.OwnerReferences {
+		if o.Kind != "ReplicaSet" || o.Controller == nil || !*o.Controller {
+			continue
+		}
+		if h := p.Labels["pod-template-hash"]; h != "" {
+			if d, ok := strings.CutSuffix(o.Name, "-"+h); ok {
+				return d
+			}
+		}
+		if i := strings.LastIndexByte(o.Name, '-'); i > 0 {
+			return o.Name[:i]
+		}
+	}
+	return ""
+}
+
+// servicesOf names the services in the pod's namespace whose selector
+// matches it, comma-separated and sorted.
+func servicesOf(p *corev1.Pod, svcs []*corev1.Service) string {
+	var names []string
+	for _, s := range svcs {
+		if s.Namespace != p.Namespace || len(s.Spec.Selector) == 0 {
+			continue
+		}
+		if labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(p.Labels)) {
+			names = append(names, s.Name)
+		}
+	}
+	sort.Strings(names)
+	return strings.Join(names, ",")
+}
