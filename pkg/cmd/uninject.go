@@ -1,12 +1,24 @@
 package cmd
 
-import "github.com/urfave/cli/v2"
+import (
+	"github.com/urfave/cli/v2"
 
-// uninjectCommand is a placeholder until its issue lands; it fails loudly.
+	"github.com/conduitmesh/conduit/pkg/inject"
+)
+
 func uninjectCommand(g *Globals) *cli.Command {
 	return &cli.Command{
-		Name:   "uninject",
-		Usage:  "(not built yet)",
-		Action: func(*cli.Context) error { return notBuilt("uninject") },
+		Name:      "uninject",
+		Usage:     "remove the Conduit proxy from Kubernetes workloads",
+		ArgsUsage: "FILE|DIR|URL|- ...",
+		Description: `Reverses conduit inject (with or without --manual): the proxy, its init
+container, volumes, labels and annotations are removed and whatever injection
+changed is restored, so inject then uninject gives back the original objects.
+Other objects pass through untouched. A report goes to stderr.
+
+   kubectl get deploy -o yaml | conduit uninject - | kubectl apply -f -`,
+		Action: func(c *cli.Context) error {
+			return transform(c.Context, c.Args().Slice(), g.Streams, "uninjected", inject.Uninject)
+		},
 	}
 }

@@ -76,23 +76,23 @@ func OverrideNames() []string { return append([]string(nil), overrideNames...) }
 
 // Defaults for ProxyConfig.
 const (
-	DefaultProxyImage          = "ghcr.io/conduitmesh/conduit-proxy"
-	DefaultControlPlaneNS      = "conduit"
-	DefaultTrustDomain         = "cluster.local"
-	DefaultClusterDomain       = "cluster.local"
-	DefaultProxyUID            = 2102
-	DefaultInboundPort         = 4143
-	DefaultOutboundPort        = 4140
-	DefaultAdminPort           = 4191
-	DefaultControllerGRPCPort  = 8086
-	DefaultTokenExpiration     = 86400
-	DefaultProxyCPURequest     = "10m"
-	DefaultProxyMemoryRequest  = "20Mi"
-	DefaultProxyMemoryLimit    = "250Mi"
-	DefaultProxyLogLevel       = "info"
-	tokenMountPath             = "/var/run/conduit/identity"
-	trustRootsMountPath        = "/var/run/conduit/trust-roots"
-	trustRootsKey              = "ca-bundle.crt"
+	DefaultProxyImage         = "ghcr.io/conduitmesh/conduit-proxy"
+	DefaultControlPlaneNS     = "conduit"
+	DefaultTrustDomain        = "cluster.local"
+	DefaultClusterDomain      = "cluster.local"
+	DefaultProxyUID           = 2102
+	DefaultInboundPort        = 4143
+	DefaultOutboundPort       = 4140
+	DefaultAdminPort          = 4191
+	DefaultControllerGRPCPort = 8086
+	DefaultTokenExpiration    = 86400
+	DefaultProxyCPURequest    = "10m"
+	DefaultProxyMemoryRequest = "20Mi"
+	DefaultProxyMemoryLimit   = "250Mi"
+	DefaultProxyLogLevel      = "info"
+	tokenMountPath            = "/var/run/conduit/identity"
+	trustRootsMountPath       = "/var/run/conduit/trust-roots"
+	trustRootsKey             = "ca-bundle.crt"
 )
 
 // ProxyConfig is everything the injector writes into a pod. Start from

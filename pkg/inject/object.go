@@ -120,7 +120,7 @@ func (p *processor) object(doc int, obj *yaml.Node, results []Result) []Result {
 	}
 	var err error
 	if p.mode == modeManual {
-		err = pod.inject(p.opts.Proxy, p.overrides, p.cache)
+		err = pod.inject(p.opts.Proxy, p.overrides, p.cache, true)
 		r.Changed = err == nil
 	} else {
 		r.Changed, err = pod.annotate(p.overrides)

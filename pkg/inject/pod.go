@@ -59,12 +59,14 @@ const (
 type editor struct {
 	holder *yaml.Node
 	rec    restore
+	loaded bool // the object already had a record: keep it up to date
 }
 
 func newEditor(holder *yaml.Node) *editor {
 	e := &editor{holder: holder}
 	if s, ok := getString(get(get(holder, "metadata"), "annotations"), AnnotationRestore); ok {
-		_ = json.Unmarshal([]byte(s), &e.rec) // a damaged record restarts from scratch
+		// A damaged record restarts from scratch.
+		e.loaded = json.Unmarshal([]byte(s), &e.rec) == nil
 	}
 	if e.rec.Annotations == nil {
 		e.rec.Annotations = map[string]*string{}
@@ -100,9 +102,6 @@ func (e *editor) setLabel(k, v string) bool {
 
 func (e *editor) setIn(m *yaml.Node, rec map[string]*string, k, v string) bool {
 	old, had := getString(m, k)
-	if had && old == v {
-		return false
-	}
 	if _, recorded := rec[k]; !recorded {
 		if had {
 			rec[k] = &old
@@ -110,12 +109,21 @@ func (e *editor) setIn(m *yaml.Node, rec map[string]*string, k, v string) bool {
 			rec[k] = nil
 		}
 	}
+	if had && old == v {
+		return false
+	}
 	set(m, k, strNode(v))
 	return true
 }
 
-// commit writes the record into the object's annotations.
+// commit writes the record into the object's annotations when uninject
+// could not do without it: without a record, uninject removes the proxy
+// version annotation and label and an "enabled" conduit.io/inject, and the
+// maps that leaves empty, which undoes the common case exactly.
 func (e *editor) commit() error {
+	if !e.loaded && !e.recordNeeded() {
+		return nil
+	}
 	m := e.metaMap("annotations", createdAnnotations)
 	b, err := json.Marshal(e.rec)
 	if err != nil {
@@ -123,6 +131,20 @@ func (e *editor) commit() error {
 	}
 	set(m, AnnotationRestore, strNode(string(b)))
 	return nil
+}
+
+func (e *editor) recordNeeded() bool {
+	for k, v := range e.rec.Annotations {
+		if v != nil || (k != AnnotationInject && k != AnnotationProxyVersion) {
+			return true
+		}
+	}
+	for k, v := range e.rec.Labels {
+		if v != nil || k != LabelProxyVersion {
+			return true
+		}
+	}
+	return false
 }
 
 // skipReason says why the pod must not be meshed, or "".
@@ -180,7 +202,9 @@ func (c sidecarCache) get(cfg ProxyConfig) (*sidecar, error) {
 // inject writes the full sidecar into the pod. base is the configuration
 // before this pod's annotations; overrides (from the CLI) are written as
 // annotations and win over the pod's own.
-func (p podTarget) inject(base ProxyConfig, overrides map[string]string, cache sidecarCache) error {
+// Without record (the webhook: pods are never uninjected) nothing is kept
+// for uninject beyond what it can work out.
+func (p podTarget) inject(base ProxyConfig, overrides map[string]string, cache sidecarCache, record bool) error {
 	e := newEditor(p.holder)
 	for _, name := range sortedKeys(overrides) {
 		e.setAnnotation(ConfigPrefix+name, overrides[name])
@@ -210,6 +234,9 @@ func (p podTarget) inject(base ProxyConfig, overrides map[string]string, cache s
 	vols, c := ensureSeq(spec, "volumes")
 	e.created(createdVolumes, c)
 	vols.Content = append(vols.Content, deepCopy(sc.tokenVol), deepCopy(sc.trustVol))
+	if !record {
+		return nil
+	}
 	return e.commit()
 }
 
@@ -262,7 +289,8 @@ func uninjectObject(holder *yaml.Node) bool {
 		}
 		return true
 	}
-	// No (usable) record: take off what injection always adds.
+	// No (usable) record: take off what injection always adds, and the
+	// maps that leaves empty.
 	if hasRecord {
 		del(ann, AnnotationRestore)
 		changed = true
@@ -280,6 +308,9 @@ func uninjectObject(holder *yaml.Node) bool {
 		spec := get(holder, "spec")
 		delIfEmpty(spec, "initContainers")
 		delIfEmpty(spec, "volumes")
+		delIfEmpty(meta, "annotations")
+		delIfEmpty(meta, "labels")
+		delIfEmpty(holder, "metadata")
 	}
 	return changed
 }

@@ -14,8 +14,8 @@ import (
 // sidecar holds the nodes injected into a pod for one ProxyConfig. Built once
 // per configuration and copied into each pod.
 type sidecar struct {
-	init, proxy         *yaml.Node
-	tokenVol, trustVol  *yaml.Node
+	init, proxy        *yaml.Node
+	tokenVol, trustVol *yaml.Node
 }
 
 // newSidecar renders c's containers and volumes as YAML nodes, through the

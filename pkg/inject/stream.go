@@ -73,17 +73,9 @@ func Uninject(data []byte) ([]byte, []Result, error) {
 }
 
 func (p *processor) stream(data []byte) ([]byte, []Result, error) {
+	// Like kubectl: a stream that starts like JSON is JSON, strictly.
 	if looksLikeJSON(data) {
-		out, res, err := p.jsonStream(data)
-		var perr *ParseError
-		if err == nil || !errors.As(err, &perr) {
-			return out, res, err
-		}
-		// Also valid YAML (a flow mapping)? Then treat it as YAML.
-		if out, res, yerr := p.yamlStream(data); yerr == nil {
-			return out, res, nil
-		}
-		return nil, nil, err
+		return p.jsonStream(data)
 	}
 	return p.yamlStream(data)
 }

@@ -1,0 +1,52 @@
+package inject
+
+import (
+	"bytes"
+	"fmt"
+)
+
+// Namespace is what the injector knows of the namespace a pod is created in.
+type Namespace struct {
+	Name        string
+	Labels      map[string]string
+	Annotations map[string]string
+}
+
+// enabled reports whether the namespace asks for injection, by annotation
+// or, failing that, by label.
+func (ns Namespace) enabled() bool {
+	if v, ok := ns.Annotations[AnnotationInject]; ok {
+		return v == ValueEnabled
+	}
+	return ns.Labels[AnnotationInject] == ValueEnabled
+}
+
+// InjectPod decides whether a Pod (JSON, as an admission request carries it)
+// created in ns gets a proxy and, if so, returns the injected Pod as JSON.
+// When it does not, reason says why and out is nil. The pod's
+// conduit.io/inject annotation wins over the namespace's; "disabled" on the
+// pod always wins.
+func InjectPod(pod []byte, ns Namespace, base ProxyConfig) (out []byte, reason string, err error) {
+	root, err := jsonToNode(pod)
+	if err != nil {
+		return nil, "", fmt.Errorf("decoding the pod: %w", err)
+	}
+	if !isMap(root) {
+		return nil, "", fmt.Errorf("decoding the pod: not a JSON object")
+	}
+	p := podTarget{holder: root, namespace: ns.Name}
+	if reason := p.skipReason(base.ControlPlaneNamespace); reason != "" {
+		return nil, reason, nil
+	}
+	if v := p.annotations()[AnnotationInject]; v != ValueEnabled && !ns.enabled() {
+		return nil, "injection is not enabled on the pod or its namespace", nil
+	}
+	if err := p.inject(base, nil, sidecarCache{}, false); err != nil {
+		return nil, "", err
+	}
+	var buf bytes.Buffer
+	if err := nodeToJSON(&buf, root); err != nil {
+		return nil, "", err
+	}
+	return buf.Bytes(), "", nil
+}
