@@ -1,0 +1,178 @@
+package local
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/conduitmesh/conduit/pkg/controller/discovery"
+)
+
+// recorder keeps every snapshot it is given.
+type recorder struct {
+	mu    sync.Mutex
+	snaps []discovery.Snapshot
+}
+
+func (r *recorder) Update(s discovery.Snapshot) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.snaps = append(r.snaps, s)
+}
+
+func (r *recorder) last(t *testing.T) string {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.snaps) == 0 {
+		t.Fatal("no snapshot")
+	}
+	return describe(r.snaps[len(r.snaps)-1])
+}
+
+// describe renders a snapshot as "exists addr/identity/pod ..." or "absent".
+func describe(s discovery.Snapshot) string {
+	if !s.Exists {
+		return "absent"
+	}
+	var eps []string
+	for _, e := range s.Endpoints {
+		eps = append(eps, e.Addr.String()+"/"+e.Identity+"/"+e.Labels["pod"])
+	}
+	sort.Strings(eps)
+	return strings.TrimSpace("exists " + s.Labels["namespace"] + "/" + s.Labels["service"] + " " + strings.Join(eps, " "))
+}
+
+const registryV1 = `
+services:
+- name: web
+  namespace: demo
+  port: 80
+  authorities: ["localhost:8080"]
+  endpoints:
+  - address: 127.0.0.1:41001
+    identity: spiffe://cluster.local/ns/demo/sa/web
+    labels: {pod: web-0}
+- name: db
+  namespace: demo
+  port: 5432
+  endpoints: []
+`
+
+func newBackend(t *testing.T, content string) (*Backend, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "registry.yaml")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, path
+}
+
+func TestSubscribeResolvesNames(t *testing.T) {
+	b, _ := newBackend(t, registryV1)
+	web := "exists demo/web 127.0.0.1:41001/spiffe://cluster.local/ns/demo/sa/web/web-0"
+	tests := []struct {
+		authority, ctxToken, want string
+	}{
+		{"web.demo.svc.cluster.local:80", "", web},
+		{"web.demo.svc.cluster.local.:80", "", web},
+		{"WEB.demo.svc:80", "", web},
+		{"web.demo:80", "", web},
+		{"web.demo", "", web},
+		{"web:80", `{"ns":"demo"}`, web},
+		{"web:80", "", "absent"},
+		{"localhost:8080", "", web},
+		{"127.0.0.1:41001", "", web},
+		{"web.demo:81", "", "absent"},
+		{"db.demo:5432", "", "exists demo/db"},
+		{"example.com:443", "", "absent"},
+		{"10.0.0.1:80", "", "absent"},
+	}
+	for _, tt := range tests {
+		var r recorder
+		cancel, err := b.Subscribe(tt.authority, tt.ctxToken, &r)
+		if err != nil {
+			t.Errorf("%s: %v", tt.authority, err)
+			continue
+		}
+		if got := r.last(t); got != tt.want {
+			t.Errorf("%s (%s): got %q, want %q", tt.authority, tt.ctxToken, got, tt.want)
+		}
+		cancel()
+	}
+	if b.hub.Watched() != 0 {
+		t.Errorf("%d keys still watched after every cancel", b.hub.Watched())
+	}
+}
+
+func TestReload(t *testing.T) {
+	b, path := newBackend(t, registryV1)
+	var r recorder
+	cancel, err := b.Subscribe("web.demo:80", "", &r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+
+	v2 := strings.Replace(registryV1, "  endpoints:\n  - address: 127.0.0.1:41001", "  endpoints:\n  - address: 127.0.0.1:41002\n  - address: 127.0.0.1:41001", 1)
+	if err := WriteFile(path, mustParse(t, v2)); err != nil {
+		t.Fatal(err)
+	}
+	b.Reload()
+	want := "exists demo/web 127.0.0.1:41001/spiffe://cluster.local/ns/demo/sa/web/web-0 127.0.0.1:41002//"
+	if got := r.last(t); got != want {
+		t.Fatalf("after reload: got %q, want %q", got, want)
+	}
+	n := len(r.snaps)
+
+	// A broken file is ignored; the subscriber keeps the last good state.
+	if err := os.WriteFile(path, []byte("services: [{name: web, bogus: 1}]"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b.Reload()
+	// An unchanged file notifies nobody.
+	if err := WriteFile(path, mustParse(t, v2)); err != nil {
+		t.Fatal(err)
+	}
+	b.Reload()
+	if len(r.snaps) != n {
+		t.Errorf("got %d more snapshots, want none", len(r.snaps)-n)
+	}
+}
+
+func mustParse(t *testing.T, s string) Registry {
+	t.Helper()
+	r, err := ParseRegistry([]byte(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestParseRegistryRejects(t *testing.T) {
+	for name, content := range map[string]string{
+		"unknown field": "services: [{name: web, namespace: demo, port: 80, endpoint: []}]",
+		"bad address":   "services: [{name: web, namespace: demo, port: 80, endpoints: [{address: web-0}]}]",
+		"missing port":  "services: [{name: web, namespace: demo, endpoints: []}]",
+		"bad name":      "services: [{name: Web_1, namespace: demo, port: 80}]",
+		"dotted name":   "services: [{name: web.x, namespace: demo, port: 80}]",
+		"twice":         "services: [{name: web, namespace: demo, port: 80}, {name: web, namespace: demo, port: 80}]",
+		"bad identity":  "services: [{name: web, namespace: demo, port: 80, endpoints: [{address: '127.0.0.1:1', identity: web}]}]",
+		"bad authority": "services: [{name: web, namespace: demo, port: 80, authorities: ['x:y']}]",
+		"not yaml":      "{{{",
+	} {
+		if _, err := ParseRegistry([]byte(content)); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	if _, err := New(Options{Path: filepath.Join(t.TempDir(), "missing.yaml")}); err == nil {
+		t.Error("missing file: no error")
+	}
+}
