@@ -1,12 +1,186 @@
 package cmd
 
-import "github.com/urfave/cli/v2"
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
 
-// installCommand is a placeholder until its issue lands; it fails loudly.
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/conduitmesh/conduit/pkg/install"
+	"github.com/conduitmesh/conduit/pkg/tui"
+	"github.com/conduitmesh/conduit/pkg/version"
+)
+
+type installOptions struct {
+	values   install.ValueOptions
+	identity install.IdentityFiles
+	output   string
+	wait     bool
+	timeout  time.Duration
+}
+
 func installCommand(g *Globals) *cli.Command {
 	return &cli.Command{
-		Name:   "install",
-		Usage:  "(not built yet)",
-		Action: func(*cli.Context) error { return notBuilt("install") },
+		Name:  "install",
+		Usage: "install the Conduit control plane into the current cluster",
+		Description: `Renders the control plane chart (the same objects as ` + "`helm template`" + ` of
+manifests/) and applies it with server-side apply, creating a trust anchor and
+issuer unless you give your own, then waits until the controller is ready.
+-o yaml|json only prints the objects and touches nothing.
+
+   ` + g.ProgName + ` install
+   ` + g.ProgName + ` install --ha --set webhook.timeoutSeconds=5
+   ` + g.ProgName + ` install -o yaml | kubectl apply --dry-run=server -f -`,
+		Flags: append(valueFlags(),
+			&cli.StringFlag{Name: "identity-trust-anchors-file", Usage: "PEM trust anchors to use instead of generating one"},
+			&cli.StringFlag{Name: "identity-issuer-certificate-file", Usage: "PEM issuer certificate signed by the trust anchors"},
+			&cli.StringFlag{Name: "identity-issuer-key-file", Usage: "PEM ECDSA P-256 private key of the issuer"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "only print the objects as yaml or json, touching nothing"},
+			&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait until the control plane is ready (--wait=false to return after applying)"},
+			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long --wait waits"},
+		),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("install takes no arguments, got %q", c.Args().First())
+			}
+			o := installOptions{
+				values: valueOptions(c, g),
+				identity: install.IdentityFiles{
+					TrustAnchors: c.String("identity-trust-anchors-file"),
+					IssuerCert:   c.String("identity-issuer-certificate-file"),
+					IssuerKey:    c.String("identity-issuer-key-file"),
+				},
+				output:  c.String("output"),
+				wait:    c.Bool("wait"),
+				timeout: c.Duration("timeout"),
+			}
+			return runInstall(c.Context, g, o)
+		},
 	}
+}
+
+// valueFlags are the chart value flags shared by install and upgrade.
+func valueFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "values", Aliases: []string{"f"}, Usage: "values YAML file, as with helm (repeatable)"},
+		&cli.StringSliceFlag{Name: "set", Usage: "set chart values, as with helm: key1=val1,key2.sub=val2 (repeatable)"},
+		&cli.StringSliceFlag{Name: "set-string", Usage: "set chart values as strings (repeatable)"},
+		&cli.BoolFlag{Name: "ha", Usage: "high availability: 3 controller replicas, anti-affinity, a PodDisruptionBudget (manifests/values-ha.yaml)"},
+		&cli.IntFlag{Name: "controller-replicas", Usage: "controller replicas (overrides --ha)"},
+		&cli.StringFlag{Name: "identity-trust-domain", Usage: "trust domain of mesh identities (default cluster.local)"},
+		&cli.StringFlag{Name: "controller-image", Usage: "controller image repository"},
+		&cli.StringFlag{Name: "proxy-image", Usage: "proxy image repository the injector uses"},
+		&cli.StringFlag{Name: "image-version", Usage: "tag of the controller and proxy images (default: the CLI's version)"},
+	}
+}
+
+func valueOptions(c *cli.Context, g *Globals) install.ValueOptions {
+	ns := ""
+	if g.Kube.Namespace != nil {
+		ns = *g.Kube.Namespace
+	}
+	return install.ValueOptions{
+		HA:              c.Bool("ha"),
+		ValuesFiles:     c.StringSlice("values"),
+		Set:             c.StringSlice("set"),
+		SetString:       c.StringSlice("set-string"),
+		Namespace:       ns,
+		TrustDomain:     c.String("identity-trust-domain"),
+		Replicas:        c.Int("controller-replicas"),
+		ControllerImage: c.String("controller-image"),
+		ProxyImage:      c.String("proxy-image"),
+		ImageVersion:    c.String("image-version"),
+	}
+}
+
+func runInstall(ctx context.Context, g *Globals, o installOptions) error {
+	switch o.output {
+	case "", "yaml", "json":
+	default:
+		return fmt.Errorf("-o %q: unknown output format, use yaml or json", o.output)
+	}
+	objs, _, err := install.RenderInstall(install.InstallOptions{
+		Values: o.values, Identity: o.identity, Version: version.Version, Now: time.Now(),
+	})
+	if err != nil {
+		return err
+	}
+	switch o.output {
+	case "yaml":
+		return install.WriteYAML(g.Streams.Out, objs)
+	case "json":
+		return install.WriteJSON(g.Streams.Out, objs)
+	}
+	client, err := lifecycleClient(g)
+	if err != nil {
+		return err
+	}
+	ns := install.Namespace(objs)
+	err = runSteps(ctx, g, fmt.Sprintf("Installing Conduit %s into namespace %s", version.Version, ns), func(ctx context.Context, report install.Reporter) error {
+		return client.Install(ctx, objs, waitOptions(o.wait, o.timeout), report)
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.Streams.Out, "Conduit %s is installed in namespace %s. Run `%s check` to verify it.\n", version.Version, ns, g.ProgName)
+	return nil
+}
+
+func waitOptions(wait bool, timeout time.Duration) *install.WaitOptions {
+	if !wait {
+		return nil
+	}
+	return &install.WaitOptions{Timeout: timeout}
+}
+
+func lifecycleClient(g *Globals) (*install.Client, error) {
+	cfg, err := g.Kube.ToRESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("reading kubeconfig: %w", err)
+	}
+	return install.NewClient(cfg)
+}
+
+// controlPlaneNamespace is -n when given, else Conduit's default namespace
+// (never the kubeconfig's current namespace).
+func controlPlaneNamespace(g *Globals) string {
+	if g.Kube.Namespace != nil && *g.Kube.Namespace != "" {
+		return *g.Kube.Namespace
+	}
+	return install.DefaultNamespace
+}
+
+// interactive reports whether w is a terminal and we are not in CI: only
+// then do commands show a live view or ask questions.
+func interactive(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && os.Getenv("CI") == "" && term.IsTerminal(int(f.Fd()))
+}
+
+// runSteps runs work reporting its steps on ErrOut: a live step list on a
+// terminal, plain lines otherwise.
+func runSteps(ctx context.Context, g *Globals, title string, work func(context.Context, install.Reporter) error) error {
+	if !interactive(g.Streams.ErrOut) {
+		fmt.Fprintln(g.Streams.ErrOut, title)
+		return work(ctx, install.PlainReporter(g.Streams.ErrOut))
+	}
+	return tui.RunProgress(ctx, g.Streams.ErrOut, title, func(ctx context.Context, send func(tui.ProgressMsg)) error {
+		return work(ctx, func(e install.Event) {
+			send(tui.ProgressMsg{Step: e.Step, State: tui.StepState(e.State), Detail: e.Detail})
+		})
+	})
+}
+
+// confirm asks question on out and reads y/yes from in.
+func confirm(in io.Reader, out io.Writer, question string) bool {
+	fmt.Fprintf(out, "%s [y/N] ", question)
+	line, _ := bufio.NewReader(in).ReadString('\n')
+	answer := strings.ToLower(strings.TrimSpace(line))
+	return answer == "y" || answer == "yes"
 }

@@ -1,12 +1,86 @@
 package cmd
 
-import "github.com/urfave/cli/v2"
+import (
+	"context"
+	"errors"
+	"fmt"
 
-// uninstallCommand is a placeholder until its issue lands; it fails loudly.
+	"github.com/urfave/cli/v2"
+
+	"github.com/conduitmesh/conduit/pkg/install"
+)
+
+type uninstallOptions struct {
+	output string
+	yes    bool
+}
+
 func uninstallCommand(g *Globals) *cli.Command {
 	return &cli.Command{
-		Name:   "uninstall",
-		Usage:  "(not built yet)",
-		Action: func(*cli.Context) error { return notBuilt("uninstall") },
+		Name:  "uninstall",
+		Usage: "delete the control plane: every object labelled as part of the install",
+		Description: `Finds the install's objects by their inventory labels
+(` + install.InventorySelector("<namespace>") + `), cluster-scoped ones included, and
+deletes them, the namespace last. Workloads and their injected proxies are never
+touched: uninject them first. -o yaml|json prints what would be deleted and
+changes nothing.
+
+   ` + g.ProgName + ` uninstall -o yaml
+   ` + g.ProgName + ` uninstall --yes`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "only print the objects that would be deleted, as yaml or json"},
+			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "do not ask for confirmation"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("uninstall takes no arguments, got %q", c.Args().First())
+			}
+			return runUninstall(c.Context, g, uninstallOptions{output: c.String("output"), yes: c.Bool("yes")})
+		},
 	}
+}
+
+func runUninstall(ctx context.Context, g *Globals, o uninstallOptions) error {
+	switch o.output {
+	case "", "yaml", "json":
+	default:
+		return fmt.Errorf("-o %q: unknown output format, use yaml or json", o.output)
+	}
+	ns := controlPlaneNamespace(g)
+	client, err := lifecycleClient(g)
+	if err != nil {
+		return err
+	}
+	inv, err := client.Inventory(ctx, ns)
+	if err != nil {
+		return err
+	}
+	if len(inv) == 0 {
+		return fmt.Errorf("nothing to uninstall: no objects labelled %s (name the control plane namespace with -n)", install.InventorySelector(ns))
+	}
+	switch o.output {
+	case "yaml":
+		return install.WriteYAML(g.Streams.Out, install.ForReview(inv))
+	case "json":
+		return install.WriteJSON(g.Streams.Out, install.ForReview(inv))
+	}
+	if err := client.CheckPermissions(ctx, inv, "delete"); err != nil {
+		return err
+	}
+	if !o.yes && interactive(g.Streams.In) && interactive(g.Streams.ErrOut) {
+		for _, obj := range inv {
+			fmt.Fprintf(g.Streams.ErrOut, "  %s\n", install.KeyOf(obj))
+		}
+		if !confirm(g.Streams.In, g.Streams.ErrOut, fmt.Sprintf("Delete these %d objects?", len(inv))) {
+			return errors.New("uninstall cancelled: nothing was deleted")
+		}
+	}
+	err = runSteps(ctx, g, fmt.Sprintf("Uninstalling Conduit from namespace %s", ns), func(ctx context.Context, report install.Reporter) error {
+		return client.Uninstall(ctx, inv, report)
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.Streams.Out, "Conduit is uninstalled from namespace %s (%d objects deleted; the namespace finishes terminating in the background).\n", ns, len(inv))
+	return nil
 }

@@ -1,12 +1,96 @@
 package cmd
 
-import "github.com/urfave/cli/v2"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
 
-// upgradeCommand is a placeholder until its issue lands; it fails loudly.
+	"github.com/urfave/cli/v2"
+
+	"github.com/conduitmesh/conduit/pkg/install"
+	"github.com/conduitmesh/conduit/pkg/version"
+)
+
+type upgradeOptions struct {
+	values  install.ValueOptions
+	dryRun  bool
+	yes     bool
+	force   bool
+	wait    bool
+	timeout time.Duration
+}
+
 func upgradeCommand(g *Globals) *cli.Command {
 	return &cli.Command{
-		Name:   "upgrade",
-		Usage:  "(not built yet)",
-		Action: func(*cli.Context) error { return notBuilt("upgrade") },
+		Name:  "upgrade",
+		Usage: "upgrade the control plane to this CLI's version, or change its values",
+		Description: `Reads the installed values and certificates from the cluster, re-renders the
+chart at this CLI's version keeping them (flags change values), applies with
+server-side apply, deletes the objects the new version no longer has, and waits.
+--dry-run shows the server-side diff and changes nothing. On a terminal it asks
+before applying unless --yes; without a terminal it never asks.
+
+   ` + g.ProgName + ` upgrade --dry-run
+   ` + g.ProgName + ` upgrade --yes --set webhook.timeoutSeconds=5`,
+		Flags: append(valueFlags(),
+			&cli.BoolFlag{Name: "dry-run", Usage: "print the diff against the cluster and change nothing"},
+			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "do not ask for confirmation"},
+			&cli.BoolFlag{Name: "force-conflicts", Usage: "take over fields another field manager changed (server-side apply --force-conflicts)"},
+			&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait until the control plane is ready"},
+			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long --wait waits"},
+		),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("upgrade takes no arguments, got %q", c.Args().First())
+			}
+			return runUpgrade(c.Context, g, upgradeOptions{
+				values:  valueOptions(c, g),
+				dryRun:  c.Bool("dry-run"),
+				yes:     c.Bool("yes"),
+				force:   c.Bool("force-conflicts"),
+				wait:    c.Bool("wait"),
+				timeout: c.Duration("timeout"),
+			})
+		},
 	}
+}
+
+func runUpgrade(ctx context.Context, g *Globals, o upgradeOptions) error {
+	ns := controlPlaneNamespace(g)
+	o.values.Namespace = ns
+	client, err := lifecycleClient(g)
+	if err != nil {
+		return err
+	}
+	objs, from, err := client.RenderUpgrade(ctx, ns, install.UpgradeOptions{Values: o.values, Version: version.Version, Now: time.Now()})
+	if err != nil {
+		return err
+	}
+	changes, err := client.Plan(ctx, ns, objs, o.force)
+	if err != nil {
+		return err
+	}
+	if o.dryRun {
+		install.WritePlan(g.Streams.Out, changes)
+		return nil
+	}
+	if len(changes) == 0 {
+		fmt.Fprintf(g.Streams.Out, "No changes: Conduit %s in namespace %s is up to date.\n", version.Version, ns)
+		return nil
+	}
+	if !o.yes && interactive(g.Streams.In) && interactive(g.Streams.ErrOut) {
+		install.WritePlan(g.Streams.ErrOut, changes)
+		if !confirm(g.Streams.In, g.Streams.ErrOut, fmt.Sprintf("Upgrade Conduit in namespace %s from %s to %s?", ns, from, version.Version)) {
+			return errors.New("upgrade cancelled: nothing was changed")
+		}
+	}
+	err = runSteps(ctx, g, fmt.Sprintf("Upgrading Conduit in namespace %s from %s to %s", ns, from, version.Version), func(ctx context.Context, report install.Reporter) error {
+		return client.Upgrade(ctx, objs, changes, o.force, waitOptions(o.wait, o.timeout), report)
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.Streams.Out, "Conduit in namespace %s is upgraded from %s to %s (%d objects changed). Run `%s check` to verify it.\n", ns, from, version.Version, len(changes), g.ProgName)
+	return nil
 }

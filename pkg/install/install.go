@@ -1,0 +1,170 @@
+package install
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// IdentityFiles are the user's own identity files; all empty means generate.
+type IdentityFiles struct {
+	TrustAnchors string
+	IssuerCert   string
+	IssuerKey    string
+}
+
+func (f IdentityFiles) given() bool {
+	return f.TrustAnchors != "" || f.IssuerCert != "" || f.IssuerKey != ""
+}
+
+// InstallOptions configure a new install.
+type InstallOptions struct {
+	Values   ValueOptions
+	Identity IdentityFiles
+	// Version is the control plane version to install (the CLI's).
+	Version string
+	Now     time.Time
+}
+
+// RenderInstall computes the values of a new install, generating any
+// certificate the user did not give, and renders the chart.
+func RenderInstall(opts InstallOptions) ([]*unstructured.Unstructured, map[string]any, error) {
+	ch, err := LoadChart()
+	if err != nil {
+		return nil, nil, err
+	}
+	vals, err := opts.Values.Merge(map[string]any{})
+	if err != nil {
+		return nil, nil, err
+	}
+	vals["controlPlaneVersion"] = opts.Version
+	ns := valueOr(vals, ch.Values, "namespace")
+	td := valueOr(vals, ch.Values, "identityTrustDomain")
+	var id *Identity
+	if opts.Identity.given() {
+		id, err = LoadIdentityFiles(opts.Now, opts.Identity.TrustAnchors, opts.Identity.IssuerCert, opts.Identity.IssuerKey)
+	} else if getString(vals, "identity", "issuer", "crtPEM") != "" {
+		id = &Identity{
+			TrustAnchorsPEM: getString(vals, "identityTrustAnchorsPEM"),
+			IssuerCertPEM:   getString(vals, "identity", "issuer", "crtPEM"),
+			IssuerKeyPEM:    getString(vals, "identity", "issuer", "keyPEM"),
+		}
+		if err = id.Validate(opts.Now); err != nil {
+			err = fmt.Errorf("identity values: %w", err)
+		}
+	} else {
+		id, err = GenerateIdentity(opts.Now, td)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	setIdentity(vals, id)
+	if getString(vals, "webhook", "crtPEM") == "" {
+		wh, err := GenerateWebhookCerts(opts.Now, ns)
+		if err != nil {
+			return nil, nil, err
+		}
+		setWebhook(vals, wh)
+	}
+	objs, err := Render(ch, vals)
+	if err != nil {
+		return nil, nil, err
+	}
+	return objs, vals, nil
+}
+
+func valueOr(vals, defaults map[string]any, key string) string {
+	if s, _ := vals[key].(string); s != "" {
+		return s
+	}
+	s, _ := defaults[key].(string)
+	return s
+}
+
+func setIdentity(vals map[string]any, id *Identity) {
+	vals["identityTrustAnchorsPEM"] = id.TrustAnchorsPEM
+	setPath(vals, id.IssuerCertPEM, "identity", "issuer", "crtPEM")
+	setPath(vals, id.IssuerKeyPEM, "identity", "issuer", "keyPEM")
+}
+
+func setWebhook(vals map[string]any, wh *WebhookCerts) {
+	setPath(vals, wh.CertPEM, "webhook", "crtPEM")
+	setPath(vals, wh.KeyPEM, "webhook", "keyPEM")
+	setPath(vals, wh.CAPEM, "webhook", "caBundlePEM")
+}
+
+// AlreadyInstalledError refuses to install over an existing install.
+type AlreadyInstalledError struct{ Namespace, Version string }
+
+func (e *AlreadyInstalledError) Error() string {
+	return fmt.Sprintf("Conduit %s is already installed in namespace %s: use `conduit upgrade` to change it, or `conduit uninstall` first", e.Version, e.Namespace)
+}
+
+// Namespace returns the namespace the rendered objects install into.
+func Namespace(objs []*unstructured.Unstructured) string {
+	for _, obj := range objs {
+		if obj.GetKind() == "Namespace" {
+			return obj.GetName()
+		}
+	}
+	return DefaultNamespace
+}
+
+// InstalledVersion returns the version recorded in ns's conduit-config, and
+// false when there is no install.
+func (c *Client) InstalledVersion(ctx context.Context, ns string) (string, bool, error) {
+	cm, err := c.Kube.CoreV1().ConfigMaps(ns).Get(ctx, ConfigMapName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("looking for an existing install (configmap %s/%s): %w", ns, ConfigMapName, explain(err))
+	}
+	return cm.Data["version"], true, nil
+}
+
+// Install applies a rendered install: it refuses to overwrite an existing
+// one, checks permissions first, applies in dependency order and waits.
+func (c *Client) Install(ctx context.Context, objs []*unstructured.Unstructured, wait *WaitOptions, report Reporter) error {
+	ns := Namespace(objs)
+	err := step(report, "Checking the cluster", func(func(string)) error {
+		if err := c.CheckPermissions(ctx, objs, "get", "create", "patch"); err != nil {
+			return err
+		}
+		if v, ok, err := c.InstalledVersion(ctx, ns); err != nil {
+			return err
+		} else if ok {
+			return &AlreadyInstalledError{Namespace: ns, Version: v}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.applyAll(ctx, objs, false, report); err != nil {
+		return err
+	}
+	if wait == nil {
+		return nil
+	}
+	return step(report, fmt.Sprintf("Waiting for the control plane to be ready (timeout %s)", wait.Timeout), func(detail func(string)) error {
+		return c.WaitReady(ctx, objs, *wait, detail)
+	})
+}
+
+// applyAll applies objs in order as one reported step.
+func (c *Client) applyAll(ctx context.Context, objs []*unstructured.Unstructured, force bool, report Reporter) error {
+	return step(report, fmt.Sprintf("Applying %d objects", len(objs)), func(detail func(string)) error {
+		for i, obj := range objs {
+			detail(fmt.Sprintf("%d/%d %s", i+1, len(objs), KeyOf(obj)))
+			if _, err := c.Apply(ctx, obj, false, force); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
