@@ -1,0 +1,200 @@
+package inject
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// testOptions are the options the golden files were made with.
+func testOptions(manual bool) Options {
+	return Options{Manual: manual, Proxy: DefaultProxyConfig("v1.2.3")}
+}
+
+// inputs returns the golden inputs: testdata/<name>.input.{yaml,json}.
+func inputs(t testing.TB) map[string][]byte {
+	t.Helper()
+	paths, err := filepath.Glob("testdata/*.input.*")
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no inputs in testdata: %v", err)
+	}
+	out := map[string][]byte{}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[filepath.Base(p)] = b
+	}
+	return out
+}
+
+// goldenName turns "job.input.yaml" into "job.manual.golden.yaml".
+func goldenName(input, mode string) string {
+	name, ext, _ := strings.Cut(input, ".input.")
+	return name + "." + mode + ".golden." + ext
+}
+
+func checkGolden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if !bytes.Equal(want, got) {
+		t.Errorf("%s differs (-want +got):\n%s", name, lineDiff(string(want), string(got)))
+	}
+}
+
+// lineDiff is a small line-oriented diff for test failures.
+func lineDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	var b strings.Builder
+	for i := 0; i < len(w) || i < len(g); i++ {
+		var wl, gl string
+		if i < len(w) {
+			wl = w[i]
+		}
+		if i < len(g) {
+			gl = g[i]
+		}
+		if wl != gl {
+			b.WriteString("-" + wl + "\n+" + gl + "\n")
+		}
+	}
+	return b.String()
+}
+
+func TestGolden(t *testing.T) {
+	for name, in := range inputs(t) {
+		for _, mode := range []string{"manual", "annotate"} {
+			t.Run(name+"/"+mode, func(t *testing.T) {
+				out, _, err := Inject(in, testOptions(mode == "manual"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkGolden(t, goldenName(name, mode), out)
+			})
+		}
+	}
+}
+
+// objects decodes a YAML or JSON stream into plain values, one per document.
+func objects(t *testing.T, b []byte) []any {
+	t.Helper()
+	var out []any
+	if looksLikeJSON(b) {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		for {
+			var v any
+			if err := dec.Decode(&v); errors.Is(err, io.EOF) {
+				return out
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, v)
+		}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	for {
+		var v any
+		if err := dec.Decode(&v); errors.Is(err, io.EOF) {
+			return out
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if v != nil {
+			out = append(out, v)
+		}
+	}
+}
+
+func TestIdempotent(t *testing.T) {
+	for name, in := range inputs(t) {
+		for _, first := range []bool{false, true} {
+			for _, second := range []bool{false, true} {
+				once, _, err := Inject(in, testOptions(first))
+				if err != nil {
+					t.Fatal(err)
+				}
+				twice, res, err := Inject(once, testOptions(second))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if second == first && !bytes.Equal(once, twice) {
+					t.Errorf("%s manual=%v: injecting twice changed the output:\n%s", name, first, lineDiff(string(once), string(twice)))
+				}
+				if second == first {
+					for _, r := range res {
+						if r.Changed {
+							t.Errorf("%s manual=%v: second pass reports %s %q changed", name, first, r.Kind, r.Name)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestUninjectRoundTrip(t *testing.T) {
+	for name, in := range inputs(t) {
+		for _, manual := range []bool{false, true} {
+			injected, _, err := Inject(in, testOptions(manual))
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, _, err := Uninject(injected)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want, got := objects(t, in), objects(t, back); !reflect.DeepEqual(want, got) {
+				t.Errorf("%s manual=%v: uninject(inject(x)) != x:\n%s", name, manual, lineDiff(string(in), string(back)))
+			}
+			// The inputs are written the way the encoder writes, so the
+			// bytes come back too (comment spacing aside).
+			if !strings.Contains(name, "mixed") && !bytes.Equal(normalizeComments(in), normalizeComments(back)) {
+				t.Errorf("%s manual=%v: bytes differ after the round trip:\n%s", name, manual, lineDiff(string(in), string(back)))
+			}
+			again, res, err := Uninject(back)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(again, back) {
+				t.Errorf("%s: uninjecting twice changed the output", name)
+			}
+			for _, r := range res {
+				if r.Changed {
+					t.Errorf("%s: second uninject reports %s %q changed", name, r.Kind, r.Name)
+				}
+			}
+		}
+	}
+}
+
+func normalizeComments(b []byte) []byte {
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		if j := strings.Index(l, " #"); j > 0 {
+			lines[i] = strings.TrimRight(l[:j], " ") + " #" + l[j+2:]
+		}
+	}
+	return []byte(strings.Join(lines, "\n"))
+}
