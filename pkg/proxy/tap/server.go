@@ -1,0 +1,340 @@
+package tap
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ObservePath is the gRPC method the Server handles.
+const ObservePath = "/conduit.tap.v1.Tap/Observe"
+
+// DefaultBufferSize is each subscriber's event buffer.
+const DefaultBufferSize = 1000
+
+// maxRequestSize bounds an ObserveRequest.
+const maxRequestSize = 64 << 10
+
+// Config configures a Server.
+type Config struct {
+	// ControllerID is the SPIFFE ID allowed to tap over TLS. Plaintext
+	// callers are accepted only from loopback.
+	ControllerID string
+	// BufferSize is each subscriber's event buffer; 0 means DefaultBufferSize.
+	BufferSize int
+	Log        *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// subscriber is one Observe stream.
+type subscriber struct {
+	match matcher
+	ch    chan []byte // encoded TapEvents; full means drop
+}
+
+// Server implements Observer and serves Tap.Observe.
+type Server struct {
+	cfg  Config
+	base uint32 // StreamId.base: unique per proxy process
+
+	mu   sync.Mutex                    // serializes subscriber changes
+	subs atomic.Pointer[[]*subscriber] // copy-on-write, read on the hot path
+
+	streams atomic.Uint64 // StreamId.stream of the last tapped request
+	dropped atomic.Uint64 // events dropped because a subscriber was slow
+}
+
+// NewServer returns a server with no subscribers.
+func NewServer(cfg Config) *Server {
+	if cfg.BufferSize <= 0 {
+		cfg.BufferSize = DefaultBufferSize
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, base: rand.Uint32()}
+	s.subs.Store(&[]*subscriber{})
+	return s
+}
+
+// Dropped is the number of events dropped for slow subscribers.
+func (s *Server) Dropped() uint64 { return s.dropped.Load() }
+
+// Subscribers is the number of open Observe streams.
+func (s *Server) Subscribers() int { return len(*s.subs.Load()) }
+
+// WriteMetrics writes the tap metrics in the Prometheus text format, for
+// the proxy's /metrics page.
+func (s *Server) WriteMetrics(w io.Writer) error {
+	_, err := fmt.Fprintf(w, "# HELP tap_events_dropped_total Tap events dropped because a subscriber read too slowly.\n"+
+		"# TYPE tap_events_dropped_total counter\ntap_events_dropped_total %d\n"+
+		"# HELP tap_subscribers Open tap streams.\n# TYPE tap_subscribers gauge\ntap_subscribers %d\n",
+		s.Dropped(), s.Subscribers())
+	return err
+}
+
+func (s *Server) add(sub *subscriber) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := *s.subs.Load()
+	next := append(append(make([]*subscriber, 0, len(old)+1), old...), sub)
+	s.subs.Store(&next)
+}
+
+func (s *Server) remove(sub *subscriber) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := *s.subs.Load()
+	next := make([]*subscriber, 0, len(old))
+	for _, o := range old {
+		if o != sub {
+			next = append(next, o)
+		}
+	}
+	s.subs.Store(&next)
+}
+
+// Request implements Observer.
+func (s *Server) Request(info *RequestInfo) RequestObserver {
+	subs := *s.subs.Load()
+	if len(subs) == 0 {
+		return nil
+	}
+	var matched []*subscriber
+	for _, sub := range subs {
+		if sub.match(info) {
+			matched = append(matched, sub)
+		}
+	}
+	if len(matched) == 0 {
+		return nil
+	}
+	now := s.cfg.Now()
+	r := &request{srv: s, subs: matched, start: now, common: common{
+		src: info.Source, dst: info.Destination, dstLabels: info.DstLabels,
+		tls: info.TLS, clientID: info.ClientID, serverID: info.ServerID,
+		base: s.base, stream: s.streams.Add(1),
+	}}
+	switch info.Direction {
+	case "inbound":
+		r.direction = 1
+	case "outbound":
+		r.direction = 2
+	}
+	r.publish(r.requestInit(now, info))
+	return r
+}
+
+// request is one tapped request.
+type request struct {
+	common
+	srv   *Server
+	subs  []*subscriber
+	start time.Time
+	rsp   atomic.Int64 // response start, UnixNano; 0 before Response
+}
+
+func (r *request) publish(ev []byte) {
+	for _, sub := range r.subs {
+		select {
+		case sub.ch <- ev:
+		default:
+			r.srv.dropped.Add(1)
+		}
+	}
+}
+
+// Response implements RequestObserver.
+func (r *request) Response(status int, header http.Header) {
+	now := r.srv.cfg.Now()
+	r.rsp.Store(now.UnixNano())
+	r.publish(r.responseInit(now, now.Sub(r.start), status, header))
+}
+
+// End implements RequestObserver.
+func (r *request) End(grpcStatus int, responseBytes int64, resetCode uint32) {
+	now := r.srv.cfg.Now()
+	var sinceRsp time.Duration
+	if t := r.rsp.Load(); t != 0 {
+		sinceRsp = now.Sub(time.Unix(0, t))
+	}
+	r.publish(r.responseEnd(now, now.Sub(r.start), sinceRsp, responseBytes, grpcStatus, resetCode))
+}
+
+// gRPC status codes used here.
+const (
+	codeOK               = 0
+	codeInvalidArgument  = 3
+	codePermissionDenied = 7
+	codeUnimplemented    = 12
+	codeInternal         = 13
+)
+
+// Handler serves Tap.Observe over HTTP/2 (h2c or TLS).
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+func trailersOnly(w http.ResponseWriter, code int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/grpc")
+	h.Set("Grpc-Status", strconv.Itoa(code))
+	if msg != "" {
+		h.Set("Grpc-Message", msg)
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || r.ProtoMajor != 2 {
+		http.Error(w, "tap is a gRPC service: POST over HTTP/2", http.StatusUnsupportedMediaType)
+		return
+	}
+	if r.URL.Path != ObservePath {
+		trailersOnly(w, codeUnimplemented, "unknown method "+r.URL.Path)
+		return
+	}
+	if err := s.authorize(r); err != nil {
+		s.cfg.Log.Warn("tap refused", "remote", r.RemoteAddr, "err", err)
+		trailersOnly(w, codePermissionDenied, err.Error())
+		return
+	}
+	msg, err := readMessage(r.Body)
+	if err != nil {
+		trailersOnly(w, codeInvalidArgument, err.Error())
+		return
+	}
+	req, err := decodeObserveRequest(msg)
+	if err != nil {
+		trailersOnly(w, codeInvalidArgument, err.Error())
+		return
+	}
+	sub := &subscriber{match: req.match, ch: make(chan []byte, s.cfg.BufferSize)}
+	s.add(sub)
+	defer s.remove(sub)
+	s.cfg.Log.Info("tap started", "remote", r.RemoteAddr)
+
+	w.Header().Set("Content-Type", "application/grpc")
+	w.Header().Set("Trailer", "Grpc-Status, Grpc-Message")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	code, why := s.stream(r.Context(), w, rc, sub, req.limit)
+	w.Header().Set("Grpc-Status", strconv.Itoa(code))
+	if why != "" {
+		w.Header().Set("Grpc-Message", why)
+	}
+}
+
+// stream copies sub's events to w until ctx ends or limit events were sent.
+func (s *Server) stream(ctx context.Context, w io.Writer, rc *http.ResponseController, sub *subscriber, limit uint32) (int, string) {
+	var sent uint32
+	frame := make([]byte, 0, 1024)
+	for {
+		select {
+		case <-ctx.Done():
+			return codeOK, ""
+		case ev := <-sub.ch:
+			frame = frame[:0]
+			for {
+				frame = appendFrame(frame, ev)
+				sent++
+				if limit != 0 && sent >= limit {
+					break
+				}
+				more := false
+				select {
+				case ev = <-sub.ch:
+					more = true
+				default:
+				}
+				if !more {
+					break
+				}
+			}
+			if _, err := w.Write(frame); err != nil {
+				return codeInternal, err.Error()
+			}
+			if err := rc.Flush(); err != nil {
+				return codeInternal, err.Error()
+			}
+			if limit != 0 && sent >= limit {
+				return codeOK, ""
+			}
+		}
+	}
+}
+
+func appendFrame(b, msg []byte) []byte {
+	b = append(b, 0, 0, 0, 0, 0)
+	binary.BigEndian.PutUint32(b[len(b)-4:], uint32(len(msg)))
+	return append(b, msg...)
+}
+
+// readMessage reads the single length-prefixed gRPC request message.
+func readMessage(r io.Reader) ([]byte, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, fmt.Errorf("reading request: %w", err)
+	}
+	if hdr[0] != 0 {
+		return nil, fmt.Errorf("compressed requests are not supported")
+	}
+	n := binary.BigEndian.Uint32(hdr[1:])
+	if n > maxRequestSize {
+		return nil, fmt.Errorf("request of %d bytes exceeds %d", n, maxRequestSize)
+	}
+	msg := make([]byte, n)
+	if _, err := io.ReadFull(r, msg); err != nil {
+		return nil, fmt.Errorf("reading request: %w", err)
+	}
+	return msg, nil
+}
+
+// authorize admits the controller's identity over TLS and, in plaintext,
+// only loopback callers.
+func (s *Server) authorize(r *http.Request) error {
+	if r.TLS != nil {
+		if len(r.TLS.PeerCertificates) == 0 {
+			return fmt.Errorf("no client certificate; only %s may tap", s.cfg.ControllerID)
+		}
+		id := peerID(r.TLS.PeerCertificates[0])
+		if s.cfg.ControllerID == "" || id != s.cfg.ControllerID {
+			return fmt.Errorf("identity %q may not tap this proxy", id)
+		}
+		return nil
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return fmt.Errorf("unknown peer address %q", r.RemoteAddr)
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !ip.Unmap().IsLoopback() {
+		return fmt.Errorf("plaintext tap is allowed from loopback only, not %s", host)
+	}
+	return nil
+}
+
+func peerID(c *x509.Certificate) string {
+	for _, u := range c.URIs {
+		if u.Scheme == "spiffe" {
+			return u.String()
+		}
+	}
+	return ""
+}
