@@ -75,36 +75,56 @@ func appendVarint(b []byte, num protowire.Number, v uint64) []byte {
 	return protowire.AppendVarint(b, v)
 }
 
-// appendMessage appends field num holding the message that fn appends.
-func appendMessage(b []byte, num protowire.Number, fn func([]byte) []byte) []byte {
-	return appendBytesField(b, num, fn(nil))
+// begin starts field num holding an embedded message; end finishes it.
+// The length is written in place (one byte reserved, shifted if longer), so
+// nested messages share one buffer.
+func begin(b []byte, num protowire.Number) ([]byte, int) {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = append(b, 0)
+	return b, len(b)
+}
+
+func end(b []byte, start int) []byte {
+	n := len(b) - start
+	sz := protowire.SizeVarint(uint64(n))
+	if sz > 1 {
+		b = append(b, make([]byte, sz-1)...)
+		copy(b[start+sz-1:], b[start:start+n])
+	}
+	protowire.AppendVarint(b[:start-1], uint64(n))
+	return b
 }
 
 func appendTimestamp(b []byte, num protowire.Number, t time.Time) []byte {
-	return appendMessage(b, num, func(m []byte) []byte {
-		m = appendVarint(m, 1, uint64(t.Unix()))
-		return appendVarint(m, 2, uint64(t.Nanosecond()))
-	})
+	b, m := begin(b, num)
+	b = appendVarint(b, 1, uint64(t.Unix()))
+	b = appendVarint(b, 2, uint64(t.Nanosecond()))
+	return end(b, m)
 }
 
 func appendDuration(b []byte, num protowire.Number, d time.Duration) []byte {
-	if d < 0 {
-		d = 0
-	}
-	return appendMessage(b, num, func(m []byte) []byte {
-		m = appendVarint(m, 1, uint64(d/time.Second))
-		return appendVarint(m, 2, uint64(d%time.Second))
-	})
+	d = max(d, 0)
+	b, m := begin(b, num)
+	b = appendVarint(b, 1, uint64(d/time.Second))
+	b = appendVarint(b, 2, uint64(d%time.Second))
+	return end(b, m)
 }
 
 func appendAddr(b []byte, num protowire.Number, a netip.AddrPort) []byte {
 	if !a.IsValid() {
 		return b
 	}
-	return appendMessage(b, num, func(m []byte) []byte {
-		m = appendBytesField(m, 1, a.Addr().Unmap().AsSlice())
-		return appendVarint(m, 2, uint64(a.Port()))
-	})
+	b, m := begin(b, num)
+	ip := a.Addr().Unmap()
+	if ip.Is4() {
+		v4 := ip.As4()
+		b = appendBytesField(b, 1, v4[:])
+	} else {
+		v6 := ip.As16()
+		b = appendBytesField(b, 1, v6[:])
+	}
+	b = appendVarint(b, 2, uint64(a.Port()))
+	return end(b, m)
 }
 
 func appendLabels(b []byte, num protowire.Number, labels map[string]string) []byte {
@@ -114,12 +134,13 @@ func appendLabels(b []byte, num protowire.Number, labels map[string]string) []by
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		b = appendMessage(b, num, func(m []byte) []byte {
-			m = protowire.AppendTag(m, 1, protowire.BytesType)
-			m = protowire.AppendString(m, k)
-			m = protowire.AppendTag(m, 2, protowire.BytesType)
-			return protowire.AppendString(m, labels[k])
-		})
+		var m int
+		b, m = begin(b, num)
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, k)
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendString(b, labels[k])
+		b = end(b, m)
 	}
 	return b
 }
@@ -142,25 +163,22 @@ func appendHeaders(b []byte, num protowire.Number, h http.Header) []byte {
 			if budget -= len(name) + len(v); budget < 0 {
 				return b
 			}
-			b = appendMessage(b, num, func(m []byte) []byte {
-				m = appendString(m, 1, name)
-				return appendBytesField(m, 2, []byte(v))
-			})
+			var m int
+			b, m = begin(b, num)
+			b = appendString(b, 1, name)
+			b = protowire.AppendTag(b, 2, protowire.BytesType)
+			b = protowire.AppendString(b, v)
+			b = end(b, m)
 		}
 	}
 	return b
 }
 
-func (c *common) appendStreamID(b []byte) []byte {
-	return appendMessage(b, 1, func(m []byte) []byte {
-		m = appendVarint(m, 1, uint64(c.base))
-		return appendVarint(m, 2, c.stream)
-	})
-}
-
-// event encodes a TapEvent whose http oneof holds field kind built by body.
-func (c *common) event(at time.Time, kind protowire.Number, body func([]byte) []byte) []byte {
-	b := make([]byte, 0, 256)
+// head encodes the fields every event of the request shares and opens the
+// http oneof's field kind, with its StreamId; the caller appends the event's
+// own fields and closes both with tail.
+func (c *common) head(at time.Time, kind protowire.Number) (b []byte, httpStart, evStart int) {
+	b = make([]byte, 0, 512)
 	b = appendTimestamp(b, evTimestamp, at)
 	b = appendVarint(b, evDirection, c.direction)
 	b = appendAddr(b, evSource, c.src)
@@ -172,48 +190,54 @@ func (c *common) event(at time.Time, kind protowire.Number, body func([]byte) []
 	}
 	b = appendString(b, evClientID, c.clientID)
 	b = appendString(b, evServerID, c.serverID)
-	return appendMessage(b, evHTTP, func(m []byte) []byte {
-		return appendMessage(m, kind, func(e []byte) []byte {
-			return body(c.appendStreamID(e))
-		})
-	})
+	b, httpStart = begin(b, evHTTP)
+	b, evStart = begin(b, kind)
+	b, id := begin(b, 1)
+	b = appendVarint(b, 1, uint64(c.base))
+	b = appendVarint(b, 2, c.stream)
+	return end(b, id), httpStart, evStart
+}
+
+func tail(b []byte, httpStart, evStart int) []byte {
+	return end(end(b, evStart), httpStart)
 }
 
 func (c *common) requestInit(at time.Time, info *RequestInfo) []byte {
-	return c.event(at, httpRequestInit, func(b []byte) []byte {
-		b = appendString(b, 2, info.Method)
-		b = appendString(b, 3, info.Scheme)
-		b = appendString(b, 4, info.Authority)
-		b = appendString(b, 5, info.Path)
-		return appendHeaders(b, 6, info.Header)
-	})
+	b, h, e := c.head(at, httpRequestInit)
+	b = appendString(b, 2, info.Method)
+	b = appendString(b, 3, info.Scheme)
+	b = appendString(b, 4, info.Authority)
+	b = appendString(b, 5, info.Path)
+	b = appendHeaders(b, 6, info.Header)
+	return tail(b, h, e)
 }
 
-func (c *common) responseInit(at time.Time, sinceReq time.Duration, status int, h http.Header) []byte {
-	return c.event(at, httpResponseInit, func(b []byte) []byte {
-		b = appendDuration(b, 2, sinceReq)
-		b = appendVarint(b, 3, uint64(status))
-		return appendHeaders(b, 4, h)
-	})
+func (c *common) responseInit(at time.Time, sinceReq time.Duration, status int, hdr http.Header) []byte {
+	b, h, e := c.head(at, httpResponseInit)
+	b = appendDuration(b, 2, sinceReq)
+	b = appendVarint(b, 3, uint64(status))
+	b = appendHeaders(b, 4, hdr)
+	return tail(b, h, e)
 }
 
 func (c *common) responseEnd(at time.Time, sinceReq, sinceRsp time.Duration, bytes int64, grpcStatus int, reset uint32) []byte {
-	return c.event(at, httpResponseEnd, func(b []byte) []byte {
-		b = appendDuration(b, 2, sinceReq)
-		b = appendDuration(b, 3, sinceRsp)
-		b = appendVarint(b, 4, uint64(max(bytes, 0)))
-		switch {
-		case reset != 0:
-			b = appendMessage(b, 5, func(m []byte) []byte {
-				m = protowire.AppendTag(m, 2, protowire.VarintType)
-				return protowire.AppendVarint(m, uint64(reset))
-			})
-		case grpcStatus >= 0:
-			b = appendMessage(b, 5, func(m []byte) []byte {
-				m = protowire.AppendTag(m, 1, protowire.VarintType)
-				return protowire.AppendVarint(m, uint64(grpcStatus))
-			})
-		}
-		return b
-	})
+	b, h, e := c.head(at, httpResponseEnd)
+	b = appendDuration(b, 2, sinceReq)
+	b = appendDuration(b, 3, sinceRsp)
+	b = appendVarint(b, 4, uint64(max(bytes, 0)))
+	switch {
+	case reset != 0:
+		var m int
+		b, m = begin(b, 5)
+		b = protowire.AppendTag(b, 2, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(reset))
+		b = end(b, m)
+	case grpcStatus >= 0:
+		var m int
+		b, m = begin(b, 5)
+		b = protowire.AppendTag(b, 1, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(grpcStatus))
+		b = end(b, m)
+	}
+	return tail(b, h, e)
 }
