@@ -1,0 +1,335 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// binaries are the programs a run uses.
+type binaries struct {
+	fortio, conduitProxy, tcprelay, revproxy, haproxy string
+}
+
+// benchEnv is what every run shares.
+type benchEnv struct {
+	opts    *options
+	dir     string
+	bins    binaries
+	servers map[string]string // fortio server address by kind: http, grpc, tcp
+}
+
+// sample is one measured run of one system at one point.
+type sample struct {
+	Rep      int     `json:"rep"`
+	Protocol string  `json:"protocol"`
+	Point    string  `json:"point"`
+	System   string  `json:"system"`
+	P50      float64 `json:"p50_ms"`
+	P90      float64 `json:"p90_ms"`
+	P99      float64 `json:"p99_ms"`
+	P999     float64 `json:"p999_ms"`
+	Max      float64 `json:"max_ms"`
+	Count    int64   `json:"count"`
+	Errors   int64   `json:"errors"`
+	QPS      float64 `json:"actual_qps"`
+	// CPUPer1k is the proxy's CPU in vCPU per 1000 requests/s; -1 when
+	// there is no proxy.
+	CPUPer1k float64 `json:"cpu_vcpu_per_1000rps"`
+	RSSIdle  int64   `json:"rss_idle_kb"`
+	RSSAfter int64   `json:"rss_after_kb"`
+	HWM      int64   `json:"vmhwm_kb"`
+	PSS      int64   `json:"pss_kb"`
+	Load1    float64 `json:"loadavg1"`
+	Note     string  `json:"note,omitempty"`
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	opts, err := parseOptions(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 2
+	}
+	if err := runBench(ctx, opts, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func runBench(ctx context.Context, opts *options, stdout, stderr io.Writer) error {
+	for _, tool := range []string{"taskset", "haproxy"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s is not installed: apt-get install util-linux haproxy", tool)
+		}
+	}
+	dir, err := os.MkdirTemp("", "conduit-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	e := &benchEnv{opts: opts, dir: dir}
+	runs, est := opts.estimate()
+	fmt.Fprintf(stderr, "bench: %d runs of %s + %s warm-up; at most %s in all\n", runs, opts.duration, opts.warmup, est.Round(time.Minute))
+	fmt.Fprintln(stderr, "bench: building fortio, conduit-proxy and the Go relays")
+	if e.bins, err = build(ctx, opts.repo, dir); err != nil {
+		return err
+	}
+	server, err := e.startServer(ctx)
+	if err != nil {
+		return err
+	}
+	defer server.stop()
+
+	started := time.Now()
+	info := collectInfo(ctx, e.bins)
+	var samples []sample
+	for rep := range opts.reps {
+		order := slices.Clone(opts.systems)
+		if rep%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, pname := range opts.protocols {
+			proto := protocols[pname]
+			for _, pt := range opts.points {
+				load1 := loadAvg1()
+				for _, sname := range order {
+					if err := ctx.Err(); err != nil {
+						return err
+					}
+					sys := systems[sname]
+					s := sample{Rep: rep, Protocol: pname, Point: pt.String(), System: sname, CPUPer1k: -1, Load1: load1}
+					switch {
+					case !sys.supports(proto):
+						s.Note = "n/a: does not carry " + proto.title
+					case sys.pending != "":
+						s.Note = sys.pending
+					default:
+						if err := e.measure(ctx, sys, proto, pt, &s); err != nil {
+							s.Note = "failed: " + oneLine(err.Error())
+						}
+					}
+					fmt.Fprintf(stderr, "rep %d %-10s %-8s %-12s %s\n", rep+1, pname, pt, sname, s.summary())
+					samples = append(samples, s)
+				}
+			}
+		}
+	}
+	info.elapsed = time.Since(started)
+	info.loadEnd = readLoadAvg()
+	report := renderReport(opts, info, samples)
+	if opts.jsonOut != "" {
+		raw, _ := json.MarshalIndent(samples, "", "  ")
+		if err := os.WriteFile(opts.jsonOut, append(raw, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(opts.out, []byte(report), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s\n", opts.out)
+	return nil
+}
+
+func (s sample) summary() string {
+	if s.Note != "" {
+		return s.Note
+	}
+	return fmt.Sprintf("p50 %.3f p99 %.3f p99.9 %.3f max %.3f ms, %d errors, cpu %.3f vCPU/krps, rss %d→%d kB",
+		s.P50, s.P99, s.P999, s.Max, s.Errors, s.CPUPer1k, s.RSSIdle, s.HWM)
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// build compiles the programs into dir.
+func build(ctx context.Context, repo, dir string) (binaries, error) {
+	b := binaries{
+		fortio:       filepath.Join(dir, "fortio"),
+		conduitProxy: filepath.Join(dir, "conduit-proxy"),
+		tcprelay:     filepath.Join(dir, "tcprelay"),
+		revproxy:     filepath.Join(dir, "revproxy"),
+	}
+	var err error
+	if b.haproxy, err = exec.LookPath("haproxy"); err != nil {
+		return b, err
+	}
+	steps := []struct {
+		dir  string
+		args []string
+	}{
+		{".", []string{"build", "-o", b.fortio, "fortio.org/fortio"}},
+		{".", []string{"build", "-o", b.tcprelay, "./cmd/tcprelay"}},
+		{".", []string{"build", "-o", b.revproxy, "./cmd/revproxy"}},
+		{repo, []string{"build", "-o", b.conduitProxy, "./cmd/conduit-proxy"}},
+	}
+	for _, s := range steps {
+		cmd := exec.CommandContext(ctx, "go", s.args...)
+		cmd.Dir = s.dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return b, fmt.Errorf("go %s (in %s): %v: %s", strings.Join(s.args, " "), s.dir, err, oneLine(string(out)))
+		}
+	}
+	return b, nil
+}
+
+// startServer runs fortio's HTTP (h2c-capable), gRPC and TCP echo servers
+// pinned to the server CPU.
+func (e *benchEnv) startServer(ctx context.Context) (*proc, error) {
+	e.servers = map[string]string{}
+	for _, kind := range []string{"http", "grpc", "tcp"} {
+		a, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		e.servers[kind] = a
+	}
+	p, err := start(e.dir, nil, e.opts.pinned(e.opts.serverCPU, e.bins.fortio, "server",
+		"-http-port", e.servers["http"], "-grpc-port", e.servers["grpc"], "-tcp-port", e.servers["tcp"],
+		"-udp-port", "disabled", "-redirect-port", "disabled", "-ui-path", "", "-echo-debug-path", "", "-loglevel", "Warning")...)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range e.servers {
+		if err := waitListening(ctx, p, a); err != nil {
+			p.stop()
+			return nil, fmt.Errorf("fortio server: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// measure runs one system at one point: start it, read its idle memory, warm
+// up, then measure latency under load and the CPU and memory it used.
+func (e *benchEnv) measure(ctx context.Context, sys system, proto protocol, pt point, s *sample) error {
+	pr, addr, err := sys.start(ctx, e, proto, e.servers[proto.server])
+	if err != nil {
+		return err
+	}
+	if pr != nil {
+		defer pr.stop()
+		time.Sleep(300 * time.Millisecond) // let the runtime settle before "idle"
+		idle, err := readProc(pr.pid())
+		if err != nil {
+			return fmt.Errorf("reading /proc of %s: %w", pr.name, err)
+		}
+		s.RSSIdle = idle.rssKB
+	}
+	if e.opts.warmup > 0 {
+		if _, err := e.load(ctx, proto, addr, pt, e.opts.warmup); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	var before procStats
+	if pr != nil {
+		if before, err = readProc(pr.pid()); err != nil {
+			return err
+		}
+	}
+	res, err := e.load(ctx, proto, addr, pt, e.opts.duration)
+	if err != nil {
+		return err
+	}
+	res.fill(s)
+	if pr != nil {
+		after, err := readProc(pr.pid())
+		if err != nil {
+			return fmt.Errorf("%s died under load: %s", pr.name, pr.tail())
+		}
+		cpuSec := float64(after.cpuTicks-before.cpuTicks) / userHZ
+		if secs := res.ActualDuration.Seconds(); secs > 0 && res.ActualQPS > 0 {
+			s.CPUPer1k = cpuSec / secs / (res.ActualQPS / 1000)
+		}
+		s.RSSAfter, s.HWM, s.PSS = after.rssKB, after.hwmKB, after.pssKB
+	}
+	return nil
+}
+
+// fortioResult is the part of fortio's JSON output the report uses.
+type fortioResult struct {
+	ActualQPS         float64
+	ActualDuration    time.Duration
+	DurationHistogram struct {
+		Count       int64
+		Max         float64
+		Percentiles []struct{ Percentile, Value float64 }
+	}
+	ErrorsDurationHistogram *struct{ Count int64 }
+}
+
+func (r *fortioResult) fill(s *sample) {
+	ms := func(sec float64) float64 { return math.Round(sec*1e6) / 1e3 }
+	for _, p := range r.DurationHistogram.Percentiles {
+		v := ms(p.Value)
+		switch p.Percentile {
+		case 50:
+			s.P50 = v
+		case 90:
+			s.P90 = v
+		case 99:
+			s.P99 = v
+		case 99.9:
+			s.P999 = v
+		}
+	}
+	s.Max = ms(r.DurationHistogram.Max)
+	s.Count = r.DurationHistogram.Count
+	if r.ErrorsDurationHistogram != nil {
+		s.Errors = r.ErrorsDurationHistogram.Count
+	}
+	s.QPS = math.Round(r.ActualQPS*10) / 10
+}
+
+// load runs fortio at a fixed rate, pinned to the load generator's CPU.
+func (e *benchEnv) load(ctx context.Context, proto protocol, addr string, pt point, d time.Duration) (*fortioResult, error) {
+	out := filepath.Join(e.dir, "fortio-"+strconv.FormatInt(time.Now().UnixNano(), 36)+".json")
+	defer os.Remove(out)
+	args := []string{"load",
+		"-qps", strconv.Itoa(pt.QPS), "-c", strconv.Itoa(pt.Conns), "-t", d.String(),
+		"-r", "0.00001", "-p", "50,90,99,99.9", "-json", out, "-allow-initial-errors", "-loglevel", "Error"}
+	args = append(args, proto.fortioArgs(addr)...)
+	argv := e.opts.pinned(e.opts.loadCPU, e.bins.fortio, args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("fortio load: %v: %s", err, oneLine(string(msg)))
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		return nil, fmt.Errorf("fortio wrote no result: %w", err)
+	}
+	var r fortioResult
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("reading fortio's result: %w", err)
+	}
+	if r.DurationHistogram.Count == 0 {
+		return nil, fmt.Errorf("fortio made no request")
+	}
+	return &r, nil
+}
+
+func loadAvg1() float64 {
+	f := strings.Fields(readLoadAvg())
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
+func readLoadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.TrimSpace(string(b))
+}

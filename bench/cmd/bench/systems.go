@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// protocol is one kind of traffic fortio sends.
+type protocol struct {
+	name, title string
+	server      string // which fortio server port: http, grpc or tcp
+	haproxyMode string // http (HTTP/1.1), h2 or tcp
+	http1       bool   // an HTTP/1.1 reverse proxy can carry it
+	fortioArgs  func(addr string) []string
+}
+
+var protocols = map[string]protocol{
+	"http1": {name: "http1", title: "HTTP/1.1 GET", server: "http", haproxyMode: "http", http1: true,
+		fortioArgs: func(addr string) []string { return []string{"http://" + addr + "/"} }},
+	"http1-post": {name: "http1-post", title: "HTTP/1.1 POST 1 KiB", server: "http", haproxyMode: "http", http1: true,
+		fortioArgs: func(addr string) []string { return []string{"-payload-size", "1024", "http://" + addr + "/"} }},
+	"grpc": {name: "grpc", title: "gRPC unary (fortio ping)", server: "grpc", haproxyMode: "h2",
+		fortioArgs: func(addr string) []string { return []string{"-grpc", "-ping", addr} }},
+	"h2": {name: "h2", title: "HTTP/2 cleartext GET", server: "http", haproxyMode: "h2",
+		fortioArgs: func(addr string) []string { return []string{"-h2", "http://" + addr + "/"} }},
+	"tcp": {name: "tcp", title: "opaque TCP echo", server: "tcp", haproxyMode: "tcp",
+		fortioArgs: func(addr string) []string { return []string{"tcp://" + addr} }},
+}
+
+// system is one way of getting from the load generator to the server.
+type system struct {
+	name, title string
+	// pending, when set, says why the system cannot be measured yet.
+	pending string
+	// supports reports whether the system can carry a protocol.
+	supports func(protocol) bool
+	// start runs the system in front of target and returns it and the
+	// address to load; direct has no process.
+	start func(ctx context.Context, e *benchEnv, p protocol, target string) (*proc, string, error)
+}
+
+func always(protocol) bool { return true }
+
+var systems = map[string]system{
+	"direct": {name: "direct", title: "direct", supports: always,
+		start: func(_ context.Context, _ *benchEnv, _ protocol, target string) (*proc, string, error) {
+			return nil, target, nil
+		}},
+	"conduit": {name: "conduit", title: "conduit-proxy (1 hop, inbound)", supports: always, start: startConduit},
+	"conduit-mtls": {name: "conduit-mtls", title: "conduit-proxy ×2 with mTLS", supports: always,
+		pending: "pending: needs proxy identity from the control plane work (two hops, client outbound → server inbound over mTLS)"},
+	"haproxy": {name: "haproxy", title: "HAProxy", supports: always, start: startHAProxy},
+	"gorelay": {name: "gorelay", title: "Go io.Copy relay", supports: always,
+		start: func(ctx context.Context, e *benchEnv, _ protocol, target string) (*proc, string, error) {
+			return e.startListening(ctx, nil, e.bins.tcprelay, "--target", target)
+		}},
+	"revproxy": {name: "revproxy", title: "Go httputil.ReverseProxy", supports: func(p protocol) bool { return p.http1 },
+		start: func(ctx context.Context, e *benchEnv, _ protocol, target string) (*proc, string, error) {
+			return e.startListening(ctx, nil, e.bins.revproxy, "--target", target)
+		}},
+}
+
+// startListening starts bin with --listen on a free address plus args, and
+// waits until it accepts connections.
+func (e *benchEnv) startListening(ctx context.Context, env []string, bin string, args ...string) (*proc, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	p, err := start(e.dir, env, e.opts.pinned(e.opts.serverCPU, bin, append([]string{"--listen", addr}, args...)...)...)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitListening(ctx, p, addr); err != nil {
+		p.stop()
+		return nil, "", err
+	}
+	return p, addr, nil
+}
+
+func startConduit(ctx context.Context, e *benchEnv, _ protocol, target string) (*proc, string, error) {
+	var addrs [3]string
+	for i := range addrs {
+		a, err := freeAddr()
+		if err != nil {
+			return nil, "", err
+		}
+		addrs[i] = a
+	}
+	in, out, admin := addrs[0], addrs[1], addrs[2]
+	p, err := start(e.dir, nil, e.opts.pinned(e.opts.serverCPU, e.bins.conduitProxy, "run",
+		"--inbound-listen", in, "--inbound-target", target, "--outbound-listen", out, "--admin-listen", admin)...)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitListening(ctx, p, in); err != nil {
+		p.stop()
+		return nil, "", err
+	}
+	return p, in, nil
+}
+
+func startHAProxy(ctx context.Context, e *benchEnv, p protocol, target string) (*proc, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	cfg := haproxyConfig(p.haproxyMode, addr, target)
+	path := filepath.Join(e.dir, "haproxy-"+p.name+".cfg")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return nil, "", err
+	}
+	pr, err := start(e.dir, nil, e.opts.pinned(e.opts.serverCPU, e.bins.haproxy, "-f", path, "-db")...)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitListening(ctx, pr, addr); err != nil {
+		pr.stop()
+		return nil, "", err
+	}
+	return pr, addr, nil
+}
+
+// haproxyConfig is a lean single-threaded HAProxy in front of target: HTTP
+// mode with connection reuse for HTTP/1.1, h2 on both sides for HTTP/2 and
+// gRPC, TCP mode for opaque TCP.
+func haproxyConfig(mode, listen, target string) string {
+	proxyMode, bindProto, serverProto, reuse := "http", "", "", "    http-reuse always\n"
+	switch mode {
+	case "h2":
+		bindProto, serverProto = " proto h2", " proto h2"
+	case "tcp":
+		proxyMode, reuse = "tcp", ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode %s
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+
+frontend fe
+    bind %s%s
+    default_backend be
+
+backend be
+%s    server s1 %s%s
+`, proxyMode, listen, bindProto, reuse, target, serverProto)
+	return b.String()
+}
