@@ -2,12 +2,259 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/conduitmesh/conduit/pkg/proxy"
+	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 )
 
-// runMain is replaced by the data plane work.
+type runOptions struct {
+	inboundListen, outboundListen, adminListen string
+	inboundTarget                              string
+	routes                                     routeFlag
+	opaquePorts                                portsFlag
+	detectTimeout, connectTimeout              time.Duration
+	headerReadTimeout, idleTimeout             time.Duration
+	shutdownGrace                              time.Duration
+	maxHeaderBytes                             sizeFlag
+	logLevel                                   string
+	logFormat                                  string
+	memoryLimit                                sizeFlag
+	gcPercent                                  int
+	controlPlane                               *controlPlaneOptions
+}
+
+// runMain is `conduit-proxy run`.
 func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "conduit-proxy run: not built yet")
-	return 1
+	opts, err := parseRunOptions(args, os.Getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "conduit-proxy run:", err)
+		return 2
+	}
+	if err := run(ctx, opts, stderr); err != nil {
+		fmt.Fprintln(stderr, "conduit-proxy run:", err)
+		return 1
+	}
+	return 0
+}
+
+func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
+	o := &runOptions{routes: routeFlag{s: resolve.Static{}}, maxHeaderBytes: 64 << 10, memoryLimit: 6 << 20}
+	fs := flag.NewFlagSet("conduit-proxy run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.inboundListen, "inbound-listen", "0.0.0.0:4143", "inbound listener: all traffic to the pod")
+	fs.StringVar(&o.outboundListen, "outbound-listen", "127.0.0.1:4140", "outbound listener: the pod's own outgoing traffic")
+	fs.StringVar(&o.adminListen, "admin-listen", "0.0.0.0:4191", "admin listener: /metrics, /ready, /live, /shutdown, /log-level")
+	fs.StringVar(&o.inboundTarget, "inbound-target", "", "send all inbound traffic to HOST:PORT (explicit mode); empty uses each connection's original destination")
+	fs.Var(&o.routes, "outbound-route", "route outbound AUTHORITY=HOST:PORT (repeatable; comma-separated in the environment)")
+	fs.Var(&o.opaquePorts, "opaque-ports", fmt.Sprintf("comma-separated ports never detected, relayed as TCP (in addition to %v)", proxy.DefaultOpaquePorts))
+	fs.DurationVar(&o.detectTimeout, "detect-timeout", 10*time.Second, "how long to wait for a client's first bytes before treating the connection as opaque")
+	fs.DurationVar(&o.connectTimeout, "connect-timeout", time.Second, "timeout for connecting to an upstream")
+	fs.DurationVar(&o.headerReadTimeout, "header-read-timeout", 10*time.Second, "time allowed to read a request's headers")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", 90*time.Second, "idle keep-alive connections are closed after this long")
+	fs.DurationVar(&o.shutdownGrace, "shutdown-grace-period", 20*time.Second, "on SIGTERM, time for in-flight requests to finish")
+	fs.Var(&o.maxHeaderBytes, "max-header-bytes", "largest request header block accepted (larger gets 431)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (changeable at PUT /log-level)")
+	fs.StringVar(&o.logFormat, "log-format", "plain", "plain or json")
+	fs.Var(&o.memoryLimit, "memory-limit", "Go runtime soft memory limit (e.g. 6MiB; 0 = none)")
+	fs.IntVar(&o.gcPercent, "gc-percent", 50, "Go GC target percentage (-1 disables proportional GC)")
+	o.controlPlane = registerControlPlaneFlags(fs)
+	return fs, o
+}
+
+// parseRunOptions reads flags, then CONDUIT_PROXY_* for every flag not given
+// on the command line (applyEnv, shared with init).
+func parseRunOptions(args []string, getenv func(string) string, stderr io.Writer) (*runOptions, error) {
+	fs, o := newRunFlags(stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q: conduit-proxy run takes only flags", fs.Arg(0))
+	}
+	if err := applyEnv(fs, getenv); err != nil {
+		return nil, err
+	}
+	if _, err := parseLevel(o.logLevel); err != nil {
+		return nil, err
+	}
+	if o.logFormat != "plain" && o.logFormat != "json" {
+		return nil, fmt.Errorf("--log-format %q: want plain or json", o.logFormat)
+	}
+	return o, nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func run(ctx context.Context, o *runOptions, stderr io.Writer) error {
+	if o.memoryLimit > 0 {
+		debug.SetMemoryLimit(int64(o.memoryLimit))
+	}
+	debug.SetGCPercent(o.gcPercent)
+
+	level := new(slog.LevelVar)
+	l, _ := parseLevel(o.logLevel)
+	level.Set(l)
+	hopts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(stderr, hopts)
+	if o.logFormat == "json" {
+		h = slog.NewJSONHandler(stderr, hopts)
+	}
+	log := slog.New(h)
+
+	res, tlsProvider, release, err := o.controlPlane.connect(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if res == nil && len(o.routes.s) > 0 {
+		res = o.routes.s
+	} else if res != nil && len(o.routes.s) > 0 {
+		res = chainResolver{o.routes.s, res}
+	}
+	p, err := proxy.New(proxy.Config{
+		InboundAddr:       o.inboundListen,
+		OutboundAddr:      o.outboundListen,
+		AdminAddr:         o.adminListen,
+		InboundTarget:     o.inboundTarget,
+		Resolver:          res,
+		TLS:               tlsProvider,
+		OpaquePorts:       o.opaquePorts,
+		DetectTimeout:     o.detectTimeout,
+		ConnectTimeout:    o.connectTimeout,
+		HeaderReadTimeout: o.headerReadTimeout,
+		IdleTimeout:       o.idleTimeout,
+		ShutdownGrace:     o.shutdownGrace,
+		MaxHeaderBytes:    int(o.maxHeaderBytes),
+		Logger:            log,
+		LogLevel:          level,
+	})
+	if err != nil {
+		return err
+	}
+	return p.Run(ctx)
+}
+
+// chainResolver asks static routes first, then discovery.
+type chainResolver []resolve.Resolver
+
+func (c chainResolver) Endpoints(ctx context.Context, authority string) ([]resolve.Endpoint, error) {
+	for _, r := range c {
+		eps, err := r.Endpoints(ctx, authority)
+		if !errors.Is(err, resolve.ErrNotFound) {
+			return eps, err
+		}
+	}
+	return nil, resolve.ErrNotFound
+}
+
+// routeFlag is the repeatable --outbound-route.
+type routeFlag struct {
+	s    resolve.Static
+	list []string
+}
+
+func (r *routeFlag) String() string {
+	if r == nil {
+		return ""
+	}
+	return strings.Join(r.list, ",")
+}
+
+func (r *routeFlag) Set(v string) error {
+	for _, route := range strings.Split(v, ",") {
+		if route = strings.TrimSpace(route); route == "" {
+			continue
+		}
+		if err := r.s.ParseRoute(route); err != nil {
+			return err
+		}
+		r.list = append(r.list, route)
+	}
+	return nil
+}
+
+// portsFlag is a comma-separated list of ports.
+type portsFlag []uint16
+
+func (p *portsFlag) String() string {
+	if p == nil {
+		return ""
+	}
+	s := make([]string, len(*p))
+	for i, v := range *p {
+		s[i] = strconv.Itoa(int(v))
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *portsFlag) Set(v string) error {
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		if lo, hi, ok := strings.Cut(f, "-"); ok {
+			a, err1 := strconv.ParseUint(lo, 10, 16)
+			b, err2 := strconv.ParseUint(hi, 10, 16)
+			if err1 != nil || err2 != nil || a == 0 || a > b || b-a > 1024 {
+				return fmt.Errorf("port range %q: want LOW-HIGH within 1-65535, at most 1024 ports", f)
+			}
+			for port := a; port <= b; port++ {
+				*p = append(*p, uint16(port))
+			}
+			continue
+		}
+		n, err := strconv.ParseUint(f, 10, 16)
+		if err != nil || n == 0 {
+			return fmt.Errorf("port %q: want a number from 1 to 65535", f)
+		}
+		*p = append(*p, uint16(n))
+	}
+	return nil
+}
+
+// sizeFlag is a byte size: 1048576, 64KiB, 6MiB, 1GiB (KB/MB are decimal).
+type sizeFlag int64
+
+func (s *sizeFlag) String() string {
+	if s == nil {
+		return "0"
+	}
+	return strconv.FormatInt(int64(*s), 10)
+}
+
+func (s *sizeFlag) Set(v string) error {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}, {"", 1}}
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(v, u.suffix); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+			if err != nil || n < 0 {
+				return fmt.Errorf("size %q: want a non-negative number with an optional unit (KiB, MiB, GiB)", v)
+			}
+			*s = sizeFlag(n * u.mult)
+			return nil
+		}
+	}
+	return fmt.Errorf("size %q: unknown unit", v)
 }

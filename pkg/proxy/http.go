@@ -1,0 +1,358 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
+	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+)
+
+// ErrorHeader carries the reason of a response the proxy made itself.
+const ErrorHeader = "conduit-proxy-error"
+
+// proxyError is a response the proxy makes when it cannot forward.
+type proxyError struct {
+	status int
+	reason string // metric label
+	msg    string // header value
+}
+
+var (
+	errUnknownAuthority = proxyError{http.StatusBadGateway, "unknown_authority", "no route for authority"}
+	errNoEndpoints      = proxyError{http.StatusServiceUnavailable, "no_endpoints", "no endpoints available"}
+	errNoTarget         = proxyError{http.StatusBadGateway, "no_target", "no inbound target and no original destination"}
+	errResolve          = proxyError{http.StatusServiceUnavailable, "resolve", "discovery failed"}
+	errMissingHost      = proxyError{http.StatusBadRequest, "missing_authority", "request has no Host or :authority"}
+)
+
+// httpHandler forwards the requests of one side.
+type httpHandler struct {
+	p   *Proxy
+	dir string
+}
+
+// route is where a request goes.
+type route struct {
+	ep   resolve.Endpoint
+	dst  string // rendered dst_* labels
+	done func(time.Duration, bool)
+}
+
+func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := h.p
+	info := infoFrom(r.Context())
+	start := time.Now()
+	authority := canonicalAuthority(r.Host, "80")
+	rt, perr := h.route(r.Context(), info, authority)
+
+	labels := metrics.HTTPLabels{Direction: h.dir, Authority: authority, TLS: info.tls, ClientID: info.clientID}
+	if perr == nil {
+		labels.TargetAddr = rt.ep.Addr
+		labels.Dst = rt.dst
+		if p.tlsFor(rt.ep) {
+			labels.TLS, labels.ServerID = true, rt.ep.Identity
+		}
+	}
+	series := p.metrics.Route(labels)
+	series.Request()
+
+	rw := &respWriter{ResponseWriter: w, start: start}
+	if p.cfg.Observer != nil {
+		ri := RequestInfo{Direction: h.dir, Authority: authority, Source: info.remote, TLS: labels.TLS,
+			ClientID: info.clientID, ServerID: labels.ServerID}
+		if perr == nil {
+			ri.Target, ri.DstLabels = rt.ep.Addr, rt.ep.Labels
+		}
+		rw.obs = p.cfg.Observer.RequestStarted(r, ri)
+	}
+	rw.grpc = strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+
+	completed := false
+	defer func() {
+		// Runs on return and on the ErrAbortHandler panic of a broken
+		// stream (re-panicked after accounting).
+		var streamErr error
+		if !completed {
+			streamErr = errStreamAborted
+		}
+		status, grpcStatus := rw.status, ""
+		if rw.grpc {
+			grpcStatus = rw.grpcStatus()
+		}
+		latency := rw.latency()
+		series.Response(status, grpcStatus, metrics.Classify(status, grpcStatus, streamErr != nil || rw.failed), latency)
+		if rt.done != nil {
+			rt.done(latency, status == 0 || status >= 500 && rw.proxyErr != "")
+		}
+		if rw.obs != nil {
+			if streamErr == nil && rw.upErr != nil {
+				streamErr = rw.upErr
+			}
+			rw.obs.Ended(EndInfo{Status: status, GRPCStatus: grpcStatus, Latency: latency,
+				Duration: time.Since(start), Err: streamErr, ProxyError: rw.proxyErr})
+		}
+	}()
+
+	if perr != nil {
+		p.writeError(rw, h.dir, *perr, nil)
+		completed = true
+		return
+	}
+	if r.Method == http.MethodConnect && r.ProtoMajor == 1 {
+		p.serveConnect(rw, r, h.dir, rt)
+		completed = true
+		return
+	}
+	up := p.ups.get(h.dir, rt.ep, rt.dst, r.ProtoMajor == 2)
+	up.rp.ServeHTTP(rw, r)
+	completed = true
+}
+
+var errStreamAborted = errors.New("stream aborted")
+
+// route picks the endpoint of a request.
+func (h *httpHandler) route(ctx context.Context, info *connInfo, authority string) (route, *proxyError) {
+	p := h.p
+	if h.dir == Inbound {
+		if info.target == "" {
+			return route{}, &errNoTarget
+		}
+		return route{ep: resolve.Endpoint{Addr: info.target}}, nil
+	}
+	if authority == "" {
+		return route{}, &errMissingHost
+	}
+	eps, err := p.resolve(ctx, authority)
+	switch {
+	case errors.Is(err, resolve.ErrNotFound):
+		if info.origDst.IsValid() {
+			return route{ep: resolve.Endpoint{Addr: info.origDst.String()}}, nil
+		}
+		return route{}, &errUnknownAuthority
+	case err != nil:
+		p.log.Warn("resolving outbound authority", "authority", authority, "err", err)
+		return route{}, &errResolve
+	case len(eps) == 0:
+		return route{}, &errNoEndpoints
+	}
+	ep, done := p.bal.Pick(eps)
+	return route{ep: ep, dst: metrics.DstLabels(ep.Labels), done: done}, nil
+}
+
+// writeError answers with a proxy-made error and counts it.
+func (p *Proxy) writeError(rw *respWriter, dir string, e proxyError, cause error) {
+	p.metrics.Error(dir, e.reason)
+	msg := e.msg
+	if cause != nil {
+		msg += ": " + cause.Error()
+	}
+	rw.proxyErr = e.reason
+	h := rw.Header()
+	for k := range h {
+		delete(h, k)
+	}
+	h.Set(ErrorHeader, sanitizeHeaderValue(msg))
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(msg)+1))
+	rw.WriteHeader(e.status)
+	io.WriteString(rw, msg+"\n")
+}
+
+// upstreamError is the ReverseProxy error handler: the upstream could not
+// be reached or failed before sending a response.
+func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, dir string, err error) {
+	rw, ok := w.(*respWriter)
+	if !ok {
+		http.Error(w, "proxy error", http.StatusBadGateway)
+		return
+	}
+	rw.upErr = err
+	if r.Context().Err() != nil {
+		// The client went away: nobody to answer.
+		rw.failed = true
+		p.metrics.Error(dir, "client_canceled")
+		return
+	}
+	var e proxyError
+	reason := dialErrorReason(err)
+	switch {
+	case reason == "connect_refused":
+		e = proxyError{http.StatusBadGateway, reason, "connection refused"}
+	case reason == "connect_timeout" && isDialError(err):
+		e = proxyError{http.StatusGatewayTimeout, reason, "connect timeout"}
+	case reason == "tls_handshake":
+		e = proxyError{http.StatusBadGateway, reason, "mTLS handshake with the peer proxy failed"}
+	case errors.Is(err, context.DeadlineExceeded):
+		e = proxyError{http.StatusGatewayTimeout, "response_timeout", "response timeout"}
+	case isDialError(err):
+		e = proxyError{http.StatusBadGateway, "connect_error", "connect failed"}
+	default:
+		e = proxyError{http.StatusBadGateway, "upstream_error", "upstream failed"}
+	}
+	p.log.Debug("upstream error", "direction", dir, "host", r.Host, "err", err)
+	p.writeError(rw, dir, e, nil)
+}
+
+func isDialError(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+func sanitizeHeaderValue(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// serveConnect passes a CONNECT tunnel through to the endpoint: the request
+// and the endpoint's answer are forwarded as they are, then bytes flow both
+// ways.
+func (p *Proxy) serveConnect(rw *respWriter, r *http.Request, dir string, rt route) {
+	ctx, cancel := context.WithTimeout(r.Context(), p.cfg.ConnectTimeout)
+	up, err := p.ups.dial(ctx, dir, rt.ep)
+	cancel()
+	if err != nil {
+		p.upstreamError(rw, r, dir, &net.OpError{Op: "dial", Net: "tcp", Err: err})
+		return
+	}
+	defer up.Close()
+	client, brw, err := http.NewResponseController(rw.ResponseWriter).Hijack()
+	if err != nil {
+		p.writeError(rw, dir, proxyError{http.StatusInternalServerError, "hijack", "cannot take over the connection"}, err)
+		return
+	}
+	defer client.Close()
+	r.Header.Del("Proxy-Connection")
+	if err := r.Write(up); err != nil {
+		rw.failed = true
+		return
+	}
+	ubr := bufio.NewReaderSize(up, 1024)
+	line, err := ubr.ReadSlice('\n')
+	if err != nil {
+		rw.failed = true
+		return
+	}
+	rw.status = parseStatusLine(line)
+	rw.firstByte = time.Now()
+	if rw.obs != nil {
+		rw.obs.ResponseStarted(rw.status, http.Header{})
+	}
+	if _, err := client.Write(line); err != nil {
+		rw.failed = true
+		return
+	}
+	// Bytes already buffered on either side go first.
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		if _, err := up.Write(b); err != nil {
+			return
+		}
+	}
+	if n := ubr.Buffered(); n > 0 {
+		b, _ := ubr.Peek(n)
+		if _, err := client.Write(b); err != nil {
+			return
+		}
+	}
+	relay(client, up, p.bufs)
+}
+
+func parseStatusLine(line []byte) int {
+	// "HTTP/1.1 200 Connection established\r\n"
+	f := strings.Fields(string(line))
+	if len(f) < 2 || !strings.HasPrefix(f[0], "HTTP/") {
+		return 0
+	}
+	n, err := strconv.Atoi(f[1])
+	if err != nil || n < 100 || n > 999 {
+		return 0
+	}
+	return n
+}
+
+// respWriter records what the handler sent for metrics and the observer.
+type respWriter struct {
+	http.ResponseWriter
+	start     time.Time
+	firstByte time.Time
+	status    int
+	grpc      bool
+	failed    bool
+	proxyErr  string
+	upErr     error
+	obs       Observation
+}
+
+func (w *respWriter) WriteHeader(code int) {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		w.ResponseWriter.WriteHeader(code) // 1xx: not the final status
+		return
+	}
+	if w.status == 0 {
+		w.status = code
+		w.firstByte = time.Now()
+		if w.obs != nil {
+			w.obs.ResponseStarted(code, w.Header())
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *respWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Hijack is used by ReverseProxy for upgrades (101 Switching Protocols).
+func (w *respWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil && w.status == 0 {
+		w.status = http.StatusSwitchingProtocols
+		w.firstByte = time.Now()
+		if w.obs != nil {
+			w.obs.ResponseStarted(w.status, w.Header())
+		}
+	}
+	return c, brw, err
+}
+
+func (w *respWriter) Flush() {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *respWriter) latency() time.Duration {
+	if w.firstByte.IsZero() {
+		return time.Since(w.start)
+	}
+	return w.firstByte.Sub(w.start)
+}
+
+// grpcStatus finds grpc-status in the trailers (or headers, for a
+// trailers-only response) the handler set.
+func (w *respWriter) grpcStatus() string {
+	h := w.Header()
+	if v := h.Get("Grpc-Status"); v != "" {
+		return v
+	}
+	return h.Get(http.TrailerPrefix + "Grpc-Status")
+}

@@ -1,0 +1,359 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testBackend is an application with the endpoints the HTTP tests need.
+func testBackend(t *testing.T, release <-chan struct{}) string {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		for k, v := range r.Header {
+			w.Header()["X-Seen-"+k] = v
+		}
+		w.Header().Set("X-Seen-Host", r.Host)
+		w.Header().Set("X-Seen-Te", strings.Join(r.TransferEncoding, ","))
+		io.Copy(w, r.Body)
+	})
+	mux.HandleFunc("/sum", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, _ := io.Copy(h, r.Body)
+		fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
+	})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		chunk := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
+		for range 128 {                                       // 8 MiB
+			w.Write(chunk)
+		}
+	})
+	mux.HandleFunc("/trailers", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum")
+		w.Write([]byte("part1;"))
+		w.(http.Flusher).Flush()
+		w.Write([]byte("part2"))
+		w.Header().Set("X-Checksum", "abc")
+	})
+	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("first\n"))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		w.Write([]byte("second\n"))
+	})
+	mux.HandleFunc("/status/{code}", func(w http.ResponseWriter, r *http.Request) {
+		var code int
+		fmt.Sscan(r.PathValue("code"), &code)
+		w.WriteHeader(code)
+	})
+	mux.HandleFunc("/reject", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusExpectationFailed)
+	})
+	mux.HandleFunc("/upgrade", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "want Upgrade: echo", http.StatusBadRequest)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+		io.Copy(c, brw)
+	})
+	return startHTTPBackend(t, mux)
+}
+
+func TestHTTP1(t *testing.T) {
+	release := make(chan struct{})
+	app := testBackend(t, release)
+	p := startProxy(t, Config{InboundTarget: app})
+	base := "http://" + p.InboundAddr()
+	c := newClient(t)
+
+	t.Run("keep-alive reuses one connection", func(t *testing.T) {
+		before := metricSum(scrape(t, p), "tcp_open_total", `direction="inbound"`, `peer="src"`)
+		for i := range 5 {
+			resp, err := c.Post(base+"/echo", "text/plain", strings.NewReader(fmt.Sprint("hello ", i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != fmt.Sprint("hello ", i) {
+				t.Fatalf("body = %q", b)
+			}
+		}
+		after := metricSum(scrape(t, p), "tcp_open_total", `direction="inbound"`, `peer="src"`)
+		if after-before != 1 {
+			t.Errorf("5 keep-alive requests opened %v connections, want 1", after-before)
+		}
+	})
+
+	t.Run("chunked request and large streamed bodies", func(t *testing.T) {
+		data := bytes.Repeat([]byte("x"), 5<<20+3)
+		pr, pw := io.Pipe()
+		go func() {
+			for b := data; len(b) > 0; {
+				n := min(len(b), 100_000)
+				pw.Write(b[:n])
+				b = b[n:]
+			}
+			pw.Close()
+		}()
+		req, _ := http.NewRequest("POST", base+"/sum", pr) // unknown length: chunked
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := fmt.Sprintf("%d %x", len(data), sha256.Sum256(data))
+		if string(got) != want {
+			t.Errorf("backend saw %q, want %q", got, want)
+		}
+		resp, err = c.Get(base + "/big")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || n != 8<<20 {
+			t.Errorf("downloaded %d bytes (err %v), want %d", n, err, 8<<20)
+		}
+	})
+
+	t.Run("trailers", func(t *testing.T) {
+		resp, err := c.Get(base + "/trailers")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "part1;part2" || resp.Trailer.Get("X-Checksum") != "abc" {
+			t.Errorf("body %q trailer %v", b, resp.Trailer)
+		}
+	})
+
+	t.Run("response streams before it ends", func(t *testing.T) {
+		resp, err := c.Get(base + "/stream")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		br := bufio.NewReader(resp.Body)
+		line, err := br.ReadString('\n')
+		if err != nil || line != "first\n" {
+			t.Fatalf("first line %q, %v", line, err)
+		}
+		close(release) // the backend sends the rest only now
+		rest, _ := io.ReadAll(br)
+		if string(rest) != "second\n" {
+			t.Errorf("rest = %q", rest)
+		}
+	})
+
+	t.Run("hop-by-hop headers are removed", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", base+"/echo", nil)
+		req.Header.Set("Connection", "X-Private, keep-alive")
+		req.Header.Set("X-Private", "secret")
+		req.Header.Set("Keep-Alive", "timeout=5")
+		req.Header.Set("X-Forwarded-For", "10.0.0.9")
+		req.Header.Set("X-End-To-End", "kept")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		h := resp.Header
+		if h.Get("X-Seen-X-Private") != "" || h.Get("X-Seen-Keep-Alive") != "" || h.Get("X-Seen-Connection") != "" {
+			t.Errorf("hop-by-hop headers reached the app: %v", h)
+		}
+		if h.Get("X-Seen-X-End-To-End") != "kept" {
+			t.Errorf("end-to-end header lost: %v", h)
+		}
+		if h.Get("X-Seen-X-Forwarded-For") != "10.0.0.9" {
+			t.Errorf("X-Forwarded-For = %q, want the client's unchanged", h.Get("X-Seen-X-Forwarded-For"))
+		}
+		if h.Get("X-Seen-User-Agent") != "Go-http-client/1.1" {
+			t.Errorf("User-Agent = %q", h.Get("X-Seen-User-Agent"))
+		}
+	})
+
+	t.Run("expect 100-continue", func(t *testing.T) {
+		conn, err := net.Dial("tcp", p.InboundAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(conn)
+		io.WriteString(conn, "POST /echo HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+		line, err := br.ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
+			t.Fatalf("before the body: %q, %v", line, err)
+		}
+		br.ReadString('\n') // blank line after 100
+		io.WriteString(conn, "hello")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(b) != "hello" {
+			t.Errorf("got %d %q", resp.StatusCode, b)
+		}
+		// A final status before the body: the client never sends it.
+		io.WriteString(conn, "POST /reject HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+		resp, err = http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusExpectationFailed {
+			t.Errorf("status %d, want 417", resp.StatusCode)
+		}
+	})
+
+	t.Run("upgrade passthrough", func(t *testing.T) {
+		conn, err := net.Dial("tcp", p.InboundAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(conn, "GET /upgrade HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 101 {
+			t.Fatalf("status %d, want 101", resp.StatusCode)
+		}
+		io.WriteString(conn, "ping over the upgraded stream")
+		buf := make([]byte, len("ping over the upgraded stream"))
+		if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping over the upgraded stream" {
+			t.Errorf("echo %q, %v", buf, err)
+		}
+	})
+
+	t.Run("proxy-made errors", func(t *testing.T) {
+		resp, err := c.Get(base + "/status/503")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 503 || resp.Header.Get(ErrorHeader) != "" {
+			t.Errorf("an application 503 must pass unchanged: %d %q", resp.StatusCode, resp.Header.Get(ErrorHeader))
+		}
+	})
+
+	m := scrape(t, p)
+	if got := metricSum(m, "response_total", `direction="inbound"`, `status_code="503"`, `classification="failure"`); got != 1 {
+		t.Errorf("response_total 503 = %v, want 1", got)
+	}
+	if req, resp := metricSum(m, "request_total", `direction="inbound"`), metricSum(m, "response_total", `direction="inbound"`); req != resp || req < 10 {
+		t.Errorf("request_total %v, response_total %v", req, resp)
+	}
+}
+
+func TestHTTP1Errors(t *testing.T) {
+	// A port nobody listens on.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	p := startProxy(t, Config{InboundTarget: dead})
+	c := newClient(t)
+
+	resp, err := c.Get("http://" + p.InboundAddr() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 502 || resp.Header.Get(ErrorHeader) != "connection refused" {
+		t.Errorf("got %d %q, want 502 connection refused", resp.StatusCode, resp.Header.Get(ErrorHeader))
+	}
+	m := scrape(t, p)
+	if got := metricSum(m, "conduit_proxy_errors_total", `direction="inbound"`, `error="connect_refused"`); got != 1 {
+		t.Errorf("errors_total{connect_refused} = %v, want 1", got)
+	}
+	if got := metricSum(m, "response_total", `direction="inbound"`, `status_code="502"`); got != 1 {
+		t.Errorf("response_total 502 = %v, want 1", got)
+	}
+}
+
+func TestHeaderLimits(t *testing.T) {
+	app := testBackend(t, nil)
+	p := startProxy(t, Config{InboundTarget: app, MaxHeaderBytes: 4 << 10})
+	big := strings.Repeat("a", 64<<10)
+	status, _ := rawRequest(t, p.InboundAddr(), "GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: "+big+"\r\n\r\n")
+	if !strings.Contains(status, "431") {
+		t.Errorf("oversized header: %q, want 431", status)
+	}
+	status, _ = rawRequest(t, p.InboundAddr(), "GET /echo HTTP/1.1\r\nHost: x\r\nX-Small: b\r\n\r\n")
+	if !strings.Contains(status, "200") {
+		t.Errorf("small header: %q, want 200", status)
+	}
+}
+
+func TestConnectPassthrough(t *testing.T) {
+	// The inbound application is itself a forward proxy that answers
+	// CONNECT and then echoes.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil || req.Method != "CONNECT" || req.Host != "db.example:5432" {
+			io.WriteString(c, "HTTP/1.1 400 Bad Request\r\n\r\n")
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+		io.Copy(c, br)
+	}()
+	p := startProxy(t, Config{InboundTarget: ln.Addr().String()})
+	conn, err := net.Dial("tcp", p.InboundAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(conn, "CONNECT db.example:5432 HTTP/1.1\r\nHost: db.example:5432\r\n\r\n")
+	br := bufio.NewReader(conn)
+	line, _ := br.ReadString('\n')
+	if !strings.Contains(line, "200") {
+		t.Fatalf("CONNECT answer %q", line)
+	}
+	br.ReadString('\n')
+	io.WriteString(conn, "tunnelled bytes")
+	buf := make([]byte, len("tunnelled bytes"))
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "tunnelled bytes" {
+		t.Errorf("echo %q, %v", buf, err)
+	}
+	conn.Close()
+	waitFor(t, "CONNECT response counted", func() bool {
+		return metricSum(scrape(t, p), "response_total", `direction="inbound"`, `status_code="200"`) == 1
+	})
+}

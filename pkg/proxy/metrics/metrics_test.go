@@ -1,0 +1,113 @@
+package metrics
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func TestExposition(t *testing.T) {
+	r := NewRegistry()
+	in := r.Route(HTTPLabels{Direction: "inbound", Authority: "web:80", TargetAddr: "127.0.0.1:8080"})
+	in.Request()
+	in.Request()
+	in.Response(200, "", Classify(200, "", false), 3*time.Millisecond)
+	in.Response(503, "", Classify(503, "", false), 1500*time.Millisecond)
+	out := r.Route(HTTPLabels{
+		Direction: "outbound", Authority: `a"b\c` + "\n", TLS: true, ServerID: "spiffe://cluster.local/ns/x/sa/y",
+		Dst: DstLabels(map[string]string{"namespace": "x", "deployment": "y", "pod-template-hash": "z"}),
+	})
+	out.Request()
+	out.Response(200, "14", Classify(200, "14", false), 250*time.Microsecond)
+	tcp := r.TCP(TCPLabels{Direction: "inbound", Peer: "src", TLS: true, ClientID: "spiffe://cluster.local/ns/a/sa/b"})
+	tcp.Open()
+	tcp.AddRead(10)
+	tcp.AddWritten(20)
+	tcp.Close(2*time.Second, true)
+	tcp.Open()
+	r.Error("outbound", "unknown_authority")
+	r.Error("outbound", "unknown_authority")
+
+	var buf bytes.Buffer
+	if _, err := r.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "exposition.golden")
+	if *update {
+		if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf.Bytes(), want) {
+		t.Errorf("exposition differs from %s (run with -update):\n%s", golden, buf.String())
+	}
+}
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		status    int
+		grpc      string
+		streamErr bool
+		want      Classification
+	}{
+		{200, "", false, Success},
+		{404, "", false, Success},
+		{500, "", false, Failure},
+		{200, "0", false, Success},
+		{200, "2", false, Failure},
+		{503, "0", false, Success},
+		{200, "", true, Failure},
+		{0, "", false, Failure},
+	}
+	for _, tt := range tests {
+		if got := Classify(tt.status, tt.grpc, tt.streamErr); got != tt.want {
+			t.Errorf("Classify(%d, %q, %v) = %v, want %v", tt.status, tt.grpc, tt.streamErr, got, tt.want)
+		}
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	r := NewRegistry()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 200 {
+				rt := r.Route(HTTPLabels{Direction: "inbound", Authority: string(rune('a' + i%3))})
+				rt.Request()
+				rt.Response(200+j%2, "", Success, time.Millisecond)
+				r.WriteTo(&bytes.Buffer{})
+			}
+		}()
+	}
+	wg.Wait()
+	var total uint64
+	for _, rt := range r.routeOrd {
+		total += rt.requests.Load()
+	}
+	if total != 1600 {
+		t.Errorf("requests = %d, want 1600", total)
+	}
+}
+
+func BenchmarkRouteResponse(b *testing.B) {
+	r := NewRegistry()
+	l := HTTPLabels{Direction: "inbound", Authority: "web:80"}
+	b.ReportAllocs()
+	for b.Loop() {
+		rt := r.Route(l)
+		rt.Request()
+		rt.Response(200, "", Success, time.Millisecond)
+	}
+}

@@ -1,0 +1,344 @@
+// Package proxy is Conduit's data plane: an inbound listener in front of the
+// pod's application, an outbound listener for the application's own
+// requests, and an admin listener. Each accepted connection is classified
+// (pkg/proxy/detect) and then served as HTTP/1.1, HTTP/2 (h2c, gRPC),
+// proxy-to-proxy mTLS (terminated, then classified again) or opaque TCP.
+//
+// Construct a Proxy with New (it binds the listeners, so port 0 works in
+// tests) and call Run; cancelling Run's context drains: the listeners close,
+// in-flight requests finish within Config.ShutdownGrace, then Run returns.
+//
+//	p, err := proxy.New(proxy.Config{InboundAddr: "127.0.0.1:0", InboundTarget: "127.0.0.1:8080", ...})
+//	go p.Run(ctx)
+//	fmt.Println(p.InboundAddr(), p.AdminAddr())
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/conduitmesh/conduit/pkg/proxy/balance"
+	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
+	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
+)
+
+// DefaultOpaquePorts are server-speaks-first protocols: the proxy does not
+// wait for the client's first bytes on them (SMTP, MySQL, Galera, PostgreSQL,
+// Redis, Elasticsearch transport, memcached, MongoDB).
+var DefaultOpaquePorts = []uint16{25, 587, 3306, 4444, 5432, 6379, 9300, 11211, 27017}
+
+// Config is everything a Proxy needs. Zero durations and sizes take the
+// defaults below; an empty listener address disables that listener.
+type Config struct {
+	InboundAddr  string // e.g. 0.0.0.0:4143
+	OutboundAddr string // e.g. 127.0.0.1:4140
+	AdminAddr    string // e.g. 0.0.0.0:4191
+
+	// InboundTarget, when set, receives all inbound traffic (explicit mode);
+	// otherwise the inbound side forwards to each connection's original
+	// destination (SO_ORIGINAL_DST).
+	InboundTarget string
+	// Resolver maps outbound authorities to endpoints; nil resolves nothing,
+	// so outbound traffic goes to its original destination only.
+	Resolver resolve.Resolver
+	// TLS is the proxy's identity; nil means plaintext only.
+	TLS tlsconf.Provider
+	// OpaquePorts are skipped by protocol detection in addition to
+	// DefaultOpaquePorts.
+	OpaquePorts []uint16
+
+	DetectTimeout     time.Duration // default 10s; on timeout the connection is opaque
+	ConnectTimeout    time.Duration // default 1s
+	HeaderReadTimeout time.Duration // default 10s (slow clients are closed)
+	IdleTimeout       time.Duration // default 90s for idle keep-alive connections
+	ShutdownGrace     time.Duration // default 20s
+	MaxHeaderBytes    int           // default 64 KiB; larger request headers get 431
+
+	Logger *slog.Logger // default: discard
+	// LogLevel backs GET/PUT /log-level; nil makes the level read-only info.
+	LogLevel *slog.LevelVar
+	// Observer sees every HTTP request (the tap seam); nil costs nothing.
+	Observer Observer
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.DetectTimeout, 10*time.Second)
+	def(&c.ConnectTimeout, time.Second)
+	def(&c.HeaderReadTimeout, 10*time.Second)
+	def(&c.IdleTimeout, 90*time.Second)
+	def(&c.ShutdownGrace, 20*time.Second)
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.LogLevel == nil {
+		c.LogLevel = new(slog.LevelVar)
+	}
+}
+
+// Proxy is a running data plane. Create it with New.
+type Proxy struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics.Registry
+	bal     *balance.Balancer
+	opaque  map[uint16]bool
+	ups     *upstreams
+	bufs    *bufPool
+
+	inbound, outbound *side
+	adminLn           net.Listener
+
+	draining atomic.Bool
+	stop     chan struct{} // closed by Shutdown
+	stopOnce sync.Once
+
+	// handoffs counts connections being classified; drain waits for them
+	// before it shuts the HTTP servers down.
+	handoffs  sync.WaitGroup
+	mu        sync.Mutex // guards conns
+	conns     map[*meteredConn]struct{}
+	connsGone chan struct{} // signalled (non-blocking) when conns shrinks
+}
+
+// Direction names used in metrics.
+const (
+	Inbound  = "inbound"
+	Outbound = "outbound"
+)
+
+// New validates cfg and binds the listeners.
+func New(cfg Config) (*Proxy, error) {
+	cfg.setDefaults()
+	if cfg.InboundTarget != "" {
+		if _, _, err := net.SplitHostPort(cfg.InboundTarget); err != nil {
+			return nil, fmt.Errorf("inbound target %q: want HOST:PORT: %w", cfg.InboundTarget, err)
+		}
+	}
+	p := &Proxy{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		metrics:   metrics.NewRegistry(),
+		bal:       balance.New(nil),
+		opaque:    map[uint16]bool{},
+		stop:      make(chan struct{}),
+		conns:     map[*meteredConn]struct{}{},
+		connsGone: make(chan struct{}, 1),
+		bufs:      newBufPool(),
+	}
+	for _, port := range slices.Concat(DefaultOpaquePorts, cfg.OpaquePorts) {
+		p.opaque[port] = true
+	}
+	p.ups = newUpstreams(p)
+	var err error
+	cleanup := func() {
+		for _, s := range []*side{p.inbound, p.outbound} {
+			if s != nil {
+				s.ln.Close()
+			}
+		}
+		if p.adminLn != nil {
+			p.adminLn.Close()
+		}
+	}
+	if cfg.InboundAddr != "" {
+		if p.inbound, err = p.newSide(Inbound, cfg.InboundAddr); err != nil {
+			cleanup()
+			return nil, err
+		}
+	}
+	if cfg.OutboundAddr != "" {
+		if p.outbound, err = p.newSide(Outbound, cfg.OutboundAddr); err != nil {
+			cleanup()
+			return nil, err
+		}
+	}
+	if cfg.AdminAddr != "" {
+		if p.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			cleanup()
+			return nil, fmt.Errorf("admin listener: %w", err)
+		}
+	}
+	return p, nil
+}
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+// InboundAddr is the bound inbound address ("" when disabled).
+func (p *Proxy) InboundAddr() string {
+	if p.inbound == nil {
+		return ""
+	}
+	return addrOf(p.inbound.ln)
+}
+
+// OutboundAddr is the bound outbound address ("" when disabled).
+func (p *Proxy) OutboundAddr() string {
+	if p.outbound == nil {
+		return ""
+	}
+	return addrOf(p.outbound.ln)
+}
+
+// AdminAddr is the bound admin address ("" when disabled).
+func (p *Proxy) AdminAddr() string { return addrOf(p.adminLn) }
+
+// Metrics is the proxy's registry (for embedding and tests).
+func (p *Proxy) Metrics() *metrics.Registry { return p.metrics }
+
+// Shutdown starts draining, as if Run's context had been cancelled. It
+// returns at once; Run returns when the drain is over.
+func (p *Proxy) Shutdown() {
+	p.stopOnce.Do(func() { close(p.stop) })
+}
+
+// Run serves until ctx is cancelled or Shutdown is called, then drains and
+// returns. It returns an error only if a listener fails unexpectedly.
+func (p *Proxy) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	sides := []*side{}
+	for _, s := range []*side{p.inbound, p.outbound} {
+		if s != nil {
+			sides = append(sides, s)
+		}
+	}
+	for _, s := range sides {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			s.serveHTTP()
+		}()
+		go func() {
+			defer wg.Done()
+			if err := p.acceptLoop(s); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	admin := p.adminServer()
+	if admin != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := admin.Serve(p.adminLn); err != nil && !errors.Is(err, errServerClosed) {
+				errc <- fmt.Errorf("admin listener: %w", err)
+			}
+		}()
+	}
+	p.log.Info("proxy started", "inbound", p.InboundAddr(), "outbound", p.OutboundAddr(), "admin", p.AdminAddr(),
+		"inbound_target", p.cfg.InboundTarget, "tls", p.cfg.TLS != nil)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case <-p.stop:
+	case runErr = <-errc:
+	}
+	p.drain(sides)
+	if admin != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		admin.Shutdown(sctx)
+		cancel()
+		admin.Close()
+	}
+	wg.Wait()
+	p.ups.closeIdle()
+	return runErr
+}
+
+// drain stops accepting, lets in-flight work finish within the grace
+// period, then closes what is left.
+func (p *Proxy) drain(sides []*side) {
+	p.draining.Store(true)
+	start := time.Now()
+	p.log.Info("draining", "grace", p.cfg.ShutdownGrace)
+	for _, s := range sides {
+		s.ln.Close()
+	}
+	// Connections being classified finish their handoff (bounded by the
+	// detection timeout) before the HTTP servers stop taking connections.
+	p.handoffs.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownGrace-time.Since(start))
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range sides {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.srv.Shutdown(ctx)
+		}()
+	}
+	wg.Wait()
+	// Opaque and upgraded connections are not tracked by the HTTP servers.
+	for {
+		p.mu.Lock()
+		n := len(p.conns)
+		p.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-p.connsGone:
+			continue
+		case <-ctx.Done():
+		}
+		p.mu.Lock()
+		left := make([]*meteredConn, 0, len(p.conns))
+		for c := range p.conns {
+			left = append(left, c)
+		}
+		p.mu.Unlock()
+		p.log.Warn("grace period over, closing connections", "open", len(left))
+		for _, c := range left {
+			c.Close()
+		}
+		break
+	}
+	for _, s := range sides {
+		s.srv.Close()
+	}
+	p.log.Info("drained", "took", time.Since(start).Round(time.Millisecond))
+}
+
+func (p *Proxy) track(c *meteredConn) {
+	p.mu.Lock()
+	p.conns[c] = struct{}{}
+	p.mu.Unlock()
+}
+
+func (p *Proxy) untrack(c *meteredConn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+	select {
+	case p.connsGone <- struct{}{}:
+	default:
+	}
+}
+
+// isOpaquePort reports whether detection is skipped for a destination.
+func (p *Proxy) isOpaquePort(ap netip.AddrPort) bool {
+	return ap.IsValid() && p.opaque[ap.Port()]
+}

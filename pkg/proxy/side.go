@@ -1,0 +1,287 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/conduitmesh/conduit/pkg/proxy/detect"
+	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
+	"github.com/conduitmesh/conduit/pkg/proxy/origdst"
+	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
+)
+
+var errServerClosed = http.ErrServerClosed
+
+// side is one traffic listener (inbound or outbound) with the HTTP server
+// that serves its connections once they are classified as HTTP.
+type side struct {
+	p   *Proxy
+	dir string
+	ln  net.Listener
+	srv *http.Server
+	// httpLn feeds classified connections to srv.
+	httpLn *chanListener
+}
+
+func (p *Proxy) newSide(dir, addr string) (*side, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s listener: %w", dir, err)
+	}
+	s := &side{p: p, dir: dir, ln: ln, httpLn: newChanListener(ln.Addr())}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	s.srv = &http.Server{
+		Handler:           &httpHandler{p: p, dir: dir},
+		ReadHeaderTimeout: p.cfg.HeaderReadTimeout,
+		IdleTimeout:       p.cfg.IdleTimeout,
+		MaxHeaderBytes:    p.cfg.MaxHeaderBytes,
+		Protocols:         &protos,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          250,
+			MaxReceiveBufferPerConnection: 1 << 20,
+			MaxReceiveBufferPerStream:     256 << 10,
+		},
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if sc, ok := c.(*servedConn); ok {
+				return context.WithValue(ctx, connInfoKey{}, sc.info)
+			}
+			return ctx
+		},
+		ErrorLog: log.New(slogWriter{p.log.With("direction", dir)}, "", 0),
+	}
+	return s, nil
+}
+
+func (s *side) serveHTTP() {
+	if err := s.srv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.p.log.Error("http server stopped", "direction", s.dir, "err", err)
+	}
+}
+
+// acceptLoop accepts until the listener is closed.
+func (p *Proxy) acceptLoop(s *side) error {
+	var delay time.Duration
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if p.draining.Load() || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Temporary failures (EMFILE, ...): back off, keep serving.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			p.log.Warn("accept failed", "direction", s.dir, "err", err, "retry_in", delay)
+			p.metrics.Error(s.dir, "accept")
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		mc := newMeteredConn(c)
+		mc.onClose = p.untrack
+		p.track(mc)
+		p.handoffs.Add(1)
+		go s.handle(mc)
+	}
+}
+
+// handle classifies one accepted connection and serves it.
+func (s *side) handle(mc *meteredConn) {
+	p := s.p
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			p.handoffs.Done()
+		}
+	}()
+	done := func() {
+		handedOff = true
+		p.handoffs.Done()
+	}
+	info := &connInfo{dir: s.dir}
+	if ra, ok := mc.RemoteAddr().(*net.TCPAddr); ok {
+		info.remote = ra.AddrPort()
+	}
+	if od, err := origdst.Get(mc.Conn); err == nil {
+		info.origDst = od
+	} else if !errors.Is(err, origdst.ErrNotRedirected) {
+		p.log.Debug("reading original destination", "err", err)
+	}
+	if s.dir == Inbound {
+		info.target = p.cfg.InboundTarget
+		if info.target == "" && info.origDst.IsValid() {
+			info.target = info.origDst.String()
+		}
+	}
+	mc.fallback = func() *metrics.TCP { return p.metrics.TCP(s.tcpLabels(info)) }
+
+	if p.isOpaquePort(s.opaqueKey(info)) {
+		mc.attach(p.metrics.TCP(s.tcpLabels(info)))
+		done()
+		p.serveOpaque(s.dir, &servedConn{Conn: mc, info: info})
+		return
+	}
+
+	prefix, res, err := detect.Peek(mc, p.cfg.DetectTimeout, make([]byte, 0, 512))
+	if err != nil {
+		p.log.Debug("connection failed before its first byte", "direction", s.dir, "err", err)
+		mc.Close()
+		return
+	}
+	var conn net.Conn = mc
+	if res.Protocol == detect.TLS && s.dir == Inbound && p.cfg.TLS != nil && slices.Contains(res.ALPN, tlsconf.ALPN) {
+		tc, id, err := p.terminateTLS(&servedConn{Conn: mc, prefix: prefix})
+		if err != nil {
+			p.log.Info("mTLS handshake from a meshed peer failed", "remote", info.remote, "err", err)
+			p.metrics.Error(s.dir, "tls_handshake")
+			mc.Close()
+			return
+		}
+		info.tls, info.clientID = true, id
+		conn = tc
+		prefix, res, err = detect.Peek(tc, p.cfg.DetectTimeout, make([]byte, 0, 512))
+		if err != nil {
+			mc.Close()
+			return
+		}
+		if res.Protocol == detect.TLS {
+			res.Protocol = detect.Opaque // TLS inside mTLS is the application's own
+		}
+	}
+	mc.attach(p.metrics.TCP(s.tcpLabels(info)))
+	sc := &servedConn{Conn: conn, prefix: prefix, info: info}
+	p.log.Debug("connection classified", "direction", s.dir, "protocol", res.Protocol, "remote", info.remote, "tls", info.tls)
+	switch res.Protocol {
+	case detect.HTTP1, detect.HTTP2:
+		if s.httpLn.hand(sc) {
+			done()
+		}
+	default:
+		done()
+		p.serveOpaqueTLSAware(s.dir, sc, res)
+	}
+}
+
+func (s *side) opaqueKey(info *connInfo) netip.AddrPort {
+	if info.origDst.IsValid() {
+		return info.origDst
+	}
+	if s.dir == Inbound && info.target != "" {
+		if ap, err := netip.ParseAddrPort(info.target); err == nil {
+			return ap
+		}
+		if _, port, err := net.SplitHostPort(info.target); err == nil {
+			if ap, err := netip.ParseAddrPort("0.0.0.0:" + port); err == nil {
+				return ap
+			}
+		}
+	}
+	return netip.AddrPort{}
+}
+
+func (s *side) tcpLabels(info *connInfo) metrics.TCPLabels {
+	l := metrics.TCPLabels{Direction: s.dir, Peer: "src", TLS: info.tls, ClientID: info.clientID}
+	if info.target != "" {
+		l.TargetAddr = info.target
+	} else if info.origDst.IsValid() {
+		l.TargetAddr = info.origDst.String()
+	}
+	return l
+}
+
+// terminateTLS completes a meshed peer's mTLS handshake and returns the
+// connection and the peer's identity (its certificate's URI SAN).
+func (p *Proxy) terminateTLS(c net.Conn) (net.Conn, string, error) {
+	cfg := p.cfg.TLS.ServerConfig()
+	if cfg == nil {
+		return nil, "", errors.New("identity not ready")
+	}
+	cfg = cfg.Clone()
+	cfg.NextProtos = []string{tlsconf.ALPN}
+	tc := tls.Server(c, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DetectTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, "", err
+	}
+	return tc, peerIdentity(tc.ConnectionState().PeerCertificates), nil
+}
+
+// peerIdentity is the SPIFFE ID (URI SAN) of a verified peer certificate.
+func peerIdentity(chain []*x509.Certificate) string {
+	if len(chain) == 0 {
+		return ""
+	}
+	for _, u := range chain[0].URIs {
+		return u.String()
+	}
+	if len(chain[0].DNSNames) > 0 {
+		return chain[0].DNSNames[0]
+	}
+	return ""
+}
+
+// chanListener hands classified connections to an http.Server.
+type chanListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// hand gives c to the server; false (and c closed) if the server is gone.
+func (l *chanListener) hand(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		c.Close()
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// slogWriter routes net/http's internal log lines to slog at debug level.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(b []byte) (int, error) {
+	w.log.Debug("http server", "msg", string(trimNewline(b)))
+	return len(b), nil
+}
+
+func trimNewline(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

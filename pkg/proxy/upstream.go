@@ -1,0 +1,231 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
+	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
+)
+
+// maxUpstreams bounds the cached per-endpoint clients; idle ones beyond it
+// are dropped (transparent mode can see many original destinations).
+const maxUpstreams = 512
+
+// upstreams caches one HTTP client (connection pool + reverse proxy) per
+// endpoint, identity, protocol and direction.
+type upstreams struct {
+	p  *Proxy
+	mu sync.Mutex // guards m
+	m  map[upKey]*upstream
+}
+
+type upKey struct {
+	dir, addr, identity, dst string
+	h2                       bool
+}
+
+type upstream struct {
+	key  upKey
+	tr   *http.Transport
+	rp   *httputil.ReverseProxy
+	used time.Time // guarded by upstreams.mu
+}
+
+func newUpstreams(p *Proxy) *upstreams {
+	return &upstreams{p: p, m: map[upKey]*upstream{}}
+}
+
+// tlsFor reports whether connections to ep use proxy-to-proxy mTLS.
+func (p *Proxy) tlsFor(ep resolve.Endpoint) bool {
+	return ep.Identity != "" && p.cfg.TLS != nil
+}
+
+// get returns the HTTP client for an endpoint.
+func (u *upstreams) get(dir string, ep resolve.Endpoint, dst string, h2 bool) *upstream {
+	k := upKey{dir: dir, addr: ep.Addr, dst: dst, h2: h2}
+	if u.p.tlsFor(ep) {
+		k.identity = ep.Identity
+	}
+	now := time.Now()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if up, ok := u.m[k]; ok {
+		up.used = now
+		return up
+	}
+	if len(u.m) >= maxUpstreams {
+		for key, up := range u.m {
+			if now.Sub(up.used) > time.Minute {
+				up.tr.CloseIdleConnections()
+				delete(u.m, key)
+			}
+		}
+	}
+	up := u.newUpstream(k, ep)
+	up.used = now
+	u.m[k] = up
+	return up
+}
+
+func (u *upstreams) closeIdle() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, up := range u.m {
+		up.tr.CloseIdleConnections()
+	}
+}
+
+func (u *upstreams) newUpstream(k upKey, ep resolve.Endpoint) *upstream {
+	p := u.p
+	var protos http.Protocols
+	if k.h2 {
+		protos.SetUnencryptedHTTP2(true)
+	} else {
+		protos.SetHTTP1(true)
+	}
+	dialEP := resolve.Endpoint{Addr: k.addr, Identity: k.identity, Labels: ep.Labels}
+	tr := &http.Transport{
+		Proxy: nil, // never an environment proxy
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+			defer cancel()
+			return p.ups.dialLabeled(ctx, k.dir, dialEP, k.dst)
+		},
+		Protocols:              &protos,
+		DisableCompression:     true,
+		MaxIdleConnsPerHost:    32,
+		IdleConnTimeout:        p.cfg.IdleTimeout,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: int64(p.cfg.MaxHeaderBytes),
+		WriteBufferSize:        4 << 10,
+		ReadBufferSize:         4 << 10,
+		HTTP2: &http.HTTP2Config{
+			MaxReceiveBufferPerConnection: 1 << 20,
+			MaxReceiveBufferPerStream:     256 << 10,
+		},
+	}
+	addr := k.addr
+	up := &upstream{key: k, tr: tr}
+	up.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = addr
+			// A transparent proxy keeps the client's forwarding headers
+			// (ReverseProxy drops them before Rewrite) and adds none.
+			for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+				if v, ok := pr.In.Header[h]; ok {
+					pr.Out.Header[h] = v
+				}
+			}
+			if _, ok := pr.In.Header["User-Agent"]; !ok {
+				pr.Out.Header["User-Agent"] = nil // don't add Go's default
+			}
+		},
+		Transport:     tr,
+		FlushInterval: -1, // stream: never hold response bytes back
+		BufferPool:    p.bufs,
+		ErrorLog:      nil,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			p.upstreamError(w, r, k.dir, err)
+		},
+	}
+	return up
+}
+
+// dial opens a connection to an endpoint for opaque traffic.
+func (u *upstreams) dial(ctx context.Context, dir string, ep resolve.Endpoint) (net.Conn, error) {
+	return u.dialLabeled(ctx, dir, ep, metrics.DstLabels(ep.Labels))
+}
+
+// dialLabeled dials ep, counts the connection as peer="dst", and wraps it
+// in mTLS when ep is a meshed peer and the proxy has an identity.
+func (u *upstreams) dialLabeled(ctx context.Context, dir string, ep resolve.Endpoint, dst string) (net.Conn, error) {
+	p := u.p
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", ep.Addr)
+	if err != nil {
+		return nil, err
+	}
+	useTLS := p.tlsFor(ep)
+	l := metrics.TCPLabels{Direction: dir, Peer: "dst", TargetAddr: ep.Addr, TLS: useTLS, Dst: dst}
+	if useTLS {
+		l.ServerID = ep.Identity
+	}
+	mc := newMeteredConn(c)
+	mc.attach(p.metrics.TCP(l))
+	if !useTLS {
+		return mc, nil
+	}
+	cfg := p.cfg.TLS.ClientConfig(ep.Identity)
+	if cfg == nil {
+		mc.Close()
+		return nil, &tlsError{errors.New("identity not ready")}
+	}
+	cfg = cfg.Clone()
+	cfg.NextProtos = []string{tlsconf.ALPN}
+	tc := tls.Client(mc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		mc.Close()
+		return nil, &tlsError{err}
+	}
+	// Hide the *tls.Conn: to net/http this is a cleartext stream.
+	return &servedConn{Conn: tc}, nil
+}
+
+type tlsError struct{ err error }
+
+func (e *tlsError) Error() string { return "mTLS handshake: " + e.err.Error() }
+func (e *tlsError) Unwrap() error { return e.err }
+
+// dialErrorReason is the metric label for a failed connect.
+func dialErrorReason(err error) string {
+	var te *tlsError
+	var ne net.Error
+	switch {
+	case errors.As(err, &te):
+		return "tls_handshake"
+	case isRefused(err):
+		return "connect_refused"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "connect_timeout"
+	}
+	return "connect_error"
+}
+
+// resolve asks the resolver for an authority's endpoints; with no resolver
+// nothing is known.
+func (p *Proxy) resolve(ctx context.Context, authority string) ([]resolve.Endpoint, error) {
+	if p.cfg.Resolver == nil {
+		return nil, resolve.ErrNotFound
+	}
+	eps, err := p.cfg.Resolver.Endpoints(ctx, authority)
+	if err != nil && !errors.Is(err, resolve.ErrNotFound) {
+		return nil, fmt.Errorf("resolving %s: %w", authority, err)
+	}
+	return eps, err
+}
+
+// canonicalAuthority lowercases host:port and adds the default port.
+func canonicalAuthority(host, defaultPort string) string {
+	if host == "" {
+		return ""
+	}
+	host = strings.ToLower(host)
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return host
+	}
+	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		return host + ":" + defaultPort
+	}
+	return net.JoinHostPort(host, defaultPort)
+}
