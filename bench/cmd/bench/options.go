@@ -30,7 +30,8 @@ type options struct {
 	repo      string
 	loadCPU   string
 	serverCPU string
-	nice      int
+	priority  string
+	proxyRev  string
 	args      []string // as given, for the report
 }
 
@@ -58,8 +59,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	repo := fs.String("repo", "..", "root of the conduit repository (to build conduit-proxy)")
 	loadCPU := fs.String("load-cpu", "0", "CPU list (taskset -c) for the load generator")
 	serverCPU := fs.String("server-cpu", "1", "CPU list (taskset -c) for the server and the proxies")
-	nice := fs.Int("nice", -15, "niceness of the load generator, server and proxies (negative needs root; 0 leaves it): "+
-		"on a shared machine it keeps other work from dominating the tail latencies")
+	proxyRev := fs.String("proxy-rev", "", "build conduit-proxy from this git revision of --repo (e.g. HEAD) instead of the working tree")
+	priority := fs.String("priority", "fifo", "scheduling of the load generator, server and proxies: fifo (chrt -f 10, needs root), "+
+		"nice (nice -n -15) or none; on a shared machine it keeps other work from dominating the tail latencies")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -76,7 +78,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		}
 	}
 	o := &options{duration: *duration, warmup: *warmup, reps: *reps, out: *out, jsonOut: *jsonOut, repo: *repo,
-		loadCPU: *loadCPU, serverCPU: *serverCPU, nice: *nice, args: args}
+		loadCPU: *loadCPU, serverCPU: *serverCPU, priority: *priority, proxyRev: *proxyRev, args: args}
 	var err error
 	if o.points, err = parsePoints(*points); err != nil {
 		return nil, err
@@ -89,6 +91,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	}
 	if !slices.Contains(o.systems, "direct") {
 		return nil, fmt.Errorf("--systems must include direct: every added figure is measured against it")
+	}
+	if o.priority != "fifo" && o.priority != "nice" && o.priority != "none" {
+		return nil, fmt.Errorf("--priority %q: use fifo, nice or none", o.priority)
 	}
 	if o.reps < 1 || o.duration < time.Second || o.warmup < 0 {
 		return nil, fmt.Errorf("--reps must be ≥ 1, --duration ≥ 1s and --warmup ≥ 0")
@@ -128,11 +133,14 @@ func (o *options) estimate() (runs int, d time.Duration) {
 	return runs, time.Duration(runs) * (o.duration + o.warmup + 2*time.Second)
 }
 
-// pinned is the command line that runs name with args on cpus at o's niceness.
+// pinned is the command line that runs name with args on cpus at o's priority.
 func (o *options) pinned(cpus, name string, args ...string) []string {
 	cmd := []string{"taskset", "-c", cpus, name}
-	if o.nice != 0 {
-		cmd = append([]string{"nice", "-n", strconv.Itoa(o.nice)}, cmd...)
+	switch o.priority {
+	case "fifo":
+		cmd = append([]string{"chrt", "-f", "10"}, cmd...)
+	case "nice":
+		cmd = append([]string{"nice", "-n", "-15"}, cmd...)
 	}
 	return append(cmd, args...)
 }

@@ -20,6 +20,7 @@ type runInfo struct {
 	cpu, kernel           string
 	loadStart, loadEnd    string
 	gogc, gomemlimit      string
+	proxySource           string
 }
 
 func collectInfo(ctx context.Context, b binaries) runInfo {
@@ -150,15 +151,15 @@ func renderReport(o *options, info runInfo, samples []sample) string {
 	fmt.Fprintf(&b, "- Started %s, took %s. %d repetitions of %s measured after %s of warm-up per run; "+
 		"the order of the systems alternates between repetitions; every proxy is started fresh for each run.\n",
 		info.started.Format(time.RFC3339), info.elapsed.Round(time.Second), o.reps, o.duration, o.warmup)
-	fmt.Fprintf(&b, "- Machine: %d CPUs (%s), %s. Load generator pinned to CPU %s, server and proxy to CPU %s (`taskset`), all at niceness %d.\n",
-		runtime.NumCPU(), info.cpu, info.kernel, o.loadCPU, o.serverCPU, o.nice)
+	fmt.Fprintf(&b, "- Machine: %d CPUs (%s), %s. Load generator pinned to CPU %s, server and proxy to CPU %s (`taskset`); scheduling of all of them: %s.\n",
+		runtime.NumCPU(), info.cpu, info.kernel, o.loadCPU, o.serverCPU, priorityText(o.priority))
 	fmt.Fprintf(&b, "- Machine load (`/proc/loadavg`) at start: %s; at end: %s; 1-min load at batch starts: %s. "+
 		"Other engineers' builds and tests shared this machine during the run, so absolute figures are noisy; "+
 		"compare systems within a batch.\n", info.loadStart, info.loadEnd, loadRange(samples))
 	fmt.Fprintf(&b, "- %s; GOGC=%s, GOMEMLIMIT=%s in the environment (conduit-proxy sets its own limits, if any, from inside).\n",
 		info.goVersion, info.gogc, info.gomemlimit)
 	fmt.Fprintf(&b, "- Load: fortio %s in fixed-rate mode with `-r 0.00001` (10 µs histogram resolution); server: fortio's HTTP (h2c), gRPC and TCP echo servers. %s. %s.\n\n",
-		info.fortio, info.haproxy, info.conduitProxy)
+		info.fortio, info.haproxy, info.conduitProxy+" built from the "+info.proxySource)
 	b.WriteString("Latencies are medians over the repetitions, in milliseconds; **added** is the system minus direct " +
 		"in the same batch (same repetition, protocol and point), median over repetitions, with each repetition's added p99 in brackets. " +
 		"CPU is the proxy's user+system time from `/proc/PID/stat` in vCPU per 1000 requests/s. " +
@@ -261,4 +262,14 @@ func renderTargets(b *strings.Builder, samples []sample, o *options) {
 		fmt.Fprintf(b, "\nconduit-proxy had %d errors in %d requests at this point.\n", conduit.errors, conduit.count)
 	}
 	b.WriteString("\n")
+}
+
+func priorityText(p string) string {
+	switch p {
+	case "fifo":
+		return "real-time SCHED_FIFO priority 10 (`chrt -f 10`), so that the other work on this shared machine does not preempt them"
+	case "nice":
+		return "`nice -n -15`"
+	}
+	return "default"
 }

@@ -86,7 +86,8 @@ func runBench(ctx context.Context, opts *options, stdout, stderr io.Writer) erro
 	runs, est := opts.estimate()
 	fmt.Fprintf(stderr, "bench: %d runs of %s + %s warm-up; at most %s in all\n", runs, opts.duration, opts.warmup, est.Round(time.Minute))
 	fmt.Fprintln(stderr, "bench: building fortio, conduit-proxy and the Go relays")
-	if e.bins, err = build(ctx, opts.repo, dir); err != nil {
+	var source string
+	if e.bins, source, err = build(ctx, opts.repo, opts.proxyRev, dir); err != nil {
 		return err
 	}
 	server, err := e.startServer(ctx)
@@ -97,6 +98,7 @@ func runBench(ctx context.Context, opts *options, stdout, stderr io.Writer) erro
 
 	started := time.Now()
 	info := collectInfo(ctx, e.bins)
+	info.proxySource = source
 	var samples []sample
 	for rep := range opts.reps {
 		order := slices.Clone(opts.systems)
@@ -155,17 +157,41 @@ func (s sample) summary() string {
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
-// build compiles the programs into dir.
-func build(ctx context.Context, repo, dir string) (binaries, error) {
-	b := binaries{
+// build compiles the programs into dir. conduit-proxy comes from the working
+// tree of repo, or from revision rev of it; source says which.
+func build(ctx context.Context, repo, rev, dir string) (b binaries, source string, err error) {
+	b = binaries{
 		fortio:       filepath.Join(dir, "fortio"),
 		conduitProxy: filepath.Join(dir, "conduit-proxy"),
 		tcprelay:     filepath.Join(dir, "tcprelay"),
 		revproxy:     filepath.Join(dir, "revproxy"),
 	}
-	var err error
 	if b.haproxy, err = exec.LookPath("haproxy"); err != nil {
-		return b, err
+		return b, "", err
+	}
+	git := func(args ...string) (string, error) {
+		out, err := exec.CommandContext(ctx, "git", append([]string{"-C", repo}, args...)...).Output()
+		return strings.TrimSpace(string(out)), err
+	}
+	proxySrc := repo
+	if rev != "" {
+		sha, err := git("rev-parse", "--verify", rev+"^{commit}")
+		if err != nil {
+			return b, "", fmt.Errorf("--proxy-rev %q is not a commit of %s", rev, repo)
+		}
+		proxySrc = filepath.Join(dir, "src")
+		if err := os.Mkdir(proxySrc, 0o755); err != nil {
+			return b, "", err
+		}
+		export := fmt.Sprintf("git -C %q archive %s | tar -x -C %q", repo, sha, proxySrc)
+		if out, err := exec.CommandContext(ctx, "sh", "-c", export).CombinedOutput(); err != nil {
+			return b, "", fmt.Errorf("exporting %s: %v: %s", sha, err, oneLine(string(out)))
+		}
+		source = "commit " + sha
+	} else if desc, err := git("describe", "--always", "--dirty"); err == nil {
+		source = "working tree at " + desc
+	} else {
+		source = "working tree of " + repo
 	}
 	steps := []struct {
 		dir  string
@@ -174,16 +200,16 @@ func build(ctx context.Context, repo, dir string) (binaries, error) {
 		{".", []string{"build", "-o", b.fortio, "fortio.org/fortio"}},
 		{".", []string{"build", "-o", b.tcprelay, "./cmd/tcprelay"}},
 		{".", []string{"build", "-o", b.revproxy, "./cmd/revproxy"}},
-		{repo, []string{"build", "-o", b.conduitProxy, "./cmd/conduit-proxy"}},
+		{proxySrc, []string{"build", "-o", b.conduitProxy, "./cmd/conduit-proxy"}},
 	}
 	for _, s := range steps {
 		cmd := exec.CommandContext(ctx, "go", s.args...)
 		cmd.Dir = s.dir
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return b, fmt.Errorf("go %s (in %s): %v: %s", strings.Join(s.args, " "), s.dir, err, oneLine(string(out)))
+			return b, "", fmt.Errorf("go %s (in %s): %v: %s", strings.Join(s.args, " "), s.dir, err, oneLine(string(out)))
 		}
 	}
-	return b, nil
+	return b, source, nil
 }
 
 // startServer runs fortio's HTTP (h2c-capable), gRPC and TCP echo servers
