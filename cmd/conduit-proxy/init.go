@@ -172,7 +172,11 @@ func runInit(ctx context.Context, opts *initOptions, r iptables.Runner, stdout i
 			return err
 		}
 	}
+	programs := make([]string, len(jobs))
+	for i, j := range jobs {
+		programs[i] = j.program
+	}
 	_, err := fmt.Fprintf(stdout, "conduit-proxy init: redirect installed with %s (inbound TCP → %d, outbound TCP → %d, proxy uid %s exempt)\n",
-		jobs[0].program, opts.config.InboundPort, opts.config.OutboundPort, strconv.FormatUint(uint64(opts.config.ProxyUID), 10))
+		strings.Join(programs, " and "), opts.config.InboundPort, opts.config.OutboundPort, strconv.FormatUint(uint64(opts.config.ProxyUID), 10))
 	return err
 }
