@@ -169,3 +169,23 @@ func rawRequest(t *testing.T, addr, req string) (string, error) {
 	}
 	return strings.TrimSpace(line), nil
 }
+
+// wantMetric waits until the sum of name over samples matching labels is
+// want: metrics of a request are recorded when its handler returns, which
+// can be just after the client has read the last byte.
+func wantMetric(t *testing.T, p *Proxy, want float64, name string, labels ...string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		text := scrape(t, p)
+		got := metricSum(text, name, labels...)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s%v = %v, want %v; metrics:\n%s", name, labels, got, want, text)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -160,10 +160,47 @@ func (p *Proxy) writeError(rw *respWriter, dir string, e proxyError, cause error
 		delete(h, k)
 	}
 	h.Set(ErrorHeader, sanitizeHeaderValue(msg))
+	if rw.grpc {
+		// gRPC clients read errors from grpc-status, not the HTTP status:
+		// answer with a trailers-only gRPC error.
+		h.Set("Content-Type", "application/grpc")
+		h.Set("Grpc-Status", grpcCodeFor(e.status))
+		h.Set("Grpc-Message", sanitizeHeaderValue(msg))
+		rw.WriteHeader(http.StatusOK)
+		return
+	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Content-Length", strconv.Itoa(len(msg)+1))
 	rw.WriteHeader(e.status)
 	io.WriteString(rw, msg+"\n")
+}
+
+// grpcCodeFor maps a proxy error status to a gRPC status code:
+// DEADLINE_EXCEEDED for timeouts, UNAVAILABLE otherwise.
+func grpcCodeFor(status int) string {
+	if status == http.StatusGatewayTimeout {
+		return "4"
+	}
+	return "14"
+}
+
+// grpcDeadlinePassed reports whether a gRPC request's grpc-timeout has
+// elapsed since start.
+func grpcDeadlinePassed(r *http.Request, start time.Time) bool {
+	v := r.Header.Get("Grpc-Timeout")
+	if len(v) < 2 {
+		return false
+	}
+	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+	if err != nil || n < 0 {
+		return false
+	}
+	unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second,
+		'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
+	if unit == 0 {
+		return false
+	}
+	return time.Since(start) >= time.Duration(n)*unit
 }
 
 // upstreamError is the ReverseProxy error handler: the upstream could not
@@ -190,7 +227,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, dir string
 		e = proxyError{http.StatusGatewayTimeout, reason, "connect timeout"}
 	case reason == "tls_handshake":
 		e = proxyError{http.StatusBadGateway, reason, "mTLS handshake with the peer proxy failed"}
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), rw.grpc && grpcDeadlinePassed(r, rw.start):
 		e = proxyError{http.StatusGatewayTimeout, "response_timeout", "response timeout"}
 	case isDialError(err):
 		e = proxyError{http.StatusBadGateway, "connect_error", "connect failed"}

@@ -262,11 +262,8 @@ func TestHTTP1(t *testing.T) {
 		}
 	})
 
-	m := scrape(t, p)
-	if got := metricSum(m, "response_total", `direction="inbound"`, `status_code="503"`, `classification="failure"`); got != 1 {
-		t.Errorf("response_total 503 = %v, want 1", got)
-	}
-	if req, resp := metricSum(m, "request_total", `direction="inbound"`), metricSum(m, "response_total", `direction="inbound"`); req != resp || req < 10 {
+	wantMetric(t, p, 1, "response_total", `direction="inbound"`, `status_code="503"`, `classification="failure"`)
+	if req, resp := metricSum(scrape(t, p), "request_total", `direction="inbound"`), metricSum(scrape(t, p), "response_total", `direction="inbound"`); req != resp || req < 10 {
 		t.Errorf("request_total %v, response_total %v", req, resp)
 	}
 }
@@ -287,13 +284,8 @@ func TestHTTP1Errors(t *testing.T) {
 	if resp.StatusCode != 502 || resp.Header.Get(ErrorHeader) != "connection refused" {
 		t.Errorf("got %d %q, want 502 connection refused", resp.StatusCode, resp.Header.Get(ErrorHeader))
 	}
-	m := scrape(t, p)
-	if got := metricSum(m, "conduit_proxy_errors_total", `direction="inbound"`, `error="connect_refused"`); got != 1 {
-		t.Errorf("errors_total{connect_refused} = %v, want 1", got)
-	}
-	if got := metricSum(m, "response_total", `direction="inbound"`, `status_code="502"`); got != 1 {
-		t.Errorf("response_total 502 = %v, want 1", got)
-	}
+	wantMetric(t, p, 1, "conduit_proxy_errors_total", `direction="inbound"`, `error="connect_refused"`)
+	wantMetric(t, p, 1, "response_total", `direction="inbound"`, `status_code="502"`)
 }
 
 func TestHeaderLimits(t *testing.T) {
@@ -353,7 +345,5 @@ func TestConnectPassthrough(t *testing.T) {
 		t.Errorf("echo %q, %v", buf, err)
 	}
 	conn.Close()
-	waitFor(t, "CONNECT response counted", func() bool {
-		return metricSum(scrape(t, p), "response_total", `direction="inbound"`, `status_code="200"`) == 1
-	})
+	wantMetric(t, p, 1, "response_total", `direction="inbound"`, `status_code="200"`)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -131,10 +132,14 @@ func (u *upstreams) newUpstream(k upKey, ep resolve.Endpoint) *upstream {
 				pr.Out.Header["User-Agent"] = nil // don't add Go's default
 			}
 		},
-		Transport:     tr,
-		FlushInterval: -1, // stream: never hold response bytes back
+		Transport: tr,
+		// ReverseProxy flushes every write of a streamed response (unknown
+		// length: gRPC, SSE, chunked). Zero here keeps a bodiless response
+		// whole: a gRPC trailers-only response must leave as one HEADERS
+		// frame with END_STREAM, which a header flush would split.
+		FlushInterval: 0,
 		BufferPool:    p.bufs,
-		ErrorLog:      nil,
+		ErrorLog:      log.New(slogWriter{p.log.With("direction", k.dir)}, "", 0),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			p.upstreamError(w, r, k.dir, err)
 		},

@@ -100,11 +100,10 @@ func (b *Balancer) done(addr string, rtt time.Duration, failed bool) {
 }
 
 func (b *Balancer) costLocked(ep resolve.Endpoint, now time.Time) float64 {
-	s, ok := b.stats[ep.Addr]
-	ewma, pending := float64(DefaultRTT), 0
-	if ok {
-		ewma, pending = s.decayed(now, b.tau), s.pending
-	}
+	// A new endpoint starts at DefaultRTT and decays like any other, so an
+	// endpoint that has not been picked for a while gets probed again.
+	s := b.statLocked(ep.Addr, now)
+	ewma, pending := s.decayed(now, b.tau), s.pending
 	w := float64(ep.Weight)
 	if w == 0 {
 		w = 1
