@@ -188,7 +188,9 @@ func dstMatches(l map[string]string, r Ref) bool {
 	return v != "" && l["dst_namespace"] == r.Namespace && (r.Name == "" || v == r.Name)
 }
 
-func owns(p Pod, r Ref) bool {
+// Owns reports whether p belongs to r (any resource of r's type when r.Name
+// is empty), in r's namespace unless r is a namespace.
+func Owns(p Pod, r Ref) bool {
 	if r.Type != TypeNamespace && p.Namespace != r.Namespace {
 		return false
 	}
@@ -255,7 +257,7 @@ func (s *Store) Stat(now time.Time, q StatQuery) []StatResult {
 				row(p.Namespace, a).add(sn, func(l map[string]string) bool { return inbound(l) && l["authority"] == a })
 			}
 		}
-		if q.From != nil && owns(p, *q.From) {
+		if q.From != nil && Owns(p, *q.From) {
 			// Traffic from this pod, grouped by where it went.
 			dests := map[[2]string]bool{}
 			for _, sr := range sn.series {
