@@ -127,9 +127,16 @@ func parseList(flagName, s, known string) ([]string, error) {
 	return out, nil
 }
 
-// estimate is the wall time of the plan: every run plus start-up overhead.
+// estimate is an upper bound of the wall time of the plan: every run that
+// can be measured, plus start-up overhead.
 func (o *options) estimate() (runs int, d time.Duration) {
-	runs = o.reps * len(o.points) * len(o.protocols) * len(o.systems)
+	for _, pname := range o.protocols {
+		for _, sname := range o.systems {
+			if sys := systems[sname]; sys.pending == "" && sys.supports(protocols[pname]) {
+				runs += o.reps * len(o.points)
+			}
+		}
+	}
 	return runs, time.Duration(runs) * (o.duration + o.warmup + 2*time.Second)
 }
 
