@@ -3,6 +3,7 @@ package install
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -63,13 +64,17 @@ func RenderInstall(opts InstallOptions) ([]*unstructured.Unstructured, map[strin
 		return nil, nil, err
 	}
 	setIdentity(vals, id)
-	if getString(vals, "webhook", "crtPEM") == "" {
-		wh, err := GenerateWebhookCerts(opts.Now, ns)
-		if err != nil {
+	wh := &WebhookCerts{
+		CAPEM:   getString(vals, "webhook", "caBundlePEM"),
+		CertPEM: getString(vals, "webhook", "crtPEM"),
+		KeyPEM:  getString(vals, "webhook", "keyPEM"),
+	}
+	if wh.CertPEM == "" {
+		if wh, err = GenerateWebhookCerts(opts.Now, ns); err != nil {
 			return nil, nil, err
 		}
-		setWebhook(vals, wh)
 	}
+	setWebhook(vals, wh)
 	objs, err := Render(ch, vals)
 	if err != nil {
 		return nil, nil, err
@@ -86,15 +91,22 @@ func valueOr(vals, defaults map[string]any, key string) string {
 }
 
 func setIdentity(vals map[string]any, id *Identity) {
-	vals["identityTrustAnchorsPEM"] = id.TrustAnchorsPEM
-	setPath(vals, id.IssuerCertPEM, "identity", "issuer", "crtPEM")
-	setPath(vals, id.IssuerKeyPEM, "identity", "issuer", "keyPEM")
+	vals["identityTrustAnchorsPEM"] = pemValue(id.TrustAnchorsPEM)
+	setPath(vals, pemValue(id.IssuerCertPEM), "identity", "issuer", "crtPEM")
+	setPath(vals, pemValue(id.IssuerKeyPEM), "identity", "issuer", "keyPEM")
 }
 
 func setWebhook(vals map[string]any, wh *WebhookCerts) {
-	setPath(vals, wh.CertPEM, "webhook", "crtPEM")
-	setPath(vals, wh.KeyPEM, "webhook", "keyPEM")
-	setPath(vals, wh.CAPEM, "webhook", "caBundlePEM")
+	setPath(vals, pemValue(wh.CertPEM), "webhook", "crtPEM")
+	setPath(vals, pemValue(wh.KeyPEM), "webhook", "keyPEM")
+	setPath(vals, pemValue(wh.CAPEM), "webhook", "caBundlePEM")
+}
+
+// pemValue is PEM as the values hold it: exactly one trailing newline, so a
+// value read back from the cluster (where the chart trims it) renders the
+// same conduit-config as the one installed.
+func pemValue(s string) string {
+	return strings.TrimSpace(s) + "\n"
 }
 
 // AlreadyInstalledError refuses to install over an existing install.

@@ -120,7 +120,7 @@ func deepCopyMap(m map[string]any) map[string]any {
 		case map[string]any:
 			out[k] = deepCopyMap(v)
 		case []any:
-			out[k] = append([]any(nil), v...)
+			out[k] = append(make([]any, 0, len(v)), v...) // keep [] as [], not null
 		default:
 			out[k] = v
 		}

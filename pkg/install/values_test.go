@@ -56,6 +56,11 @@ func TestValueOptionsMerge(t *testing.T) {
 			},
 		},
 		{
+			name: "empty lists stay lists (else a re-render flips [] and null)",
+			base: map[string]any{"controller": map[string]any{"tolerations": []any{}}},
+			want: map[string]any{"controller": map[string]any{"tolerations": []any{}}},
+		},
+		{
 			name:    "namespace conflict",
 			opts:    ValueOptions{Namespace: "a", Set: []string{"namespace=b"}},
 			wantErr: `namespace "a" from -n contradicts namespace="b"`,

@@ -1,0 +1,97 @@
+package install
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+// fakeInstalled loads the ConfigMaps and Secrets of a rendered install into
+// a fake clientset, as if it had been applied.
+func fakeInstalled(t *testing.T, objs []*unstructured.Unstructured) *Client {
+	t.Helper()
+	var typed []runtime.Object
+	for _, o := range objs {
+		var into runtime.Object
+		switch o.GetKind() {
+		case "ConfigMap":
+			into = &corev1.ConfigMap{}
+		case "Secret":
+			into = &corev1.Secret{}
+		default:
+			continue
+		}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, into); err != nil {
+			t.Fatal(err)
+		}
+		typed = append(typed, into)
+	}
+	return &Client{Kube: fake.NewClientset(typed...)}
+}
+
+func TestRenderUpgradeKeepsValuesAndCertificates(t *testing.T) {
+	installed, _ := renderForTest(t, ValueOptions{HA: true, Set: []string{"webhook.timeoutSeconds=4"}})
+	c := fakeInstalled(t, installed)
+	ctx := context.Background()
+
+	// Same version, no flags: exactly the installed objects.
+	again, from, err := c.RenderUpgrade(ctx, "conduit", UpgradeOptions{Version: "v1.2.3", Now: testNow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from != "v1.2.3" {
+		t.Errorf("from = %q", from)
+	}
+	if diff := cmp.Diff(byKey(installed), byKey(again)); diff != "" {
+		t.Errorf("re-rendering the installed values changed objects (-installed +rerendered):\n%s", diff)
+	}
+
+	// A new version changes the version and keeps everything else.
+	newer, _, err := c.RenderUpgrade(ctx, "conduit", UpgradeOptions{Version: "v1.3.0", Now: testNow, Values: ValueOptions{Set: []string{"webhook.timeoutSeconds=6"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := byKey(newer)
+	if m["PodDisruptionBudget conduit/conduit-controller"] == nil {
+		t.Error("upgrade dropped the HA values")
+	}
+	wh := m["MutatingWebhookConfiguration conduit-proxy-injector"]["webhooks"].([]any)[0].(map[string]any)
+	if wh["timeoutSeconds"] != float64(6) {
+		t.Errorf("timeoutSeconds = %v, want the new --set 6", wh["timeoutSeconds"])
+	}
+	if got, want := m["Secret conduit/conduit-identity-issuer"]["data"], byKey(installed)["Secret conduit/conduit-identity-issuer"]["data"]; !cmp.Equal(got, want) {
+		t.Error("upgrade changed the issuer")
+	}
+	if v := m["ConfigMap conduit/conduit-config"]["data"].(map[string]any)["version"]; v != "v1.3.0" {
+		t.Errorf("version = %v", v)
+	}
+}
+
+func TestRenderUpgradeRenewsExpiringWebhookCert(t *testing.T) {
+	installed, _ := renderForTest(t, ValueOptions{})
+	c := fakeInstalled(t, installed)
+	later := testNow.Add(WebhookLifetime - RenewBefore + 24*60*60*1e9)
+	objs, _, err := c.RenderUpgrade(context.Background(), "conduit", UpgradeOptions{Version: "v1.2.3", Now: later})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := byKey(installed)["Secret conduit/conduit-proxy-injector-tls"]["data"].(map[string]any)["tls.crt"]
+	after := byKey(objs)["Secret conduit/conduit-proxy-injector-tls"]["data"].(map[string]any)["tls.crt"]
+	if before == after {
+		t.Error("a webhook certificate with less than RenewBefore left was not renewed")
+	}
+}
+
+func TestRenderUpgradeNotInstalled(t *testing.T) {
+	c := &Client{Kube: fake.NewClientset()}
+	_, _, err := c.RenderUpgrade(context.Background(), "mesh", UpgradeOptions{Version: "v1", Now: testNow})
+	if err == nil || !strings.Contains(err.Error(), "no Conduit control plane in namespace mesh") {
+		t.Errorf("err = %v", err)
+	}
+}
