@@ -1,12 +1,129 @@
 package cmd
 
-import "github.com/urfave/cli/v2"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
 
-// checkCommand is a placeholder until its issue lands; it fails loudly.
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/conduitmesh/conduit/pkg/healthcheck"
+	"github.com/conduitmesh/conduit/pkg/version"
+)
+
+// checkOptions are `conduit check`'s options.
+type checkOptions struct {
+	pre, proxy bool
+	wait       time.Duration
+	output     string // basic, short, json, junit
+	controlNS  string
+	dataNS     string // --proxy: "" is every namespace
+	progName   string
+	color      bool
+}
+
 func checkCommand(g *Globals) *cli.Command {
 	return &cli.Command{
-		Name:   "check",
-		Usage:  "(not built yet)",
-		Action: func(*cli.Context) error { return notBuilt("check") },
+		Name:  "check",
+		Usage: "check the cluster and the Conduit install, and say how to fix what is wrong",
+		Description: `Runs the health checks by category and prints each with ✔ (passed),
+‼ (warning) or × (failed), with the exact command that fixes a failure. The
+exit status is 0 only when no check failed; warnings do not fail.
+
+   conduit check --pre                  # before installing: cluster and permissions
+   conduit check                        # the control plane
+   conduit check --proxy -n emojivoto   # and the meshed pods of a namespace
+   conduit check --wait 5m -o junit     # in CI, waiting for pods to become ready`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "pre", Usage: "check that the cluster is ready for an install (namespace free, permission to create every object)"},
+			&cli.BoolFlag{Name: "proxy", Usage: "also check the data plane proxies (in -n NAMESPACE, or in every namespace)"},
+			&cli.DurationFlag{Name: "wait", Usage: "retry checks of states that settle by themselves (pods becoming ready) for up to this long, e.g. 5m"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "basic", Usage: "output format: basic, short (failures and warnings only), json or junit"},
+			controlPlaneNamespaceFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("check takes no arguments, got %q", c.Args().Slice())
+			}
+			opts := checkOptions{
+				pre:       c.Bool("pre"),
+				proxy:     c.Bool("proxy"),
+				wait:      c.Duration("wait"),
+				output:    c.String("output"),
+				controlNS: c.String("conduit-namespace"),
+				dataNS:    stringValue(g.Kube.Namespace),
+				progName:  g.ProgName,
+				color:     colorOutput(g.Streams.Out),
+			}
+			switch {
+			case opts.output != "basic" && opts.output != "short" && opts.output != "json" && opts.output != "junit":
+				return fmt.Errorf("--output %q is not supported: use basic, short, json or junit", opts.output)
+			case opts.pre && opts.proxy:
+				return errors.New("--pre and --proxy cannot be combined: --pre checks a cluster before an install, --proxy checks meshed pods after it")
+			case opts.wait < 0:
+				return fmt.Errorf("--wait %s is negative: give a duration such as 5m", opts.wait)
+			}
+			return runCheck(c.Context, opts, g.Streams.Out, func() (kubernetes.Interface, error) { return clientsetFor(g) })
+		},
 	}
+}
+
+// runCheck runs the checks and prints them; it returns an ExitError with
+// status 1 when a check failed.
+func runCheck(ctx context.Context, opts checkOptions, out io.Writer, newClient func() (kubernetes.Interface, error)) error {
+	cats := healthcheck.Categories(healthcheck.Options{
+		NewClient:             newClient,
+		ControlPlaneNamespace: opts.controlNS,
+		DataPlaneNamespace:    opts.dataNS,
+		CLIVersion:            version.Version,
+		ProgName:              opts.progName,
+		Pre:                   opts.pre,
+		Proxy:                 opts.proxy,
+		Wait:                  opts.wait,
+	})
+	var rep healthcheck.Report
+	switch opts.output {
+	case "json", "junit":
+		rep = healthcheck.Runner{}.Run(ctx, cats, nil)
+		write := healthcheck.PrintJSON
+		if opts.output == "junit" {
+			write = healthcheck.PrintJUnit
+		}
+		if err := write(out, rep); err != nil {
+			return fmt.Errorf("writing the report: %w", err)
+		}
+	default:
+		p := &healthcheck.BasicPrinter{W: out, Color: opts.color, Short: opts.output == "short"}
+		rep = healthcheck.Runner{}.Run(ctx, cats, p)
+		p.Summary(rep)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("check interrupted: %w", err)
+	}
+	if !rep.Success {
+		return &ExitError{Code: 1}
+	}
+	return nil
+}
+
+// colorOutput reports whether w is a terminal that wants colors (NO_COLOR
+// unset, TERM not dumb).
+func colorOutput(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return false
+	}
+	return os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
+}
+
+func stringValue(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }

@@ -1,0 +1,95 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8sversion "k8s.io/apimachinery/pkg/version"
+	fakediscovery "k8s.io/client-go/discovery/fake"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+func TestCheckFlagErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"conduit", "check", "-o", "yaml"}, `--output "yaml" is not supported: use basic, short, json or junit`},
+		{[]string{"conduit", "check", "--pre", "--proxy"}, "--pre and --proxy cannot be combined"},
+		{[]string{"conduit", "check", "extra"}, `check takes no arguments, got ["extra"]`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args[2:], " "), func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := Run(context.Background(), IOStreams{Out: &out, ErrOut: &errOut}, tt.args)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got error %v, want one containing %q", err, tt.want)
+			}
+			if out.Len() != 0 {
+				t.Errorf("stdout must be empty on a usage error, got %q", out.String())
+			}
+		})
+	}
+}
+
+func TestCheckNotInstalled(t *testing.T) {
+	client := fake.NewClientset()
+	newClient := func() (kubernetes.Interface, error) { return client, nil }
+	for _, output := range []string{"basic", "short", "json", "junit"} {
+		t.Run(output, func(t *testing.T) {
+			var out bytes.Buffer
+			opts := checkOptions{output: output, controlNS: "conduit", progName: "kubectl conduit"}
+			err := runCheck(context.Background(), opts, &out, newClient)
+			var ee *ExitError
+			if !errors.As(err, &ee) || ee.Code != 1 {
+				t.Fatalf("got %v, want exit status 1", err)
+			}
+			got := out.String()
+			if !strings.Contains(got, `namespace \"conduit\" does not exist`) && !strings.Contains(got, `namespace "conduit" does not exist`) && !strings.Contains(got, "namespace &#34;conduit&#34; does not exist") {
+				t.Errorf("output does not name the missing namespace:\n%s", got)
+			}
+			if !strings.Contains(got, "kubectl conduit install") {
+				t.Errorf("the hint does not use the plugin's name:\n%s", got)
+			}
+			if output == "json" {
+				var doc struct{ Success bool }
+				if err := json.Unmarshal(out.Bytes(), &doc); err != nil || doc.Success {
+					t.Errorf("json output %v, success %v", err, doc.Success)
+				}
+			}
+			if output == "short" && strings.Contains(got, "✔") && !strings.Contains(got, "Status check results") {
+				t.Errorf("short output lists passing checks:\n%s", got)
+			}
+		})
+	}
+}
+
+func TestCheckPrePasses(t *testing.T) {
+	client := fake.NewClientset()
+	client.Discovery().(*fakediscovery.FakeDiscovery).FakedServerVersion = &k8sversion.Info{GitVersion: "v1.37.2"}
+	// The fake denies every SelfSubjectAccessReview; allow them all.
+	client.PrependReactor("create", "selfsubjectaccessreviews", allowAllReviews)
+	var out bytes.Buffer
+	err := runCheck(context.Background(), checkOptions{pre: true, output: "basic", controlNS: "conduit", progName: "conduit"}, &out,
+		func() (kubernetes.Interface, error) { return client, nil })
+	if err != nil {
+		t.Fatalf("check --pre on an empty cluster: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "✔ can create Deployments") || strings.Contains(out.String(), "\x1b[") {
+		t.Errorf("unexpected output (plain, with the permission checks, expected):\n%s", out.String())
+	}
+}
+
+func allowAllReviews(a k8stesting.Action) (bool, runtime.Object, error) {
+	r := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview).DeepCopy()
+	r.Status.Allowed = true
+	return true, r, nil
+}
