@@ -144,11 +144,25 @@ func DefaultProxyConfig(version string) ProxyConfig {
 	}
 }
 
-// ValidateOverride checks one override value (name without the prefix).
+// NormalizeOverride checks one override value (name without the prefix) and
+// returns it in canonical form (trimmed, port lists without spaces).
 // Unknown names are an error.
-func ValidateOverride(name, value string) error {
+func NormalizeOverride(name, value string) (string, error) {
 	var c ProxyConfig
-	return c.apply(name, value)
+	if err := c.apply(name, value); err != nil {
+		return "", err
+	}
+	switch name {
+	case OverrideSkipInboundPorts:
+		return c.SkipInboundPorts, nil
+	case OverrideSkipOutboundPorts:
+		return c.SkipOutboundPorts, nil
+	case OverrideOpaquePorts:
+		return c.OpaquePorts, nil
+	case OverrideNativeSidecar:
+		return strconv.FormatBool(c.NativeSidecar), nil
+	}
+	return strings.TrimSpace(value), nil
 }
 
 // WithOverrides returns c with the config.conduit.io/* entries of annotations

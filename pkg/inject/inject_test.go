@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -197,4 +197,34 @@ func normalizeComments(b []byte) []byte {
 		}
 	}
 	return []byte(strings.Join(lines, "\n"))
+}
+
+// spliceMatchesEncode checks that writing additions into the original text
+// gives the same objects as re-encoding the whole document.
+func spliceMatchesEncode(t *testing.T, in []byte, opts Options) {
+	t.Helper()
+	spliced, _, err := Inject(in, opts)
+	if err != nil {
+		return
+	}
+	p, err := newInjector(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.noSplice = true
+	encoded, _, err := p.stream(in)
+	if err != nil {
+		t.Fatalf("re-encoding failed where splicing worked: %v", err)
+	}
+	if !reflect.DeepEqual(objects(t, spliced), objects(t, encoded)) {
+		t.Errorf("spliced and re-encoded output differ:\n%s", lineDiff(string(encoded), string(spliced)))
+	}
+}
+
+func TestSpliceMatchesEncode(t *testing.T) {
+	for name, in := range inputs(t) {
+		for _, manual := range []bool{false, true} {
+			t.Run(name, func(t *testing.T) { spliceMatchesEncode(t, in, testOptions(manual)) })
+		}
+	}
 }

@@ -68,6 +68,7 @@ func set(m *yaml.Node, key string, val *yaml.Node) {
 			return
 		}
 	}
+	m.Style &^= yaml.FlowStyle // block style for what grows
 	m.Content = append(m.Content, strNode(key), val)
 }
 
@@ -83,27 +84,6 @@ func del(m *yaml.Node, key string) bool {
 		}
 	}
 	return false
-}
-
-// ensureMap returns the mapping under key, creating an empty one when the key
-// is absent or null; created says whether it did.
-func ensureMap(m *yaml.Node, key string) (child *yaml.Node, created bool) {
-	if v := get(m, key); isMap(v) {
-		return v, false
-	}
-	child = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
-	set(m, key, child)
-	return child, true
-}
-
-// ensureSeq is ensureMap for sequences.
-func ensureSeq(m *yaml.Node, key string) (child *yaml.Node, created bool) {
-	if v := get(m, key); isSeq(v) {
-		return v, false
-	}
-	child = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
-	set(m, key, child)
-	return child, true
 }
 
 // strNode is a string scalar; the encoder quotes it when it would otherwise
@@ -158,6 +138,7 @@ func removeNamed(s *yaml.Node, name string) bool {
 
 // insertAt inserts val at index i of sequence s.
 func insertAt(s *yaml.Node, i int, val *yaml.Node) {
+	s.Style &^= yaml.FlowStyle
 	s.Content = append(s.Content, nil)
 	copy(s.Content[i+1:], s.Content[i:])
 	s.Content[i] = val

@@ -61,6 +61,11 @@ type processor struct {
 	opts      Options
 	cache     sidecarCache
 	overrides map[string]string
+	// edits records the current document's additions (nil: none).
+	edits   *textEdits
+	splicer splicer
+	// noSplice re-encodes every changed document (tests compare the two).
+	noSplice bool
 }
 
 // object processes one top-level document or List item and appends a
@@ -105,7 +110,7 @@ func (p *processor) object(doc int, obj *yaml.Node, results []Result) []Result {
 		r.Reason = "it has no pod template"
 		return append(results, r)
 	}
-	pod := podTarget{holder: holder, namespace: r.Namespace}
+	pod := podTarget{holder: holder, namespace: r.Namespace, edits: p.edits}
 	switch p.mode {
 	case modeUninject:
 		r.Changed = uninjectObject(holder)
@@ -151,7 +156,7 @@ func (p *processor) namespace(obj *yaml.Node, r Result) Result {
 			r.Reason = "it is annotated " + AnnotationInject + ": " + ValueDisabled
 			return r
 		}
-		e := newEditor(obj)
+		e := newEditor(obj, p.edits)
 		if e.setAnnotation(AnnotationInject, ValueEnabled) {
 			r.Changed = true
 			if err := e.commit(); err != nil {

@@ -11,6 +11,7 @@ import (
 // podTarget locates one pod (a Pod, or a workload's pod template).
 type podTarget struct {
 	holder *yaml.Node // the mapping holding "metadata" and "spec"
+	edits  *textEdits // records additions for splicing (nil: none)
 	// namespace is the namespace the pod will run in ("" when unknown).
 	namespace string
 }
@@ -58,12 +59,13 @@ const (
 // user wrote.
 type editor struct {
 	holder *yaml.Node
+	t      *textEdits
 	rec    restore
 	loaded bool // the object already had a record: keep it up to date
 }
 
-func newEditor(holder *yaml.Node) *editor {
-	e := &editor{holder: holder}
+func newEditor(holder *yaml.Node, t *textEdits) *editor {
+	e := &editor{holder: holder, t: t}
 	if s, ok := getString(get(get(holder, "metadata"), "annotations"), AnnotationRestore); ok {
 		// A damaged record restarts from scratch.
 		e.loaded = json.Unmarshal([]byte(s), &e.rec) == nil
@@ -84,9 +86,9 @@ func (e *editor) created(what string, did bool) {
 }
 
 func (e *editor) metaMap(key, createdName string) *yaml.Node {
-	meta, c := ensureMap(e.holder, "metadata")
+	meta, c := e.t.ensureMap(e.holder, "metadata")
 	e.created(createdMetadata, c)
-	m, c := ensureMap(meta, key)
+	m, c := e.t.ensureMap(meta, key)
 	e.created(createdName, c)
 	return m
 }
@@ -112,7 +114,7 @@ func (e *editor) setIn(m *yaml.Node, rec map[string]*string, k, v string) bool {
 	if had && old == v {
 		return false
 	}
-	set(m, k, strNode(v))
+	e.t.set(m, k, strNode(v))
 	return true
 }
 
@@ -129,7 +131,7 @@ func (e *editor) commit() error {
 	if err != nil {
 		return fmt.Errorf("recording the injection: %w", err)
 	}
-	set(m, AnnotationRestore, strNode(string(b)))
+	e.t.set(m, AnnotationRestore, strNode(string(b)))
 	return nil
 }
 
@@ -171,7 +173,7 @@ func (p podTarget) skipReason(controlPlaneNS string) string {
 // annotate marks the pod for the webhook and writes the overrides as
 // config.conduit.io/* annotations. It reports whether anything changed.
 func (p podTarget) annotate(overrides map[string]string) (bool, error) {
-	e := newEditor(p.holder)
+	e := newEditor(p.holder, p.edits)
 	changed := e.setAnnotation(AnnotationInject, ValueEnabled)
 	for _, name := range sortedKeys(overrides) {
 		if e.setAnnotation(ConfigPrefix+name, overrides[name]) {
@@ -205,7 +207,7 @@ func (c sidecarCache) get(cfg ProxyConfig) (*sidecar, error) {
 // Without record (the webhook: pods are never uninjected) nothing is kept
 // for uninject beyond what it can work out.
 func (p podTarget) inject(base ProxyConfig, overrides map[string]string, cache sidecarCache, record bool) error {
-	e := newEditor(p.holder)
+	e := newEditor(p.holder, p.edits)
 	for _, name := range sortedKeys(overrides) {
 		e.setAnnotation(ConfigPrefix+name, overrides[name])
 	}
@@ -221,19 +223,21 @@ func (p podTarget) inject(base ProxyConfig, overrides map[string]string, cache s
 	e.setAnnotation(AnnotationProxyVersion, cfg.Version)
 	e.setLabel(LabelProxyVersion, cfg.Version)
 
-	spec := p.spec()
-	inits, c := ensureSeq(spec, "initContainers")
+	// The sidecar's nodes are shared, not copied: nothing edits them later.
+	t, spec := p.edits, p.spec()
+	inits, c := t.ensureSeq(spec, "initContainers")
 	e.created(createdInitContainers, c)
-	insertAt(inits, 0, deepCopy(sc.init))
+	t.insertAt(inits, 0, sc.init)
 	if cfg.NativeSidecar {
-		insertAt(inits, 1, deepCopy(sc.proxy))
+		t.insertAt(inits, 1, sc.proxy)
 	} else {
-		ctrs, _ := ensureSeq(spec, "containers")
-		ctrs.Content = append(ctrs.Content, deepCopy(sc.proxy))
+		ctrs, _ := t.ensureSeq(spec, "containers")
+		t.insertAt(ctrs, len(ctrs.Content), sc.proxy)
 	}
-	vols, c := ensureSeq(spec, "volumes")
+	vols, c := t.ensureSeq(spec, "volumes")
 	e.created(createdVolumes, c)
-	vols.Content = append(vols.Content, deepCopy(sc.tokenVol), deepCopy(sc.trustVol))
+	t.insertAt(vols, len(vols.Content), sc.tokenVol)
+	t.insertAt(vols, len(vols.Content), sc.trustVol)
 	if !record {
 		return nil
 	}

@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"runtime"
 	"strconv"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -50,10 +52,21 @@ func (e *ParseError) Error() string {
 // returns the whole stream with a Result per object. Malformed input is a
 // *ParseError and no output.
 func Inject(data []byte, opts Options) ([]byte, []Result, error) {
+	p, err := newInjector(opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p.stream(data)
+}
+
+func newInjector(opts Options) (*processor, error) {
+	overrides := make(map[string]string, len(opts.Overrides))
 	for name, v := range opts.Overrides {
-		if err := ValidateOverride(name, v); err != nil {
-			return nil, nil, fmt.Errorf("%s%s: %w", ConfigPrefix, name, err)
+		n, err := NormalizeOverride(name, v)
+		if err != nil {
+			return nil, fmt.Errorf("%s%s: %w", ConfigPrefix, name, err)
 		}
+		overrides[name] = n
 	}
 	if opts.Proxy.Image == "" {
 		opts.Proxy = DefaultProxyConfig(opts.Proxy.Version)
@@ -62,8 +75,7 @@ func Inject(data []byte, opts Options) ([]byte, []Result, error) {
 	if opts.Manual {
 		m = modeManual
 	}
-	p := &processor{mode: m, opts: opts, overrides: opts.Overrides, cache: sidecarCache{}}
-	return p.stream(data)
+	return &processor{mode: m, opts: opts, overrides: overrides, cache: sidecarCache{}}, nil
 }
 
 // Uninject removes what Inject added, restoring the original objects.
@@ -90,6 +102,9 @@ func looksLikeJSON(data []byte) bool {
 type yamlDoc struct {
 	sep, body []byte
 	line      int // 1-based line of the body's first line
+	// inline: the body starts on the separator's line ("--- {a: 1}"), so
+	// its first line's columns are shifted: never splice it.
+	inline bool
 }
 
 // splitYAML cuts a stream at "---" lines. YAML forbids "---" at the start of
@@ -112,6 +127,10 @@ func splitYAML(data []byte) []yamlDoc {
 			docs = append(docs, cur)
 			cur = yamlDoc{sep: l, line: line + 1}
 			start = end
+			if rest := bytes.TrimSpace(l[3:]); len(rest) > 0 && rest[0] != '#' {
+				cur = yamlDoc{sep: l[:3], line: line, inline: true}
+				start = i + 3
+			}
 		}
 		i = end
 		line++
@@ -131,13 +150,22 @@ var yamlLineErr = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 func (p *processor) yamlStream(data []byte) ([]byte, []Result, error) {
 	var out bytes.Buffer
-	out.Grow(len(data) + len(data)/4)
+	grow := len(data) + len(data)/4
+	if p.mode == modeManual {
+		grow += 2 * len(data) // the sidecar is several times a small workload
+	}
+	out.Grow(grow)
 	var results []Result
 	docNum := 0
-	for _, d := range splitYAML(data) {
+	docs := splitYAML(data)
+	parsed := make([]parsedDoc, min(parseBatch, len(docs)))
+	for i, d := range docs {
+		if i%parseBatch == 0 {
+			parseAll(docs[i:min(i+parseBatch, len(docs))], parsed)
+		}
 		out.Write(d.sep)
-		var root yaml.Node
-		if err := yaml.Unmarshal(d.body, &root); err != nil {
+		root, err := parsed[i%parseBatch].root, parsed[i%parseBatch].err
+		if err != nil {
 			docNum++
 			return nil, nil, yamlParseError(docNum, d.line, err)
 		}
@@ -156,16 +184,93 @@ func (p *processor) yamlStream(data []byte) ([]byte, []Result, error) {
 				Msg: "not a Kubernetes object (expected a mapping with apiVersion and kind)"}
 		}
 		n := len(results)
+		p.edits = nil
+		if p.mode != modeUninject && !p.noSplice {
+			p.edits = &textEdits{}
+		}
 		results = p.object(docNum, obj, results)
 		if !anyChanged(results[n:]) {
 			out.Write(d.body)
 			continue
 		}
-		if err := encodeYAML(&out, &root, d.body); err != nil {
+		if d.inline {
+			out.WriteByte('\n')
+		} else if p.edits != nil {
+			if p.splicer.splice(&out, d.body, p.edits) {
+				continue
+			}
+		}
+		if err := encodeYAML(&out, root, d.body); err != nil {
 			return nil, nil, fmt.Errorf("document %d: %w", docNum, err)
 		}
 	}
 	return out.Bytes(), results, nil
+}
+
+// parseBatch is how many documents are parsed (in parallel) ahead of
+// processing, which is sequential.
+const parseBatch = 64
+
+type parsedDoc struct {
+	root *yaml.Node
+	err  error
+}
+
+// parseAll parses docs into out[:len(docs)] on up to GOMAXPROCS goroutines.
+func parseAll(docs []yamlDoc, out []parsedDoc) {
+	workers := min(runtime.GOMAXPROCS(0), len(docs))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(docs); i += workers {
+				root, err := parseYAMLDoc(docs[i].body)
+				out[i] = parsedDoc{root, err}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// parseYAMLDoc parses one document and insists that nothing follows it
+// (yaml.Unmarshal alone ignores what comes after the first document).
+func parseYAMLDoc(body []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(body))
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case errors.Is(err, io.EOF):
+		return &root, duplicateKeys(&root)
+	case err != nil:
+		return nil, err
+	}
+	return nil, fmt.Errorf("yaml: line %d: a second document starts here; separate documents with a --- line", extra.Line)
+}
+
+// duplicateKeys rejects a mapping that defines a key twice, as Kubernetes'
+// own decoders do.
+func duplicateKeys(n *yaml.Node) error {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if k.Kind != yaml.ScalarNode {
+				continue
+			}
+			for j := 0; j < i; j += 2 {
+				if p := n.Content[j]; p.Kind == yaml.ScalarNode && p.Value == k.Value {
+					return fmt.Errorf("yaml: line %d: mapping key %q already defined at line %d", k.Line, k.Value, p.Line)
+				}
+			}
+		}
+	}
+	for _, c := range n.Content {
+		if err := duplicateKeys(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func yamlParseError(doc, firstLine int, err error) *ParseError {
@@ -269,6 +374,7 @@ func (p *processor) jsonStream(data []byte) ([]byte, []Result, error) {
 				Msg: "not a Kubernetes object (expected a JSON object with apiVersion and kind)"}
 		}
 		n := len(results)
+		p.edits = nil
 		results = p.object(docNum, root, results)
 		if !anyChanged(results[n:]) {
 			out.Write(raw)

@@ -1,0 +1,360 @@
+package inject
+
+import (
+	"bytes"
+	"cmp"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Re-encoding a whole document with yaml.v3 costs far more than parsing it,
+// and loses the author's exact layout. So when injection only adds things,
+// textEdits records where each addition goes relative to the parsed nodes'
+// positions, and splice writes the additions into the original text. Any
+// change it cannot place (a replaced or deleted value, a flow collection, a
+// block or quoted scalar at the insertion point, CRLF text) sets full, and
+// the document is re-encoded instead.
+
+// textEdits records the additions made to one parsed document. A nil
+// *textEdits records nothing (the tree is re-encoded).
+type textEdits struct {
+	full bool
+	ins  []insertion
+}
+
+// insertion adds a mapping pair (key, val) at the end of the block mapping
+// anchor, or a sequence item before the positioned item before (or at the
+// end of the block sequence anchor when before is nil).
+type insertion struct {
+	anchor   *yaml.Node
+	before   *yaml.Node
+	key, val *yaml.Node // pair
+	item     *yaml.Node // sequence item
+}
+
+func positioned(n *yaml.Node) bool { return n != nil && n.Line > 0 }
+
+// set is the package's set, recorded.
+func (t *textEdits) set(m *yaml.Node, key string, val *yaml.Node) {
+	if t != nil && positioned(m) {
+		switch {
+		case get(m, key) != nil || m.Style&yaml.FlowStyle != 0:
+			t.full = true
+		default:
+			k := strNode(key)
+			m.Content = append(m.Content, k, val)
+			t.ins = append(t.ins, insertion{anchor: m, key: k, val: val})
+			return
+		}
+	}
+	set(m, key, val)
+}
+
+// insertAt is the package's insertAt, recorded.
+func (t *textEdits) insertAt(s *yaml.Node, i int, val *yaml.Node) {
+	if t != nil && positioned(s) {
+		if s.Style&yaml.FlowStyle != 0 {
+			t.full = true
+		} else {
+			var before *yaml.Node
+			for _, c := range s.Content[i:] {
+				if positioned(c) {
+					before = c
+					break
+				}
+			}
+			t.ins = append(t.ins, insertion{anchor: s, before: before, item: val})
+		}
+	}
+	insertAt(s, i, val)
+}
+
+// ensureMap is the package's ensureMap, recorded.
+func (t *textEdits) ensureMap(m *yaml.Node, key string) (*yaml.Node, bool) {
+	if v := get(m, key); isMap(v) {
+		return v, false
+	}
+	child := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	t.set(m, key, child)
+	return child, true
+}
+
+// ensureSeq is the package's ensureSeq, recorded.
+func (t *textEdits) ensureSeq(m *yaml.Node, key string) (*yaml.Node, bool) {
+	if v := get(m, key); isSeq(v) {
+		return v, false
+	}
+	child := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+	t.set(m, key, child)
+	return child, true
+}
+
+// splicer renders insertions in one stream's style, caching the text of
+// sequence items shared by many documents (the sidecar's containers).
+type splicer struct {
+	items map[itemKey]string
+}
+
+type itemKey struct {
+	n           *yaml.Node
+	col, indent int
+	compact     bool
+}
+
+// splice writes body with the insertions into w, or returns false (having
+// written nothing) when the edits cannot be placed in the text.
+func (s *splicer) splice(w *bytes.Buffer, body []byte, t *textEdits) bool {
+	if t.full || bytes.Contains(body, []byte("\r")) {
+		return false
+	}
+	lines := bytes.SplitAfter(body, []byte("\n"))
+	indent, compact := yamlStyle(body)
+	type placed struct {
+		line int // insert before this 0-based line index
+		// At one line: the ends of nested nodes (deepest first), then new
+		// sequence items, each in the order they were made.
+		rank int
+		text string
+	}
+	adds := make([]placed, 0, len(t.ins))
+	for _, in := range t.ins {
+		col := in.anchor.Column - 1
+		var at int
+		rank := -col
+		if in.before != nil {
+			rank = 1 << 20
+			at = in.before.Line - 1
+			l := lines[at]
+			if len(l) <= col || l[col] != '-' || len(bytes.TrimLeft(l[:col], " ")) != 0 {
+				return false
+			}
+		} else {
+			end, ok := endLine(lines, in.anchor)
+			if !ok {
+				return false
+			}
+			at = end + 1
+		}
+		var text string
+		var ok bool
+		if in.item != nil {
+			text, ok = s.item(in.item, col, indent, compact)
+		} else {
+			var b strings.Builder
+			ok = s.pair(&b, in.key, in.val, col, indent, compact)
+			text = b.String()
+		}
+		if !ok {
+			return false
+		}
+		adds = append(adds, placed{at, rank, text})
+	}
+	slices.SortStableFunc(adds, func(a, b placed) int { return cmp.Or(a.line-b.line, a.rank-b.rank) })
+	out := w
+	next := 0
+	for i, l := range lines {
+		for j := range adds {
+			if adds[j].line == i {
+				out.WriteString(adds[j].text)
+			}
+		}
+		out.Write(l)
+		next = i + 1
+	}
+	if len(lines) > 0 && !bytes.HasSuffix(lines[len(lines)-1], []byte("\n")) {
+		for j := range adds {
+			if adds[j].line >= next {
+				out.WriteByte('\n')
+				break
+			}
+		}
+	}
+	for j := range adds {
+		if adds[j].line >= next {
+			out.WriteString(adds[j].text)
+		}
+	}
+	return true
+}
+
+// endLine finds the last line of a block mapping or sequence: the last
+// non-blank, non-comment line before the text returns to a lower
+// indentation. It refuses (false) when the node ends in a scalar whose text
+// could continue on comment-like or blank lines (quoted, literal, folded).
+func endLine(lines [][]byte, n *yaml.Node) (int, bool) {
+	last := lastDescendant(n)
+	if last == nil || last.Kind == yaml.AliasNode ||
+		last.Style&(yaml.LiteralStyle|yaml.FoldedStyle|yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) != 0 {
+		return 0, false
+	}
+	col := n.Column - 1
+	end := n.Line - 1
+	for i := n.Line; i < len(lines); i++ {
+		l := lines[i]
+		t := bytes.TrimLeft(l, " ")
+		if len(bytes.TrimSpace(t)) == 0 || t[0] == '#' {
+			continue
+		}
+		ind := len(l) - len(t)
+		if ind == 0 && (bytes.HasPrefix(t, []byte("---")) || bytes.HasPrefix(t, []byte("..."))) {
+			break
+		}
+		if ind < col {
+			break
+		}
+		if n.Kind == yaml.SequenceNode && ind == col && !(t[0] == '-' && (len(t) == 1 || t[1] == ' ' || t[1] == '\n')) {
+			break
+		}
+		end = i
+	}
+	if end < last.Line-1 {
+		return 0, false // the scan disagrees with the parser: do not guess
+	}
+	return end, true
+}
+
+func lastDescendant(n *yaml.Node) *yaml.Node {
+	for n != nil && (n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode) {
+		if len(n.Content) == 0 || n.Style&yaml.FlowStyle != 0 {
+			return n
+		}
+		n = n.Content[len(n.Content)-1]
+	}
+	return n
+}
+
+// pair writes "key: value" at column col for the shapes injection creates:
+// scalars, block mappings and sequences of them; anything else is encoded.
+func (s *splicer) pair(b *strings.Builder, k, v *yaml.Node, col, indent int, compact bool) bool {
+	pad := strings.Repeat(" ", col)
+	key, ok := plainOrQuoted(k)
+	if !ok {
+		return false
+	}
+	switch v.Kind {
+	case yaml.ScalarNode:
+		val, ok := plainOrQuoted(v)
+		if !ok {
+			return false
+		}
+		b.WriteString(pad + key + ": " + val + "\n")
+	case yaml.MappingNode:
+		if len(v.Content) == 0 {
+			b.WriteString(pad + key + ": {}\n")
+			return true
+		}
+		b.WriteString(pad + key + ":\n")
+		for i := 0; i+1 < len(v.Content); i += 2 {
+			if !s.pair(b, v.Content[i], v.Content[i+1], col+indent, indent, compact) {
+				return false
+			}
+		}
+	case yaml.SequenceNode:
+		if len(v.Content) == 0 {
+			b.WriteString(pad + key + ": []\n")
+			return true
+		}
+		b.WriteString(pad + key + ":\n")
+		dash := col + indent
+		if compact {
+			dash = col
+		}
+		for _, it := range v.Content {
+			text, ok := s.item(it, dash, indent, compact)
+			if !ok {
+				return false
+			}
+			b.WriteString(text)
+		}
+	default:
+		return false
+	}
+	return true
+}
+
+// item renders a sequence item ("- ...") with its dash at column col.
+func (s *splicer) item(n *yaml.Node, col, indent int, compact bool) (string, bool) {
+	if text, ok := s.items[itemKey{n, col, indent, compact}]; ok {
+		return text, true
+	}
+	key := itemKey{n, 0, indent, compact}
+	text, ok := s.items[key]
+	if !ok {
+		var buf bytes.Buffer
+		enc := yaml.NewEncoder(&buf)
+		enc.SetIndent(indent)
+		if compact {
+			enc.CompactSeqIndent()
+		}
+		if err := enc.Encode(&yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Content: []*yaml.Node{n}}); err != nil {
+			return "", false
+		}
+		if err := enc.Close(); err != nil {
+			return "", false
+		}
+		text = buf.String()
+		if s.items == nil {
+			s.items = map[itemKey]string{}
+		}
+		s.items[key] = text
+	}
+	if col == 0 {
+		return text, true
+	}
+	pad := strings.Repeat(" ", col)
+	var b strings.Builder
+	b.Grow(len(text) + 16*col)
+	for l := range strings.Lines(text) {
+		if l != "\n" {
+			b.WriteString(pad)
+		}
+		b.WriteString(l)
+	}
+	s.items[itemKey{n, col, indent, compact}] = b.String()
+	return b.String(), true
+}
+
+// plainOrQuoted writes a scalar the way a YAML 1.1 or 1.2 reader reads back
+// as the same value: plain when unambiguous, else JSON-quoted.
+func plainOrQuoted(n *yaml.Node) (string, bool) {
+	if n.Kind != yaml.ScalarNode {
+		return "", false
+	}
+	switch n.ShortTag() {
+	case "!!str":
+		if safePlain(n.Value) {
+			return n.Value, true
+		}
+		var b bytes.Buffer
+		writeJSONString(&b, n.Value)
+		return b.String(), true
+	case "!!bool", "!!int", "!!null":
+		return n.Value, true
+	}
+	return "", false
+}
+
+// safePlain reports whether s can be written as a plain scalar and read back
+// as the same string by both YAML 1.1 and 1.2 readers.
+func safePlain(s string) bool {
+	if s == "" {
+		return false
+	}
+	switch strings.ToLower(s) {
+	case "true", "false", "yes", "no", "on", "off", "y", "n", "null", "~":
+		return false
+	}
+	c := s[0]
+	if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '/') {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '/' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
