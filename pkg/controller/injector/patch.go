@@ -12,9 +12,25 @@ import (
 
 // op is one RFC 6902 operation.
 type op struct {
-	Op    string `json:"op"`
-	Path  string `json:"path"`
-	Value any    `json:"value,omitempty"`
+	Op    string
+	Path  string
+	Value any
+}
+
+// MarshalJSON writes the value for every op but remove (a null value is a
+// value).
+func (o op) MarshalJSON() ([]byte, error) {
+	if o.Op == "remove" {
+		return json.Marshal(struct {
+			Op   string `json:"op"`
+			Path string `json:"path"`
+		}{o.Op, o.Path})
+	}
+	return json.Marshal(struct {
+		Op    string `json:"op"`
+		Path  string `json:"path"`
+		Value any    `json:"value"`
+	}{o.Op, o.Path, o.Value})
 }
 
 // jsonPatch returns the RFC 6902 patch that turns the JSON document from into
