@@ -21,7 +21,7 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files")
 
 const (
-	plainPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"web-7d9f-","namespace":"NS","labels":{"app":"web"},"ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-7d9f","uid":"u1","controller":true}]},"spec":{"serviceAccountName":"default","containers":[{"name":"web","image":"nginx:1.27","ports":[{"containerPort":80}]}],"volumes":[{"name":"kube-api-access","projected":{"sources":[{"serviceAccountToken":{"path":"token"}}]}}]}}`
+	plainPod     = `{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"web-7d9f-","namespace":"NS","labels":{"app":"web"},"ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-7d9f","uid":"u1","controller":true}]},"spec":{"serviceAccountName":"default","containers":[{"name":"web","image":"nginx:1.27","ports":[{"containerPort":80}]}],"volumes":[{"name":"kube-api-access","projected":{"sources":[{"serviceAccountToken":{"path":"token"}}]}}]}}`
 	annotatedPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"job-x","namespace":"NS","annotations":{"conduit.io/inject":"enabled","config.conduit.io/proxy-cpu-limit":"500m","a/b~c":"escaped"}},"spec":{"restartPolicy":"Never","initContainers":[{"name":"migrate","image":"busybox"}],"containers":[{"name":"job","image":"busybox"}]}}`
 	disabledPod  = `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"off","namespace":"NS","annotations":{"conduit.io/inject":"disabled"}},"spec":{"containers":[{"name":"a","image":"b"}]}}`
 	hostNetPod   = `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"host","namespace":"NS"},"spec":{"hostNetwork":true,"containers":[{"name":"a","image":"b"}]}}`
@@ -48,9 +48,9 @@ func review(op, kind, ns, object string) []byte {
 
 func testNamespaces() StaticNamespaces {
 	return StaticNamespaces{
-		"meshed": {Annotations: map[string]string{inject.AnnotationInject: inject.ValueEnabled}},
+		"meshed":   {Annotations: map[string]string{inject.AnnotationInject: inject.ValueEnabled}},
 		"labelled": {Labels: map[string]string{inject.AnnotationInject: inject.ValueEnabled}},
-		"plain":  {},
+		"plain":    {},
 	}
 }
 
