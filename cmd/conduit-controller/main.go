@@ -1,0 +1,26 @@
+// Command conduit-controller is Conduit's control plane: Destination and
+// Identity over gRPC, the proxy-injector webhook, and an admin port with
+// /metrics, /ready and /live. It keeps no state of its own, so several
+// replicas can run side by side.
+//
+//	conduit-controller --discovery kubernetes --identity-issuer-dir /var/run/conduit/identity
+//	conduit-controller --discovery local --registry-file reg.yaml \
+//	    --identity-issuer-dir pki --local-tokens-file tokens.yaml --grpc-addr 127.0.0.1:0
+//
+// Once listening it prints the bound addresses to stdout, one per line:
+// grpc-addr=HOST:PORT, admin-addr=HOST:PORT and (when served) webhook-addr=HOST:PORT.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := runMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
+	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
+	"github.com/conduitmesh/conduit/pkg/controller/destination"
+	"github.com/conduitmesh/conduit/pkg/controller/discovery"
+	"github.com/conduitmesh/conduit/pkg/controller/discovery/kube"
+	"github.com/conduitmesh/conduit/pkg/controller/discovery/local"
+	"github.com/conduitmesh/conduit/pkg/controller/identity"
+	"github.com/conduitmesh/conduit/pkg/controller/injector"
+	"github.com/conduitmesh/conduit/pkg/inject"
+)
+
+// runMain is the whole command: parse, run, map errors to an exit code.
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	opts, err := parseOptions(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "conduit-controller:", err)
+		return 2
+	}
+	if err := run(ctx, opts, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "conduit-controller:", err)
+		return 1
+	}
+	return 0
+}
+
+// controller is everything run wires together.
+type controller struct {
+	opts        *options
+	log         *slog.Logger
+	reg         *prometheus.Registry
+	client      kubernetes.Interface // nil in local mode
+	backend     discovery.Backend
+	runBackend  func(ctx context.Context, ready func()) error
+	destination *destination.Server
+	identity    *identity.Server // nil when disabled
+}
+
+// run serves until ctx is done, then shuts down gracefully.
+func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
+	log, err := o.logger(stderr)
+	if err != nil {
+		return err
+	}
+	c := &controller{opts: o, log: log, reg: prometheus.NewRegistry()}
+	c.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := c.setUp(); err != nil {
+		return err
+	}
+
+	// Bind every listener before announcing any, so a caller that reads the
+	// addresses can use all of them.
+	var lc net.ListenConfig
+	grpcLn, err := lc.Listen(ctx, "tcp", o.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("--grpc-addr: %w", err)
+	}
+	defer grpcLn.Close()
+	adminLn, err := lc.Listen(ctx, "tcp", o.adminAddr)
+	if err != nil {
+		return fmt.Errorf("--admin-addr: %w", err)
+	}
+	defer adminLn.Close()
+	var webhookLn net.Listener
+	if o.webhookCertDir != "" {
+		if webhookLn, err = lc.Listen(ctx, "tcp", o.webhookAddr); err != nil {
+			return fmt.Errorf("--webhook-addr: %w", err)
+		}
+		defer webhookLn.Close()
+	}
+
+	var ready, stopping atomic.Bool
+	metrics := newGRPCMetrics(c.reg)
+	gs := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(metrics.unary),
+		grpc.ChainStreamInterceptor(metrics.stream),
+		// Proxies keep Destination streams open for hours; let them ping.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	destinationv1.RegisterDestinationServer(gs, c.destination)
+	services := []string{"", destinationv1.Destination_ServiceDesc.ServiceName}
+	if c.identity != nil {
+		identityv1.RegisterIdentityServer(gs, c.identity)
+		services = append(services, identityv1.Identity_ServiceDesc.ServiceName)
+	}
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	for _, s := range services {
+		hs.SetServingStatus(s, healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+	admin := &http.Server{Handler: adminHandler(c.reg, &ready, &stopping), ReadHeaderTimeout: 10 * time.Second}
+
+	fmt.Fprintf(stdout, "grpc-addr=%s\nadmin-addr=%s\n", grpcLn.Addr(), adminLn.Addr())
+	if webhookLn != nil {
+		fmt.Fprintf(stdout, "webhook-addr=%s\n", webhookLn.Addr())
+	}
+	log.Info("conduit-controller listening", "grpc", grpcLn.Addr().String(), "admin", adminLn.Addr().String(),
+		"discovery", o.discovery, "identity", c.identity != nil, "webhook", webhookLn != nil)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return c.runBackend(gctx, func() {
+			ready.Store(true)
+			for _, s := range services {
+				hs.SetServingStatus(s, healthpb.HealthCheckResponse_SERVING)
+			}
+			log.Info("conduit-controller ready")
+		})
+	})
+	g.Go(func() error { return ignoreClosed(gs.Serve(grpcLn)) })
+	g.Go(func() error { return ignoreClosed(admin.Serve(adminLn)) })
+	if webhookLn != nil {
+		g.Go(func() error { return c.serveWebhook(gctx, webhookLn) })
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("conduit-controller shutting down")
+		stopping.Store(true)
+		hs.Shutdown()
+		c.destination.Shutdown()
+		stopped := make(chan struct{})
+		go func() {
+			gs.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-time.After(o.shutdownGrace):
+			log.Warn("grace period over, closing open calls")
+			gs.Stop()
+			<-stopped
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return admin.Shutdown(sctx)
+	})
+	return g.Wait()
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, grpc.ErrServerStopped) || errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// setUp builds discovery, Destination and Identity from the options.
+func (c *controller) setUp() error {
+	o := c.opts
+	switch o.discovery {
+	case "local":
+		lb, err := local.New(local.Options{Path: o.registryFile, ClusterDomain: o.clusterDomain, Log: c.log.With("backend", "local")})
+		if err != nil {
+			return fmt.Errorf("--registry-file: %w", err)
+		}
+		c.backend = lb
+		c.runBackend = func(ctx context.Context, ready func()) error {
+			ready()
+			return lb.Run(ctx)
+		}
+	case "kubernetes":
+		cfg, err := restConfig(o.kubeconfig)
+		if err != nil {
+			return err
+		}
+		cfg.UserAgent = "conduit-controller"
+		if c.client, err = kubernetes.NewForConfig(cfg); err != nil {
+			return fmt.Errorf("kubernetes client: %w", err)
+		}
+		kb, err := kube.New(kube.Options{Client: c.client, TrustDomain: o.trustDomain, ClusterDomain: o.clusterDomain, Log: c.log.With("backend", "kubernetes")})
+		if err != nil {
+			return err
+		}
+		c.backend, c.runBackend = kb, kb.Run
+	}
+
+	var err error
+	if c.destination, err = destination.NewServer(c.backend, c.log.With("service", "destination"), c.reg); err != nil {
+		return err
+	}
+	if o.issuerDir == "" {
+		c.log.Warn("--identity-issuer-dir not set: Identity is disabled and proxies cannot get certificates")
+		return nil
+	}
+	issuer, err := identity.LoadIssuer(o.issuerDir, o.trustAnchorsFile, time.Now())
+	if err != nil {
+		return fmt.Errorf("--identity-issuer-dir %s: %w", o.issuerDir, err)
+	}
+	var tokens identity.TokenValidator = identity.TokenReviewer{Client: c.client}
+	if o.discovery == "local" {
+		f := identity.LocalTokenFile{Path: o.localTokensFile}
+		if _, err := f.Load(); err != nil {
+			return fmt.Errorf("--local-tokens-file: %w", err)
+		}
+		tokens = f
+	}
+	c.identity, err = identity.NewServer(identity.Config{
+		TrustDomain: o.trustDomain,
+		Issuer:      issuer,
+		Tokens:      tokens,
+		Lifetime:    o.identityLifetime,
+		Log:         c.log.With("service", "identity"),
+		Registerer:  c.reg,
+	})
+	return err
+}
+
+func (c *controller) serveWebhook(ctx context.Context, ln net.Listener) error {
+	proxy := inject.DefaultProxyConfig(c.opts.proxyVersion)
+	proxy.Image = c.opts.proxyImage
+	proxy.ControlPlaneNamespace = c.opts.controllerNamespace
+	proxy.TrustDomain = c.opts.trustDomain
+	proxy.ClusterDomain = c.opts.clusterDomain
+	cfg := injector.Config{Proxy: proxy, Logger: c.log.With("service", "proxy-injector")}
+	if c.client != nil {
+		cfg.Namespaces = injector.KubeNamespaces(c.client)
+	}
+	err := injector.ServeListener(ctx, ln, c.opts.webhookCertDir, injector.NewHandler(cfg))
+	if err != nil {
+		return fmt.Errorf("proxy-injector webhook: %w", err)
+	}
+	return nil
+}
+
+// restConfig uses the kubeconfig flag, else the in-cluster config, else
+// $KUBECONFIG or ~/.kube/config.
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		cfg, err := rest.InClusterConfig()
+		if err == nil {
+			return cfg, nil
+		}
+		if !errors.Is(err, rest.ErrNotInCluster) {
+			return nil, fmt.Errorf("in-cluster config: %w", err)
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig (set --kubeconfig, or run in a pod): %w", err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
+	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
+	"github.com/conduitmesh/conduit/pkg/controller/discovery/local"
+	"github.com/conduitmesh/conduit/pkg/controller/identity"
+)
+
+// syncBuffer is a bytes.Buffer safe for the controller to write while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// addrs waits for the controller to print its addresses.
+func addrs(t *testing.T, out *syncBuffer, done <-chan int) map[string]string {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		m := map[string]string{}
+		sc := bufio.NewScanner(strings.NewReader(out.String()))
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+				m[k] = v
+			}
+		}
+		if m["grpc-addr"] != "" && m["admin-addr"] != "" {
+			return m
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("controller exited with %d before listening", code)
+		case <-deadline:
+			t.Fatal("controller printed no addresses")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func TestLocalMode(t *testing.T) {
+	dir := t.TempDir()
+	pki, err := identity.GeneratePKI(time.Now(), "cluster.local", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteDir(filepath.Join(dir, "pki")); err != nil {
+		t.Fatal(err)
+	}
+	webID := "spiffe://cluster.local/ns/demo/sa/web"
+	reg := local.Registry{Services: []local.Service{{
+		Name: "web", Namespace: "demo", Port: 80,
+		Endpoints: []local.Endpoint{{Address: "127.0.0.1:41001", Identity: webID, Labels: map[string]string{"pod": "web-0"}}},
+	}}}
+	if err := local.WriteFile(filepath.Join(dir, "registry.yaml"), reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := identity.WriteLocalTokens(filepath.Join(dir, "tokens.yaml"), identity.LocalTokens{Tokens: []identity.LocalToken{{Token: "web-token", Identity: webID}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- runMain(ctx, []string{
+			"--discovery", "local",
+			"--registry-file", filepath.Join(dir, "registry.yaml"),
+			"--identity-issuer-dir", filepath.Join(dir, "pki"),
+			"--local-tokens-file", filepath.Join(dir, "tokens.yaml"),
+			"--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+		}, &stdout, &stderr)
+	}()
+	defer func() {
+		if t.Failed() {
+			t.Logf("controller log:\n%s", stderr.String())
+		}
+	}()
+	a := addrs(t, &stdout, done)
+
+	for _, path := range []string{"/ready", "/live", "/metrics"} {
+		resp, err := http.Get("http://" + a["admin-addr"] + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %s", path, resp.Status)
+		}
+		if path == "/metrics" && !bytes.Contains(body, []byte("destination_streams")) {
+			t.Errorf("/metrics lacks destination_streams:\n%s", body)
+		}
+	}
+
+	conn, err := grpc.NewClient(a["grpc-addr"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ccancel()
+
+	hr, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{Service: "conduit.destination.v1.Destination"})
+	if err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health: %v %v", hr, err)
+	}
+
+	stream, err := destinationv1.NewDestinationClient(conn).Get(cctx, &destinationv1.GetDestination{Authority: "web.demo.svc.cluster.local:80"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if add := u.GetAdd(); add == nil || len(add.Addrs) != 1 || add.Addrs[0].Identity != webID {
+		t.Fatalf("first update = %v, want an add of the web endpoint", u)
+	}
+
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{{Scheme: "spiffe", Host: "cluster.local", Path: "/ns/demo/sa/web"}}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idc := identityv1.NewIdentityClient(conn)
+	if _, err := idc.Certify(cctx, &identityv1.CertifyRequest{Identity: webID, Token: []byte("web-token"), CertificateSigningRequest: csr}); err != nil {
+		t.Errorf("Certify: %v", err)
+	}
+	if _, err := idc.Certify(cctx, &identityv1.CertifyRequest{Identity: webID, Token: []byte("wrong"), CertificateSigningRequest: csr}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("Certify with a bad token: %v, want UNAUTHENTICATED", err)
+	}
+
+	// SIGTERM: open streams end with UNAVAILABLE and the command exits 0.
+	cancel()
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("stream after shutdown: %v, want UNAVAILABLE", err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit code %d", code)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("controller did not stop")
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.yaml")
+	if err := os.WriteFile(garbage, []byte("services: [{name: web, bogus: 1}]"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--discovery", "consul"}, 2, `--discovery "consul": want kubernetes or local`},
+		{[]string{"--discovery", "local"}, 2, "--discovery local needs --registry-file"},
+		{[]string{"--discovery", "local", "--registry-file", garbage, "--identity-issuer-dir", dir}, 2, "needs --local-tokens-file"},
+		{[]string{"--discovery", "local", "--registry-file", garbage, "--admin-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"}, 1, "--registry-file: registry file " + garbage},
+		{[]string{"--discovery", "local", "--registry-file", filepath.Join(dir, "missing.yaml")}, 1, "no such file"},
+		{[]string{"--identity-lifetime", "1s"}, 2, "--identity-lifetime 1s: want at least 1m"},
+		{[]string{"extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"--log-level", "loud", "--discovery", "local", "--registry-file", garbage}, 1, `--log-level "loud"`},
+	}
+	for _, tt := range tests {
+		var stdout, stderr bytes.Buffer
+		code := runMain(context.Background(), tt.args, &stdout, &stderr)
+		if code != tt.code || !strings.Contains(stderr.String(), tt.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", tt.args, code, stderr.String(), tt.code, tt.want)
+		}
+		if stdout.Len() > 0 {
+			t.Errorf("%v: wrote to stdout: %q", tt.args, stdout.String())
+		}
+	}
+}
