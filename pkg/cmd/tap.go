@@ -1,12 +1,465 @@
 package cmd
 
-import "github.com/urfave/cli/v2"
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
 
-// tapCommand is a placeholder until its issue lands; it fails loudly.
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/urfave/cli/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	tapv1 "github.com/conduitmesh/conduit/pkg/api/tap/v1"
+	"github.com/conduitmesh/conduit/pkg/controller/stats"
+	ctltap "github.com/conduitmesh/conduit/pkg/controller/tap"
+	"github.com/conduitmesh/conduit/pkg/tui"
+)
+
+// tapFilter is what tap and top send to the controller.
+type tapFilter struct {
+	target    targetArg
+	path      string
+	method    string
+	authority string
+	maxRPS    float64
+}
+
+func tapFilterFlags(defaultRPS float64) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "path", Usage: "show only requests whose path starts with this"},
+		&cli.StringFlag{Name: "method", Usage: "show only requests with this HTTP method"},
+		&cli.StringFlag{Name: "authority", Usage: "show only requests to this authority (host:port)"},
+		&cli.Float64Flag{Name: "max-rps", Value: defaultRPS, Usage: "the most requests per second to sample, across all pods"},
+		controlPlaneNamespaceFlag(),
+	}
+}
+
+func tapFilterFrom(c *cli.Context, g *Globals) (tapFilter, error) {
+	args, err := positionalArgs(c, g)
+	if err != nil {
+		return tapFilter{}, err
+	}
+	res, err := parseTargetArgs(args)
+	if err != nil {
+		return tapFilter{}, err
+	}
+	if t, _ := stats.CanonicalType(res.typ); t == stats.TypeAuthority {
+		return tapFilter{}, fmt.Errorf("resource %q: authorities cannot be tapped; tap a namespace, deployment, pod or service and use --authority", res)
+	}
+	f := tapFilter{target: res, path: c.String("path"), method: c.String("method"), authority: c.String("authority"), maxRPS: c.Float64("max-rps")}
+	if f.maxRPS <= 0 {
+		return tapFilter{}, fmt.Errorf("--max-rps %v: must be above 0", f.maxRPS)
+	}
+	if f.path != "" && !strings.HasPrefix(f.path, "/") {
+		return tapFilter{}, fmt.Errorf("--path %q: a path starts with /", f.path)
+	}
+	return f, nil
+}
+
+type tapOptions struct {
+	filter      tapFilter
+	output      string
+	cpNamespace string
+}
+
 func tapCommand(g *Globals) *cli.Command {
 	return &cli.Command{
-		Name:   "tap",
-		Usage:  "(not built yet)",
-		Action: func(*cli.Context) error { return notBuilt("tap") },
+		Name:      "tap",
+		Usage:     "watch the requests of a meshed resource live",
+		ArgsUsage: "TYPE[/NAME] | TYPE NAME",
+		Description: "On a terminal, an interactive table (/ filters, space pauses, enter shows details, q quits);\n" +
+			"piped, one line per event (req, rsp, end) as key=value pairs, or JSON lines with -o json.\n" +
+			"Example:\n  conduit tap deploy/web -n demo --path /books",
+		Flags: append(tapFilterFlags(ctltap.DefaultMaxRPS),
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output format: wide or json (default: the live view on a terminal, lines otherwise)"}),
+		Action: func(c *cli.Context) error {
+			f, err := tapFilterFrom(c, g)
+			if err != nil {
+				return err
+			}
+			return runTap(c.Context, g, tapOptions{filter: f, output: c.String("output"), cpNamespace: c.String("conduit-namespace")})
+		},
 	}
+}
+
+// tapStream is an accepted tap.
+type tapStream struct {
+	conn   *controllerConn
+	stream tapv1.TapAPI_TapByResourceClient
+}
+
+// openTap starts a tap and waits until the controller accepts it, so bad
+// targets fail before any view is drawn.
+func openTap(ctx context.Context, g *Globals, f tapFilter, cpNamespace string) (*tapStream, error) {
+	var matches []*tapv1.Match
+	add := func(h *tapv1.Match_Http) { matches = append(matches, &tapv1.Match{Match: &tapv1.Match_Http_{Http: h}}) }
+	if f.method != "" {
+		add(&tapv1.Match_Http{Match: &tapv1.Match_Http_Method{Method: strings.ToUpper(f.method)}})
+	}
+	if f.path != "" {
+		add(&tapv1.Match_Http{Match: &tapv1.Match_Http_Path{Path: &tapv1.Match_StringMatch{Match: &tapv1.Match_StringMatch_Prefix{Prefix: f.path}}}})
+	}
+	if f.authority != "" {
+		add(&tapv1.Match_Http{Match: &tapv1.Match_Http_Authority{Authority: &tapv1.Match_StringMatch{Match: &tapv1.Match_StringMatch_Exact{Exact: strings.ToLower(f.authority)}}}})
+	}
+	req := &tapv1.TapByResourceRequest{
+		Target: &tapv1.Resource{Namespace: g.Namespace(), Type: f.target.typ, Name: f.target.name},
+		MaxRps: f.maxRPS,
+	}
+	if len(matches) > 0 {
+		req.Match = &tapv1.Match{Match: &tapv1.Match_All{All: &tapv1.Match_Seq{Matches: matches}}}
+	}
+	conn, err := connectController(ctx, g, cpNamespace)
+	if err != nil {
+		return nil, err
+	}
+	if conn.token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+conn.token)
+	}
+	stream, err := tapv1.NewTapAPIClient(conn.cc).TapByResource(ctx, req)
+	if err == nil {
+		var md metadata.MD
+		if md, err = stream.Header(); err == nil && len(md.Get(ctltap.PodsHeader)) == 0 {
+			// Refused: the error comes with the (trailers-only) end of the stream.
+			_, err = stream.Recv()
+			if err == nil || errors.Is(err, io.EOF) {
+				err = status.Error(codes.Unknown, "the controller ended the tap without a reason")
+			}
+		}
+	}
+	if err != nil {
+		conn.Close()
+		return nil, conn.explain(err)
+	}
+	return &tapStream{conn: conn, stream: stream}, nil
+}
+
+// next returns the next event; io.EOF when the tap ended normally.
+func (t *tapStream) next() (*tapv1.TapEvent, error) {
+	ev, err := t.stream.Recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+			return nil, io.EOF
+		}
+		return nil, t.conn.explain(err)
+	}
+	return ev, nil
+}
+
+func runTap(ctx context.Context, g *Globals, o tapOptions) error {
+	if o.output != "" {
+		if err := checkOutputFormat(o.output, "wide", "json"); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ts, err := openTap(ctx, g, o.filter, o.cpNamespace)
+	if err != nil {
+		return err
+	}
+	defer ts.conn.Close()
+	if o.output == "" && liveView(g.Streams) {
+		return runLive(ctx, g, tui.NewTapModel(o.filter.target.String()), ts)
+	}
+	for {
+		ev, err := ts.next()
+		if err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		var line string
+		if o.output == "json" {
+			b, err := json.Marshal(tapEventJSON(ev))
+			if err != nil {
+				return fmt.Errorf("encoding event: %w", err)
+			}
+			line = string(b)
+		} else {
+			line = tapLine(ev, o.output == "wide")
+		}
+		if _, err := fmt.Fprintln(g.Streams.Out, line); err != nil {
+			return nil // the reader went away (e.g. `| head`)
+		}
+	}
+}
+
+// runLive runs a live view fed by the tap until q or the end of the tap.
+func runLive(ctx context.Context, g *Globals, m tea.Model, ts *tapStream) error {
+	p := tea.NewProgram(m, tea.WithContext(ctx), tea.WithAltScreen(),
+		tea.WithInput(g.Streams.In), tea.WithOutput(g.Streams.Out))
+	feedCtx, stopFeed := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			ev, err := ts.next()
+			if feedCtx.Err() != nil {
+				return
+			}
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = nil
+				}
+				p.Send(tui.StreamEndMsg{Err: err})
+				return
+			}
+			if te, ok := tuiEvent(ev); ok {
+				p.Send(tui.TapEventMsg(te))
+			}
+		}
+	}()
+	_, err := p.Run()
+	stopFeed()
+	ts.conn.Close() // ends the feed's Recv
+	wg.Wait()
+	if err != nil && !errors.Is(err, tea.ErrProgramKilled) && ctx.Err() == nil {
+		return fmt.Errorf("running the live view: %w", err)
+	}
+	return nil
+}
+
+func streamID(ev *tapv1.TapEvent) (id *tapv1.TapEvent_Http_StreamId, kind string) {
+	h := ev.GetHttp()
+	switch {
+	case h.GetRequestInit() != nil:
+		return h.GetRequestInit().GetId(), "req"
+	case h.GetResponseInit() != nil:
+		return h.GetResponseInit().GetId(), "rsp"
+	case h.GetResponseEnd() != nil:
+		return h.GetResponseEnd().GetId(), "end"
+	}
+	return nil, ""
+}
+
+func addrString(a interface {
+	GetIp() []byte
+	GetPort() uint32
+}) string {
+	ip, ok := netip.AddrFromSlice(a.GetIp())
+	if !ok {
+		return "-"
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(a.GetPort())).String()
+}
+
+// resourceName names a peer from its labels: deploy/web, else pod/web-0.
+func resourceName(l map[string]string) string {
+	switch {
+	case l["deployment"] != "":
+		return "deploy/" + l["deployment"]
+	case l["pod"] != "":
+		return "pod/" + l["pod"]
+	}
+	return ""
+}
+
+// saName shortens spiffe://td/ns/NS/sa/SA to sa/SA.
+func saName(id string) string {
+	if i := strings.LastIndex(id, "/sa/"); i >= 0 {
+		return "sa/" + id[i+4:]
+	}
+	return ""
+}
+
+func peers(ev *tapv1.TapEvent) (src, dst string) {
+	src = resourceName(ev.GetSourceLabels())
+	if src == "" {
+		src = saName(ev.GetClientId())
+	}
+	if src == "" {
+		src = addrString(ev.GetSource())
+	}
+	dst = resourceName(ev.GetDestinationLabels())
+	if dst == "" {
+		dst = saName(ev.GetServerId())
+	}
+	if dst == "" {
+		dst = addrString(ev.GetDestination())
+	}
+	return src, dst
+}
+
+func direction(ev *tapv1.TapEvent) string {
+	switch ev.GetDirection() {
+	case tapv1.Direction_DIRECTION_INBOUND:
+		return "inbound"
+	case tapv1.Direction_DIRECTION_OUTBOUND:
+		return "outbound"
+	}
+	return "unknown"
+}
+
+func headersOf(hs []*tapv1.Header) []tui.Header {
+	out := make([]tui.Header, 0, len(hs))
+	for _, h := range hs {
+		out = append(out, tui.Header{Name: h.GetName(), Value: string(h.GetValue())})
+	}
+	return out
+}
+
+// tuiEvent converts an event for the views.
+func tuiEvent(ev *tapv1.TapEvent) (tui.TapEvent, bool) {
+	id, kind := streamID(ev)
+	if id == nil {
+		return tui.TapEvent{}, false
+	}
+	src, dst := peers(ev)
+	te := tui.TapEvent{
+		ID: fmt.Sprintf("%d:%d", id.GetBase(), id.GetStream()), Time: ev.GetTimestamp().AsTime().Local(),
+		Source: src, Destination: dst, Direction: direction(ev), TLS: ev.GetTls(), GRPCStatus: tui.NoGRPCStatus,
+	}
+	h := ev.GetHttp()
+	switch kind {
+	case "req":
+		r := h.GetRequestInit()
+		te.Kind, te.Method, te.Authority, te.Path, te.Headers = tui.RequestInit, r.GetMethod(), r.GetAuthority(), r.GetPath(), headersOf(r.GetHeaders())
+	case "rsp":
+		r := h.GetResponseInit()
+		te.Kind, te.Status, te.Latency, te.ResponseHeaders = tui.ResponseInit, int(r.GetHttpStatus()), r.GetSinceRequestInit().AsDuration(), headersOf(r.GetHeaders())
+	case "end":
+		r := h.GetResponseEnd()
+		te.Kind, te.Duration, te.ResponseBytes = tui.ResponseEnd, r.GetSinceRequestInit().AsDuration(), int64(r.GetResponseBytes())
+		if eos, ok := r.GetEos().GetEnd().(*tapv1.Eos_GrpcStatusCode); ok {
+			te.GRPCStatus = int(eos.GrpcStatusCode)
+		}
+	}
+	return te, true
+}
+
+// tapLine prints an event as grep-friendly key=value pairs, Linkerd style.
+func tapLine(ev *tapv1.TapEvent, wide bool) string {
+	id, kind := streamID(ev)
+	if id == nil {
+		return "unknown event"
+	}
+	proxy := "out"
+	if ev.GetDirection() == tapv1.Direction_DIRECTION_INBOUND {
+		proxy = "in"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s id=%d:%d proxy=%s src=%s dst=%s tls=%t", kind, id.GetBase(), id.GetStream(), proxy,
+		addrString(ev.GetSource()), addrString(ev.GetDestination()), ev.GetTls())
+	h := ev.GetHttp()
+	switch kind {
+	case "req":
+		r := h.GetRequestInit()
+		fmt.Fprintf(&b, " :method=%s :authority=%s :path=%s", r.GetMethod(), r.GetAuthority(), r.GetPath())
+	case "rsp":
+		r := h.GetResponseInit()
+		fmt.Fprintf(&b, " :status=%d latency=%dµs", r.GetHttpStatus(), r.GetSinceRequestInit().AsDuration().Microseconds())
+	case "end":
+		r := h.GetResponseEnd()
+		switch e := r.GetEos().GetEnd().(type) {
+		case *tapv1.Eos_GrpcStatusCode:
+			fmt.Fprintf(&b, " grpc-status=%s", codes.Code(e.GrpcStatusCode))
+		case *tapv1.Eos_ResetErrorCode:
+			fmt.Fprintf(&b, " reset-error=%d", e.ResetErrorCode)
+		}
+		fmt.Fprintf(&b, " duration=%dµs response-length=%dB", r.GetSinceRequestInit().AsDuration().Microseconds(), r.GetResponseBytes())
+	}
+	if wide {
+		for _, side := range []struct {
+			prefix string
+			l      map[string]string
+		}{{"src", ev.GetSourceLabels()}, {"dst", ev.GetDestinationLabels()}} {
+			if r := resourceName(side.l); r != "" {
+				fmt.Fprintf(&b, " %s_res=%s", side.prefix, r)
+			}
+			if ns := side.l["namespace"]; ns != "" {
+				fmt.Fprintf(&b, " %s_ns=%s", side.prefix, ns)
+			}
+		}
+		if ev.GetClientId() != "" {
+			fmt.Fprintf(&b, " client_id=%s", ev.GetClientId())
+		}
+		if ev.GetServerId() != "" {
+			fmt.Fprintf(&b, " server_id=%s", ev.GetServerId())
+		}
+	}
+	return b.String()
+}
+
+// tapJSON is one event of `conduit tap -o json` (one object per line).
+type tapJSON struct {
+	Type              string            `json:"type"`
+	ID                string            `json:"id"`
+	Time              time.Time         `json:"time"`
+	Direction         string            `json:"direction"`
+	Source            string            `json:"source"`
+	Destination       string            `json:"destination"`
+	SourceLabels      map[string]string `json:"sourceLabels,omitempty"`
+	DestinationLabels map[string]string `json:"destinationLabels,omitempty"`
+	TLS               bool              `json:"tls"`
+	ClientID          string            `json:"clientId,omitempty"`
+	ServerID          string            `json:"serverId,omitempty"`
+	Method            string            `json:"method,omitempty"`
+	Authority         string            `json:"authority,omitempty"`
+	Path              string            `json:"path,omitempty"`
+	Headers           map[string]string `json:"headers,omitempty"`
+	Status            uint32            `json:"status,omitempty"`
+	LatencyMicros     *int64            `json:"latencyMicros,omitempty"`
+	DurationMicros    *int64            `json:"durationMicros,omitempty"`
+	ResponseBytes     *uint64           `json:"responseBytes,omitempty"`
+	GRPCStatus        *uint32           `json:"grpcStatus,omitempty"`
+	ResetErrorCode    *uint32           `json:"resetErrorCode,omitempty"`
+}
+
+func headerMap(hs []*tapv1.Header) map[string]string {
+	if len(hs) == 0 {
+		return nil
+	}
+	m := map[string]string{}
+	for _, h := range hs {
+		if _, dup := m[h.GetName()]; dup {
+			m[h.GetName()] += ", " + string(h.GetValue())
+			continue
+		}
+		m[h.GetName()] = string(h.GetValue())
+	}
+	return m
+}
+
+func tapEventJSON(ev *tapv1.TapEvent) tapJSON {
+	id, kind := streamID(ev)
+	j := tapJSON{Type: kind, Time: ev.GetTimestamp().AsTime(), Direction: direction(ev),
+		Source: addrString(ev.GetSource()), Destination: addrString(ev.GetDestination()),
+		SourceLabels: ev.GetSourceLabels(), DestinationLabels: ev.GetDestinationLabels(),
+		TLS: ev.GetTls(), ClientID: ev.GetClientId(), ServerID: ev.GetServerId()}
+	if id != nil {
+		j.ID = strconv.FormatUint(uint64(id.GetBase()), 10) + ":" + strconv.FormatUint(id.GetStream(), 10)
+	}
+	h := ev.GetHttp()
+	switch kind {
+	case "req":
+		r := h.GetRequestInit()
+		j.Method, j.Authority, j.Path, j.Headers = r.GetMethod(), r.GetAuthority(), r.GetPath(), headerMap(r.GetHeaders())
+	case "rsp":
+		r := h.GetResponseInit()
+		lat := r.GetSinceRequestInit().AsDuration().Microseconds()
+		j.Status, j.LatencyMicros, j.Headers = r.GetHttpStatus(), &lat, headerMap(r.GetHeaders())
+	case "end":
+		r := h.GetResponseEnd()
+		d, n := r.GetSinceRequestInit().AsDuration().Microseconds(), r.GetResponseBytes()
+		j.DurationMicros, j.ResponseBytes = &d, &n
+		switch e := r.GetEos().GetEnd().(type) {
+		case *tapv1.Eos_GrpcStatusCode:
+			j.GRPCStatus = &e.GrpcStatusCode
+		case *tapv1.Eos_ResetErrorCode:
+			j.ResetErrorCode = &e.ResetErrorCode
+		}
+	}
+	return j
 }

@@ -1,12 +1,144 @@
 package cmd
 
-import "github.com/urfave/cli/v2"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
 
-// topCommand is a placeholder until its issue lands; it fails loudly.
+	"github.com/urfave/cli/v2"
+
+	"github.com/conduitmesh/conduit/pkg/tui"
+)
+
+type topOptions struct {
+	filter      tapFilter
+	output      string
+	duration    time.Duration
+	cpNamespace string
+}
+
 func topCommand(g *Globals) *cli.Command {
 	return &cli.Command{
-		Name:   "top",
-		Usage:  "(not built yet)",
-		Action: func(*cli.Context) error { return notBuilt("top") },
+		Name:      "top",
+		Usage:     "rank the busiest paths of a meshed resource, live",
+		ArgsUsage: "TYPE[/NAME] | TYPE NAME",
+		Description: "On a terminal, a live table (1-9 sort by column, r reverses, space pauses, q quits);\n" +
+			"piped or with -o, a snapshot of --duration of traffic.\n" +
+			"Example:\n  conduit top deploy/web -n demo",
+		Flags: append(tapFilterFlags(100),
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output format: table or json (default: the live view on a terminal, a table otherwise)"},
+			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "how long to watch before printing a snapshot (piped or with -o)"}),
+		Action: func(c *cli.Context) error {
+			f, err := tapFilterFrom(c, g)
+			if err != nil {
+				return err
+			}
+			return runTop(c.Context, g, topOptions{filter: f, output: c.String("output"), duration: c.Duration("duration"), cpNamespace: c.String("conduit-namespace")})
+		},
 	}
+}
+
+func runTop(ctx context.Context, g *Globals, o topOptions) error {
+	if o.output != "" {
+		if err := checkOutputFormat(o.output, "table", "json"); err != nil {
+			return err
+		}
+	}
+	if o.duration <= 0 {
+		return fmt.Errorf("--duration %s: must be above 0", o.duration)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ts, err := openTap(ctx, g, o.filter, o.cpNamespace)
+	if err != nil {
+		return err
+	}
+	defer ts.conn.Close()
+	if o.output == "" && liveView(g.Streams) {
+		return runLive(ctx, g, tui.NewTopModel(o.filter.target.String()), ts)
+	}
+
+	// Snapshot: collect for the duration (or until interrupted), then print.
+	table := tui.NewTopTable()
+	events := make(chan tui.TapEvent)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(events)
+		for {
+			ev, err := ts.next()
+			if err != nil {
+				errc <- err
+				return
+			}
+			if te, ok := tuiEvent(ev); ok {
+				select {
+				case events <- te:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	timer := time.NewTimer(o.duration)
+	defer timer.Stop()
+	var streamErr error
+collect:
+	for {
+		select {
+		case te, ok := <-events:
+			if !ok {
+				streamErr = <-errc // the tap ended before the duration
+				break collect
+			}
+			table.Add(te)
+		case <-timer.C:
+			break collect
+		case <-ctx.Done():
+			break collect
+		}
+	}
+	cancel()
+	ts.conn.Close()
+	for range events { // wait for the reader to stop
+	}
+	if streamErr != nil && !errors.Is(streamErr, io.EOF) {
+		return streamErr
+	}
+	rows := table.Rows(tui.ColCount, true)
+	if o.output == "json" {
+		type rowJSON struct {
+			Source       string  `json:"source"`
+			Destination  string  `json:"destination"`
+			Method       string  `json:"method"`
+			Path         string  `json:"path"`
+			Count        int64   `json:"count"`
+			BestMicros   int64   `json:"bestMicros"`
+			WorstMicros  int64   `json:"worstMicros"`
+			LastMicros   int64   `json:"lastMicros"`
+			SuccessRate  float64 `json:"success"`
+			SuccessCount int64   `json:"successCount"`
+		}
+		out := make([]rowJSON, 0, len(rows))
+		for _, r := range rows {
+			out = append(out, rowJSON{r.Source, r.Destination, r.Method, r.Path, r.Count,
+				r.Best.Microseconds(), r.Worst.Microseconds(), r.Last.Microseconds(), r.SuccessRate(), r.Successes})
+		}
+		return printJSON(g.Streams.Out, out)
+	}
+	if len(rows) == 0 {
+		fmt.Fprintf(g.Streams.ErrOut, "No requests to %s finished in %s.\n", o.filter.target, o.duration)
+		return nil
+	}
+	tw := tabwriter.NewWriter(g.Streams.Out, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "SOURCE\tDESTINATION\tMETHOD\tPATH\tCOUNT\tBEST\tWORST\tLAST\tSUCCESS")
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join([]string{r.Source, r.Destination, r.Method, r.Path, strconv.FormatInt(r.Count, 10),
+			tui.FormatLatency(r.Best), tui.FormatLatency(r.Worst), tui.FormatLatency(r.Last), tui.FormatPercent(r.SuccessRate(), true)}, "\t"))
+	}
+	return tw.Flush()
 }

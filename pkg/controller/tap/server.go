@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -26,6 +27,10 @@ import (
 
 // DefaultMaxRPS is the sampling rate when a request asks for none.
 const DefaultMaxRPS = 100
+
+// PodsHeader is the response header carrying the number of proxies tapped;
+// it arrives as soon as the tap is accepted, before any event.
+const PodsHeader = "conduit-tap-pods"
 
 // mergeBuffer bounds events waiting between the proxies' streams and the caller.
 const mergeBuffer = 1024
@@ -149,6 +154,10 @@ func (s *Server) TapByResource(req *tapv1.TapByResourceRequest, stream tapv1.Tap
 	maxRPS := req.GetMaxRps()
 	if maxRPS <= 0 {
 		maxRPS = DefaultMaxRPS
+	}
+	// Headers now tell the client the tap is accepted before any event.
+	if err := stream.SendHeader(metadata.Pairs(PodsHeader, strconv.Itoa(len(meshed)))); err != nil {
+		return err
 	}
 	return s.merge(ctx, meshed, &tapv1.ObserveRequest{Match: req.GetMatch()}, maxRPS, stream.Send)
 }

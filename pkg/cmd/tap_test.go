@@ -1,0 +1,158 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/conduitmesh/conduit/pkg/controller/stats"
+	ctltap "github.com/conduitmesh/conduit/pkg/controller/tap"
+	proxytap "github.com/conduitmesh/conduit/pkg/proxy/tap"
+)
+
+// tapMesh is one proxy tap server behind a real controller TapAPI.
+func tapMesh(t *testing.T) (*proxytap.Server, string) {
+	t.Helper()
+	px := proxytap.NewServer(proxytap.Config{})
+	hs := httptest.NewUnstartedServer(px.Handler())
+	hs.Config.Protocols = new(http.Protocols)
+	hs.Config.Protocols.SetUnencryptedHTTP2(true)
+	hs.Start()
+	t.Cleanup(hs.Close)
+	pods := []stats.Pod{{Namespace: "demo", Name: "web-0", AdminAddr: hs.Listener.Addr().String(),
+		Labels: map[string]string{"deployment": "web"}}}
+	addr := serveController(t, nil, ctltap.NewServer(ctltap.Config{
+		Pods: stats.PodsFunc(func(context.Context) ([]stats.Pod, error) { return pods, nil })}))
+	return px, addr
+}
+
+// lineWriter cancels when it has seen n lines.
+type lineWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	n      int
+	cancel func()
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Count(w.buf.String(), "\n") >= w.n {
+		w.cancel()
+	}
+	return len(p), nil
+}
+
+// makeTraffic sends requests through the proxy's tap hook until ctx ends.
+func makeTraffic(ctx context.Context, px *proxytap.Server, path string, status int) {
+	for ctx.Err() == nil {
+		ro := px.Request(&proxytap.RequestInfo{Direction: "outbound", Method: "GET", Authority: "books.demo:7001", Path: path,
+			Header: http.Header{"Authorization": {"secret"}}, TLS: true,
+			Source: netip.MustParseAddrPort("127.0.0.1:5000"), Destination: netip.MustParseAddrPort("127.0.0.1:7001"),
+			DstLabels: map[string]string{"deployment": "books", "namespace": "demo"}})
+		if ro != nil {
+			ro.Response(status, nil)
+			ro.End(0, 12, 0)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestTapPiped(t *testing.T) {
+	px, addr := tapMesh(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go makeTraffic(ctx, px, "/books/1", 200)
+	w := &lineWriter{n: 6, cancel: cancel}
+	var errOut bytes.Buffer
+	err := Run(ctx, IOStreams{In: strings.NewReader(""), Out: w, ErrOut: &errOut},
+		[]string{"conduit", "tap", "deploy/web", "-n", "demo", "--controller-addr", addr, "--path", "/books", "-o", "wide"})
+	if err != nil {
+		t.Fatalf("%v (stderr %s)", err, errOut.String())
+	}
+	w.mu.Lock()
+	out := w.buf.String()
+	w.mu.Unlock()
+	for _, re := range []string{
+		`(?m)^req id=\d+:\d+ proxy=out src=127\.0\.0\.1:5000 dst=127\.0\.0\.1:7001 tls=true :method=GET :authority=books\.demo:7001 :path=/books/1 src_res=deploy/web src_ns=demo dst_res=deploy/books dst_ns=demo$`,
+		`(?m)^rsp id=\d+:\d+ proxy=out .* :status=200 latency=\d+µs`,
+		`(?m)^end id=\d+:\d+ proxy=out .* grpc-status=OK duration=\d+µs response-length=12B`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("output lacks %s:\n%s", re, out)
+		}
+	}
+}
+
+func TestTapJSON(t *testing.T) {
+	px, addr := tapMesh(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go makeTraffic(ctx, px, "/books/1", 200)
+	w := &lineWriter{n: 3, cancel: cancel}
+	if err := Run(ctx, IOStreams{In: strings.NewReader(""), Out: w, ErrOut: &bytes.Buffer{}},
+		[]string{"conduit", "tap", "deploy/web", "-n", "demo", "--controller-addr", addr, "-o", "json"}); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	sawReq := false
+	for _, line := range strings.Split(strings.TrimSpace(w.buf.String()), "\n") {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		if ev["type"] == "req" {
+			sawReq = true
+			if h := ev["headers"].(map[string]any); h["authorization"] != proxytap.Redacted {
+				t.Errorf("authorization not redacted: %v", h)
+			}
+		}
+	}
+	if !sawReq {
+		t.Errorf("no req event in %s", w.buf.String())
+	}
+}
+
+func TestTapRefused(t *testing.T) {
+	_, addr := tapMesh(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, _, err := runObsCLI(ctx, t, "tap", "deploy/nope", "-n", "demo", "--controller-addr", addr)
+	if err == nil || err.Error() != "deployment/nope not found in namespace demo" || out != "" {
+		t.Errorf("err = %v, stdout %q", err, out)
+	}
+}
+
+func TestTopSnapshot(t *testing.T) {
+	px, addr := tapMesh(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go makeTraffic(ctx, px, "/books/1", 200)
+	go makeTraffic(ctx, px, "/books/2", 503)
+	out, _, err := runObsCLI(ctx, t, "top", "deploy/web", "-n", "demo", "--controller-addr", addr, "--duration", "1s", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	byPath := map[string]map[string]any{}
+	for _, r := range rows {
+		byPath[r["path"].(string)] = r
+	}
+	ok, bad := byPath["/books/1"], byPath["/books/2"]
+	if ok == nil || bad == nil || ok["success"] != 1.0 || bad["success"] != 0.0 || ok["source"] != "deploy/web" || ok["destination"] != "deploy/books" {
+		t.Errorf("rows = %v", rows)
+	}
+}
