@@ -1,0 +1,90 @@
+package stats
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+
+	"sigs.k8s.io/yaml"
+)
+
+// registryProxies is the part of the local discovery registry (the file
+// `conduit demo` writes, see pkg/controller/discovery/local) that lists the
+// meshed workloads' proxies. Other keys are ignored here.
+type registryProxies struct {
+	Proxies []registryProxy `json:"proxies"`
+}
+
+type registryProxy struct {
+	Namespace    string            `json:"namespace"`
+	Pod          string            `json:"pod"`
+	AdminAddress string            `json:"adminAddress"`
+	Identity     string            `json:"identity,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+}
+
+// RegistryFilePods lists pods from the `proxies` of a local registry file,
+// re-reading it when it changes. A file that turns unreadable or invalid
+// keeps the last good list (and reports the error until one is read).
+func RegistryFilePods(path string) Pods {
+	r := &registryPods{path: path}
+	return PodsFunc(r.pods)
+}
+
+type registryPods struct {
+	path string
+
+	mu   sync.Mutex // guards raw and last
+	raw  []byte
+	last []Pod
+}
+
+func (r *registryPods) pods(context.Context) ([]Pod, error) {
+	raw, err := os.ReadFile(r.path)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		if r.last != nil {
+			return r.last, nil
+		}
+		return nil, fmt.Errorf("reading registry file: %w", err)
+	}
+	if string(raw) == string(r.raw) {
+		return r.last, nil
+	}
+	pods, err := ParseRegistryPods(raw)
+	if err != nil {
+		if r.last != nil {
+			return r.last, nil
+		}
+		return nil, fmt.Errorf("registry file %s: %w", r.path, err)
+	}
+	r.raw, r.last = raw, pods
+	return pods, nil
+}
+
+// ParseRegistryPods decodes the proxies of a registry file.
+func ParseRegistryPods(raw []byte) ([]Pod, error) {
+	var reg registryProxies
+	if err := yaml.Unmarshal(raw, &reg); err != nil {
+		return nil, err
+	}
+	pods := make([]Pod, 0, len(reg.Proxies))
+	for i, p := range reg.Proxies {
+		if p.Namespace == "" || p.Pod == "" {
+			return nil, fmt.Errorf("proxies[%d]: namespace and pod are required", i)
+		}
+		if p.AdminAddress != "" && !strings.Contains(p.AdminAddress, ":") {
+			return nil, fmt.Errorf("proxies[%d] (%s/%s): adminAddress %q is not host:port", i, p.Namespace, p.Pod, p.AdminAddress)
+		}
+		labels := map[string]string{}
+		for k, v := range p.Labels {
+			labels[k] = v
+		}
+		pods = append(pods, Pod{Namespace: p.Namespace, Name: p.Pod, AdminAddr: p.AdminAddress,
+			Identity: p.Identity, Labels: labels, Running: true})
+	}
+	return pods, nil
+}
