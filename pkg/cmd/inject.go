@@ -86,7 +86,7 @@ config.conduit.io/* annotations. A report goes to stderr.
 					if name == inject.OverrideNativeSidecar {
 						v = fmt.Sprint(c.Bool(name))
 					}
-					if err := inject.ValidateOverride(name, v); err != nil {
+					if _, err := inject.NormalizeOverride(name, v); err != nil {
 						return fmt.Errorf("--%s: %w", name, err)
 					}
 					opts.inject.Overrides[name] = v

@@ -336,6 +336,24 @@ func plainOrQuoted(n *yaml.Node) (string, bool) {
 	return "", false
 }
 
+// quantityLike matches digits then letters ("50m", "64Mi"), which no YAML
+// reader takes for a number, date or boolean.
+func quantityLike(s string) bool {
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	if i == len(s) {
+		return false
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
 // safePlain reports whether s can be written as a plain scalar and read back
 // as the same string by both YAML 1.1 and 1.2 readers.
 func safePlain(s string) bool {
@@ -347,6 +365,9 @@ func safePlain(s string) bool {
 		return false
 	}
 	c := s[0]
+	if c >= '0' && c <= '9' {
+		return quantityLike(s)
+	}
 	if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '/') {
 		return false
 	}

@@ -1,0 +1,172 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/conduitmesh/conduit/pkg/inject"
+)
+
+const injectDeploy = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+`
+
+const injectService = `apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  ports:
+  - port: 80
+`
+
+// runInjectCLI runs conduit with args and stdin and returns stdout, stderr and
+// the exit status Main would return.
+func runInjectCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := Run(context.Background(), IOStreams{In: strings.NewReader(stdin), Out: &out, ErrOut: &errOut}, append([]string{"conduit"}, args...))
+	code := ExitCode(&errOut, err)
+	return out.String(), errOut.String(), code
+}
+
+func writeInjectFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestInjectCommand(t *testing.T) {
+	dir := t.TempDir()
+	file := writeInjectFile(t, dir, "app.yaml", injectDeploy+"---\n"+injectService)
+
+	out, errOut, code := runInjectCLI(t, "", "inject", file)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	want, _, err := inject.Inject([]byte(injectDeploy+"---\n"+injectService), inject.Options{Proxy: inject.DefaultProxyConfig("dev")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != string(want) {
+		t.Errorf("stdout:\n%s\nwant:\n%s", out, want)
+	}
+	wantReport := "deployment \"web\" annotated for injection\nservice \"web\" skipped: it has no pod template\n"
+	if errOut != wantReport {
+		t.Errorf("report:\n%q\nwant:\n%q", errOut, wantReport)
+	}
+
+	// --manual with overrides, from stdin, then uninject gives the input back.
+	manual, errOut, code := runInjectCLI(t, injectDeploy, "inject", "--manual", "--proxy-cpu-request=50m", "--opaque-ports", "3306, 5432", "--native-sidecar=false", "-")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, s := range []string{"config.conduit.io/proxy-cpu-request: 50m", `config.conduit.io/opaque-ports: "3306,5432"`, `config.conduit.io/native-sidecar: "false"`, "- name: conduit-proxy", "cpu: 50m"} {
+		if !strings.Contains(manual, s) {
+			t.Errorf("--manual output lacks %q:\n%s", s, manual)
+		}
+	}
+	if strings.Contains(manual, "restartPolicy: Always") {
+		t.Error("--native-sidecar=false still used a native sidecar")
+	}
+	if errOut != "deployment \"web\" injected\n" {
+		t.Errorf("report %q", errOut)
+	}
+	back, errOut, code := runInjectCLI(t, manual, "uninject", "-")
+	if code != 0 || errOut != "deployment \"web\" uninjected\n" {
+		t.Fatalf("uninject: exit %d: %s", code, errOut)
+	}
+	if back != injectDeploy {
+		t.Errorf("uninject(inject --manual) differs from the input:\n%s", back)
+	}
+}
+
+func TestInjectInputs(t *testing.T) {
+	dir := t.TempDir()
+	writeInjectFile(t, dir, "a.yaml", injectDeploy)
+	writeInjectFile(t, dir, "b.json", `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":"b"}]}}`)
+	writeInjectFile(t, dir, "notes.txt", "not a manifest")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/app.yaml" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write([]byte(injectService))
+	}))
+	defer srv.Close()
+
+	out, errOut, code := runInjectCLI(t, "", "inject", dir, srv.URL+"/app.yaml")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	wantReport := "deployment \"web\" annotated for injection\npod \"p\" annotated for injection\nservice \"web\" skipped: it has no pod template\n"
+	if errOut != wantReport {
+		t.Errorf("report:\n%s", errOut)
+	}
+	if strings.Count(out, "---\n") != 2 || !strings.Contains(out, `"conduit.io/inject":"enabled"`) {
+		t.Errorf("output:\n%s", out)
+	}
+
+	tests := []struct {
+		name string
+		args []string
+		msg  string
+	}{
+		{"no input", []string{"inject"}, "no input"},
+		{"missing file", []string{"inject", filepath.Join(dir, "nope.yaml")}, "nope.yaml: no such file or directory"},
+		{"404", []string{"inject", srv.URL + "/missing.yaml"}, "404"},
+		{"empty dir", []string{"inject", t.TempDir()}, "no .yaml, .yml or .json files"},
+		{"bad flag value", []string{"inject", "--proxy-memory-limit=lots", dir}, `--proxy-memory-limit: "lots" is not a Kubernetes quantity`},
+		{"flag after input", []string{"inject", dir, "--manual"}, "--manual: flags must come before the inputs"},
+		{"uninject no input", []string{"uninject"}, "no input"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := runInjectCLI(t, "", tt.args...)
+			if code != 1 || out != "" || !strings.Contains(errOut, tt.msg) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want 1, nothing, %q", code, out, errOut, tt.msg)
+			}
+		})
+	}
+}
+
+func TestInjectMalformed(t *testing.T) {
+	dir := t.TempDir()
+	good := writeInjectFile(t, dir, "good.yaml", injectDeploy)
+	bad := writeInjectFile(t, dir, "bad.yaml", injectDeploy+"---\n"+injectService+"---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: x\n  labels: [unclosed\n")
+	badJSON := writeInjectFile(t, dir, "bad.json", "{\"kind\":\"Pod\"}\n{\"kind\": \"Pod\",\n\"spec\": }\n")
+	for _, tt := range []struct{ file, msg string }{
+		{bad, bad + ": document 3 (line 29): did not find expected"},
+		{badJSON, badJSON + ": document 2 (line 3): invalid character '}'"},
+	} {
+		for _, cmd := range []string{"inject", "uninject"} {
+			out, errOut, code := runInjectCLI(t, "", cmd, good, tt.file)
+			if code != 1 || out != "" || !strings.HasPrefix(errOut, "Error: "+tt.msg) {
+				t.Errorf("%s %s: exit %d, stdout %q, stderr %q; want 1, nothing, %q", cmd, tt.file, code, out, errOut, tt.msg)
+			}
+		}
+	}
+}
