@@ -60,6 +60,12 @@ services:
   namespace: demo
   port: 5432
   endpoints: []
+proxies:
+- namespace: demo
+  pod: web-0
+  adminAddress: 127.0.0.1:41191
+  identity: spiffe://cluster.local/ns/demo/sa/web
+  labels: {deployment: web}
 `
 
 func newBackend(t *testing.T, content string) (*Backend, string) {

@@ -28,12 +28,31 @@ import (
 //	  - address: 127.0.0.1:41001
 //	    identity: spiffe://cluster.local/ns/demo/sa/web
 //	    labels: {pod: web-0, deployment: web, serviceaccount: web}
+//	proxies:
+//	- namespace: demo
+//	  pod: web-0
+//	  adminAddress: 127.0.0.1:41191
+//	  identity: spiffe://cluster.local/ns/demo/sa/web
+//	  labels: {deployment: web}
 //
 // A service answers to name.namespace.svc.cluster.local:port, name.namespace.svc:port,
 // name.namespace:port, name:port from a proxy in the same namespace, every
 // extra authority listed, and each endpoint's own address.
 type Registry struct {
 	Services []Service `json:"services"`
+	// Proxies list the meshed workloads' proxies, so the controller's tap
+	// and stats can reach their admin ports (there are no pods to list).
+	Proxies []Proxy `json:"proxies,omitempty"`
+}
+
+// Proxy is one meshed workload's proxy.
+type Proxy struct {
+	Namespace string `json:"namespace"`
+	Pod       string `json:"pod"`
+	// AdminAddress is the proxy's admin listener, ip:port.
+	AdminAddress string            `json:"adminAddress"`
+	Identity     string            `json:"identity,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
 }
 
 // Service is one port of a service.
@@ -174,6 +193,14 @@ func newIndex(r Registry, clusterDomain string) (*index, error) {
 			ix.aliases[auth.String()] = svc
 		}
 		ix.services[key] = svc
+	}
+	for i, p := range r.Proxies {
+		if p.Namespace == "" || p.Pod == "" {
+			errs = append(errs, fmt.Errorf("proxies[%d]: namespace and pod are required", i))
+		}
+		if _, err := netip.ParseAddrPort(p.AdminAddress); err != nil {
+			errs = append(errs, fmt.Errorf("proxies[%d] (%s/%s): adminAddress %q is not ip:port", i, p.Namespace, p.Pod, p.AdminAddress))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
