@@ -2,40 +2,179 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
 
+	"github.com/conduitmesh/conduit/pkg/proxy/destination"
+	"github.com/conduitmesh/conduit/pkg/proxy/grpclite"
+	"github.com/conduitmesh/conduit/pkg/proxy/identity"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
 )
 
 // controlPlaneOptions connect the proxy to the controller's Destination and
-// Identity services. This first version only recognises the flags; the
-// control plane work fills connect in.
+// Identity services.
+//
+// The connection to the controller is TLS when --controller-identity is set:
+// the controller's certificate must chain to --trust-anchors-file and carry
+// that SPIFFE ID, and the proxy presents its own certificate once it has one.
+// Without --controller-identity it is plaintext HTTP/2, meant for a
+// controller on loopback (`conduit demo`, tests); a non-loopback plaintext
+// controller address is logged as a warning.
 type controlPlaneOptions struct {
 	controllerAddr     string
 	identityTokenFile  string
 	trustAnchorsFile   string
 	identityName       string
 	controllerIdentity string
+	podNamespace       string
+	clusterDomain      string
 }
 
 func registerControlPlaneFlags(fs *flag.FlagSet) *controlPlaneOptions {
 	o := &controlPlaneOptions{}
 	fs.StringVar(&o.controllerAddr, "controller-addr", "", "controller gRPC address (HOST:PORT) for discovery and identity; empty runs without a control plane")
-	fs.StringVar(&o.identityTokenFile, "identity-token-file", "", "service-account token file sent with the identity CSR")
-	fs.StringVar(&o.trustAnchorsFile, "trust-anchors-file", "", "PEM trust anchors for mTLS")
-	fs.StringVar(&o.identityName, "identity-name", "", "SPIFFE ID to request, e.g. spiffe://cluster.local/ns/default/sa/web")
-	fs.StringVar(&o.controllerIdentity, "controller-identity", "", "expected SPIFFE ID of the controller")
+	fs.StringVar(&o.identityTokenFile, "identity-token-file", "", "token file proving --identity-name, re-read at every renewal (a projected service-account token)")
+	fs.StringVar(&o.trustAnchorsFile, "trust-anchors-file", "", "PEM trust anchors that verify meshed peers and the controller")
+	fs.StringVar(&o.identityName, "identity-name", "", "SPIFFE ID to request, e.g. spiffe://cluster.local/ns/default/sa/web; empty runs without mTLS")
+	fs.StringVar(&o.controllerIdentity, "controller-identity", "", "the controller's SPIFFE ID; when set the controller connection is TLS verified against the trust anchors, else plaintext (loopback only)")
+	fs.StringVar(&o.podNamespace, "pod-namespace", "", "the pod's namespace, to resolve one-label service names; default: the namespace of --identity-name")
+	fs.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
 	return o
 }
 
 // connect returns the controller-backed resolver and identity, or nil, nil
-// when no controller is configured. The returned func releases them.
+// when no controller is configured. The returned func stops them.
 func (o *controlPlaneOptions) connect(ctx context.Context, log *slog.Logger) (resolve.Resolver, tlsconf.Provider, func(), error) {
-	if o.controllerAddr == "" && o.identityTokenFile == "" && o.trustAnchorsFile == "" && o.identityName == "" && o.controllerIdentity == "" {
-		return nil, nil, func() {}, nil
+	noop := func() {}
+	if o.controllerAddr == "" {
+		for flagName, v := range map[string]string{"identity-token-file": o.identityTokenFile, "trust-anchors-file": o.trustAnchorsFile, "identity-name": o.identityName, "controller-identity": o.controllerIdentity} {
+			if v != "" {
+				return nil, nil, noop, fmt.Errorf("--%s needs --controller-addr: identity and discovery come from the controller", flagName)
+			}
+		}
+		return nil, nil, noop, nil
 	}
-	return nil, nil, func() {}, errors.New("--controller-addr and the identity flags are not supported yet by this build of conduit-proxy: run without them (explicit mode: --inbound-target, --outbound-route)")
+	if _, _, err := net.SplitHostPort(o.controllerAddr); err != nil {
+		return nil, nil, noop, fmt.Errorf("--controller-addr %q: want HOST:PORT", o.controllerAddr)
+	}
+	if o.identityName != "" || o.controllerIdentity != "" {
+		if o.trustAnchorsFile == "" {
+			return nil, nil, noop, errors.New("--trust-anchors-file is required with --identity-name or --controller-identity")
+		}
+	}
+	if o.identityName != "" && o.identityTokenFile == "" {
+		return nil, nil, noop, errors.New("--identity-token-file is required with --identity-name")
+	}
+	if o.identityName == "" && o.identityTokenFile != "" {
+		return nil, nil, noop, errors.New("--identity-token-file needs --identity-name (the SPIFFE ID the token proves)")
+	}
+	namespace := o.podNamespace
+	if o.identityName != "" {
+		id, err := identity.ParseSPIFFEID(o.identityName)
+		if err != nil {
+			return nil, nil, noop, fmt.Errorf("--identity-name: %w", err)
+		}
+		if namespace == "" {
+			namespace = strings.Split(strings.TrimPrefix(id.Path, "/"), "/")[1]
+		}
+	}
+	if o.controllerIdentity != "" {
+		if _, err := identity.ParseSPIFFEID(o.controllerIdentity); err != nil {
+			return nil, nil, noop, fmt.Errorf("--controller-identity: %w", err)
+		}
+	}
+
+	var anchors *x509.CertPool
+	if o.trustAnchorsFile != "" {
+		var err error
+		if anchors, err = identity.LoadTrustAnchors(o.trustAnchorsFile); err != nil {
+			return nil, nil, noop, fmt.Errorf("--trust-anchors-file: %w", err)
+		}
+	}
+
+	// The controller connection; its TLS client certificate is the proxy's
+	// own once the identity provider has one (set below).
+	var provider *identity.Provider
+	var current atomic.Pointer[identity.Provider] // provider, for the TLS callback
+	var copts grpclite.Options
+	if o.controllerIdentity != "" {
+		copts.TLS = identity.ControllerTLS(anchors, o.controllerIdentity, func() *tls.Certificate {
+			if p := current.Load(); p != nil {
+				return p.Certificate()
+			}
+			return nil
+		})
+	} else if !isLoopback(o.controllerAddr) {
+		log.Warn("the controller connection is plaintext: set --controller-identity to use TLS", "controller", o.controllerAddr)
+	}
+	conn, err := grpclite.New(o.controllerAddr, copts)
+	if err != nil {
+		return nil, nil, noop, fmt.Errorf("--controller-addr: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	if o.identityName != "" {
+		provider, err = identity.New(identity.Config{
+			Name:         o.identityName,
+			TokenFile:    o.identityTokenFile,
+			TrustAnchors: anchors,
+			Client:       conn,
+			Log:          log.With("component", "identity"),
+		})
+		if err != nil {
+			cancel()
+			conn.Close()
+			return nil, nil, noop, err
+		}
+		current.Store(provider)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			provider.Run(ctx)
+		}()
+	}
+	token, _ := json.Marshal(map[string]string{"ns": namespace})
+	res := destination.New(ctx, destination.Config{
+		Client:        conn,
+		Namespace:     namespace,
+		ClusterDomain: o.clusterDomain,
+		ContextToken:  string(token),
+		Log:           log.With("component", "destination"),
+	})
+	release := func() {
+		cancel()
+		res.Close()
+		wg.Wait()
+		conn.Close()
+	}
+	log.Info("connected to the control plane", "controller", o.controllerAddr, "identity", o.identityName, "controller_tls", copts.TLS != nil, "namespace", namespace)
+	if provider == nil {
+		return res, nil, release, nil
+	}
+	return res, provider, release, nil
+}
+
+// isLoopback reports whether addr's host is a loopback IP or localhost.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

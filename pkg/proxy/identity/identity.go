@@ -291,3 +291,25 @@ func PeerID(chain []*x509.Certificate) string {
 	}
 	return ""
 }
+
+// ControllerTLS is the TLS configuration of the proxy's connection to the
+// controller: the controller's certificate must chain to anchors and carry
+// controllerID; the proxy presents cert() when the server asks for a client
+// certificate and one is available (nil: none yet, e.g. before Certify).
+func ControllerTLS(anchors *x509.CertPool, controllerID string, cert func() *tls.Certificate) *tls.Config {
+	v := &Provider{cfg: Config{TrustAnchors: anchors, Now: time.Now}}
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // verified by SPIFFE ID in VerifyConnection
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			_, err := v.verifyPeer(cs.PeerCertificates, controllerID)
+			return err
+		},
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if c := cert(); c != nil {
+				return c, nil
+			}
+			return &tls.Certificate{}, nil
+		},
+	}
+}
