@@ -37,6 +37,7 @@ const updateDeadline = 30 * time.Second
 type controllerProcess struct {
 	grpcAddr, adminAddr string
 	pki                 *identity.PKI
+	issuerDir           string // the --identity-issuer-dir, for rotation tests
 	conn                *grpc.ClientConn
 }
 
@@ -95,7 +96,7 @@ func startController(t *testing.T, args ...string) *controllerProcess {
 		}
 	})
 
-	p := &controllerProcess{pki: pki}
+	p := &controllerProcess{pki: pki, issuerDir: filepath.Join(dir, "pki")}
 	lines := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(stdout)

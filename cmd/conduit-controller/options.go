@@ -21,6 +21,7 @@ type options struct {
 	trustDomain, clusterDomain       string
 	issuerDir, trustAnchorsFile      string
 	identityLifetime                 time.Duration
+	identityReload                   time.Duration
 	localTokensFile                  string
 	webhookCertDir                   string
 	controllerNamespace              string
@@ -44,6 +45,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.issuerDir, "identity-issuer-dir", "", "directory with the issuer's tls.crt and tls.key and the trust anchors' ca.crt; empty disables Identity")
 	fs.StringVar(&o.trustAnchorsFile, "trust-anchors-file", "", "PEM trust anchors; default ca.crt in --identity-issuer-dir")
 	fs.DurationVar(&o.identityLifetime, "identity-lifetime", identity.DefaultLifetime, "lifetime of the certificates issued to proxies")
+	fs.DurationVar(&o.identityReload, "identity-reload-interval", 10*time.Second, "how often the issuer files are checked for a rotated issuer")
 	fs.StringVar(&o.localTokensFile, "local-tokens-file", "", "local mode: file mapping proxy tokens to identities (Kubernetes mode uses TokenReview)")
 	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "", "directory with the webhook's serving tls.crt and tls.key (reloaded when they change)")
 	fs.StringVar(&o.controllerNamespace, "controller-namespace", "conduit", "namespace of the control plane")
@@ -75,6 +77,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.identityLifetime < time.Minute {
 		return nil, fmt.Errorf("--identity-lifetime %s: want at least 1m", o.identityLifetime)
+	}
+	if o.identityReload <= 0 {
+		return nil, fmt.Errorf("--identity-reload-interval %s: want a positive duration", o.identityReload)
 	}
 	if o.trustDomain == "" || strings.ContainsAny(o.trustDomain, "/: ") {
 		return nil, fmt.Errorf("--trust-domain %q: want a DNS-like name such as cluster.local", o.trustDomain)

@@ -139,6 +139,12 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if webhookLn != nil {
 		g.Go(func() error { return c.serveWebhook(gctx, webhookLn) })
 	}
+	if c.identity != nil {
+		g.Go(func() error {
+			identity.WatchIssuer(gctx, o.issuerDir, o.trustAnchorsFile, o.identityReload, c.identity.SetIssuer, log.With("service", "identity"))
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("conduit-controller shutting down")
