@@ -182,16 +182,17 @@ func compareTop(a, b TopRow, col TopColumn) int {
 	return 0
 }
 
+// topColumns leave room for the sort mark (" ▼") after each title.
 var topColumns = []column{
 	{title: "SOURCE", min: 10, flex: 2},
-	{title: "DESTINATION", min: 11, flex: 2},
-	{title: "METHOD", min: 6},
+	{title: "DESTINATION", min: 13, flex: 2},
+	{title: "METHOD", min: 8},
 	{title: "PATH", min: 10, flex: 4},
-	{title: "COUNT", min: 6, right: true},
+	{title: "COUNT", min: 7, right: true},
 	{title: "BEST", min: 8, right: true},
 	{title: "WORST", min: 8, right: true},
 	{title: "LAST", min: 8, right: true},
-	{title: "SUCCESS", min: 8, right: true},
+	{title: "SUCCESS", min: 9, right: true},
 }
 
 func topValues(r TopRow) []string {
@@ -209,10 +210,11 @@ type TopModel struct {
 	st    styles
 	table *TopTable
 
-	paused bool
-	frozen []TopRow // the rows shown while paused
-	sortBy TopColumn
-	desc   bool
+	paused      bool
+	frozen      []TopRow // the rows shown while paused
+	frozenTotal int64
+	sortBy      TopColumn
+	desc        bool
 
 	width, height int
 	streamErr     error
@@ -253,7 +255,7 @@ func (m *TopModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return m, tea.Quit
 		case " ":
 			m.paused = !m.paused
-			m.frozen = m.table.Rows(m.sortBy, m.desc)
+			m.frozen, m.frozenTotal = m.table.Rows(m.sortBy, m.desc), m.table.Total()
 		case "r":
 			m.desc = !m.desc
 		case "1", "2", "3", "4", "5", "6", "7", "8", "9":
@@ -283,9 +285,9 @@ func sortedCopy(rows []TopRow, col TopColumn, desc bool) []TopRow {
 
 // View implements tea.Model.
 func (m *TopModel) View() string {
-	rows := m.frozen
+	rows, total := m.frozen, m.frozenTotal
 	if !m.paused {
-		rows = m.table.Rows(m.sortBy, m.desc)
+		rows, total = m.table.Rows(m.sortBy, m.desc), m.table.Total()
 	}
 	state := m.st.live.Render("LIVE")
 	if m.paused {
@@ -298,7 +300,7 @@ func (m *TopModel) View() string {
 		state = m.st.dim.Render("ENDED")
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s  %d requests  %s\n", m.st.title.Render("top "+m.title), m.table.Total(), state)
+	fmt.Fprintf(&b, "%s  %d requests  %s\n", m.st.title.Render("top "+m.title), total, state)
 	ws := layout(topColumns, m.width)
 	mark := " ▲"
 	if m.desc {
