@@ -134,7 +134,7 @@ func TestLocalMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second) // outlives the controller
 	defer ccancel()
 
 	hr, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{Service: "conduit.destination.v1.Destination"})
