@@ -12,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -63,7 +62,7 @@ type Client struct {
 	Kube    kubernetes.Interface
 }
 
-// NewClient connects to the cluster of cfg, mapping kinds with discovery.
+// NewClient connects to the cluster of cfg and reads which kinds it serves.
 func NewClient(cfg *rest.Config) (*Client, error) {
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
@@ -73,8 +72,11 @@ func NewClient(cfg *rest.Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating the dynamic client: %w", err)
 	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(kube.Discovery()))
-	return &Client{Dynamic: dyn, Mapper: mapper, Kube: kube}, nil
+	groups, err := restmapper.GetAPIGroupResources(kube.Discovery())
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the Kubernetes API server at %s (check --kubeconfig and --context): %w", cfg.Host, explain(err))
+	}
+	return &Client{Dynamic: dyn, Mapper: restmapper.NewDiscoveryRESTMapper(groups), Kube: kube}, nil
 }
 
 // resource returns the dynamic client for obj's kind and namespace, and the
