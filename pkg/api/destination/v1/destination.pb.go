@@ -357,8 +357,9 @@ func (x *WeightedAddr) GetMetricLabels() map[string]string {
 type NoEndpoints struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// exists is true when the service is known but has no ready endpoints, and
-	// false when the controller knows no such service (the proxy should then
-	// fall back to connecting to the original destination).
+	// false when the controller knows no such service or cannot resolve it
+	// (an ExternalName service, a name outside the cluster): the proxy should
+	// then fall back to connecting to the original destination.
 	Exists bool `protobuf:"varint,1,opt,name=exists,proto3" json:"exists,omitempty"`
 	// reason is a short human-readable explanation, e.g.
 	// "service web.emojivoto is of type ExternalName (api.example.com)".
