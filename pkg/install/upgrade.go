@@ -121,6 +121,10 @@ func (c *Client) RenderUpgrade(ctx context.Context, ns string, opts UpgradeOptio
 // Plan compares the rendered objects with the cluster using server-side
 // dry-run applies, and lists what an upgrade would create, update and prune.
 func (c *Client) Plan(ctx context.Context, ns string, objs []*unstructured.Unstructured, force bool) ([]Change, error) {
+	// A server-side dry run needs the same permissions as the real apply.
+	if err := c.CheckPermissions(ctx, objs, "get", "list", "patch", "delete"); err != nil {
+		return nil, err
+	}
 	var changes []Change
 	planned := map[ObjectKey]bool{}
 	for _, obj := range objs {
