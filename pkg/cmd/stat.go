@@ -350,9 +350,13 @@ func connectController(ctx context.Context, g *Globals, cpNamespace string) (*co
 		}
 		return &controllerConn{cc: cc, where: "at " + addr}, nil
 	}
+	const noController = "no controller to talk to: start a local mesh with `conduit demo` and export the CONDUIT_CONTROLLER_ADDR it prints (or pass --controller-addr), or point --kubeconfig at a cluster with Conduit installed"
+	if raw, err := g.Kube.ToRawKubeConfigLoader().RawConfig(); err == nil && len(raw.Clusters) == 0 && os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
+		return nil, errors.New(noController)
+	}
 	cfg, err := g.Kube.ToRESTConfig()
 	if err != nil {
-		return nil, fmt.Errorf("no controller to talk to: set --controller-addr (or CONDUIT_CONTROLLER_ADDR, which `conduit demo` prints), or point --kubeconfig at a cluster with Conduit installed (%v)", err)
+		return nil, fmt.Errorf("%s (%v)", noController, err)
 	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

@@ -140,6 +140,7 @@ func TestStatErrors(t *testing.T) {
 		{[]string{"stat", "deploy", "--controller-addr", dead}, "cannot reach the conduit controller at " + dead},
 		{[]string{"edges", "deploy", "--controller-addr", dead}, "conduit demo"},
 		{[]string{"tap", "au/x"}, "authorities cannot be tapped"},
+		{[]string{"stat", "deploy", "--kubeconfig", "/nonexistent/kubeconfig"}, "no controller to talk to: start a local mesh with `conduit demo`"},
 		{[]string{"tap", "deploy/web", "--max-rps", "0"}, "--max-rps 0"},
 		{[]string{"top", "deploy/web", "--duration", "0s", "--controller-addr", dead}, "--duration 0s"},
 	}
