@@ -109,6 +109,21 @@ func (s *state) now() time.Time {
 	return time.Now()
 }
 
+// cmd is how the user runs a CLI subcommand against this control plane:
+// "conduit upgrade", or "conduit upgrade -n NS" outside the default namespace
+// (check and version take -L instead: -n is the data plane there).
+func (s *state) cmd(sub string) string {
+	ns := s.opts.ControlPlaneNamespace
+	switch {
+	case ns == DefaultControlPlaneNamespace:
+		return s.opts.ProgName + " " + sub
+	case sub == "check" || sub == "version":
+		return s.opts.ProgName + " " + sub + " -L " + ns
+	default:
+		return s.opts.ProgName + " " + sub + " -n " + ns
+	}
+}
+
 func (s *state) installedVersion() string {
 	if s.config == nil {
 		return ""

@@ -17,8 +17,7 @@ import (
 
 func (s *state) identity() Category {
 	ns := s.opts.ControlPlaneNamespace
-	prog := s.opts.ProgName
-	reapply := fmt.Sprintf("`%s upgrade` re-renders it from the trust anchors", prog)
+	reapply := fmt.Sprintf("`%s --force-conflicts` re-renders it from the trust anchors", s.cmd("upgrade"))
 	return Category{ID: Identity, Checkers: []Checker{
 		{
 			Description: "trust anchors are readable",
@@ -162,8 +161,8 @@ func (s *state) identityFilesHint(rotate bool) string {
 	return fmt.Sprintf(`%s:
   kubectl -n %s get configmap %s -o jsonpath='{.data.ca-bundle\.crt}' > ca.crt
   step certificate create %s issuer.crt issuer.key --profile intermediate-ca --not-after 8760h --no-password --insecure --ca ca.crt --ca-key ca.key
-  %s upgrade --identity-trust-anchors-file ca.crt --identity-issuer-certificate-file issuer.crt --identity-issuer-key-file issuer.key`,
-		what, ns, TrustRootsConfigMapName, cn, s.opts.ProgName)
+  %s --identity-trust-anchors-file ca.crt --identity-issuer-certificate-file issuer.crt --identity-issuer-key-file issuer.key`,
+		what, ns, TrustRootsConfigMapName, cn, s.cmd("upgrade"))
 }
 
 func validNow(c *x509.Certificate, now time.Time, what string) error {

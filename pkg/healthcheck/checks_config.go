@@ -16,9 +16,8 @@ import (
 
 func (s *state) conduitConfig() Category {
 	ns := s.opts.ControlPlaneNamespace
-	prog := s.opts.ProgName
-	install := fmt.Sprintf("install the control plane with `%s install`, or point --conduit-namespace at the namespace it is installed in", prog)
-	reapply := fmt.Sprintf("`%s upgrade` re-applies every control plane object", prog)
+	install := fmt.Sprintf("install the control plane with `%s`, or point --conduit-namespace at the namespace it is installed in", s.cmd("install"))
+	reapply := fmt.Sprintf("`%s` re-applies every control plane object (add --force-conflicts if they were edited by hand)", s.cmd("upgrade"))
 	inventory := fmt.Sprintf("%s=conduit,%s=%s", PartOfLabel, ControlPlaneNSLabel, ns)
 	return Category{ID: ConduitConfig, Checkers: []Checker{
 		{
@@ -93,12 +92,11 @@ func (s *state) conduitConfig() Category {
 
 func (s *state) controlPlane(deadline time.Time) Category {
 	ns := s.opts.ControlPlaneNamespace
-	prog := s.opts.ProgName
 	describe := fmt.Sprintf("see why with `kubectl -n %s describe deploy/%s` and `kubectl -n %s get events`", ns, ControllerName, ns)
 	return Category{ID: ControlPlane, Checkers: []Checker{
 		{
 			Description: "controller Deployment exists",
-			Hint:        fmt.Sprintf("`%s upgrade` re-applies every control plane object, the Deployment included", prog),
+			Hint:        fmt.Sprintf("`%s` re-applies every control plane object, the Deployment included", s.cmd("upgrade")),
 			Required:    true,
 			Check: func(ctx context.Context) error {
 				_, err := s.client.AppsV1().Deployments(ns).Get(ctx, ControllerName, metav1.GetOptions{})
@@ -144,7 +142,7 @@ func (s *state) controlPlane(deadline time.Time) Category {
 		},
 		{
 			Description:   "controller Service has ready endpoints",
-			Hint:          fmt.Sprintf("the Service selects no ready pod: compare `kubectl -n %s get svc %s -o yaml` with the pods' labels; `%s upgrade` restores both", ns, ControllerName, prog),
+			Hint:          fmt.Sprintf("the Service selects no ready pod: compare `kubectl -n %s get svc %s -o yaml` with the pods' labels; `%s` restores both", ns, ControllerName, s.cmd("upgrade")),
 			RetryDeadline: deadline,
 			Check: func(ctx context.Context) error {
 				if _, err := s.client.CoreV1().Services(ns).Get(ctx, ControllerName, metav1.GetOptions{}); err != nil {

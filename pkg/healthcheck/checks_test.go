@@ -476,3 +476,18 @@ func replaceSecretKey(y, name, key, value string) string {
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+func TestHintsNameANonDefaultNamespace(t *testing.T) {
+	client := newFakeClient(t, "v1.37.2", "apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh}\n")
+	rep := runChecks(t, client, Options{ControlPlaneNamespace: "mesh", ProgName: "kubectl conduit"}, nil)
+	got := failures(rep)["conduit-config/control plane ConfigMap conduit-config exists"]
+	if !strings.Contains(got.Hint, "`kubectl conduit install -n mesh`") || !strings.Contains(got.Hint, "`kubectl conduit upgrade -n mesh`") {
+		t.Errorf("hint does not name the namespace: %q", got.Hint)
+	}
+	allowOnly(client, nil)
+	rep = runChecks(t, client, Options{ControlPlaneNamespace: "mesh", Pre: true}, nil)
+	got = failures(rep)["pre-kubernetes-setup/control plane namespace does not already exist"]
+	if !strings.Contains(got.Hint, "`conduit check -L mesh`") || !strings.Contains(got.Hint, "`conduit uninstall -n mesh`") {
+		t.Errorf("hint does not name the namespace: %q", got.Hint)
+	}
+}

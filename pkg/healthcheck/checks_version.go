@@ -23,13 +23,13 @@ func (s *state) version() Category {
 					return nil
 				}
 				return withHint(
-					fmt.Sprintf("upgrade the control plane to this CLI's version with `%s upgrade`, or use a %s %s CLI", prog, prog, installed),
+					fmt.Sprintf("upgrade the control plane to this CLI's version with `%s`, or use a %s %s CLI", s.cmd("upgrade"), prog, installed),
 					"control plane is %s but the CLI is %s", installed, s.opts.CLIVersion)
 			},
 		},
 		{
 			Description: "control plane pods run the installed version",
-			Hint:        fmt.Sprintf("wait for the rollout with `kubectl -n %s rollout status deploy/%s`; `%s upgrade` re-applies the installed version", ns, ControllerName, prog),
+			Hint:        fmt.Sprintf("wait for the rollout with `kubectl -n %s rollout status deploy/%s`; `%s` re-applies the installed version", ns, ControllerName, s.cmd("upgrade")),
 			Warning:     true,
 			Check: func(ctx context.Context) error {
 				pods, err := s.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: ControlPlaneComponentLabel})

@@ -12,11 +12,11 @@ import (
 
 func (s *state) webhook() Category {
 	ns := s.opts.ControlPlaneNamespace
-	prog := s.opts.ProgName
 	dnsName := ControllerName + "." + ns + ".svc"
-	newCert := fmt.Sprintf("delete the Secret and let `%s upgrade` issue a new certificate: `kubectl -n %s delete secret %s && %s upgrade`", prog, ns, WebhookSecretName, prog)
-	renew := fmt.Sprintf("`%s upgrade` issues a new webhook certificate when less than 60 days are left", prog)
-	reapply := fmt.Sprintf("`%s upgrade` re-applies the MutatingWebhookConfiguration with the caBundle from Secret %s/%s", prog, ns, WebhookSecretName)
+	upgrade := s.cmd("upgrade")
+	newCert := fmt.Sprintf("delete the Secret and let `%s` issue a new certificate: `kubectl -n %s delete secret %s && %s`", upgrade, ns, WebhookSecretName, upgrade)
+	renew := fmt.Sprintf("`%s` issues a new webhook certificate when less than 60 days are left", upgrade)
+	reapply := fmt.Sprintf("`%s` re-applies the MutatingWebhookConfiguration with the caBundle from Secret %s/%s (add --force-conflicts if it was edited by hand)", upgrade, ns, WebhookSecretName)
 	var mwh *admissionregistrationv1.MutatingWebhook
 	return Category{ID: Webhook, Checkers: []Checker{
 		{

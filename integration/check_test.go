@@ -1,0 +1,387 @@
+package integration
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/conduitmesh/conduit/integration/cluster"
+)
+
+// checkJSON is `conduit check -o json`.
+type checkJSON struct {
+	Success    bool `json:"success"`
+	Categories []struct {
+		Name   string `json:"categoryName"`
+		Checks []struct {
+			Description string `json:"description"`
+			Hint        string `json:"hint"`
+			Error       string `json:"error"`
+			Result      string `json:"result"`
+		} `json:"checks"`
+	} `json:"categories"`
+}
+
+func parseCheckJSON(t *testing.T, res cmdResult) checkJSON {
+	t.Helper()
+	var doc checkJSON
+	if err := json.Unmarshal([]byte(res.Stdout), &doc); err != nil {
+		t.Fatalf("check -o json printed no JSON (%v):\nstdout:\n%s\nstderr:\n%s", err, res.Stdout, res.Stderr)
+	}
+	return doc
+}
+
+// results maps "category/description" to "result: error".
+func (d checkJSON) results() map[string]string {
+	m := map[string]string{}
+	for _, c := range d.Categories {
+		for _, ch := range c.Checks {
+			m[c.Name+"/"+ch.Description] = strings.TrimSuffix(ch.Result+": "+ch.Error, ": ")
+		}
+	}
+	return m
+}
+
+func TestCheckPre(t *testing.T) {
+	ctx := context.Background()
+	cli := buildBinary(t, "./cmd/conduit")
+
+	t.Run("passes on a cluster without the namespace", func(t *testing.T) {
+		res := runBinary(t, cli, "", "check", "--pre", "-L", "check-pre-free")
+		if res.Code != 0 {
+			t.Fatalf("check --pre: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+		}
+		for _, want := range []string{"pre-kubernetes-setup\n", "✔ control plane namespace does not already exist\n", "✔ can create Deployments\n", "✔ can create MutatingWebhookConfigurations\n", "Status check results are ✔"} {
+			if !strings.Contains(res.Stdout, want) {
+				t.Errorf("output lacks %q:\n%s", want, res.Stdout)
+			}
+		}
+		if strings.Contains(res.Stdout, "\x1b[") {
+			t.Errorf("colors when not on a terminal:\n%q", res.Stdout)
+		}
+	})
+
+	t.Run("fails when the namespace exists", func(t *testing.T) {
+		const ns = "check-pre-taken"
+		if err := testCluster.CreateNamespace(ctx, ns, nil); err != nil {
+			t.Fatal(err)
+		}
+		res := runBinary(t, cli, "", "check", "--pre", "-L", ns)
+		if res.Code != 1 {
+			t.Fatalf("check --pre with an existing namespace: exit %d, want 1\n%s", res.Code, res.Stdout)
+		}
+		for _, want := range []string{
+			"× control plane namespace does not already exist\n",
+			`    namespace "check-pre-taken" already exists` + "\n",
+			"`conduit uninstall -n check-pre-taken` removes it",
+		} {
+			if !strings.Contains(res.Stdout, want) {
+				t.Errorf("output lacks %q:\n%s", want, res.Stdout)
+			}
+		}
+	})
+
+	t.Run("a limited user is told which permission is missing", func(t *testing.T) {
+		const saNS, sa = "check-pre-rbac", "installer"
+		if err := testCluster.CreateNamespace(ctx, saNS, nil); err != nil {
+			t.Fatal(err)
+		}
+		kubeconfig, err := testCluster.ServiceAccountKubeconfig(ctx, saNS, sa, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Everything an install needs except Deployments.
+		role := &rbacv1.ClusterRole{
+			ObjectMeta: metav1.ObjectMeta{Name: "check-pre-almost-installer"},
+			Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"namespaces", "serviceaccounts", "configmaps", "secrets", "services"}, Verbs: []string{"get", "create", "patch"}},
+				{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"clusterroles", "clusterrolebindings", "roles", "rolebindings"}, Verbs: []string{"get", "create", "patch"}},
+				{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, Verbs: []string{"get", "create", "patch"}},
+				{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"get", "list"}},
+			},
+		}
+		if _, err := testCluster.Client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		binding := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "check-pre-almost-installer"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: saNS}},
+		}
+		if _, err := testCluster.Client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			testCluster.Client.RbacV1().ClusterRoleBindings().Delete(ctx, binding.Name, metav1.DeleteOptions{}) //nolint:errcheck // best effort
+			testCluster.Client.RbacV1().ClusterRoles().Delete(ctx, role.Name, metav1.DeleteOptions{})           //nolint:errcheck // best effort
+		})
+
+		res := runBinary(t, cli, kubeconfig, "check", "--pre", "-L", "check-pre-free", "-o", "json")
+		if res.Code != 1 {
+			t.Fatalf("check --pre as a limited user: exit %d, want 1\n%s%s", res.Code, res.Stdout, res.Stderr)
+		}
+		got := parseCheckJSON(t, res).results()
+		want := map[string]string{
+			"pre-kubernetes-setup/can create ConfigMaps":   "success",
+			"pre-kubernetes-setup/can create ClusterRoles": "success",
+			"pre-kubernetes-setup/can create Deployments":  `error: user "system:serviceaccount:check-pre-rbac:installer" cannot create,patch deployments.apps in namespace "check-pre-free" (missing RBAC permission: verbs create,patch on deployments.apps)`,
+		}
+		for k, w := range want {
+			if got[k] != w {
+				t.Errorf("%s:\n got %q\nwant %q", k, got[k], w)
+			}
+		}
+		var failed []string
+		for k, v := range got {
+			if !strings.HasPrefix(v, "success") {
+				failed = append(failed, k)
+			}
+		}
+		if len(failed) != 1 {
+			t.Errorf("failed checks %v; want only the Deployments permission", failed)
+		}
+	})
+}
+
+// TestCheckInstalledControlPlane installs with the CLI, checks it green,
+// breaks it the three ways users break it, checks that each problem is named
+// with its fix, applies the fixes the hints give and checks green again.
+func TestCheckInstalledControlPlane(t *testing.T) {
+	ctx := context.Background()
+	cli := buildBinary(t, "./cmd/conduit")
+	const ns = "check-cp"
+
+	res := runBinary(t, cli, "", "install", "-n", ns, "--timeout", "2m")
+	if res.Code != 0 {
+		t.Fatalf("install: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	t.Cleanup(func() {
+		if res := runBinary(t, cli, "", "uninstall", "-n", ns, "--yes"); res.Code != 0 {
+			t.Errorf("uninstall: exit %d\n%s", res.Code, res.Stderr)
+		}
+	})
+
+	t.Run("every category passes", func(t *testing.T) {
+		res := runBinary(t, cli, "", "check", "-L", ns, "-o", "json", "--wait", "1m")
+		doc := parseCheckJSON(t, res)
+		var cats []string
+		for _, c := range doc.Categories {
+			cats = append(cats, c.Name)
+			for _, ch := range c.Checks {
+				if ch.Result != "success" {
+					t.Errorf("%s / %s: %s: %s (hint: %s)", c.Name, ch.Description, ch.Result, ch.Error, ch.Hint)
+				}
+			}
+		}
+		want := []string{"kubernetes-api", "kubernetes-version", "conduit-config", "control-plane", "identity", "webhook", "version"}
+		if !slices.Equal(cats, want) {
+			t.Errorf("categories %v, want %v", cats, want)
+		}
+		if res.Code != 0 || !doc.Success {
+			t.Errorf("exit %d, success %v; want 0, true", res.Code, doc.Success)
+		}
+	})
+
+	t.Run("meshed pods pass the proxy checks", func(t *testing.T) {
+		const appNS = "check-app"
+		if err := testCluster.CreateNamespace(ctx, appNS, nil); err != nil {
+			t.Fatal(err)
+		}
+		createMeshedPod(ctx, t, appNS, "web-0", "dev")
+		res := runBinary(t, cli, "", "check", "-L", ns, "--proxy", "-n", appNS, "--wait", "1m", "-o", "short")
+		if res.Code != 0 {
+			t.Fatalf("check --proxy: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+		}
+		// Short output is the summary line alone when everything passes.
+		if !strings.HasPrefix(res.Stdout, "Status check results are ✔ (") || !strings.HasSuffix(res.Stdout, " passed, 0 warnings, 0 failed)\n") || strings.Count(res.Stdout, "\n") != 1 {
+			t.Errorf("short output of a healthy mesh:\n%s", res.Stdout)
+		}
+	})
+
+	// Break it: an expired issuer (with a new anchor, as after a botched
+	// rotation), a stale webhook caBundle, and no controller Deployment.
+	anchor := newTestCA(t, "root.conduit.cluster.local", time.Now().Add(-time.Hour), time.Now().Add(365*24*time.Hour), nil)
+	expired := newTestCA(t, "identity.conduit.cluster.local", time.Now().Add(-400*24*time.Hour), time.Now().Add(-24*time.Hour), anchor)
+	setIdentity(ctx, t, ns, anchor, expired)
+	stale := newTestCA(t, "stale-webhook-ca", time.Now().Add(-time.Hour), time.Now().Add(time.Hour), nil)
+	patch := `[{"op":"replace","path":"/webhooks/0/clientConfig/caBundle","value":"` + b64(stale.certPEM) + `"}]`
+	if _, err := testCluster.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(ctx, "conduit-proxy-injector", types.JSONPatchType, []byte(patch), metav1.PatchOptions{FieldManager: "kubectl-edit"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := testCluster.Client.AppsV1().Deployments(ns).Delete(ctx, "conduit-controller", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("a broken install fails naming each problem and its fix", func(t *testing.T) {
+		res := runBinary(t, cli, "", "check", "-L", ns)
+		if res.Code != 1 {
+			t.Fatalf("check of a broken install: exit %d, want 1\n%s", res.Code, res.Stdout)
+		}
+		for _, want := range []string{
+			"× controller Deployment exists\n    Deployment check-cp/conduit-controller does not exist\n    hint: `conduit upgrade -n check-cp` re-applies every control plane object",
+			"× issuer certificate is within its validity period\n    issuer certificate \"identity.conduit.cluster.local\" expired on ",
+			"conduit upgrade -n check-cp --identity-trust-anchors-file ca.crt --identity-issuer-certificate-file issuer.crt --identity-issuer-key-file issuer.key",
+			"× webhook caBundle matches the webhook certificate\n    the caBundle of webhook proxy-injector.conduit.io does not verify the serving certificate",
+			"hint: `conduit upgrade -n check-cp` re-applies the MutatingWebhookConfiguration with the caBundle from Secret check-cp/conduit-proxy-injector-tls (add --force-conflicts if it was edited by hand)",
+			"Status check results are × (",
+			", 3 failed)\n",
+		} {
+			if !strings.Contains(res.Stdout, want) {
+				t.Errorf("output lacks %q", want)
+			}
+		}
+		if t.Failed() {
+			t.Logf("output:\n%s", res.Stdout)
+		}
+		junit := runBinary(t, cli, "", "check", "-L", ns, "-o", "junit")
+		if junit.Code != 1 || !strings.Contains(junit.Stdout, `<testsuites name="conduit check" tests="`) || !strings.Contains(junit.Stdout, `failures="3"`) {
+			t.Errorf("junit: exit %d\n%s", junit.Code, junit.Stdout)
+		}
+	})
+
+	t.Run("the hints repair it", func(t *testing.T) {
+		// The hint's step command, done in Go: a new issuer from the anchor.
+		issuer := newTestCA(t, "identity.conduit.cluster.local", time.Now().Add(-time.Hour), time.Now().Add(365*24*time.Hour), anchor)
+		dir := t.TempDir()
+		files := map[string]string{"ca.crt": anchor.certPEM, "issuer.crt": issuer.certPEM, "issuer.key": issuer.keyPEM}
+		for name, data := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// --force-conflicts: the objects were broken by hand (the hints say so).
+		args := []string{"upgrade", "-n", ns, "--yes", "--force-conflicts", "--timeout", "2m"}
+		if help := runBinary(t, cli, "", "upgrade", "--help"); strings.Contains(help.Stdout, "--identity-issuer-certificate-file") {
+			args = append(args,
+				"--identity-trust-anchors-file", filepath.Join(dir, "ca.crt"),
+				"--identity-issuer-certificate-file", filepath.Join(dir, "issuer.crt"),
+				"--identity-issuer-key-file", filepath.Join(dir, "issuer.key"))
+		} else {
+			// Until upgrade takes the identity files (see
+			// /work/notes/requests-HARNESS.md), install them by hand.
+			t.Log("conduit upgrade has no --identity-* flags yet: replacing the issuer through the API")
+			setIdentity(ctx, t, ns, anchor, issuer)
+		}
+		res := runBinary(t, cli, "", args...)
+		if res.Code != 0 {
+			t.Fatalf("the hinted upgrade failed: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
+		}
+		res = runBinary(t, cli, "", "check", "-L", ns, "--wait", "1m")
+		if res.Code != 0 {
+			t.Fatalf("check after the repair: exit %d\n%s", res.Code, res.Stdout)
+		}
+	})
+}
+
+// createMeshedPod creates a pod that looks injected (proxy label and
+// container), bound to the kwok node, which kwok makes Running and Ready.
+// conduit.io/inject=disabled keeps the injector webhook out of it.
+func createMeshedPod(ctx context.Context, t *testing.T, ns, name, proxyVersion string) {
+	t.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{
+			"app": "web", "conduit.io/proxy-version": proxyVersion, "conduit.io/inject": "disabled",
+		}},
+		Spec: corev1.PodSpec{
+			NodeName: cluster.NodeName,
+			Containers: []corev1.Container{
+				{Name: "web", Image: "example.com/web:1"},
+				{Name: "conduit-proxy", Image: "ghcr.io/conduitmesh/conduit-proxy:" + proxyVersion},
+			},
+		},
+	}
+	if _, err := testCluster.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testCA is a CA certificate and its key, in PEM.
+type testCA struct {
+	cert            *x509.Certificate
+	key             *ecdsa.PrivateKey
+	certPEM, keyPEM string
+}
+
+// newTestCA makes an ECDSA P-256 CA valid from notBefore to notAfter,
+// signed by parent (self-signed when nil).
+func newTestCA(t *testing.T, cn string, notBefore, notAfter time.Time, parent *testCA) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+		NotBefore: notBefore, NotAfter: notAfter,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true, IsCA: true,
+	}
+	signer, signerKey := tmpl, key
+	if parent != nil {
+		signer, signerKey = parent.cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{
+		cert: cert, key: key,
+		certPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		keyPEM:  string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})),
+	}
+}
+
+// setIdentity overwrites the install's trust roots and issuer, as an
+// operator rotating by hand would.
+func setIdentity(ctx context.Context, t *testing.T, ns string, anchor, issuer *testCA) {
+	t.Helper()
+	core := testCluster.Client.CoreV1()
+	cm, err := core.ConfigMaps(ns).Get(ctx, "conduit-identity-trust-roots", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data["ca-bundle.crt"] = anchor.certPEM
+	if _, err := core.ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
+		t.Fatal(err)
+	}
+	sec, err := core.Secrets(ns).Get(ctx, "conduit-identity-issuer", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec.Data = map[string][]byte{"tls.crt": []byte(issuer.certPEM), "tls.key": []byte(issuer.keyPEM), "ca.crt": []byte(anchor.certPEM)}
+	if _, err := core.Secrets(ns).Update(ctx, sec, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
