@@ -311,7 +311,9 @@ type controllerConn struct {
 	// token is the kubeconfig user's bearer token (port-forward only), sent
 	// with tap requests for RBAC.
 	token string
-	stop  func()
+	// kube is set when the controller was reached through Kubernetes.
+	kube kubernetes.Interface
+	stop func()
 }
 
 // Close closes the connection and any port-forward.
@@ -417,5 +419,5 @@ func connectController(ctx context.Context, g *Globals, cpNamespace string) (*co
 			token = strings.TrimSpace(string(b))
 		}
 	}
-	return &controllerConn{cc: cc, where: "in pod " + pod.Namespace + "/" + pod.Name, token: token, stop: stop}, nil
+	return &controllerConn{cc: cc, where: "in pod " + pod.Namespace + "/" + pod.Name, token: token, kube: client, stop: stop}, nil
 }

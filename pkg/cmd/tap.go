@@ -17,6 +17,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	authnv1 "k8s.io/api/authentication/v1"
+	authzv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	tapv1 "github.com/conduitmesh/conduit/pkg/api/tap/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/stats"
@@ -122,6 +126,12 @@ func openTap(ctx context.Context, g *Globals, f tapFilter, cpNamespace string) (
 	if err != nil {
 		return nil, err
 	}
+	if conn.kube != nil {
+		if err := checkTapAccess(ctx, conn.kube, req.Target); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
 	if conn.token != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+conn.token)
 	}
@@ -141,6 +151,41 @@ func openTap(ctx context.Context, g *Globals, f tapFilter, cpNamespace string) (
 		return nil, conn.explain(err)
 	}
 	return &tapStream{conn: conn, stream: stream}, nil
+}
+
+// checkTapAccess asks the API server whether the kubeconfig user may tap
+// target (SelfSubjectAccessReview), so users get RBAC's answer whatever
+// their credentials; the controller checks again when it gets a token.
+func checkTapAccess(ctx context.Context, kube kubernetes.Interface, target *tapv1.Resource) error {
+	ref, err := stats.NormalizeRef(stats.Ref{Namespace: target.GetNamespace(), Type: target.GetType(), Name: target.GetName()})
+	if err != nil {
+		return err
+	}
+	ns := ref.Namespace
+	if ref.Type == stats.TypeNamespace {
+		ns = ref.Name
+	}
+	review, err := kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authzv1.SelfSubjectAccessReview{
+		Spec: authzv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authzv1.ResourceAttributes{
+			Namespace: ns, Verb: ctltap.TapVerb, Group: ctltap.TapGroup, Resource: ctltap.TapResource,
+		}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("checking your permission to tap %s: %w", ref, err)
+	}
+	if review.Status.Allowed {
+		return nil
+	}
+	user := "you"
+	if who, err := kube.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{}); err == nil {
+		user = fmt.Sprintf("user %q", who.Status.UserInfo.Username)
+	}
+	where := " in namespace " + ns
+	if ns == "" {
+		where = ""
+	}
+	return fmt.Errorf("forbidden: %s cannot tap %s%s (needs verb %q on resource %q in API group %q)",
+		user, ref, where, ctltap.TapVerb, ctltap.TapResource, ctltap.TapGroup)
 }
 
 // next returns the next event; io.EOF when the tap ended normally.

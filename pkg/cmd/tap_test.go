@@ -13,6 +13,13 @@ import (
 	"testing"
 	"time"
 
+	authnv1 "k8s.io/api/authentication/v1"
+	authzv1 "k8s.io/api/authorization/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	tapv1 "github.com/conduitmesh/conduit/pkg/api/tap/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/stats"
 	ctltap "github.com/conduitmesh/conduit/pkg/controller/tap"
 	proxytap "github.com/conduitmesh/conduit/pkg/proxy/tap"
@@ -154,5 +161,32 @@ func TestTopSnapshot(t *testing.T) {
 	ok, bad := byPath["/books/1"], byPath["/books/2"]
 	if ok == nil || bad == nil || ok["success"] != 1.0 || bad["success"] != 0.0 || ok["source"] != "deploy/web" || ok["destination"] != "deploy/books" {
 		t.Errorf("rows = %v", rows)
+	}
+}
+
+func TestCheckTapAccess(t *testing.T) {
+	client := fake.NewClientset()
+	client.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		r := a.(k8stesting.CreateAction).GetObject().(*authzv1.SelfSubjectAccessReview)
+		ra := r.Spec.ResourceAttributes
+		r.Status.Allowed = ra.Namespace == "demo" && ra.Verb == "watch" && ra.Group == "tap.conduit.io" && ra.Resource == "tap"
+		return true, r, nil
+	})
+	client.PrependReactor("create", "selfsubjectreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		r := a.(k8stesting.CreateAction).GetObject().(*authnv1.SelfSubjectReview)
+		r.Status.UserInfo.Username = "alice"
+		return true, r, nil
+	})
+	ctx := context.Background()
+	if err := checkTapAccess(ctx, client, &tapv1.Resource{Namespace: "demo", Type: "deploy", Name: "web"}); err != nil {
+		t.Errorf("demo: %v", err)
+	}
+	if err := checkTapAccess(ctx, client, &tapv1.Resource{Type: "ns", Name: "demo"}); err != nil {
+		t.Errorf("ns/demo: %v", err)
+	}
+	err := checkTapAccess(ctx, client, &tapv1.Resource{Namespace: "prod", Type: "deploy", Name: "web"})
+	want := `forbidden: user "alice" cannot tap deployment/web in namespace prod (needs verb "watch" on resource "tap" in API group "tap.conduit.io")`
+	if err == nil || err.Error() != want {
+		t.Errorf("prod: %v\nwant %s", err, want)
 	}
 }

@@ -23,14 +23,26 @@ const (
 // KubeAuthorizer authenticates the caller's bearer token with a TokenReview
 // and checks the tap permission on the target's namespace with a
 // SubjectAccessReview.
+//
+// A caller without a token is admitted only over loopback, that is through
+// a port-forward into the controller's pod, which the API server allowed
+// (pods/portforward in the control plane namespace is an administrator's
+// permission); the CLI checks the tap permission itself first
+// (SelfSubjectAccessReview) so such users still get RBAC's answer. Pods
+// reaching the controller's Service without a token are refused.
 type KubeAuthorizer struct {
 	Client kubernetes.Interface
 }
 
 // Authorize implements Authorizer.
-func (a KubeAuthorizer) Authorize(ctx context.Context, token string, target stats.Ref) error {
+func (a KubeAuthorizer) Authorize(ctx context.Context, caller Caller, target stats.Ref) error {
+	token := caller.Token
 	if token == "" {
-		return fmt.Errorf("%w: no credentials; conduit tap sends your kubeconfig's bearer token, and this kubeconfig user has none", ErrForbidden)
+		if caller.Loopback {
+			return nil
+		}
+		return fmt.Errorf("%w: no credentials: tap %s needs a bearer token authorized to %s %s.%s in namespace %s",
+			ErrForbidden, target, TapVerb, TapResource, TapGroup, target.Namespace)
 	}
 	tr, err := a.Client.AuthenticationV1().TokenReviews().Create(ctx,
 		&authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	tapv1 "github.com/conduitmesh/conduit/pkg/api/tap/v1"
@@ -35,10 +37,20 @@ const PodsHeader = "conduit-tap-pods"
 // mergeBuffer bounds events waiting between the proxies' streams and the caller.
 const mergeBuffer = 1024
 
-// Authorizer decides whether the caller may tap target. token is the
-// caller's bearer token from the request metadata ("" when none).
+// Caller is what the server knows about who asks for a tap.
+type Caller struct {
+	// Token is the bearer token from the request metadata ("" when none).
+	Token string
+	// Loopback is true when the connection comes from the controller's own
+	// network namespace: a Kubernetes port-forward (which the API server
+	// authorized: pods/portforward in the control plane namespace) or a
+	// local process.
+	Loopback bool
+}
+
+// Authorizer decides whether the caller may tap target.
 type Authorizer interface {
-	Authorize(ctx context.Context, token string, target stats.Ref) error
+	Authorize(ctx context.Context, caller Caller, target stats.Ref) error
 }
 
 // ErrForbidden marks a caller who may not tap the target.
@@ -84,14 +96,20 @@ func NewServer(cfg Config) *Server {
 	return &Server{cfg: cfg}
 }
 
-func bearerToken(ctx context.Context) string {
+func callerOf(ctx context.Context) Caller {
+	var c Caller
 	md, _ := metadata.FromIncomingContext(ctx)
 	for _, v := range md.Get("authorization") {
 		if t, ok := strings.CutPrefix(v, "Bearer "); ok {
-			return t
+			c.Token = t
 		}
 	}
-	return ""
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		if ap, err := netip.ParseAddrPort(p.Addr.String()); err == nil {
+			c.Loopback = ap.Addr().Unmap().IsLoopback()
+		}
+	}
+	return c
 }
 
 // Resolve returns target's pods, meshed or not.
@@ -124,7 +142,7 @@ func (s *Server) TapByResource(req *tapv1.TapByResourceRequest, stream tapv1.Tap
 		target.Namespace = "default"
 	}
 	if s.cfg.Authorizer != nil {
-		if err := s.cfg.Authorizer.Authorize(ctx, bearerToken(ctx), target); err != nil {
+		if err := s.cfg.Authorizer.Authorize(ctx, callerOf(ctx), target); err != nil {
 			if errors.Is(err, ErrForbidden) {
 				return status.Error(codes.PermissionDenied, err.Error())
 			}

@@ -2,6 +2,7 @@ package tap
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -161,8 +162,11 @@ func TestTapByResourceErrors(t *testing.T) {
 	pods := []stats.Pod{
 		{Namespace: "demo", Name: "plain-0", Labels: map[string]string{"deployment": "plain"}},
 	}
-	deny := authorizerFunc(func(_ context.Context, token string, target stats.Ref) error {
-		if token != "good" {
+	deny := authorizerFunc(func(_ context.Context, c Caller, target stats.Ref) error {
+		if !c.Loopback {
+			return fmt.Errorf("not over loopback")
+		}
+		if c.Token != "good" {
 			return ErrForbidden
 		}
 		return nil
@@ -195,10 +199,10 @@ func TestTapByResourceErrors(t *testing.T) {
 	}
 }
 
-type authorizerFunc func(ctx context.Context, token string, target stats.Ref) error
+type authorizerFunc func(ctx context.Context, c Caller, target stats.Ref) error
 
-func (f authorizerFunc) Authorize(ctx context.Context, token string, target stats.Ref) error {
-	return f(ctx, token, target)
+func (f authorizerFunc) Authorize(ctx context.Context, c Caller, target stats.Ref) error {
+	return f(ctx, c, target)
 }
 
 func TestKubeAuthorizer(t *testing.T) {
@@ -220,19 +224,22 @@ func TestKubeAuthorizer(t *testing.T) {
 	az := KubeAuthorizer{Client: client}
 	ctx := context.Background()
 	web := stats.Ref{Namespace: "demo", Type: stats.TypeDeployment, Name: "web"}
-	if err := az.Authorize(ctx, "alice-token", web); err != nil {
+	if err := az.Authorize(ctx, Caller{Token: "alice-token"}, web); err != nil {
 		t.Errorf("alice in demo: %v", err)
 	}
 	if asked.Verb != "watch" || asked.Group != "tap.conduit.io" || asked.Resource != "tap" {
 		t.Errorf("asked for %+v", asked)
 	}
-	err := az.Authorize(ctx, "alice-token", stats.Ref{Namespace: "prod", Type: stats.TypeDeployment, Name: "web"})
+	err := az.Authorize(ctx, Caller{Token: "alice-token"}, stats.Ref{Namespace: "prod", Type: stats.TypeDeployment, Name: "web"})
 	if err == nil || err.Error() != `forbidden: user "alice" cannot tap deployment/web in namespace prod (needs verb "watch" on resource "tap" in API group "tap.conduit.io")` {
 		t.Errorf("alice in prod: %v", err)
 	}
-	for _, tok := range []string{"", "mallory"} {
-		if err := az.Authorize(ctx, tok, web); err == nil {
-			t.Errorf("token %q allowed", tok)
+	for _, c := range []Caller{{}, {Token: "mallory"}, {Token: "mallory", Loopback: true}} {
+		if err := az.Authorize(ctx, c, web); err == nil {
+			t.Errorf("%+v allowed", c)
 		}
+	}
+	if err := az.Authorize(ctx, Caller{Loopback: true}, web); err != nil {
+		t.Errorf("a port-forwarded caller without a token was refused: %v", err)
 	}
 }
