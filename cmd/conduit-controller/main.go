@@ -8,7 +8,9 @@
 //	    --identity-issuer-dir pki --local-tokens-file tokens.yaml --grpc-addr 127.0.0.1:0
 //
 // Once listening it prints the bound addresses to stdout, one per line:
-// grpc-addr=HOST:PORT, admin-addr=HOST:PORT and (when served) webhook-addr=HOST:PORT.
+// grpc-addr=HOST:PORT, admin-addr=HOST:PORT, and when served webhook-addr=HOST:PORT
+// and controller-identity=SPIFFE-ID (the identity its gRPC port presents to
+// TLS clients; plaintext clients are served on the same port).
 package main
 
 import (

@@ -96,6 +96,23 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		defer webhookLn.Close()
 	}
 
+	// With an issuer, the gRPC port also speaks TLS with the controller's own
+	// identity, for proxies started with --controller-identity.
+	var ownID identity.ID
+	var grpcListener net.Listener = grpcLn
+	if c.identity != nil {
+		ownID = identity.ID{TrustDomain: o.trustDomain, Namespace: o.controllerNamespace, ServiceAccount: "conduit-controller"}
+		if _, err := c.identity.Certificate(ownID); err != nil {
+			return err
+		}
+		sl := newSniffListener(grpcLn, c.identity.ServerTLS(ownID), log)
+		defer func() {
+			sl.Close()
+			sl.wg.Wait()
+		}()
+		grpcListener = sl
+	}
+
 	var ready, stopping atomic.Bool
 	metrics := newGRPCMetrics(c.reg)
 	gs := grpc.NewServer(
@@ -121,6 +138,9 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if webhookLn != nil {
 		fmt.Fprintf(stdout, "webhook-addr=%s\n", webhookLn.Addr())
 	}
+	if c.identity != nil {
+		fmt.Fprintf(stdout, "controller-identity=%s\n", ownID)
+	}
 	log.Info("conduit-controller listening", "grpc", grpcLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"discovery", o.discovery, "identity", c.identity != nil, "webhook", webhookLn != nil)
 
@@ -134,7 +154,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 			log.Info("conduit-controller ready")
 		})
 	})
-	g.Go(func() error { return ignoreClosed(gs.Serve(grpcLn)) })
+	g.Go(func() error { return ignoreClosed(gs.Serve(grpcListener)) })
 	g.Go(func() error { return ignoreClosed(admin.Serve(adminLn)) })
 	if webhookLn != nil {
 		g.Go(func() error { return c.serveWebhook(gctx, webhookLn) })

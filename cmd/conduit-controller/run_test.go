@@ -7,7 +7,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -20,6 +22,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -60,7 +63,7 @@ func addrs(t *testing.T, out *syncBuffer, done <-chan int) map[string]string {
 				m[k] = v
 			}
 		}
-		if m["grpc-addr"] != "" && m["admin-addr"] != "" {
+		if m["grpc-addr"] != "" && m["admin-addr"] != "" && m["controller-identity"] != "" {
 			return m
 		}
 		select {
@@ -165,6 +168,38 @@ func TestLocalMode(t *testing.T) {
 	}
 	if _, err := idc.Certify(cctx, &identityv1.CertifyRequest{Identity: webID, Token: []byte("wrong"), CertificateSigningRequest: csr}); status.Code(err) != codes.Unauthenticated {
 		t.Errorf("Certify with a bad token: %v, want UNAUTHENTICATED", err)
+	}
+
+	// The same port speaks TLS with the controller's own identity.
+	wantID := "spiffe://cluster.local/ns/conduit/sa/conduit-controller"
+	if a["controller-identity"] != wantID {
+		t.Errorf("controller-identity=%q, want %q", a["controller-identity"], wantID)
+	}
+	anchors := x509.NewCertPool()
+	anchors.AppendCertsFromPEM(pki.AnchorPEM)
+	tlsConn, err := grpc.NewClient(a["grpc-addr"], grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		InsecureSkipVerify: true, // verified by SPIFFE ID below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			leaf := cs.PeerCertificates[0]
+			inters := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inters.AddCert(c)
+			}
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: anchors, Intermediates: inters}); err != nil {
+				return err
+			}
+			if len(leaf.URIs) != 1 || leaf.URIs[0].String() != wantID {
+				return fmt.Errorf("controller presented %v, want %s", leaf.URIs, wantID)
+			}
+			return nil
+		},
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tlsConn.Close()
+	if hr, err := healthpb.NewHealthClient(tlsConn).Check(cctx, &healthpb.HealthCheckRequest{}); err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health over TLS: %v %v", hr, err)
 	}
 
 	// SIGTERM: open streams end with UNAVAILABLE and the command exits 0.

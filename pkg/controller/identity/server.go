@@ -44,6 +44,7 @@ type Server struct {
 
 	cfg       Config
 	issuer    atomic.Pointer[Issuer]
+	own       ownCert
 	certified *prometheus.CounterVec
 }
 
