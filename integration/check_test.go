@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -213,6 +214,31 @@ func TestCheckInstalledControlPlane(t *testing.T) {
 		// Short output is the summary line alone when everything passes.
 		if !strings.HasPrefix(res.Stdout, "Status check results are ✔ (") || !strings.HasSuffix(res.Stdout, " passed, 0 warnings, 0 failed)\n") || strings.Count(res.Stdout, "\n") != 1 {
 			t.Errorf("short output of a healthy mesh:\n%s", res.Stdout)
+		}
+	})
+
+	t.Run("kubectl conduit version", func(t *testing.T) {
+		kubectl, err := exec.LookPath("kubectl")
+		if err != nil {
+			t.Skip("kubectl is not installed")
+		}
+		// Installed as kubectl-conduit on PATH, the binary is the plugin.
+		dir := t.TempDir()
+		if err := os.Symlink(cli, filepath.Join(dir, "kubectl-conduit")); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+		res := runBinary(t, kubectl, "", "conduit", "version", "--client")
+		if res.Code != 0 || res.Stdout != "Client version: dev\n" {
+			t.Errorf("kubectl conduit version --client: exit %d\nstdout: %q\nstderr: %s", res.Code, res.Stdout, res.Stderr)
+		}
+		res = runBinary(t, kubectl, "", "conduit", "version", "-L", ns, "-o", "json")
+		if res.Code != 0 || res.Stdout != "{\n  \"clientVersion\": \"dev\",\n  \"serverVersion\": \"dev\"\n}\n" {
+			t.Errorf("kubectl conduit version -o json: exit %d\nstdout: %q\nstderr: %s", res.Code, res.Stdout, res.Stderr)
+		}
+		res = runBinary(t, kubectl, "", "conduit", "version", "-L", "nowhere")
+		if res.Code != 0 || !strings.Contains(res.Stdout, "Server version: unavailable") || !strings.Contains(res.Stderr, "install it with `kubectl conduit install`") {
+			t.Errorf("kubectl conduit version without an install: exit %d\nstdout: %q\nstderr: %s", res.Code, res.Stdout, res.Stderr)
 		}
 	})
 
