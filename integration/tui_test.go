@@ -1,0 +1,88 @@
+package integration
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/conduitmesh/conduit/pkg/controller/stats"
+	ctltap "github.com/conduitmesh/conduit/pkg/controller/tap"
+)
+
+// TestTapAuthorization checks the controller's tap authorization against a
+// real API server: a ServiceAccount token is reviewed (TokenReview) and its
+// RBAC permission to tap is checked per namespace (SubjectAccessReview).
+func TestTapAuthorization(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testCluster
+	allowed, denied := "obs-tap-allowed", "obs-tap-denied"
+	for _, ns := range []string{allowed, denied} {
+		if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	}
+	path, err := c.ServiceAccountKubeconfig(ctx, allowed, "tapper", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var token string
+	for _, a := range cfg.AuthInfos {
+		token = a.Token
+	}
+	if token == "" {
+		t.Fatalf("no token in %s", path)
+	}
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "conduit-tap", Namespace: allowed},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{ctltap.TapGroup}, Resources: []string{ctltap.TapResource}, Verbs: []string{ctltap.TapVerb}}},
+	}
+	if _, err := c.Client.RbacV1().Roles(allowed).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "tapper-can-tap", Namespace: allowed},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "conduit-tap"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "tapper", Namespace: allowed}},
+	}
+	if _, err := c.Client.RbacV1().RoleBindings(allowed).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	az := ctltap.KubeAuthorizer{Client: c.Client}
+	web := func(ns string) stats.Ref { return stats.Ref{Namespace: ns, Type: stats.TypeDeployment, Name: "web"} }
+	// The RBAC authorizer sees new bindings through its informers.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := az.Authorize(ctx, ctltap.Caller{Token: token}, web(allowed))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tapper in %s: %v", allowed, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	err = az.Authorize(ctx, ctltap.Caller{Token: token}, web(denied))
+	want := `forbidden: user "system:serviceaccount:obs-tap-allowed:tapper" cannot tap deployment/web in namespace obs-tap-denied`
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("tapper in %s: %v\nwant %s…", denied, err, want)
+	}
+	if err := az.Authorize(ctx, ctltap.Caller{Token: "not-a-token"}, web(allowed)); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("a bogus token: %v", err)
+	}
+	if err := az.Authorize(ctx, ctltap.Caller{}, web(allowed)); err == nil {
+		t.Errorf("a caller without a token from the network was admitted")
+	}
+}
