@@ -142,14 +142,13 @@ func transform(ctx context.Context, inputs []string, streams IOStreams, verb str
 	if _, err := streams.Out.Write(out.Bytes()); err != nil {
 		return fmt.Errorf("writing the result: %w", err)
 	}
-	writeReport(streams.ErrOut, results, verb)
+	writeReport(streams.ErrOut, results, verb, isTerminal(streams.ErrOut))
 	return nil
 }
 
 // writeReport prints one line per object, Linkerd style: ✔ and ‼ marks on a
 // terminal, plain lines otherwise.
-func writeReport(w io.Writer, results []inject.Result, verb string) {
-	tty := isTerminal(w)
+func writeReport(w io.Writer, results []inject.Result, verb string, tty bool) {
 	for _, r := range results {
 		kind := strings.ToLower(r.Kind)
 		if kind == "" {

@@ -170,3 +170,18 @@ func TestInjectMalformed(t *testing.T) {
 		}
 	}
 }
+
+func TestInjectReportOnTerminal(t *testing.T) {
+	var b bytes.Buffer
+	writeReport(&b, []inject.Result{
+		{Kind: "Deployment", Name: "web", Changed: true},
+		{Kind: "DaemonSet", Name: "agent", Reason: "the pod uses hostNetwork, so its traffic cannot be redirected to a proxy"},
+		{Name: "x", Reason: "it has no kind"},
+	}, "injected", true)
+	want := "✔ deployment \"web\" injected\n" +
+		"‼ daemonset \"agent\" skipped: the pod uses hostNetwork, so its traffic cannot be redirected to a proxy\n" +
+		"‼ object \"x\" skipped: it has no kind\n"
+	if b.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
