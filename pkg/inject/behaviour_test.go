@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 const podTmpl = `apiVersion: v1
@@ -270,5 +272,49 @@ func TestInjectPod(t *testing.T) {
 	}
 	if _, _, err := InjectPod([]byte(`[`), Namespace{}, DefaultProxyConfig("v1")); err == nil {
 		t.Error("malformed pod accepted")
+	}
+}
+
+func TestAliasesAreNotShared(t *testing.T) {
+	in := `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  selector:
+    matchLabels: &labels
+      app: web
+  template:
+    metadata:
+      labels: *labels
+    spec:
+      containers:
+      - name: web
+        image: nginx
+`
+	out, _, err := Inject([]byte(in), testOptions(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var obj struct {
+		Spec struct {
+			Selector struct {
+				MatchLabels map[string]string `yaml:"matchLabels"`
+			}
+			Template struct {
+				Metadata struct{ Labels map[string]string }
+			}
+		}
+	}
+	if err := yaml.Unmarshal(out, &obj); err != nil {
+		t.Fatal(err)
+	}
+	if len(obj.Spec.Selector.MatchLabels) != 1 || obj.Spec.Template.Metadata.Labels[LabelProxyVersion] != "v1.2.3" {
+		t.Errorf("the selector shares the template's new label:\n%s", out)
+	}
+
+	laughs := "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+	if _, _, err := Inject([]byte(laughs), testOptions(true)); err == nil || !strings.Contains(err.Error(), "aliases expand") {
+		t.Errorf("alias bomb: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"fmt"
 	"strconv"
 
 	"go.yaml.in/yaml/v3"
@@ -97,7 +98,7 @@ func boolNode(b bool) *yaml.Node {
 	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: strconv.FormatBool(b)}
 }
 
-// containerNames lists the names of the containers in sequence s.
+// hasContainer reports whether sequence s has an element named name.
 func hasContainer(s *yaml.Node, name string) bool {
 	return indexOfNamed(s, name) >= 0
 }
@@ -144,17 +145,67 @@ func insertAt(s *yaml.Node, i int, val *yaml.Node) {
 	s.Content[i] = val
 }
 
-// deepCopy copies a node tree (aliases keep pointing at their anchors).
-func deepCopy(n *yaml.Node) *yaml.Node {
-	if n == nil {
+// maxExpandedNodes bounds alias expansion (a "billion laughs" document
+// would otherwise grow without limit).
+const maxExpandedNodes = 100000
+
+// expandAliases replaces every alias in the tree with a copy of what it
+// points at and drops the anchors, so that editing one object's pod template
+// cannot change another place that shared it (e.g. labels shared between a
+// selector and a template). It reports whether the tree had aliases.
+func expandAliases(n *yaml.Node) (bool, error) {
+	budget := maxExpandedNodes
+	found := false
+	var walk func(n *yaml.Node) error
+	walk = func(n *yaml.Node) error {
+		for i, c := range n.Content {
+			if c.Kind == yaml.AliasNode {
+				found = true
+				cp, err := copyNode(resolve(c), &budget)
+				if err != nil {
+					return err
+				}
+				n.Content[i] = cp
+				continue
+			}
+			if err := walk(c); err != nil {
+				return err
+			}
+		}
 		return nil
 	}
+	if err := walk(n); err != nil {
+		return found, err
+	}
+	if found {
+		clearAnchors(n)
+	}
+	return found, nil
+}
+
+func copyNode(n *yaml.Node, budget *int) (*yaml.Node, error) {
+	if *budget--; *budget < 0 {
+		return nil, fmt.Errorf("aliases expand to more than %d nodes", maxExpandedNodes)
+	}
+	n = resolve(n)
 	c := *n
+	c.Anchor = ""
 	if len(n.Content) > 0 {
 		c.Content = make([]*yaml.Node, len(n.Content))
 		for i, k := range n.Content {
-			c.Content[i] = deepCopy(k)
+			cp, err := copyNode(k, budget)
+			if err != nil {
+				return nil, err
+			}
+			c.Content[i] = cp
 		}
 	}
-	return &c
+	return &c, nil
+}
+
+func clearAnchors(n *yaml.Node) {
+	n.Anchor = ""
+	for _, c := range n.Content {
+		clearAnchors(c)
+	}
 }

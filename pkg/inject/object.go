@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -31,11 +32,6 @@ var workloadKinds = map[string]struct {
 	"DaemonSet":             {[]string{"apps", "extensions"}, []string{"spec", "template"}},
 	"Job":                   {[]string{"batch"}, []string{"spec", "template"}},
 	"CronJob":               {[]string{"batch"}, []string{"spec", "jobTemplate", "spec", "template"}},
-}
-
-// SupportedKinds lists the workload kinds that get a proxy.
-func SupportedKinds() []string {
-	return []string{"Pod", "Deployment", "ReplicaSet", "ReplicationController", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 }
 
 func group(apiVersion string) string {
@@ -95,7 +91,7 @@ func (p *processor) object(doc int, obj *yaml.Node, results []Result) []Result {
 		return append(results, p.namespace(obj, r))
 	}
 	w, ok := workloadKinds[kind]
-	if !ok || !contains(w.groups, group(apiVersion)) {
+	if !ok || !slices.Contains(w.groups, group(apiVersion)) {
 		r.Reason = "it has no pod template"
 		if kind == "" {
 			r.Reason = "it has no kind"
@@ -167,13 +163,4 @@ func (p *processor) namespace(obj *yaml.Node, r Result) Result {
 		}
 	}
 	return r
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -183,9 +183,15 @@ func (p *processor) yamlStream(data []byte) ([]byte, []Result, error) {
 			return nil, nil, &ParseError{Doc: docNum, Line: d.line + root.Content[0].Line - 1,
 				Msg: "not a Kubernetes object (expected a mapping with apiVersion and kind)"}
 		}
+		aliased := false
+		if bytes.IndexByte(d.body, '*') >= 0 {
+			if aliased, err = expandAliases(root); err != nil {
+				return nil, nil, &ParseError{Doc: docNum, Line: d.line, Msg: err.Error()}
+			}
+		}
 		n := len(results)
 		p.edits = nil
-		if p.mode != modeUninject && !p.noSplice {
+		if p.mode != modeUninject && !p.noSplice && !aliased {
 			p.edits = &textEdits{}
 		}
 		results = p.object(docNum, obj, results)
