@@ -1,0 +1,114 @@
+package tap
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"log"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	tapv1 "github.com/conduitmesh/conduit/pkg/api/tap/v1"
+	"github.com/conduitmesh/conduit/pkg/controller/stats"
+	proxytap "github.com/conduitmesh/conduit/pkg/proxy/tap"
+)
+
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newCA(t *testing.T) *testCA {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "root"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool}
+}
+
+func (ca *testCA) issue(t *testing.T, id string) tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse(id)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), URIs: []*url.URL{u},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+const (
+	controllerID = "spiffe://cluster.local/ns/conduit/sa/conduit-controller"
+	webID        = "spiffe://cluster.local/ns/demo/sa/web"
+)
+
+func TestMTLSDialer(t *testing.T) {
+	ca := newCA(t)
+	px := proxytap.NewServer(proxytap.Config{ControllerID: controllerID})
+	hs := httptest.NewUnstartedServer(px.Handler())
+	proxyCert := ca.issue(t, webID)
+	hs.TLS = &tls.Config{Certificates: []tls.Certificate{proxyCert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.pool,
+		NextProtos: []string{"h2"}}
+	hs.EnableHTTP2 = true
+	hs.Config.ErrorLog = log.New(io.Discard, "", 0) // the impostor's handshake fails on purpose
+	hs.StartTLS()
+	defer hs.Close()
+
+	observe := func(clientID, podID string) error {
+		cert := ca.issue(t, clientID)
+		dial := MTLSDialer(func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }, ca.pool)
+		client, closeFn, err := dial(context.Background(), stats.Pod{Namespace: "demo", Name: "web-0", AdminAddr: hs.Listener.Addr().String(), Identity: podID})
+		if err != nil {
+			return err
+		}
+		defer closeFn()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := client.Observe(ctx, &tapv1.ObserveRequest{Limit: 1})
+		if err != nil {
+			return err
+		}
+		go func() {
+			for px.Subscribers() == 0 && ctx.Err() == nil {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if ro := px.Request(&proxytap.RequestInfo{Direction: "inbound", Method: "GET", Path: "/"}); ro != nil {
+				ro.Response(http.StatusOK, nil)
+			}
+		}()
+		_, err = st.Recv()
+		return err
+	}
+	if err := observe(controllerID, webID); err != nil {
+		t.Errorf("the controller over mTLS: %v", err)
+	}
+	if err := observe("spiffe://cluster.local/ns/demo/sa/books", webID); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("another identity: %v, want PermissionDenied", err)
+	}
+	if err := observe(controllerID, "spiffe://cluster.local/ns/demo/sa/impostor"); err == nil {
+		t.Errorf("a proxy with the wrong identity was trusted")
+	}
+}
