@@ -169,8 +169,10 @@ func TestUninjectRoundTrip(t *testing.T) {
 				t.Errorf("%s manual=%v: uninject(inject(x)) != x:\n%s", name, manual, lineDiff(string(in), string(back)))
 			}
 			// The inputs are written the way the encoder writes, so the
-			// bytes come back too (comment spacing aside).
-			if !strings.Contains(name, "mixed") && !bytes.Equal(normalizeComments(in), normalizeComments(back)) {
+			// bytes come back too (comment spacing aside); uninject
+			// re-encodes, so mixed and indent4 (flow collections, four
+			// spaces) only come back as equal objects.
+			if !strings.HasPrefix(name, "mixed.") && !strings.HasPrefix(name, "indent4.") && !bytes.Equal(normalizeComments(in), normalizeComments(back)) {
 				t.Errorf("%s manual=%v: bytes differ after the round trip:\n%s", name, manual, lineDiff(string(in), string(back)))
 			}
 			again, res, err := Uninject(back)

@@ -347,8 +347,8 @@ func yamlStyle(body []byte) (indent int, compact bool) {
 			prevIndent += 2
 		}
 	}
-	if indent < 1 || indent > 9 {
-		indent = 2
+	if indent != 2 && indent != 4 {
+		indent = 2 // yaml.v3 nests compact sequences wrongly at odd widths
 	}
 	return indent, compact
 }
