@@ -127,6 +127,8 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		identityv1.RegisterIdentityServer(gs, c.identity)
 		services = append(services, identityv1.Identity_ServiceDesc.ServiceName)
 	}
+	obs := c.setUpObservability(ownID)
+	services = append(services, obs.register(gs)...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	for _, s := range services {
@@ -159,6 +161,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if webhookLn != nil {
 		g.Go(func() error { return c.serveWebhook(gctx, webhookLn) })
 	}
+	g.Go(func() error { return obs.run(gctx) })
 	if c.identity != nil {
 		g.Go(func() error {
 			identity.WatchIssuer(gctx, o.issuerDir, o.trustAnchorsFile, o.identityReload, c.identity.SetIssuer, log.With("service", "identity"))

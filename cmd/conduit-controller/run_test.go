@@ -29,6 +29,7 @@ import (
 
 	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
 	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
+	statsv1 "github.com/conduitmesh/conduit/pkg/api/stats/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery/local"
 	"github.com/conduitmesh/conduit/pkg/controller/identity"
 )
@@ -168,6 +169,14 @@ func TestLocalMode(t *testing.T) {
 	}
 	if _, err := idc.Certify(cctx, &identityv1.CertifyRequest{Identity: webID, Token: []byte("wrong"), CertificateSigningRequest: csr}); status.Code(err) != codes.Unauthenticated {
 		t.Errorf("Certify with a bad token: %v, want UNAUTHENTICATED", err)
+	}
+
+	// Stats and TapAPI are served (their behaviour is tested in their packages).
+	if _, err := statsv1.NewStatsClient(conn).Stat(cctx, &statsv1.StatRequest{Selector: &statsv1.Resource{Type: "deployment", Namespace: "demo"}}); err != nil {
+		t.Errorf("Stats.Stat: %v", err)
+	}
+	if _, err := statsv1.NewStatsClient(conn).Stat(cctx, &statsv1.StatRequest{Selector: &statsv1.Resource{Type: "bogus"}}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("Stats.Stat of a bogus type: %v, want INVALID_ARGUMENT", err)
 	}
 
 	// The same port speaks TLS with the controller's own identity.

@@ -255,3 +255,10 @@ func podIPs(obj any) ([]string, error) {
 	}
 	return ips, nil
 }
+
+// PodLister reads the backend's pod cache (filled once Run has synced), for
+// other controller services that need pods, such as stats and tap.
+func (b *Backend) PodLister() corelisters.PodLister { return b.pods }
+
+// ServiceLister reads the backend's service cache.
+func (b *Backend) ServiceLister() corelisters.ServiceLister { return b.services }
