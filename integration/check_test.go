@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -198,6 +200,15 @@ func TestCheckInstalledControlPlane(t *testing.T) {
 		}
 		if res.Code != 0 || !doc.Success {
 			t.Errorf("exit %d, success %v; want 0, true", res.Code, doc.Success)
+		}
+	})
+
+	t.Run("with the controller running locally its API check passes", func(t *testing.T) {
+		addr := startLocalController(ctx, t, ns)
+		res := runBinary(t, cli, "", "check", "-L", ns, "--controller-addr", addr, "-o", "json", "--wait", "1m")
+		got := parseCheckJSON(t, res).results()
+		if r := got["control-plane/controller API answers health checks"]; r != "success" || res.Code != 0 {
+			t.Errorf("exit %d, controller API check %q\n%s", res.Code, r, res.Stdout)
 		}
 	})
 
@@ -411,3 +422,65 @@ func setIdentity(ctx context.Context, t *testing.T, ns string, anchor, issuer *t
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// startLocalController runs conduit-controller on loopback against the test
+// cluster, with the identity of the install in ns, and returns its gRPC
+// address. The process is stopped when the test ends.
+func startLocalController(ctx context.Context, t *testing.T, ns string) string {
+	t.Helper()
+	bin := buildBinary(t, "./cmd/conduit-controller")
+	sec, err := testCluster.Client.CoreV1().Secrets(ns).Get(ctx, "conduit-identity-issuer", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuerDir := t.TempDir()
+	for _, k := range []string{"tls.crt", "tls.key", "ca.crt"} {
+		if err := os.WriteFile(filepath.Join(issuerDir, k), sec.Data[k], 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(bin, "--discovery=kubernetes", "--kubeconfig="+testCluster.Kubeconfig,
+		"--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--controller-namespace="+ns,
+		"--identity-issuer-dir="+issuerDir)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck // it may have exited
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }() //nolint:errcheck // stopping
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill() //nolint:errcheck // last resort
+			<-done
+		}
+	})
+	// It prints its addresses first ("grpc-addr=127.0.0.1:PORT").
+	addr := make(chan string, 1)
+	go func() { // ends when the process closes stdout
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "grpc-addr="); ok {
+				addr <- a
+			}
+		}
+		close(addr)
+	}()
+	select {
+	case a, ok := <-addr:
+		if !ok {
+			t.Fatalf("conduit-controller exited without listening:\n%s", stderr.String())
+		}
+		return a
+	case <-time.After(30 * time.Second):
+		t.Fatalf("conduit-controller printed no grpc-addr in 30s:\n%s", stderr.String())
+	}
+	return ""
+}

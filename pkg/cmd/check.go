@@ -10,6 +10,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/conduitmesh/conduit/pkg/healthcheck"
@@ -25,6 +28,9 @@ type checkOptions struct {
 	dataNS     string // --proxy: "" is every namespace
 	progName   string
 	color      bool
+	// controllerAddr, when set (--controller-addr), adds the controller's
+	// gRPC health check.
+	controllerAddr string
 }
 
 func checkCommand(g *Globals) *cli.Command {
@@ -59,6 +65,8 @@ exit status is 0 only when no check failed; warnings do not fail.
 				dataNS:    stringValue(g.Kube.Namespace),
 				progName:  g.ProgName,
 				color:     colorOutput(g.Streams.Out),
+
+				controllerAddr: g.ControllerAddr,
 			}
 			switch {
 			case opts.output != "basic" && opts.output != "short" && opts.output != "json" && opts.output != "junit":
@@ -76,7 +84,13 @@ exit status is 0 only when no check failed; warnings do not fail.
 // runCheck runs the checks and prints them; it returns an ExitError with
 // status 1 when a check failed.
 func runCheck(ctx context.Context, opts checkOptions, out io.Writer, newClient func() (kubernetes.Interface, error)) error {
+	var controllerHealth func(context.Context) error
+	if opts.controllerAddr != "" {
+		controllerHealth = func(ctx context.Context) error { return controllerServing(ctx, opts.controllerAddr) }
+	}
 	cats := healthcheck.Categories(healthcheck.Options{
+		ControllerHealth:      controllerHealth,
+		ControllerAddr:        opts.controllerAddr,
 		NewClient:             newClient,
 		ControlPlaneNamespace: opts.controlNS,
 		DataPlaneNamespace:    opts.dataNS,
@@ -107,6 +121,24 @@ func runCheck(ctx context.Context, opts checkOptions, out io.Writer, newClient f
 	}
 	if !rep.Success {
 		return &ExitError{Code: 1}
+	}
+	return nil
+}
+
+// controllerServing asks the controller's gRPC health service whether it
+// serves.
+func controllerServing(ctx context.Context, addr string) error {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	res, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return err
+	}
+	if res.Status != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("health status %s", res.Status)
 	}
 	return nil
 }

@@ -5,8 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -92,4 +98,26 @@ func allowAllReviews(a k8stesting.Action) (bool, runtime.Object, error) {
 	r := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview).DeepCopy()
 	r.Status.Allowed = true
 	return true, r, nil
+}
+
+func TestControllerServing(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	go gs.Serve(ln) //nolint:errcheck // ends with Stop
+	defer gs.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	if err := controllerServing(ctx, ln.Addr().String()); err != nil {
+		t.Errorf("serving controller: %v", err)
+	}
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	if err := controllerServing(ctx, ln.Addr().String()); err == nil || err.Error() != "health status NOT_SERVING" {
+		t.Errorf("not serving controller: got %v", err)
+	}
 }

@@ -1,6 +1,7 @@
 package healthcheck
 
 import (
+	"context"
 	"crypto/x509"
 	"time"
 
@@ -88,6 +89,11 @@ type Options struct {
 	InstallResources []Resource
 	// Now is the clock for certificate validity; default time.Now.
 	Now func() time.Time
+	// ControllerHealth, when set, asks the running controller whether it
+	// serves (its gRPC health service); nil leaves that check out.
+	ControllerHealth func(ctx context.Context) error
+	// ControllerAddr names where ControllerHealth connects, for messages.
+	ControllerAddr string
 }
 
 // state is what the checks learn and share as they run, in order.

@@ -93,7 +93,7 @@ func (s *state) conduitConfig() Category {
 func (s *state) controlPlane(deadline time.Time) Category {
 	ns := s.opts.ControlPlaneNamespace
 	describe := fmt.Sprintf("see why with `kubectl -n %s describe deploy/%s` and `kubectl -n %s get events`", ns, ControllerName, ns)
-	return Category{ID: ControlPlane, Checkers: []Checker{
+	cat := Category{ID: ControlPlane, Checkers: []Checker{
 		{
 			Description: "controller Deployment exists",
 			Hint:        fmt.Sprintf("`%s` re-applies every control plane object, the Deployment included", s.cmd("upgrade")),
@@ -166,6 +166,20 @@ func (s *state) controlPlane(deadline time.Time) Category {
 			},
 		},
 	}}
+	if s.opts.ControllerHealth != nil {
+		cat.Checkers = append(cat.Checkers, Checker{
+			Description:   "controller API answers health checks",
+			Hint:          fmt.Sprintf("make sure a controller listens at %s (--controller-addr); its logs say why it is not serving: `kubectl -n %s logs deploy/%s`", s.opts.ControllerAddr, ns, ControllerName),
+			RetryDeadline: deadline,
+			Check: func(ctx context.Context) error {
+				if err := s.opts.ControllerHealth(ctx); err != nil {
+					return fmt.Errorf("controller at %s: %w", s.opts.ControllerAddr, err)
+				}
+				return nil
+			},
+		})
+	}
+	return cat
 }
 
 // notReady describes the pods that are not Running and Ready (with the

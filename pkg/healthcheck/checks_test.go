@@ -491,3 +491,20 @@ func TestHintsNameANonDefaultNamespace(t *testing.T) {
 		t.Errorf("hint does not name the namespace: %q", got.Hint)
 	}
 }
+
+func TestControllerHealthCheck(t *testing.T) {
+	client := newFakeClient(t, "v1.37.2", installYAML(t, healthyCerts(t)))
+	key := "control-plane/controller API answers health checks"
+	if _, ok := outcome(runChecks(t, client, Options{}, nil))[key]; ok {
+		t.Errorf("%q ran without a controller address", key)
+	}
+	serving := Options{ControllerAddr: "127.0.0.1:8086", ControllerHealth: func(context.Context) error { return nil }}
+	if got := outcome(runChecks(t, client, serving, nil))[key]; got != StatusSuccess {
+		t.Errorf("%s = %q with a serving controller", key, got)
+	}
+	down := Options{ControllerAddr: "127.0.0.1:8086", ControllerHealth: func(context.Context) error { return fmt.Errorf("connection refused") }}
+	r := failures(runChecks(t, client, down, nil))[key]
+	if r.Error != "controller at 127.0.0.1:8086: connection refused" || !strings.Contains(r.Hint, "--controller-addr") {
+		t.Errorf("got %+v", r)
+	}
+}
