@@ -100,15 +100,23 @@ func TestGolden(t *testing.T) {
 // objects decodes a YAML or JSON stream into plain values, one per document.
 func objects(t *testing.T, b []byte) []any {
 	t.Helper()
+	out, err := decodeObjects(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func decodeObjects(b []byte) ([]any, error) {
 	var out []any
 	if looksLikeJSON(b) {
 		dec := json.NewDecoder(bytes.NewReader(b))
 		for {
 			var v any
 			if err := dec.Decode(&v); errors.Is(err, io.EOF) {
-				return out
+				return out, nil
 			} else if err != nil {
-				t.Fatal(err)
+				return nil, err
 			}
 			out = append(out, v)
 		}
@@ -117,14 +125,43 @@ func objects(t *testing.T, b []byte) []any {
 	for {
 		var v any
 		if err := dec.Decode(&v); errors.Is(err, io.EOF) {
-			return out
+			return out, nil
 		} else if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		if v != nil {
 			out = append(out, v)
 		}
 	}
+}
+
+// encoderFaithful reports whether yaml.v3 re-encodes every document of a
+// YAML stream to the same objects (it does not for some degenerate inputs,
+// such as anchored null keys); comparisons with re-encoding need that.
+func encoderFaithful(b []byte) bool {
+	if looksLikeJSON(b) {
+		return true
+	}
+	want, err := decodeObjects(b)
+	if err != nil {
+		return false
+	}
+	var buf bytes.Buffer
+	for _, d := range splitYAML(b) {
+		root, err := parseYAMLDoc(d.body)
+		if err != nil {
+			return false
+		}
+		if root.Kind == 0 {
+			continue
+		}
+		buf.WriteString("---\n")
+		if encodeYAML(&buf, root, d.body) != nil {
+			return false
+		}
+	}
+	got, err := decodeObjects(buf.Bytes())
+	return err == nil && reflect.DeepEqual(want, got)
 }
 
 func TestIdempotent(t *testing.T) {
@@ -206,7 +243,7 @@ func normalizeComments(b []byte) []byte {
 func spliceMatchesEncode(t *testing.T, in []byte, opts Options) {
 	t.Helper()
 	spliced, _, err := Inject(in, opts)
-	if err != nil {
+	if err != nil || !encoderFaithful(in) {
 		return
 	}
 	p, err := newInjector(opts)

@@ -120,7 +120,10 @@ func (s *splicer) splice(w *bytes.Buffer, body []byte, t *textEdits) bool {
 	}
 	adds := make([]placed, 0, len(t.ins))
 	for _, in := range t.ins {
-		col := in.anchor.Column - 1
+		col, ok := blockColumn(lines, in.anchor)
+		if !ok {
+			return false
+		}
 		var at int
 		rank := -col
 		if in.before != nil {
@@ -131,14 +134,13 @@ func (s *splicer) splice(w *bytes.Buffer, body []byte, t *textEdits) bool {
 				return false
 			}
 		} else {
-			end, ok := endLine(lines, in.anchor)
+			end, ok := endLine(lines, in.anchor, col)
 			if !ok {
 				return false
 			}
 			at = end + 1
 		}
 		var text string
-		var ok bool
 		if in.item != nil {
 			text, ok = s.item(in.item, col, indent, compact)
 		} else {
@@ -183,15 +185,15 @@ func (s *splicer) splice(w *bytes.Buffer, body []byte, t *textEdits) bool {
 // non-blank, non-comment line before the text returns to a lower
 // indentation. It refuses (false) when the node ends in a scalar whose text
 // could continue on comment-like or blank lines (quoted, literal, folded).
-func endLine(lines [][]byte, n *yaml.Node) (int, bool) {
+func endLine(lines [][]byte, n *yaml.Node, col int) (int, bool) {
 	last := lastDescendant(n)
 	if last == nil || last.Kind == yaml.AliasNode ||
 		last.Style&(yaml.LiteralStyle|yaml.FoldedStyle|yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) != 0 {
 		return 0, false
 	}
-	col := n.Column - 1
-	end := n.Line - 1
-	for i := n.Line; i < len(lines); i++ {
+	first := n.Content[0].Line
+	end := first - 1
+	for i := first; i < len(lines); i++ {
 		l := lines[i]
 		t := bytes.TrimLeft(l, " ")
 		if len(bytes.TrimSpace(t)) == 0 || t[0] == '#' {
@@ -213,6 +215,37 @@ func endLine(lines [][]byte, n *yaml.Node) (int, bool) {
 		return 0, false // the scan disagrees with the parser: do not guess
 	}
 	return end, true
+}
+
+// blockColumn returns the 0-based column of a block collection's keys (or
+// dashes), checked against the text: the node must start a line of its own
+// (after a "- " for a mapping in a sequence) and carry no tag or anchor.
+func blockColumn(lines [][]byte, n *yaml.Node) (int, bool) {
+	if len(n.Content) == 0 || n.Style&(yaml.FlowStyle|yaml.TaggedStyle) != 0 || n.Anchor != "" {
+		return 0, false
+	}
+	first := n.Content[0]
+	if first.Style&yaml.TaggedStyle != 0 || first.Anchor != "" || first.Line < 1 || first.Line > len(lines) {
+		return 0, false
+	}
+	l := lines[first.Line-1]
+	col := first.Column - 1
+	if n.Kind == yaml.SequenceNode {
+		col = n.Column - 1
+		if n.Line != first.Line || len(l) <= col || l[col] != '-' {
+			return 0, false
+		}
+	}
+	if col >= len(l) {
+		return 0, false
+	}
+	// Only spaces, or spaces and "- " markers, before the column.
+	for _, c := range l[:col] {
+		if c != ' ' && c != '-' {
+			return 0, false
+		}
+	}
+	return col, true
 }
 
 func lastDescendant(n *yaml.Node) *yaml.Node {
