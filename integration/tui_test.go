@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/conduitmesh/conduit/pkg/controller/stats"
@@ -84,5 +86,74 @@ func TestTapAuthorization(t *testing.T) {
 	}
 	if err := az.Authorize(ctx, ctltap.Caller{}, web(allowed)); err == nil {
 		t.Errorf("a caller without a token from the network was admitted")
+	}
+}
+
+// TestStatsKubePods lists meshed pods from informers on a real API server:
+// a Deployment's pod (run by kwok) is found with its deployment, service,
+// identity and admin address.
+func TestStatsKubePods(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := testCluster
+	ns := "obs-stats-pods"
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	one := int32(1)
+	labels := map[string]string{"app": "web"}
+	podLabels := map[string]string{"app": "web", stats.ProxyVersionLabel: "test"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &one,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: podLabels},
+				Spec: corev1.PodSpec{ServiceAccountName: "default", NodeName: "kwok-node-0",
+					Containers: []corev1.Container{{Name: "app", Image: "example/web"}}},
+			},
+		},
+	}
+	if _, err := c.Client.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web-svc", Namespace: ns},
+		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80}}}}
+	if _, err := c.Client.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	factory := informers.NewSharedInformerFactoryWithOptions(c.Client, 0, informers.WithNamespace(ns))
+	kp := stats.KubePods{Pods: factory.Core().V1().Pods().Lister(), Services: factory.Core().V1().Services().Lister()}
+	stop := make(chan struct{})
+	factory.Start(stop)
+	defer func() { close(stop); factory.Shutdown() }()
+	factory.WaitForCacheSync(ctx.Done())
+
+	var got []stats.Pod
+	for {
+		pods, err := kp.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pods) == 1 && pods[0].Running && pods[0].Meshed() {
+			got = pods
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no running meshed pod listed: %+v", pods)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	p := got[0]
+	if p.Labels["deployment"] != "web" || p.Labels["service"] != "web-svc" || p.Identity != "spiffe://cluster.local/ns/"+ns+"/sa/default" ||
+		!strings.HasSuffix(p.AdminAddr, ":4191") {
+		t.Errorf("pod = %+v", p)
+	}
+	if !stats.Owns(p, stats.Ref{Namespace: ns, Type: stats.TypeDeployment, Name: "web"}) {
+		t.Errorf("deploy/web does not own %s", p.Name)
 	}
 }
