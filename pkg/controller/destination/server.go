@@ -4,6 +4,7 @@
 package destination
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"sync"
@@ -16,6 +17,11 @@ import (
 	"github.com/conduitmesh/conduit/pkg/controller/discovery"
 )
 
+// syncer is a backend that must fill its caches before it can answer.
+type syncer interface {
+	WaitSynced(ctx context.Context) error
+}
+
 // Server implements destinationv1.DestinationServer.
 type Server struct {
 	destinationv1.UnimplementedDestinationServer
@@ -23,8 +29,9 @@ type Server struct {
 	backend discovery.Backend
 	log     *slog.Logger
 
-	closeOnce sync.Once
-	closing   chan struct{} // closed by Shutdown
+	// stopped is done once Shutdown was called.
+	stopped context.Context
+	stop    context.CancelFunc
 
 	streams prometheus.Gauge
 	updates *prometheus.CounterVec
@@ -36,10 +43,12 @@ func NewServer(backend discovery.Backend, log *slog.Logger, reg prometheus.Regis
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	stopped, stop := context.WithCancel(context.Background())
 	s := &Server{
 		backend: backend,
 		log:     log,
-		closing: make(chan struct{}),
+		stopped: stopped,
+		stop:    stop,
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "destination_streams",
 			Help: "Open Destination.Get streams.",
@@ -62,12 +71,22 @@ func NewServer(backend discovery.Backend, log *slog.Logger, reg prometheus.Regis
 // Shutdown ends every open stream with UNAVAILABLE, so proxies reconnect to
 // another replica, and refuses new ones. It lets a graceful gRPC stop finish.
 func (s *Server) Shutdown() {
-	s.closeOnce.Do(func() { close(s.closing) })
+	s.stop()
 }
 
 // Get implements destinationv1.DestinationServer.
 func (s *Server) Get(req *destinationv1.GetDestination, stream destinationv1.Destination_GetServer) error {
 	ctx := stream.Context()
+	if sy, ok := s.backend.(syncer); ok {
+		wctx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(s.stopped, cancel)
+		err := sy.WaitSynced(wctx)
+		stop()
+		cancel()
+		if err != nil {
+			return status.Error(codes.Unavailable, "controller is starting or stopping")
+		}
+	}
 	mb := newMailbox()
 	cancel, err := s.backend.Subscribe(req.GetAuthority(), req.GetContextToken(), mb)
 	if err != nil {
@@ -87,7 +106,7 @@ func (s *Server) Get(req *destinationv1.GetDestination, stream destinationv1.Des
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-s.closing:
+		case <-s.stopped.Done():
 			return status.Error(codes.Unavailable, "controller shutting down")
 		case <-mb.ready:
 		}

@@ -202,3 +202,64 @@ func BenchmarkFanOut(b *testing.B) {
 	cancel()
 	wg.Wait()
 }
+
+// syncingBackend is a fakeBackend whose caches fill when the test says so.
+type syncingBackend struct {
+	*fakeBackend
+	waiting chan struct{} // receives when a stream starts waiting
+	synced  chan struct{}
+}
+
+func (b *syncingBackend) WaitSynced(ctx context.Context) error {
+	b.waiting <- struct{}{}
+	select {
+	case <-b.synced:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func TestGetWaitsForSync(t *testing.T) {
+	sb := &syncingBackend{fakeBackend: &fakeBackend{}, waiting: make(chan struct{}, 2), synced: make(chan struct{})}
+	srv, err := NewServer(sb, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := serve(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// Before the caches are full, the backend would say there is no such service.
+	sb.set("web.ns:80", discovery.Snapshot{Reason: "caches empty"})
+	stream, err := client.Get(ctx, &destinationv1.GetDestination{Authority: "web.ns:80"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sb.waiting:
+	case <-ctx.Done():
+		t.Fatal("Get did not wait for the backend's caches")
+	}
+	sb.set("web.ns:80", snap(map[string]string{"service": "web"}, ep("10.0.0.1:80", "")))
+	close(sb.synced)
+	if got := recv(t, stream); len(got) != 1 || got[0] != "add 10.0.0.1:80/ map[service:web]" {
+		t.Fatalf("first update %q, want the synced state", got)
+	}
+
+	// A stream still waiting when the server shuts down gets UNAVAILABLE.
+	sb2 := &syncingBackend{fakeBackend: &fakeBackend{}, waiting: make(chan struct{}, 2), synced: make(chan struct{})}
+	srv2, err := NewServer(sb2, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream2, err := serve(t, srv2).Get(ctx, &destinationv1.GetDestination{Authority: "web.ns:80"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-sb2.waiting
+	srv2.Shutdown()
+	if _, err := stream2.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("got %v, want UNAVAILABLE", err)
+	}
+}

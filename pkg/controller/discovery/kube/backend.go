@@ -51,6 +51,7 @@ type Backend struct {
 	factory informers.SharedInformerFactory
 	hub     discovery.Hub[key]
 	synced  atomic.Bool
+	syncCh  chan struct{} // closed once the caches are filled
 
 	services    corelisters.ServiceLister
 	pods        corelisters.PodLister
@@ -88,7 +89,7 @@ func New(opts Options) (*Backend, error) {
 	}
 	f := informers.NewSharedInformerFactoryWithOptions(opts.Client, opts.Resync,
 		informers.WithTransform(stripManagedFields))
-	b := &Backend{opts: opts, factory: f}
+	b := &Backend{opts: opts, factory: f, syncCh: make(chan struct{})}
 
 	svcInf := f.Core().V1().Services()
 	sliceInf := f.Discovery().V1().EndpointSlices()
@@ -149,6 +150,7 @@ func (b *Backend) Run(ctx context.Context, ready func()) error {
 		}
 	}
 	b.synced.Store(true)
+	close(b.syncCh)
 	// Subscribers that arrived before the caches were full get the real state now.
 	b.hub.Refresh(func(key) bool { return true }, b.snapshot)
 	b.opts.Log.Info("kubernetes discovery synced")
@@ -161,6 +163,17 @@ func (b *Backend) Run(ctx context.Context, ready func()) error {
 
 // Synced reports whether the caches have been filled.
 func (b *Backend) Synced() bool { return b.synced.Load() }
+
+// WaitSynced blocks until the caches are filled or ctx is done, so that no
+// stream is told "no such service" merely because the caches are empty.
+func (b *Backend) WaitSynced(ctx context.Context) error {
+	select {
+	case <-b.syncCh:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // Subscribe implements discovery.Backend.
 func (b *Backend) Subscribe(authority, ctxToken string, l discovery.Listener) (func(), error) {
