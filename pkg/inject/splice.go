@@ -248,12 +248,24 @@ func blockColumn(lines [][]byte, n *yaml.Node) (int, bool) {
 	return col, true
 }
 
+// lastDescendant is the last node of n's subtree as parsed (nodes added
+// since have no position and are skipped).
 func lastDescendant(n *yaml.Node) *yaml.Node {
 	for n != nil && (n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode) {
-		if len(n.Content) == 0 || n.Style&yaml.FlowStyle != 0 {
+		if n.Style&yaml.FlowStyle != 0 {
 			return n
 		}
-		n = n.Content[len(n.Content)-1]
+		var last *yaml.Node
+		for i := len(n.Content) - 1; i >= 0; i-- {
+			if positioned(n.Content[i]) {
+				last = n.Content[i]
+				break
+			}
+		}
+		if last == nil {
+			return n
+		}
+		n = last
 	}
 	return n
 }

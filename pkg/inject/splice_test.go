@@ -31,3 +31,39 @@ func TestScalarRendering(t *testing.T) {
 		}
 	}
 }
+
+// TestSpliceShapes runs layouts that the splicer must place right, or hand
+// to the encoder, through both paths.
+func TestSpliceShapes(t *testing.T) {
+	const head = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n"
+	for name, body := range map[string]string{
+		"no trailing newline":      "    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: web\n        image: nginx",
+		"trailing comments":        "    metadata:\n      labels:\n        app: web\n      # about labels\n    spec:\n      containers:\n      - name: web\n        image: nginx\n      # the end\n# really\n",
+		"block scalar last":        "    spec:\n      containers:\n      - name: web\n        image: nginx\n        command:\n        - sh\n        - -c\n        - |\n          echo hi\n\n          # not a comment\n",
+		"quoted multi-line last":   "    spec:\n      containers:\n      - name: web\n        image: \"nginx\n          #tag\"\n",
+		"annotations with comment": "    metadata:\n      annotations:\n        # owners\n        team: a # inline\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: nginx\n",
+		"indented sequences":       "    spec:\n      containers:\n        - name: web\n          image: nginx\n      initContainers:\n        - name: setup\n          image: busybox\n      volumes:\n        - name: v\n          emptyDir: {}\n",
+		"document end marker":      "    spec:\n      containers:\n      - name: web\n        image: nginx\n...\n",
+		"flow annotations":         "    metadata:\n      annotations: {}\n    spec:\n      containers: [{name: web, image: nginx}]\n",
+		"crlf":                     "    spec:\r\n      containers:\r\n      - name: web\r\n        image: nginx\r\n",
+		"tagged mapping":           "    metadata: !!map\n      labels:\n        app: web\n    spec: !!map\n      containers:\n      - name: web\n        image: nginx\n",
+		"spec before metadata":     "    spec:\n      containers:\n      - name: web\n        image: nginx\n    metadata:\n      labels:\n        app: web\n",
+	} {
+		for _, manual := range []bool{false, true} {
+			t.Run(name, func(t *testing.T) {
+				in := []byte(head + body)
+				out, res, err := Inject(in, testOptions(manual))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(res) != 1 || !res[0].Changed {
+					t.Fatalf("not injected: %+v", res)
+				}
+				if _, err := decodeObjects(out); err != nil {
+					t.Fatalf("output does not parse: %v\n%s", err, out)
+				}
+				spliceMatchesEncode(t, in, testOptions(manual))
+			})
+		}
+	}
+}
