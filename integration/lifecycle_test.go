@@ -298,7 +298,7 @@ func TestInstallWithoutPermission(t *testing.T) {
 func serverDryRun(t *testing.T, manifests string) {
 	t.Helper()
 	if kubectl, err := exec.LookPath("kubectl"); err == nil {
-		cmd := exec.Command(kubectl, "--kubeconfig", testCluster.Kubeconfig, "apply", "--server-side", "--field-manager=conduit", "--dry-run=server", "-f", "-")
+		cmd := exec.Command(kubectl, "--kubeconfig", testCluster.Kubeconfig, "apply", "--dry-run=server", "-f", "-")
 		cmd.Stdin = strings.NewReader(manifests)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("kubectl apply --dry-run=server rejected install -o yaml: %v\n%s", err, out)

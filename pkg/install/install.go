@@ -152,7 +152,7 @@ func (c *Client) Install(ctx context.Context, objs []*unstructured.Unstructured,
 		} else if ok {
 			return &AlreadyInstalledError{Namespace: ns, Version: v}
 		}
-		return nil
+		return c.checkClusterScopedOwners(ctx, objs, ns)
 	})
 	if err != nil {
 		return err
@@ -179,4 +179,28 @@ func (c *Client) applyAll(ctx context.Context, objs []*unstructured.Unstructured
 		}
 		return nil
 	})
+}
+
+// checkClusterScopedOwners refuses to take over cluster-scoped objects (the
+// webhook) that belong to a control plane in another namespace.
+func (c *Client) checkClusterScopedOwners(ctx context.Context, objs []*unstructured.Unstructured, ns string) error {
+	for _, obj := range objs {
+		if obj.GetNamespace() != "" || obj.GetKind() == "Namespace" {
+			continue
+		}
+		live, err := c.Get(ctx, obj)
+		if err != nil {
+			return err
+		}
+		if live == nil {
+			continue
+		}
+		if owner := live.GetLabels()[LabelControlPlaneNS]; owner != ns {
+			if owner == "" {
+				return fmt.Errorf("%s already exists and is not part of a Conduit install: delete it or choose another name", KeyOf(obj))
+			}
+			return fmt.Errorf("%s belongs to the Conduit control plane in namespace %s: a cluster runs one control plane; uninstall it first (`conduit uninstall -n %s`)", KeyOf(obj), owner, owner)
+		}
+	}
+	return nil
 }

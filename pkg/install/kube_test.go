@@ -2,6 +2,7 @@ package install
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -97,5 +98,20 @@ func TestInventoryAndUninstall(t *testing.T) {
 		if live, err := c.Get(ctx, keep); err != nil || live == nil {
 			t.Errorf("uninstall removed %s (err=%v)", KeyOf(keep), err)
 		}
+	}
+}
+
+func TestInstallRefusesAnotherControlPlanesWebhook(t *testing.T) {
+	c := fakeDynamic(t, labelled("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "", "conduit-proxy-injector", "other"))
+	objs := []*unstructured.Unstructured{
+		labelled("v1", "Namespace", "", "conduit", "conduit"),
+		labelled("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "", "conduit-proxy-injector", "conduit"),
+	}
+	err := c.checkClusterScopedOwners(context.Background(), objs, "conduit")
+	if err == nil || !strings.Contains(err.Error(), "belongs to the Conduit control plane in namespace other") {
+		t.Errorf("err = %v", err)
+	}
+	if err := c.checkClusterScopedOwners(context.Background(), objs, "other"); err != nil {
+		t.Errorf("own webhook refused: %v", err)
 	}
 }
