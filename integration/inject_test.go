@@ -86,6 +86,22 @@ func TestInjectWebhook(t *testing.T) {
 		t.Errorf("pod in a plain namespace was changed: init %v containers %v labels %v", names(pod.Spec.InitContainers), names(pod.Spec.Containers), pod.Labels)
 	}
 
+	// `conduit inject app.yaml | kubectl apply -f -` in the plain namespace:
+	// the annotation on the pod template is enough for the webhook.
+	conduit := buildBinary(t, "./cmd/conduit")
+	in := filepath.Join("..", "pkg", "inject", "testdata", "deployment.input.yaml")
+	res := runBinary(t, conduit, "", "inject", in)
+	if res.Code != 0 {
+		t.Fatalf("conduit inject: exit %d: %s", res.Code, res.Stderr)
+	}
+	apply := exec.Command("kubectl", "--kubeconfig", testCluster.Kubeconfig, "-n", plain, "apply", "-f", "-")
+	apply.Stdin = strings.NewReader(res.Stdout)
+	if out, err := apply.CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	pod = waitPod(t, plain, "app=web,"+inject.LabelProxyVersion)
+	checkInjected(t, pod, cfg.Version)
+
 	// A Job: the proxy is a native sidecar, so the Job can complete.
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: "migrate"},
