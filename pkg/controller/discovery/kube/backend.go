@@ -117,7 +117,8 @@ func New(opts Options) (*Backend, error) {
 		sliceInf.Informer(): func(obj any) func(key) bool {
 			m := meta(obj)
 			svc := m.GetLabels()[discoveryv1.LabelServiceName]
-			return func(k key) bool { return k.namespace == m.GetNamespace() && k.service == svc }
+			// Keys of IP authorities may be a cluster IP of this service.
+			return func(k key) bool { return k.ip.IsValid() || k.namespace == m.GetNamespace() && k.service == svc }
 		},
 		// Pods and ReplicaSets change identities and labels of endpoints in their namespace.
 		podInf.Informer(): func(obj any) func(key) bool {

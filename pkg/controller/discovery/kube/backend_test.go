@@ -263,6 +263,25 @@ func TestFollowsChanges(t *testing.T) {
 	r.waitFor(t, "absent: service demo/web not found")
 }
 
+// TestClusterIPFollowsSlices watches a service by its cluster IP: only
+// EndpointSlice events can tell it about endpoints (there are no pods).
+func TestClusterIPFollowsSlices(t *testing.T) {
+	b, client := start(t, service("demo", "web", nil))
+	r := newRecorder()
+	cancel, err := b.Subscribe("10.96.0.10:80", "", r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	r.waitFor(t, "empty: service demo/web has no ready endpoints for port 80")
+	e := endpoint("10.0.0.9", "", true)
+	e.TargetRef = nil
+	if _, err := client.DiscoveryV1().EndpointSlices("demo").Create(context.Background(), slice("demo", "web", "web-abc", 8080, e), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, "10.0.0.9:8080//")
+}
+
 func TestRejectsBadAuthority(t *testing.T) {
 	b, _ := start(t)
 	if _, err := b.Subscribe("web.demo:http", "", newRecorder()); err == nil {
