@@ -31,7 +31,7 @@ func testBackend(t *testing.T, release <-chan struct{}) string {
 	})
 	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
 		chunk := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
-		for range 128 {                                       // 8 MiB
+		for range 128 {                                         // 8 MiB
 			w.Write(chunk)
 		}
 	})

@@ -49,9 +49,9 @@ func TestOpaqueTCPHalfClose(t *testing.T) {
 	app := startTCPBackend(t, countThenReply)
 	p := startProxy(t, Config{InboundTarget: app, DetectTimeout: 200 * time.Millisecond})
 	for _, payload := range []string{
-		"\x00\x01binary protocol bytes",                // detected opaque at once
+		"\x00\x01binary protocol bytes",             // detected opaque at once
 		strings.Repeat("not http at all ", 100_000), // large
-		"",                                          // nothing at all: the client only half-closes
+		"", // nothing at all: the client only half-closes
 	} {
 		c, err := net.Dial("tcp", p.InboundAddr())
 		if err != nil {

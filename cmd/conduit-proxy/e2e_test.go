@@ -1,0 +1,458 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+)
+
+var (
+	buildOnce sync.Once
+	builtPath string
+	buildErr  error
+)
+
+// proxyBinary builds conduit-proxy once per test run.
+func proxyBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "conduit-proxy-test-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtPath = filepath.Join(dir, "conduit-proxy")
+		out, err := exec.Command("go", "build", "-o", builtPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtPath != "" {
+		os.RemoveAll(filepath.Dir(builtPath))
+	}
+	os.Exit(code)
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proxyProcess is a running conduit-proxy binary.
+type proxyProcess struct {
+	cmd    *exec.Cmd
+	admin  string
+	stderr *bytes.Buffer
+	done   chan struct{} // closed when the process has exited
+	err    error         // its exit status, set before done is closed
+}
+
+// startProxyProcess runs the binary with args plus an admin listener and
+// waits until /ready answers.
+func startProxyProcess(t *testing.T, args ...string) *proxyProcess {
+	t.Helper()
+	admin := freeAddr(t)
+	cmd := exec.Command(proxyBinary(t), append([]string{"run", "--admin-listen", admin, "--outbound-listen", "127.0.0.1:0"}, args...)...)
+	pp := &proxyProcess{cmd: cmd, admin: admin, stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	cmd.Stderr = &lockedWriter{w: pp.stderr}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		pp.err = cmd.Wait()
+		close(pp.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-pp.done:
+		default:
+			cmd.Process.Kill()
+			<-pp.done
+		}
+		if t.Failed() {
+			t.Logf("proxy stderr:\n%s", pp.stderr)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + admin + "/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return pp
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy not ready: %v", err)
+		}
+		select {
+		case <-pp.done:
+			t.Fatalf("proxy exited: %v\n%s", pp.err, pp.stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+func (pp *proxyProcess) metrics(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://" + pp.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func metricValue(text, name string, labels ...string) float64 {
+	re := regexp.MustCompile(`^` + regexp.QuoteMeta(name) + `\{([^}]*)\} (\S+)$`)
+	var sum float64
+	for _, line := range strings.Split(text, "\n") {
+		m := re.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		match := true
+		for _, l := range labels {
+			if !strings.Contains(m[1], l) {
+				match = false
+			}
+		}
+		if match {
+			v, _ := strconv.ParseFloat(m[2], 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// mixedApp serves HTTP/1.1 and h2c on one port, gRPC on another, and echoes
+// TCP on a third.
+func mixedApp(t *testing.T) (httpAddr, grpcAddr, tcpAddr string) {
+	t.Helper()
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	hl, _ := net.Listen("tcp", "127.0.0.1:0")
+	hs := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Proto)
+	})}
+	go hs.Serve(hl)
+	t.Cleanup(func() { hs.Close() })
+
+	gl, _ := net.Listen("tcp", "127.0.0.1:0")
+	gs := grpc.NewServer()
+	testpb.RegisterTestServiceServer(gs, echoService{})
+	go gs.Serve(gl)
+	t.Cleanup(gs.Stop)
+
+	tl, _ := net.Listen("tcp", "127.0.0.1:0")
+	go func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	t.Cleanup(func() { tl.Close() })
+	return hl.Addr().String(), gl.Addr().String(), tl.Addr().String()
+}
+
+type echoService struct {
+	testpb.UnimplementedTestServiceServer
+}
+
+func (echoService) UnaryCall(_ context.Context, r *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	return &testpb.SimpleResponse{Payload: r.GetPayload()}, nil
+}
+
+// TestDoneWhen is the issue's acceptance scenario: a real conduit-proxy
+// process in explicit inbound mode carries HTTP/1.1, h2c, gRPC and raw TCP,
+// and its /metrics counts exactly that traffic with direction="inbound".
+func TestDoneWhen(t *testing.T) {
+	httpApp, grpcApp, tcpApp := mixedApp(t)
+	const h1, h2, grpcCalls, tcpConns = 7, 5, 4, 3
+	type proxyFor struct {
+		target string
+		pp     *proxyProcess
+		in     string
+	}
+	proxies := map[string]*proxyFor{"http": {target: httpApp}, "grpc": {target: grpcApp}, "tcp": {target: tcpApp}}
+	for _, pf := range proxies {
+		pf.in = freeAddr(t)
+		pf.pp = startProxyProcess(t, "--inbound-listen", pf.in, "--inbound-target", pf.target)
+	}
+
+	// HTTP/1.1 over one keep-alive connection, then h2c over one connection.
+	h1tr := &http.Transport{Proxy: nil}
+	defer h1tr.CloseIdleConnections()
+	var h2protos http.Protocols
+	h2protos.SetUnencryptedHTTP2(true)
+	h2tr := &http.Transport{Proxy: nil, Protocols: &h2protos}
+	defer h2tr.CloseIdleConnections()
+	for i, tc := range []struct {
+		tr    *http.Transport
+		n     int
+		proto string
+	}{{h1tr, h1, "HTTP/1.1"}, {h2tr, h2, "HTTP/2.0"}} {
+		for range tc.n {
+			resp, err := (&http.Client{Transport: tc.tr}).Get("http://" + proxies["http"].in + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != tc.proto {
+				t.Errorf("client %d: the app saw %q, want %q", i, b, tc.proto)
+			}
+		}
+	}
+
+	cc, err := grpc.NewClient(proxies["grpc"].in, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	gc := testpb.NewTestServiceClient(cc)
+	for range grpcCalls {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := gc.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("x")}})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	for range tcpConns {
+		c, err := net.Dial("tcp", proxies["tcp"].in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "\x00raw bytes")
+		c.(*net.TCPConn).CloseWrite()
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if string(b) != "\x00raw bytes" {
+			t.Errorf("tcp echo %q", b)
+		}
+	}
+	cc.Close()
+
+	checks := []struct {
+		pf     *proxyFor
+		name   string
+		labels []string
+		want   float64
+	}{
+		{proxies["http"], "request_total", nil, h1 + h2},
+		{proxies["http"], "response_total", []string{`status_code="200"`, `classification="success"`}, h1 + h2},
+		{proxies["http"], "response_latency_ms_bucket", []string{`le="+Inf"`}, h1 + h2},
+		{proxies["http"], "response_latency_ms_count", nil, h1 + h2},
+		{proxies["http"], "tcp_open_total", []string{`peer="src"`}, 2},
+		{proxies["grpc"], "request_total", nil, grpcCalls},
+		{proxies["grpc"], "response_total", []string{`grpc_status="0"`, `classification="success"`}, grpcCalls},
+		{proxies["grpc"], "response_latency_ms_bucket", []string{`le="+Inf"`}, grpcCalls},
+		{proxies["grpc"], "tcp_open_total", []string{`peer="src"`}, 1},
+		{proxies["tcp"], "request_total", nil, 0},
+		{proxies["tcp"], "tcp_open_total", []string{`peer="src"`}, tcpConns},
+		{proxies["tcp"], "tcp_close_total", []string{`peer="src"`}, tcpConns},
+		{proxies["tcp"], "tcp_read_bytes_total", []string{`peer="src"`}, tcpConns * float64(len("\x00raw bytes"))},
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, c := range checks {
+		labels := append([]string{`direction="inbound"`}, c.labels...)
+		for {
+			text := c.pf.pp.metrics(t)
+			got := metricValue(text, c.name, labels...)
+			if got == c.want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("proxy for %s: %s%v = %v, want %v\n%s", c.pf.target, c.name, labels, got, c.want, text)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	// The latency histogram is cumulative: every bucket is <= the next.
+	text := proxies["http"].pp.metrics(t)
+	var prev float64
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "response_latency_ms_bucket{") && strings.Contains(line, `direction="inbound"`) {
+			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			if strings.Contains(line, `le="1"`) {
+				prev = 0
+			}
+			if v < prev {
+				t.Errorf("histogram not cumulative at %s", line)
+			}
+			prev = v
+		}
+	}
+}
+
+// TestDrainOnSIGTERM sends SIGTERM to a real proxy under steady load: every
+// request the proxy accepted completes, new connections are refused, and the
+// process exits 0.
+func TestDrainOnSIGTERM(t *testing.T) {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	app := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d, _ := time.ParseDuration(r.URL.Query().Get("sleep"))
+		time.Sleep(d)
+		io.WriteString(w, "ok")
+	})}
+	go app.Serve(ln)
+	defer app.Close()
+
+	in := freeAddr(t)
+	pp := startProxyProcess(t, "--inbound-listen", in, "--inbound-target", ln.Addr().String(), "--shutdown-grace-period", "10s")
+
+	var (
+		mu                sync.Mutex
+		ok, refused, lost int
+		lostErrs          []string
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 8}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 15 * time.Second}
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := client.Get(fmt.Sprintf("http://%s/?sleep=%dms", in, 5+(i*7+n)%40))
+				mu.Lock()
+				switch {
+				case err == nil:
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == 200 && string(b) == "ok" {
+						ok++
+					} else {
+						lost++
+						lostErrs = append(lostErrs, fmt.Sprintf("%d %q", resp.StatusCode, b))
+					}
+				case isDialRefused(err):
+					refused++ // never accepted: the listener is closed
+				default:
+					lost++
+					lostErrs = append(lostErrs, err.Error())
+				}
+				mu.Unlock()
+				if err != nil {
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	// A long request in flight when SIGTERM arrives must still complete.
+	long := make(chan error, 1)
+	go func() {
+		resp, err := http.Get("http://" + in + "/?sleep=1500ms")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != "ok" {
+				err = fmt.Errorf("long request: %d %q", resp.StatusCode, b)
+			}
+		}
+		long <- err
+	}()
+	time.Sleep(700 * time.Millisecond)
+	if err := pp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var exitErr error
+	select {
+	case <-pp.done:
+		exitErr = pp.err
+	case <-time.After(15 * time.Second):
+		t.Fatal("proxy did not exit within the grace period")
+	}
+	close(stop)
+	wg.Wait()
+	if exitErr != nil {
+		t.Errorf("proxy exit: %v, want status 0", exitErr)
+	}
+	if err := <-long; err != nil {
+		t.Errorf("in-flight request lost: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("completed %d, refused after shutdown %d, lost %d", ok, refused, lost)
+	if ok < 20 {
+		t.Errorf("only %d requests completed: the load did not run", ok)
+	}
+	if lost > 0 {
+		t.Errorf("%d accepted requests were lost: %v", lost, lostErrs)
+	}
+	if !strings.Contains(pp.stderr.String(), "drained") {
+		t.Errorf("no drain in the log:\n%s", pp.stderr)
+	}
+}
+
+func isDialRefused(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial" && errors.Is(err, syscall.ECONNREFUSED)
+}
