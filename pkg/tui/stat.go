@@ -43,9 +43,13 @@ func WriteStatTable(w io.Writer, rows []StatRow, o StatTableOptions) error {
 	}
 	fmt.Fprintln(tw, strings.Join(h, "\t"))
 	for _, r := range rows {
+		meshed := fmt.Sprintf("%d/%d", r.MeshedPods, r.TotalPods)
+		if r.TotalPods == 0 {
+			meshed = "-" // authorities, or traffic to something without pods
+		}
 		v := []string{
 			r.Name,
-			fmt.Sprintf("%d/%d", r.MeshedPods, r.TotalPods),
+			meshed,
 			FormatPercent(r.SuccessRate, r.HasTraffic),
 			FormatRate(r.RPS),
 			FormatMillis(r.P50, r.HasTraffic),

@@ -252,6 +252,7 @@ func TestStatTables(t *testing.T) {
 	rows := []StatRow{
 		{Namespace: "demo", Name: "web", MeshedPods: 1, TotalPods: 1, HasTraffic: true, SuccessRate: 0.95, RPS: 10.5, P50: 1.5, P95: 4, P99: 12, TCPConns: 3, ReadBPS: 100, WriteBPS: 200},
 		{Namespace: "demo", Name: "idle", MeshedPods: 0, TotalPods: 2},
+		{Namespace: "demo", Name: "web.demo.svc.cluster.local:8080", HasTraffic: true, SuccessRate: 1, RPS: 1, P50: 1, P95: 2, P99: 3},
 	}
 	if err := WriteStatTable(&b, rows, StatTableOptions{AllNamespaces: true, Wide: true}); err != nil {
 		t.Fatal(err)

@@ -286,7 +286,9 @@ func (s *Server) merge(ctx context.Context, pods []stats.Pod, req *tapv1.Observe
 		}
 	}
 	if failed == len(pods) {
-		return status.Errorf(codes.Unavailable, "no proxy could be tapped: %v", first)
+		// The controller is fine; its proxies are not reachable (or do not
+		// serve tap): not Unavailable, which clients read as "no controller".
+		return status.Errorf(codes.FailedPrecondition, "no proxy could be tapped: %v", first)
 	}
 	return nil
 }
@@ -308,7 +310,7 @@ func (s *Server) observe(ctx context.Context, p *stats.Pod, req *tapv1.ObserveRe
 	defer closeFn()
 	st, err := client.Observe(ctx, req)
 	if err != nil {
-		return fmt.Errorf("pod %s/%s: %w", p.Namespace, p.Name, err)
+		return fmt.Errorf("pod %s/%s at %s: %s", p.Namespace, p.Name, p.AdminAddr, status.Convert(err).Message())
 	}
 	for {
 		ev, err := st.Recv()
@@ -320,7 +322,7 @@ func (s *Server) observe(ctx context.Context, p *stats.Pod, req *tapv1.ObserveRe
 				return nil
 			}
 			s.cfg.Log.Warn("tap: proxy stream ended", "pod", p.Namespace+"/"+p.Name, "err", err)
-			return fmt.Errorf("pod %s/%s: %w", p.Namespace, p.Name, err)
+			return fmt.Errorf("pod %s/%s at %s: %s", p.Namespace, p.Name, p.AdminAddr, status.Convert(err).Message())
 		}
 		select {
 		case out <- podEvent{pod: p, ev: ev}:

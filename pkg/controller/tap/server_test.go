@@ -243,3 +243,20 @@ func TestKubeAuthorizer(t *testing.T) {
 		t.Errorf("a port-forwarded caller without a token was refused: %v", err)
 	}
 }
+
+func TestTapByResourceProxiesDown(t *testing.T) {
+	// An admin server that speaks only HTTP/1.1, like a proxy without tap.
+	old := httptest.NewServer(http.NotFoundHandler())
+	defer old.Close()
+	pods := []stats.Pod{{Namespace: "demo", Name: "web-0", AdminAddr: old.Listener.Addr().String(), Labels: map[string]string{"deployment": "web"}}}
+	api := controller(t, Config{Pods: stats.PodsFunc(func(context.Context) ([]stats.Pod, error) { return pods, nil })})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := api.TapByResource(ctx, &tapv1.TapByResourceRequest{Target: &tapv1.Resource{Namespace: "demo", Type: "deploy", Name: "web"}})
+	if err == nil {
+		_, err = st.Recv()
+	}
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "no proxy could be tapped: pod demo/web-0 at "+pods[0].AdminAddr) {
+		t.Errorf("err = %v", err)
+	}
+}
