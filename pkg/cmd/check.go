@@ -13,9 +13,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/conduitmesh/conduit/pkg/healthcheck"
+	"github.com/conduitmesh/conduit/pkg/install"
 	"github.com/conduitmesh/conduit/pkg/version"
 )
 
@@ -84,6 +87,13 @@ exit status is 0 only when no check failed; warnings do not fail.
 // runCheck runs the checks and prints them; it returns an ExitError with
 // status 1 when a check failed.
 func runCheck(ctx context.Context, opts checkOptions, out io.Writer, newClient func() (kubernetes.Interface, error)) error {
+	var resources []healthcheck.Resource
+	if opts.pre {
+		var err error
+		if resources, err = installResources(opts.controlNS); err != nil {
+			return err
+		}
+	}
 	var controllerHealth func(context.Context) error
 	if opts.controllerAddr != "" {
 		controllerHealth = func(ctx context.Context) error { return controllerServing(ctx, opts.controllerAddr) }
@@ -99,6 +109,7 @@ func runCheck(ctx context.Context, opts checkOptions, out io.Writer, newClient f
 		Pre:                   opts.pre,
 		Proxy:                 opts.proxy,
 		Wait:                  opts.wait,
+		InstallResources:      resources,
 	})
 	var rep healthcheck.Report
 	switch opts.output {
@@ -123,6 +134,32 @@ func runCheck(ctx context.Context, opts checkOptions, out io.Writer, newClient f
 		return &ExitError{Code: 1}
 	}
 	return nil
+}
+
+// installResources are the kinds of object an install into ns creates,
+// from the embedded chart, for the --pre permission checks.
+func installResources(ns string) ([]healthcheck.Resource, error) {
+	objs, _, err := install.RenderInstall(install.InstallOptions{
+		Values:  install.ValueOptions{Namespace: ns},
+		Version: version.Version,
+		Now:     time.Now(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rendering the control plane to list what it creates: %w", err)
+	}
+	var out []healthcheck.Resource
+	seen := map[schema.GroupResource]bool{}
+	for _, o := range objs {
+		gvk := o.GroupVersionKind()
+		plural, _ := meta.UnsafeGuessKindToResource(gvk)
+		gr := plural.GroupResource()
+		if seen[gr] {
+			continue
+		}
+		seen[gr] = true
+		out = append(out, healthcheck.Resource{Group: gr.Group, Resource: gr.Resource, Kind: gvk.Kind, Namespaced: o.GetNamespace() != ""})
+	}
+	return out, nil
 }
 
 // controllerServing asks the controller's gRPC health service whether it

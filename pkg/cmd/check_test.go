@@ -21,6 +21,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/conduitmesh/conduit/pkg/healthcheck"
 )
 
 func TestCheckFlagErrors(t *testing.T) {
@@ -119,5 +121,23 @@ func TestControllerServing(t *testing.T) {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	if err := controllerServing(ctx, ln.Addr().String()); err == nil || err.Error() != "health status NOT_SERVING" {
 		t.Errorf("not serving controller: got %v", err)
+	}
+}
+
+func TestInstallResourcesComeFromTheChart(t *testing.T) {
+	got, err := installResources("mesh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	byKind := map[string]healthcheck.Resource{}
+	for _, r := range got {
+		byKind[r.Kind] = r
+	}
+	// Every kind the checks list by default is in the chart, with the same
+	// resource name and scope.
+	for _, want := range healthcheck.DefaultInstallResources() {
+		if r, ok := byKind[want.Kind]; !ok || r != want {
+			t.Errorf("chart resource for %s: got %+v (present %v), want %+v", want.Kind, r, ok, want)
+		}
 	}
 }

@@ -87,6 +87,7 @@ func (s *state) preKubernetesSetup() Category {
 	for _, r := range s.opts.InstallResources {
 		checks = append(checks, Checker{
 			Description: fmt.Sprintf("can create %ss", r.Kind),
+			Hint:        "installing needs permission to create every object of the control plane: ask a cluster administrator (installing usually takes cluster-admin)",
 			Check: func(ctx context.Context) error {
 				if user == "" {
 					user = s.whoAmI(ctx)

@@ -508,3 +508,17 @@ func TestControllerHealthCheck(t *testing.T) {
 		t.Errorf("got %+v", r)
 	}
 }
+
+// TestEveryCheckHasAHint: whatever makes a check fail (even an API error
+// the check did not foresee), the user gets a hint.
+func TestEveryCheckHasAHint(t *testing.T) {
+	for _, opts := range []Options{{Pre: true}, {Proxy: true, DataPlaneNamespace: "app", ControllerHealth: func(context.Context) error { return nil }}} {
+		for _, c := range Categories(opts) {
+			for _, ch := range c.Checkers {
+				if strings.TrimSpace(ch.Hint) == "" {
+					t.Errorf("%s / %s has no hint", c.ID, ch.Description)
+				}
+			}
+		}
+	}
+}

@@ -16,6 +16,7 @@ func (s *state) version() Category {
 	return Category{ID: Version, Checkers: []Checker{
 		{
 			Description: "control plane and CLI versions match",
+			Hint:        fmt.Sprintf("upgrade the control plane to this CLI's version with `%s`", s.cmd("upgrade")),
 			Warning:     true,
 			Check: func(context.Context) error {
 				installed := s.installedVersion()
@@ -81,6 +82,7 @@ func (s *state) dataPlane(deadline time.Time) Category {
 	checks = append(checks,
 		Checker{
 			Description:   "data plane proxies are ready",
+			Hint:          fmt.Sprintf("see why with `kubectl %s get pods -l %s` and `kubectl %s logs NAME -c %s`", nsFlag, ProxyVersionLabel, nsFlag, ProxyContainerName),
 			Required:      true,
 			RetryDeadline: deadline,
 			Check: func(ctx context.Context) error {
@@ -104,6 +106,7 @@ func (s *state) dataPlane(deadline time.Time) Category {
 		},
 		Checker{
 			Description: "data plane proxies run the control plane's version",
+			Hint:        "restart the meshed workloads so the injector gives them the current proxy, e.g. `kubectl -n NAMESPACE rollout restart deploy/NAME`",
 			Warning:     true,
 			Check: func(context.Context) error {
 				installed := s.installedVersion()
