@@ -38,6 +38,8 @@ func FuzzInject(f *testing.F) {
 		if _, _, err := Uninject(again); err != nil {
 			t.Fatalf("uninject of the output failed: %v", err)
 		}
+		uninjectMatchesEncode(t, out)
+		uninjectMatchesEncode(t, data)
 	})
 }
 

@@ -109,7 +109,7 @@ func (p *processor) object(doc int, obj *yaml.Node, results []Result) []Result {
 	pod := podTarget{holder: holder, namespace: r.Namespace, edits: p.edits}
 	switch p.mode {
 	case modeUninject:
-		r.Changed = uninjectObject(holder)
+		r.Changed = uninjectObject(holder, p.edits)
 		if !r.Changed {
 			r.Reason = "it is not injected"
 		}
@@ -141,7 +141,7 @@ func (p *processor) object(doc int, obj *yaml.Node, results []Result) []Result {
 func (p *processor) namespace(obj *yaml.Node, r Result) Result {
 	switch p.mode {
 	case modeUninject:
-		r.Changed = uninjectObject(obj)
+		r.Changed = uninjectObject(obj, p.edits)
 		if !r.Changed {
 			r.Reason = "it is not annotated"
 		}

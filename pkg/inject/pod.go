@@ -3,6 +3,7 @@ package inject
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 
 	"go.yaml.in/yaml/v3"
@@ -62,6 +63,9 @@ type editor struct {
 	t      *textEdits
 	rec    restore
 	loaded bool // the object already had a record: keep it up to date
+	// keepEmpty: a map or list injection adds to was there but empty, which
+	// uninject cannot tell from one it created without a record.
+	keepEmpty bool
 }
 
 func newEditor(holder *yaml.Node, t *textEdits) *editor {
@@ -88,9 +92,17 @@ func (e *editor) created(what string, did bool) {
 func (e *editor) metaMap(key, createdName string) *yaml.Node {
 	meta, c := e.t.ensureMap(e.holder, "metadata")
 	e.created(createdMetadata, c)
+	e.noteEmpty(meta, c)
 	m, c := e.t.ensureMap(meta, key)
 	e.created(createdName, c)
+	e.noteEmpty(m, c)
 	return m
+}
+
+func (e *editor) noteEmpty(n *yaml.Node, created bool) {
+	if !created && len(n.Content) == 0 {
+		e.keepEmpty = true
+	}
 }
 
 // setAnnotation sets k=v and reports whether anything changed.
@@ -136,6 +148,9 @@ func (e *editor) commit() error {
 }
 
 func (e *editor) recordNeeded() bool {
+	if e.keepEmpty {
+		return true
+	}
 	for k, v := range e.rec.Annotations {
 		if v != nil || (k != AnnotationInject && k != AnnotationProxyVersion) {
 			return true
@@ -227,6 +242,7 @@ func (p podTarget) inject(base ProxyConfig, overrides map[string]string, cache s
 	t, spec := p.edits, p.spec()
 	inits, c := t.ensureSeq(spec, "initContainers")
 	e.created(createdInitContainers, c)
+	e.noteEmpty(inits, c)
 	t.insertAt(inits, 0, sc.init)
 	if cfg.NativeSidecar {
 		t.insertAt(inits, 1, sc.proxy)
@@ -236,6 +252,7 @@ func (p podTarget) inject(base ProxyConfig, overrides map[string]string, cache s
 	}
 	vols, c := t.ensureSeq(spec, "volumes")
 	e.created(createdVolumes, c)
+	e.noteEmpty(vols, c)
 	t.insertAt(vols, len(vols.Content), sc.tokenVol)
 	t.insertAt(vols, len(vols.Content), sc.trustVol)
 	if !record {
@@ -246,23 +263,23 @@ func (p podTarget) inject(base ProxyConfig, overrides map[string]string, cache s
 
 // uninject removes everything inject and annotate added and restores what
 // they changed. It reports whether anything changed.
-func uninjectObject(holder *yaml.Node) bool {
+func uninjectObject(holder *yaml.Node, t *textEdits) bool {
 	changed := false
 	if spec := get(holder, "spec"); isMap(spec) {
 		for _, key := range []string{"initContainers", "containers"} {
 			s := get(spec, key)
-			if removeNamed(s, ProxyContainerName) {
+			if t.removeNamed(s, ProxyContainerName) {
 				changed = true
 			}
-			if removeNamed(s, InitContainerName) {
+			if t.removeNamed(s, InitContainerName) {
 				changed = true
 			}
 		}
 		v := get(spec, "volumes")
-		if removeNamed(v, TokenVolumeName) {
+		if t.removeNamed(v, TokenVolumeName) {
 			changed = true
 		}
-		if removeNamed(v, TrustRootsVolumeName) {
+		if t.removeNamed(v, TrustRootsVolumeName) {
 			changed = true
 		}
 	}
@@ -271,70 +288,71 @@ func uninjectObject(holder *yaml.Node) bool {
 	raw, hasRecord := getString(ann, AnnotationRestore)
 	var rec restore
 	if hasRecord && json.Unmarshal([]byte(raw), &rec) == nil {
-		del(ann, AnnotationRestore)
-		replay(ann, rec.Annotations)
-		replay(get(meta, "labels"), rec.Labels)
+		t.del(ann, AnnotationRestore)
+		t.replay(ann, rec.Annotations)
+		t.replay(get(meta, "labels"), rec.Labels)
 		spec := get(holder, "spec")
 		for _, what := range slices.Backward(rec.Created) {
 			switch what {
 			case createdInitContainers:
-				delIfEmpty(spec, "initContainers")
+				t.delIfEmpty(spec, "initContainers")
 			case createdVolumes:
-				delIfEmpty(spec, "volumes")
+				t.delIfEmpty(spec, "volumes")
 			case createdAnnotations:
-				delIfEmpty(meta, "annotations")
+				t.delIfEmpty(meta, "annotations")
 			case createdLabels:
-				delIfEmpty(meta, "labels")
+				t.delIfEmpty(meta, "labels")
 			}
 		}
 		// metadata last: it holds the other two.
 		if slices.Contains(rec.Created, createdMetadata) {
-			delIfEmpty(holder, "metadata")
+			t.delIfEmpty(holder, "metadata")
 		}
 		return true
 	}
 	// No (usable) record: take off what injection always adds, and the
 	// maps that leaves empty.
 	if hasRecord {
-		del(ann, AnnotationRestore)
+		t.del(ann, AnnotationRestore)
 		changed = true
 	}
-	if del(ann, AnnotationProxyVersion) {
+	if t.del(ann, AnnotationProxyVersion) {
 		changed = true
 	}
-	if v, _ := getString(ann, AnnotationInject); v == ValueEnabled && del(ann, AnnotationInject) {
+	if v, _ := getString(ann, AnnotationInject); v == ValueEnabled && t.del(ann, AnnotationInject) {
 		changed = true
 	}
-	if del(get(meta, "labels"), LabelProxyVersion) {
+	if t.del(get(meta, "labels"), LabelProxyVersion) {
 		changed = true
 	}
 	if changed {
 		spec := get(holder, "spec")
-		delIfEmpty(spec, "initContainers")
-		delIfEmpty(spec, "volumes")
-		delIfEmpty(meta, "annotations")
-		delIfEmpty(meta, "labels")
-		delIfEmpty(holder, "metadata")
+		t.delIfEmpty(spec, "initContainers")
+		t.delIfEmpty(spec, "volumes")
+		t.delIfEmpty(meta, "annotations")
+		t.delIfEmpty(meta, "labels")
+		t.delIfEmpty(holder, "metadata")
 	}
 	return changed
 }
 
-func replay(m *yaml.Node, rec map[string]*string) {
+// replay restores the recorded values (nil: the key was absent).
+func (t *textEdits) replay(m *yaml.Node, rec map[string]*string) {
 	if !isMap(m) {
 		return
 	}
-	for k, v := range rec {
-		if v == nil {
-			del(m, k)
-		} else {
-			set(m, k, strNode(*v))
+	for _, k := range slices.Sorted(maps.Keys(rec)) {
+		if v := rec[k]; v == nil {
+			t.del(m, k)
+		} else if old, _ := getString(m, k); old != *v {
+			t.set(m, k, strNode(*v))
 		}
 	}
 }
 
-func delIfEmpty(m *yaml.Node, key string) {
+func (t *textEdits) delIfEmpty(m *yaml.Node, key string) {
 	if v := get(m, key); v != nil && (v.Kind == yaml.MappingNode || v.Kind == yaml.SequenceNode) && len(v.Content) == 0 {
-		del(m, key)
+		t.del(m, key)
 	}
 }
 

@@ -20,8 +20,18 @@ import (
 // textEdits records the additions made to one parsed document. A nil
 // *textEdits records nothing (the tree is re-encoded).
 type textEdits struct {
-	full bool
-	ins  []insertion
+	body  []byte
+	lines [][]byte // body split after each newline, made when needed
+	full  bool
+	ins   []insertion
+	dels  [][2]int // line ranges [from, to] to drop
+}
+
+func (t *textEdits) bodyLines() [][]byte {
+	if t.lines == nil {
+		t.lines = bytes.SplitAfter(t.body, []byte("\n"))
+	}
+	return t.lines
 }
 
 // insertion adds a mapping pair (key, val) at the end of the block mapping
@@ -71,6 +81,107 @@ func (t *textEdits) insertAt(s *yaml.Node, i int, val *yaml.Node) {
 	insertAt(s, i, val)
 }
 
+// del is the package's del, recorded.
+func (t *textEdits) del(m *yaml.Node, key string) bool {
+	if t != nil && positioned(m) {
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			if m.Content[i].Value == key {
+				t.recordDeletion(m, i, 2)
+				break
+			}
+		}
+	}
+	return del(m, key)
+}
+
+// removeNamed is the package's removeNamed, recorded.
+func (t *textEdits) removeNamed(s *yaml.Node, name string) bool {
+	s = resolve(s)
+	if t != nil && positioned(s) {
+		for i, c := range s.Content {
+			if n, _ := getString(c, "name"); n == name {
+				t.recordDeletion(s, i, 1)
+			}
+		}
+	}
+	return removeNamed(s, name)
+}
+
+// recordDeletion records the lines of parent.Content[i:i+width] (a pair or
+// an item), before it is removed from the tree.
+func (t *textEdits) recordDeletion(parent *yaml.Node, i, width int) {
+	if t.full {
+		return
+	}
+	from, to, ok := deletedLines(t.bodyLines(), parent, i, width)
+	if !ok {
+		t.full = true
+		return
+	}
+	t.dels = append(t.dels, [2]int{from, to})
+}
+
+// deletedLines returns the line range [from, to] of parent.Content[i:i+width]:
+// from its first line to the last line of text before the next sibling.
+func deletedLines(lines [][]byte, parent *yaml.Node, i, width int) (from, to int, ok bool) {
+	first, last := parent.Content[i], parent.Content[i+width-1]
+	if !positioned(first) || first.Line > len(lines) {
+		return 0, 0, false
+	}
+	col, ok := blockColumn(lines, parent)
+	if !ok {
+		return 0, 0, false
+	}
+	from = first.Line - 1
+	l := lines[from]
+	if len(l) <= col || len(bytes.TrimLeft(l[:col], " ")) != 0 {
+		return 0, 0, false // the key must start its line, not follow "- "
+	}
+	if parent.Kind == yaml.SequenceNode && l[col] != '-' {
+		return 0, 0, false
+	}
+	if !safeEnd(lines, last) {
+		return 0, 0, false
+	}
+	if i+width == len(parent.Content) {
+		end, ok := endLine(lines, parent, col)
+		return from, end, ok
+	}
+	next := parent.Content[i+width]
+	if !positioned(next) || next.Line-1 <= from || next.Line > len(lines) {
+		return 0, 0, false
+	}
+	to = next.Line - 2
+	for to > from {
+		t := bytes.TrimSpace(lines[to])
+		if len(t) > 0 && t[0] != '#' {
+			break
+		}
+		to--
+	}
+	return from, to, true
+}
+
+// safeEnd reports whether the text of n surely ends on a line that is not
+// blank and does not start with '#' (not so for block scalars, or quoted
+// ones that span lines).
+func safeEnd(lines [][]byte, n *yaml.Node) bool {
+	last := lastDescendant(n)
+	if last == nil || last.Kind == yaml.AliasNode || last.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 ||
+		last.Line < 1 || last.Line > len(lines) {
+		return false
+	}
+	if q := last.Style & (yaml.SingleQuotedStyle | yaml.DoubleQuotedStyle); q != 0 {
+		l := bytes.TrimRight(lines[last.Line-1], " \r\n")
+		quote := byte('"')
+		if q == yaml.SingleQuotedStyle {
+			quote = '\''
+		}
+		return len(l) >= last.Column+1 && l[len(l)-1] == quote
+	}
+	return true
+}
+
 // ensureMap is the package's ensureMap, recorded.
 func (t *textEdits) ensureMap(m *yaml.Node, key string) (*yaml.Node, bool) {
 	if v := get(m, key); isMap(v) {
@@ -109,7 +220,7 @@ func (s *splicer) splice(w *bytes.Buffer, body []byte, t *textEdits) bool {
 	if t.full || bytes.Contains(body, []byte("\r")) {
 		return false
 	}
-	lines := bytes.SplitAfter(body, []byte("\n"))
+	lines := t.bodyLines()
 	indent, compact := yamlStyle(body)
 	type placed struct {
 		line int // insert before this 0-based line index
@@ -154,6 +265,12 @@ func (s *splicer) splice(w *bytes.Buffer, body []byte, t *textEdits) bool {
 		adds = append(adds, placed{at, rank, text})
 	}
 	slices.SortStableFunc(adds, func(a, b placed) int { return cmp.Or(a.line-b.line, a.rank-b.rank) })
+	drop := make([]bool, len(lines))
+	for _, d := range t.dels {
+		for i := d[0]; i <= d[1]; i++ {
+			drop[i] = true
+		}
+	}
 	out := w
 	next := 0
 	for i, l := range lines {
@@ -162,7 +279,9 @@ func (s *splicer) splice(w *bytes.Buffer, body []byte, t *textEdits) bool {
 				out.WriteString(adds[j].text)
 			}
 		}
-		out.Write(l)
+		if !drop[i] {
+			out.Write(l)
+		}
 		next = i + 1
 	}
 	if len(lines) > 0 && !bytes.HasSuffix(lines[len(lines)-1], []byte("\n")) {
@@ -231,8 +350,13 @@ func blockColumn(lines [][]byte, n *yaml.Node) (int, bool) {
 	l := lines[first.Line-1]
 	col := first.Column - 1
 	if n.Kind == yaml.SequenceNode {
-		col = n.Column - 1
-		if n.Line != first.Line || len(l) <= col || l[col] != '-' {
+		// The sequence's own position is its first dash (even once that
+		// item has been removed from the tree).
+		if n.Line < 1 || n.Line > len(lines) {
+			return 0, false
+		}
+		l, col = lines[n.Line-1], n.Column-1
+		if len(l) <= col || l[col] != '-' {
 			return 0, false
 		}
 	}

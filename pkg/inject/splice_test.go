@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"reflect"
 	"testing"
 
 	yamlv2 "go.yaml.in/yaml/v2"
@@ -63,6 +64,14 @@ func TestSpliceShapes(t *testing.T) {
 					t.Fatalf("output does not parse: %v\n%s", err, out)
 				}
 				spliceMatchesEncode(t, in, testOptions(manual))
+				uninjectMatchesEncode(t, out)
+				back, _, err := Uninject(out)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want, got := objects(t, in), objects(t, back); !reflect.DeepEqual(want, got) {
+					t.Errorf("uninject(inject(x)) != x:\n%s", lineDiff(string(in), string(back)))
+				}
 			})
 		}
 	}

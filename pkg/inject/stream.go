@@ -191,8 +191,8 @@ func (p *processor) yamlStream(data []byte) ([]byte, []Result, error) {
 		}
 		n := len(results)
 		p.edits = nil
-		if p.mode != modeUninject && !p.noSplice && !aliased {
-			p.edits = &textEdits{}
+		if !p.noSplice && !aliased && !d.inline {
+			p.edits = &textEdits{body: d.body}
 		}
 		results = p.object(docNum, obj, results)
 		if !anyChanged(results[n:]) {
