@@ -9,6 +9,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -60,6 +61,21 @@ func TestCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		testLimitedUser(ctx, t, c, path, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "limited", Namespace: "sa-test"})
+
+		// TokenReview (what the controller's Identity service does) accepts
+		// the token and names the ServiceAccount.
+		cfg, err := clientcmd.LoadFromFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		token := cfg.AuthInfos[cfg.Contexts[cfg.CurrentContext].AuthInfo].Token
+		tr, err := c.Client.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !tr.Status.Authenticated || tr.Status.User.Username != "system:serviceaccount:sa-test:limited" {
+			t.Errorf("TokenReview of a TokenRequest token: %+v", tr.Status)
+		}
 	})
 
 	pids := c.PIDs()
