@@ -61,6 +61,10 @@ func runTests(m *testing.M) int {
 	}
 	testCluster = c
 	code := m.Run()
+	if code != 0 {
+		c.Keep()
+		fmt.Fprintf(os.Stderr, "integration: tests failed; the cluster's logs are kept in %s\n", c.Dir)
+	}
 	if err := c.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "integration: stopping the test cluster: %v\n", err)
 		if code == 0 {

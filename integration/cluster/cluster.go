@@ -170,6 +170,10 @@ func (c *Cluster) Stop() error {
 	return c.stopErr
 }
 
+// Keep makes Stop leave the run directory (logs, pki) in place, e.g. after
+// a failed test run. Call it before Stop.
+func (c *Cluster) Keep() { c.opts.KeepDir = true }
+
 // PIDs are the process ids of the running components, by name.
 func (c *Cluster) PIDs() map[string]int {
 	out := make(map[string]int, len(c.procs))
