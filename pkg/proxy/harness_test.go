@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 
 // startProxy runs a proxy with the given config (listeners on port 0 unless
 // set) until the test ends.
-func startProxy(t *testing.T, cfg Config) *Proxy {
+func startProxy(t testing.TB, cfg Config) *Proxy {
 	t.Helper()
 	if cfg.InboundAddr == "" {
 		cfg.InboundAddr = "127.0.0.1:0"
@@ -63,7 +63,7 @@ func startProxy(t *testing.T, cfg Config) *Proxy {
 }
 
 // startHTTPBackend serves h on a loopback listener (HTTP/1.1 and h2c).
-func startHTTPBackend(t *testing.T, h http.Handler) string {
+func startHTTPBackend(t testing.TB, h http.Handler) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -79,7 +79,7 @@ func startHTTPBackend(t *testing.T, h http.Handler) string {
 }
 
 // newClient returns an HTTP/1.1 client that is closed when the test ends.
-func newClient(t *testing.T) *http.Client {
+func newClient(t testing.TB) *http.Client {
 	t.Helper()
 	tr := &http.Transport{Proxy: nil, DisableCompression: true}
 	t.Cleanup(tr.CloseIdleConnections)

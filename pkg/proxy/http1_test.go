@@ -14,7 +14,7 @@ import (
 )
 
 // testBackend is an application with the endpoints the HTTP tests need.
-func testBackend(t *testing.T, release <-chan struct{}) string {
+func testBackend(t testing.TB, release <-chan struct{}) string {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
 		for k, v := range r.Header {

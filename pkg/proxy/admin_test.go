@@ -1,0 +1,140 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func adminDo(t *testing.T, p *Proxy, method, path, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+p.AdminAddr()+path, strings.NewReader(body))
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestAdmin(t *testing.T) {
+	level := new(slog.LevelVar)
+	p := startProxy(t, Config{InboundTarget: "127.0.0.1:1", LogLevel: level})
+	tests := []struct {
+		method, path, body string
+		code               int
+		want               string
+	}{
+		{"GET", "/ready", "", 200, "ready\n"},
+		{"GET", "/live", "", 200, "live\n"},
+		{"GET", "/log-level", "", 200, "info\n"},
+		{"PUT", "/log-level", "debug\n", 200, "debug\n"},
+		{"GET", "/log-level", "", 200, "debug\n"},
+		{"PUT", "/log-level", "chatty", 400, "invalid log level chatty"},
+		{"GET", "/shutdown", "", 405, ""},
+		{"GET", "/nope", "", 404, ""},
+	}
+	for _, tt := range tests {
+		code, body := adminDo(t, p, tt.method, tt.path, tt.body)
+		if code != tt.code || !strings.Contains(body, tt.want) {
+			t.Errorf("%s %s: %d %q, want %d %q", tt.method, tt.path, code, body, tt.code, tt.want)
+		}
+	}
+	if level.Level() != slog.LevelDebug {
+		t.Errorf("level = %v after PUT debug", level.Level())
+	}
+	code, body := adminDo(t, p, "GET", "/metrics", "")
+	if code != 200 || !strings.Contains(body, "# TYPE request_total counter") {
+		t.Errorf("/metrics: %d %q", code, body)
+	}
+}
+
+func TestAdminShutdown(t *testing.T) {
+	p, err := New(Config{InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", InboundTarget: "127.0.0.1:1", ShutdownGrace: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(context.Background()) }()
+	waitFor(t, "admin up", func() bool {
+		resp, err := http.Get("http://" + p.AdminAddr() + "/live")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	if code, body := adminDo(t, p, "POST", "/shutdown", ""); code != 200 || body != "shutdown\n" {
+		t.Errorf("POST /shutdown: %d %q", code, body)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("POST /shutdown did not stop the proxy")
+	}
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+}
+
+// recorder is a test Observer.
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *recorder) RequestStarted(req *http.Request, info RequestInfo) Observation {
+	r.add("start " + info.Direction + " " + req.Method + " " + req.URL.Path + " -> " + info.Target)
+	return &recObs{r: r}
+}
+
+func (r *recorder) add(s string) {
+	r.mu.Lock()
+	r.events = append(r.events, s)
+	r.mu.Unlock()
+}
+
+type recObs struct{ r *recorder }
+
+func (o *recObs) ResponseStarted(status int, _ http.Header) {
+	o.r.add("response " + http.StatusText(status))
+}
+
+func (o *recObs) Ended(e EndInfo) {
+	o.r.add("end " + http.StatusText(e.Status) + " proxy_error=" + e.ProxyError)
+}
+
+func TestObserver(t *testing.T) {
+	app := testBackend(t, nil)
+	rec := &recorder{}
+	p := startProxy(t, Config{InboundTarget: app, Observer: rec})
+	c := newClient(t)
+	resp, err := c.Get("http://" + p.InboundAddr() + "/status/404")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	want := []string{
+		"start inbound GET /status/404 -> " + app,
+		"response Not Found",
+		"end Not Found proxy_error=",
+	}
+	waitFor(t, "observer events", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return len(rec.events) == len(want)
+	})
+	for i := range want {
+		if rec.events[i] != want[i] {
+			t.Errorf("event %d = %q, want %q", i, rec.events[i], want[i])
+		}
+	}
+}
