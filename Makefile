@@ -3,7 +3,7 @@ GO ?= go
 K8S_CACHE ?= $(HOME)/.cache/conduit-k8s
 export CONDUIT_K8S_CACHE := $(K8S_CACHE)
 
-.PHONY: build test unit k8s-binaries demo clean
+.PHONY: build test unit k8s-binaries demo clean generate release-check bench
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -18,6 +18,7 @@ k8s-binaries:
 test: k8s-binaries
 	$(GO) vet ./...
 	$(GO) test -timeout 45m ./...
+	cd bench && $(GO) vet ./... && $(GO) test ./...
 
 # Unit tests only (no Kubernetes binaries needed).
 unit:
@@ -28,3 +29,15 @@ demo: build
 
 clean:
 	rm -rf bin dist
+
+# Regenerate the committed protobuf code (needs protoc: apt-get install protobuf-compiler).
+generate:
+	bash pkg/api/hack/gen.sh
+
+# goreleaser check (goreleaser runs from tools/, never from the product's go.mod).
+release-check:
+	bash hack/release-check.sh
+
+# The data plane benchmark; writes bench/RESULTS.md (see bench/README.md).
+bench:
+	cd bench && $(GO) run ./cmd/bench -quick
