@@ -226,6 +226,57 @@ func TestLocalMode(t *testing.T) {
 	}
 }
 
+// TestWebhookServed checks the proxy-injector webhook is served over TLS
+// when --webhook-cert-dir is set (its behaviour is tested in pkg/controller/injector).
+func TestWebhookServed(t *testing.T) {
+	dir := t.TempDir()
+	pki, err := identity.GeneratePKI(time.Now(), "cluster.local", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteDir(filepath.Join(dir, "webhook")); err != nil { // any certificate and key will do
+		t.Fatal(err)
+	}
+	if err := local.WriteFile(filepath.Join(dir, "registry.yaml"), local.Registry{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- runMain(ctx, []string{
+			"--discovery", "local", "--registry-file", filepath.Join(dir, "registry.yaml"),
+			"--webhook-cert-dir", filepath.Join(dir, "webhook"),
+			"--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--webhook-addr", "127.0.0.1:0",
+		}, &stdout, &stderr)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	var addr string
+	for deadline := time.Now().Add(10 * time.Second); addr == ""; {
+		for _, l := range strings.Split(stdout.String(), "\n") {
+			if v, ok := strings.CutPrefix(l, "webhook-addr="); ok {
+				addr = v
+			}
+		}
+		if addr == "" && time.Now().After(deadline) {
+			t.Fatalf("no webhook-addr printed; log:\n%s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := client.Post("https://"+addr+"/inject", "application/json", strings.NewReader("{"))
+	if err != nil {
+		t.Fatalf("POST /inject over TLS: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("POST /inject with a broken review: %s, want 400", resp.Status)
+	}
+}
+
 func TestBadFlags(t *testing.T) {
 	dir := t.TempDir()
 	garbage := filepath.Join(dir, "garbage.yaml")
