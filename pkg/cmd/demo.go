@@ -1,12 +1,90 @@
 package cmd
 
-import "github.com/urfave/cli/v2"
+import (
+	"fmt"
+	"log/slog"
+	"time"
 
-// demoCommand is a placeholder until its issue lands; it fails loudly.
+	"github.com/urfave/cli/v2"
+
+	"github.com/conduitmesh/conduit/pkg/demo"
+)
+
 func demoCommand(g *Globals) *cli.Command {
 	return &cli.Command{
-		Name:   "demo",
-		Usage:  "(not built yet)",
-		Action: func(*cli.Context) error { return notBuilt("demo") },
+		Name:  "demo",
+		Usage: "run a live mesh on this machine, no cluster needed",
+		Description: `Starts, on loopback ports, the controller with its local backend and a small
+bookshop: web (HTTP/1.1) calls books and authors (gRPC), books fails a share of
+requests on purpose, and a traffic generator keeps web busy. Each app runs behind
+its own conduit-proxy, with mutual TLS between them. conduit-controller and
+conduit-proxy must be next to conduit or on PATH (make build puts all three in bin/).
+
+Ctrl-C (or --duration) stops every process it started and removes its files.
+
+   conduit demo
+   conduit demo --duration 1m -o json
+   conduit demo --failure-rate 0.2 --rps 20`,
+		Flags: []cli.Flag{
+			&cli.DurationFlag{Name: "duration", Usage: "stop after this long (default: run until Ctrl-C)"},
+			&cli.Float64Flag{Name: "failure-rate", Value: 0.05, Usage: "share of books lookups that fail on purpose (0-1)"},
+			&cli.Float64Flag{Name: "rps", Value: 10, Usage: "requests per second the traffic generator sends to web"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "how to describe the running demo: table or json"},
+			&cli.BoolFlag{Name: "keep-dir", Usage: "keep the working directory (logs, certificates) after the demo stops"},
+			&cli.DurationFlag{Name: "report-every", Value: 10 * time.Second, Usage: "how often the traffic generator's summary is printed"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("demo takes no arguments, got %q", c.Args().Slice())
+			}
+			return demo.Run(c.Context, demo.Options{
+				Duration:    c.Duration("duration"),
+				FailureRate: c.Float64("failure-rate"),
+				RPS:         c.Float64("rps"),
+				Output:      c.String("output"),
+				KeepDir:     c.Bool("keep-dir"),
+				ReportEvery: c.Duration("report-every"),
+				Out:         g.Streams.Out,
+				ErrOut:      g.Streams.ErrOut,
+				Log:         slog.New(slog.NewTextHandler(g.Streams.ErrOut, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			})
+		},
+		Subcommands: []*cli.Command{demoAppCommand(g)},
+	}
+}
+
+// demoAppCommand is the hidden `conduit demo app`: the demo re-executes
+// the conduit binary as each of its apps, so nothing extra ships.
+func demoAppCommand(g *Globals) *cli.Command {
+	return &cli.Command{
+		Name:   "app",
+		Usage:  "run one of the demo's apps (started by conduit demo)",
+		Hidden: true,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "role", Required: true, Usage: "web, books, authors or traffic"},
+			&cli.StringFlag{Name: "listen", Required: true, Usage: "the app's address (its proxy's inbound target)"},
+			&cli.StringFlag{Name: "outbound", Usage: "the proxy's outbound listener, for calls to other services"},
+			&cli.StringFlag{Name: "app-namespace", Value: demo.Namespace, Usage: "namespace of the demo's services"},
+			&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local"},
+			&cli.IntFlag{Name: "service-port", Value: 8080},
+			&cli.Float64Flag{Name: "failure-rate"},
+			&cli.Float64Flag{Name: "rps", Value: 10},
+			&cli.DurationFlag{Name: "report-every", Value: 10 * time.Second},
+		},
+		Action: func(c *cli.Context) error {
+			return demo.RunApp(c.Context, demo.AppOptions{
+				Role:          c.String("role"),
+				Listen:        c.String("listen"),
+				Outbound:      c.String("outbound"),
+				Namespace:     c.String("app-namespace"),
+				ClusterDomain: c.String("cluster-domain"),
+				ServicePort:   c.Int("service-port"),
+				FailureRate:   c.Float64("failure-rate"),
+				RPS:           c.Float64("rps"),
+				ReportEvery:   c.Duration("report-every"),
+				Out:           g.Streams.Out,
+				Log:           slog.New(slog.NewTextHandler(g.Streams.ErrOut, nil)),
+			})
+		},
 	}
 }

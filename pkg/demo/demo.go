@@ -1,0 +1,484 @@
+// Package demo is `conduit demo`: a live mesh on one machine with no
+// cluster. It starts, as child processes on loopback ports, the controller
+// in local mode (a generated trust anchor and issuer, a registry file and
+// local tokens), a small bookshop application (web over HTTP/1.1 calling
+// books and authors over gRPC, books failing a share of requests on
+// purpose, and a traffic generator), each app behind its own conduit-proxy
+// with mutual TLS between them. Stopping the demo stops every child and
+// removes every file it wrote.
+package demo
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/conduitmesh/conduit/pkg/controller/discovery/local"
+	"github.com/conduitmesh/conduit/pkg/controller/identity"
+)
+
+// Binary names the demo runs besides itself.
+const (
+	ControllerBinary = "conduit-controller"
+	ProxyBinary      = "conduit-proxy"
+)
+
+// Namespace is where the demo's workloads live, as far as the controller,
+// stats and tap are concerned.
+const Namespace = "demo"
+
+const (
+	trustDomain = "cluster.local"
+	servicePort = 8080
+)
+
+// Options configure Run.
+type Options struct {
+	// Duration stops the demo after this long; 0 runs until ctx ends.
+	Duration time.Duration
+	// FailureRate is the share of books lookups that fail on purpose.
+	FailureRate float64
+	// RPS is the traffic generator's rate.
+	RPS float64
+	// Output is "table" or "json": how the running demo is described on Out.
+	Output string
+	// Self is the conduit binary, re-executed as `conduit demo app`;
+	// default os.Executable().
+	Self string
+	// BinDir, when set, is where conduit-controller and conduit-proxy are;
+	// default: next to Self, then $PATH.
+	BinDir string
+	// KeepDir keeps the working directory (logs, PKI) instead of removing it.
+	KeepDir bool
+	// ReportEvery is how often the traffic summary is printed; default 10 s.
+	ReportEvery time.Duration
+
+	Out, ErrOut io.Writer
+	Log         *slog.Logger
+}
+
+// ErrMissingBinary means conduit-controller or conduit-proxy was not found.
+var ErrMissingBinary = errors.New("missing binary")
+
+// Run starts the demo and blocks until ctx ends, Duration passes, or a
+// child other than the controller fails; it then stops every child (the
+// controller is restarted if it dies, as Kubernetes would).
+func Run(ctx context.Context, o Options) (err error) {
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	if o.ErrOut == nil {
+		o.ErrOut = io.Discard
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Output == "" {
+		o.Output = "table"
+	}
+	if o.Output != "table" && o.Output != "json" {
+		return fmt.Errorf("-o %q: want table or json", o.Output)
+	}
+	if o.FailureRate < 0 || o.FailureRate > 1 {
+		return fmt.Errorf("--failure-rate %v: want a share between 0 and 1 (e.g. 0.05)", o.FailureRate)
+	}
+	if o.RPS <= 0 || o.RPS > 1000 {
+		return fmt.Errorf("--rps %v: want a rate between 1 and 1000 requests per second", o.RPS)
+	}
+	if o.Duration < 0 {
+		return fmt.Errorf("--duration %v: want a positive duration, or 0 to run until interrupted", o.Duration)
+	}
+	bins, err := findBinaries(o)
+	if err != nil {
+		return err
+	}
+
+	dir, err := os.MkdirTemp("", "conduit-demo-")
+	if err != nil {
+		return fmt.Errorf("creating the demo's working directory: %w", err)
+	}
+	if !o.KeepDir {
+		defer os.RemoveAll(dir)
+	}
+	d := &demo{opts: o, bins: bins, dir: dir, exited: make(chan *child, 64)}
+	defer d.stopAll()
+	if err := d.prepare(); err != nil {
+		return err
+	}
+	if o.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.Duration)
+		defer cancel()
+	}
+	if err := d.startAll(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // interrupted while starting
+		}
+		return err
+	}
+	if err := d.printInfo(); err != nil {
+		return err
+	}
+	return d.supervise(ctx)
+}
+
+// binaries are the executables the demo runs.
+type binaries struct {
+	self, controller, proxy string
+}
+
+func findBinaries(o Options) (binaries, error) {
+	b := binaries{self: o.Self}
+	if b.self == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return b, fmt.Errorf("locating the conduit binary: %w", err)
+		}
+		b.self = exe
+	}
+	find := func(name string) (string, error) {
+		dirs := []string{o.BinDir}
+		if o.BinDir == "" {
+			dirs = []string{filepath.Dir(b.self)}
+		}
+		for _, dir := range dirs {
+			p := filepath.Join(dir, name+exeSuffix())
+			if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+				return p, nil
+			}
+		}
+		if o.BinDir == "" {
+			if p, err := exec.LookPath(name); err == nil {
+				return p, nil
+			}
+		}
+		where := "next to " + b.self + " or on PATH"
+		if o.BinDir != "" {
+			where = "in " + o.BinDir
+		}
+		return "", fmt.Errorf("%w: conduit demo needs %s %s: run `make build` (it builds conduit, conduit-controller and conduit-proxy into bin/), then ./bin/conduit demo", ErrMissingBinary, name, where)
+	}
+	var err error
+	if b.controller, err = find(ControllerBinary); err != nil {
+		return b, err
+	}
+	if b.proxy, err = find(ProxyBinary); err != nil {
+		return b, err
+	}
+	return b, nil
+}
+
+// workload is one demo service: its app and its proxy.
+type workload struct {
+	name                          string
+	app, inbound, outbound, admin string
+	identity, tokenFile           string
+	appProc, proxyProc            *child
+}
+
+// demo is one run's state.
+type demo struct {
+	opts Options
+	bins binaries
+	dir  string
+
+	controllerGRPC, controllerAdmin string
+	anchors                         string
+	workloads                       []*workload
+	controller                      *child
+	exited                          chan *child
+}
+
+// prepare picks ports and writes the PKI, tokens and registry.
+func (d *demo) prepare() error {
+	ports, err := freePorts(2 + 4*len(roles))
+	if err != nil {
+		return err
+	}
+	d.controllerGRPC, d.controllerAdmin = ports[0], ports[1]
+	ports = ports[2:]
+
+	pki, err := identity.GeneratePKI(time.Now(), trustDomain, 7*24*time.Hour)
+	if err != nil {
+		return fmt.Errorf("generating the demo's trust anchor and issuer: %w", err)
+	}
+	pkiDir := filepath.Join(d.dir, "pki")
+	if err := pki.WriteDir(pkiDir); err != nil {
+		return fmt.Errorf("writing the demo's PKI: %w", err)
+	}
+	d.anchors = filepath.Join(pkiDir, "ca.crt")
+	if err := os.MkdirAll(filepath.Join(d.dir, "logs"), 0o700); err != nil {
+		return err
+	}
+
+	var tokens identity.LocalTokens
+	var reg local.Registry
+	for i, role := range roles {
+		w := &workload{
+			name:     role,
+			app:      ports[4*i],
+			inbound:  ports[4*i+1],
+			outbound: ports[4*i+2],
+			admin:    ports[4*i+3],
+			identity: fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", trustDomain, Namespace, role),
+		}
+		token, err := randomToken()
+		if err != nil {
+			return err
+		}
+		w.tokenFile = filepath.Join(d.dir, role+".token")
+		if err := os.WriteFile(w.tokenFile, []byte(token+"\n"), 0o600); err != nil {
+			return fmt.Errorf("writing %s's token: %w", role, err)
+		}
+		tokens.Tokens = append(tokens.Tokens, identity.LocalToken{Token: token, Identity: w.identity})
+		labels := map[string]string{"deployment": role, "pod": role + "-0", "serviceaccount": role}
+		reg.Services = append(reg.Services, local.Service{
+			Name: role, Namespace: Namespace, Port: servicePort,
+			Endpoints: []local.Endpoint{{Address: w.inbound, Identity: w.identity, Labels: labels}},
+		})
+		reg.Proxies = append(reg.Proxies, local.Proxy{
+			Namespace: Namespace, Pod: role + "-0", AdminAddress: w.admin, Identity: w.identity,
+			Labels: map[string]string{"deployment": role, "serviceaccount": role, "service": role},
+		})
+		d.workloads = append(d.workloads, w)
+	}
+	if err := identity.WriteLocalTokens(filepath.Join(d.dir, "tokens.yaml"), tokens); err != nil {
+		return err
+	}
+	return local.WriteFile(filepath.Join(d.dir, "registry.yaml"), reg)
+}
+
+func randomToken() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generating a token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// freePorts reserves n distinct loopback ports and releases them for the
+// children to bind.
+func freePorts(n int) ([]string, error) {
+	var addrs []string
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("picking a free loopback port: %w", err)
+		}
+		lns = append(lns, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs, nil
+}
+
+func (d *demo) newController() *child {
+	return &child{
+		name: "conduit-controller",
+		path: d.bins.controller,
+		args: []string{
+			"--discovery", "local",
+			"--registry-file", filepath.Join(d.dir, "registry.yaml"),
+			"--identity-issuer-dir", filepath.Join(d.dir, "pki"),
+			"--local-tokens-file", filepath.Join(d.dir, "tokens.yaml"),
+			"--trust-domain", trustDomain,
+			"--grpc-addr", d.controllerGRPC,
+			"--admin-addr", d.controllerAdmin,
+		},
+		logPath: filepath.Join(d.dir, "logs", "controller.log"),
+	}
+}
+
+// startAll starts the controller, then every proxy and app, and waits
+// until each is ready.
+func (d *demo) startAll(ctx context.Context) error {
+	d.controller = d.newController()
+	if err := d.controller.start(d.exited); err != nil {
+		return err
+	}
+	if err := d.waitReady(ctx, d.controller, "http://"+d.controllerAdmin+"/ready"); err != nil {
+		return err
+	}
+	for _, w := range d.workloads {
+		w.proxyProc = &child{
+			name: "conduit-proxy (" + w.name + ")",
+			path: d.bins.proxy,
+			args: []string{
+				"run",
+				"--inbound-listen", w.inbound,
+				"--outbound-listen", w.outbound,
+				"--admin-listen", w.admin,
+				"--inbound-target", w.app,
+				"--controller-addr", d.controllerGRPC,
+				"--identity-name", w.identity,
+				"--identity-token-file", w.tokenFile,
+				"--trust-anchors-file", d.anchors,
+				"--pod-namespace", Namespace,
+			},
+			logPath: filepath.Join(d.dir, "logs", w.name+"-proxy.log"),
+		}
+		if err := w.proxyProc.start(d.exited); err != nil {
+			return err
+		}
+	}
+	for _, w := range d.workloads {
+		if err := d.waitReady(ctx, w.proxyProc, "http://"+w.admin+"/ready"); err != nil {
+			return err
+		}
+	}
+	for _, w := range d.workloads {
+		args := []string{"demo", "app",
+			"--role", w.name,
+			"--listen", w.app,
+			"--outbound", w.outbound,
+			"--namespace", Namespace,
+			"--service-port", strconv.Itoa(servicePort),
+		}
+		var lines func(string)
+		switch w.name {
+		case RoleBooks:
+			args = append(args, "--failure-rate", strconv.FormatFloat(d.opts.FailureRate, 'f', -1, 64))
+		case RoleTraffic:
+			args = append(args, "--rps", strconv.FormatFloat(d.opts.RPS, 'f', -1, 64))
+			if d.opts.ReportEvery > 0 {
+				args = append(args, "--report-every", d.opts.ReportEvery.String())
+			}
+			errOut := d.opts.ErrOut
+			lines = func(s string) { fmt.Fprintln(errOut, s) }
+		}
+		w.appProc = &child{
+			name:    "demo app " + w.name,
+			path:    d.bins.self,
+			args:    args,
+			logPath: filepath.Join(d.dir, "logs", w.name+".log"),
+			lines:   lines,
+		}
+		if err := w.appProc.start(d.exited); err != nil {
+			return err
+		}
+		if w.name != RoleTraffic {
+			if err := d.waitListening(ctx, w.appProc, w.app); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+const startTimeout = 30 * time.Second
+
+// waitReady polls url until it answers 200, the child exits, or the
+// start timeout passes.
+func (d *demo) waitReady(ctx context.Context, c *child, url string) error {
+	client := &http.Client{Timeout: time.Second}
+	return d.poll(ctx, c, url, func() bool {
+		resp, err := client.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+func (d *demo) waitListening(ctx context.Context, c *child, addr string) error {
+	return d.poll(ctx, c, addr, func() bool {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return false
+		}
+		conn.Close()
+		return true
+	})
+}
+
+func (d *demo) poll(ctx context.Context, c *child, what string, ok func() bool) error {
+	deadline := time.Now().Add(startTimeout)
+	for !ok() {
+		select {
+		case <-c.done:
+			return c.exitError()
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			msg := fmt.Sprintf("%s is not ready at %s after %s", c.name, what, startTimeout)
+			if t := c.tail(8); t != "" {
+				msg += "; its last log lines:\n" + indent(t)
+			}
+			return errors.New(msg)
+		}
+	}
+	return nil
+}
+
+// supervise waits for the end, restarting the controller if it dies.
+func (d *demo) supervise(ctx context.Context) error {
+	var restart <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case c := <-d.exited:
+			if c != d.controller {
+				return c.exitError()
+			}
+			fmt.Fprintf(d.opts.ErrOut, "conduit demo: the controller exited (%v); proxies keep serving with what they know; restarting it in 5s\n", c.err)
+			restart = time.After(5 * time.Second)
+		case <-restart:
+			restart = nil
+			d.controller = d.newController()
+			if err := d.controller.start(d.exited); err != nil {
+				return err
+			}
+			fmt.Fprintf(d.opts.ErrOut, "conduit demo: controller restarted (pid %d)\n", d.controller.cmd.Process.Pid)
+		}
+	}
+}
+
+// stopAll stops the traffic first, then the apps, the proxies and the
+// controller; each tier's processes get a few seconds to exit (in
+// parallel) before they are killed.
+func (d *demo) stopAll() {
+	var traffic, apps, proxies []*child
+	for _, w := range d.workloads {
+		if w.name == RoleTraffic {
+			traffic = append(traffic, w.appProc)
+		} else {
+			apps = append(apps, w.appProc)
+		}
+		proxies = append(proxies, w.proxyProc)
+	}
+	for _, tier := range [][]*child{traffic, apps, proxies, {d.controller}} {
+		var wg sync.WaitGroup
+		for _, c := range tier {
+			if c == nil {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.stop(5 * time.Second)
+			}()
+		}
+		wg.Wait()
+	}
+}
