@@ -76,6 +76,10 @@ exit status is 0 only when no check failed; warnings do not fail.
 				return fmt.Errorf("--output %q is not supported: use basic, short, json or junit", opts.output)
 			case opts.pre && opts.proxy:
 				return errors.New("--pre and --proxy cannot be combined: --pre checks a cluster before an install, --proxy checks meshed pods after it")
+			case opts.dataNS != "" && !opts.proxy:
+				// install/upgrade/uninstall take the control plane's
+				// namespace with -n; check would silently ignore it.
+				return fmt.Errorf("-n %s only selects the data plane namespace of --proxy; name the control plane's namespace with -L: `%s check -L %s`", opts.dataNS, opts.progName, opts.dataNS)
 			case opts.wait < 0:
 				return fmt.Errorf("--wait %s is negative: give a duration such as 5m", opts.wait)
 			}

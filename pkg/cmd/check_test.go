@@ -33,6 +33,7 @@ func TestCheckFlagErrors(t *testing.T) {
 		{[]string{"conduit", "check", "-o", "yaml"}, `--output "yaml" is not supported: use basic, short, json or junit`},
 		{[]string{"conduit", "check", "--pre", "--proxy"}, "--pre and --proxy cannot be combined"},
 		{[]string{"conduit", "check", "extra"}, `check takes no arguments, got ["extra"]`},
+		{[]string{"conduit", "check", "-n", "mesh"}, "-n mesh only selects the data plane namespace of --proxy; name the control plane's namespace with -L: `conduit check -L mesh`"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args[2:], " "), func(t *testing.T) {
