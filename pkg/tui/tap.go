@@ -184,6 +184,11 @@ func (m *TapModel) key(k tea.KeyMsg) tea.Cmd {
 		}
 		return nil
 	}
+	if k.Type == tea.KeyRunes && len(k.Runes) > 1 && k.Runes[0] == '/' {
+		// "/" and what follows read in one go (fast typing, a paste).
+		m.filtering, m.filter, m.follow = true, string(k.Runes[1:]), true
+		return nil
+	}
 	n := len(m.visible())
 	switch k.String() {
 	case "q":

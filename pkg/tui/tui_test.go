@@ -96,6 +96,8 @@ func TestTapModelUpdate(t *testing.T) {
 		{name: "filter narrows", msgs: append(eventMsgs(sampleEvents()), keys("/authors\n")...), wantLen: 2,
 			wantFilter: "authors", wantContain: []string{"filter: authors"}, wantAbsent: []string{"/books.Books/List"}},
 		{name: "filter terms all match", msgs: append(eventMsgs(sampleEvents()), keys("/LIST 200\n")...), wantLen: 4, wantFilter: "LIST 200"},
+		{name: "slash and text in one read", msgs: append(eventMsgs(sampleEvents()), tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("/authors")}, tea.KeyMsg{Type: tea.KeyEnter}),
+			wantLen: 2, wantFilter: "authors"},
 		{name: "esc clears filter while typing", msgs: append(eventMsgs(sampleEvents()), keys("/auth\x1b")...), wantLen: 6},
 		{name: "pause holds new events", msgs: append(append(eventMsgs(sampleEvents()[:3]), keys(" ")...), eventMsgs(sampleEvents()[3:])...),
 			wantLen: 1, wantPaused: true, wantContain: []string{"PAUSED (15 new events)"}},
