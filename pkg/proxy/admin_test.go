@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -136,5 +137,29 @@ func TestObserver(t *testing.T) {
 		if rec.events[i] != want[i] {
 			t.Errorf("event %d = %q, want %q", i, rec.events[i], want[i])
 		}
+	}
+}
+
+// TestDrainCutsDetectionShort: a client that connected but sent nothing
+// does not hold the drain for the whole detection timeout.
+func TestDrainCutsDetectionShort(t *testing.T) {
+	p, err := New(Config{InboundAddr: "127.0.0.1:0", InboundTarget: "127.0.0.1:1", DetectTimeout: time.Minute, ShutdownGrace: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	c, err := net.Dial("tcp", p.InboundAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("drain waited for a silent client's detection timeout")
 	}
 }

@@ -47,6 +47,9 @@ type meteredConn struct {
 	preWrite atomic.Int64
 	opened   time.Time
 	failed   atomic.Bool
+	// detecting is set while the connection's first bytes are awaited, so
+	// that drain can cut the wait short.
+	detecting atomic.Bool
 	once     sync.Once
 	onClose  func(*meteredConn)
 	fallback func() *metrics.TCP // series for a connection closed before attach

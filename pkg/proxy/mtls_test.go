@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"testing"
 	"time"
@@ -184,4 +185,41 @@ func TestMTLSBetweenProxies(t *testing.T) {
 		t.Errorf("server proxy: mTLS connections = %v, want >= 2", got)
 	}
 	wantMetric(t, grpcServer, 1, "response_total", `direction="inbound"`, `tls="true"`, `grpc_status="0"`)
+}
+
+// TestOpaqueOverMTLS: an application's own TLS, routed on the outbound side
+// by its SNI to a meshed endpoint, travels inside proxy-to-proxy mTLS and
+// is relayed untouched to the server application.
+func TestOpaqueOverMTLS(t *testing.T) {
+	const (
+		clientID = "spiffe://cluster.local/ns/default/sa/client"
+		serverID = "spiffe://cluster.local/ns/db/sa/db"
+	)
+	ca := newTestCA(t)
+	app := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "end-to-end TLS")
+	}))
+	app.StartTLS()
+	defer app.Close()
+	server := startProxy(t, Config{InboundTarget: app.Listener.Addr().String(), TLS: ca.provider(t, serverID)})
+	res := &fakeResolver{eps: map[string][]resolve.Endpoint{
+		"example.com:443": {{Addr: server.InboundAddr(), Identity: serverID}},
+	}}
+	client := startProxy(t, Config{Resolver: res, TLS: ca.provider(t, clientID)})
+
+	tr := app.Client().Transport.(*http.Transport).Clone()
+	tr.TLSClientConfig.ServerName = "example.com"
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + client.OutboundAddr() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "end-to-end TLS" {
+		t.Errorf("got %q", b)
+	}
+	wantMetric(t, client, 1, "tcp_open_total", `direction="outbound"`, `peer="dst"`, `tls="true"`, `server_id="`+serverID+`"`)
+	wantMetric(t, server, 1, "tcp_open_total", `direction="inbound"`, `peer="src"`, `tls="true"`, `client_id="`+clientID+`"`)
+	wantMetric(t, server, 0, "request_total", `direction="inbound"`)
 }

@@ -117,6 +117,9 @@ type Proxy struct {
 	connsGone chan struct{} // signalled (non-blocking) when conns shrinks
 }
 
+// drainDetectTimeout bounds protocol detection once draining has begun.
+const drainDetectTimeout = 500 * time.Millisecond
+
 // Direction names used in metrics.
 const (
 	Inbound  = "inbound"
@@ -277,9 +280,32 @@ func (p *Proxy) drain(sides []*side) {
 	for _, s := range sides {
 		s.ln.Close()
 	}
-	// Connections being classified finish their handoff (bounded by the
-	// detection timeout) before the HTTP servers stop taking connections.
-	p.handoffs.Wait()
+	// Connections being classified finish their handoff before the HTTP
+	// servers stop taking connections; clients that have sent nothing yet
+	// get a short last chance instead of the whole detection timeout.
+	handedOff := make(chan struct{})
+	go func() {
+		p.handoffs.Wait()
+		close(handedOff)
+	}()
+	cut := time.Now().Add(drainDetectTimeout)
+	for tick := time.NewTicker(100 * time.Millisecond); ; {
+		// Repeated: a detection that started just now set its own deadline.
+		p.mu.Lock()
+		for c := range p.conns {
+			if c.detecting.Load() {
+				c.SetReadDeadline(cut)
+			}
+		}
+		p.mu.Unlock()
+		select {
+		case <-tick.C:
+			continue
+		case <-handedOff:
+			tick.Stop()
+		}
+		break
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownGrace-time.Since(start))
 	defer cancel()
 	var wg sync.WaitGroup

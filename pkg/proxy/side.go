@@ -133,7 +133,13 @@ func (s *side) handle(mc *meteredConn) {
 		return
 	}
 
-	prefix, res, err := detect.Peek(mc, p.cfg.DetectTimeout, make([]byte, 0, 512))
+	mc.detecting.Store(true)
+	timeout := p.cfg.DetectTimeout
+	if p.draining.Load() {
+		timeout = drainDetectTimeout
+	}
+	prefix, res, err := detect.Peek(mc, timeout, make([]byte, 0, 512))
+	mc.detecting.Store(false)
 	if err != nil {
 		p.log.Debug("connection failed before its first byte", "direction", s.dir, "err", err)
 		mc.Close()
