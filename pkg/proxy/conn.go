@@ -50,9 +50,9 @@ type meteredConn struct {
 	// detecting is set while the connection's first bytes are awaited, so
 	// that drain can cut the wait short.
 	detecting atomic.Bool
-	once     sync.Once
-	onClose  func(*meteredConn)
-	fallback func() *metrics.TCP // series for a connection closed before attach
+	once      sync.Once
+	onClose   func(*meteredConn)
+	fallback  func() *metrics.TCP // series for a connection closed before attach
 }
 
 func newMeteredConn(c net.Conn) *meteredConn {
