@@ -399,3 +399,62 @@ func TestDestinationFollowsPods(t *testing.T) {
 	took = w.expect(t, start, func(s string) bool { return s != "empty" && !strings.Contains(s, " ") && strings.HasSuffix(s, "=") }, "only the unmeshed endpoint")
 	t.Logf("deleted pod withdrawn: %s", took)
 }
+
+// TestDestinationHeadlessAndExternalName resolves a headless service, one of
+// its pods by DNS name, and an ExternalName service.
+func TestDestinationHeadlessAndExternalName(t *testing.T) {
+	ctx := context.Background()
+	p := startController(t)
+	ns := createNamespace(t, "dest-headless")
+	client := testCluster.Client
+
+	for _, svc := range []*corev1.Service{
+		{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"},
+			Spec: corev1.ServiceSpec{
+				ClusterIP: corev1.ClusterIPNone,
+				Selector:  map[string]string{"app": "db"},
+				Ports:     []corev1.ServicePort{{Name: "pg", Port: 5432, TargetPort: intstr.FromInt32(5432)}},
+			},
+		},
+		{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ext"},
+			Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "api.example.com"},
+		},
+	} {
+		if _, err := client.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"db-0", "db-1"} {
+		if _, err := client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": "db"}},
+			Spec: corev1.PodSpec{
+				NodeName:   "kwok-node-0",
+				Hostname:   name,
+				Subdomain:  "db",
+				Containers: []corev1.Container{{Name: "db", Image: "example.invalid/db"}},
+			},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	start := time.Now()
+	all := watch(t, p, "db."+ns+".svc.cluster.local:5432")
+	took := all.expect(t, start, func(s string) bool { return len(strings.Fields(s)) == 2 }, "both pods of the headless service")
+	t.Logf("headless service endpoints: %s", took)
+	pod, err := client.CoreV1().Pods(ns).Get(ctx, "db-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip, err := netip.ParseAddr(pod.Status.PodIP)
+	if err != nil {
+		t.Fatalf("db-1 is an endpoint but has no IP: %q", pod.Status.PodIP)
+	}
+	one := watch(t, p, "db-1.db."+ns+".svc.cluster.local:5432")
+	one.expect(t, time.Now(), equals(netip.AddrPortFrom(ip, 5432).String()+"="), "only db-1, by its DNS name")
+
+	ext := watch(t, p, "ext."+ns+".svc.cluster.local:443")
+	ext.expect(t, time.Now(), equals("absent"), "an ExternalName service to resolve with DNS")
+}
