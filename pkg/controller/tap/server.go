@@ -112,11 +112,12 @@ func callerOf(ctx context.Context) Caller {
 	return c
 }
 
-// Resolve returns target's pods, meshed or not.
-func (s *Server) Resolve(ctx context.Context, target stats.Ref) ([]stats.Pod, error) {
+// Resolve returns target's pods, meshed or not, and what is known of every
+// pod's identity (to name the clients of inbound requests).
+func (s *Server) Resolve(ctx context.Context, target stats.Ref) ([]stats.Pod, identities, error) {
 	pods, err := s.cfg.Pods.Pods(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("listing pods: %w", err)
+		return nil, nil, fmt.Errorf("listing pods: %w", err)
 	}
 	var out []stats.Pod
 	for _, p := range pods {
@@ -124,7 +125,33 @@ func (s *Server) Resolve(ctx context.Context, target stats.Ref) ([]stats.Pod, er
 			out = append(out, p)
 		}
 	}
-	return out, nil
+	return out, identitiesOf(pods), nil
+}
+
+// identities maps a SPIFFE ID to the labels every pod with it shares.
+type identities map[string]map[string]string
+
+func identitiesOf(pods []stats.Pod) identities {
+	ids := identities{}
+	for i := range pods {
+		p := &pods[i]
+		if p.Identity == "" {
+			continue
+		}
+		l := podLabels(p)
+		delete(l, "service")
+		prev, seen := ids[p.Identity]
+		if !seen {
+			ids[p.Identity] = l
+			continue
+		}
+		for k, v := range prev {
+			if l[k] != v {
+				delete(prev, k) // e.g. two pods of one deployment: keep the deployment, not the pod
+			}
+		}
+	}
+	return ids
 }
 
 // TapByResource implements tapv1.TapAPIServer.
@@ -149,7 +176,7 @@ func (s *Server) TapByResource(req *tapv1.TapByResourceRequest, stream tapv1.Tap
 			return status.Errorf(codes.Unavailable, "authorizing the tap: %v", err)
 		}
 	}
-	pods, err := s.Resolve(ctx, target)
+	pods, ids, err := s.Resolve(ctx, target)
 	if err != nil {
 		return status.Error(codes.Unavailable, err.Error())
 	}
@@ -177,7 +204,7 @@ func (s *Server) TapByResource(req *tapv1.TapByResourceRequest, stream tapv1.Tap
 	if err := stream.SendHeader(metadata.Pairs(PodsHeader, strconv.Itoa(len(meshed)))); err != nil {
 		return err
 	}
-	return s.merge(ctx, meshed, &tapv1.ObserveRequest{Match: req.GetMatch()}, maxRPS, stream.Send)
+	return s.merge(ctx, meshed, ids, &tapv1.ObserveRequest{Match: req.GetMatch()}, maxRPS, stream.Send)
 }
 
 // streamKey identifies one request across its events.
@@ -249,7 +276,7 @@ type podEvent struct {
 
 // merge observes every pod and sends sampled, labelled events until ctx
 // ends or every proxy stream ended.
-func (s *Server) merge(ctx context.Context, pods []stats.Pod, req *tapv1.ObserveRequest, maxRPS float64, send func(*tapv1.TapEvent) error) error {
+func (s *Server) merge(ctx context.Context, pods []stats.Pod, ids identities, req *tapv1.ObserveRequest, maxRPS float64, send func(*tapv1.TapEvent) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	events := make(chan podEvent, mergeBuffer)
@@ -269,7 +296,7 @@ func (s *Server) merge(ctx context.Context, pods []stats.Pod, req *tapv1.Observe
 		if !smp.admit(pe.pod.Namespace+"/"+pe.pod.Name, pe.ev) {
 			continue
 		}
-		decorate(pe.ev, pe.pod)
+		decorate(pe.ev, pe.pod, ids)
 		if err := send(pe.ev); err != nil {
 			return err
 		}
@@ -343,9 +370,10 @@ func podLabels(p *stats.Pod) map[string]string {
 	return l
 }
 
-// decorate labels an event with the proxy that saw it: the proxy is the
-// source of outbound requests and the destination of inbound ones.
-func decorate(ev *tapv1.TapEvent, p *stats.Pod) {
+// decorate labels an event with the proxy that saw it (the source of
+// outbound requests, the destination of inbound ones) and, for inbound
+// mTLS requests, the client's pod as far as its identity tells.
+func decorate(ev *tapv1.TapEvent, p *stats.Pod, ids identities) {
 	l := podLabels(p)
 	ev.ProxyLabels = l
 	switch ev.GetDirection() {
@@ -356,6 +384,11 @@ func decorate(ev *tapv1.TapEvent, p *stats.Pod) {
 	case tapv1.Direction_DIRECTION_INBOUND:
 		if len(ev.DestinationLabels) == 0 {
 			ev.DestinationLabels = l
+		}
+		if len(ev.SourceLabels) == 0 && ev.GetClientId() != "" {
+			if src := ids[ev.GetClientId()]; src != nil {
+				ev.SourceLabels = src
+			}
 		}
 	}
 }

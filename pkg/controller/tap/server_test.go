@@ -260,3 +260,25 @@ func TestTapByResourceProxiesDown(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+func TestDecorateNamesInboundClients(t *testing.T) {
+	pods := []stats.Pod{
+		{Namespace: "demo", Name: "web-0", Identity: "spiffe://td/ns/demo/sa/web", Labels: map[string]string{"deployment": "web", "serviceaccount": "web"}},
+		{Namespace: "demo", Name: "web-1", Identity: "spiffe://td/ns/demo/sa/web", Labels: map[string]string{"deployment": "web", "serviceaccount": "web"}},
+		{Namespace: "demo", Name: "books-0", Identity: "spiffe://td/ns/demo/sa/books", Labels: map[string]string{"deployment": "books", "service": "books"}},
+	}
+	ids := identitiesOf(pods)
+	ev := &tapv1.TapEvent{Direction: tapv1.Direction_DIRECTION_INBOUND, ClientId: "spiffe://td/ns/demo/sa/web"}
+	decorate(ev, &pods[2], ids)
+	if got := ev.GetSourceLabels(); got["deployment"] != "web" || got["pod"] != "" || got["namespace"] != "demo" {
+		t.Errorf("source labels = %v, want deployment web without a pod", got)
+	}
+	if got := ev.GetDestinationLabels(); got["pod"] != "books-0" || got["service"] != "books" {
+		t.Errorf("destination labels = %v", got)
+	}
+	unknown := &tapv1.TapEvent{Direction: tapv1.Direction_DIRECTION_INBOUND, ClientId: "spiffe://td/ns/x/sa/y"}
+	decorate(unknown, &pods[2], ids)
+	if len(unknown.GetSourceLabels()) != 0 {
+		t.Errorf("an unknown client got labels %v", unknown.GetSourceLabels())
+	}
+}
