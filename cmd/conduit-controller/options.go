@@ -29,6 +29,7 @@ type options struct {
 	shutdownGrace                    time.Duration
 	statsInterval                    time.Duration
 	logLevel, logFormat              string
+	version                          bool
 }
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
@@ -56,8 +57,12 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace-period", 10*time.Second, "on SIGTERM, time allowed for in-flight calls to finish")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "plain", "plain or json")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if o.version {
+		return o, nil
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q: conduit-controller takes only flags", fs.Arg(0))

@@ -32,6 +32,7 @@ import (
 	"github.com/conduitmesh/conduit/pkg/controller/identity"
 	"github.com/conduitmesh/conduit/pkg/controller/injector"
 	"github.com/conduitmesh/conduit/pkg/inject"
+	"github.com/conduitmesh/conduit/pkg/version"
 )
 
 // runMain is the whole command: parse, run, map errors to an exit code.
@@ -43,6 +44,10 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "conduit-controller:", err)
 		return 2
+	}
+	if opts.version {
+		fmt.Fprintln(stdout, version.Version)
+		return 0
 	}
 	if err := run(ctx, opts, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, "conduit-controller:", err)
@@ -70,7 +75,12 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		return err
 	}
 	c := &controller{opts: o, log: log, reg: prometheus.NewRegistry()}
-	c.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	c.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "conduit_controller_info",
+			Help:        "Always 1; the labels describe this controller.",
+			ConstLabels: prometheus.Labels{"version": version.Version, "discovery": o.discovery},
+		}, func() float64 { return 1 }))
 	if err := c.setUp(); err != nil {
 		return err
 	}

@@ -128,8 +128,10 @@ func TestLocalMode(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("GET %s: %s", path, resp.Status)
 		}
-		if path == "/metrics" && !bytes.Contains(body, []byte("destination_streams")) {
-			t.Errorf("/metrics lacks destination_streams:\n%s", body)
+		for _, metric := range []string{"destination_streams", `conduit_controller_info{discovery="local",version="dev"} 1`} {
+			if path == "/metrics" && !bytes.Contains(body, []byte(metric)) {
+				t.Errorf("/metrics lacks %s:\n%s", metric, body)
+			}
 		}
 	}
 
@@ -274,6 +276,13 @@ func TestWebhookServed(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("POST /inject with a broken review: %s, want 400", resp.Status)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := runMain(context.Background(), []string{"--version"}, &stdout, &stderr); code != 0 || stdout.String() != "dev\n" {
+		t.Errorf("--version: exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
 	}
 }
 
