@@ -182,3 +182,17 @@ func TestParseRegistryRejects(t *testing.T) {
 		t.Error("missing file: no error")
 	}
 }
+
+func TestJSONRegistry(t *testing.T) {
+	b, _ := newBackend(t, `{"services": [{"name": "web", "namespace": "demo", "port": 80,
+		"endpoints": [{"address": "127.0.0.1:41001", "identity": "spiffe://cluster.local/ns/demo/sa/web", "labels": {"pod": "web-0"}}]}]}`)
+	var r recorder
+	cancel, err := b.Subscribe("web.demo:80", "", &r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	if got, want := r.last(t), "exists demo/web 127.0.0.1:41001/spiffe://cluster.local/ns/demo/sa/web/web-0"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
