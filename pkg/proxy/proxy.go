@@ -148,6 +148,7 @@ func New(cfg Config) (*Proxy, error) {
 	for _, port := range slices.Concat(DefaultOpaquePorts, cfg.OpaquePorts) {
 		p.opaque[port] = true
 	}
+	p.metrics.Process = true
 	p.ups = newUpstreams(p)
 	var err error
 	cleanup := func() {

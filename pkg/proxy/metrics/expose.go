@@ -74,6 +74,9 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 	for i, k := range errKeys {
 		sample(bw, "conduit_proxy_errors_total", `direction="`+k.direction+`",error="`+k.reason+`"`, "", errVals[i])
 	}
+	if r.Process {
+		writeProcess(bw, r.start)
+	}
 	err := bw.Flush()
 	return cw.n, err
 }

@@ -29,6 +29,10 @@ var DurationBucketsMs = []float64{1, 10, 100, 1000, 10000, 100000, 1000000, 1000
 
 // Registry holds every series. The zero value is not usable; use NewRegistry.
 type Registry struct {
+	start time.Time
+	// Process adds process_* metrics from /proc/self to every scrape.
+	Process bool
+
 	mu sync.Mutex // guards the maps below (not the series' values, which are atomic)
 	// routes are HTTP series keyed by their labels, in creation order.
 	routes   map[HTTPLabels]*Route
@@ -42,6 +46,7 @@ type Registry struct {
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
 	return &Registry{
+		start:  time.Now(),
 		routes: map[HTTPLabels]*Route{},
 		tcp:    map[TCPLabels]*TCP{},
 		errors: map[errorKey]*atomic.Uint64{},

@@ -111,3 +111,21 @@ func BenchmarkRouteResponse(b *testing.B) {
 		rt.Response(200, "", Success, time.Millisecond)
 	}
 }
+
+func TestProcessMetrics(t *testing.T) {
+	r := NewRegistry()
+	r.Process = true
+	var buf bytes.Buffer
+	if _, err := r.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"process_start_time_seconds "}
+	if _, err := os.Stat("/proc/self/stat"); err == nil {
+		want = append(want, "process_resident_memory_bytes ", "process_cpu_seconds_total ", "process_open_fds ")
+	}
+	for _, w := range want {
+		if !bytes.Contains(buf.Bytes(), []byte("\n"+w)) {
+			t.Errorf("no %q in\n%s", w, buf.String())
+		}
+	}
+}
