@@ -13,6 +13,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 
@@ -186,6 +187,15 @@ func TestResolve(t *testing.T) {
 			s.Spec.ClusterIP = ""
 		}),
 		headless, dbSlice,
+		service("demo", "api", func(s *corev1.Service) {
+			s.Spec.ClusterIP = "10.96.0.11"
+			s.Spec.Ports = []corev1.ServicePort{{Port: 8080, TargetPort: intstr.FromInt32(9000)}}
+		}),
+		func() *discoveryv1.EndpointSlice {
+			es := slice("demo", "api", "api-abc", 9000, discoveryv1.Endpoint{Addresses: []string{"10.0.2.1"}})
+			es.Ports[0].Name = ptr.To("")
+			return es
+		}(),
 	)
 	both := webMeshed + " " + webUnmeshed
 	tests := []struct {
@@ -206,6 +216,8 @@ func TestResolve(t *testing.T) {
 		{"db.demo:5432", "", "10.0.1.1:5432// 10.0.1.2:5432//"},
 		{"db-1.db.demo.svc.cluster.local:5432", "", "10.0.1.2:5432//"},
 		{"10.9.9.9:80", "", "absent: no service or running pod has IP 10.9.9.9"},
+		{"api.demo:8080", "", "10.0.2.1:9000//"}, // unnamed port; a nil ready condition means ready
+		{"10.96.0.11:8080", "", "10.0.2.1:9000//"},
 	}
 	for _, tt := range tests {
 		r := newRecorder()
