@@ -270,6 +270,22 @@ func TestInjectPod(t *testing.T) {
 			}
 		})
 	}
+	// Overrides: the namespace's apply, the pod's win.
+	const cpuPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"annotations":{"config.conduit.io/proxy-cpu-limit":"2"}},"spec":{"containers":[{"name":"web","image":"nginx"}]}}`
+	nsCfg := Namespace{Name: "a", Annotations: map[string]string{
+		AnnotationInject: ValueEnabled, "config.conduit.io/proxy-cpu-limit": "1", "config.conduit.io/proxy-log-level": "debug",
+	}}
+	out, _, err := InjectPod([]byte(cpuPod), nsCfg, DefaultProxyConfig("v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(out); !strings.Contains(s, `"limits":{"cpu":"2"`) || !strings.Contains(s, `"value":"debug"`) {
+		t.Errorf("namespace and pod overrides not applied:\n%s", s)
+	}
+	nsCfg.Annotations["config.conduit.io/proxy-uid"] = "root"
+	if _, _, err := InjectPod([]byte(cpuPod), nsCfg, DefaultProxyConfig("v1")); err == nil || !strings.Contains(err.Error(), "namespace a") {
+		t.Errorf("bad namespace override: %v", err)
+	}
 	if _, _, err := InjectPod([]byte(`[`), Namespace{}, DefaultProxyConfig("v1")); err == nil {
 		t.Error("malformed pod accepted")
 	}

@@ -25,7 +25,8 @@ func (ns Namespace) enabled() bool {
 // created in ns gets a proxy and, if so, returns the injected Pod as JSON.
 // When it does not, reason says why and out is nil. The pod's
 // conduit.io/inject annotation wins over the namespace's; "disabled" on the
-// pod always wins.
+// pod always wins. config.conduit.io/* overrides apply from the namespace,
+// then from the pod.
 func InjectPod(pod []byte, ns Namespace, base ProxyConfig) (out []byte, reason string, err error) {
 	root, err := jsonToNode(pod)
 	if err != nil {
@@ -40,6 +41,12 @@ func InjectPod(pod []byte, ns Namespace, base ProxyConfig) (out []byte, reason s
 	}
 	if v := p.annotations()[AnnotationInject]; v != ValueEnabled && !ns.enabled() {
 		return nil, "injection is not enabled on the pod or its namespace", nil
+	}
+	// config.conduit.io/* on the namespace apply to all its pods; the pod's
+	// own annotations win (inject applies them on top).
+	base, err = base.WithOverrides(ns.Annotations)
+	if err != nil {
+		return nil, "", fmt.Errorf("namespace %s: %w", ns.Name, err)
 	}
 	if err := p.inject(base, nil, sidecarCache{}, false); err != nil {
 		return nil, "", err
