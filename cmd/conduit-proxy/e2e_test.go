@@ -349,6 +349,7 @@ func TestDoneWhen(t *testing.T) {
 func TestDrainOnSIGTERM(t *testing.T) {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	app := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d, _ := time.ParseDuration(r.URL.Query().Get("sleep"))
@@ -368,10 +369,19 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	// Half the workers speak HTTP/1.1 (keep-alive), half h2c (one shared
+	// connection, GOAWAY on drain).
 	tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 8}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 15 * time.Second}
+	var h2 http.Protocols
+	h2.SetUnencryptedHTTP2(true)
+	h2tr := &http.Transport{Proxy: nil, Protocols: &h2}
+	defer h2tr.CloseIdleConnections()
 	for i := range 8 {
+		client := &http.Client{Transport: tr, Timeout: 15 * time.Second}
+		if i%2 == 1 {
+			client = &http.Client{Transport: h2tr, Timeout: 15 * time.Second}
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

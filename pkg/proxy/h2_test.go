@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -188,4 +189,32 @@ func TestGRPC(t *testing.T) {
 	wantMetric(t, p, 2, "response_total", `direction="inbound"`, `grpc_status="0"`, `classification="success"`)
 	wantMetric(t, p, 5, "request_total", `direction="inbound"`)
 	wantMetric(t, p, 5, "response_total", `direction="inbound"`)
+}
+
+// TestGRPCProxyErrors: errors the proxy makes for gRPC clients are gRPC
+// statuses, with the reason in conduit-proxy-error.
+func TestGRPCProxyErrors(t *testing.T) {
+	p := startProxy(t, Config{Resolver: &fakeResolver{eps: map[string][]resolve.Endpoint{"empty:80": {}}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tests := []struct {
+		authority string
+		code      codes.Code
+		reason    string
+	}{
+		{"unknown:80", codes.Unavailable, "no route for authority"},
+		{"empty:80", codes.Unavailable, "no endpoints available"},
+	}
+	for _, tt := range tests {
+		// A trailers-only response: grpc-go reports its headers as trailers.
+		var hdr metadata.MD
+		_, err := dialGRPC(t, p.OutboundAddr(), grpc.WithAuthority(tt.authority)).UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.Trailer(&hdr))
+		if status.Code(err) != tt.code || !strings.Contains(status.Convert(err).Message(), tt.reason) {
+			t.Errorf("%s: %v, want %v %q", tt.authority, err, tt.code, tt.reason)
+		}
+		if got := hdr.Get(ErrorHeader); len(got) != 1 || got[0] != tt.reason {
+			t.Errorf("%s: %s = %q", tt.authority, ErrorHeader, got)
+		}
+	}
+	wantMetric(t, p, 2, "response_total", `direction="outbound"`, `grpc_status="14"`, `classification="failure"`)
 }

@@ -137,6 +137,11 @@ func (h *httpHandler) route(ctx context.Context, info *connInfo, authority strin
 			return route{ep: resolve.Endpoint{Addr: info.origDst.String()}}, nil
 		}
 		return route{}, &errUnknownAuthority
+	case err != nil && info.origDst.IsValid():
+		// Discovery is down and knows nothing cached: the original
+		// destination still works, unbalanced and in plaintext.
+		p.log.Warn("resolving outbound authority failed, using the original destination", "authority", authority, "err", err)
+		return route{ep: resolve.Endpoint{Addr: info.origDst.String()}}, nil
 	case err != nil:
 		p.log.Warn("resolving outbound authority", "authority", authority, "err", err)
 		return route{}, &errResolve
