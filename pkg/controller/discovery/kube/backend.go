@@ -120,11 +120,9 @@ func New(opts Options) (*Backend, error) {
 			// Keys of IP authorities may be a cluster IP of this service.
 			return func(k key) bool { return k.ip.IsValid() || k.namespace == m.GetNamespace() && k.service == svc }
 		},
-		// Pods and ReplicaSets change identities and labels of endpoints in their namespace.
-		podInf.Informer(): func(obj any) func(key) bool {
-			m := meta(obj)
-			return func(k key) bool { return k.ip.IsValid() || k.namespace == m.GetNamespace() }
-		},
+		// Pods change the identities and labels of their endpoints.
+		podInf.Informer(): b.podAffected,
+		// ReplicaSets change the deployment label of pods in their namespace (rarely).
 		rsInf.Informer(): func(obj any) func(key) bool {
 			m := meta(obj)
 			return func(k key) bool { return k.ip.IsValid() || k.namespace == m.GetNamespace() }
