@@ -32,6 +32,7 @@ type options struct {
 	serverCPU string
 	priority  string
 	proxyRev  string
+	notes     string
 	args      []string // as given, for the report
 }
 
@@ -59,6 +60,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	repo := fs.String("repo", "..", "root of the conduit repository (to build conduit-proxy)")
 	loadCPU := fs.String("load-cpu", "0", "CPU list (taskset -c) for the load generator")
 	serverCPU := fs.String("server-cpu", "1", "CPU list (taskset -c) for the server and the proxies")
+	notes := fs.String("notes", "notes.md", "hand-written notes appended to the report when the file exists (read when the run ends)")
 	proxyRev := fs.String("proxy-rev", "", "build conduit-proxy from this git revision of --repo (e.g. HEAD) instead of the working tree")
 	priority := fs.String("priority", "fifo", "scheduling of the load generator, server and proxies: fifo (chrt -f 10, needs root), "+
 		"nice (nice -n -15) or none; on a shared machine it keeps other work from dominating the tail latencies")
@@ -78,7 +80,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		}
 	}
 	o := &options{duration: *duration, warmup: *warmup, reps: *reps, out: *out, jsonOut: *jsonOut, repo: *repo,
-		loadCPU: *loadCPU, serverCPU: *serverCPU, priority: *priority, proxyRev: *proxyRev, args: args}
+		loadCPU: *loadCPU, serverCPU: *serverCPU, priority: *priority, proxyRev: *proxyRev, notes: *notes, args: args}
 	var err error
 	if o.points, err = parsePoints(*points); err != nil {
 		return nil, err

@@ -21,6 +21,7 @@ type runInfo struct {
 	loadStart, loadEnd    string
 	gogc, gomemlimit      string
 	proxySource           string
+	notes                 string
 }
 
 func collectInfo(ctx context.Context, b binaries) runInfo {
@@ -159,7 +160,8 @@ func renderReport(o *options, info runInfo, samples []sample) string {
 	fmt.Fprintf(&b, "- %s; GOGC=%s, GOMEMLIMIT=%s in the environment (conduit-proxy sets its own limits, if any, from inside).\n",
 		info.goVersion, info.gogc, info.gomemlimit)
 	fmt.Fprintf(&b, "- Load: fortio %s in fixed-rate mode with `-r 0.00001` (10 µs histogram resolution); server: fortio's HTTP (h2c), gRPC and TCP echo servers. %s. %s.\n\n",
-		info.fortio, info.haproxy, info.conduitProxy+" built from the "+info.proxySource)
+		info.fortio, info.haproxy, info.conduitProxy+" built from the "+info.proxySource+
+			"; every Go program built as goreleaser.yaml ships conduit-proxy (`CGO_ENABLED=0 go build -trimpath -ldflags=\"-s -w\"`)")
 	b.WriteString("Latencies are medians over the repetitions, in milliseconds; **added** is the system minus direct " +
 		"in the same batch (same repetition, protocol and point), median over repetitions, with each repetition's added p99 in brackets. " +
 		"CPU is the proxy's user+system time from `/proc/PID/stat` in vCPU per 1000 requests/s. " +
@@ -205,6 +207,9 @@ func renderReport(o *options, info runInfo, samples []sample) string {
 			}
 			b.WriteString("\n")
 		}
+	}
+	if strings.TrimSpace(info.notes) != "" {
+		b.WriteString("## Notes\n\n" + strings.TrimSpace(info.notes) + "\n")
 	}
 	return b.String()
 }

@@ -133,6 +133,13 @@ func runBench(ctx context.Context, opts *options, stdout, stderr io.Writer) erro
 	}
 	info.elapsed = time.Since(started)
 	info.loadEnd = readLoadAvg()
+	if opts.notes != "" {
+		notes, err := os.ReadFile(opts.notes)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		info.notes = string(notes)
+	}
 	report := renderReport(opts, info, samples)
 	if opts.jsonOut != "" {
 		raw, _ := json.MarshalIndent(samples, "", "  ")
@@ -203,10 +210,13 @@ func build(ctx context.Context, repo, rev, dir string) (b binaries, source strin
 		{proxySrc, []string{"build", "-o", b.conduitProxy, "./cmd/conduit-proxy"}},
 	}
 	for _, s := range steps {
-		cmd := exec.CommandContext(ctx, "go", s.args...)
+		// Built as goreleaser.yaml ships the proxy: static, trimmed, stripped.
+		args := append([]string{s.args[0], "-trimpath", "-ldflags=-s -w"}, s.args[1:]...)
+		cmd := exec.CommandContext(ctx, "go", args...)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		cmd.Dir = s.dir
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return b, "", fmt.Errorf("go %s (in %s): %v: %s", strings.Join(s.args, " "), s.dir, err, oneLine(string(out)))
+			return b, "", fmt.Errorf("go %s (in %s): %v: %s", strings.Join(args, " "), s.dir, err, oneLine(string(out)))
 		}
 	}
 	return b, source, nil
