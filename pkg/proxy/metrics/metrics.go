@@ -195,12 +195,27 @@ type response struct {
 	latency histogram
 }
 
+// MaxSeries bounds the HTTP route and TCP label sets each. Authorities and
+// addresses come from peers, so a hostile client could otherwise grow the
+// registry without limit; past the bound, new label sets share one series
+// whose authority (or target_addr) is "overflow".
+const MaxSeries = 2000
+
+// Overflow replaces a peer-controlled label once MaxSeries is reached.
+const Overflow = "overflow"
+
 // Route returns (creating on first use) the series for l.
 func (r *Registry) Route(l HTTPLabels) *Route {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if rt, ok := r.routes[l]; ok {
 		return rt
+	}
+	if len(r.routes) >= MaxSeries {
+		l = HTTPLabels{Direction: l.Direction, Authority: Overflow, TLS: l.TLS}
+		if rt, ok := r.routes[l]; ok {
+			return rt
+		}
 	}
 	rt := &Route{labels: l.render(), responses: map[respKey]*response{}}
 	r.routes[l] = rt
@@ -275,6 +290,12 @@ func (r *Registry) TCP(l TCPLabels) *TCP {
 	defer r.mu.Unlock()
 	if t, ok := r.tcp[l]; ok {
 		return t
+	}
+	if len(r.tcp) >= MaxSeries {
+		l = TCPLabels{Direction: l.Direction, Peer: l.Peer, TargetAddr: Overflow, TLS: l.TLS}
+		if t, ok := r.tcp[l]; ok {
+			return t
+		}
 	}
 	t := &TCP{labels: l.render(), duration: newHistogram(DurationBucketsMs)}
 	r.tcp[l] = t

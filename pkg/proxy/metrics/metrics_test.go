@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -127,5 +128,22 @@ func TestProcessMetrics(t *testing.T) {
 		if !bytes.Contains(buf.Bytes(), []byte("\n"+w)) {
 			t.Errorf("no %q in\n%s", w, buf.String())
 		}
+	}
+}
+
+func TestSeriesAreBounded(t *testing.T) {
+	r := NewRegistry()
+	for i := range MaxSeries + 500 {
+		r.Route(HTTPLabels{Direction: "inbound", Authority: strconv.Itoa(i)}).Request()
+		r.TCP(TCPLabels{Direction: "outbound", Peer: "dst", TargetAddr: strconv.Itoa(i)}).Open()
+	}
+	if n := len(r.routes); n != MaxSeries+1 {
+		t.Errorf("%d route series, want %d", n, MaxSeries+1)
+	}
+	if n := len(r.tcp); n != MaxSeries+1 {
+		t.Errorf("%d tcp series, want %d", n, MaxSeries+1)
+	}
+	if got := r.routes[HTTPLabels{Direction: "inbound", Authority: Overflow}].requests.Load(); got != 500 {
+		t.Errorf("overflow series counted %d requests, want 500", got)
 	}
 }
