@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -140,5 +141,20 @@ func TestInstallResourcesComeFromTheChart(t *testing.T) {
 		if r, ok := byKind[want.Kind]; !ok || r != want {
 			t.Errorf("chart resource for %s: got %+v (present %v), want %+v", want.Kind, r, ok, want)
 		}
+	}
+}
+
+func TestNoColorsOffATerminal(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if colorOutput(w) {
+		t.Error("colors on a pipe")
+	}
+	if colorOutput(&bytes.Buffer{}) {
+		t.Error("colors on a buffer")
 	}
 }

@@ -247,6 +247,27 @@ func TestInstallProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "native sidecar proxy not ready",
+			opts: Options{Proxy: true, DataPlaneNamespace: "app"},
+			extra: []string{appNamespace, `apiVersion: v1
+kind: Pod
+metadata:
+  name: web-native
+  namespace: app
+  labels: {conduit.io/proxy-version: v1.0.0}
+spec:
+  initContainers: [{name: conduit-proxy, image: proxy, restartPolicy: Always}]
+  containers: [{name: web, image: web}]
+status:
+  phase: Running
+  initContainerStatuses: [{name: conduit-proxy, ready: false}]
+  containerStatuses: [{name: web, ready: true}]
+`},
+			want: map[string]wantFailure{
+				"data-plane/data plane proxies are ready": {StatusError, "pod app/web-native has container conduit-proxy not ready", "logs NAME -c conduit-proxy"},
+			},
+		},
+		{
 			name:  "proxy outdated",
 			opts:  Options{Proxy: true},
 			extra: []string{appNamespace, meshedPod("web-1", "v0.9.0", true)},
