@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -68,30 +69,41 @@ func NewServer(cfg Config) *Server {
 	return &Server{cfg: cfg, store: NewStore(cfg.Interval, MaxWindow)}
 }
 
+// firstRateDelay is how soon a pod scraped for the first time is scraped
+// again: one scrape gives no rate, so a new proxy (a demo that just
+// started) shows numbers in seconds rather than after two intervals.
+const firstRateDelay = 2 * time.Second
+
 // Run scrapes every interval until ctx is done.
 func (s *Server) Run(ctx context.Context) error {
-	t := time.NewTicker(s.cfg.Interval)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		s.ScrapeOnce(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
+		next := s.cfg.Interval
+		if s.ScrapeOnce(ctx) > 0 {
+			next = min(next, firstRateDelay)
+		}
+		t.Reset(next)
 	}
 }
 
-// ScrapeOnce lists the pods and scrapes every meshed one, concurrently.
-func (s *Server) ScrapeOnce(ctx context.Context) {
+// ScrapeOnce lists the pods and scrapes every meshed one, concurrently. It
+// returns how many pods were scraped successfully for the first time.
+func (s *Server) ScrapeOnce(ctx context.Context) int {
 	pods, err := s.cfg.Pods.Pods(ctx)
 	if err != nil {
 		s.cfg.Log.Warn("listing pods to scrape", "err", err)
-		return
+		return 0
 	}
 	s.store.SetPods(pods, s.cfg.Now())
 	sem := make(chan struct{}, scrapeParallelism)
 	var wg sync.WaitGroup
+	var first atomic.Int32
 	for _, p := range pods {
 		if !p.Meshed() {
 			continue
@@ -107,10 +119,13 @@ func (s *Server) ScrapeOnce(ctx context.Context) {
 				s.store.ScrapeFailed(p, err)
 				return
 			}
-			s.store.Ingest(p, s.cfg.Now(), e)
+			if s.store.Ingest(p, s.cfg.Now(), e) {
+				first.Add(1)
+			}
 		}()
 	}
 	wg.Wait()
+	return int(first.Load())
 }
 
 func (s *Server) scrape(ctx context.Context, p Pod) (*Exposition, error) {

@@ -231,3 +231,32 @@ func TestStoreCounterReset(t *testing.T) {
 		t.Errorf("rows = %+v, want 70 successes (50 + 20 after reset)", rows)
 	}
 }
+
+// A new proxy is scraped again soon, not after a whole interval, so its
+// rates show up quickly.
+func TestRunRescrapesNewPodsSoon(t *testing.T) {
+	web := &fakeProxy{}
+	web.set(webPage, 100, 0, 50, 100)
+	srv := httptest.NewServer(web)
+	defer srv.Close()
+	pods := []Pod{{Namespace: "demo", Name: "web-0", AdminAddr: strings.TrimPrefix(srv.URL, "http://"), Labels: map[string]string{"deployment": "web"}}}
+	s := NewServer(Config{Pods: PodsFunc(func(context.Context) ([]Pod, error) { return pods, nil }), Interval: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := s.Stat(ctx, &statsv1.StatRequest{Selector: &statsv1.Resource{Namespace: "demo", Type: "deploy", Name: "web"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Rows) == 1 && resp.Rows[0].Window.AsDuration() > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no second scrape within 20s with a 1h interval: %v", resp.Rows)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -93,13 +93,14 @@ func (s *Store) SetPods(pods []Pod, now time.Time) {
 	}
 }
 
-// Ingest records one scrape of a pod's proxy taken at at.
-func (s *Store) Ingest(p Pod, at time.Time, e *Exposition) {
+// Ingest records one scrape of a pod's proxy taken at at. It reports
+// whether this was the pod's first scrape (which gives no rate yet).
+func (s *Store) Ingest(p Pod, at time.Time, e *Exposition) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	pd := s.pods[podKey(p)]
 	if pd == nil {
-		return // forgotten meanwhile
+		return false // forgotten meanwhile
 	}
 	first := pd.lastAt.IsZero()
 	d := scrapeDelta{at: at, span: at.Sub(pd.lastAt), deltas: map[string]float64{}}
@@ -142,12 +143,13 @@ func (s *Store) Ingest(p Pod, at time.Time, e *Exposition) {
 	pd.gauges = gauges
 	pd.lastAt, pd.err = at, nil
 	if first {
-		return
+		return true
 	}
 	pd.ring = append(pd.ring, d)
 	if len(pd.ring) > s.capacity {
 		pd.ring = append(pd.ring[:0], pd.ring[len(pd.ring)-s.capacity:]...)
 	}
+	return false
 }
 
 // ScrapeFailed records that a pod could not be scraped.
