@@ -112,8 +112,27 @@ func ParseAuthority(s string) (Authority, error) {
 	a := Authority{Host: host, Port: uint16(port)}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		a.IP = ip.Unmap()
-	} else if strings.ContainsAny(host, "/@ ") {
+	} else if !dnsName(host) {
 		return Authority{}, fmt.Errorf("%w %q: host is not a DNS name or IP address", ErrInvalidAuthority, s)
 	}
 	return a, nil
+}
+
+// dnsName reports whether host (lower case) could be a DNS name: letters,
+// digits, '-', '_' and non-empty dot-separated labels.
+func dnsName(host string) bool {
+	if len(host) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(host, ".") {
+		if l == "" || len(l) > 63 {
+			return false
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
