@@ -28,6 +28,15 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first signal starts the drain; a second one exits at once.
+	go func() {
+		<-ctx.Done()
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+		<-again
+		fmt.Fprintln(os.Stderr, "conduit-proxy: second signal, exiting without finishing the drain")
+		os.Exit(1)
+	}()
 	var code int
 	if sub == "init" {
 		code = initMain(ctx, args, os.Stdout, os.Stderr)
