@@ -244,41 +244,56 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// batchDelay is how long the stream lets events gather after the first
+// one before writing them: the subscriber's goroutine then wakes and
+// flushes at most every batchDelay instead of on every event, which keeps
+// tapping from competing with traffic for CPU.
+const batchDelay = 10 * time.Millisecond
+
+// maxBatchBytes bounds one write.
+const maxBatchBytes = 64 << 10
+
 // stream copies sub's events to w until ctx ends or limit events were sent.
 func (s *Server) stream(ctx context.Context, w io.Writer, rc *http.ResponseController, sub *subscriber, limit uint32) (int, string) {
 	var sent uint32
-	frame := make([]byte, 0, 1024)
+	frame := make([]byte, 0, 4096)
+	timer := time.NewTimer(batchDelay)
+	timer.Stop()
+	defer timer.Stop()
 	for {
+		var ev []byte
 		select {
 		case <-ctx.Done():
 			return codeOK, ""
-		case ev := <-sub.ch:
-			frame = frame[:0]
-			for {
+		case ev = <-sub.ch:
+		}
+		// Let more events gather (the buffer keeps them), then take them all.
+		timer.Reset(batchDelay)
+		select {
+		case <-ctx.Done():
+			return codeOK, ""
+		case <-timer.C:
+		}
+		frame = appendFrame(frame[:0], ev)
+		sent++
+	drain:
+		for (limit == 0 || sent < limit) && len(frame) < maxBatchBytes {
+			select {
+			case ev = <-sub.ch:
 				frame = appendFrame(frame, ev)
 				sent++
-				if limit != 0 && sent >= limit {
-					break
-				}
-				more := false
-				select {
-				case ev = <-sub.ch:
-					more = true
-				default:
-				}
-				if !more {
-					break
-				}
+			default:
+				break drain
 			}
-			if _, err := w.Write(frame); err != nil {
-				return codeInternal, err.Error()
-			}
-			if err := rc.Flush(); err != nil {
-				return codeInternal, err.Error()
-			}
-			if limit != 0 && sent >= limit {
-				return codeOK, ""
-			}
+		}
+		if _, err := w.Write(frame); err != nil {
+			return codeInternal, err.Error()
+		}
+		if err := rc.Flush(); err != nil {
+			return codeInternal, err.Error()
+		}
+		if limit != 0 && sent >= limit {
+			return codeOK, ""
 		}
 	}
 }
