@@ -32,21 +32,25 @@ Ctrl-C (or --duration) stops every process it started and removes its files.
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "how to describe the running demo: table or json"},
 			&cli.BoolFlag{Name: "keep-dir", Usage: "keep the working directory (logs, certificates) after the demo stops"},
 			&cli.DurationFlag{Name: "report-every", Value: 10 * time.Second, Usage: "how often the traffic generator's summary is printed"},
+			&cli.DurationFlag{Name: "controller-restart-delay", Value: 5 * time.Second, Usage: "how long a dead controller stays down before the demo restarts it", Hidden: true},
+			&cli.DurationFlag{Name: "identity-lifetime", Usage: "lifetime of the proxies' certificates (default: the controller's, 24h)", Hidden: true},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return fmt.Errorf("demo takes no arguments, got %q", c.Args().Slice())
 			}
 			return demo.Run(c.Context, demo.Options{
-				Duration:    c.Duration("duration"),
-				FailureRate: c.Float64("failure-rate"),
-				RPS:         c.Float64("rps"),
-				Output:      c.String("output"),
-				KeepDir:     c.Bool("keep-dir"),
-				ReportEvery: c.Duration("report-every"),
-				Out:         g.Streams.Out,
-				ErrOut:      g.Streams.ErrOut,
-				Log:         slog.New(slog.NewTextHandler(g.Streams.ErrOut, &slog.HandlerOptions{Level: slog.LevelWarn})),
+				Duration:               c.Duration("duration"),
+				FailureRate:            c.Float64("failure-rate"),
+				RPS:                    c.Float64("rps"),
+				Output:                 c.String("output"),
+				KeepDir:                c.Bool("keep-dir"),
+				ReportEvery:            c.Duration("report-every"),
+				ControllerRestartDelay: c.Duration("controller-restart-delay"),
+				IdentityLifetime:       c.Duration("identity-lifetime"),
+				Out:                    g.Streams.Out,
+				ErrOut:                 g.Streams.ErrOut,
+				Log:                    slog.New(slog.NewTextHandler(g.Streams.ErrOut, &slog.HandlerOptions{Level: slog.LevelWarn})),
 			})
 		},
 		Subcommands: []*cli.Command{demoAppCommand(g)},

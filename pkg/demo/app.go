@@ -254,7 +254,7 @@ func webError(w http.ResponseWriter, service string, err error) {
 
 // trafficCounts are the generator's cumulative results.
 type trafficCounts struct {
-	sent, ok, injected, failed atomic.Int64
+	sent, ok, injected, failed, skipped atomic.Int64
 }
 
 // runTraffic sends GET /books/{id} to web at o.RPS through its proxy,
@@ -317,21 +317,27 @@ func runTraffic(ctx context.Context, lis net.Listener, o AppOptions) error {
 
 	var c trafficCounts
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32) // bounds requests in flight
+	// Bounds requests in flight: on an overloaded machine the generator
+	// skips (and counts) requests rather than piling them up.
+	sem := make(chan struct{}, max(64, 4*int(o.RPS)))
 	tick := time.NewTicker(time.Duration(float64(time.Second) / o.RPS))
 	defer tick.Stop()
 	report := time.NewTicker(o.ReportEvery)
 	defer report.Stop()
-	var last [4]int64
+	var last [5]int64
 	summary := func(final bool) {
-		now := [4]int64{c.sent.Load(), c.ok.Load(), c.injected.Load(), c.failed.Load()}
+		now := [5]int64{c.sent.Load(), c.ok.Load(), c.injected.Load(), c.failed.Load(), c.skipped.Load()}
 		what := "last " + o.ReportEvery.String()
 		if final {
 			what = "total"
-			last = [4]int64{}
+			last = [5]int64{}
 		}
-		fmt.Fprintf(o.Out, "traffic: %s: sent=%d ok=%d injected_failures=%d other_failures=%d\n",
+		line := fmt.Sprintf("traffic: %s: sent=%d ok=%d injected_failures=%d other_failures=%d",
 			what, now[0]-last[0], now[1]-last[1], now[2]-last[2], now[3]-last[3])
+		if skipped := now[4] - last[4]; skipped > 0 {
+			line += fmt.Sprintf(" skipped_overloaded=%d", skipped)
+		}
+		fmt.Fprintln(o.Out, line)
 		last = now
 	}
 	defer func() {
@@ -348,9 +354,8 @@ func runTraffic(ctx context.Context, lis net.Listener, o AppOptions) error {
 			select {
 			case sem <- struct{}{}:
 			default:
-				c.sent.Add(1)
-				c.failed.Add(1)
-				o.Log.Warn("too many requests in flight; counting one as failed")
+				c.skipped.Add(1)
+				o.Log.Warn("too many requests in flight; skipping one")
 				continue
 			}
 			c.sent.Add(1)

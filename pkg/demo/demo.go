@@ -64,6 +64,12 @@ type Options struct {
 	KeepDir bool
 	// ReportEvery is how often the traffic summary is printed; default 10 s.
 	ReportEvery time.Duration
+	// ControllerRestartDelay is how long a dead controller stays down
+	// before the demo restarts it; default 5 s.
+	ControllerRestartDelay time.Duration
+	// IdentityLifetime is the lifetime of the proxies' certificates; 0
+	// keeps the controller's default (24 h).
+	IdentityLifetime time.Duration
 
 	Out, ErrOut io.Writer
 	Log         *slog.Logger
@@ -96,6 +102,9 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	if o.RPS <= 0 || o.RPS > 1000 {
 		return fmt.Errorf("--rps %v: want a rate between 1 and 1000 requests per second", o.RPS)
+	}
+	if o.ControllerRestartDelay <= 0 {
+		o.ControllerRestartDelay = 5 * time.Second
 	}
 	if o.Duration < 0 {
 		return fmt.Errorf("--duration %v: want a positive duration, or 0 to run until interrupted", o.Duration)
@@ -290,7 +299,7 @@ func freePorts(n int) ([]string, error) {
 }
 
 func (d *demo) newController() *child {
-	return &child{
+	c := &child{
 		name: "conduit-controller",
 		path: d.bins.controller,
 		args: []string{
@@ -304,6 +313,10 @@ func (d *demo) newController() *child {
 		},
 		logPath: filepath.Join(d.dir, "logs", "controller.log"),
 	}
+	if d.opts.IdentityLifetime > 0 {
+		c.args = append(c.args, "--identity-lifetime", d.opts.IdentityLifetime.String())
+	}
+	return c
 }
 
 // startAll starts the controller, then every proxy and app, and waits
@@ -331,6 +344,9 @@ func (d *demo) startAll(ctx context.Context) error {
 				"--identity-token-file", w.tokenFile,
 				"--trust-anchors-file", d.anchors,
 				"--pod-namespace", Namespace,
+				// Generous: a laptop running a build must not fail the
+				// demo's handshakes (the default, 1s, covers dial + mTLS).
+				"--connect-timeout", "5s",
 			},
 			logPath: filepath.Join(d.dir, "logs", w.name+"-proxy.log"),
 		}
@@ -441,8 +457,8 @@ func (d *demo) supervise(ctx context.Context) error {
 			if c != d.controller {
 				return c.exitError()
 			}
-			fmt.Fprintf(d.opts.ErrOut, "conduit demo: the controller exited (%v); proxies keep serving with what they know; restarting it in 5s\n", c.err)
-			restart = time.After(5 * time.Second)
+			fmt.Fprintf(d.opts.ErrOut, "conduit demo: the controller exited (%v); proxies keep serving with what they know; restarting it in %s\n", c.err, d.opts.ControllerRestartDelay)
+			restart = time.After(d.opts.ControllerRestartDelay)
 		case <-restart:
 			restart = nil
 			d.controller = d.newController()

@@ -10,6 +10,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -73,6 +74,8 @@ type Provider struct {
 
 	mu      sync.Mutex             // guards clients
 	clients map[string]*tls.Config // by server identity
+
+	verified verifiedCache
 }
 
 // New validates cfg and generates the proxy's key.
@@ -257,17 +260,23 @@ func (p *Provider) verifyPeer(chain []*x509.Certificate, want string) (string, e
 		return "", errors.New("peer presented no certificate")
 	}
 	leaf := chain[0]
-	inter := x509.NewCertPool()
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots:         p.cfg.TrustAnchors,
-		Intermediates: inter,
-		CurrentTime:   p.cfg.Now(),
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
-	}); err != nil {
-		return "", fmt.Errorf("peer certificate: %w", err)
+	now := p.cfg.Now()
+	key := chainKey(chain)
+	if !p.verified.ok(key, now) {
+		inter := x509.NewCertPool()
+		for _, c := range chain[1:] {
+			inter.AddCert(c)
+		}
+		chains, err := leaf.Verify(x509.VerifyOptions{
+			Roots:         p.cfg.TrustAnchors,
+			Intermediates: inter,
+			CurrentTime:   now,
+			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+		})
+		if err != nil {
+			return "", fmt.Errorf("peer certificate: %w", err)
+		}
+		p.verified.add(key, chains)
 	}
 	id := PeerID(chain)
 	if id == "" {
@@ -312,4 +321,56 @@ func ControllerTLS(anchors *x509.CertPool, controllerID string, cert func() *tls
 			return &tls.Certificate{}, nil
 		},
 	}
+}
+
+// verifiedCache remembers chains that verified, so that the repeated
+// handshakes of a busy proxy with the same few peers skip the signature
+// checks. An entry is valid while every certificate of its verified chain
+// is; the cache is bounded and simply cleared when full.
+type verifiedCache struct {
+	mu      sync.Mutex // guards entries
+	entries map[[32]byte]verifiedEntry
+}
+
+type verifiedEntry struct{ notBefore, notAfter time.Time }
+
+const verifiedCacheSize = 1024
+
+// chainKey identifies a presented chain by the hash of its certificates.
+func chainKey(chain []*x509.Certificate) [32]byte {
+	h := sha256.New()
+	for _, c := range chain {
+		h.Write(c.Raw)
+	}
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+func (v *verifiedCache) ok(key [32]byte, now time.Time) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	e, found := v.entries[key]
+	return found && !now.Before(e.notBefore) && now.Before(e.notAfter)
+}
+
+func (v *verifiedCache) add(key [32]byte, chains [][]*x509.Certificate) {
+	if len(chains) == 0 {
+		return
+	}
+	e := verifiedEntry{notAfter: chains[0][0].NotAfter, notBefore: chains[0][0].NotBefore}
+	for _, c := range chains[0] {
+		if c.NotAfter.Before(e.notAfter) {
+			e.notAfter = c.NotAfter
+		}
+		if c.NotBefore.After(e.notBefore) {
+			e.notBefore = c.NotBefore
+		}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.entries == nil || len(v.entries) >= verifiedCacheSize {
+		v.entries = map[[32]byte]verifiedEntry{}
+	}
+	v.entries[key] = e
 }

@@ -343,3 +343,38 @@ func TestCodecMatchesGenerated(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifiedCacheHonoursExpiry: a chain verified once is not accepted
+// from the cache after it expires, and another identity is still refused.
+func TestVerifiedCacheHonoursExpiry(t *testing.T) {
+	c := startController(t, time.Hour)
+	books := startProvider(t, c, booksID, "books-token", nil)
+	waitReady(t, books)
+	chain := []*x509.Certificate{books.Certificate().Leaf}
+	for _, der := range books.Certificate().Certificate[1:] {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain = append(chain, cert)
+	}
+	now := time.Now()
+	conn, _ := grpclite.New(c.addr, grpclite.Options{})
+	defer conn.Close()
+	v, err := New(Config{Name: webID, TokenFile: "unused", TrustAnchors: c.anchors, Client: conn, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second time from the cache
+		if id, err := v.verifyPeer(chain, booksID); err != nil || id != booksID {
+			t.Fatalf("verifyPeer = %q, %v", id, err)
+		}
+		if _, err := v.verifyPeer(chain, webID); err == nil {
+			t.Fatal("accepted books' chain as web")
+		}
+	}
+	now = chain[0].NotAfter.Add(time.Second)
+	if _, err := v.verifyPeer(chain, booksID); err == nil {
+		t.Fatal("accepted an expired chain (from the cache)")
+	}
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
+	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
+	ctldestination "github.com/conduitmesh/conduit/pkg/controller/destination"
+	"github.com/conduitmesh/conduit/pkg/controller/discovery/local"
+	ctlidentity "github.com/conduitmesh/conduit/pkg/controller/identity"
+)
+
+func parseControlPlane(t *testing.T, args ...string) *controlPlaneOptions {
+	t.Helper()
+	o, err := parseRunOptions(args, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o.controlPlane
+}
+
+func TestConnectRejectsIncompleteFlags(t *testing.T) {
+	dir := t.TempDir()
+	anchors := filepath.Join(dir, "ca.crt")
+	os.WriteFile(anchors, []byte("garbage"), 0o600)
+	const id = "spiffe://cluster.local/ns/demo/sa/web"
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--identity-name", id}, "--identity-name needs --controller-addr"},
+		{[]string{"--controller-addr", "nope"}, "--controller-addr \"nope\": want HOST:PORT"},
+		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-name", id, "--identity-token-file", "t"}, "--trust-anchors-file is required"},
+		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-name", id, "--trust-anchors-file", anchors}, "--identity-token-file is required"},
+		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-token-file", "t"}, "needs --identity-name"},
+		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-name", "web", "--identity-token-file", "t", "--trust-anchors-file", anchors}, "--identity-name: \"web\" is not a SPIFFE ID"},
+		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-name", id, "--identity-token-file", "t", "--trust-anchors-file", anchors}, "--trust-anchors-file: trust anchors file"},
+		{[]string{"--controller-addr", "127.0.0.1:1", "--controller-identity", "x", "--trust-anchors-file", anchors}, "--controller-identity: \"x\" is not a SPIFFE ID"},
+	}
+	for _, tt := range tests {
+		o := parseControlPlane(t, tt.args...)
+		_, _, release, err := o.connect(context.Background(), slog.New(slog.DiscardHandler))
+		release()
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: err = %v, want %q", tt.args, err, tt.want)
+		}
+	}
+	r, p, release, err := parseControlPlane(t).connect(context.Background(), slog.New(slog.DiscardHandler))
+	release()
+	if r != nil || p != nil || err != nil {
+		t.Errorf("no flags: %v, %v, %v; want nil, nil, nil", r, p, err)
+	}
+}
+
+// TestConnectToController wires connect to the real controller services
+// (local discovery, local tokens) on a loopback port: the resolver answers
+// for a pod's short name and the identity provider gets its certificate.
+func TestConnectToController(t *testing.T) {
+	dir := t.TempDir()
+	pki, err := ctlidentity.GeneratePKI(time.Now(), "cluster.local", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	const webID = "spiffe://cluster.local/ns/demo/sa/web"
+	tokens := filepath.Join(dir, "tokens.yaml")
+	if err := ctlidentity.WriteLocalTokens(tokens, ctlidentity.LocalTokens{Tokens: []ctlidentity.LocalToken{{Token: "tok", Identity: webID}}}); err != nil {
+		t.Fatal(err)
+	}
+	regPath := filepath.Join(dir, "registry.yaml")
+	if err := local.WriteFile(regPath, local.Registry{Services: []local.Service{{
+		Name: "books", Namespace: "demo", Port: 8080,
+		Endpoints: []local.Endpoint{{Address: "127.0.0.1:4143", Identity: "spiffe://cluster.local/ns/demo/sa/books"}},
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	backend, err := local.New(local.Options{Path: regPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := ctldestination.NewServer(backend, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer, err := ctlidentity.LoadIssuer(dir, "", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := ctlidentity.NewServer(ctlidentity.Config{TrustDomain: "cluster.local", Issuer: issuer, Tokens: ctlidentity.LocalTokenFile{Path: tokens}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	destinationv1.RegisterDestinationServer(gs, dst)
+	identityv1.RegisterIdentityServer(gs, ids)
+	go gs.Serve(lis)
+	defer gs.Stop()
+
+	tokenFile := filepath.Join(dir, "token")
+	os.WriteFile(tokenFile, []byte("tok\n"), 0o600)
+	o := parseControlPlane(t, "--controller-addr", lis.Addr().String(), "--identity-name", webID,
+		"--identity-token-file", tokenFile, "--trust-anchors-file", filepath.Join(dir, "ca.crt"))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, provider, release, err := o.connect(ctx, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+
+	// The namespace comes from the identity: "books:8080" is books.demo.
+	eps, err := res.Endpoints(ctx, "books:8080")
+	if err != nil || len(eps) != 1 || eps[0].Addr != "127.0.0.1:4143" || eps[0].Identity != "spiffe://cluster.local/ns/demo/sa/books" {
+		t.Fatalf("Endpoints = %+v, %v", eps, err)
+	}
+	if provider.LocalID() != webID {
+		t.Fatalf("LocalID = %q", provider.LocalID())
+	}
+	ready := provider.(interface{ Ready() bool })
+	for !ready.Ready() {
+		if ctx.Err() != nil {
+			t.Fatal("no certificate")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if provider.ServerConfig() == nil || provider.ClientConfig("spiffe://cluster.local/ns/demo/sa/books") == nil {
+		t.Fatal("nil TLS configs with a certificate")
+	}
+}
