@@ -3,6 +3,7 @@ package tap
 import (
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -13,13 +14,8 @@ import (
 // Redacted replaces the value of a sensitive header.
 const Redacted = "[REDACTED]"
 
-// sensitive headers never leave the proxy.
-var sensitive = map[string]bool{
-	"authorization":       true,
-	"proxy-authorization": true,
-	"cookie":              true,
-	"set-cookie":          true,
-}
+// sensitive headers never leave the proxy (their values are redacted).
+var sensitive = [...]string{"authorization", "proxy-authorization", "cookie", "set-cookie"}
 
 // maxHeaderBytes bounds the headers copied into one event.
 const maxHeaderBytes = 16 << 10
@@ -52,6 +48,9 @@ type common struct {
 	serverID  string
 	base      uint32
 	stream    uint64
+	// shared is the encoding of the fields above but the stream ID, made
+	// once per request; only the request's own goroutine touches it.
+	shared []byte
 }
 
 func appendBytesField(b []byte, num protowire.Number, v []byte) []byte {
@@ -148,24 +147,27 @@ func appendLabels(b []byte, num protowire.Number, labels map[string]string) []by
 // appendHeaders appends h as repeated Header fields: names lower-cased and
 // sorted, sensitive values redacted, at most maxHeaderBytes in all.
 func appendHeaders(b []byte, num protowire.Number, h http.Header) []byte {
-	names := make([]string, 0, len(h))
+	var buf [32]string // no allocation for the usual few headers
+	names := buf[:0]
 	for k := range h {
 		names = append(names, k)
 	}
-	sort.Strings(names)
+	slices.Sort(names)
 	budget := maxHeaderBytes
 	for _, k := range names {
-		name := strings.ToLower(k)
+		redact := isSensitive(k)
 		for _, v := range h[k] {
-			if sensitive[name] {
+			if redact {
 				v = Redacted
 			}
-			if budget -= len(name) + len(v); budget < 0 {
+			if budget -= len(k) + len(v); budget < 0 {
 				return b
 			}
 			var m int
 			b, m = begin(b, num)
-			b = appendString(b, 1, name)
+			b = protowire.AppendTag(b, 1, protowire.BytesType)
+			b = protowire.AppendVarint(b, uint64(len(k)))
+			b = appendLower(b, k)
 			b = protowire.AppendTag(b, 2, protowire.BytesType)
 			b = protowire.AppendString(b, v)
 			b = end(b, m)
@@ -174,22 +176,46 @@ func appendHeaders(b []byte, num protowire.Number, h http.Header) []byte {
 	return b
 }
 
+func isSensitive(name string) bool {
+	for _, s := range sensitive {
+		if strings.EqualFold(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendLower appends s in ASCII lower case (header names are ASCII).
+func appendLower(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	return b
+}
+
 // head encodes the fields every event of the request shares and opens the
 // http oneof's field kind, with its StreamId; the caller appends the event's
 // own fields and closes both with tail.
 func (c *common) head(at time.Time, kind protowire.Number) (b []byte, httpStart, evStart int) {
-	b = make([]byte, 0, 512)
-	b = appendTimestamp(b, evTimestamp, at)
-	b = appendVarint(b, evDirection, c.direction)
-	b = appendAddr(b, evSource, c.src)
-	b = appendAddr(b, evDestination, c.dst)
-	b = appendLabels(b, evDstLabels, c.dstLabels)
-	if c.tls {
-		b = protowire.AppendTag(b, evTLS, protowire.VarintType)
-		b = protowire.AppendVarint(b, 1)
+	if c.shared == nil {
+		c.shared = appendVarint(make([]byte, 0, 160), evDirection, c.direction)
+		c.shared = appendAddr(c.shared, evSource, c.src)
+		c.shared = appendAddr(c.shared, evDestination, c.dst)
+		c.shared = appendLabels(c.shared, evDstLabels, c.dstLabels)
+		if c.tls {
+			c.shared = protowire.AppendTag(c.shared, evTLS, protowire.VarintType)
+			c.shared = protowire.AppendVarint(c.shared, 1)
+		}
+		c.shared = appendString(c.shared, evClientID, c.clientID)
+		c.shared = appendString(c.shared, evServerID, c.serverID)
 	}
-	b = appendString(b, evClientID, c.clientID)
-	b = appendString(b, evServerID, c.serverID)
+	b = make([]byte, 0, 256+len(c.shared))
+	b = appendTimestamp(b, evTimestamp, at)
+	b = append(b, c.shared...)
 	b, httpStart = begin(b, evHTTP)
 	b, evStart = begin(b, kind)
 	b, id := begin(b, 1)
