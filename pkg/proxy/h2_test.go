@@ -80,6 +80,9 @@ func (s *grpcService) FullDuplexCall(stream testpb.TestService_FullDuplexCallSer
 			}
 			return err
 		}
+		if string(req.GetPayload().GetBody()) == "fail" {
+			return status.Error(codes.Aborted, "server gave up mid-stream")
+		}
 		if err := stream.Send(&testpb.StreamingOutputCallResponse{Payload: req.GetPayload()}); err != nil {
 			return err
 		}
@@ -158,6 +161,22 @@ func TestGRPC(t *testing.T) {
 		}
 	})
 
+	t.Run("server ends the stream with an error", func(t *testing.T) {
+		stream, err := client.FullDuplexCall(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte("ok")}})
+		if _, err := stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		stream.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte("fail")}})
+		_, err = stream.Recv()
+		if status.Code(err) != codes.Aborted || status.Convert(err).Message() != "server gave up mid-stream" {
+			t.Errorf("err = %v, want Aborted from the server's trailers", err)
+		}
+	})
+
 	t.Run("deadline propagates", func(t *testing.T) {
 		dctx, dcancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "sleep", "1"), 300*time.Millisecond)
 		defer dcancel()
@@ -187,8 +206,9 @@ func TestGRPC(t *testing.T) {
 	})
 	wantMetric(t, p, 1, "response_total", `direction="inbound"`, `grpc_status="5"`, `classification="failure"`)
 	wantMetric(t, p, 2, "response_total", `direction="inbound"`, `grpc_status="0"`, `classification="success"`)
-	wantMetric(t, p, 5, "request_total", `direction="inbound"`)
-	wantMetric(t, p, 5, "response_total", `direction="inbound"`)
+	wantMetric(t, p, 1, "response_total", `direction="inbound"`, `grpc_status="10"`, `classification="failure"`)
+	wantMetric(t, p, 6, "request_total", `direction="inbound"`)
+	wantMetric(t, p, 6, "response_total", `direction="inbound"`)
 }
 
 // TestGRPCProxyErrors: errors the proxy makes for gRPC clients are gRPC

@@ -112,6 +112,9 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	up := p.ups.get(h.dir, rt.ep, rt.dst, r.ProtoMajor == 2)
+	if r.ProtoMajor == 2 && r.Body != nil && r.Body != http.NoBody {
+		r = r.WithContext(context.WithValue(r.Context(), inboundBodyKey{}, r.Body))
+	}
 	up.rp.ServeHTTP(rw, r)
 	completed = true
 }

@@ -347,3 +347,50 @@ func TestConnectPassthrough(t *testing.T) {
 	conn.Close()
 	wantMetric(t, p, 1, "response_total", `direction="inbound"`, `status_code="200"`)
 }
+
+func TestBodilessAndOldResponses(t *testing.T) {
+	app := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/204":
+			w.WriteHeader(http.StatusNoContent)
+		case "/304":
+			w.Header().Set("ETag", `"x"`)
+			w.WriteHeader(http.StatusNotModified)
+		default:
+			w.Header().Set("Content-Length", "5")
+			if r.Method != http.MethodHead {
+				io.WriteString(w, "hello")
+			}
+		}
+	}))
+	p := startProxy(t, Config{InboundTarget: app})
+	conn, err := net.Dial("tcp", p.InboundAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	// Pipelined on one keep-alive connection: a response with a body
+	// length but no body must not swallow the next response.
+	io.WriteString(conn, "HEAD /x HTTP/1.1\r\nHost: a\r\n\r\nGET /204 HTTP/1.1\r\nHost: a\r\n\r\nGET /304 HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+	for _, want := range []struct {
+		method string
+		status int
+		body   string
+	}{{"HEAD", 200, ""}, {"GET", 204, ""}, {"GET", 304, ""}, {"GET", 200, "hello"}} {
+		resp, err := http.ReadResponse(br, &http.Request{Method: want.method})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != want.status || string(b) != want.body {
+			t.Errorf("%s: %d %q, want %d %q", want.method, resp.StatusCode, b, want.status, want.body)
+		}
+	}
+	// HTTP/1.0 without a Host header: answered, then closed.
+	got, _ := rawRequest(t, p.InboundAddr(), "GET /x HTTP/1.0\r\n\r\n")
+	if !strings.HasPrefix(got, "HTTP/1.0 200") && !strings.HasPrefix(got, "HTTP/1.1 200") {
+		t.Errorf("HTTP/1.0: %q", got)
+	}
+}

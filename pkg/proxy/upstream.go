@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -143,8 +144,50 @@ func (u *upstreams) newUpstream(k upKey, ep resolve.Endpoint) *upstream {
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			p.upstreamError(w, r, k.dir, err)
 		},
+		ModifyResponse: endRequestWithResponse,
 	}
 	return up
+}
+
+// inboundBodyKey carries an HTTP/2 request's body to endRequestWithResponse.
+type inboundBodyKey struct{}
+
+// endRequestWithResponse stops forwarding an HTTP/2 request body once the
+// upstream has ended its response: a gRPC server may answer with its
+// status while the client is still streaming, and the transport would
+// otherwise wait for the client's next message before letting the response
+// (and its trailers) finish.
+func endRequestWithResponse(res *http.Response) error {
+	in, ok := res.Request.Context().Value(inboundBodyKey{}).(io.Closer)
+	if !ok {
+		return nil
+	}
+	if res.Body == nil || res.Body == http.NoBody {
+		in.Close()
+		return nil
+	}
+	res.Body = &endOfBody{ReadCloser: res.Body, onEnd: func() { in.Close() }}
+	return nil
+}
+
+// endOfBody calls onEnd once, at EOF or Close, whichever comes first.
+type endOfBody struct {
+	io.ReadCloser
+	once  sync.Once
+	onEnd func()
+}
+
+func (b *endOfBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.once.Do(b.onEnd)
+	}
+	return n, err
+}
+
+func (b *endOfBody) Close() error {
+	b.once.Do(b.onEnd)
+	return b.ReadCloser.Close()
 }
 
 // dial opens a connection to an endpoint for opaque traffic.
