@@ -260,3 +260,20 @@ func TestRunRescrapesNewPodsSoon(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// FuzzParseText: a proxy's garbage is an error, never a panic.
+func FuzzParseText(f *testing.F) {
+	f.Add(webPage)
+	f.Add(`x{a="b\"c",} 1 2`)
+	f.Add("# TYPE x histogram\nx_bucket{le=\"+Inf\"} NaN\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		e, err := ParseText(strings.NewReader(in))
+		if err == nil {
+			for _, s := range e.Samples {
+				if s.Name == "" {
+					t.Fatalf("empty name from %q", in)
+				}
+			}
+		}
+	})
+}

@@ -294,3 +294,17 @@ func BenchmarkRequest(b *testing.B) {
 		}
 	})
 }
+
+// FuzzObserveRequest: a caller's garbage is an error, never a panic.
+func FuzzObserveRequest(f *testing.F) {
+	b, _ := proto.Marshal(&tapv1.ObserveRequest{Limit: 3, Match: &tapv1.Match{Match: &tapv1.Match_Not{Not: &tapv1.Match{
+		Match: &tapv1.Match_Destination{Destination: &tapv1.Match_Net{Ip: []byte{10, 0, 0, 0}, PrefixLen: 8}}}}}})
+	f.Add(b)
+	f.Add([]byte{0x12, 0x02, 0x32, 0x00})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		req, err := decodeObserveRequest(in)
+		if err == nil {
+			req.match(info())
+		}
+	})
+}
