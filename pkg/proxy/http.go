@@ -112,8 +112,14 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	up := p.ups.get(h.dir, rt.ep, rt.dst, r.ProtoMajor == 2)
-	if r.ProtoMajor == 2 && r.Body != nil && r.Body != http.NoBody {
-		r = r.WithContext(context.WithValue(r.Context(), inboundBodyKey{}, r.Body))
+	if r.Body != nil && r.Body != http.NoBody {
+		if r.ProtoMajor == 2 {
+			r = r.WithContext(context.WithValue(r.Context(), inboundBodyKey{}, r.Body))
+		} else {
+			// The application may answer while the client still uploads
+			// (streaming both ways over HTTP/1.1): keep the body readable.
+			http.NewResponseController(w).EnableFullDuplex()
+		}
 	}
 	up.rp.ServeHTTP(rw, r)
 	completed = true

@@ -394,3 +394,44 @@ func TestBodilessAndOldResponses(t *testing.T) {
 		t.Errorf("HTTP/1.0: %q", got)
 	}
 }
+
+// TestHTTP1FullDuplex: the application streams its response while the
+// client is still sending the request body, message by message.
+func TestHTTP1FullDuplex(t *testing.T) {
+	app := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).EnableFullDuplex()
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		br := bufio.NewReader(r.Body)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			io.WriteString(w, "echo "+line)
+			w.(http.Flusher).Flush()
+		}
+	}))
+	p := startProxy(t, Config{InboundTarget: app})
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("POST", "http://"+p.InboundAddr()+"/", pr)
+	resp, err := newClient(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	for _, msg := range []string{"one\n", "two\n", "three\n"} {
+		if _, err := io.WriteString(pw, msg); err != nil {
+			t.Fatal(err)
+		}
+		got, err := br.ReadString('\n')
+		if err != nil || got != "echo "+msg {
+			t.Fatalf("got %q, %v; want %q", got, err, "echo "+msg)
+		}
+	}
+	pw.Close()
+	if rest, _ := io.ReadAll(br); len(rest) != 0 {
+		t.Errorf("trailing %q", rest)
+	}
+}
