@@ -93,3 +93,23 @@ func TestDiff(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestDiffCacheSharesUpdates(t *testing.T) {
+	var c diffCache
+	svc := map[string]string{"service": "web"}
+	v1 := snap(svc, ep("10.0.0.1:80", ""))
+	v1.Version = 1
+	v2 := snap(svc, ep("10.0.0.1:80", ""), ep("10.0.0.2:80", ""))
+	v2.Version = 2
+	a, b := c.get(&v1, v2), c.get(&v1, v2)
+	if len(a) != 1 || &a[0] != &b[0] {
+		t.Errorf("the same step was diffed twice: %p %p", a, b)
+	}
+	if first := c.get(nil, v2); len(first) != 1 || len(first[0].GetAdd().GetAddrs()) != 2 {
+		t.Errorf("a first update from the cache: %v", text(first))
+	}
+	unversioned := snap(svc, ep("10.0.0.3:80", ""))
+	if got := text(c.get(&v1, unversioned)); len(got) != 2 {
+		t.Errorf("unversioned snapshots are diffed directly: got %q", got)
+	}
+}

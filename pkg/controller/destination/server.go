@@ -33,6 +33,8 @@ type Server struct {
 	stopped context.Context
 	stop    context.CancelFunc
 
+	diffs diffCache
+
 	streams prometheus.Gauge
 	updates *prometheus.CounterVec
 }
@@ -111,7 +113,7 @@ func (s *Server) Get(req *destinationv1.GetDestination, stream destinationv1.Des
 		case <-mb.ready:
 		}
 		next := mb.take()
-		for _, u := range Diff(prev, next) {
+		for _, u := range s.diffs.get(prev, next) {
 			if err := stream.Send(u); err != nil {
 				return err
 			}

@@ -50,6 +50,10 @@ type Snapshot struct {
 	Labels map[string]string
 	// Endpoints are keyed by address.
 	Endpoints map[netip.AddrPort]Endpoint
+	// Version, when not zero, identifies this snapshot among those a Hub
+	// published: equal versions mean the same snapshot, so the changes
+	// between two versions can be computed once for every stream.
+	Version uint64
 }
 
 // Listener receives snapshots. Update must not block: backends call it while

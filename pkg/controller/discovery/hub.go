@@ -10,8 +10,9 @@ import (
 // snapshot once per change and hands the same immutable value to every
 // subscriber. Keys with no subscribers are forgotten.
 type Hub[K comparable] struct {
-	mu     sync.Mutex // guards topics and every topic's fields
-	topics map[K]*topic
+	mu      sync.Mutex // guards topics, every topic's fields and version
+	topics  map[K]*topic
+	version uint64 // of the last snapshot published
 }
 
 type topic struct {
@@ -31,7 +32,7 @@ func (h *Hub[K]) Subscribe(key K, compute func() Snapshot, l Listener) (cancel f
 	}
 	t, ok := h.topics[key]
 	if !ok {
-		t = &topic{last: compute(), listeners: make(map[uint64]Listener)}
+		t = &topic{last: h.stamp(compute()), listeners: make(map[uint64]Listener)}
 		h.topics[key] = t
 	}
 	id := t.nextID
@@ -67,12 +68,19 @@ func (h *Hub[K]) Refresh(match func(K) bool, compute func(K) Snapshot) int {
 			continue
 		}
 		changed++
-		t.last = s
+		t.last = h.stamp(s)
 		for _, l := range t.listeners {
-			l.Update(s)
+			l.Update(t.last)
 		}
 	}
 	return changed
+}
+
+// stamp gives s a version no other snapshot of this hub has.
+func (h *Hub[K]) stamp(s Snapshot) Snapshot {
+	h.version++
+	s.Version = h.version
+	return s
 }
 
 // Watched returns the number of keys with subscribers.
@@ -82,7 +90,8 @@ func (h *Hub[K]) Watched() int {
 	return len(h.topics)
 }
 
-// SnapshotsEqual reports whether two snapshots would be announced identically.
+// SnapshotsEqual reports whether two snapshots would be announced
+// identically. Versions are not compared.
 func SnapshotsEqual(a, b Snapshot) bool {
 	if a.Exists != b.Exists || a.Reason != b.Reason || !maps.Equal(a.Labels, b.Labels) || len(a.Endpoints) != len(b.Endpoints) {
 		return false
