@@ -254,7 +254,7 @@ func (c *controller) setUp() error {
 	}
 	var tokens identity.TokenValidator = identity.TokenReviewer{Client: c.client}
 	if o.discovery == "local" {
-		f := identity.LocalTokenFile{Path: o.localTokensFile}
+		f := identity.LocalTokenFile{Path: o.localTokensFile, TrustDomain: o.trustDomain}
 		if _, err := f.Load(); err != nil {
 			return fmt.Errorf("--local-tokens-file: %w", err)
 		}

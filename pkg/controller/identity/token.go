@@ -105,6 +105,8 @@ func WriteLocalTokens(path string, t LocalTokens) error {
 // call so that a demo can add proxies while the controller runs.
 type LocalTokenFile struct {
 	Path string
+	// TrustDomain, when set, is the only trust domain the file may name.
+	TrustDomain string
 }
 
 // Load reads and checks the file.
@@ -121,8 +123,12 @@ func (f LocalTokenFile) Load() (LocalTokens, error) {
 		if strings.TrimSpace(tok.Token) == "" {
 			return LocalTokens{}, fmt.Errorf("token file %s: tokens[%d] has an empty token", f.Path, i)
 		}
-		if _, err := ParseID(tok.Identity); err != nil {
+		id, err := ParseID(tok.Identity)
+		if err != nil {
 			return LocalTokens{}, fmt.Errorf("token file %s: tokens[%d]: %w", f.Path, i, err)
+		}
+		if f.TrustDomain != "" && id.TrustDomain != f.TrustDomain {
+			return LocalTokens{}, fmt.Errorf("token file %s: tokens[%d]: identity %s is not in trust domain %s", f.Path, i, id, f.TrustDomain)
 		}
 	}
 	return t, nil

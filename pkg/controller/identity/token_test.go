@@ -75,6 +75,9 @@ func TestLocalTokenFile(t *testing.T) {
 	if _, _, err := f.Validate(context.Background(), []byte("ccc")); !errors.Is(err, ErrInvalidToken) {
 		t.Errorf("unknown token: got %v, want ErrInvalidToken", err)
 	}
+	if _, err := (LocalTokenFile{Path: path, TrustDomain: "example.org"}).Load(); err == nil {
+		t.Error("identities of another trust domain: no error")
+	}
 	if err := os.WriteFile(path, []byte("tokens:\n- token: x\n  identity: web\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
