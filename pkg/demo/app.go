@@ -319,7 +319,7 @@ func runTraffic(ctx context.Context, lis net.Listener, o AppOptions) error {
 	var wg sync.WaitGroup
 	// Bounds requests in flight: on an overloaded machine the generator
 	// skips (and counts) requests rather than piling them up.
-	sem := make(chan struct{}, max(64, 4*int(o.RPS)))
+	sem := make(chan struct{}, 32)
 	tick := time.NewTicker(time.Duration(float64(time.Second) / o.RPS))
 	defer tick.Stop()
 	report := time.NewTicker(o.ReportEvery)

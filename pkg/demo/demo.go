@@ -100,8 +100,8 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.FailureRate < 0 || o.FailureRate > 1 {
 		return fmt.Errorf("--failure-rate %v: want a share between 0 and 1 (e.g. 0.05)", o.FailureRate)
 	}
-	if o.RPS <= 0 || o.RPS > 1000 {
-		return fmt.Errorf("--rps %v: want a rate between 1 and 1000 requests per second", o.RPS)
+	if o.RPS <= 0 || o.RPS > 500 {
+		return fmt.Errorf("--rps %v: want a rate above 0 and at most 500 requests per second", o.RPS)
 	}
 	if o.ControllerRestartDelay <= 0 {
 		o.ControllerRestartDelay = 5 * time.Second
