@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -103,6 +104,33 @@ func waitListening(ctx context.Context, p *proc, addr string) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// waitReady waits until url answers 200 (an admin /ready endpoint).
+func waitReady(ctx context.Context, p *proc, url string) error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %s", resp.Status)
+		}
+		if p.exited() {
+			return fmt.Errorf("%s exited: %s", p.name, p.tail())
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready at %s after 20s: %v", p.name, url, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

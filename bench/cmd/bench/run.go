@@ -19,7 +19,7 @@ import (
 
 // binaries are the programs a run uses.
 type binaries struct {
-	fortio, conduitProxy, tcprelay, revproxy, haproxy string
+	fortio, conduitProxy, controller, tcprelay, revproxy, haproxy string
 }
 
 // benchEnv is what every run shares.
@@ -28,6 +28,8 @@ type benchEnv struct {
 	dir     string
 	bins    binaries
 	servers map[string]string // fortio server address by kind: http, grpc, tcp
+	// meshFiles are the two-hop system's PKI and tokens, made on first use.
+	meshFiles *meshFiles
 }
 
 // sample is one measured run of one system at one point.
@@ -87,7 +89,7 @@ func runBench(ctx context.Context, opts *options, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stderr, "bench: %d runs of %s + %s warm-up; at most %s in all\n", runs, opts.duration, opts.warmup, est.Round(time.Minute))
 	fmt.Fprintln(stderr, "bench: building fortio, conduit-proxy and the Go relays")
 	var source string
-	if e.bins, source, err = build(ctx, opts.repo, opts.proxyRev, dir); err != nil {
+	if e.bins, source, err = build(ctx, opts.repo, opts.proxyRev, dir, slices.Contains(opts.systems, "conduit-mtls")); err != nil {
 		return err
 	}
 	server, err := e.startServer(ctx)
@@ -166,10 +168,11 @@ func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // build compiles the programs into dir. conduit-proxy comes from the working
 // tree of repo, or from revision rev of it; source says which.
-func build(ctx context.Context, repo, rev, dir string) (b binaries, source string, err error) {
+func build(ctx context.Context, repo, rev, dir string, withController bool) (b binaries, source string, err error) {
 	b = binaries{
 		fortio:       filepath.Join(dir, "fortio"),
 		conduitProxy: filepath.Join(dir, "conduit-proxy"),
+		controller:   filepath.Join(dir, "conduit-controller"),
 		tcprelay:     filepath.Join(dir, "tcprelay"),
 		revproxy:     filepath.Join(dir, "revproxy"),
 	}
@@ -208,6 +211,12 @@ func build(ctx context.Context, repo, rev, dir string) (b binaries, source strin
 		{".", []string{"build", "-o", b.tcprelay, "./cmd/tcprelay"}},
 		{".", []string{"build", "-o", b.revproxy, "./cmd/revproxy"}},
 		{proxySrc, []string{"build", "-o", b.conduitProxy, "./cmd/conduit-proxy"}},
+	}
+	if withController {
+		steps = append(steps, struct {
+			dir  string
+			args []string
+		}{proxySrc, []string{"build", "-o", b.controller, "./cmd/conduit-controller"}})
 	}
 	for _, s := range steps {
 		// Built as goreleaser.yaml ships the proxy: static, trimmed, stripped.
@@ -251,39 +260,55 @@ func (e *benchEnv) startServer(ctx context.Context) (*proc, error) {
 // measure runs one system at one point: start it, read its idle memory, warm
 // up, then measure latency under load and the CPU and memory it used.
 func (e *benchEnv) measure(ctx context.Context, sys system, proto protocol, pt point, s *sample) error {
-	pr, addr, err := sys.start(ctx, e, proto, e.servers[proto.server])
+	d, err := sys.start(ctx, e, proto, e.servers[proto.server])
 	if err != nil {
 		return err
 	}
-	if pr != nil {
-		defer pr.stop()
+	defer d.stop()
+	// The measured proxies' figures: CPU is their sum (what the request
+	// path costs), memory the largest one (what one proxy needs).
+	read := func() (sum procStats, err error) {
+		for _, p := range d.measured {
+			st, err := readProc(p.pid())
+			if err != nil {
+				return sum, fmt.Errorf("%s is gone: %s", p.name, p.tail())
+			}
+			sum.cpuTicks += st.cpuTicks
+			sum.rssKB, sum.hwmKB, sum.pssKB = max(sum.rssKB, st.rssKB), max(sum.hwmKB, st.hwmKB), max(sum.pssKB, st.pssKB)
+		}
+		return sum, nil
+	}
+	if len(d.measured) > 0 {
 		time.Sleep(300 * time.Millisecond) // let the runtime settle before "idle"
-		idle, err := readProc(pr.pid())
+		idle, err := read()
 		if err != nil {
-			return fmt.Errorf("reading /proc of %s: %w", pr.name, err)
+			return err
 		}
 		s.RSSIdle = idle.rssKB
 	}
 	if e.opts.warmup > 0 {
-		if _, err := e.load(ctx, proto, addr, pt, e.opts.warmup); err != nil {
+		if _, err := e.load(ctx, proto, d, pt, e.opts.warmup); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
-	var before procStats
-	if pr != nil {
-		if before, err = readProc(pr.pid()); err != nil {
-			return err
-		}
+	before, err := read()
+	if err != nil {
+		return err
 	}
-	res, err := e.load(ctx, proto, addr, pt, e.opts.duration)
+	res, err := e.load(ctx, proto, d, pt, e.opts.duration)
 	if err != nil {
 		return err
 	}
 	res.fill(s)
-	if pr != nil {
-		after, err := readProc(pr.pid())
+	if d.verify != nil {
+		if err := d.verify(); err != nil {
+			return err
+		}
+	}
+	if len(d.measured) > 0 {
+		after, err := read()
 		if err != nil {
-			return fmt.Errorf("%s died under load: %s", pr.name, pr.tail())
+			return fmt.Errorf("under load: %w", err)
 		}
 		cpuSec := float64(after.cpuTicks-before.cpuTicks) / userHZ
 		if secs := res.ActualDuration.Seconds(); secs > 0 && res.ActualQPS > 0 {
@@ -330,13 +355,14 @@ func (r *fortioResult) fill(s *sample) {
 }
 
 // load runs fortio at a fixed rate, pinned to the load generator's CPU.
-func (e *benchEnv) load(ctx context.Context, proto protocol, addr string, pt point, d time.Duration) (*fortioResult, error) {
+func (e *benchEnv) load(ctx context.Context, proto protocol, dep *deployment, pt point, d time.Duration) (*fortioResult, error) {
 	out := filepath.Join(e.dir, "fortio-"+strconv.FormatInt(time.Now().UnixNano(), 36)+".json")
 	defer os.Remove(out)
 	args := []string{"load",
 		"-qps", strconv.Itoa(pt.QPS), "-c", strconv.Itoa(pt.Conns), "-t", d.String(),
 		"-r", "0.00001", "-p", "50,90,99,99.9", "-json", out, "-allow-initial-errors", "-loglevel", "Error"}
-	args = append(args, proto.fortioArgs(addr)...)
+	args = append(args, dep.loadArgs...)
+	args = append(args, proto.fortioArgs(dep.addr)...)
 	argv := e.opts.pinned(e.opts.loadCPU, e.bins.fortio, args...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	if msg, err := cmd.CombinedOutput(); err != nil {

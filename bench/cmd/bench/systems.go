@@ -37,29 +37,53 @@ type system struct {
 	pending string
 	// supports reports whether the system can carry a protocol.
 	supports func(protocol) bool
-	// start runs the system in front of target and returns it and the
-	// address to load; direct has no process.
-	start func(ctx context.Context, e *benchEnv, p protocol, target string) (*proc, string, error)
+	// start runs the system in front of target; direct has no process.
+	start func(ctx context.Context, e *benchEnv, p protocol, target string) (*deployment, error)
+}
+
+// deployment is a started system.
+type deployment struct {
+	addr     string   // where the load generator connects
+	loadArgs []string // extra fortio arguments (a Host header)
+	measured []*proc  // the proxies whose CPU and memory are reported
+	helpers  []*proc  // processes that are not measured (a controller)
+	// verify, when set, checks after the load that traffic took the
+	// intended path.
+	verify func() error
+}
+
+func (d *deployment) stop() {
+	for _, p := range append(append([]*proc(nil), d.measured...), d.helpers...) {
+		p.stop()
+	}
+}
+
+// single wraps a one-process system.
+func single(p *proc, addr string, err error) (*deployment, error) {
+	if err != nil {
+		return nil, err
+	}
+	return &deployment{addr: addr, measured: []*proc{p}}, nil
 }
 
 func always(protocol) bool { return true }
 
 var systems = map[string]system{
 	"direct": {name: "direct", title: "direct", supports: always,
-		start: func(_ context.Context, _ *benchEnv, _ protocol, target string) (*proc, string, error) {
-			return nil, target, nil
+		start: func(_ context.Context, _ *benchEnv, _ protocol, target string) (*deployment, error) {
+			return &deployment{addr: target}, nil
 		}},
 	"conduit": {name: "conduit", title: "conduit-proxy (1 hop, inbound)", supports: always, start: startConduit},
-	"conduit-mtls": {name: "conduit-mtls", title: "conduit-proxy ×2 with mTLS", supports: always,
-		pending: "pending: needs proxy identity from the control plane work (two hops, client outbound → server inbound over mTLS)"},
+	"conduit-mtls": {name: "conduit-mtls", title: "conduit-proxy ×2 with mTLS (outbound → inbound)",
+		supports: func(p protocol) bool { return p.name != "tcp" }, start: startTwoHops},
 	"haproxy": {name: "haproxy", title: "HAProxy", supports: always, start: startHAProxy},
 	"gorelay": {name: "gorelay", title: "Go io.Copy relay", supports: always,
-		start: func(ctx context.Context, e *benchEnv, _ protocol, target string) (*proc, string, error) {
-			return e.startListening(ctx, nil, e.bins.tcprelay, "--target", target)
+		start: func(ctx context.Context, e *benchEnv, _ protocol, target string) (*deployment, error) {
+			return single(e.startListening(ctx, nil, e.bins.tcprelay, "--target", target))
 		}},
 	"revproxy": {name: "revproxy", title: "Go httputil.ReverseProxy", supports: func(p protocol) bool { return p.http1 },
-		start: func(ctx context.Context, e *benchEnv, _ protocol, target string) (*proc, string, error) {
-			return e.startListening(ctx, nil, e.bins.revproxy, "--target", target)
+		start: func(ctx context.Context, e *benchEnv, _ protocol, target string) (*deployment, error) {
+			return single(e.startListening(ctx, nil, e.bins.revproxy, "--target", target))
 		}},
 }
 
@@ -81,47 +105,67 @@ func (e *benchEnv) startListening(ctx context.Context, env []string, bin string,
 	return p, addr, nil
 }
 
-func startConduit(ctx context.Context, e *benchEnv, _ protocol, target string) (*proc, string, error) {
+func startConduit(ctx context.Context, e *benchEnv, _ protocol, target string) (*deployment, error) {
+	p, l, err := e.startConduitProxy(ctx, target)
+	return single(p, l.in, err)
+}
+
+// conduitListeners are the addresses of one conduit-proxy.
+type conduitListeners struct{ in, out, admin string }
+
+// startConduitProxy runs one conduit-proxy in explicit inbound mode in front
+// of target, with extra flags.
+func (e *benchEnv) startConduitProxy(ctx context.Context, target string, extra ...string) (*proc, conduitListeners, error) {
+	return e.startConduitProxyAt(ctx, "", target, extra...)
+}
+
+// startConduitProxyAt is startConduitProxy with a chosen inbound address
+// (empty: a free one).
+func (e *benchEnv) startConduitProxyAt(ctx context.Context, inbound, target string, extra ...string) (*proc, conduitListeners, error) {
 	var addrs [3]string
 	for i := range addrs {
 		a, err := freeAddr()
 		if err != nil {
-			return nil, "", err
+			return nil, conduitListeners{}, err
 		}
 		addrs[i] = a
 	}
-	in, out, admin := addrs[0], addrs[1], addrs[2]
-	p, err := start(e.dir, nil, e.opts.pinned(e.opts.serverCPU, e.bins.conduitProxy, "run",
-		"--inbound-listen", in, "--inbound-target", target, "--outbound-listen", out, "--admin-listen", admin)...)
+	if inbound != "" {
+		addrs[0] = inbound
+	}
+	l := conduitListeners{in: addrs[0], out: addrs[1], admin: addrs[2]}
+	in, out, admin := l.in, l.out, l.admin
+	args := append([]string{"run", "--inbound-listen", in, "--inbound-target", target, "--outbound-listen", out, "--admin-listen", admin}, extra...)
+	p, err := start(e.dir, nil, e.opts.pinned(e.opts.serverCPU, e.bins.conduitProxy, args...)...)
 	if err != nil {
-		return nil, "", err
+		return nil, l, err
 	}
-	if err := waitListening(ctx, p, in); err != nil {
+	if err := waitReady(ctx, p, "http://"+admin+"/ready"); err != nil {
 		p.stop()
-		return nil, "", err
+		return nil, l, err
 	}
-	return p, in, nil
+	return p, l, nil
 }
 
-func startHAProxy(ctx context.Context, e *benchEnv, p protocol, target string) (*proc, string, error) {
+func startHAProxy(ctx context.Context, e *benchEnv, p protocol, target string) (*deployment, error) {
 	addr, err := freeAddr()
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	cfg := haproxyConfig(p.haproxyMode, addr, target)
 	path := filepath.Join(e.dir, "haproxy-"+p.name+".cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	pr, err := start(e.dir, nil, e.opts.pinned(e.opts.serverCPU, e.bins.haproxy, "-f", path, "-db")...)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if err := waitListening(ctx, pr, addr); err != nil {
 		pr.stop()
-		return nil, "", err
+		return nil, err
 	}
-	return pr, addr, nil
+	return single(pr, addr, nil)
 }
 
 // haproxyConfig is a lean single-threaded HAProxy in front of target: HTTP

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// The two-hop system: a client-side conduit-proxy (outbound) and a
+// server-side one (inbound), with identities certified by a real
+// conduit-controller in local mode, so the hop between them is mutual TLS.
+const (
+	meshNamespace = "bench"
+	trustDomain   = "cluster.local"
+	// serviceAuthority is the name the load generator asks for; the
+	// controller's registry maps it to the server-side proxy.
+	serviceAuthority = "fortio." + meshNamespace + ".svc." + trustDomain + ":8080"
+)
+
+func spiffeID(sa string) string {
+	return "spiffe://" + trustDomain + "/ns/" + meshNamespace + "/sa/" + sa
+}
+
+// meshFiles are written once per run: the PKI, the proxies' tokens and the
+// controller's token file.
+type meshFiles struct {
+	pkiDir, anchors, tokens string
+	tokenFile               map[string]string // by service account
+}
+
+func (e *benchEnv) mesh() (*meshFiles, error) {
+	if e.meshFiles != nil {
+		return e.meshFiles, nil
+	}
+	dir := filepath.Join(e.dir, "mesh")
+	m := &meshFiles{pkiDir: filepath.Join(dir, "pki"), tokens: filepath.Join(dir, "tokens.yaml"), tokenFile: map[string]string{}}
+	m.anchors = filepath.Join(m.pkiDir, "ca.crt")
+	if err := writePKI(m.pkiDir); err != nil {
+		return nil, fmt.Errorf("writing the bench PKI: %w", err)
+	}
+	tokens := "tokens:\n"
+	for _, sa := range []string{"client", "server"} {
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, err
+		}
+		tok := hex.EncodeToString(b[:])
+		m.tokenFile[sa] = filepath.Join(dir, sa+".token")
+		if err := os.WriteFile(m.tokenFile[sa], []byte(tok+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+		tokens += fmt.Sprintf("- token: %s\n  identity: %s\n", tok, spiffeID(sa))
+	}
+	if err := os.WriteFile(m.tokens, []byte(tokens), 0o600); err != nil {
+		return nil, err
+	}
+	e.meshFiles = m
+	return m, nil
+}
+
+// writePKI writes a trust anchor (ca.crt) and an issuer it signed (tls.crt,
+// tls.key), ECDSA P-256, the layout --identity-issuer-dir reads.
+func writePKI(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	now := time.Now()
+	ca := func(cn string, pathLen int) *x509.Certificate {
+		serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+		return &x509.Certificate{
+			SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(48 * time.Hour),
+			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+			BasicConstraintsValid: true, IsCA: true, MaxPathLen: pathLen, MaxPathLenZero: pathLen == 0,
+		}
+	}
+	anchorKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	anchor := ca("root.bench."+trustDomain, 1)
+	anchorDER, err := x509.CreateCertificate(rand.Reader, anchor, anchor, &anchorKey.PublicKey, anchorKey)
+	if err != nil {
+		return err
+	}
+	anchorCert, err := x509.ParseCertificate(anchorDER)
+	if err != nil {
+		return err
+	}
+	issuerKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	issuerDER, err := x509.CreateCertificate(rand.Reader, ca("identity.bench."+trustDomain, 0), anchorCert, &issuerKey.PublicKey, anchorKey)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(issuerKey)
+	if err != nil {
+		return err
+	}
+	files := map[string][]byte{
+		"ca.crt":  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: anchorDER}),
+		"tls.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: issuerDER}),
+		"tls.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startTwoHops starts a controller whose registry sends serviceAuthority to
+// a server-side proxy in front of target, and a client-side proxy whose
+// outbound listener the load generator uses with that authority as Host.
+func startTwoHops(ctx context.Context, e *benchEnv, _ protocol, target string) (d *deployment, err error) {
+	m, err := e.mesh()
+	if err != nil {
+		return nil, err
+	}
+	d = &deployment{loadArgs: []string{"-H", "Host: " + serviceAuthority}}
+	defer func() {
+		if err != nil {
+			d.stop()
+		}
+	}()
+	// The server-side proxy's inbound address must be in the registry
+	// before the controller starts: pick it now.
+	serverIn, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	registry := filepath.Join(e.dir, "mesh", "registry.yaml")
+	_, svcPort, _ := net.SplitHostPort(serviceAuthority)
+	reg := fmt.Sprintf("services:\n- name: fortio\n  namespace: %s\n  port: %s\n  endpoints:\n  - address: %s\n    identity: %s\n",
+		meshNamespace, svcPort, serverIn, spiffeID("server"))
+	if err := os.WriteFile(registry, []byte(reg), 0o600); err != nil {
+		return nil, err
+	}
+	grpcAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	adminAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	ctl, err := start(e.dir, nil, e.opts.pinned(e.opts.serverCPU, e.bins.controller,
+		"--discovery", "local", "--registry-file", registry, "--identity-issuer-dir", m.pkiDir,
+		"--local-tokens-file", m.tokens, "--trust-domain", trustDomain,
+		"--grpc-addr", grpcAddr, "--admin-addr", adminAddr, "--stats-scrape-interval", "0")...)
+	if err != nil {
+		return nil, err
+	}
+	d.helpers = append(d.helpers, ctl)
+	if err := waitReady(ctx, ctl, "http://"+adminAddr+"/ready"); err != nil {
+		return nil, err
+	}
+	for _, sa := range []string{"server", "client"} {
+		extra := []string{"--controller-addr", grpcAddr, "--identity-name", spiffeID(sa),
+			"--identity-token-file", m.tokenFile[sa], "--trust-anchors-file", m.anchors, "--pod-namespace", meshNamespace}
+		p, l, err := e.startConduitProxyAt(ctx, map[string]string{"server": serverIn}[sa], target, extra...)
+		if err != nil {
+			return nil, fmt.Errorf("%s-side proxy: %w", sa, err)
+		}
+		d.measured = append(d.measured, p)
+		if sa == "client" {
+			d.addr = l.out
+		} else {
+			d.verify = func() error { return checkMTLS("http://" + l.admin + "/metrics") }
+		}
+	}
+	return d, nil
+}
+
+// checkMTLS makes sure the server-side proxy saw the requests over mutual
+// TLS from the client's identity, so the row measures what it says.
+func checkMTLS(metricsURL string) error {
+	resp, err := http.Get(metricsURL)
+	if err != nil {
+		return fmt.Errorf("reading the server-side proxy's metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "request_total{") && strings.Contains(line, `direction="inbound"`) &&
+			strings.Contains(line, `tls="true"`) && strings.Contains(line, spiffeID("client")) {
+			return nil
+		}
+	}
+	return fmt.Errorf("the server-side proxy counted no inbound request over mTLS from %s: the two hops are not meshed", spiffeID("client"))
+}
