@@ -159,7 +159,7 @@ func (o *controlPlaneOptions) connect(ctx context.Context, log *slog.Logger) (re
 		wg.Wait()
 		conn.Close()
 	}
-	log.Info("connected to the control plane", "controller", o.controllerAddr, "identity", o.identityName, "controller_tls", copts.TLS != nil, "namespace", namespace)
+	log.Info("using the control plane", "controller", o.controllerAddr, "identity", o.identityName, "controller_tls", copts.TLS != nil, "namespace", namespace)
 	if provider == nil {
 		return res, nil, release, nil
 	}
