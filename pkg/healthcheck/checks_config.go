@@ -12,6 +12,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
 )
 
 func (s *state) conduitConfig() Category {
@@ -48,6 +49,17 @@ func (s *state) conduitConfig() Category {
 					return fmt.Errorf("ConfigMap %s/%s lacks the install's version or values", ns, ConfigMapName)
 				}
 				s.config = cm
+				return nil
+			},
+		},
+		{
+			Description: "install values are readable",
+			Hint:        fmt.Sprintf("`%s` reads the install's values from ConfigMap %s/%s: repair them with `kubectl -n %s edit configmap %s`", s.cmd("upgrade"), ns, ConfigMapName, ns, ConfigMapName),
+			Check: func(context.Context) error {
+				var values map[string]any
+				if err := yaml.Unmarshal([]byte(s.config.Data["values"]), &values); err != nil {
+					return fmt.Errorf("ConfigMap %s/%s holds unreadable values: %w", ns, ConfigMapName, err)
+				}
 				return nil
 			},
 		},

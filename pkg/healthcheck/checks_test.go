@@ -208,6 +208,15 @@ func TestInstallProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "config values unreadable",
+			edit: func(y string) string {
+				return strings.Replace(y, "  values: |\n    namespace: conduit\n", "  values: |\n    namespace: [conduit\n", 1)
+			},
+			want: map[string]wantFailure{
+				"conduit-config/install values are readable": {StatusError, "ConfigMap conduit/conduit-config holds unreadable values", "kubectl -n conduit edit configmap conduit-config"},
+			},
+		},
+		{
 			name: "controller service has no endpoints",
 			edit: func(y string) string { return dropObject(y, "kind: EndpointSlice") },
 			want: map[string]wantFailure{
