@@ -41,7 +41,8 @@ type Options struct {
 	HackScript string
 	// BaseDir is where the run directory is created; default os.TempDir().
 	BaseDir string
-	// KeepDir leaves the run directory (logs, pki) after Stop, for debugging.
+	// KeepDir leaves the run directory (logs, pki; not etcd's data) after
+	// Stop, for debugging.
 	// CONDUIT_KEEP_CLUSTER=1 in the environment does the same.
 	KeepDir bool
 	// Log receives build progress and the harness's own messages; nil discards them.
@@ -161,7 +162,10 @@ func (c *Cluster) Stop() error {
 			}
 		}
 		if c.opts.KeepDir {
-			fmt.Fprintf(c.opts.Log, "cluster: kept run dir %s\n", c.Dir)
+			// The logs and pki are what explain a failure; etcd's data
+			// (tens of MB) is not.
+			os.RemoveAll(filepath.Join(c.Dir, "etcd-data")) //nolint:errcheck // best effort
+			fmt.Fprintf(c.opts.Log, "cluster: kept run dir %s (logs, pki)\n", c.Dir)
 		} else if err := os.RemoveAll(c.Dir); err != nil {
 			errs = append(errs, fmt.Errorf("removing %s: %w", c.Dir, err))
 		}
