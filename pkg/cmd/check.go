@@ -46,6 +46,7 @@ exit status is 0 only when no check failed; warnings do not fail.
 
    conduit check --pre                  # before installing: cluster and permissions
    conduit check                        # the control plane
+   conduit check -L mesh                # one installed with conduit install -n mesh
    conduit check --proxy -n emojivoto   # and the meshed pods of a namespace
    conduit check --wait 5m -o junit     # in CI, waiting for pods to become ready`,
 		Flags: []cli.Flag{
