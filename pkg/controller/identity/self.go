@@ -54,9 +54,10 @@ func (s *Server) Certificate(id ID) (*tls.Certificate, error) {
 }
 
 // ServerTLS returns the TLS configuration of the controller's gRPC port: it
-// presents the controller's own certificate for id, and verifies a client
-// certificate against the trust anchors when the client offers one (proxies
-// have none before their first Certify).
+// presents the controller's own certificate for id. Client certificates are
+// requested but not verified: no call is authorized by one (Certify checks
+// a token), and a proxy whose certificate expired while the controller was
+// away must still be able to connect and renew it.
 func (s *Server) ServerTLS(id ID) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
@@ -68,8 +69,7 @@ func (s *Server) ServerTLS(id ID) *tls.Config {
 			return &tls.Config{
 				MinVersion:   tls.VersionTLS12,
 				Certificates: []tls.Certificate{*cert},
-				ClientAuth:   tls.VerifyClientCertIfGiven,
-				ClientCAs:    s.issuer.Load().Anchors(),
+				ClientAuth:   tls.RequestClientCert,
 				NextProtos:   []string{"h2"},
 			}, nil
 		},
