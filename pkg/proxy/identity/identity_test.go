@@ -39,7 +39,7 @@ type controller struct {
 	tokens     string // the local token file
 }
 
-func startController(t *testing.T, lifetime time.Duration) *controller {
+func startController(t testing.TB, lifetime time.Duration) *controller {
 	t.Helper()
 	dir := t.TempDir()
 	pki, err := ctlidentity.GeneratePKI(time.Now(), "cluster.local", 24*time.Hour)
@@ -82,7 +82,7 @@ func startController(t *testing.T, lifetime time.Duration) *controller {
 	return c
 }
 
-func (c *controller) setTokens(t *testing.T, tokens map[string]string) {
+func (c *controller) setTokens(t testing.TB, tokens map[string]string) {
 	t.Helper()
 	var lt ctlidentity.LocalTokens
 	for tok, id := range tokens {
@@ -113,7 +113,7 @@ func (s *syncBuffer) String() string {
 
 // startProvider runs a provider for name with the given token until the
 // test ends.
-func startProvider(t *testing.T, c *controller, name, token string, logs *syncBuffer) *Provider {
+func startProvider(t testing.TB, c *controller, name, token string, logs *syncBuffer) *Provider {
 	t.Helper()
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
@@ -142,7 +142,7 @@ func startProvider(t *testing.T, c *controller, name, token string, logs *syncBu
 	return p
 }
 
-func waitReady(t *testing.T, p *Provider) {
+func waitReady(t testing.TB, p *Provider) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
