@@ -67,7 +67,11 @@ type Config struct {
 	// LogLevel backs GET/PUT /log-level; nil makes the level read-only info.
 	LogLevel *slog.LevelVar
 	// Observer sees every HTTP request (the tap seam); nil costs nothing.
+	// With an Observer, every request takes the net/http path.
 	Observer Observer
+	// DisableFastPath sends HTTP/1.1 through net/http's server and
+	// ReverseProxy even for plain keep-alive requests (slower, more memory).
+	DisableFastPath bool
 }
 
 func (c *Config) setDefaults() {
@@ -100,6 +104,7 @@ type Proxy struct {
 	bal     *balance.Balancer
 	opaque  map[uint16]bool
 	ups     *upstreams
+	fastUps *fastUpstreams
 	bufs    *bufPool
 
 	inbound, outbound *side
@@ -115,6 +120,9 @@ type Proxy struct {
 	mu        sync.Mutex // guards conns
 	conns     map[*meteredConn]struct{}
 	connsGone chan struct{} // signalled (non-blocking) when conns shrinks
+	// idleFast are fast-path connections waiting for their next request
+	// (guarded by mu); drain wakes them so that they close.
+	idleFast map[*fastConn]struct{}
 }
 
 // drainDetectTimeout bounds protocol detection once draining has begun.
@@ -142,6 +150,7 @@ func New(cfg Config) (*Proxy, error) {
 		opaque:    map[uint16]bool{},
 		stop:      make(chan struct{}),
 		conns:     map[*meteredConn]struct{}{},
+		idleFast:  map[*fastConn]struct{}{},
 		connsGone: make(chan struct{}, 1),
 		bufs:      newBufPool(),
 	}
@@ -150,6 +159,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.metrics.Process = true
 	p.ups = newUpstreams(p)
+	p.fastUps = &fastUpstreams{p: p, idle: map[upKey][]*fastUp{}}
 	var err error
 	cleanup := func() {
 		for _, s := range []*side{p.inbound, p.outbound} {
@@ -269,6 +279,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	p.ups.closeIdle()
+	p.fastUps.closeAll()
 	return runErr
 }
 
@@ -281,6 +292,12 @@ func (p *Proxy) drain(sides []*side) {
 	for _, s := range sides {
 		s.ln.Close()
 	}
+	// Idle fast-path connections close now; busy ones after their response.
+	p.mu.Lock()
+	for fc := range p.idleFast {
+		fc.sc.SetReadDeadline(time.Now())
+	}
+	p.mu.Unlock()
 	// Connections being classified finish their handoff before the HTTP
 	// servers stop taking connections; clients that have sent nothing yet
 	// get a short last chance instead of the whole detection timeout.

@@ -168,8 +168,11 @@ func (s *side) handle(mc *meteredConn) {
 	mc.attach(p.metrics.TCP(s.tcpLabels(info)))
 	sc := &servedConn{Conn: conn, prefix: prefix, info: info}
 	p.log.Debug("connection classified", "direction", s.dir, "protocol", res.Protocol, "remote", info.remote, "tls", info.tls)
-	switch res.Protocol {
-	case detect.HTTP1, detect.HTTP2:
+	switch {
+	case res.Protocol == detect.HTTP1 && !p.cfg.DisableFastPath && p.cfg.Observer == nil:
+		done()
+		s.serveFast(sc)
+	case res.Protocol == detect.HTTP1, res.Protocol == detect.HTTP2:
 		if s.httpLn.hand(sc) {
 			done()
 		}

@@ -1,0 +1,606 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
+	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+)
+
+// The HTTP/1.1 fast path serves the common keep-alive request — any method,
+// origin-form target, no body or a Content-Length body of at most
+// fastMaxBody — with pooled buffers and pooled upstream connections and no
+// per-request goroutines, which is what keeps the proxy's CPU and memory
+// low. The first request of a connection that it does not handle (Upgrade,
+// CONNECT, Expect, chunked uploads, HTTP/1.0, ...) hands the connection,
+// with the bytes already read, to the net/http path.
+
+const (
+	fastMaxBody      = 64 << 10
+	fastBufSize      = 4 << 10
+	fastMaxIdlePerUp = 32
+)
+
+var errHeadTooLarge = errors.New("message head too large")
+
+// fastConn is one client connection on the fast path.
+type fastConn struct {
+	s     *side
+	sc    *servedConn
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	head  []byte // the current request head, raw
+	req   h1Head
+	resp  h1Head
+	rhead []byte // the current response head, raw
+}
+
+var (
+	fastReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, fastBufSize) }}
+	fastWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, fastBufSize) }}
+)
+
+// serveFast runs the fast path on sc until the connection ends or is handed
+// to net/http.
+func (s *side) serveFast(sc *servedConn) {
+	p := s.p
+	fc := &fastConn{s: s, sc: sc}
+	fc.br = fastReaders.Get().(*bufio.Reader)
+	fc.br.Reset(sc)
+	fc.bw = fastWriters.Get().(*bufio.Writer)
+	fc.bw.Reset(sc)
+	handedOff := false
+	defer func() {
+		fc.br.Reset(nil)
+		fastReaders.Put(fc.br)
+		fc.bw.Reset(nil)
+		fastWriters.Put(fc.bw)
+		if !handedOff {
+			sc.Close()
+		}
+	}()
+	for first := true; ; first = false {
+		if !first && !fc.waitIdle() {
+			return
+		}
+		sc.SetReadDeadline(time.Now().Add(p.cfg.HeaderReadTimeout))
+		err := fc.readHead(fc.br, &fc.head)
+		sc.SetReadDeadline(time.Time{})
+		if err != nil {
+			if errors.Is(err, errHeadTooLarge) {
+				fc.writeSimple(http.StatusRequestHeaderFieldsTooLarge, "", "request header too large")
+			}
+			return
+		}
+		if err := parseH1Head(fc.head, true, &fc.req); err != nil {
+			fc.writeSimple(http.StatusBadRequest, "", "malformed request: "+err.Error())
+			return
+		}
+		if fc.req.odd || fc.req.chunked || fc.req.contentLength > fastMaxBody {
+			handedOff = fc.handOff()
+			return
+		}
+		if !fc.serveOne() || p.draining.Load() {
+			return
+		}
+	}
+}
+
+// waitIdle waits for the next request's first byte. It returns false when
+// the connection should close (idle timeout, client gone, draining).
+func (fc *fastConn) waitIdle() bool {
+	p := fc.s.p
+	if fc.br.Buffered() > 0 {
+		return true
+	}
+	p.mu.Lock()
+	p.idleFast[fc] = struct{}{}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.idleFast, fc)
+		p.mu.Unlock()
+	}()
+	if p.draining.Load() {
+		return false
+	}
+	fc.sc.SetReadDeadline(time.Now().Add(p.cfg.IdleTimeout))
+	_, err := fc.br.Peek(1)
+	fc.sc.SetReadDeadline(time.Time{})
+	return err == nil
+}
+
+// handOff gives the connection, from the current request on, to net/http.
+func (fc *fastConn) handOff() bool {
+	prefix := make([]byte, 0, len(fc.head)+fc.br.Buffered())
+	prefix = append(prefix, fc.head...)
+	if n := fc.br.Buffered(); n > 0 {
+		b, _ := fc.br.Peek(n)
+		prefix = append(prefix, b...)
+	}
+	return fc.s.httpLn.hand(&servedConn{Conn: fc.sc.Conn, prefix: prefix, info: fc.sc.info})
+}
+
+// readHead reads one message head (up to its empty line) into *dst.
+func (fc *fastConn) readHead(br *bufio.Reader, dst *[]byte) error {
+	max := fc.s.p.cfg.MaxHeaderBytes
+	b := (*dst)[:0]
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(b) == 0 && (string(line) == "\r\n" || string(line) == "\n") {
+			continue // RFC 9112 2.2: ignore empty lines before a request line
+		}
+		b = append(b, line...)
+		*dst = b
+		if len(b) > max+1024 {
+			return errHeadTooLarge
+		}
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err != nil:
+			return err
+		}
+		if string(line) == "\r\n" || string(line) == "\n" {
+			if len(b) > max {
+				return errHeadTooLarge
+			}
+			return nil
+		}
+	}
+}
+
+// serveOne forwards the parsed request and its response. It returns whether
+// the client connection stays open.
+func (fc *fastConn) serveOne() bool {
+	p := fc.s.p
+	dir := fc.s.dir
+	info := fc.sc.info
+	start := time.Now()
+	authority := canonicalAuthority(string(fc.req.host), "80")
+	h := &httpHandler{p: p, dir: dir}
+	rt, perr := h.route(context.Background(), info, authority)
+	labels := metrics.HTTPLabels{Direction: dir, Authority: authority, TLS: info.tls, ClientID: info.clientID}
+	if perr == nil {
+		labels.TargetAddr, labels.Dst = rt.ep.Addr, rt.dst
+		if p.tlsFor(rt.ep) {
+			labels.TLS, labels.ServerID = true, rt.ep.Identity
+		}
+	}
+	series := p.metrics.Route(labels)
+	series.Request()
+	status, streamErr := 0, false
+	var latency time.Duration
+	defer func() {
+		series.Response(status, "", metrics.Classify(status, "", streamErr), latency)
+		if rt.done != nil {
+			rt.done(latency, status == 0 || status >= 500)
+		}
+	}()
+	if perr != nil {
+		p.metrics.Error(dir, perr.reason)
+		status, latency = perr.status, time.Since(start)
+		return fc.writeSimple(perr.status, perr.msg, perr.msg) && !fc.req.close
+	}
+
+	bodiless := fc.req.contentLength <= 0
+	key := upKey{dir: dir, addr: rt.ep.Addr, dst: rt.dst}
+	if p.tlsFor(rt.ep) {
+		key.identity = rt.ep.Identity
+	}
+	var up *fastUp
+	var err error
+	for attempt := 0; ; attempt++ {
+		var reused bool
+		up, reused, err = p.fastUps.get(key, rt.ep, dir)
+		if err != nil {
+			e := dialProxyError(err)
+			p.metrics.Error(dir, e.reason)
+			status, latency = e.status, time.Since(start)
+			return fc.writeSimple(e.status, e.msg, e.msg) && !fc.req.close
+		}
+		err = fc.forwardRequest(up)
+		if err == nil {
+			err = fc.readResponseHead(up)
+		}
+		if err == nil {
+			break
+		}
+		up.c.Close()
+		if reused && bodiless && attempt == 0 && !errors.Is(err, errFromClient) {
+			continue // a stale pooled connection: retry once on a new one
+		}
+		if errors.Is(err, errFromClient) {
+			streamErr = true
+			return false
+		}
+		e := proxyError{http.StatusBadGateway, "upstream_error", "upstream failed"}
+		p.metrics.Error(dir, e.reason)
+		status, latency = e.status, time.Since(start)
+		return fc.writeSimple(e.status, e.msg, e.msg) && !fc.req.close
+	}
+	status, latency = fc.resp.status, time.Since(start)
+	keep, upKeep, err := fc.forwardResponse(up)
+	if err != nil {
+		streamErr = true
+		up.c.Close()
+		return false
+	}
+	if upKeep {
+		p.fastUps.put(up)
+	} else {
+		up.c.Close()
+	}
+	return keep
+}
+
+// errFromClient marks failures on the client's side of the exchange.
+var errFromClient = errors.New("client connection failed")
+
+// forwardRequest writes the request head and body to the upstream.
+func (fc *fastConn) forwardRequest(up *fastUp) error {
+	w := up.bw
+	w.Write(fc.req.method)
+	w.WriteByte(' ')
+	w.Write(fc.req.target)
+	w.WriteString(" HTTP/1.1\r\n")
+	writeHeaders(w, fc.req.headers)
+	w.WriteString("\r\n")
+	if n := fc.req.contentLength; n > 0 {
+		if _, err := io.CopyN(w, fc.br, n); err != nil {
+			if isWriteErr(w) {
+				return err
+			}
+			return errors.Join(errFromClient, err)
+		}
+	}
+	return w.Flush()
+}
+
+func isWriteErr(w *bufio.Writer) bool {
+	_, err := w.Write(nil)
+	return err != nil
+}
+
+func writeHeaders(w *bufio.Writer, hs []h1Header) {
+	for _, h := range hs {
+		if h.hop {
+			continue
+		}
+		w.Write(h.name)
+		w.WriteString(": ")
+		w.Write(h.value)
+		w.WriteString("\r\n")
+	}
+}
+
+// readResponseHead reads the final response head, passing 1xx heads on.
+func (fc *fastConn) readResponseHead(up *fastUp) error {
+	for {
+		if err := fc.readHead(up.br, &fc.rhead); err != nil {
+			return err
+		}
+		if err := parseH1Head(fc.rhead, false, &fc.resp); err != nil {
+			return err
+		}
+		switch {
+		case fc.resp.status == http.StatusSwitchingProtocols:
+			return errors.New("unexpected 101 Switching Protocols")
+		case fc.resp.status < 200:
+			if _, err := fc.bw.Write(fc.rhead); err != nil {
+				return errors.Join(errFromClient, err)
+			}
+			if err := fc.bw.Flush(); err != nil {
+				return errors.Join(errFromClient, err)
+			}
+			continue
+		}
+		return nil
+	}
+}
+
+// forwardResponse writes the response head and body to the client. It
+// returns whether the client and upstream connections can be reused.
+func (fc *fastConn) forwardResponse(up *fastUp) (clientKeep, upKeep bool, err error) {
+	resp := &fc.resp
+	noBody := string(fc.req.method) == http.MethodHead || resp.status == http.StatusNoContent || resp.status == http.StatusNotModified
+	closeDelimited := !noBody && !resp.chunked && resp.contentLength < 0
+	clientKeep = !fc.req.close && !closeDelimited && !fc.s.p.draining.Load()
+	upKeep = !resp.close && !closeDelimited && !resp.odd
+
+	w := fc.bw
+	line, _, _ := cutLine(fc.rhead)
+	w.WriteString("HTTP/1.1")
+	w.Write(line[8:]) // " 200 OK"
+	w.WriteString("\r\n")
+	writeHeaders(w, resp.headers)
+	if resp.chunked && !noBody {
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if !clientKeep {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("\r\n")
+	buf := fc.s.p.bufs.Get()
+	defer fc.s.p.bufs.Put(buf)
+	if !noBody && (resp.chunked || closeDelimited || resp.contentLength > fastMaxBody) {
+		// A streamed response may wait on the upstream for long: notice a
+		// client that goes away meanwhile, as net/http does.
+		stop := fc.watchClient(up.c)
+		defer stop()
+	}
+	switch {
+	case noBody:
+	case resp.chunked:
+		err = copyChunked(w, up.br, buf)
+	case resp.contentLength >= 0:
+		err = copyStreaming(w, up.br, resp.contentLength, buf)
+	default:
+		err = copyStreaming(w, up.br, -1, buf)
+		upKeep = false
+	}
+	if err != nil {
+		return false, false, err
+	}
+	if err := w.Flush(); err != nil {
+		return false, false, err
+	}
+	return clientKeep, upKeep, nil
+}
+
+// copyStreaming copies n bytes (n < 0: until EOF) and flushes whenever the
+// source has nothing more buffered, so that streamed bodies are not held.
+func copyStreaming(w *bufio.Writer, r *bufio.Reader, n int64, buf []byte) error {
+	for n != 0 {
+		chunk := buf
+		if n > 0 && int64(len(chunk)) > n {
+			chunk = chunk[:n]
+		}
+		k, err := r.Read(chunk)
+		if k > 0 {
+			if _, werr := w.Write(chunk[:k]); werr != nil {
+				return werr
+			}
+			if n > 0 {
+				n -= int64(k)
+			}
+			if r.Buffered() == 0 {
+				if err := w.Flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if err != nil {
+			if n < 0 && err == io.EOF {
+				return nil
+			}
+			if err == io.EOF {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// copyChunked copies a chunked body verbatim (sizes, data, trailers),
+// validating its framing.
+func copyChunked(w *bufio.Writer, r *bufio.Reader, buf []byte) error {
+	for {
+		line, err := readLine(r, 4096)
+		if err != nil {
+			return err
+		}
+		size, err := parseChunkSize(line)
+		if err != nil {
+			return err
+		}
+		w.Write(line)
+		if size == 0 {
+			// Trailer fields, then the final empty line.
+			for total := 0; ; {
+				l, err := readLine(r, 4096)
+				if err != nil {
+					return err
+				}
+				total += len(l)
+				if total > 64<<10 {
+					return errBadHead
+				}
+				w.Write(l)
+				if string(l) == "\r\n" || string(l) == "\n" {
+					return nil
+				}
+			}
+		}
+		if err := copyStreaming(w, r, size, buf); err != nil {
+			return err
+		}
+		l, err := readLine(r, 2)
+		if err != nil || (string(l) != "\r\n" && string(l) != "\n") {
+			return errBadLength
+		}
+		w.Write(l)
+		if r.Buffered() == 0 {
+			if err := w.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// readLine reads a line including its LF, of at most max bytes.
+func readLine(r *bufio.Reader, max int) ([]byte, error) {
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) || err == io.EOF {
+			return nil, errBadLength
+		}
+		return nil, err
+	}
+	if len(line) > max+2 {
+		return nil, errBadLength
+	}
+	return line, nil
+}
+
+func parseChunkSize(line []byte) (int64, error) {
+	end := len(line)
+	for i, c := range line {
+		if c == ';' || c == '\r' || c == '\n' || c == ' ' || c == '\t' {
+			end = i
+			break
+		}
+	}
+	hex := line[:end]
+	if len(hex) == 0 || len(hex) > 15 {
+		return 0, errBadLength
+	}
+	for _, c := range line[end:] {
+		if c < ' ' && c != '\t' && c != '\r' && c != '\n' || c == 0x7f {
+			return 0, errBadLength
+		}
+	}
+	n, err := strconv.ParseInt(string(hex), 16, 64)
+	if err != nil || n < 0 {
+		return 0, errBadLength
+	}
+	return n, nil
+}
+
+// writeSimple answers with a short response the proxy made. msg goes in
+// the conduit-proxy-error header when header is set. It returns whether the
+// write succeeded.
+func (fc *fastConn) writeSimple(status int, header, body string) bool {
+	w := fc.bw
+	w.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\n")
+	if header != "" {
+		w.WriteString(ErrorHeader + ": " + sanitizeHeaderValue(header) + "\r\n")
+	}
+	if status >= 400 && status != http.StatusBadGateway && status != http.StatusServiceUnavailable && status != http.StatusGatewayTimeout {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("Content-Type: text/plain; charset=utf-8\r\nContent-Length: " + strconv.Itoa(len(body)+1) + "\r\n\r\n" + body + "\n")
+	return w.Flush() == nil
+}
+
+// dialProxyError maps a failed connect to the proxy's answer.
+func dialProxyError(err error) proxyError {
+	switch reason := dialErrorReason(err); reason {
+	case "connect_refused":
+		return proxyError{http.StatusBadGateway, reason, "connection refused"}
+	case "connect_timeout":
+		return proxyError{http.StatusGatewayTimeout, reason, "connect timeout"}
+	case "tls_handshake":
+		return proxyError{http.StatusBadGateway, reason, "mTLS handshake with the peer proxy failed"}
+	default:
+		return proxyError{http.StatusBadGateway, reason, "connect failed"}
+	}
+}
+
+// fastUp is a pooled upstream connection.
+type fastUp struct {
+	key  upKey
+	c    net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	idle time.Time
+}
+
+// fastUpstreams pools upstream connections per endpoint.
+type fastUpstreams struct {
+	p    *Proxy
+	mu   sync.Mutex // guards idle
+	idle map[upKey][]*fastUp
+}
+
+func (u *fastUpstreams) get(k upKey, ep resolve.Endpoint, dir string) (*fastUp, bool, error) {
+	now := time.Now()
+	for {
+		u.mu.Lock()
+		list := u.idle[k]
+		var up *fastUp
+		if n := len(list); n > 0 {
+			up = list[n-1]
+			list[n-1] = nil
+			u.idle[k] = list[:n-1]
+		}
+		u.mu.Unlock()
+		if up == nil {
+			break
+		}
+		if now.Sub(up.idle) < u.p.cfg.IdleTimeout && up.alive() {
+			return up, true, nil
+		}
+		up.c.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), u.p.cfg.ConnectTimeout)
+	defer cancel()
+	c, err := u.p.ups.dialLabeled(ctx, dir, ep, k.dst)
+	if err != nil {
+		return nil, false, err
+	}
+	return &fastUp{key: k, c: c, br: bufio.NewReaderSize(c, fastBufSize), bw: bufio.NewWriterSize(c, fastBufSize)}, false, nil
+}
+
+// alive checks, without blocking, that the peer has not closed an idle
+// connection (or sent something unexpected).
+func (up *fastUp) alive() bool {
+	if up.br.Buffered() > 0 {
+		return false
+	}
+	up.c.SetReadDeadline(time.Now())
+	_, err := up.br.Peek(1)
+	up.c.SetReadDeadline(time.Time{})
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+func (u *fastUpstreams) put(up *fastUp) {
+	up.idle = time.Now()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.idle[up.key]) >= fastMaxIdlePerUp || u.p.draining.Load() {
+		up.c.Close()
+		return
+	}
+	u.idle[up.key] = append(u.idle[up.key], up)
+}
+
+func (u *fastUpstreams) closeAll() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for k, list := range u.idle {
+		for _, up := range list {
+			up.c.Close()
+		}
+		delete(u.idle, k)
+	}
+}
+
+// watchClient reads ahead on the client connection while a response is
+// streamed; if the client goes away it closes the upstream connection, which
+// ends the copy. The returned func stops the watch (before the next read of
+// the client's connection).
+func (fc *fastConn) watchClient(upstream net.Conn) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := fc.br.Peek(1); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			upstream.Close()
+		}
+	}()
+	return func() {
+		fc.sc.SetReadDeadline(time.Now())
+		<-done
+		fc.sc.SetReadDeadline(time.Time{})
+	}
+}

@@ -1,0 +1,119 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseH1Head(t *testing.T) {
+	tests := []struct {
+		name    string
+		head    string
+		wantErr error
+		odd     bool
+		cl      int64
+		hops    []string // names not forwarded
+	}{
+		{name: "simple", head: "GET / HTTP/1.1\r\nHost: a\r\n\r\n", cl: -1},
+		{name: "content length", head: "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n", cl: 12},
+		{name: "same length twice", head: "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", cl: 3},
+		{name: "conflicting lengths", head: "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", wantErr: errBadLength},
+		{name: "negative length", head: "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", wantErr: errBadLength},
+		{name: "length with sign", head: "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", cl: 5},
+		{name: "length and chunked", head: "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", wantErr: errBadLength},
+		{name: "gzip transfer coding", head: "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", odd: true, cl: -1, hops: []string{"Transfer-Encoding"}},
+		{name: "obs-fold", head: "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", wantErr: errBadHead},
+		{name: "space before colon", head: "GET / HTTP/1.1\r\nHost: a\r\nX : b\r\n\r\n", wantErr: errBadHead},
+		{name: "two hosts", head: "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", wantErr: errBadHead},
+		{name: "no host", head: "GET / HTTP/1.1\r\n\r\n", odd: true, cl: -1},
+		{name: "http/1.0", head: "GET / HTTP/1.0\r\n\r\n", odd: true, cl: -1},
+		{name: "http/2 line", head: "GET / HTTP/2.0\r\nHost: a\r\n\r\n", wantErr: errBadHead},
+		{name: "absolute form", head: "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", odd: true, cl: -1},
+		{name: "upgrade", head: "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", odd: true, cl: -1, hops: []string{"Connection", "Upgrade"}},
+		{name: "expect", head: "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", odd: true, cl: 1},
+		{name: "hop-by-hop and connection tokens", head: "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Private\r\nX-Private: s\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Kept: k\r\n\r\n", cl: -1,
+			hops: []string{"Connection", "X-Private", "Keep-Alive", "TE"}},
+		{name: "nul in value", head: "GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", wantErr: errBadHead},
+		{name: "bad method", head: "G(T / HTTP/1.1\r\nHost: a\r\n\r\n", wantErr: errBadHead},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var h h1Head
+			err := parseH1Head([]byte(tt.head), true, &h)
+			if tt.wantErr != nil || err != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if h.odd != tt.odd || h.contentLength != tt.cl {
+				t.Errorf("odd %v cl %d, want %v %d", h.odd, h.contentLength, tt.odd, tt.cl)
+			}
+			var hops []string
+			for _, hdr := range h.headers {
+				if hdr.hop {
+					hops = append(hops, string(hdr.name))
+				}
+			}
+			if strings.Join(hops, ",") != strings.Join(tt.hops, ",") {
+				t.Errorf("hop-by-hop %q, want %q", hops, tt.hops)
+			}
+		})
+	}
+}
+
+func TestParseH1Response(t *testing.T) {
+	tests := []struct {
+		head   string
+		status int
+		close  bool
+		err    bool
+	}{
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", 200, false, false},
+		{"HTTP/1.1 204\r\n\r\n", 204, false, false},
+		{"HTTP/1.0 200 OK\r\n\r\n", 200, true, false},
+		{"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", 200, true, false},
+		{"HTTP/1.1 99 Low\r\n\r\n", 0, false, true},
+		{"HTTP/1.1 2000 Long\r\n\r\n", 0, false, true},
+		{"HTTQ/1.1 200 OK\r\n\r\n", 0, false, true},
+	}
+	for _, tt := range tests {
+		var h h1Head
+		err := parseH1Head([]byte(tt.head), false, &h)
+		if (err != nil) != tt.err || h.status != tt.status || h.close != tt.close {
+			t.Errorf("%q: status %d close %v err %v", tt.head, h.status, h.close, err)
+		}
+	}
+}
+
+func TestCopyChunked(t *testing.T) {
+	tests := []struct {
+		in      string
+		wantErr bool
+	}{
+		{"5\r\nhello\r\n0\r\n\r\n", false},
+		{"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n", false},
+		{"A\r\n0123456789\r\n0\r\n\r\n", false},
+		{"zz\r\nhello\r\n", true},
+		{"5\r\nhelloXX0\r\n\r\n", true},
+		{"5\r\nhel", true},
+		{"-1\r\n", true},
+		{"ffffffffffffffffff\r\n", true},
+		{"5\x01\r\nhello\r\n0\r\n\r\n", true},
+	}
+	for _, tt := range tests {
+		var out bytes.Buffer
+		w := bufio.NewWriter(&out)
+		err := copyChunked(w, bufio.NewReader(strings.NewReader(tt.in)), make([]byte, 4))
+		w.Flush()
+		if (err != nil) != tt.wantErr {
+			t.Errorf("%q: err %v, want error %v", tt.in, err, tt.wantErr)
+		}
+		if err == nil && out.String() != tt.in {
+			t.Errorf("%q copied as %q", tt.in, out.String())
+		}
+	}
+}
