@@ -86,7 +86,7 @@ func (d *demo) printInfo() error {
 	for _, s := range in.Services {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.App, s.Inbound, s.Outbound, s.Admin, s.Identity)
 	}
-	fmt.Fprintf(tw, "controller\tgrpc %s\tadmin %s\t\t\t\n", in.Controller.GRPCAddr, in.Controller.AdminAddr)
+	fmt.Fprintf(tw, "controller\tgrpc %s\t-\t-\t%s\t-\n", in.Controller.GRPCAddr, in.Controller.AdminAddr)
 	tw.Flush()
 	fmt.Fprintf(d.opts.Out, "\nweb calls books and authors over gRPC; books fails %.0f%% of lookups on purpose; traffic sends %.0f requests/s to web.\n", d.opts.FailureRate*100, d.opts.RPS)
 	fmt.Fprintf(d.opts.Out, "\nIn another terminal:\n\n  %s\n", in.Export)
