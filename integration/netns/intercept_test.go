@@ -34,7 +34,7 @@ func httpGet(ns, addr, path, host string) (response, error) {
 		return response{}, err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if host == "" {
 		host = addr
 	}
@@ -58,7 +58,7 @@ func tcpRoundTrip(ns, addr, line string) (answer, local string, err error) {
 		return "", "", err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, line+"\n"); err != nil {
 		return "", "", err
 	}
@@ -91,7 +91,7 @@ func serveTCP(t *testing.T, ln net.Listener) {
 			}
 			go func() {
 				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
+				c.SetDeadline(time.Now().Add(10 * time.Second))
 				line, err := bufio.NewReader(c).ReadString('\n')
 				if err != nil {
 					return
@@ -134,7 +134,7 @@ func TestInterception(t *testing.T) {
 		"--inbound-listen", fmt.Sprintf("0.0.0.0:%d", inboundPort),
 		"--outbound-listen", fmt.Sprintf("127.0.0.1:%d", outboundPort),
 		"--admin-listen", adminAddr)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	waitReady(ctx, t, p.pod, adminAddr, exited)
 
@@ -261,7 +261,7 @@ func TestInterception(t *testing.T) {
 			// The proxy counts a connection when it opens and a request
 			// when it completes; give it a moment to finish its bookkeeping.
 			var got counts
-			deadline := time.Now().Add(3 * time.Second)
+			deadline := time.Now().Add(10 * time.Second)
 			for {
 				after := read(t)
 				got = counts{after.tcpIn - before.tcpIn, after.tcpOut - before.tcpOut, after.reqIn - before.reqIn, after.reqOut - before.reqOut}
