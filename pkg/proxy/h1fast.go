@@ -189,7 +189,7 @@ func (fc *fastConn) serveOne() bool {
 	if perr != nil {
 		p.metrics.Error(dir, perr.reason)
 		status, latency = perr.status, time.Since(start)
-		return fc.writeSimple(perr.status, perr.msg, perr.msg) && !fc.req.close
+		return fc.answerUnforwarded(perr.status, perr.msg)
 	}
 
 	bodiless := fc.req.contentLength <= 0
@@ -206,7 +206,13 @@ func (fc *fastConn) serveOne() bool {
 			e := dialProxyError(err)
 			p.metrics.Error(dir, e.reason)
 			status, latency = e.status, time.Since(start)
-			return fc.writeSimple(e.status, e.msg, e.msg) && !fc.req.close
+			if attempt > 0 {
+				// The body went to the failed attempt: the stream cannot
+				// be resynchronised.
+				fc.writeSimple(e.status, e.msg, e.msg)
+				return false
+			}
+			return fc.answerUnforwarded(e.status, e.msg)
 		}
 		err = fc.forwardRequest(up)
 		if err == nil {
@@ -226,7 +232,9 @@ func (fc *fastConn) serveOne() bool {
 		e := proxyError{http.StatusBadGateway, "upstream_error", "upstream failed"}
 		p.metrics.Error(dir, e.reason)
 		status, latency = e.status, time.Since(start)
-		return fc.writeSimple(e.status, e.msg, e.msg) && !fc.req.close
+		// Part of the body may have gone upstream: close after answering.
+		fc.writeSimple(e.status, e.msg, e.msg)
+		return false
 	}
 	status, latency = fc.resp.status, time.Since(start)
 	keep, upKeep, err := fc.forwardResponse(up)
@@ -475,6 +483,22 @@ func parseChunkSize(line []byte) (int64, error) {
 		return 0, errBadLength
 	}
 	return n, nil
+}
+
+// answerUnforwarded answers a request that was not sent upstream. Its body
+// (at most fastMaxBody) is read and dropped so that the next request on the
+// connection starts where it should. It returns whether the connection
+// stays open.
+func (fc *fastConn) answerUnforwarded(status int, msg string) bool {
+	if n := fc.req.contentLength; n > 0 {
+		fc.sc.SetReadDeadline(time.Now().Add(fc.s.p.cfg.HeaderReadTimeout))
+		_, err := io.CopyN(io.Discard, fc.br, n)
+		fc.sc.SetReadDeadline(time.Time{})
+		if err != nil {
+			return false
+		}
+	}
+	return fc.writeSimple(status, msg, msg) && !fc.req.close
 }
 
 // writeSimple answers with a short response the proxy made. msg goes in

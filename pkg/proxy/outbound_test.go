@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -121,4 +124,39 @@ func TestOutboundH2C(t *testing.T) {
 	if string(b) != "HTTP/2.0" {
 		t.Errorf("the application saw %q, want HTTP/2.0 end to end", b)
 	}
+}
+
+// TestErrorKeepsConnectionInSync: a request with a body that the proxy
+// answers itself (unknown authority) must not leave its body to be read as
+// the next request on the keep-alive connection.
+func TestErrorKeepsConnectionInSync(t *testing.T) {
+	app := nameBackend(t, "a")
+	p := startProxy(t, Config{Resolver: resolve.Static{"known:80": {{Addr: app}}}})
+	conn, err := net.Dial("tcp", p.OutboundAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	smuggled := "GET /smuggled HTTP/1.1\r\nHost: known\r\n\r\n"
+	io.WriteString(conn, "POST / HTTP/1.1\r\nHost: unknown\r\nContent-Length: "+strconv.Itoa(len(smuggled))+"\r\n\r\n"+smuggled+
+		"GET /real HTTP/1.1\r\nHost: known\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 502 {
+		t.Fatalf("first: %d, want 502", resp.StatusCode)
+	}
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "a known" {
+		t.Errorf("second: %d %q, want the /real request answered", resp.StatusCode, b)
+	}
+	wantMetric(t, p, 1, "request_total", `authority="known:80"`)
 }
