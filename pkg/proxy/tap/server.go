@@ -75,6 +75,11 @@ func NewServer(cfg Config) *Server {
 // Dropped is the number of events dropped for slow subscribers.
 func (s *Server) Dropped() uint64 { return s.dropped.Load() }
 
+// Active reports whether anyone is tapping this proxy. The proxy may skip
+// observing (and take faster paths) while it is false; Request returns nil
+// then anyway.
+func (s *Server) Active() bool { return len(*s.subs.Load()) > 0 }
+
 // Subscribers is the number of open Observe streams.
 func (s *Server) Subscribers() int { return len(*s.subs.Load()) }
 

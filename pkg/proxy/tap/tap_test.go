@@ -141,7 +141,7 @@ func TestMatch(t *testing.T) {
 
 func TestNoSubscriberIsFree(t *testing.T) {
 	s := NewServer(Config{})
-	if s.Request(info()) != nil {
+	if s.Request(info()) != nil || s.Active() {
 		t.Fatal("Request without subscribers returned an observer")
 	}
 	ri := info()
@@ -162,8 +162,11 @@ func TestSlowSubscriberDrops(t *testing.T) {
 	if s.Dropped() != 13 || len(sub.ch) != 2 {
 		t.Errorf("dropped %d, buffered %d; want 13 and 2", s.Dropped(), len(sub.ch))
 	}
+	if !s.Active() {
+		t.Errorf("not active with a subscriber")
+	}
 	s.remove(sub)
-	if s.Subscribers() != 0 {
+	if s.Subscribers() != 0 || s.Active() {
 		t.Errorf("subscriber not removed")
 	}
 }
