@@ -9,7 +9,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -24,6 +26,11 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
 
 	"github.com/conduitmesh/conduit/pkg/controller/injector"
 	"github.com/conduitmesh/conduit/pkg/inject"
@@ -78,10 +85,10 @@ func TestInjectWebhook(t *testing.T) {
 	checkInjected(t, pod, cfg.Version)
 
 	// A Deployment in a plain namespace: untouched.
-	if _, err := kube.AppsV1().Deployments(plain).Create(ctx, deployment("web"), metav1.CreateOptions{}); err != nil {
+	if _, err := kube.AppsV1().Deployments(plain).Create(ctx, deployment("untouched"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	pod = waitPod(t, plain, "app=web")
+	pod = waitPod(t, plain, "app=untouched")
 	if len(pod.Spec.InitContainers) != 0 || len(pod.Spec.Containers) != 1 || pod.Labels[inject.LabelProxyVersion] != "" {
 		t.Errorf("pod in a plain namespace was changed: init %v containers %v labels %v", names(pod.Spec.InitContainers), names(pod.Spec.Containers), pod.Labels)
 	}
@@ -94,12 +101,8 @@ func TestInjectWebhook(t *testing.T) {
 	if res.Code != 0 {
 		t.Fatalf("conduit inject: exit %d: %s", res.Code, res.Stderr)
 	}
-	apply := exec.Command("kubectl", "--kubeconfig", testCluster.Kubeconfig, "-n", plain, "apply", "-f", "-")
-	apply.Stdin = strings.NewReader(res.Stdout)
-	if out, err := apply.CombinedOutput(); err != nil {
-		t.Fatalf("kubectl apply: %v\n%s", err, out)
-	}
-	pod = waitPod(t, plain, "app=web,"+inject.LabelProxyVersion)
+	applyManifest(t, plain, []byte(res.Stdout), false)
+	pod = waitPod(t, plain, "app=web")
 	checkInjected(t, pod, cfg.Version)
 
 	// A Job: the proxy is a native sidecar, so the Job can complete.
@@ -348,14 +351,65 @@ func TestInjectManualAccepted(t *testing.T) {
 // without storing it.
 func kubectlDryRun(t *testing.T, ns, file string) {
 	t.Helper()
-	kubectl, err := exec.LookPath("kubectl")
+	b, err := os.ReadFile(file)
 	if err != nil {
-		t.Fatalf("kubectl is needed for the server-side dry run: %v", err)
+		t.Fatal(err)
 	}
-	cmd := exec.Command(kubectl, "--kubeconfig", testCluster.Kubeconfig, "-n", ns, "apply", "--dry-run=server", "-f", file)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b, _ := os.ReadFile(file)
-		t.Fatalf("kubectl apply --dry-run=server rejected %s: %v\n%s\n%s", filepath.Base(file), err, out, b)
+	applyManifest(t, ns, b, true)
+}
+
+// applyManifest applies a YAML stream in ns (as a server-side dry run when
+// dryRun) with kubectl, or, where kubectl is not installed, by creating the
+// objects through the dynamic client.
+func applyManifest(t *testing.T, ns string, manifest []byte, dryRun bool) {
+	t.Helper()
+	if kubectl, err := exec.LookPath("kubectl"); err == nil {
+		args := []string{"--kubeconfig", testCluster.Kubeconfig, "-n", ns, "apply", "-f", "-"}
+		if dryRun {
+			args = append(args, "--dry-run=server")
+		}
+		cmd := exec.Command(kubectl, args...)
+		cmd.Stdin = bytes.NewReader(manifest)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("kubectl %s: %v\n%s\n%s", strings.Join(args[2:], " "), err, out, manifest)
+		}
+		return
+	}
+	dyn, err := dynamic.NewForConfig(testCluster.RESTConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(testCluster.Client.Discovery()))
+	opts := metav1.CreateOptions{}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifest), 4096)
+	for {
+		var obj unstructured.Unstructured
+		if err := dec.Decode(&obj.Object); errors.Is(err, io.EOF) {
+			return
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		objs := []unstructured.Unstructured{obj}
+		if obj.IsList() {
+			list, err := obj.ToList()
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs = list.Items
+		}
+		for _, o := range objs {
+			gvk := o.GroupVersionKind()
+			m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := dyn.Resource(m.Resource).Namespace(ns).Create(context.Background(), &o, opts); err != nil {
+				t.Fatalf("creating %s %s (dry run %v): %v", gvk.Kind, o.GetName(), dryRun, err)
+			}
+		}
 	}
 }
 
