@@ -1,9 +1,6 @@
 package discovery
 
-import (
-	"fmt"
-	"strings"
-)
+import "strings"
 
 // ServiceName is a service named by a DNS form of the authority.
 type ServiceName struct {
@@ -68,5 +65,5 @@ func SpiffeID(trustDomain, namespace, serviceAccount string) string {
 	if serviceAccount == "" {
 		serviceAccount = "default"
 	}
-	return fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", trustDomain, namespace, serviceAccount)
+	return "spiffe://" + trustDomain + "/ns/" + namespace + "/sa/" + serviceAccount
 }

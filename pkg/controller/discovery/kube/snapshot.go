@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -42,7 +41,7 @@ func (b *Backend) ipSnapshot(k key) discovery.Snapshot {
 		if pod.Status.Phase != corev1.PodRunning || pod.DeletionTimestamp != nil {
 			continue
 		}
-		ep := b.endpoint(netip.AddrPortFrom(k.ip, k.port), pod)
+		ep := b.newMemo().endpoint(netip.AddrPortFrom(k.ip, k.port), pod)
 		return discovery.Snapshot{
 			Exists:    true,
 			Labels:    map[string]string{"namespace": pod.Namespace},
@@ -76,6 +75,7 @@ func (b *Backend) serviceSnapshot(svc *corev1.Service, port uint16, hostname str
 	}
 
 	slices, _ := b.sliceIndex.ByIndex(indexService, name)
+	m := b.newMemo()
 	for _, o := range slices {
 		slice := o.(*discoveryv1.EndpointSlice)
 		if slice.AddressType != discoveryv1.AddressTypeIPv4 && slice.AddressType != discoveryv1.AddressTypeIPv6 {
@@ -118,7 +118,7 @@ func (b *Backend) serviceSnapshot(svc *corev1.Service, port uint16, hostname str
 				}
 				pod, _ = b.pods.Pods(ns).Get(ref.Name)
 			}
-			snap.Endpoints[addr] = b.endpoint(addr, pod)
+			snap.Endpoints[addr] = m.endpoint(addr, pod)
 		}
 	}
 	if len(snap.Endpoints) == 0 {
@@ -132,13 +132,27 @@ func ready(e discoveryv1.Endpoint) bool {
 	return e.Conditions.Ready == nil || *e.Conditions.Ready
 }
 
+// memo remembers, while one snapshot is computed, what its endpoints share:
+// a service's pods mostly have one service account and one ReplicaSet.
+type memo struct {
+	b           *Backend
+	identities  map[string]string // namespace/serviceaccount -> SPIFFE ID
+	deployments map[string]string // namespace/replicaset -> deployment ("" when none)
+}
+
+func (b *Backend) newMemo() *memo {
+	return &memo{b: b, identities: map[string]string{}, deployments: map[string]string{}}
+}
+
 // endpoint describes addr served by pod (nil when the endpoint is not a pod
 // the cache knows).
-func (b *Backend) endpoint(addr netip.AddrPort, pod *corev1.Pod) discovery.Endpoint {
-	ep := discovery.Endpoint{Addr: addr, Weight: 1, Labels: map[string]string{}}
+func (m *memo) endpoint(addr netip.AddrPort, pod *corev1.Pod) discovery.Endpoint {
+	ep := discovery.Endpoint{Addr: addr, Weight: 1}
 	if pod == nil {
+		ep.Labels = map[string]string{}
 		return ep
 	}
+	ep.Labels = make(map[string]string, 4)
 	sa := pod.Spec.ServiceAccountName
 	if sa == "" {
 		sa = "default"
@@ -146,31 +160,53 @@ func (b *Backend) endpoint(addr netip.AddrPort, pod *corev1.Pod) discovery.Endpo
 	ep.Labels["pod"] = pod.Name
 	ep.Labels["serviceaccount"] = sa
 	if pod.Labels[ProxyVersionLabel] != "" {
-		ep.Identity = discovery.SpiffeID(b.opts.TrustDomain, pod.Namespace, sa)
+		k := pod.Namespace + "/" + sa
+		id, ok := m.identities[k]
+		if !ok {
+			id = discovery.SpiffeID(m.b.opts.TrustDomain, pod.Namespace, sa)
+			m.identities[k] = id
+		}
+		ep.Identity = id
 	}
-	if owner := metav1.GetControllerOf(pod); owner != nil {
-		switch owner.Kind {
+	if kind, name := controllerOf(pod.OwnerReferences); kind != "" {
+		switch kind {
 		case "ReplicaSet":
-			ep.Labels["replicaset"] = owner.Name
-			if rs, err := b.replicaSets.ReplicaSets(pod.Namespace).Get(owner.Name); err == nil {
-				if d := deploymentOf(rs); d != "" {
-					ep.Labels["deployment"] = d
-				}
+			ep.Labels["replicaset"] = name
+			if d := m.deployment(pod.Namespace, name); d != "" {
+				ep.Labels["deployment"] = d
 			}
 		case "StatefulSet":
-			ep.Labels["statefulset"] = owner.Name
+			ep.Labels["statefulset"] = name
 		case "DaemonSet":
-			ep.Labels["daemonset"] = owner.Name
+			ep.Labels["daemonset"] = name
 		case "Job":
-			ep.Labels["job"] = owner.Name
+			ep.Labels["job"] = name
 		}
 	}
 	return ep
 }
 
-func deploymentOf(rs *appsv1.ReplicaSet) string {
-	if o := metav1.GetControllerOf(rs); o != nil && o.Kind == "Deployment" {
-		return o.Name
+// deployment returns the Deployment that controls a ReplicaSet, or "".
+func (m *memo) deployment(namespace, replicaSet string) string {
+	k := namespace + "/" + replicaSet
+	d, ok := m.deployments[k]
+	if !ok {
+		if rs, err := m.b.replicaSets.ReplicaSets(namespace).Get(replicaSet); err == nil {
+			if kind, name := controllerOf(rs.OwnerReferences); kind == "Deployment" {
+				d = name
+			}
+		}
+		m.deployments[k] = d
 	}
-	return ""
+	return d
+}
+
+// controllerOf returns the kind and name of the controlling owner, if any.
+func controllerOf(refs []metav1.OwnerReference) (kind, name string) {
+	for _, r := range refs {
+		if r.Controller != nil && *r.Controller {
+			return r.Kind, r.Name
+		}
+	}
+	return "", ""
 }
