@@ -31,9 +31,15 @@ func BenchmarkServiceSnapshot(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan struct{})
-	go be.Run(ctx, func() { close(ready) })
+	ready, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		be.Run(ctx, func() { close(ready) })
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
 	select {
 	case <-ready:
 	case <-time.After(time.Minute):
