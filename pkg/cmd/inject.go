@@ -30,22 +30,24 @@ type injectOptions struct {
 }
 
 // overrideFlagUsage documents the config.conduit.io/* flags.
-var overrideFlagUsage = map[string]string{
-	inject.OverrideProxyImage:           "proxy container image, without tag",
-	inject.OverrideProxyVersion:         "proxy image tag (default: this CLI's version)",
-	inject.OverrideProxyImagePullPolicy: "proxy image pull policy: Always, IfNotPresent or Never",
-	inject.OverrideProxyCPURequest:      "proxy CPU request (e.g. 100m)",
-	inject.OverrideProxyCPULimit:        "proxy CPU limit (e.g. 1)",
-	inject.OverrideProxyMemoryRequest:   "proxy memory request (e.g. 20Mi)",
-	inject.OverrideProxyMemoryLimit:     "proxy memory limit (e.g. 250Mi)",
-	inject.OverrideProxyLogLevel:        "proxy log level: debug, info, warn or error",
-	inject.OverrideProxyUID:             "user ID the proxy runs as",
-	inject.OverrideProxyInboundPort:     "port of the proxy's inbound listener",
-	inject.OverrideProxyOutboundPort:    "port of the proxy's outbound listener",
-	inject.OverrideProxyAdminPort:       "port of the proxy's admin server (metrics, probes)",
-	inject.OverrideSkipInboundPorts:     "ports (or FIRST-LAST ranges) whose inbound traffic bypasses the proxy",
-	inject.OverrideSkipOutboundPorts:    "ports (or FIRST-LAST ranges) whose outbound traffic bypasses the proxy",
-	inject.OverrideOpaquePorts:          "ports the proxy treats as opaque TCP, without protocol detection",
+func overrideFlagUsage() map[string]string {
+	return map[string]string{
+		inject.OverrideProxyImage:           "proxy container image, without tag",
+		inject.OverrideProxyVersion:         "proxy image tag (default: this CLI's version)",
+		inject.OverrideProxyImagePullPolicy: "proxy image pull policy: Always, IfNotPresent or Never",
+		inject.OverrideProxyCPURequest:      "proxy CPU request (e.g. 100m)",
+		inject.OverrideProxyCPULimit:        "proxy CPU limit (e.g. 1)",
+		inject.OverrideProxyMemoryRequest:   "proxy memory request (e.g. 20Mi)",
+		inject.OverrideProxyMemoryLimit:     "proxy memory limit (e.g. 250Mi)",
+		inject.OverrideProxyLogLevel:        "proxy log level: debug, info, warn or error",
+		inject.OverrideProxyUID:             "user ID the proxy runs as",
+		inject.OverrideProxyInboundPort:     "port of the proxy's inbound listener",
+		inject.OverrideProxyOutboundPort:    "port of the proxy's outbound listener",
+		inject.OverrideProxyAdminPort:       "port of the proxy's admin server (metrics, probes)",
+		inject.OverrideSkipInboundPorts:     "ports (or FIRST-LAST ranges) whose inbound traffic bypasses the proxy",
+		inject.OverrideSkipOutboundPorts:    "ports (or FIRST-LAST ranges) whose outbound traffic bypasses the proxy",
+		inject.OverrideOpaquePorts:          "ports the proxy treats as opaque TCP, without protocol detection",
+	}
 }
 
 func injectCommand(g *Globals) *cli.Command {
@@ -54,8 +56,9 @@ func injectCommand(g *Globals) *cli.Command {
 		&cli.BoolFlag{Name: inject.OverrideNativeSidecar, Value: true, Usage: "run the proxy as a native sidecar (Kubernetes 1.29 or later); --native-sidecar=false for older clusters"},
 		&cli.StringFlag{Name: "conduit-namespace", Aliases: []string{"L"}, Value: inject.DefaultControlPlaneNS, Usage: "namespace of the Conduit control plane"},
 	}
+	usage := overrideFlagUsage()
 	for _, name := range inject.OverrideNames() {
-		if usage, ok := overrideFlagUsage[name]; ok {
+		if usage, ok := usage[name]; ok {
 			flags = append(flags, &cli.StringFlag{Name: name, Usage: usage})
 		}
 	}

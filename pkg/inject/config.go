@@ -61,18 +61,18 @@ const (
 	OverrideNativeSidecar        = "native-sidecar"
 )
 
-// Overrides lists every override name, in the order the CLI documents them.
-var overrideNames = []string{
-	OverrideProxyImage, OverrideProxyVersion, OverrideProxyImagePullPolicy,
-	OverrideProxyCPURequest, OverrideProxyCPULimit, OverrideProxyMemoryRequest, OverrideProxyMemoryLimit,
-	OverrideProxyLogLevel, OverrideProxyUID,
-	OverrideProxyInboundPort, OverrideProxyOutboundPort, OverrideProxyAdminPort,
-	OverrideSkipInboundPorts, OverrideSkipOutboundPorts, OverrideOpaquePorts,
-	OverrideNativeSidecar,
+// OverrideNames returns the names of all config.conduit.io/* overrides, in
+// the order the CLI documents them.
+func OverrideNames() []string {
+	return []string{
+		OverrideProxyImage, OverrideProxyVersion, OverrideProxyImagePullPolicy,
+		OverrideProxyCPURequest, OverrideProxyCPULimit, OverrideProxyMemoryRequest, OverrideProxyMemoryLimit,
+		OverrideProxyLogLevel, OverrideProxyUID,
+		OverrideProxyInboundPort, OverrideProxyOutboundPort, OverrideProxyAdminPort,
+		OverrideSkipInboundPorts, OverrideSkipOutboundPorts, OverrideOpaquePorts,
+		OverrideNativeSidecar,
+	}
 }
-
-// OverrideNames returns the names of all config.conduit.io/* overrides.
-func OverrideNames() []string { return append([]string(nil), overrideNames...) }
 
 // Defaults for ProxyConfig.
 const (
@@ -169,7 +169,7 @@ func NormalizeOverride(name, value string) (string, error) {
 // applied; other keys are ignored. The first invalid value is an error that
 // names the annotation.
 func (c ProxyConfig) WithOverrides(annotations map[string]string) (ProxyConfig, error) {
-	for _, name := range overrideNames {
+	for _, name := range OverrideNames() {
 		v, ok := annotations[ConfigPrefix+name]
 		if !ok {
 			continue

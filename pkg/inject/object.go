@@ -18,20 +18,25 @@ type Result struct {
 	Reason string
 }
 
-// workloadKinds maps supported kinds to their API groups and the path from
-// the object to the mapping that holds the pod's metadata and spec.
-var workloadKinds = map[string]struct {
-	groups []string
-	path   []string
-}{
-	"Pod":                   {[]string{""}, nil},
-	"ReplicationController": {[]string{""}, []string{"spec", "template"}},
-	"Deployment":            {[]string{"apps", "extensions"}, []string{"spec", "template"}},
-	"ReplicaSet":            {[]string{"apps", "extensions"}, []string{"spec", "template"}},
-	"StatefulSet":           {[]string{"apps"}, []string{"spec", "template"}},
-	"DaemonSet":             {[]string{"apps", "extensions"}, []string{"spec", "template"}},
-	"Job":                   {[]string{"batch"}, []string{"spec", "template"}},
-	"CronJob":               {[]string{"batch"}, []string{"spec", "jobTemplate", "spec", "template"}},
+// workload returns the API groups of a supported kind and the path from the
+// object to the mapping that holds its pod's metadata and spec.
+func workload(kind string) (groups, path []string, ok bool) {
+	template := []string{"spec", "template"}
+	switch kind {
+	case "Pod":
+		return []string{""}, nil, true
+	case "ReplicationController":
+		return []string{""}, template, true
+	case "Deployment", "ReplicaSet", "DaemonSet":
+		return []string{"apps", "extensions"}, template, true
+	case "StatefulSet":
+		return []string{"apps"}, template, true
+	case "Job":
+		return []string{"batch"}, template, true
+	case "CronJob":
+		return []string{"batch"}, []string{"spec", "jobTemplate", "spec", "template"}, true
+	}
+	return nil, nil, false
 }
 
 func group(apiVersion string) string {
@@ -90,8 +95,8 @@ func (p *processor) object(doc int, obj *yaml.Node, results []Result) []Result {
 	if kind == "Namespace" && group(apiVersion) == "" {
 		return append(results, p.namespace(obj, r))
 	}
-	w, ok := workloadKinds[kind]
-	if !ok || !slices.Contains(w.groups, group(apiVersion)) {
+	groups, path, ok := workload(kind)
+	if !ok || !slices.Contains(groups, group(apiVersion)) {
 		r.Reason = "it has no pod template"
 		if kind == "" {
 			r.Reason = "it has no kind"
@@ -99,8 +104,8 @@ func (p *processor) object(doc int, obj *yaml.Node, results []Result) []Result {
 		return append(results, r)
 	}
 	holder := obj
-	if w.path != nil {
-		holder = getPath(obj, w.path...)
+	if path != nil {
+		holder = getPath(obj, path...)
 	}
 	if !isMap(holder) {
 		r.Reason = "it has no pod template"
