@@ -484,3 +484,50 @@ func startLocalController(ctx context.Context, t *testing.T, ns string) string {
 	}
 	return ""
 }
+
+// TestCheckAcrossAnUpgrade: a control plane installed by an older CLI checks
+// green with that CLI, the newer CLI warns (only) about the version skew,
+// and after `upgrade` the newer CLI checks every category green.
+func TestCheckAcrossAnUpgrade(t *testing.T) {
+	oldCLI := buildBinary(t, "./cmd/conduit", withVersion(oldVersion))
+	newCLI := buildBinary(t, "./cmd/conduit", withVersion(newVersion))
+	const ns = "check-upgrade"
+
+	if res := runBinary(t, oldCLI, "", "install", "-n", ns, "--timeout", "2m"); res.Code != 0 {
+		t.Fatalf("install: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	t.Cleanup(func() {
+		if res := runBinary(t, newCLI, "", "uninstall", "-n", ns, "--yes"); res.Code != 0 {
+			t.Errorf("uninstall: exit %d\n%s", res.Code, res.Stderr)
+		}
+	})
+	notPassing := func(res cmdResult) map[string]string {
+		t.Helper()
+		m := map[string]string{}
+		for k, v := range parseCheckJSON(t, res).results() {
+			if v != "success" {
+				m[k] = v
+			}
+		}
+		return m
+	}
+
+	res := runBinary(t, oldCLI, "", "check", "-L", ns, "-o", "json", "--wait", "1m")
+	if got := notPassing(res); res.Code != 0 || len(got) > 0 {
+		t.Errorf("old CLI on its own install: exit %d, not passing %v", res.Code, got)
+	}
+
+	res = runBinary(t, newCLI, "", "check", "-L", ns, "-o", "json")
+	want := map[string]string{"version/control plane and CLI versions match": "warning: control plane is " + oldVersion + " but the CLI is " + newVersion}
+	if got := notPassing(res); res.Code != 0 || len(got) != 1 || got["version/control plane and CLI versions match"] != want["version/control plane and CLI versions match"] {
+		t.Errorf("new CLI before the upgrade: exit %d (want 0: a warning), not passing %v, want %v", res.Code, got, want)
+	}
+
+	if res := runBinary(t, newCLI, "", "upgrade", "-n", ns, "--yes", "--timeout", "2m"); res.Code != 0 {
+		t.Fatalf("upgrade: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = runBinary(t, newCLI, "", "check", "-L", ns, "-o", "json", "--wait", "1m")
+	if got := notPassing(res); res.Code != 0 || len(got) > 0 {
+		t.Errorf("new CLI after the upgrade: exit %d, not passing %v", res.Code, got)
+	}
+}
