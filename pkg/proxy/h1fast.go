@@ -562,7 +562,10 @@ func (u *fastUpstreams) get(k upKey, ep resolve.Endpoint, dir string) (*fastUp, 
 		if up == nil {
 			break
 		}
-		if now.Sub(up.idle) < u.p.cfg.IdleTimeout && up.alive() {
+		// A connection used moments ago is taken as alive (servers' idle
+		// timeouts are seconds; a bodiless request is retried anyway);
+		// older ones are probed for a close from the peer.
+		if idle := now.Sub(up.idle); idle < u.p.cfg.IdleTimeout && (idle < 500*time.Millisecond || up.alive()) {
 			return up, true, nil
 		}
 		up.c.Close()
@@ -579,13 +582,7 @@ func (u *fastUpstreams) get(k upKey, ep resolve.Endpoint, dir string) (*fastUp, 
 // alive checks, without blocking, that the peer has not closed an idle
 // connection (or sent something unexpected).
 func (up *fastUp) alive() bool {
-	if up.br.Buffered() > 0 {
-		return false
-	}
-	up.c.SetReadDeadline(time.Now())
-	_, err := up.br.Peek(1)
-	up.c.SetReadDeadline(time.Time{})
-	return errors.Is(err, os.ErrDeadlineExceeded)
+	return up.br.Buffered() == 0 && !peerClosed(up.c)
 }
 
 func (u *fastUpstreams) put(up *fastUp) {

@@ -458,3 +458,45 @@ func TestHTTP1FullDuplex(t *testing.T) {
 		t.Errorf("trailing %q", rest)
 	}
 }
+
+// TestStaleUpstreamConnections: the application closes idle keep-alive
+// connections quickly; the proxy's pooled connections go stale and
+// requests must still succeed (a probe for old ones, a retry for bodiless
+// requests on fresh-looking ones).
+func TestStaleUpstreamConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &http.Server{IdleTimeout: 100 * time.Millisecond, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, r.Method+" "+string(b))
+	})}
+	go app.Serve(ln)
+	defer app.Close()
+	p := startProxy(t, Config{InboundTarget: ln.Addr().String()})
+	c := newClient(t)
+	for i, step := range []struct {
+		wait   time.Duration
+		method string
+		body   string
+	}{
+		{0, "GET", ""},
+		{300 * time.Millisecond, "GET", ""},   // stale but not probed: retried
+		{700 * time.Millisecond, "POST", "x"}, // stale and probed: a new connection
+		{700 * time.Millisecond, "GET", ""},
+	} {
+		time.Sleep(step.wait)
+		req, _ := http.NewRequest(step.method, "http://"+p.InboundAddr()+"/", strings.NewReader(step.body))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != step.method+" "+step.body {
+			t.Errorf("step %d: %d %q", i, resp.StatusCode, b)
+		}
+	}
+	wantMetric(t, p, 0, "conduit_proxy_errors_total", `direction="inbound"`)
+}
