@@ -30,6 +30,7 @@ type runOptions struct {
 	logFormat                                  string
 	memoryLimit                                sizeFlag
 	gcPercent                                  int
+	http1FastPath                              bool
 	controlPlane                               *controlPlaneOptions
 }
 
@@ -70,6 +71,7 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.StringVar(&o.logFormat, "log-format", "plain", "plain or json")
 	fs.Var(&o.memoryLimit, "memory-limit", "Go runtime soft memory limit (e.g. 6MiB; 0 = none)")
 	fs.IntVar(&o.gcPercent, "gc-percent", 50, "Go GC target percentage (-1 disables proportional GC)")
+	fs.BoolVar(&o.http1FastPath, "http1-fast-path", true, "serve plain HTTP/1.1 keep-alive requests on the lean fast path (false: always net/http)")
 	o.controlPlane = registerControlPlaneFlags(fs)
 	return fs, o
 }
@@ -146,6 +148,7 @@ func run(ctx context.Context, o *runOptions, stderr io.Writer) error {
 		MaxHeaderBytes:    int(o.maxHeaderBytes),
 		Logger:            log,
 		LogLevel:          level,
+		DisableFastPath:   !o.http1FastPath,
 	})
 	if err != nil {
 		return err

@@ -45,7 +45,7 @@ func TestParseRunOptions(t *testing.T) {
 				if o.inboundTarget != "127.0.0.1:9000" {
 					t.Errorf("inbound target %q: the flag must win", o.inboundTarget)
 				}
-				if o.adminListen != "127.0.0.1:5191" || o.shutdownGrace != 3*time.Second || o.memoryLimit != 12<<20 {
+				if o.adminListen != "127.0.0.1:5191" || o.shutdownGrace != 3*time.Second || o.memoryLimit != 12<<20 || o.http1FastPath {
 					t.Errorf("admin %q grace %v memory %v", o.adminListen, o.shutdownGrace, o.memoryLimit)
 				}
 				eps, err := o.routes.s.Endpoints(context.Background(), "api:9090")
