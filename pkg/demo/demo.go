@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -121,7 +122,8 @@ func Run(ctx context.Context, o Options) (err error) {
 	if !o.KeepDir {
 		defer os.RemoveAll(dir)
 	}
-	d := &demo{opts: o, bins: bins, dir: dir, exited: make(chan *child, 64)}
+	d := &demo{opts: o, bins: bins, dir: dir, exited: make(chan *child, 64),
+		statsInterval: controllerHasFlag(bins.controller, "stats-interval")}
 	defer d.stopAll()
 	if err := d.prepare(); err != nil {
 		return err
@@ -208,6 +210,7 @@ type demo struct {
 	workloads                       []*workload
 	controller                      *child
 	exited                          chan *child
+	statsInterval                   bool // the controller has --stats-interval
 }
 
 // prepare picks ports and writes the PKI, tokens and registry.
@@ -316,7 +319,19 @@ func (d *demo) newController() *child {
 	if d.opts.IdentityLifetime > 0 {
 		c.args = append(c.args, "--identity-lifetime", d.opts.IdentityLifetime.String())
 	}
+	if d.statsInterval {
+		// Two scrapes make a rate: scrape often so `conduit stat` has
+		// numbers within seconds.
+		c.args = append(c.args, "--stats-interval", "2s")
+	}
 	return c
+}
+
+// controllerHasFlag reports whether the controller binary accepts a flag
+// (its -h output lists it), so the demo can use newer flags when present.
+func controllerHasFlag(path, name string) bool {
+	out, _ := exec.Command(path, "-h").CombinedOutput()
+	return strings.Contains(string(out), "-"+name+" ")
 }
 
 // startAll starts the controller, then every proxy and app, and waits
