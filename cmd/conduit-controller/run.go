@@ -115,7 +115,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		if _, err := c.identity.Certificate(ownID); err != nil {
 			return err
 		}
-		sl := newSniffListener(grpcLn, c.identity.ServerTLS(ownID), log)
+		sl := newSniffListener(grpcLn, c.identity.ServerTLS(ownID))
 		defer func() {
 			sl.Close()
 			sl.wg.Wait()

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
-	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -24,7 +23,6 @@ const tlsRecordHandshake = 0x16
 type sniffListener struct {
 	net.Listener
 	cfg *tls.Config
-	log *slog.Logger
 
 	conns     chan net.Conn
 	done      chan struct{}
@@ -34,8 +32,8 @@ type sniffListener struct {
 	wg        sync.WaitGroup // the accept loop and the connections being sniffed
 }
 
-func newSniffListener(ln net.Listener, cfg *tls.Config, log *slog.Logger) *sniffListener {
-	l := &sniffListener{Listener: ln, cfg: cfg, log: log, conns: make(chan net.Conn), done: make(chan struct{}), pending: map[net.Conn]struct{}{}}
+func newSniffListener(ln net.Listener, cfg *tls.Config) *sniffListener {
+	l := &sniffListener{Listener: ln, cfg: cfg, conns: make(chan net.Conn), done: make(chan struct{}), pending: map[net.Conn]struct{}{}}
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l
