@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -69,9 +68,9 @@ func NewServer(cfg Config) *Server {
 	return &Server{cfg: cfg, store: NewStore(cfg.Interval, MaxWindow)}
 }
 
-// firstRateDelay is how soon a pod scraped for the first time is scraped
-// again: one scrape gives no rate, so a new proxy (a demo that just
-// started) shows numbers in seconds rather than after two intervals.
+// firstRateDelay is how soon scraping repeats while new pods have no rate
+// yet (one scrape gives none), so a new proxy (a demo that just started)
+// shows numbers in seconds rather than after two intervals.
 const firstRateDelay = 2 * time.Second
 
 // Run scrapes every interval until ctx is done.
@@ -84,26 +83,25 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
+		s.ScrapeOnce(ctx)
 		next := s.cfg.Interval
-		if s.ScrapeOnce(ctx) > 0 {
+		if s.store.AwaitingRate(s.cfg.Now()) > 0 {
 			next = min(next, firstRateDelay)
 		}
 		t.Reset(next)
 	}
 }
 
-// ScrapeOnce lists the pods and scrapes every meshed one, concurrently. It
-// returns how many pods were scraped successfully for the first time.
-func (s *Server) ScrapeOnce(ctx context.Context) int {
+// ScrapeOnce lists the pods and scrapes every meshed one, concurrently.
+func (s *Server) ScrapeOnce(ctx context.Context) {
 	pods, err := s.cfg.Pods.Pods(ctx)
 	if err != nil {
 		s.cfg.Log.Warn("listing pods to scrape", "err", err)
-		return 0
+		return
 	}
 	s.store.SetPods(pods, s.cfg.Now())
 	sem := make(chan struct{}, scrapeParallelism)
 	var wg sync.WaitGroup
-	var first atomic.Int32
 	for _, p := range pods {
 		if !p.Meshed() {
 			continue
@@ -119,13 +117,10 @@ func (s *Server) ScrapeOnce(ctx context.Context) int {
 				s.store.ScrapeFailed(p, err)
 				return
 			}
-			if s.store.Ingest(p, s.cfg.Now(), e) {
-				first.Add(1)
-			}
+			s.store.Ingest(p, s.cfg.Now(), e)
 		}()
 	}
 	wg.Wait()
-	return int(first.Load())
 }
 
 func (s *Server) scrape(ctx context.Context, p Pod) (*Exposition, error) {

@@ -233,13 +233,14 @@ func TestStoreCounterReset(t *testing.T) {
 }
 
 // A new proxy is scraped again soon, not after a whole interval, so its
-// rates show up quickly.
+// rates show up quickly — even when it was not up yet at the first scrape.
 func TestRunRescrapesNewPodsSoon(t *testing.T) {
 	web := &fakeProxy{}
 	web.set(webPage, 100, 0, 50, 100)
-	srv := httptest.NewServer(web)
+	srv := httptest.NewUnstartedServer(web)
 	defer srv.Close()
-	pods := []Pod{{Namespace: "demo", Name: "web-0", AdminAddr: strings.TrimPrefix(srv.URL, "http://"), Labels: map[string]string{"deployment": "web"}}}
+	pods := []Pod{{Namespace: "demo", Name: "web-0", AdminAddr: srv.Listener.Addr().String(), Labels: map[string]string{"deployment": "web"}}}
+	time.AfterFunc(500*time.Millisecond, srv.Start) // the proxy comes up after the first scrape
 	s := NewServer(Config{Pods: PodsFunc(func(context.Context) ([]Pod, error) { return pods, nil }), Interval: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

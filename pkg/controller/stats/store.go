@@ -31,6 +31,7 @@ type podData struct {
 	ring   []scrapeDelta      // newest last; at most Store.capacity entries
 	lastAt time.Time          // last successful scrape
 	seenAt time.Time          // last time discovery listed the pod
+	bornAt time.Time          // first time discovery listed the pod
 	err    error              // the last scrape's error, nil once one succeeds
 }
 
@@ -81,7 +82,7 @@ func (s *Store) SetPods(pods []Pod, now time.Time) {
 		k := podKey(p)
 		pd := s.pods[k]
 		if pd == nil {
-			pd = &podData{series: map[string]*series{}, last: map[string]float64{}, gauges: map[string]float64{}}
+			pd = &podData{series: map[string]*series{}, last: map[string]float64{}, gauges: map[string]float64{}, bornAt: now}
 			s.pods[k] = pd
 		}
 		pd.pod, pd.seenAt = p, now
@@ -93,14 +94,13 @@ func (s *Store) SetPods(pods []Pod, now time.Time) {
 	}
 }
 
-// Ingest records one scrape of a pod's proxy taken at at. It reports
-// whether this was the pod's first scrape (which gives no rate yet).
-func (s *Store) Ingest(p Pod, at time.Time, e *Exposition) bool {
+// Ingest records one scrape of a pod's proxy taken at at.
+func (s *Store) Ingest(p Pod, at time.Time, e *Exposition) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	pd := s.pods[podKey(p)]
 	if pd == nil {
-		return false // forgotten meanwhile
+		return // forgotten meanwhile
 	}
 	first := pd.lastAt.IsZero()
 	d := scrapeDelta{at: at, span: at.Sub(pd.lastAt), deltas: map[string]float64{}}
@@ -143,13 +143,30 @@ func (s *Store) Ingest(p Pod, at time.Time, e *Exposition) bool {
 	pd.gauges = gauges
 	pd.lastAt, pd.err = at, nil
 	if first {
-		return true
+		return
 	}
 	pd.ring = append(pd.ring, d)
 	if len(pd.ring) > s.capacity {
 		pd.ring = append(pd.ring[:0], pd.ring[len(pd.ring)-s.capacity:]...)
 	}
-	return false
+}
+
+// youngWithoutRate is how long a new pod may wait for its first rate
+// before it is scraped at the normal interval like everyone else.
+const youngWithoutRate = 30 * time.Second
+
+// AwaitingRate counts meshed pods, listed for less than 30 s, that have no
+// rate yet (fewer than two successful scrapes): worth scraping again soon.
+func (s *Store) AwaitingRate(now time.Time) int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, pd := range s.pods {
+		if pd.pod.Meshed() && len(pd.ring) == 0 && now.Sub(pd.bornAt) < youngWithoutRate {
+			n++
+		}
+	}
+	return n
 }
 
 // ScrapeFailed records that a pod could not be scraped.
