@@ -40,6 +40,7 @@ func TestParseRunOptions(t *testing.T) {
 				"CONDUIT_PROXY_OPAQUE_PORTS":          "1234,2000-2002",
 				"CONDUIT_PROXY_SHUTDOWN_GRACE_PERIOD": "3s",
 				"CONDUIT_PROXY_MEMORY_LIMIT":          "12MiB",
+				"CONDUIT_PROXY_HTTP1_FAST_PATH":       "false",
 			},
 			check: func(t *testing.T, o *runOptions) {
 				if o.inboundTarget != "127.0.0.1:9000" {
