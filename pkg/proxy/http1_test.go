@@ -78,10 +78,19 @@ func testBackend(t testing.TB, release <-chan struct{}) string {
 	return startHTTPBackend(t, mux)
 }
 
+// TestHTTP1 runs on the fast path and, with it disabled, on net/http.
 func TestHTTP1(t *testing.T) {
+	for _, disable := range []bool{false, true} {
+		t.Run(fmt.Sprintf("DisableFastPath=%v", disable), func(t *testing.T) {
+			testHTTP1(t, disable)
+		})
+	}
+}
+
+func testHTTP1(t *testing.T, disableFastPath bool) {
 	release := make(chan struct{})
 	app := testBackend(t, release)
-	p := startProxy(t, Config{InboundTarget: app})
+	p := startProxy(t, Config{InboundTarget: app, DisableFastPath: disableFastPath})
 	base := "http://" + p.InboundAddr()
 	c := newClient(t)
 
