@@ -250,3 +250,19 @@ func TestJSONPatch(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkWebhook is one AdmissionReview for a ReplicaSet's pod in an
+// injection-enabled namespace, answered with a patch.
+func BenchmarkWebhook(b *testing.B) {
+	h := testHandler(testNamespaces())
+	body := review("CREATE", "Pod", "meshed", plainPod)
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, "/inject", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK || !bytes.Contains(rec.Body.Bytes(), []byte(`"patch"`)) {
+			b.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+}
