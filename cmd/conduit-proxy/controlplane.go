@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/conduitmesh/conduit/pkg/proxy/destination"
 	"github.com/conduitmesh/conduit/pkg/proxy/grpclite"
@@ -58,9 +59,14 @@ func registerControlPlaneFlags(fs *flag.FlagSet) *controlPlaneOptions {
 func (o *controlPlaneOptions) connect(ctx context.Context, log *slog.Logger) (resolve.Resolver, tlsconf.Provider, func(), error) {
 	noop := func() {}
 	if o.controllerAddr == "" {
-		for flagName, v := range map[string]string{"identity-token-file": o.identityTokenFile, "trust-anchors-file": o.trustAnchorsFile, "identity-name": o.identityName, "controller-identity": o.controllerIdentity} {
-			if v != "" {
-				return nil, nil, noop, fmt.Errorf("--%s needs --controller-addr: identity and discovery come from the controller", flagName)
+		for _, f := range []struct{ name, value string }{
+			{"identity-name", o.identityName},
+			{"identity-token-file", o.identityTokenFile},
+			{"trust-anchors-file", o.trustAnchorsFile},
+			{"controller-identity", o.controllerIdentity},
+		} {
+			if f.value != "" {
+				return nil, nil, noop, fmt.Errorf("--%s needs --controller-addr: identity and discovery come from the controller", f.name)
 			}
 		}
 		return nil, nil, noop, nil
@@ -107,7 +113,9 @@ func (o *controlPlaneOptions) connect(ctx context.Context, log *slog.Logger) (re
 	// own once the identity provider has one (set below).
 	var provider *identity.Provider
 	var current atomic.Pointer[identity.Provider] // provider, for the TLS callback
-	var copts grpclite.Options
+	// The controller (cmd/conduit-controller) permits pings every 5 s, so
+	// a dead connection is noticed within about 45 s.
+	copts := grpclite.Options{ReadIdleTimeout: 30 * time.Second}
 	if o.controllerIdentity != "" {
 		copts.TLS = identity.ControllerTLS(anchors, o.controllerIdentity, func() *tls.Certificate {
 			if p := current.Load(); p != nil {
