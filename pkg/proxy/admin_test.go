@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -162,4 +163,46 @@ func TestDrainCutsDetectionShort(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("drain waited for a silent client's detection timeout")
 	}
+}
+
+// switchable is an ActiveObserver whose activity the test controls.
+type switchable struct {
+	recorder
+	active atomic.Bool
+}
+
+func (s *switchable) Active() bool { return s.active.Load() }
+
+// TestActiveObserver: while nobody observes, requests take the fast path
+// and the Observer sees nothing; once it is active, the next request on the
+// same keep-alive connection is observed.
+func TestActiveObserver(t *testing.T) {
+	app := testBackend(t, nil)
+	obs := &switchable{}
+	p := startProxy(t, Config{InboundTarget: app, Observer: obs})
+	c := newClient(t)
+	get := func(path string) {
+		t.Helper()
+		resp, err := c.Get("http://" + p.InboundAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	get("/status/200")
+	obs.active.Store(true)
+	get("/status/201")
+	obs.active.Store(false)
+	waitFor(t, "the observed request", func() bool {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		return len(obs.events) == 3
+	})
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if !strings.HasPrefix(obs.events[0], "start inbound GET /status/201") {
+		t.Errorf("events %q: want only the request made while active", obs.events)
+	}
+	wantMetric(t, p, 1, "tcp_open_total", `direction="inbound"`, `peer="src"`)
 }

@@ -85,7 +85,7 @@ func (s *side) serveFast(sc *servedConn) {
 			fc.writeSimple(http.StatusBadRequest, "", "malformed request: "+err.Error())
 			return
 		}
-		if fc.req.odd || fc.req.chunked || fc.req.contentLength > fastMaxBody {
+		if fc.req.odd || fc.req.chunked || fc.req.contentLength > fastMaxBody || p.observing() {
 			handedOff = fc.handOff()
 			return
 		}

@@ -17,6 +17,15 @@ type Observer interface {
 	RequestStarted(r *http.Request, info RequestInfo) Observation
 }
 
+// ActiveObserver is an Observer that can tell when nobody is watching
+// (tap with no subscriber): the proxy then keeps serving HTTP/1.1 on its
+// fast path, which does not call the Observer, and moves a connection to
+// the observed path at its next request once Active reports true.
+type ActiveObserver interface {
+	Observer
+	Active() bool
+}
+
 // Observation follows one request; each method is called at most once, in
 // order, from the request's goroutine.
 type Observation interface {

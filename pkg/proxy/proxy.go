@@ -67,7 +67,9 @@ type Config struct {
 	// LogLevel backs GET/PUT /log-level; nil makes the level read-only info.
 	LogLevel *slog.LevelVar
 	// Observer sees every HTTP request (the tap seam); nil costs nothing.
-	// With an Observer, every request takes the net/http path.
+	// Observed requests take the net/http path; if the Observer also has
+	// an Active() bool method (see ActiveObserver), the HTTP/1.1 fast path
+	// stays in use while it reports false.
 	Observer Observer
 	// DisableFastPath sends HTTP/1.1 through net/http's server and
 	// ReverseProxy even for plain keep-alive requests (slower, more memory).
@@ -105,7 +107,9 @@ type Proxy struct {
 	opaque  map[uint16]bool
 	ups     *upstreams
 	fastUps *fastUpstreams
-	bufs    *bufPool
+	// observing reports whether requests must go to the Observer now.
+	observing func() bool
+	bufs      *bufPool
 
 	inbound, outbound *side
 	adminLn           net.Listener
@@ -158,6 +162,14 @@ func New(cfg Config) (*Proxy, error) {
 		p.opaque[port] = true
 	}
 	p.metrics.Process = true
+	switch o := cfg.Observer.(type) {
+	case nil:
+		p.observing = func() bool { return false }
+	case ActiveObserver:
+		p.observing = o.Active
+	default:
+		p.observing = func() bool { return true }
+	}
 	p.ups = newUpstreams(p)
 	p.fastUps = &fastUpstreams{p: p, idle: map[upKey][]*fastUp{}}
 	var err error
