@@ -22,7 +22,15 @@ func (p *Proxy) adminServer() *http.Server {
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", metrics.ContentType)
 		p.metrics.WriteTo(w)
+		for _, extra := range p.cfg.ExtraMetrics {
+			if err := extra(w); err != nil {
+				p.log.Debug("writing extra metrics", "err", err)
+			}
+		}
 	})
+	for pattern, h := range p.cfg.AdminRoutes {
+		mux.Handle(pattern, h)
+	}
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
 		if p.draining.Load() {
 			http.Error(w, "draining", http.StatusServiceUnavailable)
@@ -60,7 +68,11 @@ func (p *Proxy) adminServer() *http.Server {
 		p.log.Info("log level changed", "level", lvl)
 		io.WriteString(w, strings.ToLower(lvl.String())+"\n")
 	})
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
 	return &http.Server{
+		Protocols:         &protos,
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       time.Minute,

@@ -206,3 +206,30 @@ func TestActiveObserver(t *testing.T) {
 	}
 	wantMetric(t, p, 1, "tcp_open_total", `direction="inbound"`, `peer="src"`)
 }
+
+func TestAdminExtensions(t *testing.T) {
+	p := startProxy(t, Config{
+		InboundTarget: "127.0.0.1:1",
+		AdminRoutes: map[string]http.Handler{
+			"POST /example.v1.Svc/Method": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.WriteString(w, r.Proto)
+			}),
+		},
+		ExtraMetrics: []func(io.Writer) error{func(w io.Writer) error {
+			_, err := io.WriteString(w, "# TYPE tap_dropped_total counter\ntap_dropped_total 0\n")
+			return err
+		}},
+	})
+	resp, err := newH2CClient(t).Post("http://"+p.AdminAddr()+"/example.v1.Svc/Method", "application/grpc", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "HTTP/2.0" {
+		t.Errorf("admin route over h2c answered %q", b)
+	}
+	if _, body := adminDo(t, p, "GET", "/metrics", ""); !strings.Contains(body, "\ntap_dropped_total 0\n") {
+		t.Errorf("extra metrics missing")
+	}
+}

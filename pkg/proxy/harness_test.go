@@ -87,7 +87,7 @@ func newClient(t testing.TB) *http.Client {
 }
 
 // newH2CClient returns an h2c (prior knowledge) client.
-func newH2CClient(t *testing.T) *http.Client {
+func newH2CClient(t testing.TB) *http.Client {
 	t.Helper()
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)

@@ -17,8 +17,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"sync"
@@ -71,6 +73,13 @@ type Config struct {
 	// an Active() bool method (see ActiveObserver), the HTTP/1.1 fast path
 	// stays in use while it reports false.
 	Observer Observer
+	// AdminRoutes are extra handlers on the admin listener, by ServeMux
+	// pattern (e.g. the tap gRPC method); the admin listener speaks
+	// HTTP/1.1 and h2c, so gRPC handlers work there.
+	AdminRoutes map[string]http.Handler
+	// ExtraMetrics are appended to /metrics (e.g. tap's counters).
+	ExtraMetrics []func(io.Writer) error
+
 	// DisableFastPath sends HTTP/1.1 through net/http's server and
 	// ReverseProxy even for plain keep-alive requests (slower, more memory).
 	DisableFastPath bool
