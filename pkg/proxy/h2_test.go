@@ -89,7 +89,7 @@ func (s *grpcService) FullDuplexCall(stream testpb.TestService_FullDuplexCallSer
 	}
 }
 
-func startGRPCBackend(t *testing.T) (string, *grpcService) {
+func startGRPCBackend(t testing.TB) (string, *grpcService) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -103,7 +103,7 @@ func startGRPCBackend(t *testing.T) (string, *grpcService) {
 	return ln.Addr().String(), svc
 }
 
-func dialGRPC(t *testing.T, addr string, opts ...grpc.DialOption) testpb.TestServiceClient {
+func dialGRPC(t testing.TB, addr string, opts ...grpc.DialOption) testpb.TestServiceClient {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
