@@ -67,7 +67,7 @@ func startController(t *testing.T, args ...string) *controllerProcess {
 		"--identity-issuer-dir", filepath.Join(dir, "pki"),
 		"--log-level", "debug",
 		// kwok's pod IPs are not on this machine: never scrape them.
-		"--stats-scrape-interval", "0",
+		"--stats-interval", "0",
 	}, args...)...)
 	cmd.Stderr = logFile
 	stdout, err := cmd.StdoutPipe()

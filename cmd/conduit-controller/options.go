@@ -53,7 +53,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.controllerNamespace, "controller-namespace", "conduit", "namespace of the control plane")
 	fs.StringVar(&o.proxyImage, "proxy-image", version.ProxyImage, "proxy image the injector adds (without tag)")
 	fs.StringVar(&o.proxyVersion, "proxy-version", version.Version, "proxy image tag the injector adds")
-	fs.DurationVar(&o.statsInterval, "stats-scrape-interval", 10*time.Second, "how often the proxies' /metrics are scraped for conduit stat and edges; 0 disables scraping")
+	fs.DurationVar(&o.statsInterval, "stats-interval", 10*time.Second, "how often the proxies' /metrics are scraped for conduit stat and edges; 0 disables scraping")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace-period", 10*time.Second, "on SIGTERM, time allowed for in-flight calls to finish")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "plain", "plain or json")
@@ -86,7 +86,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("--identity-lifetime %s: want at least 1m", o.identityLifetime)
 	}
 	if o.statsInterval != 0 && o.statsInterval < time.Second {
-		return nil, fmt.Errorf("--stats-scrape-interval %s: want at least 1s, or 0 to disable scraping", o.statsInterval)
+		return nil, fmt.Errorf("--stats-interval %s: want at least 1s, or 0 to disable scraping", o.statsInterval)
 	}
 	if o.identityReload <= 0 {
 		return nil, fmt.Errorf("--identity-reload-interval %s: want a positive duration", o.identityReload)
