@@ -30,7 +30,7 @@ demo: build
 clean:
 	rm -rf bin dist
 
-# Regenerate the committed protobuf code (needs protoc: apt-get install protobuf-compiler).
+# Regenerate the committed protobuf code (needs protoc: apt-get install protobuf-compiler libprotobuf-dev).
 generate:
 	bash pkg/api/hack/gen.sh
 
