@@ -441,7 +441,8 @@ func startLocalController(ctx context.Context, t *testing.T, ns string) string {
 	}
 	cmd := exec.Command(bin, "--discovery=kubernetes", "--kubeconfig="+testCluster.Kubeconfig,
 		"--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--controller-namespace="+ns,
-		"--identity-issuer-dir="+issuerDir)
+		"--identity-issuer-dir="+issuerDir,
+		"--stats-interval=0") // kwok pod IPs are not ours to reach: never scrape them
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
