@@ -62,6 +62,9 @@ conduit-config of the control plane namespace.
 			if opts.output != "" && opts.output != "json" {
 				return fmt.Errorf("--output %q is not supported: use json, or leave it out for text", opts.output)
 			}
+			if ns := stringValue(g.Kube.Namespace); ns != "" {
+				return fmt.Errorf("version does not take -n: name the control plane's namespace with -L: `%s version -L %s`", g.ProgName, ns)
+			}
 			return runVersion(c.Context, opts, g.Streams, func() (kubernetes.Interface, error) { return clientsetFor(g) })
 		},
 	}

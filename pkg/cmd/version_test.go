@@ -85,6 +85,10 @@ func TestVersionFlags(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `--output "yaml" is not supported: use json`) {
 		t.Errorf("got %v", err)
 	}
+	err = Run(context.Background(), IOStreams{Out: &out, ErrOut: &errOut}, []string{"conduit", "version", "-n", "mesh"})
+	if err == nil || err.Error() != "version does not take -n: name the control plane's namespace with -L: `conduit version -L mesh`" {
+		t.Errorf("got %v", err)
+	}
 	out.Reset()
 	if err := Run(context.Background(), IOStreams{Out: &out, ErrOut: &errOut}, []string{"kubectl-conduit", "version", "--client", "--short"}); err != nil {
 		t.Fatal(err)
