@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,8 +28,8 @@ import (
 // Identity services.
 //
 // The connection to the controller is TLS when --controller-identity is set:
-// the controller's certificate must chain to --trust-anchors-file and carry
-// that SPIFFE ID, and the proxy presents its own certificate once it has one.
+// the controller's certificate must chain to the trust anchors (--trust-anchors,
+// PEM text, or --trust-anchors-file) and carry that SPIFFE ID, and the proxy presents its own certificate once it has one.
 // Without --controller-identity it is plaintext HTTP/2, meant for a
 // controller on loopback (`conduit demo`, tests); a non-loopback plaintext
 // controller address is logged as a warning.
@@ -36,6 +37,7 @@ type controlPlaneOptions struct {
 	controllerAddr     string
 	identityTokenFile  string
 	trustAnchorsFile   string
+	trustAnchors       string
 	identityName       string
 	controllerIdentity string
 	podNamespace       string
@@ -46,7 +48,8 @@ func registerControlPlaneFlags(fs *flag.FlagSet) *controlPlaneOptions {
 	o := &controlPlaneOptions{}
 	fs.StringVar(&o.controllerAddr, "controller-addr", "", "controller gRPC address (HOST:PORT) for discovery and identity; empty runs without a control plane")
 	fs.StringVar(&o.identityTokenFile, "identity-token-file", "", "token file proving --identity-name, re-read at every renewal (a projected service-account token)")
-	fs.StringVar(&o.trustAnchorsFile, "trust-anchors-file", "", "PEM trust anchors that verify meshed peers and the controller")
+	fs.StringVar(&o.trustAnchorsFile, "trust-anchors-file", "", "file of PEM trust anchors that verify meshed peers and the controller")
+	fs.StringVar(&o.trustAnchors, "trust-anchors", "", "PEM trust anchors as text (what the injector sets); alternative to --trust-anchors-file")
 	fs.StringVar(&o.identityName, "identity-name", "", "SPIFFE ID to request, e.g. spiffe://cluster.local/ns/default/sa/web; empty runs without mTLS")
 	fs.StringVar(&o.controllerIdentity, "controller-identity", "", "the controller's SPIFFE ID; when set the controller connection is TLS verified against the trust anchors, else plaintext (loopback only)")
 	fs.StringVar(&o.podNamespace, "pod-namespace", "", "the pod's namespace, to resolve one-label service names; default: the namespace of --identity-name")
@@ -63,6 +66,7 @@ func (o *controlPlaneOptions) connect(ctx context.Context, log *slog.Logger) (re
 			{"identity-name", o.identityName},
 			{"identity-token-file", o.identityTokenFile},
 			{"trust-anchors-file", o.trustAnchorsFile},
+			{"trust-anchors", o.trustAnchors},
 			{"controller-identity", o.controllerIdentity},
 		} {
 			if f.value != "" {
@@ -74,9 +78,12 @@ func (o *controlPlaneOptions) connect(ctx context.Context, log *slog.Logger) (re
 	if _, _, err := net.SplitHostPort(o.controllerAddr); err != nil {
 		return nil, nil, noop, fmt.Errorf("--controller-addr %q: want HOST:PORT", o.controllerAddr)
 	}
+	if o.trustAnchorsFile != "" && o.trustAnchors != "" {
+		return nil, nil, noop, errors.New("--trust-anchors and --trust-anchors-file are both set (CONDUIT_PROXY_TRUST_ANCHORS, CONDUIT_PROXY_TRUST_ANCHORS_FILE): set only one")
+	}
 	if o.identityName != "" || o.controllerIdentity != "" {
-		if o.trustAnchorsFile == "" {
-			return nil, nil, noop, errors.New("--trust-anchors-file is required with --identity-name or --controller-identity")
+		if o.trustAnchorsFile == "" && o.trustAnchors == "" {
+			return nil, nil, noop, errors.New("--trust-anchors-file (or --trust-anchors) is required with --identity-name or --controller-identity")
 		}
 	}
 	if o.identityName != "" && o.identityTokenFile == "" {
@@ -102,10 +109,16 @@ func (o *controlPlaneOptions) connect(ctx context.Context, log *slog.Logger) (re
 	}
 
 	var anchors *x509.CertPool
-	if o.trustAnchorsFile != "" {
+	switch {
+	case o.trustAnchorsFile != "":
 		var err error
 		if anchors, err = identity.LoadTrustAnchors(o.trustAnchorsFile); err != nil {
 			return nil, nil, noop, fmt.Errorf("--trust-anchors-file: %w", err)
+		}
+	case o.trustAnchors != "":
+		var err error
+		if anchors, err = parseTrustAnchors(o.trustAnchors); err != nil {
+			return nil, nil, noop, fmt.Errorf("--trust-anchors (CONDUIT_PROXY_TRUST_ANCHORS): %w; want the PEM certificates of the trust anchors (ca-bundle.crt)", err)
 		}
 	}
 
@@ -172,6 +185,32 @@ func (o *controlPlaneOptions) connect(ctx context.Context, log *slog.Logger) (re
 		return res, nil, release, nil
 	}
 	return res, provider, release, nil
+}
+
+// parseTrustAnchors reads PEM text into a pool. Every CERTIFICATE block must
+// parse, and there must be at least one; other block types are ignored.
+func parseTrustAnchors(text string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	n := 0
+	for rest := []byte(text); ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", n+1, err)
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		return nil, errors.New("no PEM certificate")
+	}
+	return pool, nil
 }
 
 // isLoopback reports whether addr's host is a loopback IP or localhost.

@@ -22,7 +22,12 @@ import (
 
 func parseControlPlane(t *testing.T, args ...string) *controlPlaneOptions {
 	t.Helper()
-	o, err := parseRunOptions(args, func(string) string { return "" }, io.Discard)
+	return parseControlPlaneEnv(t, nil, args...)
+}
+
+func parseControlPlaneEnv(t *testing.T, env map[string]string, args ...string) *controlPlaneOptions {
+	t.Helper()
+	o, err := parseRunOptions(args, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,21 +39,30 @@ func TestConnectRejectsIncompleteFlags(t *testing.T) {
 	anchors := filepath.Join(dir, "ca.crt")
 	os.WriteFile(anchors, []byte("garbage"), 0o600)
 	const id = "spiffe://cluster.local/ns/demo/sa/web"
+	const badPEM = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
 	tests := []struct {
 		args []string
+		env  map[string]string
 		want string
 	}{
-		{[]string{"--identity-name", id}, "--identity-name needs --controller-addr"},
-		{[]string{"--controller-addr", "nope"}, "--controller-addr \"nope\": want HOST:PORT"},
-		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-name", id, "--identity-token-file", "t"}, "--trust-anchors-file is required"},
-		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-name", id, "--trust-anchors-file", anchors}, "--identity-token-file is required"},
-		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-token-file", "t"}, "needs --identity-name"},
-		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-name", "web", "--identity-token-file", "t", "--trust-anchors-file", anchors}, "--identity-name: \"web\" is not a SPIFFE ID"},
-		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-name", id, "--identity-token-file", "t", "--trust-anchors-file", anchors}, "--trust-anchors-file: trust anchors file"},
-		{[]string{"--controller-addr", "127.0.0.1:1", "--controller-identity", "x", "--trust-anchors-file", anchors}, "--controller-identity: \"x\" is not a SPIFFE ID"},
+		{[]string{"--identity-name", id}, nil, "--identity-name needs --controller-addr"},
+		{nil, map[string]string{"CONDUIT_PROXY_TRUST_ANCHORS": badPEM}, "--trust-anchors needs --controller-addr"},
+		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-name", id, "--identity-token-file", "t", "--trust-anchors-file", anchors},
+			map[string]string{"CONDUIT_PROXY_TRUST_ANCHORS": badPEM}, "--trust-anchors and --trust-anchors-file are both set"},
+		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-name", id, "--identity-token-file", "t"},
+			map[string]string{"CONDUIT_PROXY_TRUST_ANCHORS": badPEM}, "--trust-anchors (CONDUIT_PROXY_TRUST_ANCHORS): certificate 1:"},
+		{[]string{"--controller-addr", "127.0.0.1:1", "--controller-identity", "spiffe://cluster.local/ns/conduit/sa/conduit-controller", "--trust-anchors", "garbage"},
+			nil, "--trust-anchors (CONDUIT_PROXY_TRUST_ANCHORS): no PEM certificate"},
+		{[]string{"--controller-addr", "nope"}, nil, "--controller-addr \"nope\": want HOST:PORT"},
+		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-name", id, "--identity-token-file", "t"}, nil, "--trust-anchors-file (or --trust-anchors) is required"},
+		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-name", id, "--trust-anchors-file", anchors}, nil, "--identity-token-file is required"},
+		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-token-file", "t"}, nil, "needs --identity-name"},
+		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-name", "web", "--identity-token-file", "t", "--trust-anchors-file", anchors}, nil, "--identity-name: \"web\" is not a SPIFFE ID"},
+		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-name", id, "--identity-token-file", "t", "--trust-anchors-file", anchors}, nil, "--trust-anchors-file: trust anchors file"},
+		{[]string{"--controller-addr", "127.0.0.1:1", "--controller-identity", "x", "--trust-anchors-file", anchors}, nil, "--controller-identity: \"x\" is not a SPIFFE ID"},
 	}
 	for _, tt := range tests {
-		o := parseControlPlane(t, tt.args...)
+		o := parseControlPlaneEnv(t, tt.env, tt.args...)
 		_, _, release, err := o.connect(context.Background(), slog.New(slog.DiscardHandler))
 		release()
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -114,8 +128,29 @@ func TestConnectToController(t *testing.T) {
 
 	tokenFile := filepath.Join(dir, "token")
 	os.WriteFile(tokenFile, []byte("tok\n"), 0o600)
-	o := parseControlPlane(t, "--controller-addr", lis.Addr().String(), "--identity-name", webID,
-		"--identity-token-file", tokenFile, "--trust-anchors-file", filepath.Join(dir, "ca.crt"))
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--controller-addr", lis.Addr().String(), "--identity-name", webID, "--identity-token-file", tokenFile}
+	// The trust anchors as a file, and as PEM text in the environment (what
+	// the injector sets).
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+	}{
+		{"file", append(base, "--trust-anchors-file", filepath.Join(dir, "ca.crt")), nil},
+		{"env", base, map[string]string{"CONDUIT_PROXY_TRUST_ANCHORS": string(caPEM)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			connectAndCertify(t, parseControlPlaneEnv(t, tc.env, tc.args...), webID)
+		})
+	}
+}
+
+func connectAndCertify(t *testing.T, o *controlPlaneOptions, webID string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	res, provider, release, err := o.connect(ctx, slog.New(slog.DiscardHandler))
