@@ -103,9 +103,7 @@ func NewApp(streams IOStreams, progName string) *cli.App {
 		Commands:             withKubeFlags(g, commands(g)),
 		Before:               func(c *cli.Context) error { bindGlobals(g, c); return nil },
 		ExitErrHandler:       func(*cli.Context, error) {}, // errors are printed once, by Main
-		OnUsageError: func(c *cli.Context, err error, _ bool) error {
-			return fmt.Errorf("%w (see '%s --help')", err, c.Command.HelpName)
-		},
+		OnUsageError:         usageError,
 	}
 	return app
 }
@@ -129,6 +127,16 @@ func commands(g *Globals) []*cli.Command {
 	}
 }
 
+// usageError turns a flag parse error into one line pointing at the help,
+// instead of urfave's "Incorrect Usage" and the whole help on stdout.
+func usageError(c *cli.Context, err error, _ bool) error {
+	name := c.App.HelpName
+	if c.Command != nil && c.Command.HelpName != "" {
+		name = c.Command.HelpName
+	}
+	return fmt.Errorf("%w (see '%s --help')", err, name)
+}
+
 // kubeFlags are kubectl's connection flags. They are accepted both before and
 // after the command name (`conduit -n x stat` and `conduit stat -n x`), so
 // they carry no Destination; bindGlobals copies whichever was set.
@@ -149,6 +157,9 @@ func kubeFlags() []cli.Flag {
 func withKubeFlags(g *Globals, cmds []*cli.Command) []*cli.Command {
 	for _, c := range cmds {
 		c.Flags = append(c.Flags, kubeFlags()...)
+		if c.OnUsageError == nil {
+			c.OnUsageError = usageError
+		}
 		before := c.Before
 		c.Before = func(ctx *cli.Context) error {
 			bindGlobals(g, ctx)
