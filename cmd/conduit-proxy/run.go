@@ -17,6 +17,15 @@ import (
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 )
 
+// The memory defaults keep RSS under 10 MB at 1000 requests/s: measured on
+// a 2-CPU machine (HTTP/1.1, 16 connections), GOGC 100 with an 8 MiB limit
+// used less CPU and peaked lower than GOGC 50 with 6 MiB; a 5 MiB limit made
+// the GC thrash (0.7 vCPU).
+const (
+	defaultMemoryLimit = 8 << 20
+	defaultGCPercent   = 100
+)
+
 type runOptions struct {
 	inboundListen, outboundListen, adminListen string
 	inboundTarget                              string
@@ -52,7 +61,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
-	o := &runOptions{routes: routeFlag{s: resolve.Static{}}, maxHeaderBytes: 64 << 10, memoryLimit: 6 << 20}
+	o := &runOptions{routes: routeFlag{s: resolve.Static{}}, maxHeaderBytes: 64 << 10, memoryLimit: defaultMemoryLimit}
 	fs := flag.NewFlagSet("conduit-proxy run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.inboundListen, "inbound-listen", "0.0.0.0:4143", "inbound listener: all traffic to the pod")
@@ -69,8 +78,8 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.Var(&o.maxHeaderBytes, "max-header-bytes", "largest request header block accepted (larger gets 431)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (changeable at PUT /log-level)")
 	fs.StringVar(&o.logFormat, "log-format", "plain", "plain or json")
-	fs.Var(&o.memoryLimit, "memory-limit", "Go runtime soft memory limit (e.g. 6MiB; 0 = none)")
-	fs.IntVar(&o.gcPercent, "gc-percent", 50, "Go GC target percentage (-1 disables proportional GC)")
+	fs.Var(&o.memoryLimit, "memory-limit", "Go runtime soft memory limit (e.g. 8MiB; 0 = none); much lower makes the GC thrash")
+	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "Go GC target percentage (-1 disables proportional GC)")
 	fs.BoolVar(&o.http1FastPath, "http1-fast-path", true, "serve plain HTTP/1.1 keep-alive requests on the lean fast path (false: always net/http)")
 	o.controlPlane = registerControlPlaneFlags(fs)
 	return fs, o
