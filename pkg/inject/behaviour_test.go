@@ -153,7 +153,8 @@ func TestNativeSidecarLayout(t *testing.T) {
 		t.Errorf("want initContainers [conduit-init, conduit-proxy (restartPolicy: Always)] after containers:\n%s", s)
 	}
 	for _, want := range []string{
-		"audience: identity.conduit.io", "expirationSeconds: 86400", "name: conduit-identity-trust-roots",
+		"audience: identity.conduit.io", "expirationSeconds: 86400", "- name: CONDUIT_PROXY_TRUST_ANCHORS\n",
+		"-----BEGIN CERTIFICATE-----",
 		"runAsNonRoot: true", "readOnlyRootFilesystem: true", "- ALL", "- NET_ADMIN", "- NET_RAW",
 		"path: /ready", "path: /live", "value: conduit-controller.conduit.svc.cluster.local:8086",
 		"value: spiffe://cluster.local/ns/$(CONDUIT_POD_NS)/sa/$(CONDUIT_POD_SA)",
@@ -161,6 +162,69 @@ func TestNativeSidecarLayout(t *testing.T) {
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("output lacks %q", want)
+		}
+	}
+}
+
+// TestTrustAnchors: the proxy gets the PEM in its environment, never a
+// ConfigMap volume (a pod can only mount ConfigMaps of its own namespace);
+// without usable anchors --manual fails up front, annotating does not care.
+func TestTrustAnchors(t *testing.T) {
+	in := pod("apps", "{}", false)
+	out, _, err := Inject(in, testOptions(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "configMap") || strings.Contains(string(out), "trust-roots") {
+		t.Errorf("the sidecar refers to a trust-roots ConfigMap:\n%s", out)
+	}
+	var obj struct {
+		Spec struct {
+			InitContainers []struct {
+				Name string `yaml:"name"`
+				Env  []struct {
+					Name  string `yaml:"name"`
+					Value string `yaml:"value"`
+				} `yaml:"env"`
+			} `yaml:"initContainers"`
+		}
+	}
+	if err := yaml.Unmarshal(out, &obj); err != nil {
+		t.Fatal(err)
+	}
+	want := testProxyConfig("v1").TrustAnchorsPEM
+	found := false
+	for _, c := range obj.Spec.InitContainers {
+		for _, e := range c.Env {
+			if c.Name == ProxyContainerName && e.Name == EnvTrustAnchors {
+				found = e.Value == want
+			}
+		}
+	}
+	if !found {
+		t.Errorf("the proxy's %s is not the configured PEM:\n%s", EnvTrustAnchors, out)
+	}
+
+	tests := []struct {
+		name, anchors, want string
+	}{
+		{"none", "", "no identity trust anchors configured"},
+		{"not PEM", "garbage", "identity trust anchors: no PEM certificate"},
+		{"bad certificate", "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n", "identity trust anchors: certificate 1:"},
+	}
+	for _, tt := range tests {
+		opts := testOptions(true)
+		opts.Proxy.TrustAnchorsPEM = tt.anchors
+		if out, _, err := Inject(in, opts); err == nil || !strings.Contains(err.Error(), tt.want) || out != nil {
+			t.Errorf("%s: Inject = %q, %v; want no output and %q", tt.name, out, err, tt.want)
+		}
+		const enabled = `{"apiVersion":"v1","kind":"Pod","metadata":{"annotations":{"conduit.io/inject":"enabled"}},"spec":{"containers":[{"name":"web","image":"nginx"}]}}`
+		if _, _, err := InjectPod([]byte(enabled), Namespace{Name: "apps"}, opts.Proxy); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: InjectPod err = %v, want %q", tt.name, err, tt.want)
+		}
+		opts.Manual = false
+		if _, _, err := Inject(in, opts); err != nil {
+			t.Errorf("%s: annotating needs no trust anchors: %v", tt.name, err)
 		}
 	}
 }
@@ -255,7 +319,7 @@ func TestInjectPod(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, reason, err := InjectPod([]byte(tt.pod), tt.ns, DefaultProxyConfig("v1"))
+			out, reason, err := InjectPod([]byte(tt.pod), tt.ns, testProxyConfig("v1"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -275,7 +339,7 @@ func TestInjectPod(t *testing.T) {
 	nsCfg := Namespace{Name: "a", Annotations: map[string]string{
 		AnnotationInject: ValueEnabled, "config.conduit.io/proxy-cpu-limit": "1", "config.conduit.io/proxy-log-level": "debug",
 	}}
-	out, _, err := InjectPod([]byte(cpuPod), nsCfg, DefaultProxyConfig("v1"))
+	out, _, err := InjectPod([]byte(cpuPod), nsCfg, testProxyConfig("v1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,10 +347,10 @@ func TestInjectPod(t *testing.T) {
 		t.Errorf("namespace and pod overrides not applied:\n%s", s)
 	}
 	nsCfg.Annotations["config.conduit.io/proxy-uid"] = "root"
-	if _, _, err := InjectPod([]byte(cpuPod), nsCfg, DefaultProxyConfig("v1")); err == nil || !strings.Contains(err.Error(), "namespace a") {
+	if _, _, err := InjectPod([]byte(cpuPod), nsCfg, testProxyConfig("v1")); err == nil || !strings.Contains(err.Error(), "namespace a") {
 		t.Errorf("bad namespace override: %v", err)
 	}
-	if _, _, err := InjectPod([]byte(`[`), Namespace{}, DefaultProxyConfig("v1")); err == nil {
+	if _, _, err := InjectPod([]byte(`[`), Namespace{}, testProxyConfig("v1")); err == nil {
 		t.Error("malformed pod accepted")
 	}
 }

@@ -30,11 +30,16 @@ const (
 	// ProxyContainerName and InitContainerName name the injected containers.
 	ProxyContainerName = "conduit-proxy"
 	InitContainerName  = "conduit-init"
-	// TokenVolumeName and TrustRootsVolumeName name the injected volumes.
-	TokenVolumeName      = "conduit-identity-token"
-	TrustRootsVolumeName = "conduit-trust-roots"
-	// TrustRootsConfigMap is the ConfigMap holding the PEM trust anchors.
+	// TokenVolumeName names the injected token volume.
+	TokenVolumeName = "conduit-identity-token"
+	// TrustRootsConfigMap is the ConfigMap in the control-plane namespace
+	// holding the PEM trust anchors under TrustRootsKey. Injection copies
+	// them into the proxy's environment (ProxyConfig.TrustAnchorsPEM): a
+	// ConfigMap volume could only name a ConfigMap in the pod's namespace.
 	TrustRootsConfigMap = "conduit-identity-trust-roots"
+	TrustRootsKey       = "ca-bundle.crt"
+	// EnvTrustAnchors is the proxy's environment variable holding them.
+	EnvTrustAnchors = "CONDUIT_PROXY_TRUST_ANCHORS"
 	// TokenAudience is the audience of the projected service-account token
 	// the proxy presents to the identity service.
 	TokenAudience = "identity.conduit.io"
@@ -91,8 +96,9 @@ const (
 	DefaultProxyMemoryLimit   = "250Mi"
 	DefaultProxyLogLevel      = "info"
 	tokenMountPath            = "/var/run/conduit/identity"
-	trustRootsMountPath       = "/var/run/conduit/trust-roots"
-	trustRootsKey             = "ca-bundle.crt"
+	// legacyTrustRootsVolume is the ConfigMap volume earlier versions
+	// injected; uninject still removes it.
+	legacyTrustRootsVolume = "conduit-trust-roots"
 )
 
 // ProxyConfig is everything the injector writes into a pod. Start from
@@ -122,6 +128,11 @@ type ProxyConfig struct {
 	ControlPlaneNamespace string
 	TrustDomain           string
 	ClusterDomain         string
+
+	// TrustAnchorsPEM are the mesh's trust anchors (the control plane's
+	// TrustRootsConfigMap), given to the proxy as EnvTrustAnchors. Required
+	// to render the sidecar; annotating alone does not need them.
+	TrustAnchorsPEM string
 }
 
 // DefaultProxyConfig returns the defaults for the given proxy version.

@@ -19,7 +19,18 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 
 // testOptions are the options the golden files were made with.
 func testOptions(manual bool) Options {
-	return Options{Manual: manual, Proxy: DefaultProxyConfig("v1.2.3")}
+	return Options{Manual: manual, Proxy: testProxyConfig("v1.2.3")}
+}
+
+// testProxyConfig is DefaultProxyConfig with the test trust anchors.
+func testProxyConfig(version string) ProxyConfig {
+	pem, err := os.ReadFile(filepath.Join("testdata", "trust-anchors.pem"))
+	if err != nil {
+		panic(err)
+	}
+	c := DefaultProxyConfig(version)
+	c.TrustAnchorsPEM = string(pem)
+	return c
 }
 
 // inputs returns the golden inputs: testdata/<name>.input.{yaml,json}.

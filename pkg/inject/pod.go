@@ -254,7 +254,6 @@ func (p podTarget) inject(base ProxyConfig, overrides map[string]string, cache s
 	e.created(createdVolumes, c)
 	e.noteEmpty(vols, c)
 	t.insertAt(vols, len(vols.Content), sc.tokenVol)
-	t.insertAt(vols, len(vols.Content), sc.trustVol)
 	if !record {
 		return nil
 	}
@@ -279,7 +278,7 @@ func uninjectObject(holder *yaml.Node, t *textEdits) bool {
 		if t.removeNamed(v, TokenVolumeName) {
 			changed = true
 		}
-		if t.removeNamed(v, TrustRootsVolumeName) {
+		if t.removeNamed(v, legacyTrustRootsVolume) {
 			changed = true
 		}
 	}

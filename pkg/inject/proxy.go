@@ -1,9 +1,13 @@
 package inject
 
 import (
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
@@ -14,8 +18,8 @@ import (
 // sidecar holds the nodes injected into a pod for one ProxyConfig. Built once
 // per configuration and copied into each pod.
 type sidecar struct {
-	init, proxy        *yaml.Node
-	tokenVol, trustVol *yaml.Node
+	init, proxy *yaml.Node
+	tokenVol    *yaml.Node
 }
 
 // newSidecar renders c's containers and volumes as YAML nodes, through the
@@ -33,9 +37,6 @@ func newSidecar(c ProxyConfig) (*sidecar, error) {
 		return nil, err
 	}
 	if s.tokenVol, err = toNode(tokenVolume()); err != nil {
-		return nil, err
-	}
-	if s.trustVol, err = toNode(trustRootsVolume()); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -82,7 +83,7 @@ func proxyContainer(c ProxyConfig) corev1.Container {
 		{Name: "CONDUIT_PROXY_CONTROLLER_IDENTITY", Value: c.controllerIdentity()},
 		{Name: "CONDUIT_PROXY_IDENTITY_NAME", Value: fmt.Sprintf("spiffe://%s/ns/$(CONDUIT_POD_NS)/sa/$(CONDUIT_POD_SA)", c.TrustDomain)},
 		{Name: "CONDUIT_PROXY_IDENTITY_TOKEN_FILE", Value: tokenMountPath + "/token"},
-		{Name: "CONDUIT_PROXY_TRUST_ANCHORS_FILE", Value: trustRootsMountPath + "/" + trustRootsKey},
+		{Name: EnvTrustAnchors, Value: c.TrustAnchorsPEM},
 	}
 	if c.OpaquePorts != "" {
 		env = append(env, corev1.EnvVar{Name: "CONDUIT_PROXY_OPAQUE_PORTS", Value: c.OpaquePorts})
@@ -117,7 +118,6 @@ func proxyContainer(c ProxyConfig) corev1.Container {
 		},
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: TokenVolumeName, MountPath: tokenMountPath, ReadOnly: true},
-			{Name: TrustRootsVolumeName, MountPath: trustRootsMountPath, ReadOnly: true},
 		},
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
@@ -183,14 +183,6 @@ func tokenVolume() corev1.Volume {
 	}}
 }
 
-func trustRootsVolume() corev1.Volume {
-	return corev1.Volume{Name: TrustRootsVolumeName, VolumeSource: corev1.VolumeSource{
-		ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: TrustRootsConfigMap},
-		},
-	}}
-}
-
 // validate checks the settings that would otherwise make rendering fail, for
 // configurations built in code rather than through overrides.
 func (c ProxyConfig) validate() error {
@@ -210,6 +202,32 @@ func (c ProxyConfig) validate() error {
 	}
 	if c.Image == "" {
 		return fmt.Errorf("no proxy image configured")
+	}
+	return CheckTrustAnchors(c.TrustAnchorsPEM)
+}
+
+// CheckTrustAnchors checks that pem holds at least one certificate and that
+// every CERTIFICATE block in it parses.
+func CheckTrustAnchors(text string) error {
+	if strings.TrimSpace(text) == "" {
+		return errors.New("no identity trust anchors configured: the proxy needs the PEM trust anchors of the mesh (the " + TrustRootsConfigMap + " ConfigMap of the control plane)")
+	}
+	n := 0
+	for rest := []byte(text); ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return fmt.Errorf("identity trust anchors: certificate %d: %w", n+1, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return errors.New("identity trust anchors: no PEM certificate")
 	}
 	return nil
 }

@@ -69,11 +69,16 @@ func newInjector(opts Options) (*processor, error) {
 		overrides[name] = n
 	}
 	if opts.Proxy.Image == "" {
+		anchors := opts.Proxy.TrustAnchorsPEM
 		opts.Proxy = DefaultProxyConfig(opts.Proxy.Version)
+		opts.Proxy.TrustAnchorsPEM = anchors
 	}
 	m := modeAnnotate
 	if opts.Manual {
 		m = modeManual
+		if err := CheckTrustAnchors(opts.Proxy.TrustAnchorsPEM); err != nil {
+			return nil, err
+		}
 	}
 	return &processor{mode: m, opts: opts, overrides: overrides, cache: sidecarCache{}}, nil
 }
