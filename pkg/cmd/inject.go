@@ -15,18 +15,27 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/conduitmesh/conduit/pkg/inject"
 	"github.com/conduitmesh/conduit/pkg/version"
 )
 
-// urlTimeout bounds fetching one URL input.
+// urlTimeout bounds fetching one URL input, and reading the trust anchors
+// from the cluster.
 const urlTimeout = 30 * time.Second
 
 // injectOptions are `conduit inject`'s options.
 type injectOptions struct {
 	inputs []string
 	inject inject.Options
+	// anchorsFile (--identity-trust-anchors-file) holds the trust anchors
+	// for --manual; without it they come from the cluster through client.
+	anchorsFile string
+	client      func() (kubernetes.Interface, error)
+	progName    string
 }
 
 // overrideFlagUsage documents the config.conduit.io/* flags.
@@ -55,6 +64,7 @@ func injectCommand(g *Globals) *cli.Command {
 		&cli.BoolFlag{Name: "manual", Usage: "write the full proxy sidecar into the manifests instead of the annotation the proxy injector acts on"},
 		&cli.BoolFlag{Name: inject.OverrideNativeSidecar, Value: true, Usage: "run the proxy as a native sidecar (Kubernetes 1.29 or later); --native-sidecar=false for older clusters"},
 		&cli.StringFlag{Name: "conduit-namespace", Aliases: []string{"L"}, Value: inject.DefaultControlPlaneNS, Usage: "namespace of the Conduit control plane"},
+		&cli.StringFlag{Name: "identity-trust-anchors-file", Usage: "PEM trust anchors of the mesh for --manual (default: read from the " + inject.TrustRootsConfigMap + " ConfigMap of the installed control plane)"},
 	}
 	usage := overrideFlagUsage()
 	for _, name := range inject.OverrideNames() {
@@ -71,14 +81,20 @@ them to stdout with every Pod, Deployment, ReplicaSet, ReplicationController,
 StatefulSet, DaemonSet, Job and CronJob meshed; other objects pass through
 untouched. By default the pod templates get the conduit.io/inject: enabled
 annotation and the proxy injector adds the proxy when the pods are created;
---manual writes the whole sidecar. --proxy-* and other settings become
-config.conduit.io/* annotations. A report goes to stderr.
+--manual writes the whole sidecar, with the mesh's trust anchors read from the
+installed control plane (or --identity-trust-anchors-file). --proxy-* and
+other settings become config.conduit.io/* annotations. A report goes to stderr.
 
    conduit inject app.yaml | kubectl apply -f -
    kubectl get deploy -o yaml | conduit inject --manual - | kubectl apply -f -`,
 		Flags: flags,
 		Action: func(c *cli.Context) error {
-			opts := injectOptions{inputs: c.Args().Slice()}
+			opts := injectOptions{
+				inputs:      c.Args().Slice(),
+				anchorsFile: c.String("identity-trust-anchors-file"),
+				client:      func() (kubernetes.Interface, error) { return clientsetFor(g) },
+				progName:    g.ProgName,
+			}
 			opts.inject.Manual = c.Bool("manual")
 			opts.inject.Proxy = inject.DefaultProxyConfig(version.Version)
 			opts.inject.Proxy.ControlPlaneNamespace = c.String("conduit-namespace")
@@ -104,10 +120,54 @@ func runInject(ctx context.Context, opts injectOptions, streams IOStreams) error
 	verb := "annotated for injection"
 	if opts.inject.Manual {
 		verb = "injected"
+		pem, err := trustAnchors(ctx, opts)
+		if err != nil {
+			return err
+		}
+		opts.inject.Proxy.TrustAnchorsPEM = pem
+	} else if opts.anchorsFile != "" {
+		return errors.New("--identity-trust-anchors-file is only used with --manual (the proxy injector has the trust anchors)")
 	}
 	return transform(ctx, opts.inputs, streams, verb, func(b []byte) ([]byte, []inject.Result, error) {
 		return inject.Inject(b, opts.inject)
 	})
+}
+
+// trustAnchors returns the PEM trust anchors for --manual: from
+// --identity-trust-anchors-file, else from the installed control plane's
+// ConfigMap. Every failure is one line saying what to do.
+func trustAnchors(ctx context.Context, opts injectOptions) (string, error) {
+	if opts.anchorsFile != "" {
+		b, err := os.ReadFile(opts.anchorsFile)
+		if err != nil {
+			return "", fmt.Errorf("--identity-trust-anchors-file: %w", err)
+		}
+		if err := inject.CheckTrustAnchors(string(b)); err != nil {
+			return "", fmt.Errorf("--identity-trust-anchors-file %s: %w", opts.anchorsFile, err)
+		}
+		return string(b), nil
+	}
+	ns := opts.inject.Proxy.ControlPlaneNamespace
+	where := fmt.Sprintf("ConfigMap %s/%s", ns, inject.TrustRootsConfigMap)
+	hint := fmt.Sprintf("install Conduit with `%s install` (or point --conduit-namespace at its namespace), or pass --identity-trust-anchors-file", opts.progName)
+	client, err := opts.client()
+	if err != nil {
+		return "", fmt.Errorf("--manual needs the mesh's trust anchors and there is no cluster to read them from (%v): %s", err, hint)
+	}
+	ctx, cancel := context.WithTimeout(ctx, urlTimeout)
+	defer cancel()
+	cm, err := client.CoreV1().ConfigMaps(ns).Get(ctx, inject.TrustRootsConfigMap, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return "", fmt.Errorf("--manual needs the mesh's trust anchors and Conduit is not installed in namespace %q (no %s): %s", ns, where, hint)
+	case err != nil:
+		return "", fmt.Errorf("--manual needs the mesh's trust anchors: reading %s: %v: %s", where, err, hint)
+	}
+	pem := cm.Data[inject.TrustRootsKey]
+	if err := inject.CheckTrustAnchors(pem); err != nil {
+		return "", fmt.Errorf("%s key %s: %w: repair the installation with `%s upgrade`, or pass --identity-trust-anchors-file", where, inject.TrustRootsKey, err, opts.progName)
+	}
+	return pem, nil
 }
 
 // transform reads every input, applies fn, and writes all results to Out

@@ -3,12 +3,19 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/conduitmesh/conduit/pkg/inject"
 )
@@ -80,11 +87,12 @@ func TestInjectCommand(t *testing.T) {
 	}
 
 	// --manual with overrides, from stdin, then uninject gives the input back.
-	manual, errOut, code := runInjectCLI(t, injectDeploy, "inject", "--manual", "--proxy-cpu-request=50m", "--opaque-ports", "3306, 5432", "--native-sidecar=false", "-")
+	anchors := filepath.Join("..", "inject", "testdata", "trust-anchors.pem")
+	manual, errOut, code := runInjectCLI(t, injectDeploy, "inject", "--manual", "--identity-trust-anchors-file", anchors, "--proxy-cpu-request=50m", "--opaque-ports", "3306, 5432", "--native-sidecar=false", "-")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	for _, s := range []string{"config.conduit.io/proxy-cpu-request: 50m", `config.conduit.io/opaque-ports: "3306,5432"`, `config.conduit.io/native-sidecar: "false"`, "- name: conduit-proxy", "cpu: 50m"} {
+	for _, s := range []string{"config.conduit.io/proxy-cpu-request: 50m", `config.conduit.io/opaque-ports: "3306,5432"`, `config.conduit.io/native-sidecar: "false"`, "- name: conduit-proxy", "cpu: 50m", "- name: CONDUIT_PROXY_TRUST_ANCHORS\n", "-----BEGIN CERTIFICATE-----"} {
 		if !strings.Contains(manual, s) {
 			t.Errorf("--manual output lacks %q:\n%s", s, manual)
 		}
@@ -101,6 +109,83 @@ func TestInjectCommand(t *testing.T) {
 	}
 	if back != injectDeploy {
 		t.Errorf("uninject(inject --manual) differs from the input:\n%s", back)
+	}
+}
+
+// TestInjectManualTrustAnchors: --manual takes the trust anchors from
+// --identity-trust-anchors-file or the installed control plane's ConfigMap;
+// without either it fails with one line saying what to do, and prints nothing.
+func TestInjectManualTrustAnchors(t *testing.T) {
+	pem, err := os.ReadFile(filepath.Join("..", "inject", "testdata", "trust-anchors.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := func(ns string, data map[string]string) *corev1.ConfigMap {
+		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: inject.TrustRootsConfigMap, Namespace: ns}, Data: data}
+	}
+	dir := t.TempDir()
+	garbage := writeInjectFile(t, dir, "garbage.pem", "not a certificate")
+	noCluster := errors.New("no configuration has been provided")
+	tests := []struct {
+		name    string
+		file    string
+		ns      string
+		objects []runtime.Object
+		cluster error
+		want    string // the error, or "" for success
+	}{
+		{name: "configmap", ns: "conduit", objects: []runtime.Object{roots("conduit", map[string]string{inject.TrustRootsKey: string(pem)})}},
+		{name: "other namespace", ns: "mesh", objects: []runtime.Object{roots("mesh", map[string]string{inject.TrustRootsKey: string(pem)})}},
+		{name: "file wins", file: filepath.Join("..", "inject", "testdata", "trust-anchors.pem"), ns: "conduit", cluster: noCluster},
+		{name: "not installed", ns: "conduit", objects: []runtime.Object{roots("mesh", map[string]string{inject.TrustRootsKey: string(pem)})},
+			want: "--manual needs the mesh's trust anchors and Conduit is not installed in namespace \"conduit\" (no ConfigMap conduit/conduit-identity-trust-roots): install Conduit with `conduit install` (or point --conduit-namespace at its namespace), or pass --identity-trust-anchors-file"},
+		{name: "no cluster", ns: "conduit", cluster: noCluster,
+			want: "--manual needs the mesh's trust anchors and there is no cluster to read them from (no configuration has been provided): install Conduit"},
+		{name: "empty key", ns: "conduit", objects: []runtime.Object{roots("conduit", nil)},
+			want: "ConfigMap conduit/conduit-identity-trust-roots key ca-bundle.crt: no identity trust anchors configured"},
+		{name: "bad file", file: garbage, ns: "conduit", want: "--identity-trust-anchors-file " + garbage + ": identity trust anchors: no PEM certificate"},
+		{name: "missing file", file: filepath.Join(dir, "nope.pem"), ns: "conduit", want: "--identity-trust-anchors-file: open " + filepath.Join(dir, "nope.pem")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := injectOptions{inputs: []string{"-"}, anchorsFile: tt.file, progName: "conduit"}
+			opts.client = func() (kubernetes.Interface, error) {
+				if tt.cluster != nil {
+					return nil, tt.cluster
+				}
+				return fake.NewSimpleClientset(tt.objects...), nil
+			}
+			opts.inject.Manual = true
+			opts.inject.Proxy = inject.DefaultProxyConfig("dev")
+			opts.inject.Proxy.ControlPlaneNamespace = tt.ns
+			var out, errOut bytes.Buffer
+			err := runInject(context.Background(), opts, IOStreams{In: strings.NewReader(injectDeploy), Out: &out, ErrOut: &errOut})
+			if tt.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") || out.Len() != 0 {
+					t.Fatalf("err = %v, stdout %q; want one line with %q and no output", err, out.String(), tt.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out.String(), "CONDUIT_PROXY_TRUST_ANCHORS") || !strings.Contains(out.String(), "conduit-controller."+tt.ns+".svc") {
+				t.Errorf("output lacks the trust anchors or the control plane namespace:\n%s", out.String())
+			}
+		})
+	}
+
+	// The CLI without a cluster: one "Error:" line, nothing on stdout.
+	out, errOut, code := runInjectCLI(t, injectDeploy, "--kubeconfig", filepath.Join(dir, "missing-kubeconfig"), "inject", "--manual", "-")
+	if code != 1 || out != "" || !strings.HasPrefix(errOut, "Error: --manual needs the mesh's trust anchors") || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	// Annotating needs no trust anchors; the file flag without --manual is a mistake.
+	if _, errOut, code := runInjectCLI(t, injectDeploy, "--kubeconfig", filepath.Join(dir, "missing-kubeconfig"), "inject", "-"); code != 0 {
+		t.Errorf("inject without --manual: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := runInjectCLI(t, injectDeploy, "inject", "--identity-trust-anchors-file", garbage, "-"); code != 1 || !strings.Contains(errOut, "only used with --manual") {
+		t.Errorf("--identity-trust-anchors-file without --manual: exit %d: %s", code, errOut)
 	}
 }
 
