@@ -25,6 +25,8 @@ type Config struct {
 	// Proxy is the proxy configuration before each pod's own
 	// config.conduit.io/* annotations (image, version, control plane
 	// namespace, trust domain, …); start from inject.DefaultProxyConfig.
+	// TrustAnchorsPEM must be set: without it pods are admitted uninjected,
+	// with a warning.
 	Proxy inject.ProxyConfig
 	// Namespaces reads the labels and annotations of the pod's namespace.
 	Namespaces NamespaceGetter

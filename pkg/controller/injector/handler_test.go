@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/conduitmesh/conduit/pkg/inject"
 )
@@ -54,8 +55,20 @@ func testNamespaces() StaticNamespaces {
 	}
 }
 
+// testProxyConfig is the injector's configuration in these tests, with the
+// trust anchors of pkg/inject's golden files.
+func testProxyConfig() inject.ProxyConfig {
+	pem, err := os.ReadFile(filepath.Join("..", "..", "inject", "testdata", "trust-anchors.pem"))
+	if err != nil {
+		panic(err)
+	}
+	c := inject.DefaultProxyConfig("v1.2.3")
+	c.TrustAnchorsPEM = string(pem)
+	return c
+}
+
 func testHandler(ns NamespaceGetter) http.Handler {
-	return NewHandler(Config{Proxy: inject.DefaultProxyConfig("v1.2.3"), Namespaces: ns})
+	return NewHandler(Config{Proxy: testProxyConfig(), Namespaces: ns})
 }
 
 // goldenResponse is what the golden files hold: the response with the patch
@@ -143,7 +156,7 @@ func checkPatchApplies(t *testing.T, ns, object string, patch []byte) {
 		t.Fatalf("applying the patch: %v", err)
 	}
 	nsInfo, _ := testNamespaces().Namespace(context.Background(), ns)
-	want, _, err := inject.InjectPod(pod, nsInfo, inject.DefaultProxyConfig("v1.2.3"))
+	want, _, err := inject.InjectPod(pod, nsInfo, testProxyConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,6 +179,72 @@ func checkGolden(t *testing.T, path string, got []byte) {
 	}
 	if !bytes.Equal(want, got) {
 		t.Errorf("%s differs:\nwant:\n%s\ngot:\n%s", path, want, got)
+	}
+}
+
+// TestWebhookTrustAnchors: the patch gives the proxy the configured trust
+// anchors in its environment and mounts no ConfigMap (a pod can only mount
+// ConfigMaps of its own namespace, and the anchors live in the control
+// plane's). Without anchors the pod is admitted uninjected, with a warning.
+func TestWebhookTrustAnchors(t *testing.T) {
+	serve := func(cfg inject.ProxyConfig) (patch []byte, warnings []string) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, "/inject", bytes.NewReader(review("CREATE", "Pod", "meshed", plainPod)))
+		req.Header.Set("Content-Type", "application/json")
+		NewHandler(Config{Proxy: cfg, Namespaces: testNamespaces()}).ServeHTTP(rec, req)
+		var out struct {
+			Response struct {
+				Allowed  bool     `json:"allowed"`
+				Patch    []byte   `json:"patch"`
+				Warnings []string `json:"warnings"`
+			} `json:"response"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || rec.Code != http.StatusOK || !out.Response.Allowed {
+			t.Fatalf("status %d %s: %v", rec.Code, rec.Body, err)
+		}
+		return out.Response.Patch, out.Response.Warnings
+	}
+
+	cfg := testProxyConfig()
+	patch, _ := serve(cfg)
+	p, err := jsonpatch.DecodePatch(patch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patched, err := p.Apply([]byte(strings.ReplaceAll(plainPod, `"NS"`, `"meshed"`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod corev1.Pod
+	if err := json.Unmarshal(patched, &pod); err != nil {
+		t.Fatal(err)
+	}
+	var env []corev1.EnvVar
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == inject.ProxyContainerName {
+			env = c.Env
+		}
+	}
+	found := false
+	for _, e := range env {
+		if e.Name == inject.EnvTrustAnchors {
+			found = e.Value == cfg.TrustAnchorsPEM && e.ValueFrom == nil
+		}
+	}
+	if !found {
+		t.Errorf("the proxy's environment lacks %s with the trust anchors: %+v", inject.EnvTrustAnchors, env)
+	}
+	for _, v := range pod.Spec.Volumes {
+		if v.ConfigMap != nil {
+			t.Errorf("the patch mounts ConfigMap %s", v.ConfigMap.Name)
+		}
+	}
+
+	cfg.TrustAnchorsPEM = ""
+	patch, warnings := serve(cfg)
+	if len(patch) != 0 || len(warnings) != 1 || !strings.Contains(warnings[0], "no identity trust anchors configured") {
+		t.Errorf("without trust anchors: patch %s, warnings %q; want no patch and a warning", patch, warnings)
 	}
 }
 
