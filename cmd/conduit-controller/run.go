@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -277,6 +279,23 @@ func (c *controller) serveWebhook(ctx context.Context, ln net.Listener) error {
 	proxy.ControlPlaneNamespace = c.opts.controllerNamespace
 	proxy.TrustDomain = c.opts.trustDomain
 	proxy.ClusterDomain = c.opts.clusterDomain
+	// The proxies get the trust anchors in their environment: a pod cannot
+	// mount the control plane's ConfigMap from another namespace.
+	if f := c.opts.trustAnchorsFile; f != "" || c.opts.issuerDir != "" {
+		if f == "" {
+			f = filepath.Join(c.opts.issuerDir, "ca.crt")
+		}
+		pem, err := os.ReadFile(f)
+		if err == nil {
+			err = inject.CheckTrustAnchors(string(pem))
+		}
+		if err != nil {
+			return fmt.Errorf("proxy-injector webhook: trust anchors %s: %w", f, err)
+		}
+		proxy.TrustAnchorsPEM = string(pem)
+	} else {
+		c.log.Warn("no --trust-anchors-file or --identity-issuer-dir: the proxy injector admits pods uninjected")
+	}
 	cfg := injector.Config{Proxy: proxy, Logger: c.log.With("service", "proxy-injector")}
 	if c.client != nil {
 		cfg.Namespaces = injector.KubeNamespaces(c.client)
