@@ -25,7 +25,7 @@ func TestParseRunOptions(t *testing.T) {
 				if o.inboundListen != "0.0.0.0:4143" || o.outboundListen != "127.0.0.1:4140" || o.adminListen != "0.0.0.0:4191" {
 					t.Errorf("listeners %q %q %q", o.inboundListen, o.outboundListen, o.adminListen)
 				}
-				if o.shutdownGrace != 20*time.Second || o.detectTimeout != 10*time.Second || o.memoryLimit != 8<<20 || o.gcPercent != 100 {
+				if o.shutdownGrace != 20*time.Second || o.detectTimeout != 10*time.Second || o.memoryLimit != 6<<20 || o.gcPercent != 50 {
 					t.Errorf("grace %v detect %v memory %v", o.shutdownGrace, o.detectTimeout, o.memoryLimit)
 				}
 			},
