@@ -64,6 +64,7 @@ func TestInjectWebhook(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := inject.DefaultProxyConfig("v0.0.0-test")
+	cfg.TrustAnchorsPEM = string(testTrustAnchors(t))
 	h := injector.NewHandler(injector.Config{Proxy: cfg, Namespaces: injector.KubeNamespaces(kube)})
 	served := make(chan error, 1)
 	go func() { served <- injector.ServeListener(ctx, ln, certDir, h) }()
@@ -191,6 +192,34 @@ func checkInjected(t *testing.T, pod *corev1.Pod, version string) {
 	if !token {
 		t.Errorf("pod %s: no projected token volume for %s", pod.Name, inject.TokenAudience)
 	}
+	// The trust anchors are in the proxy's environment: a ConfigMap volume
+	// could only come from the pod's own namespace, not the control plane's.
+	var anchors bool
+	for _, e := range proxy.Env {
+		if e.Name == inject.EnvTrustAnchors && strings.HasPrefix(e.Value, "-----BEGIN CERTIFICATE-----") {
+			anchors = true
+		}
+	}
+	if !anchors {
+		t.Errorf("pod %s: the proxy has no %s", pod.Name, inject.EnvTrustAnchors)
+	}
+	for _, v := range pod.Spec.Volumes {
+		if v.ConfigMap != nil {
+			t.Errorf("pod %s: volume %s mounts ConfigMap %s", pod.Name, v.Name, v.ConfigMap.Name)
+		}
+	}
+}
+
+// testTrustAnchorsFile holds the trust anchors of pkg/inject's golden files.
+const testTrustAnchorsFile = "../pkg/inject/testdata/trust-anchors.pem"
+
+func testTrustAnchors(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile(testTrustAnchorsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // waitPod waits for the first pod matching selector in ns.
@@ -308,12 +337,34 @@ var injectKinds = []string{"pod", "deployment", "replicaset", "replicationcontro
 
 // TestInjectManualAccepted: for every supported kind, `conduit inject
 // --manual` (and the default annotation) is accepted by the real API server,
-// and `conduit uninject` of it gives the input back.
+// and `conduit uninject` of it gives the input back. --manual reads the trust
+// anchors from the control plane's ConfigMap (a stand-in namespace here, as
+// other tests install and uninstall Conduit) or --identity-trust-anchors-file.
 func TestInjectManualAccepted(t *testing.T) {
 	conduit := buildBinary(t, "./cmd/conduit")
 	ns := createNamespace(t, "inject-dryrun")
 	waitServiceAccount(t, ns)
 	dir := t.TempDir()
+	controlPlane := createNamespace(t, "inject-cp")
+
+	// Before the trust anchors ConfigMap exists: one line saying what to do.
+	res := runBinary(t, conduit, "", "inject", "--manual", "--conduit-namespace", controlPlane, filepath.Join("..", "pkg", "inject", "testdata", "deployment.input.yaml"))
+	if res.Code != 1 || res.Stdout != "" || strings.Count(res.Stderr, "\n") != 1 ||
+		!strings.Contains(res.Stderr, "Conduit is not installed in namespace \""+controlPlane+"\"") || !strings.Contains(res.Stderr, "--identity-trust-anchors-file") {
+		t.Errorf("--manual without trust anchors: exit %d, stdout %q, stderr %q", res.Code, res.Stdout, res.Stderr)
+	}
+	roots := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: inject.TrustRootsConfigMap},
+		Data:       map[string]string{inject.TrustRootsKey: string(testTrustAnchors(t))},
+	}
+	if _, err := testCluster.Client.CoreV1().ConfigMaps(controlPlane).Create(context.Background(), roots, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	modes := [][]string{
+		{"inject", "--manual", "--conduit-namespace", controlPlane},
+		{"inject", "--manual", "--identity-trust-anchors-file", testTrustAnchorsFile},
+		{"inject"},
+	}
 	for _, kind := range injectKinds {
 		t.Run(kind, func(t *testing.T) {
 			input := filepath.Join("..", "pkg", "inject", "testdata", kind+".input.yaml")
@@ -321,7 +372,7 @@ func TestInjectManualAccepted(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, args := range [][]string{{"inject", "--manual"}, {"inject"}} {
+			for i, args := range modes {
 				res := runBinary(t, conduit, "", append(args, input)...)
 				if res.Code != 0 || res.Stdout == "" {
 					t.Fatalf("%s: exit %d\n%s", strings.Join(args, " "), res.Code, res.Stderr)
@@ -329,11 +380,14 @@ func TestInjectManualAccepted(t *testing.T) {
 				if !strings.Contains(res.Stderr, "injected") && !strings.Contains(res.Stderr, "annotated for injection") {
 					t.Errorf("%s: report does not say injected:\n%s", strings.Join(args, " "), res.Stderr)
 				}
-				out := filepath.Join(dir, kind+"."+args[len(args)-1]+".yaml")
+				out := filepath.Join(dir, fmt.Sprintf("%s.%d.yaml", kind, i))
 				if err := os.WriteFile(out, []byte(res.Stdout), 0o644); err != nil {
 					t.Fatal(err)
 				}
 				kubectlDryRun(t, ns, out)
+				if len(args) > 1 && !strings.Contains(res.Stdout, inject.EnvTrustAnchors) {
+					t.Errorf("%s: the proxy has no %s", strings.Join(args, " "), inject.EnvTrustAnchors)
+				}
 
 				back := runBinary(t, conduit, "", "uninject", out)
 				if back.Code != 0 {
@@ -454,7 +508,7 @@ func TestInjectMalformedDocument(t *testing.T) {
 	for _, cmd := range []string{"inject", "uninject"} {
 		args := []string{cmd, file}
 		if cmd == "inject" {
-			args = []string{cmd, "--manual", file}
+			args = []string{cmd, "--manual", "--identity-trust-anchors-file", testTrustAnchorsFile, file}
 		}
 		res := runBinary(t, conduit, "", args...)
 		// The parser names a line inside the third document (the start of
