@@ -285,6 +285,26 @@ func uninjectMatchesEncode(t *testing.T, in []byte) {
 	}
 }
 
+// TestUninjectLegacy: workloads injected by earlier versions, whose proxy
+// mounted the trust anchors from a ConfigMap volume, uninject exactly too.
+func TestUninjectLegacy(t *testing.T) {
+	in, err := os.ReadFile(filepath.Join("testdata", "deployment.input.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := os.ReadFile(filepath.Join("testdata", "legacy", "deployment.configmap-trust-roots.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, _, err := Uninject(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(back, in) {
+		t.Errorf("uninject of a legacy injection differs from the input:\n%s", lineDiff(string(in), string(back)))
+	}
+}
+
 func TestUninjectSpliceMatchesEncode(t *testing.T) {
 	for name, in := range inputs(t) {
 		for _, manual := range []bool{false, true} {
