@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -232,4 +233,30 @@ func TestAdminExtensions(t *testing.T) {
 	if _, body := adminDo(t, p, "GET", "/metrics", ""); !strings.Contains(body, "\ntap_dropped_total 0\n") {
 		t.Errorf("extra metrics missing")
 	}
+}
+
+// TestMemoryLimitFollowsConnections: the soft memory limit grows with open
+// connections and returns to the base when they close.
+func TestMemoryLimitFollowsConnections(t *testing.T) {
+	prev := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	const base = 100 << 20 // high enough not to disturb the test process
+	app := startTCPBackend(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	p := startProxy(t, Config{InboundTarget: app, MemoryLimit: base, MemoryPerConnection: 64 << 10, DetectTimeout: 50 * time.Millisecond})
+	if got := debug.SetMemoryLimit(-1); got != base {
+		t.Fatalf("limit %d, want %d", got, base)
+	}
+	var conns []net.Conn
+	for range 20 {
+		c, err := net.Dial("tcp", p.InboundAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	waitFor(t, "the limit to grow", func() bool { return debug.SetMemoryLimit(-1) >= base+16*(64<<10) })
+	for _, c := range conns {
+		c.Close()
+	}
+	waitFor(t, "the limit to come back", func() bool { return debug.SetMemoryLimit(-1) == base })
 }

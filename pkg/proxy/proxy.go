@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -73,6 +74,14 @@ type Config struct {
 	// an Active() bool method (see ActiveObserver), the HTTP/1.1 fast path
 	// stays in use while it reports false.
 	Observer Observer
+	// MemoryLimit, when positive, is the Go runtime's soft memory limit with
+	// no connections open; the proxy raises it by MemoryPerConnection for
+	// every open connection (in steps of 8 connections) so that a busy proxy
+	// gets headroom instead of a thrashing GC. It is process-wide state:
+	// set it in one Proxy per process.
+	MemoryLimit         int64
+	MemoryPerConnection int64 // default 64 KiB
+
 	// AdminRoutes are extra handlers on the admin listener, by ServeMux
 	// pattern (e.g. the tap gRPC method); the admin listener speaks
 	// HTTP/1.1 and h2c, so gRPC handlers work there.
@@ -96,6 +105,9 @@ func (c *Config) setDefaults() {
 	def(&c.HeaderReadTimeout, 10*time.Second)
 	def(&c.IdleTimeout, 90*time.Second)
 	def(&c.ShutdownGrace, 20*time.Second)
+	if c.MemoryPerConnection <= 0 {
+		c.MemoryPerConnection = 64 << 10
+	}
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = 64 << 10
 	}
@@ -136,6 +148,9 @@ type Proxy struct {
 	// idleFast are fast-path connections waiting for their next request
 	// (guarded by mu); drain wakes them so that they close.
 	idleFast map[*fastConn]struct{}
+	// memConns is the connection count the memory limit was last set for
+	// (guarded by mu).
+	memConns int
 }
 
 // drainDetectTimeout bounds protocol detection once draining has begun.
@@ -171,6 +186,9 @@ func New(cfg Config) (*Proxy, error) {
 		p.opaque[port] = true
 	}
 	p.metrics.Process = true
+	p.mu.Lock()
+	p.adjustMemoryLimitLocked(true)
+	p.mu.Unlock()
 	switch o := cfg.Observer.(type) {
 	case nil:
 		p.observing = func() bool { return false }
@@ -390,12 +408,14 @@ func (p *Proxy) drain(sides []*side) {
 func (p *Proxy) track(c *meteredConn) {
 	p.mu.Lock()
 	p.conns[c] = struct{}{}
+	p.adjustMemoryLimitLocked(false)
 	p.mu.Unlock()
 }
 
 func (p *Proxy) untrack(c *meteredConn) {
 	p.mu.Lock()
 	delete(p.conns, c)
+	p.adjustMemoryLimitLocked(false)
 	p.mu.Unlock()
 	select {
 	case p.connsGone <- struct{}{}:
@@ -406,4 +426,19 @@ func (p *Proxy) untrack(c *meteredConn) {
 // isOpaquePort reports whether detection is skipped for a destination.
 func (p *Proxy) isOpaquePort(ap netip.AddrPort) bool {
 	return ap.IsValid() && p.opaque[ap.Port()]
+}
+
+// adjustMemoryLimitLocked keeps the soft memory limit at MemoryLimit plus
+// MemoryPerConnection per open connection, updating it when the count has
+// moved by 8 (or reached zero) since the last update.
+func (p *Proxy) adjustMemoryLimitLocked(force bool) {
+	if p.cfg.MemoryLimit <= 0 {
+		return
+	}
+	n := len(p.conns)
+	if d := n - p.memConns; !force && d < 8 && d > -8 && !(n == 0 && p.memConns != 0) {
+		return
+	}
+	p.memConns = n
+	debug.SetMemoryLimit(p.cfg.MemoryLimit + int64(n)*p.cfg.MemoryPerConnection)
 }
