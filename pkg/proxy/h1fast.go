@@ -331,7 +331,7 @@ func (fc *fastConn) forwardResponse(up *fastUp) (clientKeep, upKeep bool, err er
 	w.Write(line[8:]) // " 200 OK"
 	w.WriteString("\r\n")
 	writeHeaders(w, resp.headers)
-	if resp.chunked && !noBody {
+	if resp.chunked && !noBody && !resp.codings {
 		w.WriteString("Transfer-Encoding: chunked\r\n")
 	}
 	if !clientKeep {

@@ -16,7 +16,10 @@ type h1Head struct {
 	contentLength  int64 // -1 when absent
 	chunked        bool
 	close          bool // Connection: close
-	host           []byte
+	// codings is set when Transfer-Encoding has codings other than a single
+	// chunked: the header is then forwarded as it is.
+	codings bool
+	host    []byte
 	// odd is set for anything the fast path leaves to net/http: Upgrade,
 	// Expect, a Transfer-Encoding other than chunked, HTTP/1.0, obs-fold...
 	odd bool
@@ -130,11 +133,24 @@ func parseH1Head(b []byte, isRequest bool, h *h1Head) error {
 			}
 			h.contentLength = n
 		case asciiEqualFold(name, "transfer-encoding"):
-			hdr.hop = true
-			if !asciiEqualFold(value, "chunked") || h.chunked {
-				h.odd = true
+			if asciiEqualFold(value, "chunked") && !h.chunked && !h.codings {
+				hdr.hop = true // re-added by the writer when the body is chunked
+				h.chunked = true
+				break
 			}
-			h.chunked = true
+			// Other codings (gzip, chunked): forwarded verbatim; the final
+			// coding decides the framing (RFC 9112 6.3).
+			h.odd, h.codings = true, true
+			for i := range h.headers {
+				if asciiEqualFold(h.headers[i].name, "transfer-encoding") {
+					h.headers[i].hop = false
+				}
+			}
+			last := value
+			if i := bytes.LastIndexByte(value, ','); i >= 0 {
+				last = bytes.TrimSpace(value[i+1:])
+			}
+			h.chunked = asciiEqualFold(last, "chunked")
 		case asciiEqualFold(name, "connection"):
 			hdr.hop = true
 			for _, tok := range bytes.Split(value, []byte(",")) {

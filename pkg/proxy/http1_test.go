@@ -509,3 +509,46 @@ func TestStaleUpstreamConnections(t *testing.T) {
 	}
 	wantMetric(t, p, 0, "conduit_proxy_errors_total", `direction="inbound"`)
 }
+
+// TestResponseTransferCodings: a response whose transfer codings are more
+// than chunked reaches the client with its header and bytes unchanged.
+func TestResponseTransferCodings(t *testing.T) {
+	const body = "3\r\nabc\r\n0\r\n\r\n"
+	app := startTCPBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"+body)
+		}
+	})
+	p := startProxy(t, Config{InboundTarget: app})
+	conn, err := net.Dial("tcp", p.InboundAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	br := bufio.NewReader(conn)
+	var head []string
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line == "\r\n" {
+			break
+		}
+		head = append(head, strings.TrimSpace(line))
+	}
+	got := strings.Join(head, "|")
+	if !strings.Contains(got, "Transfer-Encoding: gzip, chunked") || strings.Count(got, "Transfer-Encoding") != 1 {
+		t.Errorf("head %q: want the codings forwarded once, unchanged", got)
+	}
+	rest := make([]byte, len(body))
+	if _, err := io.ReadFull(br, rest); err != nil || string(rest) != body {
+		t.Errorf("body %q, %v", rest, err)
+	}
+}
