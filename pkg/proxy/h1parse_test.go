@@ -117,3 +117,23 @@ func TestCopyChunked(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseH1Head: any bytes parse without panicking, and an accepted head
+// never has both framings (the request-smuggling case).
+func FuzzParseH1Head(f *testing.F) {
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), true)
+	f.Add([]byte("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"), true)
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: x\r\nX: y\r\n\r\n"), false)
+	f.Fuzz(func(t *testing.T, b []byte, isRequest bool) {
+		var h h1Head
+		if err := parseH1Head(b, isRequest, &h); err != nil {
+			return
+		}
+		if h.chunked && h.contentLength >= 0 {
+			t.Fatalf("accepted both Content-Length and chunked: %q", b)
+		}
+		if isRequest && (len(h.method) == 0 || len(h.target) == 0) {
+			t.Fatalf("accepted a request without method or target: %q", b)
+		}
+	})
+}
