@@ -14,5 +14,5 @@ go -C "$root/tools" build -o "$bin/goreleaser" github.com/goreleaser/goreleaser/
 cd "$root"
 "$bin/goreleaser" check -f goreleaser.yaml
 if [ "${1:-}" = "--build" ]; then
-  "$bin/goreleaser" build -f goreleaser.yaml --snapshot --clean
+  "$bin/goreleaser" build -f goreleaser.yaml --snapshot --clean --timeout 2h
 fi
