@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/conduitmesh/conduit/pkg/proxy"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+	"github.com/conduitmesh/conduit/pkg/proxy/tap"
 )
 
 // The memory defaults keep RSS under 10 MB at 1000 requests/s over a few
@@ -140,6 +142,10 @@ func run(ctx context.Context, o *runOptions, stderr io.Writer) error {
 	} else if res != nil && len(o.routes.s) > 0 {
 		res = chainResolver{o.routes.s, res}
 	}
+	// Tap: the controller's Observe streams, served on the admin listener
+	// (which also speaks h2c); only the controller's identity over TLS, or a
+	// loopback caller, may open one.
+	taps := tap.NewServer(tap.Config{ControllerID: o.controlPlane.controllerIdentity, Log: log})
 	p, err := proxy.New(proxy.Config{
 		InboundAddr:       o.inboundListen,
 		OutboundAddr:      o.outboundListen,
@@ -158,6 +164,9 @@ func run(ctx context.Context, o *runOptions, stderr io.Writer) error {
 		LogLevel:          level,
 		DisableFastPath:   !o.http1FastPath,
 		MemoryLimit:       int64(o.memoryLimit),
+		Observer:          taps,
+		AdminRoutes:       map[string]http.Handler{tap.ObservePath: taps.Handler()},
+		ExtraMetrics:      []func(io.Writer) error{taps.WriteMetrics},
 	})
 	if err != nil {
 		return err

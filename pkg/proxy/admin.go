@@ -36,6 +36,12 @@ func (p *Proxy) adminServer() *http.Server {
 			http.Error(w, "draining", http.StatusServiceUnavailable)
 			return
 		}
+		// With an identity configured, the proxy is ready only once it holds
+		// a certificate: before that it can neither accept nor make mTLS.
+		if id, ok := p.cfg.TLS.(interface{ Ready() bool }); ok && !id.Ready() {
+			http.Error(w, "identity not ready", http.StatusServiceUnavailable)
+			return
+		}
 		io.WriteString(w, "ready\n")
 	})
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, r *http.Request) {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -259,4 +260,24 @@ func TestMemoryLimitFollowsConnections(t *testing.T) {
 		c.Close()
 	}
 	waitFor(t, "the limit to come back", func() bool { return debug.SetMemoryLimit(-1) == base })
+}
+
+// readyProvider is a tlsconf.Provider whose certificate arrives when told.
+type readyProvider struct{ ready atomic.Bool }
+
+func (p *readyProvider) LocalID() string                 { return "spiffe://cluster.local/ns/t/sa/t" }
+func (p *readyProvider) ServerConfig() *tls.Config       { return nil }
+func (p *readyProvider) ClientConfig(string) *tls.Config { return nil }
+func (p *readyProvider) Ready() bool                     { return p.ready.Load() }
+
+func TestAdminReadyWaitsForIdentity(t *testing.T) {
+	id := &readyProvider{}
+	p := startProxy(t, Config{InboundTarget: "127.0.0.1:1", TLS: id})
+	if code, body := adminDo(t, p, "GET", "/ready", ""); code != 503 || !strings.Contains(body, "identity not ready") {
+		t.Errorf("/ready without a certificate: %d %q, want 503 identity not ready", code, body)
+	}
+	id.ready.Store(true)
+	if code, body := adminDo(t, p, "GET", "/ready", ""); code != 200 {
+		t.Errorf("/ready with a certificate: %d %q, want 200", code, body)
+	}
 }
