@@ -270,7 +270,6 @@ func TestDemoObservability(t *testing.T) {
 	})
 
 	t.Run("tap piped", func(t *testing.T) {
-		m.requireTap(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, m.bin, "tap", "deploy/web", "-n", demoNamespace)
@@ -307,7 +306,6 @@ func TestDemoObservability(t *testing.T) {
 	})
 
 	t.Run("tap live", func(t *testing.T) {
-		m.requireTap(t)
 		tm := newTmux(t, m.addr)
 		tm.send(t, m.bin+" tap deploy/web -n "+demoNamespace, "Enter")
 		screen := tm.waitFor(t, "live table", func(s string) bool {
@@ -339,7 +337,6 @@ func TestDemoObservability(t *testing.T) {
 	})
 
 	t.Run("top live", func(t *testing.T) {
-		m.requireTap(t)
 		tm := newTmux(t, m.addr)
 		tm.send(t, m.bin+" top deploy/web -n "+demoNamespace, "Enter")
 		count := regexp.MustCompile(`top deploy/web\s+(\d+) requests`)
@@ -354,20 +351,6 @@ func TestDemoObservability(t *testing.T) {
 		tm.send(t, "q")
 		tm.waitFor(t, "the shell back", func(s string) bool { return !strings.Contains(s, "COUNT") })
 	})
-}
-
-// requireTap skips while the proxy does not serve tap on its admin port
-// (pkg/proxy/tap is not mounted by cmd/conduit-proxy yet), and fails on any
-// other tap error.
-func (m *mesh) requireTap(t *testing.T) {
-	t.Helper()
-	_, err := m.try("top", "deploy/web", "-n", demoNamespace, "--duration", "1s", "-o", "json")
-	if err != nil && strings.Contains(err.Error(), "no proxy could be tapped") {
-		t.Skipf("the demo's proxies do not serve tap yet: %v", err)
-	}
-	if err != nil {
-		t.Fatalf("conduit top: %v", err)
-	}
 }
 
 // tableRows keeps the screen's request rows.
