@@ -80,7 +80,7 @@ func Run(ctx context.Context, streams IOStreams, args []string) error {
 		args = []string{"conduit"}
 	}
 	app := NewApp(streams, ProgName(args[0]))
-	return app.RunContext(ctx, args)
+	return app.RunContext(ctx, interspersed(app, args))
 }
 
 // NewApp assembles the command tree.

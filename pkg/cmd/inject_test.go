@@ -225,7 +225,7 @@ func TestInjectInputs(t *testing.T) {
 		{"404", []string{"inject", srv.URL + "/missing.yaml"}, "404"},
 		{"empty dir", []string{"inject", t.TempDir()}, "no .yaml, .yml or .json files"},
 		{"bad flag value", []string{"inject", "--proxy-memory-limit=lots", dir}, `--proxy-memory-limit: "lots" is not a Kubernetes quantity`},
-		{"flag after input", []string{"inject", dir, "--manual"}, "--manual: flags must come before the inputs"},
+		{"flag after input is honoured", []string{"inject", dir, "--manual"}, "--manual needs the mesh's trust anchors"},
 		{"uninject no input", []string{"uninject"}, "no input"},
 	}
 	for _, tt := range tests {
