@@ -134,6 +134,7 @@ func TestRenderContract(t *testing.T) {
 		"Namespace mesh",
 		"ServiceAccount mesh/conduit-controller",
 		"ClusterRole conduit-mesh-controller",
+		"ClusterRole conduit-mesh-tap",
 		"ClusterRoleBinding conduit-mesh-controller",
 		"Role mesh/conduit-controller",
 		"RoleBinding mesh/conduit-controller",
