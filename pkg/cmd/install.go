@@ -37,10 +37,7 @@ issuer unless you give your own, then waits until the controller is ready.
    ` + g.ProgName + ` install
    ` + g.ProgName + ` install --ha --set webhook.timeoutSeconds=5
    ` + g.ProgName + ` install -o yaml | kubectl apply --dry-run=server -f -`,
-		Flags: append(valueFlags(),
-			&cli.StringFlag{Name: "identity-trust-anchors-file", Usage: "PEM trust anchors to use instead of generating one"},
-			&cli.StringFlag{Name: "identity-issuer-certificate-file", Usage: "PEM issuer certificate signed by the trust anchors"},
-			&cli.StringFlag{Name: "identity-issuer-key-file", Usage: "PEM ECDSA P-256 private key of the issuer"},
+		Flags: append(append(valueFlags(), identityFlags("to use instead of generating them")...),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "only print the objects as yaml or json, touching nothing"},
 			&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait until the control plane is ready (--wait=false to return after applying)"},
 			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long --wait waits"},
@@ -50,15 +47,11 @@ issuer unless you give your own, then waits until the controller is ready.
 				return fmt.Errorf("install takes no arguments, got %q", c.Args().First())
 			}
 			o := installOptions{
-				values: valueOptions(c, g),
-				identity: install.IdentityFiles{
-					TrustAnchors: c.String("identity-trust-anchors-file"),
-					IssuerCert:   c.String("identity-issuer-certificate-file"),
-					IssuerKey:    c.String("identity-issuer-key-file"),
-				},
-				output:  c.String("output"),
-				wait:    c.Bool("wait"),
-				timeout: c.Duration("timeout"),
+				values:   valueOptions(c, g),
+				identity: identityFiles(c),
+				output:   c.String("output"),
+				wait:     c.Bool("wait"),
+				timeout:  c.Duration("timeout"),
 			}
 			return runInstall(c.Context, g, o)
 		},
@@ -183,4 +176,22 @@ func confirm(in io.Reader, out io.Writer, question string) bool {
 	line, _ := bufio.NewReader(in).ReadString('\n')
 	answer := strings.ToLower(strings.TrimSpace(line))
 	return answer == "y" || answer == "yes"
+}
+
+// identityFlags name the user's own trust anchors and issuer (install) or
+// their replacements (upgrade, e.g. to rotate an expiring issuer).
+func identityFlags(purpose string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "identity-trust-anchors-file", Usage: "PEM trust anchors " + purpose},
+		&cli.StringFlag{Name: "identity-issuer-certificate-file", Usage: "PEM issuer certificate signed by the trust anchors, " + purpose},
+		&cli.StringFlag{Name: "identity-issuer-key-file", Usage: "PEM ECDSA P-256 private key of the issuer, " + purpose},
+	}
+}
+
+func identityFiles(c *cli.Context) install.IdentityFiles {
+	return install.IdentityFiles{
+		TrustAnchors: c.String("identity-trust-anchors-file"),
+		IssuerCert:   c.String("identity-issuer-certificate-file"),
+		IssuerKey:    c.String("identity-issuer-key-file"),
+	}
 }

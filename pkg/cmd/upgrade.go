@@ -13,12 +13,13 @@ import (
 )
 
 type upgradeOptions struct {
-	values  install.ValueOptions
-	dryRun  bool
-	yes     bool
-	force   bool
-	wait    bool
-	timeout time.Duration
+	values   install.ValueOptions
+	identity install.IdentityFiles
+	dryRun   bool
+	yes      bool
+	force    bool
+	wait     bool
+	timeout  time.Duration
 }
 
 func upgradeCommand(g *Globals) *cli.Command {
@@ -32,8 +33,9 @@ server-side apply, deletes the objects the new version no longer has, and waits.
 before applying unless --yes; without a terminal it never asks.
 
    ` + g.ProgName + ` upgrade --dry-run
-   ` + g.ProgName + ` upgrade --yes --set webhook.timeoutSeconds=5`,
-		Flags: append(valueFlags(),
+   ` + g.ProgName + ` upgrade --yes --set webhook.timeoutSeconds=5
+   ` + g.ProgName + ` upgrade --identity-trust-anchors-file ca.crt --identity-issuer-certificate-file issuer.crt --identity-issuer-key-file issuer.key`,
+		Flags: append(append(valueFlags(), identityFlags("replacing the installed ones (all three together)")...),
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the diff against the cluster and change nothing"},
 			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "do not ask for confirmation"},
 			&cli.BoolFlag{Name: "force-conflicts", Usage: "take over fields another field manager changed (server-side apply --force-conflicts)"},
@@ -45,12 +47,13 @@ before applying unless --yes; without a terminal it never asks.
 				return fmt.Errorf("upgrade takes no arguments, got %q", c.Args().First())
 			}
 			return runUpgrade(c.Context, g, upgradeOptions{
-				values:  valueOptions(c, g),
-				dryRun:  c.Bool("dry-run"),
-				yes:     c.Bool("yes"),
-				force:   c.Bool("force-conflicts"),
-				wait:    c.Bool("wait"),
-				timeout: c.Duration("timeout"),
+				values:   valueOptions(c, g),
+				identity: identityFiles(c),
+				dryRun:   c.Bool("dry-run"),
+				yes:      c.Bool("yes"),
+				force:    c.Bool("force-conflicts"),
+				wait:     c.Bool("wait"),
+				timeout:  c.Duration("timeout"),
 			})
 		},
 	}
@@ -63,7 +66,7 @@ func runUpgrade(ctx context.Context, g *Globals, o upgradeOptions) error {
 	if err != nil {
 		return err
 	}
-	objs, from, err := client.RenderUpgrade(ctx, ns, install.UpgradeOptions{Values: o.values, Version: version.Version, Now: time.Now()})
+	objs, from, err := client.RenderUpgrade(ctx, ns, install.UpgradeOptions{Values: o.values, Identity: o.identity, Version: version.Version, Now: time.Now()})
 	if err != nil {
 		return err
 	}

@@ -22,9 +22,12 @@ const (
 
 // UpgradeOptions configure an upgrade.
 type UpgradeOptions struct {
-	Values  ValueOptions
-	Version string // the control plane version to upgrade to (the CLI's)
-	Now     time.Time
+	Values ValueOptions
+	// Identity, when given, replaces the installed trust anchors and issuer
+	// (rotating an expiring or expired issuer); all three files together.
+	Identity IdentityFiles
+	Version  string // the control plane version to upgrade to (the CLI's)
+	Now      time.Time
 }
 
 // NotInstalledError says there is nothing to upgrade or uninstall.
@@ -99,13 +102,20 @@ func (c *Client) RenderUpgrade(ctx context.Context, ns string, opts UpgradeOptio
 		return nil, "", err
 	}
 	vals["controlPlaneVersion"] = opts.Version
+	if opts.Identity.given() {
+		id, err := LoadIdentityFiles(opts.Now, opts.Identity.TrustAnchors, opts.Identity.IssuerCert, opts.Identity.IssuerKey)
+		if err != nil {
+			return nil, "", err
+		}
+		setIdentity(vals, id)
+	}
 	id := &Identity{
 		TrustAnchorsPEM: getString(vals, "identityTrustAnchorsPEM"),
 		IssuerCertPEM:   getString(vals, "identity", "issuer", "crtPEM"),
 		IssuerKeyPEM:    getString(vals, "identity", "issuer", "keyPEM"),
 	}
 	if err := id.Validate(opts.Now); err != nil {
-		return nil, "", fmt.Errorf("the installed identity is not usable (%w): put a valid issuer signed by the trust anchor into secret %s/%s, then retry", err, ns, IssuerSecretName)
+		return nil, "", fmt.Errorf("the installed identity is not usable (%w): give a new one with --identity-trust-anchors-file, --identity-issuer-certificate-file and --identity-issuer-key-file (or put a valid issuer signed by the trust anchor into secret %s/%s), then retry", err, ns, IssuerSecretName)
 	}
 	ch, err := LoadChart()
 	if err != nil {

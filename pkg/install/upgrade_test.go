@@ -2,8 +2,12 @@ package install
 
 import (
 	"context"
+	"encoding/base64"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -93,5 +97,45 @@ func TestRenderUpgradeNotInstalled(t *testing.T) {
 	_, _, err := c.RenderUpgrade(context.Background(), "mesh", UpgradeOptions{Version: "v1", Now: testNow})
 	if err == nil || !strings.Contains(err.Error(), "no Conduit control plane in namespace mesh") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+func TestRenderUpgradeReplacesAnExpiredIssuer(t *testing.T) {
+	installed, _ := renderForTest(t, ValueOptions{})
+	c := fakeInstalled(t, installed)
+	expired := testNow.Add(IssuerLifetime + 24*time.Hour)
+	if _, _, err := c.RenderUpgrade(context.Background(), "conduit", UpgradeOptions{Version: "v1.2.3", Now: expired}); err == nil ||
+		!strings.Contains(err.Error(), "--identity-issuer-certificate-file") {
+		t.Fatalf("upgrade over an expired issuer: err = %v, want a pointer to the identity flags", err)
+	}
+
+	fresh, err := GenerateIdentity(expired, "cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	files := IdentityFiles{
+		TrustAnchors: filepath.Join(dir, "ca.crt"),
+		IssuerCert:   filepath.Join(dir, "issuer.crt"),
+		IssuerKey:    filepath.Join(dir, "issuer.key"),
+	}
+	for path, pem := range map[string]string{files.TrustAnchors: fresh.TrustAnchorsPEM, files.IssuerCert: fresh.IssuerCertPEM, files.IssuerKey: fresh.IssuerKeyPEM} {
+		if err := os.WriteFile(path, []byte(pem), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	objs, _, err := c.RenderUpgrade(context.Background(), "conduit", UpgradeOptions{Version: "v1.2.3", Now: expired, Identity: files})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer := byKey(objs)["Secret conduit/conduit-identity-issuer"]["data"].(map[string]any)["tls.crt"]
+	if issuer != base64.StdEncoding.EncodeToString([]byte(strings.TrimSpace(fresh.IssuerCertPEM))) {
+		t.Errorf("the issuer secret does not carry the given issuer certificate")
+	}
+
+	files.IssuerKey = ""
+	if _, _, err := c.RenderUpgrade(context.Background(), "conduit", UpgradeOptions{Version: "v1.2.3", Now: expired, Identity: files}); err == nil ||
+		!strings.Contains(err.Error(), "must be given together") {
+		t.Errorf("two of three identity files: err = %v", err)
 	}
 }
