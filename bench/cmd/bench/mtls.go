@@ -135,9 +135,10 @@ func startTwoHops(ctx context.Context, e *benchEnv, _ protocol, target string) (
 		return nil, err
 	}
 	d = &deployment{loadArgs: []string{"-H", "Host: " + serviceAuthority}}
+	started := d // the error returns below set d to nil
 	defer func() {
 		if err != nil {
-			d.stop()
+			started.stop()
 		}
 	}()
 	// The server-side proxy's inbound address must be in the registry
@@ -164,7 +165,7 @@ func startTwoHops(ctx context.Context, e *benchEnv, _ protocol, target string) (
 	ctl, err := start(e.dir, nil, e.opts.pinned(e.opts.serverCPU, e.bins.controller,
 		"--discovery", "local", "--registry-file", registry, "--identity-issuer-dir", m.pkiDir,
 		"--local-tokens-file", m.tokens, "--trust-domain", trustDomain,
-		"--grpc-addr", grpcAddr, "--admin-addr", adminAddr, "--stats-scrape-interval", "0")...)
+		"--grpc-addr", grpcAddr, "--admin-addr", adminAddr, "--stats-interval", "0")...)
 	if err != nil {
 		return nil, err
 	}
