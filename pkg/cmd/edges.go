@@ -30,10 +30,7 @@ func edgesCommand(g *Globals) *cli.Command {
 			controlPlaneNamespaceFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			args, err := positionalArgs(c, g)
-			if err != nil {
-				return err
-			}
+			args := c.Args().Slice() // flags after them were moved in front by interspersed
 			res, err := parseTargetArgs(args)
 			if err != nil {
 				return err

@@ -58,10 +58,7 @@ func statCommand(g *Globals) *cli.Command {
 			controlPlaneNamespaceFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			args, err := positionalArgs(c, g)
-			if err != nil {
-				return err
-			}
+			args := c.Args().Slice() // flags after them were moved in front by interspersed
 			res, err := parseTargetArgs(args)
 			if err != nil {
 				return err
@@ -91,59 +88,6 @@ func parseTarget(s string) (targetArg, error) {
 		return targetArg{}, fmt.Errorf("resource %q: unknown resource type %q; use TYPE[/NAME] with TYPE one of namespace (ns), deployment (deploy), pod (po), service (svc), authority (au)", s, typ)
 	}
 	return targetArg{typ: typ, name: name}, nil
-}
-
-// positionalArgs returns the command's positional arguments, applying any
-// flags given after them (urfave/cli stops at the first positional one,
-// but kubectl users write `conduit stat deploy -n demo`).
-func positionalArgs(c *cli.Context, g *Globals) ([]string, error) {
-	var pos []string
-	args := c.Args().Slice()
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if !strings.HasPrefix(a, "-") || a == "-" {
-			pos = append(pos, a)
-			continue
-		}
-		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		f := findFlag(c.Command.Flags, name)
-		if f == nil {
-			return nil, fmt.Errorf("flag provided but not defined: %s (see '%s --help')", a, c.Command.HelpName)
-		}
-		if _, isBool := f.(*cli.BoolFlag); isBool && !hasValue {
-			value, hasValue = "true", true
-		}
-		if !hasValue {
-			if i+1 >= len(args) {
-				return nil, fmt.Errorf("flag needs an argument: %s", a)
-			}
-			i++
-			value = args[i]
-		}
-		// Aliases are separate flags to the flag set: set every name.
-		for _, n := range f.Names() {
-			if err := c.Set(n, value); err != nil {
-				return nil, fmt.Errorf("invalid value %q for flag %s: %w", value, a, err)
-			}
-		}
-	}
-	bindGlobals(g, c)
-	return pos, nil
-}
-
-func findFlag(flags []cli.Flag, name string) cli.Flag {
-	for _, f := range flags {
-		for _, n := range f.Names() {
-			if n == name {
-				return f
-			}
-		}
-	}
-	return nil
 }
 
 // parseTargetArgs accepts "TYPE/NAME" or "TYPE NAME" (kubectl style).

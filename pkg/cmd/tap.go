@@ -48,11 +48,7 @@ func tapFilterFlags(defaultRPS float64) []cli.Flag {
 }
 
 func tapFilterFrom(c *cli.Context, g *Globals) (tapFilter, error) {
-	args, err := positionalArgs(c, g)
-	if err != nil {
-		return tapFilter{}, err
-	}
-	res, err := parseTargetArgs(args)
+	res, err := parseTargetArgs(c.Args().Slice()) // flags after it were moved in front by interspersed
 	if err != nil {
 		return tapFilter{}, err
 	}
