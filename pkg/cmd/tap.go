@@ -47,7 +47,7 @@ func tapFilterFlags(defaultRPS float64) []cli.Flag {
 	}
 }
 
-func tapFilterFrom(c *cli.Context, g *Globals) (tapFilter, error) {
+func tapFilterFrom(c *cli.Context) (tapFilter, error) {
 	res, err := parseTargetArgs(c.Args().Slice()) // flags after it were moved in front by interspersed
 	if err != nil {
 		return tapFilter{}, err
@@ -82,7 +82,7 @@ func tapCommand(g *Globals) *cli.Command {
 		Flags: append(tapFilterFlags(ctltap.DefaultMaxRPS),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output format: wide or json (default: the live view on a terminal, lines otherwise)"}),
 		Action: func(c *cli.Context) error {
-			f, err := tapFilterFrom(c, g)
+			f, err := tapFilterFrom(c)
 			if err != nil {
 				return err
 			}

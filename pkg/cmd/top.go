@@ -34,7 +34,7 @@ func topCommand(g *Globals) *cli.Command {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output format: table or json (default: the live view on a terminal, a table otherwise)"},
 			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "how long to watch before printing a snapshot (piped or with -o)"}),
 		Action: func(c *cli.Context) error {
-			f, err := tapFilterFrom(c, g)
+			f, err := tapFilterFrom(c)
 			if err != nil {
 				return err
 			}
