@@ -101,7 +101,6 @@ func NewApp(streams IOStreams, progName string) *cli.App {
 		Suggest:              true,
 		Flags:                kubeFlags(),
 		Commands:             withKubeFlags(g, commands(g)),
-		Before:               func(c *cli.Context) error { bindGlobals(g, c); return nil },
 		ExitErrHandler:       func(*cli.Context, error) {}, // errors are printed once, by Main
 		OnUsageError:         usageError,
 	}

@@ -71,9 +71,6 @@ func flagArgs(flags []cli.Flag, args []string) int {
 			if n != name {
 				continue
 			}
-			if _, isBool := f.(*cli.BoolFlag); isBool {
-				return 1
-			}
 			if dv, ok := f.(cli.DocGenerationFlag); ok && !dv.TakesValue() {
 				return 1
 			}
