@@ -319,3 +319,12 @@ func parseKey(data []byte) (crypto.Signer, error) {
 		return nil, fmt.Errorf("unsupported PEM block %q (want EC PRIVATE KEY or PRIVATE KEY)", block.Type)
 	}
 }
+
+// identityFromValues is the identity the chart values carry.
+func identityFromValues(vals map[string]any) *Identity {
+	return &Identity{
+		TrustAnchorsPEM: getString(vals, "identityTrustAnchorsPEM"),
+		IssuerCertPEM:   getString(vals, "identity", "issuer", "crtPEM"),
+		IssuerKeyPEM:    getString(vals, "identity", "issuer", "keyPEM"),
+	}
+}

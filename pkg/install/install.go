@@ -49,11 +49,7 @@ func RenderInstall(opts InstallOptions) ([]*unstructured.Unstructured, map[strin
 	if opts.Identity.given() {
 		id, err = LoadIdentityFiles(opts.Now, opts.Identity.TrustAnchors, opts.Identity.IssuerCert, opts.Identity.IssuerKey)
 	} else if getString(vals, "identity", "issuer", "crtPEM") != "" {
-		id = &Identity{
-			TrustAnchorsPEM: getString(vals, "identityTrustAnchorsPEM"),
-			IssuerCertPEM:   getString(vals, "identity", "issuer", "crtPEM"),
-			IssuerKeyPEM:    getString(vals, "identity", "issuer", "keyPEM"),
-		}
+		id = identityFromValues(vals)
 		if err = id.Validate(opts.Now); err != nil {
 			err = fmt.Errorf("identity values: %w", err)
 		}

@@ -103,19 +103,17 @@ func (c *Client) RenderUpgrade(ctx context.Context, ns string, opts UpgradeOptio
 	}
 	vals["controlPlaneVersion"] = opts.Version
 	if opts.Identity.given() {
+		// Validated as it is loaded.
 		id, err := LoadIdentityFiles(opts.Now, opts.Identity.TrustAnchors, opts.Identity.IssuerCert, opts.Identity.IssuerKey)
 		if err != nil {
 			return nil, "", err
 		}
 		setIdentity(vals, id)
-	}
-	id := &Identity{
-		TrustAnchorsPEM: getString(vals, "identityTrustAnchorsPEM"),
-		IssuerCertPEM:   getString(vals, "identity", "issuer", "crtPEM"),
-		IssuerKeyPEM:    getString(vals, "identity", "issuer", "keyPEM"),
-	}
-	if err := id.Validate(opts.Now); err != nil {
-		return nil, "", fmt.Errorf("the installed identity is not usable (%w): give a new one with --identity-trust-anchors-file, --identity-issuer-certificate-file and --identity-issuer-key-file (or put a valid issuer signed by the trust anchor into secret %s/%s), then retry", err, ns, IssuerSecretName)
+	} else {
+		id := identityFromValues(vals)
+		if err := id.Validate(opts.Now); err != nil {
+			return nil, "", fmt.Errorf("the installed identity is not usable (%w): give a new one with --identity-trust-anchors-file, --identity-issuer-certificate-file and --identity-issuer-key-file (or put a valid issuer signed by the trust anchor into secret %s/%s), then retry", err, ns, IssuerSecretName)
+		}
 	}
 	ch, err := LoadChart()
 	if err != nil {
