@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +21,8 @@ import (
 	"github.com/conduitmesh/conduit/pkg/proxy/identity"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
+
+	"github.com/conduitmesh/conduit/pkg/pemcert"
 )
 
 // controlPlaneOptions connect the proxy to the controller's Destination and
@@ -117,7 +118,7 @@ func (o *controlPlaneOptions) connect(ctx context.Context, log *slog.Logger) (re
 		}
 	case o.trustAnchors != "":
 		var err error
-		if anchors, err = parseTrustAnchors(o.trustAnchors); err != nil {
+		if anchors, err = pemcert.Pool([]byte(o.trustAnchors)); err != nil {
 			return nil, nil, noop, fmt.Errorf("--trust-anchors (CONDUIT_PROXY_TRUST_ANCHORS): %w; want the PEM certificates of the trust anchors (ca-bundle.crt)", err)
 		}
 	}
@@ -185,32 +186,6 @@ func (o *controlPlaneOptions) connect(ctx context.Context, log *slog.Logger) (re
 		return res, nil, release, nil
 	}
 	return res, provider, release, nil
-}
-
-// parseTrustAnchors reads PEM text into a pool. Every CERTIFICATE block must
-// parse, and there must be at least one; other block types are ignored.
-func parseTrustAnchors(text string) (*x509.CertPool, error) {
-	pool := x509.NewCertPool()
-	n := 0
-	for rest := []byte(text); ; {
-		var block *pem.Block
-		if block, rest = pem.Decode(rest); block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %w", n+1, err)
-		}
-		pool.AddCert(c)
-		n++
-	}
-	if n == 0 {
-		return nil, errors.New("no PEM certificate")
-	}
-	return pool, nil
 }
 
 // isLoopback reports whether addr's host is a loopback IP or localhost.

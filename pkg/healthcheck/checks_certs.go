@@ -13,6 +13,8 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/conduitmesh/conduit/pkg/pemcert"
 )
 
 func (s *state) identity() Category {
@@ -31,7 +33,7 @@ func (s *state) identity() Category {
 				if err != nil {
 					return err
 				}
-				anchors, err := parseCerts([]byte(cm.Data[TrustRootsKey]))
+				anchors, err := pemcert.Parse([]byte(cm.Data[TrustRootsKey]))
 				if err != nil {
 					return fmt.Errorf("ConfigMap %s/%s key %s: %w", ns, TrustRootsConfigMapName, TrustRootsKey, err)
 				}
@@ -131,7 +133,7 @@ func (s *state) identity() Category {
 				if err != nil {
 					return err
 				}
-				cas, err := parseCerts(sec.Data["ca.crt"])
+				cas, err := pemcert.Parse(sec.Data["ca.crt"])
 				if err != nil {
 					return fmt.Errorf("Secret %s/%s key ca.crt: %w", ns, IssuerSecretName, err)
 				}
@@ -182,34 +184,10 @@ func validFor(c *x509.Certificate, now time.Time, d time.Duration, what string) 
 	return nil
 }
 
-// parseCerts reads every CERTIFICATE block of data; there must be one.
-func parseCerts(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parsing a certificate: %w", err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no PEM certificate found")
-	}
-	return out, nil
-}
-
 // certAndKey parses a PEM certificate and its private key and checks that
 // they belong together.
 func certAndKey(certPEM, keyPEM []byte) (*x509.Certificate, error) {
-	certs, err := parseCerts(certPEM)
+	certs, err := pemcert.Parse(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("tls.crt: %w", err)
 	}
@@ -256,7 +234,7 @@ func containsCert(set []*x509.Certificate, c *x509.Certificate) bool {
 
 // signedByAny reports whether cert is signed by a certificate in caPEM.
 func signedByAny(cert *x509.Certificate, caPEM []byte) bool {
-	cas, err := parseCerts(caPEM)
+	cas, err := pemcert.Parse(caPEM)
 	if err != nil {
 		return false
 	}

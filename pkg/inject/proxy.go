@@ -1,9 +1,7 @@
 package inject
 
 import (
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"strconv"
@@ -13,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/conduitmesh/conduit/pkg/pemcert"
 )
 
 // sidecar holds the nodes injected into a pod for one ProxyConfig. Built once
@@ -212,22 +212,8 @@ func CheckTrustAnchors(text string) error {
 	if strings.TrimSpace(text) == "" {
 		return errors.New("no identity trust anchors configured: the proxy needs the PEM trust anchors of the mesh (the " + TrustRootsConfigMap + " ConfigMap of the control plane)")
 	}
-	n := 0
-	for rest := []byte(text); ; {
-		var b *pem.Block
-		if b, rest = pem.Decode(rest); b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
-			return fmt.Errorf("identity trust anchors: certificate %d: %w", n+1, err)
-		}
-		n++
-	}
-	if n == 0 {
-		return errors.New("identity trust anchors: no PEM certificate")
+	if _, err := pemcert.Parse([]byte(text)); err != nil {
+		return fmt.Errorf("identity trust anchors: %w", err)
 	}
 	return nil
 }

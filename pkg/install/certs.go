@@ -14,6 +14,8 @@ import (
 	"math/big"
 	"os"
 	"time"
+
+	"github.com/conduitmesh/conduit/pkg/pemcert"
 )
 
 // Lifetimes of the certificates `conduit install` generates. The trust
@@ -215,7 +217,7 @@ func LoadIdentityFiles(now time.Time, anchorsFile, issuerCertFile, issuerKeyFile
 // Validate checks that the issuer is an unexpired ECDSA P-256 CA whose key
 // matches it and that chains to one of the unexpired trust anchors.
 func (id *Identity) Validate(now time.Time) error {
-	anchors, err := parseCerts([]byte(id.TrustAnchorsPEM))
+	anchors, err := pemcert.Parse([]byte(id.TrustAnchorsPEM))
 	if err != nil {
 		return fmt.Errorf("trust anchors: %w", err)
 	}
@@ -266,31 +268,8 @@ func checkValidity(c *x509.Certificate, now time.Time) error {
 	return nil
 }
 
-func parseCerts(data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("no PEM CERTIFICATE block found")
-	}
-	return certs, nil
-}
-
 func parseCert(data []byte) (*x509.Certificate, error) {
-	certs, err := parseCerts(data)
+	certs, err := pemcert.Parse(data)
 	if err != nil {
 		return nil, err
 	}

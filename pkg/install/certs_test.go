@@ -75,7 +75,7 @@ func TestLoadIdentityFiles(t *testing.T) {
 		{name: "key mismatch", anchors: anchors, crt: crt, key: write("other.key", other.IssuerKeyPEM), now: testNow, wantErr: "does not match"},
 		{name: "expired", anchors: anchors, crt: crt, key: key, now: testNow.Add(IssuerLifetime + time.Hour), wantErr: "expired on"},
 		{name: "not yet valid", anchors: anchors, crt: crt, key: key, now: testNow.Add(-time.Hour), wantErr: "not valid before"},
-		{name: "garbage", anchors: write("garbage.pem", "hello"), crt: crt, key: key, now: testNow, wantErr: "no PEM CERTIFICATE"},
+		{name: "garbage", anchors: write("garbage.pem", "hello"), crt: crt, key: key, now: testNow, wantErr: "no PEM certificate"},
 		{name: "cert as key", anchors: anchors, crt: crt, key: crt, now: testNow, wantErr: "unsupported PEM block"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

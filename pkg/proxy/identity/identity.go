@@ -13,7 +13,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +24,8 @@ import (
 	"time"
 
 	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
+
+	"github.com/conduitmesh/conduit/pkg/pemcert"
 )
 
 // Unary makes a unary gRPC call; *grpclite.Conn implements it.
@@ -139,26 +140,9 @@ func LoadTrustAnchors(path string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading trust anchors: %w", err)
 	}
-	pool := x509.NewCertPool()
-	n := 0
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("trust anchors file %s: %w", path, err)
-		}
-		pool.AddCert(c)
-		n++
-	}
-	if n == 0 {
-		return nil, fmt.Errorf("trust anchors file %s has no PEM certificate", path)
+	pool, err := pemcert.Pool(data)
+	if err != nil {
+		return nil, fmt.Errorf("trust anchors file %s: %w", path, err)
 	}
 	return pool, nil
 }
