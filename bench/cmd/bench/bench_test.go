@@ -2,6 +2,8 @@ package main
 
 import (
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -76,5 +78,42 @@ func TestHAProxyConfig(t *testing.T) {
 	tcp := haproxyConfig("tcp", "127.0.0.1:1", "127.0.0.1:2")
 	if !strings.Contains(tcp, "mode tcp") || strings.Contains(tcp, "http-reuse") {
 		t.Errorf("tcp config:\n%s", tcp)
+	}
+}
+
+func TestTapRaiseComparesTheSameRepetition(t *testing.T) {
+	samples := []sample{
+		{Rep: 0, Protocol: "http1", Point: "1000x4", System: "conduit", P99: 1.0},
+		{Rep: 0, Protocol: "http1", Point: "1000x4", System: "conduit-tap", P99: 1.05},
+		{Rep: 1, Protocol: "http1", Point: "1000x4", System: "conduit", P99: 2.0},
+		{Rep: 1, Protocol: "http1", Point: "1000x4", System: "conduit-tap", P99: 2.4},
+		{Rep: 2, Protocol: "http1", Point: "1000x4", System: "conduit", P99: 1.0},
+		{Rep: 2, Protocol: "http1", Point: "1000x4", System: "conduit-tap", Note: "failed: reader gone"},
+		{Rep: 0, Protocol: "grpc", Point: "1000x4", System: "conduit-tap", P99: 9},
+	}
+	raise, reps, ok := tapRaise(samples, "http1", "1000x4")
+	if !ok || reps != "+5.0, +20.0" {
+		t.Fatalf("tapRaise = %v, %q, %v; want repetitions +5.0 and +20.0", raise, reps, ok)
+	}
+	if d := raise - 0.125; d > 1e-9 || d < -1e-9 {
+		t.Errorf("raise = %v, want the median 0.125", raise)
+	}
+	if _, _, ok := tapRaise(samples, "h2", "1000x4"); ok {
+		t.Error("tapRaise reported a raise with no samples")
+	}
+}
+
+func TestScrapeReadsUnlabelledSeries(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "# HELP tap_subscribers Open tap streams.\n# TYPE tap_subscribers gauge\ntap_subscribers 1\n"+
+			"request_total{direction=\"inbound\"} 7\ntap_events_dropped_total 42\n")
+	}))
+	defer srv.Close()
+	m, err := scrape(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m["tap_subscribers"] != 1 || m["tap_events_dropped_total"] != 42 || len(m) != 2 {
+		t.Errorf("scrape = %v", m)
 	}
 }

@@ -184,7 +184,7 @@ func startTwoHops(ctx context.Context, e *benchEnv, _ protocol, target string) (
 		if sa == "client" {
 			d.addr = l.out
 		} else {
-			d.verify = func() error { return checkMTLS("http://" + l.admin + "/metrics") }
+			d.verify = func(*sample) error { return checkMTLS("http://" + l.admin + "/metrics") }
 		}
 	}
 	return d, nil

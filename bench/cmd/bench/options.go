@@ -40,7 +40,7 @@ type options struct {
 const (
 	fullPoints    = "20x4,20x16,200x4,200x16,1000x4,1000x16,2000x4,2000x16"
 	allProtocols  = "http1,http1-post,grpc,h2,tcp"
-	allSystems    = "direct,conduit,conduit-mtls,haproxy,gorelay,revproxy"
+	allSystems    = "direct,conduit,conduit-tap,conduit-tap-stalled,conduit-mtls,haproxy,gorelay,revproxy"
 	quickPoints   = "1000x4"
 	quickProtocol = "http1,grpc,tcp"
 )

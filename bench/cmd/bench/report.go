@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
@@ -73,6 +74,7 @@ type cell struct {
 	errors, count               int64
 	cpu                         float64 // median, -1 when not measured
 	rssIdle, rssAfter, hwm, pss int64   // worst over repetitions
+	tapEvents, tapDropped       int64   // sums over repetitions
 	note                        string
 }
 
@@ -120,6 +122,8 @@ func aggregate(samples []sample, proto, pt string, systemOrder []string) []cell 
 			c.count += s.Count
 			c.rssIdle, c.rssAfter = max(c.rssIdle, s.RSSIdle), max(c.rssAfter, s.RSSAfter)
 			c.hwm, c.pss = max(c.hwm, s.HWM), max(c.pss, s.PSS)
+			c.tapEvents += s.TapEvents
+			c.tapDropped += s.TapDropped
 		}
 		if c.n == 0 && c.note == "" {
 			continue
@@ -198,6 +202,9 @@ func renderReport(o *options, info runInfo, samples []sample) string {
 					cpu = fmt.Sprintf("%.3f", c.cpu)
 				}
 				errs := fmt.Sprintf("%d/%d", c.errors, c.count)
+				if c.tapEvents > 0 || c.tapDropped > 0 {
+					errs += fmt.Sprintf(" (tap: %d events read, %d dropped)", c.tapEvents, c.tapDropped)
+				}
 				if c.note != "" {
 					errs += " (" + c.note + ")"
 				}
@@ -263,10 +270,41 @@ func renderTargets(b *strings.Builder, samples []sample, o *options) {
 		fmt.Fprintf(b, "| added p99 ≤ HAProxy's | %+.3f ms | %+.3f ms | %s |\n", conduit.addP99, haproxy.addP99, verdict(conduit.addP99 <= haproxy.addP99))
 		fmt.Fprintf(b, "| CPU per 1000 rps ≤ HAProxy's | %.3f vCPU | %.3f vCPU | %s |\n", conduit.cpu, haproxy.cpu, verdict(conduit.cpu <= haproxy.cpu))
 	}
+	if raise, reps, ok := tapRaise(samples, "http1", "1000x4"); ok {
+		fmt.Fprintf(b, "| tapping at full rate raises p99 < 10 %% | %+.1f %% [%s] | 10 %% | %s |\n", raise*100, reps, verdict(raise < 0.10))
+	}
 	if conduit.errors > 0 {
 		fmt.Fprintf(b, "\nconduit-proxy had %d errors in %d requests at this point.\n", conduit.errors, conduit.count)
 	}
 	b.WriteString("\n")
+}
+
+// tapRaise is how much a tap reading every event raises conduit-proxy's
+// p99: the median over repetitions of conduit-tap's p99 over conduit's in
+// the same repetition, minus one; reps lists each repetition's figure.
+func tapRaise(samples []sample, proto, pt string) (raise float64, reps string, ok bool) {
+	p99 := map[string]map[int]float64{"conduit": {}, "conduit-tap": {}}
+	for _, s := range samples {
+		if s.Protocol == proto && s.Point == pt && s.Note == "" && p99[s.System] != nil {
+			p99[s.System][s.Rep] = s.P99
+		}
+	}
+	var raises []float64
+	var each []string
+	for _, rep := range slices.Sorted(maps.Keys(p99["conduit"])) {
+		base := p99["conduit"][rep]
+		tapped, ok := p99["conduit-tap"][rep]
+		if !ok || base <= 0 {
+			continue
+		}
+		r := tapped/base - 1
+		raises = append(raises, r)
+		each = append(each, fmt.Sprintf("%+.1f", r*100))
+	}
+	if len(raises) == 0 {
+		return 0, "", false
+	}
+	return median(raises), strings.Join(each, ", "), true
 }
 
 func priorityText(p string) string {

@@ -19,7 +19,7 @@ import (
 
 // binaries are the programs a run uses.
 type binaries struct {
-	fortio, conduitProxy, controller, tcprelay, revproxy, haproxy string
+	fortio, conduitProxy, controller, tcprelay, revproxy, tapreader, haproxy string
 }
 
 // benchEnv is what every run shares.
@@ -55,6 +55,10 @@ type sample struct {
 	PSS      int64   `json:"pss_kb"`
 	Load1    float64 `json:"loadavg1"`
 	Note     string  `json:"note,omitempty"`
+	// TapEvents and TapDropped are the tapped systems' events received by
+	// the reader and dropped by the proxy, over the warm-up and the run.
+	TapEvents  int64 `json:"tap_events,omitempty"`
+	TapDropped int64 `json:"tap_dropped,omitempty"`
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -160,8 +164,12 @@ func (s sample) summary() string {
 	if s.Note != "" {
 		return s.Note
 	}
-	return fmt.Sprintf("p50 %.3f p99 %.3f p99.9 %.3f max %.3f ms, %d errors, cpu %.3f vCPU/krps, rss %d→%d kB",
+	line := fmt.Sprintf("p50 %.3f p99 %.3f p99.9 %.3f max %.3f ms, %d errors, cpu %.3f vCPU/krps, rss %d→%d kB",
 		s.P50, s.P99, s.P999, s.Max, s.Errors, s.CPUPer1k, s.RSSIdle, s.HWM)
+	if s.TapEvents > 0 || s.TapDropped > 0 {
+		line += fmt.Sprintf(", tap events %d read, %d dropped", s.TapEvents, s.TapDropped)
+	}
+	return line
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
@@ -175,6 +183,7 @@ func build(ctx context.Context, repo, rev, dir string, withController bool) (b b
 		controller:   filepath.Join(dir, "conduit-controller"),
 		tcprelay:     filepath.Join(dir, "tcprelay"),
 		revproxy:     filepath.Join(dir, "revproxy"),
+		tapreader:    filepath.Join(dir, "tapreader"),
 	}
 	if b.haproxy, err = exec.LookPath("haproxy"); err != nil {
 		return b, "", err
@@ -210,6 +219,7 @@ func build(ctx context.Context, repo, rev, dir string, withController bool) (b b
 		{".", []string{"build", "-o", b.fortio, "fortio.org/fortio"}},
 		{".", []string{"build", "-o", b.tcprelay, "./cmd/tcprelay"}},
 		{".", []string{"build", "-o", b.revproxy, "./cmd/revproxy"}},
+		{".", []string{"build", "-o", b.tapreader, "./cmd/tapreader"}},
 		{proxySrc, []string{"build", "-o", b.conduitProxy, "./cmd/conduit-proxy"}},
 	}
 	if withController {
@@ -301,7 +311,7 @@ func (e *benchEnv) measure(ctx context.Context, sys system, proto protocol, pt p
 	}
 	res.fill(s)
 	if d.verify != nil {
-		if err := d.verify(); err != nil {
+		if err := d.verify(s); err != nil {
 			return err
 		}
 	}

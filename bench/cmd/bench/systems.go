@@ -48,8 +48,8 @@ type deployment struct {
 	measured []*proc  // the proxies whose CPU and memory are reported
 	helpers  []*proc  // processes that are not measured (a controller)
 	// verify, when set, checks after the load that traffic took the
-	// intended path.
-	verify func() error
+	// intended path, and may record what it saw in the sample.
+	verify func(*sample) error
 }
 
 func (d *deployment) stop() {
@@ -76,6 +76,10 @@ var systems = map[string]system{
 	"conduit": {name: "conduit", title: "conduit-proxy (1 hop, inbound)", supports: always, start: startConduit},
 	"conduit-mtls": {name: "conduit-mtls", title: "conduit-proxy ×2 with mTLS (outbound → inbound)",
 		supports: func(p protocol) bool { return p.name != "tcp" }, start: startTwoHops},
+	"conduit-tap": {name: "conduit-tap", title: "conduit-proxy (1 hop) tapped at full rate",
+		supports: func(p protocol) bool { return p.name != "tcp" }, start: startTapped(false)},
+	"conduit-tap-stalled": {name: "conduit-tap-stalled", title: "conduit-proxy (1 hop), a tap that never reads",
+		supports: func(p protocol) bool { return p.name != "tcp" }, start: startTapped(true)},
 	"haproxy": {name: "haproxy", title: "HAProxy", supports: always, start: startHAProxy},
 	"gorelay": {name: "gorelay", title: "Go io.Copy relay", supports: always,
 		start: func(ctx context.Context, e *benchEnv, _ protocol, target string) (*deployment, error) {
