@@ -26,7 +26,7 @@ import (
 const demoNamespace = "demo"
 
 // demoWorkloads are the demo's meshed deployments.
-var demoWorkloads = []string{"web", "books", "authors"}
+var demoWorkloads = []string{"web", "books", "authors", "traffic"}
 
 // mesh is a running `conduit demo`.
 type mesh struct {

@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -169,6 +171,8 @@ func lookupService(name, method string, get func(id string) (string, error)) *gr
 func serveGRPC(ctx context.Context, lis net.Listener, sd *grpc.ServiceDesc) error {
 	srv := grpc.NewServer()
 	srv.RegisterService(sd, struct{}{})
+	// The standard health service, for the demo's probes (kubelet-style).
+	healthpb.RegisterHealthServer(srv, health.NewServer())
 	go func() {
 		<-ctx.Done()
 		srv.GracefulStop()
@@ -207,6 +211,9 @@ func runWeb(ctx context.Context, lis net.Listener, o AppOptions) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "conduit demo bookshop: GET /books/{id} (ids 1-10)")
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /books/{id}", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)

@@ -68,6 +68,9 @@ type Options struct {
 	// ControllerRestartDelay is how long a dead controller stays down
 	// before the demo restarts it; default 5 s.
 	ControllerRestartDelay time.Duration
+	// ProbeEvery is how often every app is probed through its proxy, as
+	// the kubelet would; default DefaultProbeEvery.
+	ProbeEvery time.Duration
 	// IdentityLifetime is the lifetime of the proxies' certificates; 0
 	// keeps the controller's default (24 h).
 	IdentityLifetime time.Duration
@@ -107,6 +110,9 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.ControllerRestartDelay <= 0 {
 		o.ControllerRestartDelay = 5 * time.Second
 	}
+	if o.ProbeEvery <= 0 {
+		o.ProbeEvery = DefaultProbeEvery
+	}
 	if o.Duration < 0 {
 		return fmt.Errorf("--duration %v: want a positive duration, or 0 to run until interrupted", o.Duration)
 	}
@@ -142,6 +148,10 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := d.printInfo(); err != nil {
 		return err
 	}
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	probed := make(chan struct{})
+	go func() { defer close(probed); d.probeLoop(probeCtx, o.ProbeEvery) }()
+	defer func() { stopProbes(); <-probed }()
 	return d.supervise(ctx)
 }
 

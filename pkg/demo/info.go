@@ -88,7 +88,8 @@ func (d *demo) printInfo() error {
 	}
 	fmt.Fprintf(tw, "controller\tgrpc %s\t-\t-\t%s\t-\n", in.Controller.GRPCAddr, in.Controller.AdminAddr)
 	tw.Flush()
-	fmt.Fprintf(d.opts.Out, "\nweb calls books and authors over gRPC; books fails %.0f%% of lookups on purpose; traffic sends %.0f requests/s to web.\n", d.opts.FailureRate*100, d.opts.RPS)
+	fmt.Fprintf(d.opts.Out, "\nweb calls books and authors over gRPC; books fails %.0f%% of lookups on purpose; traffic sends %.0f requests/s to web;\n"+
+		"every app is health-checked through its proxy every %s, from outside the mesh, as the kubelet would.\n", d.opts.FailureRate*100, d.opts.RPS, d.opts.ProbeEvery)
 	fmt.Fprintf(d.opts.Out, "\nIn another terminal:\n\n  %s\n", in.Export)
 	for _, t := range in.Try {
 		fmt.Fprintf(d.opts.Out, "  %s\n", t)

@@ -15,7 +15,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 // fixedDemo is a demo with fixed addresses, as prepare would lay it out.
 func fixedDemo(output string, out *bytes.Buffer) *demo {
 	d := &demo{
-		opts:            Options{Output: output, FailureRate: 0.05, RPS: 10, Out: out},
+		opts:            Options{Output: output, FailureRate: 0.05, RPS: 10, ProbeEvery: DefaultProbeEvery, Out: out},
 		dir:             "/tmp/conduit-demo-123",
 		controllerGRPC:  "127.0.0.1:40001",
 		controllerAdmin: "127.0.0.1:40002",
