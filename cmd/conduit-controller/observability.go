@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 
 	"google.golang.org/grpc"
 
@@ -27,19 +28,33 @@ func (c *controller) setUpObservability(ownID identity.ID) *observability {
 	o := c.opts
 	var pods stats.Pods
 	tcfg := tap.Config{Log: c.log.With("service", "tap")}
+	local := true
 	switch b := c.backend.(type) {
 	case *kube.Backend:
+		local = false
 		pods = stats.PodsFunc(stats.KubePods{Pods: b.PodLister(), Services: b.ServiceLister(), TrustDomain: o.trustDomain}.List)
 		tcfg.Authorizer = tap.KubeAuthorizer{Client: c.client}
-		if c.identity != nil {
-			ids := c.identity
-			tcfg.Dial = tap.MTLSDialer(func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-				return ids.Certificate(ownID)
-			}, ids.Issuer().Anchors())
-		}
 	default:
-		// Local mode: proxies listen on loopback and accept plaintext taps from it.
 		pods = stats.RegistryFilePods(o.registryFile)
+	}
+	// Proxies with an identity are tapped over mTLS as the controller's own
+	// identity, the only one they let tap them; in local mode (`conduit
+	// demo`) too, so that the demo takes the cluster's path. Without an
+	// issuer, or for a local proxy without identity, plaintext: proxies
+	// accept it from loopback only.
+	if c.identity != nil {
+		ids := c.identity
+		tcfg.Dial = tap.MTLSDialer(func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return ids.Certificate(ownID)
+		}, func() *x509.CertPool {
+			if is := ids.Issuer(); is != nil {
+				return is.Anchors()
+			}
+			return nil
+		})
+		if local {
+			tcfg.Dial = tap.MeshDialer(tcfg.Dial, tap.InsecureDialer)
+		}
 	}
 	tcfg.Pods = pods
 	return &observability{

@@ -84,7 +84,8 @@ type Config struct {
 
 	// AdminRoutes are extra handlers on the admin listener, by ServeMux
 	// pattern (e.g. the tap gRPC method); the admin listener speaks
-	// HTTP/1.1 and h2c, so gRPC handlers work there.
+	// HTTP/1.1 and h2c, and HTTP/2 over mTLS with the proxy's identity
+	// (TLS), so gRPC handlers work there.
 	AdminRoutes map[string]http.Handler
 	// ExtraMetrics are appended to /metrics (e.g. tap's counters).
 	ExtraMetrics []func(io.Writer) error
@@ -295,7 +296,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := admin.Serve(p.adminLn); err != nil && !errors.Is(err, errServerClosed) {
+			if err := p.serveAdmin(admin); err != nil && !errors.Is(err, errServerClosed) {
 				errc <- fmt.Errorf("admin listener: %w", err)
 			}
 		}()

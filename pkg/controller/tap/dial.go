@@ -16,9 +16,11 @@ import (
 
 // MTLSDialer dials proxies' admin ports with mutual TLS: the controller
 // presents its own identity certificate (from getCert, which may rotate),
-// and each proxy must present a certificate that chains to roots and names
-// the pod's identity (its SPIFFE ID), like a meshed peer.
-func MTLSDialer(getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error), roots *x509.CertPool) Dialer {
+// and each proxy must present a certificate that chains to the trust
+// anchors and names the pod's identity (its SPIFFE ID), like a meshed peer.
+// roots returns the current trust anchors; it is called at every
+// handshake, so that rotated anchors apply to the next tap.
+func MTLSDialer(getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error), roots func() *x509.CertPool) Dialer {
 	return func(_ context.Context, pod stats.Pod) (tapv1.TapClient, func(), error) {
 		if pod.Identity == "" {
 			return nil, nil, fmt.Errorf("pod %s/%s: no identity to verify its proxy against", pod.Namespace, pod.Name)
@@ -40,9 +42,21 @@ func MTLSDialer(getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, err
 	}
 }
 
-// verifyIdentity checks a peer's chain against roots and its URI SAN
+// MeshDialer dials a pod's proxy with mtls when the pod has an identity
+// and with plaintext otherwise: for local mode, where a proxy without an
+// identity listens on loopback and accepts plaintext taps from it.
+func MeshDialer(mtls, plaintext Dialer) Dialer {
+	return func(ctx context.Context, pod stats.Pod) (tapv1.TapClient, func(), error) {
+		if pod.Identity == "" {
+			return plaintext(ctx, pod)
+		}
+		return mtls(ctx, pod)
+	}
+}
+
+// verifyIdentity checks a peer's chain against roots() and its URI SAN
 // against want.
-func verifyIdentity(roots *x509.CertPool, want string) func([][]byte, [][]*x509.Certificate) error {
+func verifyIdentity(roots func() *x509.CertPool, want string) func([][]byte, [][]*x509.Certificate) error {
 	return func(raw [][]byte, _ [][]*x509.Certificate) error {
 		if len(raw) == 0 {
 			return errors.New("the proxy presented no certificate")
@@ -59,7 +73,11 @@ func verifyIdentity(roots *x509.CertPool, want string) func([][]byte, [][]*x509.
 		for _, c := range certs[1:] {
 			inter.AddCert(c)
 		}
-		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter,
+		pool := roots()
+		if pool == nil {
+			return errors.New("no trust anchors to verify the proxy's certificate against")
+		}
+		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter,
 			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 			return fmt.Errorf("verifying the proxy's certificate: %w", err)
 		}

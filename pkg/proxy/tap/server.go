@@ -2,7 +2,6 @@ package tap
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/conduitmesh/conduit/pkg/proxy/identity"
 )
 
 // ObservePath is the gRPC method the Server handles.
@@ -331,14 +332,28 @@ func readMessage(r io.Reader) ([]byte, error) {
 
 // authorize admits the controller's identity over TLS and, in plaintext,
 // only loopback callers.
+//
+// Over TLS the peer's certificate has already been verified: the admin
+// listener terminates TLS with the proxy's identity (tlsconf.Provider's
+// ServerConfig), which requires a client certificate and refuses the
+// handshake unless it chains to the trust anchors and names a SPIFFE ID.
+// What is left is to check which identity it names.
 func (s *Server) authorize(r *http.Request) error {
 	if r.TLS != nil {
-		if len(r.TLS.PeerCertificates) == 0 {
-			return fmt.Errorf("no client certificate; only %s may tap", s.cfg.ControllerID)
+		allowed := "only " + s.cfg.ControllerID + " may"
+		if s.cfg.ControllerID == "" {
+			allowed = "the proxy knows no controller identity (--controller-identity), so only loopback callers may, in plaintext"
 		}
-		id := peerID(r.TLS.PeerCertificates[0])
+		if len(r.TLS.PeerCertificates) == 0 {
+			return fmt.Errorf("no client certificate: %s", allowed)
+		}
+		id := identity.PeerID(r.TLS.PeerCertificates)
 		if s.cfg.ControllerID == "" || id != s.cfg.ControllerID {
-			return fmt.Errorf("identity %q may not tap this proxy", id)
+			who := "identity " + id
+			if id == "" {
+				who = "a certificate without a SPIFFE ID"
+			}
+			return fmt.Errorf("%s may not tap this proxy: %s", who, allowed)
 		}
 		return nil
 	}
@@ -351,13 +366,4 @@ func (s *Server) authorize(r *http.Request) error {
 		return fmt.Errorf("plaintext tap is allowed from loopback only, not %s", host)
 	}
 	return nil
-}
-
-func peerID(c *x509.Certificate) string {
-	for _, u := range c.URIs {
-		if u.Scheme == "spiffe" {
-			return u.String()
-		}
-	}
-	return ""
 }
