@@ -97,7 +97,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				streamErr = rw.upErr
 			}
 			rw.obs.Ended(EndInfo{Status: status, GRPCStatus: grpcStatus, Latency: latency,
-				Duration: time.Since(start), Err: streamErr, ProxyError: rw.proxyErr})
+				Duration: time.Since(start), ResponseBytes: rw.written, Err: streamErr, ProxyError: rw.proxyErr})
 		}
 	}()
 
@@ -344,6 +344,7 @@ type respWriter struct {
 	proxyErr  string
 	upErr     error
 	obs       Observation
+	written   int64 // response body bytes written
 }
 
 func (w *respWriter) WriteHeader(code int) {
@@ -365,7 +366,9 @@ func (w *respWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.written += int64(n)
+	return n, err
 }
 
 // Hijack is used by ReverseProxy for upgrades (101 Switching Protocols).

@@ -56,6 +56,12 @@ type EndInfo struct {
 	GRPCStatus string // "" when not gRPC
 	// Latency is the time to the response's headers; Duration to its end.
 	Latency, Duration time.Duration
+	// ResponseBytes is the number of response body bytes written to the
+	// client (DATA frames over HTTP/2, gRPC messages with their 5-byte
+	// prefixes; the decoded body of a chunked HTTP/1.1 response, without
+	// framing or trailers). Bytes relayed after an Upgrade or a CONNECT
+	// are not counted.
+	ResponseBytes int64
 	// Err is set when the stream failed (reset, upstream error).
 	Err error
 	// ProxyError is the conduit-proxy-error reason when the proxy itself

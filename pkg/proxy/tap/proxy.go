@@ -41,12 +41,7 @@ func (s *Server) RequestStarted(r *http.Request, info proxy.RequestInfo) proxy.O
 }
 
 // ResponseStarted implements proxy.Observation.
-// The body length is taken from Content-Length, when the response has one:
-// the proxy's seam does not count body bytes.
 func (r *request) ResponseStarted(status int, header http.Header) {
-	if n, err := strconv.ParseInt(header.Get("Content-Length"), 10, 64); err == nil && n >= 0 {
-		r.bodyLen = n
-	}
 	r.Response(status, header)
 }
 
@@ -69,7 +64,7 @@ func (r *request) Ended(e proxy.EndInfo) {
 	default:
 		reset = resetInternalError
 	}
-	r.End(grpcStatus, r.bodyLen, reset)
+	r.End(grpcStatus, e.ResponseBytes, reset)
 }
 
 var _ proxy.Observer = (*Server)(nil)

@@ -3,43 +3,75 @@ package tap
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/protobuf/proto"
 
 	tapv1 "github.com/conduitmesh/conduit/pkg/api/tap/v1"
 	"github.com/conduitmesh/conduit/pkg/proxy"
 )
 
-// TestThroughProxy taps requests carried by a real proxy's inbound side.
-func TestThroughProxy(t *testing.T) {
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/fail" {
-			http.Error(w, "nope", http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Length", "5")
-		io.WriteString(w, "hello")
-	}))
-	defer backend.Close()
+// startTapped runs a proxy whose inbound side forwards to target, with a
+// subscriber to all its requests' events.
+func startTapped(t *testing.T, target string) (*proxy.Proxy, *subscriber) {
+	t.Helper()
 	ts := NewServer(Config{})
-	p, err := proxy.New(proxy.Config{InboundAddr: "127.0.0.1:0", InboundTarget: strings.TrimPrefix(backend.URL, "http://"), Observer: ts})
+	p, err := proxy.New(proxy.Config{InboundAddr: "127.0.0.1:0", InboundTarget: target, Observer: ts})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-
+	t.Cleanup(func() { cancel(); <-done })
 	sub := &subscriber{match: matchAll, ch: make(chan []byte, 16)}
 	ts.add(sub)
+	return p, sub
+}
+
+// nextEvent decodes sub's next event.
+func nextEvent(t *testing.T, sub *subscriber) *tapv1.TapEvent {
+	t.Helper()
+	var ev tapv1.TapEvent
+	select {
+	case b := <-sub.ch:
+		if err := proto.Unmarshal(b, &ev); err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event within 10s")
+	}
+	return &ev
+}
+
+// TestThroughProxy taps requests carried by a real proxy's inbound side.
+func TestThroughProxy(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/fail":
+			http.Error(w, "nope", http.StatusServiceUnavailable)
+		case "/chunked":
+			// No Content-Length: the response is chunked.
+			io.WriteString(w, "chun")
+			http.NewResponseController(w).Flush()
+			io.WriteString(w, "ked")
+		default:
+			w.Header().Set("Content-Length", "5")
+			io.WriteString(w, "hello")
+		}
+	}))
+	defer backend.Close()
+	p, sub := startTapped(t, strings.TrimPrefix(backend.URL, "http://"))
 	client := &http.Client{Timeout: 10 * time.Second}
-	for _, path := range []string{"/ok", "/fail"} {
+	for _, path := range []string{"/ok", "/fail", "/chunked"} {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+p.InboundAddr()+path, nil)
 		req.Header.Set("Cookie", "session=secret")
 		resp, err := client.Do(req)
@@ -50,16 +82,8 @@ func TestThroughProxy(t *testing.T) {
 		resp.Body.Close()
 	}
 	var got []string
-	for len(got) < 6 {
-		var ev tapv1.TapEvent
-		select {
-		case b := <-sub.ch:
-			if err := proto.Unmarshal(b, &ev); err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("events so far: %v", got)
-		}
+	for len(got) < 9 {
+		ev := nextEvent(t, sub)
 		h := ev.GetHttp()
 		switch {
 		case h.GetRequestInit() != nil:
@@ -80,8 +104,56 @@ func TestThroughProxy(t *testing.T) {
 			got = append(got, "end "+strings.Repeat("x", int(e.GetResponseBytes())))
 		}
 	}
-	want := "req GET /ok|rsp OK|end xxxxx|req GET /fail|rsp Service Unavailable|end "
-	if g := strings.Join(got, "|"); !strings.HasPrefix(g, "req GET /ok|rsp OK|end xxxxx|req GET /fail|rsp Service Unavailable|end") {
+	// The error body is "nope\n" (5 bytes); the chunked body's length is
+	// its decoded length.
+	want := "req GET /ok|rsp OK|end xxxxx|req GET /fail|rsp Service Unavailable|end xxxxx|req GET /chunked|rsp OK|end xxxxxxx"
+	if g := strings.Join(got, "|"); g != want {
 		t.Errorf("events:\n%s\nwant:\n%s", g, want)
+	}
+}
+
+type echoService struct {
+	testpb.UnimplementedTestServiceServer
+}
+
+func (echoService) UnaryCall(_ context.Context, r *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	return &testpb.SimpleResponse{Payload: &testpb.Payload{Body: make([]byte, r.GetResponseSize())}}, nil
+}
+
+// TestThroughProxyGRPC: the end event of a gRPC call counts the response
+// messages' bytes (gRPC responses have no Content-Length).
+func TestThroughProxyGRPC(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	testpb.RegisterTestServiceServer(gs, echoService{})
+	go gs.Serve(lis)
+	defer gs.Stop()
+	p, sub := startTapped(t, lis.Addr().String())
+	cc, err := grpc.NewClient(p.InboundAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer ccancel()
+	resp, err := testpb.NewTestServiceClient(cc).UnaryCall(cctx, &testpb.SimpleRequest{ResponseSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := int64(5 + proto.Size(resp)) // one length-prefixed message
+	for {
+		ev := nextEvent(t, sub)
+		if e := ev.GetHttp().GetResponseEnd(); e != nil {
+			if got := int64(e.GetResponseBytes()); got != want {
+				t.Errorf("response bytes = %d, want %d", got, want)
+			}
+			if e.GetEos().GetGrpcStatusCode() != 0 {
+				t.Errorf("end = %v, want grpc-status 0", e)
+			}
+			return
+		}
 	}
 }

@@ -153,9 +153,6 @@ type request struct {
 	subs  []*subscriber
 	start time.Time
 	rsp   atomic.Int64 // response start, UnixNano; 0 before Response
-	// bodyLen is the response's Content-Length (0 when unknown); written by
-	// ResponseStarted before Ended, on the request's goroutine.
-	bodyLen int64
 }
 
 func (r *request) publish(ev []byte) {
