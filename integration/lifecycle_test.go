@@ -209,8 +209,10 @@ func TestLifecycle(t *testing.T) {
 				t.Errorf("unexpected changed line %q in:\n%s", l, res.Stdout)
 			}
 		}
-		if len(changed) != 4 {
-			t.Errorf("%d changed lines, want 4 (timeoutSeconds 10 -> 7 in two objects):\n%s", len(changed), res.Stdout)
+		// 10 -> 7 in the webhook and in conduit-config's merged values, and
+		// the --set added to the user values recorded there.
+		if len(changed) != 5 {
+			t.Errorf("%d changed lines, want 5 (timeoutSeconds 10 -> 7 in two places, + 7 in the user values):\n%s", len(changed), res.Stdout)
 		}
 	})
 

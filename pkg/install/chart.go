@@ -102,8 +102,37 @@ func Render(ch *chart.Chart, userValues map[string]any) ([]*unstructured.Unstruc
 		}
 		objs = append(objs, got...)
 	}
+	if err := recordUserValues(objs, userValues); err != nil {
+		return nil, err
+	}
 	SortForApply(objs)
 	return objs, nil
+}
+
+// UserValuesKey is the key of ConfigMap conduit-config that holds the values
+// the user gave (flags, files, generated certificates; private keys
+// removed), as Helm keeps a release's config apart from the chart's
+// defaults. `conduit upgrade` re-renders from them, so a new version's
+// chart defaults apply unless the user set a value. The chart's own
+// "values" key holds the merged values (what `helm template` also writes).
+const UserValuesKey = "userValues"
+
+// recordUserValues adds the user values to the rendered conduit-config.
+func recordUserValues(objs []*unstructured.Unstructured, userValues map[string]any) error {
+	vals := deepCopyMap(userValues)
+	deletePath(vals, "identity", "issuer", "keyPEM")
+	deletePath(vals, "webhook", "keyPEM")
+	delete(vals, "controlPlaneVersion")
+	b, err := yaml.Marshal(vals)
+	if err != nil {
+		return fmt.Errorf("recording the install's values: %w", err)
+	}
+	for _, o := range objs {
+		if o.GetKind() == "ConfigMap" && o.GetName() == ConfigMapName {
+			return unstructured.SetNestedField(o.Object, string(b), "data", UserValuesKey)
+		}
+	}
+	return nil
 }
 
 // DecodeObjects parses a multi-document YAML (or JSON) stream into objects,

@@ -45,6 +45,9 @@ func RenderInstall(opts InstallOptions) ([]*unstructured.Unstructured, map[strin
 	vals["controlPlaneVersion"] = opts.Version
 	ns := valueOr(vals, ch.Values, "namespace")
 	td := valueOr(vals, ch.Values, "identityTrustDomain")
+	// Pinned in the recorded user values: upgrades keep them even if a new
+	// chart's defaults differ (the identities are issued for td).
+	vals["namespace"], vals["identityTrustDomain"] = ns, td
 	var id *Identity
 	if opts.Identity.given() {
 		id, err = LoadIdentityFiles(opts.Now, opts.Identity.TrustAnchors, opts.Identity.IssuerCert, opts.Identity.IssuerKey)

@@ -37,8 +37,9 @@ func (e *NotInstalledError) Error() string {
 	return fmt.Sprintf("no Conduit control plane in namespace %s (configmap %s not found): install it with `conduit install`, or name its namespace with -n", e.Namespace, ConfigMapName)
 }
 
-// InstalledValues reads the values recorded by the install in ns, with the
-// certificates and keys from the cluster's identity objects.
+// InstalledValues reads the values the user gave the install in ns (not the
+// chart's defaults of that version), with the certificates and keys from the
+// cluster's identity objects.
 func (c *Client) InstalledValues(ctx context.Context, ns string, now time.Time) (vals map[string]any, version string, err error) {
 	core := c.Kube.CoreV1()
 	cm, err := core.ConfigMaps(ns).Get(ctx, ConfigMapName, metav1.GetOptions{})
@@ -48,7 +49,13 @@ func (c *Client) InstalledValues(ctx context.Context, ns string, now time.Time) 
 	if err != nil {
 		return nil, "", fmt.Errorf("reading configmap %s/%s: %w", ns, ConfigMapName, explain(err))
 	}
-	parsed, err := chartutil.ReadValues([]byte(cm.Data["values"]))
+	// Installs before UserValuesKey existed recorded only the merged values:
+	// upgrading those keeps their old chart defaults.
+	recorded, ok := cm.Data[UserValuesKey]
+	if !ok {
+		recorded = cm.Data["values"]
+	}
+	parsed, err := chartutil.ReadValues([]byte(recorded))
 	if err != nil {
 		return nil, "", fmt.Errorf("configmap %s/%s has unreadable values (fix or restore it, then retry): %w", ns, ConfigMapName, err)
 	}

@@ -77,6 +77,42 @@ func TestRenderUpgradeKeepsValuesAndCertificates(t *testing.T) {
 	}
 }
 
+// An install made by an older version recorded that version's chart
+// defaults in "values"; upgrade must re-render from the user's own values so
+// the new chart's defaults apply, like `helm upgrade` without --reuse-values.
+func TestRenderUpgradeAppliesNewChartDefaults(t *testing.T) {
+	installed, _ := renderForTest(t, ValueOptions{Set: []string{"webhook.timeoutSeconds=4"}})
+	cm := byKey(installed)["ConfigMap conduit/"+ConfigMapName]["data"].(map[string]any)
+	user := cm[UserValuesKey].(string)
+	if strings.Contains(user, "failurePolicy") || !strings.Contains(user, "timeoutSeconds: 4") || strings.Contains(user, "PRIVATE KEY") {
+		t.Fatalf("recorded user values hold chart defaults, miss the user's --set or hold a private key:\n%s", user)
+	}
+	// The older chart's default failurePolicy was Fail.
+	cm["values"] = strings.Replace(cm["values"].(string), "failurePolicy: Ignore", "failurePolicy: Fail", 1)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, wantPolicy string
+		legacy           bool
+	}{
+		{"user values recorded", "Ignore", false},
+		{"installed before user values were recorded", "Fail", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.legacy {
+				delete(cm, UserValuesKey)
+			}
+			objs, _, err := fakeInstalled(t, installed).RenderUpgrade(ctx, "conduit", UpgradeOptions{Version: "v1.3.0", Now: testNow})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wh := byKey(objs)["MutatingWebhookConfiguration conduit-proxy-injector"]["webhooks"].([]any)[0].(map[string]any)
+			if wh["failurePolicy"] != tc.wantPolicy || wh["timeoutSeconds"] != float64(4) {
+				t.Errorf("failurePolicy %v, timeoutSeconds %v; want %s and the user's 4", wh["failurePolicy"], wh["timeoutSeconds"], tc.wantPolicy)
+			}
+		})
+	}
+}
+
 func TestRenderUpgradeRenewsExpiringWebhookCert(t *testing.T) {
 	installed, _ := renderForTest(t, ValueOptions{})
 	c := fakeInstalled(t, installed)
