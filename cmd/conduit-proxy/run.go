@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/conduitmesh/conduit/pkg/proxy"
-	"github.com/conduitmesh/conduit/pkg/proxy/identity"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 	"github.com/conduitmesh/conduit/pkg/proxy/tap"
 )
@@ -147,7 +146,7 @@ func run(ctx context.Context, o *runOptions, stderr io.Writer) error {
 	// (plaintext HTTP/1.1 and h2c, and mTLS with the proxy's identity on the
 	// same port); only the controller's identity over mTLS, or a loopback
 	// caller in plaintext, may open one.
-	taps := tap.NewServer(tap.Config{ControllerID: tapIdentity(o.controlPlane), Log: log})
+	taps := tap.NewServer(tap.Config{ControllerID: o.controlPlane.controllerIdentity, Log: log})
 	p, err := proxy.New(proxy.Config{
 		InboundAddr:       o.inboundListen,
 		OutboundAddr:      o.outboundListen,
@@ -174,28 +173,6 @@ func run(ctx context.Context, o *runOptions, stderr io.Writer) error {
 		return err
 	}
 	return p.Run(ctx)
-}
-
-// defaultControllerNamespace is the controller's namespace when the proxy
-// is not told its identity (conduit-controller --controller-namespace).
-const defaultControllerNamespace = "conduit"
-
-// tapIdentity is the identity allowed to tap over mTLS: --controller-identity
-// (the injector sets it) or, for a proxy with an identity but no
-// --controller-identity (`conduit demo`, whose controller connection is
-// plaintext on loopback), the controller's default identity in the proxy's
-// trust domain, spiffe://<trust-domain>/ns/conduit/sa/conduit-controller,
-// which only the controller's issuer can certify. "" (plaintext tap from
-// loopback only) for a proxy without identity.
-func tapIdentity(cp *controlPlaneOptions) string {
-	if cp.controllerIdentity != "" {
-		return cp.controllerIdentity
-	}
-	id, err := identity.ParseSPIFFEID(cp.identityName)
-	if cp.identityName == "" || err != nil {
-		return ""
-	}
-	return "spiffe://" + id.Host + "/ns/" + defaultControllerNamespace + "/sa/conduit-controller"
 }
 
 // chainResolver asks static routes first, then discovery.

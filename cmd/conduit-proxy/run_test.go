@@ -128,22 +128,3 @@ func TestRunMainErrors(t *testing.T) {
 		})
 	}
 }
-
-func TestTapIdentity(t *testing.T) {
-	tests := []struct {
-		name string
-		cp   controlPlaneOptions
-		want string
-	}{
-		{"controller identity given", controlPlaneOptions{identityName: "spiffe://example.org/ns/demo/sa/web", controllerIdentity: "spiffe://example.org/ns/mesh/sa/conduit-controller"},
-			"spiffe://example.org/ns/mesh/sa/conduit-controller"},
-		{"derived from the proxy's trust domain", controlPlaneOptions{identityName: "spiffe://example.org/ns/demo/sa/web"},
-			"spiffe://example.org/ns/conduit/sa/conduit-controller"},
-		{"no identity: loopback plaintext only", controlPlaneOptions{}, ""},
-	}
-	for _, tc := range tests {
-		if got := tapIdentity(&tc.cp); got != tc.want {
-			t.Errorf("%s: tapIdentity = %q, want %q", tc.name, got, tc.want)
-		}
-	}
-}

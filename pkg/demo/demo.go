@@ -43,6 +43,10 @@ const Namespace = "demo"
 const (
 	trustDomain = "cluster.local"
 	servicePort = 8080
+	// The controller runs as if in namespace "conduit", with the service
+	// account a cluster install gives it.
+	controllerNamespace = "conduit"
+	controllerIdentity  = "spiffe://" + trustDomain + "/ns/" + controllerNamespace + "/sa/conduit-controller"
 )
 
 // Options configure Run.
@@ -321,6 +325,7 @@ func (d *demo) newController() *child {
 			"--identity-issuer-dir", filepath.Join(d.dir, "pki"),
 			"--local-tokens-file", filepath.Join(d.dir, "tokens.yaml"),
 			"--trust-domain", trustDomain,
+			"--controller-namespace", controllerNamespace,
 			"--grpc-addr", d.controllerGRPC,
 			"--admin-addr", d.controllerAdmin,
 		},
@@ -369,6 +374,9 @@ func (d *demo) startAll(ctx context.Context) error {
 				"--identity-token-file", w.tokenFile,
 				"--trust-anchors-file", d.anchors,
 				"--pod-namespace", Namespace,
+				// As the injector does: the controller connection is TLS
+				// verified against this identity, and only it may tap.
+				"--controller-identity", controllerIdentity,
 				// Generous: a laptop running a build must not fail the
 				// demo's handshakes (the default, 1s, covers dial + mTLS).
 				"--connect-timeout", "5s",
