@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"sync"
@@ -42,6 +44,8 @@ type fastConn struct {
 	req   h1Head
 	resp  h1Head
 	rhead []byte // the current response head, raw
+	// fields is reused to describe heads to a FieldObserver.
+	fields []Field
 }
 
 var (
@@ -85,7 +89,7 @@ func (s *side) serveFast(sc *servedConn) {
 			fc.writeSimple(http.StatusBadRequest, "", "malformed request: "+err.Error())
 			return
 		}
-		if fc.req.odd || fc.req.chunked || fc.req.contentLength > fastMaxBody || p.observing() {
+		if fc.req.odd || fc.req.chunked || fc.req.contentLength > fastMaxBody {
 			handedOff = fc.handOff()
 			return
 		}
@@ -180,15 +184,40 @@ func (fc *fastConn) serveOne() bool {
 	series.Request()
 	status, streamErr := 0, false
 	var latency time.Duration
+	// Observed (tapped) requests only: what the Observer is told at the end.
+	var obs Observation
+	var respBytes int64
+	var proxyErr string
+	var upErr error
+	var fobs FieldObservation
+	if p.observing() {
+		obs, fobs = fc.observe(labels, rt, perr == nil)
+	}
 	defer func() {
 		series.Response(status, "", metrics.Classify(status, "", streamErr), latency)
 		if rt.done != nil {
 			rt.done(latency, status == 0 || status >= 500)
 		}
+		if obs != nil {
+			err := upErr
+			if streamErr {
+				err = errStreamAborted
+			}
+			obs.Ended(EndInfo{Status: status, Latency: latency, Duration: time.Since(start),
+				ResponseBytes: respBytes, Err: err, ProxyError: proxyErr})
+		}
 	}()
+	// answered accounts for an answer the proxy makes itself (writeSimple).
+	answered := func(e proxyError) {
+		p.metrics.Error(dir, e.reason)
+		status, latency, proxyErr = e.status, time.Since(start), e.reason
+		if obs != nil {
+			respBytes = int64(len(e.msg) + 1)
+			obs.ResponseStarted(e.status, http.Header{"Content-Type": {"text/plain; charset=utf-8"}, ErrorHeader: {sanitizeHeaderValue(e.msg)}})
+		}
+	}
 	if perr != nil {
-		p.metrics.Error(dir, perr.reason)
-		status, latency = perr.status, time.Since(start)
+		answered(*perr)
 		return fc.answerUnforwarded(perr.status, perr.msg)
 	}
 
@@ -204,8 +233,8 @@ func (fc *fastConn) serveOne() bool {
 		up, reused, err = p.fastUps.get(key, rt.ep, dir)
 		if err != nil {
 			e := dialProxyError(err)
-			p.metrics.Error(dir, e.reason)
-			status, latency = e.status, time.Since(start)
+			upErr = err
+			answered(e)
 			if attempt > 0 {
 				// The body went to the failed attempt: the stream cannot
 				// be resynchronised.
@@ -230,14 +259,21 @@ func (fc *fastConn) serveOne() bool {
 			return false
 		}
 		e := proxyError{http.StatusBadGateway, "upstream_error", "upstream failed"}
-		p.metrics.Error(dir, e.reason)
-		status, latency = e.status, time.Since(start)
+		upErr = err
+		answered(e)
 		// Part of the body may have gone upstream: close after answering.
 		fc.writeSimple(e.status, e.msg, e.msg)
 		return false
 	}
 	status, latency = fc.resp.status, time.Since(start)
-	keep, upKeep, err := fc.forwardResponse(up)
+	switch {
+	case fobs != nil:
+		fobs.ResponseStartedFields(status, fc.fieldsOf(fc.resp.headers))
+	case obs != nil:
+		obs.ResponseStarted(status, headerOf(fc.resp.headers))
+	}
+	keep, upKeep, n, err := fc.forwardResponse(up)
+	respBytes = n
 	if err != nil {
 		streamErr = true
 		up.c.Close()
@@ -249,6 +285,64 @@ func (fc *fastConn) serveOne() bool {
 		up.c.Close()
 	}
 	return keep
+}
+
+// observe tells the Observer about the current request — as fields to a
+// FieldObserver (fobs is then set too), else as net/http would have parsed
+// it. It returns nil when the Observer ignores the request.
+func (fc *fastConn) observe(labels metrics.HTTPLabels, rt route, routed bool) (obs Observation, fobs FieldObservation) {
+	info := fc.sc.info
+	ri := RequestInfo{Direction: fc.s.dir, Authority: labels.Authority, Source: info.remote, TLS: labels.TLS,
+		ClientID: info.clientID, ServerID: labels.ServerID}
+	if routed {
+		ri.Target, ri.DstLabels = rt.ep.Addr, rt.ep.Labels
+	}
+	if fo, ok := fc.s.p.cfg.Observer.(FieldObserver); ok {
+		path := fc.req.target
+		if i := bytes.IndexByte(path, '?'); i >= 0 {
+			path = path[:i]
+		}
+		if fobs = fo.RequestStartedFields(fc.req.method, path, fc.fieldsOf(fc.req.headers), ri); fobs == nil {
+			return nil, nil
+		}
+		return fobs, fobs
+	}
+	r := &http.Request{
+		Method: string(fc.req.method), Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Host: string(fc.req.host), RequestURI: string(fc.req.target), Header: headerOf(fc.req.headers),
+		ContentLength: max(fc.req.contentLength, 0), RemoteAddr: info.remote.String(),
+	}
+	u, err := url.ParseRequestURI(r.RequestURI)
+	if err != nil {
+		u = &url.URL{Path: r.RequestURI}
+	}
+	r.URL = u
+	if obs = fc.s.p.cfg.Observer.RequestStarted(r, ri); obs == nil {
+		return nil, nil // no typed nil in the interface
+	}
+	return obs, nil
+}
+
+// fieldsOf lists the end-to-end fields of hs in fc's reused buffer.
+func (fc *fastConn) fieldsOf(hs []h1Header) []Field {
+	fc.fields = fc.fields[:0]
+	for _, h := range hs {
+		if !h.hop {
+			fc.fields = append(fc.fields, Field{h.name, h.value})
+		}
+	}
+	return fc.fields
+}
+
+// headerOf copies end-to-end header fields into an http.Header.
+func headerOf(hs []h1Header) http.Header {
+	h := make(http.Header, len(hs))
+	for _, f := range hs {
+		if !f.hop {
+			h.Add(string(f.name), string(f.value))
+		}
+	}
+	return h
 }
 
 // errFromClient marks failures on the client's side of the exchange.
@@ -317,8 +411,9 @@ func (fc *fastConn) readResponseHead(up *fastUp) error {
 }
 
 // forwardResponse writes the response head and body to the client. It
-// returns whether the client and upstream connections can be reused.
-func (fc *fastConn) forwardResponse(up *fastUp) (clientKeep, upKeep bool, err error) {
+// returns whether the client and upstream connections can be reused, and
+// the body bytes written.
+func (fc *fastConn) forwardResponse(up *fastUp) (clientKeep, upKeep bool, n int64, err error) {
 	resp := &fc.resp
 	noBody := string(fc.req.method) == http.MethodHead || resp.status == http.StatusNoContent || resp.status == http.StatusNotModified
 	closeDelimited := !noBody && !resp.chunked && resp.contentLength < 0
@@ -349,25 +444,25 @@ func (fc *fastConn) forwardResponse(up *fastUp) (clientKeep, upKeep bool, err er
 	switch {
 	case noBody:
 	case resp.chunked:
-		err = copyChunked(w, up.br, buf)
+		n, err = copyChunked(w, up.br, buf)
 	case resp.contentLength >= 0:
-		err = copyStreaming(w, up.br, resp.contentLength, buf)
+		n, err = copyStreaming(w, up.br, resp.contentLength, buf)
 	default:
-		err = copyStreaming(w, up.br, -1, buf)
+		n, err = copyStreaming(w, up.br, -1, buf)
 		upKeep = false
 	}
 	if err != nil {
-		return false, false, err
+		return false, false, n, err
 	}
 	if err := w.Flush(); err != nil {
-		return false, false, err
+		return false, false, n, err
 	}
-	return clientKeep, upKeep, nil
+	return clientKeep, upKeep, n, nil
 }
 
 // copyStreaming copies n bytes (n < 0: until EOF) and flushes whenever the
 // source has nothing more buffered, so that streamed bodies are not held.
-func copyStreaming(w *bufio.Writer, r *bufio.Reader, n int64, buf []byte) error {
+func copyStreaming(w *bufio.Writer, r *bufio.Reader, n int64, buf []byte) (written int64, err error) {
 	for n != 0 {
 		chunk := buf
 		if n > 0 && int64(len(chunk)) > n {
@@ -376,41 +471,42 @@ func copyStreaming(w *bufio.Writer, r *bufio.Reader, n int64, buf []byte) error 
 		k, err := r.Read(chunk)
 		if k > 0 {
 			if _, werr := w.Write(chunk[:k]); werr != nil {
-				return werr
+				return written, werr
 			}
+			written += int64(k)
 			if n > 0 {
 				n -= int64(k)
 			}
 			if r.Buffered() == 0 {
 				if err := w.Flush(); err != nil {
-					return err
+					return written, err
 				}
 			}
 		}
 		if err != nil {
 			if n < 0 && err == io.EOF {
-				return nil
+				return written, nil
 			}
 			if err == io.EOF {
-				return io.ErrUnexpectedEOF
+				return written, io.ErrUnexpectedEOF
 			}
-			return err
+			return written, err
 		}
 	}
-	return nil
+	return written, nil
 }
 
 // copyChunked copies a chunked body verbatim (sizes, data, trailers),
-// validating its framing.
-func copyChunked(w *bufio.Writer, r *bufio.Reader, buf []byte) error {
+// validating its framing. It returns the chunks' data bytes written.
+func copyChunked(w *bufio.Writer, r *bufio.Reader, buf []byte) (written int64, err error) {
 	for {
 		line, err := readLine(r, 4096)
 		if err != nil {
-			return err
+			return written, err
 		}
 		size, err := parseChunkSize(line)
 		if err != nil {
-			return err
+			return written, err
 		}
 		w.Write(line)
 		if size == 0 {
@@ -418,29 +514,31 @@ func copyChunked(w *bufio.Writer, r *bufio.Reader, buf []byte) error {
 			for total := 0; ; {
 				l, err := readLine(r, 4096)
 				if err != nil {
-					return err
+					return written, err
 				}
 				total += len(l)
 				if total > 64<<10 {
-					return errBadHead
+					return written, errBadHead
 				}
 				w.Write(l)
 				if string(l) == "\r\n" || string(l) == "\n" {
-					return nil
+					return written, nil
 				}
 			}
 		}
-		if err := copyStreaming(w, r, size, buf); err != nil {
-			return err
+		k, err := copyStreaming(w, r, size, buf)
+		written += k
+		if err != nil {
+			return written, err
 		}
 		l, err := readLine(r, 2)
 		if err != nil || (string(l) != "\r\n" && string(l) != "\n") {
-			return errBadLength
+			return written, errBadLength
 		}
 		w.Write(l)
 		if r.Buffered() == 0 {
 			if err := w.Flush(); err != nil {
-				return err
+				return written, err
 			}
 		}
 	}

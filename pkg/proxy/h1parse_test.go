@@ -93,24 +93,28 @@ func TestCopyChunked(t *testing.T) {
 	tests := []struct {
 		in      string
 		wantErr bool
+		data    int64 // body bytes, without the framing
 	}{
-		{"5\r\nhello\r\n0\r\n\r\n", false},
-		{"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n", false},
-		{"A\r\n0123456789\r\n0\r\n\r\n", false},
-		{"zz\r\nhello\r\n", true},
-		{"5\r\nhelloXX0\r\n\r\n", true},
-		{"5\r\nhel", true},
-		{"-1\r\n", true},
-		{"ffffffffffffffffff\r\n", true},
-		{"5\x01\r\nhello\r\n0\r\n\r\n", true},
+		{"5\r\nhello\r\n0\r\n\r\n", false, 5},
+		{"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n", false, 11},
+		{"A\r\n0123456789\r\n0\r\n\r\n", false, 10},
+		{"zz\r\nhello\r\n", true, 0},
+		{"5\r\nhelloXX0\r\n\r\n", true, 5},
+		{"5\r\nhel", true, 3},
+		{"-1\r\n", true, 0},
+		{"ffffffffffffffffff\r\n", true, 0},
+		{"5\x01\r\nhello\r\n0\r\n\r\n", true, 0},
 	}
 	for _, tt := range tests {
 		var out bytes.Buffer
 		w := bufio.NewWriter(&out)
-		err := copyChunked(w, bufio.NewReader(strings.NewReader(tt.in)), make([]byte, 4))
+		n, err := copyChunked(w, bufio.NewReader(strings.NewReader(tt.in)), make([]byte, 4))
 		w.Flush()
 		if (err != nil) != tt.wantErr {
 			t.Errorf("%q: err %v, want error %v", tt.in, err, tt.wantErr)
+		}
+		if n != tt.data {
+			t.Errorf("%q: %d data bytes counted, want %d", tt.in, n, tt.data)
 		}
 		if err == nil && out.String() != tt.in {
 			t.Errorf("%q copied as %q", tt.in, out.String())

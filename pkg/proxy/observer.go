@@ -18,12 +18,33 @@ type Observer interface {
 }
 
 // ActiveObserver is an Observer that can tell when nobody is watching
-// (tap with no subscriber): the proxy then keeps serving HTTP/1.1 on its
-// fast path, which does not call the Observer, and moves a connection to
-// the observed path at its next request once Active reports true.
+// (tap with no subscriber): while Active reports false the proxy does not
+// build the *http.Request that RequestStarted takes on its HTTP/1.1 fast
+// path, so an idle tap costs one atomic load per request.
 type ActiveObserver interface {
 	Observer
 	Active() bool
+}
+
+// Field is one header field as the HTTP/1.1 fast path received it (name
+// as sent); the slices are valid during the call only.
+type Field struct{ Name, Value []byte }
+
+// FieldObserver is an Observer that also takes HTTP/1.1 requests as the
+// fast path parsed them, so that observing one builds no *http.Request and
+// no http.Header: tap uses it to keep a tapped proxy's allocations (and so
+// its garbage collections) low. path is the request target up to any query;
+// header holds the end-to-end fields in the order received.
+type FieldObserver interface {
+	Observer
+	RequestStartedFields(method, path []byte, header []Field, info RequestInfo) FieldObservation
+}
+
+// FieldObservation is the Observation of a FieldObserver's request: the
+// response's head comes as fields too.
+type FieldObservation interface {
+	Observation
+	ResponseStartedFields(status int, header []Field)
 }
 
 // Observation follows one request; each method is called at most once, in

@@ -70,9 +70,10 @@ type Config struct {
 	// LogLevel backs GET/PUT /log-level; nil makes the level read-only info.
 	LogLevel *slog.LevelVar
 	// Observer sees every HTTP request (the tap seam); nil costs nothing.
-	// Observed requests take the net/http path; if the Observer also has
-	// an Active() bool method (see ActiveObserver), the HTTP/1.1 fast path
-	// stays in use while it reports false.
+	// If it also has an Active() bool method (see ActiveObserver), requests
+	// are not even described to it while that reports false. Observed
+	// HTTP/1.1 requests stay on the fast path, which describes them to the
+	// Observer as the net/http path would.
 	Observer Observer
 	// MemoryLimit, when positive, is the Go runtime's soft memory limit with
 	// no connections open; the proxy raises it by MemoryPerConnection for

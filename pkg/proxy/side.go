@@ -169,7 +169,7 @@ func (s *side) handle(mc *meteredConn) {
 	sc := &servedConn{Conn: conn, prefix: prefix, info: info}
 	p.log.Debug("connection classified", "direction", s.dir, "protocol", res.Protocol, "remote", info.remote, "tls", info.tls)
 	switch {
-	case res.Protocol == detect.HTTP1 && !p.cfg.DisableFastPath && !p.observing():
+	case res.Protocol == detect.HTTP1 && !p.cfg.DisableFastPath:
 		done()
 		s.serveFast(sc)
 	case res.Protocol == detect.HTTP1, res.Protocol == detect.HTTP2:

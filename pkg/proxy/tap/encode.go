@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/conduitmesh/conduit/pkg/proxy"
 )
 
 // Redacted replaces the value of a sensitive header.
@@ -49,8 +51,10 @@ type common struct {
 	base      uint32
 	stream    uint64
 	// shared is the encoding of the fields above but the stream ID, made
-	// once per request; only the request's own goroutine touches it.
-	shared []byte
+	// once per request (when encoded is set); only the request's own
+	// goroutine touches it.
+	shared  []byte
+	encoded bool
 }
 
 func appendBytesField(b []byte, num protowire.Number, v []byte) []byte {
@@ -176,6 +180,40 @@ func appendHeaders(b []byte, num protowire.Number, h http.Header) []byte {
 	return b
 }
 
+// appendFields is appendHeaders for fields as received: in their order,
+// names lower-cased, sensitive values redacted, at most maxHeaderBytes.
+func appendFields(b []byte, num protowire.Number, fs []proxy.Field) []byte {
+	budget := maxHeaderBytes
+	for _, f := range fs {
+		v := f.Value
+		if isSensitiveBytes(f.Name) {
+			v = redactedBytes
+		}
+		if budget -= len(f.Name) + len(v); budget < 0 {
+			return b
+		}
+		var m int
+		b, m = begin(b, num)
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(len(f.Name)))
+		b = appendLower(b, f.Name)
+		b = appendBytesField(b, 2, v)
+		b = end(b, m)
+	}
+	return b
+}
+
+var redactedBytes = []byte(Redacted)
+
+func isSensitiveBytes(name []byte) bool {
+	for _, s := range sensitive {
+		if len(name) == len(s) && strings.EqualFold(string(name), s) {
+			return true
+		}
+	}
+	return false
+}
+
 func isSensitive(name string) bool {
 	for _, s := range sensitive {
 		if strings.EqualFold(name, s) {
@@ -186,7 +224,7 @@ func isSensitive(name string) bool {
 }
 
 // appendLower appends s in ASCII lower case (header names are ASCII).
-func appendLower(b []byte, s string) []byte {
+func appendLower[S string | []byte](b []byte, s S) []byte {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if 'A' <= c && c <= 'Z' {
@@ -200,9 +238,10 @@ func appendLower(b []byte, s string) []byte {
 // head encodes the fields every event of the request shares and opens the
 // http oneof's field kind, with its StreamId; the caller appends the event's
 // own fields and closes both with tail.
-func (c *common) head(at time.Time, kind protowire.Number) (b []byte, httpStart, evStart int) {
-	if c.shared == nil {
-		c.shared = appendVarint(make([]byte, 0, 160), evDirection, c.direction)
+func (c *common) head(dst []byte, at time.Time, kind protowire.Number) (b []byte, httpStart, evStart int) {
+	if !c.encoded {
+		c.encoded = true
+		c.shared = appendVarint(c.shared[:0], evDirection, c.direction)
 		c.shared = appendAddr(c.shared, evSource, c.src)
 		c.shared = appendAddr(c.shared, evDestination, c.dst)
 		c.shared = appendLabels(c.shared, evDstLabels, c.dstLabels)
@@ -213,8 +252,7 @@ func (c *common) head(at time.Time, kind protowire.Number) (b []byte, httpStart,
 		c.shared = appendString(c.shared, evClientID, c.clientID)
 		c.shared = appendString(c.shared, evServerID, c.serverID)
 	}
-	b = make([]byte, 0, 256+len(c.shared))
-	b = appendTimestamp(b, evTimestamp, at)
+	b = appendTimestamp(dst[:0], evTimestamp, at)
 	b = append(b, c.shared...)
 	b, httpStart = begin(b, evHTTP)
 	b, evStart = begin(b, kind)
@@ -228,26 +266,38 @@ func tail(b []byte, httpStart, evStart int) []byte {
 	return end(end(b, evStart), httpStart)
 }
 
-func (c *common) requestInit(at time.Time, info *RequestInfo) []byte {
-	b, h, e := c.head(at, httpRequestInit)
+// The encoders append one TapEvent to dst[:0] (nil is fine).
+
+func (c *common) requestInit(dst []byte, at time.Time, info *RequestInfo) []byte {
+	b, h, e := c.head(dst, at, httpRequestInit)
 	b = appendString(b, 2, info.Method)
 	b = appendString(b, 3, info.Scheme)
 	b = appendString(b, 4, info.Authority)
 	b = appendString(b, 5, info.Path)
-	b = appendHeaders(b, 6, info.Header)
+	if info.Fields != nil {
+		b = appendFields(b, 6, info.Fields)
+	} else {
+		b = appendHeaders(b, 6, info.Header)
+	}
 	return tail(b, h, e)
 }
 
-func (c *common) responseInit(at time.Time, sinceReq time.Duration, status int, hdr http.Header) []byte {
-	b, h, e := c.head(at, httpResponseInit)
+// responseInit encodes a response's start; its header is hdr or, when
+// set, fields.
+func (c *common) responseInit(dst []byte, at time.Time, sinceReq time.Duration, status int, hdr http.Header, fields []proxy.Field) []byte {
+	b, h, e := c.head(dst, at, httpResponseInit)
 	b = appendDuration(b, 2, sinceReq)
 	b = appendVarint(b, 3, uint64(status))
-	b = appendHeaders(b, 4, hdr)
+	if fields != nil {
+		b = appendFields(b, 4, fields)
+	} else {
+		b = appendHeaders(b, 4, hdr)
+	}
 	return tail(b, h, e)
 }
 
-func (c *common) responseEnd(at time.Time, sinceReq, sinceRsp time.Duration, bytes int64, grpcStatus int, reset uint32) []byte {
-	b, h, e := c.head(at, httpResponseEnd)
+func (c *common) responseEnd(dst []byte, at time.Time, sinceReq, sinceRsp time.Duration, bytes int64, grpcStatus int, reset uint32) []byte {
+	b, h, e := c.head(dst, at, httpResponseEnd)
 	b = appendDuration(b, 2, sinceReq)
 	b = appendDuration(b, 3, sinceRsp)
 	b = appendVarint(b, 4, uint64(max(bytes, 0)))

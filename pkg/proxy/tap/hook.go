@@ -15,6 +15,8 @@ package tap
 import (
 	"net/http"
 	"net/netip"
+
+	"github.com/conduitmesh/conduit/pkg/proxy"
 )
 
 // RequestInfo describes a request whose headers the proxy has read.
@@ -25,7 +27,10 @@ type RequestInfo struct {
 	Authority string
 	Path      string
 	// Header is read during the call only; tap copies what it keeps.
-	Header      http.Header
+	Header http.Header
+	// Fields, when set, replace Header: the fields as the proxy's HTTP/1.1
+	// fast path received them (valid during the call only).
+	Fields      []proxy.Field
 	Source      netip.AddrPort
 	Destination netip.AddrPort
 	TLS         bool

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/conduitmesh/conduit/pkg/proxy"
 	"github.com/conduitmesh/conduit/pkg/proxy/identity"
 )
 
@@ -42,7 +43,26 @@ type Config struct {
 // subscriber is one Observe stream.
 type subscriber struct {
 	match matcher
-	ch    chan []byte // encoded TapEvents; full means drop
+	ch    chan *event // encoded TapEvents; full means drop
+}
+
+// event is one encoded TapEvent, shared by the subscribers it was sent to
+// and recycled when the last one has written (or dropped) it, so that a
+// tapped proxy makes little garbage.
+type event struct {
+	b    []byte
+	refs atomic.Int32
+}
+
+var events = sync.Pool{New: func() any { return &event{b: make([]byte, 0, 512)} }}
+
+func newEvent() *event { return events.Get().(*event) }
+
+// release drops one subscriber's reference.
+func (e *event) release() {
+	if e.refs.Add(-1) == 0 && cap(e.b) <= 4<<10 {
+		events.Put(e)
+	}
 }
 
 // Server implements Observer and serves Tap.Observe.
@@ -121,30 +141,42 @@ func (s *Server) Request(info *RequestInfo) RequestObserver {
 	if len(subs) == 0 {
 		return nil
 	}
-	var matched []*subscriber
+	r := requests.Get().(*request)
+	matched := r.subs[:0]
 	for _, sub := range subs {
 		if sub.match(info) {
 			matched = append(matched, sub)
 		}
 	}
 	if len(matched) == 0 {
+		r.subs = matched
+		requests.Put(r)
 		return nil
 	}
 	now := s.cfg.Now()
-	r := &request{srv: s, subs: matched, start: now, common: common{
+	r.srv, r.subs, r.start = s, matched, now
+	r.rsp.Store(0)
+	r.common = common{
 		src: info.Source, dst: info.Destination, dstLabels: info.DstLabels,
 		tls: info.TLS, clientID: info.ClientID, serverID: info.ServerID,
 		base: s.base, stream: s.streams.Add(1),
-	}}
+		shared: r.shared[:0],
+	}
 	switch info.Direction {
 	case "inbound":
 		r.direction = 1
 	case "outbound":
 		r.direction = 2
 	}
-	r.publish(r.requestInit(now, info))
+	e := newEvent()
+	e.b = r.requestInit(e.b, now, info)
+	r.publish(e)
 	return r
 }
+
+// requests recycles request (and with it its encoding buffer and its
+// list of subscribers) once the request has ended.
+var requests = sync.Pool{New: func() any { return new(request) }}
 
 // request is one tapped request.
 type request struct {
@@ -155,21 +187,31 @@ type request struct {
 	rsp   atomic.Int64 // response start, UnixNano; 0 before Response
 }
 
-func (r *request) publish(ev []byte) {
+func (r *request) publish(e *event) {
+	e.refs.Store(int32(len(r.subs)))
 	for _, sub := range r.subs {
 		select {
-		case sub.ch <- ev:
+		case sub.ch <- e:
 		default:
 			r.srv.dropped.Add(1)
+			e.release()
 		}
 	}
 }
 
 // Response implements RequestObserver.
 func (r *request) Response(status int, header http.Header) {
+	r.response(status, header, nil)
+}
+
+// response publishes the response's start, with header or, when set,
+// fields.
+func (r *request) response(status int, header http.Header, fields []proxy.Field) {
 	now := r.srv.cfg.Now()
 	r.rsp.Store(now.UnixNano())
-	r.publish(r.responseInit(now, now.Sub(r.start), status, header))
+	e := newEvent()
+	e.b = r.responseInit(e.b, now, now.Sub(r.start), status, header, fields)
+	r.publish(e)
 }
 
 // End implements RequestObserver.
@@ -179,7 +221,13 @@ func (r *request) End(grpcStatus int, responseBytes int64, resetCode uint32) {
 	if t := r.rsp.Load(); t != 0 {
 		sinceRsp = now.Sub(time.Unix(0, t))
 	}
-	r.publish(r.responseEnd(now, now.Sub(r.start), sinceRsp, responseBytes, grpcStatus, resetCode))
+	e := newEvent()
+	e.b = r.responseEnd(e.b, now, now.Sub(r.start), sinceRsp, responseBytes, grpcStatus, resetCode)
+	r.publish(e)
+	// End is the last call: the request is done with.
+	clear(r.subs)
+	r.srv, r.dstLabels = nil, nil
+	requests.Put(r)
 }
 
 // gRPC status codes used here.
@@ -228,7 +276,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		trailersOnly(w, codeInvalidArgument, err.Error())
 		return
 	}
-	sub := &subscriber{match: req.match, ch: make(chan []byte, s.cfg.BufferSize)}
+	sub := &subscriber{match: req.match, ch: make(chan *event, s.cfg.BufferSize)}
 	s.add(sub)
 	defer s.remove(sub)
 	s.cfg.Log.Info("tap started", "remote", r.RemoteAddr)
@@ -264,7 +312,7 @@ func (s *Server) stream(ctx context.Context, w io.Writer, rc *http.ResponseContr
 	timer.Stop()
 	defer timer.Stop()
 	for {
-		var ev []byte
+		var ev *event
 		select {
 		case <-ctx.Done():
 			return codeOK, ""
@@ -277,13 +325,15 @@ func (s *Server) stream(ctx context.Context, w io.Writer, rc *http.ResponseContr
 			return codeOK, ""
 		case <-timer.C:
 		}
-		frame = appendFrame(frame[:0], ev)
+		frame = appendFrame(frame[:0], ev.b)
+		ev.release()
 		sent++
 	drain:
 		for (limit == 0 || sent < limit) && len(frame) < maxBatchBytes {
 			select {
 			case ev = <-sub.ch:
-				frame = appendFrame(frame, ev)
+				frame = appendFrame(frame, ev.b)
+				ev.release()
 				sent++
 			default:
 				break drain

@@ -38,7 +38,7 @@ func TestEncodingMatchesAPI(t *testing.T) {
 	c := &common{direction: 2, src: info().Source, dst: info().Destination, dstLabels: info().DstLabels,
 		tls: true, serverID: "spiffe://cluster.local/ns/demo/sa/books", base: 7, stream: 9}
 	var ev tapv1.TapEvent
-	if err := proto.Unmarshal(c.requestInit(t0, info()), &ev); err != nil {
+	if err := proto.Unmarshal(c.requestInit(nil, t0, info()), &ev); err != nil {
 		t.Fatal(err)
 	}
 	ri := ev.GetHttp().GetRequestInit()
@@ -57,7 +57,7 @@ func TestEncodingMatchesAPI(t *testing.T) {
 	}
 
 	ev.Reset()
-	if err := proto.Unmarshal(c.responseInit(t0, 1500*time.Microsecond, 503, http.Header{"Set-Cookie": {"s=1"}}), &ev); err != nil {
+	if err := proto.Unmarshal(c.responseInit(nil, t0, 1500*time.Microsecond, 503, http.Header{"Set-Cookie": {"s=1"}}, nil), &ev); err != nil {
 		t.Fatal(err)
 	}
 	rsp := ev.GetHttp().GetResponseInit()
@@ -67,7 +67,7 @@ func TestEncodingMatchesAPI(t *testing.T) {
 	}
 
 	ev.Reset()
-	if err := proto.Unmarshal(c.responseEnd(t0, 3*time.Second, time.Second, 42, 0, 0), &ev); err != nil {
+	if err := proto.Unmarshal(c.responseEnd(nil, t0, 3*time.Second, time.Second, 42, 0, 0), &ev); err != nil {
 		t.Fatal(err)
 	}
 	end := ev.GetHttp().GetResponseEnd()
@@ -76,7 +76,7 @@ func TestEncodingMatchesAPI(t *testing.T) {
 		t.Errorf("response end decoded as %v", &ev)
 	}
 	ev.Reset()
-	_ = proto.Unmarshal(c.responseEnd(t0, 0, 0, 0, -1, 0), &ev)
+	_ = proto.Unmarshal(c.responseEnd(nil, t0, 0, 0, 0, -1, 0), &ev)
 	if ev.GetHttp().GetResponseEnd().GetEos() != nil {
 		t.Errorf("no grpc-status encoded an eos: %v", &ev)
 	}
@@ -152,7 +152,7 @@ func TestNoSubscriberIsFree(t *testing.T) {
 
 func TestSlowSubscriberDrops(t *testing.T) {
 	s := NewServer(Config{BufferSize: 2})
-	sub := &subscriber{match: matchAll, ch: make(chan []byte, 2)}
+	sub := &subscriber{match: matchAll, ch: make(chan *event, 2)}
 	s.add(sub)
 	for i := 0; i < 5; i++ {
 		ro := s.Request(info()) // must never block
@@ -289,7 +289,7 @@ func BenchmarkRequest(b *testing.B) {
 	})
 	b.Run("full-subscriber", func(b *testing.B) {
 		s := NewServer(Config{BufferSize: 1})
-		s.add(&subscriber{match: matchAll, ch: make(chan []byte, 1)})
+		s.add(&subscriber{match: matchAll, ch: make(chan *event, 1)})
 		for b.Loop() {
 			ro := s.Request(ri)
 			ro.Response(200, ri.Header)
