@@ -25,6 +25,12 @@ const ObservePath = "/conduit.tap.v1.Tap/Observe"
 // DefaultBufferSize is each subscriber's event buffer.
 const DefaultBufferSize = 1000
 
+// DefaultBufferBytes bounds the encoded events each subscriber's buffer
+// holds: a subscriber that stops reading pins at most this much memory, so
+// it cannot push a proxy with a few MiB of memory limit into constant
+// garbage collection (about 140 ms of events at 1000 requests/s).
+const DefaultBufferBytes = 128 << 10
+
 // maxRequestSize bounds an ObserveRequest.
 const maxRequestSize = 64 << 10
 
@@ -35,6 +41,9 @@ type Config struct {
 	ControllerID string
 	// BufferSize is each subscriber's event buffer; 0 means DefaultBufferSize.
 	BufferSize int
+	// BufferBytes bounds the bytes of the events buffered per subscriber;
+	// 0 means DefaultBufferBytes.
+	BufferBytes int
 	Log        *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -44,6 +53,9 @@ type Config struct {
 type subscriber struct {
 	match matcher
 	ch    chan *event // encoded TapEvents; full means drop
+	// queued is the bytes of the events in ch; at or over the server's
+	// BufferBytes, new events are dropped.
+	queued atomic.Int64
 }
 
 // event is one encoded TapEvent, shared by the subscribers it was sent to
@@ -81,6 +93,9 @@ type Server struct {
 func NewServer(cfg Config) *Server {
 	if cfg.BufferSize <= 0 {
 		cfg.BufferSize = DefaultBufferSize
+	}
+	if cfg.BufferBytes <= 0 {
+		cfg.BufferBytes = DefaultBufferBytes
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -189,9 +204,16 @@ type request struct {
 
 func (r *request) publish(e *event) {
 	e.refs.Store(int32(len(r.subs)))
+	n := int64(len(e.b))
 	for _, sub := range r.subs {
+		if sub.queued.Load() >= int64(r.srv.cfg.BufferBytes) {
+			r.srv.dropped.Add(1)
+			e.release()
+			continue
+		}
 		select {
 		case sub.ch <- e:
+			sub.queued.Add(n)
 		default:
 			r.srv.dropped.Add(1)
 			e.release()
@@ -299,7 +321,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // one before writing them: the subscriber's goroutine then wakes and
 // flushes at most every batchDelay instead of on every event, which keeps
 // tapping from competing with traffic for CPU.
-const batchDelay = 10 * time.Millisecond
+const batchDelay = 50 * time.Millisecond
 
 // maxBatchBytes bounds one write.
 const maxBatchBytes = 64 << 10
@@ -326,6 +348,7 @@ func (s *Server) stream(ctx context.Context, w io.Writer, rc *http.ResponseContr
 		case <-timer.C:
 		}
 		frame = appendFrame(frame[:0], ev.b)
+		sub.queued.Add(-int64(len(ev.b)))
 		ev.release()
 		sent++
 	drain:
@@ -333,6 +356,7 @@ func (s *Server) stream(ctx context.Context, w io.Writer, rc *http.ResponseContr
 			select {
 			case ev = <-sub.ch:
 				frame = appendFrame(frame, ev.b)
+				sub.queued.Add(-int64(len(ev.b)))
 				ev.release()
 				sent++
 			default:

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,6 +169,30 @@ func TestSlowSubscriberDrops(t *testing.T) {
 	s.remove(sub)
 	if s.Subscribers() != 0 || s.Active() {
 		t.Errorf("subscriber not removed")
+	}
+}
+
+// TestSlowSubscriberBufferIsBoundedInBytes: big events fill a subscriber's
+// byte budget long before its event count.
+func TestSlowSubscriberBufferIsBoundedInBytes(t *testing.T) {
+	s := NewServer(Config{BufferSize: 1000, BufferBytes: 8 << 10})
+	sub := &subscriber{match: matchAll, ch: make(chan *event, 1000)}
+	s.add(sub)
+	big := info()
+	big.Header = http.Header{"X-Big": {strings.Repeat("x", 1000)}}
+	for range 100 {
+		s.Request(big).End(-1, 0, 0)
+	}
+	queued := sub.queued.Load()
+	var held int64
+	for len(sub.ch) > 0 {
+		held += int64(len((<-sub.ch).b))
+	}
+	if held < 7<<10 || held > 8<<10+2<<10 || held != queued {
+		t.Errorf("the subscriber holds %d bytes (counted %d); want the 8 KiB budget, exceeded by at most one event", held, queued)
+	}
+	if s.Dropped() == 0 {
+		t.Error("nothing dropped")
 	}
 }
 
