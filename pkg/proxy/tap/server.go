@@ -44,7 +44,7 @@ type Config struct {
 	// BufferBytes bounds the bytes of the events buffered per subscriber;
 	// 0 means DefaultBufferBytes.
 	BufferBytes int
-	Log        *slog.Logger
+	Log         *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
