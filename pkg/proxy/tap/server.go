@@ -26,10 +26,13 @@ const ObservePath = "/conduit.tap.v1.Tap/Observe"
 const DefaultBufferSize = 1000
 
 // DefaultBufferBytes bounds the encoded events each subscriber's buffer
-// holds: a subscriber that stops reading pins at most this much memory, so
-// it cannot push a proxy with a few MiB of memory limit into constant
-// garbage collection (about 140 ms of events at 1000 requests/s).
-const DefaultBufferBytes = 128 << 10
+// holds: a subscriber that stops reading pins at most this much (plus one
+// batch, maxBatchBytes), which matters because the proxy runs its garbage
+// collector against a soft memory limit of a few MiB — with gRPC traffic
+// its heap goal is about 1 MiB, and 200 KiB held by a stalled subscriber
+// made it collect on nearly every request. 48 KiB is about 50 ms of events
+// at 1000 requests/s, two batches.
+const DefaultBufferBytes = 48 << 10
 
 // maxRequestSize bounds an ObserveRequest.
 const maxRequestSize = 64 << 10
@@ -320,11 +323,12 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // batchDelay is how long the stream lets events gather after the first
 // one before writing them: the subscriber's goroutine then wakes and
 // flushes at most every batchDelay instead of on every event, which keeps
-// tapping from competing with traffic for CPU.
-const batchDelay = 50 * time.Millisecond
+// tapping from competing with traffic for CPU. It must stay well under the
+// time DefaultBufferBytes lasts, or a subscriber that keeps up would drop.
+const batchDelay = 20 * time.Millisecond
 
 // maxBatchBytes bounds one write.
-const maxBatchBytes = 64 << 10
+const maxBatchBytes = 32 << 10
 
 // stream copies sub's events to w until ctx ends or limit events were sent.
 func (s *Server) stream(ctx context.Context, w io.Writer, rc *http.ResponseController, sub *subscriber, limit uint32) (int, string) {
