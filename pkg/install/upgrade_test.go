@@ -168,6 +168,14 @@ func TestRenderUpgradeReplacesAnExpiredIssuer(t *testing.T) {
 	if issuer != base64.StdEncoding.EncodeToString([]byte(strings.TrimSpace(fresh.IssuerCertPEM))) {
 		t.Errorf("the issuer secret does not carry the given issuer certificate")
 	}
+	// New trust anchors roll the controller, whose injector reads them at start.
+	checksum := func(objs []*unstructured.Unstructured) any {
+		tmpl := byKey(objs)["Deployment conduit/conduit-controller"]["spec"].(map[string]any)["template"].(map[string]any)
+		return tmpl["metadata"].(map[string]any)["annotations"].(map[string]any)["conduit.io/trust-anchors-checksum"]
+	}
+	if before, after := checksum(installed), checksum(objs); before == nil || before == after {
+		t.Errorf("trust-anchors checksum %v before, %v after new anchors: want a change", before, after)
+	}
 
 	files.IssuerKey = ""
 	if _, _, err := c.RenderUpgrade(context.Background(), "conduit", UpgradeOptions{Version: "v1.2.3", Now: expired, Identity: files}); err == nil ||
