@@ -2,6 +2,7 @@ package stats
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -52,6 +53,9 @@ func TestScrapesARealProxy(t *testing.T) {
 	}
 	get("/fail")
 	get("/fail")
+	// The proxy counts a response just after the client has it: wait for
+	// all 21 before scraping.
+	waitCounted(t, "http://"+p.AdminAddr()+"/metrics", 21)
 	now = now.Add(10 * time.Second)
 	srv.ScrapeOnce(ctx)
 
@@ -72,5 +76,33 @@ func TestScrapesARealProxy(t *testing.T) {
 	auth, err := srv.Stat(ctx, &statsv1.StatRequest{Selector: &statsv1.Resource{Namespace: "demo", Type: "authority"}})
 	if err != nil || len(auth.Rows) != 1 || auth.Rows[0].SuccessCount != 18 {
 		t.Errorf("authority rows = %v, %v", auth.GetRows(), err)
+	}
+}
+
+// waitCounted waits until the proxy's inbound response_total series add up
+// to want.
+func waitCounted(t *testing.T, metricsURL string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := 0
+		if resp, err := http.Get(metricsURL); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, line := range strings.Split(string(body), "\n") {
+				if strings.HasPrefix(line, "response_total{") && strings.Contains(line, `direction="inbound"`) {
+					var n int
+					fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &n)
+					got += n
+				}
+			}
+		}
+		if got >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxy counted %d inbound responses after 5s, want %d", got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
