@@ -364,8 +364,16 @@ func tableRows(screen string) string {
 	return strings.Join(rows, "\n")
 }
 
-// tmux is a detached tmux session of a fixed size running a plain shell.
+// tmux is a detached tmux session of a fixed size running a plain shell,
+// on a tmux server of its own (-L): with a shared server, a session that
+// starts while the previous test's last session is being killed can find
+// the server exiting ("server exited unexpectedly").
 type tmux struct{ name string }
+
+// cmd runs tmux on tm's own server.
+func (tm *tmux) cmd(args ...string) *exec.Cmd {
+	return exec.Command("tmux", append([]string{"-L", tm.name}, args...)...)
+}
 
 // newTmux starts the session. The shell gets its environment on its command
 // line: a tmux server that is already running would otherwise give it the
@@ -376,13 +384,13 @@ func newTmux(t *testing.T, controllerAddr string) *tmux {
 		t.Skip("tmux is not installed")
 	}
 	tm := &tmux{name: fmt.Sprintf("conduit-obs-%d-%d", os.Getpid(), time.Now().UnixNano())}
-	cmd := exec.Command("tmux", "new-session", "-d", "-s", tm.name, "-x", "120", "-y", "30",
+	cmd := tm.cmd("new-session", "-d", "-s", tm.name, "-x", "120", "-y", "30",
 		"env", "-i", "PATH="+os.Getenv("PATH"), "HOME="+os.Getenv("HOME"), "PS1=$ ", "TERM=xterm-256color",
 		"CONDUIT_CONTROLLER_ADDR="+controllerAddr, "bash", "--norc", "--noprofile")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("tmux new-session: %v: %s", err, out)
 	}
-	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", tm.name).Run() })
+	t.Cleanup(func() { tm.cmd("kill-server").Run() })
 	return tm
 }
 
@@ -396,7 +404,7 @@ func (tm *tmux) send(t *testing.T, keys ...string) {
 		default:
 			args = append(args, "-l", k)
 		}
-		if out, err := exec.Command("tmux", args...).CombinedOutput(); err != nil {
+		if out, err := tm.cmd(args...).CombinedOutput(); err != nil {
 			t.Fatalf("tmux send-keys %q: %v: %s", k, err, out)
 		}
 	}
@@ -404,7 +412,7 @@ func (tm *tmux) send(t *testing.T, keys ...string) {
 
 func (tm *tmux) capture(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command("tmux", "capture-pane", "-p", "-t", tm.name).Output()
+	out, err := tm.cmd("capture-pane", "-p", "-t", tm.name).Output()
 	if err != nil {
 		t.Fatalf("tmux capture-pane: %v", err)
 	}
