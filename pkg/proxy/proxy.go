@@ -153,6 +153,9 @@ type Proxy struct {
 	// memConns is the connection count the memory limit was last set for
 	// (guarded by mu).
 	memConns int
+	// memHeadroom is added to the memory limit while the collector takes
+	// too much CPU (see memlimit.go; guarded by mu).
+	memHeadroom int64
 }
 
 // drainDetectTimeout bounds protocol detection once draining has begun.
@@ -302,6 +305,14 @@ func (p *Proxy) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	govCtx, stopGovernor := context.WithCancel(context.Background())
+	if p.cfg.MemoryLimit > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.governMemory(govCtx)
+		}()
+	}
 	p.log.Info("proxy started", "inbound", p.InboundAddr(), "outbound", p.OutboundAddr(), "admin", p.AdminAddr(),
 		"inbound_target", p.cfg.InboundTarget, "tls", p.cfg.TLS != nil)
 
@@ -311,6 +322,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	case <-p.stop:
 	case runErr = <-errc:
 	}
+	stopGovernor()
 	p.drain(sides)
 	if admin != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -431,8 +443,9 @@ func (p *Proxy) isOpaquePort(ap netip.AddrPort) bool {
 }
 
 // adjustMemoryLimitLocked keeps the soft memory limit at MemoryLimit plus
-// MemoryPerConnection per open connection, updating it when the count has
-// moved by 8 (or reached zero) since the last update.
+// MemoryPerConnection per open connection plus the governor's headroom,
+// updating it when the count has moved by 8 (or reached zero) since the
+// last update, or when forced.
 func (p *Proxy) adjustMemoryLimitLocked(force bool) {
 	if p.cfg.MemoryLimit <= 0 {
 		return
@@ -442,5 +455,5 @@ func (p *Proxy) adjustMemoryLimitLocked(force bool) {
 		return
 	}
 	p.memConns = n
-	debug.SetMemoryLimit(p.cfg.MemoryLimit + int64(n)*p.cfg.MemoryPerConnection)
+	debug.SetMemoryLimit(p.cfg.MemoryLimit + int64(n)*p.cfg.MemoryPerConnection + p.memHeadroom)
 }
