@@ -82,7 +82,7 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.Var(&o.maxHeaderBytes, "max-header-bytes", "largest request header block accepted (larger gets 431)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (changeable at PUT /log-level)")
 	fs.StringVar(&o.logFormat, "log-format", "plain", "plain or json")
-	fs.Var(&o.memoryLimit, "memory-limit", "Go runtime soft memory limit with no connections open (e.g. 6MiB; 0 = none); it grows by 64 KiB per open connection")
+	fs.Var(&o.memoryLimit, "memory-limit", "Go runtime soft memory limit with no connections open (e.g. 6MiB; 0 = none); it grows by 64 KiB per open connection, and by up to 8 MiB while garbage collection takes over 10 % of the CPU")
 	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "Go GC target percentage (-1 disables proportional GC)")
 	fs.BoolVar(&o.http1FastPath, "http1-fast-path", true, "serve plain HTTP/1.1 keep-alive requests on the lean fast path (false: always net/http)")
 	o.controlPlane = registerControlPlaneFlags(fs)
