@@ -18,11 +18,14 @@ import (
 //
 // The runtime updates its CPU estimates at each collection, so a check with
 // no collection learns nothing from them; it is calm when few collections
-// ran.
+// ran. Growing also takes many collections in the check, so that one
+// collection in a quiet second (start-up, a lull) does not count as
+// thrashing.
 const (
 	memCheckEvery    = time.Second
 	memHighGCShare   = 0.10 // of the process's CPU time, over one check
-	memCalmCycles    = 2    // collections in one check, at most
+	memBusyCycles    = 10   // collections in one check, at least, to grow
+	memCalmCycles    = 2    // collections in one check, at most, to be calm
 	memHeadroomStep  = 1 << 20
 	memMaxHeadroom   = 8 << 20
 	memCalmChecks    = 30 // consecutive calm checks before headroom shrinks
@@ -75,7 +78,7 @@ func (g *memoryGovernor) next(headroom int64) int64 {
 // seconds and its number of collections.
 func (g *memoryGovernor) decide(headroom int64, dGC, dBusy, dCycles float64) int64 {
 	switch {
-	case dBusy >= memMinBusyCPUSec && dGC/dBusy > memHighGCShare:
+	case dCycles >= memBusyCycles && dBusy >= memMinBusyCPUSec && dGC/dBusy > memHighGCShare:
 		g.calm = 0
 		return min(headroom+memHeadroomStep, memMaxHeadroom)
 	case dCycles <= memCalmCycles:

@@ -29,6 +29,10 @@ func TestMemoryGovernorDecide(t *testing.T) {
 	if h2 := g.decide(h, 0.001, 1, 1); h2 != h-memHeadroomStep/2 {
 		t.Errorf("after %d calm checks: headroom %d, want %d", memCalmChecks, h2, h-memHeadroomStep/2)
 	}
+	// One expensive collection in a quiet second is not thrashing.
+	if h2 := (&memoryGovernor{}).decide(0, 0.004, 0.01, 1); h2 != 0 {
+		t.Errorf("one collection grew the headroom to %d", h2)
+	}
 	// Frequent but cheap collections neither grow nor shrink it, and end
 	// the calm spell.
 	g.calm = memCalmChecks - 1
