@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +35,7 @@ import (
 	"github.com/conduitmesh/conduit/pkg/controller/identity"
 	"github.com/conduitmesh/conduit/pkg/controller/injector"
 	"github.com/conduitmesh/conduit/pkg/inject"
+	"github.com/conduitmesh/conduit/pkg/sniff"
 	"github.com/conduitmesh/conduit/pkg/version"
 )
 
@@ -117,10 +119,11 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		if _, err := c.identity.Certificate(ownID); err != nil {
 			return err
 		}
-		sl := newSniffListener(grpcLn, c.identity.ServerTLS(ownID))
+		serverTLS := c.identity.ServerTLS(ownID)
+		sl := sniff.NewListener(grpcLn, 10*time.Second, func() *tls.Config { return serverTLS }, log)
 		defer func() {
 			sl.Close()
-			sl.wg.Wait()
+			sl.Wait()
 		}()
 		grpcListener = sl
 	}
