@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -22,9 +21,9 @@ const DefaultProbeEvery = 10 * time.Second
 // the way a kubelet's HTTP and gRPC probes reach a meshed pod. The proxies
 // count probes like any other inbound request, so every workload, the
 // traffic generator included, serves some traffic.
+// It runs on one goroutine.
 type prober struct {
 	http    *http.Client
-	mu      sync.Mutex
 	conns   map[string]*grpc.ClientConn // by inbound address
 	failing map[string]bool             // by workload, to log changes only
 }
@@ -112,8 +111,6 @@ func (p *prober) probe(ctx context.Context, w *workload) error {
 }
 
 func (p *prober) grpcConn(addr string) (*grpc.ClientConn, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	if cc := p.conns[addr]; cc != nil {
 		return cc, nil
 	}
