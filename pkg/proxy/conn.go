@@ -133,6 +133,17 @@ type servedConn struct {
 	net.Conn
 	prefix []byte
 	info   *connInfo
+	// stall, when set (the HTTP/1.1 fast path), bounds every read and
+	// write that no explicit deadline covers: a request body the client
+	// stops sending, or a response it stops reading, fails after stall.
+	stall time.Duration
+	// mu guards the fields below and orders their deadline updates, so
+	// that a concurrent explicit deadline (watchClient's stop) is never
+	// overwritten by a stale stall deadline.
+	mu         sync.Mutex
+	explicit   bool      // the user set a read deadline
+	readArmed  time.Time // when the stall read deadline was last set
+	writeArmed time.Time
 }
 
 func (c *servedConn) Read(b []byte) (int, error) {
@@ -144,7 +155,39 @@ func (c *servedConn) Read(b []byte) (int, error) {
 		}
 		return n, nil
 	}
+	if c.stall > 0 {
+		c.mu.Lock()
+		if now := time.Now(); !c.explicit && now.Sub(c.readArmed) > c.stall/16 {
+			c.readArmed = now
+			c.Conn.SetReadDeadline(now.Add(c.stall))
+		}
+		c.mu.Unlock()
+	}
 	return c.Conn.Read(b)
+}
+
+func (c *servedConn) Write(b []byte) (int, error) {
+	if c.stall > 0 {
+		c.mu.Lock()
+		if now := time.Now(); now.Sub(c.writeArmed) > c.stall/16 {
+			c.writeArmed = now
+			c.Conn.SetWriteDeadline(now.Add(c.stall))
+		}
+		c.mu.Unlock()
+	}
+	return c.Conn.Write(b)
+}
+
+// SetReadDeadline sets an explicit deadline; the zero time gives reads back
+// to the stall bound.
+func (c *servedConn) SetReadDeadline(t time.Time) error {
+	if c.stall <= 0 {
+		return c.Conn.SetReadDeadline(t)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.explicit, c.readArmed = !t.IsZero(), time.Time{}
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *servedConn) CloseWrite() error {

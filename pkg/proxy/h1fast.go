@@ -86,14 +86,14 @@ func (s *side) serveFast(sc *servedConn) {
 			return
 		}
 		if err := parseH1Head(fc.head, true, &fc.req); err != nil {
-			fc.writeSimple(http.StatusBadRequest, "", "malformed request: "+err.Error())
+			fc.writeSimple(headStatus(err), "", "malformed request: "+err.Error())
 			return
 		}
 		if fc.req.odd || fc.req.chunked || fc.req.contentLength > fastMaxBody {
 			handedOff = fc.handOff()
 			return
 		}
-		if !fc.serveOne() || p.draining.Load() {
+		if !fc.serveAdmitted() || p.draining.Load() {
 			return
 		}
 	}

@@ -181,6 +181,9 @@ func parseH1Head(b []byte, isRequest bool, h *h1Head) error {
 				}
 			}
 		}
+		if len(h.headers) == maxHeaderFields {
+			return errTooManyHeaders
+		}
 		h.headers = append(h.headers, hdr)
 	}
 	if len(rest) != 0 {

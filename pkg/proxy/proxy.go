@@ -65,6 +65,20 @@ type Config struct {
 	IdleTimeout       time.Duration // default 90s for idle keep-alive connections
 	ShutdownGrace     time.Duration // default 20s
 	MaxHeaderBytes    int           // default 64 KiB; larger request headers get 431
+	// BodyIdleTimeout aborts a request body the client stops sending, or a
+	// response it stops reading, for this long (default 60s).
+	BodyIdleTimeout time.Duration
+
+	// MaxConnections and MaxRequests cap each traffic listener's open
+	// connections (past it a new connection is reset at once) and
+	// in-flight HTTP requests (past it a request gets 503, unforwarded).
+	// Zero derives them from MaxMemory, or takes 10000 each without it.
+	MaxConnections int
+	MaxRequests    int
+	// MaxMemory, when positive, is the memory the process must stay under
+	// (e.g. its container's limit): the caps above are derived from it and
+	// the soft memory limit never grows past it.
+	MaxMemory int64
 
 	Logger *slog.Logger // default: discard
 	// LogLevel backs GET/PUT /log-level; nil makes the level read-only info.
@@ -112,6 +126,23 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = 64 << 10
+	}
+	def(&c.BodyIdleTimeout, 60*time.Second)
+	conns, reqs := defaultMaxConnections, defaultMaxRequests
+	if c.MaxMemory > 0 {
+		n := 0
+		for _, a := range []string{c.InboundAddr, c.OutboundAddr} {
+			if a != "" {
+				n++
+			}
+		}
+		conns, reqs = deriveCaps(c.MaxMemory, n)
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = conns
+	}
+	if c.MaxRequests <= 0 {
+		c.MaxRequests = reqs
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -455,5 +486,9 @@ func (p *Proxy) adjustMemoryLimitLocked(force bool) {
 		return
 	}
 	p.memConns = n
-	debug.SetMemoryLimit(p.cfg.MemoryLimit + int64(n)*p.cfg.MemoryPerConnection + p.memHeadroom)
+	limit := p.cfg.MemoryLimit + int64(n)*p.cfg.MemoryPerConnection + p.memHeadroom
+	if p.cfg.MaxMemory > 0 {
+		limit = min(limit, p.cfg.MaxMemory)
+	}
+	debug.SetMemoryLimit(limit)
 }

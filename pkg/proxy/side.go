@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/conduitmesh/conduit/pkg/proxy/detect"
@@ -32,6 +33,10 @@ type side struct {
 	srv *http.Server
 	// httpLn feeds classified connections to srv.
 	httpLn *chanListener
+	// conns and requests cap open connections and in-flight requests
+	// (limits.go); shedLogged is when shedding was last logged.
+	conns, requests limiter
+	shedLogged      atomic.Int64
 }
 
 func (p *Proxy) newSide(dir, addr string) (*side, error) {
@@ -40,19 +45,28 @@ func (p *Proxy) newSide(dir, addr string) (*side, error) {
 		return nil, fmt.Errorf("%s listener: %w", dir, err)
 	}
 	s := &side{p: p, dir: dir, ln: ln, httpLn: newChanListener(ln.Addr())}
+	s.conns.max, s.requests.max = int64(p.cfg.MaxConnections), int64(p.cfg.MaxRequests)
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	s.srv = &http.Server{
-		Handler:           &httpHandler{p: p, dir: dir},
+		Handler:           guard{s: s, next: &httpHandler{p: p, dir: dir}},
 		ReadHeaderTimeout: p.cfg.HeaderReadTimeout,
 		IdleTimeout:       p.cfg.IdleTimeout,
 		MaxHeaderBytes:    p.cfg.MaxHeaderBytes,
 		Protocols:         &protos,
+		// Explicit HTTP/2 bounds (see h2abuse_test.go): 100 streams per
+		// connection (also the handlers the rapid-reset mitigation lets
+		// run), 16 KiB frames instead of net/http's 1 MiB read buffer,
+		// 4 KiB HPACK tables; header lists are bounded by MaxHeaderBytes.
 		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams:          250,
+			MaxConcurrentStreams:          100,
+			MaxReadFrameSize:              16 << 10,
+			MaxDecoderHeaderTableSize:     4 << 10,
+			MaxEncoderHeaderTableSize:     4 << 10,
 			MaxReceiveBufferPerConnection: 1 << 20,
 			MaxReceiveBufferPerStream:     256 << 10,
+			CountError:                    func(errType string) { p.metrics.Error(dir, "h2_"+errType) },
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if sc, ok := c.(*servedConn); ok {
@@ -88,8 +102,18 @@ func (p *Proxy) acceptLoop(s *side) error {
 			continue
 		}
 		delay = 0
+		if !s.conns.acquire() {
+			// At the cap: reset at once, before any work or buffer.
+			s.shed("connection_limit")
+			abort(c)
+			c.Close()
+			continue
+		}
 		mc := newMeteredConn(c)
-		mc.onClose = p.untrack
+		mc.onClose = func(mc *meteredConn) {
+			s.conns.release()
+			p.untrack(mc)
+		}
 		p.track(mc)
 		p.handoffs.Add(1)
 		go s.handle(mc)
@@ -103,6 +127,11 @@ func (s *side) handle(mc *meteredConn) {
 	defer func() {
 		if !handedOff {
 			p.handoffs.Done()
+		}
+		// A bug met while serving one connection closes that connection.
+		if v := recover(); v != nil {
+			p.recovered(s.dir, v)
+			mc.Close()
 		}
 	}()
 	done := func() {
@@ -171,6 +200,7 @@ func (s *side) handle(mc *meteredConn) {
 	switch {
 	case res.Protocol == detect.HTTP1 && !p.cfg.DisableFastPath:
 		done()
+		sc.stall = p.cfg.BodyIdleTimeout
 		s.serveFast(sc)
 	case res.Protocol == detect.HTTP1, res.Protocol == detect.HTTP2:
 		if s.httpLn.hand(sc) {
@@ -254,7 +284,9 @@ func newChanListener(addr net.Addr) *chanListener {
 }
 
 // hand gives c to the server; false (and c closed) if the server is gone.
+// The fast path's deadlines do not follow the connection.
 func (l *chanListener) hand(c net.Conn) bool {
+	c.SetDeadline(time.Time{})
 	select {
 	case l.ch <- c:
 		return true

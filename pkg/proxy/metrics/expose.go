@@ -22,6 +22,11 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 	for i, k := range errKeys {
 		errVals[i] = r.errors[k].Load()
 	}
+	panicDirs := append([]string(nil), r.panicOrd...)
+	panicVals := make([]uint64, len(panicDirs))
+	for i, d := range panicDirs {
+		panicVals[i] = r.panics[d].Load()
+	}
 	r.mu.Unlock()
 
 	var responses []*response
@@ -73,6 +78,10 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 	header(bw, "conduit_proxy_errors_total", "counter", "Errors made or met by the proxy, by reason.")
 	for i, k := range errKeys {
 		sample(bw, "conduit_proxy_errors_total", `direction="`+k.direction+`",error="`+k.reason+`"`, "", errVals[i])
+	}
+	header(bw, "conduit_proxy_panics_total", "counter", "Panics recovered while serving a connection (each closed its connection or stream).")
+	for i, d := range panicDirs {
+		sample(bw, "conduit_proxy_panics_total", `direction="`+d+`"`, "", panicVals[i])
 	}
 	if r.Process {
 		writeProcess(bw, r.start)

@@ -41,6 +41,8 @@ type Registry struct {
 	tcpOrd   []*TCP
 	errors   map[errorKey]*atomic.Uint64
 	errOrd   []errorKey
+	panics   map[string]*atomic.Uint64 // by direction
+	panicOrd []string
 }
 
 // NewRegistry returns an empty registry.
@@ -50,6 +52,7 @@ func NewRegistry() *Registry {
 		routes: map[HTTPLabels]*Route{},
 		tcp:    map[TCPLabels]*TCP{},
 		errors: map[errorKey]*atomic.Uint64{},
+		panics: map[string]*atomic.Uint64{},
 	}
 }
 
@@ -339,6 +342,20 @@ func (r *Registry) Error(direction, reason string) {
 		c = new(atomic.Uint64)
 		r.errors[k] = c
 		r.errOrd = append(r.errOrd, k)
+	}
+	r.mu.Unlock()
+	c.Add(1)
+}
+
+// Panic counts one panic recovered while serving a connection, as
+// conduit_proxy_panics_total{direction}.
+func (r *Registry) Panic(direction string) {
+	r.mu.Lock()
+	c, ok := r.panics[direction]
+	if !ok {
+		c = new(atomic.Uint64)
+		r.panics[direction] = c
+		r.panicOrd = append(r.panicOrd, direction)
 	}
 	r.mu.Unlock()
 	c.Add(1)

@@ -1,0 +1,226 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+)
+
+// Bounds under abuse. Each traffic listener caps its open connections (past
+// the cap a new connection is reset at once, before detection) and its
+// in-flight HTTP requests (past the cap a request gets a 503 and is not
+// forwarded). Without Config.MaxMemory the caps are fixed; with it they are
+// derived so that a listener at both caps stays within the budget (see
+// deriveCaps). Header blocks are bounded in bytes (MaxHeaderBytes) and in
+// fields (maxHeaderFields); a request body the client stops sending, or a
+// response the client stops reading, is aborted after BodyIdleTimeout; and a
+// panic while serving a connection is recovered, counted
+// (conduit_proxy_panics_total) and closes that connection (that stream, on
+// HTTP/2) only.
+
+// maxHeaderFields bounds the header fields of a message, as Envoy's and
+// hyper's default (100): parsing cost and the memory a head pins grow with
+// the field count, not only with the bytes.
+const maxHeaderFields = 100
+
+// errTooManyHeaders is a message head with more than maxHeaderFields fields.
+var errTooManyHeaders = fmt.Errorf("more than %d header fields", maxHeaderFields)
+
+// headStatus is the status answering a request head that failed to parse.
+func headStatus(err error) int {
+	if errors.Is(err, errTooManyHeaders) {
+		return http.StatusRequestHeaderFieldsTooLarge
+	}
+	return http.StatusBadRequest
+}
+
+// Fixed caps without a memory budget, per traffic listener.
+const (
+	defaultMaxConnections = 10000
+	defaultMaxRequests    = 10000
+)
+
+// Costs the caps are derived from, measured on conduit-proxy (see the
+// README's figures): an idle connection (goroutine, buffers, poller entry)
+// and an in-flight request (its upstream connection and copy buffers), with
+// margin; memReserve is the process without traffic (text, runtime, heap).
+const (
+	memReserve     = 16 << 20
+	memPerConn     = 24 << 10
+	memPerRequest  = 48 << 10
+	minDerivedCaps = 64
+)
+
+// deriveCaps splits a memory budget between nListeners listeners, each
+// allowed conns connections and reqs in-flight requests, one request for
+// every four connections.
+func deriveCaps(budget int64, nListeners int) (conns, reqs int) {
+	if nListeners < 1 {
+		nListeners = 1
+	}
+	per := (budget - memReserve) / int64(nListeners)
+	// per = conns*memPerConn + conns/4*memPerRequest
+	c := int(per / (memPerConn + memPerRequest/4))
+	c = max(c, minDerivedCaps)
+	return c, max(c/4, minDerivedCaps)
+}
+
+// limiter is a counting semaphore that never waits.
+type limiter struct {
+	max int64
+	n   atomic.Int64
+}
+
+func (l *limiter) acquire() bool {
+	if l.n.Add(1) > l.max {
+		l.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (l *limiter) release() { l.n.Add(-1) }
+
+// shed counts a connection or request refused at a cap and logs it at most
+// once a minute per listener.
+func (s *side) shed(reason string) {
+	s.p.metrics.Error(s.dir, reason)
+	now := time.Now().UnixNano()
+	if last := s.shedLogged.Load(); now-last > int64(time.Minute) && s.shedLogged.CompareAndSwap(last, now) {
+		s.p.log.Warn("load shedding: a cap is reached (conduit_proxy_errors_total counts every shed)",
+			"direction", s.dir, "reason", reason, "max_connections", s.conns.max, "max_requests", s.requests.max)
+	}
+}
+
+// recovered counts and logs a panic recovered while serving a connection.
+func (p *Proxy) recovered(dir string, v any) {
+	p.metrics.Panic(dir)
+	p.log.Error("panic while serving a connection; closing it", "direction", dir, "panic", v, "stack", string(debug.Stack()))
+}
+
+// serveAdmitted serves the fast path's current request if the listener has
+// room for one more in flight, else answers 503 without forwarding it.
+func (fc *fastConn) serveAdmitted() bool {
+	s := fc.s
+	if !s.requests.acquire() {
+		s.shed("request_limit")
+		return fc.answerUnforwarded(http.StatusServiceUnavailable, errOverloaded.msg)
+	}
+	defer s.requests.release()
+	return fc.serveOne()
+}
+
+var errOverloaded = proxyError{http.StatusServiceUnavailable, "request_limit", "proxy overloaded: too many requests in flight"}
+
+// guard wraps a side's net/http handler with the request cap, the header
+// field cap, the body idle timeout and panic recovery.
+type guard struct {
+	s    *side
+	next http.Handler
+}
+
+func (g guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := g.s
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.p.recovered(s.dir, v)
+			// net/http closes the connection (HTTP/1) or resets the
+			// stream (HTTP/2) and logs nothing for ErrAbortHandler.
+			panic(http.ErrAbortHandler)
+		}
+	}()
+	if n := fieldCount(r.Header) + fieldCount(r.Trailer); n > maxHeaderFields {
+		s.p.metrics.Error(s.dir, "too_many_headers")
+		w.Header().Set("Connection", "close")
+		w.Header().Set(ErrorHeader, errTooManyHeaders.Error())
+		http.Error(w, "request has "+errTooManyHeaders.Error(), http.StatusRequestHeaderFieldsTooLarge)
+		return
+	}
+	if !s.requests.acquire() {
+		s.shed(errOverloaded.reason)
+		w.Header().Set(ErrorHeader, errOverloaded.msg)
+		http.Error(w, errOverloaded.msg, errOverloaded.status)
+		return
+	}
+	defer s.requests.release()
+	d := s.p.cfg.BodyIdleTimeout
+	rc := http.NewResponseController(w)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &idleBody{ReadCloser: r.Body, rc: rc, d: d, s: s}
+	}
+	iw := &idleWriter{ResponseWriter: w, rc: rc, d: d}
+	g.next.ServeHTTP(iw, r)
+	iw.arm() // for the server's final flush of what the handler wrote
+}
+
+func fieldCount(h http.Header) int {
+	n := 0
+	for _, v := range h {
+		n += len(v)
+	}
+	return n
+}
+
+// idleBody aborts a request body read that waits longer than d.
+type idleBody struct {
+	io.ReadCloser
+	rc *http.ResponseController
+	d  time.Duration
+	s  *side
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	b.rc.SetReadDeadline(time.Now().Add(b.d))
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		b.s.p.metrics.Error(b.s.dir, "body_timeout")
+	}
+	return n, err
+}
+
+// idleWriter aborts a response write the client does not take within d.
+type idleWriter struct {
+	http.ResponseWriter
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (w *idleWriter) arm() { w.rc.SetWriteDeadline(time.Now().Add(w.d)) }
+
+func (w *idleWriter) WriteHeader(code int) {
+	w.arm()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *idleWriter) Write(b []byte) (int, error) {
+	w.arm()
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *idleWriter) Flush() {
+	w.arm()
+	w.rc.Flush()
+}
+
+// Hijack hands the connection over without the body deadlines: a tunnel
+// (CONNECT, Upgrade) may be quiet for as long as its peers like.
+func (w *idleWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := w.rc.Hijack()
+	if err == nil {
+		c.SetDeadline(time.Time{})
+	}
+	return c, brw, err
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (w *idleWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
