@@ -34,6 +34,7 @@ func TestExposition(t *testing.T) {
 	tcp.Open()
 	r.Error("outbound", "unknown_authority")
 	r.Error("outbound", "unknown_authority")
+	r.Panic("inbound")
 
 	var buf bytes.Buffer
 	if _, err := r.WriteTo(&buf); err != nil {
