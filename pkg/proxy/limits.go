@@ -155,11 +155,23 @@ func (g guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.requests.release()
 	d := s.p.cfg.BodyIdleTimeout
 	rc := http.NewResponseController(w)
+	var body *idleBody
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &idleBody{ReadCloser: r.Body, rc: rc, d: d, s: s}
+		// A copy: the server must keep seeing its own body (to tell
+		// whether the connection can be reused).
+		r = r.WithContext(r.Context())
+		body = &idleBody{ReadCloser: r.Body, rc: rc, d: d}
+		r.Body = body
 	}
 	iw := &idleWriter{ResponseWriter: w, rc: rc, d: d}
 	g.next.ServeHTTP(iw, r)
+	if body != nil && body.stalled.Load() {
+		// Whatever was answered, the exchange is broken: close the
+		// connection (reset the stream) rather than let net/http send
+		// a default response or read on after the stalled body.
+		s.p.metrics.Error(s.dir, "body_timeout")
+		panic(http.ErrAbortHandler)
+	}
 	iw.arm() // for the server's final flush of what the handler wrote
 }
 
@@ -174,16 +186,16 @@ func fieldCount(h http.Header) int {
 // idleBody aborts a request body read that waits longer than d.
 type idleBody struct {
 	io.ReadCloser
-	rc *http.ResponseController
-	d  time.Duration
-	s  *side
+	rc      *http.ResponseController
+	d       time.Duration
+	stalled atomic.Bool
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
 	b.rc.SetReadDeadline(time.Now().Add(b.d))
 	n, err := b.ReadCloser.Read(p)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		b.s.p.metrics.Error(b.s.dir, "body_timeout")
+		b.stalled.Store(true)
 	}
 	return n, err
 }
