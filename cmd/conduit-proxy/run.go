@@ -39,6 +39,9 @@ type runOptions struct {
 	headerReadTimeout, idleTimeout             time.Duration
 	shutdownGrace                              time.Duration
 	maxHeaderBytes                             sizeFlag
+	bodyIdleTimeout                            time.Duration
+	maxConnections, maxRequests                int
+	maxMemory                                  sizeFlag
 	logLevel                                   string
 	logFormat                                  string
 	memoryLimit                                sizeFlag
@@ -80,6 +83,10 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 90*time.Second, "idle keep-alive connections are closed after this long")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace-period", 20*time.Second, "on SIGTERM, time for in-flight requests to finish")
 	fs.Var(&o.maxHeaderBytes, "max-header-bytes", "largest request header block accepted (larger gets 431)")
+	fs.DurationVar(&o.bodyIdleTimeout, "body-idle-timeout", 60*time.Second, "abort a request body the client stops sending, or a response it stops reading, for this long")
+	fs.IntVar(&o.maxConnections, "max-connections", 0, "open connections per traffic listener; past it new ones are reset at once (0: derived from --max-memory, else 10000)")
+	fs.IntVar(&o.maxRequests, "max-requests", 0, "in-flight HTTP requests per traffic listener; past it requests get 503 (0: derived from --max-memory, else 10000)")
+	fs.Var(&o.maxMemory, "max-memory", "memory the proxy must stay under, e.g. its container's limit (e.g. 64MiB; 0 = none): the connection and request caps are derived from it and the soft memory limit never grows past it")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (changeable at PUT /log-level)")
 	fs.StringVar(&o.logFormat, "log-format", "plain", "plain or json")
 	fs.Var(&o.memoryLimit, "memory-limit", "Go runtime soft memory limit with no connections open (e.g. 6MiB; 0 = none); it grows by 64 KiB per open connection, and by up to 8 MiB while garbage collection takes over 10 % of the CPU")
@@ -104,6 +111,12 @@ func parseRunOptions(args []string, getenv func(string) string, stderr io.Writer
 	}
 	if _, err := parseLevel(o.logLevel); err != nil {
 		return nil, err
+	}
+	if o.maxConnections < 0 || o.maxRequests < 0 {
+		return nil, fmt.Errorf("--max-connections %d, --max-requests %d: want 0 (derived) or a positive count", o.maxConnections, o.maxRequests)
+	}
+	if o.maxMemory > 0 && o.maxMemory < 32<<20 {
+		return nil, fmt.Errorf("--max-memory %d: want at least 32MiB (the proxy needs about 16 MiB before any traffic), or 0 for none", int64(o.maxMemory))
 	}
 	if o.logFormat != "plain" && o.logFormat != "json" {
 		return nil, fmt.Errorf("--log-format %q: want plain or json", o.logFormat)
@@ -161,6 +174,10 @@ func run(ctx context.Context, o *runOptions, stderr io.Writer) error {
 		IdleTimeout:       o.idleTimeout,
 		ShutdownGrace:     o.shutdownGrace,
 		MaxHeaderBytes:    int(o.maxHeaderBytes),
+		BodyIdleTimeout:   o.bodyIdleTimeout,
+		MaxConnections:    o.maxConnections,
+		MaxRequests:       o.maxRequests,
+		MaxMemory:         int64(o.maxMemory),
 		Logger:            log,
 		LogLevel:          level,
 		DisableFastPath:   !o.http1FastPath,

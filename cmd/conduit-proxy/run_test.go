@@ -76,6 +76,17 @@ func TestParseRunOptions(t *testing.T) {
 		{name: "bad port", args: []string{"--opaque-ports", "70000"}, wantErr: `port "70000"`},
 		{name: "bad duration in env", env: map[string]string{"CONDUIT_PROXY_DETECT_TIMEOUT": "soon"}, wantErr: "CONDUIT_PROXY_DETECT_TIMEOUT"},
 		{name: "bad size", args: []string{"--memory-limit", "lots"}, wantErr: `size "lots"`},
+		{
+			name: "caps from the environment",
+			env:  map[string]string{"CONDUIT_PROXY_MAX_MEMORY": "64MiB", "CONDUIT_PROXY_MAX_CONNECTIONS": "500", "CONDUIT_PROXY_BODY_IDLE_TIMEOUT": "5s"},
+			check: func(t *testing.T, o *runOptions) {
+				if o.maxMemory != 64<<20 || o.maxConnections != 500 || o.maxRequests != 0 || o.bodyIdleTimeout != 5*time.Second {
+					t.Errorf("max memory %v connections %d requests %d body idle %v", o.maxMemory, o.maxConnections, o.maxRequests, o.bodyIdleTimeout)
+				}
+			},
+		},
+		{name: "max memory too small", args: []string{"--max-memory", "8MiB"}, wantErr: "--max-memory 8388608: want at least 32MiB"},
+		{name: "negative cap", args: []string{"--max-requests", "-1"}, wantErr: "--max-requests -1"},
 		{name: "bad log level", args: []string{"--log-level", "loud"}, wantErr: `--log-level "loud"`},
 		{name: "bad log format", args: []string{"--log-format", "xml"}, wantErr: `--log-format "xml"`},
 		{name: "stray argument", args: []string{"extra"}, wantErr: `unexpected argument "extra"`},
