@@ -32,5 +32,9 @@ func ParseID(s string) (ID, error) {
 	if len(parts) != 4 || parts[0] != "ns" || parts[2] != "sa" || parts[1] == "" || parts[3] == "" || u.String() != s {
 		return ID{}, fmt.Errorf("identity %q is not spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>", s)
 	}
-	return ID{TrustDomain: u.Host, Namespace: parts[1], ServiceAccount: parts[3]}, nil
+	id := ID{TrustDomain: u.Host, Namespace: parts[1], ServiceAccount: parts[3]}
+	if id.String() != s { // escaped characters: the certificate would name another string
+		return ID{}, fmt.Errorf("identity %q is not spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>", s)
+	}
+	return id, nil
 }

@@ -150,11 +150,14 @@ func LoadTrustAnchors(path string) (*x509.CertPool, error) {
 // ParseSPIFFEID checks that s is spiffe://<trust-domain>/ns/<ns>/sa/<sa>.
 func ParseSPIFFEID(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "spiffe" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+	if err != nil || u.Scheme != "spiffe" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil || u.Port() != "" || u.RawPath != "" {
 		return nil, fmt.Errorf("%q is not a SPIFFE ID (spiffe://<trust-domain>/ns/<ns>/sa/<sa>)", s)
 	}
 	parts := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
-	if len(parts) != 4 || parts[0] != "ns" || parts[2] != "sa" || parts[1] == "" || parts[3] == "" {
+	// Only the form the URL prints back (lower-case scheme, no escapes) is
+	// accepted: it is what the issued certificate's URI SAN will say. The
+	// controller's ParseID (pkg/controller/identity) accepts the same names.
+	if len(parts) != 4 || parts[0] != "ns" || parts[2] != "sa" || parts[1] == "" || parts[3] == "" || u.String() != s {
 		return nil, fmt.Errorf("%q is not a SPIFFE ID (spiffe://<trust-domain>/ns/<ns>/sa/<sa>)", s)
 	}
 	return u, nil
