@@ -53,23 +53,23 @@ const (
 // margin; memReserve is the process without traffic (text, runtime, heap).
 const (
 	memReserve     = 16 << 20
-	memPerConn     = 24 << 10
-	memPerRequest  = 48 << 10
+	memPerConn     = 16 << 10
+	memPerRequest  = 32 << 10
 	minDerivedCaps = 64
 )
 
 // deriveCaps splits a memory budget between nListeners listeners, each
-// allowed conns connections and reqs in-flight requests, one request for
-// every four connections.
+// allowed conns connections and as many in-flight requests: an HTTP/1.1
+// connection carries one request at a time, so connections the proxy
+// accepted can never be starved of request slots by slow requests on
+// others.
 func deriveCaps(budget int64, nListeners int) (conns, reqs int) {
 	if nListeners < 1 {
 		nListeners = 1
 	}
 	per := (budget - memReserve) / int64(nListeners)
-	// per = conns*memPerConn + conns/4*memPerRequest
-	c := int(per / (memPerConn + memPerRequest/4))
-	c = max(c, minDerivedCaps)
-	return c, max(c/4, minDerivedCaps)
+	c := max(int(per/(memPerConn+memPerRequest)), minDerivedCaps)
+	return c, c
 }
 
 // limiter is a counting semaphore that never waits.

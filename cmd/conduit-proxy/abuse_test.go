@@ -1,0 +1,252 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Item 6 of issue 12: a proxy with a 64 MiB memory budget, flooded with
+// 10,000 idle connections and 1,000 slow-body requests, stays under the
+// budget and keeps serving a well-behaved client (one keep-alive connection
+// opened before the flood) with p99 under 5 ms.
+const (
+	abuseIdleConns    = 10000
+	abuseSlowBodies   = 1000
+	abuseGoodRequests = 500
+	abuseMaxMemory    = 64 << 20
+	abuseP99          = 5 * time.Millisecond
+)
+
+func TestBoundedUnderAbuse(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads the proxy's peak RSS from /proc")
+	}
+	proxyBinary(t) // skips with -short
+	needFDs := uint64(abuseIdleConns + 2*abuseSlowBodies + 500)
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Cur < needFDs {
+		// Go raises the soft limit to the hard one at start; the hard
+		// one is the machine's word.
+		lim.Cur = min(lim.Max, needFDs)
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	if lim.Cur < needFDs {
+		t.Skipf("RLIMIT_NOFILE is %d (hard %d): the test holds about %d descriptors", lim.Cur, lim.Max, needFDs)
+	}
+
+	// The application: /ok answers at once, /upload reads the whole body.
+	appLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d", n)
+	})}
+	go app.Serve(appLn)
+	t.Cleanup(func() { app.Close() })
+
+	inbound := freeAddr(t)
+	pp := startProxyProcess(t, "--inbound-listen", inbound, "--inbound-target", appLn.Addr().String(),
+		"--max-memory", strconv.Itoa(abuseMaxMemory), "--detect-timeout", "2s", "--log-level", "error")
+	pid := pp.cmd.Process.Pid
+	t.Logf("proxy: --max-memory 64MiB --detect-timeout 2s (idle connections become opaque relays within the test), other flags default")
+
+	// The well-behaved client: one keep-alive connection, opened first.
+	tr := &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	good := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	get := func() (time.Duration, error) {
+		start := time.Now()
+		resp, err := good.Get("http://" + inbound + "/ok")
+		if err != nil {
+			return 0, err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode != 200 {
+			err = fmt.Errorf("status %d (%s)", resp.StatusCode, resp.Header.Get("conduit-proxy-error"))
+		}
+		return time.Since(start), err
+	}
+	measure := func(n int, gap time.Duration) []time.Duration {
+		lat := make([]time.Duration, 0, n)
+		for i := range n {
+			d, err := get()
+			if err != nil {
+				t.Fatalf("well-behaved request %d: %v", i, err)
+			}
+			lat = append(lat, d)
+			time.Sleep(gap)
+		}
+		return lat
+	}
+	quiet := measure(abuseGoodRequests, time.Millisecond)
+	t.Logf("before the flood: p50 %v p99 %v, RSS %s", pct(quiet, 50), pct(quiet, 99), rssLine(pid, "VmRSS"))
+
+	// The flood.
+	cpu0, flood0 := cpuSeconds(pid), time.Now()
+	var held []net.Conn // guarded by heldMu
+	var heldMu sync.Mutex
+	keep := func(c net.Conn) {
+		heldMu.Lock()
+		held = append(held, c)
+		heldMu.Unlock()
+	}
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var dialFailed atomic.Int64
+	// Slow bodies: 1000 bytes announced, one sent per second on each.
+	slow := make([]net.Conn, 0, abuseSlowBodies)
+	for range abuseSlowBodies {
+		c, err := net.Dial("tcp", inbound)
+		if err != nil {
+			dialFailed.Add(1)
+			continue
+		}
+		keep(c)
+		if _, err := io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 1000\r\n\r\nx"); err == nil {
+			slow = append(slow, c)
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			for _, c := range slow {
+				c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+				c.Write([]byte("x"))
+			}
+		}
+	}()
+	// Idle connections: connect, send nothing.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range abuseIdleConns {
+			if i%100 == 0 {
+				time.Sleep(50 * time.Millisecond) // 2000 connections a second
+			}
+			c, err := net.Dial("tcp", inbound)
+			if err != nil {
+				dialFailed.Add(1)
+				continue
+			}
+			keep(c)
+		}
+	}()
+	// Peak RSS while the flood lasts.
+	var peak atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			if kb := rssKiB(pid, "VmRSS"); kb > peak.Load() {
+				peak.Store(kb)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	flooded := measure(abuseGoodRequests, 20*time.Millisecond) // ~12 s, past the detection timeout
+	close(stop)
+	wg.Wait()
+
+	cpu := cpuSeconds(pid) - cpu0
+	took := time.Since(flood0)
+	text := pp.metrics(t)
+	hwm := rssKiB(pid, "VmHWM")
+	connShed := metricValue(text, "conduit_proxy_errors_total", `direction="inbound"`, `error="connection_limit"`)
+	reqShed := metricValue(text, "conduit_proxy_errors_total", `direction="inbound"`, `error="request_limit"`)
+	open := metricValue(text, "tcp_open_connections", `direction="inbound"`, `peer="src"`)
+	t.Logf("during the flood: well-behaved p50 %v p99 %v max %v over %d requests", pct(flooded, 50), pct(flooded, 99), slices.Max(flooded), len(flooded))
+	t.Logf("proxy CPU during the flood: %.2f s over %v (%.0f %% of one core)", cpu, took.Round(time.Second), 100*cpu/took.Seconds())
+	t.Logf("proxy peak RSS %.1f MiB (VmHWM; sampled VmRSS peak %.1f MiB), budget %d MiB", float64(hwm)/1024, float64(peak.Load())/1024, abuseMaxMemory>>20)
+	t.Logf("shed: %v connections reset at the cap, %v requests answered 503; %v inbound connections open at the end; %d dials failed at the client",
+		connShed, reqShed, open, dialFailed.Load())
+
+	if hwm<<10 >= abuseMaxMemory {
+		t.Errorf("peak RSS %d KiB, want under %d MiB", hwm, abuseMaxMemory>>20)
+	}
+	if p := pct(flooded, 99); p >= abuseP99 {
+		t.Errorf("well-behaved client p99 %v during the flood, want under %v", p, abuseP99)
+	}
+	if connShed == 0 {
+		t.Errorf("no connection was shed: the flood did not reach the cap")
+	}
+	if out := pp.stderr.String(); strings.Contains(out, "panic") {
+		t.Errorf("the proxy logged a panic:\n%s", out)
+	}
+}
+
+// pct is the p-th percentile of ds.
+func pct(ds []time.Duration, p int) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*p/100)]
+}
+
+// rssKiB reads a kB field (VmRSS, VmHWM) of /proc/<pid>/status.
+func rssKiB(pid int, field string) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func rssLine(pid int, field string) string {
+	return fmt.Sprintf("%.1f MiB", float64(rssKiB(pid, field))/1024)
+}
+
+// cpuSeconds is the user plus system CPU time of a process so far.
+func cpuSeconds(pid int) float64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	// The fields after the command name, which may hold spaces.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
