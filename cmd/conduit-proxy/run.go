@@ -167,6 +167,7 @@ func run(ctx context.Context, o *runOptions, stderr io.Writer) error {
 		InboundTarget:     o.inboundTarget,
 		Resolver:          res,
 		TLS:               tlsProvider,
+		ControllerID:      o.controlPlane.controllerIdentity,
 		OpaquePorts:       o.opaquePorts,
 		DetectTimeout:     o.detectTimeout,
 		ConnectTimeout:    o.connectTimeout,

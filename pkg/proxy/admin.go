@@ -2,21 +2,23 @@ package proxy
 
 import (
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"time"
 
+	"github.com/conduitmesh/conduit/pkg/proxy/identity"
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
 	"github.com/conduitmesh/conduit/pkg/sniff"
 )
 
 // adminServer serves /metrics, /ready, /live, POST /shutdown and
-// GET/PUT /log-level, plus Config.AdminRoutes (tap). It speaks HTTP/1.1 and
+// GET/PUT /log-level, plus Config.AdminRoutes (tap). The requests that change
+// state are refused with 403 unless mayChangeState allows them. It speaks HTTP/1.1 and
 // h2c in plaintext and, on connections that start a TLS handshake (see
 // adminListener), HTTP/2 and HTTP/1.1 over mTLS with the proxy's identity.
 func (p *Proxy) adminServer() *http.Server {
@@ -53,8 +55,9 @@ func (p *Proxy) adminServer() *http.Server {
 		io.WriteString(w, "live\n")
 	})
 	mux.HandleFunc("POST /shutdown", func(w http.ResponseWriter, r *http.Request) {
-		if !fromLoopback(r) {
-			http.Error(w, "shutdown is only allowed from localhost", http.StatusForbidden)
+		if err := p.mayChangeState(r); err != nil {
+			p.log.Warn("admin request refused", "request", "POST /shutdown", "remote", r.RemoteAddr, "err", err)
+			http.Error(w, "shutdown refused: "+err.Error(), http.StatusForbidden)
 			return
 		}
 		p.log.Info("shutdown requested on the admin port", "remote", r.RemoteAddr)
@@ -65,6 +68,11 @@ func (p *Proxy) adminServer() *http.Server {
 		io.WriteString(w, strings.ToLower(p.cfg.LogLevel.Level().String())+"\n")
 	})
 	mux.HandleFunc("PUT /log-level", func(w http.ResponseWriter, r *http.Request) {
+		if err := p.mayChangeState(r); err != nil {
+			p.log.Warn("admin request refused", "request", "PUT /log-level", "remote", r.RemoteAddr, "err", err)
+			http.Error(w, "log level change refused: "+err.Error(), http.StatusForbidden)
+			return
+		}
 		body, err := io.ReadAll(io.LimitReader(r.Body, 64))
 		if err != nil {
 			http.Error(w, "reading body: "+err.Error(), http.StatusBadRequest)
@@ -93,13 +101,37 @@ func (p *Proxy) adminServer() *http.Server {
 	}
 }
 
-func fromLoopback(r *http.Request) bool {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return false
+// mayChangeState decides who may change the proxy's state on the admin port
+// (POST /shutdown, PUT /log-level), which listens on every address of the
+// pod: in plaintext only a loopback caller (a container of the pod itself,
+// such as a preStop hook); over mTLS only Config.ControllerID. The TLS peer's
+// certificate is already verified against the trust anchors by the
+// identity's server configuration (adminTLS); here only its name counts, so
+// another meshed workload's valid certificate is refused, even on loopback.
+func (p *Proxy) mayChangeState(r *http.Request) error {
+	if r.TLS != nil {
+		id := identity.PeerID(r.TLS.PeerCertificates)
+		switch {
+		case p.cfg.ControllerID == "":
+			return fmt.Errorf("the proxy knows no controller identity (--controller-identity), so only plaintext loopback callers may")
+		case id == "":
+			return fmt.Errorf("the client certificate has no SPIFFE ID; only %s may", p.cfg.ControllerID)
+		case id != p.cfg.ControllerID:
+			return fmt.Errorf("identity %s may not; only %s may", id, p.cfg.ControllerID)
+		}
+		return nil
 	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.Unmap().IsLoopback()
+	if !loopbackAddr(r.RemoteAddr) {
+		return fmt.Errorf("plaintext callers must be on loopback, not %s", r.RemoteAddr)
+	}
+	return nil
+}
+
+// loopbackAddr reports whether the host:port addr is a loopback address
+// (127.0.0.0/8, ::1, or an IPv4-mapped loopback).
+func loopbackAddr(addr string) bool {
+	ap, err := netip.ParseAddrPort(addr)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
 }
 
 // adminSniffTimeout bounds how long a new admin connection may take to send

@@ -55,6 +55,10 @@ type Config struct {
 	Resolver resolve.Resolver
 	// TLS is the proxy's identity; nil means plaintext only.
 	TLS tlsconf.Provider
+	// ControllerID is the controller's SPIFFE ID: over mTLS on the admin
+	// port only it may POST /shutdown or PUT /log-level (in plaintext only
+	// loopback callers may). Empty: no TLS caller may.
+	ControllerID string
 	// OpaquePorts are skipped by protocol detection in addition to
 	// DefaultOpaquePorts.
 	OpaquePorts []uint16
