@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/conduitmesh/conduit/pkg/proxy/iptables"
+	"github.com/conduitmesh/conduit/pkg/proxy/redirect"
 )
 
 // envPrefix prefixes the environment variable of every flag:
@@ -19,14 +19,14 @@ const envPrefix = "CONDUIT_PROXY_"
 
 // initOptions are the settings of `conduit-proxy init`.
 type initOptions struct {
-	config iptables.Config
-	mode   iptables.Mode
+	config redirect.Config
+	mode   redirect.Mode
 	ipv6   bool
 	dryRun bool
 }
 
-// initMain installs the pod's iptables redirect; it is the init container's
-// entry point.
+// initMain installs the pod's redirect; it is the init container's entry
+// point.
 func initMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	opts, err := parseInitFlags(args, os.Getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -36,7 +36,7 @@ func initMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "conduit-proxy init: %v\n", err)
 		return 2
 	}
-	if err := runInit(ctx, opts, iptables.ExecRunner{}, stdout); err != nil {
+	if err := runInit(ctx, opts, redirect.Backends{NFT: redirect.InstallNFT, Runner: redirect.ExecRunner{}}, stdout); err != nil {
 		fmt.Fprintf(stderr, "conduit-proxy init: %v\n", err)
 		return 1
 	}
@@ -46,18 +46,20 @@ func initMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 func parseInitFlags(args []string, getenv func(string) string, stderr io.Writer) (*initOptions, error) {
 	fs := flag.NewFlagSet("conduit-proxy init", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	inbound := fs.Uint("inbound-port", iptables.DefaultInboundPort, "port of the proxy's inbound listener; inbound TCP is redirected there")
-	outbound := fs.Uint("outbound-port", iptables.DefaultOutboundPort, "port of the proxy's outbound listener; outbound TCP is redirected there")
-	uid := fs.Uint("proxy-uid", iptables.DefaultProxyUID, "user ID the proxy runs as; its traffic is never redirected")
+	inbound := fs.Uint("inbound-port", redirect.DefaultInboundPort, "port of the proxy's inbound listener; inbound TCP is redirected there")
+	outbound := fs.Uint("outbound-port", redirect.DefaultOutboundPort, "port of the proxy's outbound listener; outbound TCP is redirected there")
+	uid := fs.Uint("proxy-uid", redirect.DefaultProxyUID, "user ID the proxy runs as; its traffic is never redirected")
 	skipIn := fs.String("skip-inbound-ports", "", "comma-separated ports or FIRST-LAST ranges that inbound traffic reaches directly")
 	skipOut := fs.String("skip-outbound-ports", "", "comma-separated ports or FIRST-LAST ranges that outbound traffic reaches directly")
 	skipNets := fs.String("skip-subnets", "", "comma-separated CIDRs that outbound traffic reaches directly")
-	mode := fs.String("iptables-mode", string(iptables.ModeAuto), "iptables back end: auto, legacy or nft")
-	ipv6 := fs.Bool("ipv6", false, "also install the redirect for IPv6 with ip6tables")
-	dryRun := fs.Bool("dry-run", false, "print the iptables commands instead of running them")
+	mode := fs.String("redirect-mode", string(redirect.ModeAuto), "how to install the redirect: auto (nftables over netlink; iptables programs\n"+
+		"only if the kernel has no nf_tables), nft (nftables only), iptables-nft or iptables-legacy")
+	ipv6 := fs.Bool("ipv6", false, "also install the redirect for IPv6")
+	dryRun := fs.Bool("dry-run", false, "print the nftables ruleset (nft -f syntax) or the iptables commands instead of installing them")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: conduit-proxy init [flags]\n\n"+
-			"Installs the pod's iptables NAT redirect to conduit-proxy. Every flag can also be set\n"+
+			"Installs the pod's NAT redirect to conduit-proxy, with nftables over netlink (no program\n"+
+			"needed) or iptables programs. Every flag can also be set\n"+
 			"with an environment variable %s<FLAG_IN_UPPER_SNAKE>; flags win.\n\n", envPrefix)
 		fs.PrintDefaults()
 	}
@@ -73,8 +75,8 @@ func parseInitFlags(args []string, getenv func(string) string, stderr io.Writer)
 
 	opts := &initOptions{ipv6: *ipv6, dryRun: *dryRun}
 	var err error
-	if opts.mode, err = iptables.ParseMode(*mode); err != nil {
-		return nil, fmt.Errorf("--iptables-mode: %w", err)
+	if opts.mode, err = redirect.ParseMode(*mode); err != nil {
+		return nil, fmt.Errorf("--redirect-mode: %w", err)
 	}
 	for _, p := range []struct {
 		name string
@@ -90,13 +92,13 @@ func parseInitFlags(args []string, getenv func(string) string, stderr io.Writer)
 		return nil, fmt.Errorf("--proxy-uid %d is not a user ID", *uid)
 	}
 	opts.config.ProxyUID = uint32(*uid)
-	if opts.config.SkipInboundPorts, err = iptables.ParsePortRanges(*skipIn); err != nil {
+	if opts.config.SkipInboundPorts, err = redirect.ParsePortRanges(*skipIn); err != nil {
 		return nil, fmt.Errorf("--skip-inbound-ports: %w", err)
 	}
-	if opts.config.SkipOutboundPorts, err = iptables.ParsePortRanges(*skipOut); err != nil {
+	if opts.config.SkipOutboundPorts, err = redirect.ParsePortRanges(*skipOut); err != nil {
 		return nil, fmt.Errorf("--skip-outbound-ports: %w", err)
 	}
-	if opts.config.SkipSubnets, err = iptables.ParseSubnets(*skipNets); err != nil {
+	if opts.config.SkipSubnets, err = redirect.ParseSubnets(*skipNets); err != nil {
 		return nil, fmt.Errorf("--skip-subnets: %w", err)
 	}
 	if err := opts.config.Validate(); err != nil {
@@ -130,53 +132,46 @@ func envName(flagName string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// runInit plans the rules for each family, then prints them (dry run) or
-// installs them with r.
-func runInit(ctx context.Context, opts *initOptions, r iptables.Runner, stdout io.Writer) error {
-	families := []iptables.Family{iptables.IPv4}
-	if opts.ipv6 {
-		families = append(families, iptables.IPv6)
-	}
-	var script strings.Builder
-	type job struct {
-		program string
-		steps   []iptables.Step
-	}
-	var jobs []job
-	for _, family := range families {
-		steps, err := iptables.Plan(opts.config, family)
-		if err != nil {
-			return err
-		}
-		program, err := iptables.Program(ctx, r, opts.mode, family)
-		if err != nil {
-			if !opts.dryRun {
-				return err
-			}
-			// A dry run needs no iptables: print for the usual program name.
-			program = family.DefaultProgram(opts.mode)
-		}
-		jobs = append(jobs, job{program, steps})
-		script.WriteString(iptables.Render(program, jobs[len(jobs)-1].steps))
-	}
-	if opts.dryRun {
-		_, err := io.WriteString(stdout, "# conduit-proxy init --dry-run: nothing was changed; these commands would be run\n"+script.String())
+// runInit plans the rulesets, then prints them (dry run) or installs them
+// with b and prints one line naming the back end that did.
+func runInit(ctx context.Context, opts *initOptions, b redirect.Backends, stdout io.Writer) error {
+	rulesets, err := redirect.PlanAll(opts.config, opts.ipv6)
+	if err != nil {
 		return err
 	}
-	for _, j := range jobs {
-		if err := iptables.Install(ctx, r, j.program, j.steps); err != nil {
-			if errors.Is(err, iptables.ErrPermission) {
-				return fmt.Errorf("%w: run conduit-proxy init as root or with the NET_ADMIN and NET_RAW capabilities "+
-					"(in Kubernetes: securityContext.capabilities.add: [NET_ADMIN, NET_RAW])", err)
-			}
-			return err
-		}
+	if opts.dryRun {
+		_, err := io.WriteString(stdout, dryRun(ctx, opts.mode, rulesets, b.Runner))
+		return err
 	}
-	programs := make([]string, len(jobs))
-	for i, j := range jobs {
-		programs[i] = j.program
+	used, err := redirect.Install(ctx, opts.mode, rulesets, b)
+	if errors.Is(err, redirect.ErrPermission) {
+		return fmt.Errorf("%w: run conduit-proxy init as root with the NET_ADMIN capability (and NET_RAW for iptables-legacy; "+
+			"in Kubernetes: securityContext.runAsUser: 0, capabilities.add: [NET_ADMIN, NET_RAW])", err)
 	}
-	_, err := fmt.Fprintf(stdout, "conduit-proxy init: redirect installed with %s (inbound TCP → %d, outbound TCP → %d, proxy uid %s exempt)\n",
-		strings.Join(programs, " and "), opts.config.InboundPort, opts.config.OutboundPort, strconv.FormatUint(uint64(opts.config.ProxyUID), 10))
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "conduit-proxy init: redirect installed with %s: inbound TCP → %d, outbound TCP → %d, proxy uid %s exempt\n",
+		used, opts.config.InboundPort, opts.config.OutboundPort, strconv.FormatUint(uint64(opts.config.ProxyUID), 10))
 	return err
+}
+
+// dryRun is what --dry-run prints: the nftables ruleset in nft -f syntax, or
+// the iptables commands for the programs that mode would run (their usual
+// names when they are not installed: a dry run needs no program).
+func dryRun(ctx context.Context, mode redirect.Mode, rulesets []redirect.Ruleset, r redirect.Runner) string {
+	if mode.UsesNFT() {
+		return "# conduit-proxy init --dry-run: nothing was changed; this nftables ruleset would be loaded over netlink\n" +
+			"# in one transaction (the same as nft -f)\n" + redirect.RenderNFT(rulesets)
+	}
+	var b strings.Builder
+	b.WriteString("# conduit-proxy init --dry-run: nothing was changed; these commands would be run\n")
+	for _, rs := range rulesets {
+		program, err := redirect.Program(ctx, r, mode, rs.Family)
+		if err != nil {
+			program = rs.Family.DefaultProgram(mode)
+		}
+		b.WriteString(redirect.RenderIptables(program, redirect.Steps(rs)))
+	}
+	return b.String()
 }

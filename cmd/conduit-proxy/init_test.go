@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os/exec"
 	"strings"
 	"testing"
 
-	"github.com/conduitmesh/conduit/pkg/proxy/iptables"
+	"github.com/conduitmesh/conduit/pkg/proxy/redirect"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -55,21 +56,21 @@ func TestParseInitFlags(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", check: func(t *testing.T, o *initOptions) {
-			want := iptables.Config{InboundPort: 4143, OutboundPort: 4140, ProxyUID: 2102}
+			want := redirect.Config{InboundPort: 4143, OutboundPort: 4140, ProxyUID: 2102}
 			if diff := cmp.Diff(want, o.config); diff != "" {
 				t.Errorf("config (-want +got):\n%s", diff)
 			}
-			if o.mode != iptables.ModeAuto || o.dryRun || o.ipv6 {
+			if o.mode != redirect.ModeAuto || o.dryRun || o.ipv6 {
 				t.Errorf("mode %q dryRun %v ipv6 %v, want auto false false", o.mode, o.dryRun, o.ipv6)
 			}
 		}},
 		{
 			name: "flags",
 			args: []string{"--proxy-uid", "1337", "--skip-inbound-ports", "22,4190-4191", "--skip-outbound-ports=443",
-				"--skip-subnets", "10.0.0.0/8", "--iptables-mode", "legacy", "--dry-run", "--ipv6"},
+				"--skip-subnets", "10.0.0.0/8", "--redirect-mode", "iptables-legacy", "--dry-run", "--ipv6"},
 			check: func(t *testing.T, o *initOptions) {
 				if o.config.ProxyUID != 1337 || len(o.config.SkipInboundPorts) != 2 || len(o.config.SkipOutboundPorts) != 1 ||
-					len(o.config.SkipSubnets) != 1 || o.mode != iptables.ModeLegacy || !o.dryRun || !o.ipv6 {
+					len(o.config.SkipSubnets) != 1 || o.mode != redirect.ModeIptablesLegacy || !o.dryRun || !o.ipv6 {
 					t.Errorf("options not taken from flags: %+v", o)
 				}
 			},
@@ -90,7 +91,12 @@ func TestParseInitFlags(t *testing.T) {
 		},
 		{name: "bad port list", args: []string{"--skip-outbound-ports", "80,x"}, wantErr: `--skip-outbound-ports: "x" is not a port`},
 		{name: "bad subnet", args: []string{"--skip-subnets", "10.0.0.0/40"}, wantErr: `--skip-subnets: "10.0.0.0/40" is not a CIDR`},
-		{name: "bad mode", args: []string{"--iptables-mode", "ebpf"}, wantErr: `--iptables-mode: "ebpf" is not an iptables mode`},
+		{name: "bad mode", args: []string{"--redirect-mode", "ebpf"}, wantErr: `--redirect-mode: "ebpf" is not a redirect mode: use auto, nft, iptables-nft or iptables-legacy`},
+		{name: "mode from the environment", env: map[string]string{"CONDUIT_PROXY_REDIRECT_MODE": "nft"}, check: func(t *testing.T, o *initOptions) {
+			if o.mode != redirect.ModeNFT {
+				t.Errorf("mode %q, want nft", o.mode)
+			}
+		}},
 		{name: "port out of range", args: []string{"--inbound-port", "70000"}, wantErr: "--inbound-port 70000 is not a port"},
 		{name: "same ports", args: []string{"--inbound-port", "4140"}, wantErr: "must differ"},
 		{name: "bad environment", env: map[string]string{"CONDUIT_PROXY_PROXY_UID": "root"}, wantErr: `CONDUIT_PROXY_PROXY_UID="root" is not a valid --proxy-uid`},
@@ -114,82 +120,178 @@ func TestParseInitFlags(t *testing.T) {
 	}
 }
 
+// fakeNFT stands in for the netlink back end: it records the rulesets it
+// was given and fails with err.
+type fakeNFT struct {
+	err   error
+	calls [][]redirect.Ruleset
+}
+
+func (f *fakeNFT) install(_ context.Context, rs []redirect.Ruleset) error {
+	f.calls = append(f.calls, rs)
+	return f.err
+}
+
+func backends(nft *fakeNFT, r *recordingRunner) redirect.Backends {
+	return redirect.Backends{NFT: nft.install, Runner: r}
+}
+
 func TestRunInitDryRunTouchesNothing(t *testing.T) {
-	o, err := parseInitFlags([]string{"--dry-run", "--ipv6", "--skip-outbound-ports", "443"}, env(nil), io.Discard)
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		mode string
+		want func(v4, v6 redirect.Ruleset) string
+	}{
+		{mode: "auto", want: func(v4, v6 redirect.Ruleset) string {
+			return "# conduit-proxy init --dry-run: nothing was changed; this nftables ruleset would be loaded over netlink\n" +
+				"# in one transaction (the same as nft -f)\n" + redirect.RenderNFT([]redirect.Ruleset{v4, v6})
+		}},
+		{mode: "iptables-nft", want: func(v4, v6 redirect.Ruleset) string {
+			return "# conduit-proxy init --dry-run: nothing was changed; these commands would be run\n" +
+				redirect.RenderIptables("iptables-nft", redirect.Steps(v4)) + redirect.RenderIptables("ip6tables-nft", redirect.Steps(v6))
+		}},
 	}
-	r := &recordingRunner{programs: []string{"iptables-nft", "iptables-legacy", "ip6tables-nft", "ip6tables-legacy"}}
-	var out bytes.Buffer
-	if err := runInit(context.Background(), o, r, &out); err != nil {
-		t.Fatal(err)
-	}
-	if len(r.calls) != 0 {
-		t.Errorf("dry run ran commands: %q", r.calls)
-	}
-	v4, _ := iptables.Plan(o.config, iptables.IPv4)
-	v6, _ := iptables.Plan(o.config, iptables.IPv6)
-	want := "# conduit-proxy init --dry-run: nothing was changed; these commands would be run\n" +
-		iptables.Render("iptables-nft", v4) + iptables.Render("ip6tables-nft", v6)
-	if diff := cmp.Diff(want, out.String()); diff != "" {
-		t.Errorf("dry run output (-want +got):\n%s", diff)
+	for _, tt := range tests {
+		t.Run(tt.mode, func(t *testing.T) {
+			o, err := parseInitFlags([]string{"--dry-run", "--ipv6", "--skip-outbound-ports", "443", "--redirect-mode", tt.mode}, env(nil), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &recordingRunner{programs: []string{"iptables-nft", "iptables-legacy", "ip6tables-nft", "ip6tables-legacy"}}
+			nft := &fakeNFT{}
+			var out bytes.Buffer
+			if err := runInit(context.Background(), o, backends(nft, r), &out); err != nil {
+				t.Fatal(err)
+			}
+			if len(r.calls) != 0 || len(nft.calls) != 0 {
+				t.Errorf("dry run changed something: commands %q, netlink installs %d", r.calls, len(nft.calls))
+			}
+			v4, _ := redirect.Plan(o.config, redirect.IPv4)
+			v6, _ := redirect.Plan(o.config, redirect.IPv6)
+			if diff := cmp.Diff(tt.want(v4, v6), out.String()); diff != "" {
+				t.Errorf("dry run output (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
 func TestRunInitDryRunWithoutIptables(t *testing.T) {
-	o, _ := parseInitFlags([]string{"--dry-run"}, env(nil), io.Discard)
+	o, _ := parseInitFlags([]string{"--dry-run", "--redirect-mode", "iptables-legacy"}, env(nil), io.Discard)
 	var out bytes.Buffer
-	if err := runInit(context.Background(), o, &recordingRunner{}, &out); err != nil {
+	if err := runInit(context.Background(), o, backends(&fakeNFT{}, &recordingRunner{}), &out); err != nil {
 		t.Fatalf("dry run without iptables: %v", err)
 	}
-	if !strings.Contains(out.String(), "\niptables -w 5 -t nat -N CONDUIT_PROXY_INBOUND") {
-		t.Errorf("dry run output does not show iptables commands:\n%s", out.String())
+	if !strings.Contains(out.String(), "\niptables-legacy -w 5 -t nat -N CONDUIT_PROXY_INBOUND") {
+		t.Errorf("dry run output does not show iptables-legacy commands:\n%s", out.String())
 	}
 }
 
 func TestRunInitInstalls(t *testing.T) {
-	o, _ := parseInitFlags(nil, env(nil), io.Discard)
-	r := &recordingRunner{programs: []string{"iptables-legacy"}}
-	var out bytes.Buffer
-	if err := runInit(context.Background(), o, r, &out); err != nil {
-		t.Fatal(err)
+	unavailable := fmt.Errorf("%w in this kernel (netlink: operation not supported)", redirect.ErrNFTablesUnavailable)
+	tests := []struct {
+		name     string
+		args     []string
+		nftErr   error
+		programs []string
+		wantNFT  int    // netlink installs
+		wantRuns string // prefix of every iptables command, "" for none
+		wantLine string
+	}{
+		{name: "auto uses nftables", args: []string{"--ipv6"}, programs: []string{"iptables-legacy"}, wantNFT: 1,
+			wantLine: "redirect installed with nftables over netlink (table ip conduit, table ip6 conduit): inbound TCP → 4143"},
+		{name: "auto falls back without nf_tables", nftErr: unavailable, programs: []string{"iptables-legacy"}, wantNFT: 1,
+			wantRuns: "iptables-legacy -w 5 -t nat ",
+			wantLine: "redirect installed with iptables-legacy (nf_tables is not available in this kernel (netlink: operation not supported)): inbound"},
+		{name: "iptables mode runs no netlink", args: []string{"--redirect-mode", "iptables-legacy"}, programs: []string{"iptables-legacy", "iptables-nft"},
+			wantRuns: "iptables-legacy -w 5 -t nat ", wantLine: "redirect installed with iptables-legacy: inbound"},
 	}
-	steps, _ := iptables.Plan(o.config, iptables.IPv4)
-	if len(r.calls) != len(steps) {
-		t.Errorf("ran %d commands, want one per step (%d): %q", len(r.calls), len(steps), r.calls)
-	}
-	for _, c := range r.calls {
-		if !strings.HasPrefix(c, "iptables-legacy -w 5 -t nat ") {
-			t.Errorf("command %q does not use iptables-legacy on the nat table", c)
-		}
-	}
-	if got := out.String(); !strings.Contains(got, "redirect installed with iptables-legacy") || strings.Count(got, "\n") != 1 {
-		t.Errorf("stdout = %q, want one summary line", got)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parseInitFlags(tt.args, env(nil), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &recordingRunner{programs: tt.programs}
+			nft := &fakeNFT{err: tt.nftErr}
+			var out bytes.Buffer
+			if err := runInit(context.Background(), o, backends(nft, r), &out); err != nil {
+				t.Fatal(err)
+			}
+			if len(nft.calls) != tt.wantNFT {
+				t.Errorf("%d netlink installs, want %d", len(nft.calls), tt.wantNFT)
+			}
+			if tt.wantRuns == "" && len(r.calls) != 0 {
+				t.Errorf("ran iptables: %q", r.calls)
+			}
+			if tt.wantRuns != "" {
+				rs, _ := redirect.Plan(o.config, redirect.IPv4)
+				if len(r.calls) != len(redirect.Steps(rs)) {
+					t.Errorf("ran %d commands, want one per step (%d): %q", len(r.calls), len(redirect.Steps(rs)), r.calls)
+				}
+				for _, c := range r.calls {
+					if !strings.HasPrefix(c, tt.wantRuns) {
+						t.Errorf("command %q does not start with %q", c, tt.wantRuns)
+					}
+				}
+			}
+			if got := out.String(); !strings.Contains(got, tt.wantLine) || strings.Count(got, "\n") != 1 {
+				t.Errorf("stdout = %q, want one line containing %q", got, tt.wantLine)
+			}
+		})
 	}
 }
 
 func TestRunInitErrors(t *testing.T) {
+	unavailable := fmt.Errorf("%w in this kernel (netlink: operation not supported)", redirect.ErrNFTablesUnavailable)
+	denied := fmt.Errorf("%w: nftables cannot change this network namespace (netlink receive: operation not permitted)", redirect.ErrPermission)
 	tests := []struct {
 		name   string
+		args   []string
+		nft    *fakeNFT
 		runner *recordingRunner
 		want   []string
 	}{
 		{
-			name:   "no permission",
-			runner: &recordingRunner{programs: []string{"iptables-nft"}, failWith: "iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)"},
-			want:   []string{"permission denied", "iptables-nft", "run conduit-proxy init as root or with the NET_ADMIN and NET_RAW capabilities"},
+			name:   "nftables not permitted",
+			nft:    &fakeNFT{err: denied},
+			runner: &recordingRunner{programs: []string{"iptables-nft"}},
+			want:   []string{"permission denied", "operation not permitted", "run conduit-proxy init as root with the NET_ADMIN capability"},
 		},
 		{
-			name:   "no iptables",
+			name:   "iptables not permitted",
+			args:   []string{"--redirect-mode", "iptables-nft"},
+			nft:    &fakeNFT{},
+			runner: &recordingRunner{programs: []string{"iptables-nft"}, failWith: "iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)"},
+			want:   []string{"permission denied", "iptables-nft", "run conduit-proxy init as root with the NET_ADMIN capability", "NET_RAW"},
+		},
+		{
+			name:   "no nf_tables and no iptables",
+			nft:    &fakeNFT{err: unavailable},
 			runner: &recordingRunner{},
-			want:   []string{"iptables not found", "install the iptables package"},
+			want:   []string{"nf_tables is not available", "iptables not found", "load the nf_tables and nft_chain_nat modules", "iptables package"},
+		},
+		{
+			name:   "nft mode does not fall back",
+			args:   []string{"--redirect-mode", "nft"},
+			nft:    &fakeNFT{err: unavailable},
+			runner: &recordingRunner{programs: []string{"iptables-nft"}},
+			want:   []string{"nf_tables is not available"},
+		},
+		{
+			name:   "no iptables in an iptables mode",
+			args:   []string{"--redirect-mode", "iptables-legacy"},
+			nft:    &fakeNFT{},
+			runner: &recordingRunner{},
+			want:   []string{"iptables not found", "iptables-legacy is not installed"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o, _ := parseInitFlags(nil, env(nil), io.Discard)
+			o, err := parseInitFlags(tt.args, env(nil), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
 			var out bytes.Buffer
-			err := runInit(context.Background(), o, tt.runner, &out)
+			err = runInit(context.Background(), o, backends(tt.nft, tt.runner), &out)
 			if err == nil {
 				t.Fatal("runInit succeeded, want an error")
 			}
@@ -203,6 +305,9 @@ func TestRunInitErrors(t *testing.T) {
 			}
 			if out.Len() != 0 {
 				t.Errorf("stdout = %q, want nothing on failure", out.String())
+			}
+			if len(tt.runner.calls) != 0 && tt.runner.failWith == "" {
+				t.Errorf("ran iptables: %q", tt.runner.calls)
 			}
 		})
 	}

@@ -1,7 +1,7 @@
 // Command conduit-proxy is Conduit's sidecar proxy.
 //
 //	conduit-proxy [run] [flags]   run the proxy (the default)
-//	conduit-proxy init [flags]    install the pod's iptables redirect (init container)
+//	conduit-proxy init [flags]    install the pod's NAT redirect, nftables or iptables (init container)
 //
 // It must stay lean: never import client-go, apimachinery, charmbracelet or
 // Helm (deps_test.go enforces it).

@@ -105,13 +105,25 @@ func serveTCP(t *testing.T, ln net.Listener) {
 
 func port(ln net.Listener) int { return ln.Addr().(*net.TCPAddr).Port }
 
-// TestInterception is the end-to-end check of transparent mode: after
-// `conduit-proxy init` and `conduit-proxy run` (as the proxy user) inside a
-// pod namespace, connections to arbitrary ports in both directions go through
-// the proxy, are counted in /metrics and reach their original destination.
+// TestInterception is the end-to-end check of transparent mode, once per
+// back end: after `conduit-proxy init` and `conduit-proxy run` (as the proxy
+// user) inside a pod namespace, connections to arbitrary ports in both
+// directions go through the proxy, are counted in /metrics and reach their
+// original destination, which the proxy reads with SO_ORIGINAL_DST. The
+// nftables run has no program on init's PATH, like the release image.
 func TestInterception(t *testing.T) {
-	requirePrivileges(t)
+	requireRoot(t)
 	bin := buildProxy(t)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			requireBackend(t, b.mode)
+			testInterception(t, bin, b.mode, b.noPrograms, b.summary)
+		})
+	}
+}
+
+// testInterception runs the scenario with the redirect installed in mode.
+func testInterception(t *testing.T, bin, mode string, noPrograms bool, summary string) {
 	p := newPair(t)
 
 	// Servers: on the peer (for outbound traffic) and in the pod (the app,
@@ -127,8 +139,12 @@ func TestInterception(t *testing.T) {
 	serveHTTP(t, appHTTP)
 	serveTCP(t, appTCP)
 
-	if out, err := runIn(p.pod, bin, "init", "--skip-outbound-ports", strconv.Itoa(port(peerSkipped))); err != nil {
+	out, err := initIn(t, p.pod, bin, noPrograms, mode, "--skip-outbound-ports", strconv.Itoa(port(peerSkipped)))
+	if err != nil {
 		t.Fatalf("conduit-proxy init: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, summary) {
+		t.Fatalf("conduit-proxy init printed %q, want %q", out, summary)
 	}
 	exited := startIn(t, p.pod, proxyUID, bin, "run",
 		"--inbound-listen", fmt.Sprintf("0.0.0.0:%d", inboundPort),

@@ -3,7 +3,8 @@
 // Package netns_test runs conduit-proxy's interception for real: it creates
 // network namespaces, installs the redirect with `conduit-proxy init`, runs
 // `conduit-proxy run` as the proxy user and sends traffic through it. It needs
-// root (CI runs as root) and the ip and iptables programs.
+// root (CI runs as root) and the ip program; the iptables back ends also
+// need the iptables programs, the nftables one needs none.
 package netns_test
 
 import (
@@ -21,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conduitmesh/conduit/pkg/proxy/redirect"
+	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,19 +38,61 @@ const (
 // proxyUID is the user conduit-proxy runs as in these tests (init's default).
 const proxyUID = 2102
 
-// requirePrivileges skips the test when it cannot create namespaces or run
-// iptables, saying why.
-func requirePrivileges(t *testing.T) {
+// requireRoot skips the test when it cannot create namespaces, saying why.
+func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("the interception test needs root to create network namespaces and change iptables; " +
+		t.Skip("the interception test needs root to create network namespaces and change their NAT rules; " +
 			"run it as root (CI does: .ci/run runs as root)")
 	}
-	for _, p := range []string{"ip", "iptables", "iptables-save"} {
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("ip is not installed: install iproute2 (.ci/run installs it) to run the interception test")
+	}
+}
+
+// backends are the ways conduit-proxy init can install the redirect, each
+// with the --redirect-mode that selects it.
+var backends = []struct {
+	name string
+	mode string
+	// noPrograms runs init with a PATH that holds no program at all: the
+	// release image has none.
+	noPrograms bool
+	// summary is what init's line says installed the redirect.
+	summary string
+}{
+	{name: "nftables", mode: "auto", noPrograms: true, summary: "redirect installed with nftables over netlink (table ip conduit)"},
+	{name: "iptables-nft", mode: "iptables-nft", summary: "redirect installed with iptables-nft"},
+	{name: "iptables-legacy", mode: "iptables-legacy", summary: "redirect installed with iptables-legacy"},
+}
+
+// requireBackend skips the test when the back end's programs are missing.
+func requireBackend(t *testing.T, mode string) {
+	t.Helper()
+	if !strings.HasPrefix(mode, "iptables-") {
+		return // nftables over netlink needs no program
+	}
+	for _, p := range []string{mode, mode + "-save"} {
 		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("%s is not installed: install iproute2 and iptables (.ci/run installs them) to run the interception test", p)
+			t.Skipf("%s is not installed: install iptables (.ci/run installs it) to test the %s back end", p, mode)
 		}
 	}
+}
+
+// initIn runs `conduit-proxy init --redirect-mode MODE args...` inside ns;
+// with noPrograms its PATH is an empty directory.
+func initIn(t *testing.T, ns, bin string, noPrograms bool, mode string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"init", "--redirect-mode", mode}, args...)...)
+	if noPrograms {
+		cmd.Env = append(os.Environ(), "PATH="+t.TempDir())
+	}
+	var out []byte
+	err := inNetns(ns, func() (err error) {
+		out, err = cmd.CombinedOutput()
+		return err
+	})
+	return string(out), err
 }
 
 // pair is a "pod" namespace and a "peer" namespace joined by a veth pair.
@@ -213,13 +258,21 @@ func startIn(t *testing.T, ns string, uid uint32, name string, args ...string) (
 	return done
 }
 
-// natRules returns the nat table of ns as iptables-save prints it, without
-// comments and counters.
-func natRules(t *testing.T, ns, save string) []string {
+// natRules returns our NAT rules in ns: for an iptables back end, the nat
+// table as iptables-save prints it (the -A lines); for nftables, each rule
+// of our tables read back over netlink, one line per rule.
+func natRules(t *testing.T, ns, mode string) []string {
 	t.Helper()
-	out, err := runIn(ns, save, "-t", "nat")
+	if !strings.HasPrefix(mode, "iptables-") {
+		var rules []string
+		if err := inNetns(ns, func() (err error) { rules, err = nftRules(); return err }); err != nil {
+			t.Fatalf("listing nftables in %s: %v", ns, err)
+		}
+		return rules
+	}
+	out, err := runIn(ns, mode+"-save", "-t", "nat")
 	if err != nil {
-		t.Fatalf("%s in %s: %v\n%s", save, ns, err, out)
+		t.Fatalf("%s-save in %s: %v\n%s", mode, ns, err, out)
 	}
 	var rules []string
 	sc := bufio.NewScanner(strings.NewReader(out))
@@ -229,6 +282,39 @@ func natRules(t *testing.T, ns, save string) []string {
 		}
 	}
 	return rules
+}
+
+// nftRules lists every rule of our tables ("ip conduit", "ip6 conduit") in
+// the calling thread's namespace as "-A CHAIN <expressions>".
+func nftRules() ([]string, error) {
+	conn, err := nftables.New()
+	if err != nil {
+		return nil, err
+	}
+	var rules []string
+	for _, family := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
+		chains, err := conn.ListChainsOfTableFamily(family)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range chains {
+			if c.Table.Name != redirect.NFTTable {
+				continue
+			}
+			rs, err := conn.GetRules(c.Table, c)
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range rs {
+				line := "-A " + c.Name
+				for _, e := range r.Exprs {
+					line += fmt.Sprintf(" %T%+v", e, e)
+				}
+				rules = append(rules, line)
+			}
+		}
+	}
+	return rules, nil
 }
 
 func countPrefix(lines []string, prefix string) int {
@@ -242,36 +328,40 @@ func countPrefix(lines []string, prefix string) int {
 }
 
 // TestInitInstallsTheRedirectOnce runs `conduit-proxy init` twice in a fresh
-// namespace with each iptables back end and checks the nat table holds one
-// copy of the rules; a dry run changes nothing.
+// namespace with each back end and checks that the namespace holds one copy
+// of the rules; a dry run changes nothing.
 func TestInitInstallsTheRedirectOnce(t *testing.T) {
-	requirePrivileges(t)
+	requireRoot(t)
 	bin := buildProxy(t)
-	for _, mode := range []string{"nft", "legacy"} {
-		t.Run(mode, func(t *testing.T) {
-			save := "iptables-" + mode + "-save"
-			if _, err := exec.LookPath(save); err != nil {
-				t.Skipf("%s is not installed", save)
-			}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			requireBackend(t, b.mode)
 			p := newPair(t)
-			out, err := runIn(p.pod, bin, "init", "--dry-run", "--iptables-mode", mode)
+			out, err := initIn(t, p.pod, bin, b.noPrograms, b.mode, "--dry-run")
 			if err != nil {
 				t.Fatalf("init --dry-run: %v\n%s", err, out)
 			}
-			if !strings.Contains(out, "iptables-"+mode+" -w 5 -t nat -A CONDUIT_PROXY_INBOUND") {
-				t.Errorf("dry run did not print the rules:\n%s", out)
+			wantDry := b.mode + " -w 5 -t nat -A CONDUIT_PROXY_INBOUND"
+			if b.noPrograms {
+				wantDry = "table ip conduit {\n\tchain CONDUIT_PROXY_INBOUND {"
 			}
-			if rules := natRules(t, p.pod, save); len(rules) != 0 {
-				t.Fatalf("dry run changed the nat table: %q", rules)
+			if !strings.Contains(out, wantDry) {
+				t.Errorf("dry run did not print the rules (%q):\n%s", wantDry, out)
 			}
-			args := []string{"init", "--iptables-mode", mode, "--skip-outbound-ports", "443,8000-8010",
-				"--skip-inbound-ports", "4191", "--skip-subnets", "198.19.0.0/16"}
+			if rules := natRules(t, p.pod, b.mode); len(rules) != 0 {
+				t.Fatalf("dry run changed the NAT rules: %q", rules)
+			}
+			args := []string{"--skip-outbound-ports", "443,8000-8010", "--skip-inbound-ports", "4191", "--skip-subnets", "198.19.0.0/16"}
 			var first []string
 			for i := range 2 {
-				if out, err := runIn(p.pod, bin, args...); err != nil {
+				out, err := initIn(t, p.pod, bin, b.noPrograms, b.mode, args...)
+				if err != nil {
 					t.Fatalf("init run %d: %v\n%s", i+1, err, out)
 				}
-				rules := natRules(t, p.pod, save)
+				if !strings.Contains(out, b.summary) || strings.Count(out, "\n") != 1 {
+					t.Errorf("init run %d printed %q, want one line containing %q", i+1, out, b.summary)
+				}
+				rules := natRules(t, p.pod, b.mode)
 				if i == 0 {
 					first = rules
 					continue
@@ -280,28 +370,36 @@ func TestInitInstallsTheRedirectOnce(t *testing.T) {
 					t.Errorf("second init changed the rules:\nfirst:\n%s\nsecond:\n%s", strings.Join(first, "\n"), strings.Join(rules, "\n"))
 				}
 			}
-			for prefix, want := range map[string]int{
-				"-A PREROUTING -p tcp -j CONDUIT_PROXY_INBOUND": 1,
-				"-A OUTPUT -p tcp -j CONDUIT_PROXY_OUTBOUND":    1,
-				"-A CONDUIT_PROXY_INBOUND ":                     2,
-				"-A CONDUIT_PROXY_OUTBOUND ":                    6,
-			} {
-				if got := countPrefix(first, prefix); got != want {
-					t.Errorf("%d rules start with %q, want %d; table:\n%s", got, prefix, want, strings.Join(first, "\n"))
+			// iptables matches both skipped outbound port ranges in one
+			// multiport rule, nftables has a rule per range.
+			want := map[string]int{
+				"-A PREROUTING ":             1,
+				"-A OUTPUT ":                 1,
+				"-A CONDUIT_PROXY_INBOUND ":  2,
+				"-A CONDUIT_PROXY_OUTBOUND ": 6,
+			}
+			if b.noPrograms {
+				want["-A CONDUIT_PROXY_OUTBOUND "] = 7
+			}
+			for prefix, n := range want {
+				if got := countPrefix(first, prefix); got != n {
+					t.Errorf("%d rules start with %q, want %d; rules:\n%s", got, prefix, n, strings.Join(first, "\n"))
 				}
 			}
 		})
 	}
 }
 
-// TestInitNeedsPrivilege shows the one-line error an unprivileged user gets.
+// TestInitNeedsPrivilege shows the one-line error an unprivileged user gets
+// from the default mode (nftables, which needs no program).
 func TestInitNeedsPrivilege(t *testing.T) {
-	requirePrivileges(t)
+	requireRoot(t)
 	bin := buildProxy(t)
 	p := newPair(t)
 	var out []byte
 	err := inNetns(p.pod, func() error {
 		cmd := exec.Command(bin, "init")
+		cmd.Env = append(os.Environ(), "PATH="+t.TempDir())
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		var err error
 		out, err = cmd.CombinedOutput()

@@ -155,6 +155,13 @@ func initContainer(c ProxyConfig) corev1.Container {
 		ImagePullPolicy: corev1.PullPolicy(c.ImagePullPolicy),
 		Args:            args,
 		Resources:       resources("10m", "100m", "10Mi", "50Mi"),
+		// init installs the redirect with nftables over netlink, which needs
+		// CAP_NET_ADMIN in the pod's network namespace; NET_RAW is for the
+		// iptables-legacy fallback (an image that carries iptables, on a
+		// kernel without nf_tables). It runs as root because Kubernetes gives
+		// added capabilities to root only: a non-root process gets them only
+		// as ambient or file capabilities, which Kubernetes does not set and
+		// the release image (distroless, the binary alone) does not carry.
 		SecurityContext: &corev1.SecurityContext{
 			RunAsUser:                ptr(int64(0)),
 			RunAsNonRoot:             ptr(false),

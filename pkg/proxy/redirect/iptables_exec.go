@@ -1,4 +1,4 @@
-package iptables
+package redirect
 
 import (
 	"bytes"
@@ -12,7 +12,9 @@ import (
 // ErrNotInstalled means no iptables program was found.
 var ErrNotInstalled = errors.New("iptables not found")
 
-// ErrPermission means iptables ran but may not change the nat table.
+// ErrPermission means the redirect may not be changed: the process lacks
+// CAP_NET_ADMIN in the network namespace (or CAP_NET_RAW, for
+// iptables-legacy).
 var ErrPermission = errors.New("permission denied")
 
 // Runner runs programs; ExecRunner is the real one, tests use fakes.
@@ -36,43 +38,18 @@ func (ExecRunner) Run(ctx context.Context, program string, args ...string) ([]by
 	return out.Bytes(), err
 }
 
-// Mode selects the iptables back end.
-type Mode string
-
-const (
-	ModeAuto   Mode = "auto"
-	ModeLegacy Mode = "legacy"
-	ModeNFT    Mode = "nft"
-)
-
-// ParseMode accepts "auto", "legacy" or "nft".
-func ParseMode(s string) (Mode, error) {
-	switch m := Mode(strings.ToLower(strings.TrimSpace(s))); m {
-	case ModeAuto, ModeLegacy, ModeNFT:
-		return m, nil
-	}
-	return "", fmt.Errorf("%q is not an iptables mode: use auto, legacy or nft", s)
-}
-
-// base is the program prefix of a family: iptables or ip6tables.
-func (f Family) base() string {
-	if f == IPv6 {
-		return "ip6tables"
-	}
-	return "iptables"
-}
-
-// Program picks the iptables program for mode and family. Auto prefers the
-// back end that already holds nat rules in this network namespace (so a pod
-// whose other init containers used iptables-legacy stays consistent), and
-// iptables-nft otherwise.
+// Program picks the iptables program for mode and family: ModeIptablesNFT and
+// ModeIptablesLegacy want that back end; any other mode picks one. Picking
+// prefers the back end that already holds nat rules in this network
+// namespace (so a pod whose other init containers used iptables-legacy stays
+// consistent), and iptables-nft otherwise.
 func Program(ctx context.Context, r Runner, mode Mode, family Family) (string, error) {
 	legacy, nft := family.base()+"-legacy", family.base()+"-nft"
 	have := func(p string) bool { _, err := r.LookPath(p); return err == nil }
 	switch mode {
-	case ModeLegacy, ModeNFT:
+	case ModeIptablesLegacy, ModeIptablesNFT:
 		want := legacy
-		if mode == ModeNFT {
+		if mode == ModeIptablesNFT {
 			want = nft
 		}
 		if have(want) {
@@ -84,7 +61,7 @@ func Program(ctx context.Context, r Runner, mode Mode, family Family) (string, e
 				return family.base(), nil
 			}
 		}
-		return "", fmt.Errorf("%w: %s is not installed (install the iptables package, or use --iptables-mode auto)", ErrNotInstalled, want)
+		return "", fmt.Errorf("%w: %s is not installed (install the iptables package, or use --redirect-mode auto)", ErrNotInstalled, want)
 	}
 	switch hasLegacy, hasNFT := have(legacy), have(nft); {
 	case hasLegacy && hasNFT:
@@ -101,25 +78,27 @@ func Program(ctx context.Context, r Runner, mode Mode, family Family) (string, e
 	case have(family.base()):
 		return family.base(), nil
 	}
-	return "", fmt.Errorf("%w: neither %s, %s nor %s is on PATH (install the iptables package, e.g. apt-get install iptables)",
-		ErrNotInstalled, nft, legacy, family.base())
+	return "", fmt.Errorf("%w: neither %s, %s nor %s is on PATH", ErrNotInstalled, nft, legacy, family.base())
 }
 
 // DefaultProgram is the program name of mode without looking at the machine:
-// iptables for auto, iptables-legacy or iptables-nft otherwise.
+// iptables-legacy or iptables-nft for those modes, iptables otherwise.
 func (f Family) DefaultProgram(mode Mode) string {
-	if mode == ModeAuto {
-		return f.base()
+	switch mode {
+	case ModeIptablesLegacy:
+		return f.base() + "-legacy"
+	case ModeIptablesNFT:
+		return f.base() + "-nft"
 	}
-	return f.base() + "-" + string(mode)
+	return f.base()
 }
 
 func backendOf(versionOutput []byte) Mode {
 	switch {
 	case bytes.Contains(versionOutput, []byte("nf_tables")):
-		return ModeNFT
+		return ModeIptablesNFT
 	case bytes.Contains(versionOutput, []byte("legacy")):
-		return ModeLegacy
+		return ModeIptablesLegacy
 	}
 	return ""
 }
@@ -139,9 +118,9 @@ func countNATRules(ctx context.Context, r Runner, program string) (int, error) {
 	return n, nil
 }
 
-// Install runs steps with program. It stops at the first failure and names
-// the command; a permission problem is reported as ErrPermission.
-func Install(ctx context.Context, r Runner, program string, steps []Step) error {
+// InstallIptables runs steps with program. It stops at the first failure and
+// names the command; a permission problem is reported as ErrPermission.
+func InstallIptables(ctx context.Context, r Runner, program string, steps []Step) error {
 	for _, s := range steps {
 		out, err := r.Run(ctx, program, s.Args...)
 		args := s.Args

@@ -1,4 +1,4 @@
-package iptables
+package redirect
 
 import (
 	"flag"
@@ -48,25 +48,34 @@ func TestPlanGolden(t *testing.T) {
 			if tt.edit != nil {
 				tt.edit(&c)
 			}
-			steps, err := Plan(c, tt.family)
+			rs, err := Plan(c, tt.family)
 			if err != nil {
 				t.Fatalf("Plan: %v", err)
 			}
-			got := Render(tt.family.base(), steps)
-			golden := filepath.Join("testdata", tt.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("reading golden file (run with -update to create it): %v", err)
-			}
-			if diff := cmp.Diff(string(want), got); diff != "" {
-				t.Errorf("rendered plan differs from %s (-want +got):\n%s", golden, diff)
-			}
+			// One plan, rendered both ways.
+			checkGolden(t, filepath.Join("testdata", "iptables", tt.name+".golden"), RenderIptables(tt.family.base(), Steps(rs)))
+			checkGolden(t, filepath.Join("testdata", "nft", tt.name+".golden"), RenderNFT([]Ruleset{rs}))
 		})
+	}
+}
+
+// checkGolden compares got with the golden file, or rewrites it with -update.
+func checkGolden(t *testing.T, golden, got string) {
+	t.Helper()
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("reading golden file (run with -update to create it): %v", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("rendered plan differs from %s (-want +got):\n%s", golden, diff)
 	}
 }
 

@@ -1,4 +1,4 @@
-package iptables
+package redirect
 
 import (
 	"context"
@@ -86,20 +86,21 @@ func TestInstallIsIdempotent(t *testing.T) {
 	ctx := context.Background()
 	c := defaultConfig()
 	c.SkipOutboundPorts = []PortRange{{443, 443}}
-	steps, err := Plan(c, IPv4)
+	rs, err := Plan(c, IPv4)
 	if err != nil {
 		t.Fatal(err)
 	}
+	steps := Steps(rs)
 	f := newFake("iptables-nft")
-	if err := Install(ctx, f, "iptables-nft", steps); err != nil {
-		t.Fatalf("first Install: %v", err)
+	if err := InstallIptables(ctx, f, "iptables-nft", steps); err != nil {
+		t.Fatalf("first InstallIptables: %v", err)
 	}
 	once := fmt.Sprint(f.chains)
-	if err := Install(ctx, f, "iptables-nft", steps); err != nil {
-		t.Fatalf("second Install: %v", err)
+	if err := InstallIptables(ctx, f, "iptables-nft", steps); err != nil {
+		t.Fatalf("second InstallIptables: %v", err)
 	}
 	if diff := cmp.Diff(once, fmt.Sprint(f.chains)); diff != "" {
-		t.Errorf("second Install changed the table (-once +twice):\n%s", diff)
+		t.Errorf("second InstallIptables changed the table (-once +twice):\n%s", diff)
 	}
 	if got := len(f.chains["PREROUTING"]); got != 1 {
 		t.Errorf("PREROUTING has %d rules, want 1 jump", got)
@@ -113,12 +114,13 @@ func TestInstallIsIdempotent(t *testing.T) {
 }
 
 func TestInstallReportsPermission(t *testing.T) {
-	steps, _ := Plan(defaultConfig(), IPv4)
+	rs, _ := Plan(defaultConfig(), IPv4)
+	steps := Steps(rs)
 	f := newFake("iptables-nft")
 	f.denied = true
-	err := Install(context.Background(), f, "iptables-nft", steps)
+	err := InstallIptables(context.Background(), f, "iptables-nft", steps)
 	if !errors.Is(err, ErrPermission) {
-		t.Fatalf("Install error = %v, want ErrPermission", err)
+		t.Fatalf("InstallIptables error = %v, want ErrPermission", err)
 	}
 	if !strings.Contains(err.Error(), "iptables-nft") {
 		t.Errorf("error %q does not name the program", err)
@@ -127,9 +129,9 @@ func TestInstallReportsPermission(t *testing.T) {
 
 func TestInstallNamesTheFailingCommand(t *testing.T) {
 	f := newFake("iptables-nft")
-	err := Install(context.Background(), f, "iptables-nft", []Step{{Args: []string{"-w", "5", "-t", "nat", "-A", "MISSING", "-j", "RETURN"}}})
+	err := InstallIptables(context.Background(), f, "iptables-nft", []Step{{Args: []string{"-w", "5", "-t", "nat", "-A", "MISSING", "-j", "RETURN"}}})
 	if err == nil || !strings.Contains(err.Error(), "iptables-nft -w 5 -t nat -A MISSING -j RETURN") || !strings.Contains(err.Error(), "No chain") {
-		t.Fatalf("Install error = %v, want the command and iptables' message", err)
+		t.Fatalf("InstallIptables error = %v, want the command and iptables' message", err)
 	}
 }
 
@@ -147,9 +149,9 @@ func TestProgram(t *testing.T) {
 		{name: "auto with only legacy", programs: []string{"iptables-legacy"}, mode: ModeAuto, want: "iptables-legacy"},
 		{name: "auto with only plain", programs: []string{"iptables"}, mode: ModeAuto, want: "iptables"},
 		{name: "auto ipv6", programs: []string{"ip6tables-legacy", "ip6tables-nft"}, mode: ModeAuto, family: IPv6, want: "ip6tables-nft"},
-		{name: "legacy", programs: []string{"iptables-legacy", "iptables-nft"}, mode: ModeLegacy, want: "iptables-legacy"},
-		{name: "nft through plain name", programs: []string{"iptables"}, mode: ModeNFT, want: "iptables"},
-		{name: "legacy missing", programs: []string{"iptables"}, mode: ModeLegacy, wantErr: ErrNotInstalled},
+		{name: "legacy", programs: []string{"iptables-legacy", "iptables-nft"}, mode: ModeIptablesLegacy, want: "iptables-legacy"},
+		{name: "nft through plain name", programs: []string{"iptables"}, mode: ModeIptablesNFT, want: "iptables"},
+		{name: "legacy missing", programs: []string{"iptables"}, mode: ModeIptablesLegacy, wantErr: ErrNotInstalled},
 		{name: "nothing installed", mode: ModeAuto, wantErr: ErrNotInstalled},
 	}
 	for _, tt := range tests {
