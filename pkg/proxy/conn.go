@@ -24,6 +24,11 @@ type connInfo struct {
 	tls      bool           // terminated proxy-to-proxy mTLS
 	clientID string         // the meshed client's identity when tls
 	remote   netip.AddrPort
+	// streams counts an HTTP/2 connection's requests and those the client
+	// reset before their response started (see guard: rapid reset).
+	streams, earlyResets atomic.Int64
+	resetClosed          atomic.Bool
+	conn                 net.Conn // what the HTTP server serves, to close
 }
 
 type connInfoKey struct{}

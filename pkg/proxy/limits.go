@@ -139,6 +139,16 @@ func (g guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}()
+	if r.ProtoMajor == 2 {
+		info := infoFrom(r.Context())
+		info.streams.Add(1)
+		if r.Context().Err() != nil {
+			// Reset before its handler ran (queued behind the stream
+			// limit): nothing to forward.
+			s.earlyReset(info)
+			return
+		}
+	}
 	if n := fieldCount(r.Header) + fieldCount(r.Trailer); n > maxHeaderFields {
 		s.p.metrics.Error(s.dir, "too_many_headers")
 		w.Header().Set("Connection", "close")
@@ -165,6 +175,9 @@ func (g guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	iw := &idleWriter{ResponseWriter: w, rc: rc, d: d}
 	g.next.ServeHTTP(iw, r)
+	if r.ProtoMajor == 2 && !iw.wrote && r.Context().Err() != nil {
+		s.earlyReset(infoFrom(r.Context()))
+	}
 	if body != nil && body.stalled.Load() {
 		// Whatever was answered, the exchange is broken: close the
 		// connection (reset the stream) rather than let net/http send
@@ -181,6 +194,26 @@ func fieldCount(h http.Header) int {
 		n += len(v)
 	}
 	return n
+}
+
+// HTTP/2 rapid reset (CVE-2023-44487): net/http runs at most
+// MaxConcurrentStreams handlers per connection and sends GOAWAY when too
+// many reset streams queue behind them, but a client that resets each
+// stream just after its HEADERS still makes the proxy start one upstream
+// request per stream, thousands a second. A connection on which more than
+// rapidResetMin streams, and more than half of all, were reset before
+// their response started is closed, like hyper's (Linkerd's proxy's)
+// bound on streams reset before they are accepted.
+const rapidResetMin = 200
+
+func (s *side) earlyReset(info *connInfo) {
+	n := info.earlyResets.Add(1)
+	if n > rapidResetMin && 2*n > info.streams.Load() && info.conn != nil && info.resetClosed.CompareAndSwap(false, true) {
+		s.p.log.Warn("closing an HTTP/2 connection whose client resets most streams before their response (rapid reset)",
+			"direction", s.dir, "remote", info.remote, "resets", n, "streams", info.streams.Load())
+		s.p.metrics.Error(s.dir, "h2_rapid_reset")
+		info.conn.Close()
+	}
 }
 
 // idleBody aborts a request body read that waits longer than d.
@@ -203,24 +236,28 @@ func (b *idleBody) Read(p []byte) (int, error) {
 // idleWriter aborts a response write the client does not take within d.
 type idleWriter struct {
 	http.ResponseWriter
-	rc *http.ResponseController
-	d  time.Duration
+	rc    *http.ResponseController
+	d     time.Duration
+	wrote bool // a response (or a 1xx) was started
 }
 
 func (w *idleWriter) arm() { w.rc.SetWriteDeadline(time.Now().Add(w.d)) }
 
 func (w *idleWriter) WriteHeader(code int) {
 	w.arm()
+	w.wrote = true
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *idleWriter) Write(b []byte) (int, error) {
 	w.arm()
+	w.wrote = true
 	return w.ResponseWriter.Write(b)
 }
 
 func (w *idleWriter) Flush() {
 	w.arm()
+	w.wrote = true
 	w.rc.Flush()
 }
 

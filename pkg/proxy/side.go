@@ -70,6 +70,7 @@ func (p *Proxy) newSide(dir, addr string) (*side, error) {
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if sc, ok := c.(*servedConn); ok {
+				sc.info.conn = sc
 				return context.WithValue(ctx, connInfoKey{}, sc.info)
 			}
 			return ctx

@@ -1,0 +1,416 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+)
+
+// Item 7 of issue 12: HTTP/2 abuse against the proxy's inbound and
+// outbound h2c servers, written as raw frames over real sockets. Each
+// attack must leave the proxy's memory bounded, start a bounded number of
+// upstream requests, and leave other connections served.
+
+// h2Backend counts the upstream requests the proxy starts for attackers
+// (path /attack) and how many run at once.
+type h2Backend struct {
+	addr               string
+	started, now, peak atomic.Int64
+}
+
+func startH2Backend(t *testing.T) *h2Backend {
+	b := &h2Backend{}
+	b.addr = startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/attack" {
+			io.WriteString(w, "ok")
+			return
+		}
+		b.started.Add(1)
+		n := b.now.Add(1)
+		defer b.now.Add(-1)
+		for p := b.peak.Load(); n > p && !b.peak.CompareAndSwap(p, n); p = b.peak.Load() {
+		}
+		select { // a little work, as an application's
+		case <-time.After(5 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	return b
+}
+
+// h2Target is one of the proxy's h2 servers and the authority it routes.
+type h2Target struct {
+	name string
+	p    *Proxy
+	addr string
+	b    *h2Backend
+}
+
+func h2Targets(t *testing.T) []h2Target {
+	var out []h2Target
+	b := startH2Backend(t)
+	p := startProxy(t, Config{InboundTarget: b.addr})
+	out = append(out, h2Target{"inbound", p, p.InboundAddr(), b})
+	b = startH2Backend(t)
+	p = startProxy(t, Config{Resolver: resolve.Static{"app:80": {{Addr: b.addr}}}})
+	out = append(out, h2Target{"outbound", p, p.OutboundAddr(), b})
+	return out
+}
+
+// goodClient sends requests on its own h2c connection every few
+// milliseconds until stop is closed, and reports the failures.
+func goodClient(t *testing.T, addr string, stop <-chan struct{}) (done func() (ok, failed int)) {
+	client := newH2CClient(t)
+	var okN, failN atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+			req.Host = "app"
+			resp, err := client.Do(req)
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(b) != "ok" {
+					err = errors.New(resp.Status)
+				}
+			}
+			if err != nil {
+				failN.Add(1)
+				t.Logf("well-behaved request failed: %v", err)
+				continue
+			}
+			okN.Add(1)
+		}
+	}()
+	return func() (int, int) {
+		wg.Wait()
+		return int(okN.Load()), int(failN.Load())
+	}
+}
+
+// h2Attacker is a raw HTTP/2 client connection.
+type h2Attacker struct {
+	c   net.Conn
+	bw  *bufio.Writer
+	fr  *http2.Framer
+	enc *hpack.Encoder
+	buf bytes.Buffer
+	// Set by the reader: the GOAWAY code received, if any, and closed
+	// when the connection ended.
+	goaway atomic.Int64
+	ended  chan struct{}
+}
+
+// dialH2 opens a prior-knowledge h2c connection. With read, a goroutine
+// reads (and drops) every frame the proxy sends; without, nothing is read.
+func dialH2(t *testing.T, addr string, read bool) *h2Attacker {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	a := &h2Attacker{c: c, bw: bufio.NewWriterSize(c, 64<<10), ended: make(chan struct{})}
+	a.goaway.Store(-1)
+	a.fr = http2.NewFramer(a.bw, c)
+	a.enc = hpack.NewEncoder(&a.buf)
+	io.WriteString(a.bw, http2.ClientPreface)
+	a.fr.WriteSettings()
+	a.bw.Flush()
+	if !read {
+		c.(*net.TCPConn).SetReadBuffer(4 << 10)
+		return a
+	}
+	go func() {
+		defer close(a.ended)
+		for {
+			f, err := a.fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if ga, ok := f.(*http2.GoAwayFrame); ok {
+				a.goaway.Store(int64(ga.ErrCode))
+			}
+		}
+	}()
+	return a
+}
+
+// block is a HEADERS block for GET http://app/attack plus extra fields.
+func (a *h2Attacker) block(extra ...hpack.HeaderField) []byte {
+	a.buf.Reset()
+	for _, f := range append([]hpack.HeaderField{
+		{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "http"},
+		{Name: ":path", Value: "/attack"}, {Name: ":authority", Value: "app"},
+	}, extra...) {
+		a.enc.WriteField(f)
+	}
+	return bytes.Clone(a.buf.Bytes())
+}
+
+// closedWithin reports whether the proxy ended the connection (after a
+// GOAWAY or not) within d.
+func (a *h2Attacker) closedWithin(d time.Duration) bool {
+	select {
+	case <-a.ended:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+func (a *h2Attacker) goAwayCode() string {
+	if c := a.goaway.Load(); c >= 0 {
+		return http2.ErrCode(c).String()
+	}
+	return "none"
+}
+
+// heapWatch samples the heap in use until stopped and returns the growth
+// of its peak over the start.
+func heapWatch() (stop func() (growth uint64)) {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	base, peak := ms.HeapInuse, ms.HeapInuse
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapInuse)
+			select {
+			case <-done:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	return func() uint64 {
+		close(done)
+		wg.Wait()
+		return peak - base
+	}
+}
+
+// maxHeapGrowth bounds the test process's heap growth during one attack:
+// the proxy, the backend and the clients all live in it.
+const maxHeapGrowth = 32 << 20
+
+// runAttack runs attack against each h2 server with a well-behaved client
+// on another connection, and checks what every attack must leave.
+func runAttack(t *testing.T, attack func(t *testing.T, tg h2Target)) {
+	for _, tg := range h2Targets(t) {
+		t.Run(tg.name, func(t *testing.T) {
+			stop := make(chan struct{})
+			done := goodClient(t, tg.addr, stop)
+			time.Sleep(20 * time.Millisecond)
+			startedBefore := tg.b.started.Load()
+			heap := heapWatch()
+			attack(t, tg)
+			growth := heap()
+			time.Sleep(50 * time.Millisecond)
+			close(stop)
+			ok, failed := done()
+			t.Logf("heap growth %.1f MiB; upstream requests %d (at most %d at once); well-behaved requests %d ok, %d failed",
+				float64(growth)/(1<<20), tg.b.started.Load()-startedBefore, tg.b.peak.Load(), ok, failed)
+			if growth > maxHeapGrowth {
+				t.Errorf("heap grew by %d MiB during the attack, want at most %d", growth>>20, maxHeapGrowth>>20)
+			}
+			if failed > 0 || ok == 0 {
+				t.Errorf("well-behaved client: %d ok, %d failed during the attack, want all ok", ok, failed)
+			}
+			// The proxy itself still answers a new connection.
+			req, _ := http.NewRequest("GET", "http://"+tg.addr+"/", nil)
+			req.Host = "app"
+			resp, err := newH2CClient(t).Do(req)
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("after the attack: %v %v", resp, err)
+			}
+			resp.Body.Close()
+			if text := scrape(t, tg.p); strings.Contains(text, "h2_") {
+				for _, l := range strings.Split(text, "\n") {
+					if strings.Contains(l, `error="h2_`) {
+						t.Logf("metric: %s", l)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestH2RapidReset: CVE-2023-44487, HEADERS then RST_STREAM at once, as
+// fast as the socket takes them. net/http runs at most MaxConcurrentStreams
+// handlers per connection (and sends GOAWAY ENHANCE_YOUR_CALM when reset
+// streams queue behind them); the proxy closes a connection whose client
+// resets most streams before their response, so the attack starts a few
+// hundred upstream requests at most, not one per stream.
+func TestH2RapidReset(t *testing.T) {
+	runAttack(t, func(t *testing.T, tg h2Target) {
+		before := tg.b.started.Load()
+		a := dialH2(t, tg.addr, true)
+		block := a.block()
+		const streams = 20000
+		sent := 0
+		a.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		for i := range streams {
+			id := uint32(2*i + 1)
+			a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndStream: true, EndHeaders: true})
+			a.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+			if i%64 == 63 {
+				if a.bw.Flush() != nil {
+					break
+				}
+			}
+			sent++
+		}
+		a.bw.Flush()
+		closed := a.closedWithin(5 * time.Second)
+		started := tg.b.started.Load() - before
+		t.Logf("rapid reset: %d streams sent, %d upstream requests started; connection closed %v, GOAWAY %s", sent, started, closed, a.goAwayCode())
+		if !closed {
+			t.Errorf("rapid reset: the connection stayed open")
+		}
+		if limit := int64(rapidResetMin + 2*100); started > limit {
+			t.Errorf("rapid reset started %d upstream requests, want at most %d", started, limit)
+		}
+		if peak := tg.b.peak.Load(); peak > 2*100 {
+			t.Errorf("%d upstream requests ran at once, want them bounded by the 100 streams a connection may have", peak)
+		}
+	})
+}
+
+// TestH2ResetsBelowTheBound: a client that cancels some requests before
+// their response keeps its connection.
+func TestH2ResetsBelowTheBound(t *testing.T) {
+	b := startH2Backend(t)
+	p := startProxy(t, Config{InboundTarget: b.addr})
+	a := dialH2(t, p.InboundAddr(), true)
+	for i := range rapidResetMin {
+		id := uint32(2*i + 1)
+		a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: a.block(), EndStream: true, EndHeaders: true})
+		a.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		a.bw.Flush()
+	}
+	for i := range rapidResetMin {
+		id := uint32(2*(rapidResetMin+i) + 1)
+		a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: a.block(), EndStream: true, EndHeaders: true})
+		a.bw.Flush()
+		time.Sleep(time.Millisecond)
+	}
+	if a.closedWithin(time.Second) {
+		t.Errorf("a connection with %d early resets among %d streams was closed (GOAWAY %s)", rapidResetMin, 2*rapidResetMin, a.goAwayCode())
+	}
+}
+
+// TestH2ContinuationFlood: CVE-2023-45288, a header block that never ends.
+// CONTINUATION frames carrying fields are refused once the block passes
+// MaxHeaderBytes, and the connection closed; empty ones cost one frame
+// read each and hold nothing.
+func TestH2ContinuationFlood(t *testing.T) {
+	runAttack(t, func(t *testing.T, tg h2Target) {
+		before := tg.b.started.Load()
+		a := dialH2(t, tg.addr, true)
+		a.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: a.block()})
+		pad := strings.Repeat("p", 1000)
+		var sent int64
+		for sent < 64<<20 { // 64 MiB of header fields, if the proxy took them
+			frag := a.block(hpack.HeaderField{Name: "x-pad", Value: pad})
+			if a.fr.WriteContinuation(1, false, frag) != nil || a.bw.Flush() != nil {
+				break
+			}
+			sent += int64(len(frag))
+		}
+		closed := a.closedWithin(5 * time.Second)
+		t.Logf("CONTINUATION with fields: %d KiB sent before the proxy stopped reading; closed %v, GOAWAY %s", sent>>10, closed, a.goAwayCode())
+		if !closed {
+			t.Errorf("an endless header block did not close the connection")
+		}
+
+		// Empty CONTINUATION frames: 200,000 of them.
+		e := dialH2(t, tg.addr, true)
+		e.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		e.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: e.block()})
+		n := 0
+		for ; n < 200000; n++ {
+			if e.fr.WriteContinuation(1, false, nil) != nil {
+				break
+			}
+			if n%1024 == 1023 && e.bw.Flush() != nil {
+				break
+			}
+		}
+		e.bw.Flush()
+		t.Logf("empty CONTINUATION: %d frames sent; closed %v", n, e.closedWithin(100*time.Millisecond))
+		if got := tg.b.started.Load() - before; got != 0 {
+			t.Errorf("%d upstream requests started from header blocks that never ended", got)
+		}
+	})
+}
+
+// TestH2ControlFrameFlood: SETTINGS and PING floods. A peer that reads the
+// acknowledgements costs a frame each; one that does not read them is
+// disconnected once the proxy has 10,000 queued (net/http's bound), or
+// at least no longer read from.
+func TestH2ControlFrameFlood(t *testing.T) {
+	runAttack(t, func(t *testing.T, tg h2Target) {
+		a := dialH2(t, tg.addr, true)
+		a.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		n := 0
+		for ; n < 50000; n++ {
+			a.fr.WritePing(false, [8]byte{byte(n)})
+			a.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65535})
+			if n%256 == 255 && a.bw.Flush() != nil {
+				break
+			}
+		}
+		a.bw.Flush()
+		t.Logf("reading flooder: %d PING and %d SETTINGS sent; closed %v", n, n, a.closedWithin(100*time.Millisecond))
+
+		// The same flood from a peer that never reads the answers.
+		q := dialH2(t, tg.addr, false)
+		var err error
+		q.c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		for n = 0; n < 2000000 && err == nil; n++ {
+			q.fr.WritePing(false, [8]byte{byte(n)})
+			q.fr.WriteSettings()
+			if n%256 == 255 {
+				err = q.bw.Flush()
+			}
+		}
+		// Disconnected (net/http's bound on queued control frames), or
+		// back-pressured: the proxy stopped reading the flood, so it costs
+		// nothing more. Taking it all is what must not happen.
+		t.Logf("non-reading flooder: %d PING and SETTINGS sent; then %v", n, err)
+		if err == nil {
+			t.Errorf("a peer that never reads its acknowledgements sent %d frames unhindered", 2*n)
+		}
+	})
+}
