@@ -77,7 +77,7 @@ func (s *side) serveFast(sc *servedConn) {
 			return
 		}
 		sc.SetReadDeadline(time.Now().Add(p.cfg.HeaderReadTimeout))
-		err := fc.readHead(fc.br, &fc.head)
+		err := fc.readHead(fc.br, &fc.head, true)
 		sc.SetReadDeadline(time.Time{})
 		if err != nil {
 			if errors.Is(err, errHeadTooLarge) {
@@ -131,16 +131,17 @@ func (fc *fastConn) handOff() bool {
 		b, _ := fc.br.Peek(n)
 		prefix = append(prefix, b...)
 	}
-	return fc.s.httpLn.hand(&servedConn{Conn: fc.sc.Conn, prefix: prefix, info: fc.sc.info})
+	return fc.s.httpLn.hand(fc.s.guardH1(&servedConn{Conn: fc.sc.Conn, prefix: prefix, info: fc.sc.info}))
 }
 
-// readHead reads one message head (up to its empty line) into *dst.
-func (fc *fastConn) readHead(br *bufio.Reader, dst *[]byte) error {
+// readHead reads one message head (up to its empty line) into *dst. A
+// head that ends in a bare LF is left to parseH1Head to refuse.
+func (fc *fastConn) readHead(br *bufio.Reader, dst *[]byte, isRequest bool) error {
 	max := fc.s.p.cfg.MaxHeaderBytes
 	b := (*dst)[:0]
 	for {
 		line, err := br.ReadSlice('\n')
-		if len(b) == 0 && (string(line) == "\r\n" || string(line) == "\n") {
+		if isRequest && len(b) == 0 && string(line) == "\r\n" {
 			continue // RFC 9112 2.2: ignore empty lines before a request line
 		}
 		b = append(b, line...)
@@ -222,6 +223,7 @@ func (fc *fastConn) serveOne() bool {
 	}
 
 	bodiless := fc.req.contentLength <= 0
+	idempotent := isIdempotent(fc.req.method)
 	key := upKey{dir: dir, addr: rt.ep.Addr, dst: rt.dst}
 	if p.tlsFor(rt.ep) {
 		key.identity = rt.ep.Identity
@@ -230,7 +232,9 @@ func (fc *fastConn) serveOne() bool {
 	var err error
 	for attempt := 0; ; attempt++ {
 		var reused bool
-		up, reused, err = p.fastUps.get(key, rt.ep, dir)
+		// A request that may not be replayed only goes on a pooled
+		// connection that is seen to be open.
+		up, reused, err = p.fastUps.get(key, rt.ep, dir, !idempotent)
 		if err != nil {
 			e := dialProxyError(err)
 			upErr = err
@@ -243,16 +247,22 @@ func (fc *fastConn) serveOne() bool {
 			}
 			return fc.answerUnforwarded(e.status, e.msg)
 		}
+		up.sent = 0
 		err = fc.forwardRequest(up)
+		received := false
 		if err == nil {
-			err = fc.readResponseHead(up)
+			received, err = fc.readResponseHead(up)
 		}
 		if err == nil {
 			break
 		}
 		up.c.Close()
-		if reused && bodiless && attempt == 0 && !errors.Is(err, errFromClient) {
-			continue // a stale pooled connection: retry once on a new one
+		// A pooled connection the upstream closed while it was idle: retry
+		// once on a new one, if the request can be sent again (it had no
+		// body) and may be (idempotent, or the upstream got none of it).
+		if reused && attempt == 0 && bodiless && !received && (idempotent || up.sent == 0) &&
+			!errors.Is(err, errFromClient) {
+			continue
 		}
 		if errors.Is(err, errFromClient) {
 			streamErr = true
@@ -386,27 +396,30 @@ func writeHeaders(w *bufio.Writer, hs []h1Header) {
 }
 
 // readResponseHead reads the final response head, passing 1xx heads on.
-func (fc *fastConn) readResponseHead(up *fastUp) error {
+// received reports whether any byte of a response arrived.
+func (fc *fastConn) readResponseHead(up *fastUp) (received bool, err error) {
 	for {
-		if err := fc.readHead(up.br, &fc.rhead); err != nil {
-			return err
+		err := fc.readHead(up.br, &fc.rhead, false)
+		received = received || len(fc.rhead) > 0
+		if err != nil {
+			return received, err
 		}
 		if err := parseH1Head(fc.rhead, false, &fc.resp); err != nil {
-			return err
+			return true, errors.Join(errBadHead, err)
 		}
 		switch {
 		case fc.resp.status == http.StatusSwitchingProtocols:
-			return errors.New("unexpected 101 Switching Protocols")
+			return true, errors.Join(errBadHead, errors.New("unexpected 101 Switching Protocols"))
 		case fc.resp.status < 200:
 			if _, err := fc.bw.Write(fc.rhead); err != nil {
-				return errors.Join(errFromClient, err)
+				return true, errors.Join(errFromClient, err)
 			}
 			if err := fc.bw.Flush(); err != nil {
-				return errors.Join(errFromClient, err)
+				return true, errors.Join(errFromClient, err)
 			}
 			continue
 		}
-		return nil
+		return true, nil
 	}
 }
 
@@ -457,6 +470,9 @@ func (fc *fastConn) forwardResponse(up *fastUp) (clientKeep, upKeep bool, n int6
 	if err := w.Flush(); err != nil {
 		return false, false, n, err
 	}
+	// Bytes after the response's end were not asked for: the connection
+	// is not at a message boundary.
+	upKeep = upKeep && up.br.Buffered() == 0
 	return clientKeep, upKeep, n, nil
 }
 
@@ -517,11 +533,11 @@ func copyChunked(w *bufio.Writer, r *bufio.Reader, buf []byte) (written int64, e
 					return written, err
 				}
 				total += len(l)
-				if total > 64<<10 {
-					return written, errBadHead
+				if total > 64<<10 || !validTrailerLine(l) {
+					return written, errBadChunk
 				}
 				w.Write(l)
-				if string(l) == "\r\n" || string(l) == "\n" {
+				if string(l) == "\r\n" {
 					return written, nil
 				}
 			}
@@ -532,8 +548,8 @@ func copyChunked(w *bufio.Writer, r *bufio.Reader, buf []byte) (written int64, e
 			return written, err
 		}
 		l, err := readLine(r, 2)
-		if err != nil || (string(l) != "\r\n" && string(l) != "\n") {
-			return written, errBadLength
+		if err != nil || string(l) != "\r\n" {
+			return written, errBadChunk
 		}
 		w.Write(l)
 		if r.Buffered() == 0 {
@@ -549,38 +565,14 @@ func readLine(r *bufio.Reader, max int) ([]byte, error) {
 	line, err := r.ReadSlice('\n')
 	if err != nil {
 		if errors.Is(err, bufio.ErrBufferFull) || err == io.EOF {
-			return nil, errBadLength
+			return nil, errBadChunk
 		}
 		return nil, err
 	}
 	if len(line) > max+2 {
-		return nil, errBadLength
+		return nil, errBadChunk
 	}
 	return line, nil
-}
-
-func parseChunkSize(line []byte) (int64, error) {
-	end := len(line)
-	for i, c := range line {
-		if c == ';' || c == '\r' || c == '\n' || c == ' ' || c == '\t' {
-			end = i
-			break
-		}
-	}
-	hex := line[:end]
-	if len(hex) == 0 || len(hex) > 15 {
-		return 0, errBadLength
-	}
-	for _, c := range line[end:] {
-		if c < ' ' && c != '\t' && c != '\r' && c != '\n' || c == 0x7f {
-			return 0, errBadLength
-		}
-	}
-	n, err := strconv.ParseInt(string(hex), 16, 64)
-	if err != nil || n < 0 {
-		return 0, errBadLength
-	}
-	return n, nil
 }
 
 // answerUnforwarded answers a request that was not sent upstream. Its body
@@ -634,8 +626,24 @@ type fastUp struct {
 	key  upKey
 	c    net.Conn
 	br   *bufio.Reader
-	bw   *bufio.Writer
+	bw   *bufio.Writer // writes to the fastUp itself
 	idle time.Time
+	sent int64 // bytes written since the current request began
+}
+
+func (up *fastUp) Write(b []byte) (int, error) {
+	n, err := up.c.Write(b)
+	up.sent += int64(n)
+	return n, err
+}
+
+// isIdempotent: RFC 9110 9.2.2's methods, which a proxy may send twice.
+func isIdempotent(method []byte) bool {
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
 }
 
 // fastUpstreams pools upstream connections per endpoint.
@@ -645,7 +653,9 @@ type fastUpstreams struct {
 	idle map[upKey][]*fastUp
 }
 
-func (u *fastUpstreams) get(k upKey, ep resolve.Endpoint, dir string) (*fastUp, bool, error) {
+// get takes a pooled connection or dials one; probe checks that a pooled
+// connection is still open however recently it was used.
+func (u *fastUpstreams) get(k upKey, ep resolve.Endpoint, dir string, probe bool) (*fastUp, bool, error) {
 	now := time.Now()
 	for {
 		u.mu.Lock()
@@ -663,7 +673,7 @@ func (u *fastUpstreams) get(k upKey, ep resolve.Endpoint, dir string) (*fastUp, 
 		// A connection used moments ago is taken as alive (servers' idle
 		// timeouts are seconds; a bodiless request is retried anyway);
 		// older ones are probed for a close from the peer.
-		if idle := now.Sub(up.idle); idle < u.p.cfg.IdleTimeout && (idle < 500*time.Millisecond || up.alive()) {
+		if idle := now.Sub(up.idle); idle < u.p.cfg.IdleTimeout && ((idle < 500*time.Millisecond && !probe) || up.alive()) {
 			return up, true, nil
 		}
 		up.c.Close()
@@ -674,7 +684,9 @@ func (u *fastUpstreams) get(k upKey, ep resolve.Endpoint, dir string) (*fastUp, 
 	if err != nil {
 		return nil, false, err
 	}
-	return &fastUp{key: k, c: c, br: bufio.NewReaderSize(c, fastBufSize), bw: bufio.NewWriterSize(c, fastBufSize)}, false, nil
+	up := &fastUp{key: k, c: c, br: bufio.NewReaderSize(c, fastBufSize)}
+	up.bw = bufio.NewWriterSize(up, fastBufSize)
+	return up, false, nil
 }
 
 // alive checks, without blocking, that the peer has not closed an idle

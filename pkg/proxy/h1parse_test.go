@@ -19,12 +19,12 @@ func TestParseH1Head(t *testing.T) {
 	}{
 		{name: "simple", head: "GET / HTTP/1.1\r\nHost: a\r\n\r\n", cl: -1},
 		{name: "content length", head: "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n", cl: 12},
-		{name: "same length twice", head: "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", cl: 3},
+		{name: "same length twice", head: "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", wantErr: errBadLength},
 		{name: "conflicting lengths", head: "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", wantErr: errBadLength},
 		{name: "negative length", head: "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", wantErr: errBadLength},
-		{name: "length with sign", head: "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", cl: 5},
+		{name: "length with sign", head: "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", wantErr: errBadLength},
 		{name: "length and chunked", head: "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", wantErr: errBadLength},
-		{name: "gzip transfer coding", head: "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", odd: true, cl: -1},
+		{name: "gzip transfer coding", head: "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", wantErr: errBadLength},
 		{name: "obs-fold", head: "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", wantErr: errBadHead},
 		{name: "space before colon", head: "GET / HTTP/1.1\r\nHost: a\r\nX : b\r\n\r\n", wantErr: errBadHead},
 		{name: "two hosts", head: "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", wantErr: errBadHead},
@@ -38,6 +38,17 @@ func TestParseH1Head(t *testing.T) {
 			hops: []string{"Connection", "X-Private", "Keep-Alive", "TE"}},
 		{name: "nul in value", head: "GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", wantErr: errBadHead},
 		{name: "bad method", head: "G(T / HTTP/1.1\r\nHost: a\r\n\r\n", wantErr: errBadHead},
+		{name: "leading zeros", head: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 007\r\n\r\n", cl: 7},
+		{name: "19 digits", head: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1234567890123456789\r\n\r\n", wantErr: errBadLength},
+		{name: "length in OWS", head: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\t5 \r\n\r\n", cl: 5},
+		{name: "two numbers", head: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5 5\r\n\r\n", wantErr: errBadLength},
+		{name: "Chunked", head: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n", odd: true, cl: -1, hops: []string{"Transfer-Encoding"}},
+		{name: "Connection: TE", head: "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, TE\r\nTE: trailers\r\n\r\n", cl: -1, hops: []string{"Connection", "TE"}},
+		{name: "Connection names Content-Length", head: "GET / HTTP/1.1\r\nHost: a\r\nConnection: CONTENT-LENGTH\r\n\r\n", wantErr: errBadConnection},
+		{name: "Connection option not a token", head: "GET / HTTP/1.1\r\nHost: a\r\nConnection: a b\r\n\r\n", wantErr: errBadHead},
+		{name: "space in host", head: "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", wantErr: errBadHead},
+		{name: "DEL in value", head: "GET / HTTP/1.1\r\nHost: a\r\nX: \x7f\r\n\r\n", wantErr: errBadHead},
+		{name: "bare LF", head: "GET / HTTP/1.1\nHost: a\n\n", wantErr: errBadHead},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -67,24 +78,43 @@ func TestParseH1Head(t *testing.T) {
 
 func TestParseH1Response(t *testing.T) {
 	tests := []struct {
-		head   string
-		status int
-		close  bool
-		err    bool
+		head    string
+		status  int
+		close   bool
+		err     bool
+		cl      int64 // checked when status is set
+		chunked bool
 	}{
-		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", 200, false, false},
-		{"HTTP/1.1 204\r\n\r\n", 204, false, false},
-		{"HTTP/1.0 200 OK\r\n\r\n", 200, true, false},
-		{"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", 200, true, false},
-		{"HTTP/1.1 99 Low\r\n\r\n", 0, false, true},
-		{"HTTP/1.1 2000 Long\r\n\r\n", 0, false, true},
-		{"HTTQ/1.1 200 OK\r\n\r\n", 0, false, true},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", 200, false, false, 2, false},
+		{"HTTP/1.1 204\r\n\r\n", 204, false, false, -1, false},
+		{"HTTP/1.0 200 OK\r\n\r\n", 200, true, false, -1, false},
+		{"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", 200, true, false, -1, false},
+		{"HTTP/1.1 99 Low\r\n\r\n", 0, false, true, 0, false},
+		{"HTTP/1.1 2000 Long\r\n\r\n", 0, false, true, 0, false},
+		{"HTTQ/1.1 200 OK\r\n\r\n", 0, false, true, 0, false},
+		{"HTTP/1.2 200 OK\r\n\r\n", 0, false, true, 0, false},
+		{"HTTP/1.1 200 OK\x01\r\n\r\n", 0, false, true, 0, false},
+		// Transfer-Encoding frames the response, which closes the
+		// connection after it when Content-Length disagreed or chunked is
+		// not the final coding (read until the close).
+		{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 200, true, false, -1, true},
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", 200, true, false, -1, false},
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 200, false, false, -1, true},
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 0, false, true, 0, false},
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 0, false, true, 0, false},
+		{"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 0, false, true, 0, false},
 	}
 	for _, tt := range tests {
 		var h h1Head
 		err := parseH1Head([]byte(tt.head), false, &h)
-		if (err != nil) != tt.err || h.status != tt.status || h.close != tt.close {
-			t.Errorf("%q: status %d close %v err %v", tt.head, h.status, h.close, err)
+		if tt.err {
+			if err == nil {
+				t.Errorf("%q: accepted", tt.head)
+			}
+			continue
+		}
+		if err != nil || h.status != tt.status || h.close != tt.close || h.contentLength != tt.cl || h.chunked != tt.chunked {
+			t.Errorf("%q: status %d close %v length %d chunked %v err %v", tt.head, h.status, h.close, h.contentLength, h.chunked, err)
 		}
 	}
 }

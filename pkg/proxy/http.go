@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
@@ -48,6 +49,14 @@ type route struct {
 
 func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := h.p
+	if opts, ok := r.Header["Connection"]; ok && namesFramingField(opts) {
+		// Already refused by h1Guard (HTTP/1.1) and net/http (HTTP/2,
+		// which has no Connection field): checked again where it matters.
+		w.Header().Set("Connection", "close")
+		w.Header().Set(ErrorHeader, errBadConnection.Error())
+		http.Error(w, errBadConnection.Error(), http.StatusBadRequest)
+		return
+	}
 	info := infoFrom(r.Context())
 	start := time.Now()
 	authority := canonicalAuthority(r.Host, "80")
@@ -119,6 +128,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// The application may answer while the client still uploads
 			// (streaming both ways over HTTP/1.1): keep the body readable.
 			http.NewResponseController(w).EnableFullDuplex()
+			r.Body = &framedBody{ReadCloser: r.Body, rw: rw}
 		}
 	}
 	up.rp.ServeHTTP(rw, r)
@@ -126,6 +136,39 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 var errStreamAborted = errors.New("stream aborted")
+
+// namesFramingField reports whether Connection options name a field that
+// frames or routes the message (see framingFields).
+func namesFramingField(opts []string) bool {
+	for _, v := range opts {
+		for tok := range strings.SplitSeq(v, ",") {
+			tok = strings.Trim(tok, " \t")
+			for _, f := range framingFields {
+				if asciiEqualFold(tok, f) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// framedBody notes that an HTTP/1.1 request body broke its framing (as
+// h1Guard found): the answer is then 400, not an upstream error.
+type framedBody struct {
+	io.ReadCloser
+	rw *respWriter
+}
+
+func (b *framedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && errors.Is(err, errFraming) {
+		b.rw.badBody.Store(true)
+	}
+	return n, err
+}
+
+var errBadBody = proxyError{http.StatusBadRequest, "malformed_request", "malformed request body"}
 
 // route picks the endpoint of a request.
 func (h *httpHandler) route(ctx context.Context, info *connInfo, authority string) (route, *proxyError) {
@@ -185,6 +228,9 @@ func (p *Proxy) writeError(rw *respWriter, dir string, e proxyError, cause error
 	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Content-Length", strconv.Itoa(len(msg)+1))
+	if e.status == http.StatusBadRequest {
+		h.Set("Connection", "close") // as the fast path does
+	}
 	rw.WriteHeader(e.status)
 	io.WriteString(rw, msg+"\n")
 }
@@ -226,6 +272,12 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, dir string
 		return
 	}
 	rw.upErr = err
+	if rw.badBody.Load() {
+		// net/http cancelled the request when its body failed to read,
+		// but the client is there and has the connection closed on it.
+		p.writeError(rw, dir, errBadBody, nil)
+		return
+	}
 	if r.Context().Err() != nil {
 		// The client went away: nobody to answer.
 		rw.failed = true
@@ -345,6 +397,9 @@ type respWriter struct {
 	upErr     error
 	obs       Observation
 	written   int64 // response body bytes written
+	// badBody is set when the request body broke its framing (read by
+	// the Transport's goroutine).
+	badBody atomic.Bool
 }
 
 func (w *respWriter) WriteHeader(code int) {

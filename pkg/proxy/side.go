@@ -204,7 +204,11 @@ func (s *side) handle(mc *meteredConn) {
 		sc.stall = p.cfg.BodyIdleTimeout
 		s.serveFast(sc)
 	case res.Protocol == detect.HTTP1, res.Protocol == detect.HTTP2:
-		if s.httpLn.hand(sc) {
+		var c net.Conn = sc
+		if res.Protocol == detect.HTTP1 {
+			c = s.guardH1(sc) // net/http reads only what the fast path would accept
+		}
+		if s.httpLn.hand(c) {
 			done()
 		}
 	default:

@@ -101,7 +101,13 @@ func (u *upstreams) newUpstream(k upKey, ep resolve.Endpoint) *upstream {
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 			defer cancel()
-			return p.ups.dialLabeled(ctx, k.dir, dialEP, k.dst)
+			c, err := p.ups.dialLabeled(ctx, k.dir, dialEP, k.dst)
+			if err != nil || k.h2 {
+				return c, err
+			}
+			// The Transport reads only responses the fast path would
+			// accept, and reuses no connection past a doubtful one.
+			return newH1Guard(c, false, p.cfg.MaxHeaderBytes+4096), nil
 		},
 		Protocols:              &protos,
 		DisableCompression:     true,
