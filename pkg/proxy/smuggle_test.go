@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 )
 
 // appRecorder is an HTTP/1.1 application that parses what reaches it with
@@ -234,15 +236,20 @@ func askSecond(t *testing.T, addr string) {
 	}
 }
 
-// bothPaths runs f against a proxy on the HTTP/1.1 fast path and one that
-// serves HTTP/1.1 with net/http (DisableFastPath).
-func bothPaths(t *testing.T, f func(t *testing.T, fast bool)) {
+// h1Paths runs f on each HTTP/1.1 path: a proxy on the fast path and one
+// that serves HTTP/1.1 with net/http (DisableFastPath), each inbound and
+// outbound; f gets the listener address.
+func h1Paths(t *testing.T, app string, f func(t *testing.T, addr string)) {
 	for _, fast := range []bool{true, false} {
 		name := "fast path"
 		if !fast {
 			name = "net/http path"
 		}
-		t.Run(name, func(t *testing.T) { f(t, fast) })
+		t.Run(name, func(t *testing.T) {
+			p := startProxy(t, Config{InboundTarget: app, Resolver: resolve.Static{"x:80": {{Addr: app}}}, DisableFastPath: !fast})
+			t.Run("inbound", func(t *testing.T) { f(t, p.InboundAddr()) })
+			t.Run("outbound", func(t *testing.T) { f(t, p.OutboundAddr()) })
+		})
 	}
 }
 
@@ -412,9 +419,8 @@ func requestSmuggling() []smuggleCase {
 // exactly the requests the proxy accepted, and each answer must reach the
 // client that asked.
 func TestRequestSmuggling(t *testing.T) {
-	bothPaths(t, func(t *testing.T, fast bool) {
-		app := startAppRecorder(t)
-		p := startProxy(t, Config{InboundTarget: app.addr(), DisableFastPath: !fast})
+	app := startAppRecorder(t)
+	h1Paths(t, app.addr(), func(t *testing.T, addr string) {
 		for _, tc := range requestSmuggling() {
 			t.Run(tc.name, func(t *testing.T) {
 				// A last request closes the connection where the others
@@ -424,7 +430,7 @@ func TestRequestSmuggling(t *testing.T) {
 					want = append(slices.Clip(want), http.StatusOK)
 					upstream = append(slices.Clip(upstream), "GET /end 0")
 				}
-				got, err := exchange(t, p.InboundAddr(), tc.raw+"GET /end HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 5*time.Second, 10*time.Second)
+				got, err := exchange(t, addr, tc.raw+"GET /end HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 5*time.Second, 10*time.Second)
 				var statuses []int
 				for _, r := range got {
 					statuses = append(statuses, r.status)
@@ -437,7 +443,7 @@ func TestRequestSmuggling(t *testing.T) {
 						t.Errorf("a 200 without the application's answer: %q", r.body)
 					}
 				}
-				askSecond(t, p.InboundAddr())
+				askSecond(t, addr)
 				seen := lines(app.take())
 				if i := slices.Index(seen, "GET /second 0"); i >= 0 {
 					seen = slices.Delete(seen, i, i+1)
@@ -483,27 +489,26 @@ func responseSmuggling() []responseCase {
 // is refused (502) or framed as the proxy reads it, the connection it came
 // on is not used again, and the next client gets its own answer.
 func TestResponseSmuggling(t *testing.T) {
-	bothPaths(t, func(t *testing.T, fast bool) {
-		app := startAppRecorder(t)
-		var bad string // the current case's answer; set before each request
-		app.respond = func(c net.Conn, req *http.Request) bool {
-			if req.URL.Path == "/bad" {
-				io.WriteString(c, bad)
-				return true // keep reading: a proxy that reuses the connection gets the leftovers
-			}
-			body := "you asked " + req.Method + " " + req.RequestURI
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
-			return true
+	app := startAppRecorder(t)
+	var bad string // the current case's answer; set before each request
+	app.respond = func(c net.Conn, req *http.Request) bool {
+		if req.URL.Path == "/bad" {
+			io.WriteString(c, bad)
+			return true // keep reading: a proxy that reuses the connection gets the leftovers
 		}
-		p := startProxy(t, Config{InboundTarget: app.addr(), DisableFastPath: !fast})
+		body := "you asked " + req.Method + " " + req.RequestURI
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+		return true
+	}
+	h1Paths(t, app.addr(), func(t *testing.T, addr string) {
 		for _, tc := range responseSmuggling() {
 			t.Run(tc.name, func(t *testing.T) {
 				bad = tc.raw
 				// A pooled connection to the application first, so that the
 				// bad response comes on a connection the proxy could reuse.
-				askSecond(t, p.InboundAddr())
+				askSecond(t, addr)
 				app.take()
-				got, _ := exchange(t, p.InboundAddr(), "GET /bad HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 5*time.Second, 10*time.Second)
+				got, _ := exchange(t, addr, "GET /bad HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 5*time.Second, 10*time.Second)
 				switch {
 				case tc.want == 0:
 					if len(got) > 0 && got[0].err == nil {
@@ -513,7 +518,7 @@ func TestResponseSmuggling(t *testing.T) {
 					t.Errorf("got %+v, want %d %q", got, tc.want, tc.body)
 				}
 				for range 3 {
-					askSecond(t, p.InboundAddr())
+					askSecond(t, addr)
 				}
 				seen := app.take()
 				if len(seen) != 4 || seen[0].line != "GET /bad 0" {
