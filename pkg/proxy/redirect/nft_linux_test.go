@@ -145,8 +145,13 @@ func TestInstallNFTIsIdempotentAndAtomic(t *testing.T) {
 		// leaves the installed ruleset as it was.
 		broken := []Ruleset{{Family: IPv4, Chains: []Chain{{Name: "PREROUTING", Hook: HookPrerouting,
 			Rules: []Rule{{Action: Action{Kind: Jump, Chain: "MISSING"}}}}}}}
-		if err := InstallNFT(ctx, broken); err == nil {
+		err = InstallNFT(ctx, broken)
+		if err == nil {
 			return errors.New("installing a jump to a missing chain succeeded")
+		}
+		// The error names the message the kernel refused.
+		if want := `add rule "jump MISSING" to table ip conduit chain PREROUTING`; !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name the refused message %q", err, want)
 		}
 		after, err := listRuleset()
 		if err != nil {
@@ -284,6 +289,7 @@ func TestInstallNFTWithoutPermission(t *testing.T) {
 			return err
 		}
 		err := InstallNFT(context.Background(), rulesets)
+		t.Logf("without CAP_NET_ADMIN: %v", err)
 		if !errors.Is(err, ErrPermission) || errors.Is(err, ErrNFTablesUnavailable) {
 			t.Errorf("InstallNFT without CAP_NET_ADMIN = %v, want ErrPermission", err)
 		}
