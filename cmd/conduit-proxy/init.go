@@ -58,9 +58,9 @@ func parseInitFlags(args []string, getenv func(string) string, stderr io.Writer)
 	dryRun := fs.Bool("dry-run", false, "print the nftables ruleset (nft -f syntax) or the iptables commands instead of installing them")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: conduit-proxy init [flags]\n\n"+
-			"Installs the pod's NAT redirect to conduit-proxy, with nftables over netlink (no program\n"+
-			"needed) or iptables programs. Every flag can also be set\n"+
-			"with an environment variable %s<FLAG_IN_UPPER_SNAKE>; flags win.\n\n", envPrefix)
+			"Installs the pod's NAT redirect to conduit-proxy: with nftables over netlink (no program\n"+
+			"needed), or with iptables programs. Every flag can also be set with an environment\n"+
+			"variable %s<FLAG_IN_UPPER_SNAKE>; flags win.\n\n", envPrefix)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -161,8 +161,12 @@ func runInit(ctx context.Context, opts *initOptions, b redirect.Backends, stdout
 // names when they are not installed: a dry run needs no program).
 func dryRun(ctx context.Context, mode redirect.Mode, rulesets []redirect.Ruleset, r redirect.Runner) string {
 	if mode.UsesNFT() {
-		return "# conduit-proxy init --dry-run: nothing was changed; this nftables ruleset would be loaded over netlink\n" +
-			"# in one transaction (the same as nft -f)\n" + redirect.RenderNFT(rulesets)
+		head := "# conduit-proxy init --dry-run: nothing was changed; this nftables ruleset would be loaded over netlink\n" +
+			"# in one transaction (the same as nft -f)\n"
+		if mode == redirect.ModeAuto {
+			head += "# (--redirect-mode auto runs iptables programs instead only if the kernel has no nf_tables)\n"
+		}
+		return head + redirect.RenderNFT(rulesets)
 	}
 	var b strings.Builder
 	b.WriteString("# conduit-proxy init --dry-run: nothing was changed; these commands would be run\n")

@@ -143,7 +143,9 @@ func TestRunInitDryRunTouchesNothing(t *testing.T) {
 	}{
 		{mode: "auto", want: func(v4, v6 redirect.Ruleset) string {
 			return "# conduit-proxy init --dry-run: nothing was changed; this nftables ruleset would be loaded over netlink\n" +
-				"# in one transaction (the same as nft -f)\n" + redirect.RenderNFT([]redirect.Ruleset{v4, v6})
+				"# in one transaction (the same as nft -f)\n" +
+				"# (--redirect-mode auto runs iptables programs instead only if the kernel has no nf_tables)\n" +
+				redirect.RenderNFT([]redirect.Ruleset{v4, v6})
 		}},
 		{mode: "iptables-nft", want: func(v4, v6 redirect.Ruleset) string {
 			return "# conduit-proxy init --dry-run: nothing was changed; these commands would be run\n" +
