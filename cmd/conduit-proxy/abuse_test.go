@@ -35,6 +35,7 @@ func TestBoundedUnderAbuse(t *testing.T) {
 		t.Skip("reads the proxy's peak RSS from /proc")
 	}
 	proxyBinary(t) // skips with -short
+	load, busy := loadAvg()
 	needFDs := uint64(abuseIdleConns + 2*abuseSlowBodies + 500)
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
@@ -72,9 +73,14 @@ func TestBoundedUnderAbuse(t *testing.T) {
 	tr := &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	good := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	get := func() (time.Duration, error) {
+	// The same client straight to the application, for the machine's own
+	// latency at the same moments.
+	dtr := &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, DisableCompression: true}
+	defer dtr.CloseIdleConnections()
+	direct := &http.Client{Transport: dtr, Timeout: 10 * time.Second}
+	get := func(c *http.Client, addr string) (time.Duration, error) {
 		start := time.Now()
-		resp, err := good.Get("http://" + inbound + "/ok")
+		resp, err := c.Get("http://" + addr + "/ok")
 		if err != nil {
 			return 0, err
 		}
@@ -85,20 +91,24 @@ func TestBoundedUnderAbuse(t *testing.T) {
 		}
 		return time.Since(start), err
 	}
-	measure := func(n int, gap time.Duration) []time.Duration {
-		lat := make([]time.Duration, 0, n)
+	measure := func(n int, gap time.Duration) (proxied, straight []time.Duration) {
 		for i := range n {
-			d, err := get()
+			d, err := get(good, inbound)
 			if err != nil {
 				t.Fatalf("well-behaved request %d: %v", i, err)
 			}
-			lat = append(lat, d)
+			proxied = append(proxied, d)
+			if d, err = get(direct, appLn.Addr().String()); err != nil {
+				t.Fatalf("request %d straight to the application: %v", i, err)
+			}
+			straight = append(straight, d)
 			time.Sleep(gap)
 		}
-		return lat
+		return proxied, straight
 	}
-	quiet := measure(abuseGoodRequests, time.Millisecond)
-	t.Logf("before the flood: p50 %v p99 %v, RSS %s", pct(quiet, 50), pct(quiet, 99), rssLine(pid, "VmRSS"))
+	quiet, quietDirect := measure(abuseGoodRequests, time.Millisecond)
+	t.Logf("before the flood: p50 %v p99 %v (straight to the application: p99 %v), RSS %s",
+		pct(quiet, 50), pct(quiet, 99), pct(quietDirect, 99), rssLine(pid, "VmRSS"))
 
 	// The flood.
 	cpu0, flood0 := cpuSeconds(pid), time.Now()
@@ -117,19 +127,35 @@ func TestBoundedUnderAbuse(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var dialFailed atomic.Int64
-	// Slow bodies: 1000 bytes announced, one sent per second on each.
-	slow := make([]net.Conn, 0, abuseSlowBodies)
-	for range abuseSlowBodies {
-		c, err := net.Dial("tcp", inbound)
-		if err != nil {
-			dialFailed.Add(1)
-			continue
+	// One goroutine opens the connections, 2000 a second, one slow body
+	// for every ten idle ones, so that the proxy holds both kinds: idle
+	// connections send nothing (after the detection timeout they are
+	// relayed as opaque TCP), slow bodies announce 1000 bytes and send
+	// one a second.
+	var slow []net.Conn // guarded by heldMu
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range abuseIdleConns + abuseSlowBodies {
+			if i%100 == 0 {
+				time.Sleep(50 * time.Millisecond)
+			}
+			c, err := net.Dial("tcp", inbound)
+			if err != nil {
+				dialFailed.Add(1)
+				continue
+			}
+			keep(c)
+			if i%11 == 0 {
+				c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+				if _, err := io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 1000\r\n\r\nx"); err == nil {
+					heldMu.Lock()
+					slow = append(slow, c)
+					heldMu.Unlock()
+				}
+			}
 		}
-		keep(c)
-		if _, err := io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 1000\r\n\r\nx"); err == nil {
-			slow = append(slow, c)
-		}
-	}
+	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -141,26 +167,13 @@ func TestBoundedUnderAbuse(t *testing.T) {
 				return
 			case <-tick.C:
 			}
-			for _, c := range slow {
+			heldMu.Lock()
+			conns := slices.Clone(slow)
+			heldMu.Unlock()
+			for _, c := range conns {
 				c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
 				c.Write([]byte("x"))
 			}
-		}
-	}()
-	// Idle connections: connect, send nothing.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := range abuseIdleConns {
-			if i%100 == 0 {
-				time.Sleep(50 * time.Millisecond) // 2000 connections a second
-			}
-			c, err := net.Dial("tcp", inbound)
-			if err != nil {
-				dialFailed.Add(1)
-				continue
-			}
-			keep(c)
 		}
 	}()
 	// Peak RSS while the flood lasts.
@@ -179,7 +192,7 @@ func TestBoundedUnderAbuse(t *testing.T) {
 			}
 		}
 	}()
-	flooded := measure(abuseGoodRequests, 20*time.Millisecond) // ~12 s, past the detection timeout
+	flooded, floodedDirect := measure(abuseGoodRequests, 20*time.Millisecond) // ~12 s, past the detection timeout
 	close(stop)
 	wg.Wait()
 
@@ -190,7 +203,13 @@ func TestBoundedUnderAbuse(t *testing.T) {
 	connShed := metricValue(text, "conduit_proxy_errors_total", `direction="inbound"`, `error="connection_limit"`)
 	reqShed := metricValue(text, "conduit_proxy_errors_total", `direction="inbound"`, `error="request_limit"`)
 	open := metricValue(text, "tcp_open_connections", `direction="inbound"`, `peer="src"`)
-	t.Logf("during the flood: well-behaved p50 %v p99 %v max %v over %d requests", pct(flooded, 50), pct(flooded, 99), slices.Max(flooded), len(flooded))
+	t.Logf("during the flood: well-behaved p50 %v p99 %v max %v over %d requests (straight to the application: p50 %v p99 %v)",
+		pct(flooded, 50), pct(flooded, 99), slices.Max(flooded), len(flooded), pct(floodedDirect, 50), pct(floodedDirect, 99))
+	all := metricValue(text, "response_latency_ms_count", `direction="inbound"`)
+	t.Logf("the proxy's own view (response_latency_ms, head in to head out, both phases): %.0f of %.0f responses within 1 ms, %.0f within 5 ms, %.0f within 20 ms",
+		metricValue(text, "response_latency_ms_bucket", `direction="inbound"`, `le="1"`),
+		all, metricValue(text, "response_latency_ms_bucket", `direction="inbound"`, `le="5"`),
+		metricValue(text, "response_latency_ms_bucket", `direction="inbound"`, `le="20"`))
 	t.Logf("proxy CPU during the flood: %.2f s over %v (%.0f %% of one core)", cpu, took.Round(time.Second), 100*cpu/took.Seconds())
 	t.Logf("proxy peak RSS %.1f MiB (VmHWM; sampled VmRSS peak %.1f MiB), budget %d MiB", float64(hwm)/1024, float64(peak.Load())/1024, abuseMaxMemory>>20)
 	t.Logf("shed: %v connections reset at the cap, %v requests answered 503; %v inbound connections open at the end; %d dials failed at the client",
@@ -199,8 +218,14 @@ func TestBoundedUnderAbuse(t *testing.T) {
 	if hwm<<10 >= abuseMaxMemory {
 		t.Errorf("peak RSS %d KiB, want under %d MiB", hwm, abuseMaxMemory>>20)
 	}
-	if p := pct(flooded, 99); p >= abuseP99 {
-		t.Errorf("well-behaved client p99 %v during the flood, want under %v", p, abuseP99)
+	switch p := pct(flooded, 99); {
+	case p < abuseP99:
+	case busy:
+		// Other work holds the CPUs: the proxy waits for them like
+		// everything else, and the bound says nothing about it.
+		t.Logf("p99 NOT ASSERTED: the load average was %s before the test began", load)
+	default:
+		t.Errorf("well-behaved client p99 %v during the flood, want under %v (straight to the application: p99 %v)", p, abuseP99, pct(floodedDirect, 99))
 	}
 	if connShed == 0 {
 		t.Errorf("no connection was shed: the flood did not reach the cap")
@@ -249,4 +274,17 @@ func cpuSeconds(pid int) float64 {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100 // USER_HZ
+}
+
+// loadAvg describes the machine's load and reports whether other work
+// oversubscribes its CPUs (a one-minute load average over twice their
+// number).
+func loadAvg() (string, bool) {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown", false
+	}
+	l1, _ := strconv.ParseFloat(f[0], 64)
+	return strings.Join(f[:3], " ") + fmt.Sprintf(" on %d CPUs", runtime.NumCPU()), l1 > 2*float64(runtime.NumCPU())
 }
