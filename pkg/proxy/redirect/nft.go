@@ -10,6 +10,15 @@ import (
 // NFTTable is the name of our nftables table, one per family ("ip conduit",
 // "ip6 conduit"). Nothing else is touched: the tables of iptables-nft,
 // kube-proxy or any other tool in the namespace stay as they are.
+//
+// Sharing the hooks is fine. A pod's network namespace is new, so kube-proxy
+// (iptables or nftables mode, both in the node's namespace) is not in it.
+// When another tool's nat chains are in the namespace too (iptables-nft,
+// iptables-legacy, another nft table), the kernel runs every nat chain of a
+// hook in priority order for a connection's first packet, and the first one
+// that sets up a NAT mapping decides; empty chains accept and change
+// nothing. An init container that used iptables before us would have
+// redirected to the same ports.
 const NFTTable = "conduit"
 
 // ErrNFTablesUnavailable means the kernel cannot run our nftables ruleset:
