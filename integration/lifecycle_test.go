@@ -6,15 +6,11 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/utils/ptr"
 
 	"github.com/conduitmesh/conduit/pkg/install"
 )
@@ -41,17 +37,7 @@ func TestLifecycle(t *testing.T) {
 	if err := testCluster.CreateNamespace(ctx, appNS, nil); err != nil {
 		t.Fatal(err)
 	}
-	app := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: appNS, Labels: map[string]string{"app": "web"}},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](1),
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "web:1"}}},
-			},
-		},
-	}
+	app := userDeployment(appNS, "web")
 	if _, err := kube.AppsV1().Deployments(appNS).Create(ctx, app, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -223,29 +209,11 @@ func TestLifecycle(t *testing.T) {
 		}
 		getConfigMap(t, ns, install.ConfigMapName) // still there
 
-		res = runBinary(t, newCLI, "", "uninstall", "-n", ns)
+		res = runBinary(t, newCLI, "", "uninstall", "-n", ns, "--yes")
 		if res.Code != 0 {
 			t.Fatalf("uninstall: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 		}
-		client, err := install.NewClient(testCluster.RESTConfig)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var left []string
-		err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
-			inv, err := client.Inventory(ctx, ns)
-			if err != nil {
-				return false, err
-			}
-			left = left[:0]
-			for _, o := range inv {
-				left = append(left, install.KeyOf(o).String())
-			}
-			return len(inv) == 0, nil
-		})
-		if err != nil {
-			t.Fatalf("objects with our labels left after uninstall: %v (%v)", left, err)
-		}
+		waitInventoryGone(t, ns)
 		if _, err := kube.AppsV1().Deployments(appNS).Get(ctx, "web", metav1.GetOptions{}); err != nil {
 			t.Errorf("uninstall touched a workload: %v", err)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/urfave/cli/v2"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/conduitmesh/conduit/pkg/install"
 )
@@ -21,8 +22,10 @@ func uninstallCommand(g *Globals) *cli.Command {
 		Usage: "delete the control plane: every object labelled as part of the install",
 		Description: `Finds the install's objects by their inventory labels
 (` + install.InventorySelector("<namespace>") + `), cluster-scoped ones included, and
-deletes them, the namespace last. Workloads and their injected proxies are never
-touched: uninject them first. -o yaml|json prints what would be deleted and
+deletes them, the namespace last if the install created it (a namespace that
+existed before the install is kept). Workloads and their injected proxies are
+never touched: uninject them first. On a terminal it asks before deleting;
+without one it needs --yes. -o yaml|json prints what would be deleted and
 changes nothing.
 
    ` + g.ProgName + ` uninstall -o yaml
@@ -55,6 +58,10 @@ func runUninstall(ctx context.Context, g *Globals, o uninstallOptions) error {
 	if err != nil {
 		return err
 	}
+	inv, kept, err := client.KeepUserNamespace(ctx, ns, inv)
+	if err != nil {
+		return err
+	}
 	if len(inv) == 0 {
 		return fmt.Errorf("nothing to uninstall: no objects labelled %s (name the control plane namespace with -n)", install.InventorySelector(ns))
 	}
@@ -67,13 +74,8 @@ func runUninstall(ctx context.Context, g *Globals, o uninstallOptions) error {
 	if err := client.CheckPermissions(ctx, inv, "delete"); err != nil {
 		return err
 	}
-	if !o.yes && interactive(g.Streams.In) && interactive(g.Streams.ErrOut) {
-		for _, obj := range inv {
-			fmt.Fprintf(g.Streams.ErrOut, "  %s\n", install.KeyOf(obj))
-		}
-		if !confirm(g.Streams.In, g.Streams.ErrOut, fmt.Sprintf("Delete these %d objects?", len(inv))) {
-			return errors.New("uninstall cancelled: nothing was deleted")
-		}
+	if err := confirmUninstall(g, o.yes, ns, inv, kept); err != nil {
+		return err
 	}
 	err = runSteps(ctx, g, fmt.Sprintf("Uninstalling Conduit from namespace %s", ns), func(ctx context.Context, report install.Reporter) error {
 		return client.Uninstall(ctx, inv, report)
@@ -81,6 +83,31 @@ func runUninstall(ctx context.Context, g *Globals, o uninstallOptions) error {
 	if err != nil {
 		return err
 	}
+	if kept {
+		fmt.Fprintf(g.Streams.Out, "Conduit is uninstalled from namespace %s (%d objects deleted; the namespace existed before the install and is kept).\n", ns, len(inv))
+		return nil
+	}
 	fmt.Fprintf(g.Streams.Out, "Conduit is uninstalled from namespace %s (%d objects deleted; the namespace finishes terminating in the background).\n", ns, len(inv))
+	return nil
+}
+
+// confirmUninstall asks on a terminal before inv is deleted; without one
+// (piped, CI) it refuses unless yes (--yes) was given.
+func confirmUninstall(g *Globals, yes bool, ns string, inv []*unstructured.Unstructured, kept bool) error {
+	if yes {
+		return nil
+	}
+	if !interactive(g.Streams.In) || !interactive(g.Streams.ErrOut) {
+		return fmt.Errorf("uninstall would delete %d objects of the control plane in namespace %s and there is no terminal to confirm on: review them with `%s uninstall -n %s -o yaml`, then pass --yes", len(inv), ns, g.ProgName, ns)
+	}
+	for _, obj := range inv {
+		fmt.Fprintf(g.Streams.ErrOut, "  %s\n", install.KeyOf(obj))
+	}
+	if kept {
+		fmt.Fprintf(g.Streams.ErrOut, "  (namespace %s existed before the install: it is kept)\n", ns)
+	}
+	if !confirm(g.Streams.In, g.Streams.ErrOut, fmt.Sprintf("Delete these %d objects?", len(inv))) {
+		return errors.New("uninstall cancelled: nothing was deleted")
+	}
 	return nil
 }

@@ -139,7 +139,9 @@ func (c *Client) InstalledVersion(ctx context.Context, ns string) (string, bool,
 }
 
 // Install applies a rendered install: it refuses to overwrite an existing
-// one, checks permissions first, applies in dependency order and waits.
+// one, checks permissions first, applies in dependency order and waits. It
+// records in conduit-config whether it created the namespace; an existing
+// namespace is left as it is (see NamespaceCreatedKey).
 func (c *Client) Install(ctx context.Context, objs []*unstructured.Unstructured, wait *WaitOptions, report Reporter) error {
 	ns := Namespace(objs)
 	err := step(report, "Checking the cluster", func(func(string)) error {
@@ -151,7 +153,15 @@ func (c *Client) Install(ctx context.Context, objs []*unstructured.Unstructured,
 		} else if ok {
 			return &AlreadyInstalledError{Namespace: ns, Version: v}
 		}
-		return c.checkClusterScopedOwners(ctx, objs, ns)
+		if err := c.checkClusterScopedOwners(ctx, objs, ns); err != nil {
+			return err
+		}
+		exists, err := c.NamespaceExists(ctx, ns)
+		if err != nil {
+			return err
+		}
+		objs, err = recordNamespace(objs, !exists)
+		return err
 	})
 	if err != nil {
 		return err

@@ -130,6 +130,15 @@ func (c *Client) RenderUpgrade(ctx context.Context, ns string, opts UpgradeOptio
 	if err != nil {
 		return nil, "", err
 	}
+	// Keep the install's record of its namespace (and so, the user's
+	// namespace out of the objects).
+	if created, recorded, err := c.NamespaceRecord(ctx, ns); err != nil {
+		return nil, "", err
+	} else if recorded {
+		if objs, err = recordNamespace(objs, created); err != nil {
+			return nil, "", err
+		}
+	}
 	return objs, fromVersion, nil
 }
 
