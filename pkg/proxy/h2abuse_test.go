@@ -306,26 +306,27 @@ func TestH2RapidReset(t *testing.T) {
 	})
 }
 
-// TestH2ResetsBelowTheBound: a client that cancels some requests before
-// their response keeps its connection.
+// TestH2ResetsBelowTheBound: a client that cancels a third of its requests
+// before their response, more than rapidResetMin in all, keeps its
+// connection.
 func TestH2ResetsBelowTheBound(t *testing.T) {
 	b := startH2Backend(t)
 	p := startProxy(t, Config{InboundTarget: b.addr})
 	a := dialH2(t, p.InboundAddr(), true)
-	for i := range rapidResetMin {
-		id := uint32(2*i + 1)
-		a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: a.block(), EndStream: true, EndHeaders: true})
-		a.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	id := uint32(1)
+	for range rapidResetMin + 100 {
+		for k := range 3 {
+			a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: a.block(), EndStream: true, EndHeaders: true})
+			if k == 0 {
+				a.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+			}
+			id += 2
+		}
 		a.bw.Flush()
-	}
-	for i := range rapidResetMin {
-		id := uint32(2*(rapidResetMin+i) + 1)
-		a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: a.block(), EndStream: true, EndHeaders: true})
-		a.bw.Flush()
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // stay well under the 100 concurrent streams
 	}
 	if a.closedWithin(time.Second) {
-		t.Errorf("a connection with %d early resets among %d streams was closed (GOAWAY %s)", rapidResetMin, 2*rapidResetMin, a.goAwayCode())
+		t.Errorf("a connection with %d early resets among %d streams was closed (GOAWAY %s)", rapidResetMin+100, 3*(rapidResetMin+100), a.goAwayCode())
 	}
 }
 
