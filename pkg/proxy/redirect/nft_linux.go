@@ -165,21 +165,21 @@ func expression(name string, data ...[]byte) []byte {
 }
 
 // reg1 is the register every match loads into and compares.
-var reg1 = be32(unix.NFT_REG_1)
+func reg1() []byte { return be32(unix.NFT_REG_1) }
 
 func metaLoad(key uint32) []byte {
-	return expression("meta", attr(unix.NFTA_META_DREG, reg1), attr(unix.NFTA_META_KEY, be32(key)))
+	return expression("meta", attr(unix.NFTA_META_DREG, reg1()), attr(unix.NFTA_META_KEY, be32(key)))
 }
 
 func payloadLoad(base, offset, size uint32) []byte {
-	return expression("payload", attr(unix.NFTA_PAYLOAD_DREG, reg1), attr(unix.NFTA_PAYLOAD_BASE, be32(base)),
+	return expression("payload", attr(unix.NFTA_PAYLOAD_DREG, reg1()), attr(unix.NFTA_PAYLOAD_BASE, be32(base)),
 		attr(unix.NFTA_PAYLOAD_OFFSET, be32(offset)), attr(unix.NFTA_PAYLOAD_LEN, be32(size)))
 }
 
 func value(typ uint16, data []byte) []byte { return nested(typ, attr(unix.NFTA_DATA_VALUE, data)) }
 
 func cmpEq(data []byte) []byte {
-	return expression("cmp", attr(unix.NFTA_CMP_SREG, reg1), attr(unix.NFTA_CMP_OP, be32(unix.NFT_CMP_EQ)), value(unix.NFTA_CMP_DATA, data))
+	return expression("cmp", attr(unix.NFTA_CMP_SREG, reg1()), attr(unix.NFTA_CMP_OP, be32(unix.NFT_CMP_EQ)), value(unix.NFTA_CMP_DATA, data))
 }
 
 func verdict(code int32, chain string) []byte {
@@ -212,7 +212,7 @@ func nftExprs(f Family, r Rule) [][]byte {
 			for i := 0; i < bits; i++ {
 				mask[i/8] |= 0x80 >> (i % 8)
 			}
-			e = append(e, expression("bitwise", attr(unix.NFTA_BITWISE_SREG, reg1), attr(unix.NFTA_BITWISE_DREG, reg1),
+			e = append(e, expression("bitwise", attr(unix.NFTA_BITWISE_SREG, reg1()), attr(unix.NFTA_BITWISE_DREG, reg1()),
 				attr(unix.NFTA_BITWISE_LEN, be32(size)), value(unix.NFTA_BITWISE_MASK, mask), value(unix.NFTA_BITWISE_XOR, make([]byte, size))))
 		}
 		e = append(e, cmpEq(r.Dst.Masked().Addr().AsSlice()))
@@ -228,7 +228,7 @@ func nftExprs(f Family, r Rule) [][]byte {
 		if p.First == p.Last {
 			e = append(e, cmpEq(be16(p.First)))
 		} else {
-			e = append(e, expression("range", attr(unix.NFTA_RANGE_SREG, reg1), attr(unix.NFTA_RANGE_OP, be32(unix.NFT_RANGE_EQ)),
+			e = append(e, expression("range", attr(unix.NFTA_RANGE_SREG, reg1()), attr(unix.NFTA_RANGE_OP, be32(unix.NFT_RANGE_EQ)),
 				value(unix.NFTA_RANGE_FROM_DATA, be16(p.First)), value(unix.NFTA_RANGE_TO_DATA, be16(p.Last))))
 		}
 	}
@@ -239,8 +239,8 @@ func nftExprs(f Family, r Rule) [][]byte {
 		e = append(e, verdict(unix.NFT_JUMP, r.Action.Chain))
 	case Redirect: // redirect to :PORT
 		e = append(e,
-			expression("immediate", attr(unix.NFTA_IMMEDIATE_DREG, reg1), value(unix.NFTA_IMMEDIATE_DATA, be16(r.Action.Port))),
-			expression("redir", attr(unix.NFTA_REDIR_REG_PROTO_MIN, reg1), attr(unix.NFTA_REDIR_FLAGS, be32(unix.NF_NAT_RANGE_PROTO_SPECIFIED))))
+			expression("immediate", attr(unix.NFTA_IMMEDIATE_DREG, reg1()), value(unix.NFTA_IMMEDIATE_DATA, be16(r.Action.Port))),
+			expression("redir", attr(unix.NFTA_REDIR_REG_PROTO_MIN, reg1()), attr(unix.NFTA_REDIR_FLAGS, be32(unix.NF_NAT_RANGE_PROTO_SPECIFIED))))
 	}
 	return e
 }
