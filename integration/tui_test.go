@@ -15,6 +15,7 @@ import (
 
 	"github.com/conduitmesh/conduit/pkg/controller/stats"
 	ctltap "github.com/conduitmesh/conduit/pkg/controller/tap"
+	"github.com/conduitmesh/conduit/pkg/inject"
 )
 
 // TestTapAuthorization checks the controller's tap authorization against a
@@ -112,7 +113,9 @@ func TestStatsKubePods(t *testing.T) {
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: podLabels},
 				Spec: corev1.PodSpec{ServiceAccountName: "default", NodeName: "kwok-node-0",
-					Containers: []corev1.Container{{Name: "app", Image: "example/web"}}},
+					// kwok reports both containers running: the pod runs a proxy.
+					Containers: []corev1.Container{{Name: "app", Image: "example/web"},
+						{Name: inject.ProxyContainerName, Image: "example/proxy"}}},
 			},
 		},
 	}

@@ -11,16 +11,20 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	corelisters "k8s.io/client-go/listers/core/v1"
+
+	"github.com/conduitmesh/conduit/pkg/inject"
 )
 
 // ProxyVersionLabel marks an injected pod.
-const ProxyVersionLabel = "conduit.io/proxy-version"
+const ProxyVersionLabel = inject.LabelProxyVersion
 
 // DefaultAdminPort is the proxy's admin port.
 const DefaultAdminPort = 4191
 
-// KubePods lists pods from informer caches: every pod with an IP; those
-// labelled conduit.io/proxy-version are meshed, scraped at podIP:AdminPort.
+// KubePods lists pods from informer caches: every pod that has not
+// finished. A pod is Running while its phase is Running and it is not being
+// deleted; it is meshed (scraped at podIP:AdminPort) while it is labelled
+// conduit.io/proxy-version and its conduit-proxy container is running.
 type KubePods struct {
 	Pods     corelisters.PodLister
 	Services corelisters.ServiceLister // optional: fills the "service" label
@@ -62,7 +66,7 @@ func (k KubePods) List(context.Context) ([]Pod, error) {
 		pod := Pod{
 			Namespace: p.Namespace,
 			Name:      p.Name,
-			Running:   p.Status.Phase == corev1.PodRunning,
+			Running:   p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil,
 			Labels:    map[string]string{"serviceaccount": sa},
 		}
 		if d := deploymentOf(p); d != "" {
@@ -71,13 +75,30 @@ func (k KubePods) List(context.Context) ([]Pod, error) {
 		if s := servicesOf(p, svcs); s != "" {
 			pod.Labels["service"] = s
 		}
-		if _, meshed := p.Labels[ProxyVersionLabel]; meshed && p.Status.PodIP != "" {
+		// A terminating pod's proxy is still scraped (its last traffic
+		// counts) but the pod is no longer Running.
+		if _, injected := p.Labels[ProxyVersionLabel]; injected && p.Status.PodIP != "" && proxyRunning(p) {
 			pod.AdminAddr = net.JoinHostPort(p.Status.PodIP, strconv.Itoa(port))
 			pod.Identity = "spiffe://" + td + "/ns/" + p.Namespace + "/sa/" + sa
 		}
 		out = append(out, pod)
 	}
 	return out, nil
+}
+
+// proxyRunning reports whether the pod's conduit-proxy container is running,
+// as a native sidecar (an init container with restartPolicy Always) or as a
+// regular container. An injected pod whose conduit-init failed, or whose
+// proxy crashes, has none.
+func proxyRunning(p *corev1.Pod) bool {
+	for _, statuses := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
+		for _, cs := range statuses {
+			if cs.Name == inject.ProxyContainerName && cs.State.Running != nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // deploymentOf derives a pod's deployment from its ReplicaSet owner, whose

@@ -13,6 +13,7 @@ import (
 
 func TestKubePods(t *testing.T) {
 	yes := true
+	running := corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
 	podIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	svcIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	add := func(idx cache.Indexer, o any) {
@@ -24,8 +25,9 @@ func TestKubePods(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Namespace: "emoji", Name: "web-5d8f-abcde",
 			Labels:          map[string]string{"app": "web", "pod-template-hash": "5d8f", ProxyVersionLabel: "dev"},
 			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "web-5d8f", Controller: &yes}}},
-		Spec:   corev1.PodSpec{ServiceAccountName: "web"},
-		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.7"},
+		Spec: corev1.PodSpec{ServiceAccountName: "web"},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.7",
+			InitContainerStatuses: []corev1.ContainerStatus{{Name: "conduit-proxy", State: running}}},
 	})
 	add(podIdx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "emoji", Name: "plain", Labels: map[string]string{"app": "web"}},

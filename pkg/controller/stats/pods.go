@@ -10,18 +10,21 @@ import (
 type Pod struct {
 	Namespace string
 	Name      string
-	// AdminAddr is the proxy's admin server (host:port); empty when unmeshed.
+	// AdminAddr is the proxy's admin server (host:port); empty when the pod
+	// runs no proxy (uninjected, or its proxy has not started).
 	AdminAddr string
 	// Identity is the proxy's SPIFFE ID, when known.
 	Identity string
 	// Labels carry the pod's owners: "deployment", "serviceaccount", and
 	// "service" (several services comma-separated).
 	Labels map[string]string
-	// Running is false for pods that are not (yet) running.
+	// Running is false for pods that are not (yet) running and for pods
+	// being deleted.
 	Running bool
 }
 
 // Meshed reports whether the pod runs a proxy that can be scraped.
+// `conduit stat` counts a pod as meshed only if it is also Running.
 func (p Pod) Meshed() bool { return p.AdminAddr != "" }
 
 // Pods lists the pods to scrape and to report on. The kubernetes backend

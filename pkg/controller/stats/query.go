@@ -85,7 +85,8 @@ func CheckWindow(w time.Duration) (time.Duration, error) {
 // rowAgg accumulates one row.
 type rowAgg struct {
 	ns, name     string
-	meshed, pods int
+	meshed, pods int  // running pods, and those of them running a proxy
+	exists       bool // some pod of the row exists (running or not)
 	succ, fail   float64
 	buckets      map[float64]float64
 	tcpOpen      float64
@@ -229,13 +230,21 @@ func (s *Store) Stat(now time.Time, q StatQuery) []StatResult {
 		sn := &snaps[i]
 		p := sn.pod
 		for _, name := range p.OwnerNames(sel.Type) {
-			if !inScope(p.Namespace, name) {
+			// A pod that is gone has no row of its own; its traffic in the
+			// window still counts for its deployment, service, namespace.
+			if !inScope(p.Namespace, name) || (sel.Type == TypePod && !sn.listed) {
 				continue
 			}
 			r := row(p.Namespace, name)
-			r.pods++
-			if p.Meshed() {
-				r.meshed++
+			// Only pods that exist and run count: not deleted, terminating,
+			// pending or finished ones (`stat deploy` said 2/2 for a
+			// 1-replica deployment after a rollout).
+			r.exists = r.exists || sn.listed
+			if sn.listed && p.Running {
+				r.pods++
+				if p.Meshed() {
+					r.meshed++
+				}
 			}
 			switch {
 			case q.From != nil:
@@ -284,7 +293,7 @@ func (s *Store) Stat(now time.Time, q StatQuery) []StatResult {
 	}
 	out := make([]StatResult, 0, len(rows))
 	for _, r := range rows {
-		if r.pods == 0 && !r.contributed {
+		if !r.exists && !r.contributed {
 			continue
 		}
 		res := StatResult{Namespace: r.ns, Name: r.name, MeshedPods: r.meshed, RunningPods: r.pods,

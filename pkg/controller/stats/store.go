@@ -40,8 +40,11 @@ type Store struct {
 	capacity int // ring entries per pod: max window / interval, plus one
 	keep     time.Duration
 
-	mu   sync.RWMutex // guards pods and everything reachable from it
+	mu   sync.RWMutex // guards pods, listedAt and everything reachable from them
 	pods map[string]*podData
+	// listedAt is the time of the last SetPods: the pods seen then exist;
+	// the others are gone and kept only for their traffic in the window.
+	listedAt time.Time
 }
 
 // NewStore keeps enough scrapes at interval to answer windows up to maxWindow.
@@ -87,6 +90,7 @@ func (s *Store) SetPods(pods []Pod, now time.Time) {
 		}
 		pd.pod, pd.seenAt = p, now
 	}
+	s.listedAt = now
 	for k, pd := range s.pods {
 		if now.Sub(pd.seenAt) > s.keep {
 			delete(s.pods, k)
@@ -185,6 +189,8 @@ type snapshot struct {
 	sums   map[string]float64 // counter growth over the window
 	gauges map[string]float64
 	span   time.Duration // the time the sums cover
+	// listed is true when discovery listed the pod last time: it exists.
+	listed bool
 }
 
 // window sums every pod's deltas newer than now-w.
@@ -193,7 +199,8 @@ func (s *Store) window(now time.Time, w time.Duration) []snapshot {
 	defer s.mu.RUnlock()
 	out := make([]snapshot, 0, len(s.pods))
 	for _, pd := range s.pods {
-		sn := snapshot{pod: pd.pod, series: map[string]*series{}, sums: map[string]float64{}, gauges: pd.gauges}
+		sn := snapshot{pod: pd.pod, series: map[string]*series{}, sums: map[string]float64{}, gauges: pd.gauges,
+			listed: pd.seenAt.Equal(s.listedAt)}
 		for k, v := range pd.series {
 			sn.series[k] = v
 		}
