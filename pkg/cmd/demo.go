@@ -67,7 +67,7 @@ func demoAppCommand(g *Globals) *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "role", Required: true, Usage: "web, books, authors or traffic"},
 			&cli.StringFlag{Name: "listen", Required: true, Usage: "the app's address (its proxy's inbound target)"},
-			&cli.StringFlag{Name: "outbound", Usage: "the proxy's outbound listener, for calls to other services"},
+			&cli.StringFlag{Name: "outbound", Usage: "the proxy's outbound listener, for calls to other services (empty: dial the Services, as in a meshed pod)"},
 			&cli.StringFlag{Name: "app-namespace", Value: demo.Namespace, Usage: "namespace of the demo's services"},
 			&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local"},
 			&cli.IntFlag{Name: "service-port", Value: 8080},

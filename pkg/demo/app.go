@@ -54,7 +54,8 @@ type AppOptions struct {
 	// Listen is the app's own address (its proxy's inbound target).
 	Listen string
 	// Outbound is its proxy's outbound listener, through which it calls
-	// the other services.
+	// the other services. Empty in a meshed pod: it dials the Services and
+	// the pod's redirect takes the connections to its proxy.
 	Outbound string
 	// Namespace and ClusterDomain form service authorities.
 	Namespace, ClusterDomain string
@@ -186,6 +187,11 @@ func serveGRPC(ctx context.Context, lis net.Listener, sd *grpc.ServiceDesc) erro
 // runWeb serves GET /books/{id}: the book from books, its author from authors.
 func runWeb(ctx context.Context, lis net.Listener, o AppOptions) error {
 	dial := func(service string) (*grpc.ClientConn, error) {
+		if o.Outbound == "" {
+			// In a pod: dial the Service; the redirect takes it to the proxy.
+			return grpc.NewClient("dns:///"+o.authority(service),
+				grpc.WithTransportCredentials(insecure.NewCredentials()))
+		}
 		return grpc.NewClient("passthrough:///"+o.Outbound,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithAuthority(o.authority(service)))
@@ -282,7 +288,11 @@ func runTraffic(ctx context.Context, lis net.Listener, o AppOptions) error {
 
 	var d net.Dialer
 	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			if o.Outbound == "" {
+				// In a pod: dial the Service; the redirect takes it to the proxy.
+				return d.DialContext(ctx, "tcp", addr)
+			}
 			return d.DialContext(ctx, "tcp", o.Outbound)
 		},
 		MaxIdleConnsPerHost: 16,
