@@ -533,3 +533,65 @@ func TestResponseSmuggling(t *testing.T) {
 		}
 	})
 }
+
+// TestNoReplay: an application that reads a request on a pooled connection
+// and closes it without answering (it may have acted on the request) gets
+// an idempotent request again on a new connection, but never a POST: the
+// client gets 502 for it instead.
+func TestNoReplay(t *testing.T) {
+	app := startAppRecorder(t)
+	var mu sync.Mutex
+	served := map[net.Conn]int{}
+	app.respond = func(c net.Conn, req *http.Request) bool {
+		mu.Lock()
+		served[c]++
+		n := served[c]
+		mu.Unlock()
+		if n == 2 {
+			return false // read, then closed unanswered
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	}
+	h1Paths(t, app.addr(), func(t *testing.T, addr string) {
+		for _, tc := range []struct {
+			method, body string
+			want         int // the second request's status
+			seen         int // requests the application reads
+		}{
+			{"GET", "", http.StatusOK, 3},
+			{"POST", "", http.StatusBadGateway, 2},
+			{"POST", "payload", http.StatusBadGateway, 2},
+			{"PATCH", "", http.StatusBadGateway, 2},
+		} {
+			t.Run(tc.method+" "+strconv.Itoa(len(tc.body)), func(t *testing.T) {
+				c := newClient(t)
+				app.take()
+				mu.Lock()
+				clear(served) // counted afresh: the proxy keeps its pooled connections
+				mu.Unlock()
+				var statuses []int
+				for range 2 {
+					req, _ := http.NewRequest(tc.method, "http://x/replay", strings.NewReader(tc.body))
+					req.URL.Host = addr
+					req.Host = "x"
+					resp, err := c.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					statuses = append(statuses, resp.StatusCode)
+				}
+				if want := []int{http.StatusOK, tc.want}; !slices.Equal(statuses, want) {
+					t.Errorf("statuses %v, want %v", statuses, want)
+				}
+				if seen := app.take(); len(seen) != tc.seen {
+					t.Errorf("the application read %q, want %d requests", lines(seen), tc.seen)
+				}
+				// The connections of this case are not reused by the next.
+				c.CloseIdleConnections()
+			})
+		}
+	})
+}
