@@ -3,7 +3,7 @@ GO ?= go
 K8S_CACHE ?= $(HOME)/.cache/conduit-k8s
 export CONDUIT_K8S_CACHE := $(K8S_CACHE)
 
-.PHONY: build test unit k8s-binaries demo clean generate release-check release-snapshot bench
+.PHONY: build test unit fuzz k8s-binaries demo clean generate release-check release-snapshot bench
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/conduitmesh/conduit/pkg/version.Version=$(VERSION)
@@ -28,6 +28,13 @@ test: k8s-binaries
 # Unit tests only (no Kubernetes binaries needed).
 unit:
 	$(GO) test -short ./...
+
+# Every fuzz target in the repository (found with `go test -list`), each for
+# FUZZTIME; CI runs FUZZTIME=20s. A failing input lands in the package's
+# testdata/fuzz/: commit it with the fix.
+FUZZTIME ?= 1m
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) bash hack/fuzz.sh
 
 demo: build
 	./bin/conduit demo

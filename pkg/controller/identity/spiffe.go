@@ -33,7 +33,7 @@ func ParseID(s string) (ID, error) {
 		return ID{}, fmt.Errorf("identity %q is not spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>", s)
 	}
 	id := ID{TrustDomain: u.Host, Namespace: parts[1], ServiceAccount: parts[3]}
-	if id.String() != s { // escaped characters: the certificate would name another string
+	if id.String() != s || id.URL().String() != s { // escaped characters: the certificate would name another string
 		return ID{}, fmt.Errorf("identity %q is not spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>", s)
 	}
 	return id, nil

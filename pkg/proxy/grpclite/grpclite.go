@@ -230,6 +230,9 @@ func (s *Stream) recv() ([]byte, error) {
 	}
 	msg := make([]byte, n)
 	if _, err := io.ReadFull(body, msg); err != nil {
+		if err == io.EOF { // a header without its message
+			err = io.ErrUnexpectedEOF
+		}
 		return nil, s.readError(err)
 	}
 	return msg, nil

@@ -157,7 +157,8 @@ func ParseSPIFFEID(s string) (*url.URL, error) {
 	// Only the form the URL prints back (lower-case scheme, no escapes) is
 	// accepted: it is what the issued certificate's URI SAN will say. The
 	// controller's ParseID (pkg/controller/identity) accepts the same names.
-	if len(parts) != 4 || parts[0] != "ns" || parts[2] != "sa" || parts[1] == "" || parts[3] == "" || u.String() != s {
+	if len(parts) != 4 || parts[0] != "ns" || parts[2] != "sa" || parts[1] == "" || parts[3] == "" ||
+		u.String() != s || "spiffe://"+u.Host+u.Path != s {
 		return nil, fmt.Errorf("%q is not a SPIFFE ID (spiffe://<trust-domain>/ns/<ns>/sa/<sa>)", s)
 	}
 	return u, nil
