@@ -335,14 +335,8 @@ type errorKey struct{ direction, reason string }
 // 5xx, a failed detection, a refused upstream), as
 // conduit_proxy_errors_total{direction, error}.
 func (r *Registry) Error(direction, reason string) {
-	k := errorKey{direction, reason}
 	r.mu.Lock()
-	c, ok := r.errors[k]
-	if !ok {
-		c = new(atomic.Uint64)
-		r.errors[k] = c
-		r.errOrd = append(r.errOrd, k)
-	}
+	c := counter(r.errors, &r.errOrd, errorKey{direction, reason})
 	r.mu.Unlock()
 	c.Add(1)
 }
@@ -351,14 +345,20 @@ func (r *Registry) Error(direction, reason string) {
 // conduit_proxy_panics_total{direction}.
 func (r *Registry) Panic(direction string) {
 	r.mu.Lock()
-	c, ok := r.panics[direction]
-	if !ok {
-		c = new(atomic.Uint64)
-		r.panics[direction] = c
-		r.panicOrd = append(r.panicOrd, direction)
-	}
+	c := counter(r.panics, &r.panicOrd, direction)
 	r.mu.Unlock()
 	c.Add(1)
+}
+
+// counter returns (creating on first use, in order) the counter of k.
+func counter[K comparable](m map[K]*atomic.Uint64, ord *[]K, k K) *atomic.Uint64 {
+	c, ok := m[k]
+	if !ok {
+		c = new(atomic.Uint64)
+		m[k] = c
+		*ord = append(*ord, k)
+	}
+	return c
 }
 
 // histogram is a fixed-bucket cumulative histogram with atomic counters.
