@@ -119,3 +119,35 @@ func TestNamespaceExists(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderUpgradeKeepsNamespaceRecord: an upgrade of an install into an
+// existing namespace renders no Namespace (so it applies nothing to the
+// user's namespace and prunes nothing of it) and keeps the record; an
+// upgrade of an install that created its namespace keeps both.
+func TestRenderUpgradeKeepsNamespaceRecord(t *testing.T) {
+	rendered, _ := renderForTest(t, ValueOptions{})
+	for _, created := range []bool{true, false} {
+		installed, err := recordNamespace(rendered, created)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, _, err := fakeInstalled(t, installed).RenderUpgrade(context.Background(), "conduit", UpgradeOptions{Version: "v1.3.0", Now: testNow})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hasNamespace(objs) != created {
+			t.Errorf("created=%v: the upgrade renders a Namespace: %v", created, hasNamespace(objs))
+		}
+		if v := configData(t, objs)[NamespaceCreatedKey]; v != map[bool]string{true: "true", false: "false"}[created] {
+			t.Errorf("created=%v: the upgrade records %s = %v", created, NamespaceCreatedKey, v)
+		}
+	}
+	// Installs older than the record: unchanged behaviour.
+	objs, _, err := fakeInstalled(t, rendered).RenderUpgrade(context.Background(), "conduit", UpgradeOptions{Version: "v1.3.0", Now: testNow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := configData(t, objs)[NamespaceCreatedKey]; ok || !hasNamespace(objs) {
+		t.Error("an upgrade of an install without a record changed how it treats the namespace")
+	}
+}
