@@ -174,6 +174,8 @@ func (g guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = body
 	}
 	iw := &idleWriter{ResponseWriter: w, rc: rc, d: d}
+	// Writes net/http makes itself (100 Continue) are bounded too.
+	iw.arm()
 	g.next.ServeHTTP(iw, r)
 	if r.ProtoMajor == 2 && !iw.wrote && r.Context().Err() != nil {
 		s.earlyReset(infoFrom(r.Context()))

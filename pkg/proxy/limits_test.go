@@ -286,3 +286,40 @@ func TestPanicClosesOnlyItsConnection(t *testing.T) {
 		})
 	}
 }
+
+// TestBodyIdleTimeoutSparesTheNextRequest: the deadlines of one request do
+// not cut the next on the same connection, which may come later than
+// BodyIdleTimeout and have net/http write a 100 Continue itself.
+func TestBodyIdleTimeoutSparesTheNextRequest(t *testing.T) {
+	app, _ := limitsBackend(t, nil)
+	p := startProxy(t, Config{InboundTarget: app, DisableFastPath: true, BodyIdleTimeout: 200 * time.Millisecond})
+	c, err := net.Dial("tcp", p.InboundAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nfirst")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first request: %v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	time.Sleep(500 * time.Millisecond)
+	io.WriteString(c, "POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.Contains(line, "100") {
+		t.Fatalf("second request, after a pause: %q %v, want 100 Continue", line, err)
+	}
+	br.ReadString('\n')
+	io.WriteString(c, "later")
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("second request: %v %v", resp, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "5 <nil>" {
+		t.Errorf("the application read %q, want 5 bytes", b)
+	}
+}
