@@ -115,10 +115,15 @@ func runInstall(ctx context.Context, g *Globals, o installOptions) error {
 		return err
 	}
 	ns := install.Namespace(objs)
-	if exists, err := client.NamespaceExists(ctx, ns); err != nil {
+	exists, err := client.NamespaceExists(ctx, ns)
+	if err != nil {
 		return err
-	} else if exists {
-		fmt.Fprintf(g.Streams.ErrOut, "Namespace %s already exists: Conduit installs into it without changing it, and `%s uninstall` will keep it and everything that is not Conduit's.\n", ns, g.ProgName)
+	}
+	if exists {
+		// (When Conduit is already there, the install step refuses instead.)
+		if _, installed, err := client.InstalledVersion(ctx, ns); err == nil && !installed {
+			fmt.Fprintf(g.Streams.ErrOut, "Namespace %s already exists: Conduit installs into it without changing it, and `%s uninstall` will keep it and everything that is not Conduit's.\n", ns, g.ProgName)
+		}
 	}
 	err = runSteps(ctx, g, fmt.Sprintf("Installing Conduit %s into namespace %s", version.Version, ns), func(ctx context.Context, report install.Reporter) error {
 		return client.Install(ctx, objs, waitOptions(o.wait, o.timeout), report)
