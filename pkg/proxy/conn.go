@@ -142,6 +142,8 @@ type servedConn struct {
 	// write that no explicit deadline covers: a request body the client
 	// stops sending, or a response it stops reading, fails after stall.
 	stall time.Duration
+	// onStall is called when a write fails for the stall bound.
+	onStall func()
 	// mu guards the fields below and orders their deadline updates, so
 	// that a concurrent explicit deadline (watchClient's stop) is never
 	// overwritten by a stale stall deadline.
@@ -180,7 +182,11 @@ func (c *servedConn) Write(b []byte) (int, error) {
 		}
 		c.mu.Unlock()
 	}
-	return c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	if err != nil && c.onStall != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		c.onStall()
+	}
+	return n, err
 }
 
 // SetReadDeadline sets an explicit deadline; the zero time gives reads back

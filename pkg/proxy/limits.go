@@ -173,7 +173,7 @@ func (g guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body = &idleBody{ReadCloser: r.Body, rc: rc, d: d}
 		r.Body = body
 	}
-	iw := &idleWriter{ResponseWriter: w, rc: rc, d: d}
+	iw := &idleWriter{ResponseWriter: w, rc: rc, d: d, s: s}
 	// Writes net/http makes itself (100 Continue) are bounded too.
 	iw.arm()
 	g.next.ServeHTTP(iw, r)
@@ -238,9 +238,11 @@ func (b *idleBody) Read(p []byte) (int, error) {
 // idleWriter aborts a response write the client does not take within d.
 type idleWriter struct {
 	http.ResponseWriter
-	rc    *http.ResponseController
-	d     time.Duration
-	wrote bool // a response (or a 1xx) was started
+	rc      *http.ResponseController
+	d       time.Duration
+	s       *side
+	wrote   bool // a response (or a 1xx) was started
+	stalled bool // a write failed for the deadline (counted once)
 }
 
 func (w *idleWriter) arm() { w.rc.SetWriteDeadline(time.Now().Add(w.d)) }
@@ -254,7 +256,12 @@ func (w *idleWriter) WriteHeader(code int) {
 func (w *idleWriter) Write(b []byte) (int, error) {
 	w.arm()
 	w.wrote = true
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	if err != nil && !w.stalled && errors.Is(err, os.ErrDeadlineExceeded) {
+		w.stalled = true
+		w.s.p.metrics.Error(w.s.dir, "body_timeout")
+	}
+	return n, err
 }
 
 func (w *idleWriter) Flush() {

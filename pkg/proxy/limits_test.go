@@ -221,6 +221,15 @@ func TestBodyIdleTimeout(t *testing.T) {
 			c.(*net.TCPConn).SetReadBuffer(4 << 10)
 			io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
 			wantMetric(t, p, 0, "tcp_open_connections", `direction="inbound"`, `peer="src"`)
+			// The stalled uploads and the reader; the fast path counts
+			// only the upload it hands to net/http (chunked), not its own
+			// (a read on its connection may also be the watch for a
+			// client that leaves).
+			want := 3.0
+			if !tc.disableFastPath {
+				want = 2
+			}
+			wantMetric(t, p, want, "conduit_proxy_errors_total", `direction="inbound"`, `error="body_timeout"`)
 		})
 	}
 }

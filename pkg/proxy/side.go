@@ -202,6 +202,7 @@ func (s *side) handle(mc *meteredConn) {
 	case res.Protocol == detect.HTTP1 && !p.cfg.DisableFastPath:
 		done()
 		sc.stall = p.cfg.BodyIdleTimeout
+		sc.onStall = func() { p.metrics.Error(s.dir, "body_timeout") }
 		s.serveFast(sc)
 	case res.Protocol == detect.HTTP1, res.Protocol == detect.HTTP2:
 		var c net.Conn = sc
