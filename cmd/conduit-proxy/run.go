@@ -86,7 +86,7 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.DurationVar(&o.bodyIdleTimeout, "body-idle-timeout", 60*time.Second, "abort a request body the client stops sending, or a response it stops reading, for this long")
 	fs.IntVar(&o.maxConnections, "max-connections", 0, "open connections per traffic listener; past it new ones are reset at once (0: derived from --max-memory, else 10000)")
 	fs.IntVar(&o.maxRequests, "max-requests", 0, "in-flight HTTP requests per traffic listener; past it requests get 503 (0: derived from --max-memory, else 10000)")
-	fs.Var(&o.maxMemory, "max-memory", "memory the proxy must stay under, e.g. its container's limit (e.g. 64MiB; 0 = none): the connection and request caps are derived from it and the soft memory limit never grows past it")
+	fs.Var(&o.maxMemory, "max-memory", "memory the proxy must stay under (e.g. 64MiB; 0 = its container's memory limit when it has one): the connection and request caps are derived from it and the soft memory limit never grows past it")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (changeable at PUT /log-level)")
 	fs.StringVar(&o.logFormat, "log-format", "plain", "plain or json")
 	fs.Var(&o.memoryLimit, "memory-limit", "Go runtime soft memory limit with no connections open (e.g. 6MiB; 0 = none); it grows by 64 KiB per open connection, and by up to 8 MiB while garbage collection takes over 10 % of the CPU")
@@ -115,7 +115,7 @@ func parseRunOptions(args []string, getenv func(string) string, stderr io.Writer
 	if o.maxConnections < 0 || o.maxRequests < 0 {
 		return nil, fmt.Errorf("--max-connections %d, --max-requests %d: want 0 (derived) or a positive count", o.maxConnections, o.maxRequests)
 	}
-	if o.maxMemory > 0 && o.maxMemory < 32<<20 {
+	if o.maxMemory > 0 && o.maxMemory < minMaxMemory {
 		return nil, fmt.Errorf("--max-memory %d: want at least 32MiB (the proxy needs about 16 MiB before any traffic), or 0 for none", int64(o.maxMemory))
 	}
 	if o.logFormat != "plain" && o.logFormat != "json" {
@@ -144,6 +144,17 @@ func run(ctx context.Context, o *runOptions, stderr io.Writer) error {
 		h = slog.NewJSONHandler(stderr, hopts)
 	}
 	log := slog.New(h)
+
+	maxMemory := int64(o.maxMemory)
+	if maxMemory == 0 {
+		switch n := containerMemoryLimit(os.ReadFile); {
+		case n >= minMaxMemory:
+			maxMemory = n
+			log.Info("connection and request caps derived from the container's memory limit", "max_memory", n)
+		case n > 0:
+			log.Warn("the container's memory limit is too small to derive caps from; using fixed caps", "limit", n, "want_at_least", minMaxMemory)
+		}
+	}
 
 	res, tlsProvider, release, err := o.controlPlane.connect(ctx, log)
 	if err != nil {
@@ -178,7 +189,7 @@ func run(ctx context.Context, o *runOptions, stderr io.Writer) error {
 		BodyIdleTimeout:   o.bodyIdleTimeout,
 		MaxConnections:    o.maxConnections,
 		MaxRequests:       o.maxRequests,
-		MaxMemory:         int64(o.maxMemory),
+		MaxMemory:         maxMemory,
 		Logger:            log,
 		LogLevel:          level,
 		DisableFastPath:   !o.http1FastPath,
@@ -191,6 +202,27 @@ func run(ctx context.Context, o *runOptions, stderr io.Writer) error {
 		return err
 	}
 	return p.Run(ctx)
+}
+
+// minMaxMemory is the smallest --max-memory: the proxy needs about 16 MiB
+// before any traffic.
+const minMaxMemory = 32 << 20
+
+// containerMemoryLimit is the memory limit of the proxy's cgroup (v2
+// memory.max, else v1 memory.limit_in_bytes), or 0 when it has none.
+func containerMemoryLimit(readFile func(string) ([]byte, error)) int64 {
+	for _, path := range []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"} {
+		b, err := readFile(path)
+		if err != nil {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil || n <= 0 || n >= 1<<62 { // "max"; v1's unlimited is near 1<<63
+			return 0
+		}
+		return n
+	}
+	return 0
 }
 
 // chainResolver asks static routes first, then discovery.
