@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/conduitmesh/conduit/pkg/version"
 )
 
 // Annotation and label names.
@@ -81,7 +83,7 @@ func OverrideNames() []string {
 
 // Defaults for ProxyConfig.
 const (
-	DefaultProxyImage         = "ghcr.io/conduitmesh/conduit-proxy"
+	DefaultProxyImage         = version.ProxyImage
 	DefaultControlPlaneNS     = "conduit"
 	DefaultTrustDomain        = "cluster.local"
 	DefaultClusterDomain      = "cluster.local"

@@ -36,6 +36,11 @@ type Image struct {
 	Dirs map[string]os.FileMode
 	// Contents are files given by content (e.g. /etc/passwd), mode 0644.
 	Contents map[string][]byte
+	// Modes override the mode of given files and directories (e.g. ko's
+	// 0555 for /ko-app and its binary).
+	Modes map[string]os.FileMode
+	// Owners give paths an owner other than root (e.g. /home/nonroot).
+	Owners map[string]Owner
 	// Entrypoint, Cmd, Env, User and WorkingDir go into the image config.
 	Entrypoint, Cmd, Env []string
 	User, WorkingDir     string
@@ -45,6 +50,9 @@ type Image struct {
 	// archives are reproducible.
 	Created time.Time
 }
+
+// Owner is a numeric user and group.
+type Owner struct{ UID, GID int }
 
 type descriptor struct {
 	MediaType   string            `json:"mediaType"`
@@ -196,6 +204,7 @@ func buildLayer(img Image) (gz []byte, diffID string, err error) {
 		dir     bool
 		src     string
 		content []byte
+		owner   Owner
 	}
 	entries := map[string]*entry{}
 	addParents := func(p string) {
@@ -227,6 +236,20 @@ func buildLayer(img Image) (gz []byte, diffID string, err error) {
 		entries[d] = &entry{mode: mode, dir: true}
 		addParents(d)
 	}
+	for p, mode := range img.Modes {
+		e, ok := entries[path.Clean("/"+p)]
+		if !ok {
+			return nil, "", fmt.Errorf("mode for %s, which is not in the image", p)
+		}
+		e.mode = mode
+	}
+	for p, o := range img.Owners {
+		e, ok := entries[path.Clean("/"+p)]
+		if !ok {
+			return nil, "", fmt.Errorf("owner for %s, which is not in the image", p)
+		}
+		e.owner = o
+	}
 	names := make([]string, 0, len(entries))
 	for n := range entries {
 		names = append(names, n)
@@ -238,6 +261,9 @@ func buildLayer(img Image) (gz []byte, diffID string, err error) {
 	for _, n := range names {
 		e := entries[n]
 		h := &tar.Header{Name: strings.TrimPrefix(n, "/"), ModTime: time.Unix(0, 0), Uname: "root", Gname: "root", Format: tar.FormatPAX}
+		if e.owner != (Owner{}) {
+			h.Uid, h.Gid, h.Uname, h.Gname = e.owner.UID, e.owner.GID, "", ""
+		}
 		if e.dir {
 			h.Typeflag, h.Name = tar.TypeDir, h.Name+"/"
 			h.Mode = int64(e.mode & 0o7777) // 0o1777 given as a number keeps its sticky bit

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,25 +15,34 @@ import (
 	"testing"
 )
 
+// eachEntry calls f with every entry of a tar stream.
+func eachEntry(t *testing.T, r io.Reader, f func(*tar.Header, io.Reader)) {
+	t.Helper()
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		f(h, tr)
+	}
+}
+
 // readArchive returns the archive's files by name.
 func readArchive(t *testing.T, b []byte) map[string][]byte {
 	t.Helper()
 	out := map[string][]byte{}
-	tr := tar.NewReader(bytes.NewReader(b))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := io.ReadAll(tr)
+	eachEntry(t, bytes.NewReader(b), func(h *tar.Header, r io.Reader) {
+		data, err := io.ReadAll(r)
 		if err != nil {
 			t.Fatal(err)
 		}
 		out[h.Name] = data
-	}
+	})
+	return out
 }
 
 func blob(t *testing.T, files map[string][]byte, digest string) []byte {
@@ -46,6 +56,14 @@ func blob(t *testing.T, files map[string][]byte, digest string) []byte {
 		t.Fatalf("blob %s has another digest", digest)
 	}
 	return b
+}
+
+// layerEntries describes each entry of an uncompressed layer with f.
+func layerEntries(t *testing.T, layer io.Reader, f func(*tar.Header) string) []string {
+	t.Helper()
+	var out []string
+	eachEntry(t, layer, func(h *tar.Header, _ io.Reader) { out = append(out, f(h)) })
+	return out
 }
 
 func TestWriteIsAValidReproducibleLayout(t *testing.T) {
@@ -120,18 +138,7 @@ func TestWriteIsAValidReproducibleLayout(t *testing.T) {
 	if config.RootFS.DiffIDs[0] != "sha256:"+hex.EncodeToString(sum[:]) {
 		t.Error("diff_id is not the digest of the uncompressed layer")
 	}
-	var got []string
-	tr := tar.NewReader(bytes.NewReader(raw))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, h.Name+" "+os.FileMode(h.Mode).String())
-	}
+	got := layerEntries(t, bytes.NewReader(raw), func(h *tar.Header) string { return h.Name + " " + os.FileMode(h.Mode).String() })
 	want := "etc/ -rwxr-xr-x|etc/passwd -rw-r--r--|ko-app/ -rwxr-xr-x|ko-app/app -rwxr-xr-x|tmp/ -rwxrwxrwx"
 	if strings.Join(got, "|") != want {
 		t.Errorf("layer:\n got %s\nwant %s", strings.Join(got, "|"), want)
@@ -141,5 +148,52 @@ func TestWriteIsAValidReproducibleLayout(t *testing.T) {
 func TestWriteRejectsAnImageWithoutName(t *testing.T) {
 	if err := Write(io.Discard, Image{OS: "linux", Arch: "amd64"}); err == nil {
 		t.Error("no error for an image without a name")
+	}
+}
+
+// Modes and Owners override what a path gets by default (its file's mode,
+// 0755 for directories, root); naming a path not in the image is an error.
+func TestModesAndOwners(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "app")
+	if err := os.WriteFile(bin, []byte("\x7fELF"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	img := Image{
+		Refs:   []string{"example.test/app:v1"},
+		Files:  map[string]string{"/ko-app/app": bin},
+		Dirs:   map[string]os.FileMode{"/home/nonroot": 0o700},
+		Modes:  map[string]os.FileMode{"/ko-app": 0o555, "/ko-app/app": 0o555},
+		Owners: map[string]Owner{"/home/nonroot": {UID: 65532, GID: 65532}},
+		OS:     "linux", Arch: "amd64",
+	}
+	var buf bytes.Buffer
+	if err := Write(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	files := readArchive(t, buf.Bytes())
+	var index struct {
+		Manifests []descriptor `json:"manifests"`
+	}
+	var manifest struct {
+		Layers []descriptor `json:"layers"`
+	}
+	if err := json.Unmarshal(files["index.json"], &index); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(blob(t, files, index.Manifests[0].Digest), &manifest); err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(blob(t, files, manifest.Layers[0].Digest)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := layerEntries(t, zr, func(h *tar.Header) string { return fmt.Sprintf("%s %o %d:%d", h.Name, h.Mode, h.Uid, h.Gid) })
+	want := "home/ 755 0:0|home/nonroot/ 700 65532:65532|ko-app/ 555 0:0|ko-app/app 555 0:0"
+	if strings.Join(got, "|") != want {
+		t.Errorf("layer:\n got %s\nwant %s", strings.Join(got, "|"), want)
+	}
+	img.Owners = map[string]Owner{"/nowhere": {UID: 1}}
+	if err := Write(io.Discard, img); err == nil || !strings.Contains(err.Error(), "/nowhere") {
+		t.Errorf("owner of a path not in the image: %v", err)
 	}
 }
