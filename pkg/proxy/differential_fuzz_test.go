@@ -153,14 +153,7 @@ func FuzzH1Differential(f *testing.F) {
 		if err != nil || len(second) != 1 || second[0].body != "you asked GET /__second" {
 			t.Fatalf("after %q the second client got %+v (%v): answers are crossed", in, second, err)
 		}
-		// Let the application parse whatever reached it: close the pooled
-		// connections, wait for it to finish with each.
-		deadline := time.Now().Add(2 * time.Second)
-		for !app.idle() && time.Now().Before(deadline) {
-			p.fastUps.closeAll()
-			p.ups.closeIdle()
-			time.Sleep(time.Millisecond)
-		}
+		app.settle(p, 2*time.Second)
 		seen := app.take()
 		acct.take(src2)
 		// take(src) after the second exchange: the first connection's

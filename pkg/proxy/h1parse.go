@@ -126,12 +126,14 @@ func parseH1Head(b []byte, isRequest bool, h *h1Head) error {
 						return errBadConnection
 					}
 				}
-				if asciiEqualFold(tok, "close") {
+				switch {
+				case asciiEqualFold(tok, "close"):
 					h.close = true
-				} else if asciiEqualFold(tok, "upgrade") {
-					h.odd = true
+				case asciiEqualFold(tok, "upgrade"):
+					h.odd = true // Upgrade is hop-by-hop anyway
+				case !asciiEqualFold(tok, "keep-alive"): // as is Keep-Alive
+					connTokens = append(connTokens, tok)
 				}
-				connTokens = append(connTokens, tok)
 			}
 		case asciiEqualFold(name, "host"):
 			if h.host != nil || !validHost(value) {

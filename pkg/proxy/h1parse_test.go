@@ -171,3 +171,18 @@ func FuzzParseH1Head(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParseH1Head parses a typical request head and response head
+// (the fast path does both for every request).
+func BenchmarkParseH1Head(b *testing.B) {
+	req := []byte("POST /api/v1/items?id=42 HTTP/1.1\r\nHost: app.default.svc.cluster.local:8080\r\nUser-Agent: bench/1.0\r\n" +
+		"Accept: */*\r\nContent-Type: application/json\r\nContent-Length: 27\r\nConnection: keep-alive\r\nX-Request-Id: 0f9e8d7c\r\n\r\n")
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nDate: Fri, 04 Dec 2026 03:00:00 GMT\r\n\r\n")
+	var h h1Head
+	b.ReportAllocs()
+	for b.Loop() {
+		if parseH1Head(req, true, &h) != nil || parseH1Head(resp, false, &h) != nil {
+			b.Fatal("not parsed")
+		}
+	}
+}
