@@ -49,12 +49,14 @@ const (
 
 // Costs the caps are derived from, measured on conduit-proxy (see the
 // README's figures): an idle connection (goroutine, buffers, poller entry)
-// and an in-flight request (its upstream connection and copy buffers), with
-// margin; memReserve is the process without traffic (text, runtime, heap).
+// and an in-flight request (its upstream connection and copy buffers).
+// Together they are the worst case seen, a slow chunked upload on the
+// net/http path (62 KiB; a fast-path upload costs 25 KiB), with margin;
+// memReserve is the process without traffic (text, runtime, heap).
 const (
 	memReserve     = 16 << 20
-	memPerConn     = 16 << 10
-	memPerRequest  = 32 << 10
+	memPerConn     = 24 << 10
+	memPerRequest  = 48 << 10
 	minDerivedCaps = 64
 )
 
