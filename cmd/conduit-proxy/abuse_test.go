@@ -33,6 +33,8 @@ const (
 
 var abuseControl = flag.Bool("abuse-control", false, "TestBoundedUnderAbuse floods a listener of its own instead of the proxy, to tell the machine's share of the well-behaved client's latency")
 
+var abuseChunked = flag.Bool("abuse-chunked", false, "TestBoundedUnderAbuse opens only slow bodies, chunked, so that every one runs on the net/http path (the costliest kind)")
+
 func TestBoundedUnderAbuse(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("reads the proxy's peak RSS from /proc")
@@ -159,6 +161,12 @@ func TestBoundedUnderAbuse(t *testing.T) {
 	// relayed as opaque TCP), slow bodies announce 1000 bytes and send
 	// one a second.
 	var slow []net.Conn // guarded by heldMu
+	slowHead, slowByte := "POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 1000\r\n\r\nx", "x"
+	if *abuseChunked {
+		slowHead = "POST /upload HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n"
+		slowByte = "1\r\nx\r\n"
+		t.Logf("CHUNKED RUN: every connection of the flood is a slow chunked upload")
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -172,9 +180,9 @@ func TestBoundedUnderAbuse(t *testing.T) {
 				continue
 			}
 			keep(c)
-			if i%11 == 0 {
+			if i%11 == 0 || *abuseChunked {
 				c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
-				if _, err := io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 1000\r\n\r\nx"); err == nil {
+				if _, err := io.WriteString(c, slowHead); err == nil {
 					heldMu.Lock()
 					slow = append(slow, c)
 					heldMu.Unlock()
@@ -198,7 +206,7 @@ func TestBoundedUnderAbuse(t *testing.T) {
 			heldMu.Unlock()
 			for _, c := range conns {
 				c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
-				c.Write([]byte("x"))
+				io.WriteString(c, slowByte)
 			}
 		}
 	}()
