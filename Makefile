@@ -3,7 +3,7 @@ GO ?= go
 K8S_CACHE ?= $(HOME)/.cache/conduit-k8s
 export CONDUIT_K8S_CACHE := $(K8S_CACHE)
 
-.PHONY: build test unit fuzz k8s-binaries demo clean generate release-check release-snapshot bench
+.PHONY: build test unit fuzz k8s-binaries demo clean generate release-check release-snapshot bench images
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/conduitmesh/conduit/pkg/version.Version=$(VERSION)
@@ -12,6 +12,16 @@ LDFLAGS := -s -w -X github.com/conduitmesh/conduit/pkg/version.Version=$(VERSION
 # figures (bench/RESULTS.md) assume this build.
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
+
+# OCI image archives of conduit-proxy and conduit-controller in dist/images/,
+# built offline from the release build for this machine's architecture and
+# laid out as goreleaser's ko ships them (hack/mkimage), named and tagged as
+# the chart and the injector expect for $(VERSION). Load one with
+#   ctr -n k8s.io images import dist/images/conduit-proxy.tar
+IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
+images:
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o dist/bin/linux_$(IMAGE_ARCH)/ ./cmd/conduit-proxy ./cmd/conduit-controller
+	$(GO) run ./hack/mkimage -version "$(VERSION)" -out dist/images dist/bin/linux_$(IMAGE_ARCH)/conduit-proxy dist/bin/linux_$(IMAGE_ARCH)/conduit-controller
 
 # The Kubernetes binaries (kube-apiserver, kube-controller-manager, etcd, kwok)
 # are built from Go modules once and cached outside the checkout, by version.

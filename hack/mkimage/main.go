@@ -7,10 +7,11 @@
 // fetched here, are stood in for by the few a static binary needs
 // (base.go). The archives load with `ctr -n k8s.io images import`.
 //
-//	go run ./hack/mkimage -out dist/images bin/linux_amd64/conduit-proxy bin/linux_amd64/conduit-controller
+//	go run ./hack/mkimage -version v0.3.0 -out dist/images dist/bin/linux_amd64/conduit-proxy dist/bin/linux_amd64/conduit-controller
 //
 // The image names and tags come from pkg/version for the version linked
-// into the binaries, the same names `conduit install` and the injector use.
+// into the binaries (-version, checked against what each binary prints), the
+// same names `conduit install` and the injector use for that version.
 //
 // It lives in the main module because it imports pkg/version (one home for
 // image names) and pkg/ociimage (one packer of image archives, shared with
@@ -42,8 +43,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("mkimage", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	out := fs.String("out", "dist/images", "directory the archives are written to, one <name>.tar per binary")
+	ver := fs.String("version", "", "the version linked into the binaries (checked); their images' tag")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mkimage [-out DIR] BINARY...\n\nBINARY is conduit-proxy or conduit-controller built with CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags \"-s -w -X github.com/conduitmesh/conduit/pkg/version.Version=V\".")
+		fmt.Fprintln(stderr, "usage: mkimage -version VERSION [-out DIR] BINARY...\n\nBINARY is conduit-proxy or conduit-controller built with "+releaseFlags+".")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -56,12 +58,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	var builds []releaseBuild
 	var imgs []ociimage.Image
 	for _, bin := range fs.Args() {
-		rb, err := readRelease(bin)
+		rb, err := readRelease(bin, *ver)
 		if err != nil {
 			return err
-		}
-		if len(builds) > 0 && rb.Version != builds[0].Version {
-			return fmt.Errorf("%s was linked with version %q but %s with %q: build them with the same VERSION", bin, rb.Version, builds[0].Path, builds[0].Version)
 		}
 		img, err := newImage(rb)
 		if err != nil {

@@ -183,6 +183,7 @@ func TestGoreleaserKos(t *testing.T) {
 		t.Fatal(err)
 	}
 	const linkedTag = "v{{ .Version }}"
+	const versionVar = modulePath + "/pkg/version.Version"
 	for _, b := range cfg.Builds {
 		if !slices.Contains(b.Ldflags, "-s -w -X "+versionVar+"="+linkedTag) || !slices.Contains(b.Env, "CGO_ENABLED=0") || !slices.Contains(b.Flags, "-trimpath") {
 			t.Errorf("build %s: ldflags %q env %q flags %q; mkimage expects -s -w -X %s=%s, CGO_ENABLED=0, -trimpath", b.ID, b.Ldflags, b.Env, b.Flags, versionVar, linkedTag)
