@@ -136,7 +136,7 @@ func FuzzH1Differential(f *testing.F) {
 			DisableFastPath:   !fast,
 			DetectTimeout:     200 * time.Millisecond,
 			HeaderReadTimeout: time.Second,
-			ConnectTimeout:    time.Second,
+			ConnectTimeout:    2 * time.Second,
 			MaxHeaderBytes:    16 << 10,
 		})
 	}
@@ -150,7 +150,9 @@ func FuzzH1Differential(f *testing.F) {
 			50*time.Millisecond, 3*time.Second)
 		second, src2, err := exchangeFrom(t, p.InboundAddr(), "GET /__second HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
 			3*time.Second, 3*time.Second)
-		if err != nil || len(second) != 1 || second[0].body != "you asked GET /__second" {
+		// The proxy may fail to reach the application on a loaded machine
+		// (it answers itself then); it may never give another's answer.
+		if err != nil || len(second) != 1 || (second[0].body != "you asked GET /__second" && second[0].proxyErr == "") {
 			t.Fatalf("after %q the second client got %+v (%v): answers are crossed", in, second, err)
 		}
 		app.settle(p, 2*time.Second)

@@ -164,9 +164,10 @@ func lines(s []seenRequest) []string {
 
 // clientResponse is one response a raw client read.
 type clientResponse struct {
-	status int
-	body   string
-	err    error // the body did not arrive whole
+	status   int
+	body     string
+	proxyErr string // the conduit-proxy-error header: the proxy answered
+	err      error  // the body did not arrive whole
 }
 
 // exchange sends raw bytes on a new connection to addr and reads
@@ -232,7 +233,7 @@ func readResponses(br *bufio.Reader) ([]clientResponse, error) {
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 {
 			continue
 		}
-		out = append(out, clientResponse{resp.StatusCode, string(b), err})
+		out = append(out, clientResponse{resp.StatusCode, string(b), resp.Header.Get(ErrorHeader), err})
 		if err != nil {
 			return out, err
 		}
