@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -256,16 +257,20 @@ type controllerConn struct {
 	// with tap requests for RBAC.
 	token string
 	// kube is set when the controller was reached through Kubernetes.
-	kube kubernetes.Interface
-	stop func()
+	kube      kubernetes.Interface
+	stop      func()
+	closeOnce sync.Once
 }
 
-// Close closes the connection and any port-forward.
+// Close closes the connection and any port-forward. It may be called more
+// than once (top and tap close early to end a feed, then again on return).
 func (c *controllerConn) Close() {
-	c.cc.Close()
-	if c.stop != nil {
-		c.stop()
-	}
+	c.closeOnce.Do(func() {
+		c.cc.Close()
+		if c.stop != nil {
+			c.stop()
+		}
+	})
 }
 
 // explain turns an RPC error into one line for the user.

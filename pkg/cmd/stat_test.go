@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	statsv1 "github.com/conduitmesh/conduit/pkg/api/stats/v1"
@@ -154,5 +155,23 @@ func TestStatErrors(t *testing.T) {
 		if out != "" {
 			t.Errorf("%v: stdout %q on error", tc.args, out)
 		}
+	}
+}
+
+// top and tap close the controller connection to end a feed and again on
+// return; through a port-forward the second close panicked (found on a
+// real node).
+func TestControllerConnClosesOnce(t *testing.T) {
+	cc, err := grpc.NewClient("passthrough:///127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stops := 0
+	stopCh := make(chan struct{})
+	c := &controllerConn{cc: cc, stop: func() { close(stopCh); stops++ }}
+	c.Close()
+	c.Close()
+	if stops != 1 {
+		t.Errorf("the port-forward was stopped %d times, want once", stops)
 	}
 }
