@@ -18,18 +18,27 @@ const (
 	DefaultK8sVersion  = "1.37.2"
 	DefaultEtcdVersion = "3.7.3"
 	DefaultKwokVersion = "0.8.0"
+	// DefaultCoreDNSVersion is the real node's cluster DNS (StartNode).
+	DefaultCoreDNSVersion = "1.15.0"
 )
 
-// Binaries are the paths of the executables a cluster runs.
+// Binaries are the paths of the executables a cluster runs. The hack
+// script builds the real node's (kubelet, kube-proxy, kube-scheduler,
+// CoreDNS) with the others: they share most of their packages.
 type Binaries struct {
 	APIServer         string
 	ControllerManager string
 	Etcd              string
 	Kwok              string
+
+	Kubelet   string
+	KubeProxy string
+	Scheduler string
+	CoreDNS   string
 }
 
 func (b Binaries) all() []string {
-	return []string{b.APIServer, b.ControllerManager, b.Etcd, b.Kwok}
+	return []string{b.APIServer, b.ControllerManager, b.Etcd, b.Kwok, b.Kubelet, b.KubeProxy, b.Scheduler, b.CoreDNS}
 }
 
 func (b Binaries) missing() []string {
@@ -63,6 +72,10 @@ func binaryPaths(cache string, o *Options) Binaries {
 		ControllerManager: filepath.Join(k8s, "kube-controller-manager"),
 		Etcd:              filepath.Join(cache, "bin", "etcd-v"+o.EtcdVersion, "etcd"),
 		Kwok:              filepath.Join(cache, "bin", "kwok-v"+o.KwokVersion, "kwok"),
+		Kubelet:           filepath.Join(k8s, "kubelet"),
+		KubeProxy:         filepath.Join(k8s, "kube-proxy"),
+		Scheduler:         filepath.Join(k8s, "kube-scheduler"),
+		CoreDNS:           filepath.Join(cache, "bin", "coredns-v"+o.CoreDNSVersion, "coredns"),
 	}
 }
 
@@ -116,6 +129,9 @@ func EnsureBinaries(ctx context.Context, opts Options) (Binaries, error) {
 		"K8S_VERSION="+opts.K8sVersion,
 		"ETCD_VERSION="+opts.EtcdVersion,
 		"KWOK_VERSION="+opts.KwokVersion,
+		"COREDNS_VERSION="+opts.CoreDNSVersion,
+		"K8S_BUILD_NODE=1",
+		"K8S_BUILD_LOCKED=1", // this process holds the lock the script would take
 	)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Run(); err != nil {

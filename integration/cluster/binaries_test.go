@@ -15,8 +15,9 @@ const fakeBuildScript = `#!/usr/bin/env bash
 set -euo pipefail
 [ "$1" = build ]
 echo run >> "$K8S_CACHE_DIR/runs"
-mkdir -p "$K8S_CACHE_DIR/bin/k8s-v$K8S_VERSION" "$K8S_CACHE_DIR/bin/etcd-v$ETCD_VERSION" "$K8S_CACHE_DIR/bin/kwok-v$KWOK_VERSION"
-for f in "bin/k8s-v$K8S_VERSION/kube-apiserver" "bin/k8s-v$K8S_VERSION/kube-controller-manager" "bin/etcd-v$ETCD_VERSION/etcd" "bin/kwok-v$KWOK_VERSION/kwok"; do
+mkdir -p "$K8S_CACHE_DIR/bin/k8s-v$K8S_VERSION" "$K8S_CACHE_DIR/bin/etcd-v$ETCD_VERSION" "$K8S_CACHE_DIR/bin/kwok-v$KWOK_VERSION" "$K8S_CACHE_DIR/bin/coredns-v$COREDNS_VERSION"
+for f in "bin/k8s-v$K8S_VERSION/kube-apiserver" "bin/k8s-v$K8S_VERSION/kube-controller-manager" "bin/etcd-v$ETCD_VERSION/etcd" "bin/kwok-v$KWOK_VERSION/kwok" \
+    "bin/k8s-v$K8S_VERSION/kubelet" "bin/k8s-v$K8S_VERSION/kube-proxy" "bin/k8s-v$K8S_VERSION/kube-scheduler" "bin/coredns-v$COREDNS_VERSION/coredns"; do
   printf '#!/bin/sh\n' > "$K8S_CACHE_DIR/$f"; chmod +x "$K8S_CACHE_DIR/$f"
 done
 `
@@ -27,7 +28,7 @@ func TestEnsureBinariesBuildsOnceByVersion(t *testing.T) {
 	if err := os.WriteFile(script, []byte(fakeBuildScript), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{CacheDir: cache, HackScript: script, K8sVersion: "1.99.0", EtcdVersion: "9.9.9", KwokVersion: "0.0.1"}
+	opts := Options{CacheDir: cache, HackScript: script, K8sVersion: "1.99.0", EtcdVersion: "9.9.9", KwokVersion: "0.0.1", CoreDNSVersion: "8.8.8"}
 
 	// Concurrent callers (test packages) build once, under the lock.
 	var wg sync.WaitGroup
@@ -50,6 +51,10 @@ func TestEnsureBinariesBuildsOnceByVersion(t *testing.T) {
 		ControllerManager: filepath.Join(cache, "bin/k8s-v1.99.0/kube-controller-manager"),
 		Etcd:              filepath.Join(cache, "bin/etcd-v9.9.9/etcd"),
 		Kwok:              filepath.Join(cache, "bin/kwok-v0.0.1/kwok"),
+		Kubelet:           filepath.Join(cache, "bin/k8s-v1.99.0/kubelet"),
+		KubeProxy:         filepath.Join(cache, "bin/k8s-v1.99.0/kube-proxy"),
+		Scheduler:         filepath.Join(cache, "bin/k8s-v1.99.0/kube-scheduler"),
+		CoreDNS:           filepath.Join(cache, "bin/coredns-v8.8.8/coredns"),
 	}
 	if bins[0] != want {
 		t.Errorf("got %+v\nwant %+v", bins[0], want)

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -37,6 +38,8 @@ type Options struct {
 	// K8sVersion, EtcdVersion and KwokVersion select the binaries; the
 	// defaults are DefaultK8sVersion, DefaultEtcdVersion, DefaultKwokVersion.
 	K8sVersion, EtcdVersion, KwokVersion string
+	// CoreDNSVersion selects the real node's CoreDNS; default DefaultCoreDNSVersion.
+	CoreDNSVersion string
 	// HackScript builds missing binaries; default integration/hack/k8s-test-cluster.sh.
 	HackScript string
 	// BaseDir is where the run directory is created; default os.TempDir().
@@ -51,6 +54,20 @@ type Options struct {
 	StartTimeout time.Duration
 	// APIServerArgs are extra kube-apiserver flags (--name=value).
 	APIServerArgs []string
+
+	// The fields below serve the real node (StartNode); the zero values give
+	// the loopback cluster with kwok.
+
+	// BindAddress is the API server's address; default 127.0.0.1. Another
+	// address also turns the endpoint reconciler on, so the kubernetes
+	// Service reaches the API server from pods.
+	BindAddress string
+	// ServiceCIDR is the Service IP range; default 10.96.0.0/16. Its first
+	// address is in the API server's certificate.
+	ServiceCIDR string
+	// NoKwok starts no kwok, fake node or binder: a real kubelet and
+	// kube-scheduler join instead.
+	NoKwok bool
 }
 
 func (o *Options) defaults() {
@@ -63,6 +80,9 @@ func (o *Options) defaults() {
 	if o.KwokVersion == "" {
 		o.KwokVersion = DefaultKwokVersion
 	}
+	if o.CoreDNSVersion == "" {
+		o.CoreDNSVersion = DefaultCoreDNSVersion
+	}
 	if o.StartTimeout == 0 {
 		o.StartTimeout = 2 * time.Minute
 	}
@@ -72,6 +92,12 @@ func (o *Options) defaults() {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
+	if o.BindAddress == "" {
+		o.BindAddress = "127.0.0.1"
+	}
+	if o.ServiceCIDR == "" {
+		o.ServiceCIDR = "10.96.0.0/16"
+	}
 }
 
 // Cluster is a running control plane. Stop it when done.
@@ -80,7 +106,7 @@ type Cluster struct {
 	Kubeconfig string       // admin kubeconfig path
 	RESTConfig *rest.Config // admin
 	Client     kubernetes.Interface
-	Server     string // https://127.0.0.1:PORT
+	Server     string // https://<Options.BindAddress>:PORT
 
 	opts     Options
 	pki      *pki
@@ -114,7 +140,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			}
 		}
 	}()
-	if c.pki, err = newPKI(filepath.Join(dir, "pki")); err != nil {
+	sans, err := apiServerIPs(opts)
+	if err != nil {
+		return nil, err
+	}
+	if c.pki, err = newPKI(filepath.Join(dir, "pki"), sans); err != nil {
 		return nil, err
 	}
 	adminToken := randomToken()
@@ -130,16 +160,20 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	fmt.Fprintf(opts.Log, "cluster: kube-apiserver ready at %s after %s (run dir %s)\n", c.Server, time.Since(t0).Round(time.Millisecond), dir)
-	if err := c.createNode(ctx); err != nil {
-		return nil, err
+	if !opts.NoKwok {
+		if err := c.createNode(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err := c.startControllerManager(bins.ControllerManager); err != nil {
 		return nil, err
 	}
-	if err := c.startKwok(bins.Kwok); err != nil {
-		return nil, err
+	if !opts.NoKwok {
+		if err := c.startKwok(bins.Kwok); err != nil {
+			return nil, err
+		}
+		c.startBinder()
 	}
-	c.startBinder()
 	if err := c.waitReady(ctx); err != nil {
 		return nil, err
 	}
@@ -232,12 +266,16 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin, etcdURL, adminToken s
 		if err != nil {
 			return err
 		}
-		c.Server = "https://127.0.0.1:" + strconv.Itoa(ports[0])
+		c.Server = "https://" + net.JoinHostPort(c.opts.BindAddress, strconv.Itoa(ports[0]))
+		reconciler := "none"
+		if c.opts.BindAddress != "127.0.0.1" {
+			reconciler = "lease"
+		}
 		args := append([]string{
-			"--bind-address=127.0.0.1",
-			"--advertise-address=127.0.0.1",
+			"--bind-address=" + c.opts.BindAddress,
+			"--advertise-address=" + c.opts.BindAddress,
 			"--secure-port=" + strconv.Itoa(ports[0]),
-			"--endpoint-reconciler-type=none",
+			"--endpoint-reconciler-type=" + reconciler,
 			"--etcd-servers=" + etcdURL,
 			"--cert-dir=" + filepath.Join(c.Dir, "apiserver-certs"),
 			"--tls-cert-file=" + c.pki.path(apiserverCertFile),
@@ -249,7 +287,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin, etcdURL, adminToken s
 			"--service-account-key-file=" + c.pki.path(saPubFile),
 			"--service-account-signing-key-file=" + c.pki.path(saKeyFile),
 			"--api-audiences=https://kubernetes.default.svc.cluster.local",
-			"--service-cluster-ip-range=10.96.0.0/16",
+			"--service-cluster-ip-range=" + c.opts.ServiceCIDR,
 			"--allow-privileged=true",
 			"--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultTolerationSeconds,DefaultStorageClass,ResourceQuota,NodeRestriction,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy",
 			"--profiling=false",
@@ -287,7 +325,7 @@ func (c *Cluster) startControllerManager(bin string) error {
 		"--root-ca-file="+c.pki.path(caCertFile),
 		"--cluster-signing-cert-file="+c.pki.path(caCertFile),
 		"--cluster-signing-key-file="+c.pki.path(caKeyFile),
-		"--service-cluster-ip-range=10.96.0.0/16",
+		"--service-cluster-ip-range="+c.opts.ServiceCIDR,
 	)
 	if err != nil {
 		return err
@@ -344,4 +382,21 @@ func (c *Cluster) processDied() error {
 		}
 	}
 	return nil
+}
+
+// apiServerIPs are the addresses in the API server's certificate: loopback,
+// the bind address and the first Service IP (the kubernetes Service).
+func apiServerIPs(o Options) ([]net.IP, error) {
+	_, svc, err := net.ParseCIDR(o.ServiceCIDR)
+	if err != nil || svc.IP.To4() == nil {
+		return nil, fmt.Errorf("cluster: ServiceCIDR %q is not an IPv4 CIDR", o.ServiceCIDR)
+	}
+	first := make(net.IP, 4)
+	copy(first, svc.IP.To4())
+	first[3]++
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, first}
+	if ip := net.ParseIP(o.BindAddress); ip != nil && !ip.IsLoopback() {
+		ips = append(ips, ip)
+	}
+	return ips, nil
 }

@@ -121,6 +121,9 @@ func (c *Cluster) createNode(ctx context.Context) error {
 // waitReady waits until kwok reports the node Ready and the controller
 // manager has created the default ServiceAccount.
 func (c *Cluster) waitReady(ctx context.Context) error {
+	if c.opts.NoKwok {
+		return c.waitServiceAccount(ctx, "default", "default")
+	}
 	err := c.poll(ctx, c.opts.StartTimeout, func(ctx context.Context) (bool, error) {
 		n, err := c.Client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
 		if err != nil {

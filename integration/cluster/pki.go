@@ -39,9 +39,9 @@ const (
 
 func (p *pki) path(name string) string { return filepath.Join(p.dir, name) }
 
-// newPKI creates a fresh CA, an API server certificate for loopback and the
+// newPKI creates a fresh CA, an API server certificate for ips and the
 // in-cluster names, and a service-account signing key, all ECDSA P-256.
-func newPKI(dir string) (*pki, error) {
+func newPKI(dir string, ips []net.IP) (*pki, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating pki dir: %w", err)
 	}
@@ -86,7 +86,7 @@ func newPKI(dir string) (*pki, error) {
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default",
 			"kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, net.IPv4(10, 96, 0, 1)},
+		IPAddresses: ips,
 	}
 	certPEM, keyPEM, err := p.sign(serving)
 	if err != nil {
