@@ -1,0 +1,563 @@
+package realnode
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/conduitmesh/conduit/integration/cluster"
+)
+
+// appImage is the demo's bookshop (the conduit binary's hidden `demo app`)
+// packed as an image, run as the release images run: user 65532.
+const appImage = "conduit.test/bookshop:v1"
+
+const appNS = "bookshop"
+
+// e2e is one run's state: the node, the binaries and the environment the
+// CLI runs in (KUBECONFIG, and PATH with kubectl-conduit for the plugin).
+type e2e struct {
+	t    *testing.T
+	root string
+	bin  string // the checkout's bin/ after make build
+	node *cluster.Node
+	env  []string
+}
+
+// step runs one user-facing step and logs it with its duration, so the CI
+// log shows each step and its timing.
+func (e *e2e) step(name string, f func()) {
+	e.t.Helper()
+	t0 := time.Now()
+	e.t.Logf("=== step: %s", name)
+	f()
+	if e.t.Failed() {
+		e.t.Fatalf("--- step failed: %s (after %s)", name, time.Since(t0).Round(time.Millisecond))
+	}
+	e.t.Logf("--- step ok: %s (%s)", name, time.Since(t0).Round(time.Millisecond))
+}
+
+// run runs a program with the e2e environment and returns its stdout; a
+// non-zero exit fails the test with stderr.
+func (e *e2e) run(timeout time.Duration, name string, args ...string) string {
+	e.t.Helper()
+	out, errOut, err := e.try(timeout, "", name, args...)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", name, strings.Join(args, " "), err, out, errOut)
+	}
+	return out
+}
+
+// try runs a program with stdin and returns its outputs and error.
+func (e *e2e) try(timeout time.Duration, stdin, name string, args ...string) (string, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = e.env
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
+func (e *e2e) conduit(args ...string) string {
+	e.t.Helper()
+	return e.run(3*time.Minute, filepath.Join(e.bin, "conduit"), args...)
+}
+
+func (e *e2e) kubectl(args ...string) string {
+	e.t.Helper()
+	return e.run(3*time.Minute, "kubectl", args...)
+}
+
+func (e *e2e) apply(manifest string) {
+	e.t.Helper()
+	if out, errOut, err := e.try(time.Minute, manifest, "kubectl", "apply", "-f", "-"); err != nil {
+		e.t.Fatalf("kubectl apply: %v\n%s%s", err, out, errOut)
+	}
+}
+
+// eventually polls f every second until it returns "" (done) or the
+// timeout, then fails with f's last reason.
+func (e *e2e) eventually(timeout time.Duration, what string, f func() string) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		why := f()
+		if why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s: not after %s: %s", what, timeout, why)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func repoRoot(t *testing.T) string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("cannot locate the checkout")
+	}
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+func TestConduitOnARealNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real kubelet node (minutes)")
+	}
+	if why := cluster.NodePrerequisites(); why != "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI must run the real-node test, but: %s (.ci/run installs the packages and runs as root)", why)
+		}
+		t.Skip(why)
+	}
+	e := &e2e{t: t, root: repoRoot(t)}
+	e.bin = filepath.Join(e.root, "bin")
+	var images []string
+
+	e.step("make build images (the release build and its image archives)", func() {
+		e.env = os.Environ()
+		e.run(20*time.Minute, "make", "-C", e.root, "build", "images")
+		var err error
+		if images, err = filepath.Glob(filepath.Join(e.root, "dist", "images", "*.tar")); err != nil || len(images) == 0 {
+			t.Fatalf("make images wrote no archive under dist/images (%v)", err)
+		}
+		app := filepath.Join(t.TempDir(), "bookshop.tar")
+		if err := cluster.PackImage(app, appImage, filepath.Join(e.bin, "conduit"), "65532:65532"); err != nil {
+			t.Fatal(err)
+		}
+		images = append(images, app)
+		t.Logf("images: %s", strings.Join(images, " "))
+	})
+
+	e.step("start a real node (containerd, kubelet, kube-proxy, scheduler, CoreDNS)", func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		n, err := cluster.StartNode(ctx, cluster.NodeOptions{Options: cluster.Options{Log: testLog{t}}, Images: images})
+		if err != nil {
+			t.Fatalf("starting the node: %v", err)
+		}
+		e.node = n
+		setNode(n)
+		t.Cleanup(func() {
+			setNode(nil)
+			if t.Failed() {
+				e.dumpState()
+			}
+			if err := n.Stop(); err != nil {
+				t.Errorf("tearing the node down: %v", err)
+			}
+			if left := cluster.NodeLeftovers(); len(left) > 0 {
+				t.Errorf("the node's teardown left: %s", strings.Join(left, ", "))
+			}
+		})
+		plugins := t.TempDir()
+		if err := os.Symlink(filepath.Join(e.bin, "conduit"), filepath.Join(plugins, "kubectl-conduit")); err != nil {
+			t.Fatal(err)
+		}
+		e.env = append(os.Environ(), "KUBECONFIG="+n.Kubeconfig, "PATH="+plugins+":"+os.Getenv("PATH"))
+	})
+
+	e.step("kubectl conduit install --wait, then conduit check (all green) and check -o junit", func() {
+		out := e.run(5*time.Minute, "kubectl", "conduit", "install", "--wait", "--timeout", "4m")
+		t.Logf("install: %s", lastLine(out))
+		out = e.conduit("check", "--wait", "2m")
+		if !strings.Contains(lastLine(out), " 0 failed") {
+			t.Errorf("conduit check is not green:\n%s", out)
+		}
+		t.Logf("check: %s", lastLine(out))
+		junit := e.conduit("check", "-o", "junit")
+		var suites struct {
+			XMLName  xml.Name
+			Tests    int `xml:"tests,attr"`
+			Failures int `xml:"failures,attr"`
+			Errors   int `xml:"errors,attr"`
+		}
+		if err := xml.Unmarshal([]byte(junit), &suites); err != nil {
+			t.Fatalf("check -o junit is not XML: %v\n%s", err, junit)
+		}
+		if suites.Failures != 0 || suites.Errors != 0 || !strings.Contains(junit, "<testcase") {
+			t.Errorf("check -o junit: %d failures, %d errors:\n%s", suites.Failures, suites.Errors, junit)
+		}
+	})
+
+	e.step("a namespace annotated for injection with the 3-service bookshop: every pod 2/2 Ready", func() {
+		e.apply(bookshop)
+		e.waitApp(true)
+		for _, d := range []string{"web", "books", "authors", "traffic"} {
+			logs := e.kubectl("logs", "-n", appNS, "deploy/"+d, "-c", "conduit-proxy")
+			if !strings.Contains(logs, "certified") {
+				t.Errorf("%s's proxy was not certified (its identity comes from the projected ServiceAccount token):\n%s", d, logs)
+			}
+			init := e.kubectl("logs", "-n", appNS, "deploy/"+d, "-c", "conduit-init")
+			t.Logf("%s conduit-init: %s", d, lastLine(init))
+		}
+	})
+
+	e.step("conduit edges: every edge mTLS with SPIFFE client and server IDs", func() {
+		e.eventually(90*time.Second, "edges traffic→web→books,authors", func() string {
+			var edges []struct {
+				Src, Dst           string
+				ClientID, ServerID string
+				Secured            bool
+			}
+			out := e.conduit("edges", "deploy", "-n", appNS, "-o", "json")
+			if err := json.Unmarshal([]byte(out), &edges); err != nil {
+				return fmt.Sprintf("edges -o json: %v: %s", err, out)
+			}
+			seen := map[string]bool{}
+			for _, ed := range edges {
+				if !ed.Secured || !strings.HasPrefix(ed.ClientID, "spiffe://cluster.local/ns/bookshop/sa/") ||
+					!strings.HasPrefix(ed.ServerID, "spiffe://cluster.local/ns/bookshop/sa/") {
+					return fmt.Sprintf("edge %s→%s not mTLS with SPIFFE IDs: %+v", ed.Src, ed.Dst, ed)
+				}
+				seen[ed.Src+"→"+ed.Dst] = true
+			}
+			for _, want := range []string{"traffic→web", "web→books", "web→authors"} {
+				if !seen[want] {
+					return fmt.Sprintf("no edge %s yet: %s", want, out)
+				}
+			}
+			return ""
+		})
+		t.Logf("edges:\n%s", e.conduit("edges", "deploy", "-n", appNS))
+	})
+
+	e.step("conduit stat deploy: one meshed pod per deployment, traffic on all", func() {
+		e.eventually(90*time.Second, "stat", func() string {
+			var rows []struct {
+				Name        string
+				MeshedPods  uint32 `json:"meshedPods"`
+				RunningPods uint32 `json:"runningPods"`
+				RPS         float64
+			}
+			out := e.conduit("stat", "deploy", "-n", appNS, "-o", "json")
+			if err := json.Unmarshal([]byte(out), &rows); err != nil {
+				return fmt.Sprintf("stat -o json: %v: %s", err, out)
+			}
+			got := map[string]bool{}
+			for _, r := range rows {
+				if r.MeshedPods != 1 || r.RunningPods != 1 {
+					return fmt.Sprintf("%s: %d/%d meshed, want 1/1 (deleted or unmeshed pods counted?)", r.Name, r.MeshedPods, r.RunningPods)
+				}
+				if r.Name != "traffic" && r.RPS <= 0 {
+					return fmt.Sprintf("%s: no requests yet", r.Name)
+				}
+				got[r.Name] = true
+			}
+			if len(got) != 4 {
+				return fmt.Sprintf("want web, books, authors and traffic: %s", out)
+			}
+			return ""
+		})
+		t.Logf("stat:\n%s", e.conduit("stat", "deploy", "-n", appNS))
+	})
+
+	e.step("conduit tap (lines and -o json) and top, through the port-forward", func() {
+		lines := e.firstLines(20*time.Second, 3, "tap", "deploy/web", "-n", appNS)
+		for _, l := range lines {
+			if !strings.Contains(l, "tls=true") && !strings.Contains(l, "tls=") {
+				t.Errorf("tap line without tls: %q", l)
+			}
+		}
+		t.Logf("tap: %s", lines[0])
+		for _, l := range e.firstLines(20*time.Second, 3, "tap", "deploy/web", "-n", appNS, "-o", "json") {
+			var ev struct {
+				Type string
+				TLS  bool `json:"tls"`
+			}
+			if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.Type == "" {
+				t.Errorf("tap -o json line is not an event: %v: %q", err, l)
+			}
+		}
+		top := e.conduit("top", "deploy/web", "-n", appNS, "--duration", "4s")
+		if !strings.Contains(top, "/books/") && !strings.Contains(top, "GetBook") {
+			t.Errorf("top shows no bookshop path:\n%s", top)
+		}
+	})
+
+	e.step("a meshed Job completes (native sidecar), and a CronJob run completes", func() {
+		e.apply(jobs)
+		e.kubectl("create", "job", "-n", appNS, "--from=cronjob/nightly", "nightly-manual")
+		for _, j := range []string{"once", "nightly-manual"} {
+			e.run(3*time.Minute, "kubectl", "wait", "-n", appNS, "--for=condition=Complete", "job/"+j, "--timeout=150s")
+			pods := e.kubectl("get", "pods", "-n", appNS, "-l", "job-name="+j, "-o", "jsonpath={.items[*].spec.initContainers[*].name}")
+			if !strings.Contains(pods, "conduit-proxy") {
+				t.Errorf("job %s's pod was not meshed (init containers: %q)", j, pods)
+			}
+		}
+	})
+
+	e.step("the controller pod is deleted under steady traffic: no failed request", func() {
+		t0 := time.Now()
+		before := e.kubectl("get", "pods", "-n", "conduit", "-l", "conduit.io/control-plane-component=controller", "-o", "name")
+		e.kubectl("delete", "-n", "conduit", "pod", "-l", "conduit.io/control-plane-component=controller", "--wait=true")
+		e.run(3*time.Minute, "kubectl", "rollout", "status", "-n", "conduit", "deploy/conduit-controller", "--timeout=150s")
+		after := e.kubectl("get", "pods", "-n", "conduit", "-l", "conduit.io/control-plane-component=controller", "-o", "name")
+		if before == after {
+			t.Errorf("the controller pod was not replaced: %s", after)
+		}
+		e.noFailures(t0, 10*time.Second)
+	})
+
+	e.step("conduit upgrade --yes with a changed value, then again with no change; traffic never fails", func() {
+		t0 := time.Now()
+		out := e.conduit("upgrade", "--yes", "--set", "controller.podAnnotations.e2e=changed")
+		t.Logf("upgrade: %s", lastLine(out))
+		pods := e.podUIDs()
+		out = e.conduit("upgrade", "--yes", "--set", "controller.podAnnotations.e2e=changed")
+		if !strings.Contains(strings.ToLower(out), "no changes") {
+			t.Errorf("a second upgrade with the same values did not say \"no changes\":\n%s", out)
+		}
+		if again := e.podUIDs(); again != pods {
+			t.Errorf("an upgrade with no change restarted pods:\nbefore %s\nafter  %s", pods, again)
+		}
+		e.noFailures(t0, 10*time.Second)
+	})
+
+	e.step("conduit uninstall: Conduit gone, the app restarted uninjected and serving, nothing of the user's deleted", func() {
+		out := e.conduit("uninstall", "--yes")
+		t.Logf("uninstall: %s", lastLine(out))
+		e.eventually(2*time.Minute, "every Conduit object gone", func() string {
+			left, _, _ := e.try(time.Minute, "", "kubectl", "get", "-A", "-o", "name", "-l", "app.kubernetes.io/part-of=conduit",
+				"namespaces,deployments,services,secrets,configmaps,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings,mutatingwebhookconfigurations,validatingwebhookconfigurations,poddisruptionbudgets")
+			if strings.TrimSpace(left) != "" {
+				return "left: " + strings.Join(strings.Fields(left), " ")
+			}
+			return ""
+		})
+		e.kubectl("rollout", "restart", "-n", appNS, "deploy/web", "deploy/books", "deploy/authors", "deploy/traffic")
+		e.waitApp(false)
+		restarted := time.Now()
+		e.eventually(time.Minute, "the unmeshed app serving", func() string {
+			ok, failed := e.trafficSince(restarted)
+			if ok == 0 || failed != 0 {
+				return fmt.Sprintf("traffic since the restart: ok=%d failed=%d", ok, failed)
+			}
+			return ""
+		})
+		mine := e.kubectl("get", "-n", appNS, "deploy,svc,configmap", "-o", "name")
+		for _, want := range []string{"deployment.apps/web", "deployment.apps/books", "deployment.apps/authors", "deployment.apps/traffic",
+			"service/web", "service/books", "service/authors", "configmap/shelf"} {
+			if !strings.Contains(mine, want) {
+				t.Errorf("uninstall deleted the user's %s:\n%s", want, mine)
+			}
+		}
+	})
+}
+
+// waitApp waits for every bookshop pod to be Ready, with (meshed) or
+// without the proxy, and no pod of an older ReplicaSet left.
+func (e *e2e) waitApp(meshed bool) {
+	e.t.Helper()
+	for _, d := range []string{"web", "books", "authors", "traffic"} {
+		e.run(4*time.Minute, "kubectl", "rollout", "status", "-n", appNS, "deploy/"+d, "--timeout=200s")
+	}
+	e.eventually(2*time.Minute, "bookshop pods", func() string {
+		var pods struct {
+			Items []struct {
+				Metadata struct {
+					Name              string
+					DeletionTimestamp *string
+				}
+				Spec struct {
+					InitContainers []struct{ Name string }
+				}
+				Status struct {
+					Phase                 string
+					ContainerStatuses     []struct{ Ready bool }
+					InitContainerStatuses []struct {
+						Name  string
+						Ready bool
+					}
+				}
+			}
+		}
+		out := e.kubectl("get", "pods", "-n", appNS, "-l", "app.kubernetes.io/part-of=bookshop", "-o", "json")
+		if err := json.Unmarshal([]byte(out), &pods); err != nil {
+			return err.Error()
+		}
+		if len(pods.Items) != 4 {
+			return fmt.Sprintf("%d pods, want 4", len(pods.Items))
+		}
+		for _, p := range pods.Items {
+			if p.Metadata.DeletionTimestamp != nil {
+				return p.Metadata.Name + " is terminating"
+			}
+			ready := 0
+			for _, c := range p.Status.ContainerStatuses {
+				if c.Ready {
+					ready++
+				}
+			}
+			proxy := false
+			for _, c := range p.Status.InitContainerStatuses {
+				if c.Name == "conduit-proxy" {
+					proxy = true
+					if c.Ready {
+						ready++
+					}
+				}
+			}
+			want := 1
+			if meshed {
+				want = 2
+			}
+			if proxy != meshed || ready != want {
+				return fmt.Sprintf("%s: %d/%d ready, proxy %v, want meshed=%v (%s)", p.Metadata.Name, ready, want, proxy, meshed, p.Status.Phase)
+			}
+		}
+		return ""
+	})
+}
+
+var summaryLine = regexp.MustCompile(`traffic: last \S+: sent=(\d+) ok=(\d+) injected_failures=(\d+) other_failures=(\d+)`)
+
+// trafficSince sums the traffic generator's 2 s summaries logged after t0.
+func (e *e2e) trafficSince(t0 time.Time) (ok, failed int) {
+	out, _, _ := e.try(time.Minute, "", "kubectl", "logs", "-n", appNS, "deploy/traffic", "-c", "traffic", "--timestamps")
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		ts, rest, found := strings.Cut(sc.Text(), " ")
+		when, err := time.Parse(time.RFC3339Nano, ts)
+		if !found || err != nil || when.Before(t0) {
+			continue
+		}
+		if m := summaryLine.FindStringSubmatch(rest); m != nil {
+			o, _ := strconv.Atoi(m[2])
+			i, _ := strconv.Atoi(m[3])
+			f, _ := strconv.Atoi(m[4])
+			ok += o
+			failed += i + f
+		}
+	}
+	return ok, failed
+}
+
+// noFailures waits for the summaries of settle more, then asserts that no
+// request the traffic generator sent since t0 failed, and that it sent some.
+func (e *e2e) noFailures(t0 time.Time, settle time.Duration) {
+	e.t.Helper()
+	time.Sleep(settle)
+	ok, failed := e.trafficSince(t0)
+	e.t.Logf("meshed traffic since %s: %d ok, %d failed", t0.Format(time.TimeOnly), ok, failed)
+	if failed != 0 || ok == 0 {
+		e.t.Errorf("meshed traffic: %d ok, %d failed; want some and no failure", ok, failed)
+	}
+}
+
+// podUIDs are the controller's and the app's pods, to see a restart,
+// once no pod is terminating (an upgrade's --wait returns when the new pods
+// are ready, maybe before the old ones are gone).
+func (e *e2e) podUIDs() string {
+	e.t.Helper()
+	var uids string
+	e.eventually(time.Minute, "pods settled", func() string {
+		var pods struct {
+			Items []struct {
+				Metadata struct {
+					Name, UID         string
+					DeletionTimestamp *string
+				}
+			}
+		}
+		uids = ""
+		for _, args := range [][]string{{"-n", "conduit"}, {"-n", appNS, "-l", "app.kubernetes.io/part-of=bookshop"}} {
+			out := e.kubectl(append([]string{"get", "pods", "-o", "json"}, args...)...)
+			if err := json.Unmarshal([]byte(out), &pods); err != nil {
+				return err.Error()
+			}
+			for _, p := range pods.Items {
+				if p.Metadata.DeletionTimestamp != nil {
+					return p.Metadata.Name + " is terminating"
+				}
+				uids += p.Metadata.Name + "=" + p.Metadata.UID + " "
+			}
+		}
+		return ""
+	})
+	return uids
+}
+
+// firstLines runs conduit with args until it printed n lines or the
+// timeout, then stops it, and returns the lines.
+func (e *e2e) firstLines(timeout time.Duration, n int, args ...string) []string {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(e.bin, "conduit"), args...)
+	cmd.Env = e.env
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	var lines []string
+	sc := bufio.NewScanner(stdout)
+	for len(lines) < n && sc.Scan() {
+		if l := strings.TrimSpace(sc.Text()); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if len(lines) < n {
+		e.t.Fatalf("conduit %s printed %d lines in %s, want %d; stderr:\n%s", strings.Join(args, " "), len(lines), timeout, n, errOut.String())
+	}
+	return lines
+}
+
+// dumpState logs what explains a failure: pods, events, the node's logs.
+func (e *e2e) dumpState() {
+	if e.node == nil {
+		return
+	}
+	for _, args := range [][]string{
+		{"get", "pods", "-A", "-o", "wide"},
+		{"get", "events", "-A", "--sort-by=.lastTimestamp"},
+	} {
+		out, errOut, _ := e.try(time.Minute, "", "kubectl", args...)
+		e.t.Logf("kubectl %s:\n%s%s", strings.Join(args, " "), tail(out, 60), errOut)
+	}
+	for _, l := range e.node.Logs() {
+		b, _ := os.ReadFile(l)
+		e.t.Logf("%s:\n%s", l, tail(string(b), 30))
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func lastLine(s string) string {
+	return tail(strings.TrimSpace(s), 1)
+}
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(b []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}

@@ -1,0 +1,105 @@
+package realnode
+
+import "strings"
+
+// bookshopApp is one of the demo's apps as a Deployment (and a Service
+// unless it is the traffic generator) in appNS.
+func bookshopApp(role, service string, args ...string) string {
+	a := `["demo", "app", "--role", "` + role + `", "--listen", ":8080", "--app-namespace", "bookshop"`
+	for _, x := range args {
+		a += `, "` + x + `"`
+	}
+	a += "]"
+	probe := ""
+	if role == "web" {
+		// the kubelet's probe goes through the proxy, as it does for users
+		probe = "\n        readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 2}"
+	}
+	d := `---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ROLE, namespace: bookshop, labels: {app.kubernetes.io/part-of: bookshop}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: ROLE}}
+  template:
+    metadata: {labels: {app: ROLE, app.kubernetes.io/part-of: bookshop}}
+    spec:
+      serviceAccountName: ROLE
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: ROLE
+        image: ` + appImage + `
+        imagePullPolicy: Never
+        args: ` + a + `
+        ports: [{containerPort: 8080, name: PORTNAME}]` + probe + `
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: ROLE, namespace: bookshop}
+`
+	if service != "" {
+		d += `---
+apiVersion: v1
+kind: Service
+metadata: {name: ROLE, namespace: bookshop}
+spec:
+  selector: {app: ROLE}
+  ports: [{port: 8080, targetPort: 8080, name: PORTNAME}]
+`
+	}
+	return strings.NewReplacer("ROLE", role, "PORTNAME", service).Replace(d)
+}
+
+// bookshop is the demo's bookshop, meshed by the namespace's annotation: the
+// traffic generator calls web over HTTP/1.1, web calls books and authors
+// over gRPC. Nothing fails on purpose. The ConfigMap stands for the user's
+// own objects, which uninstall must keep.
+var bookshop = `apiVersion: v1
+kind: Namespace
+metadata:
+  name: bookshop
+  annotations: {conduit.io/inject: enabled}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: shelf, namespace: bookshop}
+data: {owner: the user}
+` + bookshopApp("web", "http") +
+	bookshopApp("books", "grpc", "--failure-rate", "0") +
+	bookshopApp("authors", "grpc") +
+	bookshopApp("traffic", "", "--rps", "20", "--report-every", "2s")
+
+// jobs are a meshed Job and a CronJob: their pods exit, and the native
+// sidecar proxy must not keep them from completing.
+var jobs = `apiVersion: batch/v1
+kind: Job
+metadata: {name: once, namespace: bookshop}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: report
+        image: ` + appImage + `
+        imagePullPolicy: Never
+        args: ["version", "--client"]
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly, namespace: bookshop}
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    spec:
+      backoffLimit: 0
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: report
+            image: ` + appImage + `
+            imagePullPolicy: Never
+            args: ["version", "--client"]
+`
