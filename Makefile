@@ -3,7 +3,7 @@ GO ?= go
 K8S_CACHE ?= $(HOME)/.cache/conduit-k8s
 export CONDUIT_K8S_CACHE := $(K8S_CACHE)
 
-.PHONY: build test unit fuzz k8s-binaries demo clean generate release-check release-snapshot bench images
+.PHONY: build test unit fuzz e2e k8s-binaries demo clean generate release-check release-snapshot bench images
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/conduitmesh/conduit/pkg/version.Version=$(VERSION)
@@ -23,8 +23,9 @@ images:
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o dist/bin/linux_$(IMAGE_ARCH)/ ./cmd/conduit-proxy ./cmd/conduit-controller
 	$(GO) run ./hack/mkimage -version "$(VERSION)" -out dist/images dist/bin/linux_$(IMAGE_ARCH)/conduit-proxy dist/bin/linux_$(IMAGE_ARCH)/conduit-controller
 
-# The Kubernetes binaries (kube-apiserver, kube-controller-manager, etcd, kwok)
-# are built from Go modules once and cached outside the checkout, by version.
+# The Kubernetes binaries (kube-apiserver, kube-controller-manager, etcd, kwok,
+# and the real node's kubelet, kube-proxy, kube-scheduler and CoreDNS) are
+# built from Go modules once and cached outside the checkout, by version.
 k8s-binaries:
 	K8S_CACHE_DIR=$(K8S_CACHE) bash integration/hack/k8s-test-cluster.sh build >/dev/null
 
@@ -34,6 +35,11 @@ test: k8s-binaries
 	$(GO) vet ./...
 	$(GO) test -timeout 45m ./...
 	cd bench && $(GO) vet ./... && $(GO) test ./...
+
+# The end-to-end test on a real kubelet node (root, and the Debian packages
+# .ci/run installs); part of `make test` too.
+e2e: k8s-binaries
+	$(GO) test -v -count=1 -timeout 40m -run TestConduitOnARealNode ./integration/realnode/
 
 # Unit tests only (no Kubernetes binaries needed).
 unit:
