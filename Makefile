@@ -30,10 +30,12 @@ k8s-binaries:
 	K8S_CACHE_DIR=$(K8S_CACHE) bash integration/hack/k8s-test-cluster.sh build >/dev/null
 
 # Everything: unit tests, the interception test (root), integration tests
-# against a real API server.
+# against a real API server, then the real node's end-to-end test on its own
+# (verbose: the log shows each step with its timing).
 test: k8s-binaries
 	$(GO) vet ./...
-	$(GO) test -timeout 45m ./...
+	$(GO) test -timeout 45m $$($(GO) list ./... | grep -v /integration/realnode)
+	$(MAKE) --no-print-directory e2e
 	cd bench && $(GO) vet ./... && $(GO) test ./...
 
 # The end-to-end test on a real kubelet node (root, and the Debian packages
