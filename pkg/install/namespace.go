@@ -25,6 +25,9 @@ func (c *Client) NamespaceExists(ctx context.Context, ns string) (bool, error) {
 		return true, nil
 	case apierrors.IsNotFound(err):
 		return false, nil
+	case apierrors.IsForbidden(err):
+		// the same clear line as the permission check that follows would give
+		return false, &PermissionError{Verb: "get", Resource: "namespaces", Where: "cluster-wide"}
 	default:
 		return false, fmt.Errorf("looking up namespace %s: %w", ns, explain(err))
 	}

@@ -2,14 +2,20 @@ package install
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 func configData(t *testing.T, objs []*unstructured.Unstructured) map[string]any {
@@ -149,5 +155,20 @@ func TestRenderUpgradeKeepsNamespaceRecord(t *testing.T) {
 	}
 	if _, ok := configData(t, objs)[NamespaceCreatedKey]; ok || !hasNamespace(objs) {
 		t.Error("an upgrade of an install without a record changed how it treats the namespace")
+	}
+}
+
+// A user who may not read namespaces gets the install's permission error,
+// not the API's message (the CLI test TestInstallWithoutPermission wants one
+// clear line naming cluster-admin).
+func TestNamespaceExistsForbidden(t *testing.T) {
+	kube := fake.NewClientset()
+	kube.PrependReactor("get", "namespaces", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "namespaces"}, "conduit", errors.New("no"))
+	})
+	_, err := (&Client{Kube: kube}).NamespaceExists(context.Background(), "conduit")
+	var pe *PermissionError
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "cluster-admin") {
+		t.Errorf("got %v, want a PermissionError", err)
 	}
 }
