@@ -46,18 +46,30 @@ if $list; then
 fi
 echo "fuzzing ${#targets[@]} targets for $fuzztime each"
 failed=()
+flaked=()
 start=$SECONDS
 for t in "${targets[@]}"; do
   read -r dir name <<<"$t"
   rel=${dir#"$PWD"/}
   echo "--- $rel $name"
   t0=$SECONDS
-  if ! (cd "$dir" && $go test -run '^$' -fuzz "^$name\$" -fuzztime "$fuzztime" .); then
-    failed+=("$rel $name")
+  log=$(mktemp)
+  if ! (cd "$dir" && $go test -run '^$' -fuzz "^$name\$" -fuzztime "$fuzztime" .) 2>&1 | tee "$log"; then
+    # Go 1.26's fuzz coordinator can fail a target with a bare "context
+    # deadline exceeded" as -fuzztime ends, when a worker is still busy
+    # (go.dev/issue/75804, fixed in Go 1.27): no input failed then, and none
+    # was written. Anything else, or any written input, is a failure.
+    if grep -q 'Failing input written to' "$log" || ! grep -qx '    context deadline exceeded' "$log"; then
+      failed+=("$rel $name")
+    else
+      echo "    (Go's fuzz-deadline race, go.dev/issue/75804: no failing input; not a failure)"
+      flaked+=("$rel $name")
+    fi
   fi
+  rm -f "$log"
   echo "    ($((SECONDS - t0)) s)"
 done
-echo "fuzzed ${#targets[@]} targets in $((SECONDS - start)) s"
+echo "fuzzed ${#targets[@]} targets in $((SECONDS - start)) s${flaked[*]:+ (stopped by the Go fuzz deadline race, no failing input: ${flaked[*]})}"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED: ${failed[*]}" >&2
   # New crashers are untracked files under testdata/fuzz: name them.
