@@ -3,6 +3,7 @@ package healthcheck
 import (
 	"context"
 	"crypto/x509"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,6 +28,10 @@ const (
 	VersionLabel               = "conduit.io/version"
 	ProxyVersionLabel          = "conduit.io/proxy-version"
 	ProxyContainerName         = "conduit-proxy"
+	InitContainerName          = "conduit-init"
+	// TrustAnchorsEnv is the proxy's environment variable holding the trust
+	// anchors it was injected with.
+	TrustAnchorsEnv = "CONDUIT_PROXY_TRUST_ANCHORS"
 )
 
 // MinKubernetesVersion is the oldest Kubernetes the control plane supports
@@ -106,6 +111,9 @@ type state struct {
 	issuer       *x509.Certificate
 	webhookCert  *x509.Certificate
 	webhookCAPEM []byte
+
+	logMu    sync.Mutex // guards logCache
+	logCache map[logKey]cachedLine
 }
 
 func (s *state) now() time.Time {

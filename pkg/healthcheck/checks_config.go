@@ -130,7 +130,7 @@ func (s *state) controlPlane(deadline time.Time) Category {
 				if len(pods.Items) == 0 {
 					return fmt.Errorf("no control plane pods in namespace %q (%s)", ns, describe)
 				}
-				return notReady(pods.Items, "")
+				return notReady(pods.Items)
 			},
 		},
 		{
@@ -194,15 +194,15 @@ func (s *state) controlPlane(deadline time.Time) Category {
 	return cat
 }
 
-// notReady describes the pods that are not Running and Ready (with the
-// container named container ready, if given), or returns nil.
-func notReady(pods []corev1.Pod, container string) error {
+// notReady describes the pods that are not Running and Ready, or returns
+// nil.
+func notReady(pods []corev1.Pod) error {
 	var probs []string
 	for _, p := range pods {
 		if p.DeletionTimestamp != nil {
 			continue
 		}
-		if why := podProblem(&p, container); why != "" {
+		if why := podProblem(&p); why != "" {
 			probs = append(probs, fmt.Sprintf("pod %s/%s %s", p.Namespace, p.Name, why))
 		}
 	}
@@ -222,7 +222,7 @@ func listSome(items []string, sep string) string {
 	return strings.Join(items, sep)
 }
 
-func podProblem(p *corev1.Pod, container string) string {
+func podProblem(p *corev1.Pod) string {
 	if p.Status.Phase != corev1.PodRunning {
 		reason := ""
 		for _, cs := range p.Status.ContainerStatuses {
@@ -232,26 +232,6 @@ func podProblem(p *corev1.Pod, container string) string {
 			}
 		}
 		return fmt.Sprintf("is %s%s", phaseOrPending(p.Status.Phase), reason)
-	}
-	if container != "" {
-		for _, cs := range p.Status.ContainerStatuses {
-			if cs.Name == container {
-				if !cs.Ready {
-					return fmt.Sprintf("has container %s not ready", container)
-				}
-				return ""
-			}
-		}
-		// Native sidecars report under init containers.
-		for _, cs := range p.Status.InitContainerStatuses {
-			if cs.Name == container {
-				if !cs.Ready {
-					return fmt.Sprintf("has container %s not ready", container)
-				}
-				return ""
-			}
-		}
-		return fmt.Sprintf("has no %s container status", container)
 	}
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {

@@ -252,7 +252,7 @@ func TestInstallProblems(t *testing.T) {
 			opts:  Options{Proxy: true, DataPlaneNamespace: "app"},
 			extra: []string{appNamespace, meshedPod("web-1", "v1.0.0", true), meshedPod("web-2", "v0.9.0", false)},
 			want: map[string]wantFailure{
-				"data-plane/data plane proxies are ready": {StatusError, "pod app/web-2 has container conduit-proxy not ready", "kubectl -n app logs NAME -c conduit-proxy"},
+				"data-plane/data plane proxies are ready": {StatusError, "pod app/web-2 (Running): conduit-proxy is running but not ready: it has no identity certificate yet; last log line: fake logs", "`kubectl logs -n app web-2 -c conduit-proxy` says why not"},
 			},
 		},
 		{
@@ -273,7 +273,7 @@ status:
   containerStatuses: [{name: web, ready: true}]
 `},
 			want: map[string]wantFailure{
-				"data-plane/data plane proxies are ready": {StatusError, "pod app/web-native has container conduit-proxy not ready", "logs NAME -c conduit-proxy"},
+				"data-plane/data plane proxies are ready": {StatusError, "pod app/web-native (Init:0/1): conduit-proxy is running but not ready", "`kubectl logs -n app web-native -c conduit-proxy`"},
 			},
 		},
 		{
