@@ -172,12 +172,12 @@ func TestCheckInstalledControlPlane(t *testing.T) {
 	cli := buildBinary(t, "./cmd/conduit")
 	const ns = "check-cp"
 
-	res := runBinary(t, cli, "", "install", "-n", ns, "--timeout", "2m")
+	res := runBinary(t, cli, "", "install", "-L", ns, "--timeout", "2m")
 	if res.Code != 0 {
 		t.Fatalf("install: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 	}
 	t.Cleanup(func() {
-		if res := runBinary(t, cli, "", "uninstall", "-n", ns, "--yes"); res.Code != 0 {
+		if res := runBinary(t, cli, "", "uninstall", "-L", ns, "--yes"); res.Code != 0 {
 			t.Errorf("uninstall: exit %d\n%s", res.Code, res.Stderr)
 		}
 	})
@@ -305,7 +305,7 @@ func TestCheckInstalledControlPlane(t *testing.T) {
 			}
 		}
 		// --force-conflicts: the objects were broken by hand (the hints say so).
-		args := []string{"upgrade", "-n", ns, "--yes", "--force-conflicts", "--timeout", "2m"}
+		args := []string{"upgrade", "-L", ns, "--yes", "--force-conflicts", "--timeout", "2m"}
 		if help := runBinary(t, cli, "", "upgrade", "--help"); strings.Contains(help.Stdout, "--identity-issuer-certificate-file") {
 			args = append(args,
 				"--identity-trust-anchors-file", filepath.Join(dir, "ca.crt"),
@@ -494,11 +494,11 @@ func TestCheckAcrossAnUpgrade(t *testing.T) {
 	newCLI := buildBinary(t, "./cmd/conduit", withVersion(newVersion))
 	const ns = "check-upgrade"
 
-	if res := runBinary(t, oldCLI, "", "install", "-n", ns, "--timeout", "2m"); res.Code != 0 {
+	if res := runBinary(t, oldCLI, "", "install", "-L", ns, "--timeout", "2m"); res.Code != 0 {
 		t.Fatalf("install: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
 	t.Cleanup(func() {
-		if res := runBinary(t, newCLI, "", "uninstall", "-n", ns, "--yes"); res.Code != 0 {
+		if res := runBinary(t, newCLI, "", "uninstall", "-L", ns, "--yes"); res.Code != 0 {
 			t.Errorf("uninstall: exit %d\n%s", res.Code, res.Stderr)
 		}
 	})
@@ -524,7 +524,7 @@ func TestCheckAcrossAnUpgrade(t *testing.T) {
 		t.Errorf("new CLI before the upgrade: exit %d (want 0: a warning), not passing %v, want %v", res.Code, got, want)
 	}
 
-	if res := runBinary(t, newCLI, "", "upgrade", "-n", ns, "--yes", "--timeout", "2m"); res.Code != 0 {
+	if res := runBinary(t, newCLI, "", "upgrade", "-L", ns, "--yes", "--timeout", "2m"); res.Code != 0 {
 		t.Fatalf("upgrade: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
 	res = runBinary(t, newCLI, "", "check", "-L", ns, "-o", "json", "--wait", "1m")

@@ -43,7 +43,7 @@ func TestLifecycle(t *testing.T) {
 	}
 
 	t.Run("render only touches nothing and the API server accepts it", func(t *testing.T) {
-		res := runBinary(t, newCLI, "", "install", "-n", ns, "-o", "yaml")
+		res := runBinary(t, newCLI, "", "install", "-L", ns, "-o", "yaml")
 		if res.Code != 0 {
 			t.Fatalf("install -o yaml: exit %d\n%s", res.Code, res.Stderr)
 		}
@@ -60,7 +60,7 @@ func TestLifecycle(t *testing.T) {
 
 	var issuerBefore []byte
 	t.Run("install", func(t *testing.T) {
-		res := runBinary(t, oldCLI, "", "install", "-n", ns, "--timeout", "90s")
+		res := runBinary(t, oldCLI, "", "install", "-L", ns, "--timeout", "90s")
 		if res.Code != 0 {
 			t.Fatalf("install: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 		}
@@ -94,7 +94,7 @@ func TestLifecycle(t *testing.T) {
 	})
 
 	t.Run("installing twice is refused", func(t *testing.T) {
-		res := runBinary(t, newCLI, "", "install", "-n", ns)
+		res := runBinary(t, newCLI, "", "install", "-L", ns)
 		if res.Code == 0 {
 			t.Fatal("second install succeeded")
 		}
@@ -116,7 +116,7 @@ func TestLifecycle(t *testing.T) {
 	}
 
 	t.Run("upgrade dry run shows the version change and the prune", func(t *testing.T) {
-		res := runBinary(t, newCLI, "", "upgrade", "-n", ns, "--dry-run")
+		res := runBinary(t, newCLI, "", "upgrade", "-L", ns, "--dry-run")
 		if res.Code != 0 {
 			t.Fatalf("upgrade --dry-run: exit %d\n%s", res.Code, res.Stderr)
 		}
@@ -139,7 +139,7 @@ func TestLifecycle(t *testing.T) {
 	})
 
 	t.Run("upgrade", func(t *testing.T) {
-		res := runBinary(t, newCLI, "", "upgrade", "-n", ns, "--yes", "--timeout", "90s")
+		res := runBinary(t, newCLI, "", "upgrade", "-L", ns, "--yes", "--timeout", "90s")
 		if res.Code != 0 {
 			t.Fatalf("upgrade: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 		}
@@ -169,18 +169,18 @@ func TestLifecycle(t *testing.T) {
 	})
 
 	t.Run("a second upgrade changes nothing", func(t *testing.T) {
-		res := runBinary(t, newCLI, "", "upgrade", "-n", ns, "--dry-run")
+		res := runBinary(t, newCLI, "", "upgrade", "-L", ns, "--dry-run")
 		if res.Code != 0 || !strings.Contains(res.Stdout, "No changes") {
 			t.Errorf("upgrade --dry-run after upgrade: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 		}
-		res = runBinary(t, newCLI, "", "upgrade", "-n", ns, "--yes")
+		res = runBinary(t, newCLI, "", "upgrade", "-L", ns, "--yes")
 		if res.Code != 0 || !strings.Contains(res.Stdout, "No changes") {
 			t.Errorf("upgrade after upgrade: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 		}
 	})
 
 	t.Run("a changed value shows exactly that change", func(t *testing.T) {
-		res := runBinary(t, newCLI, "", "upgrade", "-n", ns, "--dry-run", "--set", "webhook.timeoutSeconds=7")
+		res := runBinary(t, newCLI, "", "upgrade", "-L", ns, "--dry-run", "--set", "webhook.timeoutSeconds=7")
 		if res.Code != 0 {
 			t.Fatalf("exit %d\n%s", res.Code, res.Stderr)
 		}
@@ -203,13 +203,13 @@ func TestLifecycle(t *testing.T) {
 	})
 
 	t.Run("uninstall", func(t *testing.T) {
-		res := runBinary(t, newCLI, "", "uninstall", "-n", ns, "-o", "yaml")
+		res := runBinary(t, newCLI, "", "uninstall", "-L", ns, "-o", "yaml")
 		if res.Code != 0 || !strings.Contains(res.Stdout, "name: conduit-proxy-injector") || !strings.Contains(res.Stdout, "kind: ClusterRole\n") {
 			t.Fatalf("uninstall -o yaml: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
 		}
 		getConfigMap(t, ns, install.ConfigMapName) // still there
 
-		res = runBinary(t, newCLI, "", "uninstall", "-n", ns, "--yes")
+		res = runBinary(t, newCLI, "", "uninstall", "-L", ns, "--yes")
 		if res.Code != 0 {
 			t.Fatalf("uninstall: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 		}
@@ -250,7 +250,7 @@ func TestInstallWithoutPermission(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := runBinary(t, cli, kubeconfig, "install", "-n", ns)
+	res := runBinary(t, cli, kubeconfig, "install", "-L", ns)
 	if res.Code == 0 {
 		t.Fatal("install without permission succeeded")
 	}

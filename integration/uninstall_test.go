@@ -16,7 +16,7 @@ import (
 	"github.com/conduitmesh/conduit/pkg/install"
 )
 
-// TestUninstallKeepsExistingNamespace: `conduit install -n` into a namespace
+// TestUninstallKeepsExistingNamespace: `conduit install -L` into a namespace
 // that already holds the user's objects says so and leaves the namespace
 // as it is; uninstall refuses to go ahead without a terminal unless --yes,
 // then deletes Conduit's objects and keeps the namespace and the user's
@@ -26,7 +26,7 @@ func TestUninstallKeepsExistingNamespace(t *testing.T) {
 	kube := testCluster.Client
 	cli := buildBinary(t, "./cmd/conduit", withVersion(newVersion))
 	uninstallLater := func(ns string) {
-		t.Cleanup(func() { runBinary(t, cli, "", "uninstall", "-n", ns, "--yes") })
+		t.Cleanup(func() { runBinary(t, cli, "", "uninstall", "-L", ns, "--yes") })
 	}
 
 	const ns = "shop-existing"
@@ -42,10 +42,10 @@ func TestUninstallKeepsExistingNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	res := runBinary(t, cli, "", "install", "-n", ns, "--wait=false")
+	res := runBinary(t, cli, "", "install", "-L", ns, "--wait=false")
 	uninstallLater(ns)
 	if res.Code != 0 {
-		t.Fatalf("install -n %s: exit %d\nstdout:\n%s\nstderr:\n%s", ns, res.Code, res.Stdout, res.Stderr)
+		t.Fatalf("install -L %s: exit %d\nstdout:\n%s\nstderr:\n%s", ns, res.Code, res.Stdout, res.Stderr)
 	}
 	if !strings.Contains(res.Stderr, "Namespace "+ns+" already exists") || !strings.Contains(res.Stderr, "uninstall` will keep it") {
 		t.Errorf("install into an existing namespace did not say so on stderr:\n%s", res.Stderr)
@@ -70,7 +70,7 @@ func TestUninstallKeepsExistingNamespace(t *testing.T) {
 
 	// No terminal (the test's stdin is not one, and CI=true): no --yes, no
 	// deletion.
-	res = runBinary(t, cli, "", "uninstall", "-n", ns)
+	res = runBinary(t, cli, "", "uninstall", "-L", ns)
 	if res.Code == 0 {
 		t.Fatalf("uninstall without a terminal and without --yes succeeded:\n%s", res.Stdout)
 	}
@@ -79,7 +79,7 @@ func TestUninstallKeepsExistingNamespace(t *testing.T) {
 	}
 	getConfigMap(t, ns, install.ConfigMapName) // nothing was deleted
 
-	res = runBinary(t, cli, "", "uninstall", "-n", ns, "--yes")
+	res = runBinary(t, cli, "", "uninstall", "-L", ns, "--yes")
 	if res.Code != 0 {
 		t.Fatalf("uninstall --yes: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 	}
@@ -100,10 +100,10 @@ func TestUninstallKeepsExistingNamespace(t *testing.T) {
 
 	// A namespace the install created goes with the uninstall.
 	const created = "conduit-created"
-	res = runBinary(t, cli, "", "install", "-n", created, "--wait=false")
+	res = runBinary(t, cli, "", "install", "-L", created, "--wait=false")
 	uninstallLater(created)
 	if res.Code != 0 {
-		t.Fatalf("install -n %s: exit %d\nstderr:\n%s", created, res.Code, res.Stderr)
+		t.Fatalf("install -L %s: exit %d\nstderr:\n%s", created, res.Code, res.Stderr)
 	}
 	if strings.Contains(res.Stderr, "already exists") {
 		t.Errorf("install into a new namespace says it exists:\n%s", res.Stderr)
@@ -111,7 +111,7 @@ func TestUninstallKeepsExistingNamespace(t *testing.T) {
 	if got := getConfigMap(t, created, install.ConfigMapName).Data[install.NamespaceCreatedKey]; got != "true" {
 		t.Errorf("conduit-config %s = %q, want \"true\"", install.NamespaceCreatedKey, got)
 	}
-	res = runBinary(t, cli, "", "uninstall", "-n", created, "--yes")
+	res = runBinary(t, cli, "", "uninstall", "-L", created, "--yes")
 	if res.Code != 0 {
 		t.Fatalf("uninstall --yes: exit %d\nstderr:\n%s", res.Code, res.Stderr)
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/spf13/pflag"
 	"github.com/urfave/cli/v2"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 )
@@ -33,13 +34,18 @@ type ExitError struct{ Code int }
 func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
 // Globals are the options shared by every command: kubectl's connection flags
-// (from k8s.io/cli-runtime) and the controller address for local mode.
+// (from k8s.io/cli-runtime), the control plane's namespace and the
+// controller address for local mode. globalflags.go declares their flags.
 type Globals struct {
-	Kube           *genericclioptions.ConfigFlags
+	Kube *genericclioptions.ConfigFlags
+	// ControlPlaneNS is -L/--conduit-namespace.
+	ControlPlaneNS string
 	ControllerAddr string
 	// ProgName is "conduit" or "kubectl conduit", for help and hints.
 	ProgName string
 	Streams  IOStreams
+	// flags declares the fields above as flags (see globalFlags).
+	flags *pflag.FlagSet
 }
 
 // Main runs the CLI with os streams and returns the process exit status.
@@ -85,11 +91,13 @@ func Run(ctx context.Context, streams IOStreams, args []string) error {
 
 // NewApp assembles the command tree.
 func NewApp(streams IOStreams, progName string) *cli.App {
-	g := &Globals{
-		Kube:     genericclioptions.NewConfigFlags(true),
-		ProgName: progName,
-		Streams:  streams,
-	}
+	app, _ := newApp(streams, progName)
+	return app
+}
+
+// newApp is NewApp with the Globals its flags fill.
+func newApp(streams IOStreams, progName string) (*cli.App, *Globals) {
+	g := newGlobals(streams, progName)
 	app := &cli.App{
 		Name:                 progName,
 		HelpName:             progName,
@@ -99,12 +107,12 @@ func NewApp(streams IOStreams, progName string) *cli.App {
 		ErrWriter:            streams.ErrOut,
 		EnableBashCompletion: true,
 		Suggest:              true,
-		Flags:                kubeFlags(),
-		Commands:             withKubeFlags(g, commands(g)),
+		Flags:                g.globalFlags(),
+		Commands:             withGlobalFlags(g, commands(g)),
 		ExitErrHandler:       func(*cli.Context, error) {}, // errors are printed once, by Main
 		OnUsageError:         usageError,
 	}
-	return app
+	return app, g
 }
 
 // commands lists every top-level command; each lives in its own file.
@@ -136,66 +144,18 @@ func usageError(c *cli.Context, err error, _ bool) error {
 	return fmt.Errorf("%w (see '%s --help')", err, name)
 }
 
-// kubeFlags are kubectl's connection flags. They are accepted both before and
-// after the command name (`conduit -n x stat` and `conduit stat -n x`), so
-// they carry no Destination; bindGlobals copies whichever was set.
-func kubeFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Name: "kubeconfig", Usage: "path to the kubeconfig file", EnvVars: []string{"KUBECONFIG"}},
-		&cli.StringFlag{Name: "context", Usage: "the kubeconfig context to use"},
-		&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Usage: "the namespace for this request"},
-		&cli.StringFlag{Name: "as", Usage: "username to impersonate"},
-		&cli.StringSliceFlag{Name: "as-group", Usage: "group to impersonate (repeatable)"},
-		&cli.StringFlag{Name: "request-timeout", Value: "0", Usage: "how long to wait for a single API request (0 means no timeout)"},
-		&cli.StringFlag{Name: "controller-addr", Usage: "reach the controller directly at HOST:PORT instead of through a port-forward (local mode)", EnvVars: []string{"CONDUIT_CONTROLLER_ADDR"}},
-	}
-}
-
-// withKubeFlags adds kubeFlags to every command and subcommand and binds
-// them before the command runs.
-func withKubeFlags(g *Globals, cmds []*cli.Command) []*cli.Command {
+// withGlobalFlags adds the global flags to every command and subcommand,
+// so they are accepted both before and after the command name (`conduit -n
+// x stat` and `conduit stat -n x`).
+func withGlobalFlags(g *Globals, cmds []*cli.Command) []*cli.Command {
 	for _, c := range cmds {
-		c.Flags = append(c.Flags, kubeFlags()...)
+		c.Flags = append(c.Flags, g.globalFlags()...)
 		if c.OnUsageError == nil {
 			c.OnUsageError = usageError
 		}
-		before := c.Before
-		c.Before = func(ctx *cli.Context) error {
-			bindGlobals(g, ctx)
-			if before != nil {
-				return before(ctx)
-			}
-			return nil
-		}
-		c.Subcommands = withKubeFlags(g, c.Subcommands)
+		c.Subcommands = withGlobalFlags(g, c.Subcommands)
 	}
 	return cmds
-}
-
-// bindGlobals copies the most specific value of each connection flag (the
-// command's own, else the app's) into g.
-func bindGlobals(g *Globals, c *cli.Context) {
-	str := func(name string, dst *string) {
-		for _, lc := range c.Lineage() {
-			if lc.IsSet(name) {
-				*dst = lc.String(name)
-				return
-			}
-		}
-	}
-	k := g.Kube
-	str("kubeconfig", k.KubeConfig)
-	str("context", k.Context)
-	str("namespace", k.Namespace)
-	str("as", k.Impersonate)
-	str("request-timeout", k.Timeout)
-	str("controller-addr", &g.ControllerAddr)
-	for _, lc := range c.Lineage() {
-		if lc.IsSet("as-group") {
-			*k.ImpersonateGroup = lc.StringSlice("as-group")
-			break
-		}
-	}
 }
 
 // Namespace is the namespace from -n, else the kubeconfig's, else "default".

@@ -46,7 +46,7 @@ exit status is 0 only when no check failed; warnings do not fail.
 
    conduit check --pre                  # before installing: cluster and permissions
    conduit check                        # the control plane
-   conduit check -L mesh                # one installed with conduit install -n mesh
+   conduit check -L mesh                # one installed with conduit install -L mesh
    conduit check --proxy -n emojivoto   # and the meshed pods of a namespace
    conduit check --wait 5m -o junit     # in CI, waiting for pods to become ready`,
 		Flags: []cli.Flag{
@@ -54,7 +54,6 @@ exit status is 0 only when no check failed; warnings do not fail.
 			&cli.BoolFlag{Name: "proxy", Usage: "also check the data plane proxies (in -n NAMESPACE, or in every namespace)"},
 			&cli.DurationFlag{Name: "wait", Usage: "retry checks of states that settle by themselves (pods becoming ready) for up to this long, e.g. 5m"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "basic", Usage: "output format: basic, short (failures and warnings only), json or junit"},
-			controlPlaneNamespaceFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -78,8 +77,8 @@ exit status is 0 only when no check failed; warnings do not fail.
 			case opts.pre && opts.proxy:
 				return errors.New("--pre and --proxy cannot be combined: --pre checks a cluster before an install, --proxy checks meshed pods after it")
 			case opts.dataNS != "" && !opts.proxy:
-				// install/upgrade/uninstall take the control plane's
-				// namespace with -n; check would silently ignore it.
+				// -n is the data plane's namespace; without --proxy
+				// check would silently ignore it.
 				return fmt.Errorf("-n %s only selects the data plane namespace of --proxy; name the control plane's namespace with -L: `%s check -L %s`", opts.dataNS, opts.progName, opts.dataNS)
 			case opts.wait < 0:
 				return fmt.Errorf("--wait %s is negative: give a duration such as 5m", opts.wait)

@@ -27,7 +27,6 @@ func edgesCommand(g *Globals) *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "all-namespaces", Aliases: []string{"A"}, Usage: "show edges in every namespace"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "output format: table, wide or json"},
-			controlPlaneNamespaceFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			args := c.Args().Slice() // flags after them were moved in front by interspersed

@@ -63,7 +63,6 @@ func injectCommand(g *Globals) *cli.Command {
 	flags := []cli.Flag{
 		&cli.BoolFlag{Name: "manual", Usage: "write the full proxy sidecar into the manifests instead of the annotation the proxy injector acts on"},
 		&cli.BoolFlag{Name: inject.OverrideNativeSidecar, Value: true, Usage: "run the proxy as a native sidecar (Kubernetes 1.29 or later); --native-sidecar=false for older clusters"},
-		&cli.StringFlag{Name: "conduit-namespace", Aliases: []string{"L"}, Value: inject.DefaultControlPlaneNS, Usage: "namespace of the Conduit control plane"},
 		&cli.StringFlag{Name: "identity-trust-anchors-file", Usage: "PEM trust anchors of the mesh for --manual (default: read from the " + inject.TrustRootsConfigMap + " ConfigMap of the installed control plane)"},
 	}
 	usage := overrideFlagUsage()

@@ -36,6 +36,7 @@ issuer unless you give your own, then waits until the controller is ready.
 
    ` + g.ProgName + ` install
    ` + g.ProgName + ` install --ha --set webhook.timeoutSeconds=5
+   ` + g.ProgName + ` install -L mesh            # into namespace mesh instead of conduit
    ` + g.ProgName + ` install -o yaml | kubectl apply --dry-run=server -f -`,
 		Flags: append(append(valueFlags(), identityFlags("to use instead of generating them")...),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "only print the objects as yaml or json, touching nothing"},
@@ -46,8 +47,15 @@ issuer unless you give your own, then waits until the controller is ready.
 			if c.NArg() > 0 {
 				return fmt.Errorf("install takes no arguments, got %q", c.Args().First())
 			}
+			ns, given, err := g.lifecycleNamespace()
+			if err != nil {
+				return err
+			}
+			if !given {
+				ns = "" // the values' namespace, by default conduit
+			}
 			o := installOptions{
-				values:   valueOptions(c, g),
+				values:   valueOptions(c, ns),
 				identity: identityFiles(c),
 				output:   c.String("output"),
 				wait:     c.Bool("wait"),
@@ -73,11 +81,9 @@ func valueFlags() []cli.Flag {
 	}
 }
 
-func valueOptions(c *cli.Context, g *Globals) install.ValueOptions {
-	ns := ""
-	if g.Kube.Namespace != nil {
-		ns = *g.Kube.Namespace
-	}
+// valueOptions are the value flags, for the control plane in namespace ns
+// ("" keeps the values' namespace).
+func valueOptions(c *cli.Context, ns string) install.ValueOptions {
 	return install.ValueOptions{
 		HA:              c.Bool("ha"),
 		ValuesFiles:     c.StringSlice("values"),
@@ -148,15 +154,6 @@ func lifecycleClient(g *Globals) (*install.Client, error) {
 		return nil, fmt.Errorf("reading kubeconfig: %w", err)
 	}
 	return install.NewClient(cfg)
-}
-
-// controlPlaneNamespace is -n when given, else Conduit's default namespace
-// (never the kubeconfig's current namespace).
-func controlPlaneNamespace(g *Globals) string {
-	if g.Kube.Namespace != nil && *g.Kube.Namespace != "" {
-		return *g.Kube.Namespace
-	}
-	return install.DefaultNamespace
 }
 
 // interactive reports whether w is a terminal and we are not in CI: only

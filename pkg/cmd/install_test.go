@@ -20,7 +20,7 @@ func runCLI(t *testing.T, args ...string) (stdout, stderr string, err error) {
 func TestInstallRenderOnly(t *testing.T) {
 	// No kubeconfig is needed: -o only renders.
 	t.Setenv("KUBECONFIG", "/nonexistent")
-	out, _, err := runCLI(t, "install", "-n", "mesh", "--ha", "-o", "yaml")
+	out, _, err := runCLI(t, "install", "-L", "mesh", "--ha", "-o", "yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,7 +56,6 @@ func statCommand(g *Globals) *cli.Command {
 			&cli.StringFlag{Name: "to-namespace", Usage: "namespace of --to (default: the -n namespace)"},
 			&cli.DurationFlag{Name: "time-window", Aliases: []string{"t"}, Value: time.Minute, Usage: "how far back to aggregate, 10s to 1h"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "output format: table, wide or json"},
-			controlPlaneNamespaceFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			args := c.Args().Slice() // flags after them were moved in front by interspersed

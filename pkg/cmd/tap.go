@@ -43,7 +43,6 @@ func tapFilterFlags(defaultRPS float64) []cli.Flag {
 		&cli.StringFlag{Name: "method", Usage: "show only requests with this HTTP method"},
 		&cli.StringFlag{Name: "authority", Usage: "show only requests to this authority (host:port)"},
 		&cli.Float64Flag{Name: "max-rps", Value: defaultRPS, Usage: "the most requests per second to sample, across all pods"},
-		controlPlaneNamespaceFlag(),
 	}
 }
 

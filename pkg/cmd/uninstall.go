@@ -12,8 +12,9 @@ import (
 )
 
 type uninstallOptions struct {
-	output string
-	yes    bool
+	namespace string // of the control plane
+	output    string
+	yes       bool
 }
 
 func uninstallCommand(g *Globals) *cli.Command {
@@ -38,7 +39,11 @@ changes nothing.
 			if c.NArg() > 0 {
 				return fmt.Errorf("uninstall takes no arguments, got %q", c.Args().First())
 			}
-			return runUninstall(c.Context, g, uninstallOptions{output: c.String("output"), yes: c.Bool("yes")})
+			ns, _, err := g.lifecycleNamespace()
+			if err != nil {
+				return err
+			}
+			return runUninstall(c.Context, g, uninstallOptions{namespace: ns, output: c.String("output"), yes: c.Bool("yes")})
 		},
 	}
 }
@@ -49,7 +54,7 @@ func runUninstall(ctx context.Context, g *Globals, o uninstallOptions) error {
 	default:
 		return fmt.Errorf("-o %q: unknown output format, use yaml or json", o.output)
 	}
-	ns := controlPlaneNamespace(g)
+	ns := o.namespace
 	client, err := lifecycleClient(g)
 	if err != nil {
 		return err
@@ -63,7 +68,7 @@ func runUninstall(ctx context.Context, g *Globals, o uninstallOptions) error {
 		return err
 	}
 	if len(inv) == 0 {
-		return fmt.Errorf("nothing to uninstall: no objects labelled %s (name the control plane namespace with -n)", install.InventorySelector(ns))
+		return fmt.Errorf("nothing to uninstall: no objects labelled %s (name the control plane namespace with -L)", install.InventorySelector(ns))
 	}
 	switch o.output {
 	case "yaml":
@@ -98,7 +103,7 @@ func confirmUninstall(g *Globals, yes bool, ns string, inv []*unstructured.Unstr
 		return nil
 	}
 	if !interactive(g.Streams.In) || !interactive(g.Streams.ErrOut) {
-		return fmt.Errorf("uninstall would delete %d objects of the control plane in namespace %s and there is no terminal to confirm on: review them with `%s uninstall -n %s -o yaml`, then pass --yes", len(inv), ns, g.ProgName, ns)
+		return fmt.Errorf("uninstall would delete %d objects of the control plane in namespace %s and there is no terminal to confirm on: review them with `%s uninstall -L %s -o yaml`, then pass --yes", len(inv), ns, g.ProgName, ns)
 	}
 	for _, obj := range inv {
 		fmt.Fprintf(g.Streams.ErrOut, "  %s\n", install.KeyOf(obj))

@@ -18,7 +18,7 @@ func TestUninstallNeedsYesWithoutTerminal(t *testing.T) {
 	if err == nil {
 		t.Fatal("uninstall without a terminal and without --yes went ahead")
 	}
-	for _, want := range []string{"1 objects", "namespace mesh", "no terminal", "`conduit uninstall -n mesh -o yaml`", "--yes"} {
+	for _, want := range []string{"1 objects", "namespace mesh", "no terminal", "`conduit uninstall -L mesh -o yaml`", "--yes"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}

@@ -46,8 +46,12 @@ before applying unless --yes; without a terminal it never asks.
 			if c.NArg() > 0 {
 				return fmt.Errorf("upgrade takes no arguments, got %q", c.Args().First())
 			}
+			ns, _, err := g.lifecycleNamespace()
+			if err != nil {
+				return err
+			}
 			return runUpgrade(c.Context, g, upgradeOptions{
-				values:   valueOptions(c, g),
+				values:   valueOptions(c, ns),
 				identity: identityFiles(c),
 				dryRun:   c.Bool("dry-run"),
 				yes:      c.Bool("yes"),
@@ -60,8 +64,7 @@ before applying unless --yes; without a terminal it never asks.
 }
 
 func runUpgrade(ctx context.Context, g *Globals, o upgradeOptions) error {
-	ns := controlPlaneNamespace(g)
-	o.values.Namespace = ns
+	ns := o.values.Namespace
 	client, err := lifecycleClient(g)
 	if err != nil {
 		return err

@@ -46,7 +46,6 @@ conduit-config of the control plane namespace.
 			&cli.BoolFlag{Name: "client", Usage: "print the client version only, without contacting the cluster"},
 			&cli.BoolFlag{Name: "short", Usage: "print the version numbers only"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output format: json (default: text)"},
-			controlPlaneNamespaceFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -68,12 +67,6 @@ conduit-config of the control plane namespace.
 			return runVersion(c.Context, opts, g.Streams, func() (kubernetes.Interface, error) { return clientsetFor(g) })
 		},
 	}
-}
-
-// controlPlaneNamespaceFlag is --conduit-namespace (-L), the namespace of the
-// control plane, kept apart from -n (the namespace a command acts on).
-func controlPlaneNamespaceFlag() cli.Flag {
-	return &cli.StringFlag{Name: "conduit-namespace", Aliases: []string{"L"}, Value: healthcheck.DefaultControlPlaneNamespace, Usage: "namespace of the Conduit control plane"}
 }
 
 // clientsetFor makes a Kubernetes client from the connection flags.

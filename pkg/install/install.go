@@ -208,7 +208,7 @@ func (c *Client) checkClusterScopedOwners(ctx context.Context, objs []*unstructu
 			if owner == "" {
 				return fmt.Errorf("%s already exists and is not part of a Conduit install: delete it or choose another name", KeyOf(obj))
 			}
-			return fmt.Errorf("%s belongs to the Conduit control plane in namespace %s: a cluster runs one control plane; uninstall it first (`conduit uninstall -n %s`)", KeyOf(obj), owner, owner)
+			return fmt.Errorf("%s belongs to the Conduit control plane in namespace %s: a cluster runs one control plane; uninstall it first (`conduit uninstall -L %s`)", KeyOf(obj), owner, owner)
 		}
 	}
 	return nil

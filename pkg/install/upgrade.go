@@ -34,7 +34,7 @@ type UpgradeOptions struct {
 type NotInstalledError struct{ Namespace string }
 
 func (e *NotInstalledError) Error() string {
-	return fmt.Sprintf("no Conduit control plane in namespace %s (configmap %s not found): install it with `conduit install`, or name its namespace with -n", e.Namespace, ConfigMapName)
+	return fmt.Sprintf("no Conduit control plane in namespace %s (configmap %s not found): install it with `conduit install`, or name its namespace with -L", e.Namespace, ConfigMapName)
 }
 
 // InstalledValues reads the values the user gave the install in ns (not the

@@ -16,7 +16,7 @@ type ValueOptions struct {
 	ValuesFiles     []string
 	Set             []string
 	SetString       []string
-	Namespace       string // -n; empty keeps the values' namespace
+	Namespace       string // -L; empty keeps the values' namespace
 	TrustDomain     string
 	Replicas        int // 0 keeps the values' replicas
 	ProxyImage      string
@@ -54,7 +54,7 @@ func (o ValueOptions) Merge(base map[string]any) (map[string]any, error) {
 	}
 	if o.Namespace != "" {
 		if ns, ok := vals["namespace"].(string); ok && ns != "" && ns != o.Namespace {
-			return nil, fmt.Errorf("namespace %q from -n contradicts namespace=%q from the values: give only one", o.Namespace, ns)
+			return nil, fmt.Errorf("namespace %q from -L contradicts namespace=%q from the values: give only one", o.Namespace, ns)
 		}
 		vals["namespace"] = o.Namespace
 	}

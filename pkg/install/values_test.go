@@ -63,7 +63,7 @@ func TestValueOptionsMerge(t *testing.T) {
 		{
 			name:    "namespace conflict",
 			opts:    ValueOptions{Namespace: "a", Set: []string{"namespace=b"}},
-			wantErr: `namespace "a" from -n contradicts namespace="b"`,
+			wantErr: `namespace "a" from -L contradicts namespace="b"`,
 		},
 		{
 			name:    "bad set",
