@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/conduitmesh/conduit/pkg/controller/identity"
+	"github.com/conduitmesh/conduit/pkg/inject"
 	"github.com/conduitmesh/conduit/pkg/version"
 )
 
@@ -26,6 +27,8 @@ type options struct {
 	webhookCertDir                   string
 	controllerNamespace              string
 	proxyImage, proxyVersion         string
+	otherMeshContainers              string
+	otherMeshAnnotations             string
 	shutdownGrace                    time.Duration
 	statsInterval                    time.Duration
 	logLevel, logFormat              string
@@ -53,6 +56,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.controllerNamespace, "controller-namespace", "conduit", "namespace of the control plane")
 	fs.StringVar(&o.proxyImage, "proxy-image", version.ProxyImage, "proxy image the injector adds (without tag)")
 	fs.StringVar(&o.proxyVersion, "proxy-version", version.Version, "proxy image tag the injector adds")
+	fs.StringVar(&o.otherMeshContainers, "other-mesh-containers", "", "comma-separated container names of another mesh, besides Linkerd's and Istio's: pods carrying one are admitted uninjected")
+	fs.StringVar(&o.otherMeshAnnotations, "other-mesh-annotations", "", "comma-separated pod annotations (key or key=value) that mark another mesh's pods likewise")
 	fs.DurationVar(&o.statsInterval, "stats-interval", 10*time.Second, "how often the proxies' /metrics are scraped for conduit stat and edges; 0 disables scraping")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace-period", 10*time.Second, "on SIGTERM, time allowed for in-flight calls to finish")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -91,10 +96,37 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if o.identityReload <= 0 {
 		return nil, fmt.Errorf("--identity-reload-interval %s: want a positive duration", o.identityReload)
 	}
+	if _, err := o.otherMeshes(); err != nil {
+		return nil, err
+	}
 	if o.trustDomain == "" || strings.ContainsAny(o.trustDomain, "/: ") {
 		return nil, fmt.Errorf("--trust-domain %q: want a DNS-like name such as cluster.local", o.trustDomain)
 	}
 	return o, nil
+}
+
+// otherMeshes are the meshes whose pods the injector leaves alone: the
+// known ones and the one the flags describe.
+func (o *options) otherMeshes() ([]inject.OtherMesh, error) {
+	meshes := inject.DefaultOtherMeshes()
+	if o.otherMeshContainers == "" && o.otherMeshAnnotations == "" {
+		return meshes, nil
+	}
+	m, err := inject.CustomMesh(splitList(o.otherMeshContainers), splitList(o.otherMeshAnnotations))
+	if err != nil {
+		return nil, fmt.Errorf("--other-mesh-containers/--other-mesh-annotations: %w", err)
+	}
+	return append(meshes, m), nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func (o *options) logger(stderr io.Writer) (*slog.Logger, error) {

@@ -299,7 +299,8 @@ func (c *controller) serveWebhook(ctx context.Context, ln net.Listener) error {
 	} else {
 		c.log.Warn("no --trust-anchors-file or --identity-issuer-dir: the proxy injector admits pods uninjected")
 	}
-	cfg := injector.Config{Proxy: proxy, Logger: c.log.With("service", "proxy-injector")}
+	meshes, _ := c.opts.otherMeshes() // checked by parseOptions
+	cfg := injector.Config{Proxy: proxy, OtherMeshes: meshes, Logger: c.log.With("service", "proxy-injector")}
 	if c.client != nil {
 		cfg.Namespaces = injector.KubeNamespaces(c.client)
 	}

@@ -138,7 +138,7 @@ func flagValue(args []string, name string) string {
 func injectedImages(t *testing.T, cfg inject.ProxyConfig) []string {
 	t.Helper()
 	pod := []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","namespace":"shop"},"spec":{"containers":[{"name":"app","image":"example/web"}]}}`)
-	out, reason, err := inject.InjectPod(pod, inject.Namespace{Name: "shop", Annotations: map[string]string{inject.AnnotationInject: inject.ValueEnabled}}, cfg)
+	out, reason, err := inject.InjectPod(pod, inject.Namespace{Name: "shop", Annotations: map[string]string{inject.AnnotationInject: inject.ValueEnabled}}, cfg, nil)
 	if err != nil || out == nil {
 		t.Fatalf("injecting: %v (%s)", err, reason)
 	}

@@ -63,6 +63,9 @@ func injectCommand(g *Globals) *cli.Command {
 	flags := []cli.Flag{
 		&cli.BoolFlag{Name: "manual", Usage: "write the full proxy sidecar into the manifests instead of the annotation the proxy injector acts on"},
 		&cli.BoolFlag{Name: inject.OverrideNativeSidecar, Value: true, Usage: "run the proxy as a native sidecar (Kubernetes 1.29 or later); --native-sidecar=false for older clusters"},
+		&cli.BoolFlag{Name: "force", Usage: "replace another mesh's proxy (Linkerd, Istio, or --other-mesh-*) with Conduit's: its containers, volumes, annotations and labels are removed (the migration path); without it such pods are skipped"},
+		&cli.StringSliceFlag{Name: "other-mesh-container", Usage: "container `NAME` of another mesh whose pods are skipped (or replaced with --force), besides Linkerd's and Istio's; repeatable"},
+		&cli.StringSliceFlag{Name: "other-mesh-annotation", Usage: "pod annotation (`KEY` or KEY=VALUE) marking another mesh's pods likewise; repeatable"},
 		&cli.StringFlag{Name: "identity-trust-anchors-file", Usage: "PEM trust anchors of the mesh for --manual (default: read from the " + inject.TrustRootsConfigMap + " ConfigMap of the installed control plane)"},
 	}
 	usage := overrideFlagUsage()
@@ -84,8 +87,16 @@ annotation and the proxy injector adds the proxy when the pods are created;
 installed control plane (or --identity-trust-anchors-file). --proxy-* and
 other settings become config.conduit.io/* annotations. A report goes to stderr.
 
+Pods that already carry another mesh's proxy (Linkerd, Istio, or what
+--other-mesh-container/--other-mesh-annotation name) are skipped: two proxies
+in one pod cannot work. To migrate, --force replaces it: the other mesh's
+containers, the volumes only they mounted, its annotations and labels (and
+Istio's rewritten probes) are removed, its opaque and skipped ports are kept
+as config.conduit.io/* annotations, and Conduit's proxy is added.
+
    conduit inject app.yaml | kubectl apply -f -
-   kubectl get deploy -o yaml | conduit inject --manual - | kubectl apply -f -`,
+   kubectl get deploy -o yaml | conduit inject --manual - | kubectl apply -f -
+   kubectl get deploy -n shop -o yaml | conduit inject --force - | kubectl apply -f -   # from Linkerd or Istio`,
 		Flags: flags,
 		Action: func(c *cli.Context) error {
 			opts := injectOptions{
@@ -95,6 +106,15 @@ other settings become config.conduit.io/* annotations. A report goes to stderr.
 				progName:    g.ProgName,
 			}
 			opts.inject.Manual = c.Bool("manual")
+			opts.inject.ReplaceOtherMeshes = c.Bool("force")
+			opts.inject.OtherMeshes = inject.DefaultOtherMeshes()
+			if ctrs, anns := c.StringSlice("other-mesh-container"), c.StringSlice("other-mesh-annotation"); len(ctrs)+len(anns) > 0 {
+				m, err := inject.CustomMesh(ctrs, anns)
+				if err != nil {
+					return fmt.Errorf("--other-mesh-container/--other-mesh-annotation: %w", err)
+				}
+				opts.inject.OtherMeshes = append(opts.inject.OtherMeshes, m)
+			}
 			opts.inject.Proxy = inject.DefaultProxyConfig(version.Version)
 			opts.inject.Proxy.ControlPlaneNamespace = c.String("conduit-namespace")
 			opts.inject.Overrides = map[string]string{}
@@ -187,11 +207,13 @@ func transform(ctx context.Context, inputs []string, streams IOStreams, verb str
 	}
 	var out bytes.Buffer
 	var results []inject.Result
+	var notes []string
 	for i, src := range srcs {
 		b, res, err := fn(src.data)
 		if err != nil {
 			return fmt.Errorf("%s: %w", src.name, err)
 		}
+		notes = append(notes, reencodedNotes(src.name, res)...)
 		if i > 0 && len(b) > 0 {
 			if out.Len() > 0 && !bytes.HasSuffix(out.Bytes(), []byte("\n")) {
 				out.WriteByte('\n')
@@ -205,7 +227,26 @@ func transform(ctx context.Context, inputs []string, streams IOStreams, verb str
 		return fmt.Errorf("writing the result: %w", err)
 	}
 	writeReport(streams.ErrOut, results, verb, isTerminal(streams.ErrOut))
+	for _, n := range notes {
+		fmt.Fprintln(streams.ErrOut, n)
+	}
 	return nil
+}
+
+// reencodedNotes says which documents were written anew rather than edited
+// in place, and why: their objects are exact, their bytes are not.
+func reencodedNotes(src string, res []inject.Result) []string {
+	var notes []string
+	last := 0
+	for _, r := range res {
+		if r.Reencoded == "" || r.Doc == last {
+			continue
+		}
+		last = r.Doc
+		notes = append(notes, fmt.Sprintf("%s: document %d was written anew, not edited in place, because %s: its objects are exact, but its layout and comments may differ, so it will not come back byte for byte",
+			src, r.Doc, r.Reencoded))
+	}
+	return notes
 }
 
 // writeReport prints one line per object, Linkerd style: ✔ and ‼ marks on a
@@ -217,6 +258,15 @@ func writeReport(w io.Writer, results []inject.Result, verb string, tty bool) {
 			kind = "object"
 		}
 		obj := fmt.Sprintf("%s %q", kind, r.Name)
+		if r.Changed && r.Replaced != "" {
+			verb := verb + ", replacing " + r.Replaced
+			if tty {
+				fmt.Fprintf(w, "✔ %s %s\n", obj, verb)
+			} else {
+				fmt.Fprintf(w, "%s %s\n", obj, verb)
+			}
+			continue
+		}
 		switch {
 		case r.Changed && tty:
 			fmt.Fprintf(w, "✔ %s %s\n", obj, verb)

@@ -128,7 +128,7 @@ func TestOverrides(t *testing.T) {
 	if i, j := strings.Index(s, "- name: app"), strings.Index(s, "- name: conduit-proxy"); i < 0 || j < i {
 		t.Errorf("proxy is not after the app container:\n%s", s)
 	}
-	back, _, err := Uninject(out)
+	back, _, err := Uninject(out, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func TestTrustAnchors(t *testing.T) {
 			t.Errorf("%s: Inject = %q, %v; want no output and %q", tt.name, out, err, tt.want)
 		}
 		const enabled = `{"apiVersion":"v1","kind":"Pod","metadata":{"annotations":{"conduit.io/inject":"enabled"}},"spec":{"containers":[{"name":"web","image":"nginx"}]}}`
-		if _, _, err := InjectPod([]byte(enabled), Namespace{Name: "apps"}, opts.Proxy); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, _, err := InjectPod([]byte(enabled), Namespace{Name: "apps"}, opts.Proxy, nil); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: InjectPod err = %v, want %q", tt.name, err, tt.want)
 		}
 		opts.Manual = false
@@ -250,7 +250,7 @@ func TestParseErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, f := range []func([]byte) ([]byte, []Result, error){
 				func(b []byte) ([]byte, []Result, error) { return Inject(b, testOptions(true)) },
-				Uninject,
+				func(b []byte) ([]byte, []Result, error) { return Uninject(b, Options{}) },
 			} {
 				out, _, err := f([]byte(tt.in))
 				var pe *ParseError
@@ -319,7 +319,7 @@ func TestInjectPod(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, reason, err := InjectPod([]byte(tt.pod), tt.ns, testProxyConfig("v1"))
+			out, reason, err := InjectPod([]byte(tt.pod), tt.ns, testProxyConfig("v1"), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -339,7 +339,7 @@ func TestInjectPod(t *testing.T) {
 	nsCfg := Namespace{Name: "a", Annotations: map[string]string{
 		AnnotationInject: ValueEnabled, "config.conduit.io/proxy-cpu-limit": "1", "config.conduit.io/proxy-log-level": "debug",
 	}}
-	out, _, err := InjectPod([]byte(cpuPod), nsCfg, testProxyConfig("v1"))
+	out, _, err := InjectPod([]byte(cpuPod), nsCfg, testProxyConfig("v1"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,10 +347,10 @@ func TestInjectPod(t *testing.T) {
 		t.Errorf("namespace and pod overrides not applied:\n%s", s)
 	}
 	nsCfg.Annotations["config.conduit.io/proxy-uid"] = "root"
-	if _, _, err := InjectPod([]byte(cpuPod), nsCfg, testProxyConfig("v1")); err == nil || !strings.Contains(err.Error(), "namespace a") {
+	if _, _, err := InjectPod([]byte(cpuPod), nsCfg, testProxyConfig("v1"), nil); err == nil || !strings.Contains(err.Error(), "namespace a") {
 		t.Errorf("bad namespace override: %v", err)
 	}
-	if _, _, err := InjectPod([]byte(`[`), Namespace{}, testProxyConfig("v1")); err == nil {
+	if _, _, err := InjectPod([]byte(`[`), Namespace{}, testProxyConfig("v1"), nil); err == nil {
 		t.Error("malformed pod accepted")
 	}
 }

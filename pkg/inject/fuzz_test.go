@@ -35,7 +35,7 @@ func FuzzInject(f *testing.F) {
 		if err != nil {
 			t.Fatalf("output not accepted again: %v\n%s", err, out)
 		}
-		if _, _, err := Uninject(again); err != nil {
+		if _, _, err := Uninject(again, Options{}); err != nil {
 			t.Fatalf("uninject of the output failed: %v", err)
 		}
 		uninjectMatchesEncode(t, out)

@@ -36,9 +36,15 @@ func testProxyConfig(version string) ProxyConfig {
 // inputs returns the golden inputs: testdata/<name>.input.{yaml,json}.
 func inputs(t testing.TB) map[string][]byte {
 	t.Helper()
-	paths, err := filepath.Glob("testdata/*.input.*")
+	return inputsLike(t, "testdata/*.input.*")
+}
+
+// inputsLike returns the files that match pattern, by base name.
+func inputsLike(t testing.TB, pattern string) map[string][]byte {
+	t.Helper()
+	paths, err := filepath.Glob(pattern)
 	if err != nil || len(paths) == 0 {
-		t.Fatalf("no inputs in testdata: %v", err)
+		t.Fatalf("no inputs like %s: %v", pattern, err)
 	}
 	out := map[string][]byte{}
 	for _, p := range paths {
@@ -209,9 +215,14 @@ func TestUninjectRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			back, _, err := Uninject(injected)
+			back, res, err := Uninject(injected, Options{})
 			if err != nil {
 				t.Fatal(err)
+			}
+			for _, r := range res {
+				if r.Reencoded != "" && !strings.HasPrefix(name, "mixed.") && !strings.HasSuffix(name, ".json") {
+					t.Errorf("%s manual=%v: uninject re-encoded %s %q: %s", name, manual, r.Kind, r.Name, r.Reencoded)
+				}
 			}
 			if want, got := objects(t, in), objects(t, back); !reflect.DeepEqual(want, got) {
 				t.Errorf("%s manual=%v: uninject(inject(x)) != x:\n%s", name, manual, lineDiff(string(in), string(back)))
@@ -222,7 +233,7 @@ func TestUninjectRoundTrip(t *testing.T) {
 			if !strings.HasPrefix(name, "mixed.") && !bytes.Equal(in, back) {
 				t.Errorf("%s manual=%v: bytes differ after the round trip:\n%s", name, manual, lineDiff(string(in), string(back)))
 			}
-			again, res, err := Uninject(back)
+			again, res, err := Uninject(back, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -271,7 +282,7 @@ func TestSpliceMatchesEncode(t *testing.T) {
 // uninjectMatchesEncode is spliceMatchesEncode for Uninject.
 func uninjectMatchesEncode(t *testing.T, in []byte) {
 	t.Helper()
-	spliced, _, err := Uninject(in)
+	spliced, _, err := Uninject(in, Options{})
 	if err != nil || !encoderFaithful(in) {
 		return
 	}
@@ -296,7 +307,7 @@ func TestUninjectLegacy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, _, err := Uninject(old)
+	back, _, err := Uninject(old, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

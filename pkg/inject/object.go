@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"maps"
 	"slices"
 	"strings"
 
@@ -16,6 +17,13 @@ type Result struct {
 	Changed   bool
 	// Reason says why the object was left alone (Changed is false).
 	Reason string
+	// Reencoded says why the changed object's document was written anew
+	// instead of edited in place: its objects are right, but its layout and
+	// comments may differ, and uninject cannot give back the same bytes
+	// ("" when it was edited in place, or for JSON, always re-encoded).
+	Reencoded string
+	// Replaced names the mesh whose proxy Conduit's replaced (--force).
+	Replaced string
 }
 
 // workload returns the API groups of a supported kind and the path from the
@@ -112,8 +120,11 @@ func (p *processor) object(doc int, obj *yaml.Node, results []Result) []Result {
 		return append(results, r)
 	}
 	pod := podTarget{holder: holder, namespace: r.Namespace, edits: p.edits}
-	switch p.mode {
-	case modeUninject:
+	if p.mode == modeUninject {
+		if reason := pod.outOfReach(p.opts.Proxy.ControlPlaneNamespace); reason != "" {
+			r.Reason = reason + ", which inject never meshes: left as it is"
+			return append(results, r)
+		}
 		r.Changed = uninjectObject(holder, p.edits)
 		if !r.Changed {
 			r.Reason = "it is not injected"
@@ -124,12 +135,37 @@ func (p *processor) object(doc int, obj *yaml.Node, results []Result) []Result {
 		r.Reason = reason
 		return append(results, r)
 	}
+	overrides := p.overrides
+	for {
+		m, what := pod.otherMesh(p.opts.OtherMeshes)
+		if what == "" {
+			break
+		}
+		if !p.opts.ReplaceOtherMeshes {
+			r.Reason = otherMeshReason(m, what)
+			return append(results, r)
+		}
+		carried := pod.replaceMesh(m)
+		if r.Replaced != "" {
+			r.Replaced += " and "
+		}
+		r.Replaced += m.Name
+		if len(carried) > 0 {
+			// The user's flags win over what the other mesh had.
+			overrides = maps.Clone(overrides)
+			for k, v := range carried {
+				if _, set := p.overrides[k]; !set {
+					overrides[k] = v
+				}
+			}
+		}
+	}
 	var err error
 	if p.mode == modeManual {
-		err = pod.inject(p.opts.Proxy, p.overrides, p.cache, true)
+		err = pod.inject(p.opts.Proxy, overrides, p.cache, true)
 		r.Changed = err == nil
 	} else {
-		r.Changed, err = pod.annotate(p.overrides)
+		r.Changed, err = pod.annotate(overrides)
 		if err == nil && !r.Changed {
 			r.Reason = "it is already annotated " + AnnotationInject + ": " + ValueEnabled
 		}
@@ -146,6 +182,10 @@ func (p *processor) object(doc int, obj *yaml.Node, results []Result) []Result {
 func (p *processor) namespace(obj *yaml.Node, r Result) Result {
 	switch p.mode {
 	case modeUninject:
+		if ns := p.opts.Proxy.ControlPlaneNamespace; ns != "" && r.Name == ns {
+			r.Reason = "it is the control plane namespace, which inject never annotates: left as it is"
+			return r
+		}
 		r.Changed = uninjectObject(obj, p.edits)
 		if !r.Changed {
 			r.Reason = "it is not annotated"

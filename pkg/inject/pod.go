@@ -185,6 +185,18 @@ func (p podTarget) skipReason(controlPlaneNS string) string {
 	return ""
 }
 
+// outOfReach says why inject would never have touched the pod, whatever it
+// carries ("" when it might have): uninject leaves such pods alone.
+func (p podTarget) outOfReach(controlPlaneNS string) string {
+	if v, _ := getString(p.spec(), "hostNetwork"); v == "true" {
+		return "the pod uses hostNetwork"
+	}
+	if controlPlaneNS != "" && p.namespace == controlPlaneNS {
+		return "it is in the control plane namespace " + controlPlaneNS
+	}
+	return ""
+}
+
 // annotate marks the pod for the webhook and writes the overrides as
 // config.conduit.io/* annotations. It reports whether anything changed.
 func (p podTarget) annotate(overrides map[string]string) (bool, error) {

@@ -26,8 +26,10 @@ func (ns Namespace) enabled() bool {
 // When it does not, reason says why and out is nil. The pod's
 // conduit.io/inject annotation wins over the namespace's; "disabled" on the
 // pod always wins. config.conduit.io/* overrides apply from the namespace,
-// then from the pod.
-func InjectPod(pod []byte, ns Namespace, base ProxyConfig) (out []byte, reason string, err error) {
+// then from the pod. A pod of another of meshes (nil: DefaultOtherMeshes()),
+// or in a namespace another mesh's injector also meshes, is never injected:
+// the webhook cannot take the other proxy out.
+func InjectPod(pod []byte, ns Namespace, base ProxyConfig, meshes []OtherMesh) (out []byte, reason string, err error) {
 	root, err := jsonToNode(pod)
 	if err != nil {
 		return nil, "", fmt.Errorf("decoding the pod: %w", err)
@@ -41,6 +43,17 @@ func InjectPod(pod []byte, ns Namespace, base ProxyConfig) (out []byte, reason s
 	}
 	if v := p.annotations()[AnnotationInject]; v != ValueEnabled && !ns.enabled() {
 		return nil, "injection is not enabled on the pod or its namespace", nil
+	}
+	if meshes == nil {
+		meshes = DefaultOtherMeshes()
+	}
+	if m, what := p.otherMesh(meshes); what != "" {
+		return nil, fmt.Sprintf("it is meshed by %s (%s): two proxies in one pod cannot work; migrate its workload with `conduit inject --force`", m.Name, what), nil
+	}
+	for _, m := range meshes {
+		if reason := m.namespaceInjects(p, ns); reason != "" {
+			return nil, reason, nil
+		}
 	}
 	// config.conduit.io/* on the namespace apply to all its pods; the pod's
 	// own annotations win (inject applies them on top).

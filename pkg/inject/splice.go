@@ -23,8 +23,9 @@ type textEdits struct {
 	body  []byte
 	lines [][]byte // body split after each newline, made when needed
 	full  bool
+	why   string // why full: the first reason the text could not be edited
 	ins   []insertion
-	dels  [][2]int // line ranges [from, to] to drop
+	dels  []deletion
 }
 
 func (t *textEdits) bodyLines() [][]byte {
@@ -32,6 +33,12 @@ func (t *textEdits) bodyLines() [][]byte {
 		t.lines = bytes.SplitAfter(t.body, []byte("\n"))
 	}
 	return t.lines
+}
+
+// deletion drops the lines [from, to] of an entry of parent.
+type deletion struct {
+	from, to int
+	parent   *yaml.Node
 }
 
 // insertion adds a mapping pair (key, val) at the end of the block mapping
@@ -46,12 +53,21 @@ type insertion struct {
 
 func positioned(n *yaml.Node) bool { return n != nil && n.Line > 0 }
 
+// refuse gives up splicing this document, saying why (the first reason wins).
+func (t *textEdits) refuse(why string) {
+	if !t.full {
+		t.full, t.why = true, why
+	}
+}
+
 // set is the package's set, recorded.
 func (t *textEdits) set(m *yaml.Node, key string, val *yaml.Node) {
 	if t != nil && positioned(m) {
 		switch {
-		case get(m, key) != nil || m.Style&yaml.FlowStyle != 0:
-			t.full = true
+		case m.Style&yaml.FlowStyle != 0:
+			t.refuse("a mapping to add " + key + " to is written in flow style ({...})")
+		case get(m, key) != nil:
+			t.refuse("the existing value of " + key + " has to be replaced")
 		default:
 			k := strNode(key)
 			m.Content = append(m.Content, k, val)
@@ -66,7 +82,7 @@ func (t *textEdits) set(m *yaml.Node, key string, val *yaml.Node) {
 func (t *textEdits) insertAt(s *yaml.Node, i int, val *yaml.Node) {
 	if t != nil && positioned(s) {
 		if s.Style&yaml.FlowStyle != 0 {
-			t.full = true
+			t.refuse("a list to add to is written in flow style ([...])")
 		} else {
 			var before *yaml.Node
 			for _, c := range s.Content[i:] {
@@ -115,10 +131,10 @@ func (t *textEdits) recordDeletion(parent *yaml.Node, i, width int) {
 	}
 	from, to, ok := deletedLines(t.bodyLines(), parent, i, width)
 	if !ok {
-		t.full = true
+		t.refuse("the text of an entry to remove could not be told apart from its neighbours")
 		return
 	}
-	t.dels = append(t.dels, [2]int{from, to})
+	t.dels = append(t.dels, deletion{from, to, parent})
 }
 
 // deletedLines returns the line range [from, to] of parent.Content[i:i+width]:
@@ -171,15 +187,36 @@ func safeEnd(lines [][]byte, n *yaml.Node) bool {
 		last.Line < 1 || last.Line > len(lines) {
 		return false
 	}
-	if q := last.Style & (yaml.SingleQuotedStyle | yaml.DoubleQuotedStyle); q != 0 {
-		l := bytes.TrimRight(lines[last.Line-1], " \r\n")
-		quote := byte('"')
-		if q == yaml.SingleQuotedStyle {
-			quote = '\''
-		}
-		return len(l) >= last.Column+1 && l[len(l)-1] == quote
+	if last.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) != 0 {
+		return quotedOnOneLine(lines, last)
 	}
 	return true
+}
+
+// quotedOnOneLine reports whether the quoted scalar n closes on the line it
+// opens, with nothing but a comment after it.
+func quotedOnOneLine(lines [][]byte, n *yaml.Node) bool {
+	if n.Line < 1 || n.Line > len(lines) {
+		return false
+	}
+	l := bytes.TrimRight(lines[n.Line-1], "\r\n")
+	i := n.Column - 1
+	if i < 0 || i >= len(l) || (l[i] != '"' && l[i] != '\'') {
+		return false
+	}
+	quote := l[i]
+	for i++; i < len(l); i++ {
+		switch {
+		case quote == '"' && l[i] == '\\':
+			i++ // an escaped character
+		case quote == '\'' && l[i] == '\'' && i+1 < len(l) && l[i+1] == '\'':
+			i++ // '' is a quote
+		case l[i] == quote:
+			rest := bytes.TrimLeft(l[i+1:], " \t")
+			return len(rest) == 0 || rest[0] == '#'
+		}
+	}
+	return false
 }
 
 // ensureMap is the package's ensureMap, recorded.
@@ -215,9 +252,13 @@ type itemKey struct {
 }
 
 // splice writes body with the insertions into w, or returns false (having
-// written nothing) when the edits cannot be placed in the text.
+// written nothing, t.why saying why) when the edits cannot be placed in the
+// text.
 func (s *splicer) splice(w *bytes.Buffer, body []byte, t *textEdits) bool {
-	if t.full || bytes.Contains(body, []byte("\r")) {
+	if bytes.Contains(body, []byte("\r")) {
+		t.refuse("it has CRLF line endings")
+	}
+	if t.full {
 		return false
 	}
 	lines := t.bodyLines()
@@ -233,20 +274,29 @@ func (s *splicer) splice(w *bytes.Buffer, body []byte, t *textEdits) bool {
 	for _, in := range t.ins {
 		col, ok := blockColumn(lines, in.anchor)
 		if !ok {
+			t.refuse("a mapping or list to add to carries a tag or an anchor, or does not start its own line")
 			return false
 		}
 		var at int
-		rank := -col
+		// Deeper nodes end first. A compact sequence's dashes share their
+		// parent key's column but nest deeper, so depth is 2·col, plus one
+		// for a sequence.
+		rank := -2 * col
+		if in.anchor.Kind == yaml.SequenceNode {
+			rank--
+		}
 		if in.before != nil {
 			rank = 1 << 20
 			at = in.before.Line - 1
 			l := lines[at]
 			if len(l) <= col || l[col] != '-' || len(bytes.TrimLeft(l[:col], " ")) != 0 {
+				t.refuse("a list item to insert before does not start its own line")
 				return false
 			}
 		} else {
 			end, ok := endLine(lines, in.anchor, col)
 			if !ok {
+				t.refuse("a mapping or list to add to ends in a quoted or block scalar, whose end the text does not show")
 				return false
 			}
 			at = end + 1
@@ -260,6 +310,7 @@ func (s *splicer) splice(w *bytes.Buffer, body []byte, t *textEdits) bool {
 			text = b.String()
 		}
 		if !ok {
+			t.refuse("an added value has a shape that cannot be written into the text")
 			return false
 		}
 		adds = append(adds, placed{at, rank, text})
@@ -267,7 +318,15 @@ func (s *splicer) splice(w *bytes.Buffer, body []byte, t *textEdits) bool {
 	slices.SortStableFunc(adds, func(a, b placed) int { return cmp.Or(a.line-b.line, a.rank-b.rank) })
 	drop := make([]bool, len(lines))
 	for _, d := range t.dels {
-		for i := d[0]; i <= d[1]; i++ {
+		// Text cannot say "empty" once every entry of a block is cut: its key
+		// would read as null. Only an ancestor's deletion may take it whole.
+		if len(d.parent.Content) == 0 && !slices.ContainsFunc(t.dels, func(o deletion) bool {
+			return o.from < d.from && o.to >= d.to
+		}) {
+			t.refuse("a mapping or list it empties stays, and only a rewrite can write it empty")
+			return false
+		}
+		for i := d.from; i <= d.to; i++ {
 			drop[i] = true
 		}
 	}
@@ -303,11 +362,14 @@ func (s *splicer) splice(w *bytes.Buffer, body []byte, t *textEdits) bool {
 // endLine finds the last line of a block mapping or sequence: the last
 // non-blank, non-comment line before the text returns to a lower
 // indentation. It refuses (false) when the node ends in a scalar whose text
-// could continue on comment-like or blank lines (quoted, literal, folded).
+// could continue on comment-like or blank lines (literal, folded, or quoted
+// over several lines).
 func endLine(lines [][]byte, n *yaml.Node, col int) (int, bool) {
 	last := lastDescendant(n)
-	if last == nil || last.Kind == yaml.AliasNode ||
-		last.Style&(yaml.LiteralStyle|yaml.FoldedStyle|yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) != 0 {
+	if last == nil || last.Kind == yaml.AliasNode || last.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+		return 0, false
+	}
+	if last.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) != 0 && !quotedOnOneLine(lines, last) {
 		return 0, false
 	}
 	first := n.Content[0].Line
@@ -343,15 +405,11 @@ func blockColumn(lines [][]byte, n *yaml.Node) (int, bool) {
 	if len(n.Content) == 0 || n.Style&(yaml.FlowStyle|yaml.TaggedStyle) != 0 || n.Anchor != "" {
 		return 0, false
 	}
-	first := n.Content[0]
-	if first.Style&yaml.TaggedStyle != 0 || first.Anchor != "" || first.Line < 1 || first.Line > len(lines) {
-		return 0, false
-	}
-	l := lines[first.Line-1]
-	col := first.Column - 1
+	var l []byte
+	var col int
 	if n.Kind == yaml.SequenceNode {
 		// The sequence's own position is its first dash (even once that
-		// item has been removed from the tree).
+		// item has been removed from the tree, or others inserted before).
 		if n.Line < 1 || n.Line > len(lines) {
 			return 0, false
 		}
@@ -359,6 +417,14 @@ func blockColumn(lines [][]byte, n *yaml.Node) (int, bool) {
 		if len(l) <= col || l[col] != '-' {
 			return 0, false
 		}
+	} else {
+		// Pairs are only ever added at the end: the first key is the
+		// parsed one.
+		first := n.Content[0]
+		if first.Style&yaml.TaggedStyle != 0 || first.Anchor != "" || first.Line < 1 || first.Line > len(lines) {
+			return 0, false
+		}
+		l, col = lines[first.Line-1], first.Column-1
 	}
 	if col >= len(l) {
 		return 0, false

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	yamlv2 "go.yaml.in/yaml/v2"
@@ -65,7 +66,7 @@ func TestSpliceShapes(t *testing.T) {
 				}
 				spliceMatchesEncode(t, in, testOptions(manual))
 				uninjectMatchesEncode(t, out)
-				back, _, err := Uninject(out)
+				back, _, err := Uninject(out, Options{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -75,4 +76,96 @@ func TestSpliceShapes(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestLayoutRoundTrip injects and uninjects pod specs in every combination
+// of indentation width, list style (compact "- " at the key's column, or
+// indented) per list, key order and present or absent lists: the output
+// must parse, match re-encoding, and uninject must give back the very bytes.
+func TestLayoutRoundTrip(t *testing.T) {
+	type list struct {
+		key   string
+		items []string // each item's "k: v" lines
+	}
+	ctrs := list{"containers", []string{"name: web\nimage: nginx", "name: side\nimage: busybox"}}
+	inits := list{"initContainers", []string{"name: setup\nimage: busybox"}}
+	vols := list{"volumes", []string{"name: data\nemptyDir: {}"}}
+	tols := list{"tolerations", []string{"key: a\noperator: Exists"}}
+	write := func(b *strings.Builder, l list, col, indent int, compact bool) {
+		pad := strings.Repeat(" ", col)
+		b.WriteString(pad + l.key + ":\n")
+		dash := col
+		if !compact {
+			dash += indent
+		}
+		for _, it := range l.items {
+			for i, line := range strings.Split(it, "\n") {
+				lead := strings.Repeat(" ", dash) + "- "
+				if i > 0 {
+					lead = strings.Repeat(" ", dash+2)
+				}
+				b.WriteString(lead + line + "\n")
+			}
+		}
+	}
+	n := 0
+	for _, indent := range []int{2, 4} {
+		for styles := range 1 << 4 { // compact or not, per list
+			for present := range 1 << 3 { // initContainers, volumes, tolerations
+				for _, tolsFirst := range []bool{false, true} {
+					lists := []list{ctrs}
+					if present&1 != 0 {
+						lists = append(lists, inits)
+					}
+					if present&2 != 0 {
+						lists = append(lists, vols)
+					}
+					if present&4 != 0 {
+						if tolsFirst {
+							lists = append([]list{tols}, lists...)
+						} else {
+							lists = append(lists, tols)
+						}
+					} else if tolsFirst {
+						continue
+					}
+					in := func() string {
+						var b strings.Builder
+						ind := func(k int) string { return strings.Repeat(" ", k*indent) }
+						b.WriteString("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n" + ind(1) + "name: web\nspec:\n" + ind(1) + "template:\n")
+						b.WriteString(ind(2) + "metadata:\n" + ind(3) + "labels:\n" + ind(4) + "app: web\n" + ind(2) + "spec:\n")
+						for i, l := range lists {
+							write(&b, l, 3*indent, indent, styles&(1<<i) != 0)
+						}
+						return b.String()
+					}()
+					for _, manual := range []bool{false, true} {
+						n++
+						out, res, err := Inject([]byte(in), testOptions(manual))
+						if err != nil || len(res) != 1 || !res[0].Changed {
+							t.Fatalf("inject failed (%v, %+v):\n%s", err, res, in)
+						}
+						if res[0].Reencoded != "" {
+							t.Errorf("manual=%v: re-encoded (%s):\n%s", manual, res[0].Reencoded, in)
+						}
+						if _, err := decodeObjects(out); err != nil {
+							t.Fatalf("manual=%v: output does not parse: %v\n%s", manual, err, out)
+						}
+						spliceMatchesEncode(t, []byte(in), testOptions(manual))
+						back, res, err := Uninject(out, Options{})
+						if err != nil {
+							t.Fatalf("manual=%v: uninject: %v\n%s", manual, err, out)
+						}
+						if res[0].Reencoded != "" {
+							t.Errorf("manual=%v: uninject re-encoded (%s):\n%s", manual, res[0].Reencoded, out)
+						}
+						if string(back) != in {
+							t.Errorf("manual=%v: bytes differ after the round trip:\n%s", manual, lineDiff(in, string(back)))
+						}
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d layouts", n)
 }

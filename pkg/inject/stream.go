@@ -31,6 +31,13 @@ type Options struct {
 	// Overrides (name without the config.conduit.io/ prefix → value) are
 	// written onto every pod template and win over its own annotations.
 	Overrides map[string]string
+	// OtherMeshes are the meshes whose pods are left alone (nil:
+	// DefaultOtherMeshes()).
+	OtherMeshes []OtherMesh
+	// ReplaceOtherMeshes takes another mesh's proxy, init container,
+	// volumes and annotations out of its pods and meshes them with Conduit
+	// instead (the migration path; `conduit inject --force`).
+	ReplaceOtherMeshes bool
 }
 
 // ParseError is malformed input. Doc is the 1-based document number and
@@ -68,6 +75,9 @@ func newInjector(opts Options) (*processor, error) {
 		}
 		overrides[name] = n
 	}
+	if opts.OtherMeshes == nil {
+		opts.OtherMeshes = DefaultOtherMeshes()
+	}
 	if opts.Proxy.Image == "" {
 		anchors := opts.Proxy.TrustAnchorsPEM
 		opts.Proxy = DefaultProxyConfig(opts.Proxy.Version)
@@ -83,9 +93,12 @@ func newInjector(opts Options) (*processor, error) {
 	return &processor{mode: m, opts: opts, overrides: overrides, cache: sidecarCache{}}, nil
 }
 
-// Uninject removes what Inject added, restoring the original objects.
-func Uninject(data []byte) ([]byte, []Result, error) {
-	p := &processor{mode: modeUninject}
+// Uninject removes what Inject added, restoring the original objects. It
+// leaves alone what Inject would not have touched: objects in the control
+// plane namespace (opts.Proxy.ControlPlaneNamespace, when set) and pods on
+// the host's network.
+func Uninject(data []byte, opts Options) ([]byte, []Result, error) {
+	p := &processor{mode: modeUninject, opts: opts}
 	return p.stream(data)
 }
 
@@ -204,11 +217,22 @@ func (p *processor) yamlStream(data []byte) ([]byte, []Result, error) {
 			out.Write(d.body)
 			continue
 		}
-		if d.inline {
+		why := ""
+		switch {
+		case d.inline:
 			out.WriteByte('\n')
-		} else if p.edits != nil {
+			why = "its content starts on the --- line"
+		case aliased:
+			why = "it uses YAML aliases (*name), which are written out in full"
+		case p.edits != nil:
 			if p.splicer.splice(&out, d.body, p.edits) {
 				continue
+			}
+			why = p.edits.why
+		}
+		for i := n; i < len(results); i++ {
+			if results[i].Changed {
+				results[i].Reencoded = why
 			}
 		}
 		if err := encodeYAML(&out, root, d.body); err != nil {

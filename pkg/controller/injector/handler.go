@@ -30,6 +30,9 @@ type Config struct {
 	Proxy inject.ProxyConfig
 	// Namespaces reads the labels and annotations of the pod's namespace.
 	Namespaces NamespaceGetter
+	// OtherMeshes are the meshes whose pods are admitted uninjected (nil:
+	// inject.DefaultOtherMeshes()).
+	OtherMeshes []inject.OtherMesh
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -112,7 +115,7 @@ func (h *handler) review(r *http.Request, req *admissionv1.AdmissionRequest) (*a
 		return nil, err
 	}
 	ns.Name = req.Namespace
-	injected, reason, err := inject.InjectPod(req.Object.Raw, ns, h.cfg.Proxy)
+	injected, reason, err := inject.InjectPod(req.Object.Raw, ns, h.cfg.Proxy, h.cfg.OtherMeshes)
 	if err != nil {
 		log.Warn("pod not injected", "err", err)
 		allow.Warnings = []string{"conduit: the pod was not injected: " + err.Error()}

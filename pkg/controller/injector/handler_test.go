@@ -156,7 +156,7 @@ func checkPatchApplies(t *testing.T, ns, object string, patch []byte) {
 		t.Fatalf("applying the patch: %v", err)
 	}
 	nsInfo, _ := testNamespaces().Namespace(context.Background(), ns)
-	want, _, err := inject.InjectPod(pod, nsInfo, testProxyConfig())
+	want, _, err := inject.InjectPod(pod, nsInfo, testProxyConfig(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
