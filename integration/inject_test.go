@@ -41,8 +41,7 @@ import (
 // kube-controller-manager creates in an injection-enabled namespace arrive
 // with the proxy, others untouched.
 func TestInjectWebhook(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := context.Background()
 	kube := testCluster.Client
 
 	meshed := createNamespace(t, "inject-meshed")
@@ -56,26 +55,7 @@ func TestInjectWebhook(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The webhook: TLS on a free loopback port with a self-made CA.
-	certDir := t.TempDir()
-	caPEM := writeServingCert(t, certDir)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := inject.DefaultProxyConfig("v0.0.0-test")
-	cfg.TrustAnchorsPEM = string(testTrustAnchors(t))
-	h := injector.NewHandler(injector.Config{Proxy: cfg, Namespaces: injector.KubeNamespaces(kube)})
-	served := make(chan error, 1)
-	go func() { served <- injector.ServeListener(ctx, ln, certDir, h) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("webhook server: %v", err)
-		}
-	})
-
-	registerWebhook(t, ln.Addr().String(), caPEM, meshed, plain)
+	cfg := startWebhook(t, meshed, plain)
 	waitWebhookActive(t, meshed)
 
 	// A Deployment in the meshed namespace: its pods come out injected.
@@ -138,6 +118,34 @@ func TestInjectWebhook(t *testing.T) {
 	if len(pod.Spec.InitContainers) != 0 {
 		t.Errorf("disabled pod was injected: %v", names(pod.Spec.InitContainers))
 	}
+}
+
+// startWebhook runs the proxy injector in-process (TLS on a free loopback
+// port with a self-made CA) behind a MutatingWebhookConfiguration for pods
+// created in namespaces, until the test ends; it returns the injector's
+// proxy configuration.
+func startWebhook(t *testing.T, namespaces ...string) inject.ProxyConfig {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	certDir := t.TempDir()
+	caPEM := writeServingCert(t, certDir)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := inject.DefaultProxyConfig("v0.0.0-test")
+	cfg.TrustAnchorsPEM = string(testTrustAnchors(t))
+	h := injector.NewHandler(injector.Config{Proxy: cfg, Namespaces: injector.KubeNamespaces(testCluster.Client)})
+	served := make(chan error, 1)
+	go func() { served <- injector.ServeListener(ctx, ln, certDir, h) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("webhook server: %v", err)
+		}
+	})
+	registerWebhook(t, ln.Addr().String(), caPEM, namespaces...)
+	return cfg
 }
 
 func deployment(name string) *appsv1.Deployment {

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -135,6 +136,33 @@ func TestLifecycle(t *testing.T) {
 		}
 		if v := getConfigMap(t, ns, install.ConfigMapName).Data["version"]; v != oldVersion {
 			t.Errorf("dry run changed the installed version to %q", v)
+		}
+	})
+
+	t.Run("upgrade -o json prints the same plan as data", func(t *testing.T) {
+		res := runBinary(t, newCLI, "", "upgrade", "-L", ns, "-o", "json")
+		if res.Code != 0 {
+			t.Fatalf("upgrade -o json: exit %d\n%s", res.Code, res.Stderr)
+		}
+		var plan struct {
+			Namespace, FromVersion, ToVersion string
+			Changes                           []struct{ Action, Kind, Namespace, Name, Diff string }
+			Delete                            int
+		}
+		if err := json.Unmarshal([]byte(res.Stdout), &plan); err != nil {
+			t.Fatalf("%v:\n%s", err, res.Stdout)
+		}
+		deletes := map[string]bool{}
+		for _, c := range plan.Changes {
+			if c.Action == "delete" {
+				deletes[c.Kind+" "+c.Namespace+"/"+c.Name] = true
+			}
+		}
+		if plan.Namespace != ns || plan.FromVersion != oldVersion || plan.ToVersion != newVersion || plan.Delete != 1 || !deletes["ConfigMap "+ns+"/conduit-legacy"] {
+			t.Errorf("plan %+v", plan)
+		}
+		if v := getConfigMap(t, ns, install.ConfigMapName).Data["version"]; v != oldVersion {
+			t.Errorf("upgrade -o json changed the installed version to %q", v)
 		}
 	})
 

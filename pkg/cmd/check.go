@@ -26,7 +26,7 @@ import (
 type checkOptions struct {
 	pre, proxy bool
 	wait       time.Duration
-	output     string // basic, short, json, junit
+	output     string // basic, short, json, yaml, junit
 	controlNS  string
 	dataNS     string // --proxy: "" is every namespace
 	progName   string
@@ -53,7 +53,7 @@ exit status is 0 only when no check failed; warnings do not fail.
 			&cli.BoolFlag{Name: "pre", Usage: "check that the cluster is ready for an install (namespace free, permission to create every object)"},
 			&cli.BoolFlag{Name: "proxy", Usage: "also check the data plane proxies (in -n NAMESPACE, or in every namespace)"},
 			&cli.DurationFlag{Name: "wait", Usage: "retry checks of states that settle by themselves (pods becoming ready) for up to this long, e.g. 5m"},
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "basic", Usage: "output format: basic, short (failures and warnings only), json or junit"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "basic", Usage: "output format: basic, short (failures and warnings only), json, yaml or junit"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -71,9 +71,10 @@ exit status is 0 only when no check failed; warnings do not fail.
 
 				controllerAddr: g.ControllerAddr,
 			}
+			if err := checkOutputFormat(opts.output, "basic", "short", "json", "yaml", "junit"); err != nil {
+				return err
+			}
 			switch {
-			case opts.output != "basic" && opts.output != "short" && opts.output != "json" && opts.output != "junit":
-				return fmt.Errorf("--output %q is not supported: use basic, short, json or junit", opts.output)
 			case opts.pre && opts.proxy:
 				return errors.New("--pre and --proxy cannot be combined: --pre checks a cluster before an install, --proxy checks meshed pods after it")
 			case opts.dataNS != "" && !opts.proxy:
@@ -117,10 +118,13 @@ func runCheck(ctx context.Context, opts checkOptions, out io.Writer, newClient f
 	})
 	var rep healthcheck.Report
 	switch opts.output {
-	case "json", "junit":
+	case "json", "yaml", "junit":
 		rep = healthcheck.Runner{}.Run(ctx, cats, nil)
 		write := healthcheck.PrintJSON
-		if opts.output == "junit" {
+		switch opts.output {
+		case "yaml":
+			write = asYAML(healthcheck.PrintJSON)
+		case "junit":
 			write = healthcheck.PrintJUnit
 		}
 		if err := write(out, rep); err != nil {

@@ -31,7 +31,7 @@ func TestCheckFlagErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"conduit", "check", "-o", "yaml"}, `--output "yaml" is not supported: use basic, short, json or junit`},
+		{[]string{"conduit", "check", "-o", "xml"}, `-o "xml" is not an output format of this command: use basic, short, json, yaml or junit`},
 		{[]string{"conduit", "check", "--pre", "--proxy"}, "--pre and --proxy cannot be combined"},
 		{[]string{"conduit", "check", "extra"}, `check takes no arguments, got ["extra"]`},
 		{[]string{"conduit", "check", "-n", "mesh"}, "-n mesh only selects the data plane namespace of --proxy; name the control plane's namespace with -L: `conduit check -L mesh`"},

@@ -29,7 +29,7 @@ Ctrl-C (or --duration) stops every process it started and removes its files.
 			&cli.DurationFlag{Name: "duration", Usage: "stop after this long (default: run until Ctrl-C)"},
 			&cli.Float64Flag{Name: "failure-rate", Value: 0.05, Usage: "share of books lookups that fail on purpose (0-1)"},
 			&cli.Float64Flag{Name: "rps", Value: 10, Usage: "requests per second the traffic generator sends to web"},
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "how to describe the running demo: table or json"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "how to describe the running demo: table, json or yaml"},
 			&cli.BoolFlag{Name: "keep-dir", Usage: "keep the working directory (logs, certificates) after the demo stops"},
 			&cli.DurationFlag{Name: "report-every", Value: 10 * time.Second, Usage: "how often the traffic generator's summary is printed"},
 			&cli.DurationFlag{Name: "controller-restart-delay", Value: 5 * time.Second, Usage: "how long a dead controller stays down before the demo restarts it", Hidden: true},
@@ -38,6 +38,9 @@ Ctrl-C (or --duration) stops every process it started and removes its files.
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return fmt.Errorf("demo takes no arguments, got %q", c.Args().Slice())
+			}
+			if err := checkOutputFormat(c.String("output"), "table", "json", "yaml"); err != nil {
+				return err
 			}
 			return demo.Run(c.Context, demo.Options{
 				Duration:               c.Duration("duration"),

@@ -26,7 +26,7 @@ func edgesCommand(g *Globals) *cli.Command {
 			"Example:\n  conduit edges deploy -n demo",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "all-namespaces", Aliases: []string{"A"}, Usage: "show edges in every namespace"},
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "output format: table, wide or json"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "output format: table, wide, json or yaml"},
 		},
 		Action: func(c *cli.Context) error {
 			args := c.Args().Slice() // flags after them were moved in front by interspersed
@@ -53,7 +53,7 @@ type edgeJSON struct {
 }
 
 func runEdges(ctx context.Context, g *Globals, o edgesOptions) error {
-	if err := checkOutputFormat(o.output, "table", "wide", "json"); err != nil {
+	if err := checkOutputFormat(o.output, "table", "wide", "json", "yaml"); err != nil {
 		return err
 	}
 	conn, err := connectController(ctx, g, o.cpNamespace)
@@ -69,14 +69,14 @@ func runEdges(ctx context.Context, g *Globals, o edgesOptions) error {
 	if err != nil {
 		return conn.explain(err)
 	}
-	if o.output == "json" {
+	if structured(o.output) {
 		out := make([]edgeJSON, 0, len(resp.GetEdges()))
 		for _, e := range resp.GetEdges() {
 			out = append(out, edgeJSON{Src: e.GetSrc().GetName(), SrcNamespace: e.GetSrc().GetNamespace(),
 				Dst: e.GetDst().GetName(), DstNamespace: e.GetDst().GetNamespace(),
 				ClientID: e.GetClientId(), ServerID: e.GetServerId(), Secured: e.GetSecured(), NoTLSReason: e.GetNoTlsReason()})
 		}
-		return printJSON(g.Streams.Out, out)
+		return writeStructured(g.Streams.Out, o.output, out)
 	}
 	if len(resp.GetEdges()) == 0 {
 		fmt.Fprintf(g.Streams.ErrOut, "No edges between %s resources seen in the last minute in namespace %s.\n", o.resource.typ, ns)

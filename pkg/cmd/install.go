@@ -99,10 +99,10 @@ func valueOptions(c *cli.Context, ns string) install.ValueOptions {
 }
 
 func runInstall(ctx context.Context, g *Globals, o installOptions) error {
-	switch o.output {
-	case "", "yaml", "json":
-	default:
-		return fmt.Errorf("-o %q: unknown output format, use yaml or json", o.output)
+	if o.output != "" {
+		if err := checkOutputFormat(o.output, "yaml", "json"); err != nil {
+			return err
+		}
 	}
 	objs, _, err := install.RenderInstall(install.InstallOptions{
 		Values: o.values, Identity: o.identity, Version: version.Version, Now: time.Now(),

@@ -51,7 +51,7 @@ func TestInstallBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"install", "-o", "xml"}, `-o "xml": unknown output format`},
+		{[]string{"install", "-o", "xml"}, `-o "xml" is not an output format of this command: use yaml or json`},
 		{[]string{"install", "--identity-trust-anchors-file", "a.pem", "-o", "yaml"}, "must be given together"},
 		{[]string{"install", "--set", "controller.replicas", "-o", "yaml"}, `--set "controller.replicas"`},
 		{[]string{"install", "-f", "/nonexistent/values.yaml", "-o", "yaml"}, "values.yaml"},

@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -47,7 +46,7 @@ func statCommand(g *Globals) *cli.Command {
 		Usage:     "show success rate, requests per second and latency of meshed resources",
 		ArgsUsage: "TYPE[/NAME] | TYPE NAME",
 		Description: "TYPE is one of namespace (ns), deployment (deploy), pod (po), service (svc), authority (au).\n" +
-			"Examples:\n  conduit stat deploy -n demo\n  conduit stat deploy/web --to deploy/books -n demo\n  conduit stat ns -o json",
+			"Examples:\n  conduit stat deploy -n demo\n  conduit stat deploy/web --to deploy/books -n demo\n  conduit stat ns -o json\n  conduit stat deploy -n demo -o yaml",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "all-namespaces", Aliases: []string{"A"}, Usage: "show resources in every namespace"},
 			&cli.StringFlag{Name: "from", Usage: "count only traffic from this resource (TYPE/NAME)"},
@@ -55,7 +54,7 @@ func statCommand(g *Globals) *cli.Command {
 			&cli.StringFlag{Name: "from-namespace", Usage: "namespace of --from (default: the -n namespace)"},
 			&cli.StringFlag{Name: "to-namespace", Usage: "namespace of --to (default: the -n namespace)"},
 			&cli.DurationFlag{Name: "time-window", Aliases: []string{"t"}, Value: time.Minute, Usage: "how far back to aggregate, 10s to 1h"},
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "output format: table, wide or json"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "output format: table, wide, json or yaml"},
 		},
 		Action: func(c *cli.Context) error {
 			args := c.Args().Slice() // flags after them were moved in front by interspersed
@@ -106,17 +105,8 @@ func parseTargetArgs(args []string) (targetArg, error) {
 	return targetArg{}, fmt.Errorf("too many arguments %q: give one TYPE[/NAME]", strings.Join(args, " "))
 }
 
-func checkOutputFormat(o string, allowed ...string) error {
-	for _, a := range allowed {
-		if o == a {
-			return nil
-		}
-	}
-	return fmt.Errorf("output format %q is not supported; use one of %s", o, strings.Join(allowed, ", "))
-}
-
 func runStat(ctx context.Context, g *Globals, o statOptions) error {
-	if err := checkOutputFormat(o.output, "table", "wide", "json"); err != nil {
+	if err := checkOutputFormat(o.output, "table", "wide", "json", "yaml"); err != nil {
 		return err
 	}
 	if o.window < stats.MinWindow || o.window > stats.MaxWindow {
@@ -155,8 +145,8 @@ func runStat(ctx context.Context, g *Globals, o statOptions) error {
 		return conn.explain(err)
 	}
 	out := g.Streams.Out
-	if o.output == "json" {
-		return printJSON(out, statJSON(resp.GetRows()))
+	if structured(o.output) {
+		return writeStructured(out, o.output, statJSON(resp.GetRows()))
 	}
 	if len(resp.GetRows()) == 0 {
 		where := "namespace " + ns
@@ -231,15 +221,6 @@ func statJSON(rows []*statsv1.StatRow) []statJSONRow {
 		out = append(out, j)
 	}
 	return out
-}
-
-func printJSON(w io.Writer, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encoding JSON: %w", err)
-	}
-	_, err = w.Write(append(b, '\n'))
-	return err
 }
 
 // liveView reports whether a terminal UI may run: input and output are

@@ -135,7 +135,7 @@ func TestStatErrors(t *testing.T) {
 	}{
 		{[]string{"stat"}, "missing resource"},
 		{[]string{"stat", "cronjob"}, `unknown resource type "cronjob"`},
-		{[]string{"stat", "deploy", "-o", "yaml"}, `output format "yaml" is not supported`},
+		{[]string{"stat", "deploy", "-o", "xml"}, `-o "xml" is not an output format of this command: use table, wide, json or yaml`},
 		{[]string{"stat", "deploy", "-t", "5s"}, "time window 5s is out of range"},
 		{[]string{"stat", "deploy", "--to", "bogus/x"}, `--to: resource "bogus/x"`},
 		{[]string{"stat", "deploy", "--controller-addr", dead}, "cannot reach the conduit controller at " + dead},

@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -76,10 +75,11 @@ func tapCommand(g *Globals) *cli.Command {
 		Usage:     "watch the requests of a meshed resource live",
 		ArgsUsage: "TYPE[/NAME] | TYPE NAME",
 		Description: "On a terminal, an interactive table (/ filters, space pauses, enter shows details, q quits);\n" +
-			"piped, one line per event (req, rsp, end) as key=value pairs, or JSON lines with -o json.\n" +
+			"piped, one line per event (req, rsp, end) as key=value pairs, JSON lines with -o json,\n" +
+			"or one YAML document per event with -o yaml.\n" +
 			"Example:\n  conduit tap deploy/web -n demo --path /books",
 		Flags: append(tapFilterFlags(ctltap.DefaultMaxRPS),
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output format: wide or json (default: the live view on a terminal, lines otherwise)"}),
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output format: wide, json or yaml (default: the live view on a terminal, lines otherwise)"}),
 		Action: func(c *cli.Context) error {
 			f, err := tapFilterFrom(c)
 			if err != nil {
@@ -197,7 +197,7 @@ func (t *tapStream) next() (*tapv1.TapEvent, error) {
 
 func runTap(ctx context.Context, g *Globals, o tapOptions) error {
 	if o.output != "" {
-		if err := checkOutputFormat(o.output, "wide", "json"); err != nil {
+		if err := checkOutputFormat(o.output, "wide", "json", "yaml"); err != nil {
 			return err
 		}
 	}
@@ -219,17 +219,20 @@ func runTap(ctx context.Context, g *Globals, o tapOptions) error {
 			}
 			return err
 		}
-		var line string
-		if o.output == "json" {
-			b, err := json.Marshal(tapEventJSON(ev))
-			if err != nil {
-				return fmt.Errorf("encoding event: %w", err)
-			}
-			line = string(b)
-		} else {
-			line = tapLine(ev, o.output == "wide")
+		var b []byte
+		switch o.output {
+		case "json": // one object per line
+			b, err = encodeStructured("json", tapEventJSON(ev), false)
+		case "yaml": // one document per event
+			b, err = encodeStructured("yaml", tapEventJSON(ev), false)
+			b = append([]byte("---\n"), b...)
+		default:
+			b = []byte(tapLine(ev, o.output == "wide") + "\n")
 		}
-		if _, err := fmt.Fprintln(g.Streams.Out, line); err != nil {
+		if err != nil {
+			return err
+		}
+		if _, err := g.Streams.Out.Write(b); err != nil {
 			return nil // the reader went away (e.g. `| head`)
 		}
 	}

@@ -31,7 +31,7 @@ func topCommand(g *Globals) *cli.Command {
 			"piped or with -o, a snapshot of --duration of traffic.\n" +
 			"Example:\n  conduit top deploy/web -n demo",
 		Flags: append(tapFilterFlags(100),
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output format: table or json (default: the live view on a terminal, a table otherwise)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output format: table, json or yaml (default: the live view on a terminal, a table otherwise)"},
 			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "how long to watch before printing a snapshot (piped or with -o)"}),
 		Action: func(c *cli.Context) error {
 			f, err := tapFilterFrom(c)
@@ -45,7 +45,7 @@ func topCommand(g *Globals) *cli.Command {
 
 func runTop(ctx context.Context, g *Globals, o topOptions) error {
 	if o.output != "" {
-		if err := checkOutputFormat(o.output, "table", "json"); err != nil {
+		if err := checkOutputFormat(o.output, "table", "json", "yaml"); err != nil {
 			return err
 		}
 	}
@@ -110,7 +110,7 @@ collect:
 		return streamErr
 	}
 	rows := table.Rows(tui.ColCount, true)
-	if o.output == "json" {
+	if structured(o.output) {
 		type rowJSON struct {
 			Source       string  `json:"source"`
 			Destination  string  `json:"destination"`
@@ -128,7 +128,7 @@ collect:
 			out = append(out, rowJSON{r.Source, r.Destination, r.Method, r.Path, r.Count,
 				r.Best.Microseconds(), r.Worst.Microseconds(), r.Last.Microseconds(), r.SuccessRate(), r.Successes})
 		}
-		return printJSON(g.Streams.Out, out)
+		return writeStructured(g.Streams.Out, o.output, out)
 	}
 	if len(rows) == 0 {
 		fmt.Fprintf(g.Streams.ErrOut, "No requests to %s finished in %s.\n", o.filter.target, o.duration)

@@ -49,10 +49,10 @@ changes nothing.
 }
 
 func runUninstall(ctx context.Context, g *Globals, o uninstallOptions) error {
-	switch o.output {
-	case "", "yaml", "json":
-	default:
-		return fmt.Errorf("-o %q: unknown output format, use yaml or json", o.output)
+	if o.output != "" {
+		if err := checkOutputFormat(o.output, "yaml", "json"); err != nil {
+			return err
+		}
 	}
 	ns := o.namespace
 	client, err := lifecycleClient(g)

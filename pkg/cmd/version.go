@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/urfave/cli/v2"
@@ -18,12 +17,12 @@ import (
 type versionOptions struct {
 	clientOnly bool
 	short      bool
-	output     string // "" or "json"
+	output     string // "", "json" or "yaml"
 	controlNS  string
 	progName   string
 }
 
-// versionInfo is what `conduit version -o json` prints.
+// versionInfo is what `conduit version -o json|yaml` prints.
 type versionInfo struct {
 	ClientVersion string `json:"clientVersion"`
 	// ServerVersion is empty when the control plane is not installed.
@@ -45,7 +44,7 @@ conduit-config of the control plane namespace.
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "client", Usage: "print the client version only, without contacting the cluster"},
 			&cli.BoolFlag{Name: "short", Usage: "print the version numbers only"},
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output format: json (default: text)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output format: json or yaml (default: text)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -58,8 +57,10 @@ conduit-config of the control plane namespace.
 				controlNS:  c.String("conduit-namespace"),
 				progName:   g.ProgName,
 			}
-			if opts.output != "" && opts.output != "json" {
-				return fmt.Errorf("--output %q is not supported: use json, or leave it out for text", opts.output)
+			if opts.output != "" {
+				if err := checkOutputFormat(opts.output, "json", "yaml"); err != nil {
+					return fmt.Errorf("%w, or leave it out for text", err)
+				}
 			}
 			if ns := stringValue(g.Kube.Namespace); ns != "" {
 				return fmt.Errorf("version does not take -n: name the control plane's namespace with -L: `%s version -L %s`", g.ProgName, ns)
@@ -105,10 +106,8 @@ func runVersion(ctx context.Context, opts versionOptions, streams IOStreams, cli
 			info.ServerVersion = cm.Data["version"]
 		}
 	}
-	if opts.output == "json" {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(info)
+	if structured(opts.output) {
+		return writeStructured(out, opts.output, info)
 	}
 	server := info.ServerVersion
 	if server == "" {

@@ -57,7 +57,7 @@ type Options struct {
 	FailureRate float64
 	// RPS is the traffic generator's rate.
 	RPS float64
-	// Output is "table" or "json": how the running demo is described on Out.
+	// Output is "table", "json" or "yaml": how the running demo is described on Out.
 	Output string
 	// Self is the conduit binary, re-executed as `conduit demo app`;
 	// default os.Executable().
@@ -102,8 +102,8 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.Output == "" {
 		o.Output = "table"
 	}
-	if o.Output != "table" && o.Output != "json" {
-		return fmt.Errorf("-o %q: want table or json", o.Output)
+	if o.Output != "table" && o.Output != "json" && o.Output != "yaml" {
+		return fmt.Errorf("-o %q is not an output format of this command: use table, json or yaml", o.Output)
 	}
 	if o.FailureRate < 0 || o.FailureRate > 1 {
 		return fmt.Errorf("--failure-rate %v: want a share between 0 and 1 (e.g. 0.05)", o.FailureRate)

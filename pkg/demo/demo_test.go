@@ -77,7 +77,7 @@ func TestMissingBinaries(t *testing.T) {
 
 func TestBadOptions(t *testing.T) {
 	for _, o := range []Options{
-		{RPS: 10, Output: "yaml"},
+		{RPS: 10, Output: "xml"},
 		{RPS: 0},
 		{RPS: 10, FailureRate: 2},
 		{RPS: 10, Duration: -time.Second},

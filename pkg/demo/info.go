@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"path/filepath"
 	"text/tabwriter"
+
+	"sigs.k8s.io/yaml"
 )
 
-// Info describes a running demo (printed as a table or with -o json).
+// Info describes a running demo (printed as a table, or with -o json|yaml).
 type Info struct {
 	Namespace  string         `json:"namespace"`
 	Controller ControllerInfo `json:"controller"`
@@ -72,12 +74,20 @@ func (d *demo) info() Info {
 // printInfo writes the whole description at once.
 func (d *demo) printInfo() error {
 	in := d.info()
-	if d.opts.Output == "json" {
+	switch d.opts.Output {
+	case "json":
 		b, err := json.MarshalIndent(in, "", "  ")
 		if err != nil {
 			return err
 		}
 		_, err = fmt.Fprintf(d.opts.Out, "%s\n", b)
+		return err
+	case "yaml":
+		b, err := yaml.Marshal(in)
+		if err != nil {
+			return err
+		}
+		_, err = d.opts.Out.Write(b)
 		return err
 	}
 	tw := tabwriter.NewWriter(d.opts.Out, 0, 0, 2, ' ', 0)

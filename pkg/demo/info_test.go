@@ -32,7 +32,7 @@ func fixedDemo(output string, out *bytes.Buffer) *demo {
 }
 
 func TestPrintInfo(t *testing.T) {
-	for _, output := range []string{"table", "json"} {
+	for _, output := range []string{"table", "json", "yaml"} {
 		t.Run(output, func(t *testing.T) {
 			var out bytes.Buffer
 			if err := fixedDemo(output, &out).printInfo(); err != nil {
