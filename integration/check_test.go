@@ -229,15 +229,7 @@ func TestCheckInstalledControlPlane(t *testing.T) {
 	})
 
 	t.Run("kubectl conduit version", func(t *testing.T) {
-		kubectl, err := exec.LookPath("kubectl")
-		if err != nil {
-			t.Skip("kubectl is not installed")
-		}
-		// Installed as kubectl-conduit on PATH, the binary is the plugin.
-		dir := t.TempDir()
-		if err := os.Symlink(cli, filepath.Join(dir, "kubectl-conduit")); err != nil {
-			t.Fatal(err)
-		}
+		kubectl, dir := kubectlPlugin(t, cli) // on PATH, the binary is the plugin
 		t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
 		res := runBinary(t, kubectl, "", "conduit", "version", "--client")
 		if res.Code != 0 || res.Stdout != "Client version: dev\n" {

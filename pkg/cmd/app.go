@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/urfave/cli/v2"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/kubernetes"
 )
 
 // IOStreams are the streams a command reads and writes. Results go to Out;
@@ -46,6 +47,9 @@ type Globals struct {
 	Streams  IOStreams
 	// flags declares the fields above as flags (see globalFlags).
 	flags *pflag.FlagSet
+	// newCompletionClient, when set (tests), is the cluster that
+	// completion lists resources from.
+	newCompletionClient func() (kubernetes.Interface, error)
 }
 
 // Main runs the CLI with os streams and returns the process exit status.
@@ -131,6 +135,7 @@ func commands(g *Globals) []*cli.Command {
 		versionCommand(g),
 		demoCommand(g),
 		completionCommand(g),
+		completeCommand(g),
 	}
 }
 

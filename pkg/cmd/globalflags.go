@@ -112,7 +112,7 @@ func (p *pflagFlag) GetValue() string { return p.f.Value.String() }
 func (p *pflagFlag) IsVisible() bool  { return !p.f.Hidden }
 
 // GetCategory groups the global flags after each command's own in help.
-func (p *pflagFlag) GetCategory() string { return "GLOBAL (also before the command name)" }
+func (p *pflagFlag) GetCategory() string { return "CLUSTER (also before the command name)" }
 
 // GetDefaultText is the default worth showing: none for empty strings,
 // lists and false.

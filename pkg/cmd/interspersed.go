@@ -38,7 +38,7 @@ func interspersed(app *cli.App, args []string) []string {
 		cmd, flags, cmds = next, next.Flags, next.Subcommands
 		out, rest = append(out, a), rest[1:]
 	}
-	if cmd == nil {
+	if cmd == nil || cmd.SkipFlagParsing {
 		return args
 	}
 	var opts, pos []string
