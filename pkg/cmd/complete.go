@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/conduitmesh/conduit/pkg/controller/stats"
 )
@@ -262,7 +263,7 @@ func (g *Globals) resourceNames(ctx context.Context, typ, prefix string) []strin
 }
 
 // completionClient is the cluster completion reads, with compTimeout on
-// each request.
+// each request and never a prompt.
 func (g *Globals) completionClient() (kubernetes.Interface, error) {
 	if g.newCompletionClient != nil {
 		return g.newCompletionClient()
@@ -272,6 +273,9 @@ func (g *Globals) completionClient() (kubernetes.Interface, error) {
 		return nil, err
 	}
 	cfg.Timeout = compTimeout
+	if cfg.ExecProvider != nil { // a credential plugin must not prompt at a TAB
+		cfg.ExecProvider.InteractiveMode = clientcmdapi.NeverExecInteractiveMode
+	}
 	return kubernetes.NewForConfig(cfg)
 }
 

@@ -247,6 +247,23 @@ func TestControlPlaneNamespaceFlag(t *testing.T) {
 	}
 }
 
+// TestControlPlaneNamespaceReachesTheCommand: -L, wherever it is given,
+// is the namespace a cluster command reads the control plane from.
+func TestControlPlaneNamespaceReachesTheCommand(t *testing.T) {
+	url, _ := fakeAPIServer(t, "v-x") // serves namespace conduit only
+	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "none.yaml"))
+	conn := []string{"--server", url, "--insecure-skip-tls-verify"}
+	for _, args := range [][]string{{"version", "-L", "mesh"}, {"-L", "mesh", "version"}, {"version", "--conduit-namespace=mesh"}} {
+		out, errOut, err := runCLI(t, append(args, conn...)...)
+		if err != nil || !strings.HasSuffix(out, "Server version: unavailable\n") || !strings.Contains(errOut, `Conduit is not installed in namespace "mesh"`) {
+			t.Errorf("%v: err %v, stdout %q, stderr %q", args, err, out, errOut)
+		}
+	}
+	if out, _, err := runCLI(t, append([]string{"version"}, conn...)...); err != nil || !strings.HasSuffix(out, "Server version: v-x\n") {
+		t.Errorf("without -L: %q, %v", out, err)
+	}
+}
+
 // commandPaths lists the path of every command and subcommand.
 func commandPaths(cmds []*cli.Command, prefix []string) [][]string {
 	var out [][]string
