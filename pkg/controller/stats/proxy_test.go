@@ -2,7 +2,6 @@ package stats
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -80,28 +79,29 @@ func TestScrapesARealProxy(t *testing.T) {
 }
 
 // waitCounted waits until the proxy's inbound response_total series add up
-// to want.
+// to want. Every page the proxy serves meanwhile must parse.
 func waitCounted(t *testing.T, metricsURL string, want int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		got := 0
+		got := 0.0
 		if resp, err := http.Get(metricsURL); err == nil {
-			body, _ := io.ReadAll(resp.Body)
+			samples, err := ParseMetrics(resp.Body)
 			resp.Body.Close()
-			for _, line := range strings.Split(string(body), "\n") {
-				if strings.HasPrefix(line, "response_total{") && strings.Contains(line, `direction="inbound"`) {
-					var n int
-					fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &n)
-					got += n
+			if err != nil {
+				t.Fatalf("parsing the proxy's /metrics: %v", err)
+			}
+			for _, s := range samples {
+				if s.Name == "response_total" && s.Labels["direction"] == "inbound" {
+					got += s.Value
 				}
 			}
 		}
-		if got >= want {
+		if got >= float64(want) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the proxy counted %d inbound responses after 5s, want %d", got, want)
+			t.Fatalf("the proxy counted %v inbound responses after 5s, want %d", got, want)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -111,19 +111,19 @@ func (s *Server) ScrapeOnce(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			e, err := s.scrape(ctx, p)
+			samples, err := s.scrape(ctx, p)
 			if err != nil {
 				s.cfg.Log.Debug("scraping proxy", "pod", podKey(p), "addr", p.AdminAddr, "err", err)
 				s.store.ScrapeFailed(p, err)
 				return
 			}
-			s.store.Ingest(p, s.cfg.Now(), e)
+			s.store.Ingest(p, s.cfg.Now(), samples)
 		}()
 	}
 	wg.Wait()
 }
 
-func (s *Server) scrape(ctx context.Context, p Pod) (*Exposition, error) {
+func (s *Server) scrape(ctx context.Context, p Pod) ([]Sample, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.AdminAddr+"/metrics", nil)
 	if err != nil {
 		return nil, err
@@ -136,11 +136,11 @@ func (s *Server) scrape(ctx context.Context, p Pod) (*Exposition, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
-	e, err := ParseText(io.LimitReader(resp.Body, maxMetricsBody))
+	samples, err := ParseMetrics(io.LimitReader(resp.Body, maxMetricsBody))
 	if err != nil {
 		return nil, fmt.Errorf("parsing /metrics: %w", err)
 	}
-	return e, nil
+	return samples, nil
 }
 
 func refFrom(r *statsv1.Resource, defaultNs string) (Ref, error) {

@@ -18,46 +18,6 @@ import (
 	statsv1 "github.com/conduitmesh/conduit/pkg/api/stats/v1"
 )
 
-func TestParseText(t *testing.T) {
-	in := `# HELP request_total Total count of HTTP requests.
-# TYPE request_total counter
-request_total{direction="inbound",authority="web.demo:80",tls="true"} 12
-# TYPE response_latency_ms histogram
-response_latency_ms_bucket{direction="inbound",le="+Inf"} 3 1700000000
-weird{a="x\"y\\z\nw" , b="2",} 1.5e3
-nolabels NaN
-`
-	e, err := ParseText(strings.NewReader(in))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(e.Samples) != 4 {
-		t.Fatalf("got %d samples", len(e.Samples))
-	}
-	if e.Samples[0].Labels["authority"] != "web.demo:80" || e.Samples[0].Value != 12 {
-		t.Errorf("sample 0 = %+v", e.Samples[0])
-	}
-	if got := e.Samples[2].Labels["a"]; got != "x\"y\\z\nw" || e.Samples[2].Value != 1500 {
-		t.Errorf("escaped label = %q, value %v", got, e.Samples[2].Value)
-	}
-	if !math.IsNaN(e.Samples[3].Value) {
-		t.Errorf("NaN parsed as %v", e.Samples[3].Value)
-	}
-	if e.TypeOf("response_latency_ms_bucket") != Histogram || e.TypeOf("request_total") != Counter || e.TypeOf("nolabels") != Untyped {
-		t.Errorf("types wrong: %v", e.Types)
-	}
-}
-
-func TestParseTextErrors(t *testing.T) {
-	for _, in := range []string{
-		`x{a="b"`, `x{a=b} 1`, `x 1 2 3`, `x abc`, `1x 2`, `x{a="b} 1`, `{a="b"} 1`,
-	} {
-		if _, err := ParseText(strings.NewReader(in)); err == nil || !strings.Contains(err.Error(), "line 1") {
-			t.Errorf("ParseText(%q) err = %v, want a line 1 error", in, err)
-		}
-	}
-}
-
 func TestQuantile(t *testing.T) {
 	b := map[float64]float64{1: 50, 2: 90, 5: 99, 10: 100, math.Inf(1): 100}
 	for q, want := range map[float64]float64{0.5: 1, 0.9: 2, 0.95: 2 + 3*5.0/9, 0.99: 5, 1: 10} {
@@ -219,9 +179,12 @@ func TestStoreCounterReset(t *testing.T) {
 	p := Pod{Namespace: "n", Name: "p", AdminAddr: "x", Labels: map[string]string{"deployment": "d"}}
 	t0 := time.Unix(0, 0)
 	s.SetPods([]Pod{p}, t0)
-	page := func(v int) *Exposition {
-		e, _ := ParseText(strings.NewReader(fmt.Sprintf("# TYPE response_total counter\nresponse_total{direction=\"inbound\",classification=\"success\"} %d\n", v)))
-		return e
+	page := func(v int) []Sample {
+		samples, err := ParseMetrics(strings.NewReader(fmt.Sprintf("# TYPE response_total counter\nresponse_total{direction=\"inbound\",classification=\"success\"} %d\n", v)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return samples
 	}
 	s.Ingest(p, t0, page(100))
 	s.Ingest(p, t0.Add(10*time.Second), page(150))
@@ -260,21 +223,4 @@ func TestRunRescrapesNewPodsSoon(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// FuzzParseText: a proxy's garbage is an error, never a panic.
-func FuzzParseText(f *testing.F) {
-	f.Add(webPage)
-	f.Add(`x{a="b\"c",} 1 2`)
-	f.Add("# TYPE x histogram\nx_bucket{le=\"+Inf\"} NaN\n")
-	f.Fuzz(func(t *testing.T, in string) {
-		e, err := ParseText(strings.NewReader(in))
-		if err == nil {
-			for _, s := range e.Samples {
-				if s.Name == "" {
-					t.Fatalf("empty name from %q", in)
-				}
-			}
-		}
-	})
 }

@@ -99,7 +99,7 @@ func (s *Store) SetPods(pods []Pod, now time.Time) {
 }
 
 // Ingest records one scrape of a pod's proxy taken at at.
-func (s *Store) Ingest(p Pod, at time.Time, e *Exposition) {
+func (s *Store) Ingest(p Pod, at time.Time, samples []Sample) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	pd := s.pods[podKey(p)]
@@ -109,15 +109,15 @@ func (s *Store) Ingest(p Pod, at time.Time, e *Exposition) {
 	first := pd.lastAt.IsZero()
 	d := scrapeDelta{at: at, span: at.Sub(pd.lastAt), deltas: map[string]float64{}}
 	gauges := make(map[string]float64, len(pd.gauges))
-	seen := make(map[string]bool, len(e.Samples))
-	for _, smp := range e.Samples {
+	seen := make(map[string]bool, len(samples))
+	for _, smp := range samples {
 		if math.IsNaN(smp.Value) || math.IsInf(smp.Value, 0) {
 			continue
 		}
 		k := seriesKey(smp.Name, smp.Labels)
 		sr := pd.series[k]
 		if sr == nil {
-			sr = &series{name: smp.Name, labels: smp.Labels, typ: e.TypeOf(smp.Name)}
+			sr = &series{name: smp.Name, labels: smp.Labels, typ: smp.Type}
 			pd.series[k] = sr
 		}
 		seen[k] = true
