@@ -3,8 +3,8 @@
 //	conduit-proxy [run] [flags]   run the proxy (the default)
 //	conduit-proxy init [flags]    install the pod's NAT redirect, nftables or iptables (init container)
 //
-// It must stay lean: never import client-go, apimachinery, charmbracelet or
-// Helm (deps_test.go enforces it).
+// It must stay lean: never import client-go, apimachinery, charmbracelet,
+// Helm, grpc-go, client_golang or google/nftables (deps_test.go enforces it).
 package main
 
 import (
