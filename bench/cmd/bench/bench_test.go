@@ -117,3 +117,16 @@ func TestScrapeReadsUnlabelledSeries(t *testing.T) {
 		t.Errorf("scrape = %v", m)
 	}
 }
+
+// The report's command line can be pasted into a shell: empty arguments
+// are quoted.
+func TestReportQuotesTheCommand(t *testing.T) {
+	o, err := parseOptions([]string{"-quick", "-json", "", "-notes", ""}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := renderReport(o, runInfo{}, nil)
+	if want := "cd bench && go run ./cmd/bench -quick -json '' -notes ''\n"; !strings.Contains(report, want) {
+		t.Errorf("report does not hold %q:\n%s", want, report)
+	}
+}

@@ -38,11 +38,14 @@ type options struct {
 
 // The full matrix of BENCHMARKS.md.
 const (
-	fullPoints    = "20x4,20x16,200x4,200x16,1000x4,1000x16,2000x4,2000x16"
-	allProtocols  = "http1,http1-post,grpc,h2,tcp"
-	allSystems    = "direct,conduit,conduit-tap,conduit-tap-stalled,conduit-mtls,haproxy,gorelay,revproxy"
-	quickPoints   = "1000x4"
-	quickProtocol = "http1,grpc,tcp"
+	fullPoints   = "20x4,20x16,200x4,200x16,1000x4,1000x16,2000x4,2000x16"
+	allProtocols = "http1,http1-post,grpc,h2,tcp"
+	allSystems   = "direct,conduit,conduit-tap,conduit-tap-stalled,conduit-mtls,haproxy,gorelay,revproxy"
+	// variantSystems are conduit-proxy with a library added (variants.go):
+	// measured only when asked for.
+	variantSystems = "conduit-grpcgo,conduit-promclient"
+	quickPoints    = "1000x4"
+	quickProtocol  = "http1,grpc,tcp"
 )
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
@@ -51,7 +54,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	quick := fs.Bool("quick", false, "short iteration run: points "+quickPoints+", protocols "+quickProtocol+", 10s after a 2s warm-up, 3 repetitions (flags given explicitly still win)")
 	points := fs.String("points", fullPoints, "comma-separated RATExCONNECTIONS load points")
 	protocols := fs.String("protocols", allProtocols, "comma-separated protocols: "+allProtocols)
-	systems := fs.String("systems", allSystems, "comma-separated systems: "+allSystems)
+	systems := fs.String("systems", allSystems, "comma-separated systems: "+allSystems+", or the proxy variants "+variantSystems)
 	duration := fs.Duration("duration", 30*time.Second, "measured time per run")
 	warmup := fs.Duration("warmup", 5*time.Second, "warm-up time per run, not measured")
 	reps := fs.Int("reps", 3, "repetitions; the order of the systems alternates between them")
@@ -88,7 +91,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if o.protocols, err = parseList("--protocols", *protocols, allProtocols); err != nil {
 		return nil, err
 	}
-	if o.systems, err = parseList("--systems", *systems, allSystems); err != nil {
+	if o.systems, err = parseList("--systems", *systems, allSystems+","+variantSystems); err != nil {
 		return nil, err
 	}
 	if !slices.Contains(o.systems, "direct") {

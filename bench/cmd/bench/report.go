@@ -22,6 +22,7 @@ type runInfo struct {
 	loadStart, loadEnd    string
 	gogc, gomemlimit      string
 	proxySource           string
+	binarySizes           string
 	notes                 string
 }
 
@@ -44,6 +45,7 @@ func collectInfo(ctx context.Context, b binaries) runInfo {
 		loadStart:    readLoadAvg(),
 		gogc:         envOr("GOGC", "unset"),
 		gomemlimit:   envOr("GOMEMLIMIT", "unset"),
+		binarySizes:  binarySizes(b),
 	}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
@@ -55,6 +57,21 @@ func collectInfo(ctx context.Context, b binaries) runInfo {
 		}
 	}
 	return info
+}
+
+// binarySizes lists the size of conduit-proxy and of each variant built.
+func binarySizes(b binaries) string {
+	var sizes []string
+	for _, name := range append([]string{"conduit-proxy"}, slices.Sorted(maps.Keys(b.variants))...) {
+		path := b.conduitProxy
+		if name != "conduit-proxy" {
+			path = b.variants[name]
+		}
+		if st, err := os.Stat(path); err == nil {
+			sizes = append(sizes, fmt.Sprintf("%s %.1f MB", name, float64(st.Size())/(1<<20)))
+		}
+	}
+	return strings.Join(sizes, ", ")
 }
 
 func envOr(k, def string) string {
@@ -148,8 +165,11 @@ func mb(kb int64) string {
 func renderReport(o *options, info runInfo, samples []sample) string {
 	var b strings.Builder
 	cmd := "cd bench && go run ./cmd/bench"
-	if len(o.args) > 0 {
-		cmd += " " + strings.Join(o.args, " ")
+	for _, a := range o.args {
+		if a == "" || strings.ContainsAny(a, " '\"$") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		cmd += " " + a
 	}
 	fmt.Fprintf(&b, "# conduit-proxy data plane benchmark\n\n")
 	fmt.Fprintf(&b, "Produced by:\n\n```sh\n%s\n```\n\n", cmd)
@@ -165,7 +185,7 @@ func renderReport(o *options, info runInfo, samples []sample) string {
 		info.goVersion, info.gogc, info.gomemlimit)
 	fmt.Fprintf(&b, "- Load: fortio %s in fixed-rate mode with `-r 0.00001` (10 µs histogram resolution); server: fortio's HTTP (h2c), gRPC and TCP echo servers. %s. %s.\n\n",
 		info.fortio, info.haproxy, info.conduitProxy+" built from the "+info.proxySource+
-			"; every Go program built as goreleaser.yaml ships conduit-proxy (`CGO_ENABLED=0 go build -trimpath -ldflags=\"-s -w\"`)")
+			"; every Go program built as goreleaser.yaml ships conduit-proxy (`CGO_ENABLED=0 go build -trimpath -ldflags=\"-s -w\"`); binary sizes: "+info.binarySizes)
 	b.WriteString("Latencies are medians over the repetitions, in milliseconds; **added** is the system minus direct " +
 		"in the same batch (same repetition, protocol and point), median over repetitions, with each repetition's added p99 in brackets. " +
 		"CPU is the proxy's user+system time from `/proc/PID/stat` in vCPU per 1000 requests/s. " +

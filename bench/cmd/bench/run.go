@@ -20,6 +20,8 @@ import (
 // binaries are the programs a run uses.
 type binaries struct {
 	fortio, conduitProxy, controller, tcprelay, revproxy, tapreader, haproxy string
+	// variants are the proxy variants built, by system name.
+	variants map[string]string
 }
 
 // benchEnv is what every run shares.
@@ -93,7 +95,13 @@ func runBench(ctx context.Context, opts *options, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stderr, "bench: %d runs of %s + %s warm-up; at most %s in all\n", runs, opts.duration, opts.warmup, est.Round(time.Minute))
 	fmt.Fprintln(stderr, "bench: building fortio, conduit-proxy and the Go relays")
 	var source string
-	if e.bins, source, err = build(ctx, opts.repo, opts.proxyRev, dir, slices.Contains(opts.systems, "conduit-mtls")); err != nil {
+	var variants []string
+	for _, name := range opts.systems {
+		if proxyVariants[name] != "" {
+			variants = append(variants, name)
+		}
+	}
+	if e.bins, source, err = build(ctx, opts.repo, opts.proxyRev, dir, slices.Contains(opts.systems, "conduit-mtls"), variants); err != nil {
 		return err
 	}
 	server, err := e.startServer(ctx)
@@ -175,8 +183,9 @@ func (s sample) summary() string {
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // build compiles the programs into dir. conduit-proxy comes from the working
-// tree of repo, or from revision rev of it; source says which.
-func build(ctx context.Context, repo, rev, dir string, withController bool) (b binaries, source string, err error) {
+// tree of repo, or from revision rev of it; source says which. variants are
+// the proxy variant systems to build too.
+func build(ctx context.Context, repo, rev, dir string, withController bool, variants []string) (b binaries, source string, err error) {
 	b = binaries{
 		fortio:       filepath.Join(dir, "fortio"),
 		conduitProxy: filepath.Join(dir, "conduit-proxy"),
@@ -184,6 +193,7 @@ func build(ctx context.Context, repo, rev, dir string, withController bool) (b b
 		tcprelay:     filepath.Join(dir, "tcprelay"),
 		revproxy:     filepath.Join(dir, "revproxy"),
 		tapreader:    filepath.Join(dir, "tapreader"),
+		variants:     map[string]string{},
 	}
 	if b.haproxy, err = exec.LookPath("haproxy"); err != nil {
 		return b, "", err
@@ -228,17 +238,36 @@ func build(ctx context.Context, repo, rev, dir string, withController bool) (b b
 			args []string
 		}{proxySrc, []string{"build", "-o", b.controller, "./cmd/conduit-controller"}})
 	}
+	for _, name := range variants {
+		b.variants[name] = filepath.Join(dir, name)
+		args, err := variantBuildArgs(name, proxySrc, dir, b.variants[name])
+		if err != nil {
+			return b, "", err
+		}
+		steps = append(steps, struct {
+			dir  string
+			args []string
+		}{proxySrc, args})
+	}
 	for _, s := range steps {
-		// Built as goreleaser.yaml ships the proxy: static, trimmed, stripped.
-		args := append([]string{s.args[0], "-trimpath", "-ldflags=-s -w"}, s.args[1:]...)
-		cmd := exec.CommandContext(ctx, "go", args...)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		cmd.Dir = s.dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return b, "", fmt.Errorf("go %s (in %s): %v: %s", strings.Join(args, " "), s.dir, err, oneLine(string(out)))
+		if err := goBuild(ctx, s.dir, s.args); err != nil {
+			return b, "", err
 		}
 	}
 	return b, source, nil
+}
+
+// goBuild runs `go build args...` in dir as goreleaser.yaml builds the
+// proxy: static, trimmed, stripped.
+func goBuild(ctx context.Context, dir string, args []string) error {
+	args = append([]string{args[0], "-trimpath", "-ldflags=-s -w"}, args[1:]...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go %s (in %s): %v: %s", strings.Join(args, " "), dir, err, oneLine(string(out)))
+	}
+	return nil
 }
 
 // startServer runs fortio's HTTP (h2c-capable), gRPC and TCP echo servers

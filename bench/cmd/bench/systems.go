@@ -80,6 +80,10 @@ var systems = map[string]system{
 		supports: func(p protocol) bool { return p.name != "tcp" }, start: startTapped(false)},
 	"conduit-tap-stalled": {name: "conduit-tap-stalled", title: "conduit-proxy (1 hop), a tap that never reads",
 		supports: func(p protocol) bool { return p.name != "tcp" }, start: startTapped(true)},
+	"conduit-grpcgo": {name: "conduit-grpcgo", title: "conduit-proxy (1 hop) + grpc-go, a client connection open",
+		supports: always, start: startGRPCVariant},
+	"conduit-promclient": {name: "conduit-promclient", title: "conduit-proxy (1 hop) + client_golang, a registry served",
+		supports: always, start: startPromVariant},
 	"haproxy": {name: "haproxy", title: "HAProxy", supports: always, start: startHAProxy},
 	"gorelay": {name: "gorelay", title: "Go io.Copy relay", supports: always,
 		start: func(ctx context.Context, e *benchEnv, _ protocol, target string) (*deployment, error) {
@@ -126,6 +130,12 @@ func (e *benchEnv) startConduitProxy(ctx context.Context, target string, extra .
 // startConduitProxyAt is startConduitProxy with a chosen inbound address
 // (empty: a free one).
 func (e *benchEnv) startConduitProxyAt(ctx context.Context, inbound, target string, extra ...string) (*proc, conduitListeners, error) {
+	return e.startProxyBin(ctx, e.bins.conduitProxy, nil, inbound, target, extra...)
+}
+
+// startProxyBin is startConduitProxyAt for the conduit-proxy binary bin (a
+// variant) with extra environment variables env.
+func (e *benchEnv) startProxyBin(ctx context.Context, bin string, env []string, inbound, target string, extra ...string) (*proc, conduitListeners, error) {
 	var addrs [3]string
 	for i := range addrs {
 		a, err := freeAddr()
@@ -140,7 +150,7 @@ func (e *benchEnv) startConduitProxyAt(ctx context.Context, inbound, target stri
 	l := conduitListeners{in: addrs[0], out: addrs[1], admin: addrs[2]}
 	in, out, admin := l.in, l.out, l.admin
 	args := append([]string{"run", "--inbound-listen", in, "--inbound-target", target, "--outbound-listen", out, "--admin-listen", admin}, extra...)
-	p, err := start(e.dir, nil, e.opts.pinned(e.opts.serverCPU, e.bins.conduitProxy, args...)...)
+	p, err := start(e.dir, env, e.opts.pinned(e.opts.serverCPU, bin, args...)...)
 	if err != nil {
 		return nil, l, err
 	}
