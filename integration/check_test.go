@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/conduitmesh/conduit/integration/cluster"
+	"github.com/conduitmesh/conduit/pkg/inject"
 )
 
 // checkJSON is `conduit check -o json`.
@@ -228,6 +229,39 @@ func TestCheckInstalledControlPlane(t *testing.T) {
 		}
 	})
 
+	t.Run("a meshed pod stuck in Init:Error fails the proxy checks", func(t *testing.T) {
+		const appNS = "check-init-error"
+		if err := testCluster.CreateNamespace(ctx, appNS, nil); err != nil {
+			t.Fatal(err)
+		}
+		const lastLine = "conduit-proxy init: installing the redirect: permission denied: run conduit-proxy init as root with the NET_ADMIN capability"
+		pod := createInitErrorPod(ctx, t, appNS, "web-1", "conduit-proxy init: starting\n"+lastLine+"\n")
+		res := runBinary(t, cli, "", "check", "-L", ns, "--proxy", "-n", appNS)
+		if res.Code != 1 {
+			t.Fatalf("check --proxy with a pod in Init:Error: exit %d, want 1\n%s%s", res.Code, res.Stdout, res.Stderr)
+		}
+		for _, want := range []string{
+			"× data plane proxies are ready\n",
+			"    pod check-init-error/web-1 (Init:Error): conduit-init exited with code 1; last log line: " + lastLine + "\n",
+			"    hint: conduit-init could not install the pod's traffic redirect: `kubectl logs -n check-init-error web-1 -c conduit-init` says why",
+			"NET_ADMIN and NET_RAW",
+			"Status check results are × (",
+		} {
+			if !strings.Contains(res.Stdout, want) {
+				t.Errorf("output lacks %q", want)
+			}
+		}
+		t.Logf("check --proxy -n %s:\n%s", appNS, res.Stdout)
+		// Nothing rewrote the status while the check ran.
+		got, err := testCluster.Client.CoreV1().Pods(appNS).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := got.Status.InitContainerStatuses; len(st) == 0 || st[0].State.Terminated == nil || st[0].State.Terminated.ExitCode != 1 {
+			t.Errorf("the pod's status changed under the test: %+v", got.Status)
+		}
+	})
+
 	t.Run("kubectl conduit version", func(t *testing.T) {
 		kubectl, dir := kubectlPlugin(t, cli) // on PATH, the binary is the plugin
 		t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
@@ -340,6 +374,71 @@ func createMeshedPod(ctx context.Context, t *testing.T, ns, name, proxyVersion s
 	if _, err := testCluster.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// createInitErrorPod creates an injected pod (conduit-init, then
+// conduit-proxy as a native sidecar) held in Init:Error: conduit-init exited
+// with code 1 and termination message msg. No kubelet or kwok touches it:
+// it is bound to a Node of its own that nothing manages, so the status the
+// test writes stays. (kwok's pod-ready stage would make any Pending pod on
+// kwok-node-0 Running, and that node's addresses would make the API server
+// dial out for the pod's logs; a Node without addresses makes the logs API
+// fail at once, and the check falls back to the termination message.)
+func createInitErrorPod(ctx context.Context, t *testing.T, ns, name, msg string) *corev1.Pod {
+	t.Helper()
+	core := testCluster.Client.CoreV1()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "held-" + ns}}
+	if _, err := core.Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	always := corev1.ContainerRestartPolicyAlways
+	image := "ghcr.io/conduitmesh/conduit-proxy:dev"
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{
+			"app": "web", "conduit.io/proxy-version": "dev", "conduit.io/inject": "disabled",
+		}},
+		Spec: corev1.PodSpec{
+			NodeName: node.Name,
+			InitContainers: []corev1.Container{
+				{Name: inject.InitContainerName, Image: image, Args: []string{"init"}, TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError},
+				{Name: inject.ProxyContainerName, Image: image, Args: []string{"run"}, RestartPolicy: &always},
+			},
+			Containers: []corev1.Container{{Name: "web", Image: "example.com/web:1"}},
+		},
+	}
+	pod, err := core.Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// No kubelet confirms a graceful deletion: delete at once.
+		core.Pods(ns).Delete(ctx, name, *metav1.NewDeleteOptions(0)) //nolint:errcheck // best effort
+		core.Nodes().Delete(ctx, node.Name, metav1.DeleteOptions{})  //nolint:errcheck // best effort
+	})
+	now := metav1.Now()
+	started := false
+	pod.Status = corev1.PodStatus{
+		Phase: corev1.PodPending,
+		Conditions: []corev1.PodCondition{
+			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
+			{Type: corev1.PodInitialized, Status: corev1.ConditionFalse, Reason: "ContainersNotInitialized", LastTransitionTime: now,
+				Message: "containers with incomplete status: [conduit-init conduit-proxy]"},
+			{Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: "ContainersNotReady", LastTransitionTime: now},
+		},
+		InitContainerStatuses: []corev1.ContainerStatus{
+			{Name: inject.InitContainerName, Image: image, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+				ExitCode: 1, Reason: "Error", Message: msg, StartedAt: now, FinishedAt: now,
+			}}},
+			{Name: inject.ProxyContainerName, Image: image, Started: &started, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}},
+		},
+		ContainerStatuses: []corev1.ContainerStatus{
+			{Name: "web", Image: "example.com/web:1", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}},
+		},
+	}
+	if pod, err = core.Pods(ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return pod
 }
 
 // testCA is a CA certificate and its key, in PEM.
