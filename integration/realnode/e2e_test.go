@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
 	"github.com/conduitmesh/conduit/integration/cluster"
 )
 
@@ -300,6 +303,73 @@ func TestConduitOnARealNode(t *testing.T) {
 				t.Errorf("job %s's pod was not meshed (init containers: %q)", j, pods)
 			}
 		}
+	})
+
+	e.step("conduit check --proxy: the meshed bookshop passes; a pod whose conduit-init rejects its arguments fails it, named with its last log line", func() {
+		out := e.conduit("check", "--proxy", "-n", appNS, "--wait", "1m")
+		if !strings.Contains(lastLine(out), " 0 failed") {
+			t.Errorf("conduit check --proxy -n %s is not green:\n%s", appNS, out)
+		}
+		const ns, pod = "broken-init", "bad-init"
+		e.kubectl("create", "namespace", ns)
+		defer e.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=2m")
+		plain := `apiVersion: v1
+kind: Pod
+metadata: {name: ` + pod + `, namespace: ` + ns + `}
+spec:
+  containers:
+  - name: app
+    image: ` + appImage + `
+    imagePullPolicy: Never
+    args: ["version", "--client"]
+`
+		injected, errOut, err := e.try(time.Minute, plain, filepath.Join(e.bin, "conduit"), "inject", "--manual", "-")
+		if err != nil {
+			t.Fatalf("conduit inject --manual: %v\n%s", err, errOut)
+		}
+		var p corev1.Pod
+		if err := yaml.Unmarshal([]byte(injected), &p); err != nil {
+			t.Fatalf("the injected pod does not parse: %v\n%s", err, injected)
+		}
+		bad := false
+		for i, c := range p.Spec.InitContainers {
+			if c.Name == "conduit-init" {
+				p.Spec.InitContainers[i].Args = append(c.Args, "--bogus")
+				bad = true
+			}
+		}
+		if !bad {
+			t.Fatalf("no conduit-init in the injected pod:\n%s", injected)
+		}
+		manifest, err := json.Marshal(&p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.apply(string(manifest))
+		e.eventually(2*time.Minute, "conduit-init exiting with code 2", func() string {
+			codes := e.kubectl("get", "pod", "-n", ns, pod, "-o",
+				"jsonpath={.status.initContainerStatuses[0].state.terminated.exitCode} {.status.initContainerStatuses[0].lastState.terminated.exitCode}")
+			if !strings.Contains(codes, "2") {
+				return fmt.Sprintf("exit codes %q", codes)
+			}
+			return ""
+		})
+		out, _, err = e.try(3*time.Minute, "", filepath.Join(e.bin, "conduit"), "check", "--proxy", "-n", ns)
+		if err == nil {
+			t.Errorf("conduit check --proxy passed with %s/%s in Init:Error:\n%s", ns, pod, out)
+		}
+		for _, want := range []string{
+			"× data plane proxies are ready",
+			"pod " + ns + "/" + pod + " (Init:",
+			"conduit-init exited with code 2",
+			"last log line: conduit-proxy init: flag provided but not defined: -bogus",
+			"hint: conduit-init rejected its arguments: `kubectl logs -n " + ns + " " + pod + " -c conduit-init",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("check --proxy output lacks %q", want)
+			}
+		}
+		t.Logf("check --proxy -n %s:\n%s", ns, out)
 	})
 
 	e.step("the controller pod is deleted under steady traffic: no failed request", func() {
