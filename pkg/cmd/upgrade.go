@@ -75,6 +75,10 @@ func runUpgrade(ctx context.Context, g *Globals, o upgradeOptions) error {
 			return err
 		}
 	}
+	// A bad value fails the same with or without a reachable cluster.
+	if err := o.values.Check(); err != nil {
+		return err
+	}
 	ns := o.values.Namespace
 	client, err := lifecycleClient(g)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -29,9 +30,34 @@ import (
 // template conduit manifests/` gives the same objects.
 const ReleaseName = "conduit"
 
-// LoadChart loads the chart embedded in the CLI.
-func LoadChart() (*chart.Chart, error) {
-	return loadChartFS(manifests.Chart)
+// LoadChart loads the chart embedded in the CLI as the chart of Conduit
+// version v (see StampVersion).
+func LoadChart(v string) (*chart.Chart, error) {
+	ch, err := loadChartFS(manifests.Chart)
+	if err != nil {
+		return nil, err
+	}
+	StampVersion(ch, v)
+	return ch, nil
+}
+
+// semVer is SemVer 2.0.0's grammar (semver.org), without a leading v.
+var semVer = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$`)
+
+// StampVersion makes ch the chart of Conduit version v, as the release
+// packages it (hack/mkchart) and the CLI renders it: appVersion is v itself
+// (the binaries' version and the images' tag, e.g. v0.3.0), and the chart
+// version is v without its "v" when that is SemVer (0.3.0, 0.3.1-next,
+// 0.3.0-2-g12b7b85). Other versions (dev, a bare commit) keep Chart.yaml's
+// version; an empty v changes nothing.
+func StampVersion(ch *chart.Chart, v string) {
+	if v == "" {
+		return
+	}
+	ch.Metadata.AppVersion = v
+	if sv := strings.TrimPrefix(v, "v"); semVer.MatchString(sv) {
+		ch.Metadata.Version = sv
+	}
 }
 
 func loadChartFS(fsys fs.FS) (*chart.Chart, error) {
@@ -71,14 +97,20 @@ func HAValues() (map[string]any, error) {
 }
 
 // Render renders the chart with user-supplied values (merged over the
-// chart's defaults by Helm's rules) into objects in apply order.
+// chart's defaults by Helm's rules) into objects in apply order. Values the
+// chart's values.schema.json rejects give a *ValueError.
 func Render(ch *chart.Chart, userValues map[string]any) ([]*unstructured.Unstructured, error) {
 	ns, _ := userValues["namespace"].(string)
 	if ns == "" {
 		ns, _ = ch.Values["namespace"].(string)
 	}
+	// Checked here for its one-line error; Helm's own check (the same
+	// schema) would list every failure over several lines.
+	if err := ValidateValues(ch, userValues); err != nil {
+		return nil, err
+	}
 	opts := chartutil.ReleaseOptions{Name: ReleaseName, Namespace: ns, Revision: 1, IsInstall: true}
-	vals, err := chartutil.ToRenderValues(ch, userValues, opts, chartutil.DefaultCapabilities)
+	vals, err := chartutil.ToRenderValuesWithSchemaValidation(ch, userValues, opts, chartutil.DefaultCapabilities, true)
 	if err != nil {
 		return nil, fmt.Errorf("computing chart values: %w", err)
 	}

@@ -70,3 +70,49 @@ func TestRenderMatchesHelmTemplate(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadChartStampsVersion: the chart is the chart of the CLI's version,
+// as the release packages it (hack/mkchart): appVersion is the version, the
+// chart version is it without "v" when SemVer, and a Helm install that sets
+// no controlPlaneVersion gets that version's images.
+func TestLoadChartStampsVersion(t *testing.T) {
+	for _, tc := range []struct{ version, wantChart, wantApp string }{
+		{"v1.2.3", "1.2.3", "v1.2.3"},
+		{"v0.3.1-next", "0.3.1-next", "v0.3.1-next"},
+		{"v0.3.0-2-g12b7b85-dirty", "0.3.0-2-g12b7b85-dirty", "v0.3.0-2-g12b7b85-dirty"},
+		{"dev", "0.1.0", "dev"},         // Chart.yaml's version
+		{"12b7b85", "0.1.0", "12b7b85"}, // git describe without a tag
+		{"v01.2.3", "0.1.0", "v01.2.3"}, // not SemVer
+		{"", "0.1.0", "dev"},            // Chart.yaml as it is
+	} {
+		ch, err := LoadChart(tc.version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ch.Metadata.Version != tc.wantChart || ch.Metadata.AppVersion != tc.wantApp {
+			t.Errorf("LoadChart(%q): version %q appVersion %q, want %q and %q", tc.version, ch.Metadata.Version, ch.Metadata.AppVersion, tc.wantChart, tc.wantApp)
+		}
+		if err := ch.Validate(); err != nil {
+			t.Errorf("LoadChart(%q): %v", tc.version, err)
+		}
+	}
+
+	_, vals := renderForTest(t, ValueOptions{})
+	delete(vals, "controlPlaneVersion") // as a Helm user leaves it
+	ch, err := LoadChart("v9.9.9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := Render(ch, vals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := byKey(objs)
+	if v := m["ConfigMap conduit/"+ConfigMapName]["data"].(map[string]any)["version"]; v != "v9.9.9" {
+		t.Errorf("conduit-config version = %v, want the chart's appVersion v9.9.9", v)
+	}
+	c := m["Deployment conduit/conduit-controller"]["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)
+	if img := c["image"]; img != "ghcr.io/conduitmesh/conduit-controller:v9.9.9" {
+		t.Errorf("controller image = %v", img)
+	}
+}

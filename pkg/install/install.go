@@ -34,7 +34,7 @@ type InstallOptions struct {
 // RenderInstall computes the values of a new install, generating any
 // certificate the user did not give, and renders the chart.
 func RenderInstall(opts InstallOptions) ([]*unstructured.Unstructured, map[string]any, error) {
-	ch, err := LoadChart()
+	ch, err := LoadChart(opts.Version)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -43,6 +43,11 @@ func RenderInstall(opts InstallOptions) ([]*unstructured.Unstructured, map[strin
 		return nil, nil, err
 	}
 	vals["controlPlaneVersion"] = opts.Version
+	// Before the certificates are made: a certificate value of the wrong
+	// type would otherwise be replaced by a generated one without a word.
+	if err := ValidateValues(ch, vals); err != nil {
+		return nil, nil, err
+	}
 	ns := valueOr(vals, ch.Values, "namespace")
 	td := valueOr(vals, ch.Values, "identityTrustDomain")
 	// Pinned in the recorded user values: upgrades keep them even if a new

@@ -96,13 +96,22 @@ func (c *Client) InstalledValues(ctx context.Context, ns string, now time.Time) 
 // RenderUpgrade re-renders the install in ns at opts.Version, keeping its
 // values and certificates and applying opts.Values on top.
 func (c *Client) RenderUpgrade(ctx context.Context, ns string, opts UpgradeOptions) (objs []*unstructured.Unstructured, fromVersion string, err error) {
-	stored, fromVersion, err := c.InstalledValues(ctx, ns, opts.Now)
+	ch, err := LoadChart(opts.Version)
 	if err != nil {
 		return nil, "", err
 	}
 	vo := opts.Values
 	if vo.Namespace == "" {
 		vo.Namespace = ns
+	}
+	// The new values alone, before the cluster is read; Render checks them
+	// merged with the installed ones.
+	if err := vo.Check(); err != nil {
+		return nil, "", err
+	}
+	stored, fromVersion, err := c.InstalledValues(ctx, ns, opts.Now)
+	if err != nil {
+		return nil, "", err
 	}
 	vals, err := vo.Merge(stored)
 	if err != nil {
@@ -121,10 +130,6 @@ func (c *Client) RenderUpgrade(ctx context.Context, ns string, opts UpgradeOptio
 		if err := id.Validate(opts.Now); err != nil {
 			return nil, "", fmt.Errorf("the installed identity is not usable (%w): give a new one with --identity-trust-anchors-file, --identity-issuer-certificate-file and --identity-issuer-key-file (or put a valid issuer signed by the trust anchor into secret %s/%s), then retry", err, ns, IssuerSecretName)
 		}
-	}
-	ch, err := LoadChart()
-	if err != nil {
-		return nil, "", err
 	}
 	objs, err = Render(ch, vals)
 	if err != nil {

@@ -80,6 +80,22 @@ func (o ValueOptions) Merge(base map[string]any) (map[string]any, error) {
 	return vals, nil
 }
 
+// Check reports the first of these values (merged over the chart's
+// defaults) that the chart's values.schema.json rejects, as a *ValueError.
+// Commands that need a cluster call it first, so that a bad --set fails
+// the same with or without one.
+func (o ValueOptions) Check() error {
+	ch, err := LoadChart("")
+	if err != nil {
+		return err
+	}
+	vals, err := o.Merge(map[string]any{})
+	if err != nil {
+		return err
+	}
+	return ValidateValues(ch, vals)
+}
+
 func readValuesFile(path string) (map[string]any, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
