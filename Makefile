@@ -3,7 +3,7 @@ GO ?= go
 K8S_CACHE ?= $(HOME)/.cache/conduit-k8s
 export CONDUIT_K8S_CACHE := $(K8S_CACHE)
 
-.PHONY: build test unit fuzz e2e k8s-binaries demo clean generate release-check release-snapshot bench images
+.PHONY: build test unit fuzz e2e k8s-binaries demo clean generate release-check release-snapshot bench images chart
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/conduitmesh/conduit/pkg/version.Version=$(VERSION)
@@ -22,6 +22,11 @@ IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
 images:
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o dist/bin/linux_$(IMAGE_ARCH)/ ./cmd/conduit-proxy ./cmd/conduit-controller
 	$(GO) run ./hack/mkimage -version "$(VERSION)" -out dist/images dist/bin/linux_$(IMAGE_ARCH)/conduit-proxy dist/bin/linux_$(IMAGE_ARCH)/conduit-controller
+
+# The control plane chart as the release publishes it, stamped with
+# $(VERSION) (SemVer, e.g. a tag v0.3.0): bin/chart/conduit-control-plane-<version>.tgz.
+chart:
+	$(GO) run ./hack/mkchart -version "$(VERSION)" -out bin/chart
 
 # The Kubernetes binaries (kube-apiserver, kube-controller-manager, etcd, kwok,
 # and the real node's kubelet, kube-proxy, kube-scheduler and CoreDNS) are
