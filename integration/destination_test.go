@@ -26,7 +26,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
-	"github.com/conduitmesh/conduit/pkg/controller/identity"
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 // updateDeadline bounds how long a change may take to reach a stream. It is
@@ -36,7 +36,7 @@ const updateDeadline = 30 * time.Second
 // controllerProcess is a conduit-controller started by startController.
 type controllerProcess struct {
 	grpcAddr, adminAddr string
-	pki                 *identity.PKI
+	pki                 *pki.PKI
 	issuerDir           string // the --identity-issuer-dir, for rotation tests
 	conn                *grpc.ClientConn
 }
@@ -48,7 +48,7 @@ func startController(t *testing.T, args ...string) *controllerProcess {
 	t.Helper()
 	bin := buildBinary(t, "./cmd/conduit-controller")
 	dir := t.TempDir()
-	pki, err := identity.GeneratePKI(time.Now(), "cluster.local", 24*time.Hour)
+	pki, err := pki.Generate(time.Now(), "cluster.local", 24*time.Hour, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/identity"
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 // saToken creates a service account and a projected token for it.
@@ -126,7 +127,7 @@ func TestIdentityWithTokenReview(t *testing.T) {
 			if life := time.Until(leaf.NotAfter); life > 2*time.Minute || life < time.Minute {
 				t.Errorf("certificate valid for %s, want about 2m", life)
 			}
-			other, err := identity.GeneratePKI(time.Now(), "cluster.local", time.Hour)
+			other, err := pki.Generate(time.Now(), "cluster.local", time.Hour, time.Hour)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -168,7 +169,7 @@ func TestIdentityRotation(t *testing.T) {
 		t.Errorf("certificate valid until %v, beyond the 1m lifetime", first.ValidUntil.AsTime())
 	}
 
-	rotated, err := identity.GeneratePKI(time.Now(), "cluster.local", time.Hour)
+	rotated, err := pki.Generate(time.Now(), "cluster.local", time.Hour, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,7 @@ import (
 	statsv1 "github.com/conduitmesh/conduit/pkg/api/stats/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery/local"
 	"github.com/conduitmesh/conduit/pkg/controller/identity"
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 // syncBuffer is a bytes.Buffer safe for the controller to write while the test reads.
@@ -79,7 +80,7 @@ func addrs(t *testing.T, out *syncBuffer, done <-chan int) map[string]string {
 
 func TestLocalMode(t *testing.T) {
 	dir := t.TempDir()
-	pki, err := identity.GeneratePKI(time.Now(), "cluster.local", time.Hour)
+	pki, err := pki.Generate(time.Now(), "cluster.local", time.Hour, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +233,7 @@ func TestLocalMode(t *testing.T) {
 // when --webhook-cert-dir is set (its behaviour is tested in pkg/controller/injector).
 func TestWebhookServed(t *testing.T) {
 	dir := t.TempDir()
-	pki, err := identity.GeneratePKI(time.Now(), "cluster.local", time.Hour)
+	pki, err := pki.Generate(time.Now(), "cluster.local", time.Hour, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

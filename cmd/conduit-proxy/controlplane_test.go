@@ -18,6 +18,7 @@ import (
 	ctldestination "github.com/conduitmesh/conduit/pkg/controller/destination"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery/local"
 	ctlidentity "github.com/conduitmesh/conduit/pkg/controller/identity"
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 func parseControlPlane(t *testing.T, args ...string) *controlPlaneOptions {
@@ -81,7 +82,7 @@ func TestConnectRejectsIncompleteFlags(t *testing.T) {
 // for a pod's short name and the identity provider gets its certificate.
 func TestConnectToController(t *testing.T) {
 	dir := t.TempDir()
-	pki, err := ctlidentity.GeneratePKI(time.Now(), "cluster.local", time.Hour)
+	pki, err := pki.Generate(time.Now(), "cluster.local", time.Hour, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

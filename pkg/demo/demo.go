@@ -28,6 +28,7 @@ import (
 
 	"github.com/conduitmesh/conduit/pkg/controller/discovery/local"
 	"github.com/conduitmesh/conduit/pkg/controller/identity"
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 // Binary names the demo runs besides itself.
@@ -236,7 +237,7 @@ func (d *demo) prepare() error {
 	d.controllerGRPC, d.controllerAdmin = ports[0], ports[1]
 	ports = ports[2:]
 
-	pki, err := identity.GeneratePKI(time.Now(), trustDomain, 7*24*time.Hour)
+	pki, err := pki.Generate(time.Now(), trustDomain, 7*24*time.Hour, 7*24*time.Hour)
 	if err != nil {
 		return fmt.Errorf("generating the demo's trust anchor and issuer: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"time"
@@ -14,7 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/conduitmesh/conduit/pkg/pemcert"
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 func (s *state) identity() Category {
@@ -33,7 +32,7 @@ func (s *state) identity() Category {
 				if err != nil {
 					return err
 				}
-				anchors, err := pemcert.Parse([]byte(cm.Data[TrustRootsKey]))
+				anchors, err := pki.Parse([]byte(cm.Data[TrustRootsKey]))
 				if err != nil {
 					return fmt.Errorf("ConfigMap %s/%s key %s: %w", ns, TrustRootsConfigMapName, TrustRootsKey, err)
 				}
@@ -116,13 +115,12 @@ func (s *state) identity() Category {
 			Description: "issuer certificate is signed by the trust anchors",
 			Hint:        s.identityFilesHint(true),
 			Check: func(context.Context) error {
-				for _, a := range s.anchors {
-					if s.issuer.CheckSignatureFrom(a) == nil {
-						return nil
-					}
+				// The validity checks above report an expired certificate.
+				err := pki.CheckIssuer([]*x509.Certificate{s.issuer}, nil, s.anchors, s.now())
+				if err != nil && !errors.Is(err, pki.ErrNotValidNow) {
+					return fmt.Errorf("%w (trust anchors from ConfigMap %s/%s)", err, ns, TrustRootsConfigMapName)
 				}
-				return fmt.Errorf("issuer certificate %q (issued by %q) is not signed by any of the %d trust anchors in ConfigMap %s/%s",
-					s.issuer.Subject.CommonName, s.issuer.Issuer.CommonName, len(s.anchors), ns, TrustRootsConfigMapName)
+				return nil
 			},
 		},
 		{
@@ -133,7 +131,7 @@ func (s *state) identity() Category {
 				if err != nil {
 					return err
 				}
-				cas, err := pemcert.Parse(sec.Data["ca.crt"])
+				cas, err := pki.Parse(sec.Data["ca.crt"])
 				if err != nil {
 					return fmt.Errorf("Secret %s/%s key ca.crt: %w", ns, IssuerSecretName, err)
 				}
@@ -187,32 +185,11 @@ func validFor(c *x509.Certificate, now time.Time, d time.Duration, what string) 
 // certAndKey parses a PEM certificate and its private key and checks that
 // they belong together.
 func certAndKey(certPEM, keyPEM []byte) (*x509.Certificate, error) {
-	certs, err := pemcert.Parse(certPEM)
+	certs, err := pki.Parse(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("tls.crt: %w", err)
 	}
-	b, _ := pem.Decode(keyPEM)
-	if b == nil {
-		return nil, errors.New("tls.key: no PEM private key found")
-	}
-	var key crypto.Signer
-	switch b.Type {
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(b.Bytes)
-	case "PRIVATE KEY":
-		var k any
-		k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-		if err == nil {
-			var ok bool
-			if key, ok = k.(crypto.Signer); !ok {
-				err = fmt.Errorf("unsupported key type %T", k)
-			}
-		}
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-	default:
-		err = fmt.Errorf("unsupported PEM block %q", b.Type)
-	}
+	key, err := pki.ParseKey(keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("tls.key: %w", err)
 	}
@@ -234,7 +211,7 @@ func containsCert(set []*x509.Certificate, c *x509.Certificate) bool {
 
 // signedByAny reports whether cert is signed by a certificate in caPEM.
 func signedByAny(cert *x509.Certificate, caPEM []byte) bool {
-	cas, err := pemcert.Parse(caPEM)
+	cas, err := pki.Parse(caPEM)
 	if err != nil {
 		return false
 	}

@@ -120,7 +120,7 @@ func TestInstallProblems(t *testing.T) {
 				c.Issuer = makeCert(t, certSpec{cn: "identity.conduit.cluster.local", notBefore: testNow.Add(-days(1)), notAfter: testNow.Add(days(300)), ca: true}, other)
 			},
 			want: map[string]wantFailure{
-				"identity/issuer certificate is signed by the trust anchors": {StatusError, `(issued by "other-root") is not signed by any of the 1 trust anchors`, "--identity-issuer-key-file"},
+				"identity/issuer certificate is signed by the trust anchors": {StatusError, `does not chain to the trust anchors`, "--identity-issuer-key-file"},
 			},
 		},
 		{

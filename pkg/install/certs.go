@@ -1,21 +1,17 @@
 package install
 
 import (
-	"bytes"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"time"
 
-	"github.com/conduitmesh/conduit/pkg/pemcert"
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 // Lifetimes of the certificates `conduit install` generates. The trust
@@ -30,9 +26,6 @@ const (
 	WebhookCALifetime   = 10 * 365 * 24 * time.Hour
 	WebhookLifetime     = 365 * 24 * time.Hour
 	RenewBefore         = 60 * 24 * time.Hour
-	// clockSkew backdates NotBefore so a slightly slow node clock accepts a
-	// freshly made certificate.
-	clockSkew = 5 * time.Minute
 )
 
 // Identity is the mesh's trust anchors and the issuer that signs workload
@@ -53,49 +46,29 @@ type WebhookCerts struct {
 // GenerateIdentity makes a new ECDSA P-256 trust anchor and an issuer signed
 // by it for trustDomain.
 func GenerateIdentity(now time.Time, trustDomain string) (*Identity, error) {
-	anchorKey, anchor, anchorPEM, err := selfSignedCA("root.conduit."+trustDomain, now, TrustAnchorLifetime, 1)
-	if err != nil {
-		return nil, fmt.Errorf("generating the trust anchor: %w", err)
-	}
-	issuerKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generating the issuer key: %w", err)
-	}
-	tmpl, err := caTemplate("identity.conduit."+trustDomain, now, IssuerLifetime, 0)
-	if err != nil {
-		return nil, err
-	}
-	issuerDER, err := x509.CreateCertificate(rand.Reader, tmpl, anchor, &issuerKey.PublicKey, anchorKey)
-	if err != nil {
-		return nil, fmt.Errorf("signing the issuer: %w", err)
-	}
-	keyPEM, err := encodeKey(issuerKey)
+	p, err := pki.Generate(now, trustDomain, TrustAnchorLifetime, IssuerLifetime)
 	if err != nil {
 		return nil, err
 	}
 	return &Identity{
-		TrustAnchorsPEM: anchorPEM,
-		IssuerCertPEM:   encodeCert(issuerDER),
-		IssuerKeyPEM:    keyPEM,
+		TrustAnchorsPEM: string(p.AnchorPEM),
+		IssuerCertPEM:   string(p.IssuerCertPEM),
+		IssuerKeyPEM:    string(p.IssuerKeyPEM),
 	}, nil
 }
 
 // GenerateWebhookCerts makes a CA and a serving certificate for the
 // injector's Service in namespace ns.
 func GenerateWebhookCerts(now time.Time, ns string) (*WebhookCerts, error) {
-	caKey, ca, caPEM, err := selfSignedCA("webhook.conduit."+ns, now, WebhookCALifetime, 0)
+	caKey, ca, err := pki.NewCA("webhook.conduit."+ns, now, WebhookCALifetime, 0, nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("generating the webhook CA: %w", err)
 	}
-	return signWebhookCert(now, ns, caKey, ca, caPEM)
-}
-
-func signWebhookCert(now time.Time, ns string, caKey crypto.Signer, ca *x509.Certificate, caPEM string) (*WebhookCerts, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generating the webhook key: %w", err)
 	}
-	serial, err := randomSerial()
+	serial, err := pki.NewSerial()
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +77,7 @@ func signWebhookCert(now time.Time, ns string, caKey crypto.Signer, ca *x509.Cer
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: svc + ".svc"},
 		DNSNames:     []string{svc + ".svc", svc + ".svc.cluster.local", svc},
-		NotBefore:    now.Add(-clockSkew),
+		NotBefore:    now.Add(-pki.ClockSkew),
 		NotAfter:     now.Add(WebhookLifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
@@ -113,69 +86,11 @@ func signWebhookCert(now time.Time, ns string, caKey crypto.Signer, ca *x509.Cer
 	if err != nil {
 		return nil, fmt.Errorf("signing the webhook certificate: %w", err)
 	}
-	keyPEM, err := encodeKey(key)
+	keyPEM, err := pki.EncodeKey(key)
 	if err != nil {
 		return nil, err
 	}
-	return &WebhookCerts{CAPEM: caPEM, CertPEM: encodeCert(der), KeyPEM: keyPEM}, nil
-}
-
-func selfSignedCA(cn string, now time.Time, lifetime time.Duration, maxPathLen int) (*ecdsa.PrivateKey, *x509.Certificate, string, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	tmpl, err := caTemplate(cn, now, lifetime, maxPathLen)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	return key, cert, encodeCert(der), nil
-}
-
-func caTemplate(cn string, now time.Time, lifetime time.Duration, maxPathLen int) (*x509.Certificate, error) {
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, err
-	}
-	return &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             now.Add(-clockSkew),
-		NotAfter:              now.Add(lifetime),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		MaxPathLen:            maxPathLen,
-		MaxPathLenZero:        maxPathLen == 0,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}, nil
-}
-
-func randomSerial() (*big.Int, error) {
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return nil, fmt.Errorf("generating a serial number: %w", err)
-	}
-	return serial, nil
-}
-
-func encodeCert(der []byte) string {
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-}
-
-func encodeKey(key *ecdsa.PrivateKey) (string, error) {
-	der, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return "", fmt.Errorf("encoding a private key: %w", err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})), nil
+	return &WebhookCerts{CAPEM: string(pki.EncodeCert(ca.Raw)), CertPEM: string(pki.EncodeCert(der)), KeyPEM: string(keyPEM)}, nil
 }
 
 // LoadIdentityFiles reads the user's trust anchors, issuer certificate and
@@ -209,94 +124,42 @@ func LoadIdentityFiles(now time.Time, anchorsFile, issuerCertFile, issuerKeyFile
 		return nil, err
 	}
 	if err := id.Validate(now); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--identity-issuer-certificate-file %s: %w", issuerCertFile, err)
 	}
 	return &id, nil
 }
 
-// Validate checks that the issuer is an unexpired ECDSA P-256 CA whose key
-// matches it and that chains to one of the unexpired trust anchors.
+// Validate checks with pki.CheckIssuer that the issuer may sign workload
+// certificates at now, as the controller will check it, and that its key
+// is ECDSA P-256.
 func (id *Identity) Validate(now time.Time) error {
-	anchors, err := pemcert.Parse([]byte(id.TrustAnchorsPEM))
+	anchors, err := pki.Parse([]byte(id.TrustAnchorsPEM))
 	if err != nil {
 		return fmt.Errorf("trust anchors: %w", err)
 	}
-	roots := x509.NewCertPool()
-	for _, a := range anchors {
-		if err := checkValidity(a, now); err != nil {
-			return fmt.Errorf("trust anchor %q: %w", a.Subject.CommonName, err)
-		}
-		if !a.IsCA {
-			return fmt.Errorf("trust anchor %q is not a CA certificate (basicConstraints CA:TRUE is missing)", a.Subject.CommonName)
-		}
-		roots.AddCert(a)
-	}
-	issuer, err := parseCert([]byte(id.IssuerCertPEM))
+	chain, err := pki.Parse([]byte(id.IssuerCertPEM))
 	if err != nil {
 		return fmt.Errorf("issuer certificate: %w", err)
 	}
-	if err := checkValidity(issuer, now); err != nil {
-		return fmt.Errorf("issuer certificate %q: %w", issuer.Subject.CommonName, err)
-	}
-	if !issuer.IsCA {
-		return fmt.Errorf("issuer certificate %q is not a CA certificate: it must be able to sign workload certificates", issuer.Subject.CommonName)
-	}
-	if _, err := issuer.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return fmt.Errorf("issuer certificate %q is not signed by the trust anchors: %w", issuer.Subject.CommonName, err)
-	}
-	key, err := parseKey([]byte(id.IssuerKeyPEM))
+	key, err := pki.ParseKey([]byte(id.IssuerKeyPEM))
 	if err != nil {
 		return fmt.Errorf("issuer key: %w", err)
 	}
-	ecKey, ok := key.(*ecdsa.PrivateKey)
-	if !ok || ecKey.Curve != elliptic.P256() {
+	if err := pki.CheckIssuer(chain, key.Public(), anchors, now); err != nil {
+		return err
+	}
+	if ecKey, ok := key.(*ecdsa.PrivateKey); !ok || ecKey.Curve != elliptic.P256() {
 		return errors.New("issuer key: must be an ECDSA P-256 key")
-	}
-	if !ecKey.PublicKey.Equal(issuer.PublicKey) {
-		return fmt.Errorf("issuer key does not match the issuer certificate %q", issuer.Subject.CommonName)
-	}
-	return nil
-}
-
-func checkValidity(c *x509.Certificate, now time.Time) error {
-	if now.Before(c.NotBefore) {
-		return fmt.Errorf("not valid before %s", c.NotBefore.UTC().Format(time.RFC3339))
-	}
-	if now.After(c.NotAfter) {
-		return fmt.Errorf("expired on %s", c.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return nil
 }
 
 func parseCert(data []byte) (*x509.Certificate, error) {
-	certs, err := pemcert.Parse(data)
+	certs, err := pki.Parse(data)
 	if err != nil {
 		return nil, err
 	}
 	return certs[0], nil
-}
-
-func parseKey(data []byte) (crypto.Signer, error) {
-	block, _ := pem.Decode(bytes.TrimSpace(data))
-	if block == nil {
-		return nil, errors.New("no PEM block found")
-	}
-	switch block.Type {
-	case "EC PRIVATE KEY":
-		return x509.ParseECPrivateKey(block.Bytes)
-	case "PRIVATE KEY":
-		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		s, ok := k.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("unsupported private key type %T", k)
-		}
-		return s, nil
-	default:
-		return nil, fmt.Errorf("unsupported PEM block %q (want EC PRIVATE KEY or PRIVATE KEY)", block.Type)
-	}
 }
 
 // identityFromValues is the identity the chart values carry.

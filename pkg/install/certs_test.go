@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/conduitmesh/conduit/pkg/pki/pkitest"
 )
 
 func TestGeneratedCertificatesChain(t *testing.T) {
@@ -59,6 +61,8 @@ func TestLoadIdentityFiles(t *testing.T) {
 		}
 		return p
 	}
+	kuAnchor := pkitest.Anchor(t, "root")
+	noSign := pkitest.Issuer(t, kuAnchor, "nosign", func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageDigitalSignature })
 	anchors := write("anchors.pem", good.TrustAnchorsPEM)
 	crt := write("issuer.crt", good.IssuerCertPEM)
 	key := write("issuer.key", good.IssuerKeyPEM)
@@ -71,11 +75,13 @@ func TestLoadIdentityFiles(t *testing.T) {
 		{name: "valid", anchors: anchors, crt: crt, key: key, now: testNow},
 		{name: "partial", anchors: anchors, now: testNow, wantErr: "must be given together"},
 		{name: "missing file", anchors: anchors, crt: filepath.Join(dir, "nope"), key: key, now: testNow, wantErr: "--identity-issuer-certificate-file"},
-		{name: "other anchor", anchors: write("other.pem", other.TrustAnchorsPEM), crt: crt, key: key, now: testNow, wantErr: "not signed by the trust anchors"},
+		{name: "other anchor", anchors: write("other.pem", other.TrustAnchorsPEM), crt: crt, key: key, now: testNow, wantErr: "does not chain to the trust anchors"},
 		{name: "key mismatch", anchors: anchors, crt: crt, key: write("other.key", other.IssuerKeyPEM), now: testNow, wantErr: "does not match"},
 		{name: "expired", anchors: anchors, crt: crt, key: key, now: testNow.Add(IssuerLifetime + time.Hour), wantErr: "expired on"},
 		{name: "not yet valid", anchors: anchors, crt: crt, key: key, now: testNow.Add(-time.Hour), wantErr: "not valid before"},
 		{name: "garbage", anchors: write("garbage.pem", "hello"), crt: crt, key: key, now: testNow, wantErr: "no PEM certificate"},
+		{name: "issuer without KeyUsageCertSign", anchors: write("ku-anchor.pem", string(kuAnchor.PEM())), crt: write("ku.crt", string(noSign.PEM())), key: write("ku.key", string(noSign.KeyPEM(t))), now: time.Now(),
+			wantErr: "--identity-issuer-certificate-file " + filepath.Join(dir, "ku.crt") + `: issuer certificate "nosign" is not a CA that may sign certificates`},
 		{name: "cert as key", anchors: anchors, crt: crt, key: crt, now: testNow, wantErr: "unsupported PEM block"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 // clockSkew backdates certificates so peers with slightly slow clocks accept them.
@@ -60,27 +62,25 @@ func NewIssuer(certPEM, keyPEM, anchorsPEM []byte, now time.Time) (*Issuer, erro
 	if !ok {
 		return nil, errors.New("issuer key cannot sign")
 	}
-	cert, err := x509.ParseCertificate(pair.Certificate[0])
-	if err != nil {
-		return nil, fmt.Errorf("issuer certificate: %w", err)
-	}
-	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
-		return nil, fmt.Errorf("issuer certificate %q is not a CA that may sign certificates", cert.Subject.CommonName)
-	}
-	anchors := x509.NewCertPool()
-	if !anchors.AppendCertsFromPEM(anchorsPEM) {
-		return nil, errors.New("trust anchors: no PEM certificate found")
-	}
-	inters := x509.NewCertPool()
-	for _, der := range pair.Certificate[1:] {
+	var chain []*x509.Certificate
+	for _, der := range pair.Certificate {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil, fmt.Errorf("issuer chain: %w", err)
+			return nil, fmt.Errorf("issuer certificate: %w", err)
 		}
-		inters.AddCert(c)
+		chain = append(chain, c)
 	}
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: anchors, Intermediates: inters, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return nil, fmt.Errorf("issuer certificate %q does not chain to the trust anchors: %w", cert.Subject.CommonName, err)
+	anchorCerts, err := pki.Parse(anchorsPEM)
+	if err != nil {
+		return nil, fmt.Errorf("trust anchors: %w", err)
+	}
+	if err := pki.CheckIssuer(chain, signer.Public(), anchorCerts, now); err != nil {
+		return nil, err
+	}
+	cert := chain[0]
+	anchors := x509.NewCertPool()
+	for _, a := range anchorCerts {
+		anchors.AddCert(a)
 	}
 	return &Issuer{cert: cert, key: signer, intermediates: pair.Certificate, anchors: anchors, anchorsPEM: bytes.Clone(anchorsPEM)}, nil
 }
@@ -98,7 +98,7 @@ func (is *Issuer) NotAfter() time.Time { return is.cert.NotAfter }
 // short to the issuer's own expiry). It returns the leaf and intermediates
 // in DER, and the leaf's expiry.
 func (is *Issuer) Issue(id ID, pub *ecdsa.PublicKey, now time.Time, lifetime time.Duration) ([]byte, [][]byte, time.Time, error) {
-	serial, err := newSerial()
+	serial, err := pki.NewSerial()
 	if err != nil {
 		return nil, nil, time.Time{}, err
 	}

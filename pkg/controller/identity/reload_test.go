@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 func TestWatchIssuer(t *testing.T) {
 	dir := t.TempDir()
-	a, _ := GeneratePKI(time.Now(), "cluster.local", time.Hour)
-	b, _ := GeneratePKI(time.Now(), "cluster.local", time.Hour)
+	a, _ := pki.Generate(time.Now(), "cluster.local", time.Hour, time.Hour)
+	b, _ := pki.Generate(time.Now(), "cluster.local", time.Hour, time.Hour)
 	if err := a.WriteDir(dir); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +19,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
+	"github.com/conduitmesh/conduit/pkg/pki"
+	"github.com/conduitmesh/conduit/pkg/pki/pkitest"
 )
 
 // mapTokens validates tokens from a map of token → "ns/sa"; "broken" fails as
@@ -52,9 +55,9 @@ func newCSR(t *testing.T, key any, uris ...string) []byte {
 	return der
 }
 
-func newIssuer(t *testing.T, now time.Time) (*Issuer, *PKI) {
+func newIssuer(t *testing.T, now time.Time) (*Issuer, *pki.PKI) {
 	t.Helper()
-	pki, err := GeneratePKI(now, "cluster.local", 365*24*time.Hour)
+	pki, err := pki.Generate(now, "cluster.local", 365*24*time.Hour, 365*24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +156,7 @@ func TestCertify(t *testing.T) {
 
 func TestLeafNeverOutlivesIssuer(t *testing.T) {
 	now := time.Now()
-	pki, err := GeneratePKI(now, "cluster.local", 2*time.Hour)
+	pki, err := pki.Generate(now, "cluster.local", 2*time.Hour, 2*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,8 +179,8 @@ func TestLeafNeverOutlivesIssuer(t *testing.T) {
 
 func TestLoadIssuerRejects(t *testing.T) {
 	now := time.Now()
-	a, _ := GeneratePKI(now, "cluster.local", time.Hour)
-	b, _ := GeneratePKI(now, "cluster.local", time.Hour)
+	a, _ := pki.Generate(now, "cluster.local", time.Hour, time.Hour)
+	b, _ := pki.Generate(now, "cluster.local", time.Hour, time.Hour)
 	tests := []struct {
 		name               string
 		cert, key, anchors []byte
@@ -207,5 +210,14 @@ func TestParseID(t *testing.T) {
 		if _, err := ParseID(bad); err == nil {
 			t.Errorf("ParseID(%q): no error", bad)
 		}
+	}
+}
+
+func TestNewIssuerRefusesIssuerThatCannotSign(t *testing.T) {
+	anchor := pkitest.Anchor(t, "root")
+	noSign := pkitest.Issuer(t, anchor, "nosign", func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageDigitalSignature })
+	_, err := NewIssuer(noSign.PEM(), noSign.KeyPEM(t), anchor.PEM(), time.Now())
+	if err == nil || !strings.Contains(err.Error(), "keyCertSign") {
+		t.Fatalf("err = %v, want the issuer refused for lacking keyCertSign", err)
 	}
 }

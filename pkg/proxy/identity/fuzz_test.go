@@ -15,6 +15,7 @@ import (
 
 	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
 	ctlidentity "github.com/conduitmesh/conduit/pkg/controller/identity"
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 // unaryFunc answers every call with what it returns.
@@ -30,7 +31,7 @@ func (f unaryFunc) Unary(context.Context, string, []byte) ([]byte, error) { retu
 // never a panic.
 func FuzzCertifyResponse(f *testing.F) {
 	now := time.Now()
-	pki, err := ctlidentity.GeneratePKI(now, "cluster.local", time.Hour)
+	pki, err := pki.Generate(now, "cluster.local", time.Hour, time.Hour)
 	if err != nil {
 		f.Fatal(err)
 	}

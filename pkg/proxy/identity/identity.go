@@ -25,7 +25,7 @@ import (
 
 	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
 
-	"github.com/conduitmesh/conduit/pkg/pemcert"
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 // Unary makes a unary gRPC call; *grpclite.Conn implements it.
@@ -140,7 +140,7 @@ func LoadTrustAnchors(path string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading trust anchors: %w", err)
 	}
-	pool, err := pemcert.Pool(data)
+	pool, err := pki.Pool(data)
 	if err != nil {
 		return nil, fmt.Errorf("trust anchors file %s: %w", path, err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
 	ctlidentity "github.com/conduitmesh/conduit/pkg/controller/identity"
+	"github.com/conduitmesh/conduit/pkg/pki"
 	"github.com/conduitmesh/conduit/pkg/proxy/grpclite"
 	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
 )
@@ -42,7 +43,7 @@ type controller struct {
 func startController(t testing.TB, lifetime time.Duration) *controller {
 	t.Helper()
 	dir := t.TempDir()
-	pki, err := ctlidentity.GeneratePKI(time.Now(), "cluster.local", 24*time.Hour)
+	pki, err := pki.Generate(time.Now(), "cluster.local", 24*time.Hour, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	ctlidentity "github.com/conduitmesh/conduit/pkg/controller/identity"
 	"github.com/conduitmesh/conduit/pkg/controller/stats"
 	ctltap "github.com/conduitmesh/conduit/pkg/controller/tap"
+	"github.com/conduitmesh/conduit/pkg/pki"
 	"github.com/conduitmesh/conduit/pkg/proxy"
 	"github.com/conduitmesh/conduit/pkg/proxy/grpclite"
 	"github.com/conduitmesh/conduit/pkg/proxy/identity"
@@ -50,7 +51,7 @@ type mesh struct {
 func startMesh(t *testing.T, backend http.Handler) *mesh {
 	t.Helper()
 	dir := t.TempDir()
-	pki, err := ctlidentity.GeneratePKI(time.Now(), "cluster.local", 24*time.Hour)
+	pki, err := pki.Generate(time.Now(), "cluster.local", 24*time.Hour, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +281,7 @@ func TestTapOverMTLSRefusesOthers(t *testing.T) {
 	}
 
 	// The controller's name, signed by another trust anchor.
-	other, err := ctlidentity.GeneratePKI(time.Now(), "cluster.local", time.Hour)
+	other, err := pki.Generate(time.Now(), "cluster.local", time.Hour, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

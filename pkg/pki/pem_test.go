@@ -1,4 +1,4 @@
-package pemcert
+package pki
 
 import (
 	"crypto/ecdsa"
