@@ -7,8 +7,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"net/url"
 	"testing"
 	"time"
 
@@ -32,6 +34,27 @@ func (c *Cert) KeyPEM(t testing.TB) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TLS is the certificate and key for a tls.Config.
+func (c *Cert) TLS() tls.Certificate {
+	return tls.Certificate{Certificate: [][]byte{c.Cert.Raw}, PrivateKey: c.Key, Leaf: c.Cert}
+}
+
+// Pool is a pool holding just the certificate, for a CA.
+func (c *Cert) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(c.Cert)
+	return p
+}
+
+// URI makes a leaf's identity the URI SAN id, such as a SPIFFE ID.
+func URI(t testing.TB, id string) Mod {
+	u, err := url.Parse(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(c *x509.Certificate) { c.URIs = append(c.URIs, u) }
 }
 
 // Mod changes a template before it is signed.
