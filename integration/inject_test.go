@@ -32,6 +32,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
 
+	"github.com/conduitmesh/conduit/pkg/contract"
 	"github.com/conduitmesh/conduit/pkg/controller/injector"
 	"github.com/conduitmesh/conduit/pkg/inject"
 )
@@ -204,12 +205,12 @@ func checkInjected(t *testing.T, pod *corev1.Pod, version string) {
 	// could only come from the pod's own namespace, not the control plane's.
 	var anchors bool
 	for _, e := range proxy.Env {
-		if e.Name == inject.EnvTrustAnchors && strings.HasPrefix(e.Value, "-----BEGIN CERTIFICATE-----") {
+		if e.Name == contract.Env(contract.FlagTrustAnchors) && strings.HasPrefix(e.Value, "-----BEGIN CERTIFICATE-----") {
 			anchors = true
 		}
 	}
 	if !anchors {
-		t.Errorf("pod %s: the proxy has no %s", pod.Name, inject.EnvTrustAnchors)
+		t.Errorf("pod %s: the proxy has no %s", pod.Name, contract.Env(contract.FlagTrustAnchors))
 	}
 	for _, v := range pod.Spec.Volumes {
 		if v.ConfigMap != nil {
@@ -393,8 +394,8 @@ func TestInjectManualAccepted(t *testing.T) {
 					t.Fatal(err)
 				}
 				kubectlDryRun(t, ns, out)
-				if len(args) > 1 && !strings.Contains(res.Stdout, inject.EnvTrustAnchors) {
-					t.Errorf("%s: the proxy has no %s", strings.Join(args, " "), inject.EnvTrustAnchors)
+				if len(args) > 1 && !strings.Contains(res.Stdout, contract.Env(contract.FlagTrustAnchors)) {
+					t.Errorf("%s: the proxy has no %s", strings.Join(args, " "), contract.Env(contract.FlagTrustAnchors))
 				}
 
 				back := runBinary(t, conduit, "", "uninject", out)

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/conduitmesh/conduit/pkg/contract"
 	"github.com/conduitmesh/conduit/pkg/proxy/destination"
 	"github.com/conduitmesh/conduit/pkg/proxy/grpclite"
 	"github.com/conduitmesh/conduit/pkg/proxy/identity"
@@ -47,12 +48,12 @@ type controlPlaneOptions struct {
 
 func registerControlPlaneFlags(fs *flag.FlagSet) *controlPlaneOptions {
 	o := &controlPlaneOptions{}
-	fs.StringVar(&o.controllerAddr, "controller-addr", "", "controller gRPC address (HOST:PORT) for discovery and identity; empty runs without a control plane")
-	fs.StringVar(&o.identityTokenFile, "identity-token-file", "", "token file proving --identity-name, re-read at every renewal (a projected service-account token)")
+	fs.StringVar(&o.controllerAddr, contract.FlagControllerAddr, "", "controller gRPC address (HOST:PORT) for discovery and identity; empty runs without a control plane")
+	fs.StringVar(&o.identityTokenFile, contract.FlagIdentityTokenFile, "", "token file proving --identity-name, re-read at every renewal (a projected service-account token)")
 	fs.StringVar(&o.trustAnchorsFile, "trust-anchors-file", "", "file of PEM trust anchors that verify meshed peers and the controller")
-	fs.StringVar(&o.trustAnchors, "trust-anchors", "", "PEM trust anchors as text (what the injector sets); alternative to --trust-anchors-file")
-	fs.StringVar(&o.identityName, "identity-name", "", "SPIFFE ID to request, e.g. spiffe://cluster.local/ns/default/sa/web; empty runs without mTLS")
-	fs.StringVar(&o.controllerIdentity, "controller-identity", "", "the controller's SPIFFE ID; when set the controller connection is TLS verified against the trust anchors, else plaintext (loopback only)")
+	fs.StringVar(&o.trustAnchors, contract.FlagTrustAnchors, "", "PEM trust anchors as text (what the injector sets); alternative to --trust-anchors-file")
+	fs.StringVar(&o.identityName, contract.FlagIdentityName, "", "SPIFFE ID to request, e.g. spiffe://cluster.local/ns/default/sa/web; empty runs without mTLS")
+	fs.StringVar(&o.controllerIdentity, contract.FlagControllerIdentity, "", "the controller's SPIFFE ID; when set the controller connection is TLS verified against the trust anchors, else plaintext (loopback only)")
 	fs.StringVar(&o.podNamespace, "pod-namespace", "", "the pod's namespace, to resolve one-label service names; default: the namespace of --identity-name")
 	fs.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
 	return o
@@ -80,7 +81,7 @@ func (o *controlPlaneOptions) connect(ctx context.Context, log *slog.Logger) (re
 		return nil, nil, noop, fmt.Errorf("--controller-addr %q: want HOST:PORT", o.controllerAddr)
 	}
 	if o.trustAnchorsFile != "" && o.trustAnchors != "" {
-		return nil, nil, noop, errors.New("--trust-anchors and --trust-anchors-file are both set (CONDUIT_PROXY_TRUST_ANCHORS, CONDUIT_PROXY_TRUST_ANCHORS_FILE): set only one")
+		return nil, nil, noop, fmt.Errorf("--trust-anchors and --trust-anchors-file are both set (%s, %s): set only one", contract.Env("trust-anchors"), contract.Env("trust-anchors-file"))
 	}
 	if o.identityName != "" || o.controllerIdentity != "" {
 		if o.trustAnchorsFile == "" && o.trustAnchors == "" {
@@ -119,7 +120,7 @@ func (o *controlPlaneOptions) connect(ctx context.Context, log *slog.Logger) (re
 	case o.trustAnchors != "":
 		var err error
 		if anchors, err = pemcert.Pool([]byte(o.trustAnchors)); err != nil {
-			return nil, nil, noop, fmt.Errorf("--trust-anchors (CONDUIT_PROXY_TRUST_ANCHORS): %w; want the PEM certificates of the trust anchors (ca-bundle.crt)", err)
+			return nil, nil, noop, fmt.Errorf("--trust-anchors (%s): %w; want the PEM certificates of the trust anchors (ca-bundle.crt)", contract.Env(contract.FlagTrustAnchors), err)
 		}
 	}
 

@@ -10,12 +10,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/conduitmesh/conduit/pkg/contract"
 	"github.com/conduitmesh/conduit/pkg/proxy/redirect"
 )
-
-// envPrefix prefixes the environment variable of every flag:
-// --skip-outbound-ports ⇔ CONDUIT_PROXY_SKIP_OUTBOUND_PORTS.
-const envPrefix = "CONDUIT_PROXY_"
 
 // initOptions are the settings of `conduit-proxy init`.
 type initOptions struct {
@@ -60,7 +57,7 @@ func parseInitFlags(args []string, getenv func(string) string, stderr io.Writer)
 		fmt.Fprintf(fs.Output(), "Usage: conduit-proxy init [flags]\n\n"+
 			"Installs the pod's NAT redirect to conduit-proxy: with nftables over netlink (no program\n"+
 			"needed), or with iptables programs. Every flag can also be set with an environment\n"+
-			"variable %s<FLAG_IN_UPPER_SNAKE>; flags win.\n\n", envPrefix)
+			"variable %s<FLAG_IN_UPPER_SNAKE>; flags win.\n\n", contract.EnvPrefix)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -108,7 +105,7 @@ func parseInitFlags(args []string, getenv func(string) string, stderr io.Writer)
 }
 
 // applyEnv sets every flag that was not given on the command line from its
-// CONDUIT_PROXY_* environment variable, when that is set.
+// environment variable (contract.Env), when that is set.
 func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
@@ -117,7 +114,7 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 		if err != nil || given[f.Name] {
 			return
 		}
-		name := envName(f.Name)
+		name := contract.Env(f.Name)
 		if v := getenv(name); v != "" {
 			if setErr := fs.Set(f.Name, v); setErr != nil {
 				err = fmt.Errorf("environment variable %s=%q is not a valid --%s: %v", name, v, f.Name, setErr)
@@ -125,11 +122,6 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 		}
 	})
 	return err
-}
-
-// envName is the environment variable of a flag: skip-subnets → CONDUIT_PROXY_SKIP_SUBNETS.
-func envName(flagName string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
 // runInit plans the rulesets, then prints them (dry run) or installs them

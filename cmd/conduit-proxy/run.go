@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/conduitmesh/conduit/pkg/contract"
 	"github.com/conduitmesh/conduit/pkg/proxy"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 	"github.com/conduitmesh/conduit/pkg/proxy/tap"
@@ -71,12 +72,12 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	o := &runOptions{routes: routeFlag{s: resolve.Static{}}, maxHeaderBytes: 64 << 10, memoryLimit: defaultMemoryLimit}
 	fs := flag.NewFlagSet("conduit-proxy run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.inboundListen, "inbound-listen", "0.0.0.0:4143", "inbound listener: all traffic to the pod")
-	fs.StringVar(&o.outboundListen, "outbound-listen", "127.0.0.1:4140", "outbound listener: the pod's own outgoing traffic")
-	fs.StringVar(&o.adminListen, "admin-listen", "0.0.0.0:4191", "admin listener: /metrics, /ready, /live, /shutdown, /log-level")
+	fs.StringVar(&o.inboundListen, contract.FlagInboundListen, fmt.Sprintf("0.0.0.0:%d", contract.ProxyInboundPort), "inbound listener: all traffic to the pod")
+	fs.StringVar(&o.outboundListen, contract.FlagOutboundListen, fmt.Sprintf("127.0.0.1:%d", contract.ProxyOutboundPort), "outbound listener: the pod's own outgoing traffic")
+	fs.StringVar(&o.adminListen, contract.FlagAdminListen, fmt.Sprintf("0.0.0.0:%d", contract.ProxyAdminPort), "admin listener: /metrics, /ready, /live, /shutdown, /log-level")
 	fs.StringVar(&o.inboundTarget, "inbound-target", "", "send all inbound traffic to HOST:PORT (explicit mode); empty uses each connection's original destination")
 	fs.Var(&o.routes, "outbound-route", "route outbound AUTHORITY=HOST:PORT (repeatable; comma-separated in the environment)")
-	fs.Var(&o.opaquePorts, "opaque-ports", fmt.Sprintf("comma-separated ports never detected, relayed as TCP (in addition to %v)", proxy.DefaultOpaquePorts))
+	fs.Var(&o.opaquePorts, contract.FlagOpaquePorts, fmt.Sprintf("comma-separated ports never detected, relayed as TCP (in addition to %v)", proxy.DefaultOpaquePorts))
 	fs.DurationVar(&o.detectTimeout, "detect-timeout", 10*time.Second, "how long to wait for a client's first bytes before treating the connection as opaque")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", time.Second, "timeout for connecting to an upstream")
 	fs.DurationVar(&o.headerReadTimeout, "header-read-timeout", 10*time.Second, "time allowed to read a request's headers")
@@ -87,7 +88,7 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.IntVar(&o.maxConnections, "max-connections", 0, "open connections per traffic listener; past it new ones are reset at once (0: derived from --max-memory, else 10000)")
 	fs.IntVar(&o.maxRequests, "max-requests", 0, "in-flight HTTP requests per traffic listener; past it requests get 503 (0: derived from --max-memory, else 10000)")
 	fs.Var(&o.maxMemory, "max-memory", "memory the proxy must stay under (e.g. 64MiB; 0 = its container's memory limit when it has one): the connection and request caps are derived from it and the soft memory limit never grows past it")
-	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (changeable at PUT /log-level)")
+	fs.StringVar(&o.logLevel, contract.FlagLogLevel, "info", "debug, info, warn or error (changeable at PUT /log-level)")
 	fs.StringVar(&o.logFormat, "log-format", "plain", "plain or json")
 	fs.Var(&o.memoryLimit, "memory-limit", "Go runtime soft memory limit with no connections open (e.g. 6MiB; 0 = none); it grows by 64 KiB per open connection, and by up to 8 MiB while garbage collection takes over 10 % of the CPU")
 	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "Go GC target percentage (-1 disables proportional GC)")
@@ -96,7 +97,7 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	return fs, o
 }
 
-// parseRunOptions reads flags, then CONDUIT_PROXY_* for every flag not given
+// parseRunOptions reads flags, then the environment for every flag not given
 // on the command line (applyEnv, shared with init).
 func parseRunOptions(args []string, getenv func(string) string, stderr io.Writer) (*runOptions, error) {
 	fs, o := newRunFlags(stderr)

@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/conduitmesh/conduit/pkg/contract"
 )
 
 // Names of the objects of an install (see the chart in manifests/).
@@ -26,12 +28,9 @@ const (
 	ControlPlaneNSLabel        = "conduit.io/control-plane-ns"
 	ControlPlaneComponentLabel = "conduit.io/control-plane-component"
 	VersionLabel               = "conduit.io/version"
-	ProxyVersionLabel          = "conduit.io/proxy-version"
-	ProxyContainerName         = "conduit-proxy"
-	InitContainerName          = "conduit-init"
-	// TrustAnchorsEnv is the proxy's environment variable holding the trust
-	// anchors it was injected with.
-	TrustAnchorsEnv = "CONDUIT_PROXY_TRUST_ANCHORS"
+	ProxyVersionLabel          = contract.LabelProxyVersion
+	ProxyContainerName         = contract.ProxyContainerName
+	InitContainerName          = contract.InitContainerName
 )
 
 // MinKubernetesVersion is the oldest Kubernetes the control plane supports

@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/conduitmesh/conduit/pkg/contract"
 	"github.com/conduitmesh/conduit/pkg/pemcert"
 )
 
@@ -189,7 +190,7 @@ func (s *state) staleAnchors(p *corev1.Pod) bool {
 			continue
 		}
 		for _, e := range c.Env {
-			if e.Name != TrustAnchorsEnv || e.Value == "" {
+			if e.Name != contract.Env(contract.FlagTrustAnchors) || e.Value == "" {
 				continue
 			}
 			certs, err := pemcert.Parse([]byte(e.Value))

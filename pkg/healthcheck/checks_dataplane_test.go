@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/conduitmesh/conduit/pkg/contract"
 	"github.com/conduitmesh/conduit/pkg/inject"
 )
 
@@ -61,7 +62,7 @@ func (p podSpec) pod() *corev1.Pod {
 	always := corev1.ContainerRestartPolicyAlways
 	proxy := corev1.Container{Name: ProxyContainerName, Image: "ghcr.io/conduitmesh/conduit-proxy:v1.0.0"}
 	if p.anchors != "" {
-		proxy.Env = []corev1.EnvVar{{Name: TrustAnchorsEnv, Value: p.anchors}}
+		proxy.Env = []corev1.EnvVar{{Name: contract.Env(contract.FlagTrustAnchors), Value: p.anchors}}
 	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: "app", UID: types.UID(p.name + "-uid"),
@@ -385,8 +386,8 @@ func TestLastNonEmptyLine(t *testing.T) {
 
 // TestNamesMatchTheInjector: the checks look for what the injector adds.
 func TestNamesMatchTheInjector(t *testing.T) {
-	got := []string{InitContainerName, ProxyContainerName, TrustAnchorsEnv, ProxyVersionLabel}
-	want := []string{inject.InitContainerName, inject.ProxyContainerName, inject.EnvTrustAnchors, inject.LabelProxyVersion}
+	got := []string{InitContainerName, ProxyContainerName, contract.Env(contract.FlagTrustAnchors), ProxyVersionLabel}
+	want := []string{inject.InitContainerName, inject.ProxyContainerName, contract.Env(contract.FlagTrustAnchors), inject.LabelProxyVersion}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("names (-injector +checks):\n%s", diff)
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/conduitmesh/conduit/pkg/contract"
 )
 
 const podTmpl = `apiVersion: v1
@@ -196,13 +198,13 @@ func TestTrustAnchors(t *testing.T) {
 	found := false
 	for _, c := range obj.Spec.InitContainers {
 		for _, e := range c.Env {
-			if c.Name == ProxyContainerName && e.Name == EnvTrustAnchors {
+			if c.Name == ProxyContainerName && e.Name == contract.Env(contract.FlagTrustAnchors) {
 				found = e.Value == want
 			}
 		}
 	}
 	if !found {
-		t.Errorf("the proxy's %s is not the configured PEM:\n%s", EnvTrustAnchors, out)
+		t.Errorf("the proxy's %s is not the configured PEM:\n%s", contract.Env(contract.FlagTrustAnchors), out)
 	}
 
 	tests := []struct {

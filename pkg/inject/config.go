@@ -7,31 +7,27 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/conduitmesh/conduit/pkg/contract"
 	"github.com/conduitmesh/conduit/pkg/version"
 )
 
-// Annotation and label names.
+// Annotation and label names (the ones other processes read are defined in
+// contract).
 const (
-	// AnnotationInject turns injection on ("enabled") or off ("disabled") on a
-	// namespace or a pod template.
-	AnnotationInject = "conduit.io/inject"
-	// AnnotationProxyVersion records the injected proxy's version (also a label).
-	AnnotationProxyVersion = "conduit.io/proxy-version"
-	// LabelProxyVersion is the pod label carrying the injected proxy's version.
-	LabelProxyVersion = "conduit.io/proxy-version"
+	AnnotationInject       = contract.AnnotationInject
+	AnnotationProxyVersion = contract.AnnotationProxyVersion
+	LabelProxyVersion      = contract.LabelProxyVersion
 	// AnnotationRestore records what injection changed, so that uninject can
 	// restore the original object exactly.
 	AnnotationRestore = "conduit.io/inject-restore"
-	// ConfigPrefix prefixes the per-workload proxy overrides.
-	ConfigPrefix = "config.conduit.io/"
+	ConfigPrefix      = contract.ConfigPrefix
 
 	// ValueEnabled and ValueDisabled are the values of AnnotationInject.
 	ValueEnabled  = "enabled"
 	ValueDisabled = "disabled"
 
-	// ProxyContainerName and InitContainerName name the injected containers.
-	ProxyContainerName = "conduit-proxy"
-	InitContainerName  = "conduit-init"
+	ProxyContainerName = contract.ProxyContainerName
+	InitContainerName  = contract.InitContainerName
 	// TokenVolumeName names the injected token volume.
 	TokenVolumeName = "conduit-identity-token"
 	// TrustRootsConfigMap is the ConfigMap in the control-plane namespace
@@ -40,8 +36,6 @@ const (
 	// ConfigMap volume could only name a ConfigMap in the pod's namespace.
 	TrustRootsConfigMap = "conduit-identity-trust-roots"
 	TrustRootsKey       = "ca-bundle.crt"
-	// EnvTrustAnchors is the proxy's environment variable holding them.
-	EnvTrustAnchors = "CONDUIT_PROXY_TRUST_ANCHORS"
 	// TokenAudience is the audience of the projected service-account token
 	// the proxy presents to the identity service.
 	TokenAudience = "identity.conduit.io"
@@ -88,10 +82,10 @@ const (
 	DefaultTrustDomain        = "cluster.local"
 	DefaultClusterDomain      = "cluster.local"
 	DefaultProxyUID           = 2102
-	DefaultInboundPort        = 4143
-	DefaultOutboundPort       = 4140
-	DefaultAdminPort          = 4191
-	DefaultControllerGRPCPort = 8086
+	DefaultInboundPort        = contract.ProxyInboundPort
+	DefaultOutboundPort       = contract.ProxyOutboundPort
+	DefaultAdminPort          = contract.ProxyAdminPort
+	DefaultControllerGRPCPort = contract.ControllerGRPCPort
 	DefaultTokenExpiration    = 86400
 	DefaultProxyCPURequest    = "10m"
 	DefaultProxyMemoryRequest = "20Mi"
@@ -132,7 +126,7 @@ type ProxyConfig struct {
 	ClusterDomain         string
 
 	// TrustAnchorsPEM are the mesh's trust anchors (the control plane's
-	// TrustRootsConfigMap), given to the proxy as EnvTrustAnchors. Required
+	// TrustRootsConfigMap), given to the proxy's --trust-anchors. Required
 	// to render the sidecar; annotating alone does not need them.
 	TrustAnchorsPEM string
 }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/conduitmesh/conduit/pkg/contract"
 	"github.com/conduitmesh/conduit/pkg/pemcert"
 )
 
@@ -71,22 +72,27 @@ func fieldEnv(name, path string) corev1.EnvVar {
 	}}
 }
 
+// flagEnv sets a conduit-proxy flag through its environment variable.
+func flagEnv(flag, value string) corev1.EnvVar {
+	return corev1.EnvVar{Name: contract.Env(flag), Value: value}
+}
+
 func proxyContainer(c ProxyConfig) corev1.Container {
 	env := []corev1.EnvVar{
-		fieldEnv("CONDUIT_POD_NS", "metadata.namespace"),
-		fieldEnv("CONDUIT_POD_SA", "spec.serviceAccountName"),
-		{Name: "CONDUIT_PROXY_LOG_LEVEL", Value: c.LogLevel},
-		{Name: "CONDUIT_PROXY_INBOUND_LISTEN", Value: "0.0.0.0:" + strconv.Itoa(c.InboundPort)},
-		{Name: "CONDUIT_PROXY_OUTBOUND_LISTEN", Value: "127.0.0.1:" + strconv.Itoa(c.OutboundPort)},
-		{Name: "CONDUIT_PROXY_ADMIN_LISTEN", Value: "0.0.0.0:" + strconv.Itoa(c.AdminPort)},
-		{Name: "CONDUIT_PROXY_CONTROLLER_ADDR", Value: c.controllerAddr()},
-		{Name: "CONDUIT_PROXY_CONTROLLER_IDENTITY", Value: c.controllerIdentity()},
-		{Name: "CONDUIT_PROXY_IDENTITY_NAME", Value: fmt.Sprintf("spiffe://%s/ns/$(CONDUIT_POD_NS)/sa/$(CONDUIT_POD_SA)", c.TrustDomain)},
-		{Name: "CONDUIT_PROXY_IDENTITY_TOKEN_FILE", Value: tokenMountPath + "/token"},
-		{Name: EnvTrustAnchors, Value: c.TrustAnchorsPEM},
+		fieldEnv(contract.EnvPodNamespace, "metadata.namespace"),
+		fieldEnv(contract.EnvPodServiceAccount, "spec.serviceAccountName"),
+		flagEnv(contract.FlagLogLevel, c.LogLevel),
+		flagEnv(contract.FlagInboundListen, "0.0.0.0:"+strconv.Itoa(c.InboundPort)),
+		flagEnv(contract.FlagOutboundListen, "127.0.0.1:"+strconv.Itoa(c.OutboundPort)),
+		flagEnv(contract.FlagAdminListen, "0.0.0.0:"+strconv.Itoa(c.AdminPort)),
+		flagEnv(contract.FlagControllerAddr, c.controllerAddr()),
+		flagEnv(contract.FlagControllerIdentity, c.controllerIdentity()),
+		flagEnv(contract.FlagIdentityName, fmt.Sprintf("spiffe://%s/ns/$(%s)/sa/$(%s)", c.TrustDomain, contract.EnvPodNamespace, contract.EnvPodServiceAccount)),
+		flagEnv(contract.FlagIdentityTokenFile, tokenMountPath+"/token"),
+		flagEnv(contract.FlagTrustAnchors, c.TrustAnchorsPEM),
 	}
 	if c.OpaquePorts != "" {
-		env = append(env, corev1.EnvVar{Name: "CONDUIT_PROXY_OPAQUE_PORTS", Value: c.OpaquePorts})
+		env = append(env, flagEnv(contract.FlagOpaquePorts, c.OpaquePorts))
 	}
 	admin := intstr.FromInt32(int32(c.AdminPort))
 	probe := func(path string, delay int32) *corev1.Probe {

@@ -16,6 +16,7 @@ import (
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/conduitmesh/conduit/pkg/contract"
 	"github.com/conduitmesh/conduit/pkg/inject"
 )
 
@@ -228,12 +229,12 @@ func TestWebhookTrustAnchors(t *testing.T) {
 	}
 	found := false
 	for _, e := range env {
-		if e.Name == inject.EnvTrustAnchors {
+		if e.Name == contract.Env(contract.FlagTrustAnchors) {
 			found = e.Value == cfg.TrustAnchorsPEM && e.ValueFrom == nil
 		}
 	}
 	if !found {
-		t.Errorf("the proxy's environment lacks %s with the trust anchors: %+v", inject.EnvTrustAnchors, env)
+		t.Errorf("the proxy's environment lacks %s with the trust anchors: %+v", contract.Env(contract.FlagTrustAnchors), env)
 	}
 	for _, v := range pod.Spec.Volumes {
 		if v.ConfigMap != nil {

@@ -12,11 +12,11 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	corelisters "k8s.io/client-go/listers/core/v1"
 
-	"github.com/conduitmesh/conduit/pkg/inject"
+	"github.com/conduitmesh/conduit/pkg/contract"
 )
 
 // ProxyVersionLabel marks an injected pod.
-const ProxyVersionLabel = inject.LabelProxyVersion
+const ProxyVersionLabel = contract.LabelProxyVersion
 
 // DefaultAdminPort is the proxy's admin port.
 const DefaultAdminPort = 4191
@@ -93,7 +93,7 @@ func (k KubePods) List(context.Context) ([]Pod, error) {
 func proxyRunning(p *corev1.Pod) bool {
 	for _, statuses := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
 		for _, cs := range statuses {
-			if cs.Name == inject.ProxyContainerName && cs.State.Running != nil {
+			if cs.Name == contract.ProxyContainerName && cs.State.Running != nil {
 				return true
 			}
 		}

@@ -8,22 +8,9 @@ import (
 	"sync"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/conduitmesh/conduit/pkg/contract"
 )
-
-// registryProxies is the part of the local discovery registry (the file
-// `conduit demo` writes, see pkg/controller/discovery/local) that lists the
-// meshed workloads' proxies. Other keys are ignored here.
-type registryProxies struct {
-	Proxies []registryProxy `json:"proxies"`
-}
-
-type registryProxy struct {
-	Namespace    string            `json:"namespace"`
-	Pod          string            `json:"pod"`
-	AdminAddress string            `json:"adminAddress"`
-	Identity     string            `json:"identity,omitempty"`
-	Labels       map[string]string `json:"labels,omitempty"`
-}
 
 // RegistryFilePods lists pods from the `proxies` of a local registry file,
 // re-reading it when it changes. A file that turns unreadable or invalid
@@ -65,9 +52,10 @@ func (r *registryPods) pods(context.Context) ([]Pod, error) {
 	return pods, nil
 }
 
-// ParseRegistryPods decodes the proxies of a registry file.
+// ParseRegistryPods decodes the proxies of a local registry file (the one
+// `conduit demo` writes, see contract.Registry); other keys are ignored here.
 func ParseRegistryPods(raw []byte) ([]Pod, error) {
-	var reg registryProxies
+	var reg contract.Registry
 	if err := yaml.Unmarshal(raw, &reg); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,66 @@
+// Package contract holds the names Conduit's processes share across process
+// boundaries, so that each is spelled once: the proxy's ports, flags and
+// environment variables (which the injector writes and conduit-proxy
+// reads), the annotations, labels and container names the injector writes
+// and the CLI and controller read, and the schema of the local registry that
+// `conduit demo` writes and the controller reads. Standard library only:
+// the proxy imports it.
+package contract
+
+import "strings"
+
+// Ports of the proxy and the controller.
+const (
+	ProxyInboundPort   = 4143
+	ProxyOutboundPort  = 4140
+	ProxyAdminPort     = 4191
+	ControllerGRPCPort = 8086
+)
+
+// EnvPrefix prefixes the environment variable of every conduit-proxy flag
+// (run and init): --skip-outbound-ports ⇔ CONDUIT_PROXY_SKIP_OUTBOUND_PORTS.
+const EnvPrefix = "CONDUIT_PROXY_"
+
+// Env is the environment variable of a conduit-proxy flag.
+func Env(flag string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// Flags of `conduit-proxy run` that the injector sets through Env.
+const (
+	FlagLogLevel           = "log-level"
+	FlagInboundListen      = "inbound-listen"
+	FlagOutboundListen     = "outbound-listen"
+	FlagAdminListen        = "admin-listen"
+	FlagControllerAddr     = "controller-addr"
+	FlagControllerIdentity = "controller-identity"
+	FlagIdentityName       = "identity-name"
+	FlagIdentityTokenFile  = "identity-token-file"
+	FlagTrustAnchors       = "trust-anchors"
+	FlagOpaquePorts        = "opaque-ports"
+)
+
+// The pod's namespace and service account, from the downward API: the
+// injector sets them so that Env(FlagIdentityName) can name them as
+// $(CONDUIT_POD_NS) and $(CONDUIT_POD_SA). No flag reads them.
+const (
+	EnvPodNamespace      = "CONDUIT_POD_NS"
+	EnvPodServiceAccount = "CONDUIT_POD_SA"
+)
+
+// Annotations, labels and container names of meshed pods.
+const (
+	// AnnotationInject turns injection on ("enabled") or off ("disabled") on a
+	// namespace or a pod template.
+	AnnotationInject = "conduit.io/inject"
+	// AnnotationProxyVersion records the injected proxy's version (also a label).
+	AnnotationProxyVersion = "conduit.io/proxy-version"
+	// LabelProxyVersion is the pod label carrying the injected proxy's version.
+	LabelProxyVersion = "conduit.io/proxy-version"
+	// ConfigPrefix prefixes the per-workload proxy overrides.
+	ConfigPrefix = "config.conduit.io/"
+
+	// ProxyContainerName and InitContainerName name the injected containers.
+	ProxyContainerName = "conduit-proxy"
+	InitContainerName  = "conduit-init"
+)
