@@ -2,14 +2,10 @@ package healthcheck
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"flag"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +21,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/kubernetes/scheme"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/conduitmesh/conduit/pkg/pki/pkitest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -89,13 +87,7 @@ type testCert struct {
 // makeCert issues spec signed by parent (self-signed when parent is nil).
 func makeCert(t *testing.T, spec certSpec, parent *testCert) *testCert {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: spec.cn},
 		NotBefore:             spec.notBefore,
 		NotAfter:              spec.notAfter,
@@ -107,28 +99,12 @@ func makeCert(t *testing.T, spec certSpec, parent *testCert) *testCert {
 	if spec.ca {
 		tmpl.KeyUsage |= x509.KeyUsageCertSign
 	}
-	signer, signerKey := tmpl, key
+	var p *pkitest.Cert
 	if parent != nil {
-		signer, signerKey = parent.cert, parent.key
+		p = &pkitest.Cert{Cert: parent.cert, Key: parent.key}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCert{
-		cert:    cert,
-		key:     key,
-		CertPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		KeyPEM:  string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})),
-	}
+	c := pkitest.New(t, tmpl, p)
+	return &testCert{cert: c.Cert, key: c.Key, CertPEM: string(c.PEM()), KeyPEM: string(c.KeyPEM(t))}
 }
 
 // installCerts are the certificates of a test install.

@@ -108,14 +108,23 @@ func ca(cn string, maxPathLen int) *x509.Certificate {
 	}
 }
 
+// New signs tmpl (given a random serial number when it has none) with
+// parent, or self-signs it when parent is nil, after applying mods.
+func New(t testing.TB, tmpl *x509.Certificate, parent *Cert, mods ...Mod) *Cert {
+	t.Helper()
+	return sign(t, tmpl, parent, mods)
+}
+
 func sign(t testing.TB, tmpl *x509.Certificate, parent *Cert, mods []Mod) *Cert {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tmpl.SerialNumber, err = pki.NewSerial(); err != nil {
-		t.Fatal(err)
+	if tmpl.SerialNumber == nil {
+		if tmpl.SerialNumber, err = pki.NewSerial(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, m := range mods {
 		m(tmpl)
