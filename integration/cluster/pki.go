@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	meshpki "github.com/conduitmesh/conduit/pkg/pki"
 )
 
 // pki is the cluster's certificate authority and the keys the components
@@ -46,30 +48,12 @@ func newPKI(dir string, ips []net.IP) (*pki, error) {
 		return nil, fmt.Errorf("creating pki dir: %w", err)
 	}
 	p := &pki{dir: dir}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generating CA key: %w", err)
-	}
 	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "conduit-test-cluster-ca"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	caKey, caCert, err := meshpki.NewCA("conduit-test-cluster-ca", now, 10*365*24*time.Hour, 0, nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("creating CA certificate: %w", err)
 	}
-	p.caCert, err = x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, fmt.Errorf("parsing CA certificate: %w", err)
-	}
-	p.caKey = caKey
-	p.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	p.caCert, p.caKey, p.caPEM = caCert, caKey, meshpki.EncodeCert(caCert.Raw)
 	if err := os.WriteFile(p.path(caCertFile), p.caPEM, 0o600); err != nil {
 		return nil, err
 	}
