@@ -39,9 +39,10 @@ var metricTypes = map[dto.MetricType]MetricType{
 }
 
 // ParseMetrics parses a /metrics page in the Prometheus text format (0.0.4)
-// with the Prometheus client library's parser, names as in that format
-// (no quoted UTF-8 names). Timestamps are ignored. Malformed input is an
-// error naming the line. The samples come sorted by family name.
+// with prometheus/common's expfmt, names validated as in that format (no
+// quoted UTF-8 names). Timestamps are ignored. Malformed input, including a
+// last line without its line feed, is an error naming the line. The
+// samples come sorted by family name.
 func ParseMetrics(r io.Reader) ([]Sample, error) {
 	p := expfmt.NewTextParser(model.LegacyValidation)
 	families, err := p.TextToMetricFamilies(r)
