@@ -4,14 +4,9 @@ import (
 	"bufio"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +23,7 @@ import (
 
 	"github.com/conduitmesh/conduit/integration/cluster"
 	"github.com/conduitmesh/conduit/pkg/inject"
+	"github.com/conduitmesh/conduit/pkg/pki/pkitest"
 )
 
 // checkJSON is `conduit check -o json`.
@@ -452,41 +448,17 @@ type testCA struct {
 // signed by parent (self-signed when nil).
 func newTestCA(t *testing.T, cn string, notBefore, notAfter time.Time, parent *testCA) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	mod := func(c *x509.Certificate) {
+		c.NotBefore, c.NotAfter = notBefore, notAfter
+		c.KeyUsage |= x509.KeyUsageDigitalSignature
 	}
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	if err != nil {
-		t.Fatal(err)
+	var c *pkitest.Cert
+	if parent == nil {
+		c = pkitest.Anchor(t, cn, mod)
+	} else {
+		c = pkitest.Issuer(t, &pkitest.Cert{Cert: parent.cert, Key: parent.key}, cn, mod)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: notBefore, NotAfter: notAfter,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true, IsCA: true,
-	}
-	signer, signerKey := tmpl, key
-	if parent != nil {
-		signer, signerKey = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{
-		cert: cert, key: key,
-		certPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		keyPEM:  string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})),
-	}
+	return &testCA{cert: c.Cert, key: c.Key, certPEM: string(c.PEM()), keyPEM: string(c.KeyPEM(t))}
 }
 
 // setIdentity overwrites the install's trust roots and issuer, as an
