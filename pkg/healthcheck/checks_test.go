@@ -124,6 +124,15 @@ func TestInstallProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "issuer without KeyUsageCertSign",
+			certs: func(t *testing.T, c *installCerts) {
+				c.Issuer = makeCert(t, certSpec{cn: "identity.conduit.cluster.local", notBefore: testNow.Add(-days(1)), notAfter: testNow.Add(days(300)), ca: true, noSign: true}, c.Anchor)
+			},
+			want: map[string]wantFailure{
+				"identity/issuer certificate is signed by the trust anchors": {StatusError, `is not a CA that may sign certificates`, "--identity-issuer-key-file"},
+			},
+		},
+		{
 			name: "trust anchor expiring",
 			certs: func(t *testing.T, c *installCerts) {
 				c.Anchor = makeCert(t, certSpec{cn: "root.conduit.cluster.local", notBefore: testNow.Add(-days(3000)), notAfter: testNow.Add(days(20)), ca: true}, nil)

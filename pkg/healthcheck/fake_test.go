@@ -74,6 +74,7 @@ type certSpec struct {
 	notBefore time.Time
 	notAfter  time.Time
 	ca        bool
+	noSign    bool // a CA without KeyUsageCertSign
 	dns       []string
 }
 
@@ -96,7 +97,7 @@ func makeCert(t *testing.T, spec certSpec, parent *testCert) *testCert {
 		IsCA:                  spec.ca,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 	}
-	if spec.ca {
+	if spec.ca && !spec.noSign {
 		tmpl.KeyUsage |= x509.KeyUsageCertSign
 	}
 	var p *pkitest.Cert
