@@ -14,7 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/conduitmesh/conduit/pkg/contract"
-	"github.com/conduitmesh/conduit/pkg/pemcert"
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 func (s *state) dataPlane(deadline time.Time) Category {
@@ -193,7 +193,7 @@ func (s *state) staleAnchors(p *corev1.Pod) bool {
 			if e.Name != contract.Env(contract.FlagTrustAnchors) || e.Value == "" {
 				continue
 			}
-			certs, err := pemcert.Parse([]byte(e.Value))
+			certs, err := pki.Parse([]byte(e.Value))
 			if err != nil {
 				return false
 			}

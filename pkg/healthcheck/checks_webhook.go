@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/conduitmesh/conduit/pkg/pemcert"
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 func (s *state) webhook() Category {
@@ -37,7 +37,7 @@ func (s *state) webhook() Category {
 				if err != nil {
 					return fmt.Errorf("Secret %s/%s: %w", ns, WebhookSecretName, err)
 				}
-				if _, err := pemcert.Parse(sec.Data["ca.crt"]); err != nil {
+				if _, err := pki.Parse(sec.Data["ca.crt"]); err != nil {
 					return fmt.Errorf("Secret %s/%s key ca.crt: %w", ns, WebhookSecretName, err)
 				}
 				s.webhookCert, s.webhookCAPEM = cert, sec.Data["ca.crt"]
@@ -107,7 +107,7 @@ func (s *state) webhook() Category {
 				if len(mwh.ClientConfig.CABundle) == 0 {
 					return fmt.Errorf("webhook %s has no caBundle", WebhookName)
 				}
-				if _, err := pemcert.Parse(mwh.ClientConfig.CABundle); err != nil {
+				if _, err := pki.Parse(mwh.ClientConfig.CABundle); err != nil {
 					return fmt.Errorf("webhook %s caBundle: %w", WebhookName, err)
 				}
 				if !signedByAny(s.webhookCert, mwh.ClientConfig.CABundle) {

@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/conduitmesh/conduit/pkg/contract"
-	"github.com/conduitmesh/conduit/pkg/pemcert"
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 // sidecar holds the nodes injected into a pod for one ProxyConfig. Built once
@@ -225,7 +225,7 @@ func CheckTrustAnchors(text string) error {
 	if strings.TrimSpace(text) == "" {
 		return errors.New("no identity trust anchors configured: the proxy needs the PEM trust anchors of the mesh (the " + TrustRootsConfigMap + " ConfigMap of the control plane)")
 	}
-	if _, err := pemcert.Parse([]byte(text)); err != nil {
+	if _, err := pki.Parse([]byte(text)); err != nil {
 		return fmt.Errorf("identity trust anchors: %w", err)
 	}
 	return nil
