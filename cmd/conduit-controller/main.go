@@ -15,9 +15,16 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/conduitmesh/conduit/pkg/controller"
+	"github.com/conduitmesh/conduit/pkg/version"
 )
 
 func main() {
@@ -25,4 +32,30 @@ func main() {
 	code := runMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// runMain is the whole command: parse, run, map errors to an exit code.
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseOptions(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "conduit-controller:", err)
+		return 2
+	}
+	if o.version {
+		fmt.Fprintln(stdout, version.Version)
+		return 0
+	}
+	o.Log, err = o.logger(stderr)
+	if err == nil {
+		o.Announce = stdout
+		err = controller.Run(ctx, o.Config)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "conduit-controller:", err)
+		return 1
+	}
+	return 0
 }

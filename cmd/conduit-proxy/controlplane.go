@@ -128,7 +128,7 @@ func (o *controlPlaneOptions) connect(ctx context.Context, log *slog.Logger) (re
 	// own once the identity provider has one (set below).
 	var provider *identity.Provider
 	var current atomic.Pointer[identity.Provider] // provider, for the TLS callback
-	// The controller (cmd/conduit-controller) permits pings every 5 s, so
+	// The controller (pkg/controller) permits pings every 5 s, so
 	// a dead connection is noticed within about 45 s.
 	copts := grpclite.Options{ReadIdleTimeout: 30 * time.Second}
 	if o.controllerIdentity != "" {

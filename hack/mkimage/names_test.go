@@ -107,7 +107,7 @@ func TestNamesMatchInstallAndInjector(t *testing.T) {
 			proxyImage, proxyVersion := flagValue(c.Args, "--proxy-image"), flagValue(c.Args, "--proxy-version")
 
 			// The webhook: the controller configures the injector from
-			// those flags (cmd/conduit-controller serveWebhook).
+			// those flags (pkg/controller serveWebhook).
 			anchors, _ := vals["identityTrustAnchorsPEM"].(string)
 			webhook := inject.DefaultProxyConfig(proxyVersion)
 			webhook.Image, webhook.TrustAnchorsPEM = proxyImage, anchors

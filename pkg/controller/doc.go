@@ -1,5 +1,6 @@
-// Package controller is the root of Conduit's control plane libraries; the
-// conduit-controller command wires them together:
+// Package controller is Conduit's control plane: Run serves a Config (the
+// conduit-controller flags) by wiring together the libraries below it, with
+// an admin port (/metrics, /ready, /live) and gRPC call metrics of its own:
 //
 //   - discovery: the Backend seam and its snapshot Hub; discovery/kube
 //     (informers on Services, EndpointSlices, Pods, ReplicaSets) and

@@ -1,4 +1,4 @@
-package main
+package controller
 
 import (
 	"context"
@@ -25,17 +25,17 @@ type observability struct {
 }
 
 func (c *controller) setUpObservability(ownID identity.ID) *observability {
-	o := c.opts
+	o := c.cfg
 	var pods stats.Pods
 	tcfg := tap.Config{Log: c.log.With("service", "tap")}
 	local := true
 	switch b := c.backend.(type) {
 	case *kube.Backend:
 		local = false
-		pods = stats.PodsFunc(stats.KubePods{Pods: b.PodLister(), Services: b.ServiceLister(), TrustDomain: o.trustDomain}.List)
+		pods = stats.PodsFunc(stats.KubePods{Pods: b.PodLister(), Services: b.ServiceLister(), TrustDomain: o.TrustDomain}.List)
 		tcfg.Authorizer = tap.KubeAuthorizer{Client: c.client}
 	default:
-		pods = stats.RegistryFilePods(o.registryFile)
+		pods = stats.RegistryFilePods(o.RegistryFile)
 	}
 	// Proxies with an identity are tapped over mTLS as the controller's own
 	// identity, the only one they let tap them; in local mode (`conduit
@@ -58,9 +58,9 @@ func (c *controller) setUpObservability(ownID identity.ID) *observability {
 	}
 	tcfg.Pods = pods
 	return &observability{
-		stats:  stats.NewServer(stats.Config{Pods: pods, Interval: o.statsInterval, Log: c.log.With("service", "stats")}),
+		stats:  stats.NewServer(stats.Config{Pods: pods, Interval: o.StatsInterval, Log: c.log.With("service", "stats")}),
 		tap:    tap.NewServer(tcfg),
-		scrape: o.statsInterval > 0,
+		scrape: o.StatsInterval > 0,
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package controller
 
 import (
 	"bufio"
@@ -11,9 +11,9 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -33,6 +33,7 @@ import (
 	"github.com/conduitmesh/conduit/pkg/controller/discovery/local"
 	"github.com/conduitmesh/conduit/pkg/controller/identity"
 	"github.com/conduitmesh/conduit/pkg/pki"
+	"github.com/conduitmesh/conduit/pkg/version"
 )
 
 // syncBuffer is a bytes.Buffer safe for the controller to write while the test reads.
@@ -53,8 +54,21 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// testConfig is the flags' defaults, in local mode on loopback ports.
+func testConfig(dir string, log io.Writer, announce io.Writer) Config {
+	return Config{
+		GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", WebhookAddr: "127.0.0.1:0",
+		Discovery: "local", RegistryFile: filepath.Join(dir, "registry.yaml"),
+		TrustDomain: "cluster.local", ClusterDomain: "cluster.local",
+		IdentityLifetime: identity.DefaultLifetime, IdentityReload: 10 * time.Second,
+		ControllerNamespace: "conduit", ProxyImage: version.ProxyImage, ProxyVersion: version.Version,
+		ShutdownGrace: 10 * time.Second, StatsInterval: 10 * time.Second,
+		Log: slog.New(slog.NewTextHandler(log, nil)), Announce: announce,
+	}
+}
+
 // addrs waits for the controller to print its addresses.
-func addrs(t *testing.T, out *syncBuffer, done <-chan int) map[string]string {
+func addrs(t *testing.T, out *syncBuffer, done <-chan error) map[string]string {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
@@ -69,8 +83,8 @@ func addrs(t *testing.T, out *syncBuffer, done <-chan int) map[string]string {
 			return m
 		}
 		select {
-		case code := <-done:
-			t.Fatalf("controller exited with %d before listening", code)
+		case err := <-done:
+			t.Fatalf("controller stopped before listening: %v", err)
 		case <-deadline:
 			t.Fatal("controller printed no addresses")
 		case <-time.After(20 * time.Millisecond):
@@ -102,16 +116,11 @@ func TestLocalMode(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var stdout, stderr syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- runMain(ctx, []string{
-			"--discovery", "local",
-			"--registry-file", filepath.Join(dir, "registry.yaml"),
-			"--identity-issuer-dir", filepath.Join(dir, "pki"),
-			"--local-tokens-file", filepath.Join(dir, "tokens.yaml"),
-			"--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-		}, &stdout, &stderr)
-	}()
+	cfg := testConfig(dir, &stderr, &stdout)
+	cfg.IssuerDir = filepath.Join(dir, "pki")
+	cfg.LocalTokensFile = filepath.Join(dir, "tokens.yaml")
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg) }()
 	defer func() {
 		if t.Failed() {
 			t.Logf("controller log:\n%s", stderr.String())
@@ -214,15 +223,15 @@ func TestLocalMode(t *testing.T) {
 		t.Errorf("health over TLS: %v %v", hr, err)
 	}
 
-	// SIGTERM: open streams end with UNAVAILABLE and the command exits 0.
+	// Cancellation (SIGTERM): open streams end with UNAVAILABLE and Run returns nil.
 	cancel()
 	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
 		t.Errorf("stream after shutdown: %v, want UNAVAILABLE", err)
 	}
 	select {
-	case code := <-done:
-		if code != 0 {
-			t.Errorf("exit code %d", code)
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("controller did not stop")
@@ -230,7 +239,7 @@ func TestLocalMode(t *testing.T) {
 }
 
 // TestWebhookServed checks the proxy-injector webhook is served over TLS
-// when --webhook-cert-dir is set (its behaviour is tested in pkg/controller/injector).
+// when WebhookCertDir is set (its behaviour is tested in pkg/controller/injector).
 func TestWebhookServed(t *testing.T) {
 	dir := t.TempDir()
 	pki, err := pki.Generate(time.Now(), "cluster.local", time.Hour, time.Hour)
@@ -245,14 +254,10 @@ func TestWebhookServed(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var stdout, stderr syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- runMain(ctx, []string{
-			"--discovery", "local", "--registry-file", filepath.Join(dir, "registry.yaml"),
-			"--webhook-cert-dir", filepath.Join(dir, "webhook"),
-			"--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--webhook-addr", "127.0.0.1:0",
-		}, &stdout, &stderr)
-	}()
+	cfg := testConfig(dir, &stderr, &stdout)
+	cfg.WebhookCertDir = filepath.Join(dir, "webhook")
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg) }()
 	defer func() {
 		cancel()
 		<-done
@@ -280,41 +285,17 @@ func TestWebhookServed(t *testing.T) {
 	}
 }
 
-func TestVersion(t *testing.T) {
-	var stdout, stderr bytes.Buffer
-	if code := runMain(context.Background(), []string{"--version"}, &stdout, &stderr); code != 0 || stdout.String() != "dev\n" {
-		t.Errorf("--version: exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+// TestRunValidates checks Run refuses a Config that Validate rejects, before
+// binding anything (the messages are tested through the flags in
+// cmd/conduit-controller).
+func TestRunValidates(t *testing.T) {
+	var log, announce syncBuffer
+	cfg := testConfig(t.TempDir(), &log, &announce)
+	cfg.IdentityLifetime = time.Second
+	if err := Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "--identity-lifetime 1s: want at least 1m") {
+		t.Errorf("Run with a 1s lifetime: %v", err)
 	}
-}
-
-func TestBadFlags(t *testing.T) {
-	dir := t.TempDir()
-	garbage := filepath.Join(dir, "garbage.yaml")
-	if err := os.WriteFile(garbage, []byte("services: [{name: web, bogus: 1}]"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		args []string
-		code int
-		want string
-	}{
-		{[]string{"--discovery", "consul"}, 2, `--discovery "consul": want kubernetes or local`},
-		{[]string{"--discovery", "local"}, 2, "--discovery local needs --registry-file"},
-		{[]string{"--discovery", "local", "--registry-file", garbage, "--identity-issuer-dir", dir}, 2, "needs --local-tokens-file"},
-		{[]string{"--discovery", "local", "--registry-file", garbage, "--admin-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"}, 1, "--registry-file: registry file " + garbage},
-		{[]string{"--discovery", "local", "--registry-file", filepath.Join(dir, "missing.yaml")}, 1, "no such file"},
-		{[]string{"--identity-lifetime", "1s"}, 2, "--identity-lifetime 1s: want at least 1m"},
-		{[]string{"extra"}, 2, `unexpected argument "extra"`},
-		{[]string{"--log-level", "loud", "--discovery", "local", "--registry-file", garbage}, 1, `--log-level "loud"`},
-	}
-	for _, tt := range tests {
-		var stdout, stderr bytes.Buffer
-		code := runMain(context.Background(), tt.args, &stdout, &stderr)
-		if code != tt.code || !strings.Contains(stderr.String(), tt.want) {
-			t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", tt.args, code, stderr.String(), tt.code, tt.want)
-		}
-		if stdout.Len() > 0 {
-			t.Errorf("%v: wrote to stdout: %q", tt.args, stdout.String())
-		}
+	if announce.String() != "" {
+		t.Errorf("announced %q", announce.String())
 	}
 }

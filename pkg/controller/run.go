@@ -1,10 +1,9 @@
-package main
+package controller
 
 import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,30 +38,9 @@ import (
 	"github.com/conduitmesh/conduit/pkg/version"
 )
 
-// runMain is the whole command: parse, run, map errors to an exit code.
-func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	opts, err := parseOptions(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "conduit-controller:", err)
-		return 2
-	}
-	if opts.version {
-		fmt.Fprintln(stdout, version.Version)
-		return 0
-	}
-	if err := run(ctx, opts, stdout, stderr); err != nil {
-		fmt.Fprintln(stderr, "conduit-controller:", err)
-		return 1
-	}
-	return 0
-}
-
-// controller is everything run wires together.
+// controller is everything Run wires together.
 type controller struct {
-	opts        *options
+	cfg         *Config
 	log         *slog.Logger
 	reg         *prometheus.Registry
 	client      kubernetes.Interface // nil in local mode
@@ -72,18 +50,27 @@ type controller struct {
 	identity    *identity.Server // nil when disabled
 }
 
-// run serves until ctx is done, then shuts down gracefully.
-func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
-	log, err := o.logger(stderr)
-	if err != nil {
+// Run serves until ctx is done, then shuts down gracefully. It validates
+// cfg first; a nil Log discards, a nil Announce announces nothing.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	c := &controller{opts: o, log: log, reg: prometheus.NewRegistry()}
+	o := &cfg
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	stdout := o.Announce
+	if stdout == nil {
+		stdout = io.Discard
+	}
+	c := &controller{cfg: o, log: log, reg: prometheus.NewRegistry()}
 	c.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "conduit_controller_info",
 			Help:        "Always 1; the labels describe this controller.",
-			ConstLabels: prometheus.Labels{"version": version.Version, "discovery": o.discovery},
+			ConstLabels: prometheus.Labels{"version": version.Version, "discovery": o.Discovery},
 		}, func() float64 { return 1 }))
 	if err := c.setUp(); err != nil {
 		return err
@@ -92,19 +79,19 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	// Bind every listener before announcing any, so a caller that reads the
 	// addresses can use all of them.
 	var lc net.ListenConfig
-	grpcLn, err := lc.Listen(ctx, "tcp", o.grpcAddr)
+	grpcLn, err := lc.Listen(ctx, "tcp", o.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("--grpc-addr: %w", err)
 	}
 	defer grpcLn.Close()
-	adminLn, err := lc.Listen(ctx, "tcp", o.adminAddr)
+	adminLn, err := lc.Listen(ctx, "tcp", o.AdminAddr)
 	if err != nil {
 		return fmt.Errorf("--admin-addr: %w", err)
 	}
 	defer adminLn.Close()
 	var webhookLn net.Listener
-	if o.webhookCertDir != "" {
-		if webhookLn, err = lc.Listen(ctx, "tcp", o.webhookAddr); err != nil {
+	if o.WebhookCertDir != "" {
+		if webhookLn, err = lc.Listen(ctx, "tcp", o.WebhookAddr); err != nil {
 			return fmt.Errorf("--webhook-addr: %w", err)
 		}
 		defer webhookLn.Close()
@@ -115,7 +102,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	var ownID identity.ID
 	var grpcListener net.Listener = grpcLn
 	if c.identity != nil {
-		ownID = identity.ID{TrustDomain: o.trustDomain, Namespace: o.controllerNamespace, ServiceAccount: "conduit-controller"}
+		ownID = identity.ID{TrustDomain: o.TrustDomain, Namespace: o.ControllerNamespace, ServiceAccount: "conduit-controller"}
 		if _, err := c.identity.Certificate(ownID); err != nil {
 			return err
 		}
@@ -159,7 +146,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "controller-identity=%s\n", ownID)
 	}
 	log.Info("conduit-controller listening", "grpc", grpcLn.Addr().String(), "admin", adminLn.Addr().String(),
-		"discovery", o.discovery, "identity", c.identity != nil, "webhook", webhookLn != nil)
+		"discovery", o.Discovery, "identity", c.identity != nil, "webhook", webhookLn != nil)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -179,7 +166,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	g.Go(func() error { return obs.run(gctx) })
 	if c.identity != nil {
 		g.Go(func() error {
-			identity.WatchIssuer(gctx, o.issuerDir, o.trustAnchorsFile, o.identityReload, c.identity.SetIssuer, log.With("service", "identity"))
+			identity.WatchIssuer(gctx, o.IssuerDir, o.TrustAnchorsFile, o.IdentityReload, c.identity.SetIssuer, log.With("service", "identity"))
 			return nil
 		})
 	}
@@ -196,7 +183,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		}()
 		select {
 		case <-stopped:
-		case <-time.After(o.shutdownGrace):
+		case <-time.After(o.ShutdownGrace):
 			log.Warn("grace period over, closing open calls")
 			gs.Stop()
 			<-stopped
@@ -217,10 +204,10 @@ func ignoreClosed(err error) error {
 
 // setUp builds discovery, Destination and Identity from the options.
 func (c *controller) setUp() error {
-	o := c.opts
-	switch o.discovery {
+	o := c.cfg
+	switch o.Discovery {
 	case "local":
-		lb, err := local.New(local.Options{Path: o.registryFile, ClusterDomain: o.clusterDomain, Log: c.log.With("backend", "local")})
+		lb, err := local.New(local.Options{Path: o.RegistryFile, ClusterDomain: o.ClusterDomain, Log: c.log.With("backend", "local")})
 		if err != nil {
 			return fmt.Errorf("--registry-file: %w", err)
 		}
@@ -230,7 +217,7 @@ func (c *controller) setUp() error {
 			return lb.Run(ctx)
 		}
 	case "kubernetes":
-		cfg, err := restConfig(o.kubeconfig)
+		cfg, err := restConfig(o.Kubeconfig)
 		if err != nil {
 			return err
 		}
@@ -238,7 +225,7 @@ func (c *controller) setUp() error {
 		if c.client, err = kubernetes.NewForConfig(cfg); err != nil {
 			return fmt.Errorf("kubernetes client: %w", err)
 		}
-		kb, err := kube.New(kube.Options{Client: c.client, TrustDomain: o.trustDomain, ClusterDomain: o.clusterDomain, Log: c.log.With("backend", "kubernetes")})
+		kb, err := kube.New(kube.Options{Client: c.client, TrustDomain: o.TrustDomain, ClusterDomain: o.ClusterDomain, Log: c.log.With("backend", "kubernetes")})
 		if err != nil {
 			return err
 		}
@@ -249,27 +236,27 @@ func (c *controller) setUp() error {
 	if c.destination, err = destination.NewServer(c.backend, c.log.With("service", "destination"), c.reg); err != nil {
 		return err
 	}
-	if o.issuerDir == "" {
+	if o.IssuerDir == "" {
 		c.log.Warn("--identity-issuer-dir not set: Identity is disabled and proxies cannot get certificates")
 		return nil
 	}
-	issuer, err := identity.LoadIssuer(o.issuerDir, o.trustAnchorsFile, time.Now())
+	issuer, err := identity.LoadIssuer(o.IssuerDir, o.TrustAnchorsFile, time.Now())
 	if err != nil {
-		return fmt.Errorf("--identity-issuer-dir %s: %w", o.issuerDir, err)
+		return fmt.Errorf("--identity-issuer-dir %s: %w", o.IssuerDir, err)
 	}
 	var tokens identity.TokenValidator = identity.TokenReviewer{Client: c.client}
-	if o.discovery == "local" {
-		f := identity.LocalTokenFile{Path: o.localTokensFile, TrustDomain: o.trustDomain}
+	if o.Discovery == "local" {
+		f := identity.LocalTokenFile{Path: o.LocalTokensFile, TrustDomain: o.TrustDomain}
 		if _, err := f.Load(); err != nil {
 			return fmt.Errorf("--local-tokens-file: %w", err)
 		}
 		tokens = f
 	}
 	c.identity, err = identity.NewServer(identity.Config{
-		TrustDomain: o.trustDomain,
+		TrustDomain: o.TrustDomain,
 		Issuer:      issuer,
 		Tokens:      tokens,
-		Lifetime:    o.identityLifetime,
+		Lifetime:    o.IdentityLifetime,
 		Log:         c.log.With("service", "identity"),
 		Registerer:  c.reg,
 	})
@@ -277,16 +264,16 @@ func (c *controller) setUp() error {
 }
 
 func (c *controller) serveWebhook(ctx context.Context, ln net.Listener) error {
-	proxy := inject.DefaultProxyConfig(c.opts.proxyVersion)
-	proxy.Image = c.opts.proxyImage
-	proxy.ControlPlaneNamespace = c.opts.controllerNamespace
-	proxy.TrustDomain = c.opts.trustDomain
-	proxy.ClusterDomain = c.opts.clusterDomain
+	proxy := inject.DefaultProxyConfig(c.cfg.ProxyVersion)
+	proxy.Image = c.cfg.ProxyImage
+	proxy.ControlPlaneNamespace = c.cfg.ControllerNamespace
+	proxy.TrustDomain = c.cfg.TrustDomain
+	proxy.ClusterDomain = c.cfg.ClusterDomain
 	// The proxies get the trust anchors in their environment: a pod cannot
 	// mount the control plane's ConfigMap from another namespace.
-	if f := c.opts.trustAnchorsFile; f != "" || c.opts.issuerDir != "" {
+	if f := c.cfg.TrustAnchorsFile; f != "" || c.cfg.IssuerDir != "" {
 		if f == "" {
-			f = filepath.Join(c.opts.issuerDir, "ca.crt")
+			f = filepath.Join(c.cfg.IssuerDir, "ca.crt")
 		}
 		pem, err := os.ReadFile(f)
 		if err == nil {
@@ -299,12 +286,12 @@ func (c *controller) serveWebhook(ctx context.Context, ln net.Listener) error {
 	} else {
 		c.log.Warn("no --trust-anchors-file or --identity-issuer-dir: the proxy injector admits pods uninjected")
 	}
-	meshes, _ := c.opts.otherMeshes() // checked by parseOptions
+	meshes, _ := c.cfg.otherMeshes() // checked by Validate
 	cfg := injector.Config{Proxy: proxy, OtherMeshes: meshes, Logger: c.log.With("service", "proxy-injector")}
 	if c.client != nil {
 		cfg.Namespaces = injector.KubeNamespaces(c.client)
 	}
-	err := injector.ServeListener(ctx, ln, c.opts.webhookCertDir, injector.NewHandler(cfg))
+	err := injector.ServeListener(ctx, ln, c.cfg.WebhookCertDir, injector.NewHandler(cfg))
 	if err != nil {
 		return fmt.Errorf("proxy-injector webhook: %w", err)
 	}

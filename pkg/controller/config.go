@@ -1,0 +1,99 @@
+package controller
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/conduitmesh/conduit/pkg/inject"
+)
+
+// Config is what Run serves. Its fields are the conduit-controller flags of
+// the same names, and Validate's messages name those flags.
+type Config struct {
+	GRPCAddr, AdminAddr string
+	WebhookAddr         string // served when WebhookCertDir is set
+
+	Discovery    string // "kubernetes" or "local"
+	RegistryFile string // local mode's registry, re-read when it changes
+	Kubeconfig   string // empty: in-cluster config, then $KUBECONFIG or ~/.kube/config
+
+	TrustDomain, ClusterDomain string
+
+	IssuerDir        string // tls.crt, tls.key and ca.crt; empty disables Identity
+	TrustAnchorsFile string // default ca.crt in IssuerDir
+	IdentityLifetime time.Duration
+	IdentityReload   time.Duration // how often the issuer files are checked for a rotation
+	LocalTokensFile  string        // local mode: proxy tokens to identities
+
+	WebhookCertDir      string // the webhook's serving tls.crt and tls.key
+	ControllerNamespace string
+	ProxyImage          string // without tag
+	ProxyVersion        string // the tag
+
+	// OtherMeshContainers and OtherMeshAnnotations (key or key=value)
+	// describe another mesh, besides Linkerd and Istio, whose pods are
+	// admitted uninjected.
+	OtherMeshContainers, OtherMeshAnnotations []string
+
+	ShutdownGrace time.Duration // on cancellation, time allowed for in-flight calls
+	StatsInterval time.Duration // proxies' /metrics scrape interval; 0 disables scraping
+
+	Log *slog.Logger
+	// Announce receives the bound addresses once listening, one per line:
+	// grpc-addr=HOST:PORT, admin-addr=HOST:PORT, and when served
+	// webhook-addr=HOST:PORT and controller-identity=SPIFFE-ID.
+	Announce io.Writer
+}
+
+// Validate reports the first inconsistent or out-of-range setting.
+func (c *Config) Validate() error {
+	switch c.Discovery {
+	case "kubernetes":
+		if c.LocalTokensFile != "" {
+			return errors.New("--local-tokens-file is for --discovery local; Kubernetes mode validates tokens with TokenReview")
+		}
+	case "local":
+		if c.RegistryFile == "" {
+			return errors.New("--discovery local needs --registry-file")
+		}
+		if c.IssuerDir != "" && c.LocalTokensFile == "" {
+			return errors.New("--discovery local with --identity-issuer-dir needs --local-tokens-file to validate proxies' tokens")
+		}
+	default:
+		return fmt.Errorf("--discovery %q: want kubernetes or local", c.Discovery)
+	}
+	if c.IdentityLifetime < time.Minute {
+		return fmt.Errorf("--identity-lifetime %s: want at least 1m", c.IdentityLifetime)
+	}
+	if c.StatsInterval != 0 && c.StatsInterval < time.Second {
+		return fmt.Errorf("--stats-interval %s: want at least 1s, or 0 to disable scraping", c.StatsInterval)
+	}
+	if c.IdentityReload <= 0 {
+		return fmt.Errorf("--identity-reload-interval %s: want a positive duration", c.IdentityReload)
+	}
+	if _, err := c.otherMeshes(); err != nil {
+		return err
+	}
+	if c.TrustDomain == "" || strings.ContainsAny(c.TrustDomain, "/: ") {
+		return fmt.Errorf("--trust-domain %q: want a DNS-like name such as cluster.local", c.TrustDomain)
+	}
+	return nil
+}
+
+// otherMeshes are the meshes whose pods the injector leaves alone: the
+// known ones and the one the config describes.
+func (c *Config) otherMeshes() ([]inject.OtherMesh, error) {
+	meshes := inject.DefaultOtherMeshes()
+	if len(c.OtherMeshContainers) == 0 && len(c.OtherMeshAnnotations) == 0 {
+		return meshes, nil
+	}
+	m, err := inject.CustomMesh(c.OtherMeshContainers, c.OtherMeshAnnotations)
+	if err != nil {
+		return nil, fmt.Errorf("--other-mesh-containers/--other-mesh-annotations: %w", err)
+	}
+	return append(meshes, m), nil
+}
