@@ -6,6 +6,9 @@ export CONDUIT_K8S_CACHE := $(K8S_CACHE)
 .PHONY: build test unit fuzz e2e k8s-binaries demo clean generate release-check release-snapshot bench images chart
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Once: a recursive variable would run git describe at every use, and a
+# commit made during a build would give the binaries and images two versions.
+VERSION := $(VERSION)
 LDFLAGS := -s -w -X github.com/conduitmesh/conduit/pkg/version.Version=$(VERSION)
 
 # Static, trimmed and stripped, as goreleaser ships them: conduit-proxy's RSS
