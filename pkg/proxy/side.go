@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log"
@@ -243,38 +241,6 @@ func (s *side) tcpLabels(info *connInfo) metrics.TCPLabels {
 		l.TargetAddr = info.origDst.String()
 	}
 	return l
-}
-
-// terminateTLS completes a meshed peer's mTLS handshake and returns the
-// connection and the peer's identity (its certificate's URI SAN).
-func (p *Proxy) terminateTLS(c net.Conn) (net.Conn, string, error) {
-	cfg := p.cfg.TLS.ServerConfig()
-	if cfg == nil {
-		return nil, "", errors.New("identity not ready")
-	}
-	cfg = cfg.Clone()
-	cfg.NextProtos = []string{tlsconf.ALPN}
-	tc := tls.Server(c, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DetectTimeout)
-	defer cancel()
-	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, "", err
-	}
-	return tc, peerIdentity(tc.ConnectionState().PeerCertificates), nil
-}
-
-// peerIdentity is the SPIFFE ID (URI SAN) of a verified peer certificate.
-func peerIdentity(chain []*x509.Certificate) string {
-	if len(chain) == 0 {
-		return ""
-	}
-	for _, u := range chain[0].URIs {
-		return u.String()
-	}
-	if len(chain[0].DNSNames) > 0 {
-		return chain[0].DNSNames[0]
-	}
-	return ""
 }
 
 // chanListener hands classified connections to an http.Server.

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
-	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
 )
 
 // maxUpstreams bounds the cached per-endpoint clients; idle ones beyond it
@@ -45,11 +43,6 @@ type upstream struct {
 
 func newUpstreams(p *Proxy) *upstreams {
 	return &upstreams{p: p, m: map[upKey]*upstream{}}
-}
-
-// tlsFor reports whether connections to ep use proxy-to-proxy mTLS.
-func (p *Proxy) tlsFor(ep resolve.Endpoint) bool {
-	return ep.Identity != "" && p.cfg.TLS != nil
 }
 
 // get returns the HTTP client for an endpoint.
@@ -220,26 +213,8 @@ func (u *upstreams) dialLabeled(ctx context.Context, dir string, ep resolve.Endp
 	if !useTLS {
 		return mc, nil
 	}
-	cfg := p.cfg.TLS.ClientConfig(ep.Identity)
-	if cfg == nil {
-		mc.Close()
-		return nil, &tlsError{errors.New("identity not ready")}
-	}
-	cfg = cfg.Clone()
-	cfg.NextProtos = []string{tlsconf.ALPN}
-	tc := tls.Client(mc, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		mc.Close()
-		return nil, &tlsError{err}
-	}
-	// Hide the *tls.Conn: to net/http this is a cleartext stream.
-	return &servedConn{Conn: tc}, nil
+	return p.originateTLS(ctx, mc, ep.Identity)
 }
-
-type tlsError struct{ err error }
-
-func (e *tlsError) Error() string { return "mTLS handshake: " + e.err.Error() }
-func (e *tlsError) Unwrap() error { return e.err }
 
 // dialErrorReason is the metric label for a failed connect.
 func dialErrorReason(err error) string {
