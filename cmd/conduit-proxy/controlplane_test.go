@@ -19,20 +19,21 @@ import (
 	"github.com/conduitmesh/conduit/pkg/controller/discovery/local"
 	ctlidentity "github.com/conduitmesh/conduit/pkg/controller/identity"
 	"github.com/conduitmesh/conduit/pkg/pki"
+	"github.com/conduitmesh/conduit/pkg/proxy/sidecar"
 )
 
-func parseControlPlane(t *testing.T, args ...string) *controlPlaneOptions {
+func parseControlPlane(t *testing.T, args ...string) *sidecar.ControlPlane {
 	t.Helper()
 	return parseControlPlaneEnv(t, nil, args...)
 }
 
-func parseControlPlaneEnv(t *testing.T, env map[string]string, args ...string) *controlPlaneOptions {
+func parseControlPlaneEnv(t *testing.T, env map[string]string, args ...string) *sidecar.ControlPlane {
 	t.Helper()
 	o, err := parseRunOptions(args, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return o.controlPlane
+	return &o.ControlPlane
 }
 
 func TestConnectRejectsIncompleteFlags(t *testing.T) {
@@ -64,13 +65,13 @@ func TestConnectRejectsIncompleteFlags(t *testing.T) {
 	}
 	for _, tt := range tests {
 		o := parseControlPlaneEnv(t, tt.env, tt.args...)
-		_, _, release, err := o.connect(context.Background(), slog.New(slog.DiscardHandler))
+		_, _, release, err := o.Connect(context.Background(), slog.New(slog.DiscardHandler))
 		release()
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: err = %v, want %q", tt.args, err, tt.want)
 		}
 	}
-	r, p, release, err := parseControlPlane(t).connect(context.Background(), slog.New(slog.DiscardHandler))
+	r, p, release, err := parseControlPlane(t).Connect(context.Background(), slog.New(slog.DiscardHandler))
 	release()
 	if r != nil || p != nil || err != nil {
 		t.Errorf("no flags: %v, %v, %v; want nil, nil, nil", r, p, err)
@@ -150,11 +151,11 @@ func TestConnectToController(t *testing.T) {
 	}
 }
 
-func connectAndCertify(t *testing.T, o *controlPlaneOptions, webID string) {
+func connectAndCertify(t *testing.T, o *sidecar.ControlPlane, webID string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	res, provider, release, err := o.connect(ctx, slog.New(slog.DiscardHandler))
+	res, provider, release, err := o.Connect(ctx, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

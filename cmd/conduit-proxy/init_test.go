@@ -52,25 +52,25 @@ func TestParseInitFlags(t *testing.T) {
 		name    string
 		args    []string
 		env     map[string]string
-		check   func(t *testing.T, o *initOptions)
+		check   func(t *testing.T, o *redirect.Init)
 		wantErr string
 	}{
-		{name: "defaults", check: func(t *testing.T, o *initOptions) {
+		{name: "defaults", check: func(t *testing.T, o *redirect.Init) {
 			want := redirect.Config{InboundPort: 4143, OutboundPort: 4140, ProxyUID: 2102}
-			if diff := cmp.Diff(want, o.config); diff != "" {
+			if diff := cmp.Diff(want, o.Config); diff != "" {
 				t.Errorf("config (-want +got):\n%s", diff)
 			}
-			if o.mode != redirect.ModeAuto || o.dryRun || o.ipv6 {
-				t.Errorf("mode %q dryRun %v ipv6 %v, want auto false false", o.mode, o.dryRun, o.ipv6)
+			if o.Mode != redirect.ModeAuto || o.DryRun || o.IPv6 {
+				t.Errorf("mode %q dryRun %v ipv6 %v, want auto false false", o.Mode, o.DryRun, o.IPv6)
 			}
 		}},
 		{
 			name: "flags",
 			args: []string{"--proxy-uid", "1337", "--skip-inbound-ports", "22,4190-4191", "--skip-outbound-ports=443",
 				"--skip-subnets", "10.0.0.0/8", "--redirect-mode", "iptables-legacy", "--dry-run", "--ipv6"},
-			check: func(t *testing.T, o *initOptions) {
-				if o.config.ProxyUID != 1337 || len(o.config.SkipInboundPorts) != 2 || len(o.config.SkipOutboundPorts) != 1 ||
-					len(o.config.SkipSubnets) != 1 || o.mode != redirect.ModeIptablesLegacy || !o.dryRun || !o.ipv6 {
+			check: func(t *testing.T, o *redirect.Init) {
+				if o.Config.ProxyUID != 1337 || len(o.Config.SkipInboundPorts) != 2 || len(o.Config.SkipOutboundPorts) != 1 ||
+					len(o.Config.SkipSubnets) != 1 || o.Mode != redirect.ModeIptablesLegacy || !o.DryRun || !o.IPv6 {
 					t.Errorf("options not taken from flags: %+v", o)
 				}
 			},
@@ -80,11 +80,11 @@ func TestParseInitFlags(t *testing.T) {
 			args: []string{"--proxy-uid", "7"},
 			env: map[string]string{"CONDUIT_PROXY_PROXY_UID": "8", "CONDUIT_PROXY_SKIP_SUBNETS": "192.168.0.0/16",
 				"CONDUIT_PROXY_DRY_RUN": "true", "CONDUIT_PROXY_INBOUND_PORT": "15001"},
-			check: func(t *testing.T, o *initOptions) {
-				if o.config.ProxyUID != 7 {
-					t.Errorf("proxy uid %d, want the flag's 7", o.config.ProxyUID)
+			check: func(t *testing.T, o *redirect.Init) {
+				if o.Config.ProxyUID != 7 {
+					t.Errorf("proxy uid %d, want the flag's 7", o.Config.ProxyUID)
 				}
-				if len(o.config.SkipSubnets) != 1 || !o.dryRun || o.config.InboundPort != 15001 {
+				if len(o.Config.SkipSubnets) != 1 || !o.DryRun || o.Config.InboundPort != 15001 {
 					t.Errorf("options not taken from the environment: %+v", o)
 				}
 			},
@@ -92,9 +92,9 @@ func TestParseInitFlags(t *testing.T) {
 		{name: "bad port list", args: []string{"--skip-outbound-ports", "80,x"}, wantErr: `--skip-outbound-ports: "x" is not a port`},
 		{name: "bad subnet", args: []string{"--skip-subnets", "10.0.0.0/40"}, wantErr: `--skip-subnets: "10.0.0.0/40" is not a CIDR`},
 		{name: "bad mode", args: []string{"--redirect-mode", "ebpf"}, wantErr: `--redirect-mode: "ebpf" is not a redirect mode: use auto, nft, iptables-nft or iptables-legacy`},
-		{name: "mode from the environment", env: map[string]string{"CONDUIT_PROXY_REDIRECT_MODE": "nft"}, check: func(t *testing.T, o *initOptions) {
-			if o.mode != redirect.ModeNFT {
-				t.Errorf("mode %q, want nft", o.mode)
+		{name: "mode from the environment", env: map[string]string{"CONDUIT_PROXY_REDIRECT_MODE": "nft"}, check: func(t *testing.T, o *redirect.Init) {
+			if o.Mode != redirect.ModeNFT {
+				t.Errorf("mode %q, want nft", o.Mode)
 			}
 		}},
 		{name: "port out of range", args: []string{"--inbound-port", "70000"}, wantErr: "--inbound-port 70000 is not a port"},
@@ -161,14 +161,14 @@ func TestRunInitDryRunTouchesNothing(t *testing.T) {
 			r := &recordingRunner{programs: []string{"iptables-nft", "iptables-legacy", "ip6tables-nft", "ip6tables-legacy"}}
 			nft := &fakeNFT{}
 			var out bytes.Buffer
-			if err := runInit(context.Background(), o, backends(nft, r), &out); err != nil {
+			if err := o.Run(context.Background(), backends(nft, r), &out); err != nil {
 				t.Fatal(err)
 			}
 			if len(r.calls) != 0 || len(nft.calls) != 0 {
 				t.Errorf("dry run changed something: commands %q, netlink installs %d", r.calls, len(nft.calls))
 			}
-			v4, _ := redirect.Plan(o.config, redirect.IPv4)
-			v6, _ := redirect.Plan(o.config, redirect.IPv6)
+			v4, _ := redirect.Plan(o.Config, redirect.IPv4)
+			v6, _ := redirect.Plan(o.Config, redirect.IPv6)
 			if diff := cmp.Diff(tt.want(v4, v6), out.String()); diff != "" {
 				t.Errorf("dry run output (-want +got):\n%s", diff)
 			}
@@ -179,7 +179,7 @@ func TestRunInitDryRunTouchesNothing(t *testing.T) {
 func TestRunInitDryRunWithoutIptables(t *testing.T) {
 	o, _ := parseInitFlags([]string{"--dry-run", "--redirect-mode", "iptables-legacy"}, env(nil), io.Discard)
 	var out bytes.Buffer
-	if err := runInit(context.Background(), o, backends(&fakeNFT{}, &recordingRunner{}), &out); err != nil {
+	if err := o.Run(context.Background(), backends(&fakeNFT{}, &recordingRunner{}), &out); err != nil {
 		t.Fatalf("dry run without iptables: %v", err)
 	}
 	if !strings.Contains(out.String(), "\niptables-legacy -w 5 -t nat -N CONDUIT_PROXY_INBOUND") {
@@ -215,7 +215,7 @@ func TestRunInitInstalls(t *testing.T) {
 			r := &recordingRunner{programs: tt.programs}
 			nft := &fakeNFT{err: tt.nftErr}
 			var out bytes.Buffer
-			if err := runInit(context.Background(), o, backends(nft, r), &out); err != nil {
+			if err := o.Run(context.Background(), backends(nft, r), &out); err != nil {
 				t.Fatal(err)
 			}
 			if len(nft.calls) != tt.wantNFT {
@@ -225,7 +225,7 @@ func TestRunInitInstalls(t *testing.T) {
 				t.Errorf("ran iptables: %q", r.calls)
 			}
 			if tt.wantRuns != "" {
-				rs, _ := redirect.Plan(o.config, redirect.IPv4)
+				rs, _ := redirect.Plan(o.Config, redirect.IPv4)
 				if len(r.calls) != len(redirect.Steps(rs)) {
 					t.Errorf("ran %d commands, want one per step (%d): %q", len(r.calls), len(redirect.Steps(rs)), r.calls)
 				}
@@ -293,9 +293,9 @@ func TestRunInitErrors(t *testing.T) {
 				t.Fatal(err)
 			}
 			var out bytes.Buffer
-			err = runInit(context.Background(), o, backends(tt.nft, tt.runner), &out)
+			err = o.Run(context.Background(), backends(tt.nft, tt.runner), &out)
 			if err == nil {
-				t.Fatal("runInit succeeded, want an error")
+				t.Fatal("Init.Run succeeded, want an error")
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {

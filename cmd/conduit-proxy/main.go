@@ -9,10 +9,18 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/conduitmesh/conduit/pkg/contract"
+	"github.com/conduitmesh/conduit/pkg/proxy/redirect"
+	"github.com/conduitmesh/conduit/pkg/proxy/sidecar"
+	"github.com/conduitmesh/conduit/pkg/version"
 )
 
 func main() {
@@ -23,7 +31,7 @@ func main() {
 	}
 	switch {
 	case len(args) > 0 && (args[0] == "version" || args[0] == "--version"):
-		fmt.Println(versionString())
+		fmt.Println("conduit-proxy " + version.Version)
 		os.Exit(0)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -45,4 +53,84 @@ func main() {
 	}
 	stop()
 	os.Exit(code)
+}
+
+// exitCode runs a subcommand whose flags parsed with parseErr: 0 for --help
+// or success, 2 for bad flags, 1 when run fails; errors go to stderr.
+func exitCode(name string, stderr io.Writer, parseErr error, run func() error) int {
+	err, code := parseErr, 2
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err == nil {
+		err, code = run(), 1
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return code
+	}
+	return 0
+}
+
+// runMain is `conduit-proxy run`.
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	opts, err := parseRunOptions(args, os.Getenv, stderr)
+	return exitCode("conduit-proxy run", stderr, err, func() error { return sidecar.Run(ctx, *opts) })
+}
+
+func newRunFlags(stderr io.Writer) (*flag.FlagSet, *sidecar.Config) {
+	o := &sidecar.Config{LogOutput: stderr}
+	fs := flag.NewFlagSet("conduit-proxy run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o.AddFlags(fs)
+	return fs, o
+}
+
+// parseRunOptions reads flags, then the environment for every flag not given
+// on the command line (contract.ApplyEnv, as init does).
+func parseRunOptions(args []string, getenv func(string) string, stderr io.Writer) (*sidecar.Config, error) {
+	fs, o := newRunFlags(stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q: conduit-proxy run takes only flags", fs.Arg(0))
+	}
+	if err := contract.ApplyEnv(fs, getenv); err != nil {
+		return nil, err
+	}
+	return o, o.Validate()
+}
+
+// initMain installs the pod's redirect; it is the init container's entry
+// point.
+func initMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	opts, err := parseInitFlags(args, os.Getenv, stderr)
+	return exitCode("conduit-proxy init", stderr, err, func() error {
+		return opts.Run(ctx, redirect.Backends{NFT: redirect.InstallNFT, Runner: redirect.ExecRunner{}}, stdout)
+	})
+}
+
+func parseInitFlags(args []string, getenv func(string) string, stderr io.Writer) (*redirect.Init, error) {
+	fs := flag.NewFlagSet("conduit-proxy init", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f redirect.InitFlags
+	f.AddFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: conduit-proxy init [flags]\n\n"+
+			"Installs the pod's NAT redirect to conduit-proxy: with nftables over netlink (no program\n"+
+			"needed), or with iptables programs. Every flag can also be set with an environment\n"+
+			"variable %s<FLAG_IN_UPPER_SNAKE>; flags win.\n\n", contract.EnvPrefix)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q: init takes only flags (see --help)", fs.Arg(0))
+	}
+	if err := contract.ApplyEnv(fs, getenv); err != nil {
+		return nil, err
+	}
+	return f.Init()
 }

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+	"github.com/conduitmesh/conduit/pkg/proxy/sidecar"
 )
 
 func TestParseRunOptions(t *testing.T) {
@@ -17,17 +17,17 @@ func TestParseRunOptions(t *testing.T) {
 		name    string
 		args    []string
 		env     map[string]string
-		check   func(t *testing.T, o *runOptions)
+		check   func(t *testing.T, o *sidecar.Config)
 		wantErr string
 	}{
 		{
 			name: "defaults",
-			check: func(t *testing.T, o *runOptions) {
-				if o.inboundListen != "0.0.0.0:4143" || o.outboundListen != "127.0.0.1:4140" || o.adminListen != "0.0.0.0:4191" {
-					t.Errorf("listeners %q %q %q", o.inboundListen, o.outboundListen, o.adminListen)
+			check: func(t *testing.T, o *sidecar.Config) {
+				if o.InboundListen != "0.0.0.0:4143" || o.OutboundListen != "127.0.0.1:4140" || o.AdminListen != "0.0.0.0:4191" {
+					t.Errorf("listeners %q %q %q", o.InboundListen, o.OutboundListen, o.AdminListen)
 				}
-				if o.shutdownGrace != 20*time.Second || o.detectTimeout != 10*time.Second || o.memoryLimit != 6<<20 || o.gcPercent != 50 {
-					t.Errorf("grace %v detect %v memory %v", o.shutdownGrace, o.detectTimeout, o.memoryLimit)
+				if o.ShutdownGrace != 20*time.Second || o.DetectTimeout != 10*time.Second || o.MemoryLimit != 6<<20 || o.GCPercent != 50 {
+					t.Errorf("grace %v detect %v memory %v", o.ShutdownGrace, o.DetectTimeout, o.MemoryLimit)
 				}
 			},
 		},
@@ -43,21 +43,21 @@ func TestParseRunOptions(t *testing.T) {
 				"CONDUIT_PROXY_MEMORY_LIMIT":          "12MiB",
 				"CONDUIT_PROXY_HTTP1_FAST_PATH":       "false",
 			},
-			check: func(t *testing.T, o *runOptions) {
-				if o.inboundTarget != "127.0.0.1:9000" {
-					t.Errorf("inbound target %q: the flag must win", o.inboundTarget)
+			check: func(t *testing.T, o *sidecar.Config) {
+				if o.InboundTarget != "127.0.0.1:9000" {
+					t.Errorf("inbound target %q: the flag must win", o.InboundTarget)
 				}
-				if o.adminListen != "127.0.0.1:5191" || o.shutdownGrace != 3*time.Second || o.memoryLimit != 12<<20 || o.http1FastPath {
-					t.Errorf("admin %q grace %v memory %v", o.adminListen, o.shutdownGrace, o.memoryLimit)
+				if o.AdminListen != "127.0.0.1:5191" || o.ShutdownGrace != 3*time.Second || o.MemoryLimit != 12<<20 || o.HTTP1FastPath {
+					t.Errorf("admin %q grace %v memory %v", o.AdminListen, o.ShutdownGrace, o.MemoryLimit)
 				}
-				eps, err := o.routes.s.Endpoints(context.Background(), "api:9090")
+				eps, err := o.Routes.Static.Endpoints(context.Background(), "api:9090")
 				if err != nil || len(eps) != 1 || eps[0].Addr != "127.0.0.1:9091" {
 					t.Errorf("api route: %v %v", eps, err)
 				}
-				if _, err := o.routes.s.Endpoints(context.Background(), "web:80"); err != nil {
+				if _, err := o.Routes.Static.Endpoints(context.Background(), "web:80"); err != nil {
 					t.Errorf("web route: %v", err)
 				}
-				if got := o.opaquePorts.String(); got != "1234,2000,2001,2002" {
+				if got := o.OpaquePorts.String(); got != "1234,2000,2001,2002" {
 					t.Errorf("opaque ports %s", got)
 				}
 			},
@@ -65,12 +65,12 @@ func TestParseRunOptions(t *testing.T) {
 		{
 			name: "repeated routes add endpoints",
 			args: []string{"--outbound-route", "web=127.0.0.1:1", "--outbound-route", "web=127.0.0.1:2"},
-			check: func(t *testing.T, o *runOptions) {
-				eps, _ := o.routes.s.Endpoints(context.Background(), "web:80")
+			check: func(t *testing.T, o *sidecar.Config) {
+				eps, _ := o.Routes.Static.Endpoints(context.Background(), "web:80")
 				if len(eps) != 2 {
 					t.Errorf("endpoints %v", eps)
 				}
-				var _ resolve.Resolver = o.routes.s
+				var _ resolve.Resolver = o.Routes.Static
 			},
 		},
 		{name: "bad route", args: []string{"--outbound-route", "web"}, wantErr: `route "web": want AUTHORITY=HOST:PORT`},
@@ -80,9 +80,9 @@ func TestParseRunOptions(t *testing.T) {
 		{
 			name: "caps from the environment",
 			env:  map[string]string{"CONDUIT_PROXY_MAX_MEMORY": "64MiB", "CONDUIT_PROXY_MAX_CONNECTIONS": "500", "CONDUIT_PROXY_BODY_IDLE_TIMEOUT": "5s"},
-			check: func(t *testing.T, o *runOptions) {
-				if o.maxMemory != 64<<20 || o.maxConnections != 500 || o.maxRequests != 0 || o.bodyIdleTimeout != 5*time.Second {
-					t.Errorf("max memory %v connections %d requests %d body idle %v", o.maxMemory, o.maxConnections, o.maxRequests, o.bodyIdleTimeout)
+			check: func(t *testing.T, o *sidecar.Config) {
+				if o.MaxMemory != 64<<20 || o.MaxConnections != 500 || o.MaxRequests != 0 || o.BodyIdleTimeout != 5*time.Second {
+					t.Errorf("max memory %v connections %d requests %d body idle %v", o.MaxMemory, o.MaxConnections, o.MaxRequests, o.BodyIdleTimeout)
 				}
 			},
 		},
@@ -136,33 +136,6 @@ func TestRunMainErrors(t *testing.T) {
 			}
 			if stdout.Len() != 0 {
 				t.Errorf("stdout %q, want nothing", stdout.String())
-			}
-		})
-	}
-}
-
-func TestContainerMemoryLimit(t *testing.T) {
-	tests := []struct {
-		name  string
-		files map[string]string
-		want  int64
-	}{
-		{"cgroup v2 limit", map[string]string{"/sys/fs/cgroup/memory.max": "67108864\n"}, 64 << 20},
-		{"cgroup v2 without a limit", map[string]string{"/sys/fs/cgroup/memory.max": "max\n"}, 0},
-		{"cgroup v1 limit", map[string]string{"/sys/fs/cgroup/memory/memory.limit_in_bytes": "134217728\n"}, 128 << 20},
-		{"cgroup v1 without a limit", map[string]string{"/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n"}, 0},
-		{"no cgroup files", nil, 0},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			read := func(path string) ([]byte, error) {
-				if v, ok := tt.files[path]; ok {
-					return []byte(v), nil
-				}
-				return nil, os.ErrNotExist
-			}
-			if got := containerMemoryLimit(read); got != tt.want {
-				t.Errorf("containerMemoryLimit = %d, want %d", got, tt.want)
 			}
 		})
 	}

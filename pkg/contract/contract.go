@@ -7,7 +7,11 @@
 // the proxy imports it.
 package contract
 
-import "strings"
+import (
+	"flag"
+	"fmt"
+	"strings"
+)
 
 // Ports of the proxy and the controller.
 const (
@@ -24,6 +28,26 @@ const EnvPrefix = "CONDUIT_PROXY_"
 // Env is the environment variable of a conduit-proxy flag.
 func Env(flag string) string {
 	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// ApplyEnv sets every flag of fs that was not given on the command line from
+// its environment variable (Env), when that is set: flags win.
+func ApplyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil || given[f.Name] {
+			return
+		}
+		name := Env(f.Name)
+		if v := getenv(name); v != "" {
+			if setErr := fs.Set(f.Name, v); setErr != nil {
+				err = fmt.Errorf("environment variable %s=%q is not a valid --%s: %v", name, v, f.Name, setErr)
+			}
+		}
+	})
+	return err
 }
 
 // Flags of `conduit-proxy run` that the injector sets through Env.
