@@ -6,8 +6,6 @@ package integration
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,22 +13,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/conduitmesh/conduit/integration/cluster"
+	"github.com/conduitmesh/conduit/internal/testenv"
 )
 
 // testCluster is the package's cluster, started by TestMain.
 var testCluster *cluster.Cluster
-
-// builds are the binaries built during this run (see buildBinary).
-var builds = struct {
-	mu   sync.Mutex
-	dir  string            // temp dir holding them, removed by TestMain
-	done map[string]string // key -> path
-}{done: map[string]string{}}
 
 func TestMain(m *testing.M) {
 	os.Exit(runTests(m))
@@ -42,13 +33,7 @@ func runTests(m *testing.M) int {
 		fmt.Println("integration: skipping the whole package in -short mode (it starts a real kube-apiserver)")
 		return 0
 	}
-	dir, err := os.MkdirTemp("", "conduit-integration-bin-")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "integration: %v\n", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	builds.dir = dir
+	defer testenv.Cleanup()
 
 	// A cold cache builds the Kubernetes binaries first (several minutes):
 	// run `make k8s-binaries` beforehand, or give go test a long -timeout.
@@ -74,47 +59,16 @@ func runTests(m *testing.M) int {
 	return code
 }
 
-type buildOptions struct {
-	version string
-}
-
-// buildOption changes how buildBinary builds.
-type buildOption func(*buildOptions)
-
 // withVersion links the binary as release version v (pkg/version.Version),
 // e.g. to build an "older" CLI for upgrade tests.
-func withVersion(v string) buildOption {
-	return func(o *buildOptions) { o.version = v }
-}
+func withVersion(v string) testenv.BuildOption { return testenv.WithVersion(v) }
 
 // buildBinary builds the main package pkg (relative to the module root, e.g.
-// "./cmd/conduit") once per test run and returns the binary's path. The
-// binary is named after the package's directory.
-func buildBinary(t testing.TB, pkg string, opts ...buildOption) string {
+// "./cmd/conduit") once per test run and returns the binary's path
+// (testenv.Build).
+func buildBinary(t testing.TB, pkg string, opts ...testenv.BuildOption) string {
 	t.Helper()
-	var o buildOptions
-	for _, opt := range opts {
-		opt(&o)
-	}
-	key := pkg + "@" + o.version
-	builds.mu.Lock()
-	defer builds.mu.Unlock()
-	if p, ok := builds.done[key]; ok {
-		return p
-	}
-	sum := sha256.Sum256([]byte(key))
-	out := filepath.Join(builds.dir, hex.EncodeToString(sum[:6]), filepath.Base(pkg))
-	args := []string{"build", "-o", out}
-	if o.version != "" {
-		args = append(args, "-ldflags", "-X github.com/conduitmesh/conduit/pkg/version.Version="+o.version)
-	}
-	cmd := exec.Command("go", append(args, pkg)...)
-	cmd.Dir = ".." // the module root; tests run in the package directory
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-	}
-	builds.done[key] = out
-	return out
+	return testenv.Build(t, pkg, opts...)
 }
 
 // cmdResult is what a binary run by runBinary did.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -19,15 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conduitmesh/conduit/internal/testenv"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
-)
-
-var (
-	buildOnce sync.Once
-	builtPath string
-	buildErr  error
 )
 
 // proxyBinary builds conduit-proxy once per test run.
@@ -36,31 +29,10 @@ func proxyBinary(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "conduit-proxy-test-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		builtPath = filepath.Join(dir, "conduit-proxy")
-		out, err := exec.Command("go", "build", "-o", builtPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtPath
+	return testenv.Build(t, "./cmd/conduit-proxy")
 }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if builtPath != "" {
-		os.RemoveAll(filepath.Dir(builtPath))
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 // freeAddr returns a loopback address with a port that was free a moment ago.
 func freeAddr(t *testing.T) string {
@@ -77,7 +49,7 @@ func freeAddr(t *testing.T) string {
 type proxyProcess struct {
 	cmd    *exec.Cmd
 	admin  string
-	stderr *bytes.Buffer
+	stderr *testenv.SyncBuffer
 	done   chan struct{} // closed when the process has exited
 	err    error         // its exit status, set before done is closed
 }
@@ -88,8 +60,8 @@ func startProxyProcess(t *testing.T, args ...string) *proxyProcess {
 	t.Helper()
 	admin := freeAddr(t)
 	cmd := exec.Command(proxyBinary(t), append([]string{"run", "--admin-listen", admin, "--outbound-listen", "127.0.0.1:0"}, args...)...)
-	pp := &proxyProcess{cmd: cmd, admin: admin, stderr: &bytes.Buffer{}, done: make(chan struct{})}
-	cmd.Stderr = &lockedWriter{w: pp.stderr}
+	pp := &proxyProcess{cmd: cmd, admin: admin, stderr: &testenv.SyncBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = pp.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +77,7 @@ func startProxyProcess(t *testing.T, args ...string) *proxyProcess {
 			<-pp.done
 		}
 		if t.Failed() {
-			t.Logf("proxy stderr:\n%s", pp.stderr)
+			t.Logf("proxy stderr:\n%s", pp.stderr.String())
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
@@ -122,21 +94,10 @@ func startProxyProcess(t *testing.T, args ...string) *proxyProcess {
 		}
 		select {
 		case <-pp.done:
-			t.Fatalf("proxy exited: %v\n%s", pp.err, pp.stderr)
+			t.Fatalf("proxy exited: %v\n%s", pp.err, pp.stderr.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
 }
 
 func (pp *proxyProcess) metrics(t *testing.T) string {
@@ -458,7 +419,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		t.Errorf("%d accepted requests were lost: %v", lost, lostErrs)
 	}
 	if !strings.Contains(pp.stderr.String(), "drained") {
-		t.Errorf("no drain in the log:\n%s", pp.stderr)
+		t.Errorf("no drain in the log:\n%s", pp.stderr.String())
 	}
 }
 

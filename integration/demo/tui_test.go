@@ -16,10 +16,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/conduitmesh/conduit/internal/testenv"
 )
 
 // demoNamespace is where `conduit demo` runs its workloads.
@@ -35,44 +36,10 @@ type mesh struct {
 	addr string // the controller address it printed
 }
 
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
-	}
-	return filepath.Dir(strings.TrimSpace(string(out)))
-}
+// demoBinaries are the binaries `conduit demo` runs, built into one directory.
+var demoBinaries = []string{"./cmd/conduit", "./cmd/conduit-proxy", "./cmd/conduit-controller"}
 
-// buildAll builds the three binaries into one directory.
-func buildAll(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir, "./cmd/conduit", "./cmd/conduit-proxy", "./cmd/conduit-controller")
-	cmd.Dir = repoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return dir
-}
-
-// lockedBuffer collects a child's output for error messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 var exportLine = regexp.MustCompile(`export CONDUIT_CONTROLLER_ADDR=(\S+)`)
 
@@ -80,7 +47,7 @@ var exportLine = regexp.MustCompile(`export CONDUIT_CONTROLLER_ADDR=(\S+)`)
 // controller address it prints.
 func startDemo(t *testing.T) *mesh {
 	t.Helper()
-	dir := buildAll(t)
+	dir := testenv.BuildDir(t, demoBinaries)
 	bin := filepath.Join(dir, "conduit")
 	env := append(os.Environ(), "PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"), "CI=")
 	cmd := exec.Command(bin, "demo", "--duration", "10m")
@@ -90,7 +57,7 @@ func startDemo(t *testing.T) *mesh {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs testenv.SyncBuffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting conduit demo: %v", err)
@@ -169,22 +136,6 @@ type statRow struct {
 	P99          *float64 `json:"latencyMsP99"`
 }
 
-// eventually retries check every second until it returns nil or timeout.
-func eventually(t *testing.T, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", timeout, err)
-		}
-		time.Sleep(time.Second)
-	}
-}
-
 func TestDemoObservability(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs conduit demo")
@@ -193,7 +144,7 @@ func TestDemoObservability(t *testing.T) {
 
 	t.Run("stat", func(t *testing.T) {
 		var rows []statRow
-		eventually(t, 90*time.Second, func() error {
+		testenv.Eventually(t, 90*time.Second, time.Second, func() error {
 			out, err := m.try("stat", "deploy", "-n", demoNamespace, "-o", "json")
 			if err != nil {
 				return err
@@ -240,7 +191,7 @@ func TestDemoObservability(t *testing.T) {
 	})
 
 	t.Run("edges", func(t *testing.T) {
-		eventually(t, 60*time.Second, func() error {
+		testenv.Eventually(t, 60*time.Second, time.Second, func() error {
 			out, err := m.try("edges", "deploy", "-n", demoNamespace, "-o", "json")
 			if err != nil {
 				return err

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conduitmesh/conduit/internal/testenv"
 	"github.com/conduitmesh/conduit/pkg/proxy/redirect"
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
@@ -191,24 +192,14 @@ func dial(ns, addr string) (net.Conn, error) {
 	return c, err
 }
 
-// buildProxy builds conduit-proxy into a directory the proxy user can read.
+// buildProxy builds conduit-proxy (once per test run) into a directory the
+// proxy user can read.
 func buildProxy(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "conduit-netns-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "conduit-proxy")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/conduitmesh/conduit/cmd/conduit-proxy")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building conduit-proxy: %v\n%s", err, out)
-	}
-	return bin
+	return testenv.Build(t, "./cmd/conduit-proxy")
 }
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 // runIn runs a program to completion inside ns and returns its combined output.
 func runIn(ns string, name string, args ...string) (string, error) {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -15,55 +14,19 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/conduitmesh/conduit/internal/testenv"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery/local"
 )
 
-// The binaries (conduit, conduit-controller, conduit-proxy) are built once,
-// by the first test that needs them, into binDir.
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
+// demoBinaries are the binaries the demo runs, built once per test run
+// into one directory (testenv.BuildDir).
+var demoBinaries = []string{"./cmd/conduit", "./cmd/conduit-proxy", "./cmd/conduit-controller"}
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
-func buildBinaries(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "conduit-demo-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binDir = dir
-		root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("finding the module root: %w", err)
-			return
-		}
-		build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "./cmd/conduit", "./cmd/conduit-controller", "./cmd/conduit-proxy")
-		build.Dir = strings.TrimSpace(string(root))
-		if out, err := build.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building the binaries: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binDir
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 func TestMissingBinaries(t *testing.T) {
 	dir := t.TempDir()
@@ -86,24 +49,6 @@ func TestBadOptions(t *testing.T) {
 			t.Errorf("Run(%+v) = %v, want an option error", o, err)
 		}
 	}
-}
-
-// lockedBuffer collects a child's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func scrape(addr string) string {
@@ -132,7 +77,7 @@ func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the real demo for about 80 s")
 	}
-	bin := buildBinaries(t)
+	bin := testenv.BuildDir(t, demoBinaries)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, "conduit"), "demo",
@@ -142,7 +87,7 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr lockedBuffer
+	var stderr testenv.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

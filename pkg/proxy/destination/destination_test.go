@@ -3,6 +3,7 @@ package destination
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/conduitmesh/conduit/internal/testenv"
 	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
 	netv1 "github.com/conduitmesh/conduit/pkg/api/net/v1"
 	"github.com/conduitmesh/conduit/pkg/proxy/grpclite"
@@ -157,17 +159,13 @@ func addrsOf(eps []resolve.Endpoint) []string {
 // eventually polls Endpoints until want (addresses, in order) is returned.
 func eventually(t *testing.T, r *Resolver, authority string, want ...string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	var got []string
-	for time.Now().Before(deadline) {
+	testenv.Eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
 		eps, err := r.Endpoints(context.Background(), authority)
-		got = addrsOf(eps)
-		if err == nil && equal(got, want) {
-			return
+		if got := addrsOf(eps); err != nil || !equal(got, want) {
+			return fmt.Errorf("Endpoints(%s) = %v, %v; want %v", authority, got, err, want)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("Endpoints(%s) = %v, want %v", authority, got, want)
+		return nil
+	})
 }
 
 func equal(a, b []string) bool {

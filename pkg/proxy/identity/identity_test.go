@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/conduitmesh/conduit/internal/testenv"
 	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
 	ctlidentity "github.com/conduitmesh/conduit/pkg/controller/identity"
 	"github.com/conduitmesh/conduit/pkg/pki"
@@ -94,27 +94,9 @@ func (c *controller) setTokens(t testing.TB, tokens map[string]string) {
 	}
 }
 
-// syncBuffer is a log sink safe for the provider's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startProvider runs a provider for name with the given token until the
 // test ends.
-func startProvider(t testing.TB, c *controller, name, token string, logs *syncBuffer) *Provider {
+func startProvider(t testing.TB, c *controller, name, token string, logs *testenv.SyncBuffer) *Provider {
 	t.Helper()
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
@@ -289,7 +271,7 @@ func TestRotation(t *testing.T) {
 
 func TestRefusedTokenThenFixed(t *testing.T) {
 	c := startController(t, time.Hour)
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	web := startProvider(t, c, webID, "wrong-token", &logs)
 	time.Sleep(200 * time.Millisecond)
 	if web.Ready() || web.ServerConfig() != nil || web.ClientConfig(booksID) != nil {
