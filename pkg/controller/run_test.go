@@ -16,7 +16,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +26,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/conduitmesh/conduit/internal/testenv"
 	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
 	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
 	statsv1 "github.com/conduitmesh/conduit/pkg/api/stats/v1"
@@ -35,24 +35,6 @@ import (
 	"github.com/conduitmesh/conduit/pkg/pki"
 	"github.com/conduitmesh/conduit/pkg/version"
 )
-
-// syncBuffer is a bytes.Buffer safe for the controller to write while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // testConfig is the flags' defaults, in local mode on loopback ports.
 func testConfig(dir string, log io.Writer, announce io.Writer) Config {
@@ -68,7 +50,7 @@ func testConfig(dir string, log io.Writer, announce io.Writer) Config {
 }
 
 // addrs waits for the controller to print its addresses.
-func addrs(t *testing.T, out *syncBuffer, done <-chan error) map[string]string {
+func addrs(t *testing.T, out *testenv.SyncBuffer, done <-chan error) map[string]string {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
@@ -115,7 +97,7 @@ func TestLocalMode(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.SyncBuffer
 	cfg := testConfig(dir, &stderr, &stdout)
 	cfg.IssuerDir = filepath.Join(dir, "pki")
 	cfg.LocalTokensFile = filepath.Join(dir, "tokens.yaml")
@@ -253,7 +235,7 @@ func TestWebhookServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.SyncBuffer
 	cfg := testConfig(dir, &stderr, &stdout)
 	cfg.WebhookCertDir = filepath.Join(dir, "webhook")
 	done := make(chan error, 1)
@@ -263,17 +245,17 @@ func TestWebhookServed(t *testing.T) {
 		<-done
 	}()
 	var addr string
-	for deadline := time.Now().Add(10 * time.Second); addr == ""; {
+	testenv.Eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
 		for _, l := range strings.Split(stdout.String(), "\n") {
 			if v, ok := strings.CutPrefix(l, "webhook-addr="); ok {
 				addr = v
 			}
 		}
-		if addr == "" && time.Now().After(deadline) {
-			t.Fatalf("no webhook-addr printed; log:\n%s", stderr.String())
+		if addr == "" {
+			return fmt.Errorf("no webhook-addr printed; log:\n%s", stderr.String())
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	resp, err := client.Post("https://"+addr+"/inject", "application/json", strings.NewReader("{"))
 	if err != nil {
@@ -289,7 +271,7 @@ func TestWebhookServed(t *testing.T) {
 // binding anything (the messages are tested through the flags in
 // cmd/conduit-controller).
 func TestRunValidates(t *testing.T) {
-	var log, announce syncBuffer
+	var log, announce testenv.SyncBuffer
 	cfg := testConfig(t.TempDir(), &log, &announce)
 	cfg.IdentityLifetime = time.Second
 	if err := Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "--identity-lifetime 1s: want at least 1m") {
