@@ -70,9 +70,12 @@ func TestBoundedUnderAbuse(t *testing.T) {
 	go app.Serve(appLn)
 	t.Cleanup(func() { app.Close() })
 
-	inbound := freeAddr(t)
-	pp := startProxyProcess(t, "--inbound-listen", inbound, "--inbound-target", appLn.Addr().String(),
-		"--max-memory", strconv.Itoa(abuseMaxMemory), "--detect-timeout", "2s", "--log-level", "error")
+	pp := startProxyProcess(t, "--inbound-target", appLn.Addr().String(),
+		"--max-memory", strconv.Itoa(abuseMaxMemory), "--detect-timeout", "2s")
+	inbound := pp.inbound
+	// The proxy logs at error level under the flood; it starts at info so
+	// that its "proxy started" line names the addresses it bound.
+	pp.setLogLevel(t, "error")
 	pid := pp.cmd.Process.Pid
 	t.Logf("proxy: --max-memory 64MiB --detect-timeout 2s (idle connections become opaque relays within the test), other flags default")
 

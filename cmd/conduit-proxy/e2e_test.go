@@ -34,33 +34,28 @@ func proxyBinary(t *testing.T) string {
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // proxyProcess is a running conduit-proxy binary.
 type proxyProcess struct {
-	cmd    *exec.Cmd
-	admin  string
-	stderr *testenv.SyncBuffer
-	done   chan struct{} // closed when the process has exited
-	err    error         // its exit status, set before done is closed
+	cmd     *exec.Cmd
+	admin   string // the addresses it bound, from its "proxy started" line
+	inbound string
+	stderr  *testenv.SyncBuffer
+	done    chan struct{} // closed when the process has exited
+	err     error         // its exit status, set before done is closed
 }
 
-// startProxyProcess runs the binary with args plus an admin listener and
-// waits until /ready answers.
+// startedLine is the proxy's log line naming the addresses it bound.
+var startedLine = regexp.MustCompile(`msg="proxy started" inbound=(\S+) outbound=\S+ admin=(\S+)`)
+
+// startProxyProcess runs the binary with args, its listeners on free
+// loopback ports that it picks itself (port 0), reads the addresses it bound
+// from its "proxy started" log line (so args must not raise --log-level above
+// info) and waits until /ready answers.
 func startProxyProcess(t *testing.T, args ...string) *proxyProcess {
 	t.Helper()
-	admin := freeAddr(t)
-	cmd := exec.Command(proxyBinary(t), append([]string{"run", "--admin-listen", admin, "--outbound-listen", "127.0.0.1:0"}, args...)...)
-	pp := &proxyProcess{cmd: cmd, admin: admin, stderr: &testenv.SyncBuffer{}, done: make(chan struct{})}
+	cmd := exec.Command(proxyBinary(t), append([]string{"run",
+		"--admin-listen", "127.0.0.1:0", "--outbound-listen", "127.0.0.1:0", "--inbound-listen", "127.0.0.1:0"}, args...)...)
+	pp := &proxyProcess{cmd: cmd, stderr: &testenv.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = pp.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -80,23 +75,65 @@ func startProxyProcess(t *testing.T, args ...string) *proxyProcess {
 			t.Logf("proxy stderr:\n%s", pp.stderr.String())
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get("http://" + admin + "/ready")
+	exited := func() error {
+		select {
+		case <-pp.done:
+			return fmt.Errorf("proxy exited: %v\n%s", pp.err, pp.stderr.String())
+		default:
+			return nil
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if m := startedLine.FindStringSubmatch(pp.stderr.String()); m != nil {
+			pp.inbound, pp.admin = m[1], m[2]
+			return nil
+		}
+		if err := exited(); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Errorf("no \"proxy started\" line in the proxy's log:\n%s", pp.stderr.String())
+	})
+	testenv.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		resp, err := http.Get("http://" + pp.admin + "/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return pp
+				return nil
 			}
+			err = fmt.Errorf("/ready: %s", resp.Status)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("proxy not ready: %v", err)
+		if xerr := exited(); xerr != nil {
+			t.Fatal(xerr)
 		}
-		select {
-		case <-pp.done:
-			t.Fatalf("proxy exited: %v\n%s", pp.err, pp.stderr.String())
-		case <-time.After(20 * time.Millisecond):
-		}
+		return fmt.Errorf("proxy not ready: %v", err)
+	})
+	return pp
+}
+
+// setLogLevel changes the proxy's log level on its admin port (PUT /log-level).
+func (pp *proxyProcess) setLogLevel(t *testing.T, level string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPut, "http://"+pp.admin+"/log-level", strings.NewReader(level))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("PUT /log-level %s: %s %s", level, resp.Status, b)
+	}
+	resp, err = http.Get("http://" + pp.admin + "/log-level")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if got := strings.TrimSpace(string(b)); got != level {
+		t.Fatalf("GET /log-level after PUT %s = %q", level, got)
 	}
 }
 
@@ -191,8 +228,8 @@ func TestDoneWhen(t *testing.T) {
 	}
 	proxies := map[string]*proxyFor{"http": {target: httpApp}, "grpc": {target: grpcApp}, "tcp": {target: tcpApp}}
 	for _, pf := range proxies {
-		pf.in = freeAddr(t)
-		pf.pp = startProxyProcess(t, "--inbound-listen", pf.in, "--inbound-target", pf.target)
+		pf.pp = startProxyProcess(t, "--inbound-target", pf.target)
+		pf.in = pf.pp.inbound
 	}
 
 	// HTTP/1.1 over one keep-alive connection, then h2c over one connection.
@@ -320,8 +357,8 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	go app.Serve(ln)
 	defer app.Close()
 
-	in := freeAddr(t)
-	pp := startProxyProcess(t, "--inbound-listen", in, "--inbound-target", ln.Addr().String(), "--shutdown-grace-period", "10s")
+	pp := startProxyProcess(t, "--inbound-target", ln.Addr().String(), "--shutdown-grace-period", "10s")
+	in := pp.inbound
 
 	var (
 		mu                sync.Mutex
