@@ -16,13 +16,12 @@ import (
 	"time"
 
 	"github.com/conduitmesh/conduit/pkg/contract"
+	"github.com/conduitmesh/conduit/pkg/pki"
 	"github.com/conduitmesh/conduit/pkg/proxy/destination"
 	"github.com/conduitmesh/conduit/pkg/proxy/grpclite"
 	"github.com/conduitmesh/conduit/pkg/proxy/identity"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
-
-	"github.com/conduitmesh/conduit/pkg/pemcert"
 )
 
 // ControlPlane connects the proxy to the controller's Destination and
@@ -106,7 +105,7 @@ func (o *ControlPlane) Connect(ctx context.Context, log *slog.Logger) (resolve.R
 		}
 	case o.TrustAnchors != "":
 		var err error
-		if anchors, err = pemcert.Pool([]byte(o.TrustAnchors)); err != nil {
+		if anchors, err = pki.Pool([]byte(o.TrustAnchors)); err != nil {
 			return nil, nil, noop, fmt.Errorf("--trust-anchors (%s): %w; want the PEM certificates of the trust anchors (ca-bundle.crt)", contract.Env(contract.FlagTrustAnchors), err)
 		}
 	}
