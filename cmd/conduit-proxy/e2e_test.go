@@ -341,6 +341,10 @@ func TestDoneWhen(t *testing.T) {
 	}
 }
 
+// longRequest is how long TestDrainOnSIGTERM's in-flight request takes at
+// the application.
+const longRequest = 1500 * time.Millisecond
+
 // TestDrainOnSIGTERM sends SIGTERM to a real proxy under steady load: every
 // request the proxy accepted completes, new connections are refused, and the
 // process exits 0.
@@ -349,8 +353,13 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	longArrived := make(chan struct{}) // closed when the long request reaches the application
+	var longOnce sync.Once
 	app := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d, _ := time.ParseDuration(r.URL.Query().Get("sleep"))
+		if d == longRequest {
+			longOnce.Do(func() { close(longArrived) })
+		}
 		time.Sleep(d)
 		io.WriteString(w, "ok")
 	})}
@@ -414,10 +423,19 @@ func TestDrainOnSIGTERM(t *testing.T) {
 			}
 		}()
 	}
+	// The load runs before SIGTERM.
+	testenv.Eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if ok < 20 {
+			return fmt.Errorf("only %d requests completed before SIGTERM, want 20", ok)
+		}
+		return nil
+	})
 	// A long request in flight when SIGTERM arrives must still complete.
 	long := make(chan error, 1)
 	go func() {
-		resp, err := http.Get("http://" + in + "/?sleep=1500ms")
+		resp, err := http.Get(fmt.Sprintf("http://%s/?sleep=%s", in, longRequest))
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -427,7 +445,13 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		}
 		long <- err
 	}()
-	time.Sleep(700 * time.Millisecond)
+	select {
+	case <-longArrived:
+	case err := <-long:
+		t.Fatalf("the long request ended before SIGTERM: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the long request did not reach the application within 10s")
+	}
 	if err := pp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

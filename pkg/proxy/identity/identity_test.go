@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -273,12 +274,14 @@ func TestRefusedTokenThenFixed(t *testing.T) {
 	c := startController(t, time.Hour)
 	var logs testenv.SyncBuffer
 	web := startProvider(t, c, webID, "wrong-token", &logs)
-	time.Sleep(200 * time.Millisecond)
+	testenv.Eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), "certificate request refused") {
+			return fmt.Errorf("logs do not say the request was refused:\n%s", logs.String())
+		}
+		return nil
+	})
 	if web.Ready() || web.ServerConfig() != nil || web.ClientConfig(booksID) != nil {
 		t.Fatal("ready without a certificate")
-	}
-	if !strings.Contains(logs.String(), "certificate request refused") {
-		t.Fatalf("logs do not say the request was refused:\n%s", logs.String())
 	}
 	os.WriteFile(web.cfg.TokenFile, []byte("web-token"), 0o600)
 	waitReady(t, web)
