@@ -91,7 +91,7 @@ func TestCheckPre(t *testing.T) {
 		for _, want := range []string{
 			"× control plane namespace does not already exist\n",
 			`    namespace "check-pre-taken" already exists` + "\n",
-			"`conduit uninstall -n check-pre-taken` removes it",
+			"`conduit uninstall -L check-pre-taken` removes it",
 		} {
 			if !strings.Contains(res.Stdout, want) {
 				t.Errorf("output lacks %q:\n%s", want, res.Stdout)
@@ -295,11 +295,11 @@ func TestCheckInstalledControlPlane(t *testing.T) {
 			t.Fatalf("check of a broken install: exit %d, want 1\n%s", res.Code, res.Stdout)
 		}
 		for _, want := range []string{
-			"× controller Deployment exists\n    Deployment check-cp/conduit-controller does not exist\n    hint: `conduit upgrade -n check-cp` re-applies every control plane object",
+			"× controller Deployment exists\n    Deployment check-cp/conduit-controller does not exist\n    hint: `conduit upgrade -L check-cp` re-applies every control plane object",
 			"× issuer certificate is within its validity period\n    issuer certificate \"identity.conduit.cluster.local\" expired on ",
-			"conduit upgrade -n check-cp --identity-trust-anchors-file ca.crt --identity-issuer-certificate-file issuer.crt --identity-issuer-key-file issuer.key",
+			"conduit upgrade -L check-cp --identity-trust-anchors-file ca.crt --identity-issuer-certificate-file issuer.crt --identity-issuer-key-file issuer.key",
 			"× webhook caBundle matches the webhook certificate\n    the caBundle of webhook proxy-injector.conduit.io does not verify the serving certificate",
-			"hint: `conduit upgrade -n check-cp` re-applies the MutatingWebhookConfiguration with the caBundle from Secret check-cp/conduit-proxy-injector-tls (add --force-conflicts if it was edited by hand)",
+			"hint: `conduit upgrade -L check-cp` re-applies the MutatingWebhookConfiguration with the caBundle from Secret check-cp/conduit-proxy-injector-tls (add --force-conflicts if it was edited by hand)",
 			"Status check results are × (",
 			", 3 failed)\n",
 		} {

@@ -123,18 +123,13 @@ func (s *state) now() time.Time {
 }
 
 // cmd is how the user runs a CLI subcommand against this control plane:
-// "conduit upgrade", or "conduit upgrade -n NS" outside the default namespace
-// (check and version take -L instead: -n is the data plane there).
+// "conduit upgrade", or "conduit upgrade -L NS" outside the default namespace
+// (-L names the control plane on every command).
 func (s *state) cmd(sub string) string {
-	ns := s.opts.ControlPlaneNamespace
-	switch {
-	case ns == DefaultControlPlaneNamespace:
-		return s.opts.ProgName + " " + sub
-	case sub == "check" || sub == "version":
+	if ns := s.opts.ControlPlaneNamespace; ns != DefaultControlPlaneNamespace {
 		return s.opts.ProgName + " " + sub + " -L " + ns
-	default:
-		return s.opts.ProgName + " " + sub + " -n " + ns
 	}
+	return s.opts.ProgName + " " + sub
 }
 
 func (s *state) installedVersion() string {

@@ -69,7 +69,7 @@ func (s *state) preKubernetesSetup() Category {
 	prog := s.opts.ProgName
 	checks := []Checker{{
 		Description: "control plane namespace does not already exist",
-		Hint: fmt.Sprintf("Conduit may already be installed there: `%s` checks it, `%s` updates it, `%s` removes it; or install into another namespace with `%s install -n NAME`",
+		Hint: fmt.Sprintf("Conduit may already be installed there: `%s` checks it, `%s` updates it, `%s` removes it; or install into another namespace with `%s install -L NAME`",
 			s.cmd("check"), s.cmd("upgrade"), s.cmd("uninstall"), prog),
 		Check: func(ctx context.Context) error {
 			_, err := s.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})

@@ -520,13 +520,13 @@ func TestHintsNameANonDefaultNamespace(t *testing.T) {
 	client := newFakeClient(t, "v1.37.2", "apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh}\n")
 	rep := runChecks(t, client, Options{ControlPlaneNamespace: "mesh", ProgName: "kubectl conduit"}, nil)
 	got := failures(rep)["conduit-config/control plane ConfigMap conduit-config exists"]
-	if !strings.Contains(got.Hint, "`kubectl conduit install -n mesh`") || !strings.Contains(got.Hint, "`kubectl conduit upgrade -n mesh`") {
+	if !strings.Contains(got.Hint, "`kubectl conduit install -L mesh`") || !strings.Contains(got.Hint, "`kubectl conduit upgrade -L mesh`") {
 		t.Errorf("hint does not name the namespace: %q", got.Hint)
 	}
 	allowOnly(client, nil)
 	rep = runChecks(t, client, Options{ControlPlaneNamespace: "mesh", Pre: true}, nil)
 	got = failures(rep)["pre-kubernetes-setup/control plane namespace does not already exist"]
-	if !strings.Contains(got.Hint, "`conduit check -L mesh`") || !strings.Contains(got.Hint, "`conduit uninstall -n mesh`") {
+	if !strings.Contains(got.Hint, "`conduit check -L mesh`") || !strings.Contains(got.Hint, "`conduit uninstall -L mesh`") {
 		t.Errorf("hint does not name the namespace: %q", got.Hint)
 	}
 }
