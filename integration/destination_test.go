@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/conduitmesh/conduit/internal/testenv"
 	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
 	"github.com/conduitmesh/conduit/pkg/pki"
 )
@@ -137,22 +139,18 @@ func startController(t *testing.T, args ...string) *controllerProcess {
 
 func waitReady(t *testing.T, url string) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
+	testenv.Eventually(t, time.Minute, 100*time.Millisecond, func() error {
 		resp, err := http.Get(url)
 		code := 0
 		if err == nil {
 			code = resp.StatusCode
 			resp.Body.Close()
 			if code == http.StatusOK {
-				return
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready within a minute (last: %d %v)", url, code, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Errorf("%s not ready (last: %d %v)", url, code, err)
+	})
 }
 
 // createNamespace creates a namespace for one test and deletes it afterwards.

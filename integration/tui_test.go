@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/conduitmesh/conduit/internal/testenv"
 	"github.com/conduitmesh/conduit/pkg/controller/stats"
 	ctltap "github.com/conduitmesh/conduit/pkg/controller/tap"
 	"github.com/conduitmesh/conduit/pkg/inject"
@@ -66,17 +68,12 @@ func TestTapAuthorization(t *testing.T) {
 	az := ctltap.KubeAuthorizer{Client: c.Client}
 	web := func(ns string) stats.Ref { return stats.Ref{Namespace: ns, Type: stats.TypeDeployment, Name: "web"} }
 	// The RBAC authorizer sees new bindings through its informers.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := az.Authorize(ctx, ctltap.Caller{Token: token}, web(allowed))
-		if err == nil {
-			break
+	testenv.Eventually(t, 30*time.Second, 200*time.Millisecond, func() error {
+		if err := az.Authorize(ctx, ctltap.Caller{Token: token}, web(allowed)); err != nil {
+			return fmt.Errorf("tapper in %s: %w", allowed, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tapper in %s: %v", allowed, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 	err = az.Authorize(ctx, ctltap.Caller{Token: token}, web(denied))
 	want := `forbidden: user "system:serviceaccount:obs-tap-allowed:tapper" cannot tap deployment/web in namespace obs-tap-denied`
 	if err == nil || !strings.HasPrefix(err.Error(), want) {

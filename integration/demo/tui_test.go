@@ -373,15 +373,12 @@ func (tm *tmux) capture(t *testing.T) string {
 // waitFor polls the screen until ok, for at most 15 s.
 func (tm *tmux) waitFor(t *testing.T, what string, ok func(string) bool) string {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		s := tm.capture(t)
-		if ok(s) {
-			return s
+	var s string
+	testenv.Eventually(t, 15*time.Second, 200*time.Millisecond, func() error {
+		if s = tm.capture(t); !ok(s) {
+			return fmt.Errorf("waiting for %s; the screen is:\n%s", what, s)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s; the screen is:\n%s", what, s)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
+	return s
 }

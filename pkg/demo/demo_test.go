@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -133,12 +134,12 @@ func TestDemo(t *testing.T) {
 	}
 	syscall.Kill(ctlPID, syscall.SIGKILL)
 	killed := time.Now()
-	for !strings.Contains(stderr.String(), "controller restarted") {
-		if time.Since(killed) > 45*time.Second {
-			t.Fatalf("controller not restarted:\n%s", stderr.String())
+	testenv.Eventually(t, 45*time.Second, 250*time.Millisecond, func() error {
+		if !strings.Contains(stderr.String(), "controller restarted") {
+			return fmt.Errorf("controller not restarted:\n%s", stderr.String())
 		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return nil
+	})
 	t.Logf("controller down for %s", time.Since(killed).Round(time.Millisecond))
 
 	// 3. Updates resume: a new label on web's endpoint reaches the traffic
@@ -166,13 +167,12 @@ func TestDemo(t *testing.T) {
 			trafficAdmin = s.Admin
 		}
 	}
-	updated := time.Now()
-	for !strings.Contains(scrape(trafficAdmin), `dst_version="v2"`) {
-		if time.Since(updated) > 15*time.Second {
-			t.Fatalf("the registry change did not reach the traffic proxy after the controller restarted")
+	testenv.Eventually(t, 15*time.Second, 250*time.Millisecond, func() error {
+		if !strings.Contains(scrape(trafficAdmin), `dst_version="v2"`) {
+			return errors.New("the registry change did not reach the traffic proxy after the controller restarted")
 		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return nil
+	})
 
 	// 4. Rotation: each proxy certified at least twice (1 min lifetime,
 	// renewal at 70 %), still serving mTLS.

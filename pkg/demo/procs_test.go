@@ -3,6 +3,7 @@
 package demo
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/conduitmesh/conduit/internal/testenv"
 )
 
 // TestChildStopKillsItsGroup: stopping a child also stops what it started,
@@ -29,14 +32,13 @@ func TestChildStopKillsItsGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	var grandchild int
-	for deadline := time.Now().Add(10 * time.Second); grandchild == 0; {
+	testenv.Eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
 		b, _ := os.ReadFile(pidFile)
-		grandchild, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-		if time.Now().After(deadline) {
-			t.Fatal("the shell did not start its grandchild")
+		if grandchild, _ = strconv.Atoi(strings.TrimSpace(string(b))); grandchild == 0 {
+			return errors.New("the shell did not start its grandchild")
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	if !c.running() {
 		t.Fatal("child not running")
 	}
