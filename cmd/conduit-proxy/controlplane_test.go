@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,11 +13,10 @@ import (
 	"google.golang.org/grpc"
 
 	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
-	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
+	"github.com/conduitmesh/conduit/pkg/contract"
 	ctldestination "github.com/conduitmesh/conduit/pkg/controller/destination"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery/local"
-	ctlidentity "github.com/conduitmesh/conduit/pkg/controller/identity"
-	"github.com/conduitmesh/conduit/pkg/pki"
+	"github.com/conduitmesh/conduit/pkg/controller/identity/identitytest"
 	"github.com/conduitmesh/conduit/pkg/proxy/sidecar"
 )
 
@@ -82,20 +80,8 @@ func TestConnectRejectsIncompleteFlags(t *testing.T) {
 // (local discovery, local tokens) on a loopback port: the resolver answers
 // for a pod's short name and the identity provider gets its certificate.
 func TestConnectToController(t *testing.T) {
-	dir := t.TempDir()
-	pki, err := pki.Generate(time.Now(), "cluster.local", time.Hour, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.WriteDir(dir); err != nil {
-		t.Fatal(err)
-	}
 	const webID = "spiffe://cluster.local/ns/demo/sa/web"
-	tokens := filepath.Join(dir, "tokens.yaml")
-	if err := ctlidentity.WriteLocalTokens(tokens, ctlidentity.LocalTokens{Tokens: []ctlidentity.LocalToken{{Token: "tok", Identity: webID}}}); err != nil {
-		t.Fatal(err)
-	}
-	regPath := filepath.Join(dir, "registry.yaml")
+	regPath := filepath.Join(t.TempDir(), "registry.yaml")
 	if err := local.WriteFile(regPath, local.Registry{Services: []local.Service{{
 		Name: "books", Namespace: "demo", Port: 8080,
 		Endpoints: []local.Endpoint{{Address: "127.0.0.1:4143", Identity: "spiffe://cluster.local/ns/demo/sa/books"}},
@@ -110,23 +96,11 @@ func TestConnectToController(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	issuer, err := ctlidentity.LoadIssuer(dir, "", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, err := ctlidentity.NewServer(ctlidentity.Config{TrustDomain: "cluster.local", Issuer: issuer, Tokens: ctlidentity.LocalTokenFile{Path: tokens}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	destinationv1.RegisterDestinationServer(gs, dst)
-	identityv1.RegisterIdentityServer(gs, ids)
-	go gs.Serve(lis)
-	defer gs.Stop()
+	svc := identitytest.Start(t, identitytest.Options{
+		Tokens:   map[string]string{"tok": webID},
+		Register: func(gs *grpc.Server) { destinationv1.RegisterDestinationServer(gs, dst) },
+	})
+	dir := svc.Dir
 
 	tokenFile := filepath.Join(dir, "token")
 	os.WriteFile(tokenFile, []byte("tok\n"), 0o600)
@@ -134,7 +108,7 @@ func TestConnectToController(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := []string{"--controller-addr", lis.Addr().String(), "--identity-name", webID, "--identity-token-file", tokenFile}
+	base := []string{"--controller-addr", svc.Addr, "--identity-name", webID, "--identity-token-file", tokenFile}
 	// The trust anchors as a file, and as PEM text in the environment (what
 	// the injector sets).
 	for _, tc := range []struct {
@@ -143,7 +117,7 @@ func TestConnectToController(t *testing.T) {
 		env  map[string]string
 	}{
 		{"file", append(base, "--trust-anchors-file", filepath.Join(dir, "ca.crt")), nil},
-		{"env", base, map[string]string{"CONDUIT_PROXY_TRUST_ANCHORS": string(caPEM)}},
+		{"env", base, map[string]string{contract.Env(contract.FlagTrustAnchors): string(caPEM)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			connectAndCertify(t, parseControlPlaneEnv(t, tc.env, tc.args...), webID)

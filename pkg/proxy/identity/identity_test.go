@@ -14,14 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/conduitmesh/conduit/internal/testenv"
 	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
-	ctlidentity "github.com/conduitmesh/conduit/pkg/controller/identity"
-	"github.com/conduitmesh/conduit/pkg/pki"
+	"github.com/conduitmesh/conduit/pkg/controller/identity/identitytest"
 	"github.com/conduitmesh/conduit/pkg/proxy/grpclite"
 	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
 )
@@ -34,65 +32,26 @@ const (
 // controller is the real controller identity service on a loopback port,
 // with local tokens.
 type controller struct {
-	addr       string
-	dir        string
-	anchors    *x509.CertPool
-	anchorFile string
-	tokens     string // the local token file
+	svc     *identitytest.Service
+	addr    string
+	anchors *x509.CertPool
+	tokens  string // the local token file
 }
 
 func startController(t testing.TB, lifetime time.Duration) *controller {
 	t.Helper()
-	dir := t.TempDir()
-	pki, err := pki.Generate(time.Now(), "cluster.local", 24*time.Hour, 24*time.Hour)
-	if err != nil {
+	s := identitytest.Start(t, identitytest.Options{Lifetime: lifetime, Tokens: map[string]string{"web-token": webID, "books-token": booksID}})
+	c := &controller{svc: s, addr: s.Addr, tokens: s.TokensFile}
+	var err error
+	if c.anchors, err = LoadTrustAnchors(s.AnchorsFile); err != nil {
 		t.Fatal(err)
 	}
-	if err := pki.WriteDir(dir); err != nil {
-		t.Fatal(err)
-	}
-	is, err := ctlidentity.LoadIssuer(dir, "", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &controller{dir: dir, anchorFile: filepath.Join(dir, "anchors.pem"), tokens: filepath.Join(dir, "tokens.yaml")}
-	if err := os.WriteFile(c.anchorFile, pki.AnchorPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if c.anchors, err = LoadTrustAnchors(c.anchorFile); err != nil {
-		t.Fatal(err)
-	}
-	c.setTokens(t, map[string]string{"web-token": webID, "books-token": booksID})
-	srv, err := ctlidentity.NewServer(ctlidentity.Config{
-		TrustDomain: "cluster.local",
-		Issuer:      is,
-		Tokens:      ctlidentity.LocalTokenFile{Path: c.tokens},
-		Lifetime:    lifetime,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	identityv1.RegisterIdentityServer(gs, srv)
-	go gs.Serve(lis)
-	t.Cleanup(gs.Stop)
-	c.addr = lis.Addr().String()
 	return c
 }
 
 func (c *controller) setTokens(t testing.TB, tokens map[string]string) {
 	t.Helper()
-	var lt ctlidentity.LocalTokens
-	for tok, id := range tokens {
-		lt.Tokens = append(lt.Tokens, ctlidentity.LocalToken{Token: tok, Identity: id})
-	}
-	if err := ctlidentity.WriteLocalTokens(c.tokens, lt); err != nil {
-		t.Fatal(err)
-	}
+	c.svc.SetTokens(t, tokens)
 }
 
 // startProvider runs a provider for name with the given token until the

@@ -18,13 +18,12 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
 	tapv1 "github.com/conduitmesh/conduit/pkg/api/tap/v1"
 	ctlidentity "github.com/conduitmesh/conduit/pkg/controller/identity"
+	"github.com/conduitmesh/conduit/pkg/controller/identity/identitytest"
 	"github.com/conduitmesh/conduit/pkg/controller/stats"
 	ctltap "github.com/conduitmesh/conduit/pkg/controller/tap"
 	"github.com/conduitmesh/conduit/pkg/pki"
@@ -50,40 +49,13 @@ type mesh struct {
 
 func startMesh(t *testing.T, backend http.Handler) *mesh {
 	t.Helper()
-	dir := t.TempDir()
-	pki, err := pki.Generate(time.Now(), "cluster.local", 24*time.Hour, 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.WriteDir(dir); err != nil {
-		t.Fatal(err)
-	}
-	is, err := ctlidentity.LoadIssuer(dir, "", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens := filepath.Join(dir, "tokens.yaml")
-	if err := ctlidentity.WriteLocalTokens(tokens, ctlidentity.LocalTokens{Tokens: []ctlidentity.LocalToken{{Token: "web-token", Identity: webID.String()}}}); err != nil {
-		t.Fatal(err)
-	}
-	ids, err := ctlidentity.NewServer(ctlidentity.Config{TrustDomain: "cluster.local", Issuer: is, Tokens: ctlidentity.LocalTokenFile{Path: tokens}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	identityv1.RegisterIdentityServer(gs, ids)
-	go gs.Serve(lis)
-	t.Cleanup(gs.Stop)
-
+	svc := identitytest.Start(t, identitytest.Options{Tokens: map[string]string{"web-token": webID.String()}})
+	dir, is, ids := svc.Dir, svc.Issuer, svc.Server
 	tokenFile := filepath.Join(dir, "web-token")
 	if err := os.WriteFile(tokenFile, []byte("web-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpclite.New(lis.Addr().String(), grpclite.Options{})
+	conn, err := grpclite.New(svc.Addr, grpclite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
