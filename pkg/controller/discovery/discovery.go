@@ -115,6 +115,11 @@ func ParseAuthority(s string) (Authority, error) {
 	}
 	a := Authority{Host: host, Port: uint16(port)}
 	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Zone() != "" {
+			// A zone names an interface of the sender's host: it means
+			// nothing to a service, and may hold any byte (even "]").
+			return Authority{}, fmt.Errorf("%w %q: an IPv6 zone (%%%s) names no service", ErrInvalidAuthority, s, ip.Zone())
+		}
 		a.IP = ip.Unmap()
 	} else if !dnsName(host) {
 		return Authority{}, fmt.Errorf("%w %q: host is not a DNS name or IP address", ErrInvalidAuthority, s)

@@ -34,7 +34,7 @@ func TestParseAuthority(t *testing.T) {
 	if a, _ := ParseAuthority("[::ffff:10.0.0.1]:80"); a.IP != netip.MustParseAddr("10.0.0.1") {
 		t.Errorf("IPv4-mapped address not unmapped: %v", a.IP)
 	}
-	for _, bad := range []string{"", ":80", "web:http", "web:0", "web:65536", "fd00::zz", "user@web:80", "a b:80", "a/b:80"} {
+	for _, bad := range []string{"", ":80", "web:http", "web:0", "web:65536", "fd00::zz", "user@web:80", "a b:80", "a/b:80", "[fe80::1%eth0]:80", "::%]0"} {
 		if _, err := ParseAuthority(bad); !errors.Is(err, ErrInvalidAuthority) {
 			t.Errorf("%q: got %v, want ErrInvalidAuthority", bad, err)
 		}
