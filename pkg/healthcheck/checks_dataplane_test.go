@@ -189,6 +189,21 @@ func TestProxyFailures(t *testing.T) {
 			reads: []logRead{{container: "conduit-init", previous: true, tail: 1}},
 		},
 		{
+			name:  "conduit-init running again after failing, caught between two runs: still a failure",
+			pod:   podSpec{name: "web-1", init: restarted(running, badArgs, 1), proxy: status(waiting("PodInitializing", ""), false)},
+			logs:  map[string]string{"conduit-init previous": "conduit-proxy init: flag provided but not defined: -bogus\n"},
+			err:   "pod app/web-1 (Init:0/2): conduit-init exited with code 2 and was restarted (1 restart); last log line: conduit-proxy init: flag provided but not defined: -bogus",
+			hint:  []string{"conduit-init rejected its arguments: `kubectl logs -n app web-1 -c conduit-init --previous` names the wrong one"},
+			reads: []logRead{{container: "conduit-init", previous: true, tail: 1}},
+		},
+		{
+			name:  "the kubelet no longer has the previous instance's log: the termination message's last line",
+			pod:   podSpec{name: "web-1", init: restarted(running, badArgs, 1), proxy: status(waiting("PodInitializing", ""), false)},
+			logs:  map[string]string{"conduit-init previous": "unable to retrieve container logs for containerd://79e70244bca8\n"},
+			err:   "pod app/web-1 (Init:0/2): conduit-init exited with code 2 and was restarted (1 restart); last log line: conduit-proxy init: unexpected argument \"--bogus\": init takes only flags (see --help)",
+			reads: []logRead{{container: "conduit-init", previous: true, tail: 1}},
+		},
+		{
 			name:  "CrashLoopBackOff of a regular proxy container",
 			pod:   podSpec{name: "web-1", regularProxy: true, phase: corev1.PodRunning, init: status(completed, false), proxy: restarted(backOff, proxyCrashed, 5)},
 			err:   `pod app/web-1 (CrashLoopBackOff): conduit-proxy exited with code 1 and is restarting (CrashLoopBackOff, 5 restarts); last log line: level=ERROR msg="invalid configuration" err="CONDUIT_PROXY_INBOUND_LISTEN: missing port"`,

@@ -106,8 +106,17 @@ func (s *state) readLastLine(ctx context.Context, pod *corev1.Pod, container str
 	if err != nil {
 		return "", fmt.Errorf("reading the log of %s/%s -c %s: %w", pod.Namespace, pod.Name, container, err)
 	}
-	return lastNonEmptyLine(string(b)), nil
+	line := lastNonEmptyLine(string(b))
+	if strings.HasPrefix(line, kubeletNoLog) {
+		// The kubelet answers 200 with this text when the instance's log
+		// is gone (a restarted container's previous run, removed): no log.
+		return "", nil
+	}
+	return line, nil
 }
+
+// kubeletNoLog starts what the kubelet sends instead of a log it no longer has.
+const kubeletNoLog = "unable to retrieve container logs for "
 
 // lastNonEmptyLine is the last line of text with content, without control
 // characters (a log may color its output) and shortened to maxLogLine.

@@ -147,6 +147,12 @@ func (f *podFailure) inspect(cs corev1.ContainerStatus, failed failureKind) bool
 		if st.Waiting.Reason != "" {
 			f.what += " (" + st.Waiting.Reason + ")"
 		}
+	case last != nil && last.ExitCode != 0 && (failed == kindInitFailed || !cs.Ready):
+		// Running again after a failure (the kubelet restarts it with a
+		// back-off, and it fails again): a crash loop caught between two
+		// runs. The previous instance logged why.
+		f.kind, f.what = failed, fmt.Sprintf("%s and was restarted (%s)", exitText(last), restarts(cs.RestartCount))
+		f.exitCode, f.hasLog, f.previous, f.exited, f.message = last.ExitCode, true, true, true, last.Message
 	case failed == kindInitFailed:
 		// Running: still installing the redirect, which takes a moment.
 		f.kind, f.what, f.hasLog = kindStarting, "is still running", true
