@@ -47,9 +47,11 @@ test: k8s-binaries
 	cd bench && $(GO) vet ./... && $(GO) test ./...
 
 # The end-to-end test on a real kubelet node (root, and the Debian packages
-# .ci/run installs); part of `make test` too.
+# .ci/run installs), with kube-proxy in its iptables mode, then in its
+# nftables mode; part of `make test` too.
 e2e: k8s-binaries
 	$(GO) test -v -count=1 -timeout 40m -run TestConduitOnARealNode ./integration/realnode/
+	CONDUIT_E2E_KUBE_PROXY_MODE=nftables $(GO) test -v -count=1 -timeout 40m -run TestConduitOnARealNode ./integration/realnode/
 
 # Unit tests only (no Kubernetes binaries needed).
 unit:

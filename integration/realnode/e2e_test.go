@@ -150,7 +150,14 @@ func TestConduitOnARealNode(t *testing.T) {
 	e.step("start a real node (containerd, kubelet, kube-proxy, scheduler, CoreDNS)", func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 		defer cancel()
-		n, err := cluster.StartNode(ctx, cluster.NodeOptions{Options: cluster.Options{Log: testLog{t}}, Images: images})
+		// CONDUIT_E2E_KUBE_PROXY_MODE=nftables runs kube-proxy in its
+		// nftables mode (make e2e runs both): the redirect must hold in each.
+		mode := os.Getenv("CONDUIT_E2E_KUBE_PROXY_MODE")
+		if mode == "" {
+			mode = "iptables"
+		}
+		t.Logf("kube-proxy mode: %s", mode)
+		n, err := cluster.StartNode(ctx, cluster.NodeOptions{Options: cluster.Options{Log: testLog{t}}, Images: images, KubeProxyMode: mode})
 		if err != nil {
 			t.Fatalf("starting the node: %v", err)
 		}
