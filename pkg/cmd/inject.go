@@ -107,14 +107,11 @@ as config.conduit.io/* annotations, and Conduit's proxy is added.
 			}
 			opts.inject.Manual = c.Bool("manual")
 			opts.inject.ReplaceOtherMeshes = c.Bool("force")
-			opts.inject.OtherMeshes = inject.DefaultOtherMeshes()
-			if ctrs, anns := c.StringSlice("other-mesh-container"), c.StringSlice("other-mesh-annotation"); len(ctrs)+len(anns) > 0 {
-				m, err := inject.CustomMesh(ctrs, anns)
-				if err != nil {
-					return fmt.Errorf("--other-mesh-container/--other-mesh-annotation: %w", err)
-				}
-				opts.inject.OtherMeshes = append(opts.inject.OtherMeshes, m)
+			meshes, err := inject.OtherMeshesWith(c.StringSlice("other-mesh-container"), c.StringSlice("other-mesh-annotation"))
+			if err != nil {
+				return fmt.Errorf("--other-mesh-container/--other-mesh-annotation: %w", err)
 			}
+			opts.inject.OtherMeshes = meshes
 			opts.inject.Proxy = inject.DefaultProxyConfig(version.Version)
 			opts.inject.Proxy.ControlPlaneNamespace = c.String("conduit-namespace")
 			opts.inject.Overrides = map[string]string{}
@@ -258,14 +255,9 @@ func writeReport(w io.Writer, results []inject.Result, verb string, tty bool) {
 			kind = "object"
 		}
 		obj := fmt.Sprintf("%s %q", kind, r.Name)
-		if r.Changed && r.Replaced != "" {
-			verb := verb + ", replacing " + r.Replaced
-			if tty {
-				fmt.Fprintf(w, "✔ %s %s\n", obj, verb)
-			} else {
-				fmt.Fprintf(w, "%s %s\n", obj, verb)
-			}
-			continue
+		verb := verb
+		if r.Replaced != "" {
+			verb += ", replacing " + r.Replaced
 		}
 		switch {
 		case r.Changed && tty:

@@ -65,7 +65,7 @@ func TestUninjectControlPlane(t *testing.T) {
 	if code != 0 || out != in {
 		t.Fatalf("exit %d, changed %v: %s", code, out != in, errOut)
 	}
-	if errOut != "deployment \"web\" skipped: it is in the control plane namespace conduit, which inject never meshes: left as it is\n" {
+	if errOut != "deployment \"web\" skipped: it is in the control plane namespace conduit; inject never meshes it, so it is left as it is\n" {
 		t.Errorf("report %q", errOut)
 	}
 	// -L names another control plane namespace: conduit is then a user's.

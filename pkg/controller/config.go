@@ -87,13 +87,9 @@ func (c *Config) Validate() error {
 // otherMeshes are the meshes whose pods the injector leaves alone: the
 // known ones and the one the config describes.
 func (c *Config) otherMeshes() ([]inject.OtherMesh, error) {
-	meshes := inject.DefaultOtherMeshes()
-	if len(c.OtherMeshContainers) == 0 && len(c.OtherMeshAnnotations) == 0 {
-		return meshes, nil
-	}
-	m, err := inject.CustomMesh(c.OtherMeshContainers, c.OtherMeshAnnotations)
+	meshes, err := inject.OtherMeshesWith(c.OtherMeshContainers, c.OtherMeshAnnotations)
 	if err != nil {
 		return nil, fmt.Errorf("--other-mesh-containers/--other-mesh-annotations: %w", err)
 	}
-	return append(meshes, m), nil
+	return meshes, nil
 }

@@ -103,6 +103,14 @@ func hasContainer(s *yaml.Node, name string) bool {
 	return indexOfNamed(s, name) >= 0
 }
 
+// namedItem returns the element of s whose name is name, or nil.
+func namedItem(s *yaml.Node, name string) *yaml.Node {
+	if i := indexOfNamed(s, name); i >= 0 {
+		return resolve(resolve(s).Content[i])
+	}
+	return nil
+}
+
 // indexOfNamed returns the index of the element of s whose name is name.
 func indexOfNamed(s *yaml.Node, name string) int {
 	s = resolve(s)

@@ -122,7 +122,7 @@ func (p *processor) object(doc int, obj *yaml.Node, results []Result) []Result {
 	pod := podTarget{holder: holder, namespace: r.Namespace, edits: p.edits}
 	if p.mode == modeUninject {
 		if reason := pod.outOfReach(p.opts.Proxy.ControlPlaneNamespace); reason != "" {
-			r.Reason = reason + ", which inject never meshes: left as it is"
+			r.Reason = reason + "; inject never meshes it, so it is left as it is"
 			return append(results, r)
 		}
 		r.Changed = uninjectObject(holder, p.edits)

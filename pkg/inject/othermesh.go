@@ -66,6 +66,20 @@ var (
 // DefaultOtherMeshes are the meshes inject knows without being told.
 func DefaultOtherMeshes() []OtherMesh { return []OtherMesh{Linkerd, Istio} }
 
+// OtherMeshesWith are DefaultOtherMeshes and, when containers or markers
+// are given, the CustomMesh they describe.
+func OtherMeshesWith(containers, markers []string) ([]OtherMesh, error) {
+	meshes := DefaultOtherMeshes()
+	if len(containers) == 0 && len(markers) == 0 {
+		return meshes, nil
+	}
+	m, err := CustomMesh(containers, markers)
+	if err != nil {
+		return nil, err
+	}
+	return append(meshes, m), nil
+}
+
 // CustomMesh is a mesh named by the user: containers by name, and
 // annotations ("key" or "key=value") that mark its pods.
 func CustomMesh(containers, markers []string) (OtherMesh, error) {
@@ -278,20 +292,6 @@ func restoreIstioProbes(p podTarget) {
 			}
 		}
 	}
-}
-
-// namedItem returns the item of sequence s whose name is name, or nil.
-func namedItem(s *yaml.Node, name string) *yaml.Node {
-	s = resolve(s)
-	if !isSeq(s) {
-		return nil
-	}
-	for _, c := range s.Content {
-		if n, _ := getString(c, "name"); n == name {
-			return resolve(c)
-		}
-	}
-	return nil
 }
 
 // mountNames returns the volumes a container mounts.

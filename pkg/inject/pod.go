@@ -170,8 +170,8 @@ func (p podTarget) skipReason(controlPlaneNS string) string {
 	if !isMap(spec) {
 		return "it has no pod spec"
 	}
-	if v, _ := getString(spec, "hostNetwork"); v == "true" {
-		return "the pod uses hostNetwork, so its traffic cannot be redirected to a proxy"
+	if reason := p.outOfReach(controlPlaneNS); reason != "" {
+		return reason
 	}
 	if hasContainer(get(spec, "containers"), ProxyContainerName) || hasContainer(get(spec, "initContainers"), ProxyContainerName) {
 		return "it is already meshed (it has a conduit-proxy container)"
@@ -179,17 +179,14 @@ func (p podTarget) skipReason(controlPlaneNS string) string {
 	if v, _ := getString(get(p.meta(), "annotations"), AnnotationInject); v == ValueDisabled {
 		return "it is annotated " + AnnotationInject + ": " + ValueDisabled
 	}
-	if controlPlaneNS != "" && p.namespace == controlPlaneNS {
-		return "it is in the control plane namespace " + controlPlaneNS
-	}
 	return ""
 }
 
-// outOfReach says why inject would never have touched the pod, whatever it
-// carries ("" when it might have): uninject leaves such pods alone.
+// outOfReach says why inject never meshes the pod, whatever it carries (""
+// when it may): inject skips such pods and uninject leaves them alone.
 func (p podTarget) outOfReach(controlPlaneNS string) string {
 	if v, _ := getString(p.spec(), "hostNetwork"); v == "true" {
-		return "the pod uses hostNetwork"
+		return "the pod uses hostNetwork, so its traffic cannot be redirected to a proxy"
 	}
 	if controlPlaneNS != "" && p.namespace == controlPlaneNS {
 		return "it is in the control plane namespace " + controlPlaneNS
