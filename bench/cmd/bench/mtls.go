@@ -2,22 +2,18 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 // The two-hop system: a client-side conduit-proxy (outbound) and a
@@ -49,7 +45,14 @@ func (e *benchEnv) mesh() (*meshFiles, error) {
 	dir := filepath.Join(e.dir, "mesh")
 	m := &meshFiles{pkiDir: filepath.Join(dir, "pki"), tokens: filepath.Join(dir, "tokens.yaml"), tokenFile: map[string]string{}}
 	m.anchors = filepath.Join(m.pkiDir, "ca.crt")
-	if err := writePKI(m.pkiDir); err != nil {
+	// The anchor and the issuer come from pkg/pki, as `conduit install`
+	// makes them; WriteDir writes ca.crt, tls.crt and tls.key, the layout
+	// --identity-issuer-dir reads (m.anchors is its ca.crt).
+	p, err := pki.Generate(time.Now(), trustDomain, 48*time.Hour, 48*time.Hour)
+	if err != nil {
+		return nil, fmt.Errorf("generating the bench PKI: %w", err)
+	}
+	if err := p.WriteDir(m.pkiDir); err != nil {
 		return nil, fmt.Errorf("writing the bench PKI: %w", err)
 	}
 	tokens := "tokens:\n"
@@ -70,60 +73,6 @@ func (e *benchEnv) mesh() (*meshFiles, error) {
 	}
 	e.meshFiles = m
 	return m, nil
-}
-
-// writePKI writes a trust anchor (ca.crt) and an issuer it signed (tls.crt,
-// tls.key), ECDSA P-256, the layout --identity-issuer-dir reads.
-func writePKI(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	now := time.Now()
-	ca := func(cn string, pathLen int) *x509.Certificate {
-		serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-		return &x509.Certificate{
-			SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(48 * time.Hour),
-			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-			BasicConstraintsValid: true, IsCA: true, MaxPathLen: pathLen, MaxPathLenZero: pathLen == 0,
-		}
-	}
-	anchorKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	anchor := ca("root.bench."+trustDomain, 1)
-	anchorDER, err := x509.CreateCertificate(rand.Reader, anchor, anchor, &anchorKey.PublicKey, anchorKey)
-	if err != nil {
-		return err
-	}
-	anchorCert, err := x509.ParseCertificate(anchorDER)
-	if err != nil {
-		return err
-	}
-	issuerKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	issuerDER, err := x509.CreateCertificate(rand.Reader, ca("identity.bench."+trustDomain, 0), anchorCert, &issuerKey.PublicKey, anchorKey)
-	if err != nil {
-		return err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(issuerKey)
-	if err != nil {
-		return err
-	}
-	files := map[string][]byte{
-		"ca.crt":  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: anchorDER}),
-		"tls.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: issuerDER}),
-		"tls.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-	}
-	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // startTwoHops starts a controller whose registry sends serviceAuthority to
