@@ -8,7 +8,7 @@ import (
 
 // forbiddenDeps are the module path prefixes conduit-proxy must never link:
 // they would cost megabytes of RSS in every pod (bench/notes.md measured
-// grpc-go and client_golang; the proxy speaks gRPC with grpclite, writes its
+// grpc-go and client_golang; the proxy speaks gRPC with grpcwire, writes its
 // metrics by hand and its nftables rules over netlink itself). Each names a
 // package of this repository that does link it, with its tests when test,
 // to prove the check finds it.

@@ -9,7 +9,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/conduitmesh/conduit/pkg/proxy/grpclite"
+	"github.com/conduitmesh/conduit/pkg/proxy/grpcwire"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 )
 
@@ -55,7 +55,7 @@ var errMalformed = errors.New("malformed destination update")
 
 func decodeUpdate(b []byte) (update, error) {
 	var u update
-	err := grpclite.RangeFields(b, func(f grpclite.Field) error {
+	err := grpcwire.RangeFields(b, func(f grpcwire.Field) error {
 		if f.Type != protowire.BytesType {
 			return nil
 		}
@@ -69,7 +69,7 @@ func decodeUpdate(b []byte) (update, error) {
 			u.remove, err = decodeAddrSet(f.Bytes)
 		case 3:
 			u = update{kind: updateNoEndpoints}
-			err = grpclite.RangeFields(f.Bytes, func(f grpclite.Field) error {
+			err = grpcwire.RangeFields(f.Bytes, func(f grpcwire.Field) error {
 				switch {
 				case f.Num == 1 && f.Type == protowire.VarintType:
 					u.exists = f.Varint != 0
@@ -93,7 +93,7 @@ func decodeUpdate(b []byte) (update, error) {
 func decodeWeightedAddrSet(b []byte) ([]resolve.Endpoint, error) {
 	var eps []resolve.Endpoint
 	var setLabels map[string]string
-	err := grpclite.RangeFields(b, func(f grpclite.Field) error {
+	err := grpcwire.RangeFields(b, func(f grpcwire.Field) error {
 		if f.Type != protowire.BytesType {
 			return nil
 		}
@@ -105,7 +105,7 @@ func decodeWeightedAddrSet(b []byte) ([]resolve.Endpoint, error) {
 			}
 			eps = append(eps, ep)
 		case 2:
-			k, v, err := grpclite.StringMapEntry(f.Bytes)
+			k, v, err := grpcwire.StringMapEntry(f.Bytes)
 			if err != nil {
 				return err
 			}
@@ -138,7 +138,7 @@ func decodeWeightedAddrSet(b []byte) ([]resolve.Endpoint, error) {
 
 func decodeWeightedAddr(b []byte) (resolve.Endpoint, error) {
 	var ep resolve.Endpoint
-	err := grpclite.RangeFields(b, func(f grpclite.Field) error {
+	err := grpcwire.RangeFields(b, func(f grpcwire.Field) error {
 		switch {
 		case f.Num == 1 && f.Type == protowire.BytesType:
 			addr, err := decodeTCPAddress(f.Bytes)
@@ -151,7 +151,7 @@ func decodeWeightedAddr(b []byte) (resolve.Endpoint, error) {
 		case f.Num == 3 && f.Type == protowire.BytesType:
 			ep.Identity = string(f.Bytes)
 		case f.Num == 4 && f.Type == protowire.BytesType:
-			k, v, err := grpclite.StringMapEntry(f.Bytes)
+			k, v, err := grpcwire.StringMapEntry(f.Bytes)
 			if err != nil {
 				return err
 			}
@@ -173,7 +173,7 @@ func decodeWeightedAddr(b []byte) (resolve.Endpoint, error) {
 
 func decodeAddrSet(b []byte) ([]string, error) {
 	var addrs []string
-	err := grpclite.RangeFields(b, func(f grpclite.Field) error {
+	err := grpcwire.RangeFields(b, func(f grpcwire.Field) error {
 		if f.Num != 1 || f.Type != protowire.BytesType {
 			return nil
 		}
@@ -191,7 +191,7 @@ func decodeAddrSet(b []byte) ([]string, error) {
 func decodeTCPAddress(b []byte) (string, error) {
 	var ip []byte
 	var port uint64
-	err := grpclite.RangeFields(b, func(f grpclite.Field) error {
+	err := grpcwire.RangeFields(b, func(f grpcwire.Field) error {
 		switch {
 		case f.Num == 1 && f.Type == protowire.BytesType:
 			ip = f.Bytes

@@ -24,7 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/conduitmesh/conduit/pkg/proxy/grpclite"
+	"github.com/conduitmesh/conduit/pkg/proxy/grpcwire"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 )
 
@@ -33,9 +33,9 @@ import (
 // proxy falls back as it does for unknown authorities.
 var ErrNoAnswer = fmt.Errorf("no answer from the controller yet: %w", resolve.ErrNotFound)
 
-// Streamer opens a server-streaming call; *grpclite.Conn implements it.
+// Streamer opens a server-streaming call; *grpcwire.Conn implements it.
 type Streamer interface {
-	Stream(ctx context.Context, method string, req []byte) (*grpclite.Stream, error)
+	Stream(ctx context.Context, method string, req []byte) (*grpcwire.Stream, error)
 }
 
 // Config configures a Resolver. Zero durations take the defaults.
@@ -245,7 +245,7 @@ func (r *Resolver) run(ctx context.Context, w *watch) {
 		if received {
 			failures = 0
 		}
-		if grpclite.CodeOf(err) == grpclite.InvalidArgument {
+		if grpcwire.CodeOf(err) == grpcwire.InvalidArgument {
 			// The controller will never resolve this authority.
 			w.apply(update{kind: updateNoEndpoints, exists: false}, true)
 			failures = 64

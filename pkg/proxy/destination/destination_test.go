@@ -16,7 +16,7 @@ import (
 	"github.com/conduitmesh/conduit/internal/testenv"
 	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
 	netv1 "github.com/conduitmesh/conduit/pkg/api/net/v1"
-	"github.com/conduitmesh/conduit/pkg/proxy/grpclite"
+	"github.com/conduitmesh/conduit/pkg/proxy/grpcwire"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 )
 
@@ -184,7 +184,7 @@ const books = "books.demo.svc.cluster.local:8080"
 
 func newResolver(t *testing.T, addr string, cfg Config) *Resolver {
 	t.Helper()
-	c, err := grpclite.New(addr, grpclite.Options{})
+	c, err := grpcwire.New(addr, grpcwire.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/conduitmesh/conduit/pkg/proxy/grpclite"
+	"github.com/conduitmesh/conduit/pkg/proxy/grpcwire"
 )
 
 // certifyMethod is the full gRPC method name of Identity.Certify.
@@ -41,8 +41,8 @@ func (p *Provider) Run(ctx context.Context) {
 			// retrying may not fix; say so loudly, but keep trying
 			// (a projected token may be replaced).
 			level := "warn"
-			switch grpclite.CodeOf(err) {
-			case grpclite.Unauthenticated, grpclite.PermissionDenied, grpclite.InvalidArgument:
+			switch grpcwire.CodeOf(err) {
+			case grpcwire.Unauthenticated, grpcwire.PermissionDenied, grpcwire.InvalidArgument:
 				level = "error"
 			}
 			if level == "error" {
@@ -148,7 +148,7 @@ func encodeCertifyRequest(identity string, token, csr []byte) []byte {
 // decodeCertifyResponse decodes a conduit.identity.v1.CertifyResponse; the
 // leaf's own NotAfter is authoritative, so valid_until is not needed.
 func decodeCertifyResponse(b []byte) (leaf []byte, chain [][]byte, err error) {
-	err = grpclite.RangeFields(b, func(f grpclite.Field) error {
+	err = grpcwire.RangeFields(b, func(f grpcwire.Field) error {
 		if f.Type != protowire.BytesType {
 			return nil
 		}

@@ -28,7 +28,7 @@ import (
 	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
-// Unary makes a unary gRPC call; *grpclite.Conn implements it.
+// Unary makes a unary gRPC call; *grpcwire.Conn implements it.
 type Unary interface {
 	Unary(ctx context.Context, method string, req []byte) ([]byte, error)
 }

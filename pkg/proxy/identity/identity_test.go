@@ -20,7 +20,7 @@ import (
 	"github.com/conduitmesh/conduit/internal/testenv"
 	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/identity/identitytest"
-	"github.com/conduitmesh/conduit/pkg/proxy/grpclite"
+	"github.com/conduitmesh/conduit/pkg/proxy/grpcwire"
 	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
 )
 
@@ -62,7 +62,7 @@ func startProvider(t testing.TB, c *controller, name, token string, logs *testen
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpclite.New(c.addr, grpclite.Options{})
+	conn, err := grpcwire.New(c.addr, grpcwire.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestRefusedTokenThenFixed(t *testing.T) {
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	pool := x509.NewCertPool()
-	conn, _ := grpclite.New("127.0.0.1:1", grpclite.Options{})
+	conn, _ := grpcwire.New("127.0.0.1:1", grpcwire.Options{})
 	for _, name := range []string{"", "web", "spiffe://cluster.local/ns/demo", "https://cluster.local/ns/demo/sa/web", "spiffe://cluster.local/ns//sa/web"} {
 		if _, err := New(Config{Name: name, TrustAnchors: pool, Client: conn, TokenFile: "t"}); err == nil {
 			t.Errorf("New accepted name %q", name)
@@ -304,7 +304,7 @@ func TestVerifiedCacheHonoursExpiry(t *testing.T) {
 		chain = append(chain, cert)
 	}
 	now := time.Now()
-	conn, _ := grpclite.New(c.addr, grpclite.Options{})
+	conn, _ := grpcwire.New(c.addr, grpcwire.Options{})
 	defer conn.Close()
 	v, err := New(Config{Name: webID, TokenFile: "unused", TrustAnchors: c.anchors, Client: conn, Now: func() time.Time { return now }})
 	if err != nil {

@@ -18,7 +18,7 @@ import (
 	"github.com/conduitmesh/conduit/pkg/contract"
 	"github.com/conduitmesh/conduit/pkg/pki"
 	"github.com/conduitmesh/conduit/pkg/proxy/destination"
-	"github.com/conduitmesh/conduit/pkg/proxy/grpclite"
+	"github.com/conduitmesh/conduit/pkg/proxy/grpcwire"
 	"github.com/conduitmesh/conduit/pkg/proxy/identity"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
@@ -116,7 +116,7 @@ func (o *ControlPlane) Connect(ctx context.Context, log *slog.Logger) (resolve.R
 	var current atomic.Pointer[identity.Provider] // provider, for the TLS callback
 	// The controller (pkg/controller) permits pings every 5 s, so
 	// a dead connection is noticed within about 45 s.
-	copts := grpclite.Options{ReadIdleTimeout: 30 * time.Second}
+	copts := grpcwire.Options{ReadIdleTimeout: 30 * time.Second}
 	if o.ControllerIdentity != "" {
 		copts.TLS = identity.ControllerTLS(anchors, o.ControllerIdentity, func() *tls.Certificate {
 			if p := current.Load(); p != nil {
@@ -127,7 +127,7 @@ func (o *ControlPlane) Connect(ctx context.Context, log *slog.Logger) (resolve.R
 	} else if !isLoopback(o.ControllerAddr) {
 		log.Warn("the controller connection is plaintext: set --controller-identity to use TLS", "controller", o.ControllerAddr)
 	}
-	conn, err := grpclite.New(o.ControllerAddr, copts)
+	conn, err := grpcwire.New(o.ControllerAddr, copts)
 	if err != nil {
 		return nil, nil, noop, fmt.Errorf("--controller-addr: %w", err)
 	}

@@ -8,7 +8,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/conduitmesh/conduit/pkg/proxy/grpclite"
+	"github.com/conduitmesh/conduit/pkg/proxy/grpcwire"
 )
 
 // matcher is a decoded conduit.tap.v1.Match.
@@ -29,7 +29,7 @@ type observeRequest struct {
 
 func decodeObserveRequest(b []byte) (observeRequest, error) {
 	req := observeRequest{match: matchAll}
-	err := grpclite.RangeFields(b, func(f grpclite.Field) error {
+	err := grpcwire.RangeFields(b, func(f grpcwire.Field) error {
 		switch {
 		case f.Num == 1 && f.Type == protowire.VarintType:
 			req.limit = uint32(f.Varint)
@@ -53,7 +53,7 @@ func decodeMatch(b []byte, depth int) (matcher, error) {
 		return nil, fmt.Errorf("match nested deeper than %d", maxMatchDepth)
 	}
 	m := matcher(matchAll)
-	err := grpclite.RangeFields(b, func(f grpclite.Field) error {
+	err := grpcwire.RangeFields(b, func(f grpcwire.Field) error {
 		var err error
 		switch {
 		case f.Num == 1 && f.Type == protowire.BytesType: // all
@@ -91,7 +91,7 @@ func decodeMatch(b []byte, depth int) (matcher, error) {
 			}
 		case f.Num == 8 && f.Type == protowire.BytesType:
 			var k, v string
-			if k, v, err = grpclite.StringMapEntry(f.Bytes); err == nil {
+			if k, v, err = grpcwire.StringMapEntry(f.Bytes); err == nil {
 				m = func(r *RequestInfo) bool { return r.DstLabels[k] == v }
 			}
 		}
@@ -102,7 +102,7 @@ func decodeMatch(b []byte, depth int) (matcher, error) {
 
 func decodeSeq(b []byte, depth int, all bool) (matcher, error) {
 	var ms []matcher
-	err := grpclite.RangeFields(b, func(f grpclite.Field) error {
+	err := grpcwire.RangeFields(b, func(f grpcwire.Field) error {
 		if f.Num != 1 || f.Type != protowire.BytesType {
 			return nil
 		}
@@ -122,7 +122,7 @@ func decodeSeq(b []byte, depth int, all bool) (matcher, error) {
 
 func decodeHTTPMatch(b []byte) (matcher, error) {
 	m := matcher(matchAll)
-	err := grpclite.RangeFields(b, func(f grpclite.Field) error {
+	err := grpcwire.RangeFields(b, func(f grpcwire.Field) error {
 		if f.Type != protowire.BytesType {
 			return nil
 		}
@@ -151,7 +151,7 @@ func decodeHTTPMatch(b []byte) (matcher, error) {
 
 func decodeStringMatch(b []byte) (func(string) bool, error) {
 	sm := func(string) bool { return true }
-	err := grpclite.RangeFields(b, func(f grpclite.Field) error {
+	err := grpcwire.RangeFields(b, func(f grpcwire.Field) error {
 		if f.Type != protowire.BytesType {
 			return nil
 		}
@@ -170,7 +170,7 @@ func decodeStringMatch(b []byte) (func(string) bool, error) {
 func decodeNet(b []byte) (netip.Prefix, uint32, error) {
 	var ip []byte
 	var bits, port uint32
-	err := grpclite.RangeFields(b, func(f grpclite.Field) error {
+	err := grpcwire.RangeFields(b, func(f grpcwire.Field) error {
 		switch {
 		case f.Num == 1 && f.Type == protowire.BytesType:
 			ip = f.Bytes

@@ -28,7 +28,7 @@ import (
 	ctltap "github.com/conduitmesh/conduit/pkg/controller/tap"
 	"github.com/conduitmesh/conduit/pkg/pki"
 	"github.com/conduitmesh/conduit/pkg/proxy"
-	"github.com/conduitmesh/conduit/pkg/proxy/grpclite"
+	"github.com/conduitmesh/conduit/pkg/proxy/grpcwire"
 	"github.com/conduitmesh/conduit/pkg/proxy/identity"
 )
 
@@ -55,7 +55,7 @@ func startMesh(t *testing.T, backend http.Handler) *mesh {
 	if err := os.WriteFile(tokenFile, []byte("web-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpclite.New(svc.Addr, grpclite.Options{})
+	conn, err := grpcwire.New(svc.Addr, grpcwire.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

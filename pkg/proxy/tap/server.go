@@ -2,7 +2,6 @@ package tap
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,12 +9,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/conduitmesh/conduit/pkg/proxy"
+	"github.com/conduitmesh/conduit/pkg/proxy/grpcwire"
 	"github.com/conduitmesh/conduit/pkg/proxy/identity"
 )
 
@@ -255,50 +254,32 @@ func (r *request) End(grpcStatus int, responseBytes int64, resetCode uint32) {
 	requests.Put(r)
 }
 
-// gRPC status codes used here.
-const (
-	codeOK               = 0
-	codeInvalidArgument  = 3
-	codePermissionDenied = 7
-	codeUnimplemented    = 12
-	codeInternal         = 13
-)
-
 // Handler serves Tap.Observe over HTTP/2 (h2c or TLS).
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
-func trailersOnly(w http.ResponseWriter, code int, msg string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/grpc")
-	h.Set("Grpc-Status", strconv.Itoa(code))
-	if msg != "" {
-		h.Set("Grpc-Message", msg)
-	}
-	w.WriteHeader(http.StatusOK)
-}
-
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost || r.ProtoMajor != 2 {
-		http.Error(w, "tap is a gRPC service: POST over HTTP/2", http.StatusUnsupportedMediaType)
+	if err := grpcwire.CheckRequest(r); err != nil {
+		http.Error(w, err.Error(), http.StatusUnsupportedMediaType)
 		return
 	}
 	if r.URL.Path != ObservePath {
-		trailersOnly(w, codeUnimplemented, "unknown method "+r.URL.Path)
+		grpcwire.WriteTrailersOnly(w, grpcwire.Unimplemented, "unknown method "+r.URL.Path)
 		return
 	}
 	if err := s.authorize(r); err != nil {
 		s.cfg.Log.Warn("tap refused", "remote", r.RemoteAddr, "err", err)
-		trailersOnly(w, codePermissionDenied, err.Error())
+		grpcwire.WriteTrailersOnly(w, grpcwire.PermissionDenied, err.Error())
 		return
 	}
-	msg, err := readMessage(r.Body)
+	msg, err := grpcwire.ReadRequest(r, maxRequestSize)
 	if err != nil {
-		trailersOnly(w, codeInvalidArgument, err.Error())
+		st := err.(*grpcwire.Status)
+		grpcwire.WriteTrailersOnly(w, st.Code, st.Message)
 		return
 	}
 	req, err := decodeObserveRequest(msg)
 	if err != nil {
-		trailersOnly(w, codeInvalidArgument, err.Error())
+		grpcwire.WriteTrailersOnly(w, grpcwire.InvalidArgument, err.Error())
 		return
 	}
 	sub := &subscriber{match: req.match, ch: make(chan *event, s.cfg.BufferSize)}
@@ -306,18 +287,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.remove(sub)
 	s.cfg.Log.Info("tap started", "remote", r.RemoteAddr)
 
-	w.Header().Set("Content-Type", "application/grpc")
-	w.Header().Set("Trailer", "Grpc-Status, Grpc-Message")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	if err := rc.Flush(); err != nil {
+	if err := grpcwire.StartResponse(w); err != nil {
 		return
 	}
-	code, why := s.stream(r.Context(), w, rc, sub, req.limit)
-	w.Header().Set("Grpc-Status", strconv.Itoa(code))
-	if why != "" {
-		w.Header().Set("Grpc-Message", why)
-	}
+	code, why := s.stream(r.Context(), w, http.NewResponseController(w), sub, req.limit)
+	grpcwire.Finish(w, code, why)
 }
 
 // batchDelay is how long the stream lets events gather after the first
@@ -331,7 +305,7 @@ const batchDelay = 20 * time.Millisecond
 const maxBatchBytes = 32 << 10
 
 // stream copies sub's events to w until ctx ends or limit events were sent.
-func (s *Server) stream(ctx context.Context, w io.Writer, rc *http.ResponseController, sub *subscriber, limit uint32) (int, string) {
+func (s *Server) stream(ctx context.Context, w io.Writer, rc *http.ResponseController, sub *subscriber, limit uint32) (grpcwire.Code, string) {
 	var sent uint32
 	frame := make([]byte, 0, 4096)
 	timer := time.NewTimer(batchDelay)
@@ -341,17 +315,17 @@ func (s *Server) stream(ctx context.Context, w io.Writer, rc *http.ResponseContr
 		var ev *event
 		select {
 		case <-ctx.Done():
-			return codeOK, ""
+			return grpcwire.OK, ""
 		case ev = <-sub.ch:
 		}
 		// Let more events gather (the buffer keeps them), then take them all.
 		timer.Reset(batchDelay)
 		select {
 		case <-ctx.Done():
-			return codeOK, ""
+			return grpcwire.OK, ""
 		case <-timer.C:
 		}
-		frame = appendFrame(frame[:0], ev.b)
+		frame = grpcwire.AppendMessage(frame[:0], ev.b)
 		sub.queued.Add(-int64(len(ev.b)))
 		ev.release()
 		sent++
@@ -359,7 +333,7 @@ func (s *Server) stream(ctx context.Context, w io.Writer, rc *http.ResponseContr
 		for (limit == 0 || sent < limit) && len(frame) < maxBatchBytes {
 			select {
 			case ev = <-sub.ch:
-				frame = appendFrame(frame, ev.b)
+				frame = grpcwire.AppendMessage(frame, ev.b)
 				sub.queued.Add(-int64(len(ev.b)))
 				ev.release()
 				sent++
@@ -368,41 +342,15 @@ func (s *Server) stream(ctx context.Context, w io.Writer, rc *http.ResponseContr
 			}
 		}
 		if _, err := w.Write(frame); err != nil {
-			return codeInternal, err.Error()
+			return grpcwire.Internal, err.Error()
 		}
 		if err := rc.Flush(); err != nil {
-			return codeInternal, err.Error()
+			return grpcwire.Internal, err.Error()
 		}
 		if limit != 0 && sent >= limit {
-			return codeOK, ""
+			return grpcwire.OK, ""
 		}
 	}
-}
-
-func appendFrame(b, msg []byte) []byte {
-	b = append(b, 0, 0, 0, 0, 0)
-	binary.BigEndian.PutUint32(b[len(b)-4:], uint32(len(msg)))
-	return append(b, msg...)
-}
-
-// readMessage reads the single length-prefixed gRPC request message.
-func readMessage(r io.Reader) ([]byte, error) {
-	var hdr [5]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return nil, fmt.Errorf("reading request: %w", err)
-	}
-	if hdr[0] != 0 {
-		return nil, fmt.Errorf("compressed requests are not supported")
-	}
-	n := binary.BigEndian.Uint32(hdr[1:])
-	if n > maxRequestSize {
-		return nil, fmt.Errorf("request of %d bytes exceeds %d", n, maxRequestSize)
-	}
-	msg := make([]byte, n)
-	if _, err := io.ReadFull(r, msg); err != nil {
-		return nil, fmt.Errorf("reading request: %w", err)
-	}
-	return msg, nil
 }
 
 // authorize admits the controller's identity over TLS and, in plaintext,

@@ -1,33 +1,31 @@
-// Package grpclite is a minimal gRPC client for the proxy's two control-plane
-// calls (Identity.Certify, a unary call, and Destination.Get, a server stream).
+// Package grpcwire is gRPC's wire protocol for the proxy, both sides of it,
+// without grpc-go: a client for the control-plane calls (Identity.Certify,
+// unary; Destination.Get, a server stream), the server half of tap's
+// Observe stream, the length-prefixed message framing both use, and
+// protobuf field decoding (wire.go).
 //
-// grpc-go costs about 4 MB of resident memory just by being linked into a
-// binary, and the proxy must stay under 10 MB; this client instead speaks the
-// gRPC wire protocol over net/http's built-in HTTP/2 client: length-prefixed
+// grpc-go costs about 6 MB of resident memory just by being linked into a
+// binary (bench/notes.md), and the proxy must stay under 10 MB; this package
+// instead speaks gRPC over net/http's built-in HTTP/2: length-prefixed
 // messages in a POST body, the status in the grpc-status/grpc-message
 // trailers (or headers, for trailers-only responses). Messages are raw bytes;
-// callers encode them (see pkg/proxy/destination and pkg/proxy/identity).
-package grpclite
+// callers encode them (see pkg/proxy/destination, pkg/proxy/identity and
+// pkg/proxy/tap).
+package grpcwire
 
 import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
 )
-
-// MaxMessageSize bounds one received message; a larger length prefix from a
-// peer is an error, never an allocation.
-const MaxMessageSize = 4 << 20
 
 // Conn is a lazily connected client for one gRPC server. It multiplexes all
 // calls over HTTP/2 connections that net/http's transport manages; it is safe
@@ -127,9 +125,7 @@ func (c *Conn) Unary(ctx context.Context, method string, req []byte) ([]byte, er
 // returned Stream yields response messages until the call ends; cancel ctx
 // or call Close to end it early.
 func (c *Conn) Stream(ctx context.Context, method string, req []byte) (*Stream, error) {
-	body := make([]byte, 5+len(req))
-	binary.BigEndian.PutUint32(body[1:5], uint32(len(req)))
-	copy(body[5:], req)
+	body := AppendMessage(make([]byte, 0, 5+len(req)), req)
 	ctx, cancel := context.WithCancel(ctx)
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+method, bytes.NewReader(body))
 	if err != nil {
@@ -138,7 +134,7 @@ func (c *Conn) Stream(ctx context.Context, method string, req []byte) (*Stream, 
 	}
 	hreq.Header.Set("Content-Type", "application/grpc+proto")
 	hreq.Header.Set("Te", "trailers")
-	hreq.Header.Set("User-Agent", "conduit-proxy grpclite")
+	hreq.Header.Set("User-Agent", "conduit-proxy grpcwire")
 	if dl, ok := ctx.Deadline(); ok {
 		hreq.Header.Set("Grpc-Timeout", encodeTimeout(time.Until(dl)))
 	}
@@ -164,7 +160,6 @@ type Stream struct {
 	ctx    context.Context
 	resp   *http.Response
 	cancel context.CancelFunc
-	hdr    [5]byte
 	done   error // sticky result once the call ended
 }
 
@@ -207,31 +202,21 @@ func (s *Stream) Recv() ([]byte, error) {
 }
 
 func (s *Stream) recv() ([]byte, error) {
-	body := s.resp.Body
-	if _, err := io.ReadFull(body, s.hdr[:]); err != nil {
-		if err == io.EOF {
-			// The body ended between messages: the trailers carry the status.
-			if st := statusFrom(s.resp.Trailer); st != nil {
-				return nil, st
-			}
-			if s.resp.Trailer.Get("Grpc-Status") == "" {
-				return nil, &Status{Code: Internal, Message: "server closed the stream without a grpc-status"}
-			}
-			return nil, io.EOF
+	msg, err := ReadMessage(s.resp.Body, MaxMessageSize)
+	switch {
+	case err == io.EOF:
+		// The body ended between messages: the trailers carry the status.
+		if st := statusFrom(s.resp.Trailer); st != nil {
+			return nil, st
 		}
-		return nil, s.readError(err)
-	}
-	if s.hdr[0] != 0 {
-		return nil, &Status{Code: Internal, Message: "compressed message received but no compression was negotiated"}
-	}
-	n := binary.BigEndian.Uint32(s.hdr[1:])
-	if n > MaxMessageSize {
-		return nil, &Status{Code: ResourceExhausted, Message: fmt.Sprintf("received message of %d bytes, larger than the limit of %d", n, MaxMessageSize)}
-	}
-	msg := make([]byte, n)
-	if _, err := io.ReadFull(body, msg); err != nil {
-		if err == io.EOF { // a header without its message
-			err = io.ErrUnexpectedEOF
+		if s.resp.Trailer.Get("Grpc-Status") == "" {
+			return nil, &Status{Code: Internal, Message: "server closed the stream without a grpc-status"}
+		}
+		return nil, io.EOF
+	case err != nil:
+		var st *Status
+		if errors.As(err, &st) {
+			return nil, st
 		}
 		return nil, s.readError(err)
 	}
@@ -252,94 +237,6 @@ func (s *Stream) readError(err error) error {
 func (s *Stream) Close() {
 	s.cancel()
 	s.resp.Body.Close()
-}
-
-// Code is a gRPC status code.
-type Code uint32
-
-// The gRPC status codes this package produces or callers test for.
-const (
-	OK                Code = 0
-	Canceled          Code = 1
-	Unknown           Code = 2
-	InvalidArgument   Code = 3
-	DeadlineExceeded  Code = 4
-	NotFound          Code = 5
-	PermissionDenied  Code = 7
-	ResourceExhausted Code = 8
-	Unimplemented     Code = 12
-	Internal          Code = 13
-	Unavailable       Code = 14
-	Unauthenticated   Code = 16
-)
-
-// Status is a non-OK gRPC status.
-type Status struct {
-	Code    Code
-	Message string
-}
-
-func (s *Status) Error() string {
-	return fmt.Sprintf("grpc status %d: %s", s.Code, s.Message)
-}
-
-// CodeOf returns err's gRPC code: OK for nil, Unknown for errors that are not
-// a *Status.
-func CodeOf(err error) Code {
-	if err == nil {
-		return OK
-	}
-	var st *Status
-	if errors.As(err, &st) {
-		return st.Code
-	}
-	return Unknown
-}
-
-// statusFrom reads grpc-status and grpc-message; nil means OK (or absent).
-func statusFrom(h http.Header) error {
-	v := h.Get("Grpc-Status")
-	if v == "" {
-		return nil
-	}
-	code, err := strconv.ParseUint(v, 10, 32)
-	if err != nil {
-		return &Status{Code: Unknown, Message: fmt.Sprintf("malformed grpc-status %q", v)}
-	}
-	if code == 0 {
-		return nil
-	}
-	msg := h.Get("Grpc-Message")
-	if m, err := url.PathUnescape(msg); err == nil {
-		msg = m
-	}
-	return &Status{Code: Code(code), Message: msg}
-}
-
-func contextStatus(err error) *Status {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return &Status{Code: DeadlineExceeded, Message: err.Error()}
-	}
-	return &Status{Code: Canceled, Message: err.Error()}
-}
-
-// httpStatusCode maps a non-200 HTTP status to a gRPC code as the gRPC
-// HTTP/2 protocol document specifies.
-func httpStatusCode(status int) Code {
-	switch status {
-	case http.StatusBadRequest:
-		return Internal
-	case http.StatusUnauthorized:
-		return Unauthenticated
-	case http.StatusForbidden:
-		return PermissionDenied
-	case http.StatusNotFound:
-		return Unimplemented
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return Unavailable
-	default:
-		return Unknown
-	}
 }
 
 // encodeTimeout formats d as a grpc-timeout value (at most 8 digits).

@@ -1,4 +1,4 @@
-package grpclite
+package grpcwire
 
 import (
 	"context"
