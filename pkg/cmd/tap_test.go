@@ -22,6 +22,7 @@ import (
 	tapv1 "github.com/conduitmesh/conduit/pkg/api/tap/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/stats"
 	ctltap "github.com/conduitmesh/conduit/pkg/controller/tap"
+	"github.com/conduitmesh/conduit/pkg/proxy"
 	proxytap "github.com/conduitmesh/conduit/pkg/proxy/tap"
 )
 
@@ -62,13 +63,13 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 // makeTraffic sends requests through the proxy's tap hook until ctx ends.
 func makeTraffic(ctx context.Context, px *proxytap.Server, path string, status int) {
 	for ctx.Err() == nil {
-		ro := px.Request(&proxytap.RequestInfo{Direction: "outbound", Method: "GET", Authority: "books.demo:7001", Path: path,
+		ro := px.RequestStarted(&proxy.Request{Direction: "outbound", Method: "GET", Authority: "books.demo:7001", Path: path,
 			Header: http.Header{"Authorization": {"secret"}}, TLS: true,
 			Source: netip.MustParseAddrPort("127.0.0.1:5000"), Destination: netip.MustParseAddrPort("127.0.0.1:7001"),
 			DstLabels: map[string]string{"deployment": "books", "namespace": "demo"}})
 		if ro != nil {
-			ro.Response(status, nil)
-			ro.End(0, 12, 0)
+			ro.ResponseStarted(&proxy.Response{Status: status})
+			ro.Ended(proxy.EndInfo{GRPCStatus: "0", ResponseBytes: 12})
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -95,8 +95,10 @@ type recorder struct {
 	events []string
 }
 
-func (r *recorder) RequestStarted(req *http.Request, info RequestInfo) Observation {
-	r.add("start " + info.Direction + " " + req.Method + " " + req.URL.Path + " -> " + info.Target)
+func (r *recorder) Active() bool { return true }
+
+func (r *recorder) RequestStarted(req *Request) Observation {
+	r.add("start " + req.Direction + " " + req.Method + " " + req.Path + " -> " + req.Destination.String())
 	return &recObs{r: r}
 }
 
@@ -108,8 +110,8 @@ func (r *recorder) add(s string) {
 
 type recObs struct{ r *recorder }
 
-func (o *recObs) ResponseStarted(status int, _ http.Header) {
-	o.r.add("response " + http.StatusText(status))
+func (o *recObs) ResponseStarted(rsp *Response) {
+	o.r.add("response " + http.StatusText(rsp.Status))
 }
 
 func (o *recObs) Ended(e EndInfo) {
@@ -167,7 +169,7 @@ func TestDrainCutsDetectionShort(t *testing.T) {
 	}
 }
 
-// switchable is an ActiveObserver whose activity the test controls.
+// switchable is an Observer whose Active the test controls.
 type switchable struct {
 	recorder
 	active atomic.Bool

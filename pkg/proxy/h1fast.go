@@ -8,7 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -44,8 +44,12 @@ type fastConn struct {
 	req   h1Head
 	resp  h1Head
 	rhead []byte // the current response head, raw
-	// fields is reused to describe heads to a FieldObserver.
+	// fields is reused to list heads' fields for the Observer.
 	fields []Field
+	// obsReq and obsRsp are reused to describe heads to the Observer
+	// (valid during its calls only), so that observing allocates neither.
+	obsReq Request
+	obsRsp Response
 }
 
 var (
@@ -190,9 +194,8 @@ func (fc *fastConn) serveOne() bool {
 	var respBytes int64
 	var proxyErr string
 	var upErr error
-	var fobs FieldObservation
 	if p.observing() {
-		obs, fobs = fc.observe(labels, rt, perr == nil)
+		obs = fc.observe(labels, rt, perr == nil)
 	}
 	defer func() {
 		series.Response(status, "", metrics.Classify(status, "", streamErr), latency)
@@ -214,7 +217,7 @@ func (fc *fastConn) serveOne() bool {
 		status, latency, proxyErr = e.status, time.Since(start), e.reason
 		if obs != nil {
 			respBytes = int64(len(e.msg) + 1)
-			obs.ResponseStarted(e.status, http.Header{"Content-Type": {"text/plain; charset=utf-8"}, ErrorHeader: {sanitizeHeaderValue(e.msg)}})
+			obs.ResponseStarted(&Response{Status: e.status, Header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}, ErrorHeader: {sanitizeHeaderValue(e.msg)}}})
 		}
 	}
 	if perr != nil {
@@ -276,11 +279,10 @@ func (fc *fastConn) serveOne() bool {
 		return false
 	}
 	status, latency = fc.resp.status, time.Since(start)
-	switch {
-	case fobs != nil:
-		fobs.ResponseStartedFields(status, fc.fieldsOf(fc.resp.headers))
-	case obs != nil:
-		obs.ResponseStarted(status, headerOf(fc.resp.headers))
+	if obs != nil {
+		fc.obsRsp = Response{Status: status, Fields: fc.fieldsOf(fc.resp.headers)}
+		obs.ResponseStarted(&fc.obsRsp)
+		fc.obsRsp = Response{}
 	}
 	keep, upKeep, n, err := fc.forwardResponse(up)
 	respBytes = n
@@ -297,44 +299,46 @@ func (fc *fastConn) serveOne() bool {
 	return keep
 }
 
-// observe tells the Observer about the current request — as fields to a
-// FieldObserver (fobs is then set too), else as net/http would have parsed
-// it. It returns nil when the Observer ignores the request.
-func (fc *fastConn) observe(labels metrics.HTTPLabels, rt route, routed bool) (obs Observation, fobs FieldObservation) {
+// observe describes the current request to the Observer as the fast path
+// parsed it: fields, no http.Header. It returns nil when the Observer
+// ignores the request.
+func (fc *fastConn) observe(labels metrics.HTTPLabels, rt route, routed bool) Observation {
 	info := fc.sc.info
-	ri := RequestInfo{Direction: fc.s.dir, Authority: labels.Authority, Source: info.remote, TLS: labels.TLS,
-		ClientID: info.clientID, ServerID: labels.ServerID}
+	path, query, _ := bytes.Cut(fc.req.target, []byte{'?'})
+	fc.obsReq = Request{Direction: fc.s.dir, Method: methodString(fc.req.method), Scheme: "http",
+		Authority: labels.Authority, Path: string(path), Query: string(query),
+		ContentLength: max(fc.req.contentLength, 0), // chunked bodies are net/http's
+		Fields:        fc.fieldsOf(fc.req.headers),
+		Source:        info.remote, TLS: labels.TLS, ClientID: info.clientID, ServerID: labels.ServerID}
 	if routed {
-		ri.Target, ri.DstLabels = rt.ep.Addr, rt.ep.Labels
+		fc.obsReq.Destination, _ = netip.ParseAddrPort(rt.ep.Addr)
+		fc.obsReq.DstLabels = rt.ep.Labels
 	}
-	if fo, ok := fc.s.p.cfg.Observer.(FieldObserver); ok {
-		path := fc.req.target
-		if i := bytes.IndexByte(path, '?'); i >= 0 {
-			path = path[:i]
-		}
-		if fobs = fo.RequestStartedFields(fc.req.method, path, fc.fieldsOf(fc.req.headers), ri); fobs == nil {
-			return nil, nil
-		}
-		return fobs, fobs
-	}
-	r := &http.Request{
-		Method: string(fc.req.method), Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Host: string(fc.req.host), RequestURI: string(fc.req.target), Header: headerOf(fc.req.headers),
-		ContentLength: max(fc.req.contentLength, 0), RemoteAddr: info.remote.String(),
-	}
-	u, err := url.ParseRequestURI(r.RequestURI)
-	if err != nil {
-		u = &url.URL{Path: r.RequestURI}
-	}
-	r.URL = u
-	if obs = fc.s.p.cfg.Observer.RequestStarted(r, ri); obs == nil {
-		return nil, nil // no typed nil in the interface
-	}
-	return obs, nil
+	obs := fc.s.p.cfg.Observer.RequestStarted(&fc.obsReq)
+	fc.obsReq = Request{}
+	return obs
 }
 
-// fieldsOf lists the end-to-end fields of hs in fc's reused buffer.
+// methods are the common request methods, whose names methodString
+// returns without allocating.
+var methods = [...]string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete,
+	http.MethodHead, http.MethodPatch, http.MethodOptions}
+
+func methodString(m []byte) string {
+	for _, name := range methods {
+		if string(m) == name {
+			return name
+		}
+	}
+	return string(m)
+}
+
+// fieldsOf lists the end-to-end fields of hs in fc's reused buffer (never
+// nil).
 func (fc *fastConn) fieldsOf(hs []h1Header) []Field {
+	if fc.fields == nil {
+		fc.fields = make([]Field, 0, len(hs))
+	}
 	fc.fields = fc.fields[:0]
 	for _, h := range hs {
 		if !h.hop {
@@ -342,17 +346,6 @@ func (fc *fastConn) fieldsOf(hs []h1Header) []Field {
 		}
 	}
 	return fc.fields
-}
-
-// headerOf copies end-to-end header fields into an http.Header.
-func headerOf(hs []h1Header) http.Header {
-	h := make(http.Header, len(hs))
-	for _, f := range hs {
-		if !f.hop {
-			h.Add(string(f.name), string(f.value))
-		}
-	}
-	return h
 }
 
 // errFromClient marks failures on the client's side of the exchange.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -74,13 +75,8 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	series.Request()
 
 	rw := &respWriter{ResponseWriter: w, start: start}
-	if p.cfg.Observer != nil {
-		ri := RequestInfo{Direction: h.dir, Authority: authority, Source: info.remote, TLS: labels.TLS,
-			ClientID: info.clientID, ServerID: labels.ServerID}
-		if perr == nil {
-			ri.Target, ri.DstLabels = rt.ep.Addr, rt.ep.Labels
-		}
-		rw.obs = p.cfg.Observer.RequestStarted(r, ri)
+	if p.observing() {
+		rw.obs = p.observe(r, h.dir, labels, info, rt, perr == nil)
 	}
 	rw.grpc = strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
 
@@ -350,7 +346,7 @@ func (p *Proxy) serveConnect(rw *respWriter, r *http.Request, dir string, rt rou
 	rw.status = parseStatusLine(line)
 	rw.firstByte = time.Now()
 	if rw.obs != nil {
-		rw.obs.ResponseStarted(rw.status, http.Header{})
+		rw.obs.ResponseStarted(&Response{Status: rw.status, Header: http.Header{}})
 	}
 	if _, err := client.Write(line); err != nil {
 		rw.failed = true
@@ -385,6 +381,21 @@ func parseStatusLine(line []byte) int {
 	return n
 }
 
+// observe describes r, as net/http parsed it, to the Observer.
+func (p *Proxy) observe(r *http.Request, dir string, labels metrics.HTTPLabels, info *connInfo, rt route, routed bool) Observation {
+	req := Request{Direction: dir, Method: r.Method, Scheme: "http", Authority: labels.Authority,
+		Path: r.URL.Path, Query: r.URL.RawQuery, ContentLength: r.ContentLength, Header: r.Header, Source: info.remote, TLS: labels.TLS,
+		ClientID: info.clientID, ServerID: labels.ServerID}
+	if r.TLS != nil {
+		req.Scheme = "https"
+	}
+	if routed {
+		req.Destination, _ = netip.ParseAddrPort(rt.ep.Addr)
+		req.DstLabels = rt.ep.Labels
+	}
+	return p.cfg.Observer.RequestStarted(&req)
+}
+
 // respWriter records what the handler sent for metrics and the observer.
 type respWriter struct {
 	http.ResponseWriter
@@ -411,7 +422,7 @@ func (w *respWriter) WriteHeader(code int) {
 		w.status = code
 		w.firstByte = time.Now()
 		if w.obs != nil {
-			w.obs.ResponseStarted(code, w.Header())
+			w.obs.ResponseStarted(&Response{Status: code, Header: w.Header()})
 		}
 	}
 	w.ResponseWriter.WriteHeader(code)
@@ -433,7 +444,7 @@ func (w *respWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		w.status = http.StatusSwitchingProtocols
 		w.firstByte = time.Now()
 		if w.obs != nil {
-			w.obs.ResponseStarted(w.status, w.Header())
+			w.obs.ResponseStarted(&Response{Status: w.status, Header: w.Header()})
 		}
 	}
 	return c, brw, err

@@ -243,8 +243,10 @@ func firstLine(b []byte) string {
 // a bug in the proxy's request handling.
 type panicObserver struct{}
 
-func (panicObserver) RequestStarted(r *http.Request, _ RequestInfo) Observation {
-	if r.URL.Path == "/panic" {
+func (panicObserver) Active() bool { return true }
+
+func (panicObserver) RequestStarted(r *Request) Observation {
+	if r.Path == "/panic" {
 		panic("test: a bug in request handling")
 	}
 	return nil

@@ -3,72 +3,79 @@ package proxy
 import (
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 )
 
-// Observer sees the HTTP requests the proxy carries; it is the seam for tap.
-// A nil Config.Observer costs nothing. Implementations must be fast and must
-// not block or modify the request: copy what they need and drop events
-// rather than slow traffic.
+// Observer sees the HTTP requests the proxy carries; it is the seam for tap,
+// and both HTTP paths (net/http's and the HTTP/1.1 fast path) feed it the
+// same way. A nil Config.Observer costs nothing. Implementations must be
+// fast and must not block or modify what they are given: copy what they
+// need and drop events rather than slow traffic.
 type Observer interface {
-	// RequestStarted is called when a request's headers have arrived,
-	// before it is forwarded. It returns the request's observation, or nil
-	// to ignore the request.
-	RequestStarted(r *http.Request, info RequestInfo) Observation
-}
-
-// ActiveObserver is an Observer that can tell when nobody is watching
-// (tap with no subscriber): while Active reports false the proxy does not
-// build the *http.Request that RequestStarted takes on its HTTP/1.1 fast
-// path, so an idle tap costs one atomic load per request.
-type ActiveObserver interface {
-	Observer
+	// Active reports whether anybody is watching (tap with a subscriber).
+	// While it is false the proxy describes no request: an idle tap costs
+	// the proxy one call per request.
 	Active() bool
-}
-
-// Field is one header field as the HTTP/1.1 fast path received it (name
-// as sent); the slices are valid during the call only.
-type Field struct{ Name, Value []byte }
-
-// FieldObserver is an Observer that also takes HTTP/1.1 requests as the
-// fast path parsed them, so that observing one builds no *http.Request and
-// no http.Header: tap uses it to keep a tapped proxy's allocations (and so
-// its garbage collections) low. path is the request target up to any query;
-// header holds the end-to-end fields in the order received.
-type FieldObserver interface {
-	Observer
-	RequestStartedFields(method, path []byte, header []Field, info RequestInfo) FieldObservation
-}
-
-// FieldObservation is the Observation of a FieldObserver's request: the
-// response's head comes as fields too.
-type FieldObservation interface {
-	Observation
-	ResponseStartedFields(status int, header []Field)
+	// RequestStarted is called when a request's head has arrived, before
+	// it is forwarded. It returns the request's Observation, or nil to
+	// ignore the request. req and what it refers to are valid during the
+	// call only.
+	RequestStarted(req *Request) Observation
 }
 
 // Observation follows one request; each method is called at most once, in
 // order, from the request's goroutine.
 type Observation interface {
-	// ResponseStarted is called when the response's headers are sent
-	// (status is the final status; 101 for upgrades).
-	ResponseStarted(status int, header http.Header)
+	// ResponseStarted is called when the response's head is sent (Status
+	// is the final status; 101 for upgrades). rsp is valid during the call
+	// only.
+	ResponseStarted(rsp *Response)
 	// Ended is called when the exchange is over, successfully or not.
 	Ended(end EndInfo)
 }
 
-// RequestInfo describes where a request came from and is going.
-type RequestInfo struct {
+// Field is one header field as the HTTP/1.1 fast path received it (name
+// as sent).
+type Field struct{ Name, Value []byte }
+
+// Request describes a request whose head the proxy has read. Its header is
+// in Header when net/http parsed the request, in Fields when the HTTP/1.1
+// fast path did (end-to-end fields in the order received, never nil then):
+// describing a fast-path request builds no http.Header.
+type Request struct {
 	Direction string // Inbound or Outbound
+	Method    string
+	Scheme    string // "http" or "https", as the client sent it
 	Authority string
-	Source    netip.AddrPort
-	// Target is the address the request is sent to.
-	Target   string
-	TLS      bool
-	ClientID string
-	ServerID string
+	// Path is the request target's path; Query its query, without the '?'.
+	Path, Query string
+	// ContentLength is the body's declared length, -1 when it is chunked
+	// or unknown.
+	ContentLength int64
+	Header        http.Header
+	Fields        []Field
+	Source        netip.AddrPort
+	// Destination is the address the request is sent to (invalid when the
+	// proxy could not route it).
+	Destination netip.AddrPort
+	TLS         bool
+	// ClientID and ServerID are the peers' SPIFFE IDs when TLS is true.
+	ClientID, ServerID string
 	// DstLabels are the endpoint's labels (outbound, from discovery).
 	DstLabels map[string]string
+}
+
+// HeaderValue returns the first value of the header field name (case
+// insensitive), from Header or Fields.
+func (r *Request) HeaderValue(name string) string { return headerValue(r.Header, r.Fields, name) }
+
+// Response is the head of a response: its header as Header or, from the
+// HTTP/1.1 fast path, as Fields (as in Request).
+type Response struct {
+	Status int
+	Header http.Header
+	Fields []Field
 }
 
 // EndInfo describes how a request ended.
@@ -88,4 +95,20 @@ type EndInfo struct {
 	// ProxyError is the conduit-proxy-error reason when the proxy itself
 	// answered.
 	ProxyError string
+}
+
+// HeaderValue returns the first value of the header field name (case
+// insensitive), from Header or Fields.
+func (r *Response) HeaderValue(name string) string { return headerValue(r.Header, r.Fields, name) }
+
+func headerValue(h http.Header, fields []Field, name string) string {
+	if fields == nil {
+		return h.Get(name)
+	}
+	for _, f := range fields {
+		if len(f.Name) == len(name) && strings.EqualFold(string(f.Name), name) {
+			return string(f.Value)
+		}
+	}
+	return ""
 }

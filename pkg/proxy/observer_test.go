@@ -21,18 +21,20 @@ func (r *detailRecorder) add(format string, args ...any) {
 	r.mu.Unlock()
 }
 
-func (r *detailRecorder) RequestStarted(req *http.Request, info RequestInfo) Observation {
+func (r *detailRecorder) Active() bool { return true }
+
+func (r *detailRecorder) RequestStarted(req *Request) Observation {
 	// The authority is the proxy's own address here: it differs between
 	// the proxies compared, so only its presence is recorded.
-	r.add("start %s %s %s authority=%v x-test=%q authorization=%q tls=%v", info.Direction, req.Method, req.URL.Path,
-		info.Authority != "", req.Header.Get("X-Test"), req.Header.Get("Authorization"), info.TLS)
+	r.add("start %s %s %s authority=%v x-test=%q authorization=%q tls=%v", req.Direction, req.Method, req.Path,
+		req.Authority != "", req.HeaderValue("X-Test"), req.HeaderValue("Authorization"), req.TLS)
 	return &detailObs{r: r}
 }
 
 type detailObs struct{ r *detailRecorder }
 
-func (o *detailObs) ResponseStarted(status int, h http.Header) {
-	o.r.add("response %d content-type=%q", status, h.Get("Content-Type"))
+func (o *detailObs) ResponseStarted(rsp *Response) {
+	o.r.add("response %d content-type=%q", rsp.Status, rsp.HeaderValue("Content-Type"))
 }
 
 func (o *detailObs) Ended(e EndInfo) {

@@ -87,11 +87,10 @@ type Config struct {
 	Logger *slog.Logger // default: discard
 	// LogLevel backs GET/PUT /log-level; nil makes the level read-only info.
 	LogLevel *slog.LevelVar
-	// Observer sees every HTTP request (the tap seam); nil costs nothing.
-	// If it also has an Active() bool method (see ActiveObserver), requests
-	// are not even described to it while that reports false. Observed
-	// HTTP/1.1 requests stay on the fast path, which describes them to the
-	// Observer as the net/http path would.
+	// Observer sees every HTTP request (the tap seam); nil costs nothing,
+	// and requests are not even described to it while its Active reports
+	// false. Observed HTTP/1.1 requests stay on the fast path, which
+	// describes them as fields rather than an http.Header.
 	Observer Observer
 	// MemoryLimit, when positive, is the Go runtime's soft memory limit with
 	// no connections open; the proxy raises it by MemoryPerConnection for
@@ -229,13 +228,9 @@ func New(cfg Config) (*Proxy, error) {
 	p.mu.Lock()
 	p.adjustMemoryLimitLocked(true)
 	p.mu.Unlock()
-	switch o := cfg.Observer.(type) {
-	case nil:
-		p.observing = func() bool { return false }
-	case ActiveObserver:
-		p.observing = o.Active
-	default:
-		p.observing = func() bool { return true }
+	p.observing = func() bool { return false }
+	if cfg.Observer != nil {
+		p.observing = cfg.Observer.Active
 	}
 	p.ups = newUpstreams(p)
 	p.fastUps = &fastUpstreams{p: p, idle: map[upKey][]*fastUp{}}

@@ -19,6 +19,7 @@ import (
 	tapv1 "github.com/conduitmesh/conduit/pkg/api/tap/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/stats"
 	"github.com/conduitmesh/conduit/pkg/pki/pkitest"
+	conduitproxy "github.com/conduitmesh/conduit/pkg/proxy"
 	proxytap "github.com/conduitmesh/conduit/pkg/proxy/tap"
 )
 
@@ -77,8 +78,8 @@ func observeOne(dial Dialer, px *proxytap.Server, pod stats.Pod) error {
 		for px.Subscribers() == 0 && ctx.Err() == nil {
 			time.Sleep(5 * time.Millisecond)
 		}
-		if ro := px.Request(&proxytap.RequestInfo{Direction: "inbound", Method: "GET", Path: "/"}); ro != nil {
-			ro.Response(http.StatusOK, nil)
+		if ro := px.RequestStarted(&conduitproxy.Request{Direction: "inbound", Method: "GET", Path: "/"}); ro != nil {
+			ro.ResponseStarted(&conduitproxy.Response{Status: http.StatusOK})
 		}
 	}()
 	_, err = st.Recv()

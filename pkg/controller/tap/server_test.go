@@ -24,6 +24,7 @@ import (
 
 	tapv1 "github.com/conduitmesh/conduit/pkg/api/tap/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/stats"
+	conduitproxy "github.com/conduitmesh/conduit/pkg/proxy"
 	proxytap "github.com/conduitmesh/conduit/pkg/proxy/tap"
 )
 
@@ -60,11 +61,11 @@ func controller(t *testing.T, cfg Config) tapv1.TapAPIClient {
 }
 
 func traffic(s *proxytap.Server, path string) {
-	ro := s.Request(&proxytap.RequestInfo{Direction: "inbound", Method: "GET", Authority: "web", Path: path,
+	ro := s.RequestStarted(&conduitproxy.Request{Direction: "inbound", Method: "GET", Authority: "web", Path: path,
 		Source: netip.MustParseAddrPort("127.0.0.1:1"), Destination: netip.MustParseAddrPort("127.0.0.1:2")})
 	if ro != nil {
-		ro.Response(200, nil)
-		ro.End(-1, 1, 0)
+		ro.ResponseStarted(&conduitproxy.Response{Status: 200})
+		ro.Ended(conduitproxy.EndInfo{ResponseBytes: 1})
 	}
 }
 

@@ -96,4 +96,3 @@ func httpStatusCode(status int) Code {
 		return Unknown
 	}
 }
-

@@ -268,7 +268,7 @@ func tail(b []byte, httpStart, evStart int) []byte {
 
 // The encoders append one TapEvent to dst[:0] (nil is fine).
 
-func (c *common) requestInit(dst []byte, at time.Time, info *RequestInfo) []byte {
+func (c *common) requestInit(dst []byte, at time.Time, info *proxy.Request) []byte {
 	b, h, e := c.head(dst, at, httpRequestInit)
 	b = appendString(b, 2, info.Method)
 	b = appendString(b, 3, info.Scheme)
@@ -282,16 +282,15 @@ func (c *common) requestInit(dst []byte, at time.Time, info *RequestInfo) []byte
 	return tail(b, h, e)
 }
 
-// responseInit encodes a response's start; its header is hdr or, when
-// set, fields.
-func (c *common) responseInit(dst []byte, at time.Time, sinceReq time.Duration, status int, hdr http.Header, fields []proxy.Field) []byte {
+// responseInit encodes a response's start.
+func (c *common) responseInit(dst []byte, at time.Time, sinceReq time.Duration, rsp *proxy.Response) []byte {
 	b, h, e := c.head(dst, at, httpResponseInit)
 	b = appendDuration(b, 2, sinceReq)
-	b = appendVarint(b, 3, uint64(status))
-	if fields != nil {
-		b = appendFields(b, 4, fields)
+	b = appendVarint(b, 3, uint64(rsp.Status))
+	if rsp.Fields != nil {
+		b = appendFields(b, 4, rsp.Fields)
 	} else {
-		b = appendHeaders(b, 4, hdr)
+		b = appendHeaders(b, 4, rsp.Header)
 	}
 	return tail(b, h, e)
 }

@@ -8,13 +8,14 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/conduitmesh/conduit/pkg/proxy"
 	"github.com/conduitmesh/conduit/pkg/proxy/grpcwire"
 )
 
 // matcher is a decoded conduit.tap.v1.Match.
-type matcher func(*RequestInfo) bool
+type matcher func(*proxy.Request) bool
 
-func matchAll(*RequestInfo) bool { return true }
+func matchAll(*proxy.Request) bool { return true }
 
 // maxMatchDepth bounds nested matches from a peer.
 const maxMatchDepth = 16
@@ -63,7 +64,7 @@ func decodeMatch(b []byte, depth int) (matcher, error) {
 		case f.Num == 3 && f.Type == protowire.BytesType: // not
 			var inner matcher
 			if inner, err = decodeMatch(f.Bytes, depth+1); err == nil {
-				m = func(r *RequestInfo) bool { return !inner(r) }
+				m = func(r *proxy.Request) bool { return !inner(r) }
 			}
 		case f.Num == 4 && f.Type == protowire.BytesType:
 			m, err = decodeHTTPMatch(f.Bytes)
@@ -75,13 +76,13 @@ func decodeMatch(b []byte, depth int) (matcher, error) {
 			case 2:
 				dir = "outbound"
 			}
-			m = func(r *RequestInfo) bool { return dir == "" || r.Direction == dir }
+			m = func(r *proxy.Request) bool { return dir == "" || r.Direction == dir }
 		case (f.Num == 6 || f.Num == 7) && f.Type == protowire.BytesType:
 			var pfx netip.Prefix
 			var port uint32
 			if pfx, port, err = decodeNet(f.Bytes); err == nil {
 				src := f.Num == 6
-				m = func(r *RequestInfo) bool {
+				m = func(r *proxy.Request) bool {
 					a := r.Destination
 					if src {
 						a = r.Source
@@ -92,7 +93,7 @@ func decodeMatch(b []byte, depth int) (matcher, error) {
 		case f.Num == 8 && f.Type == protowire.BytesType:
 			var k, v string
 			if k, v, err = grpcwire.StringMapEntry(f.Bytes); err == nil {
-				m = func(r *RequestInfo) bool { return r.DstLabels[k] == v }
+				m = func(r *proxy.Request) bool { return r.DstLabels[k] == v }
 			}
 		}
 		return err
@@ -110,7 +111,7 @@ func decodeSeq(b []byte, depth int, all bool) (matcher, error) {
 		ms = append(ms, m)
 		return err
 	})
-	return func(r *RequestInfo) bool {
+	return func(r *proxy.Request) bool {
 		for _, m := range ms {
 			if m(r) != all {
 				return !all
@@ -129,20 +130,20 @@ func decodeHTTPMatch(b []byte) (matcher, error) {
 		switch f.Num {
 		case 1:
 			method := string(f.Bytes)
-			m = func(r *RequestInfo) bool { return strings.EqualFold(r.Method, method) }
+			m = func(r *proxy.Request) bool { return strings.EqualFold(r.Method, method) }
 		case 2, 3:
 			sm, err := decodeStringMatch(f.Bytes)
 			if err != nil {
 				return err
 			}
 			if f.Num == 2 {
-				m = func(r *RequestInfo) bool { return sm(strings.ToLower(r.Authority)) }
+				m = func(r *proxy.Request) bool { return sm(strings.ToLower(r.Authority)) }
 			} else {
-				m = func(r *RequestInfo) bool { return sm(r.Path) }
+				m = func(r *proxy.Request) bool { return sm(r.Path) }
 			}
 		case 4:
 			scheme := string(f.Bytes)
-			m = func(r *RequestInfo) bool { return strings.EqualFold(r.Scheme, scheme) }
+			m = func(r *proxy.Request) bool { return strings.EqualFold(r.Scheme, scheme) }
 		}
 		return nil
 	})

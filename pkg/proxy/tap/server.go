@@ -152,8 +152,9 @@ func (s *Server) remove(sub *subscriber) {
 	s.subs.Store(&next)
 }
 
-// Request implements Observer.
-func (s *Server) Request(info *RequestInfo) RequestObserver {
+// RequestStarted implements proxy.Observer: it returns nil unless a
+// subscriber's match selects the request.
+func (s *Server) RequestStarted(info *proxy.Request) proxy.Observation {
 	subs := *s.subs.Load()
 	if len(subs) == 0 {
 		return nil
@@ -223,23 +224,20 @@ func (r *request) publish(e *event) {
 	}
 }
 
-// Response implements RequestObserver.
-func (r *request) Response(status int, header http.Header) {
-	r.response(status, header, nil)
-}
-
-// response publishes the response's start, with header or, when set,
-// fields.
-func (r *request) response(status int, header http.Header, fields []proxy.Field) {
+// ResponseStarted implements proxy.Observation: it publishes the
+// response's start.
+func (r *request) ResponseStarted(rsp *proxy.Response) {
 	now := r.srv.cfg.Now()
 	r.rsp.Store(now.UnixNano())
 	e := newEvent()
-	e.b = r.responseInit(e.b, now, now.Sub(r.start), status, header, fields)
+	e.b = r.responseInit(e.b, now, now.Sub(r.start), rsp)
 	r.publish(e)
 }
 
-// End implements RequestObserver.
-func (r *request) End(grpcStatus int, responseBytes int64, resetCode uint32) {
+// end publishes the response's end: grpcStatus is -1 when the response
+// had no grpc-status, resetCode the HTTP/2 RST_STREAM code (0 if none),
+// responseBytes the body bytes sent. It is the request's last call.
+func (r *request) end(grpcStatus int, responseBytes int64, resetCode uint32) {
 	now := r.srv.cfg.Now()
 	var sinceRsp time.Duration
 	if t := r.rsp.Load(); t != 0 {

@@ -20,12 +20,13 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	tapv1 "github.com/conduitmesh/conduit/pkg/api/tap/v1"
+	"github.com/conduitmesh/conduit/pkg/proxy"
 )
 
 var t0 = time.Date(2026, 11, 25, 16, 0, 0, 0, time.UTC)
 
-func info() *RequestInfo {
-	return &RequestInfo{
+func info() *proxy.Request {
+	return &proxy.Request{
 		Direction: "outbound", Method: "GET", Scheme: "http", Authority: "Books.demo:7001", Path: "/books/1",
 		Header:      http.Header{"Authorization": {"Bearer x"}, "Cookie": {"a=b"}, "User-Agent": {"demo"}},
 		Source:      netip.MustParseAddrPort("127.0.0.1:5000"),
@@ -58,7 +59,7 @@ func TestEncodingMatchesAPI(t *testing.T) {
 	}
 
 	ev.Reset()
-	if err := proto.Unmarshal(c.responseInit(nil, t0, 1500*time.Microsecond, 503, http.Header{"Set-Cookie": {"s=1"}}, nil), &ev); err != nil {
+	if err := proto.Unmarshal(c.responseInit(nil, t0, 1500*time.Microsecond, &proxy.Response{Status: 503, Header: http.Header{"Set-Cookie": {"s=1"}}}), &ev); err != nil {
 		t.Fatal(err)
 	}
 	rsp := ev.GetHttp().GetResponseInit()
@@ -142,11 +143,11 @@ func TestMatch(t *testing.T) {
 
 func TestNoSubscriberIsFree(t *testing.T) {
 	s := NewServer(Config{})
-	if s.Request(info()) != nil || s.Active() {
+	if s.RequestStarted(info()) != nil || s.Active() {
 		t.Fatal("Request without subscribers returned an observer")
 	}
 	ri := info()
-	if n := testing.AllocsPerRun(100, func() { s.Request(ri) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { s.RequestStarted(ri) }); n != 0 {
 		t.Errorf("Request without subscribers allocates %v times", n)
 	}
 }
@@ -156,9 +157,9 @@ func TestSlowSubscriberDrops(t *testing.T) {
 	sub := &subscriber{match: matchAll, ch: make(chan *event, 2)}
 	s.add(sub)
 	for i := 0; i < 5; i++ {
-		ro := s.Request(info()) // must never block
-		ro.Response(200, nil)
-		ro.End(-1, 10, 0)
+		ro := s.RequestStarted(info()) // must never block
+		ro.ResponseStarted(&proxy.Response{Status: 200})
+		ro.Ended(proxy.EndInfo{ResponseBytes: 10})
 	}
 	if s.Dropped() != 13 || len(sub.ch) != 2 {
 		t.Errorf("dropped %d, buffered %d; want 13 and 2", s.Dropped(), len(sub.ch))
@@ -181,7 +182,7 @@ func TestSlowSubscriberBufferIsBoundedInBytes(t *testing.T) {
 	big := info()
 	big.Header = http.Header{"X-Big": {strings.Repeat("x", 1000)}}
 	for range 100 {
-		s.Request(big).End(-1, 0, 0)
+		s.RequestStarted(big).Ended(proxy.EndInfo{ResponseBytes: 0})
 	}
 	queued := sub.queued.Load()
 	var held int64
@@ -234,12 +235,12 @@ func TestObserveWithGRPCClient(t *testing.T) {
 	}
 	other := info()
 	other.Path = "/authors"
-	if s.Request(other) != nil {
+	if s.RequestStarted(other) != nil {
 		t.Errorf("a request outside the match was tapped")
 	}
-	ro := s.Request(info())
-	ro.Response(200, http.Header{"Content-Type": {"text/plain"}})
-	ro.End(-1, 5, 0)
+	ro := s.RequestStarted(info())
+	ro.ResponseStarted(&proxy.Response{Status: 200, Header: http.Header{"Content-Type": {"text/plain"}}})
+	ro.Ended(proxy.EndInfo{ResponseBytes: 5})
 	var kinds []string
 	for {
 		ev, err := stream.Recv()
@@ -307,7 +308,7 @@ func BenchmarkRequest(b *testing.B) {
 	b.Run("no-subscriber", func(b *testing.B) {
 		s := NewServer(Config{})
 		for b.Loop() {
-			if ro := s.Request(ri); ro != nil {
+			if ro := s.RequestStarted(ri); ro != nil {
 				b.Fatal("tapped")
 			}
 		}
@@ -316,9 +317,9 @@ func BenchmarkRequest(b *testing.B) {
 		s := NewServer(Config{BufferSize: 1})
 		s.add(&subscriber{match: matchAll, ch: make(chan *event, 1)})
 		for b.Loop() {
-			ro := s.Request(ri)
-			ro.Response(200, ri.Header)
-			ro.End(-1, 100, 0)
+			ro := s.RequestStarted(ri)
+			ro.ResponseStarted(&proxy.Response{Status: 200, Header: ri.Header})
+			ro.Ended(proxy.EndInfo{ResponseBytes: 100})
 		}
 	})
 }
