@@ -22,6 +22,7 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 	for i, k := range errKeys {
 		errVals[i] = r.errors[k].Load()
 	}
+	authz := append([]*authzSeries(nil), r.authzOrd...)
 	panicDirs := append([]string(nil), r.panicOrd...)
 	panicVals := make([]uint64, len(panicDirs))
 	for i, d := range panicDirs {
@@ -73,6 +74,20 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 	header(bw, "tcp_connection_duration_ms", "histogram", "Connection lifetimes, in milliseconds.")
 	for _, t := range tcps {
 		writeHistogram(bw, "tcp_connection_duration_ms", t.labels, &t.duration)
+	}
+
+	for _, name := range authzNames {
+		first := true
+		for _, s := range authz {
+			if s.name != name {
+				continue
+			}
+			if first {
+				header(bw, name, "counter", authzHelp[name])
+				first = false
+			}
+			sample(bw, name, s.labels, "", s.n.Load())
+		}
 	}
 
 	header(bw, "conduit_proxy_errors_total", "counter", "Errors made or met by the proxy, by reason.")
@@ -159,4 +174,15 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// authzNames are the authorization series' names, in exposition order.
+var authzNames = []string{"inbound_http_authz_allow_total", "inbound_http_authz_deny_total",
+	"inbound_tcp_authz_allow_total", "inbound_tcp_authz_deny_total"}
+
+var authzHelp = map[string]string{
+	"inbound_http_authz_allow_total": "Inbound HTTP requests an authorization admitted.",
+	"inbound_http_authz_deny_total":  "Inbound HTTP requests denied by the port's policy.",
+	"inbound_tcp_authz_allow_total":  "Inbound TCP connections an authorization admitted.",
+	"inbound_tcp_authz_deny_total":   "Inbound TCP connections denied by the port's policy.",
 }

@@ -43,6 +43,8 @@ type Registry struct {
 	errOrd   []errorKey
 	panics   map[string]*atomic.Uint64 // by direction
 	panicOrd []string
+	authz    map[AuthzLabels]*authzSeries
+	authzOrd []*authzSeries
 }
 
 // NewRegistry returns an empty registry.
@@ -53,6 +55,7 @@ func NewRegistry() *Registry {
 		tcp:    map[TCPLabels]*TCP{},
 		errors: map[errorKey]*atomic.Uint64{},
 		panics: map[string]*atomic.Uint64{},
+		authz:  map[AuthzLabels]*authzSeries{},
 	}
 }
 

@@ -35,6 +35,12 @@ func TestExposition(t *testing.T) {
 	r.Error("outbound", "unknown_authority")
 	r.Error("outbound", "unknown_authority")
 	r.Panic("inbound")
+	const web = "spiffe://cluster.local/ns/shop/sa/web"
+	r.Authz(AuthzLabels{Allowed: true, TargetAddr: "127.0.0.1:8080", TLS: true, ClientID: web, SrvKind: "server", SrvName: "books-http",
+		RouteKind: "httproute", RouteName: "books-get", AuthzKind: "authorizationpolicy", AuthzName: "web-may-read"})
+	r.Authz(AuthzLabels{TargetAddr: "127.0.0.1:8080", SrvKind: "server", SrvName: "books-http", RouteKind: "httproute", RouteName: "books-get"})
+	r.Authz(AuthzLabels{TCP: true, TargetAddr: "127.0.0.1:6379", SrvKind: "default", SrvName: "deny"})
+	r.Authz(AuthzLabels{TCP: true, TargetAddr: "127.0.0.1:6379", SrvKind: "default", SrvName: "deny"})
 
 	var buf bytes.Buffer
 	if _, err := r.WriteTo(&buf); err != nil {
@@ -137,6 +143,10 @@ func TestSeriesAreBounded(t *testing.T) {
 	for i := range MaxSeries + 500 {
 		r.Route(HTTPLabels{Direction: "inbound", Authority: strconv.Itoa(i)}).Request()
 		r.TCP(TCPLabels{Direction: "outbound", Peer: "dst", TargetAddr: strconv.Itoa(i)}).Open()
+		r.Authz(AuthzLabels{Allowed: true, ClientID: strconv.Itoa(i), SrvKind: "default", SrvName: "all-authenticated"})
+	}
+	if n := len(r.authz); n != MaxSeries+1 {
+		t.Errorf("%d authz series, want %d", n, MaxSeries+1)
 	}
 	if n := len(r.routes); n != MaxSeries+1 {
 		t.Errorf("%d route series, want %d", n, MaxSeries+1)
