@@ -123,7 +123,7 @@ func decodeRef(b []byte, r *Ref) error {
 
 func decodeAuthorization(b []byte) (authorization, error) {
 	var a authorization
-	var suffixes []string
+	var prefixes []string
 	err := grpcwire.RangeFields(b, func(f grpcwire.Field) error {
 		if f.Type != protowire.BytesType {
 			return nil
@@ -138,33 +138,33 @@ func decodeAuthorization(b []byte) (authorization, error) {
 			}
 			a.networks = append(a.networks, n)
 		case 3: // unauthenticated: an empty message
-			a.authn, a.identities, suffixes = authnAny, nil, nil
+			a.authn, a.identities, prefixes = authnAny, nil, nil
 			return grpcwire.RangeFields(f.Bytes, func(grpcwire.Field) error { return nil })
 		case 4: // mesh_tls
 			if a.authn != authnMeshTLS {
-				a.authn, a.identities, suffixes = authnMeshTLS, nil, nil
+				a.authn, a.identities, prefixes = authnMeshTLS, nil, nil
 			}
 			return grpcwire.RangeFields(f.Bytes, func(f grpcwire.Field) error {
 				switch {
 				case f.Num == 1 && f.Type == protowire.BytesType:
 					a.identities = append(a.identities, string(f.Bytes))
 				case f.Num == 2 && f.Type == protowire.BytesType:
-					suffixes = append(suffixes, string(f.Bytes))
+					prefixes = append(prefixes, string(f.Bytes))
 				}
 				return nil
 			})
 		}
 		return nil
 	})
-	for _, sfx := range suffixes {
-		if sfx == "" {
+	for _, pfx := range prefixes {
+		if pfx == "" {
 			a.anyIdentity = true
-		} else if !slices.Contains(a.suffixes, sfx) {
-			a.suffixes = append(a.suffixes, sfx)
+		} else if !slices.Contains(a.prefixes, pfx) {
+			a.prefixes = append(a.prefixes, pfx)
 		}
 	}
 	if a.anyIdentity {
-		a.identities, a.suffixes = nil, nil
+		a.identities, a.prefixes = nil, nil
 	}
 	return a, err
 }

@@ -12,7 +12,7 @@
 // when its networks contain the client's address (no networks: any address)
 // and its authentication matches: unauthenticated admits every client;
 // mesh TLS admits a client whose verified mesh identity equals one of its
-// identities or ends with one of its suffixes (the empty suffix: any
+// identities or starts with one of its prefixes (the empty prefix: any
 // authenticated client). A connection to an opaque port passes when one of
 // the port's authorizations admits it (AllowConn). An HTTP request first
 // picks its route: with no routes every request takes the port's default

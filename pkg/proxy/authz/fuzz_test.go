@@ -84,7 +84,7 @@ func seedPolicies() []*policyv1.InboundServer {
 		Server:   &policyv1.Ref{Kind: "server", Name: "web-http", Namespace: "shop"},
 		Protocol: policyv1.Protocol_HTTP1,
 		Authorizations: []*policyv1.Authorization{
-			meshTLS("ids", []string{id("shop", "web"), id("shop", "books")}, []string{"/sa/traffic"}, nets("10.0.0.0/8", "fd00::/8")...),
+			meshTLS("ids", []string{id("shop", "web"), id("shop", "books")}, []string{td + "/ns/shop/sa/traf"}, nets("10.0.0.0/8", "fd00::/8")...),
 			unauthenticated("probes", &policyv1.Network{Cidr: "192.168.0.0/16", Except: []string{"192.168.1.0/24"}}),
 		},
 		HttpRoutes: []*policyv1.HttpRoute{

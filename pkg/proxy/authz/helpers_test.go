@@ -31,9 +31,9 @@ func unauthenticated(name string, networks ...*policyv1.Network) *policyv1.Autho
 		Authentication: &policyv1.Authorization_Unauthenticated{Unauthenticated: &policyv1.Unauthenticated{}}}
 }
 
-func meshTLS(name string, identities, suffixes []string, networks ...*policyv1.Network) *policyv1.Authorization {
+func meshTLS(name string, identities, prefixes []string, networks ...*policyv1.Network) *policyv1.Authorization {
 	return &policyv1.Authorization{Ref: pref("authorizationpolicy", name), Networks: networks,
-		Authentication: &policyv1.Authorization_MeshTls{MeshTls: &policyv1.MeshTLS{Identities: identities, Suffixes: suffixes}}}
+		Authentication: &policyv1.Authorization_MeshTls{MeshTls: &policyv1.MeshTLS{Identities: identities, Prefixes: prefixes}}}
 }
 
 func exact(p string) *policyv1.PathMatch {

@@ -285,9 +285,9 @@ type authorization struct {
 	ref         Ref
 	networks    []network // empty: any address
 	authn       authnKind
-	anyIdentity bool     // mesh TLS with the empty suffix
+	anyIdentity bool     // mesh TLS with the empty prefix
 	identities  []string // mesh TLS: exact identities
-	suffixes    []string // mesh TLS: identity suffixes, without ""
+	prefixes    []string // mesh TLS: identity prefixes, without ""
 }
 
 // network is a prefix without its excepts.
@@ -339,8 +339,8 @@ func (a *authorization) authnOK(c *Conn, withExact bool) bool {
 				}
 			}
 		}
-		for _, sfx := range a.suffixes {
-			if strings.HasSuffix(c.Identity, sfx) {
+		for _, pfx := range a.prefixes {
+			if strings.HasPrefix(c.Identity, pfx) {
 				return true
 			}
 		}
@@ -357,7 +357,7 @@ type authzSet struct {
 	list []authorization
 	// exact, when not nil, maps each exact identity to the indexes of the
 	// authorizations that name it (ascending); other lists the indexes of
-	// those that can admit otherwise (unauthenticated, suffixes).
+	// those that can admit otherwise (unauthenticated, prefixes).
 	exact map[string][]int32
 	other []int32
 }
@@ -379,7 +379,7 @@ func newAuthzSet(list []authorization) authzSet {
 				s.exact[id] = append(ix, int32(i))
 			}
 		}
-		if a.authn == authnAny || a.anyIdentity || len(a.suffixes) > 0 {
+		if a.authn == authnAny || a.anyIdentity || len(a.prefixes) > 0 {
 			s.other = append(s.other, int32(i))
 		}
 	}

@@ -76,16 +76,20 @@ func TestAuthorizations(t *testing.T) {
 			Conn{Client: netip.MustParseAddr("10.1.2.3"), TLS: true}, deny("requires mesh TLS")},
 		{"identity without TLS is no identity", server(meshTLS("ids", []string{id("shop", "web")}, nil)),
 			Conn{Client: netip.MustParseAddr("10.1.2.3"), Identity: id("shop", "web")}, deny("requires mesh TLS")},
-		// Suffixes.
-		{"suffix", server(meshTLS("sfx", nil, []string{"/ns/shop/sa/web"})),
-			meshed("10.1.2.3", "spiffe://other.example/ns/shop/sa/web"), allow("sfx")},
-		{"suffix is not a substring", server(meshTLS("sfx", nil, []string{"/ns/shop/sa/web"})),
-			meshed("10.1.2.3", id("shop", "webx")), deny("does not admit client")},
-		{"empty suffix: any authenticated", server(meshTLS("any", nil, []string{""})),
+		// Prefixes: a namespace's every ServiceAccount.
+		{"prefix", server(meshTLS("ns", nil, []string{td + "/ns/shop/sa/"})),
+			meshed("10.1.2.3", id("shop", "web")), allow("ns")},
+		{"prefix of another namespace", server(meshTLS("ns", nil, []string{td + "/ns/shop/sa/"})),
+			meshed("10.1.2.3", id("shopx", "web")), deny("does not admit client")},
+		{"prefix of another trust domain", server(meshTLS("ns", nil, []string{td + "/ns/shop/sa/"})),
+			meshed("10.1.2.3", "spiffe://other.example/ns/shop/sa/web"), deny("does not admit client")},
+		{"prefix is not a substring", server(meshTLS("ns", nil, []string{"/ns/shop/sa/"})),
+			meshed("10.1.2.3", id("shop", "web")), deny("does not admit client")},
+		{"empty prefix: any authenticated", server(meshTLS("any", nil, []string{""})),
 			meshed("10.1.2.3", id("x", "y")), allow("any")},
-		{"empty suffix: not the unauthenticated", server(meshTLS("any", nil, []string{""})),
+		{"empty prefix: not the unauthenticated", server(meshTLS("any", nil, []string{""})),
 			plain("10.1.2.3"), deny("requires mesh TLS")},
-		{"no identities nor suffixes admits nobody", server(meshTLS("none", nil, nil)),
+		{"no identities nor prefixes admits nobody", server(meshTLS("none", nil, nil)),
 			meshed("10.1.2.3", id("x", "y")), deny("does not admit client")},
 		// Unauthenticated admits either.
 		{"unauthenticated: plaintext", server(unauthenticated("open")), plain("192.168.1.1"), allow("open")},
@@ -145,7 +149,7 @@ func TestManyIdentities(t *testing.T) {
 		case i == 25:
 			a = unauthenticated("open-25", nets("192.168.0.0/16")...)
 		case i == 30:
-			a = meshTLS("suffix-30", nil, []string{"/sa/special"})
+			a = meshTLS("prefix-30", nil, []string{td + "/ns/x/"})
 		case i%2 == 1:
 			a = meshTLS(fmt.Sprint("odd-", i), []string{id("ns", fmt.Sprint("sa", i)), id("ns", "shared")}, nil, nets("10.0.0.0/8")...)
 		default:
@@ -175,7 +179,7 @@ func TestManyIdentities(t *testing.T) {
 	check(t, "sa44 anywhere", s.AllowConn(meshed("172.16.0.1", id("ns", "sa44"))), allow("even-44"))
 	check(t, "shared from outside 10/8", s.AllowConn(meshed("172.16.0.1", id("ns", "shared"))), allow("even-0"))
 	check(t, "plaintext", s.AllowConn(plain("192.168.1.1")), allow("open-25"))
-	check(t, "suffix", s.AllowConn(meshed("172.16.0.1", id("x", "special"))), allow("suffix-30"))
+	check(t, "prefix", s.AllowConn(meshed("172.16.0.1", id("x", "special"))), allow("prefix-30"))
 }
 
 func TestRoutes(t *testing.T) {
@@ -183,7 +187,7 @@ func TestRoutes(t *testing.T) {
 		Server:         &policyv1.Ref{Kind: "server", Name: "web-http", Namespace: "shop"},
 		Authorizations: []*policyv1.Authorization{meshTLS("port", []string{id("shop", "web")}, nil)},
 		HttpRoutes: []*policyv1.HttpRoute{
-			httpRoute("api", []*policyv1.HttpMatch{{Path: prefix("/api")}}, meshTLS("api-clients", nil, []string{"/ns/shop/sa/traffic"})),
+			httpRoute("api", []*policyv1.HttpMatch{{Path: prefix("/api")}}, meshTLS("api-clients", nil, []string{td + "/ns/shop/sa/traf"})),
 			httpRoute("admin", []*policyv1.HttpMatch{{Path: exact("/admin")}, {Path: prefix("/admin/")}},
 				meshTLS("ops", []string{id("ops", "admin")}, nil)),
 			httpRoute("public", []*policyv1.HttpMatch{{Path: exact("/healthz"), Method: "GET"}}, unauthenticated("anyone")),

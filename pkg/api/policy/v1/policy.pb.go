@@ -447,11 +447,10 @@ type MeshTLS struct {
 	// identities are exact SPIFFE IDs
 	// (spiffe://<trust-domain>/ns/<ns>/sa/<sa>).
 	Identities []string `protobuf:"bytes,1,rep,name=identities,proto3" json:"identities,omitempty"`
-	// suffixes admit any identity ending with one of them, e.g.
-	// "/ns/shop/sa/" after the trust domain's prefix for every ServiceAccount
-	// of a namespace; "" (one empty suffix) admits every authenticated
-	// client.
-	Suffixes      []string `protobuf:"bytes,2,rep,name=suffixes,proto3" json:"suffixes,omitempty"`
+	// prefixes admit any identity starting with one of them, e.g.
+	// "spiffe://cluster.local/ns/shop/sa/" for every ServiceAccount of a
+	// namespace; "" (one empty prefix) admits every authenticated client.
+	Prefixes      []string `protobuf:"bytes,2,rep,name=prefixes,proto3" json:"prefixes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -493,9 +492,9 @@ func (x *MeshTLS) GetIdentities() []string {
 	return nil
 }
 
-func (x *MeshTLS) GetSuffixes() []string {
+func (x *MeshTLS) GetPrefixes() []string {
 	if x != nil {
-		return x.Suffixes
+		return x.Prefixes
 	}
 	return nil
 }
@@ -1006,7 +1005,7 @@ const file_policy_v1_policy_proto_rawDesc = "" +
 	"\n" +
 	"identities\x18\x01 \x03(\tR\n" +
 	"identities\x12\x1a\n" +
-	"\bsuffixes\x18\x02 \x03(\tR\bsuffixes\"5\n" +
+	"\bprefixes\x18\x02 \x03(\tR\bprefixes\"5\n" +
 	"\aNetwork\x12\x12\n" +
 	"\x04cidr\x18\x01 \x01(\tR\x04cidr\x12\x16\n" +
 	"\x06except\x18\x02 \x03(\tR\x06except\"\xb7\x01\n" +
