@@ -24,6 +24,9 @@ type connInfo struct {
 	tls      bool           // terminated proxy-to-proxy mTLS
 	clientID string         // the meshed client's identity when tls
 	remote   netip.AddrPort
+	// port is the inbound port whose policy applies: the original
+	// destination's, or the inbound target's.
+	port uint16
 	// streams counts an HTTP/2 connection's requests and those the client
 	// reset before their response started (see guard: rapid reset).
 	streams, earlyResets atomic.Int64

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/conduitmesh/conduit/pkg/proxy/authz"
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 )
@@ -178,6 +179,9 @@ func (fc *fastConn) serveOne() bool {
 	authority := canonicalAuthority(string(fc.req.host), "80")
 	h := &httpHandler{p: p, dir: dir}
 	rt, perr := h.route(context.Background(), info, authority)
+	if perr == nil && p.cfg.Policy != nil && dir == Inbound {
+		perr = p.authorizeRequest(info, authz.FieldsRequest(fc.req.method, fc.req.target, fc.fieldsOf(fc.req.headers)))
+	}
 	labels := metrics.HTTPLabels{Direction: dir, Authority: authority, TLS: info.tls, ClientID: info.clientID}
 	if perr == nil {
 		labels.TargetAddr, labels.Dst = rt.ep.Addr, rt.dst
@@ -342,7 +346,7 @@ func (fc *fastConn) fieldsOf(hs []h1Header) []Field {
 	fc.fields = fc.fields[:0]
 	for _, h := range hs {
 		if !h.hop {
-			fc.fields = append(fc.fields, Field{h.name, h.value})
+			fc.fields = append(fc.fields, Field{Name: h.name, Value: h.value})
 		}
 	}
 	return fc.fields

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/conduitmesh/conduit/pkg/proxy/authz"
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 )
@@ -62,6 +63,9 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	authority := canonicalAuthority(r.Host, "80")
 	rt, perr := h.route(r.Context(), info, authority)
+	if perr == nil && p.cfg.Policy != nil && h.dir == Inbound {
+		perr = p.authorizeRequest(info, authz.HTTPRequest(r))
+	}
 
 	labels := metrics.HTTPLabels{Direction: h.dir, Authority: authority, TLS: info.tls, ClientID: info.clientID}
 	if perr == nil {
@@ -232,10 +236,17 @@ func (p *Proxy) writeError(rw *respWriter, dir string, e proxyError, cause error
 }
 
 // grpcCodeFor maps a proxy error status to a gRPC status code:
-// DEADLINE_EXCEEDED for timeouts, UNAVAILABLE otherwise.
+// DEADLINE_EXCEEDED for timeouts, PERMISSION_DENIED for a request the
+// policy refused, UNIMPLEMENTED for one no route of the port matches,
+// UNAVAILABLE otherwise.
 func grpcCodeFor(status int) string {
-	if status == http.StatusGatewayTimeout {
+	switch status {
+	case http.StatusGatewayTimeout:
 		return "4"
+	case http.StatusForbidden:
+		return "7"
+	case http.StatusNotFound:
+		return "12"
 	}
 	return "14"
 }

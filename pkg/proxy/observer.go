@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/conduitmesh/conduit/pkg/proxy/authz"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -36,8 +37,9 @@ type Observation interface {
 }
 
 // Field is one header field as the HTTP/1.1 fast path received it (name
-// as sent).
-type Field struct{ Name, Value []byte }
+// as sent). It is authz's: the fast path hands the same fields to the
+// Observer and to the inbound policy.
+type Field = authz.Field
 
 // Request describes a request whose head the proxy has read. Its header is
 // in Header when net/http parsed the request, in Fields when the HTTP/1.1

@@ -28,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/conduitmesh/conduit/pkg/proxy/authz"
 	"github.com/conduitmesh/conduit/pkg/proxy/balance"
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
@@ -92,6 +93,9 @@ type Config struct {
 	// false. Observed HTTP/1.1 requests stay on the fast path, which
 	// describes them as fields rather than an http.Header.
 	Observer Observer
+	// Policy is the inbound authorization policy of each port; nil admits
+	// every client (no policy is enforced).
+	Policy *authz.Store
 	// MemoryLimit, when positive, is the Go runtime's soft memory limit with
 	// no connections open; the proxy raises it by MemoryPerConnection for
 	// every open connection (in steps of 8 connections) so that a busy proxy

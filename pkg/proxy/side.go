@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/conduitmesh/conduit/pkg/proxy/authz"
 	"github.com/conduitmesh/conduit/pkg/proxy/detect"
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
 	"github.com/conduitmesh/conduit/pkg/proxy/origdst"
@@ -153,11 +154,11 @@ func (s *side) handle(mc *meteredConn) {
 		}
 	}
 	mc.fallback = func() *metrics.TCP { return p.metrics.TCP(s.tcpLabels(info)) }
+	key := s.opaqueKey(info)
+	info.port = key.Port()
 
-	if p.isOpaquePort(s.opaqueKey(info)) {
-		mc.attach(p.metrics.TCP(s.tcpLabels(info)))
-		done()
-		p.serveOpaque(s.dir, &servedConn{Conn: mc, info: info})
+	if p.isOpaquePort(key) || p.policy(info) != nil && p.policy(info).Protocol() == authz.ProtocolOpaque {
+		s.handleOpaque(mc, info, done)
 		return
 	}
 
@@ -211,9 +212,55 @@ func (s *side) handle(mc *meteredConn) {
 			done()
 		}
 	default:
+		if !p.admitConn(info) {
+			mc.Close()
+			return
+		}
 		done()
 		p.serveOpaqueTLSAware(s.dir, sc, res)
 	}
+}
+
+// opaqueMTLSWait is how long an inbound connection to an opaque port may
+// take to start a mesh TLS handshake. A meshed client's proxy speaks first
+// (its ClientHello) even when the application protocol is server-first, so
+// the wait ends at once for meshed clients; an unmeshed client of a
+// server-first protocol waits this long for the server's first bytes.
+const opaqueMTLSWait = 100 * time.Millisecond
+
+// handleOpaque serves a connection to an opaque port: no protocol
+// detection, but, inbound, the mesh TLS of a meshed client is terminated
+// so that the application gets its own bytes and the policy knows the
+// client's identity.
+func (s *side) handleOpaque(mc *meteredConn, info *connInfo, done func()) {
+	p := s.p
+	sc := &servedConn{Conn: mc, info: info}
+	if s.dir == Inbound && p.cfg.TLS != nil {
+		prefix, res, err := detect.Peek(mc, opaqueMTLSWait, make([]byte, 0, 512))
+		if err != nil {
+			mc.Close()
+			return
+		}
+		sc.prefix = prefix
+		if res.Protocol == detect.TLS && slices.Contains(res.ALPN, tlsconf.ALPN) {
+			tc, id, err := p.terminateTLS(sc)
+			if err != nil {
+				p.log.Info("mTLS handshake from a meshed peer failed", "remote", info.remote, "err", err)
+				p.metrics.Error(s.dir, "tls_handshake")
+				mc.Close()
+				return
+			}
+			info.tls, info.clientID = true, id
+			sc = &servedConn{Conn: tc, info: info}
+		}
+	}
+	mc.attach(p.metrics.TCP(s.tcpLabels(info)))
+	if !p.admitConn(info) {
+		mc.Close()
+		return
+	}
+	done()
+	p.serveOpaque(s.dir, sc)
 }
 
 func (s *side) opaqueKey(info *connInfo) netip.AddrPort {

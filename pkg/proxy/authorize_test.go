@@ -1,0 +1,281 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/conduitmesh/conduit/pkg/proxy/authz"
+	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
+)
+
+// The policies the tests serve, as the controller would send them.
+
+func decodePolicy(t *testing.T, m *policyv1.InboundServer) *authz.Server {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := authz.Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func server(name string, authzs ...*policyv1.Authorization) *policyv1.InboundServer {
+	return &policyv1.InboundServer{Server: &policyv1.Ref{Kind: "server", Name: name, Namespace: "shop"}, Authorizations: authzs}
+}
+
+func unauthenticatedFrom(name string, cidrs ...string) *policyv1.Authorization {
+	a := &policyv1.Authorization{Ref: &policyv1.Ref{Kind: "authorizationpolicy", Name: name},
+		Authentication: &policyv1.Authorization_Unauthenticated{Unauthenticated: &policyv1.Unauthenticated{}}}
+	for _, c := range cidrs {
+		a.Networks = append(a.Networks, &policyv1.Network{Cidr: c})
+	}
+	return a
+}
+
+func meshTLSOf(name string, ids ...string) *policyv1.Authorization {
+	return &policyv1.Authorization{Ref: &policyv1.Ref{Kind: "authorizationpolicy", Name: name},
+		Authentication: &policyv1.Authorization_MeshTls{MeshTls: &policyv1.MeshTLS{Identities: ids}}}
+}
+
+func portOf(t *testing.T, addr string) uint16 {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint16(n)
+}
+
+// TestInboundPolicyHTTP: on both HTTP paths a request the port's policy
+// refuses gets 403 naming the server (gRPC: PERMISSION_DENIED), never
+// reaches the application and is counted; a policy change applies to the
+// next request; a port with routes answers 404 to what no route matches.
+func TestInboundPolicyHTTP(t *testing.T) {
+	reached := 0
+	app := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached++
+		io.WriteString(w, "ok")
+	}))
+	grpcApp, _ := startGRPCBackend(t)
+	store := authz.NewStore(authz.Pending(""))
+	// Loopback clients are outside the only network allowed.
+	store.Set(portOf(t, app), decodePolicy(t, server("web-http", unauthenticatedFrom("pods", "10.0.0.0/8"))))
+	store.Set(portOf(t, grpcApp), decodePolicy(t, server("web-grpc", unauthenticatedFrom("pods", "10.0.0.0/8"))))
+	p := startProxy(t, Config{InboundTarget: app, Policy: store})
+	gp := startProxy(t, Config{InboundTarget: grpcApp, Policy: store})
+
+	get := func(c *http.Client, path string) (*http.Response, string) {
+		t.Helper()
+		resp, err := c.Get("http://" + p.InboundAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	for _, c := range []*http.Client{newClient(t), newH2CClient(t)} {
+		resp, _ := get(c, "/")
+		why := resp.Header.Get(ErrorHeader)
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(why, "server web-http") {
+			t.Errorf("%s denied request: %d %q, want 403 naming server web-http", resp.Proto, resp.StatusCode, why)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := dialGRPC(t, gp.InboundAddr()).UnaryCall(ctx, &testpb.SimpleRequest{})
+	if st, _ := status.FromError(err); st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), "server web-grpc") {
+		t.Errorf("denied gRPC call: %v, want PERMISSION_DENIED naming server web-grpc", err)
+	}
+	if reached != 0 {
+		t.Errorf("the application got %d denied requests", reached)
+	}
+	wantMetric(t, p, 2, "inbound_http_authz_deny_total", `srv_kind="server"`, `srv_name="web-http"`, `tls="false"`)
+	wantMetric(t, gp, 1, "inbound_http_authz_deny_total", `srv_name="web-grpc"`)
+	wantMetric(t, p, 2, "conduit_proxy_errors_total", `direction="inbound"`, `error="unauthorized"`)
+
+	// The policy changes: the next request is admitted, and counted with
+	// the authorization that admitted it.
+	store.Set(portOf(t, app), decodePolicy(t, server("web-http", unauthenticatedFrom("local", "127.0.0.0/8", "::1/128"))))
+	for _, c := range []*http.Client{newClient(t), newH2CClient(t)} {
+		if resp, body := get(c, "/"); resp.StatusCode != 200 || body != "ok" {
+			t.Errorf("%s admitted request: %d %q", resp.Proto, resp.StatusCode, body)
+		}
+	}
+	wantMetric(t, p, 2, "inbound_http_authz_allow_total", `srv_name="web-http"`, `authz_kind="authorizationpolicy"`, `authz_name="local"`,
+		`route_kind="default"`, `route_name="default"`)
+
+	// Routes: /api is open to anyone; nothing else is routed.
+	withRoutes := server("web-http")
+	withRoutes.HttpRoutes = []*policyv1.HttpRoute{{
+		Ref:            &policyv1.Ref{Kind: "httproute", Name: "api"},
+		Matches:        []*policyv1.HttpMatch{{Path: &policyv1.PathMatch{Kind: &policyv1.PathMatch_Prefix{Prefix: "/api"}}}},
+		Authorizations: []*policyv1.Authorization{unauthenticatedFrom("anyone")},
+	}}
+	store.Set(portOf(t, app), decodePolicy(t, withRoutes))
+	for _, c := range []*http.Client{newClient(t), newH2CClient(t)} {
+		if resp, body := get(c, "/api/books?id=1"); resp.StatusCode != 200 || body != "ok" {
+			t.Errorf("%s routed request: %d %q", resp.Proto, resp.StatusCode, body)
+		}
+		resp, _ := get(c, "/admin")
+		if why := resp.Header.Get(ErrorHeader); resp.StatusCode != http.StatusNotFound || !strings.Contains(why, "no route") {
+			t.Errorf("%s unrouted request: %d %q, want 404", resp.Proto, resp.StatusCode, why)
+		}
+	}
+	wantMetric(t, p, 2, "inbound_http_authz_allow_total", `route_kind="httproute"`, `route_name="api"`, `authz_name="anyone"`)
+	if reached != 4 {
+		t.Errorf("the application got %d requests, want the 4 admitted", reached)
+	}
+}
+
+// TestInboundPolicyMeshed: a policy naming an identity admits that meshed
+// client through mTLS and refuses another meshed client and a plaintext
+// one.
+func TestInboundPolicyMeshed(t *testing.T) {
+	const (
+		trafficID = "spiffe://cluster.local/ns/shop/sa/traffic"
+		otherID   = "spiffe://cluster.local/ns/shop/sa/other"
+		webID     = "spiffe://cluster.local/ns/shop/sa/web"
+	)
+	ca := newTestCA(t)
+	app := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	store := authz.NewStore(authz.Pending(""))
+	store.Set(portOf(t, app), decodePolicy(t, server("web-http", meshTLSOf("traffic-only", trafficID))))
+	web := startProxy(t, Config{InboundTarget: app, TLS: ca.provider(t, webID), Policy: store})
+	res := &fakeResolver{eps: map[string][]resolve.Endpoint{"web:80": {{Addr: web.InboundAddr(), Identity: webID}}}}
+	traffic := startProxy(t, Config{Resolver: res, TLS: ca.provider(t, trafficID)})
+	other := startProxy(t, Config{Resolver: res, TLS: ca.provider(t, otherID)})
+
+	get := func(addr string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+		req.Host = "web"
+		resp, err := newClient(t).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if resp := get(traffic.OutboundAddr()); resp.StatusCode != 200 {
+		t.Errorf("the identity the policy names: %d %q", resp.StatusCode, resp.Header.Get(ErrorHeader))
+	}
+	if resp := get(other.OutboundAddr()); resp.StatusCode != 403 || !strings.Contains(resp.Header.Get(ErrorHeader), otherID) {
+		t.Errorf("another identity: %d %q, want 403 naming it", resp.StatusCode, resp.Header.Get(ErrorHeader))
+	}
+	if resp := get(web.InboundAddr()); resp.StatusCode != 403 || !strings.Contains(resp.Header.Get(ErrorHeader), "requires mesh TLS") {
+		t.Errorf("a plaintext client: %d %q, want 403 (requires mesh TLS)", resp.StatusCode, resp.Header.Get(ErrorHeader))
+	}
+	wantMetric(t, web, 1, "inbound_http_authz_allow_total", `tls="true"`, `client_id="`+trafficID+`"`, `authz_name="traffic-only"`)
+	wantMetric(t, web, 1, "inbound_http_authz_deny_total", `tls="true"`, `client_id="`+otherID+`"`)
+	wantMetric(t, web, 1, "inbound_http_authz_deny_total", `tls="false"`)
+}
+
+// TestInboundPolicyOpaque: on an opaque port the mesh TLS of a meshed client
+// is terminated (the application gets its own bytes: a server-first
+// protocol works through it) and the connection is decided by identity; a
+// refused connection is closed before it reaches the application.
+func TestInboundPolicyOpaque(t *testing.T) {
+	const (
+		clientID = "spiffe://cluster.local/ns/shop/sa/traffic"
+		dbID     = "spiffe://cluster.local/ns/shop/sa/db"
+	)
+	banner := func(c net.Conn) {
+		io.WriteString(c, "220 ready\r\n")
+		buf := make([]byte, 64)
+		n, _ := c.Read(buf)
+		c.Write(buf[:n])
+	}
+	app := startTCPBackend(t, banner)
+	port := portOf(t, app)
+	ca := newTestCA(t)
+	store := authz.NewStore(authz.Pending(""))
+	store.Set(port, decodePolicy(t, server("db", meshTLSOf("traffic", clientID))))
+	p := startProxy(t, Config{InboundTarget: app, OpaquePorts: []uint16{port}, TLS: ca.provider(t, dbID), Policy: store})
+
+	talk := func(c net.Conn) (string, error) {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 64)
+		n, err := io.ReadAtLeast(c, buf, len("220 ready\r\n"))
+		if err != nil {
+			return string(buf[:n]), err
+		}
+		io.WriteString(c, "HELO")
+		m, err := io.ReadAtLeast(c, buf[n:], 4)
+		return string(buf[:n+m]), err
+	}
+	// The meshed client, as its proxy connects: mTLS with the mesh's ALPN.
+	cfg := ca.provider(t, clientID).ClientConfig(dbID)
+	cfg.NextProtos = []string{tlsconf.ALPN}
+	tc, err := tls.Dial("tcp", p.InboundAddr(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	if got, err := talk(tc); err != nil || got != "220 ready\r\nHELO" {
+		t.Errorf("meshed client of an opaque port: %q, %v", got, err)
+	}
+	// A plaintext client is refused: closed, no banner.
+	c, err := net.Dial("tcp", p.InboundAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got, err := talk(c); err == nil || got != "" {
+		t.Errorf("refused client read %q, %v; want the connection closed", got, err)
+	}
+	wantMetric(t, p, 1, "inbound_tcp_authz_allow_total", `srv_name="db"`, `tls="true"`, `client_id="`+clientID+`"`, `authz_name="traffic"`)
+	wantMetric(t, p, 1, "inbound_tcp_authz_deny_total", `srv_name="db"`, `tls="false"`)
+
+	// Without a policy for the port (all-unauthenticated pending), the
+	// plaintext server-first protocol still works.
+	open := startProxy(t, Config{InboundTarget: app, OpaquePorts: []uint16{port}, TLS: ca.provider(t, dbID),
+		Policy: authz.NewStore(authz.Pending("all-unauthenticated"))})
+	c2, err := net.Dial("tcp", open.InboundAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if got, err := talk(c2); err != nil || got != "220 ready\r\nHELO" {
+		t.Errorf("plaintext client under all-unauthenticated: %q, %v", got, err)
+	}
+}
+
+// TestInboundPolicyPendingFailsClosed: before the controller has sent a
+// port's policy, a proxy whose default is not all-unauthenticated refuses.
+func TestInboundPolicyPendingFailsClosed(t *testing.T) {
+	app := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	p := startProxy(t, Config{InboundTarget: app, Policy: authz.NewStore(authz.Pending("all-authenticated"))})
+	resp, err := newClient(t).Get("http://" + p.InboundAddr() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("pending policy under all-authenticated: %d, want 403", resp.StatusCode)
+	}
+}
