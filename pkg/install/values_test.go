@@ -132,6 +132,10 @@ func TestRenderContract(t *testing.T) {
 	objs, _ := renderForTest(t, ValueOptions{Namespace: "mesh"})
 	wantKeys := []string{
 		"Namespace mesh",
+		"CustomResourceDefinition authorizationpolicies.policy.conduit.io",
+		"CustomResourceDefinition meshtlsauthentications.policy.conduit.io",
+		"CustomResourceDefinition networkauthentications.policy.conduit.io",
+		"CustomResourceDefinition servers.policy.conduit.io",
 		"ServiceAccount mesh/conduit-controller",
 		"ClusterRole conduit-mesh-controller",
 		"ClusterRole conduit-mesh-tap",
