@@ -83,6 +83,11 @@ const (
 	LabelProxyVersion = "conduit.io/proxy-version"
 	// ConfigPrefix prefixes the per-workload proxy overrides.
 	ConfigPrefix = "config.conduit.io/"
+	// AnnotationDefaultInboundPolicy on a namespace or pod overrides the
+	// cluster's default inbound policy (all-unauthenticated,
+	// all-authenticated, cluster-authenticated, cluster-unauthenticated or
+	// deny) of the ports no Server selects; the pod's wins.
+	AnnotationDefaultInboundPolicy = ConfigPrefix + "default-inbound-policy"
 
 	// ProxyContainerName and InitContainerName name the injected containers.
 	ProxyContainerName = "conduit-proxy"
