@@ -26,7 +26,18 @@ type Store struct {
 	pending *Server
 	table   atomic.Pointer[map[uint16]*Server] // immutable; replaced whole
 	mu      sync.Mutex                         // serializes writers
+	// arrived is closed (and replaced) whenever a policy is set.
+	arrived chan struct{}
+	// watch, while Watch runs, starts watching a port it was not given
+	// (see Lookup); watching are the ports watched.
+	watch    atomic.Pointer[func(uint16)]
+	watchMu  sync.Mutex
+	watching map[uint16]bool
 }
+
+// FirstPolicyWait bounds how long the first Lookup of a port nobody
+// watched yet waits for the controller's answer (see Lookup).
+const FirstPolicyWait = time.Second
 
 // NewStore returns a Store that answers with pending (see Pending) for every
 // port whose policy has not arrived.
@@ -34,18 +45,51 @@ func NewStore(pending *Server) *Store {
 	if pending == nil {
 		pending = Pending("")
 	}
-	s := &Store{pending: pending}
+	s := &Store{pending: pending, arrived: make(chan struct{}), watching: map[uint16]bool{}}
 	s.table.Store(&map[uint16]*Server{})
 	return s
 }
 
 // Lookup returns port's policy and true, or the pending policy and false
-// when none has arrived for it.
+// when none has arrived for it. While Watch runs, the first Lookup of a
+// port it was not given (a port the pod did not declare) starts watching
+// that port and waits up to FirstPolicyWait for its policy, so that the
+// first connection is decided by the real policy rather than the pending
+// one; later Lookups never wait.
 func (s *Store) Lookup(port uint16) (*Server, bool) {
 	if srv, ok := (*s.table.Load())[port]; ok {
 		return srv, true
 	}
+	if start := s.watch.Load(); start != nil && s.startWatching(port) {
+		(*start)(port)
+		deadline := time.NewTimer(FirstPolicyWait)
+		defer deadline.Stop()
+		for {
+			s.mu.Lock()
+			arrived := s.arrived
+			s.mu.Unlock()
+			if srv, ok := (*s.table.Load())[port]; ok {
+				return srv, true
+			}
+			select {
+			case <-arrived:
+			case <-deadline.C:
+				return s.pending, false
+			}
+		}
+	}
 	return s.pending, false
+}
+
+// startWatching records that port is watched; false if it already was.
+func (s *Store) startWatching(port uint16) bool {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	if s.watching[port] {
+		return false
+	}
+	s.watching[port] = true
+	return true
 }
 
 // Set makes srv port's policy.
@@ -55,6 +99,8 @@ func (s *Store) Set(port uint16, srv *Server) {
 	next := maps.Clone(*s.table.Load())
 	next[port] = srv
 	s.table.Store(&next)
+	close(s.arrived)
+	s.arrived = make(chan struct{})
 }
 
 // Streamer opens a server-streaming call; *grpcwire.Conn implements it.
@@ -97,15 +143,36 @@ func (s *Store) Watch(ctx context.Context, client Streamer, namespace, pod strin
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	ports = slices.Clone(ports)
-	slices.Sort(ports)
-	var wg sync.WaitGroup
-	for _, port := range slices.Compact(ports) {
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		closed bool
+	)
+	start := func(port uint16) {
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			return
+		}
 		w := &portWatch{store: s, client: client, port: port, opts: opts,
 			req: encodePortSpec(namespace, pod, port), log: opts.Log.With("port", port)}
 		wg.Go(func() { w.run(ctx) })
 	}
+	for _, port := range ports {
+		if s.startWatching(port) {
+			start(port)
+		}
+	}
+	s.watch.Store(&start)
+	<-ctx.Done()
+	s.watch.Store(nil)
+	mu.Lock()
+	closed = true
+	mu.Unlock()
 	wg.Wait()
+	s.watchMu.Lock()
+	clear(s.watching)
+	s.watchMu.Unlock()
 	return ctx.Err()
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -268,5 +269,46 @@ func TestBackoff(t *testing.T) {
 				t.Errorf("backoff(100, 1000, %d) = %v, want within [%v, %v]", n, d, want/2, want)
 			}
 		}
+	}
+}
+
+// TestStoreWatchesUndeclaredPort: a port Watch was not given is watched
+// from its first Lookup, which waits for the controller's answer instead
+// of deciding with the pending policy; later Lookups do not wait.
+func TestStoreWatchesUndeclaredPort(t *testing.T) {
+	ctrl := newFakeController()
+	ctrl.set(7000, serverNamed("undeclared"))
+	addr, _ := serve(t, ctrl, "127.0.0.1:0")
+	conn, err := grpcwire.New(addr, grpcwire.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	st := NewStore(Pending("deny"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.Watch(ctx, conn, "shop", "web-0", []uint16{8080}, WatchOptions{}) }()
+	defer func() { cancel(); <-done }()
+	testenv.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if st.watch.Load() == nil {
+			return errors.New("Watch has not started")
+		}
+		return nil
+	})
+	if srv, ok := st.Lookup(7000); !ok || srv.Ref().Name != "undeclared" {
+		t.Fatalf("first Lookup of an undeclared port: %v (arrived %v), want its policy", srv, ok)
+	}
+	if got := ctrl.calls(); !slices.Contains(got, "shop/web-0:7000") {
+		t.Errorf("WatchPort calls %v, want one for port 7000", got)
+	}
+	// A port the controller never answers for: the first Lookup gives up
+	// after FirstPolicyWait, the next answers pending at once.
+	if srv, ok := st.Lookup(7001); ok || !srv.Pending() {
+		t.Fatalf("unanswered port: %v, %v", srv, ok)
+	}
+	start := time.Now()
+	st.Lookup(7001)
+	if waited := time.Since(start); waited >= FirstPolicyWait {
+		t.Errorf("the second Lookup of an unanswered port waited %v", waited)
 	}
 }
