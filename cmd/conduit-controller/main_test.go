@@ -7,12 +7,26 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/conduitmesh/conduit/pkg/controller/policy"
 )
 
 func TestVersion(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := runMain(context.Background(), []string{"--version"}, &stdout, &stderr); code != 0 || stdout.String() != "dev\n" {
 		t.Errorf("--version: exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+	}
+}
+
+// TestHelp: --cluster-networks's usage names policy's defaults (an empty
+// list means them).
+func TestHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := runMain(context.Background(), []string{"-h"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("-h: exit %d", code)
+	}
+	if want := "(default " + strings.Join(policy.DefaultClusterNetworks, ",") + ")"; !strings.Contains(stderr.String(), want) {
+		t.Errorf("-h lacks %q:\n%s", want, stderr.String())
 	}
 }
 
@@ -35,6 +49,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--identity-lifetime", "1s"}, 2, "--identity-lifetime 1s: want at least 1m"},
 		{[]string{"extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"--log-level", "loud", "--discovery", "local", "--registry-file", garbage}, 1, `--log-level "loud"`},
+		{[]string{"--default-inbound-policy", "allow"}, 2, `--default-inbound-policy: "allow" is not a default inbound policy: want all-unauthenticated, all-authenticated,`},
+		{[]string{"--cluster-networks", "10.0.0.0/8,10.0.0.0/33"}, 2, `--cluster-networks: "10.0.0.0/33" is not a CIDR`},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer

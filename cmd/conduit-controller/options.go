@@ -16,9 +16,8 @@ import (
 // options are the flags: the controller's Config and what only the command uses.
 type options struct {
 	controller.Config
-	otherMeshContainers, otherMeshAnnotations string
-	logLevel, logFormat                       string
-	version                                   bool
+	logLevel, logFormat string
+	version             bool
 }
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
@@ -42,8 +41,10 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.ControllerNamespace, "controller-namespace", "conduit", "namespace of the control plane")
 	fs.StringVar(&o.ProxyImage, "proxy-image", version.ProxyImage, "proxy image the injector adds (without tag)")
 	fs.StringVar(&o.ProxyVersion, "proxy-version", version.Version, "proxy image tag the injector adds")
-	fs.StringVar(&o.otherMeshContainers, "other-mesh-containers", "", "comma-separated container names of another mesh, besides Linkerd's and Istio's: pods carrying one are admitted uninjected")
-	fs.StringVar(&o.otherMeshAnnotations, "other-mesh-annotations", "", "comma-separated pod annotations (key or key=value) that mark another mesh's pods likewise")
+	fs.Func("other-mesh-containers", "comma-separated container names of another mesh, besides Linkerd's and Istio's: pods carrying one are admitted uninjected", func(s string) error { o.OtherMeshContainers = splitList(s); return nil })
+	fs.Func("other-mesh-annotations", "comma-separated pod annotations (key or key=value) that mark another mesh's pods likewise", func(s string) error { o.OtherMeshAnnotations = splitList(s); return nil })
+	fs.StringVar(&o.DefaultInboundPolicy, "default-inbound-policy", "all-unauthenticated", "inbound policy of the ports no Server selects: all-unauthenticated, all-authenticated, cluster-authenticated, cluster-unauthenticated or deny")
+	fs.Func("cluster-networks", "comma-separated CIDRs of the cluster's pods and nodes, which the cluster-* policies admit (default 10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8)", func(s string) error { o.ClusterNetworks = splitList(s); return nil })
 	fs.DurationVar(&o.StatsInterval, "stats-interval", 10*time.Second, "how often the proxies' /metrics are scraped for conduit stat and edges; 0 disables scraping")
 	fs.DurationVar(&o.ShutdownGrace, "shutdown-grace-period", 10*time.Second, "on SIGTERM, time allowed for in-flight calls to finish")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -58,7 +59,6 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q: conduit-controller takes only flags", fs.Arg(0))
 	}
-	o.OtherMeshContainers, o.OtherMeshAnnotations = splitList(o.otherMeshContainers), splitList(o.otherMeshAnnotations)
 	return o, o.Validate()
 }
 

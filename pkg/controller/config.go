@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/conduitmesh/conduit/pkg/controller/policy"
 	"github.com/conduitmesh/conduit/pkg/inject"
 )
 
@@ -38,6 +39,13 @@ type Config struct {
 	// describe another mesh, besides Linkerd and Istio, whose pods are
 	// admitted uninjected.
 	OtherMeshContainers, OtherMeshAnnotations []string
+
+	// DefaultInboundPolicy is the inbound policy of the ports no Server
+	// selects (policy.DefaultPolicies; empty: all-unauthenticated);
+	// ClusterNetworks the CIDRs the cluster-* policies admit (empty:
+	// policy.DefaultClusterNetworks).
+	DefaultInboundPolicy string
+	ClusterNetworks      []string
 
 	ShutdownGrace time.Duration // on cancellation, time allowed for in-flight calls
 	StatsInterval time.Duration // proxies' /metrics scrape interval; 0 disables scraping
@@ -78,10 +86,33 @@ func (c *Config) Validate() error {
 	if _, err := c.otherMeshes(); err != nil {
 		return err
 	}
+	if _, err := c.policyCluster(); err != nil {
+		return err
+	}
 	if c.TrustDomain == "" || strings.ContainsAny(c.TrustDomain, "/: ") {
 		return fmt.Errorf("--trust-domain %q: want a DNS-like name such as cluster.local", c.TrustDomain)
 	}
 	return nil
+}
+
+// policyCluster is what every port's inbound policy depends on.
+func (c *Config) policyCluster() (policy.Cluster, error) {
+	p := policy.AllUnauthenticated
+	if c.DefaultInboundPolicy != "" {
+		var err error
+		if p, err = policy.ParseDefaultPolicy(c.DefaultInboundPolicy); err != nil {
+			return policy.Cluster{}, fmt.Errorf("--default-inbound-policy: %w", err)
+		}
+	}
+	cidrs := c.ClusterNetworks
+	if len(cidrs) == 0 {
+		cidrs = policy.DefaultClusterNetworks
+	}
+	nets, err := policy.ParseNetworks(cidrs)
+	if err != nil {
+		return policy.Cluster{}, fmt.Errorf("--cluster-networks: %w", err)
+	}
+	return policy.Cluster{TrustDomain: c.TrustDomain, DefaultPolicy: p, ClusterNetworks: nets}, nil
 }
 
 // otherMeshes are the meshes whose pods the injector leaves alone: the

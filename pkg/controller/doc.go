@@ -10,5 +10,7 @@
 //   - identity: the issuer, token validators (TokenReview, local tokens) and
 //     the Identity gRPC service; also the controller's own certificate
 //   - injector: the proxy-injector admission webhook
+//   - policy: the InboundPolicies gRPC service, each port's inbound policy
+//     from the policy.conduit.io resources (a default policy without a cluster)
 //   - stats, tap: the Stats and TapAPI services
 package controller

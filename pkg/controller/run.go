@@ -21,18 +21,21 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
 	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
+	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/destination"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery/kube"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery/local"
 	"github.com/conduitmesh/conduit/pkg/controller/identity"
 	"github.com/conduitmesh/conduit/pkg/controller/injector"
+	"github.com/conduitmesh/conduit/pkg/controller/policy"
 	"github.com/conduitmesh/conduit/pkg/inject"
 	"github.com/conduitmesh/conduit/pkg/sniff"
 	"github.com/conduitmesh/conduit/pkg/version"
@@ -48,6 +51,8 @@ type controller struct {
 	runBackend  func(ctx context.Context, ready func()) error
 	destination *destination.Server
 	identity    *identity.Server // nil when disabled
+	policy      *policy.GRPCServer
+	runPolicy   func(ctx context.Context) error // nil without a cluster
 }
 
 // Run serves until ctx is done, then shuts down gracefully. It validates
@@ -124,7 +129,8 @@ func Run(ctx context.Context, cfg Config) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	destinationv1.RegisterDestinationServer(gs, c.destination)
-	services := []string{"", destinationv1.Destination_ServiceDesc.ServiceName}
+	policyv1.RegisterInboundPoliciesServer(gs, c.policy)
+	services := []string{"", destinationv1.Destination_ServiceDesc.ServiceName, policyv1.InboundPolicies_ServiceDesc.ServiceName}
 	if c.identity != nil {
 		identityv1.RegisterIdentityServer(gs, c.identity)
 		services = append(services, identityv1.Identity_ServiceDesc.ServiceName)
@@ -164,6 +170,9 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Go(func() error { return c.serveWebhook(gctx, webhookLn) })
 	}
 	g.Go(func() error { return obs.run(gctx) })
+	if c.runPolicy != nil {
+		g.Go(func() error { return c.runPolicy(gctx) })
+	}
 	if c.identity != nil {
 		g.Go(func() error {
 			identity.WatchIssuer(gctx, o.IssuerDir, o.TrustAnchorsFile, o.IdentityReload, c.identity.SetIssuer, log.With("service", "identity"))
@@ -176,6 +185,7 @@ func Run(ctx context.Context, cfg Config) error {
 		stopping.Store(true)
 		hs.Shutdown()
 		c.destination.Shutdown()
+		c.policy.Shutdown()
 		stopped := make(chan struct{})
 		go func() {
 			gs.GracefulStop()
@@ -202,9 +212,15 @@ func ignoreClosed(err error) error {
 	return err
 }
 
-// setUp builds discovery, Destination and Identity from the options.
+// setUp builds discovery, Destination, InboundPolicies and Identity from
+// the options.
 func (c *controller) setUp() error {
 	o := c.cfg
+	cluster, err := o.policyCluster()
+	if err != nil {
+		return err
+	}
+	var policies policy.Source = policy.Static{Cluster: cluster}
 	switch o.Discovery {
 	case "local":
 		lb, err := local.New(local.Options{Path: o.RegistryFile, ClusterDomain: o.ClusterDomain, Log: c.log.With("backend", "local")})
@@ -230,9 +246,20 @@ func (c *controller) setUp() error {
 			return err
 		}
 		c.backend, c.runBackend = kb, kb.Run
+		dyn, err := dynamic.NewForConfig(cfg)
+		if err != nil {
+			return fmt.Errorf("kubernetes dynamic client: %w", err)
+		}
+		index, err := policy.NewIndex(policy.Options{Client: c.client, Dynamic: dyn, Cluster: cluster, Log: c.log.With("service", "policy")})
+		if err != nil {
+			return err
+		}
+		policies, c.runPolicy = index, index.Run
 	}
 
-	var err error
+	if c.policy, err = policy.NewGRPCServer(policies, c.log.With("service", "policy"), c.reg); err != nil {
+		return err
+	}
 	if c.destination, err = destination.NewServer(c.backend, c.log.With("service", "destination"), c.reg); err != nil {
 		return err
 	}

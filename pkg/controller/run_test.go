@@ -29,6 +29,7 @@ import (
 	"github.com/conduitmesh/conduit/internal/testenv"
 	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
 	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
+	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
 	statsv1 "github.com/conduitmesh/conduit/pkg/api/stats/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery/local"
 	"github.com/conduitmesh/conduit/pkg/controller/identity"
@@ -171,6 +172,16 @@ func TestLocalMode(t *testing.T) {
 	}
 	if _, err := statsv1.NewStatsClient(conn).Stat(cctx, &statsv1.StatRequest{Selector: &statsv1.Resource{Type: "bogus"}}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("Stats.Stat of a bogus type: %v, want INVALID_ARGUMENT", err)
+	}
+
+	// InboundPolicies is served; without a cluster, every port gets the
+	// default policy.
+	ws, err := policyv1.NewInboundPoliciesClient(conn).WatchPort(cctx, &policyv1.PortSpec{Namespace: "demo", Pod: "web-0", Port: 8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := ws.Recv(); err != nil || p.GetServer().GetName() != "all-unauthenticated" || p.GetFailClosed() {
+		t.Errorf("WatchPort in local mode: %v, %v; want the default all-unauthenticated", p, err)
 	}
 
 	// The same port speaks TLS with the controller's own identity.

@@ -178,7 +178,8 @@ func TestRenderContract(t *testing.T) {
 		t.Errorf("image = %v", ctr["image"])
 	}
 	args := ctr["args"].([]any)
-	for _, want := range []string{"--controller-namespace=mesh", "--trust-domain=cluster.local", "--proxy-version=v1.2.3"} {
+	for _, want := range []string{"--controller-namespace=mesh", "--trust-domain=cluster.local", "--proxy-version=v1.2.3",
+		"--default-inbound-policy=all-unauthenticated", "--cluster-networks=10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8"} {
 		found := false
 		for _, a := range args {
 			found = found || a == want
