@@ -31,22 +31,23 @@ func (p *Proxy) policy(info *connInfo) *authz.Server {
 	return srv
 }
 
-// authorizeRequest decides an inbound HTTP request; nil admits it.
-func (p *Proxy) authorizeRequest(info *connInfo, r authz.Request) *proxyError {
+// authorizeRequest decides an inbound HTTP request: the decision (zero
+// when no policy applies) and, when it refuses, the answer to make.
+func (p *Proxy) authorizeRequest(info *connInfo, r authz.Request) (authz.Decision, *proxyError) {
 	srv := p.policy(info)
 	if srv == nil {
-		return nil
+		return authz.Decision{}, nil
 	}
 	d := srv.AllowRequest(info.authzConn(), r)
 	p.countAuthz(info, false, d)
 	if d.Allowed {
-		return nil
+		return d, nil
 	}
 	e := &proxyError{status: d.Status, reason: "unauthorized", msg: d.Reason}
 	if d.Status == http.StatusNotFound {
 		e.reason = "no_route"
 	}
-	return e
+	return d, e
 }
 
 // admitConn decides an inbound opaque connection.

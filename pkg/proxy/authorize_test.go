@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,7 +85,8 @@ func TestInboundPolicyHTTP(t *testing.T) {
 	// Loopback clients are outside the only network allowed.
 	store.Set(portOf(t, app), decodePolicy(t, server("web-http", unauthenticatedFrom("pods", "10.0.0.0/8"))))
 	store.Set(portOf(t, grpcApp), decodePolicy(t, server("web-grpc", unauthenticatedFrom("pods", "10.0.0.0/8"))))
-	p := startProxy(t, Config{InboundTarget: app, Policy: store})
+	seen := &decisions{}
+	p := startProxy(t, Config{InboundTarget: app, Policy: store, Observer: seen})
 	gp := startProxy(t, Config{InboundTarget: grpcApp, Policy: store})
 
 	get := func(c *http.Client, path string) (*http.Response, string) {
@@ -146,6 +148,15 @@ func TestInboundPolicyHTTP(t *testing.T) {
 		}
 	}
 	wantMetric(t, p, 2, "inbound_http_authz_allow_total", `route_kind="httproute"`, `route_name="api"`, `authz_name="anyone"`)
+	// Observers (tap) see each decision, on both paths.
+	got := seen.list()
+	want := []string{"denied 403 server web-http", "denied 403 server web-http",
+		"allowed authorizationpolicy local", "allowed authorizationpolicy local",
+		"allowed authorizationpolicy anyone", "denied 404 server web-http",
+		"allowed authorizationpolicy anyone", "denied 404 server web-http"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("observed decisions:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 	if reached != 4 {
 		t.Errorf("the application got %d requests, want the 4 admitted", reached)
 	}
@@ -278,4 +289,29 @@ func TestInboundPolicyPendingFailsClosed(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("pending policy under all-authenticated: %d, want 403", resp.StatusCode)
 	}
+}
+
+// decisions records the policy decisions an Observer is told.
+type decisions struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (d *decisions) Active() bool { return true }
+
+func (d *decisions) RequestStarted(r *Request) Observation {
+	s := "allowed " + r.Authz.Authz.String()
+	if !r.Authz.Allowed {
+		s = "denied " + strconv.Itoa(r.Authz.Status) + " " + r.Authz.Server.String()
+	}
+	d.mu.Lock()
+	d.got = append(d.got, s)
+	d.mu.Unlock()
+	return nil
+}
+
+func (d *decisions) list() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.got...)
 }

@@ -179,8 +179,9 @@ func (fc *fastConn) serveOne() bool {
 	authority := canonicalAuthority(string(fc.req.host), "80")
 	h := &httpHandler{p: p, dir: dir}
 	rt, perr := h.route(context.Background(), info, authority)
+	var decision authz.Decision
 	if perr == nil && p.cfg.Policy != nil && dir == Inbound {
-		perr = p.authorizeRequest(info, authz.FieldsRequest(fc.req.method, fc.req.target, fc.fieldsOf(fc.req.headers)))
+		decision, perr = p.authorizeRequest(info, authz.FieldsRequest(fc.req.method, fc.req.target, fc.fieldsOf(fc.req.headers)))
 	}
 	labels := metrics.HTTPLabels{Direction: dir, Authority: authority, TLS: info.tls, ClientID: info.clientID}
 	if perr == nil {
@@ -199,7 +200,7 @@ func (fc *fastConn) serveOne() bool {
 	var proxyErr string
 	var upErr error
 	if p.observing() {
-		obs = fc.observe(labels, rt, perr == nil)
+		obs = fc.observe(labels, rt, perr == nil, &decision)
 	}
 	defer func() {
 		series.Response(status, "", metrics.Classify(status, "", streamErr), latency)
@@ -306,14 +307,14 @@ func (fc *fastConn) serveOne() bool {
 // observe describes the current request to the Observer as the fast path
 // parsed it: fields, no http.Header. It returns nil when the Observer
 // ignores the request.
-func (fc *fastConn) observe(labels metrics.HTTPLabels, rt route, routed bool) Observation {
+func (fc *fastConn) observe(labels metrics.HTTPLabels, rt route, routed bool, d *authz.Decision) Observation {
 	info := fc.sc.info
 	path, query, _ := bytes.Cut(fc.req.target, []byte{'?'})
 	fc.obsReq = Request{Direction: fc.s.dir, Method: methodString(fc.req.method), Scheme: "http",
 		Authority: labels.Authority, Path: string(path), Query: string(query),
 		ContentLength: max(fc.req.contentLength, 0), // chunked bodies are net/http's
 		Fields:        fc.fieldsOf(fc.req.headers),
-		Source:        info.remote, TLS: labels.TLS, ClientID: info.clientID, ServerID: labels.ServerID}
+		Source:        info.remote, TLS: labels.TLS, ClientID: info.clientID, ServerID: labels.ServerID, Authz: *d}
 	if routed {
 		fc.obsReq.Destination, _ = netip.ParseAddrPort(rt.ep.Addr)
 		fc.obsReq.DstLabels = rt.ep.Labels

@@ -63,8 +63,9 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	authority := canonicalAuthority(r.Host, "80")
 	rt, perr := h.route(r.Context(), info, authority)
+	var decision authz.Decision
 	if perr == nil && p.cfg.Policy != nil && h.dir == Inbound {
-		perr = p.authorizeRequest(info, authz.HTTPRequest(r))
+		decision, perr = p.authorizeRequest(info, authz.HTTPRequest(r))
 	}
 
 	labels := metrics.HTTPLabels{Direction: h.dir, Authority: authority, TLS: info.tls, ClientID: info.clientID}
@@ -80,7 +81,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	rw := &respWriter{ResponseWriter: w, start: start}
 	if p.observing() {
-		rw.obs = p.observe(r, h.dir, labels, info, rt, perr == nil)
+		rw.obs = p.observe(r, h.dir, labels, info, rt, perr == nil, &decision)
 	}
 	rw.grpc = strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
 
@@ -393,10 +394,10 @@ func parseStatusLine(line []byte) int {
 }
 
 // observe describes r, as net/http parsed it, to the Observer.
-func (p *Proxy) observe(r *http.Request, dir string, labels metrics.HTTPLabels, info *connInfo, rt route, routed bool) Observation {
+func (p *Proxy) observe(r *http.Request, dir string, labels metrics.HTTPLabels, info *connInfo, rt route, routed bool, d *authz.Decision) Observation {
 	req := Request{Direction: dir, Method: r.Method, Scheme: "http", Authority: labels.Authority,
 		Path: r.URL.Path, Query: r.URL.RawQuery, ContentLength: r.ContentLength, Header: r.Header, Source: info.remote, TLS: labels.TLS,
-		ClientID: info.clientID, ServerID: labels.ServerID}
+		ClientID: info.clientID, ServerID: labels.ServerID, Authz: *d}
 	if r.TLS != nil {
 		req.Scheme = "https"
 	}

@@ -66,6 +66,11 @@ type Request struct {
 	ClientID, ServerID string
 	// DstLabels are the endpoint's labels (outbound, from discovery).
 	DstLabels map[string]string
+	// Authz is the inbound policy's decision on the request: zero when no
+	// policy applies (outbound, or no Config.Policy); a denied request is
+	// answered by the proxy (EndInfo.ProxyError "unauthorized" or
+	// "no_route").
+	Authz authz.Decision
 }
 
 // HeaderValue returns the first value of the header field name (case
