@@ -25,6 +25,7 @@ import (
 	tapv1 "github.com/conduitmesh/conduit/pkg/api/tap/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/stats"
 	conduitproxy "github.com/conduitmesh/conduit/pkg/proxy"
+	"github.com/conduitmesh/conduit/pkg/proxy/authz"
 	proxytap "github.com/conduitmesh/conduit/pkg/proxy/tap"
 )
 
@@ -60,11 +61,19 @@ func controller(t *testing.T, cfg Config) tapv1.TapAPIClient {
 	return tapv1.NewTapAPIClient(cc)
 }
 
+// traffic makes one request through s's tap hook, refused by the inbound
+// policy when path is /denied.
 func traffic(s *proxytap.Server, path string) {
-	ro := s.RequestStarted(&conduitproxy.Request{Direction: "inbound", Method: "GET", Authority: "web", Path: path,
-		Source: netip.MustParseAddrPort("127.0.0.1:1"), Destination: netip.MustParseAddrPort("127.0.0.1:2")})
+	req := &conduitproxy.Request{Direction: "inbound", Method: "GET", Authority: "web", Path: path,
+		Source: netip.MustParseAddrPort("127.0.0.1:1"), Destination: netip.MustParseAddrPort("127.0.0.1:2")}
+	status := 200
+	if path == "/denied" {
+		status = 403
+		req.Authz = authz.Decision{Status: status, Server: authz.Ref{Kind: "server", Name: "web-http", Namespace: "demo"}, Reason: "unauthorized"}
+	}
+	ro := s.RequestStarted(req)
 	if ro != nil {
-		ro.ResponseStarted(&conduitproxy.Response{Status: 200})
+		ro.ResponseStarted(&conduitproxy.Response{Status: status})
 		ro.Ended(conduitproxy.EndInfo{ResponseBytes: 1})
 	}
 }
@@ -101,7 +110,7 @@ func TestTapByResourceMergesPods(t *testing.T) {
 	}
 	waitSubscribed(t, p1, p2)
 	traffic(p1, "/a")
-	traffic(p2, "/b")
+	traffic(p2, "/denied")
 	seen := map[string]int{}
 	for len(seen) < 2 || seen["web-0"] < 3 || seen["web-1"] < 3 {
 		ev, err := st.Recv()
@@ -111,6 +120,14 @@ func TestTapByResourceMergesPods(t *testing.T) {
 		pod := ev.GetProxyLabels()["pod"]
 		if ev.GetDestinationLabels()["deployment"] != "web" || ev.GetProxyLabels()["namespace"] != "demo" {
 			t.Errorf("event not labelled with its proxy: %v", ev)
+		}
+		// The policy's decision passes through.
+		if ri := ev.GetHttp().GetRequestInit(); ri != nil {
+			a := ri.GetAuthz()
+			if denied := ri.GetPath() == "/denied"; (a != nil) != denied ||
+				(denied && (a.GetAllowed() || a.GetHttpStatus() != 403 || a.GetServer().GetName() != "web-http" || a.GetReason() != "unauthorized")) {
+				t.Errorf("%s: authz %v", ri.GetPath(), a)
+			}
 		}
 		seen[pod]++
 	}

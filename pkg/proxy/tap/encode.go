@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/conduitmesh/conduit/pkg/proxy"
+	"github.com/conduitmesh/conduit/pkg/proxy/authz"
 )
 
 // Redacted replaces the value of a sensitive header.
@@ -38,6 +39,16 @@ const (
 	httpRequestInit  = 1
 	httpResponseInit = 2
 	httpResponseEnd  = 3
+
+	reqAuthz = 7 // RequestInit.authz
+
+	// conduit.tap.v1.Authorization
+	authzAllowed    = 1
+	authzHTTPStatus = 2
+	authzServer     = 3
+	authzRoute      = 4
+	authzAuthz      = 5
+	authzReason     = 6
 )
 
 // common is the part of every event of one request that does not change.
@@ -279,7 +290,38 @@ func (c *common) requestInit(dst []byte, at time.Time, info *proxy.Request) []by
 	} else {
 		b = appendHeaders(b, 6, info.Header)
 	}
+	b = appendAuthz(b, reqAuthz, &info.Authz)
 	return tail(b, h, e)
+}
+
+// appendAuthz appends the policy's decision as an Authorization, nothing
+// when no policy applied (no server).
+func appendAuthz(b []byte, num protowire.Number, d *authz.Decision) []byte {
+	if d.Server.Kind == "" {
+		return b
+	}
+	b, m := begin(b, num)
+	if d.Allowed {
+		b = appendVarint(b, authzAllowed, 1)
+	}
+	b = appendVarint(b, authzHTTPStatus, uint64(max(d.Status, 0)))
+	b = appendRef(b, authzServer, d.Server)
+	b = appendRef(b, authzRoute, d.Route)
+	b = appendRef(b, authzAuthz, d.Authz)
+	b = appendString(b, authzReason, d.Reason)
+	return end(b, m)
+}
+
+// appendRef appends a PolicyRef, nothing for the zero Ref.
+func appendRef(b []byte, num protowire.Number, r authz.Ref) []byte {
+	if r == (authz.Ref{}) {
+		return b
+	}
+	b, m := begin(b, num)
+	b = appendString(b, 1, r.Kind)
+	b = appendString(b, 2, r.Name)
+	b = appendString(b, 3, r.Namespace)
+	return end(b, m)
 }
 
 // responseInit encodes a response's start.

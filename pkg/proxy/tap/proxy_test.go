@@ -17,14 +17,21 @@ import (
 
 	tapv1 "github.com/conduitmesh/conduit/pkg/api/tap/v1"
 	"github.com/conduitmesh/conduit/pkg/proxy"
+	"github.com/conduitmesh/conduit/pkg/proxy/authz"
 )
 
 // startTapped runs a proxy whose inbound side forwards to target, with a
 // subscriber to all its requests' events.
 func startTapped(t *testing.T, target string) (*proxy.Proxy, *subscriber) {
 	t.Helper()
+	return startTappedWithPolicy(t, target, nil)
+}
+
+// startTappedWithPolicy is startTapped for a proxy enforcing policy.
+func startTappedWithPolicy(t *testing.T, target string, policy *authz.Store) (*proxy.Proxy, *subscriber) {
+	t.Helper()
 	ts := NewServer(Config{})
-	p, err := proxy.New(proxy.Config{InboundAddr: "127.0.0.1:0", InboundTarget: target, Observer: ts})
+	p, err := proxy.New(proxy.Config{InboundAddr: "127.0.0.1:0", InboundTarget: target, Observer: ts, Policy: policy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +123,60 @@ func TestThroughProxy(t *testing.T) {
 	}
 	if redacted != 3 {
 		t.Errorf("%d requests showed a redacted cookie header, want 3", redacted)
+	}
+}
+
+// TestThroughProxyAuthz: a real proxy's policy decision reaches the
+// request's event, for admitted and refused requests on both HTTP paths.
+func TestThroughProxyAuthz(t *testing.T) {
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	backend.Config.Protocols = new(http.Protocols)
+	backend.Config.Protocols.SetHTTP1(true)
+	backend.Config.Protocols.SetUnencryptedHTTP2(true)
+	backend.Start()
+	defer backend.Close()
+	target := strings.TrimPrefix(backend.URL, "http://")
+	h2c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Protocols: new(http.Protocols)}}
+	h2c.Transport.(*http.Transport).Protocols.SetUnencryptedHTTP2(true)
+	for _, tc := range []struct {
+		name, defaultPolicy string
+		want                *tapv1.Authorization
+		status              uint32
+	}{
+		{"admitted", "all-unauthenticated", &tapv1.Authorization{Allowed: true,
+			Server: &tapv1.PolicyRef{Kind: "default", Name: "all-unauthenticated"}, Route: &tapv1.PolicyRef{Kind: "default", Name: "default"},
+			Authorization: &tapv1.PolicyRef{Kind: "default", Name: "all-unauthenticated"}}, 200},
+		{"refused", "deny", &tapv1.Authorization{HttpStatus: 403, Server: &tapv1.PolicyRef{Kind: "default", Name: "deny"},
+			Route: &tapv1.PolicyRef{Kind: "default", Name: "default"}}, 403},
+	} {
+		for _, client := range []struct {
+			name string
+			c    *http.Client
+		}{{"HTTP/1.1", &http.Client{Timeout: 10 * time.Second}}, {"h2c", h2c}} {
+			t.Run(tc.name+" "+client.name, func(t *testing.T) {
+				p, sub := startTappedWithPolicy(t, target, authz.NewStore(authz.Pending(tc.defaultPolicy)))
+				resp, err := client.c.Get("http://" + p.InboundAddr() + "/books")
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				ev := nextEvent(t, sub)
+				got := ev.GetHttp().GetRequestInit().GetAuthz()
+				if got == nil {
+					t.Fatalf("no authz on %v", ev)
+				}
+				if tc.want.Allowed || got.GetReason() != "" { // a denial's reason is the proxy's to word
+					tc.want.Reason = got.GetReason()
+				}
+				if !proto.Equal(got, tc.want) || (!tc.want.Allowed && got.GetReason() == "") {
+					t.Errorf("authz = %v, want %v (and a reason when denied)", got, tc.want)
+				}
+				if rsp := nextEvent(t, sub).GetHttp().GetResponseInit(); rsp.GetHttpStatus() != tc.status {
+					t.Errorf("response status %d, want %d", rsp.GetHttpStatus(), tc.status)
+				}
+			})
+		}
 	}
 }
 

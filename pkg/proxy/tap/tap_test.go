@@ -1,6 +1,7 @@
 package tap
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -21,6 +22,7 @@ import (
 
 	tapv1 "github.com/conduitmesh/conduit/pkg/api/tap/v1"
 	"github.com/conduitmesh/conduit/pkg/proxy"
+	"github.com/conduitmesh/conduit/pkg/proxy/authz"
 )
 
 var t0 = time.Date(2026, 11, 25, 16, 0, 0, 0, time.UTC)
@@ -81,6 +83,62 @@ func TestEncodingMatchesAPI(t *testing.T) {
 	_ = proto.Unmarshal(c.responseEnd(nil, t0, 0, 0, 0, -1, 0), &ev)
 	if ev.GetHttp().GetResponseEnd().GetEos() != nil {
 		t.Errorf("no grpc-status encoded an eos: %v", &ev)
+	}
+}
+
+// TestEncodingAuthzMatchesAPI: the policy's decision rides on the request
+// init event, only when a policy applied.
+func TestEncodingAuthzMatchesAPI(t *testing.T) {
+	c := &common{direction: 1, src: info().Source, dst: info().Destination, base: 7, stream: 9}
+	for _, tc := range []struct {
+		name string
+		d    authz.Decision
+		want *tapv1.Authorization
+	}{{
+		name: "no policy",
+	}, {
+		name: "allowed",
+		d: authz.Decision{Allowed: true, Server: authz.Ref{Kind: "server", Name: "web-http", Namespace: "demo"},
+			Route: authz.Ref{Kind: "httproute", Name: "books", Namespace: "demo"}, Authz: authz.Ref{Kind: "authorizationpolicy", Name: "web-get", Namespace: "demo"}},
+		want: &tapv1.Authorization{Allowed: true, Server: &tapv1.PolicyRef{Kind: "server", Name: "web-http", Namespace: "demo"},
+			Route: &tapv1.PolicyRef{Kind: "httproute", Name: "books", Namespace: "demo"}, Authorization: &tapv1.PolicyRef{Kind: "authorizationpolicy", Name: "web-get", Namespace: "demo"}},
+	}, {
+		name: "default policy, default route",
+		d:    authz.Decision{Allowed: true, Server: authz.Ref{Kind: "default", Name: "all-unauthenticated"}, Route: authz.Ref{Kind: "default", Name: "default"}, Authz: authz.Ref{Kind: "default", Name: "all-unauthenticated"}},
+		want: &tapv1.Authorization{Allowed: true, Server: &tapv1.PolicyRef{Kind: "default", Name: "all-unauthenticated"},
+			Route: &tapv1.PolicyRef{Kind: "default", Name: "default"}, Authorization: &tapv1.PolicyRef{Kind: "default", Name: "all-unauthenticated"}},
+	}, {
+		name: "denied",
+		d: authz.Decision{Status: 403, Server: authz.Ref{Kind: "server", Name: "web-http", Namespace: "demo"}, Route: authz.Ref{Kind: "default", Name: "default"},
+			Reason: "unauthorized: server web-http requires mesh TLS (client 10.0.0.7 is not meshed)"},
+		want: &tapv1.Authorization{HttpStatus: 403, Server: &tapv1.PolicyRef{Kind: "server", Name: "web-http", Namespace: "demo"},
+			Route: &tapv1.PolicyRef{Kind: "default", Name: "default"}, Reason: "unauthorized: server web-http requires mesh TLS (client 10.0.0.7 is not meshed)"},
+	}, {
+		name: "no route, a reason longer than 127 bytes",
+		d:    authz.Decision{Status: 404, Server: authz.Ref{Kind: "server", Name: "web-http"}, Reason: "no route: " + strings.Repeat("x", 200)},
+		want: &tapv1.Authorization{HttpStatus: 404, Server: &tapv1.PolicyRef{Kind: "server", Name: "web-http"}, Reason: "no route: " + strings.Repeat("x", 200)},
+	}} {
+		ri := info()
+		ri.Direction, ri.Authz = "inbound", tc.d
+		var ev tapv1.TapEvent
+		if err := proto.Unmarshal(c.requestInit(nil, t0, ri), &ev); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		req := ev.GetHttp().GetRequestInit()
+		if got := req.GetAuthz(); !proto.Equal(got, tc.want) || (tc.want == nil) != (got == nil) {
+			t.Errorf("%s: authz decoded as %v, want %v", tc.name, got, tc.want)
+		}
+		if req.GetPath() != "/books/1" || len(req.GetHeaders()) != 3 || req.GetId().GetStream() != 9 {
+			t.Errorf("%s: the rest of the event decoded as %v", tc.name, &ev)
+		}
+		// Field for field what the generated code writes, nothing unknown.
+		enc := c.requestInit(nil, t0, ri)
+		if want, err := (proto.MarshalOptions{Deterministic: true}).Marshal(&ev); err != nil || !bytes.Equal(enc, want) {
+			t.Errorf("%s: encoded\n%x\nthe generated code writes\n%x (%v)", tc.name, enc, want, err)
+		}
+		if u := req.GetAuthz().ProtoReflect().GetUnknown(); len(u) > 0 {
+			t.Errorf("%s: unknown fields %x", tc.name, u)
+		}
 	}
 }
 

@@ -638,6 +638,165 @@ func (x *Header) GetValue() []byte {
 	return nil
 }
 
+// Authorization is the inbound policy's decision on a request. A denied
+// request is answered by the proxy itself (its response carries the
+// conduit-proxy-error header) and never reaches the application.
+type Authorization struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Allowed bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	// http_status is the status a denial was answered with: 403 for a client
+	// the policy does not admit, 404 for a request no route matches; 0 when
+	// allowed.
+	HttpStatus uint32 `protobuf:"varint,2,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
+	// server is the Server that selected the port or, under a default
+	// policy, kind "default" and the policy's name (e.g. all-unauthenticated).
+	Server *PolicyRef `protobuf:"bytes,3,opt,name=server,proto3" json:"server,omitempty"`
+	// route is the request's route: kind httproute, grpcroute, probe, or
+	// "default" when the port has no routes; absent when no route matched.
+	Route *PolicyRef `protobuf:"bytes,4,opt,name=route,proto3" json:"route,omitempty"`
+	// authorization is what admitted the client (e.g. an
+	// authorizationpolicy); absent when denied.
+	Authorization *PolicyRef `protobuf:"bytes,5,opt,name=authorization,proto3" json:"authorization,omitempty"`
+	// reason explains a denial in one line, as the conduit-proxy-error
+	// header does; empty when allowed.
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Authorization) Reset() {
+	*x = Authorization{}
+	mi := &file_tap_v1_tap_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Authorization) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Authorization) ProtoMessage() {}
+
+func (x *Authorization) ProtoReflect() protoreflect.Message {
+	mi := &file_tap_v1_tap_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Authorization.ProtoReflect.Descriptor instead.
+func (*Authorization) Descriptor() ([]byte, []int) {
+	return file_tap_v1_tap_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Authorization) GetAllowed() bool {
+	if x != nil {
+		return x.Allowed
+	}
+	return false
+}
+
+func (x *Authorization) GetHttpStatus() uint32 {
+	if x != nil {
+		return x.HttpStatus
+	}
+	return 0
+}
+
+func (x *Authorization) GetServer() *PolicyRef {
+	if x != nil {
+		return x.Server
+	}
+	return nil
+}
+
+func (x *Authorization) GetRoute() *PolicyRef {
+	if x != nil {
+		return x.Route
+	}
+	return nil
+}
+
+func (x *Authorization) GetAuthorization() *PolicyRef {
+	if x != nil {
+		return x.Authorization
+	}
+	return nil
+}
+
+func (x *Authorization) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// PolicyRef names a policy resource, e.g. {kind: "server", name: "web-http", namespace: "demo"}.
+type PolicyRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace     string                 `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyRef) Reset() {
+	*x = PolicyRef{}
+	mi := &file_tap_v1_tap_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyRef) ProtoMessage() {}
+
+func (x *PolicyRef) ProtoReflect() protoreflect.Message {
+	mi := &file_tap_v1_tap_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyRef.ProtoReflect.Descriptor instead.
+func (*PolicyRef) Descriptor() ([]byte, []int) {
+	return file_tap_v1_tap_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PolicyRef) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *PolicyRef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PolicyRef) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
 // Eos says how a response stream ended.
 type Eos struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -652,7 +811,7 @@ type Eos struct {
 
 func (x *Eos) Reset() {
 	*x = Eos{}
-	mi := &file_tap_v1_tap_proto_msgTypes[6]
+	mi := &file_tap_v1_tap_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +823,7 @@ func (x *Eos) String() string {
 func (*Eos) ProtoMessage() {}
 
 func (x *Eos) ProtoReflect() protoreflect.Message {
-	mi := &file_tap_v1_tap_proto_msgTypes[6]
+	mi := &file_tap_v1_tap_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +836,7 @@ func (x *Eos) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Eos.ProtoReflect.Descriptor instead.
 func (*Eos) Descriptor() ([]byte, []int) {
-	return file_tap_v1_tap_proto_rawDescGZIP(), []int{6}
+	return file_tap_v1_tap_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Eos) GetEnd() isEos_End {
@@ -732,7 +891,7 @@ type Match_Seq struct {
 
 func (x *Match_Seq) Reset() {
 	*x = Match_Seq{}
-	mi := &file_tap_v1_tap_proto_msgTypes[7]
+	mi := &file_tap_v1_tap_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +903,7 @@ func (x *Match_Seq) String() string {
 func (*Match_Seq) ProtoMessage() {}
 
 func (x *Match_Seq) ProtoReflect() protoreflect.Message {
-	mi := &file_tap_v1_tap_proto_msgTypes[7]
+	mi := &file_tap_v1_tap_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +941,7 @@ type Match_Http struct {
 
 func (x *Match_Http) Reset() {
 	*x = Match_Http{}
-	mi := &file_tap_v1_tap_proto_msgTypes[8]
+	mi := &file_tap_v1_tap_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +953,7 @@ func (x *Match_Http) String() string {
 func (*Match_Http) ProtoMessage() {}
 
 func (x *Match_Http) ProtoReflect() protoreflect.Message {
-	mi := &file_tap_v1_tap_proto_msgTypes[8]
+	mi := &file_tap_v1_tap_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +1053,7 @@ type Match_StringMatch struct {
 
 func (x *Match_StringMatch) Reset() {
 	*x = Match_StringMatch{}
-	mi := &file_tap_v1_tap_proto_msgTypes[9]
+	mi := &file_tap_v1_tap_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +1065,7 @@ func (x *Match_StringMatch) String() string {
 func (*Match_StringMatch) ProtoMessage() {}
 
 func (x *Match_StringMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_tap_v1_tap_proto_msgTypes[9]
+	mi := &file_tap_v1_tap_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1134,7 @@ type Match_Net struct {
 
 func (x *Match_Net) Reset() {
 	*x = Match_Net{}
-	mi := &file_tap_v1_tap_proto_msgTypes[10]
+	mi := &file_tap_v1_tap_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1146,7 @@ func (x *Match_Net) String() string {
 func (*Match_Net) ProtoMessage() {}
 
 func (x *Match_Net) ProtoReflect() protoreflect.Message {
-	mi := &file_tap_v1_tap_proto_msgTypes[10]
+	mi := &file_tap_v1_tap_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1193,7 @@ type Match_Label struct {
 
 func (x *Match_Label) Reset() {
 	*x = Match_Label{}
-	mi := &file_tap_v1_tap_proto_msgTypes[11]
+	mi := &file_tap_v1_tap_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1205,7 @@ func (x *Match_Label) String() string {
 func (*Match_Label) ProtoMessage() {}
 
 func (x *Match_Label) ProtoReflect() protoreflect.Message {
-	mi := &file_tap_v1_tap_proto_msgTypes[11]
+	mi := &file_tap_v1_tap_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1249,7 @@ type TapEvent_Http struct {
 
 func (x *TapEvent_Http) Reset() {
 	*x = TapEvent_Http{}
-	mi := &file_tap_v1_tap_proto_msgTypes[15]
+	mi := &file_tap_v1_tap_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1261,7 @@ func (x *TapEvent_Http) String() string {
 func (*TapEvent_Http) ProtoMessage() {}
 
 func (x *TapEvent_Http) ProtoReflect() protoreflect.Message {
-	mi := &file_tap_v1_tap_proto_msgTypes[15]
+	mi := &file_tap_v1_tap_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1345,7 @@ type TapEvent_Http_StreamId struct {
 
 func (x *TapEvent_Http_StreamId) Reset() {
 	*x = TapEvent_Http_StreamId{}
-	mi := &file_tap_v1_tap_proto_msgTypes[16]
+	mi := &file_tap_v1_tap_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1357,7 @@ func (x *TapEvent_Http_StreamId) String() string {
 func (*TapEvent_Http_StreamId) ProtoMessage() {}
 
 func (x *TapEvent_Http_StreamId) ProtoReflect() protoreflect.Message {
-	mi := &file_tap_v1_tap_proto_msgTypes[16]
+	mi := &file_tap_v1_tap_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,14 +1395,17 @@ type TapEvent_Http_RequestInit struct {
 	Authority string                  `protobuf:"bytes,4,opt,name=authority,proto3" json:"authority,omitempty"`
 	Path      string                  `protobuf:"bytes,5,opt,name=path,proto3" json:"path,omitempty"`
 	// headers exclude sensitive ones (authorization, cookie, ...), whose values are redacted.
-	Headers       []*Header `protobuf:"bytes,6,rep,name=headers,proto3" json:"headers,omitempty"`
+	Headers []*Header `protobuf:"bytes,6,rep,name=headers,proto3" json:"headers,omitempty"`
+	// authz is the inbound policy's decision on the request; absent when
+	// no policy applied (outbound requests, proxies without policy).
+	Authz         *Authorization `protobuf:"bytes,7,opt,name=authz,proto3" json:"authz,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TapEvent_Http_RequestInit) Reset() {
 	*x = TapEvent_Http_RequestInit{}
-	mi := &file_tap_v1_tap_proto_msgTypes[17]
+	mi := &file_tap_v1_tap_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1255,7 +1417,7 @@ func (x *TapEvent_Http_RequestInit) String() string {
 func (*TapEvent_Http_RequestInit) ProtoMessage() {}
 
 func (x *TapEvent_Http_RequestInit) ProtoReflect() protoreflect.Message {
-	mi := &file_tap_v1_tap_proto_msgTypes[17]
+	mi := &file_tap_v1_tap_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,6 +1475,13 @@ func (x *TapEvent_Http_RequestInit) GetHeaders() []*Header {
 	return nil
 }
 
+func (x *TapEvent_Http_RequestInit) GetAuthz() *Authorization {
+	if x != nil {
+		return x.Authz
+	}
+	return nil
+}
+
 type TapEvent_Http_ResponseInit struct {
 	state            protoimpl.MessageState  `protogen:"open.v1"`
 	Id               *TapEvent_Http_StreamId `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1325,7 +1494,7 @@ type TapEvent_Http_ResponseInit struct {
 
 func (x *TapEvent_Http_ResponseInit) Reset() {
 	*x = TapEvent_Http_ResponseInit{}
-	mi := &file_tap_v1_tap_proto_msgTypes[18]
+	mi := &file_tap_v1_tap_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1506,7 @@ func (x *TapEvent_Http_ResponseInit) String() string {
 func (*TapEvent_Http_ResponseInit) ProtoMessage() {}
 
 func (x *TapEvent_Http_ResponseInit) ProtoReflect() protoreflect.Message {
-	mi := &file_tap_v1_tap_proto_msgTypes[18]
+	mi := &file_tap_v1_tap_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1564,7 @@ type TapEvent_Http_ResponseEnd struct {
 
 func (x *TapEvent_Http_ResponseEnd) Reset() {
 	*x = TapEvent_Http_ResponseEnd{}
-	mi := &file_tap_v1_tap_proto_msgTypes[19]
+	mi := &file_tap_v1_tap_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1576,7 @@ func (x *TapEvent_Http_ResponseEnd) String() string {
 func (*TapEvent_Http_ResponseEnd) ProtoMessage() {}
 
 func (x *TapEvent_Http_ResponseEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_tap_v1_tap_proto_msgTypes[19]
+	mi := &file_tap_v1_tap_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1679,7 @@ const file_tap_v1_tap_proto_rawDesc = "" +
 	"\x05Label\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05valueB\a\n" +
-	"\x05match\"\x9b\x0f\n" +
+	"\x05match\"\xd0\x0f\n" +
 	"\bTapEvent\x128\n" +
 	"\ttimestamp\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x127\n" +
 	"\tdirection\x18\x02 \x01(\x0e2\x19.conduit.tap.v1.DirectionR\tdirection\x122\n" +
@@ -1532,21 +1701,22 @@ const file_tap_v1_tap_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
 	"\x10ProxyLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a\xd9\b\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a\x8e\t\n" +
 	"\x04Http\x12N\n" +
 	"\frequest_init\x18\x01 \x01(\v2).conduit.tap.v1.TapEvent.Http.RequestInitH\x00R\vrequestInit\x12Q\n" +
 	"\rresponse_init\x18\x02 \x01(\v2*.conduit.tap.v1.TapEvent.Http.ResponseInitH\x00R\fresponseInit\x12N\n" +
 	"\fresponse_end\x18\x03 \x01(\v2).conduit.tap.v1.TapEvent.Http.ResponseEndH\x00R\vresponseEnd\x1a6\n" +
 	"\bStreamId\x12\x12\n" +
 	"\x04base\x18\x01 \x01(\rR\x04base\x12\x16\n" +
-	"\x06stream\x18\x02 \x01(\x04R\x06stream\x1a\xd9\x01\n" +
+	"\x06stream\x18\x02 \x01(\x04R\x06stream\x1a\x8e\x02\n" +
 	"\vRequestInit\x126\n" +
 	"\x02id\x18\x01 \x01(\v2&.conduit.tap.v1.TapEvent.Http.StreamIdR\x02id\x12\x16\n" +
 	"\x06method\x18\x02 \x01(\tR\x06method\x12\x16\n" +
 	"\x06scheme\x18\x03 \x01(\tR\x06scheme\x12\x1c\n" +
 	"\tauthority\x18\x04 \x01(\tR\tauthority\x12\x12\n" +
 	"\x04path\x18\x05 \x01(\tR\x04path\x120\n" +
-	"\aheaders\x18\x06 \x03(\v2\x16.conduit.tap.v1.HeaderR\aheaders\x1a\xe2\x01\n" +
+	"\aheaders\x18\x06 \x03(\v2\x16.conduit.tap.v1.HeaderR\aheaders\x123\n" +
+	"\x05authz\x18\a \x01(\v2\x1d.conduit.tap.v1.AuthorizationR\x05authz\x1a\xe2\x01\n" +
 	"\fResponseInit\x126\n" +
 	"\x02id\x18\x01 \x01(\v2&.conduit.tap.v1.TapEvent.Http.StreamIdR\x02id\x12G\n" +
 	"\x12since_request_init\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x10sinceRequestInit\x12\x1f\n" +
@@ -1564,7 +1734,19 @@ const file_tap_v1_tap_proto_rawDesc = "" +
 	"\x05event\"2\n" +
 	"\x06Header\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"d\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"\x87\x02\n" +
+	"\rAuthorization\x12\x18\n" +
+	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1f\n" +
+	"\vhttp_status\x18\x02 \x01(\rR\n" +
+	"httpStatus\x121\n" +
+	"\x06server\x18\x03 \x01(\v2\x19.conduit.tap.v1.PolicyRefR\x06server\x12/\n" +
+	"\x05route\x18\x04 \x01(\v2\x19.conduit.tap.v1.PolicyRefR\x05route\x12?\n" +
+	"\rauthorization\x18\x05 \x01(\v2\x19.conduit.tap.v1.PolicyRefR\rauthorization\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"Q\n" +
+	"\tPolicyRef\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\"d\n" +
 	"\x03Eos\x12*\n" +
 	"\x10grpc_status_code\x18\x01 \x01(\rH\x00R\x0egrpcStatusCode\x12*\n" +
 	"\x10reset_error_code\x18\x02 \x01(\rH\x00R\x0eresetErrorCodeB\x05\n" +
@@ -1591,7 +1773,7 @@ func file_tap_v1_tap_proto_rawDescGZIP() []byte {
 }
 
 var file_tap_v1_tap_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tap_v1_tap_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_tap_v1_tap_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_tap_v1_tap_proto_goTypes = []any{
 	(Direction)(0),                     // 0: conduit.tap.v1.Direction
 	(*ObserveRequest)(nil),             // 1: conduit.tap.v1.ObserveRequest
@@ -1600,69 +1782,75 @@ var file_tap_v1_tap_proto_goTypes = []any{
 	(*Match)(nil),                      // 4: conduit.tap.v1.Match
 	(*TapEvent)(nil),                   // 5: conduit.tap.v1.TapEvent
 	(*Header)(nil),                     // 6: conduit.tap.v1.Header
-	(*Eos)(nil),                        // 7: conduit.tap.v1.Eos
-	(*Match_Seq)(nil),                  // 8: conduit.tap.v1.Match.Seq
-	(*Match_Http)(nil),                 // 9: conduit.tap.v1.Match.Http
-	(*Match_StringMatch)(nil),          // 10: conduit.tap.v1.Match.StringMatch
-	(*Match_Net)(nil),                  // 11: conduit.tap.v1.Match.Net
-	(*Match_Label)(nil),                // 12: conduit.tap.v1.Match.Label
-	nil,                                // 13: conduit.tap.v1.TapEvent.SourceLabelsEntry
-	nil,                                // 14: conduit.tap.v1.TapEvent.DestinationLabelsEntry
-	nil,                                // 15: conduit.tap.v1.TapEvent.ProxyLabelsEntry
-	(*TapEvent_Http)(nil),              // 16: conduit.tap.v1.TapEvent.Http
-	(*TapEvent_Http_StreamId)(nil),     // 17: conduit.tap.v1.TapEvent.Http.StreamId
-	(*TapEvent_Http_RequestInit)(nil),  // 18: conduit.tap.v1.TapEvent.Http.RequestInit
-	(*TapEvent_Http_ResponseInit)(nil), // 19: conduit.tap.v1.TapEvent.Http.ResponseInit
-	(*TapEvent_Http_ResponseEnd)(nil),  // 20: conduit.tap.v1.TapEvent.Http.ResponseEnd
-	(*timestamppb.Timestamp)(nil),      // 21: google.protobuf.Timestamp
-	(*v1.TcpAddress)(nil),              // 22: conduit.net.v1.TcpAddress
-	(*durationpb.Duration)(nil),        // 23: google.protobuf.Duration
+	(*Authorization)(nil),              // 7: conduit.tap.v1.Authorization
+	(*PolicyRef)(nil),                  // 8: conduit.tap.v1.PolicyRef
+	(*Eos)(nil),                        // 9: conduit.tap.v1.Eos
+	(*Match_Seq)(nil),                  // 10: conduit.tap.v1.Match.Seq
+	(*Match_Http)(nil),                 // 11: conduit.tap.v1.Match.Http
+	(*Match_StringMatch)(nil),          // 12: conduit.tap.v1.Match.StringMatch
+	(*Match_Net)(nil),                  // 13: conduit.tap.v1.Match.Net
+	(*Match_Label)(nil),                // 14: conduit.tap.v1.Match.Label
+	nil,                                // 15: conduit.tap.v1.TapEvent.SourceLabelsEntry
+	nil,                                // 16: conduit.tap.v1.TapEvent.DestinationLabelsEntry
+	nil,                                // 17: conduit.tap.v1.TapEvent.ProxyLabelsEntry
+	(*TapEvent_Http)(nil),              // 18: conduit.tap.v1.TapEvent.Http
+	(*TapEvent_Http_StreamId)(nil),     // 19: conduit.tap.v1.TapEvent.Http.StreamId
+	(*TapEvent_Http_RequestInit)(nil),  // 20: conduit.tap.v1.TapEvent.Http.RequestInit
+	(*TapEvent_Http_ResponseInit)(nil), // 21: conduit.tap.v1.TapEvent.Http.ResponseInit
+	(*TapEvent_Http_ResponseEnd)(nil),  // 22: conduit.tap.v1.TapEvent.Http.ResponseEnd
+	(*timestamppb.Timestamp)(nil),      // 23: google.protobuf.Timestamp
+	(*v1.TcpAddress)(nil),              // 24: conduit.net.v1.TcpAddress
+	(*durationpb.Duration)(nil),        // 25: google.protobuf.Duration
 }
 var file_tap_v1_tap_proto_depIdxs = []int32{
 	4,  // 0: conduit.tap.v1.ObserveRequest.match:type_name -> conduit.tap.v1.Match
 	3,  // 1: conduit.tap.v1.TapByResourceRequest.target:type_name -> conduit.tap.v1.Resource
 	4,  // 2: conduit.tap.v1.TapByResourceRequest.match:type_name -> conduit.tap.v1.Match
-	8,  // 3: conduit.tap.v1.Match.all:type_name -> conduit.tap.v1.Match.Seq
-	8,  // 4: conduit.tap.v1.Match.any:type_name -> conduit.tap.v1.Match.Seq
+	10, // 3: conduit.tap.v1.Match.all:type_name -> conduit.tap.v1.Match.Seq
+	10, // 4: conduit.tap.v1.Match.any:type_name -> conduit.tap.v1.Match.Seq
 	4,  // 5: conduit.tap.v1.Match.not:type_name -> conduit.tap.v1.Match
-	9,  // 6: conduit.tap.v1.Match.http:type_name -> conduit.tap.v1.Match.Http
+	11, // 6: conduit.tap.v1.Match.http:type_name -> conduit.tap.v1.Match.Http
 	0,  // 7: conduit.tap.v1.Match.direction:type_name -> conduit.tap.v1.Direction
-	11, // 8: conduit.tap.v1.Match.source:type_name -> conduit.tap.v1.Match.Net
-	11, // 9: conduit.tap.v1.Match.destination:type_name -> conduit.tap.v1.Match.Net
-	12, // 10: conduit.tap.v1.Match.destination_label:type_name -> conduit.tap.v1.Match.Label
-	21, // 11: conduit.tap.v1.TapEvent.timestamp:type_name -> google.protobuf.Timestamp
+	13, // 8: conduit.tap.v1.Match.source:type_name -> conduit.tap.v1.Match.Net
+	13, // 9: conduit.tap.v1.Match.destination:type_name -> conduit.tap.v1.Match.Net
+	14, // 10: conduit.tap.v1.Match.destination_label:type_name -> conduit.tap.v1.Match.Label
+	23, // 11: conduit.tap.v1.TapEvent.timestamp:type_name -> google.protobuf.Timestamp
 	0,  // 12: conduit.tap.v1.TapEvent.direction:type_name -> conduit.tap.v1.Direction
-	22, // 13: conduit.tap.v1.TapEvent.source:type_name -> conduit.net.v1.TcpAddress
-	22, // 14: conduit.tap.v1.TapEvent.destination:type_name -> conduit.net.v1.TcpAddress
-	13, // 15: conduit.tap.v1.TapEvent.source_labels:type_name -> conduit.tap.v1.TapEvent.SourceLabelsEntry
-	14, // 16: conduit.tap.v1.TapEvent.destination_labels:type_name -> conduit.tap.v1.TapEvent.DestinationLabelsEntry
-	15, // 17: conduit.tap.v1.TapEvent.proxy_labels:type_name -> conduit.tap.v1.TapEvent.ProxyLabelsEntry
-	16, // 18: conduit.tap.v1.TapEvent.http:type_name -> conduit.tap.v1.TapEvent.Http
-	4,  // 19: conduit.tap.v1.Match.Seq.matches:type_name -> conduit.tap.v1.Match
-	10, // 20: conduit.tap.v1.Match.Http.authority:type_name -> conduit.tap.v1.Match.StringMatch
-	10, // 21: conduit.tap.v1.Match.Http.path:type_name -> conduit.tap.v1.Match.StringMatch
-	18, // 22: conduit.tap.v1.TapEvent.Http.request_init:type_name -> conduit.tap.v1.TapEvent.Http.RequestInit
-	19, // 23: conduit.tap.v1.TapEvent.Http.response_init:type_name -> conduit.tap.v1.TapEvent.Http.ResponseInit
-	20, // 24: conduit.tap.v1.TapEvent.Http.response_end:type_name -> conduit.tap.v1.TapEvent.Http.ResponseEnd
-	17, // 25: conduit.tap.v1.TapEvent.Http.RequestInit.id:type_name -> conduit.tap.v1.TapEvent.Http.StreamId
-	6,  // 26: conduit.tap.v1.TapEvent.Http.RequestInit.headers:type_name -> conduit.tap.v1.Header
-	17, // 27: conduit.tap.v1.TapEvent.Http.ResponseInit.id:type_name -> conduit.tap.v1.TapEvent.Http.StreamId
-	23, // 28: conduit.tap.v1.TapEvent.Http.ResponseInit.since_request_init:type_name -> google.protobuf.Duration
-	6,  // 29: conduit.tap.v1.TapEvent.Http.ResponseInit.headers:type_name -> conduit.tap.v1.Header
-	17, // 30: conduit.tap.v1.TapEvent.Http.ResponseEnd.id:type_name -> conduit.tap.v1.TapEvent.Http.StreamId
-	23, // 31: conduit.tap.v1.TapEvent.Http.ResponseEnd.since_request_init:type_name -> google.protobuf.Duration
-	23, // 32: conduit.tap.v1.TapEvent.Http.ResponseEnd.since_response_init:type_name -> google.protobuf.Duration
-	7,  // 33: conduit.tap.v1.TapEvent.Http.ResponseEnd.eos:type_name -> conduit.tap.v1.Eos
-	6,  // 34: conduit.tap.v1.TapEvent.Http.ResponseEnd.trailers:type_name -> conduit.tap.v1.Header
-	1,  // 35: conduit.tap.v1.Tap.Observe:input_type -> conduit.tap.v1.ObserveRequest
-	2,  // 36: conduit.tap.v1.TapAPI.TapByResource:input_type -> conduit.tap.v1.TapByResourceRequest
-	5,  // 37: conduit.tap.v1.Tap.Observe:output_type -> conduit.tap.v1.TapEvent
-	5,  // 38: conduit.tap.v1.TapAPI.TapByResource:output_type -> conduit.tap.v1.TapEvent
-	37, // [37:39] is the sub-list for method output_type
-	35, // [35:37] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	24, // 13: conduit.tap.v1.TapEvent.source:type_name -> conduit.net.v1.TcpAddress
+	24, // 14: conduit.tap.v1.TapEvent.destination:type_name -> conduit.net.v1.TcpAddress
+	15, // 15: conduit.tap.v1.TapEvent.source_labels:type_name -> conduit.tap.v1.TapEvent.SourceLabelsEntry
+	16, // 16: conduit.tap.v1.TapEvent.destination_labels:type_name -> conduit.tap.v1.TapEvent.DestinationLabelsEntry
+	17, // 17: conduit.tap.v1.TapEvent.proxy_labels:type_name -> conduit.tap.v1.TapEvent.ProxyLabelsEntry
+	18, // 18: conduit.tap.v1.TapEvent.http:type_name -> conduit.tap.v1.TapEvent.Http
+	8,  // 19: conduit.tap.v1.Authorization.server:type_name -> conduit.tap.v1.PolicyRef
+	8,  // 20: conduit.tap.v1.Authorization.route:type_name -> conduit.tap.v1.PolicyRef
+	8,  // 21: conduit.tap.v1.Authorization.authorization:type_name -> conduit.tap.v1.PolicyRef
+	4,  // 22: conduit.tap.v1.Match.Seq.matches:type_name -> conduit.tap.v1.Match
+	12, // 23: conduit.tap.v1.Match.Http.authority:type_name -> conduit.tap.v1.Match.StringMatch
+	12, // 24: conduit.tap.v1.Match.Http.path:type_name -> conduit.tap.v1.Match.StringMatch
+	20, // 25: conduit.tap.v1.TapEvent.Http.request_init:type_name -> conduit.tap.v1.TapEvent.Http.RequestInit
+	21, // 26: conduit.tap.v1.TapEvent.Http.response_init:type_name -> conduit.tap.v1.TapEvent.Http.ResponseInit
+	22, // 27: conduit.tap.v1.TapEvent.Http.response_end:type_name -> conduit.tap.v1.TapEvent.Http.ResponseEnd
+	19, // 28: conduit.tap.v1.TapEvent.Http.RequestInit.id:type_name -> conduit.tap.v1.TapEvent.Http.StreamId
+	6,  // 29: conduit.tap.v1.TapEvent.Http.RequestInit.headers:type_name -> conduit.tap.v1.Header
+	7,  // 30: conduit.tap.v1.TapEvent.Http.RequestInit.authz:type_name -> conduit.tap.v1.Authorization
+	19, // 31: conduit.tap.v1.TapEvent.Http.ResponseInit.id:type_name -> conduit.tap.v1.TapEvent.Http.StreamId
+	25, // 32: conduit.tap.v1.TapEvent.Http.ResponseInit.since_request_init:type_name -> google.protobuf.Duration
+	6,  // 33: conduit.tap.v1.TapEvent.Http.ResponseInit.headers:type_name -> conduit.tap.v1.Header
+	19, // 34: conduit.tap.v1.TapEvent.Http.ResponseEnd.id:type_name -> conduit.tap.v1.TapEvent.Http.StreamId
+	25, // 35: conduit.tap.v1.TapEvent.Http.ResponseEnd.since_request_init:type_name -> google.protobuf.Duration
+	25, // 36: conduit.tap.v1.TapEvent.Http.ResponseEnd.since_response_init:type_name -> google.protobuf.Duration
+	9,  // 37: conduit.tap.v1.TapEvent.Http.ResponseEnd.eos:type_name -> conduit.tap.v1.Eos
+	6,  // 38: conduit.tap.v1.TapEvent.Http.ResponseEnd.trailers:type_name -> conduit.tap.v1.Header
+	1,  // 39: conduit.tap.v1.Tap.Observe:input_type -> conduit.tap.v1.ObserveRequest
+	2,  // 40: conduit.tap.v1.TapAPI.TapByResource:input_type -> conduit.tap.v1.TapByResourceRequest
+	5,  // 41: conduit.tap.v1.Tap.Observe:output_type -> conduit.tap.v1.TapEvent
+	5,  // 42: conduit.tap.v1.TapAPI.TapByResource:output_type -> conduit.tap.v1.TapEvent
+	41, // [41:43] is the sub-list for method output_type
+	39, // [39:41] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_tap_v1_tap_proto_init() }
@@ -1683,21 +1871,21 @@ func file_tap_v1_tap_proto_init() {
 	file_tap_v1_tap_proto_msgTypes[4].OneofWrappers = []any{
 		(*TapEvent_Http_)(nil),
 	}
-	file_tap_v1_tap_proto_msgTypes[6].OneofWrappers = []any{
+	file_tap_v1_tap_proto_msgTypes[8].OneofWrappers = []any{
 		(*Eos_GrpcStatusCode)(nil),
 		(*Eos_ResetErrorCode)(nil),
 	}
-	file_tap_v1_tap_proto_msgTypes[8].OneofWrappers = []any{
+	file_tap_v1_tap_proto_msgTypes[10].OneofWrappers = []any{
 		(*Match_Http_Method)(nil),
 		(*Match_Http_Authority)(nil),
 		(*Match_Http_Path)(nil),
 		(*Match_Http_Scheme)(nil),
 	}
-	file_tap_v1_tap_proto_msgTypes[9].OneofWrappers = []any{
+	file_tap_v1_tap_proto_msgTypes[11].OneofWrappers = []any{
 		(*Match_StringMatch_Exact)(nil),
 		(*Match_StringMatch_Prefix)(nil),
 	}
-	file_tap_v1_tap_proto_msgTypes[15].OneofWrappers = []any{
+	file_tap_v1_tap_proto_msgTypes[17].OneofWrappers = []any{
 		(*TapEvent_Http_RequestInit_)(nil),
 		(*TapEvent_Http_ResponseInit_)(nil),
 		(*TapEvent_Http_ResponseEnd_)(nil),
@@ -1708,7 +1896,7 @@ func file_tap_v1_tap_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tap_v1_tap_proto_rawDesc), len(file_tap_v1_tap_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
