@@ -90,17 +90,21 @@ func parseTarget(s string) (targetArg, error) {
 }
 
 // parseTargetArgs accepts "TYPE/NAME" or "TYPE NAME" (kubectl style).
-func parseTargetArgs(args []string) (targetArg, error) {
+func parseTargetArgs(args []string) (targetArg, error) { return parseArgsWith(args, parseTarget) }
+
+// parseArgsWith accepts "TYPE/NAME" or "TYPE NAME" and parses it with
+// parse, which checks the type.
+func parseArgsWith(args []string, parse func(string) (targetArg, error)) (targetArg, error) {
 	switch len(args) {
 	case 0:
 		return targetArg{}, errors.New("missing resource: give TYPE[/NAME], e.g. deploy/web")
 	case 1:
-		return parseTarget(args[0])
+		return parse(args[0])
 	case 2:
 		if strings.Contains(args[0], "/") {
 			break
 		}
-		return parseTarget(args[0] + "/" + args[1])
+		return parse(args[0] + "/" + args[1])
 	}
 	return targetArg{}, fmt.Errorf("too many arguments %q: give one TYPE[/NAME]", strings.Join(args, " "))
 }
