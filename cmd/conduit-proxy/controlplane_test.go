@@ -60,19 +60,20 @@ func TestConnectRejectsIncompleteFlags(t *testing.T) {
 		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-name", "web", "--identity-token-file", "t", "--trust-anchors-file", anchors}, nil, "--identity-name: \"web\" is not a SPIFFE ID"},
 		{[]string{"--controller-addr", "127.0.0.1:1", "--identity-name", id, "--identity-token-file", "t", "--trust-anchors-file", anchors}, nil, "--trust-anchors-file: trust anchors file"},
 		{[]string{"--controller-addr", "127.0.0.1:1", "--controller-identity", "x", "--trust-anchors-file", anchors}, nil, "--controller-identity: \"x\" is not a SPIFFE ID"},
+		{[]string{"--default-inbound-policy", "allow"}, nil, "--default-inbound-policy: \"allow\" is not a default inbound policy: want all-unauthenticated,"},
 	}
 	for _, tt := range tests {
 		o := parseControlPlaneEnv(t, tt.env, tt.args...)
-		_, _, release, err := o.Connect(context.Background(), slog.New(slog.DiscardHandler))
-		release()
+		_, err := o.Connect(context.Background(), slog.New(slog.DiscardHandler))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: err = %v, want %q", tt.args, err, tt.want)
 		}
 	}
-	r, p, release, err := parseControlPlane(t).Connect(context.Background(), slog.New(slog.DiscardHandler))
-	release()
-	if r != nil || p != nil || err != nil {
-		t.Errorf("no flags: %v, %v, %v; want nil, nil, nil", r, p, err)
+	pl, err := parseControlPlane(t).Connect(context.Background(), slog.New(slog.DiscardHandler))
+	if err != nil || pl.Resolver != nil || pl.TLS != nil || pl.Policy != nil {
+		t.Errorf("no flags: %+v, %v; want an empty plane", pl, err)
+	} else {
+		pl.Close()
 	}
 }
 
@@ -129,11 +130,12 @@ func connectAndCertify(t *testing.T, o *sidecar.ControlPlane, webID string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	res, provider, release, err := o.Connect(ctx, slog.New(slog.DiscardHandler))
+	pl, err := o.Connect(ctx, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer release()
+	defer pl.Close()
+	res, provider := pl.Resolver, pl.TLS
 
 	// The namespace comes from the identity: "books:8080" is books.demo.
 	eps, err := res.Endpoints(ctx, "books:8080")

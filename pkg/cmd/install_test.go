@@ -28,7 +28,7 @@ func TestInstallRenderOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(objs) != 15 || objs[0].GetKind() != "Namespace" || objs[0].GetName() != "mesh" {
+	if len(objs) != 19 || objs[0].GetKind() != "Namespace" || objs[0].GetName() != "mesh" {
 		t.Errorf("got %d objects starting with %s", len(objs), install.KeyOf(objs[0]))
 	}
 
@@ -40,7 +40,7 @@ func TestInstallRenderOnly(t *testing.T) {
 		Kind  string
 		Items []json.RawMessage
 	}
-	if err := json.Unmarshal([]byte(out), &list); err != nil || list.Kind != "List" || len(list.Items) != 14 {
+	if err := json.Unmarshal([]byte(out), &list); err != nil || list.Kind != "List" || len(list.Items) != 18 {
 		t.Errorf("-o json: kind %q, %d items, err %v", list.Kind, len(list.Items), err)
 	}
 }

@@ -62,7 +62,36 @@ const (
 	FlagIdentityTokenFile  = "identity-token-file"
 	FlagTrustAnchors       = "trust-anchors"
 	FlagOpaquePorts        = "opaque-ports"
+	// FlagPodName and FlagDefaultInboundPolicy: the proxy watches its pod's
+	// inbound policy (and answers with the default until it arrives).
+	FlagPodName              = "pod-name"
+	FlagDefaultInboundPolicy = "default-inbound-policy"
 )
+
+// The default inbound policies: of the ports no Server selects, as the
+// chart value, the controller's and the proxy's --default-inbound-policy
+// and AnnotationDefaultInboundPolicy spell them.
+const (
+	PolicyAllUnauthenticated     = "all-unauthenticated"
+	PolicyAllAuthenticated       = "all-authenticated"
+	PolicyClusterAuthenticated   = "cluster-authenticated"
+	PolicyClusterUnauthenticated = "cluster-unauthenticated"
+	PolicyDeny                   = "deny"
+)
+
+// DefaultInboundPolicies lists the default inbound policies.
+var DefaultInboundPolicies = []string{PolicyAllUnauthenticated, PolicyAllAuthenticated,
+	PolicyClusterAuthenticated, PolicyClusterUnauthenticated, PolicyDeny}
+
+// CheckDefaultInboundPolicy reports whether s names a default inbound policy.
+func CheckDefaultInboundPolicy(s string) error {
+	for _, p := range DefaultInboundPolicies {
+		if s == p {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not a default inbound policy: want %s", s, strings.Join(DefaultInboundPolicies, ", "))
+}
 
 // The pod's namespace and service account, from the downward API: the
 // injector sets them so that Env(FlagIdentityName) can name them as

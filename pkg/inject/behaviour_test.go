@@ -97,6 +97,7 @@ func TestOverrides(t *testing.T) {
 		OverrideOpaquePorts:          "3306",
 		OverrideProxyAdminPort:       "4999",
 		OverrideProxyImagePullPolicy: "Never",
+		OverrideDefaultInboundPolicy: "all-authenticated",
 	}
 	out, res, err := Inject(in, opts)
 	if err != nil || !res[0].Changed {
@@ -118,6 +119,8 @@ func TestOverrides(t *testing.T) {
 		"value: \"3306\"",
 		"port: 4999",
 		"conduit.io/proxy-version: v9",
+		"config.conduit.io/default-inbound-policy: all-authenticated",
+		"- name: CONDUIT_PROXY_DEFAULT_INBOUND_POLICY\n      value: all-authenticated",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("output lacks %q:\n%s", want, s)
@@ -141,6 +144,10 @@ func TestOverrides(t *testing.T) {
 	opts.Overrides = map[string]string{OverrideProxyCPURequest: "lots"}
 	if _, _, err := Inject(in, opts); err == nil || !strings.Contains(err.Error(), "proxy-cpu-request") {
 		t.Errorf("invalid override accepted: %v", err)
+	}
+	opts.Overrides = map[string]string{OverrideDefaultInboundPolicy: "allow-all"}
+	if _, _, err := Inject(in, opts); err == nil || !strings.Contains(err.Error(), `"allow-all" is not a default inbound policy`) {
+		t.Errorf("invalid default inbound policy accepted: %v", err)
 	}
 }
 

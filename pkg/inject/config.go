@@ -60,6 +60,9 @@ const (
 	OverrideSkipOutboundPorts    = "skip-outbound-ports"
 	OverrideOpaquePorts          = "opaque-ports"
 	OverrideNativeSidecar        = "native-sidecar"
+	// OverrideDefaultInboundPolicy is contract.AnnotationDefaultInboundPolicy
+	// without its prefix: the controller reads it too.
+	OverrideDefaultInboundPolicy = "default-inbound-policy"
 )
 
 // OverrideNames returns the names of all config.conduit.io/* overrides, in
@@ -71,7 +74,7 @@ func OverrideNames() []string {
 		OverrideProxyLogLevel, OverrideProxyUID,
 		OverrideProxyInboundPort, OverrideProxyOutboundPort, OverrideProxyAdminPort,
 		OverrideSkipInboundPorts, OverrideSkipOutboundPorts, OverrideOpaquePorts,
-		OverrideNativeSidecar,
+		OverrideNativeSidecar, OverrideDefaultInboundPolicy,
 	}
 }
 
@@ -116,6 +119,11 @@ type ProxyConfig struct {
 	SkipInboundPorts  string // comma-separated ports or ranges
 	SkipOutboundPorts string
 	OpaquePorts       string
+
+	// DefaultInboundPolicy is the policy the proxy applies to a port until
+	// the controller has sent the port's own ("" leaves the proxy's
+	// default, all-unauthenticated).
+	DefaultInboundPolicy string
 
 	// NativeSidecar runs the proxy as an init container with
 	// restartPolicy: Always (Kubernetes ≥ 1.29), so Jobs complete.
@@ -242,6 +250,11 @@ func (c *ProxyConfig) apply(name, v string) error {
 		c.SkipOutboundPorts, err = portList(v)
 	case OverrideOpaquePorts:
 		c.OpaquePorts, err = portList(v)
+	case OverrideDefaultInboundPolicy:
+		if err := contract.CheckDefaultInboundPolicy(v); err != nil {
+			return err
+		}
+		c.DefaultInboundPolicy = v
 	case OverrideNativeSidecar:
 		b, perr := strconv.ParseBool(v)
 		if perr != nil {

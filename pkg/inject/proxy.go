@@ -81,6 +81,7 @@ func proxyContainer(c ProxyConfig) corev1.Container {
 	env := []corev1.EnvVar{
 		fieldEnv(contract.EnvPodNamespace, "metadata.namespace"),
 		fieldEnv(contract.EnvPodServiceAccount, "spec.serviceAccountName"),
+		fieldEnv(contract.Env(contract.FlagPodName), "metadata.name"),
 		flagEnv(contract.FlagLogLevel, c.LogLevel),
 		flagEnv(contract.FlagInboundListen, "0.0.0.0:"+strconv.Itoa(c.InboundPort)),
 		flagEnv(contract.FlagOutboundListen, "127.0.0.1:"+strconv.Itoa(c.OutboundPort)),
@@ -93,6 +94,9 @@ func proxyContainer(c ProxyConfig) corev1.Container {
 	}
 	if c.OpaquePorts != "" {
 		env = append(env, flagEnv(contract.FlagOpaquePorts, c.OpaquePorts))
+	}
+	if c.DefaultInboundPolicy != "" {
+		env = append(env, flagEnv(contract.FlagDefaultInboundPolicy, c.DefaultInboundPolicy))
 	}
 	admin := intstr.FromInt32(int32(c.AdminPort))
 	probe := func(path string, delay int32) *corev1.Probe {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
+	"github.com/conduitmesh/conduit/pkg/contract"
 )
 
 // DefaultPolicy is the inbound policy of a port that no Server selects.
@@ -14,11 +15,11 @@ type DefaultPolicy string
 // The default policies, as the chart value, the controller flag and the
 // annotation spell them.
 const (
-	AllUnauthenticated     DefaultPolicy = "all-unauthenticated"
-	AllAuthenticated       DefaultPolicy = "all-authenticated"
-	ClusterAuthenticated   DefaultPolicy = "cluster-authenticated"
-	ClusterUnauthenticated DefaultPolicy = "cluster-unauthenticated"
-	Deny                   DefaultPolicy = "deny"
+	AllUnauthenticated     DefaultPolicy = contract.PolicyAllUnauthenticated
+	AllAuthenticated       DefaultPolicy = contract.PolicyAllAuthenticated
+	ClusterAuthenticated   DefaultPolicy = contract.PolicyClusterAuthenticated
+	ClusterUnauthenticated DefaultPolicy = contract.PolicyClusterUnauthenticated
+	Deny                   DefaultPolicy = contract.PolicyDeny
 )
 
 // DefaultPolicies lists every default policy.
@@ -26,16 +27,10 @@ var DefaultPolicies = []DefaultPolicy{AllUnauthenticated, AllAuthenticated, Clus
 
 // ParseDefaultPolicy parses a default policy's name.
 func ParseDefaultPolicy(s string) (DefaultPolicy, error) {
-	for _, p := range DefaultPolicies {
-		if string(p) == s {
-			return p, nil
-		}
+	if err := contract.CheckDefaultInboundPolicy(s); err != nil {
+		return "", err
 	}
-	names := make([]string, len(DefaultPolicies))
-	for i, p := range DefaultPolicies {
-		names[i] = string(p)
-	}
-	return "", fmt.Errorf("%q is not a default inbound policy: want %s", s, strings.Join(names, ", "))
+	return DefaultPolicy(s), nil
 }
 
 // ParseNetworks parses CIDRs such as the cluster networks.

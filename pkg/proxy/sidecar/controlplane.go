@@ -17,6 +17,7 @@ import (
 
 	"github.com/conduitmesh/conduit/pkg/contract"
 	"github.com/conduitmesh/conduit/pkg/pki"
+	"github.com/conduitmesh/conduit/pkg/proxy/authz"
 	"github.com/conduitmesh/conduit/pkg/proxy/destination"
 	"github.com/conduitmesh/conduit/pkg/proxy/grpcwire"
 	"github.com/conduitmesh/conduit/pkg/proxy/identity"
@@ -43,12 +44,42 @@ type ControlPlane struct {
 	ControllerIdentity string
 	PodNamespace       string // default: IdentityName's namespace
 	ClusterDomain      string
+	// PodName, when set, makes the proxy watch and enforce its pod's
+	// inbound policy; DefaultInboundPolicy answers for a port until the
+	// controller has sent its policy.
+	PodName              string
+	DefaultInboundPolicy string
 }
 
-// Connect returns the controller-backed resolver and identity, or nil, nil
-// when no controller is configured. The returned func stops them.
-func (o *ControlPlane) Connect(ctx context.Context, log *slog.Logger) (resolve.Resolver, tlsconf.Provider, func(), error) {
+// Plane is the proxy's connection to the control plane.
+type Plane struct {
+	Resolver resolve.Resolver // discovery
+	TLS      tlsconf.Provider // the proxy's identity; nil without one
+	Policy   *authz.Store     // inbound policy; nil when none is enforced
+	Close    func()           // stops them all
+}
+
+// Connect returns the controller-backed resolver, identity and inbound
+// policy, or an empty Plane when no controller is configured.
+func (o *ControlPlane) Connect(ctx context.Context, log *slog.Logger) (*Plane, error) {
+	res, provider, policy, release, err := o.connect(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	pl := &Plane{Resolver: res, Policy: policy, Close: release}
+	if provider != nil {
+		pl.TLS = provider
+	}
+	return pl, nil
+}
+
+func (o *ControlPlane) connect(ctx context.Context, log *slog.Logger) (resolve.Resolver, *identity.Provider, *authz.Store, func(), error) {
 	noop := func() {}
+	if o.DefaultInboundPolicy != "" {
+		if err := contract.CheckDefaultInboundPolicy(o.DefaultInboundPolicy); err != nil {
+			return nil, nil, nil, noop, fmt.Errorf("--%s: %w", contract.FlagDefaultInboundPolicy, err)
+		}
+	}
 	if o.ControllerAddr == "" {
 		for _, f := range []struct{ name, value string }{
 			{"identity-name", o.IdentityName},
@@ -58,33 +89,33 @@ func (o *ControlPlane) Connect(ctx context.Context, log *slog.Logger) (resolve.R
 			{"controller-identity", o.ControllerIdentity},
 		} {
 			if f.value != "" {
-				return nil, nil, noop, fmt.Errorf("--%s needs --controller-addr: identity and discovery come from the controller", f.name)
+				return nil, nil, nil, noop, fmt.Errorf("--%s needs --controller-addr: identity and discovery come from the controller", f.name)
 			}
 		}
-		return nil, nil, noop, nil
+		return nil, nil, nil, noop, nil
 	}
 	if _, _, err := net.SplitHostPort(o.ControllerAddr); err != nil {
-		return nil, nil, noop, fmt.Errorf("--controller-addr %q: want HOST:PORT", o.ControllerAddr)
+		return nil, nil, nil, noop, fmt.Errorf("--controller-addr %q: want HOST:PORT", o.ControllerAddr)
 	}
 	if o.TrustAnchorsFile != "" && o.TrustAnchors != "" {
-		return nil, nil, noop, fmt.Errorf("--trust-anchors and --trust-anchors-file are both set (%s, %s): set only one", contract.Env("trust-anchors"), contract.Env("trust-anchors-file"))
+		return nil, nil, nil, noop, fmt.Errorf("--trust-anchors and --trust-anchors-file are both set (%s, %s): set only one", contract.Env("trust-anchors"), contract.Env("trust-anchors-file"))
 	}
 	if o.IdentityName != "" || o.ControllerIdentity != "" {
 		if o.TrustAnchorsFile == "" && o.TrustAnchors == "" {
-			return nil, nil, noop, errors.New("--trust-anchors-file (or --trust-anchors) is required with --identity-name or --controller-identity")
+			return nil, nil, nil, noop, errors.New("--trust-anchors-file (or --trust-anchors) is required with --identity-name or --controller-identity")
 		}
 	}
 	if o.IdentityName != "" && o.IdentityTokenFile == "" {
-		return nil, nil, noop, errors.New("--identity-token-file is required with --identity-name")
+		return nil, nil, nil, noop, errors.New("--identity-token-file is required with --identity-name")
 	}
 	if o.IdentityName == "" && o.IdentityTokenFile != "" {
-		return nil, nil, noop, errors.New("--identity-token-file needs --identity-name (the SPIFFE ID the token proves)")
+		return nil, nil, nil, noop, errors.New("--identity-token-file needs --identity-name (the SPIFFE ID the token proves)")
 	}
 	namespace := o.PodNamespace
 	if o.IdentityName != "" {
 		id, err := identity.ParseSPIFFEID(o.IdentityName)
 		if err != nil {
-			return nil, nil, noop, fmt.Errorf("--identity-name: %w", err)
+			return nil, nil, nil, noop, fmt.Errorf("--identity-name: %w", err)
 		}
 		if namespace == "" {
 			namespace = strings.Split(strings.TrimPrefix(id.Path, "/"), "/")[1]
@@ -92,7 +123,7 @@ func (o *ControlPlane) Connect(ctx context.Context, log *slog.Logger) (resolve.R
 	}
 	if o.ControllerIdentity != "" {
 		if _, err := identity.ParseSPIFFEID(o.ControllerIdentity); err != nil {
-			return nil, nil, noop, fmt.Errorf("--controller-identity: %w", err)
+			return nil, nil, nil, noop, fmt.Errorf("--controller-identity: %w", err)
 		}
 	}
 
@@ -101,12 +132,12 @@ func (o *ControlPlane) Connect(ctx context.Context, log *slog.Logger) (resolve.R
 	case o.TrustAnchorsFile != "":
 		var err error
 		if anchors, err = identity.LoadTrustAnchors(o.TrustAnchorsFile); err != nil {
-			return nil, nil, noop, fmt.Errorf("--trust-anchors-file: %w", err)
+			return nil, nil, nil, noop, fmt.Errorf("--trust-anchors-file: %w", err)
 		}
 	case o.TrustAnchors != "":
 		var err error
 		if anchors, err = pki.Pool([]byte(o.TrustAnchors)); err != nil {
-			return nil, nil, noop, fmt.Errorf("--trust-anchors (%s): %w; want the PEM certificates of the trust anchors (ca-bundle.crt)", contract.Env(contract.FlagTrustAnchors), err)
+			return nil, nil, nil, noop, fmt.Errorf("--trust-anchors (%s): %w; want the PEM certificates of the trust anchors (ca-bundle.crt)", contract.Env(contract.FlagTrustAnchors), err)
 		}
 	}
 
@@ -129,7 +160,7 @@ func (o *ControlPlane) Connect(ctx context.Context, log *slog.Logger) (resolve.R
 	}
 	conn, err := grpcwire.New(o.ControllerAddr, copts)
 	if err != nil {
-		return nil, nil, noop, fmt.Errorf("--controller-addr: %w", err)
+		return nil, nil, nil, noop, fmt.Errorf("--controller-addr: %w", err)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -145,7 +176,7 @@ func (o *ControlPlane) Connect(ctx context.Context, log *slog.Logger) (resolve.R
 		if err != nil {
 			cancel()
 			conn.Close()
-			return nil, nil, noop, err
+			return nil, nil, nil, noop, err
 		}
 		current.Store(provider)
 		wg.Add(1)
@@ -162,17 +193,31 @@ func (o *ControlPlane) Connect(ctx context.Context, log *slog.Logger) (resolve.R
 		ContextToken:  string(token),
 		Log:           log.With("component", "destination"),
 	})
+	// The inbound policy of the pod's ports, each watched from its first
+	// connection (authz.Store.Lookup).
+	var policy *authz.Store
+	switch {
+	case o.PodName != "" && namespace != "":
+		policy = authz.NewStore(authz.Pending(o.DefaultInboundPolicy))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			policy.Watch(ctx, conn, namespace, o.PodName, nil, authz.WatchOptions{Log: log.With("component", "policy")})
+		}()
+	case o.PodName != "":
+		log.Warn("no inbound policy is enforced: the pod's namespace is unknown (set --pod-namespace or --identity-name)")
+	default:
+		log.Info("no inbound policy is enforced: --pod-name is not set")
+	}
 	release := func() {
 		cancel()
 		res.Close()
 		wg.Wait()
 		conn.Close()
 	}
-	log.Info("using the control plane", "controller", o.ControllerAddr, "identity", o.IdentityName, "controller_tls", copts.TLS != nil, "namespace", namespace)
-	if provider == nil {
-		return res, nil, release, nil
-	}
-	return res, provider, release, nil
+	log.Info("using the control plane", "controller", o.ControllerAddr, "identity", o.IdentityName, "controller_tls", copts.TLS != nil,
+		"namespace", namespace, "pod", o.PodName, "default_inbound_policy", o.DefaultInboundPolicy)
+	return res, provider, policy, release, nil
 }
 
 // isLoopback reports whether addr's host is a loopback IP or localhost.

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/conduitmesh/conduit/pkg/contract"
@@ -42,4 +43,7 @@ func (o *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ControlPlane.ControllerIdentity, contract.FlagControllerIdentity, "", "the controller's SPIFFE ID; when set the controller connection is TLS verified against the trust anchors, else plaintext (loopback only)")
 	fs.StringVar(&o.ControlPlane.PodNamespace, "pod-namespace", "", "the pod's namespace, to resolve one-label service names; default: the namespace of --identity-name")
 	fs.StringVar(&o.ControlPlane.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
+	fs.StringVar(&o.ControlPlane.PodName, contract.FlagPodName, "", "the pod's name: with --controller-addr, the proxy enforces its pod's inbound policy (empty enforces none)")
+	fs.StringVar(&o.ControlPlane.DefaultInboundPolicy, contract.FlagDefaultInboundPolicy, contract.PolicyAllUnauthenticated,
+		"the policy a port has until the controller sends its own: "+strings.Join(contract.DefaultInboundPolicies, ", ")+" (every one but all-unauthenticated refuses until then)")
 }

@@ -60,11 +60,12 @@ func Run(ctx context.Context, o Config) error {
 		}
 	}
 
-	res, tlsProvider, release, err := o.ControlPlane.Connect(ctx, log)
+	plane, err := o.ControlPlane.Connect(ctx, log)
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer plane.Close()
+	res, tlsProvider := plane.Resolver, plane.TLS
 	if res == nil && len(o.Routes.Static) > 0 {
 		res = o.Routes.Static
 	} else if res != nil && len(o.Routes.Static) > 0 {
@@ -99,6 +100,7 @@ func Run(ctx context.Context, o Config) error {
 		DisableFastPath:   !o.HTTP1FastPath,
 		MemoryLimit:       int64(o.MemoryLimit),
 		Observer:          taps,
+		Policy:            plane.Policy,
 		AdminRoutes:       map[string]http.Handler{tap.ObservePath: taps.Handler()},
 		ExtraMetrics:      []func(io.Writer) error{taps.WriteMetrics},
 	})
