@@ -296,6 +296,7 @@ func (c *controller) serveWebhook(ctx context.Context, ln net.Listener) error {
 	proxy.ControlPlaneNamespace = c.cfg.ControllerNamespace
 	proxy.TrustDomain = c.cfg.TrustDomain
 	proxy.ClusterDomain = c.cfg.ClusterDomain
+	proxy.DefaultInboundPolicy = c.cfg.DefaultInboundPolicy
 	// The proxies get the trust anchors in their environment: a pod cannot
 	// mount the control plane's ConfigMap from another namespace.
 	if f := c.cfg.TrustAnchorsFile; f != "" || c.cfg.IssuerDir != "" {
