@@ -76,7 +76,8 @@ func tapCommand(g *Globals) *cli.Command {
 		ArgsUsage: "TYPE[/NAME] | TYPE NAME",
 		Description: "On a terminal, an interactive table (/ filters, space pauses, enter shows details, q quits);\n" +
 			"piped, one line per event (req, rsp, end) as key=value pairs, JSON lines with -o json,\n" +
-			"or one YAML document per event with -o yaml.\n" +
+			"or one YAML document per event with -o yaml. Where an inbound policy applies, req events\n" +
+			"show its decision (authz=allow:server/web-http, authz=deny:server/web-http).\n" +
 			"Example:\n  conduit tap deploy/web -n demo --path /books",
 		Flags: append(tapFilterFlags(ctltap.DefaultMaxRPS),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output format: wide, json or yaml (default: the live view on a terminal, lines otherwise)"}),
@@ -369,6 +370,10 @@ func tuiEvent(ev *tapv1.TapEvent) (tui.TapEvent, bool) {
 	case "req":
 		r := h.GetRequestInit()
 		te.Kind, te.Method, te.Authority, te.Path, te.Headers = tui.RequestInit, r.GetMethod(), r.GetAuthority(), r.GetPath(), headersOf(r.GetHeaders())
+		if a := r.GetAuthz(); a != nil {
+			te.Authz = &tui.Authz{Allowed: a.GetAllowed(), Status: int(a.GetHttpStatus()), Server: policyRefName(a.GetServer()),
+				Route: policyRefName(a.GetRoute()), Authorization: policyRefName(a.GetAuthorization()), Reason: a.GetReason()}
+		}
 	case "rsp":
 		r := h.GetResponseInit()
 		te.Kind, te.Status, te.Latency, te.ResponseHeaders = tui.ResponseInit, int(r.GetHttpStatus()), r.GetSinceRequestInit().AsDuration(), headersOf(r.GetHeaders())
@@ -380,6 +385,28 @@ func tuiEvent(ev *tapv1.TapEvent) (tui.TapEvent, bool) {
 		}
 	}
 	return te, true
+}
+
+// policyRefName prints a policy resource as kind/name ("server/web-http"),
+// "" when absent.
+func policyRefName(r *tapv1.PolicyRef) string {
+	switch {
+	case r == nil || (r.GetKind() == "" && r.GetName() == ""):
+		return ""
+	case r.GetKind() == "":
+		return r.GetName()
+	}
+	return r.GetKind() + "/" + r.GetName()
+}
+
+// tapAuthzText is the decision as tap lines show it: allow:server/web-http,
+// deny:default/deny.
+func tapAuthzText(a *tapv1.Authorization) string {
+	v := "deny"
+	if a.GetAllowed() {
+		v = "allow"
+	}
+	return v + ":" + policyRefName(a.GetServer())
 }
 
 // tapLine prints an event as grep-friendly key=value pairs, Linkerd style.
@@ -400,6 +427,20 @@ func tapLine(ev *tapv1.TapEvent, wide bool) string {
 	case "req":
 		r := h.GetRequestInit()
 		fmt.Fprintf(&b, " :method=%s :authority=%s :path=%s", r.GetMethod(), r.GetAuthority(), r.GetPath())
+		if a := r.GetAuthz(); a != nil {
+			fmt.Fprintf(&b, " authz=%s", tapAuthzText(a))
+			if wide {
+				if rt := policyRefName(a.GetRoute()); rt != "" {
+					fmt.Fprintf(&b, " authz_route=%s", rt)
+				}
+				if by := policyRefName(a.GetAuthorization()); by != "" {
+					fmt.Fprintf(&b, " authz_by=%s", by)
+				}
+				if a.GetReason() != "" {
+					fmt.Fprintf(&b, " authz_reason=%s", strconv.Quote(a.GetReason()))
+				}
+			}
+		}
 	case "rsp":
 		r := h.GetResponseInit()
 		fmt.Fprintf(&b, " :status=%d latency=%dµs", r.GetHttpStatus(), r.GetSinceRequestInit().AsDuration().Microseconds())
@@ -458,6 +499,34 @@ type tapJSON struct {
 	ResponseBytes     *uint64           `json:"responseBytes,omitempty"`
 	GRPCStatus        *uint32           `json:"grpcStatus,omitempty"`
 	ResetErrorCode    *uint32           `json:"resetErrorCode,omitempty"`
+
+	// Authz is the inbound policy's decision (req events, when a policy applied).
+	Authz *tapAuthzJSON `json:"authz,omitempty"`
+}
+
+// tapAuthzJSON is an inbound policy's decision in `conduit tap -o json`.
+type tapAuthzJSON struct {
+	Allowed bool `json:"allowed"`
+	// Status is what a denial was answered with (403, 404).
+	Status        uint32         `json:"status,omitempty"`
+	Server        *tapPolicyJSON `json:"server,omitempty"`
+	Route         *tapPolicyJSON `json:"route,omitempty"`
+	Authorization *tapPolicyJSON `json:"authorization,omitempty"`
+	Reason        string         `json:"reason,omitempty"`
+}
+
+// tapPolicyJSON names a policy resource.
+type tapPolicyJSON struct {
+	Kind      string `json:"kind"`
+	Name      string `json:"name"`
+	Namespace string `json:"namespace,omitempty"`
+}
+
+func tapPolicyOf(r *tapv1.PolicyRef) *tapPolicyJSON {
+	if r == nil {
+		return nil
+	}
+	return &tapPolicyJSON{Kind: r.GetKind(), Name: r.GetName(), Namespace: r.GetNamespace()}
 }
 
 func headerMap(hs []*tapv1.Header) map[string]string {
@@ -489,6 +558,10 @@ func tapEventJSON(ev *tapv1.TapEvent) tapJSON {
 	case "req":
 		r := h.GetRequestInit()
 		j.Method, j.Authority, j.Path, j.Headers = r.GetMethod(), r.GetAuthority(), r.GetPath(), headerMap(r.GetHeaders())
+		if a := r.GetAuthz(); a != nil {
+			j.Authz = &tapAuthzJSON{Allowed: a.GetAllowed(), Status: a.GetHttpStatus(), Server: tapPolicyOf(a.GetServer()),
+				Route: tapPolicyOf(a.GetRoute()), Authorization: tapPolicyOf(a.GetAuthorization()), Reason: a.GetReason()}
+		}
 	case "rsp":
 		r := h.GetResponseInit()
 		lat := r.GetSinceRequestInit().AsDuration().Microseconds()

@@ -23,6 +23,7 @@ import (
 	"github.com/conduitmesh/conduit/pkg/controller/stats"
 	ctltap "github.com/conduitmesh/conduit/pkg/controller/tap"
 	"github.com/conduitmesh/conduit/pkg/proxy"
+	"github.com/conduitmesh/conduit/pkg/proxy/authz"
 	proxytap "github.com/conduitmesh/conduit/pkg/proxy/tap"
 )
 
@@ -189,5 +190,114 @@ func TestCheckTapAccess(t *testing.T) {
 	want := `forbidden: user "alice" cannot tap deployment/web in namespace prod (needs verb "watch" on resource "tap" in API group "tap.conduit.io")`
 	if err == nil || err.Error() != want {
 		t.Errorf("prod: %v\nwant %s", err, want)
+	}
+}
+
+// authzTraffic sends inbound requests under a policy through the proxy's
+// tap hook until ctx ends: one admitted, one refused (answered 403).
+func authzTraffic(ctx context.Context, px *proxytap.Server) {
+	server := authz.Ref{Kind: "server", Name: "web-http", Namespace: "demo"}
+	for ctx.Err() == nil {
+		for _, d := range []authz.Decision{
+			{Allowed: true, Server: server, Route: authz.Ref{Kind: "default", Name: "default"}, Authz: authz.Ref{Kind: "authorizationpolicy", Name: "web-get", Namespace: "demo"}},
+			{Status: 403, Server: server, Route: authz.Ref{Kind: "default", Name: "default"}, Reason: "unauthorized: server web-http requires mesh TLS (client 127.0.0.1 is not meshed)"},
+		} {
+			ro := px.RequestStarted(&proxy.Request{Direction: "inbound", Method: "GET", Authority: "web.demo:8080", Path: "/books",
+				Source: netip.MustParseAddrPort("127.0.0.1:5000"), Destination: netip.MustParseAddrPort("127.0.0.1:8080"), Authz: d})
+			if ro != nil {
+				ro.ResponseStarted(&proxy.Response{Status: max(d.Status, 200)})
+				ro.Ended(proxy.EndInfo{Status: max(d.Status, 200)})
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestTapAuthz: the policy's decision, from the proxy through the
+// controller, in lines (plain and wide) and JSON.
+func TestTapAuthz(t *testing.T) {
+	px, addr := tapMesh(t)
+	lines := func(n int, args ...string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		go authzTraffic(ctx, px)
+		w := &lineWriter{n: n, cancel: cancel}
+		if err := Run(ctx, IOStreams{In: strings.NewReader(""), Out: w, ErrOut: &bytes.Buffer{}},
+			append([]string{"conduit", "tap", "deploy/web", "-n", "demo", "--controller-addr", addr}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.buf.String()
+	}
+	out := lines(6)
+	for _, re := range []string{
+		`(?m)^req id=\d+:\d+ proxy=in src=127\.0\.0\.1:5000 dst=127\.0\.0\.1:8080 tls=false :method=GET :authority=web\.demo:8080 :path=/books authz=allow:server/web-http$`,
+		`(?m)^req id=\d+:\d+ proxy=in src=127\.0\.0\.1:5000 dst=127\.0\.0\.1:8080 tls=false :method=GET :authority=web\.demo:8080 :path=/books authz=deny:server/web-http$`,
+		`(?m)^rsp id=\d+:\d+ proxy=in .* :status=403 `,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("output lacks %s:\n%s", re, out)
+		}
+	}
+	out = lines(6, "-o", "wide")
+	for _, re := range []string{
+		`(?m) :path=/books authz=allow:server/web-http authz_route=default/default authz_by=authorizationpolicy/web-get dst_res=deploy/web dst_ns=demo$`,
+		`(?m) :path=/books authz=deny:server/web-http authz_route=default/default authz_reason="unauthorized: server web-http requires mesh TLS \(client 127\.0\.0\.1 is not meshed\)" dst_res=deploy/web dst_ns=demo$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("wide output lacks %s:\n%s", re, out)
+		}
+	}
+	out = lines(6, "-o", "json")
+	seen := map[bool]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var ev struct {
+			Type  string
+			Authz *tapAuthzJSON
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		if ev.Type != "req" {
+			if ev.Authz != nil {
+				t.Errorf("authz on a %s event: %s", ev.Type, line)
+			}
+			continue
+		}
+		a := ev.Authz
+		if a == nil || a.Server == nil || *a.Server != (tapPolicyJSON{Kind: "server", Name: "web-http", Namespace: "demo"}) ||
+			a.Route == nil || a.Route.Kind != "default" ||
+			(a.Allowed && (a.Status != 0 || a.Authorization == nil || a.Authorization.Name != "web-get" || a.Reason != "")) ||
+			(!a.Allowed && (a.Status != 403 || a.Authorization != nil || !strings.HasPrefix(a.Reason, "unauthorized: "))) {
+			t.Errorf("req event: %s", line)
+		}
+		if a != nil {
+			seen[a.Allowed] = true
+		}
+	}
+	if !seen[true] || !seen[false] {
+		t.Errorf("want an admitted and a refused request in:\n%s", out)
+	}
+}
+
+// TestTapAuthzText: how lines and the live view name a decision.
+func TestTapAuthzText(t *testing.T) {
+	for _, tc := range []struct {
+		a    *tapv1.Authorization
+		want string
+	}{
+		{&tapv1.Authorization{Allowed: true, Server: &tapv1.PolicyRef{Kind: "server", Name: "web-http"}}, "allow:server/web-http"},
+		{&tapv1.Authorization{HttpStatus: 403, Server: &tapv1.PolicyRef{Kind: "default", Name: "deny"}}, "deny:default/deny"},
+		{&tapv1.Authorization{HttpStatus: 404, Server: &tapv1.PolicyRef{Name: "web-http"}}, "deny:web-http"},
+	} {
+		if got := tapAuthzText(tc.a); got != tc.want {
+			t.Errorf("tapAuthzText(%v) = %q, want %q", tc.a, got, tc.want)
+		}
+		ev := &tapv1.TapEvent{Event: &tapv1.TapEvent_Http_{Http: &tapv1.TapEvent_Http{Event: &tapv1.TapEvent_Http_RequestInit_{
+			RequestInit: &tapv1.TapEvent_Http_RequestInit{Id: &tapv1.TapEvent_Http_StreamId{}, Authz: tc.a}}}}}
+		if te, _ := tuiEvent(ev); te.Authz.Short() != tc.want {
+			t.Errorf("live view shows %q, want %q", te.Authz.Short(), tc.want)
+		}
 	}
 }

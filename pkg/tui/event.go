@@ -59,6 +59,8 @@ type TapEvent struct {
 	Authority string
 	Path      string
 	Headers   []Header
+	// Authz is the inbound policy's decision; nil when no policy applied.
+	Authz *Authz
 
 	// ResponseInit.
 	Status          int
@@ -69,6 +71,31 @@ type TapEvent struct {
 	GRPCStatus    int
 	Duration      time.Duration
 	ResponseBytes int64
+}
+
+// Authz is the inbound policy's decision on a request. Server, Route and
+// Authorization name policy resources as "kind/name" ("server/web-http"),
+// "" when absent.
+type Authz struct {
+	Allowed bool
+	// Status is what a denial was answered with (403, 404); 0 when allowed.
+	Status                       int
+	Server, Route, Authorization string
+	// Reason explains a denial; "" when allowed.
+	Reason string
+}
+
+// Short is the decision in one word and the server: "allow:server/web-http",
+// "deny:default/deny".
+func (a *Authz) Short() string {
+	if a == nil {
+		return "-"
+	}
+	v := "deny"
+	if a.Allowed {
+		v = "allow"
+	}
+	return v + ":" + a.Server
 }
 
 // NoGRPCStatus marks a response without a grpc-status.

@@ -27,7 +27,11 @@ func (r *tapRow) status() int {
 	return 0
 }
 
+// failed: the request failed, or the inbound policy refused it.
 func (r *tapRow) failed() bool {
+	if a := r.first.Authz; a != nil && !a.Allowed {
+		return true
+	}
 	if r.rsp == nil {
 		return false
 	}
@@ -49,17 +53,32 @@ var tapColumns = []column{
 	{title: "TLS", min: 5},
 }
 
-func (r *tapRow) values() []string {
+// tapColumnsAuthz are the columns once some request had a policy decision.
+var tapColumnsAuthz = append(tapColumns[:len(tapColumns):len(tapColumns)], column{title: "AUTHZ", min: 10, flex: 2})
+
+func (m *TapModel) columns() []column {
+	if m.authz {
+		return tapColumnsAuthz
+	}
+	return tapColumns
+}
+
+// values are the row's cells, with the AUTHZ column's when authz.
+func (r *tapRow) values(authz bool) []string {
 	lat := "-"
 	if r.rsp != nil {
 		lat = FormatLatency(r.rsp.Latency)
 	}
 	e := r.first
-	return []string{
+	v := []string{
 		r.start.Format("15:04:05.000"),
 		e.Source, e.Destination, e.Method, e.Path,
 		statusText(r.status()), lat, tlsText(e.TLS),
 	}
+	if authz {
+		v = append(v, e.Authz.Short())
+	}
+	return v
 }
 
 // TapModel is the interactive `conduit tap` view: a live scrolling table of
@@ -85,6 +104,9 @@ type TapModel struct {
 	width, height int
 	streamErr     error
 	streamDone    bool
+	// authz is set once a request had an inbound policy decision: the
+	// table shows the AUTHZ column from then on.
+	authz bool
 }
 
 // NewTapModel returns a tap view titled with what is tapped.
@@ -246,6 +268,7 @@ func (m *TapModel) apply(e TapEvent) {
 	switch e.Kind {
 	case RequestInit:
 		r.first, r.start = e, e.Time
+		m.authz = m.authz || e.Authz != nil
 	case ResponseInit:
 		r.rsp = &e
 	case ResponseEnd:
@@ -257,7 +280,7 @@ func (m *TapModel) matches(r *tapRow) bool {
 	if m.filter == "" {
 		return true
 	}
-	hay := strings.ToLower(strings.Join(r.values(), " ") + " " + r.first.Authority)
+	hay := strings.ToLower(strings.Join(r.values(true), " ") + " " + r.first.Authority)
 	for _, term := range strings.Fields(strings.ToLower(m.filter)) {
 		if !strings.Contains(hay, term) {
 			return false
@@ -295,12 +318,13 @@ func (m *TapModel) View() string {
 	if m.detail && n > 0 {
 		b.WriteString(m.detailView(rows[m.cursor], m.height-2))
 	} else {
-		ws := layout(tapColumns, m.width)
-		b.WriteString(m.st.header.Render(headerRow(tapColumns, ws, -1, "")))
+		cols := m.columns()
+		ws := layout(cols, m.width)
+		b.WriteString(m.st.header.Render(headerRow(cols, ws, -1, "")))
 		b.WriteByte('\n')
 		end := min(m.offset+h, n)
 		for i := m.offset; i < end; i++ {
-			line := row(tapColumns, ws, rows[i].values())
+			line := row(cols, ws, rows[i].values(m.authz))
 			switch {
 			case i == m.cursor && !m.follow:
 				line = m.st.selected.Render(line)
@@ -363,6 +387,22 @@ func (m *TapModel) detailView(r *tapRow, h int) string {
 	add("to", e.Destination)
 	add("direction", e.Direction)
 	add("tls", tlsText(e.TLS))
+	if a := e.Authz; a != nil {
+		v := "allow " + a.Server
+		if !a.Allowed {
+			v = fmt.Sprintf("deny %s (%d)", a.Server, a.Status)
+		}
+		add("authz", v)
+		if a.Route != "" {
+			add("  route", a.Route)
+		}
+		if a.Authorization != "" {
+			add("  authorization", a.Authorization)
+		}
+		if a.Reason != "" {
+			add("  reason", a.Reason)
+		}
+	}
 	section("Timings")
 	add("request start", r.start.Format("15:04:05.000000"))
 	if r.rsp != nil {

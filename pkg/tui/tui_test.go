@@ -237,6 +237,59 @@ func TestTapDetailTeatest(t *testing.T) {
 	teatest.RequireEqualOutput(t, []byte(fm.View()))
 }
 
+// authzEvents are inbound requests under a policy: admitted ones, and one
+// the policy refused (answered 403 by the proxy).
+func authzEvents() []TapEvent {
+	var evs []TapEvent
+	for i := 0; i < 3; i++ {
+		status := 200
+		a := &Authz{Allowed: true, Server: "server/web-http", Route: "httproute/books", Authorization: "authorizationpolicy/web-get"}
+		if i == 1 {
+			status = 403
+			a = &Authz{Status: 403, Server: "server/web-http", Route: "httproute/books",
+				Reason: "unauthorized: server web-http requires mesh TLS (client 10.0.0.7 is not meshed)"}
+		}
+		req := request(i, "deploy/traffic", "deploy/web", "GET", "/books", status, NoGRPCStatus, time.Millisecond)
+		for j := range req {
+			req[j].Direction, req[j].Authz = "inbound", a
+		}
+		evs = append(evs, req...)
+	}
+	return evs
+}
+
+func TestTapAuthz(t *testing.T) {
+	// Without policy decisions there is no AUTHZ column.
+	plain := send(NewTapModel("deploy/web"), append([]tea.Msg{tea.WindowSizeMsg{Width: 120, Height: 20}}, eventMsgs(sampleEvents())...)...).(*TapModel)
+	if v := plain.View(); bytes.Contains([]byte(v), []byte("AUTHZ")) {
+		t.Errorf("AUTHZ column without policy:\n%s", v)
+	}
+	m := send(NewTapModel("deploy/web"), append([]tea.Msg{tea.WindowSizeMsg{Width: 120, Height: 20}}, eventMsgs(authzEvents())...)...).(*TapModel)
+	send(m, keys("/deny\n")...)
+	if m.Len() != 1 {
+		t.Errorf("filter deny: %d rows, want 1:\n%s", m.Len(), m.View())
+	}
+	send(m, keys("\x1bk\n")...) // clear, select the refused request, details
+	v := m.View()
+	for _, s := range []string{"authz            deny server/web-http (403)", "route          httproute/books", "reason         unauthorized: server web-http requires mesh TLS"} {
+		if !bytes.Contains([]byte(v), []byte(s)) {
+			t.Errorf("details lack %q:\n%s", s, v)
+		}
+	}
+}
+
+func TestTapAuthzTeatest(t *testing.T) {
+	tm := teatest.NewTestModel(t, NewTapModel("deploy/web"), teatest.WithInitialTermSize(130, 8))
+	for _, e := range authzEvents() {
+		tm.Send(TapEventMsg(e))
+	}
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("3 requests")) },
+		teatest.WithDuration(5*time.Second))
+	tm.Type("q")
+	fm := tm.FinalModel(t, teatest.WithFinalTimeout(5*time.Second)).(*TapModel)
+	teatest.RequireEqualOutput(t, []byte(fm.View()))
+}
+
 func TestTopTeatest(t *testing.T) {
 	tm := teatest.NewTestModel(t, NewTopModel("deploy/web"), teatest.WithInitialTermSize(110, 8))
 	for _, e := range sampleEvents() {
