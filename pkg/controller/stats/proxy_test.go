@@ -11,6 +11,7 @@ import (
 
 	statsv1 "github.com/conduitmesh/conduit/pkg/api/stats/v1"
 	"github.com/conduitmesh/conduit/pkg/proxy"
+	"github.com/conduitmesh/conduit/pkg/proxy/authz"
 )
 
 // TestScrapesARealProxy reads the metrics of a real proxy carrying traffic.
@@ -104,5 +105,51 @@ func waitCounted(t *testing.T, metricsURL string, want int) {
 			t.Fatalf("the proxy counted %v inbound responses after 5s, want %d", got, want)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestScrapesARealProxyAuthz counts a real proxy's policy decisions: under
+// the deny default every request is refused.
+func TestScrapesARealProxyAuthz(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer backend.Close()
+	p, err := proxy.New(proxy.Config{InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		InboundTarget: strings.TrimPrefix(backend.URL, "http://"), Policy: authz.NewStore(authz.Pending("deny"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	pods := []Pod{{Namespace: "demo", Name: "web-0", AdminAddr: p.AdminAddr(), Labels: map[string]string{"deployment": "web"}, Running: true}}
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	srv := NewServer(Config{Pods: PodsFunc(func(context.Context) ([]Pod, error) { return pods, nil }), Now: func() time.Time { return now }})
+	get := func() {
+		resp, err := http.Get("http://" + p.InboundAddr() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("status %d, want 403", resp.StatusCode)
+		}
+	}
+	get() // series exist before the first scrape
+	srv.ScrapeOnce(ctx)
+	for range 4 {
+		get()
+	}
+	waitCounted(t, "http://"+p.AdminAddr()+"/metrics", 5)
+	now = now.Add(10 * time.Second)
+	srv.ScrapeOnce(ctx)
+	resp, err := srv.Stat(ctx, &statsv1.StatRequest{Selector: &statsv1.Resource{Namespace: "demo", Type: "deploy", Name: "web"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Rows) != 1 || resp.Rows[0].AuthzDeniedCount != 4 || resp.Rows[0].AuthzAllowedCount != 0 || !resp.Rows[0].AuthzApplies {
+		t.Errorf("rows = %v, want 4 denied", resp.Rows)
 	}
 }

@@ -51,6 +51,12 @@ type StatResult struct {
 	TCPOpen                 float64
 	ReadBytes, WriteBytes   float64
 	Window                  time.Duration
+	// Allowed and Denied count the inbound HTTP requests the inbound
+	// policy admitted and refused; AuthzApplies is true when the pods
+	// report policy decisions at all. Rows of the resource's own inbound
+	// traffic only (no From or To, not authorities).
+	Allowed, Denied float64
+	AuthzApplies    bool
 }
 
 // EdgeResult is one observed src → dst pair.
@@ -93,6 +99,39 @@ type rowAgg struct {
 	read, write  float64
 	span         time.Duration
 	contributed  bool
+	// allowed and denied count inbound HTTP authorization decisions;
+	// authz is set when some pod reports them.
+	allowed, denied float64
+	authz           bool
+}
+
+// The proxy's counters of inbound HTTP authorization decisions.
+const (
+	authzAllowMetric = "inbound_http_authz_allow_total"
+	authzDenyMetric  = "inbound_http_authz_deny_total"
+)
+
+// addAuthz adds a pod's inbound HTTP authorization decisions in the
+// window. The series carry no direction label (their name says inbound),
+// so they are counted apart from add's.
+func (a *rowAgg) addAuthz(sn *snapshot) {
+	for _, sr := range sn.series {
+		if sr.name == authzAllowMetric || sr.name == authzDenyMetric {
+			a.authz = true
+			break
+		}
+	}
+	for k, v := range sn.sums {
+		switch sn.series[k].name {
+		case authzAllowMetric:
+			a.allowed += v
+		case authzDenyMetric:
+			a.denied += v
+		default:
+			continue
+		}
+		a.contributed = true
+	}
 }
 
 func (a *rowAgg) add(sn *snapshot, pred func(map[string]string) bool) {
@@ -253,6 +292,7 @@ func (s *Store) Stat(now time.Time, q StatQuery) []StatResult {
 				r.add(sn, func(l map[string]string) bool { return outbound(l) && dstMatches(l, to) })
 			default:
 				r.add(sn, inbound)
+				r.addAuthz(sn)
 			}
 		}
 		if sel.Type == TypeAuthority && q.From == nil && q.To == nil {
@@ -297,7 +337,8 @@ func (s *Store) Stat(now time.Time, q StatQuery) []StatResult {
 			continue
 		}
 		res := StatResult{Namespace: r.ns, Name: r.name, MeshedPods: r.meshed, RunningPods: r.pods,
-			Successes: r.succ, Failures: r.fail, TCPOpen: r.tcpOpen, ReadBytes: r.read, WriteBytes: r.write, Window: r.span}
+			Successes: r.succ, Failures: r.fail, TCPOpen: r.tcpOpen, ReadBytes: r.read, WriteBytes: r.write, Window: r.span,
+			Allowed: r.allowed, Denied: r.denied, AuthzApplies: r.authz}
 		if r.span > 0 {
 			res.RPS = (r.succ + r.fail) / r.span.Seconds()
 		}

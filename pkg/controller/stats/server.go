@@ -204,6 +204,9 @@ func (s *Server) Stat(_ context.Context, req *statsv1.StatRequest) (*statsv1.Sta
 			TcpReadBytes:       uint64(r.ReadBytes),
 			TcpWriteBytes:      uint64(r.WriteBytes),
 			Window:             durationpb.New(r.Window),
+			AuthzAllowedCount:  uint64(r.Allowed),
+			AuthzDeniedCount:   uint64(r.Denied),
+			AuthzApplies:       r.AuthzApplies,
 		})
 	}
 	return resp, nil

@@ -224,3 +224,118 @@ func TestRunRescrapesNewPodsSoon(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// authzPage is a proxy's page under an inbound policy, as the proxy writes
+// its authorization series: admitted requests by authorization, refused
+// ones by server, and TCP decisions (not requests: never counted).
+const authzPage = `# TYPE response_total counter
+response_total{direction="inbound",authority="web.demo.svc.cluster.local:80",tls="true",classification="success",status_code="200"} %[1]d
+response_total{direction="inbound",authority="web.demo.svc.cluster.local:80",tls="false",classification="success",status_code="403"} %[2]d
+# HELP inbound_http_authz_allow_total Inbound HTTP requests an authorization admitted.
+# TYPE inbound_http_authz_allow_total counter
+inbound_http_authz_allow_total{target_addr="10.0.0.1:80",tls="true",client_id="spiffe://cluster.local/ns/demo/sa/traffic",srv_group="policy.conduit.io",srv_kind="server",srv_name="web-http",route_group="",route_kind="default",route_name="default",authz_group="policy.conduit.io",authz_kind="authorizationpolicy",authz_name="web-get"} %[1]d
+inbound_http_authz_allow_total{target_addr="10.0.0.1:80",tls="false",srv_group="",srv_kind="default",srv_name="all-unauthenticated",route_group="",route_kind="probe",route_name="probe",authz_group="",authz_kind="default",authz_name="probe"} %[3]d
+# HELP inbound_http_authz_deny_total Inbound HTTP requests denied by the port's policy.
+# TYPE inbound_http_authz_deny_total counter
+inbound_http_authz_deny_total{target_addr="10.0.0.1:80",tls="false",srv_group="policy.conduit.io",srv_kind="server",srv_name="web-http",route_group="",route_kind="default",route_name="default"} %[2]d
+# TYPE inbound_tcp_authz_deny_total counter
+inbound_tcp_authz_deny_total{target_addr="10.0.0.1:5432",tls="false",srv_group="policy.conduit.io",srv_kind="server",srv_name="db",} 99
+`
+
+// TestStatAuthz: allowed and denied requests per workload over the
+// window, from the proxies' inbound_http_authz_*_total series.
+func TestStatAuthz(t *testing.T) {
+	s := NewStore(10*time.Second, time.Hour)
+	web0 := Pod{Namespace: "demo", Name: "web-0", AdminAddr: "x", Running: true, Labels: map[string]string{"deployment": "web", "service": "web"}}
+	web1 := Pod{Namespace: "demo", Name: "web-1", AdminAddr: "x", Running: true, Labels: map[string]string{"deployment": "web", "service": "web"}}
+	books := Pod{Namespace: "demo", Name: "books-0", AdminAddr: "x", Running: true, Labels: map[string]string{"deployment": "books"}}
+	quiet := Pod{Namespace: "demo", Name: "quiet-0", AdminAddr: "x", Running: true, Labels: map[string]string{"deployment": "quiet"}}
+	t0 := time.Unix(0, 0)
+	s.SetPods([]Pod{web0, web1, books, quiet}, t0)
+	page := func(format string, a ...any) []Sample {
+		samples, err := ParseMetrics(strings.NewReader(fmt.Sprintf(format, a...)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return samples
+	}
+	s.Ingest(web0, t0, page(authzPage, 100, 5, 10))
+	s.Ingest(web1, t0, page(authzPage, 0, 0, 0))
+	s.Ingest(books, t0, page(webPage, 100, 0, 50, 100))
+	s.Ingest(quiet, t0, page(authzPage, 7, 7, 7))
+	at := t0.Add(10 * time.Second)
+	s.Ingest(web0, at, page(authzPage, 190, 8, 12)) // 90 + 2 allowed, 3 denied
+	s.Ingest(web1, at, page(authzPage, 10, 1, 0))   // 10 allowed, 1 denied
+	s.Ingest(books, at, page(webPage, 200, 0, 60, 200))
+	s.Ingest(quiet, at, page(authzPage, 7, 7, 7)) // a policy, no requests
+
+	byName := func(rows []StatResult) map[string]StatResult {
+		m := map[string]StatResult{}
+		for _, r := range rows {
+			m[r.Name] = r
+		}
+		return m
+	}
+	got := byName(s.Stat(at, StatQuery{Selector: Ref{Namespace: "demo", Type: TypeDeployment}, Window: time.Minute}))
+	for name, want := range map[string][3]any{
+		"web":   {102.0, 4.0, true},
+		"books": {0.0, 0.0, false},
+		"quiet": {0.0, 0.0, true},
+	} {
+		r := got[name]
+		if r.Allowed != want[0] || r.Denied != want[1] || r.AuthzApplies != want[2] {
+			t.Errorf("%s: allowed %v denied %v applies %v, want %v", name, r.Allowed, r.Denied, r.AuthzApplies, want)
+		}
+	}
+	if w := got["web"]; w.Successes != 104 { // 90 + 10 admitted, 3 + 1 refused (403 is a success)
+		t.Errorf("web: %v successes, want 104: the authz series are not responses", w.Successes)
+	}
+	pods := byName(s.Stat(at, StatQuery{Selector: Ref{Namespace: "demo", Type: TypePod}, Window: time.Minute}))
+	if p := pods["web-1"]; p.Allowed != 10 || p.Denied != 1 || !p.AuthzApplies {
+		t.Errorf("pod web-1: %+v", p)
+	}
+	if ns := s.Stat(at, StatQuery{Selector: Ref{Type: TypeNamespace, Name: "demo"}, Window: time.Minute}); len(ns) != 1 || ns[0].Allowed != 102 || ns[0].Denied != 4 {
+		t.Errorf("namespace rows: %+v", ns)
+	}
+	// A window that ends before the traffic: the policy still applies.
+	if r := byName(s.Stat(at.Add(2*time.Minute), StatQuery{Selector: Ref{Namespace: "demo", Type: TypeDeployment}, Window: time.Minute}))["web"]; r.Allowed != 0 || r.Denied != 0 || !r.AuthzApplies {
+		t.Errorf("web, a minute later: %+v", r)
+	}
+	// Decisions are the resource's own inbound traffic: not in --to rows, nor per authority.
+	for _, q := range []StatQuery{
+		{Selector: Ref{Namespace: "demo", Type: TypeDeployment, Name: "web"}, To: &Ref{Namespace: "demo", Type: TypeDeployment, Name: "books"}, Window: time.Minute},
+		{Selector: Ref{Namespace: "demo", Type: TypeAuthority}, Window: time.Minute},
+	} {
+		for _, r := range s.Stat(at, q) {
+			if r.Allowed != 0 || r.Denied != 0 || r.AuthzApplies {
+				t.Errorf("%+v: row %+v has decisions", q, r)
+			}
+		}
+	}
+}
+
+// TestServerStatAuthz: the decisions reach the API's rows.
+func TestServerStatAuthz(t *testing.T) {
+	web := &fakeProxy{}
+	srv := httptest.NewServer(web)
+	defer srv.Close()
+	pods := []Pod{{Namespace: "demo", Name: "web-0", AdminAddr: strings.TrimPrefix(srv.URL, "http://"), Running: true, Labels: map[string]string{"deployment": "web"}}}
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	s := NewServer(Config{Pods: PodsFunc(func(context.Context) ([]Pod, error) { return pods, nil }), Now: func() time.Time { return now }})
+	ctx := context.Background()
+	web.set(authzPage, 10, 1, 0)
+	s.ScrapeOnce(ctx)
+	now = now.Add(10 * time.Second)
+	web.set(authzPage, 40, 3, 5)
+	s.ScrapeOnce(ctx)
+	resp, err := s.Stat(ctx, &statsv1.StatRequest{Selector: &statsv1.Resource{Namespace: "demo", Type: "deploy"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Rows) != 1 {
+		t.Fatalf("rows = %v", resp.Rows)
+	}
+	if r := resp.Rows[0]; r.AuthzAllowedCount != 35 || r.AuthzDeniedCount != 2 || !r.AuthzApplies {
+		t.Errorf("row = %v, want 35 allowed, 2 denied", r)
+	}
+}

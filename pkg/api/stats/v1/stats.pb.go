@@ -229,7 +229,18 @@ type StatRow struct {
 	TcpWriteBytes      uint64  `protobuf:"varint,13,opt,name=tcp_write_bytes,json=tcpWriteBytes,proto3" json:"tcp_write_bytes,omitempty"`
 	// window is the span actually covered, which is shorter than asked for
 	// while the controller has not been running that long.
-	Window        *durationpb.Duration `protobuf:"bytes,14,opt,name=window,proto3" json:"window,omitempty"`
+	Window *durationpb.Duration `protobuf:"bytes,14,opt,name=window,proto3" json:"window,omitempty"`
+	// authz_allowed_count and authz_denied_count are the inbound HTTP
+	// requests the resource's inbound policy admitted and refused in the
+	// window (inbound_http_authz_allow_total and _deny_total). Only rows of
+	// a resource's own inbound traffic have them: not with from or to, nor
+	// for authorities.
+	AuthzAllowedCount uint64 `protobuf:"varint,15,opt,name=authz_allowed_count,json=authzAllowedCount,proto3" json:"authz_allowed_count,omitempty"`
+	AuthzDeniedCount  uint64 `protobuf:"varint,16,opt,name=authz_denied_count,json=authzDeniedCount,proto3" json:"authz_denied_count,omitempty"`
+	// authz_applies is true when the resource's proxies report inbound
+	// policy decisions at all (a policy applies), even if none fell in the
+	// window.
+	AuthzApplies  bool `protobuf:"varint,17,opt,name=authz_applies,json=authzApplies,proto3" json:"authz_applies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -360,6 +371,27 @@ func (x *StatRow) GetWindow() *durationpb.Duration {
 		return x.Window
 	}
 	return nil
+}
+
+func (x *StatRow) GetAuthzAllowedCount() uint64 {
+	if x != nil {
+		return x.AuthzAllowedCount
+	}
+	return 0
+}
+
+func (x *StatRow) GetAuthzDeniedCount() uint64 {
+	if x != nil {
+		return x.AuthzDeniedCount
+	}
+	return 0
+}
+
+func (x *StatRow) GetAuthzApplies() bool {
+	if x != nil {
+		return x.AuthzApplies
+	}
+	return false
 }
 
 type EdgesRequest struct {
@@ -562,7 +594,7 @@ const file_stats_v1_stats_proto_rawDesc = "" +
 	"\x02to\x18\x04 \x01(\v2\x1a.conduit.stats.v1.ResourceR\x02to\x121\n" +
 	"\x06window\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06window\"=\n" +
 	"\fStatResponse\x12-\n" +
-	"\x04rows\x18\x01 \x03(\v2\x19.conduit.stats.v1.StatRowR\x04rows\"\xa7\x04\n" +
+	"\x04rows\x18\x01 \x03(\v2\x19.conduit.stats.v1.StatRowR\x04rows\"\xaa\x05\n" +
 	"\aStatRow\x126\n" +
 	"\bresource\x18\x01 \x01(\v2\x1a.conduit.stats.v1.ResourceR\bresource\x12\x1f\n" +
 	"\vmeshed_pods\x18\x02 \x01(\rR\n" +
@@ -580,7 +612,10 @@ const file_stats_v1_stats_proto_rawDesc = "" +
 	"\x14tcp_open_connections\x18\v \x01(\x04R\x12tcpOpenConnections\x12$\n" +
 	"\x0etcp_read_bytes\x18\f \x01(\x04R\ftcpReadBytes\x12&\n" +
 	"\x0ftcp_write_bytes\x18\r \x01(\x04R\rtcpWriteBytes\x121\n" +
-	"\x06window\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x06window\"m\n" +
+	"\x06window\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x06window\x12.\n" +
+	"\x13authz_allowed_count\x18\x0f \x01(\x04R\x11authzAllowedCount\x12,\n" +
+	"\x12authz_denied_count\x18\x10 \x01(\x04R\x10authzDeniedCount\x12#\n" +
+	"\rauthz_applies\x18\x11 \x01(\bR\fauthzApplies\"m\n" +
 	"\fEdgesRequest\x126\n" +
 	"\bselector\x18\x01 \x01(\v2\x1a.conduit.stats.v1.ResourceR\bselector\x12%\n" +
 	"\x0eall_namespaces\x18\x02 \x01(\bR\rallNamespaces\"=\n" +
