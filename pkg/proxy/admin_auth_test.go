@@ -68,7 +68,7 @@ func rawAdminRequest(t *testing.T, c net.Conn, method, path, body string) (int, 
 // open to every verified peer.
 func TestAdminStateChangesOverTLS(t *testing.T) {
 	ca := newTestCA(t)
-	server := ca.provider(t, testWebID)
+	server := newProvider(t, ca, testWebID)
 	tests := []struct {
 		name, controllerID, clientID string
 		want                         int
@@ -83,7 +83,7 @@ func TestAdminStateChangesOverTLS(t *testing.T) {
 			level := new(slog.LevelVar)
 			p := startProxy(t, Config{InboundTarget: "127.0.0.1:1", TLS: server, ControllerID: tc.controllerID, LogLevel: level})
 			dial := func() net.Conn {
-				cfg := ca.provider(t, tc.clientID).ClientConfig(testWebID)
+				cfg := newProvider(t, ca, tc.clientID).ClientConfig(testWebID)
 				cfg.NextProtos = []string{"http/1.1"}
 				c, err := tls.Dial("tcp", p.AdminAddr(), cfg)
 				if err != nil {

@@ -35,7 +35,7 @@ func TestAdminRefusesRemotePlaintext(t *testing.T) {
 	level := new(slog.LevelVar)
 	cfg := Config{
 		InboundAddr: "127.0.0.1:0", OutboundAddr: "127.0.0.1:0", AdminAddr: "0.0.0.0:0", InboundTarget: "127.0.0.1:1",
-		TLS: ca.provider(t, testWebID), ControllerID: testControllerID, LogLevel: level,
+		TLS: newProvider(t, ca, testWebID), ControllerID: testControllerID, LogLevel: level,
 	}
 	var p *Proxy
 	dial := make(chan string) // a source address to connect from
@@ -103,7 +103,7 @@ func TestAdminRefusesRemotePlaintext(t *testing.T) {
 		t.Errorf("PUT /log-level from loopback: %d %q, level %v; want 200 and warn", code, body, level.Level())
 	}
 	for id, want := range map[string]int{testControllerID: http.StatusOK, "spiffe://cluster.local/ns/demo/sa/books": http.StatusForbidden} {
-		tcfg := ca.provider(t, id).ClientConfig(testWebID)
+		tcfg := newProvider(t, ca, id).ClientConfig(testWebID)
 		tcfg.NextProtos = []string{"http/1.1"}
 		c := tls.Client(connect(podIP), tcfg)
 		if code, body := rawAdminRequest(t, c, "PUT", "/log-level", "error"); code != want {

@@ -16,15 +16,15 @@ import (
 func TestAdminTLS(t *testing.T) {
 	ca := newTestCA(t)
 	const webID, controllerID = "spiffe://cluster.local/ns/demo/sa/web", "spiffe://cluster.local/ns/conduit/sa/conduit-controller"
-	client := ca.provider(t, controllerID)
+	client := newProvider(t, ca, controllerID)
 	tests := []struct {
 		name   string
 		tls    tlsconf.Provider
 		protos []string
 		want   string // the protocol served; "" when the handshake must fail
 	}{
-		{"h2 with identity", ca.provider(t, webID), []string{"h2"}, "HTTP/2.0"},
-		{"http/1.1 with identity", ca.provider(t, webID), []string{"http/1.1"}, "HTTP/1.1"},
+		{"h2 with identity", newProvider(t, ca, webID), []string{"h2"}, "HTTP/2.0"},
+		{"http/1.1 with identity", newProvider(t, ca, webID), []string{"http/1.1"}, "HTTP/1.1"},
 		{"no identity", nil, []string{"h2"}, ""},
 		{"certificate not issued yet", &readyProvider{}, []string{"h2"}, ""},
 	}
@@ -62,10 +62,10 @@ func TestAdminTLS(t *testing.T) {
 // requires a verified client certificate on the admin port as well.
 func TestAdminTLSNeedsClientCertificate(t *testing.T) {
 	ca := newTestCA(t)
-	p := startProxy(t, Config{InboundTarget: "127.0.0.1:1", TLS: ca.provider(t, "spiffe://cluster.local/ns/demo/sa/web")})
+	p := startProxy(t, Config{InboundTarget: "127.0.0.1:1", TLS: newProvider(t, ca, "spiffe://cluster.local/ns/demo/sa/web")})
 	for name, cert := range map[string][]tls.Certificate{
 		"none":              nil,
-		"from another root": {newTestCA(t).provider(t, "spiffe://cluster.local/ns/conduit/sa/conduit-controller").cert},
+		"from another root": {newProvider(t, newTestCA(t), "spiffe://cluster.local/ns/conduit/sa/conduit-controller").cert},
 	} {
 		c, err := tls.Dial("tcp", p.AdminAddr(), &tls.Config{InsecureSkipVerify: true, Certificates: cert, NextProtos: []string{"h2"}})
 		if err == nil {

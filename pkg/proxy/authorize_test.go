@@ -175,10 +175,10 @@ func TestInboundPolicyMeshed(t *testing.T) {
 	app := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	store := authz.NewStore(authz.Pending(""))
 	store.Set(portOf(t, app), decodePolicy(t, server("web-http", meshTLSOf("traffic-only", trafficID))))
-	web := startProxy(t, Config{InboundTarget: app, TLS: ca.provider(t, webID), Policy: store})
+	web := startProxy(t, Config{InboundTarget: app, TLS: newProvider(t, ca, webID), Policy: store})
 	res := &fakeResolver{eps: map[string][]resolve.Endpoint{"web:80": {{Addr: web.InboundAddr(), Identity: webID}}}}
-	traffic := startProxy(t, Config{Resolver: res, TLS: ca.provider(t, trafficID)})
-	other := startProxy(t, Config{Resolver: res, TLS: ca.provider(t, otherID)})
+	traffic := startProxy(t, Config{Resolver: res, TLS: newProvider(t, ca, trafficID)})
+	other := startProxy(t, Config{Resolver: res, TLS: newProvider(t, ca, otherID)})
 
 	get := func(addr string) *http.Response {
 		t.Helper()
@@ -226,7 +226,7 @@ func TestInboundPolicyOpaque(t *testing.T) {
 	ca := newTestCA(t)
 	store := authz.NewStore(authz.Pending(""))
 	store.Set(port, decodePolicy(t, server("db", meshTLSOf("traffic", clientID))))
-	p := startProxy(t, Config{InboundTarget: app, OpaquePorts: []uint16{port}, TLS: ca.provider(t, dbID), Policy: store})
+	p := startProxy(t, Config{InboundTarget: app, OpaquePorts: []uint16{port}, TLS: newProvider(t, ca, dbID), Policy: store})
 
 	talk := func(c net.Conn) (string, error) {
 		c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -240,7 +240,7 @@ func TestInboundPolicyOpaque(t *testing.T) {
 		return string(buf[:n+m]), err
 	}
 	// The meshed client, as its proxy connects: mTLS with the mesh's ALPN.
-	cfg := ca.provider(t, clientID).ClientConfig(dbID)
+	cfg := newProvider(t, ca, clientID).ClientConfig(dbID)
 	cfg.NextProtos = []string{tlsconf.ALPN}
 	tc, err := tls.Dial("tcp", p.InboundAddr(), cfg)
 	if err != nil {
@@ -264,7 +264,7 @@ func TestInboundPolicyOpaque(t *testing.T) {
 
 	// Without a policy for the port (all-unauthenticated pending), the
 	// plaintext server-first protocol still works.
-	open := startProxy(t, Config{InboundTarget: app, OpaquePorts: []uint16{port}, TLS: ca.provider(t, dbID),
+	open := startProxy(t, Config{InboundTarget: app, OpaquePorts: []uint16{port}, TLS: newProvider(t, ca, dbID),
 		Policy: authz.NewStore(authz.Pending("all-unauthenticated"))})
 	c2, err := net.Dial("tcp", open.InboundAddr())
 	if err != nil {

@@ -18,28 +18,21 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
-// testCA issues SPIFFE workload certificates.
-type testCA struct {
-	*pkitest.Cert
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T) *testCA {
+func newTestCA(t *testing.T) *pkitest.Cert {
 	t.Helper()
-	ca := pkitest.Anchor(t, "test trust anchor")
-	return &testCA{Cert: ca, pool: ca.Pool()}
+	return pkitest.Anchor(t, "test trust anchor")
 }
 
 // provider is a tlsconf.Provider for one identity.
 type provider struct {
 	id   string
-	ca   *testCA
+	ca   *pkitest.Cert
 	cert tls.Certificate
 }
 
-func (ca *testCA) provider(t *testing.T, id string) *provider {
+func newProvider(t *testing.T, ca *pkitest.Cert, id string) *provider {
 	t.Helper()
-	return &provider{id: id, ca: ca, cert: pkitest.Leaf(t, ca.Cert, nil, pkitest.URI(t, id)).TLS()}
+	return &provider{id: id, ca: ca, cert: pkitest.Workload(t, ca, id).TLS()}
 }
 
 func (p *provider) LocalID() string { return p.id }
@@ -48,7 +41,7 @@ func (p *provider) ServerConfig() *tls.Config {
 	return &tls.Config{
 		Certificates: []tls.Certificate{p.cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    p.ca.pool,
+		ClientCAs:    p.ca.Pool(),
 		MinVersion:   tls.VersionTLS13,
 	}
 }
@@ -66,7 +59,7 @@ func (p *provider) ClientConfig(serverID string) *tls.Config {
 			for _, c := range cs.PeerCertificates[1:] {
 				inter.AddCert(c)
 			}
-			if _, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: p.ca.pool, Intermediates: inter}); err != nil {
+			if _, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: p.ca.Pool(), Intermediates: inter}); err != nil {
 				return err
 			}
 			if got := peerIdentity(cs.PeerCertificates); got != serverID {
@@ -87,8 +80,8 @@ func TestMTLSBetweenProxies(t *testing.T) {
 		io.WriteString(w, "hello from web over "+r.Proto)
 	}))
 	grpcApp, _ := startGRPCBackend(t)
-	server := startProxy(t, Config{InboundTarget: app, TLS: ca.provider(t, serverID)})
-	grpcServer := startProxy(t, Config{InboundTarget: grpcApp, TLS: ca.provider(t, serverID)})
+	server := startProxy(t, Config{InboundTarget: app, TLS: newProvider(t, ca, serverID)})
+	grpcServer := startProxy(t, Config{InboundTarget: grpcApp, TLS: newProvider(t, ca, serverID)})
 	labels := map[string]string{"namespace": "default", "deployment": "web"}
 	res := &fakeResolver{eps: map[string][]resolve.Endpoint{
 		"web:80":       {{Addr: server.InboundAddr(), Identity: serverID, Labels: labels}},
@@ -96,7 +89,7 @@ func TestMTLSBetweenProxies(t *testing.T) {
 		"impostor:80":  {{Addr: server.InboundAddr(), Identity: "spiffe://cluster.local/ns/default/sa/other"}},
 		"plaintext:80": {{Addr: app}}, // not meshed
 	}}
-	client := startProxy(t, Config{Resolver: res, TLS: ca.provider(t, clientID)})
+	client := startProxy(t, Config{Resolver: res, TLS: newProvider(t, ca, clientID)})
 
 	get := func(c *http.Client, host string) (*http.Response, string) {
 		t.Helper()
@@ -162,11 +155,11 @@ func TestOpaqueOverMTLS(t *testing.T) {
 	}))
 	app.StartTLS()
 	defer app.Close()
-	server := startProxy(t, Config{InboundTarget: app.Listener.Addr().String(), TLS: ca.provider(t, serverID)})
+	server := startProxy(t, Config{InboundTarget: app.Listener.Addr().String(), TLS: newProvider(t, ca, serverID)})
 	res := &fakeResolver{eps: map[string][]resolve.Endpoint{
 		"example.com:443": {{Addr: server.InboundAddr(), Identity: serverID}},
 	}}
-	client := startProxy(t, Config{Resolver: res, TLS: ca.provider(t, clientID)})
+	client := startProxy(t, Config{Resolver: res, TLS: newProvider(t, ca, clientID)})
 
 	tr := app.Client().Transport.(*http.Transport).Clone()
 	tr.TLSClientConfig.ServerName = "example.com"

@@ -23,20 +23,15 @@ import (
 	proxytap "github.com/conduitmesh/conduit/pkg/proxy/tap"
 )
 
-type testCA struct {
-	*pkitest.Cert
-	pool *x509.CertPool
+// issue makes id's certificate.
+func issue(t *testing.T, ca *pkitest.Cert, id string) tls.Certificate {
+	t.Helper()
+	return pkitest.Workload(t, ca, id).TLS()
 }
 
-func newCA(t *testing.T) *testCA {
+func newCA(t *testing.T) *pkitest.Cert {
 	t.Helper()
-	ca := pkitest.Anchor(t, "root")
-	return &testCA{Cert: ca, pool: ca.Pool()}
-}
-
-func (ca *testCA) issue(t *testing.T, id string) tls.Certificate {
-	t.Helper()
-	return pkitest.Leaf(t, ca.Cert, nil, pkitest.URI(t, id)).TLS()
+	return pkitest.Anchor(t, "root")
 }
 
 const (
@@ -46,12 +41,12 @@ const (
 
 // startTLSProxy serves a proxy's tap over TLS with a certificate for webID
 // from ca.
-func startTLSProxy(t *testing.T, ca *testCA) (*proxytap.Server, string) {
+func startTLSProxy(t *testing.T, ca *pkitest.Cert) (*proxytap.Server, string) {
 	t.Helper()
 	px := proxytap.NewServer(proxytap.Config{ControllerID: controllerID})
 	hs := httptest.NewUnstartedServer(px.Handler())
-	proxyCert := ca.issue(t, webID)
-	hs.TLS = &tls.Config{Certificates: []tls.Certificate{proxyCert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.pool,
+	proxyCert := issue(t, ca, webID)
+	hs.TLS = &tls.Config{Certificates: []tls.Certificate{proxyCert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool(),
 		NextProtos: []string{"h2"}}
 	hs.EnableHTTP2 = true
 	hs.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are part of the tests
@@ -90,8 +85,8 @@ func TestMTLSDialer(t *testing.T) {
 	ca := newCA(t)
 	px, addr := startTLSProxy(t, ca)
 	observe := func(clientID, podID string) error {
-		cert := ca.issue(t, clientID)
-		dial := MTLSDialer(func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }, func() *x509.CertPool { return ca.pool })
+		cert := issue(t, ca, clientID)
+		dial := MTLSDialer(func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }, func() *x509.CertPool { return ca.Pool() })
 		return observeOne(dial, px, stats.Pod{Namespace: "demo", Name: "web-0", AdminAddr: addr, Identity: podID})
 	}
 	if err := observe(controllerID, webID); err != nil {
@@ -111,14 +106,14 @@ func TestMTLSDialerRotatingRoots(t *testing.T) {
 	oldCA, newCA := newCA(t), newCA(t)
 	px, addr := startTLSProxy(t, newCA)
 	var roots atomic.Pointer[x509.CertPool]
-	roots.Store(oldCA.pool)
-	cert := newCA.issue(t, controllerID)
+	roots.Store(oldCA.Pool())
+	cert := issue(t, newCA, controllerID)
 	dial := MTLSDialer(func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }, roots.Load)
 	pod := stats.Pod{Namespace: "demo", Name: "web-0", AdminAddr: addr, Identity: webID}
 	if err := observeOne(dial, px, pod); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "unknown authority") {
 		t.Errorf("a proxy certified by anchors the controller does not have yet: %v, want Unavailable (unknown authority)", err)
 	}
-	roots.Store(newCA.pool)
+	roots.Store(newCA.Pool())
 	if err := observeOne(dial, px, pod); err != nil {
 		t.Errorf("after the rotation: %v", err)
 	}

@@ -88,6 +88,13 @@ func Leaf(t testing.TB, parent *Cert, dnsNames []string, mods ...Mod) *Cert {
 	return sign(t, tmpl, parent, mods)
 }
 
+// Workload makes a mesh workload's certificate: a leaf whose URI SAN is
+// the SPIFFE ID id, signed by parent.
+func Workload(t testing.TB, parent *Cert, id string) *Cert {
+	t.Helper()
+	return Leaf(t, parent, nil, URI(t, id))
+}
+
 func first(s []string) string {
 	if len(s) == 0 {
 		return ""

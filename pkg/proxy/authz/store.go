@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -207,7 +206,7 @@ func (w *portWatch) run(ctx context.Context) {
 		if received {
 			failures = 0
 		}
-		delay := backoff(w.opts.BackoffBase, w.opts.BackoffMax, failures)
+		delay := grpcwire.Backoff(w.opts.BackoffBase, w.opts.BackoffMax, failures)
 		failures++
 		_, has := w.store.Lookup(w.port)
 		switch {
@@ -250,14 +249,4 @@ func (w *portWatch) stream(ctx context.Context) (received bool, err error) {
 		w.store.Set(w.port, srv)
 		w.log.Info("inbound policy", "server", srv.String())
 	}
-}
-
-// backoff returns the delay before reconnect attempt n (0-based).
-func backoff(base, limit time.Duration, n int) time.Duration {
-	d := base
-	for i := 0; i < n && d < limit; i++ {
-		d *= 2
-	}
-	d = min(d, limit)
-	return d/2 + rand.N(d/2+1)
 }

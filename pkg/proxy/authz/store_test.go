@@ -262,16 +262,6 @@ func TestEncodePortSpecMatchesGenerated(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	for n, want := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
-		for range 20 {
-			if d := backoff(100, 1000, n); d < want/2 || d > want {
-				t.Errorf("backoff(100, 1000, %d) = %v, want within [%v, %v]", n, d, want/2, want)
-			}
-		}
-	}
-}
-
 // TestStoreWatchesUndeclaredPort: a port Watch was not given is watched
 // from its first Lookup, which waits for the controller's answer instead
 // of deciding with the pending policy; later Lookups do not wait.

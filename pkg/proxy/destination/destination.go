@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -250,7 +249,7 @@ func (r *Resolver) run(ctx context.Context, w *watch) {
 			w.apply(update{kind: updateNoEndpoints, exists: false}, true)
 			failures = 64
 		}
-		delay := backoff(r.cfg.BackoffBase, r.cfg.BackoffMax, failures)
+		delay := grpcwire.Backoff(r.cfg.BackoffBase, r.cfg.BackoffMax, failures)
 		failures++
 		if failures == 1 {
 			log.Info("destination stream ended; keeping the last known endpoints", "err", err, "retry_in", delay)
@@ -320,16 +319,6 @@ func (w *watch) apply(u update, first bool) {
 		w.known = true
 		close(w.ready)
 	}
-}
-
-// backoff returns the delay before reconnect attempt n (0-based).
-func backoff(base, limit time.Duration, n int) time.Duration {
-	d := base
-	for i := 0; i < n && d < limit; i++ {
-		d *= 2
-	}
-	d = min(d, limit)
-	return d/2 + rand.N(d/2+1)
 }
 
 // Normalize turns an authority as a pod would write it into the name the

@@ -304,13 +304,3 @@ func TestResolverClosesIdleStreams(t *testing.T) {
 		t.Fatalf("opened = %d, want 2", opened)
 	}
 }
-
-func TestBackoff(t *testing.T) {
-	for n := range 10 {
-		d := backoff(100*time.Millisecond, time.Second, n)
-		ceiling := min(100*time.Millisecond<<n, time.Second)
-		if d < ceiling/2 || d > ceiling {
-			t.Errorf("backoff(%d) = %v, want in [%v, %v]", n, d, ceiling/2, ceiling)
-		}
-	}
-}

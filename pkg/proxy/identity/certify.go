@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	mrand "math/rand/v2"
 	"net/url"
 	"os"
 	"strings"
@@ -35,7 +34,7 @@ func (p *Provider) Run(ctx context.Context) {
 			return
 		}
 		if err != nil {
-			wait = retryDelay(p.cfg.RetryBase, p.cfg.RetryMax, failures)
+			wait = grpcwire.Backoff(p.cfg.RetryBase, p.cfg.RetryMax, failures)
 			failures++
 			// A refused token or identity is a configuration error that
 			// retrying may not fix; say so loudly, but keep trying
@@ -167,14 +166,4 @@ func decodeCertifyResponse(b []byte) (leaf []byte, chain [][]byte, err error) {
 		return nil, nil, errors.New("certify response has no certificate")
 	}
 	return leaf, chain, nil
-}
-
-// retryDelay is the delay after n consecutive failures, with equal jitter.
-func retryDelay(base, limit time.Duration, n int) time.Duration {
-	d := base
-	for i := 0; i < n && d < limit; i++ {
-		d *= 2
-	}
-	d = min(d, limit)
-	return d/2 + mrand.N(d/2+1)
 }
