@@ -46,6 +46,7 @@ func statCommand(g *Globals) *cli.Command {
 		Usage:     "show success rate, requests per second and latency of meshed resources",
 		ArgsUsage: "TYPE[/NAME] | TYPE NAME",
 		Description: "TYPE is one of namespace (ns), deployment (deploy), pod (po), service (svc), authority (au).\n" +
+			"Where an inbound policy applies, ALLOWED and DENIED count the requests it admitted and refused in the window.\n" +
 			"Examples:\n  conduit stat deploy -n demo\n  conduit stat deploy/web --to deploy/books -n demo\n  conduit stat ns -o json\n  conduit stat deploy -n demo -o yaml",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "all-namespaces", Aliases: []string{"A"}, Usage: "show resources in every namespace"},
@@ -173,6 +174,7 @@ func statTableRows(rows []*statsv1.StatRow) []tui.StatRow {
 			HasTraffic: total > 0, RPS: r.GetRps(),
 			P50: r.GetLatencyMsP50(), P95: r.GetLatencyMsP95(), P99: r.GetLatencyMsP99(),
 			TCPConns: int64(r.GetTcpOpenConnections()),
+			Authz:    r.GetAuthzApplies(), Allowed: r.GetAuthzAllowedCount(), Denied: r.GetAuthzDeniedCount(),
 		}
 		if total > 0 {
 			row.SuccessRate = float64(r.GetSuccessCount()) / float64(total)
@@ -204,6 +206,12 @@ type statJSONRow struct {
 	ReadBytes      uint64   `json:"tcpReadBytes"`
 	WriteBytes     uint64   `json:"tcpWriteBytes"`
 	WindowSeconds  float64  `json:"windowSeconds"`
+
+	// The inbound policy's decisions in the window; AuthzApplies is false
+	// (and the counts 0) where no policy decides the resource's requests.
+	AuthzApplies bool   `json:"authzApplies"`
+	AllowedCount uint64 `json:"allowedCount"`
+	DeniedCount  uint64 `json:"deniedCount"`
 }
 
 func statJSON(rows []*statsv1.StatRow) []statJSONRow {
@@ -216,6 +224,7 @@ func statJSON(rows []*statsv1.StatRow) []statJSONRow {
 			SuccessCount: r.GetSuccessCount(), FailureCount: r.GetFailureCount(), RPS: r.GetRps(),
 			TCPConnections: r.GetTcpOpenConnections(), ReadBytes: r.GetTcpReadBytes(), WriteBytes: r.GetTcpWriteBytes(),
 			WindowSeconds: r.GetWindow().AsDuration().Seconds(),
+			AuthzApplies:  r.GetAuthzApplies(), AllowedCount: r.GetAuthzAllowedCount(), DeniedCount: r.GetAuthzDeniedCount(),
 		}
 		if total := r.GetSuccessCount() + r.GetFailureCount(); total > 0 {
 			sr := float64(r.GetSuccessCount()) / float64(total)

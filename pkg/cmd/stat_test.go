@@ -94,8 +94,28 @@ func TestStatTable(t *testing.T) {
 	}
 }
 
+// TestStatTableAuthz: where a policy applies, ALLOWED and DENIED columns.
+func TestStatTableAuthz(t *testing.T) {
+	rows := cannedRows()
+	rows[0].AuthzApplies, rows[0].AuthzAllowedCount, rows[0].AuthzDeniedCount = true, 1000, 12
+	addr := serveController(t, &fakeStats{rows: rows}, nil)
+	out, _, err := runObsCLI(context.Background(), t, "stat", "deploy", "-n", "demo", "--controller-addr", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "" +
+		"NAME    MESHED   SUCCESS   RPS       LATENCY_P50   LATENCY_P95   LATENCY_P99   TCP_CONN   ALLOWED   DENIED\n" +
+		"books   1/1      95.00%    16.7rps   1.50ms        4.20ms        9.80ms        2          1000      12\n" +
+		"idle    0/1      -         0.0rps    -             -             -             0          -         -\n"
+	if out != want {
+		t.Errorf("stdout:\n%s\nwant:\n%s", out, want)
+	}
+}
+
 func TestStatJSON(t *testing.T) {
-	addr := serveController(t, &fakeStats{rows: cannedRows()}, nil)
+	canned := cannedRows()
+	canned[0].AuthzApplies, canned[0].AuthzAllowedCount, canned[0].AuthzDeniedCount = true, 940, 3
+	addr := serveController(t, &fakeStats{rows: canned}, nil)
 	out, _, err := runObsCLI(context.Background(), t, "stat", "deploy/books", "-n", "demo", "-o", "json", "--controller-addr", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +127,11 @@ func TestStatJSON(t *testing.T) {
 	if len(rows) != 2 || rows[0]["name"] != "books" || rows[0]["success"] != 0.95 || rows[0]["latencyMsP99"] != 9.8 ||
 		rows[1]["success"] != nil || rows[0]["meshed"] != "1/1" {
 		t.Errorf("rows = %v", rows)
+	}
+	// The policy's decisions are always there, under a policy or not.
+	if rows[0]["authzApplies"] != true || rows[0]["allowedCount"] != 940.0 || rows[0]["deniedCount"] != 3.0 ||
+		rows[1]["authzApplies"] != false || rows[1]["allowedCount"] != 0.0 || rows[1]["deniedCount"] != 0.0 {
+		t.Errorf("authz fields: %v", rows)
 	}
 }
 

@@ -23,6 +23,10 @@ type StatRow struct {
 	TCPConns      int64
 	ReadBPS       float64 // bytes per second, wide only
 	WriteBPS      float64
+	// Authz is true when an inbound policy decides the resource's
+	// requests; Allowed and Denied count its decisions in the window.
+	Authz           bool
+	Allowed, Denied uint64
 }
 
 // StatTableOptions choose the columns of a stat table.
@@ -31,12 +35,20 @@ type StatTableOptions struct {
 	Wide          bool // READ_BYTES/SEC and WRITE_BYTES/SEC columns
 }
 
-// WriteStatTable prints rows as an aligned table, kubectl style.
+// WriteStatTable prints rows as an aligned table, kubectl style. ALLOWED
+// and DENIED columns appear when some row is under an inbound policy.
 func WriteStatTable(w io.Writer, rows []StatRow, o StatTableOptions) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
 	h := []string{"NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99", "TCP_CONN"}
 	if o.AllNamespaces {
 		h = append([]string{"NAMESPACE"}, h...)
+	}
+	authz := false
+	for _, r := range rows {
+		authz = authz || r.Authz
+	}
+	if authz {
+		h = append(h, "ALLOWED", "DENIED")
 	}
 	if o.Wide {
 		h = append(h, "READ_BYTES/SEC", "WRITE_BYTES/SEC")
@@ -59,6 +71,13 @@ func WriteStatTable(w io.Writer, rows []StatRow, o StatTableOptions) error {
 		}
 		if o.AllNamespaces {
 			v = append([]string{r.Namespace}, v...)
+		}
+		if authz {
+			allowed, denied := "-", "-"
+			if r.Authz {
+				allowed, denied = strconv.FormatUint(r.Allowed, 10), strconv.FormatUint(r.Denied, 10)
+			}
+			v = append(v, allowed, denied)
 		}
 		if o.Wide {
 			v = append(v, strconv.FormatFloat(r.ReadBPS, 'f', 1, 64)+"B/s", strconv.FormatFloat(r.WriteBPS, 'f', 1, 64)+"B/s")

@@ -322,6 +322,26 @@ func TestStatTables(t *testing.T) {
 	teatest.RequireEqualOutput(t, b.Bytes())
 }
 
+// TestStatTablesAuthz: ALLOWED and DENIED appear once some row is under a
+// policy, "-" for the rows that are not.
+func TestStatTablesAuthz(t *testing.T) {
+	var b bytes.Buffer
+	rows := []StatRow{
+		{Namespace: "demo", Name: "web", MeshedPods: 1, TotalPods: 1, HasTraffic: true, SuccessRate: 1, RPS: 10.5, P50: 1.5, P95: 4, P99: 12, TCPConns: 3,
+			Authz: true, Allowed: 615, Denied: 15},
+		{Namespace: "demo", Name: "quiet", MeshedPods: 1, TotalPods: 1, Authz: true},
+		{Namespace: "demo", Name: "legacy", MeshedPods: 0, TotalPods: 2},
+	}
+	if err := WriteStatTable(&b, rows, StatTableOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b.WriteString("--\n")
+	if err := WriteStatTable(&b, rows, StatTableOptions{AllNamespaces: true, Wide: true}); err != nil {
+		t.Fatal(err)
+	}
+	teatest.RequireEqualOutput(t, b.Bytes())
+}
+
 func TestFormatLatency(t *testing.T) {
 	for d, want := range map[time.Duration]string{
 		0: "-", 850 * time.Microsecond: "850µs", 1250 * time.Microsecond: "1.25ms",
