@@ -115,6 +115,7 @@ func TestCheckPre(t *testing.T) {
 				{APIGroups: []string{""}, Resources: []string{"namespaces", "serviceaccounts", "configmaps", "secrets", "services"}, Verbs: []string{"get", "create", "patch"}},
 				{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"clusterroles", "clusterrolebindings", "roles", "rolebindings"}, Verbs: []string{"get", "create", "patch"}},
 				{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, Verbs: []string{"get", "create", "patch"}},
+				{APIGroups: []string{"apiextensions.k8s.io"}, Resources: []string{"customresourcedefinitions"}, Verbs: []string{"get", "create", "patch"}},
 				{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"get", "list"}},
 			},
 		}
