@@ -26,7 +26,7 @@ import (
 
 // The policies the tests serve, as the controller would send them.
 
-func decodePolicy(t *testing.T, m *policyv1.InboundServer) *authz.Server {
+func decodePolicy(t testing.TB, m *policyv1.InboundServer) *authz.Server {
 	t.Helper()
 	b, err := proto.Marshal(m)
 	if err != nil {
@@ -57,7 +57,7 @@ func meshTLSOf(name string, ids ...string) *policyv1.Authorization {
 		Authentication: &policyv1.Authorization_MeshTls{MeshTls: &policyv1.MeshTLS{Identities: ids}}}
 }
 
-func portOf(t *testing.T, addr string) uint16 {
+func portOf(t testing.TB, addr string) uint16 {
 	t.Helper()
 	_, p, err := net.SplitHostPort(addr)
 	if err != nil {

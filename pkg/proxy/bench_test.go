@@ -1,18 +1,47 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
+
+	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
+	"github.com/conduitmesh/conduit/pkg/proxy/authz"
 )
 
 // BenchmarkHTTP1Inbound measures one proxied keep-alive HTTP/1.1 request
-// (client and backend in the same process, so it is an upper bound).
+// (client and backend in the same process, so it is an upper bound): with
+// no policy, and with a port policy of 50 authorizations of which only the
+// last admits the client (the worst case a decision scans), 10 routes and
+// the route the request takes last by precedence.
 func BenchmarkHTTP1Inbound(b *testing.B) {
+	b.Run("no-policy", func(b *testing.B) { benchInbound(b, false) })
+	b.Run("policy-50", func(b *testing.B) { benchInbound(b, true) })
+}
+
+func benchInbound(b *testing.B, withPolicy bool) {
 	app := startHTTPBackend(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok")
 	}))
-	p := startProxy(b, Config{InboundTarget: app})
+	cfg := Config{InboundTarget: app}
+	if withPolicy {
+		m := server("web-http")
+		for i := range 49 {
+			m.Authorizations = append(m.Authorizations, unauthenticatedFrom(fmt.Sprint("other-", i), fmt.Sprintf("10.%d.0.0/16", i)))
+		}
+		m.Authorizations = append(m.Authorizations, unauthenticatedFrom("loopback", "127.0.0.0/8", "::1/128"))
+		for i := range 10 {
+			m.HttpRoutes = append(m.HttpRoutes, &policyv1.HttpRoute{Ref: &policyv1.Ref{Kind: "httproute", Name: fmt.Sprint("r", i)},
+				Matches: []*policyv1.HttpMatch{{Path: &policyv1.PathMatch{Kind: &policyv1.PathMatch_Prefix{Prefix: fmt.Sprintf("/r%d", i)}}}}})
+		}
+		m.HttpRoutes = append(m.HttpRoutes, &policyv1.HttpRoute{Ref: &policyv1.Ref{Kind: "httproute", Name: "all"},
+			Matches: []*policyv1.HttpMatch{{Path: &policyv1.PathMatch{Kind: &policyv1.PathMatch_Prefix{Prefix: "/"}}}}})
+		store := authz.NewStore(authz.Pending(""))
+		store.Set(portOf(b, app), decodePolicy(b, m))
+		cfg.Policy = store
+	}
+	p := startProxy(b, cfg)
 	c := newClient(b)
 	url := "http://" + p.InboundAddr() + "/"
 	b.ReportAllocs()
