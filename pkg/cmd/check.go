@@ -15,6 +15,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/conduitmesh/conduit/pkg/healthcheck"
@@ -34,6 +35,8 @@ type checkOptions struct {
 	// controllerAddr, when set (--controller-addr), adds the controller's
 	// gRPC health check.
 	controllerAddr string
+	// newDynamic, when set, adds the policy checks to --proxy.
+	newDynamic func() (dynamic.Interface, error)
 }
 
 func checkCommand(g *Globals) *cli.Command {
@@ -70,6 +73,7 @@ exit status is 0 only when no check failed; warnings do not fail.
 				color:     colorOutput(g.Streams.Out),
 
 				controllerAddr: g.ControllerAddr,
+				newDynamic:     func() (dynamic.Interface, error) { return dynamicFor(g) },
 			}
 			if err := checkOutputFormat(opts.output, "basic", "short", "json", "yaml", "junit"); err != nil {
 				return err
@@ -107,6 +111,7 @@ func runCheck(ctx context.Context, opts checkOptions, out io.Writer, newClient f
 		ControllerHealth:      controllerHealth,
 		ControllerAddr:        opts.controllerAddr,
 		NewClient:             newClient,
+		NewDynamicClient:      opts.newDynamic,
 		ControlPlaneNamespace: opts.controlNS,
 		DataPlaneNamespace:    opts.dataNS,
 		CLIVersion:            version.Version,
@@ -168,6 +173,19 @@ func installResources(ns string) ([]healthcheck.Resource, error) {
 		out = append(out, healthcheck.Resource{Group: gr.Group, Resource: gr.Resource, Kind: gvk.Kind, Namespaced: o.GetNamespace() != ""})
 	}
 	return out, nil
+}
+
+// dynamicFor is a dynamic client of the cluster the global flags name.
+func dynamicFor(g *Globals) (dynamic.Interface, error) {
+	cfg, err := g.Kube.ToRESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading the Kubernetes client configuration (check --kubeconfig, --context or KUBECONFIG): %w", err)
+	}
+	d, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating a Kubernetes client: %w", err)
+	}
+	return d, nil
 }
 
 // controllerServing asks the controller's gRPC health service whether it

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/conduitmesh/conduit/pkg/contract"
@@ -71,6 +72,9 @@ func DefaultInstallResources() []Resource {
 type Options struct {
 	// NewClient connects to the cluster; it is called by the first check.
 	NewClient func() (kubernetes.Interface, error)
+	// NewDynamicClient connects to the cluster for the policy resources;
+	// nil leaves the policy checks of --proxy out.
+	NewDynamicClient func() (dynamic.Interface, error)
 	// ControlPlaneNamespace is where Conduit is (or will be) installed.
 	ControlPlaneNamespace string
 	// DataPlaneNamespace limits --proxy checks to one namespace; "" is all.
@@ -104,6 +108,7 @@ type Options struct {
 type state struct {
 	opts   Options
 	client kubernetes.Interface
+	dyn    dynamic.Interface // set by the policy checks
 
 	config       *corev1.ConfigMap   // conduit-config
 	anchors      []*x509.Certificate // trust anchors
@@ -168,6 +173,9 @@ func Categories(opts Options) []Category {
 	)
 	if opts.Proxy {
 		cats = append(cats, s.dataPlane(deadline))
+		if opts.NewDynamicClient != nil {
+			cats = append(cats, s.policyChecks())
+		}
 	}
 	return cats
 }

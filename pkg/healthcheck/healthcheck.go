@@ -26,6 +26,7 @@ const (
 	Webhook            CategoryID = "webhook"
 	Version            CategoryID = "version"
 	DataPlane          CategoryID = "data-plane"
+	Policy             CategoryID = "policy"
 )
 
 // Checker is one check.

@@ -1,0 +1,349 @@
+package healthcheck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/conduitmesh/conduit/pkg/controller/policy"
+)
+
+// policyObjects are the policy resources the policy checks look at, read
+// by the first of them.
+type policyObjects struct {
+	servers  []*policy.Server
+	policies []*policy.AuthorizationPolicy
+	// routes tells whether the Gateway API routes are served (false: a
+	// policy that targets one applies to nothing).
+	routes bool
+}
+
+// policyChecks are the --proxy checks of the policy resources in the data
+// plane namespace (or every namespace): they flag objects that cannot do
+// what their author meant.
+func (s *state) policyChecks() Category {
+	dns := s.opts.DataPlaneNamespace
+	var objs *policyObjects // nil until read; empty when not served
+	upgrade := s.cmd("upgrade")
+	return Category{ID: Policy, Checkers: []Checker{
+		{
+			Description: "policy resources are installed",
+			Hint:        fmt.Sprintf("`%s` installs the policy.conduit.io CRDs (Server, AuthorizationPolicy, …) with the control plane", upgrade),
+			Warning:     true,
+			Check: func(context.Context) error {
+				served, err := s.served(policy.ServersResource)
+				if err != nil || served {
+					return err
+				}
+				objs = &policyObjects{}
+				return fmt.Errorf("the API server does not serve %s: every port has the default inbound policy", policy.ServersResource.GroupVersion())
+			},
+		},
+		{
+			Description: "policy resources are readable",
+			Hint:        "you need list access to the policy.conduit.io resources: ask your cluster admin, or check them with `kubectl auth can-i list servers.policy.conduit.io`",
+			Required:    true,
+			Check: func(ctx context.Context) error {
+				if objs != nil {
+					return nil // not installed: nothing to read
+				}
+				read, err := s.readPolicy(ctx, dns)
+				if err != nil {
+					return err
+				}
+				objs = read
+				return nil
+			},
+		},
+		{
+			Description: "Servers select pods",
+			Hint:        "a Server applies to the pods its podSelector selects: compare the selector with the pods' labels (`kubectl get pods -n NAMESPACE -l SELECTOR`) and fix it, or delete a Server whose workload is gone",
+			Warning:     true,
+			Check: func(ctx context.Context) error {
+				var problems []string
+				hint := ""
+				for _, srv := range objs.servers {
+					sel, err := metav1.LabelSelectorAsSelector(&srv.Spec.PodSelector)
+					if err != nil {
+						problems = append(problems, fmt.Sprintf("Server %s/%s has an invalid podSelector: %v", srv.Namespace, srv.Name, err))
+						continue
+					}
+					pods, err := s.client.CoreV1().Pods(srv.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String(), Limit: 1})
+					if err != nil {
+						return err
+					}
+					if len(pods.Items) == 0 {
+						problems = append(problems, fmt.Sprintf("Server %s/%s selects no pod (podSelector %s)", srv.Namespace, srv.Name, metav1.FormatLabelSelector(&srv.Spec.PodSelector)))
+						if hint == "" {
+							hint = fmt.Sprintf("a Server applies to the pods its podSelector selects: compare the selector with the pods' labels (`kubectl get pods -n %s --show-labels`) and fix it, or delete a Server whose workload is gone", srv.Namespace)
+						}
+					}
+				}
+				return withSpecificHint(hint, problemList(problems, "Servers select no pod"))
+			},
+		},
+		{
+			Description: "AuthorizationPolicies' authentications exist",
+			Hint:        "an AuthorizationPolicy whose required authentication does not exist admits no one: create it, or fix the policy's requiredAuthenticationRefs (`kubectl get meshtlsauthentications,networkauthentications -A` lists those that exist)",
+			Warning:     true,
+			Check: func(ctx context.Context) error {
+				var problems []string
+				for _, ap := range objs.policies {
+					for _, ref := range ap.Spec.RequiredAuthenticationRefs {
+						gvr, ok := authenticationResource(ref)
+						if !ok {
+							continue
+						}
+						ns := refNamespace(ref.Namespace, ap.Namespace)
+						exists, err := s.exists(ctx, gvr, ns, ref.Name)
+						if err != nil {
+							return err
+						}
+						if !exists {
+							problems = append(problems, fmt.Sprintf("AuthorizationPolicy %s/%s requires %s %s/%s, which does not exist", ap.Namespace, ap.Name, ref.Kind, ns, ref.Name))
+						}
+					}
+				}
+				return problemList(problems, "AuthorizationPolicies require authentications that do not exist")
+			},
+		},
+		{
+			Description: "AuthorizationPolicies name existing ServiceAccounts",
+			Hint:        "no client has the identity of a ServiceAccount that does not exist: fix the name in the AuthorizationPolicy or its MeshTLSAuthentication (`kubectl get serviceaccounts -n NAMESPACE`), or create the ServiceAccount",
+			Warning:     true,
+			Check: func(ctx context.Context) error {
+				var problems []string
+				hint := ""
+				missing := func(ap *policy.AuthorizationPolicy, via, ns, name string) error {
+					_, err := s.client.CoreV1().ServiceAccounts(ns).Get(ctx, name, metav1.GetOptions{})
+					if apierrors.IsNotFound(err) {
+						problems = append(problems, fmt.Sprintf("AuthorizationPolicy %s/%s names ServiceAccount %s/%s%s, which does not exist", ap.Namespace, ap.Name, ns, name, via))
+						if hint == "" {
+							hint = fmt.Sprintf("no client has the identity of a ServiceAccount that does not exist: fix the name in the AuthorizationPolicy or its MeshTLSAuthentication (`kubectl get serviceaccounts -n %s` lists those that exist), or create the ServiceAccount", ns)
+						}
+						return nil
+					}
+					return err
+				}
+				for _, ap := range objs.policies {
+					for _, ref := range ap.Spec.RequiredAuthenticationRefs {
+						switch {
+						case ofKind(ref.Group, ref.Kind, "", policy.KindServiceAccount):
+							if err := missing(ap, "", refNamespace(ref.Namespace, ap.Namespace), ref.Name); err != nil {
+								return err
+							}
+						case ofKind(ref.Group, ref.Kind, policy.Group, policy.KindMeshTLSAuthentication):
+							authn, err := s.meshTLS(ctx, refNamespace(ref.Namespace, ap.Namespace), ref.Name)
+							if err != nil || authn == nil {
+								return err // a missing one is the check above's
+							}
+							for _, id := range authn.Spec.IdentityRefs {
+								if id.Kind != policy.KindServiceAccount || id.Name == "*" {
+									continue
+								}
+								via := fmt.Sprintf(" (in MeshTLSAuthentication %s/%s)", authn.Namespace, authn.Name)
+								if err := missing(ap, via, refNamespace(id.Namespace, authn.Namespace), id.Name); err != nil {
+									return err
+								}
+							}
+						}
+					}
+				}
+				return withSpecificHint(hint, problemList(problems, "AuthorizationPolicies name ServiceAccounts that do not exist"))
+			},
+		},
+		{
+			Description: "AuthorizationPolicies' targets exist",
+			Hint:        "an AuthorizationPolicy applies to nothing until its spec.targetRef names an existing Server, HTTPRoute or GRPCRoute of its own namespace, or that namespace",
+			Warning:     true,
+			Check: func(ctx context.Context) error {
+				var problems []string
+				for _, ap := range objs.policies {
+					problem, err := s.targetProblem(ctx, objs, ap)
+					if err != nil {
+						return err
+					}
+					if problem != "" {
+						problems = append(problems, fmt.Sprintf("AuthorizationPolicy %s/%s targets %s", ap.Namespace, ap.Name, problem))
+					}
+				}
+				return problemList(problems, "AuthorizationPolicies target nothing")
+			},
+		},
+	}}
+}
+
+// readPolicy lists the Servers and AuthorizationPolicies of ns ("" is
+// every namespace).
+func (s *state) readPolicy(ctx context.Context, ns string) (*policyObjects, error) {
+	dyn, err := s.opts.NewDynamicClient()
+	if err != nil {
+		return nil, err
+	}
+	s.dyn = dyn
+	out := &policyObjects{}
+	if out.servers, err = listAs[policy.Server](ctx, s, policy.ServersResource, ns); err != nil {
+		return nil, err
+	}
+	if out.policies, err = listAs[policy.AuthorizationPolicy](ctx, s, policy.AuthorizationPoliciesResource, ns); err != nil {
+		return nil, err
+	}
+	if out.routes, err = s.served(policy.HTTPRoutesResource); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func listAs[T any](ctx context.Context, s *state, gvr schema.GroupVersionResource, ns string) ([]*T, error) {
+	list, err := s.dyn.Resource(gvr).Namespace(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", gvr.GroupResource(), err)
+	}
+	out := make([]*T, 0, len(list.Items))
+	for i := range list.Items {
+		t, err := convert[T](&list.Items[i])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+func convert[T any](u *unstructured.Unstructured) (*T, error) {
+	out := new(T)
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, out); err != nil {
+		return nil, fmt.Errorf("reading %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+	}
+	return out, nil
+}
+
+// served reports whether the API server serves gvr.
+func (s *state) served(gvr schema.GroupVersionResource) (bool, error) {
+	list, err := s.client.Discovery().ServerResourcesForGroupVersion(gvr.GroupVersion().String())
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("asking the API server whether it serves %s: %w", gvr.GroupResource(), err)
+	}
+	for _, r := range list.APIResources {
+		if r.Name == gvr.Resource {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (s *state) exists(ctx context.Context, gvr schema.GroupVersionResource, ns, name string) (bool, error) {
+	_, err := s.dyn.Resource(gvr).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// meshTLS reads a MeshTLSAuthentication; nil when it does not exist.
+func (s *state) meshTLS(ctx context.Context, ns, name string) (*policy.MeshTLSAuthentication, error) {
+	u, err := s.dyn.Resource(policy.MeshTLSAuthenticationsResource).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return convert[policy.MeshTLSAuthentication](u)
+}
+
+// targetProblem says what is wrong with the policy's target, "" when it
+// exists.
+func (s *state) targetProblem(ctx context.Context, objs *policyObjects, ap *policy.AuthorizationPolicy) (string, error) {
+	t := ap.Spec.TargetRef
+	var gvr schema.GroupVersionResource
+	switch {
+	case ofKind(t.Group, t.Kind, "", policy.KindNamespace):
+		if t.Name != ap.Namespace {
+			return fmt.Sprintf("Namespace %s, but a policy applies only in its own namespace %s", t.Name, ap.Namespace), nil
+		}
+		return "", nil
+	case ofKind(t.Group, t.Kind, policy.Group, policy.KindServer):
+		gvr = policy.ServersResource
+	case ofKind(t.Group, t.Kind, policy.GatewayGroup, policy.KindHTTPRoute):
+		gvr = policy.HTTPRoutesResource
+	case ofKind(t.Group, t.Kind, policy.GatewayGroup, policy.KindGRPCRoute):
+		gvr = policy.GRPCRoutesResource
+	default:
+		return fmt.Sprintf("a %s, which is not a Server, HTTPRoute, GRPCRoute or Namespace", t.Kind), nil
+	}
+	if gvr != policy.ServersResource {
+		served := objs.routes
+		if gvr == policy.GRPCRoutesResource {
+			var err error
+			if served, err = s.served(gvr); err != nil {
+				return "", err
+			}
+		}
+		if !served {
+			return fmt.Sprintf("%s %s/%s, but the API server does not serve %s (the Gateway API CRDs are not installed)", t.Kind, ap.Namespace, t.Name, gvr.GroupResource()), nil
+		}
+	}
+	exists, err := s.exists(ctx, gvr, ap.Namespace, t.Name)
+	if err != nil || exists {
+		return "", err
+	}
+	return fmt.Sprintf("%s %s/%s, which does not exist", t.Kind, ap.Namespace, t.Name), nil
+}
+
+// authenticationResource is the resource of a required authentication
+// that is an object of the policy API (not a ServiceAccount).
+func authenticationResource(ref policy.NamespaceRef) (schema.GroupVersionResource, bool) {
+	switch {
+	case ofKind(ref.Group, ref.Kind, policy.Group, policy.KindMeshTLSAuthentication):
+		return policy.MeshTLSAuthenticationsResource, true
+	case ofKind(ref.Group, ref.Kind, policy.Group, policy.KindNetworkAuthentication):
+		return policy.NetworkAuthenticationsResource, true
+	}
+	return schema.GroupVersionResource{}, false
+}
+
+// ofKind reports whether a reference names kind of group; a reference
+// without a group means the kind's own, as the controller reads it.
+func ofKind(refGroup, refKind, group, kind string) bool {
+	return refKind == kind && (refGroup == "" || refGroup == group)
+}
+
+func refNamespace(ns, referrer string) string {
+	if ns == "" {
+		return referrer
+	}
+	return ns
+}
+
+// withSpecificHint gives err (when not nil) hint instead of its
+// checker's.
+func withSpecificHint(hint string, err error) error {
+	if err == nil || hint == "" {
+		return err
+	}
+	return &HintError{Err: err, Hint: hint}
+}
+
+// problemList is nil without problems, the problem itself when there is
+// one, else "N <what>:" and one problem a line (at most five).
+func problemList(problems []string, what string) error {
+	switch len(problems) {
+	case 0:
+		return nil
+	case 1:
+		return errors.New(problems[0])
+	}
+	slices.Sort(problems)
+	return fmt.Errorf("%d %s:\n%s", len(problems), what, listSome(problems, "\n"))
+}

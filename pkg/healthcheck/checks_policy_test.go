@@ -1,0 +1,242 @@
+package healthcheck
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/kubernetes/fake"
+	"sigs.k8s.io/yaml"
+
+	"github.com/conduitmesh/conduit/pkg/controller/policy"
+)
+
+// policyFake is a healthy install with the meshed pod web-1 and the YAML
+// documents: policy resources go to a dynamic fake, the rest to the typed
+// one. served are the resources discovery reports.
+func policyFake(t *testing.T, served []schema.GroupVersionResource, docs ...string) (*fake.Clientset, dynamic.Interface) {
+	t.Helper()
+	var typed []string
+	var dyn []runtime.Object
+	for _, d := range docs {
+		for _, y := range strings.Split(d, "\n---\n") {
+			if strings.TrimSpace(y) == "" {
+				continue
+			}
+			m := map[string]any{}
+			if err := yaml.Unmarshal([]byte(y), &m); err != nil {
+				t.Fatalf("test YAML: %v\n%s", err, y)
+			}
+			u := &unstructured.Unstructured{Object: m}
+			if g := u.GroupVersionKind().Group; g == policy.Group || g == policy.GatewayGroup {
+				dyn = append(dyn, u)
+			} else {
+				typed = append(typed, y)
+			}
+		}
+	}
+	client := newFakeClient(t, "v1.37.2", append([]string{installYAML(t, healthyCerts(t)), appNamespace, meshedPod("web-1", "v1.0.0", true)}, typed...)...)
+	byGV := map[string]*metav1.APIResourceList{}
+	for _, gvr := range served {
+		gv := gvr.GroupVersion().String()
+		if byGV[gv] == nil {
+			byGV[gv] = &metav1.APIResourceList{GroupVersion: gv}
+			client.Resources = append(client.Resources, byGV[gv])
+		}
+		byGV[gv].APIResources = append(byGV[gv].APIResources, metav1.APIResource{Name: gvr.Resource, Namespaced: true})
+	}
+	listKinds := map[schema.GroupVersionResource]string{
+		policy.ServersResource:                "ServerList",
+		policy.AuthorizationPoliciesResource:  "AuthorizationPolicyList",
+		policy.MeshTLSAuthenticationsResource: "MeshTLSAuthenticationList",
+		policy.NetworkAuthenticationsResource: "NetworkAuthenticationList",
+		policy.HTTPRoutesResource:             "HTTPRouteList",
+		policy.GRPCRoutesResource:             "GRPCRouteList",
+	}
+	return client, dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds, dyn...)
+}
+
+var policyServed = []schema.GroupVersionResource{
+	policy.ServersResource, policy.AuthorizationPoliciesResource,
+	policy.MeshTLSAuthenticationsResource, policy.NetworkAuthenticationsResource,
+}
+
+func runPolicyChecks(t *testing.T, served []schema.GroupVersionResource, docs ...string) Report {
+	t.Helper()
+	client, dyn := policyFake(t, served, docs...)
+	return runChecks(t, client, Options{Proxy: true, DataPlaneNamespace: "app",
+		NewDynamicClient: func() (dynamic.Interface, error) { return dyn, nil }}, nil)
+}
+
+// goodPolicy is a Server on web's pods with a policy whose authentication
+// and ServiceAccounts exist.
+const goodPolicy = `apiVersion: v1
+kind: ServiceAccount
+metadata: {name: frontend, namespace: app}
+---
+apiVersion: policy.conduit.io/v1beta1
+kind: Server
+metadata: {name: web-http, namespace: app}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  port: 8080
+---
+apiVersion: policy.conduit.io/v1beta1
+kind: MeshTLSAuthentication
+metadata: {name: frontend, namespace: app}
+spec:
+  identityRefs: [{kind: ServiceAccount, name: frontend}, {kind: ServiceAccount, name: "*", namespace: ops}]
+---
+apiVersion: policy.conduit.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: web, namespace: app}
+spec:
+  targetRef: {group: policy.conduit.io, kind: Server, name: web-http}
+  requiredAuthenticationRefs: [{group: policy.conduit.io, kind: MeshTLSAuthentication, name: frontend}, {kind: ServiceAccount, name: frontend}]
+---
+apiVersion: policy.conduit.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: everything, namespace: app}
+spec:
+  targetRef: {kind: Namespace, name: app}
+  requiredAuthenticationRefs: []
+`
+
+func TestPolicyChecksPass(t *testing.T) {
+	rep := runPolicyChecks(t, policyServed, goodPolicy)
+	if f := failures(rep); len(f) > 0 || !rep.Success {
+		t.Fatalf("failures %+v", f)
+	}
+	var policyChecks []string
+	for _, c := range rep.Categories {
+		if c.ID == Policy {
+			for _, r := range c.Results {
+				policyChecks = append(policyChecks, r.Description)
+			}
+		}
+	}
+	want := []string{
+		"policy resources are installed",
+		"policy resources are readable",
+		"Servers select pods",
+		"AuthorizationPolicies' authentications exist",
+		"AuthorizationPolicies name existing ServiceAccounts",
+		"AuthorizationPolicies' targets exist",
+	}
+	if diff := cmp.Diff(want, policyChecks); diff != "" {
+		t.Errorf("policy checks (-want +got):\n%s", diff)
+	}
+}
+
+// brokenPolicy has one of each problem the checks find.
+const brokenPolicy = `apiVersion: policy.conduit.io/v1beta1
+kind: Server
+metadata: {name: web-http, namespace: app}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  port: 8080
+---
+apiVersion: policy.conduit.io/v1beta1
+kind: Server
+metadata: {name: api, namespace: app}
+spec:
+  podSelector: {matchLabels: {app: api, tier: backend}}
+  port: http
+---
+apiVersion: policy.conduit.io/v1beta1
+kind: MeshTLSAuthentication
+metadata: {name: frontend, namespace: app}
+spec:
+  identityRefs: [{kind: ServiceAccount, name: frontend}]
+---
+apiVersion: policy.conduit.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: web, namespace: app}
+spec:
+  targetRef: {group: policy.conduit.io, kind: Server, name: web-http}
+  requiredAuthenticationRefs:
+  - {group: policy.conduit.io, kind: MeshTLSAuthentication, name: frontend}
+  - {group: policy.conduit.io, kind: NetworkAuthentication, name: office, namespace: infra}
+---
+apiVersion: policy.conduit.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: admin, namespace: app}
+spec:
+  targetRef: {group: policy.conduit.io, kind: Server, name: web-admin}
+  requiredAuthenticationRefs: [{kind: ServiceAccount, name: admin}]
+---
+apiVersion: policy.conduit.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: api-route, namespace: app}
+spec:
+  targetRef: {group: gateway.networking.k8s.io, kind: HTTPRoute, name: api}
+  requiredAuthenticationRefs: []
+---
+apiVersion: policy.conduit.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: other-ns, namespace: app}
+spec:
+  targetRef: {kind: Namespace, name: shop}
+  requiredAuthenticationRefs: []
+`
+
+func TestPolicyChecksFindProblems(t *testing.T) {
+	rep := runPolicyChecks(t, policyServed, brokenPolicy)
+	if !rep.Success {
+		t.Errorf("policy problems are warnings; the run failed: %+v", failures(rep))
+	}
+	got := map[string]string{}
+	for k, r := range failures(rep) {
+		if r.Status != StatusWarning {
+			t.Errorf("%s: status %s, want a warning", k, r.Status)
+		}
+		got[strings.TrimPrefix(k, string(Policy)+"/")] = r.Error
+	}
+	want := map[string]string{
+		"Servers select pods": "Server app/api selects no pod (podSelector app=api,tier=backend)",
+		"AuthorizationPolicies' authentications exist": "AuthorizationPolicy app/web requires NetworkAuthentication infra/office, which does not exist",
+		"AuthorizationPolicies name existing ServiceAccounts": "2 AuthorizationPolicies name ServiceAccounts that do not exist:\n" +
+			"AuthorizationPolicy app/admin names ServiceAccount app/admin, which does not exist\n" +
+			"AuthorizationPolicy app/web names ServiceAccount app/frontend (in MeshTLSAuthentication app/frontend), which does not exist",
+		"AuthorizationPolicies' targets exist": "3 AuthorizationPolicies target nothing:\n" +
+			"AuthorizationPolicy app/admin targets Server app/web-admin, which does not exist\n" +
+			"AuthorizationPolicy app/api-route targets HTTPRoute app/api, but the API server does not serve httproutes.gateway.networking.k8s.io (the Gateway API CRDs are not installed)\n" +
+			"AuthorizationPolicy app/other-ns targets Namespace shop, but a policy applies only in its own namespace app",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("warnings (-want +got):\n%s", diff)
+	}
+	var b strings.Builder
+	PrintBasic(&b, rep, false, true)
+	golden(t, "check_policy_warnings.golden", b.String())
+}
+
+func TestPolicyChecksWithoutCRDs(t *testing.T) {
+	rep := runPolicyChecks(t, nil, "")
+	f := failures(rep)
+	if len(f) != 1 || f["policy/policy resources are installed"].Status != StatusWarning || !rep.Success {
+		t.Fatalf("without the CRDs: want one warning, got %+v", f)
+	}
+	if r := f["policy/policy resources are installed"]; r.Error != "the API server does not serve policy.conduit.io/v1beta1: every port has the default inbound policy" ||
+		!strings.Contains(r.Hint, "`conduit upgrade` installs the policy.conduit.io CRDs") {
+		t.Errorf("got %+v", r)
+	}
+}
+
+// TestPolicyChecksOnlyWithADynamicClient: a caller without one (and
+// without --proxy) gets the checks it had.
+func TestPolicyChecksOnlyWithADynamicClient(t *testing.T) {
+	client, _ := policyFake(t, policyServed)
+	rep := runChecks(t, client, Options{Proxy: true, DataPlaneNamespace: "app"}, nil)
+	for _, c := range rep.Categories {
+		if c.ID == Policy {
+			t.Errorf("policy checks ran without a dynamic client")
+		}
+	}
+}
