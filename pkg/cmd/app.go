@@ -132,6 +132,7 @@ func commands(g *Globals) []*cli.Command {
 		topCommand(g),
 		tapCommand(g),
 		edgesCommand(g),
+		authzCommand(g),
 		versionCommand(g),
 		demoCommand(g),
 		completionCommand(g),

@@ -125,7 +125,14 @@ func (g *Globals) completeArgs(ctx context.Context, name string, args []string, 
 		withAuthority := name == "stat"
 		switch {
 		case len(args) == 0:
-			return g.completeTarget(ctx, word, withAuthority), compNoFiles
+			return g.completeTarget(ctx, word, targetTypes(withAuthority)), compNoFiles
+		case len(args) == 1 && !strings.Contains(args[0], "/"):
+			return prefixed(g.resourceNames(ctx, args[0], word), ""), compNoFiles
+		}
+	case "authz":
+		switch {
+		case len(args) == 0:
+			return g.completeTarget(ctx, word, workloadTypes()), compNoFiles
 		case len(args) == 1 && !strings.Contains(args[0], "/"):
 			return prefixed(g.resourceNames(ctx, args[0], word), ""), compNoFiles
 		}
@@ -143,12 +150,12 @@ func (g *Globals) completeArgs(ctx context.Context, name string, args []string, 
 	return nil, compNoFiles
 }
 
-// completeTarget completes TYPE or TYPE/NAME.
-func (g *Globals) completeTarget(ctx context.Context, word string, withAuthority bool) []string {
+// completeTarget completes TYPE, one of types, or TYPE/NAME.
+func (g *Globals) completeTarget(ctx context.Context, word string, types []string) []string {
 	if typ, prefix, ok := strings.Cut(word, "/"); ok {
 		return prefixed(g.resourceNames(ctx, typ, prefix), typ+"/")
 	}
-	return filterPrefix(targetTypes(withAuthority), word)
+	return filterPrefix(types, word)
 }
 
 // targetTypes are the resource kinds stat, top, tap and edges take.
@@ -158,6 +165,15 @@ func targetTypes(withAuthority bool) []string {
 		types = slices.DeleteFunc(types, func(t string) bool { return t == stats.TypeAuthority })
 	}
 	return types
+}
+
+// workloadTypes are the resource kinds authz takes.
+func workloadTypes() []string {
+	out := make([]string, len(workloadKinds))
+	for i, k := range workloadKinds {
+		out[i] = k.name
+	}
+	return out
 }
 
 // completeFlagValue completes the value of flag f of cmd (nil: the app)
@@ -170,7 +186,7 @@ func (g *Globals) completeFlagValue(ctx context.Context, cmd *cli.Command, f cli
 	case "context", "cluster", "user":
 		return prefixed(g.kubeconfigNames(name, word), prefix), compNoFiles
 	case "from", "to":
-		return prefixed(g.completeTarget(ctx, word, false), prefix), compNoFiles
+		return prefixed(g.completeTarget(ctx, word, targetTypes(false)), prefix), compNoFiles
 	case "output":
 		return prefixed(filterPrefix(outputFormats(f), word), prefix), compNoFiles
 	case "kubeconfig", "cache-dir", "certificate-authority", "client-certificate", "client-key", "values":
@@ -218,15 +234,19 @@ func (g *Globals) kubeconfigNames(kind, prefix string) []string {
 	return filterPrefix(names, prefix)
 }
 
-// resourceNames lists the names of typ (any spelling stat takes) that
-// start with prefix: namespaces, or deployments, pods or services of the
-// command's namespace. It asks the cluster for at most compTimeout and is
-// silent on every error.
+// resourceNames lists the names of typ (any spelling stat or authz takes)
+// that start with prefix: namespaces, or deployments, pods, services,
+// statefulsets, daemonsets, replicasets or jobs of the command's namespace.
+// It asks the cluster for at most compTimeout and is silent on every error.
 func (g *Globals) resourceNames(ctx context.Context, typ, prefix string) []string {
-	typ, ok := stats.CanonicalType(typ)
-	if !ok || typ == stats.TypeAuthority {
+	kind, ok := stats.CanonicalType(typ)
+	if !ok {
+		kind, ok = workloadKind(typ)
+	}
+	if !ok || kind == stats.TypeAuthority {
 		return nil
 	}
+	typ = kind
 	client, err := g.completionClient()
 	if err != nil {
 		return nil
@@ -245,6 +265,14 @@ func (g *Globals) resourceNames(ctx context.Context, typ, prefix string) []strin
 		list, err = client.CoreV1().Pods(ns).List(ctx, opts)
 	case stats.TypeService:
 		list, err = client.CoreV1().Services(ns).List(ctx, opts)
+	case kindStatefulSet:
+		list, err = client.AppsV1().StatefulSets(ns).List(ctx, opts)
+	case kindDaemonSet:
+		list, err = client.AppsV1().DaemonSets(ns).List(ctx, opts)
+	case kindReplicaSet:
+		list, err = client.AppsV1().ReplicaSets(ns).List(ctx, opts)
+	case kindJob:
+		list, err = client.BatchV1().Jobs(ns).List(ctx, opts)
 	}
 	if err != nil || list == nil {
 		return nil
