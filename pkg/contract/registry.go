@@ -1,8 +1,8 @@
 package contract
 
 // Registry is the local registry file (YAML or JSON) that `conduit demo`
-// writes and the controller's local discovery backend and stats read. An
-// example:
+// writes and the controller's local discovery backend, inbound policy and
+// stats read. An example:
 //
 //	services:
 //	- name: web
@@ -19,15 +19,45 @@ package contract
 //	  adminAddress: 127.0.0.1:41191
 //	  identity: spiffe://cluster.local/ns/demo/sa/web
 //	  labels: {deployment: web}
+//	  ports: [{name: http, port: 41000}]
+//	namespaces:
+//	- name: demo
+//	  annotations: {config.conduit.io/default-inbound-policy: all-authenticated}
+//	policies:
+//	- apiVersion: policy.conduit.io/v1beta1
+//	  kind: Server
+//	  metadata: {name: web-http, namespace: demo}
+//	  spec: {podSelector: {matchLabels: {deployment: web}}, port: http, proxyProtocol: HTTP/1}
+//	- apiVersion: policy.conduit.io/v1beta1
+//	  kind: AuthorizationPolicy
+//	  metadata: {name: web-from-traffic, namespace: demo}
+//	  spec:
+//	    targetRef: {group: policy.conduit.io, kind: Server, name: web-http}
+//	    requiredAuthenticationRefs: [{kind: ServiceAccount, name: traffic}]
 //
 // A service answers to name.namespace.svc.cluster.local:port, name.namespace.svc:port,
 // name.namespace:port, name:port from a proxy in the same namespace, every
 // extra authority listed, and each endpoint's own address.
+//
+// The inbound policy of a proxy's ports (for proxies started with
+// --pod-name) is computed as in a cluster: each proxy is a pod with its
+// labels and ports, namespaces carry their annotations, and policies are the
+// policy.conduit.io and Gateway API objects, written as in Kubernetes.
 type Registry struct {
 	Services []Service `json:"services"`
 	// Proxies list the meshed workloads' proxies, so the controller's tap
-	// and stats can reach their admin ports (there are no pods to list).
+	// and stats can reach their admin ports (there are no pods to list),
+	// and its inbound policy knows their pods.
 	Proxies []Proxy `json:"proxies,omitempty"`
+	// Namespaces hold the namespaces' labels and annotations (the
+	// config.conduit.io/default-inbound-policy annotation); a namespace not
+	// listed has none.
+	Namespaces []Namespace `json:"namespaces,omitempty"`
+	// Policies are Server, MeshTLSAuthentication, NetworkAuthentication
+	// and AuthorizationPolicy objects (policy.conduit.io/v1beta1), and
+	// HTTPRoute and GRPCRoute objects (gateway.networking.k8s.io/v1), each
+	// with apiVersion, kind, metadata (name and namespace) and spec.
+	Policies []map[string]any `json:"policies,omitempty"`
 }
 
 // Proxy is one meshed workload's proxy.
@@ -35,9 +65,28 @@ type Proxy struct {
 	Namespace string `json:"namespace"`
 	Pod       string `json:"pod"`
 	// AdminAddress is the proxy's admin listener, ip:port.
-	AdminAddress string            `json:"adminAddress"`
-	Identity     string            `json:"identity,omitempty"`
-	Labels       map[string]string `json:"labels,omitempty"`
+	AdminAddress string `json:"adminAddress"`
+	Identity     string `json:"identity,omitempty"`
+	// Labels are the pod's: stats and tap group pods by them, and Servers
+	// select pods by them.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Ports are the pod's named ports, as its containers declare them: a
+	// Server may name one instead of giving its number.
+	Ports []Port `json:"ports,omitempty"`
+}
+
+// Port is a named port of a proxy's pod: the port its proxy's inbound
+// listener forwards to (its --inbound-target).
+type Port struct {
+	Name string `json:"name"`
+	Port uint16 `json:"port"`
+}
+
+// Namespace is a namespace's metadata.
+type Namespace struct {
+	Name        string            `json:"name"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // Service is one port of a service.

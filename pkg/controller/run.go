@@ -52,7 +52,7 @@ type controller struct {
 	destination *destination.Server
 	identity    *identity.Server // nil when disabled
 	policy      *policy.GRPCServer
-	runPolicy   func(ctx context.Context) error // nil without a cluster
+	runPolicy   func(ctx context.Context) error
 }
 
 // Run serves until ctx is done, then shuts down gracefully. It validates
@@ -223,10 +223,17 @@ func (c *controller) setUp() error {
 	var policies policy.Source = policy.Static{Cluster: cluster}
 	switch o.Discovery {
 	case "local":
-		lb, err := local.New(local.Options{Path: o.RegistryFile, ClusterDomain: o.ClusterDomain, Log: c.log.With("backend", "local")})
+		// The registry's namespaces, proxies and policy objects feed the
+		// same policy index as a cluster's, kept in step on every reload.
+		index, err := policy.NewLocal(policy.LocalOptions{Cluster: cluster, Log: c.log.With("service", "policy")})
+		if err != nil {
+			return err
+		}
+		lb, err := local.New(local.Options{Path: o.RegistryFile, ClusterDomain: o.ClusterDomain, Log: c.log.With("backend", "local"), OnLoad: index.Apply})
 		if err != nil {
 			return fmt.Errorf("--registry-file: %w", err)
 		}
+		policies, c.runPolicy = index, index.Run
 		c.backend = lb
 		c.runBackend = func(ctx context.Context, ready func()) error {
 			ready()

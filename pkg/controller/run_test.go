@@ -31,6 +31,7 @@ import (
 	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
 	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
 	statsv1 "github.com/conduitmesh/conduit/pkg/api/stats/v1"
+	"github.com/conduitmesh/conduit/pkg/contract"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery/local"
 	"github.com/conduitmesh/conduit/pkg/controller/identity"
 	"github.com/conduitmesh/conduit/pkg/pki"
@@ -88,7 +89,7 @@ func TestLocalMode(t *testing.T) {
 	reg := local.Registry{Services: []local.Service{{
 		Name: "web", Namespace: "demo", Port: 80,
 		Endpoints: []local.Endpoint{{Address: "127.0.0.1:41001", Identity: webID, Labels: map[string]string{"pod": "web-0"}}},
-	}}}
+	}}, Proxies: []local.Proxy{{Namespace: "demo", Pod: "web-0", AdminAddress: "127.0.0.1:41191", Identity: webID}}}
 	if err := local.WriteFile(filepath.Join(dir, "registry.yaml"), reg); err != nil {
 		t.Fatal(err)
 	}
@@ -174,14 +175,22 @@ func TestLocalMode(t *testing.T) {
 		t.Errorf("Stats.Stat of a bogus type: %v, want INVALID_ARGUMENT", err)
 	}
 
-	// InboundPolicies is served; without a cluster, every port gets the
-	// default policy.
+	// InboundPolicies is served from the registry: a port no Server
+	// selects gets the default policy, then its namespace's once the
+	// registry gives the namespace the annotation.
 	ws, err := policyv1.NewInboundPoliciesClient(conn).WatchPort(cctx, &policyv1.PortSpec{Namespace: "demo", Pod: "web-0", Port: 8080})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p, err := ws.Recv(); err != nil || p.GetServer().GetName() != "all-unauthenticated" || p.GetFailClosed() {
 		t.Errorf("WatchPort in local mode: %v, %v; want the default all-unauthenticated", p, err)
+	}
+	reg.Namespaces = []local.Namespace{{Name: "demo", Annotations: map[string]string{contract.AnnotationDefaultInboundPolicy: contract.PolicyDeny}}}
+	if err := local.WriteFile(filepath.Join(dir, "registry.yaml"), reg); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := ws.Recv(); err != nil || p.GetServer().GetName() != "deny" || !p.GetFailClosed() {
+		t.Errorf("WatchPort in local mode after the namespace annotation: %v, %v; want deny", p, err)
 	}
 
 	// The same port speaks TLS with the controller's own identity.

@@ -12,5 +12,7 @@
 // The Index computes policies from informer caches and wakes the streams
 // of a pod when an object that may change its policy changes; the GRPCServer
 // sends a stream's policy again only when it differs from the last one
-// sent.
+// sent. In the local discovery mode (`conduit demo`), Local runs the same
+// Index over in-memory clientsets that it keeps in step with the local
+// registry's namespaces, proxies and policy objects.
 package policy

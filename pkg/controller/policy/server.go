@@ -133,9 +133,9 @@ func (s *GRPCServer) WatchPort(req *policyv1.PortSpec, stream grpc.ServerStreami
 	}
 }
 
-// Static serves the default policy for every port of every pod, without a
-// cluster (the local discovery backend): there are no Servers and no
-// annotations, so nothing ever changes.
+// Static serves the cluster's default policy for every port of every pod:
+// there are no Servers and no annotations, so nothing ever changes. (The
+// local discovery mode has its own objects: see Local.)
 type Static struct{ Cluster Cluster }
 
 // WaitSynced implements Source.

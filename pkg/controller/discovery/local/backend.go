@@ -21,6 +21,11 @@ type Options struct {
 	// PollInterval is how often the file is checked for changes; default 250ms.
 	PollInterval time.Duration
 	Log          *slog.Logger
+	// OnLoad, when set, is given every registry the backend reads and
+	// would use (the first, then each change): an error rejects it as an
+	// invalid file would be (New fails; a reload keeps the last good one).
+	// The inbound policy of local mode keeps its objects in step with it.
+	OnLoad func(Registry) error
 }
 
 // Backend serves a registry file.
@@ -55,7 +60,10 @@ func New(opts Options) (*Backend, error) {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	b := &Backend{opts: opts}
-	raw, ix, err := b.read()
+	raw, r, ix, err := b.read()
+	if err == nil {
+		err = b.load(r)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -63,20 +71,31 @@ func New(opts Options) (*Backend, error) {
 	return b, nil
 }
 
-func (b *Backend) read() ([]byte, *index, error) {
+func (b *Backend) read() ([]byte, Registry, *index, error) {
 	raw, err := os.ReadFile(b.opts.Path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading registry file: %w", err)
+		return nil, Registry{}, nil, fmt.Errorf("reading registry file: %w", err)
 	}
 	r, err := ParseRegistry(raw)
 	if err != nil {
-		return nil, nil, fmt.Errorf("registry file %s: %w", b.opts.Path, err)
+		return nil, Registry{}, nil, fmt.Errorf("registry file %s: %w", b.opts.Path, err)
 	}
 	ix, err := newIndex(r, b.opts.ClusterDomain)
 	if err != nil {
-		return nil, nil, fmt.Errorf("registry file %s: %w", b.opts.Path, err)
+		return nil, Registry{}, nil, fmt.Errorf("registry file %s: %w", b.opts.Path, err)
 	}
-	return raw, ix, nil
+	return raw, r, ix, nil
+}
+
+// load hands r to OnLoad.
+func (b *Backend) load(r Registry) error {
+	if b.opts.OnLoad == nil {
+		return nil
+	}
+	if err := b.opts.OnLoad(r); err != nil {
+		return fmt.Errorf("registry file %s: %w", b.opts.Path, err)
+	}
+	return nil
 }
 
 // Run watches the registry file until ctx is done. A file that becomes
@@ -98,7 +117,10 @@ func (b *Backend) Run(ctx context.Context) error {
 func (b *Backend) Reload() {
 	b.reloadMu.Lock()
 	defer b.reloadMu.Unlock()
-	raw, ix, err := b.read()
+	raw, r, ix, err := b.read()
+	if err == nil && !b.unchanged(raw) {
+		err = b.load(r)
+	}
 	b.mu.Lock()
 	if err != nil {
 		if b.loadErr == nil || b.loadErr.Error() != err.Error() {
@@ -117,6 +139,13 @@ func (b *Backend) Reload() {
 	b.mu.Unlock()
 	n := b.hub.Refresh(func(key) bool { return true }, ix.snapshot)
 	b.opts.Log.Info("registry reloaded", "path", b.opts.Path, "changed_watches", n)
+}
+
+// unchanged reports whether raw is the registry in use.
+func (b *Backend) unchanged(raw []byte) bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return bytes.Equal(raw, b.raw)
 }
 
 // Subscribe implements discovery.Backend.

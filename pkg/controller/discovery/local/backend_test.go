@@ -1,6 +1,7 @@
 package local
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"sort"
@@ -173,6 +174,13 @@ func TestParseRegistryRejects(t *testing.T) {
 		"bad identity":  "services: [{name: web, namespace: demo, port: 80, endpoints: [{address: '127.0.0.1:1', identity: web}]}]",
 		"bad authority": "services: [{name: web, namespace: demo, port: 80, authorities: ['x:y']}]",
 		"not yaml":      "{{{",
+		"port unnamed":  "proxies: [{namespace: demo, pod: web-0, adminAddress: '127.0.0.1:1', ports: [{port: 80}]}]",
+		"port twice":    "proxies: [{namespace: demo, pod: web-0, adminAddress: '127.0.0.1:1', ports: [{name: http, port: 80}, {name: http, port: 81}]}]",
+		"namespace":     "namespaces: [{annotations: {a: b}}]",
+		"ns twice":      "namespaces: [{name: demo}, {name: demo}]",
+		"policy kind":   "policies: [{apiVersion: policy.conduit.io/v1beta1, metadata: {name: x, namespace: demo}, spec: {}}]",
+		"policy ns":     "policies: [{apiVersion: policy.conduit.io/v1beta1, kind: Server, metadata: {name: x}, spec: {}}]",
+		"policy spec":   "policies: [{apiVersion: policy.conduit.io/v1beta1, kind: Server, metadata: {name: x, namespace: demo}, spec: 1}]",
 	} {
 		if _, err := ParseRegistry([]byte(content)); err == nil {
 			t.Errorf("%s: no error", name)
@@ -194,5 +202,71 @@ func TestJSONRegistry(t *testing.T) {
 	defer cancel()
 	if got, want := r.last(t), "exists demo/web 127.0.0.1:41001/spiffe://cluster.local/ns/demo/sa/web/web-0"; got != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// TestOnLoad: OnLoad gets the first registry and each changed one, and
+// its error rejects a registry as an invalid file would be.
+func TestOnLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registry.yaml")
+	withPolicy := registryV1 + `namespaces:
+- name: demo
+  annotations: {config.conduit.io/default-inbound-policy: deny}
+policies:
+- apiVersion: policy.conduit.io/v1beta1
+  kind: Server
+  metadata: {name: web-http, namespace: demo}
+  spec: {podSelector: {matchLabels: {deployment: web}}, port: http}
+`
+	withPolicy = strings.Replace(withPolicy, "  labels: {deployment: web}\n", "  labels: {deployment: web}\n  ports: [{name: http, port: 41001}]\n", 1)
+	if err := os.WriteFile(path, []byte(withPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var loaded []Registry
+	reject := false
+	b, err := New(Options{Path: path, OnLoad: func(r Registry) error {
+		if reject {
+			return errors.New("no thanks")
+		}
+		loaded = append(loaded, r)
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(loaded) != 1 || len(loaded[0].Policies) != 1 || loaded[0].Policies[0]["kind"] != "Server" ||
+		loaded[0].Namespaces[0].Annotations["config.conduit.io/default-inbound-policy"] != "deny" ||
+		loaded[0].Proxies[0].Ports[0] != (Port{Name: "http", Port: 41001}) {
+		t.Fatalf("OnLoad got %+v", loaded)
+	}
+	b.Reload() // unchanged: not loaded again
+	if len(loaded) != 1 {
+		t.Errorf("an unchanged file was loaded again")
+	}
+
+	// Rejected: the subscribers keep the last good registry.
+	var r recorder
+	cancel, err := b.Subscribe("web.demo:80", "", &r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	reject = true
+	if err := os.WriteFile(path, []byte(strings.Replace(withPolicy, "41001", "41009", -1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b.Reload()
+	if got := r.last(t); !strings.Contains(got, "41001") {
+		t.Errorf("a registry OnLoad rejected was used: %s", got)
+	}
+	reject = false
+	b.Reload()
+	if got := r.last(t); !strings.Contains(got, "41009") || len(loaded) != 2 {
+		t.Errorf("the registry OnLoad accepted was not used: %s (%d loads)", got, len(loaded))
+	}
+
+	reject = true
+	if _, err := New(Options{Path: path, OnLoad: func(Registry) error { return errors.New("no thanks") }}); err == nil || !strings.Contains(err.Error(), "no thanks") {
+		t.Errorf("New with OnLoad failing: %v", err)
 	}
 }

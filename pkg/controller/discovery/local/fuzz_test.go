@@ -8,6 +8,9 @@ func FuzzParseRegistry(f *testing.F) {
 	f.Add([]byte(registryV1))
 	f.Add([]byte(`{"services": [{"name": "web", "namespace": "demo", "port": 80}]}`))
 	f.Add([]byte("services: [{name: web, namespace: demo, port: 80, endpoints: [{address: '[::1]:80'}]}]"))
+	f.Add([]byte("proxies: [{namespace: demo, pod: web-0, adminAddress: '127.0.0.1:1', ports: [{name: http, port: 80}]}]\n" +
+		"namespaces: [{name: demo, annotations: {config.conduit.io/default-inbound-policy: deny}}]\n" +
+		"policies: [{apiVersion: policy.conduit.io/v1beta1, kind: Server, metadata: {name: web, namespace: demo}, spec: {port: http}}]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := ParseRegistry(data)
 		if err != nil {

@@ -29,6 +29,10 @@ type (
 	Service = contract.Service
 	// Endpoint is one address serving the service.
 	Endpoint = contract.Endpoint
+	// Port is a named port of a proxy's pod.
+	Port = contract.Port
+	// Namespace is a namespace's labels and annotations.
+	Namespace = contract.Namespace
 )
 
 // ParseRegistry decodes and validates a registry. Unknown fields are errors,
@@ -155,11 +159,55 @@ func newIndex(r Registry, clusterDomain string) (*index, error) {
 		if _, err := netip.ParseAddrPort(p.AdminAddress); err != nil {
 			errs = append(errs, fmt.Errorf("proxies[%d] (%s/%s): adminAddress %q is not ip:port", i, p.Namespace, p.Pod, p.AdminAddress))
 		}
+		names := map[string]bool{}
+		for j, port := range p.Ports {
+			switch {
+			case port.Name == "" || port.Port == 0:
+				errs = append(errs, fmt.Errorf("proxies[%d] (%s/%s): ports[%d]: name and port are required", i, p.Namespace, p.Pod, j))
+			case names[port.Name]:
+				errs = append(errs, fmt.Errorf("proxies[%d] (%s/%s): ports[%d]: port name %q listed twice", i, p.Namespace, p.Pod, j, port.Name))
+			}
+			names[port.Name] = true
+		}
+	}
+	namespaces := map[string]bool{}
+	for i, ns := range r.Namespaces {
+		switch {
+		case ns.Name == "":
+			errs = append(errs, fmt.Errorf("namespaces[%d]: name is required", i))
+		case namespaces[ns.Name]:
+			errs = append(errs, fmt.Errorf("namespaces[%d]: namespace %q listed twice", i, ns.Name))
+		}
+		namespaces[ns.Name] = true
+	}
+	for i, obj := range r.Policies {
+		if err := checkObject(obj); err != nil {
+			errs = append(errs, fmt.Errorf("policies[%d]: %w", i, err))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return ix, nil
+}
+
+// checkObject checks the shape of a policy object: apiVersion, kind,
+// metadata.name and metadata.namespace are strings, spec an object. What
+// the object says is the inbound policy's to check (Options.OnLoad).
+func checkObject(obj map[string]any) error {
+	str := func(m map[string]any, key string) string {
+		s, _ := m[key].(string)
+		return s
+	}
+	meta, _ := obj["metadata"].(map[string]any)
+	kind, name, ns := str(obj, "kind"), str(meta, "name"), str(meta, "namespace")
+	if str(obj, "apiVersion") == "" || kind == "" || name == "" || ns == "" {
+		return fmt.Errorf("apiVersion, kind, metadata.name and metadata.namespace are required (got kind %q, name %q, namespace %q)", kind, name, ns)
+	}
+	if _, ok := obj["spec"].(map[string]any); !ok {
+		return fmt.Errorf("%s %s/%s: spec is missing or not an object", kind, ns, name)
+	}
+	return nil
 }
 
 // snapshot resolves a watch key against the index.
