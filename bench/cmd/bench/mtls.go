@@ -78,7 +78,43 @@ func (e *benchEnv) mesh() (*meshFiles, error) {
 // startTwoHops starts a controller whose registry sends serviceAuthority to
 // a server-side proxy in front of target, and a client-side proxy whose
 // outbound listener the load generator uses with that authority as Host.
-func startTwoHops(ctx context.Context, e *benchEnv, _ protocol, target string) (d *deployment, err error) {
+func startTwoHops(ctx context.Context, e *benchEnv, p protocol, target string) (d *deployment, err error) {
+	return startMeshed(ctx, e, p, target, 0)
+}
+
+// startTwoHopsAuthz is startTwoHops with the server-side proxy enforcing an
+// inbound policy of n AuthorizationPolicies on the target's port (a Server),
+// each requiring a MeshTLSAuthentication of one identity: only the last
+// admits the client, so every request's decision passes them all.
+func startTwoHopsAuthz(n int) func(context.Context, *benchEnv, protocol, string) (*deployment, error) {
+	return func(ctx context.Context, e *benchEnv, p protocol, target string) (*deployment, error) {
+		return startMeshed(ctx, e, p, target, n)
+	}
+}
+
+// authzRegistry is the registry's part that gives the server-side proxy
+// (pod server-0) its inbound policy: a Server on port and n policies.
+func authzRegistry(port string, n int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "proxies:\n- namespace: %s\n  pod: server-0\n  adminAddress: 127.0.0.1:1\n  identity: %s\n  labels: {app: fortio}\n",
+		meshNamespace, spiffeID("server"))
+	fmt.Fprintf(&b, "policies:\n- apiVersion: policy.conduit.io/v1beta1\n  kind: Server\n  metadata: {name: fortio, namespace: %s}\n"+
+		"  spec: {podSelector: {matchLabels: {app: fortio}}, port: %s}\n", meshNamespace, port)
+	for i := range n {
+		sa := fmt.Sprintf("other-%d", i)
+		if i == n-1 {
+			sa = "client"
+		}
+		fmt.Fprintf(&b, "- apiVersion: policy.conduit.io/v1beta1\n  kind: MeshTLSAuthentication\n  metadata: {name: %s, namespace: %s}\n"+
+			"  spec: {identities: [%q]}\n", sa, meshNamespace, spiffeID(sa))
+		fmt.Fprintf(&b, "- apiVersion: policy.conduit.io/v1beta1\n  kind: AuthorizationPolicy\n  metadata: {name: from-%s, namespace: %s}\n"+
+			"  spec:\n    targetRef: {group: policy.conduit.io, kind: Server, name: fortio}\n"+
+			"    requiredAuthenticationRefs: [{group: policy.conduit.io, kind: MeshTLSAuthentication, name: %s}]\n", sa, meshNamespace, sa)
+	}
+	return b.String()
+}
+
+func startMeshed(ctx context.Context, e *benchEnv, _ protocol, target string, policies int) (d *deployment, err error) {
 	m, err := e.mesh()
 	if err != nil {
 		return nil, err
@@ -100,6 +136,13 @@ func startTwoHops(ctx context.Context, e *benchEnv, _ protocol, target string) (
 	_, svcPort, _ := net.SplitHostPort(serviceAuthority)
 	reg := fmt.Sprintf("services:\n- name: fortio\n  namespace: %s\n  port: %s\n  endpoints:\n  - address: %s\n    identity: %s\n",
 		meshNamespace, svcPort, serverIn, spiffeID("server"))
+	if policies > 0 {
+		_, targetPort, err := net.SplitHostPort(target)
+		if err != nil {
+			return nil, fmt.Errorf("target %q: %w", target, err)
+		}
+		reg += authzRegistry(targetPort, policies)
+	}
 	if err := os.WriteFile(registry, []byte(reg), 0o600); err != nil {
 		return nil, err
 	}
@@ -125,6 +168,9 @@ func startTwoHops(ctx context.Context, e *benchEnv, _ protocol, target string) (
 	for _, sa := range []string{"server", "client"} {
 		extra := []string{"--controller-addr", grpcAddr, "--identity-name", spiffeID(sa),
 			"--identity-token-file", m.tokenFile[sa], "--trust-anchors-file", m.anchors, "--pod-namespace", meshNamespace}
+		if sa == "server" && policies > 0 {
+			extra = append(extra, "--pod-name", "server-0")
+		}
 		p, l, err := e.startConduitProxyAt(ctx, map[string]string{"server": serverIn}[sa], target, extra...)
 		if err != nil {
 			return nil, fmt.Errorf("%s-side proxy: %w", sa, err)
@@ -133,7 +179,16 @@ func startTwoHops(ctx context.Context, e *benchEnv, _ protocol, target string) (
 		if sa == "client" {
 			d.addr = l.out
 		} else {
-			d.verify = func(*sample) error { return checkMTLS("http://" + l.admin + "/metrics") }
+			metrics := "http://" + l.admin + "/metrics"
+			d.verify = func(*sample) error {
+				if err := checkMTLS(metrics); err != nil {
+					return err
+				}
+				if policies > 0 {
+					return checkAuthorized(metrics, "from-client")
+				}
+				return nil
+			}
 		}
 	}
 	return d, nil
@@ -158,4 +213,25 @@ func checkMTLS(metricsURL string) error {
 		}
 	}
 	return fmt.Errorf("the server-side proxy counted no inbound request over mTLS from %s: the two hops are not meshed", spiffeID("client"))
+}
+
+// checkAuthorized makes sure the server-side proxy admitted the requests by
+// the policy named authz, so the row measures decisions, not an unenforced
+// policy.
+func checkAuthorized(metricsURL, authz string) error {
+	resp, err := http.Get(metricsURL)
+	if err != nil {
+		return fmt.Errorf("reading the server-side proxy's metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "inbound_http_authz_allow_total{") && strings.Contains(line, `authz_name="`+authz+`"`) {
+			return nil
+		}
+	}
+	return fmt.Errorf("the server-side proxy admitted no request by %s: its inbound policy is not enforced", authz)
 }

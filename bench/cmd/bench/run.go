@@ -101,7 +101,7 @@ func runBench(ctx context.Context, opts *options, stdout, stderr io.Writer) erro
 			variants = append(variants, name)
 		}
 	}
-	if e.bins, source, err = build(ctx, opts.repo, opts.proxyRev, dir, slices.Contains(opts.systems, "conduit-mtls"), variants); err != nil {
+	if e.bins, source, err = build(ctx, opts.repo, opts.proxyRev, dir, slices.ContainsFunc(opts.systems, func(s string) bool { return strings.HasPrefix(s, "conduit-mtls") }), variants); err != nil {
 		return err
 	}
 	server, err := e.startServer(ctx)
