@@ -76,6 +76,7 @@ func demoAppCommand(g *Globals) *cli.Command {
 			&cli.IntFlag{Name: "service-port", Value: 8080},
 			&cli.Float64Flag{Name: "failure-rate"},
 			&cli.Float64Flag{Name: "rps", Value: 10},
+			&cli.Float64Flag{Name: "direct-share", Usage: "share of the traffic generator's requests sent straight to books (0-1)"},
 			&cli.DurationFlag{Name: "report-every", Value: 10 * time.Second},
 		},
 		Action: func(c *cli.Context) error {
@@ -88,6 +89,7 @@ func demoAppCommand(g *Globals) *cli.Command {
 				ServicePort:   c.Int("service-port"),
 				FailureRate:   c.Float64("failure-rate"),
 				RPS:           c.Float64("rps"),
+				DirectShare:   c.Float64("direct-share"),
 				ReportEvery:   c.Duration("report-every"),
 				Out:           g.Streams.Out,
 				Log:           slog.New(slog.NewTextHandler(g.Streams.ErrOut, nil)),

@@ -65,6 +65,10 @@ type AppOptions struct {
 	FailureRate float64
 	// RPS is the traffic generator's request rate.
 	RPS float64
+	// DirectShare is the share of the traffic generator's requests that go
+	// straight to books (gRPC), bypassing web; `conduit demo`'s inbound
+	// policy refuses them.
+	DirectShare float64
 	// ReportEvery is how often the traffic generator prints a summary.
 	ReportEvery time.Duration
 	// Out receives the traffic generator's summaries.
@@ -267,15 +271,19 @@ func webError(w http.ResponseWriter, service string, err error) {
 
 // trafficCounts are the generator's cumulative results.
 type trafficCounts struct {
-	sent, ok, injected, failed, skipped atomic.Int64
+	sent, ok, injected, failed, denied, skipped atomic.Int64
 }
 
-// runTraffic sends GET /books/{id} to web at o.RPS through its proxy,
+// runTraffic sends GET /books/{id} to web at o.RPS through its proxy
+// (o.DirectShare of them as gRPC calls straight to books instead),
 // reporting every o.ReportEvery. It also serves a trivial page on lis (its
 // proxy's inbound target).
 func runTraffic(ctx context.Context, lis net.Listener, o AppOptions) error {
 	if o.RPS <= 0 {
 		return fmt.Errorf("demo traffic: --rps %v: want a positive rate", o.RPS)
+	}
+	if o.DirectShare < 0 || o.DirectShare > 1 {
+		return fmt.Errorf("demo traffic: --direct-share %v: want a share between 0 and 1", o.DirectShare)
 	}
 	if o.ReportEvery <= 0 {
 		o.ReportEvery = 10 * time.Second
@@ -315,6 +323,26 @@ func runTraffic(ctx context.Context, lis net.Listener, o AppOptions) error {
 		return resp.StatusCode, resp.Header.Get(InjectedHeader) != "", nil
 	}
 
+	// Calls straight to books, as web makes them.
+	var booksConn *grpc.ClientConn
+	if o.DirectShare > 0 {
+		target, opts := "dns:///"+o.authority(RoleBooks), []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		if o.Outbound != "" {
+			target, opts = "passthrough:///"+o.Outbound, append(opts, grpc.WithAuthority(o.authority(RoleBooks)))
+		}
+		var err error
+		if booksConn, err = grpc.NewClient(target, opts...); err != nil {
+			return err
+		}
+		defer booksConn.Close()
+	}
+	direct := func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		id := strconv.Itoa(1 + rand.IntN(len(books)))
+		return booksConn.Invoke(ctx, "/demo.v1.Books/GetBook", wrapperspb.String(id), new(wrapperspb.StringValue))
+	}
+
 	// Warm up: the mesh is ready when one request gets through.
 	warm := time.Now()
 	for {
@@ -330,7 +358,11 @@ func runTraffic(ctx context.Context, lis net.Listener, o AppOptions) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	fmt.Fprintf(o.Out, "traffic: sending %.0f requests/s to %s/books/{id}\n", o.RPS, base)
+	if o.DirectShare > 0 {
+		fmt.Fprintf(o.Out, "traffic: sending %.0f requests/s to %s/books/{id}, %.0f%% of them straight to books (gRPC GetBook)\n", o.RPS, base, o.DirectShare*100)
+	} else {
+		fmt.Fprintf(o.Out, "traffic: sending %.0f requests/s to %s/books/{id}\n", o.RPS, base)
+	}
 
 	var c trafficCounts
 	var wg sync.WaitGroup
@@ -341,16 +373,19 @@ func runTraffic(ctx context.Context, lis net.Listener, o AppOptions) error {
 	defer tick.Stop()
 	report := time.NewTicker(o.ReportEvery)
 	defer report.Stop()
-	var last [5]int64
+	var last [6]int64
 	summary := func(final bool) {
-		now := [5]int64{c.sent.Load(), c.ok.Load(), c.injected.Load(), c.failed.Load(), c.skipped.Load()}
+		now := [6]int64{c.sent.Load(), c.ok.Load(), c.injected.Load(), c.failed.Load(), c.skipped.Load(), c.denied.Load()}
 		what := "last " + o.ReportEvery.String()
 		if final {
 			what = "total"
-			last = [5]int64{}
+			last = [6]int64{}
 		}
 		line := fmt.Sprintf("traffic: %s: sent=%d ok=%d injected_failures=%d other_failures=%d",
 			what, now[0]-last[0], now[1]-last[1], now[2]-last[2], now[3]-last[3])
+		if o.DirectShare > 0 {
+			line += fmt.Sprintf(" denied_by_policy=%d", now[5]-last[5])
+		}
 		if skipped := now[4] - last[4]; skipped > 0 {
 			line += fmt.Sprintf(" skipped_overloaded=%d", skipped)
 		}
@@ -377,6 +412,25 @@ func runTraffic(ctx context.Context, lis net.Listener, o AppOptions) error {
 			}
 			c.sent.Add(1)
 			wg.Add(1)
+			if o.DirectShare > 0 && rand.Float64() < o.DirectShare {
+				go func() {
+					defer wg.Done()
+					defer func() { <-sem }()
+					err := direct(context.WithoutCancel(ctx))
+					switch st := status.Convert(err); {
+					case err == nil:
+						c.ok.Add(1)
+					case st.Code() == codes.PermissionDenied:
+						c.denied.Add(1)
+					case st.Message() == injectedMessage:
+						c.injected.Add(1)
+					default:
+						c.failed.Add(1)
+						o.Log.Warn("direct call to books failed", "err", err)
+					}
+				}()
+				continue
+			}
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()

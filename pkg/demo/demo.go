@@ -214,6 +214,9 @@ type workload struct {
 	appProc, proxyProc            *child
 }
 
+// pod is the workload's pod name, as the registry and its proxy know it.
+func (w *workload) pod() string { return w.name + "-0" }
+
 // demo is one run's state.
 type demo struct {
 	opts Options
@@ -270,18 +273,33 @@ func (d *demo) prepare() error {
 			return fmt.Errorf("writing %s's token: %w", role, err)
 		}
 		tokens.Tokens = append(tokens.Tokens, identity.LocalToken{Token: token, Identity: w.identity})
-		labels := map[string]string{"deployment": role, "pod": role + "-0", "serviceaccount": role}
+		labels := map[string]string{"deployment": role, "pod": w.pod(), "serviceaccount": role}
 		reg.Services = append(reg.Services, local.Service{
 			Name: role, Namespace: Namespace, Port: servicePort,
 			Endpoints: []local.Endpoint{{Address: w.inbound, Identity: w.identity, Labels: labels}},
 		})
+		_, appPortNumber, err := net.SplitHostPort(w.app)
+		if err != nil {
+			return err
+		}
+		portNumber, err := strconv.ParseUint(appPortNumber, 10, 16)
+		if err != nil {
+			return fmt.Errorf("app address %s: %w", w.app, err)
+		}
 		reg.Proxies = append(reg.Proxies, local.Proxy{
-			Namespace: Namespace, Pod: role + "-0", AdminAddress: w.admin, Identity: w.identity,
+			Namespace: Namespace, Pod: w.pod(), AdminAddress: w.admin, Identity: w.identity,
 			Labels: map[string]string{"deployment": role, "serviceaccount": role, "service": role},
+			// The port the proxy forwards to, named as the pod would:
+			// the policy's Server selects books's by name.
+			Ports: []local.Port{{Name: appPort(role), Port: uint16(portNumber)}},
 		})
 		d.workloads = append(d.workloads, w)
 	}
 	if err := identity.WriteLocalTokens(filepath.Join(d.dir, "tokens.yaml"), tokens); err != nil {
+		return err
+	}
+	reg.Namespaces = []local.Namespace{{Name: Namespace}}
+	if reg.Policies, err = policies(); err != nil {
 		return err
 	}
 	return local.WriteFile(filepath.Join(d.dir, "registry.yaml"), reg)
@@ -375,6 +393,9 @@ func (d *demo) startAll(ctx context.Context) error {
 				"--identity-token-file", w.tokenFile,
 				"--trust-anchors-file", d.anchors,
 				"--pod-namespace", Namespace,
+				// The proxy enforces its pod's inbound policy, which the
+				// controller computes from the registry.
+				"--pod-name", w.pod(),
 				// As the injector does: the controller connection is TLS
 				// verified against this identity, and only it may tap.
 				"--controller-identity", controllerIdentity,
@@ -406,7 +427,8 @@ func (d *demo) startAll(ctx context.Context) error {
 		case RoleBooks:
 			args = append(args, "--failure-rate", strconv.FormatFloat(d.opts.FailureRate, 'f', -1, 64))
 		case RoleTraffic:
-			args = append(args, "--rps", strconv.FormatFloat(d.opts.RPS, 'f', -1, 64))
+			args = append(args, "--rps", strconv.FormatFloat(d.opts.RPS, 'f', -1, 64),
+				"--direct-share", strconv.FormatFloat(DirectShare, 'f', -1, 64))
 			if d.opts.ReportEvery > 0 {
 				args = append(args, "--report-every", d.opts.ReportEvery.String())
 			}

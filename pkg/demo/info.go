@@ -14,6 +14,8 @@ type Info struct {
 	Namespace  string         `json:"namespace"`
 	Controller ControllerInfo `json:"controller"`
 	Services   []ServiceInfo  `json:"services"`
+	// Denied says which calls the demo's inbound policy refuses, and why.
+	Denied string `json:"denied"`
 	// Export is the line that points the CLI at the demo's controller.
 	Export string `json:"export"`
 	// Try lists commands to run next.
@@ -49,12 +51,14 @@ func (d *demo) info() Info {
 	in := Info{
 		Namespace:  Namespace,
 		Controller: ControllerInfo{GRPCAddr: d.controllerGRPC, AdminAddr: d.controllerAdmin},
+		Denied:     deniedLine(DirectShare),
 		Export:     "export CONDUIT_CONTROLLER_ADDR=" + d.controllerGRPC,
 		Try: []string{
 			"conduit stat deploy -n " + Namespace,
 			"conduit edges deploy -n " + Namespace,
 			"conduit top deploy/web -n " + Namespace,
 			"conduit tap deploy/web -n " + Namespace,
+			"conduit tap deploy/books -n " + Namespace + " --path /demo.v1.Books/",
 			fmt.Sprintf("curl -s http://%s/metrics | grep 'tls=\"true\"'", web.admin),
 			fmt.Sprintf("curl -s http://%s/books/3", web.inbound),
 		},
@@ -99,7 +103,7 @@ func (d *demo) printInfo() error {
 	fmt.Fprintf(tw, "controller\tgrpc %s\t-\t-\t%s\t-\n", in.Controller.GRPCAddr, in.Controller.AdminAddr)
 	tw.Flush()
 	fmt.Fprintf(d.opts.Out, "\nweb calls books and authors over gRPC; books fails %.0f%% of lookups on purpose; traffic sends %.0f requests/s to web;\n"+
-		"every app is health-checked through its proxy every %s, from outside the mesh, as the kubelet would.\n", d.opts.FailureRate*100, d.opts.RPS, d.opts.ProbeEvery)
+		"every app is health-checked through its proxy every %s, from outside the mesh, as the kubelet would.\n%s\n", d.opts.FailureRate*100, d.opts.RPS, d.opts.ProbeEvery, in.Denied)
 	fmt.Fprintf(d.opts.Out, "\nIn another terminal:\n\n  %s\n", in.Export)
 	for _, t := range in.Try {
 		fmt.Fprintf(d.opts.Out, "  %s\n", t)
