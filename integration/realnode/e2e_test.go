@@ -300,6 +300,60 @@ func TestConduitOnARealNode(t *testing.T) {
 		}
 	})
 
+	e.step("authorization policy: only web may call books — traffic's direct calls are refused (PERMISSION_DENIED), counted, shown by stat, tap and authz; web's are not", func() {
+		e.apply(booksFromWebOnly)
+		applied := time.Now()
+		type row struct {
+			Name         string
+			AuthzApplies bool     `json:"authzApplies"`
+			Allowed      uint64   `json:"allowedCount"`
+			Denied       uint64   `json:"deniedCount"`
+			Success      *float64 `json:"success"`
+		}
+		e.eventually(2*time.Minute, "books's proxy refusing traffic's direct calls", func() string {
+			var rows []row
+			out := e.conduit("stat", "deploy/books", "-n", appNS, "-o", "json")
+			if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 1 {
+				return fmt.Sprintf("stat -o json: %v: %s", err, out)
+			}
+			if r := rows[0]; !r.AuthzApplies || r.Denied == 0 || r.Allowed == 0 {
+				return fmt.Sprintf("books: allowed %d, denied %d (policy applies: %v)", r.Allowed, r.Denied, r.AuthzApplies)
+			}
+			return ""
+		})
+		t.Logf("first refusals counted %s after the policy was applied", time.Since(applied).Round(time.Second))
+		t.Logf("stat:\n%s", e.conduit("stat", "deploy", "-n", appNS))
+		// web's calls to books still succeed: web answers its client.
+		e.eventually(time.Minute, "web serving", func() string {
+			var rows []row
+			out := e.conduit("stat", "deploy/web", "-n", appNS, "-o", "json", "--time-window", "10s")
+			if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 1 {
+				return fmt.Sprintf("stat -o json: %v: %s", err, out)
+			}
+			if r := rows[0].Success; r == nil || *r < 0.99 {
+				return fmt.Sprintf("web's success rate %v with the policy on books: %s", r, out)
+			}
+			return ""
+		})
+		denied := false
+		for _, l := range e.firstLines(40*time.Second, 80, "tap", "deploy/books", "-n", appNS) {
+			if strings.Contains(l, "authz=deny:server/books-grpc") {
+				denied = true
+				t.Logf("tap: %s", l)
+				break
+			}
+		}
+		if !denied {
+			t.Errorf("tap deploy/books showed no request refused by server books-grpc")
+		}
+		authz := e.conduit("authz", "deploy/books", "-n", appNS)
+		if !strings.Contains(authz, "books-grpc") || !strings.Contains(authz, "books-from-web") {
+			t.Errorf("conduit authz deploy/books does not show the Server and the policy:\n%s", authz)
+		}
+		t.Logf("authz:\n%s", authz)
+		e.kubectl("delete", "-n", appNS, "authorizationpolicy/books-from-web", "meshtlsauthentication/web", "server/books-grpc")
+	})
+
 	e.step("a meshed Job completes (native sidecar), and a CronJob run completes", func() {
 		e.apply(jobs)
 		e.kubectl("create", "job", "-n", appNS, "--from=cronjob/nightly", "nightly-manual")

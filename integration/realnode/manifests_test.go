@@ -68,7 +68,7 @@ data: {owner: the user}
 ` + bookshopApp("web", "http") +
 	bookshopApp("books", "grpc", "--failure-rate", "0") +
 	bookshopApp("authors", "grpc") +
-	bookshopApp("traffic", "", "--rps", "20", "--report-every", "2s")
+	bookshopApp("traffic", "", "--rps", "20", "--report-every", "2s", "--direct-share", "0.1")
 
 // jobs are a meshed Job and a CronJob: their pods exit, and the native
 // sidecar proxy must not keep them from completing.
@@ -102,4 +102,29 @@ spec:
             image: ` + appImage + `
             imagePullPolicy: Never
             args: ["version", "--client"]
+`
+
+// booksFromWebOnly is an inbound policy on books's gRPC port: only web's
+// ServiceAccount may call it, so the traffic generator's direct calls to
+// books (its --direct-share) are refused.
+const booksFromWebOnly = `apiVersion: policy.conduit.io/v1beta1
+kind: Server
+metadata: {name: books-grpc, namespace: bookshop}
+spec:
+  podSelector: {matchLabels: {app: books}}
+  port: grpc
+  proxyProtocol: gRPC
+---
+apiVersion: policy.conduit.io/v1beta1
+kind: MeshTLSAuthentication
+metadata: {name: web, namespace: bookshop}
+spec:
+  identityRefs: [{kind: ServiceAccount, name: web}]
+---
+apiVersion: policy.conduit.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: books-from-web, namespace: bookshop}
+spec:
+  targetRef: {group: policy.conduit.io, kind: Server, name: books-grpc}
+  requiredAuthenticationRefs: [{group: policy.conduit.io, kind: MeshTLSAuthentication, name: web}]
 `
