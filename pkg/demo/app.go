@@ -343,8 +343,24 @@ func runTraffic(ctx context.Context, lis net.Listener, o AppOptions) error {
 		return booksConn.Invoke(ctx, "/demo.v1.Books/GetBook", wrapperspb.String(id), new(wrapperspb.StringValue))
 	}
 
-	// Warm up: the mesh is ready when one request gets through.
+	// Warm up: the mesh is ready when books answers a direct call (its
+	// proxy's refusal will do: the generator's proxy has resolved books,
+	// and keeps it should the controller go away), then one request to
+	// web gets through.
 	warm := time.Now()
+	for o.DirectShare > 0 {
+		err := direct(ctx)
+		if st := status.Convert(err); err == nil || st.Code() == codes.PermissionDenied || st.Message() == injectedMessage {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(warm) > 60*time.Second {
+			return fmt.Errorf("demo traffic: books not reachable after 60s: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	for {
 		code, injected, err := get(ctx)
 		if err == nil && (code == http.StatusOK || injected) {
