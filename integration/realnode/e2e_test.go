@@ -354,6 +354,36 @@ func TestConduitOnARealNode(t *testing.T) {
 		e.kubectl("delete", "-n", appNS, "authorizationpolicy/books-from-web", "meshtlsauthentication/web", "server/books-grpc")
 	})
 
+	e.step("default policy all-authenticated on the namespace: an unmeshed client of web is refused, meshed traffic and the kubelet's probes are not", func() {
+		e.apply(outsider)
+		e.run(4*time.Minute, "kubectl", "rollout", "status", "-n", outsiderNS, "deploy/outsider", "--timeout=200s")
+		e.eventually(time.Minute, "the unmeshed client served by web", func() string {
+			if ok, _ := e.trafficSinceIn(outsiderNS, "outsider", time.Now().Add(-6*time.Second)); ok == 0 {
+				return "no request of the unmeshed client answered yet"
+			}
+			return ""
+		})
+		t0 := time.Now()
+		e.kubectl("annotate", "namespace", appNS, "config.conduit.io/default-inbound-policy=all-authenticated")
+		e.eventually(2*time.Minute, "the unmeshed client refused", func() string {
+			ok, failed := e.trafficSinceIn(outsiderNS, "outsider", time.Now().Add(-5*time.Second))
+			if ok != 0 || failed == 0 {
+				return fmt.Sprintf("unmeshed client over the last 5 s: %d ok, %d failed", ok, failed)
+			}
+			return ""
+		})
+		t.Logf("the unmeshed client is refused %s after the annotation", time.Since(t0).Round(time.Second))
+		e.noFailures(t0, 5*time.Second)
+		// web's readiness probe comes from the kubelet in plaintext: the
+		// probe route admits it, so web stays Ready.
+		ready := e.kubectl("get", "pods", "-n", appNS, "-l", "app=web", "-o", `jsonpath={.items[*].status.conditions[?(@.type=="Ready")].status}`)
+		if strings.TrimSpace(ready) != "True" {
+			t.Errorf("web is not Ready under all-authenticated (the kubelet's probes refused?): %q", ready)
+		}
+		e.kubectl("annotate", "namespace", appNS, "config.conduit.io/default-inbound-policy-")
+		e.kubectl("delete", "namespace", outsiderNS, "--wait=false")
+	})
+
 	e.step("a meshed Job completes (native sidecar), and a CronJob run completes", func() {
 		e.apply(jobs)
 		e.kubectl("create", "job", "-n", appNS, "--from=cronjob/nightly", "nightly-manual")
@@ -560,7 +590,13 @@ var summaryLine = regexp.MustCompile(`traffic: last \S+: sent=(\d+) ok=(\d+) inj
 
 // trafficSince sums the traffic generator's 2 s summaries logged after t0.
 func (e *e2e) trafficSince(t0 time.Time) (ok, failed int) {
-	out, _, _ := e.try(time.Minute, "", "kubectl", "logs", "-n", appNS, "deploy/traffic", "-c", "traffic", "--timestamps")
+	return e.trafficSinceIn(appNS, "traffic", t0)
+}
+
+// trafficSinceIn sums the summaries of a traffic generator, the deployment
+// deploy (its container is named as it) in namespace ns.
+func (e *e2e) trafficSinceIn(ns, deploy string, t0 time.Time) (ok, failed int) {
+	out, _, _ := e.try(time.Minute, "", "kubectl", "logs", "-n", ns, "deploy/"+deploy, "-c", deploy, "--timestamps")
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		ts, rest, found := strings.Cut(sc.Text(), " ")

@@ -128,3 +128,28 @@ spec:
   targetRef: {group: policy.conduit.io, kind: Server, name: books-grpc}
   requiredAuthenticationRefs: [{group: policy.conduit.io, kind: MeshTLSAuthentication, name: web}]
 `
+
+// outsiderNS is a namespace the mesh leaves alone.
+const outsiderNS = "outside"
+
+// outsider is an unmeshed traffic generator calling web in plaintext.
+var outsider = `apiVersion: v1
+kind: Namespace
+metadata: {name: outside}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: outsider, namespace: outside}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: outsider}}
+  template:
+    metadata: {labels: {app: outsider}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: outsider
+        image: ` + appImage + `
+        imagePullPolicy: Never
+        args: ["demo", "app", "--role", "traffic", "--listen", ":8080", "--app-namespace", "bookshop", "--rps", "5", "--report-every", "2s"]
+`
