@@ -19,7 +19,6 @@ import (
 
 	"github.com/conduitmesh/conduit/internal/testenv"
 	"github.com/conduitmesh/conduit/pkg/controller/policy"
-	"github.com/conduitmesh/conduit/pkg/install"
 )
 
 // authzPolicy is the README's example: the Server of web's http port and
@@ -55,7 +54,7 @@ func TestAuthz(t *testing.T) {
 	defer cancel()
 	const ns = "shop"
 	cli := buildBinary(t, "./cmd/conduit")
-	installAuthzCRDs(t)
+	applyPolicyCRDs(t)
 	if err := testCluster.CreateNamespace(ctx, ns, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -185,56 +184,4 @@ func TestAuthz(t *testing.T) {
 		!strings.Contains(bad.Stderr, `deployment "nope" not found in namespace "shop"`) {
 		t.Errorf("deploy/nope: exit %d\nstdout:\n%s\nstderr:\n%s", bad.Code, bad.Stdout, bad.Stderr)
 	}
-}
-
-// installAuthzCRDs applies the policy CRDs as `conduit install` renders
-// them, waits until the API server serves them, and deletes them when the
-// test ends.
-func installAuthzCRDs(t *testing.T) {
-	t.Helper()
-	ctx := context.Background()
-	objs, _, err := install.RenderInstall(install.InstallOptions{Values: install.ValueOptions{Namespace: "authz-crds"}, Version: "v0.0.0-test", Now: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := install.NewClient(testCluster.RESTConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var crds []*unstructured.Unstructured
-	for _, o := range objs {
-		if o.GetKind() == "CustomResourceDefinition" && strings.HasSuffix(o.GetName(), "."+policy.Group) {
-			crds = append(crds, o)
-		}
-	}
-	t.Cleanup(func() {
-		for _, o := range crds {
-			if err := client.Delete(ctx, o); err != nil {
-				t.Errorf("deleting %s: %v", o.GetName(), err)
-			}
-		}
-		testenv.Eventually(t, time.Minute, 200*time.Millisecond, func() error {
-			for _, o := range crds {
-				if live, err := client.Get(ctx, o); err != nil || live != nil {
-					return fmt.Errorf("%s still there (%v)", o.GetName(), err)
-				}
-			}
-			return nil
-		})
-	})
-	for _, o := range crds {
-		if _, err := client.Apply(ctx, o, false, true); err != nil {
-			t.Fatalf("applying %s: %v", o.GetName(), err)
-		}
-	}
-	testenv.Eventually(t, time.Minute, 100*time.Millisecond, func() error {
-		list, err := testCluster.Client.Discovery().ServerResourcesForGroupVersion(policy.Group + "/" + policy.Version)
-		if err != nil {
-			return err
-		}
-		if len(list.APIResources) < len(crds) {
-			return fmt.Errorf("%d of %d policy resources served", len(list.APIResources), len(crds))
-		}
-		return nil
-	})
 }
