@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,8 @@ import (
 	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/policy"
 	"github.com/conduitmesh/conduit/pkg/install"
+	"github.com/conduitmesh/conduit/pkg/proxy/authz"
+	"github.com/conduitmesh/conduit/pkg/proxy/grpcwire"
 )
 
 // applyPolicyCRDs applies the policy CRDs exactly as `conduit install`
@@ -457,6 +460,36 @@ spec:
 		t.Fatalf("default policy: %v, %v", m, err)
 	}
 
+	// The proxy's own client: the policy store conduit-proxy enforces from,
+	// over its hand-written gRPC client.
+	wire, err := grpcwire.New(ctrl.grpcAddr, grpcwire.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wire.Close()
+	store := authz.NewStore(authz.Pending("all-authenticated"))
+	go store.Watch(sctx, wire, ns, "web-1", []uint16{8080}, authz.WatchOptions{})
+	traffic := authz.Conn{Client: netip.MustParseAddr("10.1.2.3"), TLS: true, Identity: "spiffe://cluster.local/ns/" + ns + "/sa/traffic"}
+	testenv.Eventually(t, updateDeadline, 5*time.Millisecond, func() error {
+		if srv, ok := store.Lookup(8080); !ok || srv.Ref().Name != "web-http" {
+			return fmt.Errorf("the proxy's store has %v (arrived %v)", srv, ok)
+		}
+		return nil
+	})
+	if srv, _ := store.Lookup(8080); srv.AllowConn(traffic).Allowed {
+		t.Fatal("the proxy admits traffic before any AuthorizationPolicy")
+	}
+	proxySaw := make(chan time.Time, 1)
+	go func() {
+		for sctx.Err() == nil {
+			if srv, _ := store.Lookup(8080); srv.AllowConn(traffic).Allowed {
+				proxySaw <- time.Now()
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+
 	created := time.Now()
 	if _, err := createYAML(t, dyn, ns, `
 apiVersion: policy.conduit.io/v1beta1
@@ -478,5 +511,15 @@ spec:
 	}
 	if took >= time.Second {
 		t.Errorf("the change took %s to reach the stream; the issue wants less than 1 s", took)
+	}
+	select {
+	case at := <-proxySaw:
+		took := at.Sub(created)
+		t.Logf("the proxy's policy store admitted traffic %s after the AuthorizationPolicy's creation was requested", took.Round(time.Millisecond))
+		if took >= time.Second {
+			t.Errorf("the change took %s to reach the proxy; the issue wants less than 1 s", took)
+		}
+	case <-time.After(updateDeadline):
+		t.Fatalf("the proxy's policy store never admitted traffic (within %s)", updateDeadline)
 	}
 }
