@@ -82,7 +82,7 @@ type Decision struct {
 	Server, Authz, Route Ref
 	// Reason explains a denial in one short line for a response header,
 	// e.g. "unauthorized: server web-http requires mesh TLS (client
-	// 10.0.0.7 is not meshed)"; it never holds request bytes and the client
+	// 10.0.0.7 came in plaintext: ...)"; it never holds request bytes and the client
 	// identity it may name is sanitized. "" when allowed.
 	Reason string
 }
@@ -220,7 +220,10 @@ func (s *Server) reason(c *Conn, addr netip.Addr, rt *route) string {
 	case !inNetwork:
 		return "unauthorized: " + where + " admits no client from " + client
 	case !c.TLS || c.Identity == "":
-		return "unauthorized: " + where + " requires mesh TLS (client " + client + " is not meshed)"
+		// A meshed client's proxy sends plaintext when it could not learn
+		// the server's identity (its controller unreachable): say so, as
+		// that client's operator will read this.
+		return "unauthorized: " + where + " requires mesh TLS (client " + client + " came in plaintext: not meshed, or its proxy cannot reach its controller)"
 	}
 	return "unauthorized: " + where + " does not admit client " + sanitize(c.Identity)
 }

@@ -71,7 +71,7 @@ func TestAuthorizations(t *testing.T) {
 		{"identity of another trust domain", server(meshTLS("ids", []string{id("shop", "web")}, nil)),
 			meshed("10.1.2.3", "spiffe://evil.example/ns/shop/sa/web"), deny("does not admit client spiffe://evil.example/")},
 		{"plaintext client of an identity", server(meshTLS("ids", []string{id("shop", "web")}, nil)),
-			plain("10.1.2.3"), deny("server web-http requires mesh TLS (client 10.1.2.3 is not meshed)")},
+			plain("10.1.2.3"), deny("server web-http requires mesh TLS (client 10.1.2.3 came in plaintext: not meshed, or its proxy cannot reach its controller)")},
 		{"TLS without an identity", server(meshTLS("ids", []string{id("shop", "web")}, nil)),
 			Conn{Client: netip.MustParseAddr("10.1.2.3"), TLS: true}, deny("requires mesh TLS")},
 		{"identity without TLS is no identity", server(meshTLS("ids", []string{id("shop", "web")}, nil)),
