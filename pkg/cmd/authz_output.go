@@ -36,8 +36,8 @@ type authzPort struct {
 	// default policy as its name.
 	Server   authzRef `json:"server"`
 	Protocol string   `json:"protocol"`
-	// FailClosed: a proxy that has not received this policy yet refuses
-	// every client of the port.
+	// FailClosed: the port is under a policy other than
+	// all-unauthenticated, so clients it does not name are refused.
 	FailClosed bool `json:"failClosed"`
 	// Authorizations admit clients to every route of the port.
 	Authorizations []authzRule `json:"authorizations"`
@@ -248,8 +248,8 @@ func matchString(m *policyv1.HttpMatch) string {
 }
 
 // writeAuthzTable draws one table per entry, under a line naming the
-// workload and the pods it stands for, with a line under it for each port
-// that fails closed.
+// workload and the pods it stands for, with a line under it naming the
+// ports that refuse the clients their policy does not name.
 func writeAuthzTable(w io.Writer, entries []authzEntry) error {
 	var b strings.Builder
 	for i, e := range entries {
@@ -312,9 +312,9 @@ func writeAuthzTable(w io.Writer, entries []authzEntry) error {
 		switch n := len(closed); n {
 		case 0:
 		case 1:
-			fmt.Fprintf(&b, "Port %s fails closed: a proxy that has not received its policy yet refuses every client.\n", closed[0])
+			fmt.Fprintf(&b, "Port %s refuses every client its policy does not name.\n", closed[0])
 		default:
-			fmt.Fprintf(&b, "Ports %s and %s fail closed: a proxy that has not received their policy yet refuses every client.\n",
+			fmt.Fprintf(&b, "Ports %s and %s refuse every client their policy does not name.\n",
 				strings.Join(closed[:n-1], ", "), closed[n-1])
 		}
 	}
