@@ -230,9 +230,10 @@ type InboundServer struct {
 	// matches every request, with no authorizations of its own.
 	HttpRoutes []*HttpRoute `protobuf:"bytes,4,rep,name=http_routes,json=httpRoutes,proto3" json:"http_routes,omitempty"`
 	// fail_closed is set when the port is under a policy other than
-	// all-unauthenticated: a proxy that has not yet received this port's
-	// policy (the controller unreachable at start) must deny rather than
-	// admit. It is informational once a policy has arrived.
+	// all-unauthenticated: clients it does not name are refused. It is
+	// informational (conduit authz shows it); before a port's policy has
+	// arrived a proxy applies its pod's default policy, which fails closed
+	// for every default but all-unauthenticated.
 	FailClosed    bool `protobuf:"varint,5,opt,name=fail_closed,json=failClosed,proto3" json:"fail_closed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
