@@ -336,13 +336,14 @@ func networkMatches(nets []Network) ([]*policyv1.Network, error) {
 }
 
 // probeRoutes are the routes of a port without routes of its own: the
-// kubelet's HTTP probes of that port (GET on their paths, from any
-// address, unauthenticated), and a catch-all route so that every other
-// request is still admitted by the port's authorizations. Without probes,
-// none: no routes already means one catch-all route.
+// kubelet's probes of that port (GET on the paths of HTTP probes, the gRPC
+// health check's POST for gRPC probes; from any address, unauthenticated),
+// and a catch-all route so that every other request is still admitted by
+// the port's authorizations. Without probes, none: no routes already means
+// one catch-all route.
 func probeRoutes(pod *corev1.Pod, port uint32) []*policyv1.HttpRoute {
-	paths := probePaths(pod, port)
-	if len(paths) == 0 {
+	requests := probeRequests(pod, port)
+	if len(requests) == 0 {
 		return nil
 	}
 	probe := &policyv1.HttpRoute{
@@ -353,35 +354,45 @@ func probeRoutes(pod *corev1.Pod, port uint32) []*policyv1.HttpRoute {
 			Authentication: &policyv1.Authorization_Unauthenticated{Unauthenticated: &policyv1.Unauthenticated{}},
 		}},
 	}
-	for _, p := range paths {
+	for _, r := range requests {
 		probe.Matches = append(probe.Matches, &policyv1.HttpMatch{
-			Path:   &policyv1.PathMatch{Kind: &policyv1.PathMatch_Exact{Exact: p}},
-			Method: "GET",
+			Path:   &policyv1.PathMatch{Kind: &policyv1.PathMatch_Exact{Exact: r.path}},
+			Method: r.method,
 		})
 	}
 	return []*policyv1.HttpRoute{probe, {Ref: &policyv1.Ref{Kind: "default", Name: "default"}}}
 }
 
-// probePaths are the paths of the pod's HTTP liveness, readiness and
-// startup probes on port, sorted and without duplicates.
-func probePaths(pod *corev1.Pod, port uint32) []string {
-	var paths []string
+// probeRequest is a request the kubelet makes to probe a container.
+type probeRequest struct{ path, method string }
+
+// grpcHealthCheck is the method the kubelet calls for a gRPC probe.
+const grpcHealthCheck = "/grpc.health.v1.Health/Check"
+
+// probeRequests are the requests of the pod's liveness, readiness and
+// startup probes on port (HTTP GETs, gRPC health checks), sorted and
+// without duplicates.
+func probeRequests(pod *corev1.Pod, port uint32) []probeRequest {
+	var out []probeRequest
 	for _, ctr := range containers(pod) {
 		for _, probe := range []*corev1.Probe{ctr.LivenessProbe, ctr.ReadinessProbe, ctr.StartupProbe} {
-			if probe == nil || probe.HTTPGet == nil || !probePort(probe.HTTPGet.Port, ctr, port) {
-				continue
+			switch {
+			case probe == nil:
+			case probe.HTTPGet != nil && probePort(probe.HTTPGet.Port, ctr, port):
+				path, _, _ := strings.Cut(probe.HTTPGet.Path, "?") // the kubelet sends the query too; routes match the path
+				if path == "" {
+					path = "/"
+				} else if !strings.HasPrefix(path, "/") {
+					path = "/" + path
+				}
+				out = append(out, probeRequest{path: path, method: "GET"})
+			case probe.GRPC != nil && probe.GRPC.Port > 0 && uint32(probe.GRPC.Port) == port:
+				out = append(out, probeRequest{path: grpcHealthCheck, method: "POST"})
 			}
-			path, _, _ := strings.Cut(probe.HTTPGet.Path, "?") // the kubelet sends the query too; routes match the path
-			if path == "" {
-				path = "/"
-			} else if !strings.HasPrefix(path, "/") {
-				path = "/" + path
-			}
-			paths = append(paths, path)
 		}
 	}
-	slices.Sort(paths)
-	return slices.Compact(paths)
+	slices.SortFunc(out, func(a, b probeRequest) int { return strings.Compare(a.path+" "+a.method, b.path+" "+b.method) })
+	return slices.Compact(out)
 }
 
 // probePort: a probe's port is a number or the name of a port of its own

@@ -570,3 +570,33 @@ spec:
 	f.inboundEventually(t, "shop", "web-1", 8080, `server: {kind: "server" name: "web-http" namespace: "shop"} protocol: GRPC fail_closed: true
 http_routes: {ref: {kind: "httproute" name: "api" namespace: "shop"}}`)
 }
+
+// TestGRPCProbeRoutes: the kubelet's gRPC probes (a health check POST over
+// h2c) get the probe route too, so a strict default does not fail them.
+func TestGRPCProbeRoutes(t *testing.T) {
+	f := startIndex(t, testCluster(), nil, shopNS, `
+apiVersion: v1
+kind: Pod
+metadata: {name: books-1, namespace: shop, labels: {app: books}}
+spec:
+  containers:
+  - name: app
+    image: books
+    ports: [{name: grpc, containerPort: 9090}]
+    livenessProbe: {grpc: {port: 9090}}
+    readinessProbe: {grpc: {port: 9090, service: books}}
+    startupProbe: {httpGet: {path: /started, port: grpc}}
+`)
+	f.checkInbound(t, "shop", "books-1", 9090, `server: {kind: "default" name: "deny"} fail_closed: true
+http_routes: {
+  ref: {kind: "probe" name: "probe"}
+  matches: {path: {exact: "/grpc.health.v1.Health/Check"} method: "POST"}
+  matches: {path: {exact: "/started"} method: "GET"}
+  authorizations: {
+    ref: {kind: "default" name: "probe"}
+    networks: {cidr: "0.0.0.0/0"} networks: {cidr: "::/0"}
+    unauthenticated: {}
+  }
+}
+http_routes: {ref: {kind: "default" name: "default"}}`)
+}
