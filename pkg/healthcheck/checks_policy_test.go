@@ -199,7 +199,7 @@ func TestPolicyChecksFindProblems(t *testing.T) {
 		got[strings.TrimPrefix(k, string(Policy)+"/")] = r.Error
 	}
 	want := map[string]string{
-		"Servers select pods": "Server app/api selects no pod (podSelector app=api,tier=backend)",
+		"Servers select pods":                          "Server app/api selects no pod (podSelector app=api,tier=backend)",
 		"AuthorizationPolicies' authentications exist": "AuthorizationPolicy app/web requires NetworkAuthentication infra/office, which does not exist",
 		"AuthorizationPolicies name existing ServiceAccounts": "2 AuthorizationPolicies name ServiceAccounts that do not exist:\n" +
 			"AuthorizationPolicy app/admin names ServiceAccount app/admin, which does not exist\n" +
