@@ -157,7 +157,7 @@ func (s *side) handle(mc *meteredConn) {
 	key := s.opaqueKey(info)
 	info.port = key.Port()
 
-	if p.isOpaquePort(key) || p.policy(info) != nil && p.policy(info).Protocol() == authz.ProtocolOpaque {
+	if p.isOpaquePort(key) || p.policy(info).Protocol() == authz.ProtocolOpaque {
 		s.handleOpaque(mc, info, done)
 		return
 	}

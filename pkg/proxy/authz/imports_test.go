@@ -14,6 +14,7 @@ import (
 var linkable = []string{
 	"github.com/conduitmesh/conduit/pkg/proxy/authz",
 	"github.com/conduitmesh/conduit/pkg/proxy/grpcwire",
+	"github.com/conduitmesh/conduit/pkg/contract",
 	"google.golang.org/protobuf/encoding/protowire",
 	"google.golang.org/protobuf/internal/", // protowire's own imports
 	"golang.org/x/net/",

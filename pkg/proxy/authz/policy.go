@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"github.com/conduitmesh/conduit/pkg/contract"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -115,7 +116,13 @@ var defaultRoute = route{ref: Ref{Kind: "default", Name: "default"}}
 func (s *Server) Ref() Ref { return s.ref }
 
 // Protocol is the protocol the port's policy declares.
-func (s *Server) Protocol() Protocol { return s.protocol }
+// A nil Server (no policy enforced) declares none: ProtocolDetect.
+func (s *Server) Protocol() Protocol {
+	if s == nil {
+		return ProtocolDetect
+	}
+	return s.protocol
+}
 
 // FailClosed reports that the port is under a policy other than
 // all-unauthenticated (informational once a policy has arrived).
@@ -261,11 +268,11 @@ func sanitize(s string) string {
 // fail closed — until the port's policy arrives.
 func Pending(defaultPolicy string) *Server {
 	if defaultPolicy == "" {
-		defaultPolicy = "all-unauthenticated"
+		defaultPolicy = contract.PolicyAllUnauthenticated
 	}
 	ref := Ref{Kind: "default", Name: defaultPolicy}
 	s := &Server{ref: ref, pending: true}
-	if defaultPolicy == "all-unauthenticated" {
+	if defaultPolicy == contract.PolicyAllUnauthenticated {
 		s.authz = newAuthzSet([]authorization{{ref: ref, authn: authnAny}})
 	} else {
 		s.failClosed = true
