@@ -1,11 +1,12 @@
 package authz
 
 import (
-	"github.com/conduitmesh/conduit/pkg/contract"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/conduitmesh/conduit/pkg/contract"
 )
 
 // Ref names the resource a decision came from: Kind is e.g. "server",
