@@ -168,6 +168,7 @@ type Proxy struct {
 	opaque  map[uint16]bool
 	ups     *upstreams
 	fastUps *fastUpstreams
+	h2Ups   *h2Ups
 	// observing reports whether requests must go to the Observer now.
 	observing func() bool
 	bufs      *bufPool
@@ -188,6 +189,9 @@ type Proxy struct {
 	// idleFast are fast-path connections waiting for their next request
 	// (guarded by mu); drain wakes them so that they close.
 	idleFast map[*fastConn]struct{}
+	// h2Downs are the HTTP/2 fast path's client connections (guarded by
+	// mu); drain sends them GOAWAY.
+	h2Downs map[*h2Down]struct{}
 	// memConns is the connection count the memory limit was last set for
 	// (guarded by mu).
 	memConns int
@@ -222,6 +226,7 @@ func New(cfg Config) (*Proxy, error) {
 		stop:      make(chan struct{}),
 		conns:     map[*meteredConn]struct{}{},
 		idleFast:  map[*fastConn]struct{}{},
+		h2Downs:   map[*h2Down]struct{}{},
 		connsGone: make(chan struct{}, 1),
 		bufs:      newBufPool(),
 	}
@@ -238,6 +243,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.ups = newUpstreams(p)
 	p.fastUps = &fastUpstreams{p: p, idle: map[upKey][]*fastUp{}}
+	p.h2Ups = newH2Ups(p)
 	var err error
 	cleanup := func() {
 		for _, s := range []*side{p.inbound, p.outbound} {
@@ -367,6 +373,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	wg.Wait()
 	p.ups.closeIdle()
 	p.fastUps.closeAll()
+	p.h2Ups.closeAll()
 	return runErr
 }
 
@@ -384,7 +391,14 @@ func (p *Proxy) drain(sides []*side) {
 	for fc := range p.idleFast {
 		fc.sc.SetReadDeadline(time.Now())
 	}
+	h2Downs := make([]*h2Down, 0, len(p.h2Downs))
+	for d := range p.h2Downs {
+		h2Downs = append(h2Downs, d)
+	}
 	p.mu.Unlock()
+	for _, d := range h2Downs {
+		d.drain()
+	}
 	// Connections being classified finish their handoff before the HTTP
 	// servers stop taking connections; clients that have sent nothing yet
 	// get a short last chance instead of the whole detection timeout.

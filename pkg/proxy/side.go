@@ -203,6 +203,9 @@ func (s *side) handle(mc *meteredConn) {
 		sc.stall = p.cfg.BodyIdleTimeout
 		sc.onStall = func() { p.metrics.Error(s.dir, "body_timeout") }
 		s.serveFast(sc)
+	case res.Protocol == detect.HTTP2 && !p.cfg.DisableFastPath:
+		done()
+		s.serveH2(sc)
 	case res.Protocol == detect.HTTP1, res.Protocol == detect.HTTP2:
 		var c net.Conn = sc
 		if res.Protocol == detect.HTTP1 {

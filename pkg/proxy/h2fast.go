@@ -1,0 +1,875 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/conduitmesh/conduit/pkg/proxy/authz"
+	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
+)
+
+// h2Down is a client's HTTP/2 connection on the fast path. Its reader
+// (serve) decodes the client's frames, routes each new stream, opens it on
+// a pooled upstream connection (h2up.go) and relays the request's frames;
+// the upstream connection's reader relays the response's.
+type h2Down struct {
+	s    *side
+	sc   *servedConn
+	info *connInfo
+	br   *bufio.Reader
+	fr   *http2.Framer
+	out  *h2Out
+	fl   h2Flusher
+
+	mu      sync.Mutex // guards the fields below
+	streams map[uint32]*h2Stream
+	// lastID is the highest stream the client opened; goAwayID, once the
+	// proxy has sent GOAWAY, the last one it will serve.
+	lastID   uint32
+	draining bool
+	closed   bool
+	idleAt   time.Time // when the last stream ended (zero while streams run)
+
+	// Reused by the reader for authorization and observation.
+	fields []Field
+	obsReq Request
+	creds  []streamCredit
+	// recvUnacked is the connection-level credit not yet returned.
+	recvUnacked uint32 // under out.mu
+}
+
+// h2Stream is one request relayed from a client connection to an upstream
+// one. Request-direction fields are guarded by up.out.mu, response ones by
+// down.out.mu.
+type h2Stream struct {
+	down *h2Down
+	id   uint32
+	up   *h2Up
+	upID uint32
+
+	// Request direction (client → upstream), under up.out.mu.
+	upWin       int32 // the upstream's stream window
+	reqBuf      []byte
+	reqEnd      bool // END_STREAM to send once reqBuf is out
+	reqTrailers []hpack.HeaderField
+	reqDone     bool // END_STREAM (or RST_STREAM) sent upstream
+	reqBlocked  bool // in up.blocked
+
+	// Response direction (upstream → client), under down.out.mu.
+	downWin       int32 // the client's stream window
+	respBuf       []byte
+	respEnd       bool
+	respTrailers  []hpack.HeaderField
+	respDone      bool   // END_STREAM or RST_STREAM sent to the client
+	respBlocked   bool   // in down's blocked list
+	respStarted   bool   // final response headers sent
+	streamUnacked uint32 // stream-level credit owed to the upstream
+
+	// Request accounting, set by the client's reader before the stream is
+	// opened upstream; the rest under ended.
+	start     time.Time
+	series    *metrics.Route
+	rt        route
+	obs       Observation
+	grpc      bool
+	grpcTO    string // grpc-timeout
+	recvOwed  uint32 // stream-level credit owed to the client (under down.out.mu)
+	remoteEnd bool   // the client ended its request (the client's reader only)
+	admitted  bool   // holds a slot of the side's request limit
+	// upOwed is the stream-level credit owed to the upstream.
+	upOwed atomic.Uint32
+	// bits says which of the stream's four halves are over (sReqIn...).
+	bits atomic.Uint32
+
+	ended      atomic.Bool
+	status     int
+	grpcStatus string
+	firstByte  time.Time
+	written    int64
+	proxyErr   string
+	upErr      error
+}
+
+// The four halves of a relayed stream: the request from the client and to
+// the upstream, the response from the upstream and to the client. A stream
+// is forgotten by the client's connection once sReqIn and sRespOut are
+// over, by the upstream's once sReqOut and sRespIn are.
+const (
+	sReqIn uint32 = 1 << iota
+	sRespOut
+	sReqOut
+	sRespIn
+)
+
+// mark records halves as over and forgets the stream where both of a
+// connection's are.
+func (st *h2Stream) mark(bits uint32) {
+	for {
+		old := st.bits.Load()
+		nw := old | bits
+		if old == nw {
+			return
+		}
+		if !st.bits.CompareAndSwap(old, nw) {
+			continue
+		}
+		const down, up = sReqIn | sRespOut, sReqOut | sRespIn
+		if old&down != down && nw&down == down {
+			st.down.remove(st)
+		}
+		if old&up != up && nw&up == up && st.up != nil {
+			st.up.remove(st)
+		}
+		return
+	}
+}
+
+// serveH2 runs the HTTP/2 fast path on sc, whose first bytes are the
+// client's connection preface.
+func (s *side) serveH2(sc *servedConn) {
+	p := s.p
+	d := &h2Down{s: s, sc: sc, info: sc.info, streams: map[uint32]*h2Stream{}}
+	sc.info.conn = sc
+	d.br = fastReaders.Get().(*bufio.Reader)
+	d.br.Reset(sc)
+	d.fr = http2.NewFramer(nil, d.br)
+	d.fr.ReadMetaHeaders = hpack.NewDecoder(4<<10, nil)
+	d.fr.MaxHeaderListSize = uint32(p.cfg.MaxHeaderBytes)
+	d.fr.SetMaxReadFrameSize(16 << 10)
+	d.out = newH2Out(sc, p.cfg.BodyIdleTimeout)
+	p.mu.Lock()
+	p.h2Downs[d] = struct{}{}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.h2Downs, d)
+		p.mu.Unlock()
+		d.close()
+		d.out.release()
+		d.br.Reset(nil)
+		fastReaders.Put(d.br)
+	}()
+
+	sc.SetReadDeadline(time.Now().Add(p.cfg.HeaderReadTimeout))
+	var preface [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(d.br, preface[:]); err != nil || string(preface[:]) != http2.ClientPreface {
+		return
+	}
+	d.out.mu.Lock()
+	d.out.check(d.out.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: h2MaxStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2StreamWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: uint32(p.cfg.MaxHeaderBytes)},
+	))
+	d.out.windowLocked(0, h2ConnWindow-65535)
+	d.out.flushLocked()
+	d.out.mu.Unlock()
+	// The client's preface ends with its SETTINGS.
+	f, err := d.fr.ReadFrame()
+	if err != nil {
+		return
+	}
+	if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+		d.goAway(http2.ErrCodeProtocol)
+		return
+	} else if !d.settings(sf) {
+		return
+	}
+	sc.SetReadDeadline(time.Time{})
+	d.idleAt = time.Now()
+	if p.draining.Load() {
+		d.drain()
+	}
+	stopIdle := d.watchIdle()
+	defer stopIdle()
+	for {
+		if d.br.Buffered() == 0 {
+			d.fl.flush()
+		}
+		f, err := d.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				// A malformed header block: the stream is refused, the
+				// connection (its HPACK state intact) goes on.
+				p.metrics.Error(s.dir, "h2_stream_error")
+				d.reset(se.StreamID, se.Code)
+				continue
+			}
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				p.metrics.Error(s.dir, "h2_conn_error")
+				d.goAway(http2.ErrCode(ce))
+			}
+			return
+		}
+		if !d.frame(f) {
+			return
+		}
+	}
+}
+
+// watchIdle closes the connection once it has had no stream for the idle
+// timeout.
+func (d *h2Down) watchIdle() (stop func()) {
+	idle := d.s.p.cfg.IdleTimeout
+	var t *time.Timer
+	t = time.AfterFunc(idle, func() {
+		d.mu.Lock()
+		at := d.idleAt
+		d.mu.Unlock()
+		if !at.IsZero() && time.Since(at) >= idle {
+			d.goAway(http2.ErrCodeNo)
+			d.sc.Close()
+			return
+		}
+		t.Reset(idle)
+	})
+	return func() { t.Stop() }
+}
+
+// frame handles one frame from the client; false ends the connection.
+func (d *h2Down) frame(f http2.Frame) bool {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		return d.headers(f)
+	case *http2.DataFrame:
+		return d.data(f)
+	case *http2.WindowUpdateFrame:
+		return d.windowUpdate(f)
+	case *http2.RSTStreamFrame:
+		d.clientReset(f.StreamID, f.ErrCode)
+	case *http2.SettingsFrame:
+		if !f.IsAck() {
+			return d.settings(f)
+		}
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			d.out.mu.Lock()
+			if d.out.ok() {
+				d.out.check(d.out.fr.WritePing(true, f.Data))
+			}
+			d.out.mu.Unlock()
+			d.fl.mark(d.out)
+		}
+	case *http2.GoAwayFrame:
+		d.mu.Lock()
+		d.draining = true
+		n := len(d.streams)
+		d.mu.Unlock()
+		if n == 0 {
+			return false
+		}
+	case *http2.PushPromiseFrame:
+		d.goAway(http2.ErrCodeProtocol)
+		return false
+	case *http2.PriorityFrame:
+	default:
+		// Unknown frame types are ignored (RFC 9113 §4.1).
+	}
+	return true
+}
+
+// settings applies the client's SETTINGS; false on a bad one.
+func (d *h2Down) settings(f *http2.SettingsFrame) bool {
+	d.out.mu.Lock()
+	delta, err := d.out.settingsLocked(f)
+	if err == nil && delta != 0 {
+		d.mu.Lock()
+		for _, st := range d.streams {
+			st.downWin += delta
+		}
+		d.mu.Unlock()
+		d.drainRespLocked()
+	}
+	d.out.mu.Unlock()
+	d.fl.mark(d.out)
+	d.payCredits()
+	if err != nil {
+		d.goAway(http2.ErrCodeProtocol)
+		return false
+	}
+	return true
+}
+
+// goAway tells the client no more streams will be served, with code.
+func (d *h2Down) goAway(code http2.ErrCode) {
+	d.mu.Lock()
+	d.draining = true
+	last := d.lastID
+	d.mu.Unlock()
+	d.out.mu.Lock()
+	if d.out.ok() {
+		d.out.check(d.out.fr.WriteGoAway(last, code, nil))
+		d.out.flushLocked()
+	}
+	d.out.mu.Unlock()
+}
+
+// drain is called when the proxy shuts down: GOAWAY, and the connection
+// closes when its streams are done.
+func (d *h2Down) drain() {
+	d.goAway(http2.ErrCodeNo)
+	d.mu.Lock()
+	n := len(d.streams)
+	d.mu.Unlock()
+	if n == 0 {
+		d.sc.Close()
+	}
+}
+
+// reset refuses a stream the proxy will not serve.
+func (d *h2Down) reset(id uint32, code http2.ErrCode) {
+	d.out.mu.Lock()
+	d.out.rstLocked(id, code)
+	d.out.mu.Unlock()
+	d.fl.mark(d.out)
+}
+
+// stringBytes views s as bytes, read-only (authorization and observers
+// only read fields during the call).
+func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// connectionSpecific are the fields HTTP/2 forbids (RFC 9113 §8.2.2).
+func connectionSpecific(f hpack.HeaderField) bool {
+	switch f.Name {
+	case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
+		return true
+	case "te":
+		return f.Value != "trailers"
+	}
+	return false
+}
+
+// headers handles a HEADERS block: a new request, or a request's trailers.
+func (d *h2Down) headers(f *http2.MetaHeadersFrame) bool {
+	id := f.StreamID
+	d.mu.Lock()
+	st := d.streams[id]
+	d.mu.Unlock()
+	if st != nil {
+		return d.trailers(st, f)
+	}
+	if id%2 == 0 || id <= d.lastID {
+		// A stream that was closed, or a server-initiated ID.
+		d.goAway(http2.ErrCodeProtocol)
+		return false
+	}
+	d.mu.Lock()
+	d.lastID = id
+	draining, n := d.draining, len(d.streams)
+	d.mu.Unlock()
+	if draining {
+		d.reset(id, http2.ErrCodeRefusedStream)
+		return true
+	}
+	if n >= h2MaxStreams {
+		d.s.p.metrics.Error(d.s.dir, "h2_refused_stream")
+		d.reset(id, http2.ErrCodeRefusedStream)
+		return true
+	}
+	var method, path, authority, host, scheme, ctype string
+	fieldCount := 0
+	for _, hf := range f.Fields {
+		switch hf.Name {
+		case ":method":
+			method = hf.Value
+		case ":path":
+			path = hf.Value
+		case ":authority":
+			authority = hf.Value
+		case ":scheme":
+			scheme = hf.Value
+		case ":protocol", ":status":
+			d.reset(id, http2.ErrCodeProtocol)
+			return true
+		case "host":
+			host = hf.Value
+		case "content-type":
+			ctype = hf.Value
+		}
+		if connectionSpecific(hf) {
+			d.reset(id, http2.ErrCodeProtocol)
+			return true
+		}
+		if !hf.IsPseudo() {
+			fieldCount++
+		}
+	}
+	if method == "" || (path == "" || scheme == "") && method != http.MethodConnect {
+		d.reset(id, http2.ErrCodeProtocol)
+		return true
+	}
+	if authority == "" {
+		authority = host
+	}
+	d.info.streams.Add(1)
+	st = &h2Stream{down: d, id: id, start: time.Now(), grpc: strings.HasPrefix(ctype, "application/grpc")}
+	st.remoteEnd = f.StreamEnded()
+	d.out.mu.Lock()
+	st.downWin = d.out.initWin
+	d.out.mu.Unlock()
+	d.mu.Lock()
+	d.streams[id] = st
+	d.idleAt = time.Time{}
+	d.mu.Unlock()
+	if st.remoteEnd {
+		st.mark(sReqIn)
+	}
+
+	p, dir := d.s.p, d.s.dir
+	if !d.s.requests.acquire() {
+		d.s.shed(errOverloaded.reason)
+		st.series = p.metrics.Route(metrics.HTTPLabels{Direction: dir, Authority: canonicalAuthority(authority, "80"), TLS: d.info.tls, ClientID: d.info.clientID})
+		st.series.Request()
+		d.answer(st, errOverloaded, nil)
+		return true
+	}
+	st.admitted = true
+	authority = canonicalAuthority(authority, "80")
+	h := &httpHandler{p: p, dir: dir}
+	var perr *proxyError
+	switch {
+	case f.Truncated:
+		perr = &proxyError{http.StatusRequestHeaderFieldsTooLarge, "too_many_headers", "request header too large"}
+	case fieldCount > maxHeaderFields:
+		perr = &proxyError{http.StatusRequestHeaderFieldsTooLarge, "too_many_headers", errTooManyHeaders.Error()}
+	case method == http.MethodConnect:
+		perr = &proxyError{http.StatusMethodNotAllowed, "connect_unsupported", "CONNECT over HTTP/2 is not supported"}
+	}
+	if perr == nil {
+		st.rt, perr = h.route(context.Background(), d.info, authority)
+	}
+	var decision authz.Decision
+	if perr == nil && p.cfg.Policy != nil && dir == Inbound {
+		decision, perr = p.authorizeRequest(d.info, authz.FieldsRequest(stringBytes(method), stringBytes(path), d.fieldsOf(f.Fields)))
+	}
+	labels := metrics.HTTPLabels{Direction: dir, Authority: authority, TLS: d.info.tls, ClientID: d.info.clientID}
+	if perr == nil {
+		labels.TargetAddr, labels.Dst = st.rt.ep.Addr, st.rt.dst
+		if p.tlsFor(st.rt.ep) {
+			labels.TLS, labels.ServerID = true, st.rt.ep.Identity
+		}
+	}
+	st.series = p.metrics.Route(labels)
+	st.series.Request()
+	if st.grpc {
+		for _, hf := range f.Fields {
+			if hf.Name == "grpc-timeout" {
+				st.grpcTO = hf.Value
+			}
+		}
+	}
+	if p.observing() {
+		st.obs = d.observe(f, st, method, scheme, path, labels, perr == nil, &decision)
+	}
+	if perr != nil {
+		d.answer(st, *perr, nil)
+		return true
+	}
+	key := upKey{dir: dir, addr: st.rt.ep.Addr, dst: st.rt.dst, h2: true}
+	if p.tlsFor(st.rt.ep) {
+		key.identity = st.rt.ep.Identity
+	}
+	for attempt := 0; ; attempt++ {
+		up, err := p.h2Ups.get(key, st.rt.ep)
+		if err != nil {
+			st.upErr = err
+			d.answer(st, dialProxyError(err), nil)
+			return true
+		}
+		if up.open(st, f.Fields, st.remoteEnd, &d.fl) {
+			return true
+		}
+		if attempt > 0 {
+			// Connections that went away as the stream was opened.
+			d.answer(st, proxyError{http.StatusServiceUnavailable, "upstream_error", "upstream connection closing"}, nil)
+			return true
+		}
+	}
+}
+
+// fieldsOf lists the regular fields of a header block in d's reused
+// buffer.
+func (d *h2Down) fieldsOf(fields []hpack.HeaderField) []Field {
+	d.fields = d.fields[:0]
+	for _, hf := range fields {
+		if !hf.IsPseudo() {
+			d.fields = append(d.fields, Field{Name: stringBytes(hf.Name), Value: stringBytes(hf.Value)})
+		}
+	}
+	return d.fields
+}
+
+func (d *h2Down) observe(f *http2.MetaHeadersFrame, st *h2Stream, method, scheme, target string, labels metrics.HTTPLabels, routed bool, dec *authz.Decision) Observation {
+	info := d.info
+	path, query, _ := strings.Cut(target, "?")
+	cl := int64(-1)
+	if f.StreamEnded() {
+		cl = 0
+	}
+	for _, hf := range f.Fields {
+		if hf.Name == "content-length" {
+			if n, err := strconv.ParseInt(hf.Value, 10, 64); err == nil {
+				cl = n
+			}
+		}
+	}
+	if scheme == "" {
+		scheme = "http"
+	}
+	d.obsReq = Request{Direction: d.s.dir, Method: method, Scheme: scheme, Authority: labels.Authority,
+		Path: path, Query: query, ContentLength: cl, Fields: d.fieldsOf(f.Fields),
+		Source: info.remote, TLS: labels.TLS, ClientID: info.clientID, ServerID: labels.ServerID, Authz: *dec}
+	if routed {
+		d.obsReq.Destination, _ = netip.ParseAddrPort(st.rt.ep.Addr)
+		d.obsReq.DstLabels = st.rt.ep.Labels
+	}
+	obs := d.s.p.cfg.Observer.RequestStarted(&d.obsReq)
+	d.obsReq = Request{}
+	return obs
+}
+
+// trailers forwards a request's trailers (a HEADERS block that must end
+// the stream).
+func (d *h2Down) trailers(st *h2Stream, f *http2.MetaHeadersFrame) bool {
+	if st.remoteEnd || !f.StreamEnded() {
+		d.reset(st.id, http2.ErrCodeProtocol)
+		d.clientReset(st.id, http2.ErrCodeProtocol)
+		return true
+	}
+	for _, hf := range f.Fields {
+		if hf.IsPseudo() {
+			d.reset(st.id, http2.ErrCodeProtocol)
+			d.clientReset(st.id, http2.ErrCodeProtocol)
+			return true
+		}
+	}
+	st.remoteEnd = true
+	if st.up != nil {
+		st.up.requestTrailers(st, f.Fields, &d.fl)
+	}
+	st.mark(sReqIn)
+	return true
+}
+
+// data relays a request DATA frame.
+func (d *h2Down) data(f *http2.DataFrame) bool {
+	id := f.StreamID
+	flowLen := f.Length
+	d.mu.Lock()
+	st := d.streams[id]
+	d.mu.Unlock()
+	if st == nil || st.remoteEnd {
+		// A stream already reset or answered: its data is dropped but
+		// still counts against the connection's window.
+		d.credit(nil, flowLen, &d.fl)
+		if id > d.lastID || (st != nil && st.remoteEnd) {
+			d.goAway(http2.ErrCodeProtocol)
+			return false
+		}
+		return true
+	}
+	data := f.Data()
+	st.remoteEnd = f.StreamEnded()
+	// Padding is returned at once; the data as it is passed on.
+	if pad := flowLen - uint32(len(data)); pad > 0 {
+		d.credit(st, pad, &d.fl)
+	}
+	if st.up == nil {
+		d.credit(st, uint32(len(data)), &d.fl)
+	} else {
+		st.up.requestData(st, data, st.remoteEnd, &d.fl)
+	}
+	if st.remoteEnd {
+		st.mark(sReqIn)
+	}
+	return true
+}
+
+// credit returns n bytes of receive window to the client: for the
+// connection, and for st's stream unless st has ended its request.
+func (d *h2Down) credit(st *h2Stream, n uint32, fl *h2Flusher) {
+	if n == 0 {
+		return
+	}
+	d.out.mu.Lock()
+	d.recvUnacked += n
+	if d.recvUnacked >= h2ConnWindow/4 {
+		d.out.windowLocked(0, d.recvUnacked)
+		d.recvUnacked = 0
+		fl.mark(d.out)
+	}
+	if st != nil && st.bits.Load()&sReqIn == 0 {
+		st.recvOwed += n
+		if st.recvOwed >= h2StreamWindow/4 {
+			d.out.windowLocked(st.id, st.recvOwed)
+			st.recvOwed = 0
+			fl.mark(d.out)
+		}
+	}
+	d.out.mu.Unlock()
+}
+
+// windowUpdate takes the client's credit and sends what waited for it.
+func (d *h2Down) windowUpdate(f *http2.WindowUpdateFrame) bool {
+	d.out.mu.Lock()
+	if f.StreamID == 0 {
+		if int64(d.out.win)+int64(f.Increment) > 1<<31-1 {
+			d.out.mu.Unlock()
+			d.goAway(http2.ErrCodeFlowControl)
+			return false
+		}
+		d.out.win += int32(f.Increment)
+		d.drainRespLocked()
+	} else {
+		d.mu.Lock()
+		st := d.streams[f.StreamID]
+		d.mu.Unlock()
+		if st != nil {
+			st.downWin += int32(f.Increment)
+			d.drainStreamLocked(st)
+		}
+	}
+	d.out.mu.Unlock()
+	d.payCredits()
+	return true
+}
+
+// payCredits returns the upstreams the window that drainStreamLocked freed
+// and accounts for the responses it completed (out.mu not held).
+func (d *h2Down) payCredits() {
+	for i, c := range d.creds {
+		if c.n > 0 {
+			c.st.up.credit(c.st, c.n, &d.fl)
+		} else {
+			c.st.finish(false, nil)
+			c.st.mark(sRespOut)
+		}
+		d.creds[i] = streamCredit{}
+	}
+	d.creds = d.creds[:0]
+}
+
+// clientReset handles the client's RST_STREAM (or a reset the proxy
+// decided): the upstream stream is cancelled.
+func (d *h2Down) clientReset(id uint32, code http2.ErrCode) {
+	d.mu.Lock()
+	st := d.streams[id]
+	d.mu.Unlock()
+	if st == nil {
+		return
+	}
+	d.out.mu.Lock()
+	started := st.respStarted
+	st.respDone = true
+	d.out.mu.Unlock()
+	if !started {
+		d.s.earlyReset(d.info)
+	}
+	if st.up != nil {
+		st.up.cancel(st, http2.ErrCodeCancel, &d.fl)
+	}
+	st.finish(true, errStreamAborted)
+	st.mark(sReqIn | sRespOut | sReqOut | sRespIn)
+}
+
+// answer makes the proxy's own response to a stream that is not forwarded
+// (or whose upstream failed before answering).
+func (d *h2Down) answer(st *h2Stream, e proxyError, cause error) {
+	p := d.s.p
+	p.metrics.Error(d.s.dir, e.reason)
+	msg := e.msg
+	if cause != nil {
+		msg += ": " + cause.Error()
+	}
+	msg = sanitizeHeaderValue(msg)
+	st.proxyErr = e.reason
+	var fields []hpack.HeaderField
+	var body string
+	status := e.status
+	if st.grpc {
+		status = http.StatusOK
+		fields = []hpack.HeaderField{{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/grpc"},
+			{Name: "grpc-status", Value: grpcCodeFor(e.status)}, {Name: "grpc-message", Value: msg}, {Name: "conduit-proxy-error", Value: msg}}
+		st.grpcStatus = grpcCodeFor(e.status)
+	} else {
+		body = msg + "\n"
+		fields = []hpack.HeaderField{{Name: ":status", Value: strconv.Itoa(e.status)}, {Name: "content-type", Value: "text/plain; charset=utf-8"},
+			{Name: "content-length", Value: strconv.Itoa(len(body))}, {Name: "conduit-proxy-error", Value: msg}}
+	}
+	d.out.mu.Lock()
+	if !st.respDone {
+		st.respDone, st.respStarted = true, true
+		st.status, st.firstByte = status, time.Now()
+		if st.obs != nil {
+			hdr := http.Header{ErrorHeader: {msg}}
+			if st.grpc {
+				hdr.Set("Content-Type", "application/grpc")
+				hdr.Set("Grpc-Status", st.grpcStatus)
+			} else {
+				hdr.Set("Content-Type", "text/plain; charset=utf-8")
+			}
+			st.obs.ResponseStarted(&Response{Status: status, Header: hdr})
+		}
+		d.out.headersLocked(st.id, fields, body == "")
+		if body != "" {
+			// Always within the initial window.
+			d.out.dataLocked(st.id, []byte(body), true)
+			st.written = int64(len(body))
+		}
+		if st.bits.Load()&sReqIn == 0 {
+			// The request will not be read: tell the client to stop.
+			d.out.rstLocked(st.id, http2.ErrCodeNo)
+		}
+		// Rare: written at once, from whichever reader answers.
+		d.out.flushLocked()
+	}
+	d.out.mu.Unlock()
+	st.finish(false, nil)
+	if st.up == nil {
+		st.mark(sReqOut | sRespIn)
+	}
+	st.mark(sReqIn | sRespOut)
+}
+
+// remove forgets a stream that is done both ways.
+func (d *h2Down) remove(st *h2Stream) {
+	d.mu.Lock()
+	if d.streams[st.id] == st {
+		delete(d.streams, st.id)
+	}
+	n, draining := len(d.streams), d.draining
+	if n == 0 {
+		d.idleAt = time.Now()
+	}
+	d.mu.Unlock()
+	if n == 0 && draining {
+		d.sc.Close()
+	}
+}
+
+// close ends the connection: every stream still open is cancelled
+// upstream.
+func (d *h2Down) close() {
+	d.sc.Close()
+	d.mu.Lock()
+	d.closed = true
+	streams := make([]*h2Stream, 0, len(d.streams))
+	for _, st := range d.streams {
+		streams = append(streams, st)
+	}
+	clear(d.streams)
+	d.mu.Unlock()
+	var fl h2Flusher
+	for _, st := range streams {
+		if st.up != nil {
+			st.up.cancel(st, http2.ErrCodeCancel, &fl)
+		}
+		st.finish(true, errStreamAborted)
+	}
+	fl.flush()
+	d.fl.flush()
+}
+
+// drainRespLocked sends the response data that waited for the
+// connection's window (down.out.mu held).
+func (d *h2Down) drainRespLocked() {
+	d.mu.Lock()
+	var blocked []*h2Stream
+	for _, st := range d.streams {
+		if st.respBlocked {
+			blocked = append(blocked, st)
+		}
+	}
+	d.mu.Unlock()
+	for _, st := range blocked {
+		if d.out.win <= 0 {
+			return
+		}
+		d.drainStreamLocked(st)
+	}
+}
+
+// drainStreamLocked sends what st's response has waiting, as far as the
+// client's windows allow (down.out.mu held), and returns the upstream its
+// credit.
+func (d *h2Down) drainStreamLocked(st *h2Stream) {
+	if st.respDone || len(st.respBuf) == 0 && !st.respEnd {
+		st.respBlocked = false
+		return
+	}
+	n := min(int(d.out.win), int(st.downWin), len(st.respBuf))
+	if n < 0 {
+		n = 0
+	}
+	end := st.respEnd && n == len(st.respBuf) && st.respTrailers == nil
+	if n > 0 || end {
+		d.out.dataLocked(st.id, st.respBuf[:n], end)
+		d.out.win -= int32(n)
+		st.downWin -= int32(n)
+		st.written += int64(n)
+		st.respBuf = st.respBuf[n:]
+		d.fl.mark(d.out)
+		if n > 0 {
+			d.creds = append(d.creds, streamCredit{st, uint32(n)})
+		}
+	}
+	if len(st.respBuf) == 0 {
+		st.respBuf = nil
+		st.respBlocked = false
+		if st.respEnd {
+			if st.respTrailers != nil {
+				d.out.headersLocked(st.id, st.respTrailers, true)
+				st.respTrailers = nil
+			}
+			st.respDone = true
+			d.creds = append(d.creds, streamCredit{st, 0})
+		}
+		return
+	}
+	st.respBlocked = true
+}
+
+// finish accounts for a stream once: metrics, balancer feedback, the
+// observer, and the request slot.
+func (st *h2Stream) finish(streamErr bool, err error) {
+	if !st.ended.CompareAndSwap(false, true) {
+		return
+	}
+	d := st.down
+	latency := time.Since(st.start)
+	if !st.firstByte.IsZero() {
+		latency = st.firstByte.Sub(st.start)
+	}
+	status := st.status
+	if st.series != nil {
+		st.series.Response(status, st.grpcStatus, metrics.Classify(status, st.grpcStatus, streamErr), latency)
+		if st.rt.done != nil {
+			st.rt.done(latency, status == 0 || status >= 500 && st.proxyErr != "")
+		}
+		if st.admitted {
+			d.s.requests.release()
+		}
+	}
+	if st.obs != nil {
+		if err == nil && st.upErr != nil {
+			err = st.upErr
+		}
+		st.obs.Ended(EndInfo{Status: status, GRPCStatus: st.grpcStatus, Latency: latency,
+			Duration: time.Since(st.start), ResponseBytes: st.written, Err: err, ProxyError: st.proxyErr})
+	}
+}

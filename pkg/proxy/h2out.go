@@ -1,0 +1,210 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// The HTTP/2 fast path (h2fast.go, h2up.go) relays streams frame by frame
+// between a client's connection and pooled upstream connections. Each
+// connection has one reader goroutine; frames are written by whichever
+// reader produced them, under the written connection's h2Out lock, and
+// flushed once the writing reader has no more input buffered, so that the
+// frames one read produced (a response's HEADERS, DATA and trailers) leave
+// in one write.
+
+const (
+	// h2StreamWindow and h2ConnWindow are the receive windows the proxy
+	// advertises on both sides. Credit is returned as the data is passed
+	// on, so they bound what a stream and a connection can make the proxy
+	// hold.
+	h2StreamWindow = 256 << 10
+	h2ConnWindow   = 1 << 20
+	// h2MaxStreams is the concurrent streams a client connection may open
+	// (advertised in SETTINGS); also the default assumed of an upstream
+	// before its SETTINGS arrive.
+	h2MaxStreams = 100
+	h2BufSize    = 8 << 10
+)
+
+// h2Out is the writing half of an HTTP/2 connection: the framer, the HPACK
+// encoder and the connection's send window, under one lock.
+type h2Out struct {
+	mu   sync.Mutex
+	conn net.Conn
+	bw   *bufio.Writer
+	fr   *http2.Framer
+	enc  *hpack.Encoder
+	hbuf bytes.Buffer
+	// The peer's settings that shape what is written.
+	maxFrame uint32
+	initWin  int32 // SETTINGS_INITIAL_WINDOW_SIZE of new streams
+	win      int32 // connection-level send window
+	dirty    bool
+	err      error // sticky: the first failed write
+	// stall bounds each flush (the body idle timeout).
+	stall time.Duration
+	armed time.Time
+}
+
+var h2Writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, h2BufSize) }}
+
+func newH2Out(c net.Conn, stall time.Duration) *h2Out {
+	o := &h2Out{conn: c, maxFrame: 16 << 10, initWin: 65535, win: 65535, stall: stall}
+	o.bw = h2Writers.Get().(*bufio.Writer)
+	o.bw.Reset(c)
+	o.fr = http2.NewFramer(o.bw, nil)
+	o.enc = hpack.NewEncoder(&o.hbuf)
+	return o
+}
+
+// release returns the buffer once the connection is closed.
+func (o *h2Out) release() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.bw != nil {
+		o.bw.Reset(nil)
+		h2Writers.Put(o.bw)
+		o.bw = nil
+		if o.err == nil {
+			o.err = net.ErrClosed
+		}
+	}
+}
+
+// ok reports whether writes can go on (called with mu held).
+func (o *h2Out) ok() bool { return o.err == nil && o.bw != nil }
+
+func (o *h2Out) check(err error) {
+	if err != nil && o.err == nil {
+		o.err = err
+		o.conn.Close()
+	}
+	o.dirty = true
+}
+
+// flushLocked writes what is buffered.
+func (o *h2Out) flushLocked() {
+	if !o.dirty || !o.ok() {
+		return
+	}
+	o.dirty = false
+	if o.stall > 0 {
+		if now := time.Now(); now.Sub(o.armed) > o.stall/16 {
+			o.armed = now
+			o.conn.SetWriteDeadline(now.Add(o.stall))
+		}
+	}
+	o.check(o.bw.Flush())
+	o.dirty = false
+}
+
+// headersLocked encodes fields and writes them as a HEADERS frame (and
+// CONTINUATION frames past the peer's frame size).
+func (o *h2Out) headersLocked(id uint32, fields []hpack.HeaderField, end bool) {
+	if !o.ok() {
+		return
+	}
+	o.hbuf.Reset()
+	for _, f := range fields {
+		o.enc.WriteField(f)
+	}
+	o.blockLocked(id, o.hbuf.Bytes(), end)
+}
+
+func (o *h2Out) blockLocked(id uint32, block []byte, end bool) {
+	max := int(o.maxFrame)
+	first := block
+	if len(first) > max {
+		first = first[:max]
+	}
+	block = block[len(first):]
+	o.check(o.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: end, EndHeaders: len(block) == 0}))
+	for len(block) > 0 && o.ok() {
+		n := min(len(block), max)
+		o.check(o.fr.WriteContinuation(id, n == len(block), block[:n]))
+		block = block[n:]
+	}
+}
+
+// dataLocked writes data in frames of the peer's size; end marks the last.
+func (o *h2Out) dataLocked(id uint32, data []byte, end bool) {
+	for o.ok() {
+		n := min(len(data), int(o.maxFrame))
+		last := n == len(data)
+		o.check(o.fr.WriteData(id, end && last, data[:n]))
+		data = data[n:]
+		if last {
+			return
+		}
+	}
+}
+
+func (o *h2Out) rstLocked(id uint32, code http2.ErrCode) {
+	if o.ok() {
+		o.check(o.fr.WriteRSTStream(id, code))
+	}
+}
+
+func (o *h2Out) windowLocked(id uint32, n uint32) {
+	if o.ok() && n > 0 {
+		o.check(o.fr.WriteWindowUpdate(id, n))
+	}
+}
+
+// h2Flusher is a reader goroutine's list of the connections it wrote to
+// and has not flushed yet.
+type h2Flusher struct{ outs []*h2Out }
+
+func (f *h2Flusher) mark(o *h2Out) {
+	for _, x := range f.outs {
+		if x == o {
+			return
+		}
+	}
+	f.outs = append(f.outs, o)
+}
+
+// flush flushes every marked connection.
+func (f *h2Flusher) flush() {
+	for i, o := range f.outs {
+		o.mu.Lock()
+		o.flushLocked()
+		o.mu.Unlock()
+		f.outs[i] = nil
+	}
+	f.outs = f.outs[:0]
+}
+
+// settingsLocked applies a peer's SETTINGS frame to what is written to it
+// and acknowledges it; it returns the change of the initial stream window.
+func (o *h2Out) settingsLocked(f *http2.SettingsFrame) (delta int32, err error) {
+	err = f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingMaxFrameSize:
+			o.maxFrame = s.Val
+		case http2.SettingInitialWindowSize:
+			delta += int32(s.Val) - o.initWin
+			o.initWin = int32(s.Val)
+		case http2.SettingHeaderTableSize:
+			o.enc.SetMaxDynamicTableSize(min(s.Val, 4<<10))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if o.ok() {
+		o.check(o.fr.WriteSettingsAck())
+	}
+	return delta, nil
+}

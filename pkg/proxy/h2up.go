@@ -1,0 +1,709 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+)
+
+// h2Ups pools the fast path's upstream HTTP/2 connections: streams to one
+// endpoint (and identity) share a connection while it has room for them.
+type h2Ups struct {
+	p  *Proxy
+	mu sync.Mutex
+	m  map[upKey][]*h2Up
+}
+
+// h2Up is one upstream HTTP/2 connection. Its reader (serve) relays the
+// responses of its streams to their clients.
+type h2Up struct {
+	pool *h2Ups
+	key  upKey
+	conn net.Conn
+	br   *bufio.Reader
+	fr   *http2.Framer
+	out  *h2Out
+	fl   h2Flusher
+
+	mu         sync.Mutex // guards the fields below
+	streams    map[uint32]*h2Stream
+	nextID     uint32
+	maxStreams uint32
+	goingAway  bool
+	closed     bool
+	idleAt     time.Time
+
+	// Under out.mu: streams whose request data waits for window.
+	blocked []*h2Stream
+	// connOwed is the connection-level receive credit not yet returned.
+	connOwed atomic.Uint32
+	// Reused by the reader to describe responses to the observer.
+	fields []Field
+	obsRsp Response
+	creds  []streamCredit
+}
+
+type streamCredit struct {
+	st *h2Stream
+	n  uint32
+}
+
+func newH2Ups(p *Proxy) *h2Ups { return &h2Ups{p: p, m: map[upKey][]*h2Up{}} }
+
+// get returns a connection to key's endpoint with room for a stream,
+// dialing one if none has.
+func (u *h2Ups) get(key upKey, ep resolve.Endpoint) (*h2Up, error) {
+	u.mu.Lock()
+	for _, up := range u.m[key] {
+		up.mu.Lock()
+		ok := !up.goingAway && !up.closed && uint32(len(up.streams)) < up.maxStreams
+		up.mu.Unlock()
+		if ok {
+			u.mu.Unlock()
+			return up, nil
+		}
+	}
+	u.mu.Unlock()
+	p := u.p
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
+	defer cancel()
+	c, err := p.ups.dialLabeled(ctx, key.dir, resolve.Endpoint{Addr: key.addr, Identity: key.identity, Labels: ep.Labels}, key.dst)
+	if err != nil {
+		return nil, err
+	}
+	up := &h2Up{pool: u, key: key, conn: c, streams: map[uint32]*h2Stream{}, nextID: 1, maxStreams: h2MaxStreams, idleAt: time.Now()}
+	up.br = bufio.NewReaderSize(c, h2BufSize)
+	up.fr = http2.NewFramer(nil, up.br)
+	up.fr.ReadMetaHeaders = hpack.NewDecoder(4<<10, nil)
+	up.fr.MaxHeaderListSize = uint32(p.cfg.MaxHeaderBytes)
+	up.fr.SetMaxReadFrameSize(16 << 10)
+	up.out = newH2Out(c, p.cfg.BodyIdleTimeout)
+	up.out.mu.Lock()
+	_, err = up.out.bw.WriteString(http2.ClientPreface)
+	up.out.check(err)
+	up.out.check(up.out.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2StreamWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: uint32(p.cfg.MaxHeaderBytes)},
+	))
+	up.out.windowLocked(0, h2ConnWindow-65535)
+	up.out.mu.Unlock()
+	u.mu.Lock()
+	if u.m == nil {
+		u.mu.Unlock()
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	u.m[key] = append(u.m[key], up)
+	u.mu.Unlock()
+	go up.serve()
+	return up, nil
+}
+
+// forget drops up from the pool (it takes no new streams).
+func (u *h2Ups) forget(up *h2Up) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	list := u.m[up.key]
+	for i, x := range list {
+		if x == up {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(u.m, up.key)
+	} else {
+		u.m[up.key] = list
+	}
+}
+
+// closeAll closes every pooled connection (the proxy has stopped).
+func (u *h2Ups) closeAll() {
+	u.mu.Lock()
+	m := u.m
+	u.m = nil
+	u.mu.Unlock()
+	for _, list := range m {
+		for _, up := range list {
+			up.conn.Close()
+		}
+	}
+}
+
+// open starts st on up with the request's header block; false if up
+// takes no more streams.
+func (up *h2Up) open(st *h2Stream, fields []hpack.HeaderField, end bool, fl *h2Flusher) bool {
+	up.out.mu.Lock()
+	defer up.out.mu.Unlock()
+	if !up.out.ok() {
+		return false
+	}
+	up.mu.Lock()
+	if up.goingAway || up.closed || up.nextID > 1<<31-1 {
+		up.mu.Unlock()
+		return false
+	}
+	id := up.nextID
+	up.nextID += 2
+	st.up, st.upID = up, id
+	up.streams[id] = st
+	up.idleAt = time.Time{}
+	up.mu.Unlock()
+	st.upWin = up.out.initWin
+	up.out.headersLocked(id, fields, end)
+	fl.mark(up.out)
+	if end {
+		st.reqDone = true
+		st.mark(sReqOut)
+	}
+	return true
+}
+
+// requestData forwards a request DATA frame's payload, as far as the
+// upstream's windows allow; the rest waits for its WINDOW_UPDATE.
+func (up *h2Up) requestData(st *h2Stream, data []byte, end bool, fl *h2Flusher) {
+	up.out.mu.Lock()
+	if st.reqDone {
+		up.out.mu.Unlock()
+		st.down.credit(st, uint32(len(data)), fl)
+		return
+	}
+	sent := 0
+	if len(st.reqBuf) == 0 {
+		n := max(min(int(up.out.win), int(st.upWin), len(data)), 0)
+		if n > 0 || end && n == len(data) {
+			up.out.dataLocked(st.upID, data[:n], end && n == len(data))
+			up.out.win -= int32(n)
+			st.upWin -= int32(n)
+			sent = n
+			fl.mark(up.out)
+		}
+		data = data[n:]
+		if end && len(data) == 0 {
+			st.reqDone = true
+		}
+	}
+	if len(data) > 0 {
+		st.reqBuf = append(st.reqBuf, data...)
+		st.reqEnd = st.reqEnd || end
+		if !st.reqBlocked {
+			st.reqBlocked = true
+			up.blocked = append(up.blocked, st)
+		}
+	} else if end && !st.reqDone {
+		st.reqEnd = true
+	}
+	done := st.reqDone
+	up.out.mu.Unlock()
+	if sent > 0 {
+		st.down.credit(st, uint32(sent), fl)
+	}
+	if done {
+		st.mark(sReqOut)
+	}
+}
+
+// requestTrailers forwards a request's trailers, after its data.
+func (up *h2Up) requestTrailers(st *h2Stream, fields []hpack.HeaderField, fl *h2Flusher) {
+	up.out.mu.Lock()
+	done := false
+	if !st.reqDone {
+		if len(st.reqBuf) > 0 {
+			st.reqTrailers, st.reqEnd = fields, true
+		} else {
+			up.out.headersLocked(st.upID, fields, true)
+			st.reqDone, done = true, true
+			fl.mark(up.out)
+		}
+	}
+	up.out.mu.Unlock()
+	if done {
+		st.mark(sReqOut)
+	}
+}
+
+// drainReqLocked sends the request data that waited for window (out.mu
+// held); the client credit it frees is collected in up.creds.
+func (up *h2Up) drainReqLocked(fl *h2Flusher) {
+	kept := up.blocked[:0]
+	for _, st := range up.blocked {
+		if st.reqDone {
+			st.reqBlocked = false
+			continue
+		}
+		n := max(min(int(up.out.win), int(st.upWin), len(st.reqBuf)), 0)
+		end := st.reqEnd && n == len(st.reqBuf) && st.reqTrailers == nil
+		if n > 0 || end {
+			up.out.dataLocked(st.upID, st.reqBuf[:n], end)
+			up.out.win -= int32(n)
+			st.upWin -= int32(n)
+			st.reqBuf = st.reqBuf[n:]
+			fl.mark(up.out)
+			if n > 0 {
+				up.creds = append(up.creds, streamCredit{st, uint32(n)})
+			}
+		}
+		if len(st.reqBuf) > 0 {
+			kept = append(kept, st)
+			continue
+		}
+		st.reqBuf, st.reqBlocked = nil, false
+		if st.reqEnd {
+			if st.reqTrailers != nil {
+				up.out.headersLocked(st.upID, st.reqTrailers, true)
+				st.reqTrailers = nil
+			}
+			st.reqDone = true
+			up.creds = append(up.creds, streamCredit{st, 0})
+		}
+	}
+	for i := len(kept); i < len(up.blocked); i++ {
+		up.blocked[i] = nil
+	}
+	up.blocked = kept
+}
+
+// payCredits returns the clients the credit collected by drainReqLocked
+// (out.mu not held).
+func (up *h2Up) payCredits(creds []streamCredit, fl *h2Flusher) {
+	for _, c := range creds {
+		if c.n > 0 {
+			c.st.down.credit(c.st, c.n, fl)
+		} else {
+			c.st.mark(sReqOut)
+		}
+	}
+}
+
+// cancel resets st upstream (the client reset it or went away).
+func (up *h2Up) cancel(st *h2Stream, code http2.ErrCode, fl *h2Flusher) {
+	up.out.mu.Lock()
+	if st.bits.Load()&sRespIn == 0 || !st.reqDone {
+		up.out.rstLocked(st.upID, code)
+		fl.mark(up.out)
+	}
+	st.reqDone, st.reqBuf, st.reqTrailers = true, nil, nil
+	up.out.mu.Unlock()
+	st.mark(sReqOut | sRespIn)
+}
+
+// credit records n bytes of response data passed on for st and returns
+// the upstream its window when enough is owed.
+func (up *h2Up) credit(st *h2Stream, n uint32, fl *h2Flusher) {
+	c := up.connOwed.Add(n)
+	s := st.upOwed.Add(n)
+	if c < h2ConnWindow/4 && (s < h2StreamWindow/4 || st.bits.Load()&sRespIn != 0) {
+		return
+	}
+	up.out.mu.Lock()
+	if c := up.connOwed.Swap(0); c > 0 {
+		up.out.windowLocked(0, c)
+	}
+	if st.bits.Load()&sRespIn == 0 {
+		if s := st.upOwed.Swap(0); s >= h2StreamWindow/4 {
+			up.out.windowLocked(st.upID, s)
+		} else {
+			st.upOwed.Add(s)
+		}
+	}
+	up.out.mu.Unlock()
+	fl.mark(up.out)
+}
+
+// remove forgets a stream done both ways on this connection.
+func (up *h2Up) remove(st *h2Stream) {
+	up.mu.Lock()
+	if up.streams[st.upID] == st {
+		delete(up.streams, st.upID)
+	}
+	n, away := len(up.streams), up.goingAway
+	if n == 0 {
+		up.idleAt = time.Now()
+	}
+	up.mu.Unlock()
+	if n == 0 && away {
+		up.conn.Close()
+	}
+}
+
+func (up *h2Up) stream(id uint32) *h2Stream {
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	return up.streams[id]
+}
+
+// serve reads the upstream's frames until the connection ends.
+func (up *h2Up) serve() {
+	p := up.pool.p
+	defer func() {
+		if v := recover(); v != nil {
+			p.recovered(up.key.dir, v)
+		}
+		up.shutdown()
+	}()
+	stopIdle := up.watchIdle()
+	defer stopIdle()
+	for {
+		if up.br.Buffered() == 0 {
+			up.fl.flush()
+		}
+		f, err := up.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				p.metrics.Error(up.key.dir, "h2_upstream_stream_error")
+				if st := up.stream(se.StreamID); st != nil {
+					up.cancel(st, se.Code, &up.fl)
+					up.failStream(st, err)
+				}
+				continue
+			}
+			return
+		}
+		if !up.frame(f) {
+			return
+		}
+	}
+}
+
+func (up *h2Up) watchIdle() (stop func()) {
+	idle := up.pool.p.cfg.IdleTimeout
+	var t *time.Timer
+	t = time.AfterFunc(idle, func() {
+		up.mu.Lock()
+		at := up.idleAt
+		if !at.IsZero() && time.Since(at) >= idle {
+			up.goingAway = true
+		}
+		away := up.goingAway && len(up.streams) == 0
+		up.mu.Unlock()
+		if away {
+			up.pool.forget(up)
+			up.conn.Close()
+			return
+		}
+		t.Reset(idle)
+	})
+	return func() { t.Stop() }
+}
+
+// shutdown ends the connection: streams still waiting for their response
+// get the proxy's error, the others are reset.
+func (up *h2Up) shutdown() {
+	up.pool.forget(up)
+	up.conn.Close()
+	up.mu.Lock()
+	up.closed = true
+	streams := make([]*h2Stream, 0, len(up.streams))
+	for _, st := range up.streams {
+		streams = append(streams, st)
+	}
+	up.mu.Unlock()
+	for _, st := range streams {
+		up.failStream(st, errUpstreamClosed)
+		st.mark(sReqOut | sRespIn)
+	}
+	up.fl.flush()
+	up.out.release()
+}
+
+var errUpstreamClosed = errors.New("upstream connection closed")
+
+// failStream ends st toward its client after an upstream failure: the
+// proxy's 502 when no response started, else a reset.
+func (up *h2Up) failStream(st *h2Stream, err error) {
+	d := st.down
+	d.out.mu.Lock()
+	started, done := st.respStarted, st.respDone
+	if started && !done {
+		st.respDone = true
+		d.out.rstLocked(st.id, http2.ErrCodeInternal)
+		up.fl.mark(d.out)
+	}
+	d.out.mu.Unlock()
+	if done {
+		return
+	}
+	if !started {
+		st.upErr = err
+		d.answer(st, proxyError{http.StatusBadGateway, "upstream_error", "upstream failed"}, nil)
+		return
+	}
+	st.finish(true, err)
+	st.mark(sRespOut)
+}
+
+func (up *h2Up) frame(f http2.Frame) bool {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		up.headers(f)
+	case *http2.DataFrame:
+		up.data(f)
+	case *http2.WindowUpdateFrame:
+		up.out.mu.Lock()
+		if f.StreamID == 0 {
+			up.out.win += int32(f.Increment)
+		} else if st := up.stream(f.StreamID); st != nil {
+			st.upWin += int32(f.Increment)
+		}
+		up.drainReqLocked(&up.fl)
+		creds := up.creds
+		up.creds = up.creds[:0]
+		up.out.mu.Unlock()
+		up.payCredits(creds, &up.fl)
+	case *http2.RSTStreamFrame:
+		up.reset(f)
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return true
+		}
+		if v, ok := f.Value(http2.SettingMaxConcurrentStreams); ok {
+			up.mu.Lock()
+			up.maxStreams = v
+			up.mu.Unlock()
+		}
+		up.out.mu.Lock()
+		delta, err := up.out.settingsLocked(f)
+		if err == nil && delta != 0 {
+			up.mu.Lock()
+			for _, st := range up.streams {
+				st.upWin += delta
+			}
+			up.mu.Unlock()
+			up.drainReqLocked(&up.fl)
+		}
+		creds := up.creds
+		up.creds = up.creds[:0]
+		up.out.mu.Unlock()
+		up.fl.mark(up.out)
+		up.payCredits(creds, &up.fl)
+		return err == nil
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			up.out.mu.Lock()
+			if up.out.ok() {
+				up.out.check(up.out.fr.WritePing(true, f.Data))
+			}
+			up.out.mu.Unlock()
+			up.fl.mark(up.out)
+		}
+	case *http2.GoAwayFrame:
+		up.goAway(f)
+	case *http2.PushPromiseFrame:
+		return false
+	}
+	return true
+}
+
+// goAway: streams past the last one the upstream processed are refused to
+// their clients (which may retry them), the rest finish.
+func (up *h2Up) goAway(f *http2.GoAwayFrame) {
+	up.pool.forget(up)
+	up.mu.Lock()
+	up.goingAway = true
+	var refused []*h2Stream
+	for id, st := range up.streams {
+		if id > f.LastStreamID {
+			refused = append(refused, st)
+		}
+	}
+	n := len(up.streams)
+	up.mu.Unlock()
+	for _, st := range refused {
+		d := st.down
+		d.out.mu.Lock()
+		if !st.respDone {
+			st.respDone = true
+			d.out.rstLocked(st.id, http2.ErrCodeRefusedStream)
+			up.fl.mark(d.out)
+		}
+		d.out.mu.Unlock()
+		st.finish(true, errUpstreamClosed)
+		st.mark(sReqOut | sRespIn | sRespOut)
+	}
+	if n == len(refused) {
+		up.conn.Close()
+	}
+}
+
+// reset relays the upstream's RST_STREAM to the client.
+func (up *h2Up) reset(f *http2.RSTStreamFrame) {
+	st := up.stream(f.StreamID)
+	if st == nil {
+		return
+	}
+	up.out.mu.Lock()
+	st.reqDone, st.reqBuf = true, nil
+	up.out.mu.Unlock()
+	d := st.down
+	d.out.mu.Lock()
+	complete := st.respDone || st.respEnd
+	if !st.respDone && !st.respEnd {
+		st.respDone = true
+		d.out.rstLocked(st.id, f.ErrCode)
+		up.fl.mark(d.out)
+	} else if st.respDone && f.ErrCode == http2.ErrCodeNo && st.bits.Load()&sReqIn == 0 {
+		// The response is complete and the upstream reads no more of
+		// the request: so does the client.
+		d.out.rstLocked(st.id, http2.ErrCodeNo)
+		up.fl.mark(d.out)
+		st.mark(sReqIn)
+	}
+	d.out.mu.Unlock()
+	if !complete {
+		st.finish(true, errStreamAborted)
+		st.mark(sRespOut)
+	}
+	st.mark(sReqOut | sRespIn)
+}
+
+// headers relays a response's header block: informational, final, or
+// trailers.
+func (up *h2Up) headers(f *http2.MetaHeadersFrame) {
+	st := up.stream(f.StreamID)
+	if st == nil {
+		return
+	}
+	end := f.StreamEnded()
+	if end {
+		st.mark(sRespIn)
+	}
+	d := st.down
+	status, grpcStatus := 0, ""
+	for _, hf := range f.Fields {
+		switch hf.Name {
+		case ":status":
+			status, _ = strconv.Atoi(hf.Value)
+		case "grpc-status":
+			grpcStatus = hf.Value
+		}
+	}
+	d.out.mu.Lock()
+	if st.respDone {
+		d.out.mu.Unlock()
+		return
+	}
+	finished := false
+	switch {
+	case !st.respStarted && status >= 100 && status < 200:
+		d.out.headersLocked(st.id, f.Fields, false)
+	case !st.respStarted:
+		st.respStarted, st.status, st.firstByte = true, status, time.Now()
+		if end {
+			st.grpcStatus = grpcStatus
+		}
+		if st.obs != nil {
+			up.obsRsp = Response{Status: status, Fields: up.fieldsOf(f.Fields)}
+			st.obs.ResponseStarted(&up.obsRsp)
+			up.obsRsp = Response{}
+		}
+		d.out.headersLocked(st.id, f.Fields, end)
+		if end {
+			st.respDone, finished = true, true
+		}
+	default: // trailers
+		if grpcStatus != "" {
+			st.grpcStatus = grpcStatus
+		}
+		if len(st.respBuf) > 0 {
+			st.respTrailers, st.respEnd = f.Fields, true
+		} else {
+			d.out.headersLocked(st.id, f.Fields, true)
+			st.respDone, finished = true, true
+		}
+	}
+	d.out.mu.Unlock()
+	up.fl.mark(d.out)
+	if finished {
+		st.finish(false, nil)
+		st.mark(sRespOut)
+	}
+}
+
+func (up *h2Up) fieldsOf(fields []hpack.HeaderField) []Field {
+	up.fields = up.fields[:0]
+	for _, hf := range fields {
+		if !hf.IsPseudo() {
+			up.fields = append(up.fields, Field{Name: stringBytes(hf.Name), Value: stringBytes(hf.Value)})
+		}
+	}
+	return up.fields
+}
+
+// data relays a response DATA frame, as far as the client's windows
+// allow; the rest waits for its WINDOW_UPDATE.
+func (up *h2Up) data(f *http2.DataFrame) {
+	st := up.stream(f.StreamID)
+	flowLen := f.Length
+	if st == nil {
+		up.connOwed.Add(flowLen)
+		up.maybeCreditConn()
+		return
+	}
+	data := f.Data()
+	end := f.StreamEnded()
+	if end {
+		st.mark(sRespIn)
+	}
+	if pad := flowLen - uint32(len(data)); pad > 0 {
+		up.credit(st, pad, &up.fl)
+	}
+	d := st.down
+	d.out.mu.Lock()
+	if st.respDone {
+		d.out.mu.Unlock()
+		up.credit(st, uint32(len(data)), &up.fl)
+		return
+	}
+	sent := 0
+	if len(st.respBuf) == 0 {
+		n := max(min(int(d.out.win), int(st.downWin), len(data)), 0)
+		if n > 0 || end && n == len(data) {
+			d.out.dataLocked(st.id, data[:n], end && n == len(data))
+			d.out.win -= int32(n)
+			st.downWin -= int32(n)
+			st.written += int64(n)
+			sent = n
+			up.fl.mark(d.out)
+		}
+		data = data[n:]
+	}
+	finished := false
+	if len(data) > 0 {
+		st.respBuf = append(st.respBuf, data...)
+		st.respEnd = st.respEnd || end
+		st.respBlocked = true
+	} else if end {
+		st.respDone, finished = true, true
+	}
+	d.out.mu.Unlock()
+	if sent > 0 {
+		up.credit(st, uint32(sent), &up.fl)
+	}
+	if finished {
+		st.finish(false, nil)
+		st.mark(sRespOut)
+	}
+}
+
+func (up *h2Up) maybeCreditConn() {
+	if up.connOwed.Load() < h2ConnWindow/4 {
+		return
+	}
+	up.out.mu.Lock()
+	up.out.windowLocked(0, up.connOwed.Swap(0))
+	up.out.mu.Unlock()
+	up.fl.mark(up.out)
+}
