@@ -245,7 +245,7 @@ func (d *h2Down) watchIdle() (stop func()) {
 func (d *h2Down) frame(f http2.Frame) bool {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
-		return d.headers(f)
+		return d.safeHeaders(f)
 	case *http2.DataFrame:
 		return d.data(f)
 	case *http2.WindowUpdateFrame:
@@ -354,6 +354,41 @@ func connectionSpecific(f hpack.HeaderField) bool {
 	return false
 }
 
+// safeHeaders is headers with a panic confined to its stream, which is
+// reset.
+func (d *h2Down) safeHeaders(f *http2.MetaHeadersFrame) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			d.s.p.recovered(d.s.dir, v)
+			d.mu.Lock()
+			st := d.streams[f.StreamID]
+			d.mu.Unlock()
+			d.reset(f.StreamID, http2.ErrCodeInternal)
+			if st != nil {
+				st.abort()
+			}
+			ok = true
+		}
+	}()
+	return d.headers(f)
+}
+
+// abort ends a stream the proxy reset on both sides.
+func (st *h2Stream) abort() {
+	d := st.down
+	d.out.mu.Lock()
+	st.respDone = true
+	d.out.mu.Unlock()
+	if st.up != nil {
+		var fl h2Flusher
+		st.up.cancel(st, http2.ErrCodeCancel, &fl)
+		fl.flush()
+	}
+	st.obs = nil // it may be what panicked
+	st.finish(true, errStreamAborted)
+	st.mark(sReqIn | sRespOut | sReqOut | sRespIn)
+}
+
 // headers handles a HEADERS block: a new request, or a request's trailers.
 func (d *h2Down) headers(f *http2.MetaHeadersFrame) bool {
 	id := f.StreamID
@@ -363,10 +398,15 @@ func (d *h2Down) headers(f *http2.MetaHeadersFrame) bool {
 	if st != nil {
 		return d.trailers(st, f)
 	}
-	if id%2 == 0 || id <= d.lastID {
-		// A stream that was closed, or a server-initiated ID.
+	if id%2 == 0 {
 		d.goAway(http2.ErrCodeProtocol)
 		return false
+	}
+	if id <= d.lastID {
+		// Trailers of a stream the proxy answered or reset while they
+		// were on their way: dropped (the block was decoded, so HPACK
+		// stays in step).
+		return true
 	}
 	d.mu.Lock()
 	d.lastID = id
@@ -435,7 +475,7 @@ func (d *h2Down) headers(f *http2.MetaHeadersFrame) bool {
 		d.s.shed(errOverloaded.reason)
 		st.series = p.metrics.Route(metrics.HTTPLabels{Direction: dir, Authority: canonicalAuthority(authority, "80"), TLS: d.info.tls, ClientID: d.info.clientID})
 		st.series.Request()
-		d.answer(st, errOverloaded, nil)
+		d.answer(st, errOverloaded, false)
 		return true
 	}
 	st.admitted = true
@@ -477,7 +517,7 @@ func (d *h2Down) headers(f *http2.MetaHeadersFrame) bool {
 		st.obs = d.observe(f, st, method, scheme, path, labels, perr == nil, &decision)
 	}
 	if perr != nil {
-		d.answer(st, *perr, nil)
+		d.answer(st, *perr, true)
 		return true
 	}
 	key := upKey{dir: dir, addr: st.rt.ep.Addr, dst: st.rt.dst, h2: true}
@@ -488,7 +528,7 @@ func (d *h2Down) headers(f *http2.MetaHeadersFrame) bool {
 		up, err := p.h2Ups.get(key, st.rt.ep)
 		if err != nil {
 			st.upErr = err
-			d.answer(st, dialProxyError(err), nil)
+			d.answer(st, dialProxyError(err), true)
 			return true
 		}
 		if up.open(st, f.Fields, st.remoteEnd, &d.fl) {
@@ -496,7 +536,7 @@ func (d *h2Down) headers(f *http2.MetaHeadersFrame) bool {
 		}
 		if attempt > 0 {
 			// Connections that went away as the stream was opened.
-			d.answer(st, proxyError{http.StatusServiceUnavailable, "upstream_error", "upstream connection closing"}, nil)
+			d.answer(st, proxyError{http.StatusServiceUnavailable, "upstream_error", "upstream connection closing"}, true)
 			return true
 		}
 	}
@@ -689,15 +729,11 @@ func (d *h2Down) clientReset(id uint32, code http2.ErrCode) {
 
 // answer makes the proxy's own response to a stream that is not forwarded
 // (or whose upstream failed before answering).
-func (d *h2Down) answer(st *h2Stream, e proxyError, cause error) {
-	p := d.s.p
-	p.metrics.Error(d.s.dir, e.reason)
-	msg := e.msg
-	if cause != nil {
-		msg += ": " + cause.Error()
+func (d *h2Down) answer(st *h2Stream, e proxyError, count bool) {
+	if count {
+		d.s.p.metrics.Error(d.s.dir, e.reason)
 	}
-	msg = sanitizeHeaderValue(msg)
-	st.proxyErr = e.reason
+	msg := sanitizeHeaderValue(e.msg)
 	var fields []hpack.HeaderField
 	var body string
 	status := e.status
@@ -713,6 +749,7 @@ func (d *h2Down) answer(st *h2Stream, e proxyError, cause error) {
 	}
 	d.out.mu.Lock()
 	if !st.respDone {
+		st.proxyErr = e.reason
 		st.respDone, st.respStarted = true, true
 		st.status, st.firstByte = status, time.Now()
 		if st.obs != nil {
@@ -851,25 +888,28 @@ func (st *h2Stream) finish(streamErr bool, err error) {
 		return
 	}
 	d := st.down
+	// Written by either reader under the client connection's lock.
+	d.out.mu.Lock()
+	status, grpcStatus, firstByte, written, proxyErr, upErr := st.status, st.grpcStatus, st.firstByte, st.written, st.proxyErr, st.upErr
+	d.out.mu.Unlock()
 	latency := time.Since(st.start)
-	if !st.firstByte.IsZero() {
-		latency = st.firstByte.Sub(st.start)
+	if !firstByte.IsZero() {
+		latency = firstByte.Sub(st.start)
 	}
-	status := st.status
 	if st.series != nil {
-		st.series.Response(status, st.grpcStatus, metrics.Classify(status, st.grpcStatus, streamErr), latency)
+		st.series.Response(status, grpcStatus, metrics.Classify(status, grpcStatus, streamErr), latency)
 		if st.rt.done != nil {
-			st.rt.done(latency, status == 0 || status >= 500 && st.proxyErr != "")
+			st.rt.done(latency, status == 0 || status >= 500 && proxyErr != "")
 		}
 		if st.admitted {
 			d.s.requests.release()
 		}
 	}
 	if st.obs != nil {
-		if err == nil && st.upErr != nil {
-			err = st.upErr
+		if err == nil && upErr != nil {
+			err = upErr
 		}
-		st.obs.Ended(EndInfo{Status: status, GRPCStatus: st.grpcStatus, Latency: latency,
-			Duration: time.Since(st.start), ResponseBytes: st.written, Err: err, ProxyError: st.proxyErr})
+		st.obs.Ended(EndInfo{Status: status, GRPCStatus: grpcStatus, Latency: latency,
+			Duration: time.Since(st.start), ResponseBytes: written, Err: err, ProxyError: proxyErr})
 	}
 }

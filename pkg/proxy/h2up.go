@@ -437,8 +437,10 @@ func (up *h2Up) failStream(st *h2Stream, err error) {
 		return
 	}
 	if !started {
+		d.out.mu.Lock()
 		st.upErr = err
-		d.answer(st, proxyError{http.StatusBadGateway, "upstream_error", "upstream failed"}, nil)
+		d.out.mu.Unlock()
+		d.answer(st, proxyError{http.StatusBadGateway, "upstream_error", "upstream failed"}, true)
 		return
 	}
 	st.finish(true, err)
@@ -448,7 +450,7 @@ func (up *h2Up) failStream(st *h2Stream, err error) {
 func (up *h2Up) frame(f http2.Frame) bool {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
-		up.headers(f)
+		up.safeHeaders(f)
 	case *http2.DataFrame:
 		up.data(f)
 	case *http2.WindowUpdateFrame:
@@ -567,6 +569,27 @@ func (up *h2Up) reset(f *http2.RSTStreamFrame) {
 		st.mark(sRespOut)
 	}
 	st.mark(sReqOut | sRespIn)
+}
+
+// safeHeaders is headers with a panic (an observer's) confined to its
+// stream, which is reset on both sides.
+func (up *h2Up) safeHeaders(f *http2.MetaHeadersFrame) {
+	defer func() {
+		if v := recover(); v != nil {
+			up.pool.p.recovered(up.key.dir, v)
+			if st := up.stream(f.StreamID); st != nil {
+				d := st.down
+				d.out.mu.Lock()
+				if !st.respDone {
+					d.out.rstLocked(st.id, http2.ErrCodeInternal)
+					up.fl.mark(d.out)
+				}
+				d.out.mu.Unlock()
+				st.abort()
+			}
+		}
+	}()
+	up.headers(f)
 }
 
 // headers relays a response's header block: informational, final, or
