@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 
 	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
 	"github.com/conduitmesh/conduit/pkg/proxy/authz"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
 // BenchmarkHTTP1Inbound measures one proxied keep-alive HTTP/1.1 request
@@ -69,5 +71,25 @@ func BenchmarkDirect(b *testing.B) {
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+	}
+}
+
+// BenchmarkGRPCInbound measures one proxied gRPC unary call on the HTTP/2
+// fast path and on net/http's (DisableFastPath), client and backend in the
+// same process.
+func BenchmarkGRPCInbound(b *testing.B) {
+	for _, slow := range []bool{false, true} {
+		b.Run(fmt.Sprintf("DisableFastPath=%v", slow), func(b *testing.B) {
+			app, _ := startGRPCBackend(b)
+			p := startProxy(b, Config{InboundTarget: app, DisableFastPath: slow})
+			client := dialGRPC(b, p.InboundAddr())
+			req := &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("ping")}}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := client.UnaryCall(context.Background(), req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
