@@ -91,16 +91,22 @@ func (s *grpcService) FullDuplexCall(stream testpb.TestService_FullDuplexCallSer
 
 func startGRPCBackend(t testing.TB) (string, *grpcService) {
 	t.Helper()
+	svc := &grpcService{}
+	srv := grpc.NewServer()
+	testpb.RegisterTestServiceServer(srv, svc)
+	return serveGRPC(t, srv), svc
+}
+
+// serveGRPC serves srv on a loopback listener until the test ends.
+func serveGRPC(t testing.TB, srv *grpc.Server) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := &grpcService{}
-	srv := grpc.NewServer()
-	testpb.RegisterTestServiceServer(srv, svc)
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
-	return ln.Addr().String(), svc
+	return ln.Addr().String()
 }
 
 func dialGRPC(t testing.TB, addr string, opts ...grpc.DialOption) testpb.TestServiceClient {
