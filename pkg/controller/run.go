@@ -333,9 +333,28 @@ func (c *controller) serveWebhook(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
+// The controller's client-side rate limit on API requests. Every
+// Identity.Certify makes a TokenReview, and client-go's default (5 requests
+// per second, bursts of 10) capped issuance at about 5 certificates per
+// second (bench/RESULTS-controlplane.md): half an hour for 10,000 proxies
+// starting at once. Linkerd's controllers default to 100 and 200 too.
+const (
+	kubeAPIQPS   = 100
+	kubeAPIBurst = 200
+)
+
 // restConfig uses the kubeconfig flag, else the in-cluster config, else
-// $KUBECONFIG or ~/.kube/config.
+// $KUBECONFIG or ~/.kube/config, with the controller's rate limit.
 func restConfig(kubeconfig string) (*rest.Config, error) {
+	cfg, err := loadRESTConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cfg.QPS, cfg.Burst = kubeAPIQPS, kubeAPIBurst
+	return cfg, nil
+}
+
+func loadRESTConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig == "" {
 		cfg, err := rest.InClusterConfig()
 		if err == nil {

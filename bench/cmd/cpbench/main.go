@@ -273,7 +273,7 @@ func run(ctx context.Context, o options, logw io.Writer) (*results, error) {
 	if err := farm.listen(got); err != nil {
 		return nil, err
 	}
-	say("stats: waiting for 3 scrapes of every proxy, then %d scrape intervals and the queries", o.statsCycles)
+	say("stats: waiting for 2 scrapes of every proxy, then %d scrape passes and the queries", o.statsCycles)
 	if r.stats, err = measureStats(ctx, farm, ctrl, addrs, created, o, idle.cpuCores); err != nil {
 		return nil, err
 	}
