@@ -331,6 +331,12 @@ func (d *h2Down) drain() {
 	}
 }
 
+// refuse resets a stream the proxy registered but will not serve.
+func (d *h2Down) refuse(st *h2Stream, code http2.ErrCode) {
+	d.reset(st.id, code)
+	st.mark(sReqIn | sRespOut | sReqOut | sRespIn)
+}
+
 // reset refuses a stream the proxy will not serve.
 func (d *h2Down) reset(id uint32, code http2.ErrCode) {
 	d.out.mu.Lock()
@@ -408,9 +414,16 @@ func (d *h2Down) headers(f *http2.MetaHeadersFrame) bool {
 		// stays in step).
 		return true
 	}
+	st = &h2Stream{down: d, id: id}
+	// The stream is known from the moment it counts as opened, so that a
+	// drain that sends GOAWAY now waits for it.
 	d.mu.Lock()
 	d.lastID = id
 	draining, n := d.draining, len(d.streams)
+	if !draining && n < h2MaxStreams {
+		d.streams[id] = st
+		d.idleAt = time.Time{}
+	}
 	d.mu.Unlock()
 	if draining {
 		d.reset(id, http2.ErrCodeRefusedStream)
@@ -434,7 +447,7 @@ func (d *h2Down) headers(f *http2.MetaHeadersFrame) bool {
 		case ":scheme":
 			scheme = hf.Value
 		case ":protocol", ":status":
-			d.reset(id, http2.ErrCodeProtocol)
+			d.refuse(st, http2.ErrCodeProtocol)
 			return true
 		case "host":
 			host = hf.Value
@@ -442,7 +455,7 @@ func (d *h2Down) headers(f *http2.MetaHeadersFrame) bool {
 			ctype = hf.Value
 		}
 		if connectionSpecific(hf) {
-			d.reset(id, http2.ErrCodeProtocol)
+			d.refuse(st, http2.ErrCodeProtocol)
 			return true
 		}
 		if !hf.IsPseudo() {
@@ -450,22 +463,18 @@ func (d *h2Down) headers(f *http2.MetaHeadersFrame) bool {
 		}
 	}
 	if method == "" || (path == "" || scheme == "") && method != http.MethodConnect {
-		d.reset(id, http2.ErrCodeProtocol)
+		d.refuse(st, http2.ErrCodeProtocol)
 		return true
 	}
 	if authority == "" {
 		authority = host
 	}
 	d.info.streams.Add(1)
-	st = &h2Stream{down: d, id: id, start: time.Now(), grpc: strings.HasPrefix(ctype, "application/grpc")}
+	st.start, st.grpc = time.Now(), strings.HasPrefix(ctype, "application/grpc")
 	st.remoteEnd = f.StreamEnded()
 	d.out.mu.Lock()
 	st.downWin = d.out.initWin
 	d.out.mu.Unlock()
-	d.mu.Lock()
-	d.streams[id] = st
-	d.idleAt = time.Time{}
-	d.mu.Unlock()
 	if st.remoteEnd {
 		st.mark(sReqIn)
 	}
@@ -795,8 +804,18 @@ func (d *h2Down) remove(st *h2Stream) {
 	}
 	d.mu.Unlock()
 	if n == 0 && draining {
-		d.sc.Close()
+		// The last response may still be buffered by the reader that
+		// ended it (which may hold out.mu): flushed, then closed.
+		go d.flushClose()
 	}
+}
+
+func (d *h2Down) flushClose() {
+	d.out.mu.Lock()
+	d.out.dirty = true
+	d.out.flushLocked()
+	d.out.mu.Unlock()
+	d.sc.Close()
 }
 
 // close ends the connection: every stream still open is cancelled
