@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/conduitmesh/conduit/pkg/proxy"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
@@ -107,6 +108,11 @@ func Run(ctx context.Context, o Config) error {
 	if err != nil {
 		return err
 	}
+	// Once start-up is over, what it ran need not stay resident.
+	release := time.AfterFunc(time.Second, func() {
+		log.Debug("released the executable's code pages", "bytes", releaseCode())
+	})
+	defer release.Stop()
 	return p.Run(ctx)
 }
 

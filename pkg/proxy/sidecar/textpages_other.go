@@ -1,0 +1,6 @@
+//go:build !linux
+
+package sidecar
+
+// releaseCode is Linux-only (see textpages_linux.go).
+func releaseCode() int64 { return 0 }
