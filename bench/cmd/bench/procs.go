@@ -49,6 +49,19 @@ func start(dir string, env []string, argv ...string) (*proc, error) {
 	return p, nil
 }
 
+// gcCount is the number of garbage collections the process has logged
+// (GODEBUG=gctrace=1 writes a line starting "gc N @" for each).
+func (p *proc) gcCount() int {
+	b, _ := os.ReadFile(p.log)
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "gc ") && strings.Contains(line, " @") {
+			n++
+		}
+	}
+	return n
+}
+
 // pid is the PID of the program itself.
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 

@@ -91,6 +91,7 @@ type cell struct {
 	errors, count               int64
 	cpu                         float64 // median, -1 when not measured
 	rssIdle, rssAfter, hwm, pss int64   // worst over repetitions
+	gcPerSec                    float64 // worst over repetitions (conduit-proxy only)
 	tapEvents, tapDropped       int64   // sums over repetitions
 	note                        string
 }
@@ -139,6 +140,7 @@ func aggregate(samples []sample, proto, pt string, systemOrder []string) []cell 
 			c.count += s.Count
 			c.rssIdle, c.rssAfter = max(c.rssIdle, s.RSSIdle), max(c.rssAfter, s.RSSAfter)
 			c.hwm, c.pss = max(c.hwm, s.HWM), max(c.pss, s.PSS)
+			c.gcPerSec = max(c.gcPerSec, s.GCPerSec)
 			c.tapEvents += s.TapEvents
 			c.tapDropped += s.TapDropped
 		}
@@ -189,7 +191,7 @@ func renderReport(o *options, info runInfo, samples []sample) string {
 	b.WriteString("Latencies are medians over the repetitions, in milliseconds; **added** is the system minus direct " +
 		"in the same batch (same repetition, protocol and point), median over repetitions, with each repetition's added p99 in brackets. " +
 		"CPU is the proxy's user+system time from `/proc/PID/stat` in vCPU per 1000 requests/s. " +
-		"Memory is the worst repetition, in MB: RSS idle (before load), RSS after load, peak RSS (`VmHWM`) and PSS (`smaps_rollup`) after load.\n\n")
+		"Memory is the worst repetition, in MB: RSS idle (before load), RSS after load, peak RSS (`VmHWM`) and PSS (`smaps_rollup`) after load. GC/s is conduit-proxy's garbage collections per second during the run (`GODEBUG=gctrace=1`; the busiest proxy, worst repetition).\n\n")
 
 	renderTargets(&b, samples, o)
 
@@ -200,12 +202,12 @@ func renderReport(o *options, info runInfo, samples []sample) string {
 				continue
 			}
 			fmt.Fprintf(&b, "## %s — %d requests/s over %d connections\n\n", protocols[pname].title, pt.QPS, pt.Conns)
-			b.WriteString("| system | p50 | p90 | p99 | p99.9 | max | added p50 | added p99 [per rep] | errors | vCPU/1000 rps | RSS idle | RSS after | VmHWM | PSS |\n")
-			b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+			b.WriteString("| system | p50 | p90 | p99 | p99.9 | max | added p50 | added p99 [per rep] | errors | vCPU/1000 rps | RSS idle | RSS after | VmHWM | PSS | GC/s |\n")
+			b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 			for _, c := range cells {
 				title := systems[c.sys].title
 				if c.n == 0 {
-					fmt.Fprintf(&b, "| %s | %s | | | | | | | | | | | | |\n", title, c.note)
+					fmt.Fprintf(&b, "| %s | %s | | | | | | | | | | | | | |\n", title, c.note)
 					continue
 				}
 				added50, added99 := "–", "–"
@@ -228,9 +230,13 @@ func renderReport(o *options, info runInfo, samples []sample) string {
 				if c.note != "" {
 					errs += " (" + c.note + ")"
 				}
-				fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.3f | %.3f | %.3f | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				gc := "–"
+				if strings.HasPrefix(c.sys, "conduit") {
+					gc = fmt.Sprintf("%.1f", c.gcPerSec)
+				}
+				fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.3f | %.3f | %.3f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 					title, c.p50, c.p90, c.p99, c.p999, c.max, added50, added99, errs, cpu,
-					mb(c.rssIdle), mb(c.rssAfter), mb(c.hwm), mb(c.pss))
+					mb(c.rssIdle), mb(c.rssAfter), mb(c.hwm), mb(c.pss), gc)
 			}
 			b.WriteString("\n")
 		}

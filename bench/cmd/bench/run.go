@@ -55,6 +55,9 @@ type sample struct {
 	RSSAfter int64   `json:"rss_after_kb"`
 	HWM      int64   `json:"vmhwm_kb"`
 	PSS      int64   `json:"pss_kb"`
+	// GCPerSec is the garbage collections per second of the busiest
+	// measured proxy during the run (GODEBUG=gctrace=1 lines).
+	GCPerSec float64 `json:"gc_per_sec"`
 	Load1    float64 `json:"loadavg1"`
 	Note     string  `json:"note,omitempty"`
 	// TapEvents and TapDropped are the tapped systems' events received by
@@ -334,6 +337,10 @@ func (e *benchEnv) measure(ctx context.Context, sys system, proto protocol, pt p
 	if err != nil {
 		return err
 	}
+	gcBefore := make([]int, len(d.measured))
+	for i, p := range d.measured {
+		gcBefore[i] = p.gcCount()
+	}
 	res, err := e.load(ctx, proto, d, pt, e.opts.duration)
 	if err != nil {
 		return err
@@ -354,6 +361,11 @@ func (e *benchEnv) measure(ctx context.Context, sys system, proto protocol, pt p
 			s.CPUPer1k = cpuSec / secs / (res.ActualQPS / 1000)
 		}
 		s.RSSAfter, s.HWM, s.PSS = after.rssKB, after.hwmKB, after.pssKB
+		if secs := res.ActualDuration.Seconds(); secs > 0 {
+			for i, p := range d.measured {
+				s.GCPerSec = max(s.GCPerSec, float64(p.gcCount()-gcBefore[i])/secs)
+			}
+		}
 	}
 	return nil
 }

@@ -152,6 +152,8 @@ func (e *benchEnv) startProxyBin(ctx context.Context, bin string, env []string, 
 	l := conduitListeners{in: addrs[0], out: addrs[1], admin: addrs[2]}
 	in, out, admin := l.in, l.out, l.admin
 	args := append([]string{"run", "--inbound-listen", in, "--inbound-target", target, "--outbound-listen", out, "--admin-listen", admin}, extra...)
+	// gctrace: one line per collection in the log, counted by measure.
+	env = append(env[:len(env):len(env)], "GODEBUG=gctrace=1")
 	p, err := start(e.dir, env, e.opts.pinned(e.opts.serverCPU, bin, args...)...)
 	if err != nil {
 		return nil, l, err
