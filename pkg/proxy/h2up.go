@@ -599,6 +599,13 @@ func (up *h2Up) headers(f *http2.MetaHeadersFrame) {
 	if st == nil {
 		return
 	}
+	if f.Truncated {
+		// Past the header list bound: not relayed in part.
+		up.pool.p.metrics.Error(up.key.dir, "h2_upstream_header_too_large")
+		up.cancel(st, http2.ErrCodeCancel, &up.fl)
+		up.failStream(st, errors.New("response header list too large"))
+		return
+	}
 	end := f.StreamEnded()
 	if end {
 		st.mark(sRespIn)
