@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -202,7 +203,14 @@ func transform(ctx context.Context, inputs []string, streams IOStreams, verb str
 	if err != nil {
 		return err
 	}
-	var out bytes.Buffer
+	// The output is each input's result, with "---" between them: kept as
+	// those pieces (not copied into one buffer) until every input is done.
+	var out [][]byte
+	add := func(b []byte) {
+		if len(b) > 0 {
+			out = append(out, b)
+		}
+	}
 	var results []inject.Result
 	var notes []string
 	for i, src := range srcs {
@@ -210,23 +218,30 @@ func transform(ctx context.Context, inputs []string, streams IOStreams, verb str
 		if err != nil {
 			return fmt.Errorf("%s: %w", src.name, err)
 		}
+		srcs[i].data = nil // done with it
 		notes = append(notes, reencodedNotes(src.name, res)...)
 		if i > 0 && len(b) > 0 {
-			if out.Len() > 0 && !bytes.HasSuffix(out.Bytes(), []byte("\n")) {
-				out.WriteByte('\n')
+			if last := len(out) - 1; last >= 0 && !bytes.HasSuffix(out[last], []byte("\n")) {
+				add([]byte("\n"))
 			}
-			out.WriteString("---\n")
+			add([]byte("---\n"))
 		}
-		out.Write(b)
+		add(b)
 		results = append(results, res...)
 	}
-	if _, err := streams.Out.Write(out.Bytes()); err != nil {
-		return fmt.Errorf("writing the result: %w", err)
+	for _, b := range out {
+		if _, err := streams.Out.Write(b); err != nil {
+			return fmt.Errorf("writing the result: %w", err)
+		}
 	}
-	writeReport(streams.ErrOut, results, verb, isTerminal(streams.ErrOut))
+	// Buffered: not a write per object. A report that cannot be written
+	// does not fail the command, as before.
+	report := bufio.NewWriter(streams.ErrOut)
+	writeReport(report, results, verb, isTerminal(streams.ErrOut))
 	for _, n := range notes {
-		fmt.Fprintln(streams.ErrOut, n)
+		fmt.Fprintln(report, n)
 	}
+	report.Flush()
 	return nil
 }
 
