@@ -70,8 +70,10 @@ type processor struct {
 	opts      Options
 	cache     sidecarCache
 	overrides map[string]string
-	// edits records the current document's additions (nil: none).
+	// edits records the current document's additions (nil: none); it is
+	// scratch when set, reused for each document.
 	edits   *textEdits
+	scratch textEdits
 	splicer splicer
 	// noSplice re-encodes every changed document (tests compare the two).
 	noSplice bool

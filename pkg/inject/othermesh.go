@@ -108,19 +108,42 @@ func (m OtherMesh) found(p podTarget) string {
 			}
 		}
 	}
-	return marked(m.Markers, p.annotations(), stringMap(get(p.meta(), "labels")))
+	annotations, labels := p.podKeyValues()
+	return marked(m.Markers, annotations, labels)
+}
+
+// keyValues are annotations or labels: a pod's YAML mapping (node), read as
+// stringMap reads it but without making a map (most pods are looked at for
+// every other mesh's markers, and carry none), or the API's map (m).
+type keyValues struct {
+	node *yaml.Node
+	m    map[string]string
+}
+
+func (kv keyValues) lookup(k string) (string, bool) {
+	if kv.node != nil {
+		return stringAt(kv.node, k)
+	}
+	v, ok := kv.m[k]
+	return v, ok
+}
+
+// podKeyValues returns the pod's annotations and labels.
+func (p podTarget) podKeyValues() (annotations, labels keyValues) {
+	meta := p.meta()
+	return keyValues{node: get(meta, "annotations")}, keyValues{node: get(meta, "labels")}
 }
 
 // marked returns the first of markers ("key" or "key=value") found in the
 // annotations or labels, as "annotation key: value" ("" when none).
-func marked(markers []string, annotations, labels map[string]string) string {
+func marked(markers []string, annotations, labels keyValues) string {
 	for _, mk := range markers {
 		k, v, hasValue := strings.Cut(mk, "=")
 		for _, w := range []struct {
 			what string
-			kv   map[string]string
+			kv   keyValues
 		}{{"annotation", annotations}, {"label", labels}} {
-			if got, ok := w.kv[k]; ok && (!hasValue || got == v) {
+			if got, ok := w.kv.lookup(k); ok && (!hasValue || got == v) {
 				return w.what + " " + k + ": " + got
 			}
 		}
@@ -131,8 +154,11 @@ func marked(markers []string, annotations, labels map[string]string) string {
 // namespaceInjects says why the other mesh's injector will also mesh a pod
 // created in ns ("" when it will not).
 func (m OtherMesh) namespaceInjects(p podTarget, ns Namespace) string {
-	what := marked(m.Namespaces, ns.Annotations, ns.Labels)
-	if what == "" || marked(m.OptOut, p.annotations(), stringMap(get(p.meta(), "labels"))) != "" {
+	what := marked(m.Namespaces, keyValues{m: ns.Annotations}, keyValues{m: ns.Labels})
+	if what == "" {
+		return ""
+	}
+	if annotations, labels := p.podKeyValues(); marked(m.OptOut, annotations, labels) != "" {
 		return ""
 	}
 	return fmt.Sprintf("its namespace %s is also meshed by %s (%s): two proxies in one pod cannot work; choose one mesh for the namespace",

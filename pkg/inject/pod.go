@@ -23,6 +23,23 @@ func (p podTarget) spec() *yaml.Node { return get(p.holder, "spec") }
 // annotations returns the pod's annotations as a map (nil when none).
 func (p podTarget) annotations() map[string]string { return stringMap(get(p.meta(), "annotations")) }
 
+// stringAt returns what stringMap(m)[key] would, without making the map:
+// the last scalar stored under key.
+func stringAt(m *yaml.Node, key string) (string, bool) {
+	if !isMap(m) {
+		return "", false
+	}
+	for i := len(m.Content)&^1 - 2; i >= 0; i -= 2 {
+		if m.Content[i].Value != key {
+			continue
+		}
+		if v := resolve(m.Content[i+1]); v != nil && v.Kind == yaml.ScalarNode {
+			return v.Value, true
+		}
+	}
+	return "", false
+}
+
 func stringMap(m *yaml.Node) map[string]string {
 	if !isMap(m) {
 		return nil

@@ -22,15 +22,32 @@ import (
 type textEdits struct {
 	body  []byte
 	lines [][]byte // body split after each newline, made when needed
+	split bool     // lines holds body's lines
 	full  bool
 	why   string // why full: the first reason the text could not be edited
 	ins   []insertion
 	dels  []deletion
 }
 
+// reset makes t record the edits of another document, keeping its slices.
+func (t *textEdits) reset(body []byte) *textEdits {
+	clear(t.ins)
+	clear(t.dels)
+	*t = textEdits{body: body, lines: t.lines[:0], ins: t.ins[:0], dels: t.dels[:0]}
+	return t
+}
+
+// bodyLines returns the body split after each newline, as bytes.SplitAfter
+// splits it.
 func (t *textEdits) bodyLines() [][]byte {
-	if t.lines == nil {
-		t.lines = bytes.SplitAfter(t.body, []byte("\n"))
+	if !t.split {
+		b := t.body
+		for i := bytes.IndexByte(b, '\n'); i >= 0; i = bytes.IndexByte(b, '\n') {
+			t.lines = append(t.lines, b[:i+1:i+1])
+			b = b[i+1:]
+		}
+		t.lines = append(t.lines, b)
+		t.split = true
 	}
 	return t.lines
 }
@@ -243,6 +260,7 @@ func (t *textEdits) ensureSeq(m *yaml.Node, key string) (*yaml.Node, bool) {
 // sequence items shared by many documents (the sidecar's containers).
 type splicer struct {
 	items map[itemKey]string
+	text  bytes.Buffer // the current document's additions, reused
 }
 
 type itemKey struct {
@@ -268,9 +286,11 @@ func (s *splicer) splice(w *bytes.Buffer, body []byte, t *textEdits) bool {
 		// At one line: the ends of nested nodes (deepest first), then new
 		// sequence items, each in the order they were made.
 		rank int
-		text string
+		// The text is s.text's bytes [from, to).
+		from, to int
 	}
 	adds := make([]placed, 0, len(t.ins))
+	s.text.Reset()
 	for _, in := range t.ins {
 		col, ok := blockColumn(lines, in.anchor)
 		if !ok {
@@ -301,19 +321,19 @@ func (s *splicer) splice(w *bytes.Buffer, body []byte, t *textEdits) bool {
 			}
 			at = end + 1
 		}
-		var text string
+		from := s.text.Len()
 		if in.item != nil {
+			var text string
 			text, ok = s.item(in.item, col, indent, compact)
+			s.text.WriteString(text)
 		} else {
-			var b strings.Builder
-			ok = s.pair(&b, in.key, in.val, col, indent, compact)
-			text = b.String()
+			ok = s.pair(&s.text, in.key, in.val, col, indent, compact)
 		}
 		if !ok {
 			t.refuse("an added value has a shape that cannot be written into the text")
 			return false
 		}
-		adds = append(adds, placed{at, rank, text})
+		adds = append(adds, placed{at, rank, from, s.text.Len()})
 	}
 	slices.SortStableFunc(adds, func(a, b placed) int { return cmp.Or(a.line-b.line, a.rank-b.rank) })
 	drop := make([]bool, len(lines))
@@ -331,11 +351,12 @@ func (s *splicer) splice(w *bytes.Buffer, body []byte, t *textEdits) bool {
 		}
 	}
 	out := w
+	text := s.text.Bytes()
 	next := 0
 	for i, l := range lines {
 		for j := range adds {
 			if adds[j].line == i {
-				out.WriteString(adds[j].text)
+				out.Write(text[adds[j].from:adds[j].to])
 			}
 		}
 		if !drop[i] {
@@ -353,7 +374,7 @@ func (s *splicer) splice(w *bytes.Buffer, body []byte, t *textEdits) bool {
 	}
 	for j := range adds {
 		if adds[j].line >= next {
-			out.WriteString(adds[j].text)
+			out.Write(text[adds[j].from:adds[j].to])
 		}
 	}
 	return true
@@ -462,11 +483,17 @@ func lastDescendant(n *yaml.Node) *yaml.Node {
 
 // pair writes "key: value" at column col for the shapes injection creates:
 // scalars, block mappings and sequences of them; anything else is encoded.
-func (s *splicer) pair(b *strings.Builder, k, v *yaml.Node, col, indent int, compact bool) bool {
-	pad := strings.Repeat(" ", col)
+func (s *splicer) pair(b *bytes.Buffer, k, v *yaml.Node, col, indent int, compact bool) bool {
 	key, ok := plainOrQuoted(k)
 	if !ok {
 		return false
+	}
+	writeKey := func(after string) {
+		for range col {
+			b.WriteByte(' ')
+		}
+		b.WriteString(key)
+		b.WriteString(after)
 	}
 	switch v.Kind {
 	case yaml.ScalarNode:
@@ -474,13 +501,15 @@ func (s *splicer) pair(b *strings.Builder, k, v *yaml.Node, col, indent int, com
 		if !ok {
 			return false
 		}
-		b.WriteString(pad + key + ": " + val + "\n")
+		writeKey(": ")
+		b.WriteString(val)
+		b.WriteByte('\n')
 	case yaml.MappingNode:
 		if len(v.Content) == 0 {
-			b.WriteString(pad + key + ": {}\n")
+			writeKey(": {}\n")
 			return true
 		}
-		b.WriteString(pad + key + ":\n")
+		writeKey(":\n")
 		for i := 0; i+1 < len(v.Content); i += 2 {
 			if !s.pair(b, v.Content[i], v.Content[i+1], col+indent, indent, compact) {
 				return false
@@ -488,10 +517,10 @@ func (s *splicer) pair(b *strings.Builder, k, v *yaml.Node, col, indent int, com
 		}
 	case yaml.SequenceNode:
 		if len(v.Content) == 0 {
-			b.WriteString(pad + key + ": []\n")
+			writeKey(": []\n")
 			return true
 		}
-		b.WriteString(pad + key + ":\n")
+		writeKey(":\n")
 		dash := col + indent
 		if compact {
 			dash = col

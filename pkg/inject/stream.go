@@ -119,20 +119,35 @@ func looksLikeJSON(data []byte) bool {
 // both verbatim.
 type yamlDoc struct {
 	sep, body []byte
+	start     int // offset of the body in the stream
 	line      int // 1-based line of the body's first line
 	// inline: the body starts on the separator's line ("--- {a: 1}"), so
 	// its first line's columns are shifted: never splice it.
 	inline bool
 }
 
-// splitYAML cuts a stream at "---" lines. YAML forbids "---" at the start of
-// a line inside a document, so the cut is exact.
-func splitYAML(data []byte) []yamlDoc {
-	var docs []yamlDoc
-	cur := yamlDoc{line: 1}
-	start := 0
-	line := 1
-	for i := 0; i < len(data); {
+// yamlSplitter cuts a stream at "---" lines, one document at a time. YAML
+// forbids "---" at the start of a line inside a document, so the cut is
+// exact.
+type yamlSplitter struct {
+	data []byte
+	pos  int // where the next line starts
+	line int // its 1-based number
+	cur  yamlDoc
+	done bool
+}
+
+func newYAMLSplitter(data []byte) *yamlSplitter {
+	return &yamlSplitter{data: data, line: 1, cur: yamlDoc{line: 1}}
+}
+
+// next returns the next document; false after the last.
+func (s *yamlSplitter) next() (yamlDoc, bool) {
+	if s.done {
+		return yamlDoc{}, false
+	}
+	data := s.data
+	for i := s.pos; i < len(data); {
 		end := bytes.IndexByte(data[i:], '\n')
 		if end < 0 {
 			end = len(data)
@@ -140,21 +155,34 @@ func splitYAML(data []byte) []yamlDoc {
 			end += i + 1
 		}
 		l := data[i:end]
-		if isDocSeparator(l) {
-			cur.body = data[start:i]
-			docs = append(docs, cur)
-			cur = yamlDoc{sep: l, line: line + 1}
-			start = end
-			if rest := bytes.TrimSpace(l[3:]); len(rest) > 0 && rest[0] != '#' {
-				cur = yamlDoc{sep: l[:3], line: line, inline: true}
-				start = i + 3
-			}
+		line := s.line
+		s.pos, s.line = end, line+1
+		if !isDocSeparator(l) {
+			i = end
+			continue
 		}
-		i = end
-		line++
+		d := s.cur
+		d.body = data[d.start:i]
+		s.cur = yamlDoc{sep: l, start: end, line: line + 1}
+		if rest := bytes.TrimSpace(l[3:]); len(rest) > 0 && rest[0] != '#' {
+			s.cur = yamlDoc{sep: l[:3], start: i + 3, line: line, inline: true}
+		}
+		return d, true
 	}
-	cur.body = data[start:]
-	return append(docs, cur)
+	s.done = true
+	d := s.cur
+	d.body = data[d.start:]
+	return d, true
+}
+
+// splitYAML returns every document of a stream.
+func splitYAML(data []byte) []yamlDoc {
+	var docs []yamlDoc
+	s := newYAMLSplitter(data)
+	for d, ok := s.next(); ok; d, ok = s.next() {
+		docs = append(docs, d)
+	}
+	return docs
 }
 
 func isDocSeparator(l []byte) bool {
@@ -168,78 +196,104 @@ var yamlLineErr = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 func (p *processor) yamlStream(data []byte) ([]byte, []Result, error) {
 	var out bytes.Buffer
-	grow := len(data) + len(data)/4
-	if p.mode == modeManual {
-		grow += 2 * len(data) // the sidecar is several times a small workload
-	}
-	out.Grow(grow)
-	var results []Result
+	results := make([]Result, 0, bytes.Count(data, []byte("\n---"))+1)
 	docNum := 0
-	docs := splitYAML(data)
-	parsed := make([]parsedDoc, min(parseBatch, len(docs)))
-	for i, d := range docs {
-		if i%parseBatch == 0 {
-			parseAll(docs[i:min(i+parseBatch, len(docs))], parsed)
-		}
-		out.Write(d.sep)
-		root, err := parsed[i%parseBatch].root, parsed[i%parseBatch].err
-		if err != nil {
-			docNum++
-			return nil, nil, yamlParseError(docNum, d.line, err)
-		}
-		if root.Kind == 0 || len(root.Content) == 0 {
-			out.Write(d.body) // comments or nothing
-			continue
-		}
-		docNum++
-		obj := resolve(root.Content[0])
-		if obj.Kind == yaml.ScalarNode && obj.Tag == "!!null" {
-			out.Write(d.body)
-			continue
-		}
-		if !isMap(obj) {
-			return nil, nil, &ParseError{Doc: docNum, Line: d.line + root.Content[0].Line - 1,
-				Msg: "not a Kubernetes object (expected a mapping with apiVersion and kind)"}
-		}
-		aliased := false
-		if bytes.IndexByte(d.body, '*') >= 0 {
-			if aliased, err = expandAliases(root); err != nil {
-				return nil, nil, &ParseError{Doc: docNum, Line: d.line, Msg: err.Error()}
+	split := newYAMLSplitter(data)
+	docs := make([]yamlDoc, 0, parseBatch)
+	parsed := make([]parsedDoc, parseBatch)
+	for batch := 0; ; batch++ {
+		docs = docs[:0]
+		for len(docs) < parseBatch {
+			d, ok := split.next()
+			if !ok {
+				break
 			}
+			docs = append(docs, d)
 		}
-		n := len(results)
-		p.edits = nil
-		if !p.noSplice && !aliased && !d.inline {
-			p.edits = &textEdits{body: d.body}
+		if len(docs) == 0 {
+			break
 		}
-		results = p.object(docNum, obj, results)
-		if !anyChanged(results[n:]) {
-			out.Write(d.body)
-			continue
-		}
-		why := ""
-		switch {
-		case d.inline:
-			out.WriteByte('\n')
-			why = "its content starts on the --- line"
-		case aliased:
-			why = "it uses YAML aliases (*name), which are written out in full"
-		case p.edits != nil:
-			if p.splicer.splice(&out, d.body, p.edits) {
-				continue
+		parseAll(docs, parsed)
+		for i, d := range docs {
+			var err error
+			results, err = p.yamlDoc(&out, d, &parsed[i], &docNum, results)
+			if err != nil {
+				return nil, nil, err
 			}
-			why = p.edits.why
+			parsed[i] = parsedDoc{}
 		}
-		for i := n; i < len(results); i++ {
-			if results[i].Changed {
-				results[i].Reencoded = why
-			}
-		}
-		if err := encodeYAML(&out, root, d.body); err != nil {
-			return nil, nil, fmt.Errorf("document %d: %w", docNum, err)
+		if batch == 0 && split.pos < len(data) {
+			// Streams are mostly alike: the first batch tells how much
+			// the output will hold, so the buffer is made once rather than
+			// doubled again and again (--manual makes ten times the input).
+			expect := float64(out.Len()) * float64(len(data)) / float64(split.pos)
+			out.Grow(max(0, int(expect*1.0625)-out.Len()))
 		}
 	}
 	return out.Bytes(), results, nil
+}
+
+// yamlDoc writes one document of a YAML stream to out, injected, and appends
+// its Results. docNum counts the documents that have content.
+func (p *processor) yamlDoc(out *bytes.Buffer, d yamlDoc, pd *parsedDoc, docNum *int, results []Result) ([]Result, error) {
+	out.Write(d.sep)
+	root, err := pd.root, pd.err
+	if err != nil {
+		*docNum++
+		return nil, yamlParseError(*docNum, d.line, err)
+	}
+	if root.Kind == 0 || len(root.Content) == 0 {
+		out.Write(d.body) // comments or nothing
+		return results, nil
+	}
+	*docNum++
+	obj := resolve(root.Content[0])
+	if obj.Kind == yaml.ScalarNode && obj.Tag == "!!null" {
+		out.Write(d.body)
+		return results, nil
+	}
+	if !isMap(obj) {
+		return nil, &ParseError{Doc: *docNum, Line: d.line + root.Content[0].Line - 1,
+			Msg: "not a Kubernetes object (expected a mapping with apiVersion and kind)"}
+	}
+	aliased := false
+	if bytes.IndexByte(d.body, '*') >= 0 {
+		if aliased, err = expandAliases(root); err != nil {
+			return nil, &ParseError{Doc: *docNum, Line: d.line, Msg: err.Error()}
+		}
+	}
+	n := len(results)
+	p.edits = nil
+	if !p.noSplice && !aliased && !d.inline {
+		p.edits = p.scratch.reset(d.body)
+	}
+	results = p.object(*docNum, obj, results)
+	if !anyChanged(results[n:]) {
+		out.Write(d.body)
+		return results, nil
+	}
+	why := ""
+	switch {
+	case d.inline:
+		out.WriteByte('\n')
+		why = "its content starts on the --- line"
+	case aliased:
+		why = "it uses YAML aliases (*name), which are written out in full"
+	case p.edits != nil:
+		if p.splicer.splice(out, d.body, p.edits) {
+			return results, nil
+		}
+		why = p.edits.why
+	}
+	for i := n; i < len(results); i++ {
+		if results[i].Changed {
+			results[i].Reencoded = why
+		}
+	}
+	if err := encodeYAML(out, root, d.body); err != nil {
+		return nil, fmt.Errorf("document %d: %w", *docNum, err)
+	}
+	return results, nil
 }
 
 // parseBatch is how many documents are parsed (in parallel) ahead of
@@ -349,7 +403,8 @@ func yamlStyle(body []byte) (indent int, compact bool) {
 	indent, compact = 2, true
 	foundIndent, foundSeq := false, false
 	prevIndent, prevIsKey := -1, false
-	for _, l := range bytes.Split(body, []byte("\n")) {
+	for l := range bytes.Lines(body) {
+		l = bytes.TrimSuffix(l, []byte("\n"))
 		t := bytes.TrimLeft(l, " ")
 		if len(t) == 0 || t[0] == '#' {
 			continue
