@@ -22,6 +22,7 @@ func FuzzInject(f *testing.F) {
 	f.Add([]byte("apiVersion: v1\nkind: List\nitems: [{apiVersion: v1, kind: Pod, metadata: &m {name: a}, spec: {containers: []}}, {kind: Pod, metadata: *m}]\n"), true)
 	f.Add([]byte(`{"kind":"Pod","spec":{"containers":[]}}{"kind":`), false)
 	f.Fuzz(func(t *testing.T, data []byte, manual bool) {
+		checkSharedParse(t, data)
 		out, _, err := Inject(data, testOptions(manual))
 		if err != nil {
 			var pe *ParseError

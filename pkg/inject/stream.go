@@ -13,8 +13,10 @@ import (
 	"io"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -213,7 +215,7 @@ func (p *processor) yamlStream(data []byte) ([]byte, []Result, error) {
 		if len(docs) == 0 {
 			break
 		}
-		parseAll(docs, parsed)
+		parseAll(data, docs, parsed)
 		for i, d := range docs {
 			var err error
 			results, err = p.yamlDoc(&out, d, &parsed[i], &docNum, results)
@@ -285,6 +287,16 @@ func (p *processor) yamlDoc(out *bytes.Buffer, d yamlDoc, pd *parsedDoc, docNum 
 		}
 		why = p.edits.why
 	}
+	if pd.shared {
+		// The encoder writes comments, and a decoder shared with the
+		// documents around this one may place those next to the --- lines
+		// differently: edit the document's own tree instead.
+		if root, err = parseYAMLDoc(d.body); err != nil {
+			return nil, yamlParseError(*docNum, d.line, err)
+		}
+		p.edits = nil
+		results = p.object(*docNum, resolve(root.Content[0]), results[:n])
+	}
 	for i := n; i < len(results); i++ {
 		if results[i].Changed {
 			results[i].Reencoded = why
@@ -303,21 +315,111 @@ const parseBatch = 64
 type parsedDoc struct {
 	root *yaml.Node
 	err  error
+	// shared: parsed by a decoder that also parsed the documents around it
+	// (its nodes are the same, its comments may not be).
+	shared bool
 }
 
-// parseAll parses docs into out[:len(docs)] on up to GOMAXPROCS goroutines.
-func parseAll(docs []yamlDoc, out []parsedDoc) {
+// parseAll parses docs (consecutive documents of data) into out[:len(docs)]
+// on up to GOMAXPROCS goroutines, each taking a consecutive share.
+func parseAll(data []byte, docs []yamlDoc, out []parsedDoc) {
 	workers := min(runtime.GOMAXPROCS(0), len(docs))
 	var wg sync.WaitGroup
 	for w := range workers {
-		wg.Go(func() {
-			for i := w; i < len(docs); i += workers {
-				root, err := parseYAMLDoc(docs[i].body)
-				out[i] = parsedDoc{root, err}
-			}
-		})
+		from, to := w*len(docs)/workers, (w+1)*len(docs)/workers
+		wg.Go(func() { parseDocs(data, docs[from:to], out[from:to]) })
 	}
 	wg.Wait()
+}
+
+// parseDocs parses consecutive documents of data. Runs of them that one
+// decoder can take in a row share it: setting up a yaml.v3 decoder and its
+// token queue costs about as much as a small document's nodes.
+func parseDocs(data []byte, docs []yamlDoc, out []parsedDoc) {
+	for i := 0; i < len(docs); {
+		j := i
+		for j < len(docs) && shareable(docs[j]) {
+			j++
+		}
+		if j-i > 1 {
+			last := docs[j-1]
+			if parseShared(data[docs[i].start:last.start+len(last.body)], docs[i:j], out[i:j]) {
+				i = j
+				continue
+			}
+		}
+		for j = max(j, i+1); i < j; i++ {
+			root, err := parseYAMLDoc(docs[i].body)
+			out[i] = parsedDoc{root: root, err: err}
+		}
+	}
+}
+
+// shareable reports whether a decoder that has parsed the documents before
+// this one parses it to the same nodes as it alone would (their lines
+// shifted): it has content; no alias (a decoder keeps the anchors of the
+// documents before); no line that could read as a document marker or a
+// directive; and no line break but "\n" and no byte order mark (either
+// would shift its lines or columns).
+func shareable(d yamlDoc) bool {
+	b := d.body
+	if d.inline || len(b) == 0 || b[len(b)-1] != '\n' ||
+		bytes.IndexByte(b, '*') >= 0 || bytes.IndexByte(b, '\r') >= 0 {
+		return false
+	}
+	if slices.ContainsFunc(b, func(c byte) bool { return c >= utf8.RuneSelf }) {
+		// NEL, LS and PS break lines in YAML; then the byte order mark.
+		for _, r := range []string{"\u0085", "\u2028", "\u2029", "\ufeff"} {
+			if bytes.Contains(b, []byte(r)) {
+				return false
+			}
+		}
+	}
+	content := false
+	for l := range bytes.Lines(b) {
+		if bytes.HasPrefix(l, []byte("...")) || bytes.HasPrefix(l, []byte("---")) || bytes.HasPrefix(l, []byte("%")) {
+			return false
+		}
+		if t := bytes.TrimLeft(bytes.TrimSuffix(l, []byte("\n")), " \t"); !content && len(t) > 0 && t[0] != '#' {
+			content = true
+		}
+	}
+	return content
+}
+
+// parseShared parses docs, shareable and consecutive, from their stretch of
+// the stream with one decoder, or returns false when the decoder does not
+// see exactly those documents (their own parses then tell what is wrong).
+func parseShared(text []byte, docs []yamlDoc, out []parsedDoc) bool {
+	dec := yaml.NewDecoder(bytes.NewReader(text))
+	for k, d := range docs {
+		root := new(yaml.Node)
+		if err := dec.Decode(root); err != nil || len(root.Content) == 0 {
+			return false
+		}
+		// The decoder numbers lines from the first document's first.
+		shift := d.line - docs[0].line
+		if first := root.Content[0].Line - shift; first < 1 || first > bytes.Count(d.body, []byte("\n")) {
+			return false
+		}
+		if shift != 0 {
+			shiftLines(root, shift)
+		}
+		// Alone, a document without "---" starts at its content.
+		root.Line, root.Column = root.Content[0].Line, root.Content[0].Column
+		out[k] = parsedDoc{root: root, err: duplicateKeys(root), shared: true}
+	}
+	var extra yaml.Node
+	return errors.Is(dec.Decode(&extra), io.EOF)
+}
+
+func shiftLines(n *yaml.Node, by int) {
+	if n.Line > 0 {
+		n.Line -= by
+	}
+	for _, c := range n.Content {
+		shiftLines(c, by)
+	}
 }
 
 // parseYAMLDoc parses one document and insists that nothing follows it
