@@ -11,6 +11,7 @@ package destinationv1
 
 import (
 	v1 "github.com/conduitmesh/conduit/pkg/api/net/v1"
+	v11 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -412,11 +413,947 @@ func (x *NoEndpoints) GetReason() string {
 	return ""
 }
 
+// OutboundRoutes is the whole outbound routing of one Service authority.
+// A request is routed by the most specific match of any rule of any
+// route, by the Gateway API's precedence: an exact path, then the longest
+// prefix, then a method, then the most headers, then the most query
+// parameters; ties go to the oldest route, then to the route first in
+// alphabetical order of namespace/name, then to the first rule. A request
+// that matches no rule is sent to the Service itself with service_policy
+// (HTTPRoutes with no match clause match every request, so a Service with
+// routes rarely has unmatched requests).
+type OutboundRoutes struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// found is false when the authority is not a Service the controller
+	// knows; everything else is then empty.
+	Found  bool             `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	Routes []*OutboundRoute `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
+	// service_policy applies to requests no rule matches, and fills in what a
+	// rule's policy leaves unset (timeout.conduit.io/request,
+	// retry.conduit.io/* on the Service).
+	ServicePolicy *RoutePolicy `protobuf:"bytes,3,opt,name=service_policy,json=servicePolicy,proto3" json:"service_policy,omitempty"`
+	// failure_accrual, when set, takes endpoints of this Service's backends
+	// out of the balancer after consecutive failures
+	// (balancer.conduit.io/failure-accrual on the Service).
+	FailureAccrual *FailureAccrual `protobuf:"bytes,4,opt,name=failure_accrual,json=failureAccrual,proto3" json:"failure_accrual,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *OutboundRoutes) Reset() {
+	*x = OutboundRoutes{}
+	mi := &file_destination_v1_destination_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboundRoutes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboundRoutes) ProtoMessage() {}
+
+func (x *OutboundRoutes) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboundRoutes.ProtoReflect.Descriptor instead.
+func (*OutboundRoutes) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *OutboundRoutes) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *OutboundRoutes) GetRoutes() []*OutboundRoute {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *OutboundRoutes) GetServicePolicy() *RoutePolicy {
+	if x != nil {
+		return x.ServicePolicy
+	}
+	return nil
+}
+
+func (x *OutboundRoutes) GetFailureAccrual() *FailureAccrual {
+	if x != nil {
+		return x.FailureAccrual
+	}
+	return nil
+}
+
+type OutboundRoute struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ref names the route: kind "httproute" or "grpcroute", name, namespace.
+	// It labels the route's metrics (route_kind, route_name).
+	Ref   *v11.Ref        `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Rules []*OutboundRule `protobuf:"bytes,2,rep,name=rules,proto3" json:"rules,omitempty"`
+	// created_unix_nano is the route's creationTimestamp, for precedence
+	// ties.
+	CreatedUnixNano int64 `protobuf:"varint,3,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *OutboundRoute) Reset() {
+	*x = OutboundRoute{}
+	mi := &file_destination_v1_destination_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboundRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboundRoute) ProtoMessage() {}
+
+func (x *OutboundRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboundRoute.ProtoReflect.Descriptor instead.
+func (*OutboundRoute) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *OutboundRoute) GetRef() *v11.Ref {
+	if x != nil {
+		return x.Ref
+	}
+	return nil
+}
+
+func (x *OutboundRoute) GetRules() []*OutboundRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *OutboundRoute) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+type OutboundRule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// matches: the rule applies when any matches; empty matches every
+	// request. A GRPCRoute's method match arrives as an exact or prefix path
+	// ("/pkg.Service/Method", "/pkg.Service/") and its header matches as
+	// header matches.
+	Matches []*v11.HttpMatch `protobuf:"bytes,1,rep,name=matches,proto3" json:"matches,omitempty"`
+	Filters []*Filter        `protobuf:"bytes,2,rep,name=filters,proto3" json:"filters,omitempty"`
+	// backends share the rule's requests by weight (a traffic split). Empty
+	// means the parent Service itself, weight 1.
+	Backends []*Backend `protobuf:"bytes,3,rep,name=backends,proto3" json:"backends,omitempty"`
+	// policy: timeouts (HTTPRoute timeouts.request, timeouts.backendRequest)
+	// and retries (retry.conduit.io/* on the route) of this rule.
+	Policy        *RoutePolicy `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutboundRule) Reset() {
+	*x = OutboundRule{}
+	mi := &file_destination_v1_destination_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboundRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboundRule) ProtoMessage() {}
+
+func (x *OutboundRule) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboundRule.ProtoReflect.Descriptor instead.
+func (*OutboundRule) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *OutboundRule) GetMatches() []*v11.HttpMatch {
+	if x != nil {
+		return x.Matches
+	}
+	return nil
+}
+
+func (x *OutboundRule) GetFilters() []*Filter {
+	if x != nil {
+		return x.Filters
+	}
+	return nil
+}
+
+func (x *OutboundRule) GetBackends() []*Backend {
+	if x != nil {
+		return x.Backends
+	}
+	return nil
+}
+
+func (x *OutboundRule) GetPolicy() *RoutePolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+type Backend struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// authority is the backend Service's host:port
+	// ("authors-v2.books.svc.cluster.local:7002"), resolved with Get.
+	Authority string `protobuf:"bytes,1,opt,name=authority,proto3" json:"authority,omitempty"`
+	// weight is relative to the rule's other backends; 0 sends nothing.
+	Weight  uint32    `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	Filters []*Filter `protobuf:"bytes,3,rep,name=filters,proto3" json:"filters,omitempty"`
+	// invalid, when set, says why the backendRef cannot be used (no such
+	// Service, a kind other than Service, a port the Service lacks): requests
+	// the weights give to it are answered 500, as the Gateway API requires.
+	Invalid       string `protobuf:"bytes,4,opt,name=invalid,proto3" json:"invalid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Backend) Reset() {
+	*x = Backend{}
+	mi := &file_destination_v1_destination_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Backend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Backend) ProtoMessage() {}
+
+func (x *Backend) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Backend.ProtoReflect.Descriptor instead.
+func (*Backend) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Backend) GetAuthority() string {
+	if x != nil {
+		return x.Authority
+	}
+	return ""
+}
+
+func (x *Backend) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *Backend) GetFilters() []*Filter {
+	if x != nil {
+		return x.Filters
+	}
+	return nil
+}
+
+func (x *Backend) GetInvalid() string {
+	if x != nil {
+		return x.Invalid
+	}
+	return ""
+}
+
+// Filter is one of the Gateway API's core filters.
+type Filter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*Filter_RequestHeaderModifier
+	//	*Filter_RequestRedirect
+	//	*Filter_ResponseHeaderModifier
+	Kind          isFilter_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Filter) Reset() {
+	*x = Filter{}
+	mi := &file_destination_v1_destination_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Filter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Filter) ProtoMessage() {}
+
+func (x *Filter) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Filter.ProtoReflect.Descriptor instead.
+func (*Filter) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Filter) GetKind() isFilter_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *Filter) GetRequestHeaderModifier() *HeaderModifier {
+	if x != nil {
+		if x, ok := x.Kind.(*Filter_RequestHeaderModifier); ok {
+			return x.RequestHeaderModifier
+		}
+	}
+	return nil
+}
+
+func (x *Filter) GetRequestRedirect() *Redirect {
+	if x != nil {
+		if x, ok := x.Kind.(*Filter_RequestRedirect); ok {
+			return x.RequestRedirect
+		}
+	}
+	return nil
+}
+
+func (x *Filter) GetResponseHeaderModifier() *HeaderModifier {
+	if x != nil {
+		if x, ok := x.Kind.(*Filter_ResponseHeaderModifier); ok {
+			return x.ResponseHeaderModifier
+		}
+	}
+	return nil
+}
+
+type isFilter_Kind interface {
+	isFilter_Kind()
+}
+
+type Filter_RequestHeaderModifier struct {
+	RequestHeaderModifier *HeaderModifier `protobuf:"bytes,1,opt,name=request_header_modifier,json=requestHeaderModifier,proto3,oneof"`
+}
+
+type Filter_RequestRedirect struct {
+	RequestRedirect *Redirect `protobuf:"bytes,2,opt,name=request_redirect,json=requestRedirect,proto3,oneof"`
+}
+
+type Filter_ResponseHeaderModifier struct {
+	ResponseHeaderModifier *HeaderModifier `protobuf:"bytes,3,opt,name=response_header_modifier,json=responseHeaderModifier,proto3,oneof"`
+}
+
+func (*Filter_RequestHeaderModifier) isFilter_Kind() {}
+
+func (*Filter_RequestRedirect) isFilter_Kind() {}
+
+func (*Filter_ResponseHeaderModifier) isFilter_Kind() {}
+
+type HeaderModifier struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// set replaces a header's values; add appends one; remove deletes every
+	// value. Names are case-insensitive.
+	Set           []*Header `protobuf:"bytes,1,rep,name=set,proto3" json:"set,omitempty"`
+	Add           []*Header `protobuf:"bytes,2,rep,name=add,proto3" json:"add,omitempty"`
+	Remove        []string  `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeaderModifier) Reset() {
+	*x = HeaderModifier{}
+	mi := &file_destination_v1_destination_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderModifier) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderModifier) ProtoMessage() {}
+
+func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
+func (*HeaderModifier) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *HeaderModifier) GetSet() []*Header {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *HeaderModifier) GetAdd() []*Header {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
+func (x *HeaderModifier) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+type Header struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Header) Reset() {
+	*x = Header{}
+	mi := &file_destination_v1_destination_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Header) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Header) ProtoMessage() {}
+
+func (x *Header) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Header.ProtoReflect.Descriptor instead.
+func (*Header) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Header) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Header) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+// Redirect answers the request with a redirect instead of forwarding it;
+// unset fields keep the request's own.
+type Redirect struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Scheme   string                 `protobuf:"bytes,1,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	Hostname string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Port     uint32                 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	Path     *PathModifier          `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	// status_code is 301 or 302 (the default).
+	StatusCode    uint32 `protobuf:"varint,5,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Redirect) Reset() {
+	*x = Redirect{}
+	mi := &file_destination_v1_destination_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Redirect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Redirect) ProtoMessage() {}
+
+func (x *Redirect) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
+func (*Redirect) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Redirect) GetScheme() string {
+	if x != nil {
+		return x.Scheme
+	}
+	return ""
+}
+
+func (x *Redirect) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *Redirect) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *Redirect) GetPath() *PathModifier {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+func (x *Redirect) GetStatusCode() uint32 {
+	if x != nil {
+		return x.StatusCode
+	}
+	return 0
+}
+
+type PathModifier struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*PathModifier_Full
+	//	*PathModifier_Prefix
+	Kind          isPathModifier_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PathModifier) Reset() {
+	*x = PathModifier{}
+	mi := &file_destination_v1_destination_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PathModifier) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PathModifier) ProtoMessage() {}
+
+func (x *PathModifier) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PathModifier.ProtoReflect.Descriptor instead.
+func (*PathModifier) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PathModifier) GetKind() isPathModifier_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *PathModifier) GetFull() string {
+	if x != nil {
+		if x, ok := x.Kind.(*PathModifier_Full); ok {
+			return x.Full
+		}
+	}
+	return ""
+}
+
+func (x *PathModifier) GetPrefix() string {
+	if x != nil {
+		if x, ok := x.Kind.(*PathModifier_Prefix); ok {
+			return x.Prefix
+		}
+	}
+	return ""
+}
+
+type isPathModifier_Kind interface {
+	isPathModifier_Kind()
+}
+
+type PathModifier_Full struct {
+	Full string `protobuf:"bytes,1,opt,name=full,proto3,oneof"`
+}
+
+type PathModifier_Prefix struct {
+	// prefix replaces the prefix the rule's path match matched.
+	Prefix string `protobuf:"bytes,2,opt,name=prefix,proto3,oneof"`
+}
+
+func (*PathModifier_Full) isPathModifier_Kind() {}
+
+func (*PathModifier_Prefix) isPathModifier_Kind() {}
+
+// RoutePolicy is the client-side policy of a rule (or of the Service);
+// zero fields are unset.
+type RoutePolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request_timeout_ms bounds the whole request, retries included (504,
+	// or gRPC DEADLINE_EXCEEDED, when it passes).
+	RequestTimeoutMs uint64 `protobuf:"varint,1,opt,name=request_timeout_ms,json=requestTimeoutMs,proto3" json:"request_timeout_ms,omitempty"`
+	// backend_request_timeout_ms bounds each attempt.
+	BackendRequestTimeoutMs uint64 `protobuf:"varint,2,opt,name=backend_request_timeout_ms,json=backendRequestTimeoutMs,proto3" json:"backend_request_timeout_ms,omitempty"`
+	Retry                   *Retry `protobuf:"bytes,3,opt,name=retry,proto3" json:"retry,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *RoutePolicy) Reset() {
+	*x = RoutePolicy{}
+	mi := &file_destination_v1_destination_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoutePolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoutePolicy) ProtoMessage() {}
+
+func (x *RoutePolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoutePolicy.ProtoReflect.Descriptor instead.
+func (*RoutePolicy) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RoutePolicy) GetRequestTimeoutMs() uint64 {
+	if x != nil {
+		return x.RequestTimeoutMs
+	}
+	return 0
+}
+
+func (x *RoutePolicy) GetBackendRequestTimeoutMs() uint64 {
+	if x != nil {
+		return x.BackendRequestTimeoutMs
+	}
+	return 0
+}
+
+func (x *RoutePolicy) GetRetry() *Retry {
+	if x != nil {
+		return x.Retry
+	}
+	return nil
+}
+
+type Retry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// limit is how many retries a request may get (attempts beyond the
+	// first); 0 means no retries.
+	Limit uint32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	// http_statuses are the response statuses retried, as ranges
+	// (retry.conduit.io/http: "5xx" is 500-599).
+	HttpStatuses []*StatusRange `protobuf:"bytes,2,rep,name=http_statuses,json=httpStatuses,proto3" json:"http_statuses,omitempty"`
+	// grpc_codes are the gRPC status codes retried
+	// (retry.conduit.io/grpc: "unavailable,internal").
+	GrpcCodes []uint32 `protobuf:"varint,3,rep,packed,name=grpc_codes,json=grpcCodes,proto3" json:"grpc_codes,omitempty"`
+	// timeout_ms bounds each try (retry.conduit.io/timeout).
+	TimeoutMs     uint64 `protobuf:"varint,4,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Retry) Reset() {
+	*x = Retry{}
+	mi := &file_destination_v1_destination_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Retry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Retry) ProtoMessage() {}
+
+func (x *Retry) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Retry.ProtoReflect.Descriptor instead.
+func (*Retry) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Retry) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *Retry) GetHttpStatuses() []*StatusRange {
+	if x != nil {
+		return x.HttpStatuses
+	}
+	return nil
+}
+
+func (x *Retry) GetGrpcCodes() []uint32 {
+	if x != nil {
+		return x.GrpcCodes
+	}
+	return nil
+}
+
+func (x *Retry) GetTimeoutMs() uint64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+type StatusRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Min           uint32                 `protobuf:"varint,1,opt,name=min,proto3" json:"min,omitempty"`
+	Max           uint32                 `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusRange) Reset() {
+	*x = StatusRange{}
+	mi := &file_destination_v1_destination_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusRange) ProtoMessage() {}
+
+func (x *StatusRange) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusRange.ProtoReflect.Descriptor instead.
+func (*StatusRange) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *StatusRange) GetMin() uint32 {
+	if x != nil {
+		return x.Min
+	}
+	return 0
+}
+
+func (x *StatusRange) GetMax() uint32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+// FailureAccrual is balancer.conduit.io/failure-accrual: consecutive.
+type FailureAccrual struct {
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	ConsecutiveMaxFailures uint32                 `protobuf:"varint,1,opt,name=consecutive_max_failures,json=consecutiveMaxFailures,proto3" json:"consecutive_max_failures,omitempty"`
+	MinPenaltyMs           uint64                 `protobuf:"varint,2,opt,name=min_penalty_ms,json=minPenaltyMs,proto3" json:"min_penalty_ms,omitempty"`
+	MaxPenaltyMs           uint64                 `protobuf:"varint,3,opt,name=max_penalty_ms,json=maxPenaltyMs,proto3" json:"max_penalty_ms,omitempty"`
+	// jitter_ratio spreads each penalty by up to this share, both ways.
+	JitterRatio   float64 `protobuf:"fixed64,4,opt,name=jitter_ratio,json=jitterRatio,proto3" json:"jitter_ratio,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailureAccrual) Reset() {
+	*x = FailureAccrual{}
+	mi := &file_destination_v1_destination_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailureAccrual) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailureAccrual) ProtoMessage() {}
+
+func (x *FailureAccrual) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_v1_destination_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailureAccrual.ProtoReflect.Descriptor instead.
+func (*FailureAccrual) Descriptor() ([]byte, []int) {
+	return file_destination_v1_destination_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *FailureAccrual) GetConsecutiveMaxFailures() uint32 {
+	if x != nil {
+		return x.ConsecutiveMaxFailures
+	}
+	return 0
+}
+
+func (x *FailureAccrual) GetMinPenaltyMs() uint64 {
+	if x != nil {
+		return x.MinPenaltyMs
+	}
+	return 0
+}
+
+func (x *FailureAccrual) GetMaxPenaltyMs() uint64 {
+	if x != nil {
+		return x.MaxPenaltyMs
+	}
+	return 0
+}
+
+func (x *FailureAccrual) GetJitterRatio() float64 {
+	if x != nil {
+		return x.JitterRatio
+	}
+	return 0
+}
+
 var File_destination_v1_destination_proto protoreflect.FileDescriptor
 
 const file_destination_v1_destination_proto_rawDesc = "" +
 	"\n" +
-	" destination/v1/destination.proto\x12\x16conduit.destination.v1\x1a\x10net/v1/net.proto\"S\n" +
+	" destination/v1/destination.proto\x12\x16conduit.destination.v1\x1a\x10net/v1/net.proto\x1a\x16policy/v1/policy.proto\"S\n" +
 	"\x0eGetDestination\x12\x1c\n" +
 	"\tauthority\x18\x01 \x01(\tR\tauthority\x12#\n" +
 	"\rcontext_token\x18\x02 \x01(\tR\fcontextToken\"\xd4\x01\n" +
@@ -443,9 +1380,71 @@ const file_destination_v1_destination_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"=\n" +
 	"\vNoEndpoints\x12\x16\n" +
 	"\x06exists\x18\x01 \x01(\bR\x06exists\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason2^\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x82\x02\n" +
+	"\x0eOutboundRoutes\x12\x14\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found\x12=\n" +
+	"\x06routes\x18\x02 \x03(\v2%.conduit.destination.v1.OutboundRouteR\x06routes\x12J\n" +
+	"\x0eservice_policy\x18\x03 \x01(\v2#.conduit.destination.v1.RoutePolicyR\rservicePolicy\x12O\n" +
+	"\x0ffailure_accrual\x18\x04 \x01(\v2&.conduit.destination.v1.FailureAccrualR\x0efailureAccrual\"\xa1\x01\n" +
+	"\rOutboundRoute\x12(\n" +
+	"\x03ref\x18\x01 \x01(\v2\x16.conduit.policy.v1.RefR\x03ref\x12:\n" +
+	"\x05rules\x18\x02 \x03(\v2$.conduit.destination.v1.OutboundRuleR\x05rules\x12*\n" +
+	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\"\xfa\x01\n" +
+	"\fOutboundRule\x126\n" +
+	"\amatches\x18\x01 \x03(\v2\x1c.conduit.policy.v1.HttpMatchR\amatches\x128\n" +
+	"\afilters\x18\x02 \x03(\v2\x1e.conduit.destination.v1.FilterR\afilters\x12;\n" +
+	"\bbackends\x18\x03 \x03(\v2\x1f.conduit.destination.v1.BackendR\bbackends\x12;\n" +
+	"\x06policy\x18\x04 \x01(\v2#.conduit.destination.v1.RoutePolicyR\x06policy\"\x93\x01\n" +
+	"\aBackend\x12\x1c\n" +
+	"\tauthority\x18\x01 \x01(\tR\tauthority\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\rR\x06weight\x128\n" +
+	"\afilters\x18\x03 \x03(\v2\x1e.conduit.destination.v1.FilterR\afilters\x12\x18\n" +
+	"\ainvalid\x18\x04 \x01(\tR\ainvalid\"\xa5\x02\n" +
+	"\x06Filter\x12`\n" +
+	"\x17request_header_modifier\x18\x01 \x01(\v2&.conduit.destination.v1.HeaderModifierH\x00R\x15requestHeaderModifier\x12M\n" +
+	"\x10request_redirect\x18\x02 \x01(\v2 .conduit.destination.v1.RedirectH\x00R\x0frequestRedirect\x12b\n" +
+	"\x18response_header_modifier\x18\x03 \x01(\v2&.conduit.destination.v1.HeaderModifierH\x00R\x16responseHeaderModifierB\x06\n" +
+	"\x04kind\"\x8c\x01\n" +
+	"\x0eHeaderModifier\x120\n" +
+	"\x03set\x18\x01 \x03(\v2\x1e.conduit.destination.v1.HeaderR\x03set\x120\n" +
+	"\x03add\x18\x02 \x03(\v2\x1e.conduit.destination.v1.HeaderR\x03add\x12\x16\n" +
+	"\x06remove\x18\x03 \x03(\tR\x06remove\"2\n" +
+	"\x06Header\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xad\x01\n" +
+	"\bRedirect\x12\x16\n" +
+	"\x06scheme\x18\x01 \x01(\tR\x06scheme\x12\x1a\n" +
+	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\x128\n" +
+	"\x04path\x18\x04 \x01(\v2$.conduit.destination.v1.PathModifierR\x04path\x12\x1f\n" +
+	"\vstatus_code\x18\x05 \x01(\rR\n" +
+	"statusCode\"F\n" +
+	"\fPathModifier\x12\x14\n" +
+	"\x04full\x18\x01 \x01(\tH\x00R\x04full\x12\x18\n" +
+	"\x06prefix\x18\x02 \x01(\tH\x00R\x06prefixB\x06\n" +
+	"\x04kind\"\xad\x01\n" +
+	"\vRoutePolicy\x12,\n" +
+	"\x12request_timeout_ms\x18\x01 \x01(\x04R\x10requestTimeoutMs\x12;\n" +
+	"\x1abackend_request_timeout_ms\x18\x02 \x01(\x04R\x17backendRequestTimeoutMs\x123\n" +
+	"\x05retry\x18\x03 \x01(\v2\x1d.conduit.destination.v1.RetryR\x05retry\"\xa5\x01\n" +
+	"\x05Retry\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\rR\x05limit\x12H\n" +
+	"\rhttp_statuses\x18\x02 \x03(\v2#.conduit.destination.v1.StatusRangeR\fhttpStatuses\x12\x1d\n" +
+	"\n" +
+	"grpc_codes\x18\x03 \x03(\rR\tgrpcCodes\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x04 \x01(\x04R\ttimeoutMs\"1\n" +
+	"\vStatusRange\x12\x10\n" +
+	"\x03min\x18\x01 \x01(\rR\x03min\x12\x10\n" +
+	"\x03max\x18\x02 \x01(\rR\x03max\"\xb9\x01\n" +
+	"\x0eFailureAccrual\x128\n" +
+	"\x18consecutive_max_failures\x18\x01 \x01(\rR\x16consecutiveMaxFailures\x12$\n" +
+	"\x0emin_penalty_ms\x18\x02 \x01(\x04R\fminPenaltyMs\x12$\n" +
+	"\x0emax_penalty_ms\x18\x03 \x01(\x04R\fmaxPenaltyMs\x12!\n" +
+	"\fjitter_ratio\x18\x04 \x01(\x01R\vjitterRatio2\xbd\x01\n" +
 	"\vDestination\x12O\n" +
-	"\x03Get\x12&.conduit.destination.v1.GetDestination\x1a\x1e.conduit.destination.v1.Update0\x01BEZCgithub.com/conduitmesh/conduit/pkg/api/destination/v1;destinationv1b\x06proto3"
+	"\x03Get\x12&.conduit.destination.v1.GetDestination\x1a\x1e.conduit.destination.v1.Update0\x01\x12]\n" +
+	"\tGetRoutes\x12&.conduit.destination.v1.GetDestination\x1a&.conduit.destination.v1.OutboundRoutes0\x01BEZCgithub.com/conduitmesh/conduit/pkg/api/destination/v1;destinationv1b\x06proto3"
 
 var (
 	file_destination_v1_destination_proto_rawDescOnce sync.Once
@@ -459,7 +1458,7 @@ func file_destination_v1_destination_proto_rawDescGZIP() []byte {
 	return file_destination_v1_destination_proto_rawDescData
 }
 
-var file_destination_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_destination_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_destination_v1_destination_proto_goTypes = []any{
 	(*GetDestination)(nil),  // 0: conduit.destination.v1.GetDestination
 	(*Update)(nil),          // 1: conduit.destination.v1.Update
@@ -467,26 +1466,61 @@ var file_destination_v1_destination_proto_goTypes = []any{
 	(*WeightedAddrSet)(nil), // 3: conduit.destination.v1.WeightedAddrSet
 	(*WeightedAddr)(nil),    // 4: conduit.destination.v1.WeightedAddr
 	(*NoEndpoints)(nil),     // 5: conduit.destination.v1.NoEndpoints
-	nil,                     // 6: conduit.destination.v1.WeightedAddrSet.MetricLabelsEntry
-	nil,                     // 7: conduit.destination.v1.WeightedAddr.MetricLabelsEntry
-	(*v1.TcpAddress)(nil),   // 8: conduit.net.v1.TcpAddress
+	(*OutboundRoutes)(nil),  // 6: conduit.destination.v1.OutboundRoutes
+	(*OutboundRoute)(nil),   // 7: conduit.destination.v1.OutboundRoute
+	(*OutboundRule)(nil),    // 8: conduit.destination.v1.OutboundRule
+	(*Backend)(nil),         // 9: conduit.destination.v1.Backend
+	(*Filter)(nil),          // 10: conduit.destination.v1.Filter
+	(*HeaderModifier)(nil),  // 11: conduit.destination.v1.HeaderModifier
+	(*Header)(nil),          // 12: conduit.destination.v1.Header
+	(*Redirect)(nil),        // 13: conduit.destination.v1.Redirect
+	(*PathModifier)(nil),    // 14: conduit.destination.v1.PathModifier
+	(*RoutePolicy)(nil),     // 15: conduit.destination.v1.RoutePolicy
+	(*Retry)(nil),           // 16: conduit.destination.v1.Retry
+	(*StatusRange)(nil),     // 17: conduit.destination.v1.StatusRange
+	(*FailureAccrual)(nil),  // 18: conduit.destination.v1.FailureAccrual
+	nil,                     // 19: conduit.destination.v1.WeightedAddrSet.MetricLabelsEntry
+	nil,                     // 20: conduit.destination.v1.WeightedAddr.MetricLabelsEntry
+	(*v1.TcpAddress)(nil),   // 21: conduit.net.v1.TcpAddress
+	(*v11.Ref)(nil),         // 22: conduit.policy.v1.Ref
+	(*v11.HttpMatch)(nil),   // 23: conduit.policy.v1.HttpMatch
 }
 var file_destination_v1_destination_proto_depIdxs = []int32{
-	3, // 0: conduit.destination.v1.Update.add:type_name -> conduit.destination.v1.WeightedAddrSet
-	2, // 1: conduit.destination.v1.Update.remove:type_name -> conduit.destination.v1.AddrSet
-	5, // 2: conduit.destination.v1.Update.no_endpoints:type_name -> conduit.destination.v1.NoEndpoints
-	8, // 3: conduit.destination.v1.AddrSet.addrs:type_name -> conduit.net.v1.TcpAddress
-	4, // 4: conduit.destination.v1.WeightedAddrSet.addrs:type_name -> conduit.destination.v1.WeightedAddr
-	6, // 5: conduit.destination.v1.WeightedAddrSet.metric_labels:type_name -> conduit.destination.v1.WeightedAddrSet.MetricLabelsEntry
-	8, // 6: conduit.destination.v1.WeightedAddr.addr:type_name -> conduit.net.v1.TcpAddress
-	7, // 7: conduit.destination.v1.WeightedAddr.metric_labels:type_name -> conduit.destination.v1.WeightedAddr.MetricLabelsEntry
-	0, // 8: conduit.destination.v1.Destination.Get:input_type -> conduit.destination.v1.GetDestination
-	1, // 9: conduit.destination.v1.Destination.Get:output_type -> conduit.destination.v1.Update
-	9, // [9:10] is the sub-list for method output_type
-	8, // [8:9] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	3,  // 0: conduit.destination.v1.Update.add:type_name -> conduit.destination.v1.WeightedAddrSet
+	2,  // 1: conduit.destination.v1.Update.remove:type_name -> conduit.destination.v1.AddrSet
+	5,  // 2: conduit.destination.v1.Update.no_endpoints:type_name -> conduit.destination.v1.NoEndpoints
+	21, // 3: conduit.destination.v1.AddrSet.addrs:type_name -> conduit.net.v1.TcpAddress
+	4,  // 4: conduit.destination.v1.WeightedAddrSet.addrs:type_name -> conduit.destination.v1.WeightedAddr
+	19, // 5: conduit.destination.v1.WeightedAddrSet.metric_labels:type_name -> conduit.destination.v1.WeightedAddrSet.MetricLabelsEntry
+	21, // 6: conduit.destination.v1.WeightedAddr.addr:type_name -> conduit.net.v1.TcpAddress
+	20, // 7: conduit.destination.v1.WeightedAddr.metric_labels:type_name -> conduit.destination.v1.WeightedAddr.MetricLabelsEntry
+	7,  // 8: conduit.destination.v1.OutboundRoutes.routes:type_name -> conduit.destination.v1.OutboundRoute
+	15, // 9: conduit.destination.v1.OutboundRoutes.service_policy:type_name -> conduit.destination.v1.RoutePolicy
+	18, // 10: conduit.destination.v1.OutboundRoutes.failure_accrual:type_name -> conduit.destination.v1.FailureAccrual
+	22, // 11: conduit.destination.v1.OutboundRoute.ref:type_name -> conduit.policy.v1.Ref
+	8,  // 12: conduit.destination.v1.OutboundRoute.rules:type_name -> conduit.destination.v1.OutboundRule
+	23, // 13: conduit.destination.v1.OutboundRule.matches:type_name -> conduit.policy.v1.HttpMatch
+	10, // 14: conduit.destination.v1.OutboundRule.filters:type_name -> conduit.destination.v1.Filter
+	9,  // 15: conduit.destination.v1.OutboundRule.backends:type_name -> conduit.destination.v1.Backend
+	15, // 16: conduit.destination.v1.OutboundRule.policy:type_name -> conduit.destination.v1.RoutePolicy
+	10, // 17: conduit.destination.v1.Backend.filters:type_name -> conduit.destination.v1.Filter
+	11, // 18: conduit.destination.v1.Filter.request_header_modifier:type_name -> conduit.destination.v1.HeaderModifier
+	13, // 19: conduit.destination.v1.Filter.request_redirect:type_name -> conduit.destination.v1.Redirect
+	11, // 20: conduit.destination.v1.Filter.response_header_modifier:type_name -> conduit.destination.v1.HeaderModifier
+	12, // 21: conduit.destination.v1.HeaderModifier.set:type_name -> conduit.destination.v1.Header
+	12, // 22: conduit.destination.v1.HeaderModifier.add:type_name -> conduit.destination.v1.Header
+	14, // 23: conduit.destination.v1.Redirect.path:type_name -> conduit.destination.v1.PathModifier
+	16, // 24: conduit.destination.v1.RoutePolicy.retry:type_name -> conduit.destination.v1.Retry
+	17, // 25: conduit.destination.v1.Retry.http_statuses:type_name -> conduit.destination.v1.StatusRange
+	0,  // 26: conduit.destination.v1.Destination.Get:input_type -> conduit.destination.v1.GetDestination
+	0,  // 27: conduit.destination.v1.Destination.GetRoutes:input_type -> conduit.destination.v1.GetDestination
+	1,  // 28: conduit.destination.v1.Destination.Get:output_type -> conduit.destination.v1.Update
+	6,  // 29: conduit.destination.v1.Destination.GetRoutes:output_type -> conduit.destination.v1.OutboundRoutes
+	28, // [28:30] is the sub-list for method output_type
+	26, // [26:28] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_destination_v1_destination_proto_init() }
@@ -499,13 +1533,22 @@ func file_destination_v1_destination_proto_init() {
 		(*Update_Remove)(nil),
 		(*Update_NoEndpoints)(nil),
 	}
+	file_destination_v1_destination_proto_msgTypes[10].OneofWrappers = []any{
+		(*Filter_RequestHeaderModifier)(nil),
+		(*Filter_RequestRedirect)(nil),
+		(*Filter_ResponseHeaderModifier)(nil),
+	}
+	file_destination_v1_destination_proto_msgTypes[14].OneofWrappers = []any{
+		(*PathModifier_Full)(nil),
+		(*PathModifier_Prefix)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_destination_v1_destination_proto_rawDesc), len(file_destination_v1_destination_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

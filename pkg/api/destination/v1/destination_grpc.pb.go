@@ -22,7 +22,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Destination_Get_FullMethodName = "/conduit.destination.v1.Destination/Get"
+	Destination_Get_FullMethodName       = "/conduit.destination.v1.Destination/Get"
+	Destination_GetRoutes_FullMethodName = "/conduit.destination.v1.Destination/GetRoutes"
 )
 
 // DestinationClient is the client API for Destination service.
@@ -35,6 +36,16 @@ type DestinationClient interface {
 	//
 	// Errors: INVALID_ARGUMENT for an authority that is not host:port.
 	Get(ctx context.Context, in *GetDestination, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Update], error)
+	// GetRoutes streams the outbound routing of a Service's authority: the
+	// Gateway API HTTPRoutes and GRPCRoutes whose parentRef is the Service
+	// (GAMMA), translated, with the Service's own policy (timeouts, retries,
+	// failure accrual, from its annotations). First the current table, then
+	// a whole new table on every change. An authority that is not a Service
+	// the controller knows gets found=false once, and the stream stays open
+	// (a Service created later is announced).
+	//
+	// Errors: INVALID_ARGUMENT for an authority that is not host:port.
+	GetRoutes(ctx context.Context, in *GetDestination, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OutboundRoutes], error)
 }
 
 type destinationClient struct {
@@ -64,6 +75,25 @@ func (c *destinationClient) Get(ctx context.Context, in *GetDestination, opts ..
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Destination_GetClient = grpc.ServerStreamingClient[Update]
 
+func (c *destinationClient) GetRoutes(ctx context.Context, in *GetDestination, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OutboundRoutes], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Destination_ServiceDesc.Streams[1], Destination_GetRoutes_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetDestination, OutboundRoutes]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Destination_GetRoutesClient = grpc.ServerStreamingClient[OutboundRoutes]
+
 // DestinationServer is the server API for Destination service.
 // All implementations must embed UnimplementedDestinationServer
 // for forward compatibility.
@@ -74,6 +104,16 @@ type DestinationServer interface {
 	//
 	// Errors: INVALID_ARGUMENT for an authority that is not host:port.
 	Get(*GetDestination, grpc.ServerStreamingServer[Update]) error
+	// GetRoutes streams the outbound routing of a Service's authority: the
+	// Gateway API HTTPRoutes and GRPCRoutes whose parentRef is the Service
+	// (GAMMA), translated, with the Service's own policy (timeouts, retries,
+	// failure accrual, from its annotations). First the current table, then
+	// a whole new table on every change. An authority that is not a Service
+	// the controller knows gets found=false once, and the stream stays open
+	// (a Service created later is announced).
+	//
+	// Errors: INVALID_ARGUMENT for an authority that is not host:port.
+	GetRoutes(*GetDestination, grpc.ServerStreamingServer[OutboundRoutes]) error
 	mustEmbedUnimplementedDestinationServer()
 }
 
@@ -86,6 +126,9 @@ type UnimplementedDestinationServer struct{}
 
 func (UnimplementedDestinationServer) Get(*GetDestination, grpc.ServerStreamingServer[Update]) error {
 	return status.Error(codes.Unimplemented, "method Get not implemented")
+}
+func (UnimplementedDestinationServer) GetRoutes(*GetDestination, grpc.ServerStreamingServer[OutboundRoutes]) error {
+	return status.Error(codes.Unimplemented, "method GetRoutes not implemented")
 }
 func (UnimplementedDestinationServer) mustEmbedUnimplementedDestinationServer() {}
 func (UnimplementedDestinationServer) testEmbeddedByValue()                     {}
@@ -119,6 +162,17 @@ func _Destination_Get_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Destination_GetServer = grpc.ServerStreamingServer[Update]
 
+func _Destination_GetRoutes_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetDestination)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DestinationServer).GetRoutes(m, &grpc.GenericServerStream[GetDestination, OutboundRoutes]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Destination_GetRoutesServer = grpc.ServerStreamingServer[OutboundRoutes]
+
 // Destination_ServiceDesc is the grpc.ServiceDesc for Destination service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -130,6 +184,11 @@ var Destination_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Get",
 			Handler:       _Destination_Get_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "GetRoutes",
+			Handler:       _Destination_GetRoutes_Handler,
 			ServerStreams: true,
 		},
 	},
