@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,7 +15,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
 	"github.com/conduitmesh/conduit/integration/cluster"
@@ -294,4 +297,62 @@ func parallel(ctx context.Context, n, width int, f func(int) error) error {
 		return ctx.Err()
 	}
 	return first
+}
+
+// sliceWatch follows the scale services' EndpointSlices in the API and
+// notes when their ready endpoints first add up to want: when
+// kube-controller-manager has published every pod, whatever the
+// controller made of it yet.
+type sliceWatch struct {
+	mu    sync.Mutex // guards ready and at
+	ready map[string]int
+	at    time.Time
+}
+
+func watchSlices(ctx context.Context, client kubernetes.Interface, want int) (*sliceWatch, error) {
+	w := &sliceWatch{ready: map[string]int{}}
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = discoveryv1.LabelServiceName })) // only slices of services
+	set := func(obj any, gone bool) {
+		s, ok := obj.(*discoveryv1.EndpointSlice)
+		if !ok || !strings.HasPrefix(s.Namespace, scaleNSPrefix) {
+			return
+		}
+		n := 0
+		for _, e := range s.Endpoints {
+			if !gone && (e.Conditions.Ready == nil || *e.Conditions.Ready) {
+				n++
+			}
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.ready[s.Namespace+"/"+s.Name] = n
+		total := 0
+		for _, v := range w.ready {
+			total += v
+		}
+		if total >= want && w.at.IsZero() {
+			w.at = time.Now()
+		}
+	}
+	inf := factory.Discovery().V1().EndpointSlices().Informer()
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { set(obj, false) },
+		UpdateFunc: func(_, obj any) { set(obj, false) },
+		DeleteFunc: func(obj any) { set(obj, true) },
+	}); err != nil {
+		return nil, err
+	}
+	factory.Start(ctx.Done()) // ends with ctx
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return nil, fmt.Errorf("EndpointSlice cache did not sync: %w", ctx.Err())
+	}
+	return w, nil
+}
+
+// complete is when every endpoint was ready in the API; zero if not yet.
+func (w *sliceWatch) complete() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.at
 }

@@ -82,6 +82,7 @@ type state struct {
 type podsPhase struct {
 	pods, services     int
 	created, converged time.Duration // from the first create request
+	published          time.Duration // every endpoint ready in the API's EndpointSlices (0: not seen)
 	cpu                time.Duration // the controller's, until converged
 	components         map[string]time.Duration
 	before, after      usage
@@ -299,6 +300,12 @@ func scalePods(ctx context.Context, r *results, c *cluster.Cluster, client kuber
 	if p.before, err = ctrl.sample(); err != nil {
 		return err
 	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	sw, err := watchSlices(wctx, client, o.pods)
+	if err != nil {
+		return err
+	}
 	comp := componentCPU(c)
 	say("creating %d pods behind %d services in %d namespaces, %d at a time", o.pods, o.services, o.namespaces, o.createConcurrency)
 	start := time.Now()
@@ -332,12 +339,15 @@ func scalePods(ctx context.Context, r *results, c *cluster.Cluster, client kuber
 		}
 	}
 	p.converged = time.Since(start)
+	if at := sw.complete(); !at.IsZero() {
+		p.published = at.Sub(start)
+	}
 	if p.after, err = ctrl.sample(); err != nil {
 		return err
 	}
 	p.cpu = p.after.cpu - p.before.cpu
 	p.components = diffCPU(comp, componentCPU(c))
-	say("every proxy has its endpoints %s after the first pod was created (controller CPU %s)", p.converged.Round(time.Millisecond), p.cpu)
+	say("every proxy has its endpoints %s after the first pod was created, the EndpointSlices had them after %s (controller CPU %s)", p.converged.Round(time.Millisecond), p.published.Round(time.Millisecond), p.cpu)
 	return nil
 }
 

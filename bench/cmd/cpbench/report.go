@@ -100,9 +100,9 @@ func report(r *results) string {
 		p("- %s", l)
 	}
 	pp := r.pods
-	p("- %d pods (%d services of about %d, in %d namespaces) were created in %s (%.0f pods/s, %d requests at a time); every proxy had all its service's endpoints %s after the first request. Meanwhile the controller used %s of CPU (%.2f ms per pod) and grew from %.1f to %.1f MB RSS (%.1f KB per pod; heap %.1f → %.1f MB). Cluster components over the same time: %s.",
+	p("- %d pods (%d services of about %d, in %d namespaces) were created in %s (%.0f pods/s, %d requests at a time); kube-controller-manager had published every pod as a ready endpoint in the EndpointSlices %s after the first request, and every proxy had all its service's endpoints %s after it. Meanwhile the controller used %s of CPU (%.2f ms per pod) and grew from %.1f to %.1f MB RSS (%.1f KB per pod; heap %.1f → %.1f MB). Cluster components over the same time: %s.",
 		pp.pods, pp.services, pp.pods/max(pp.services, 1), o.namespaces, pp.created.Round(time.Millisecond), float64(pp.pods)/pp.created.Seconds(), o.createConcurrency,
-		pp.converged.Round(time.Millisecond), pp.cpu.Round(10*time.Millisecond), msf(pp.cpu)/float64(max(pp.pods, 1)), mb(pp.before.rssKB), mb(pp.after.rssKB),
+		pp.published.Round(time.Millisecond), pp.converged.Round(time.Millisecond), pp.cpu.Round(10*time.Millisecond), msf(pp.cpu)/float64(max(pp.pods, 1)), mb(pp.before.rssKB), mb(pp.after.rssKB),
 		float64(pp.after.rssKB-pp.before.rssKB)/float64(max(pp.pods, 1)), pp.before.heapInuse/1e6, pp.after.heapInuse/1e6, cpuList(pp.components))
 	p("- At the end of the run (after the stats phase) the controller's RSS was %.1f MB, its peak (VmHWM) %.1f MB.", mb(r.final.rssKB), mb(r.final.hwmKB))
 	p("")
