@@ -1,7 +1,8 @@
 // Package testenv is the test harness shared by Conduit's packages: it
 // builds the binaries once per `go test` process (Build, BuildDir), waits
-// for a condition with a clear failure message (Eventually), and collects a
-// child's output safely while the test reads it (SyncBuffer).
+// for a condition with a clear failure message (Eventually), collects a
+// child's output safely while the test reads it (SyncBuffer), and checks
+// what a package links (LinksOnly).
 //
 // A package that builds binaries removes them at the end of its test run by
 // calling Main from its TestMain (or Cleanup, if its TestMain does more).
@@ -198,4 +199,34 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// LinksOnly fails t for every package outside the standard library that
+// pkg ("." for the test's own package) links, itself included, and allowed
+// does not list; an entry ending in "/" allows every package below it.
+// The proxy's leaf packages use it to hold to the standard library,
+// protowire and their few siblings before the proxy binary links them.
+func LinksOnly(t testing.TB, pkg string, allowed []string) {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", pkg).Output()
+	if err != nil {
+		msg := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			msg = string(ee.Stderr)
+		}
+		t.Fatalf("go list -deps %s: %v\n%s", pkg, err, msg)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) == 0 {
+		t.Fatalf("go list -deps %s listed nothing, not even the package", pkg)
+	}
+	for _, dep := range deps {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || dep == a || (strings.HasSuffix(a, "/") && strings.HasPrefix(dep, a))
+		}
+		if !ok {
+			t.Errorf("%s links %s, which is not among %s", deps[len(deps)-1], dep, strings.Join(allowed, ", "))
+		}
+	}
 }

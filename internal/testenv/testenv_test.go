@@ -89,11 +89,24 @@ func TestSyncBuffer(t *testing.T) {
 	}
 }
 
-// fakeT records a Fatalf instead of stopping the goroutine.
+func TestLinksOnly(t *testing.T) {
+	// This package links only itself outside the standard library.
+	LinksOnly(t, ".", []string{"github.com/conduitmesh/conduit/internal/testenv"})
+	LinksOnly(t, ".", []string{"github.com/conduitmesh/conduit/internal/"})
+	ft := &fakeT{TB: t}
+	LinksOnly(ft, ".", []string{"github.com/conduitmesh/conduit/internal/testenvx"})
+	if !strings.Contains(ft.errors, "internal/testenv links github.com/conduitmesh/conduit/internal/testenv, which is not among") {
+		t.Errorf("LinksOnly with the package left out reported %q", ft.errors)
+	}
+}
+
+// fakeT records a Fatalf or Errorf instead of failing the test.
 type fakeT struct {
 	testing.TB
-	fatal string
+	fatal, errors string
 }
+
+func (f *fakeT) Errorf(format string, args ...any) { f.errors += fmt.Sprintf(format, args...) + "\n" }
 
 func (f *fakeT) Helper() {}
 

@@ -4,15 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"net/textproto"
-	"regexp"
-	"regexp/syntax"
 	"slices"
-	"strings"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/conduitmesh/conduit/pkg/proxy/grpcwire"
+	"github.com/conduitmesh/conduit/pkg/proxy/httpmatch"
 )
 
 // The proxy decodes conduit.policy.v1 by hand with protowire instead of
@@ -20,14 +17,11 @@ import (
 // cost megabytes of RSS in every pod). decode_test.go checks the decoder
 // against the generated types, and FuzzDecodeInboundServer checks that it
 // agrees with them on any input: fields repeated where one is expected
-// merge as protobuf merges them, oneofs take the last case.
+// merge as protobuf merges them, oneofs take the last case. HTTP route
+// matches and refs are httpmatch's, which outbound routing shares.
 
 // ErrMalformed wraps every error of Decode.
 var ErrMalformed = errors.New("malformed inbound policy")
-
-// maxRegex bounds a regular expression's source (Gateway API allows 1024
-// characters for a path and 4096 for a header value).
-const maxRegex = 4096
 
 // Decode compiles a conduit.policy.v1.InboundServer message. Malformed
 // protobuf, an invalid network or regular expression, or a header or query
@@ -48,11 +42,11 @@ func Decode(b []byte) (*Server, error) {
 func decodeServer(b []byte) (*Server, error) {
 	s := &Server{}
 	var authz []authorization
-	var matches []routeMatch
+	var matches []httpmatch.Match
 	err := grpcwire.RangeFields(b, func(f grpcwire.Field) error {
 		switch {
 		case f.Num == 1 && f.Type == protowire.BytesType:
-			return decodeRef(f.Bytes, &s.ref)
+			return httpmatch.DecodeRef(f.Bytes, &s.ref)
 		case f.Num == 2 && f.Type == protowire.VarintType:
 			s.protocol = protocolOf(f.Varint)
 		case f.Num == 3 && f.Type == protowire.BytesType:
@@ -77,7 +71,7 @@ func decodeServer(b []byte) (*Server, error) {
 		return nil, err
 	}
 	s.authz = newAuthzSet(authz)
-	slices.SortStableFunc(matches, byPrecedence)
+	httpmatch.Sort(matches)
 	s.matches = matches
 	where := s.ref.String()
 	if where == "" {
@@ -102,25 +96,6 @@ func protocolOf(v uint64) Protocol {
 	return ProtocolDetect
 }
 
-// decodeRef decodes a Ref into r, over what r holds (a message field
-// that occurs twice merges).
-func decodeRef(b []byte, r *Ref) error {
-	return grpcwire.RangeFields(b, func(f grpcwire.Field) error {
-		if f.Type != protowire.BytesType {
-			return nil
-		}
-		switch f.Num {
-		case 1:
-			r.Kind = string(f.Bytes)
-		case 2:
-			r.Name = string(f.Bytes)
-		case 3:
-			r.Namespace = string(f.Bytes)
-		}
-		return nil
-	})
-}
-
 func decodeAuthorization(b []byte) (authorization, error) {
 	var a authorization
 	var prefixes []string
@@ -130,7 +105,7 @@ func decodeAuthorization(b []byte) (authorization, error) {
 		}
 		switch f.Num {
 		case 1:
-			return decodeRef(f.Bytes, &a.ref)
+			return httpmatch.DecodeRef(f.Bytes, &a.ref)
 		case 2:
 			n, err := decodeNetwork(f.Bytes)
 			if err != nil {
@@ -205,7 +180,7 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	if err != nil {
 		a, aerr := netip.ParseAddr(s)
 		if aerr != nil || a.Zone() != "" {
-			return netip.Prefix{}, fmt.Errorf("invalid CIDR %q", truncate(s))
+			return netip.Prefix{}, fmt.Errorf("invalid CIDR %q", httpmatch.Truncate(s))
 		}
 		p = netip.PrefixFrom(a, a.BitLen())
 	}
@@ -215,37 +190,20 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
-// truncate bounds a peer's string quoted in an error.
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
-}
-
 // decodeRoute decodes route number index and its matches.
-func decodeRoute(b []byte, index int) (route, []routeMatch, error) {
+func decodeRoute(b []byte, index int) (route, []httpmatch.Match, error) {
 	var rt route
 	var authz []authorization
-	var matches, unknown []routeMatch
+	matches := httpmatch.Matches{Index: index}
 	err := grpcwire.RangeFields(b, func(f grpcwire.Field) error {
 		if f.Type != protowire.BytesType {
 			return nil
 		}
 		switch f.Num {
 		case 1:
-			return decodeRef(f.Bytes, &rt.ref)
+			return httpmatch.DecodeRef(f.Bytes, &rt.ref)
 		case 2:
-			m, known, err := decodeMatch(f.Bytes)
-			if err != nil {
-				return fmt.Errorf("match %d: %w", len(matches)+len(unknown), err)
-			}
-			m.route = index
-			if known {
-				matches = append(matches, m)
-			} else {
-				unknown = append(unknown, m)
-			}
+			return matches.Decode(f.Bytes)
 		case 3:
 			a, err := decodeAuthorization(f.Bytes)
 			if err != nil {
@@ -259,203 +217,5 @@ func decodeRoute(b []byte, index int) (route, []routeMatch, error) {
 		return route{}, nil, err
 	}
 	rt.authz = newAuthzSet(authz)
-	if len(matches)+len(unknown) == 0 {
-		// No matches: the route matches every request.
-		matches = append(matches, routeMatch{route: index})
-	}
-	return rt, matches, nil
-}
-
-// pathSpec accumulates a PathMatch (merged over repeated occurrences).
-type pathSpec struct {
-	kind  pathKind
-	value string
-}
-
-// decodeMatch decodes an HttpMatch; known is false when it holds a field
-// the proxy does not know (a condition of a newer controller, which must
-// not be ignored: such a match never matches).
-func decodeMatch(b []byte) (m routeMatch, known bool, err error) {
-	var path pathSpec
-	var headers, query []valueSpec
-	known = true
-	err = grpcwire.RangeFields(b, func(f grpcwire.Field) error {
-		if f.Type != protowire.BytesType || f.Num < 1 || f.Num > 4 {
-			known = false
-			return nil
-		}
-		switch f.Num {
-		case 1:
-			return grpcwire.RangeFields(f.Bytes, func(f grpcwire.Field) error {
-				if f.Type != protowire.BytesType || f.Num < 1 || f.Num > 3 {
-					known = false
-					return nil
-				}
-				path = pathSpec{[...]pathKind{1: pathExact, 2: pathPrefix, 3: pathRegex}[f.Num], string(f.Bytes)}
-				return nil
-			})
-		case 2:
-			v, err := decodeValueMatch(f.Bytes)
-			headers = append(headers, v)
-			known = known && v.known
-			return err
-		case 3:
-			v, err := decodeValueMatch(f.Bytes)
-			query = append(query, v)
-			known = known && v.known
-			return err
-		case 4:
-			m.method = string(f.Bytes)
-		}
-		return nil
-	})
-	if err != nil {
-		return routeMatch{}, false, err
-	}
-	m.path.kind = path.kind
-	switch path.kind {
-	case pathExact:
-		m.path.value = path.value
-	case pathPrefix:
-		// A trailing slash is ignored; "/" matches every path.
-		if m.path.value = strings.TrimRight(path.value, "/"); m.path.value == "" {
-			m.path.kind = pathAny
-		}
-	case pathRegex:
-		if m.path.re, err = compileRegex(path.value); err != nil {
-			return routeMatch{}, false, fmt.Errorf("path: %w", err)
-		}
-	}
-	if m.headers, err = compileValues(headers, true); err != nil {
-		return routeMatch{}, false, fmt.Errorf("header: %w", err)
-	}
-	if m.query, err = compileValues(query, false); err != nil {
-		return routeMatch{}, false, fmt.Errorf("query parameter: %w", err)
-	}
-	return m, known, nil
-}
-
-// valueSpec is a HeaderMatch or QueryParamMatch as received.
-type valueSpec struct {
-	name  string
-	kind  valueKind
-	value string
-	known bool // no field the proxy does not know
-}
-
-func decodeValueMatch(b []byte) (valueSpec, error) {
-	v := valueSpec{known: true}
-	err := grpcwire.RangeFields(b, func(f grpcwire.Field) error {
-		if f.Type != protowire.BytesType {
-			v.known = false
-			return nil
-		}
-		switch f.Num {
-		default:
-			v.known = false
-		case 1:
-			v.name = string(f.Bytes)
-		case 2:
-			v.kind, v.value = valueExact, string(f.Bytes)
-		case 3:
-			v.kind, v.value = valueRegex, string(f.Bytes)
-		}
-		return nil
-	})
-	return v, err
-}
-
-// compileValues compiles header (case-insensitive names) or query
-// parameter matches; of several with the same name only the first counts,
-// as Gateway API specifies.
-func compileValues(specs []valueSpec, header bool) ([]valueMatch, error) {
-	var out []valueMatch
-	for _, v := range specs {
-		if v.name == "" {
-			return nil, errors.New("match without a name")
-		}
-		m := valueMatch{name: v.name, kind: v.kind}
-		if header {
-			m.name = asciiLower(v.name) // as equalFoldLower compares
-			m.canon = textproto.CanonicalMIMEHeaderKey(v.name)
-		}
-		if slices.ContainsFunc(out, func(o valueMatch) bool { return o.name == m.name }) {
-			continue
-		}
-		switch v.kind {
-		case valueExact:
-			m.exact = v.value
-		case valueRegex:
-			var err error
-			if m.re, err = compileRegex(v.value); err != nil {
-				return nil, fmt.Errorf("%s: %w", truncate(v.name), err)
-			}
-		}
-		out = append(out, m)
-	}
-	return out, nil
-}
-
-func asciiLower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
-}
-
-// compileRegex compiles RE2 source to match whole values.
-func compileRegex(src string) (*regexp.Regexp, error) {
-	if len(src) > maxRegex {
-		return nil, fmt.Errorf("regular expression of %d bytes, longer than %d", len(src), maxRegex)
-	}
-	// Parse alone first: anchoring must not change what src means (as
-	// "a)|(b" would, wrapped).
-	if _, err := syntax.Parse(src, syntax.Perl); err != nil {
-		return nil, fmt.Errorf("invalid regular expression %q: %w", truncate(src), err)
-	}
-	re, err := regexp.Compile(`^(?:` + src + `)$`)
-	if err != nil {
-		return nil, fmt.Errorf("invalid regular expression %q: %w", truncate(src), err)
-	}
-	return re, nil
-}
-
-// byPrecedence orders matches by Gateway API's HTTPRoute precedence: an
-// exact path, then (implementation-specific there) a regular expression
-// path, which spans the whole path, then the longest prefix; then a method;
-// then the most header matches; then the most query parameter matches. Ties
-// keep the order received (routes in the controller's order, then their
-// matches).
-func byPrecedence(a, b routeMatch) int {
-	if ra, rb := rank(a.path.kind), rank(b.path.kind); ra != rb {
-		return rb - ra
-	}
-	if rank(a.path.kind) == rank(pathPrefix) && len(a.path.value) != len(b.path.value) {
-		return len(b.path.value) - len(a.path.value) // pathAny's value is ""
-	}
-	if (a.method != "") != (b.method != "") {
-		if a.method != "" {
-			return -1
-		}
-		return 1
-	}
-	if len(a.headers) != len(b.headers) {
-		return len(b.headers) - len(a.headers)
-	}
-	return len(b.query) - len(a.query)
-}
-
-// rank orders path kinds; no path match is the prefix "/", shorter than
-// any other prefix.
-func rank(k pathKind) int {
-	switch k {
-	case pathExact:
-		return 3
-	case pathRegex:
-		return 2
-	}
-	return 1
+	return rt, matches.List(), nil
 }

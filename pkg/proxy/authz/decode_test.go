@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
+	"github.com/conduitmesh/conduit/pkg/proxy/httpmatch"
 )
 
 func TestDecodeErrors(t *testing.T) {
@@ -32,7 +33,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"bad except", withAuthz(unauthenticated("a", &policyv1.Network{Cidr: "10.0.0.0/8", Except: []string{"10.1/16"}})), `except: invalid CIDR "10.1/16"`},
 		{"bad path regex", withMatch(&policyv1.HttpMatch{Path: regex("(")}), "route 0: match 0: path: invalid regular expression"},
 		{"regex that anchoring would change", withMatch(&policyv1.HttpMatch{Path: regex("a)|(b")}), "invalid regular expression"},
-		{"long regex", withMatch(&policyv1.HttpMatch{Path: regex(strings.Repeat("a", maxRegex+1))}), "longer than 4096"},
+		{"long regex", withMatch(&policyv1.HttpMatch{Path: regex(strings.Repeat("a", httpmatch.MaxRegex+1))}), "longer than 4096"},
 		{"bad header regex", withMatch(&policyv1.HttpMatch{Headers: []*policyv1.HeaderMatch{headerRegex("x", "[")}}), "header: x: invalid regular expression"},
 		{"bad query regex", withMatch(&policyv1.HttpMatch{QueryParams: []*policyv1.QueryParamMatch{queryRegex("q", "*")}}), "query parameter: q: invalid"},
 		{"header without a name", withMatch(&policyv1.HttpMatch{Headers: []*policyv1.HeaderMatch{{Value: &policyv1.HeaderMatch_Exact{Exact: "x"}}}}), "header: match without a name"},

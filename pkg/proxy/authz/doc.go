@@ -42,8 +42,13 @@
 // *http.Request (HTTPRequest) without copying either. Store.Lookup is one
 // atomic load and one map read.
 //
-// The package links nothing but the standard library, protowire and
-// grpcwire: the proxy decodes protobuf by hand and never links grpc-go or
-// generated code (cmd/conduit-proxy/deps_test.go; imports_test.go checks
+// Route matching (the HttpMatch decoder, Gateway API precedence and the
+// Request view) is pkg/proxy/httpmatch's, shared with outbound routing
+// (pkg/proxy/route); Field, Request, FieldsRequest and HTTPRequest here
+// are its.
+//
+// The package links nothing but the standard library, protowire, grpcwire
+// and httpmatch: the proxy decodes protobuf by hand and never links grpc-go
+// or generated code (cmd/conduit-proxy/deps_test.go; imports_test.go checks
 // this package on its own).
 package authz

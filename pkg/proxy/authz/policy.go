@@ -7,28 +7,13 @@ import (
 	"strings"
 
 	"github.com/conduitmesh/conduit/pkg/contract"
+	"github.com/conduitmesh/conduit/pkg/proxy/httpmatch"
 )
 
 // Ref names the resource a decision came from: Kind is e.g. "server",
 // "authorizationpolicy", "httproute", "default" (Name is then the default
 // policy, such as "all-authenticated") or "probe".
-type Ref struct {
-	Kind, Name, Namespace string
-}
-
-// String is "kind name", as reasons name resources ("server web-http",
-// "default deny"); "" for the zero Ref.
-func (r Ref) String() string {
-	switch {
-	case r.Kind == "" && r.Name == "":
-		return ""
-	case r.Kind == "":
-		return r.Name
-	case r.Name == "":
-		return r.Kind
-	}
-	return r.Kind + " " + r.Name
-}
+type Ref = httpmatch.Ref
 
 // Protocol is what a port speaks, as its policy says.
 type Protocol uint8
@@ -99,8 +84,9 @@ type Server struct {
 	authz      authzSet
 	// routes in the order received; empty means the default route.
 	routes []route
-	// matches are every route's matches, by precedence (see byPrecedence).
-	matches  []routeMatch
+	// matches are every route's matches, by precedence (httpmatch.Sort);
+	// their Index is the route's.
+	matches  []httpmatch.Match
 	notFound string // the 404 reason
 }
 
@@ -166,11 +152,11 @@ func (s *Server) AllowConn(c Conn) Decision {
 func (s *Server) AllowRequest(c Conn, r Request) Decision {
 	rt := &defaultRoute
 	if len(s.routes) > 0 {
-		i := s.pickRoute(&r)
+		i := httpmatch.Pick(s.matches, &r)
 		if i < 0 {
 			return Decision{Status: http.StatusNotFound, Server: s.ref, Reason: s.notFound}
 		}
-		rt = &s.routes[i]
+		rt = &s.routes[s.matches[i].Index]
 	}
 	addr := c.Client.Unmap()
 	if i := s.authz.admit(&c, addr); i >= 0 {
