@@ -4,12 +4,15 @@
 // whose cost — its latency estimate times its outstanding requests plus one,
 // divided by its weight — is lower. The latency estimate jumps up to a new
 // peak at once and decays towards lower observations with time constant Tau.
+//
+// With an Accrual policy (PickWith), endpoints that fail too often in a row
+// are also taken out for a while: see Accrual.
 package balance
 
 import (
 	"math"
-	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
@@ -42,6 +45,14 @@ type stat struct {
 	stamp   time.Time
 	pending int
 	used    time.Time
+
+	// Failure accrual (accrual.go); an endpoint only ever picked without
+	// an Accrual stays ready.
+	state    state
+	failures int       // consecutive failures while ready
+	trips    int       // penalties since the endpoint was last ready
+	until    time.Time // end of the penalty
+	epoch    uint32    // changes with state: outcomes of older attempts are not counted
 }
 
 // New returns a Balancer. now may be nil (time.Now).
@@ -54,21 +65,49 @@ func New(now func() time.Time) *Balancer {
 
 // Pick chooses one of eps (which must not be empty) and returns it with a
 // done function that the caller must call once with the attempt's outcome:
-// the time to the response (or connection) and whether it failed.
+// the time to the response (or connection) and whether it failed. It does
+// no failure accrual (PickWith does, and does not allocate).
 func (b *Balancer) Pick(eps []resolve.Endpoint) (resolve.Endpoint, func(rtt time.Duration, failed bool)) {
+	ep, at, _ := b.PickWith(eps, nil) // no error without an Accrual
+	d := &doneOnce{at: at}
+	return ep, func(rtt time.Duration, failed bool) {
+		if d.done.CompareAndSwap(false, true) {
+			d.at.Done(rtt, failed)
+		}
+	}
+}
+
+// doneOnce lets Pick's done function be called more than once, from any
+// goroutine.
+type doneOnce struct {
+	done atomic.Bool
+	at   Attempt
+}
+
+// PickWith chooses one of eps as Pick does and returns it with its
+// Attempt, whose Done the caller must call with the outcome. With acc nil
+// it is Pick (never an error); with an Accrual it skips endpoints in
+// penalty and returns ErrAllUnavailable when every endpoint of eps is in
+// penalty (or eps is empty): the caller should then fail the request fast
+// (503, gRPC UNAVAILABLE), as Linkerd does. acc should be the same for
+// every call with the same endpoints (one per Service); it is read, never
+// written.
+func (b *Balancer) PickWith(eps []resolve.Endpoint, acc *Accrual) (resolve.Endpoint, Attempt, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
 	var ep resolve.Endpoint
-	switch len(eps) {
-	case 1:
+	switch {
+	case acc != nil:
+		i := b.p2cAccrualLocked(eps, now)
+		if i < 0 {
+			return resolve.Endpoint{}, Attempt{}, ErrAllUnavailable
+		}
+		ep = eps[i]
+	case len(eps) == 1:
 		ep = eps[0]
 	default:
-		i := rand.IntN(len(eps))
-		j := rand.IntN(len(eps) - 1)
-		if j >= i {
-			j++
-		}
+		i, j := twoOf(len(eps))
 		a, c := eps[i], eps[j]
 		if b.costLocked(a, now) <= b.costLocked(c, now) {
 			ep = a
@@ -79,32 +118,60 @@ func (b *Balancer) Pick(eps []resolve.Endpoint) (resolve.Endpoint, func(rtt time
 	s := b.statLocked(ep.Addr, now)
 	s.pending++
 	s.used = now
-	var once sync.Once
-	return ep, func(rtt time.Duration, failed bool) {
-		once.Do(func() { b.done(ep.Addr, rtt, failed) })
+	at := Attempt{b: b, s: s}
+	if acc != nil {
+		s.admitLocked(now)
+		at.acc, at.epoch = acc, s.epoch
 	}
+	return ep, at, nil
 }
 
-func (b *Balancer) done(addr string, rtt time.Duration, failed bool) {
+// Attempt is one request (or connection) sent to a picked endpoint.
+type Attempt struct {
+	b     *Balancer // nil: no attempt, or done
+	s     *stat     // kept while pending > 0: never evicted
+	acc   *Accrual
+	epoch uint32
+}
+
+// Done records the attempt's outcome: the time to the response (or
+// connection) and whether it failed — what the Accrual counts as failures
+// is the caller's choice (Linkerd: 5xx responses, gRPC errors, and
+// connection errors). Call it once: later calls on the same Attempt do
+// nothing (copies of it do not know). The zero Attempt's Done does nothing.
+func (a *Attempt) Done(rtt time.Duration, failed bool) {
+	b := a.b
+	if b == nil {
+		return
+	}
+	a.b = nil
 	if failed && rtt < FailurePenalty {
 		rtt = FailurePenalty
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
-	s := b.statLocked(addr, now)
+	s := a.s
 	if s.pending > 0 {
 		s.pending--
 	}
 	s.observe(float64(rtt), now, b.tau)
+	if a.acc != nil && a.epoch == s.epoch {
+		s.accrueLocked(a.acc, failed, now)
+	}
 }
 
 func (b *Balancer) costLocked(ep resolve.Endpoint, now time.Time) float64 {
 	// A new endpoint starts at DefaultRTT and decays like any other, so an
 	// endpoint that has not been picked for a while gets probed again.
-	s := b.statLocked(ep.Addr, now)
-	ewma, pending := s.decayed(now, b.tau), s.pending
-	w := float64(ep.Weight)
+	return b.statLocked(ep.Addr, now).cost(ep.Weight, now, b.tau)
+}
+
+// cost is the endpoint's latency estimate times its outstanding requests
+// plus one, divided by its weight (0 means 1).
+func (s *stat) cost(weight uint32, now time.Time, tau time.Duration) float64 {
+	ewma, pending := s.decayed(now, tau), s.pending
+	w := float64(weight)
 	if w == 0 {
 		w = 1
 	}
@@ -124,10 +191,11 @@ func (b *Balancer) statLocked(addr string, now time.Time) *stat {
 	return s
 }
 
-// evictLocked drops idle endpoints not used for a while.
+// evictLocked drops idle endpoints not used for a while (but keeps the
+// penalties under way).
 func (b *Balancer) evictLocked(now time.Time) {
 	for addr, s := range b.stats {
-		if s.pending == 0 && now.Sub(s.used) > time.Minute {
+		if s.pending == 0 && now.Sub(s.used) > time.Minute && !s.penalizedAt(now) {
 			delete(b.stats, addr)
 		}
 	}
