@@ -30,7 +30,7 @@ const (
 	// (advertised in SETTINGS); also the default assumed of an upstream
 	// before its SETTINGS arrive.
 	h2MaxStreams = 100
-	h2BufSize    = 8 << 10
+	h2BufSize    = 4 << 10
 )
 
 // h2Out is the writing half of an HTTP/2 connection: the framer, the HPACK

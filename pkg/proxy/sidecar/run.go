@@ -108,13 +108,21 @@ func Run(ctx context.Context, o Config) error {
 	if err != nil {
 		return err
 	}
-	// Once start-up is over, what it ran need not stay resident.
-	release := time.AfterFunc(time.Second, func() {
+	// What start-up ran need not stay resident: released now, before
+	// traffic adds to the peak, and again once the proxy has been serving
+	// for a while (what the first seconds still ran: listeners, the
+	// control plane's first answers).
+	log.Debug("released the executable's code pages", "bytes", releaseCode())
+	release := time.AfterFunc(releaseAgainAfter, func() {
 		log.Debug("released the executable's code pages", "bytes", releaseCode())
 	})
 	defer release.Stop()
 	return p.Run(ctx)
 }
+
+// releaseAgainAfter is when the executable's pages are released a second
+// time (see releaseCode).
+const releaseAgainAfter = 10 * time.Second
 
 // minMaxMemory is the smallest --max-memory: the proxy needs about 16 MiB
 // before any traffic.
