@@ -108,20 +108,44 @@ func Run(ctx context.Context, o Config) error {
 	if err != nil {
 		return err
 	}
-	// What start-up ran need not stay resident: released now, before
-	// traffic adds to the peak, and again once the proxy has been serving
-	// for a while (what the first seconds still ran: listeners, the
-	// control plane's first answers).
-	log.Debug("released the executable's code pages", "bytes", releaseCode())
-	release := time.AfterFunc(releaseAgainAfter, func() {
-		log.Debug("released the executable's code pages", "bytes", releaseCode())
-	})
-	defer release.Stop()
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go releaseCodeAfterStart(rctx, tlsProvider, log)
 	return p.Run(ctx)
 }
 
-// releaseAgainAfter is when the executable's pages are released a second
-// time (see releaseCode).
+// releaseCodeAfterStart releases the executable's pages (releaseCode)
+// once what start-up ran is over: now, before traffic adds to the peak;
+// when the proxy's identity is ready (fetching the first certificate runs
+// much code of its own, after Run has started); and once more after
+// releaseAgainAfter, for what the first requests and the control plane's
+// first answers ran once. It returns when ctx is done.
+func releaseCodeAfterStart(ctx context.Context, tlsProvider any, log *slog.Logger) {
+	release := func(when string) {
+		log.Debug("released the executable's code pages", "when", when, "bytes", releaseCode())
+	}
+	release("start")
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	if id, ok := tlsProvider.(interface{ Ready() bool }); ok {
+		for deadline := time.Now().Add(releaseAgainAfter); !id.Ready() && time.Now().Before(deadline); {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+		release("identity ready")
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(releaseAgainAfter):
+		release("after " + releaseAgainAfter.String())
+	}
+}
+
+// releaseAgainAfter is when the executable's pages are released the last
+// time (see releaseCodeAfterStart).
 const releaseAgainAfter = 10 * time.Second
 
 // minMaxMemory is the smallest --max-memory: the proxy needs about 16 MiB
