@@ -36,6 +36,7 @@ import (
 	"github.com/conduitmesh/conduit/pkg/controller/identity"
 	"github.com/conduitmesh/conduit/pkg/controller/injector"
 	"github.com/conduitmesh/conduit/pkg/controller/policy"
+	"github.com/conduitmesh/conduit/pkg/controller/routes"
 	"github.com/conduitmesh/conduit/pkg/inject"
 	"github.com/conduitmesh/conduit/pkg/sniff"
 	"github.com/conduitmesh/conduit/pkg/version"
@@ -53,6 +54,8 @@ type controller struct {
 	identity    *identity.Server // nil when disabled
 	policy      *policy.GRPCServer
 	runPolicy   func(ctx context.Context) error
+	routes      destination.RouteSource         // nil: GetRoutes knows no Service
+	runRoutes   func(ctx context.Context) error // writes the routes' status
 }
 
 // Run serves until ctx is done, then shuts down gracefully. It validates
@@ -173,6 +176,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if c.runPolicy != nil {
 		g.Go(func() error { return c.runPolicy(gctx) })
 	}
+	if c.runRoutes != nil {
+		g.Go(func() error { return c.runRoutes(gctx) })
+	}
 	if c.identity != nil {
 		g.Go(func() error {
 			identity.WatchIssuer(gctx, o.IssuerDir, o.TrustAnchorsFile, o.IdentityReload, c.identity.SetIssuer, log.With("service", "identity"))
@@ -262,6 +268,9 @@ func (c *controller) setUp() error {
 			return err
 		}
 		policies, c.runPolicy = index, index.Run
+		if err := c.setUpRoutes(kb, index, dyn); err != nil {
+			return err
+		}
 	}
 
 	if c.policy, err = policy.NewGRPCServer(policies, c.log.With("service", "policy"), c.reg); err != nil {
@@ -269,6 +278,9 @@ func (c *controller) setUp() error {
 	}
 	if c.destination, err = destination.NewServer(c.backend, c.log.With("service", "destination"), c.reg); err != nil {
 		return err
+	}
+	if c.routes != nil {
+		c.destination.SetRouteSource(c.routes, 0)
 	}
 	if o.IssuerDir == "" {
 		c.log.Warn("--identity-issuer-dir not set: Identity is disabled and proxies cannot get certificates")
@@ -295,6 +307,25 @@ func (c *controller) setUp() error {
 		Registerer:  c.reg,
 	})
 	return err
+}
+
+// setUpRoutes serves outbound routes (Destination.GetRoutes) from the
+// policy index's route informers and the discovery backend's Services, and
+// writes the routes' status. There is no leader election: every replica
+// writes the same status, and a write is made only when it changes (a
+// replica that loses a race gets a conflict and computes again).
+func (c *controller) setUpRoutes(kb *kube.Backend, index *policy.Index, dyn dynamic.Interface) error {
+	opts := routes.Options{Services: kb, Routes: index, ClusterDomain: c.cfg.ClusterDomain, Log: c.log.With("service", "routes")}
+	src, err := routes.New(opts)
+	if err != nil {
+		return err
+	}
+	status, err := routes.NewStatusWriter(routes.StatusOptions{Options: opts, Dynamic: dyn})
+	if err != nil {
+		return err
+	}
+	c.routes, c.runRoutes = src, status.Run
+	return nil
 }
 
 func (c *controller) serveWebhook(ctx context.Context, ln net.Listener) error {

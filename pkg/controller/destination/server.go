@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
@@ -35,8 +36,14 @@ type Server struct {
 
 	diffs diffCache
 
-	streams prometheus.Gauge
-	updates *prometheus.CounterVec
+	// routes answers GetRoutes (nil: no routes); set before serving.
+	routes        RouteSource
+	routeDebounce time.Duration
+
+	streams      prometheus.Gauge
+	updates      *prometheus.CounterVec
+	routeStreams prometheus.Gauge
+	routeUpdates prometheus.Counter
 }
 
 // NewServer returns a server resolving with backend. Its metrics are
@@ -59,9 +66,17 @@ func NewServer(backend discovery.Backend, log *slog.Logger, reg prometheus.Regis
 			Name: "destination_updates_total",
 			Help: "Updates sent on Destination.Get streams, by kind (add, remove, no_endpoints).",
 		}, []string{"kind"}),
+		routeStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "destination_route_streams",
+			Help: "Open Destination.GetRoutes streams.",
+		}),
+		routeUpdates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "destination_route_updates_total",
+			Help: "Route tables sent on Destination.GetRoutes streams.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{s.streams, s.updates} {
+		for _, c := range []prometheus.Collector{s.streams, s.updates, s.routeStreams, s.routeUpdates} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -80,12 +95,7 @@ func (s *Server) Shutdown() {
 func (s *Server) Get(req *destinationv1.GetDestination, stream destinationv1.Destination_GetServer) error {
 	ctx := stream.Context()
 	if sy, ok := s.backend.(syncer); ok {
-		wctx, cancel := context.WithCancel(ctx)
-		stop := context.AfterFunc(s.stopped, cancel)
-		err := sy.WaitSynced(wctx)
-		stop()
-		cancel()
-		if err != nil {
+		if err := s.waitSynced(ctx, sy.WaitSynced); err != nil {
 			return status.Error(codes.Unavailable, "controller is starting or stopping")
 		}
 	}
@@ -121,6 +131,16 @@ func (s *Server) Get(req *destinationv1.GetDestination, stream destinationv1.Des
 		}
 		prev = &next
 	}
+}
+
+// waitSynced calls wait until it returns, ctx is done or the server shuts
+// down.
+func (s *Server) waitSynced(ctx context.Context, wait func(context.Context) error) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.stopped, cancel)
+	defer stop()
+	return wait(wctx)
 }
 
 func kind(u *destinationv1.Update) string {

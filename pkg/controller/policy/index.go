@@ -81,8 +81,13 @@ type Index struct {
 	listers map[schema.GroupVersionResource]cache.GenericLister
 
 	started map[schema.GroupVersionResource]bool // by Run only
-	synced  chan struct{}                        // closed once the first caches are filled
-	subs    subscribers
+	// routeHandlers are the route informers' extra handlers
+	// (AddRouteHandler), routeInformers those informers once set up; both
+	// guarded by mu.
+	routeHandlers  []cache.ResourceEventHandler
+	routeInformers map[schema.GroupVersionResource]cache.SharedIndexInformer
+	synced         chan struct{} // closed once the first caches are filled
+	subs           subscribers
 }
 
 // NewIndex sets up the informers; Run starts them.
@@ -250,6 +255,11 @@ func (x *Index) discover(ctx context.Context) error {
 		inf := x.dyn.ForResource(w.gvr).Informer()
 		if err := inf.SetTransform(stripManagedFields); err != nil {
 			return err
+		}
+		if slices.Contains(RouteResources, w.gvr) {
+			if err := x.addRouteInformer(w.gvr, inf); err != nil {
+				return err
+			}
 		}
 		anyNS := w.anyNSUses
 		if _, err := inf.AddEventHandler(x.handler(func(m metav1Object) {

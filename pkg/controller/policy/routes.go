@@ -103,48 +103,61 @@ func httpMatches(rules []HTTPRouteRules) ([]*policyv1.HttpMatch, error) {
 		if len(rule.Matches) == 0 {
 			return nil, nil
 		}
-		for _, m := range rule.Matches {
-			hm := &policyv1.HttpMatch{Method: orDefault(m.Method, "")}
-			var path, value string
-			if m.Path != nil {
-				path, value = orDefault(m.Path.Type, matchPathPrefix), orDefault(m.Path.Value, "/")
-			} else {
-				path, value = matchPathPrefix, "/"
-			}
-			switch path {
-			case matchExact:
-				hm.Path = &policyv1.PathMatch{Kind: &policyv1.PathMatch_Exact{Exact: value}}
-			case matchPathPrefix:
-				hm.Path = &policyv1.PathMatch{Kind: &policyv1.PathMatch_Prefix{Prefix: value}}
-			case matchRegex:
-				if _, err := regexp.Compile(value); err != nil {
-					return nil, fmt.Errorf("path regular expression %q: %w", value, err)
-				}
-				hm.Path = &policyv1.PathMatch{Kind: &policyv1.PathMatch_Regex{Regex: value}}
-			default:
-				return nil, fmt.Errorf("unsupported path match type %q", path)
-			}
-			var err error
-			if hm.Headers, err = headerMatches(m.Headers); err != nil {
-				return nil, err
-			}
-			for _, q := range m.QueryParams {
-				qm := &policyv1.QueryParamMatch{Name: q.Name}
-				switch t := orDefault(q.Type, matchExact); t {
-				case matchExact:
-					qm.Value = &policyv1.QueryParamMatch_Exact{Exact: q.Value}
-				case matchRegex:
-					if _, err := regexp.Compile(q.Value); err != nil {
-						return nil, fmt.Errorf("query parameter %s regular expression %q: %w", q.Name, q.Value, err)
-					}
-					qm.Value = &policyv1.QueryParamMatch_Regex{Regex: q.Value}
-				default:
-					return nil, fmt.Errorf("unsupported query parameter match type %q", t)
-				}
-				hm.QueryParams = append(hm.QueryParams, qm)
-			}
-			out = append(out, hm)
+		ms, err := HTTPMatches(rule.Matches)
+		if err != nil {
+			return nil, err
 		}
+		out = append(out, ms...)
+	}
+	return out, nil
+}
+
+// HTTPMatches translates one HTTPRoute rule's matches (a path match
+// defaults to the prefix "/"); an invalid regular expression or an
+// unknown match type is an error.
+func HTTPMatches(matches []HTTPRouteMatch) ([]*policyv1.HttpMatch, error) {
+	var out []*policyv1.HttpMatch
+	for _, m := range matches {
+		hm := &policyv1.HttpMatch{Method: orDefault(m.Method, "")}
+		var path, value string
+		if m.Path != nil {
+			path, value = orDefault(m.Path.Type, matchPathPrefix), orDefault(m.Path.Value, "/")
+		} else {
+			path, value = matchPathPrefix, "/"
+		}
+		switch path {
+		case matchExact:
+			hm.Path = &policyv1.PathMatch{Kind: &policyv1.PathMatch_Exact{Exact: value}}
+		case matchPathPrefix:
+			hm.Path = &policyv1.PathMatch{Kind: &policyv1.PathMatch_Prefix{Prefix: value}}
+		case matchRegex:
+			if _, err := regexp.Compile(value); err != nil {
+				return nil, fmt.Errorf("path regular expression %q: %w", value, err)
+			}
+			hm.Path = &policyv1.PathMatch{Kind: &policyv1.PathMatch_Regex{Regex: value}}
+		default:
+			return nil, fmt.Errorf("unsupported path match type %q", path)
+		}
+		var err error
+		if hm.Headers, err = headerMatches(m.Headers); err != nil {
+			return nil, err
+		}
+		for _, q := range m.QueryParams {
+			qm := &policyv1.QueryParamMatch{Name: q.Name}
+			switch t := orDefault(q.Type, matchExact); t {
+			case matchExact:
+				qm.Value = &policyv1.QueryParamMatch_Exact{Exact: q.Value}
+			case matchRegex:
+				if _, err := regexp.Compile(q.Value); err != nil {
+					return nil, fmt.Errorf("query parameter %s regular expression %q: %w", q.Name, q.Value, err)
+				}
+				qm.Value = &policyv1.QueryParamMatch_Regex{Regex: q.Value}
+			default:
+				return nil, fmt.Errorf("unsupported query parameter match type %q", t)
+			}
+			hm.QueryParams = append(hm.QueryParams, qm)
+		}
+		out = append(out, hm)
 	}
 	return out, nil
 }
@@ -179,36 +192,48 @@ func grpcMatches(rules []GRPCRouteRules) ([]*policyv1.HttpMatch, error) {
 		if len(rule.Matches) == 0 {
 			return nil, nil
 		}
-		for _, m := range rule.Matches {
-			hm := &policyv1.HttpMatch{}
-			if mm := m.Method; mm != nil && (mm.Service != nil || mm.Method != nil) {
-				svc, method := orDefault(mm.Service, ""), orDefault(mm.Method, "")
-				switch t := orDefault(mm.Type, matchExact); t {
-				case matchExact:
-					switch {
-					case svc != "" && method != "":
-						hm.Path = &policyv1.PathMatch{Kind: &policyv1.PathMatch_Exact{Exact: "/" + svc + "/" + method}}
-					case svc != "":
-						hm.Path = &policyv1.PathMatch{Kind: &policyv1.PathMatch_Prefix{Prefix: "/" + svc + "/"}}
-					default:
-						hm.Path = &policyv1.PathMatch{Kind: &policyv1.PathMatch_Regex{Regex: "/[^/]+/" + regexp.QuoteMeta(method)}}
-					}
-				case matchRegex:
-					re := "/" + regexOrAny(svc) + "/" + regexOrAny(method)
-					if _, err := regexp.Compile(re); err != nil {
-						return nil, fmt.Errorf("method regular expression %q: %w", re, err)
-					}
-					hm.Path = &policyv1.PathMatch{Kind: &policyv1.PathMatch_Regex{Regex: re}}
-				default:
-					return nil, fmt.Errorf("unsupported method match type %q", t)
-				}
-			}
-			var err error
-			if hm.Headers, err = headerMatches(m.Headers); err != nil {
-				return nil, err
-			}
-			out = append(out, hm)
+		ms, err := GRPCMatches(rule.Matches)
+		if err != nil {
+			return nil, err
 		}
+		out = append(out, ms...)
+	}
+	return out, nil
+}
+
+// GRPCMatches translates one GRPCRoute rule's matches into HTTP matches
+// (see grpcMatches).
+func GRPCMatches(matches []GRPCRouteMatch) ([]*policyv1.HttpMatch, error) {
+	var out []*policyv1.HttpMatch
+	for _, m := range matches {
+		hm := &policyv1.HttpMatch{}
+		if mm := m.Method; mm != nil && (mm.Service != nil || mm.Method != nil) {
+			svc, method := orDefault(mm.Service, ""), orDefault(mm.Method, "")
+			switch t := orDefault(mm.Type, matchExact); t {
+			case matchExact:
+				switch {
+				case svc != "" && method != "":
+					hm.Path = &policyv1.PathMatch{Kind: &policyv1.PathMatch_Exact{Exact: "/" + svc + "/" + method}}
+				case svc != "":
+					hm.Path = &policyv1.PathMatch{Kind: &policyv1.PathMatch_Prefix{Prefix: "/" + svc + "/"}}
+				default:
+					hm.Path = &policyv1.PathMatch{Kind: &policyv1.PathMatch_Regex{Regex: "/[^/]+/" + regexp.QuoteMeta(method)}}
+				}
+			case matchRegex:
+				re := "/" + regexOrAny(svc) + "/" + regexOrAny(method)
+				if _, err := regexp.Compile(re); err != nil {
+					return nil, fmt.Errorf("method regular expression %q: %w", re, err)
+				}
+				hm.Path = &policyv1.PathMatch{Kind: &policyv1.PathMatch_Regex{Regex: re}}
+			default:
+				return nil, fmt.Errorf("unsupported method match type %q", t)
+			}
+		}
+		var err error
+		if hm.Headers, err = headerMatches(m.Headers); err != nil {
+			return nil, err
+		}
+		out = append(out, hm)
 	}
 	return out, nil
 }

@@ -126,7 +126,8 @@ type NamespaceRef struct {
 }
 
 // HTTPRoute is the part of a Gateway API HTTPRoute (v1) that inbound policy
-// reads.
+// (parentRefs naming a Server, matches) and outbound routing (parentRefs
+// naming a Service: matches, filters, backendRefs, timeouts) read.
 type HTTPRoute struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -140,18 +141,111 @@ type HTTPRouteSpec struct {
 }
 
 // ParentRef is a Gateway API parentRef; inbound policy reads the ones that
-// name a Server.
+// name a Server, outbound routing the ones that name a Service.
 type ParentRef struct {
-	Group     *string `json:"group,omitempty"`
-	Kind      *string `json:"kind,omitempty"`
-	Namespace *string `json:"namespace,omitempty"`
-	Name      string  `json:"name"`
-	Port      *int32  `json:"port,omitempty"`
+	Group       *string `json:"group,omitempty"`
+	Kind        *string `json:"kind,omitempty"`
+	Namespace   *string `json:"namespace,omitempty"`
+	Name        string  `json:"name"`
+	SectionName *string `json:"sectionName,omitempty"`
+	Port        *int32  `json:"port,omitempty"`
 }
 
-// HTTPRouteRules is one rule of an HTTPRoute; only its matches matter here.
+// IsService reports whether the parentRef names a Service (group "" or
+// "core", kind Service): a GAMMA route's parent.
+func (p ParentRef) IsService() bool {
+	return p.Group != nil && isCoreGroup(*p.Group) && p.Kind != nil && *p.Kind == KindService
+}
+
+// ServiceNamespace is the namespace of the parent a route in routeNS names.
+func (p ParentRef) ServiceNamespace(routeNS string) string {
+	if p.Namespace != nil && *p.Namespace != "" {
+		return *p.Namespace
+	}
+	return routeNS
+}
+
+func isCoreGroup(g string) bool { return g == "" || g == "core" }
+
+// KindService is the kind of a Service parentRef or backendRef.
+const KindService = "Service"
+
+// HTTPRouteRules is one rule of an HTTPRoute.
 type HTTPRouteRules struct {
-	Matches []HTTPRouteMatch `json:"matches,omitempty"`
+	Matches     []HTTPRouteMatch   `json:"matches,omitempty"`
+	Filters     []HTTPRouteFilter  `json:"filters,omitempty"`
+	BackendRefs []BackendRef       `json:"backendRefs,omitempty"`
+	Timeouts    *HTTPRouteTimeouts `json:"timeouts,omitempty"`
+}
+
+// HTTPRouteTimeouts are Gateway API durations ("10s", "500ms", "1h30m").
+type HTTPRouteTimeouts struct {
+	Request        *string `json:"request,omitempty"`
+	BackendRequest *string `json:"backendRequest,omitempty"`
+}
+
+// HTTPRouteFilter is one filter of a rule or a backendRef (a GRPCRoute's
+// filters have the same shape, without redirects). Type names which
+// field is set.
+type HTTPRouteFilter struct {
+	Type                   string                     `json:"type"`
+	RequestHeaderModifier  *HTTPHeaderFilter          `json:"requestHeaderModifier,omitempty"`
+	ResponseHeaderModifier *HTTPHeaderFilter          `json:"responseHeaderModifier,omitempty"`
+	RequestRedirect        *HTTPRequestRedirectFilter `json:"requestRedirect,omitempty"`
+}
+
+// HTTPHeaderFilter sets, adds and removes headers.
+type HTTPHeaderFilter struct {
+	Set    []HTTPHeader `json:"set,omitempty"`
+	Add    []HTTPHeader `json:"add,omitempty"`
+	Remove []string     `json:"remove,omitempty"`
+}
+
+// HTTPHeader is a header name and value.
+type HTTPHeader struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// HTTPRequestRedirectFilter answers with a redirect.
+type HTTPRequestRedirectFilter struct {
+	Scheme     *string           `json:"scheme,omitempty"`
+	Hostname   *string           `json:"hostname,omitempty"`
+	Path       *HTTPPathModifier `json:"path,omitempty"`
+	Port       *int32            `json:"port,omitempty"`
+	StatusCode *int32            `json:"statusCode,omitempty"`
+}
+
+// HTTPPathModifier is ReplaceFullPath or ReplacePrefixMatch.
+type HTTPPathModifier struct {
+	Type               string  `json:"type"`
+	ReplaceFullPath    *string `json:"replaceFullPath,omitempty"`
+	ReplacePrefixMatch *string `json:"replacePrefixMatch,omitempty"`
+}
+
+// BackendRef is a rule's backend: a Service port by default (group "",
+// kind Service), with a weight (default 1) and its own filters.
+type BackendRef struct {
+	Group     *string           `json:"group,omitempty"`
+	Kind      *string           `json:"kind,omitempty"`
+	Name      string            `json:"name"`
+	Namespace *string           `json:"namespace,omitempty"`
+	Port      *int32            `json:"port,omitempty"`
+	Weight    *int32            `json:"weight,omitempty"`
+	Filters   []HTTPRouteFilter `json:"filters,omitempty"`
+}
+
+// IsService reports whether the backendRef names a Service.
+func (b BackendRef) IsService() bool {
+	return (b.Group == nil || isCoreGroup(*b.Group)) && (b.Kind == nil || *b.Kind == KindService)
+}
+
+// ServiceNamespace is the namespace of the backend a route in routeNS names.
+func (b BackendRef) ServiceNamespace(routeNS string) string {
+	if b.Namespace != nil && *b.Namespace != "" {
+		return *b.Namespace
+	}
+	return routeNS
 }
 
 // HTTPRouteMatch is Gateway API's HTTPRouteMatch.
@@ -177,7 +271,7 @@ type HTTPValueMatch struct {
 }
 
 // GRPCRoute is the part of a Gateway API GRPCRoute (v1) that inbound policy
-// reads.
+// and outbound routing read.
 type GRPCRoute struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -192,7 +286,9 @@ type GRPCRouteSpec struct {
 
 // GRPCRouteRules is one rule of a GRPCRoute.
 type GRPCRouteRules struct {
-	Matches []GRPCRouteMatch `json:"matches,omitempty"`
+	Matches     []GRPCRouteMatch  `json:"matches,omitempty"`
+	Filters     []HTTPRouteFilter `json:"filters,omitempty"`
+	BackendRefs []BackendRef      `json:"backendRefs,omitempty"`
 }
 
 // GRPCRouteMatch is Gateway API's GRPCRouteMatch.
@@ -208,6 +304,9 @@ type GRPCMethodMatch struct {
 	Service *string `json:"service,omitempty"`
 	Method  *string `json:"method,omitempty"`
 }
+
+// FromUnstructured converts an informer's object (an HTTPRoute, say) into T.
+func FromUnstructured[T any](obj any) (*T, error) { return fromUnstructured[T](obj) }
 
 // fromUnstructured converts an informer's object into T.
 func fromUnstructured[T any](obj any) (*T, error) {

@@ -176,9 +176,18 @@ func (b *Backend) WaitSynced(ctx context.Context) error {
 
 // Subscribe implements discovery.Backend.
 func (b *Backend) Subscribe(authority, ctxToken string, l discovery.Listener) (func(), error) {
-	a, err := discovery.ParseAuthority(authority)
+	k, err := b.key(authority, ctxToken)
 	if err != nil {
 		return nil, err
+	}
+	return b.hub.Subscribe(k, func() discovery.Snapshot { return b.snapshot(k) }, l), nil
+}
+
+// key parses an authority as Subscribe does (discovery.ErrInvalidAuthority).
+func (b *Backend) key(authority, ctxToken string) (key, error) {
+	a, err := discovery.ParseAuthority(authority)
+	if err != nil {
+		return key{}, err
 	}
 	k := key{port: a.Port}
 	switch name, ok := discovery.ParseServiceHost(a.Host, b.opts.ClusterDomain, discovery.ParseContextToken(ctxToken).Namespace); {
@@ -189,7 +198,53 @@ func (b *Backend) Subscribe(authority, ctxToken string, l discovery.Listener) (f
 	default:
 		k.external = a.Host
 	}
-	return b.hub.Subscribe(k, func() discovery.Snapshot { return b.snapshot(k) }, l), nil
+	return k, nil
+}
+
+// Target is what an authority names, as Destination.Get resolves it:
+// a Service by name (Namespace, Name; Hostname for one pod of a headless
+// Service), an IP address (a cluster IP or a pod IP), or an External name
+// outside the cluster; and the port.
+type Target struct {
+	Namespace, Name, Hostname string
+	IP                        netip.Addr
+	External                  string
+	Port                      uint16
+}
+
+// Resolve parses an authority, with the caller's context token for short
+// names, exactly as Subscribe does (discovery.ErrInvalidAuthority).
+func (b *Backend) Resolve(authority, ctxToken string) (Target, error) {
+	k, err := b.key(authority, ctxToken)
+	if err != nil {
+		return Target{}, err
+	}
+	return Target{Namespace: k.namespace, Name: k.service, Hostname: k.hostname, IP: k.ip, External: k.external, Port: k.port}, nil
+}
+
+// Service returns the Service a target names: by name, or the Service
+// whose cluster IP it is; nil when there is none (a pod IP, an external
+// name, a Service not in the cache).
+func (b *Backend) Service(t Target) *corev1.Service {
+	switch {
+	case t.IP.IsValid():
+		if objs, _ := b.svcIndex.ByIndex(indexClusterIP, t.IP.String()); len(objs) > 0 {
+			return objs[0].(*corev1.Service)
+		}
+	case t.Name != "":
+		if svc, err := b.services.Services(t.Namespace).Get(t.Name); err == nil {
+			return svc
+		}
+	}
+	return nil
+}
+
+// AddServiceHandler adds h to the Service informer's handlers, for other
+// controller services that follow Services (outbound routes). Call it
+// before Run.
+func (b *Backend) AddServiceHandler(h cache.ResourceEventHandler) error {
+	_, err := b.factory.Core().V1().Services().Informer().AddEventHandler(h)
+	return err
 }
 
 func (b *Backend) handler(affected func(obj any) func(key) bool) cache.ResourceEventHandler {

@@ -32,8 +32,8 @@ func (b *Backend) snapshot(k key) discovery.Snapshot {
 }
 
 func (b *Backend) ipSnapshot(k key) discovery.Snapshot {
-	if objs, _ := b.svcIndex.ByIndex(indexClusterIP, k.ip.String()); len(objs) > 0 {
-		return b.serviceSnapshot(objs[0].(*corev1.Service), k.port, "")
+	if svc := b.Service(Target{IP: k.ip}); svc != nil {
+		return b.serviceSnapshot(svc, k.port, "")
 	}
 	objs, _ := b.podIndex.ByIndex(indexPodIP, k.ip.String())
 	for _, o := range objs {

@@ -1,0 +1,338 @@
+package routes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/conduitmesh/conduit/pkg/contract"
+	"github.com/conduitmesh/conduit/pkg/controller/policy"
+)
+
+// Condition types of a route's status.parents[] entry.
+const (
+	ConditionAccepted     = "Accepted"
+	ConditionResolvedRefs = "ResolvedRefs"
+)
+
+// StatusFieldManager is the field manager of the controller's status
+// writes.
+const StatusFieldManager = "conduit-controller"
+
+// StatusOptions configure a StatusWriter.
+type StatusOptions struct {
+	Options
+	// Dynamic writes the routes' status subresource.
+	Dynamic dynamic.Interface
+	// Now is the clock of lastTransitionTime; default time.Now.
+	Now func() time.Time
+}
+
+// StatusWriter writes, for every HTTPRoute and GRPCRoute parentRef that
+// names a Service, a status.parents[] entry with controllerName
+// contract.RouteControllerName and the conditions Accepted and
+// ResolvedRefs, as GAMMA implementations do. Other controllers' entries
+// are kept as they are; nothing is written when nothing changed.
+type StatusWriter struct {
+	opts  StatusOptions
+	tr    translator
+	queue workqueue.TypedRateLimitingInterface[routeKey]
+}
+
+// routeKey names a route.
+type routeKey struct {
+	gvr             schema.GroupVersionResource
+	namespace, name string
+}
+
+// NewStatusWriter sets up a StatusWriter and adds its handlers to the
+// informers; Run writes.
+func NewStatusWriter(opts StatusOptions) (*StatusWriter, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	if opts.Dynamic == nil {
+		return nil, errors.New("route status needs a dynamic client")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	w := &StatusWriter{
+		opts: opts,
+		tr:   translator{clusterDomain: opts.ClusterDomain, service: lookup(opts.Services)},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[routeKey](),
+			workqueue.TypedRateLimitingQueueConfig[routeKey]{Name: "route-status"}),
+	}
+	if err := opts.Routes.AddRouteHandler(changes(func(old, obj any) {
+		for _, o := range []any{old, obj} {
+			if u, ok := o.(*unstructured.Unstructured); ok {
+				w.enqueue(u)
+			}
+		}
+	})); err != nil {
+		return nil, err
+	}
+	if err := opts.Services.AddServiceHandler(changes(func(old, obj any) {
+		svc, ok := obj.(*corev1.Service)
+		if !ok {
+			if svc, ok = old.(*corev1.Service); !ok {
+				return
+			}
+		}
+		// Their parent or one of their backends came or went.
+		for _, gvr := range policy.RouteResources {
+			for _, u := range opts.Routes.RoutesOfService(gvr, svc.Namespace, svc.Name) {
+				w.enqueue(u)
+			}
+			for _, u := range opts.Routes.RoutesWithBackend(gvr, svc.Namespace, svc.Name) {
+				w.enqueue(u)
+			}
+		}
+	})); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *StatusWriter) enqueue(u *unstructured.Unstructured) {
+	var gvr schema.GroupVersionResource
+	switch u.GetKind() {
+	case policy.KindHTTPRoute:
+		gvr = policy.HTTPRoutesResource
+	case policy.KindGRPCRoute:
+		gvr = policy.GRPCRoutesResource
+	default:
+		return
+	}
+	w.queue.Add(routeKey{gvr: gvr, namespace: u.GetNamespace(), name: u.GetName()})
+}
+
+// Run writes statuses once the caches are filled, until ctx is done.
+func (w *StatusWriter) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, w.queue.ShutDown)
+	defer stop()
+	defer w.queue.ShutDown()
+	if err := w.opts.Services.WaitSynced(ctx); err != nil {
+		return nil
+	}
+	if err := w.opts.Routes.WaitSynced(ctx); err != nil {
+		return nil
+	}
+	for w.next(ctx) {
+	}
+	return nil
+}
+
+func (w *StatusWriter) next(ctx context.Context) bool {
+	k, quit := w.queue.Get()
+	if quit {
+		return false
+	}
+	defer w.queue.Done(k)
+	err := w.sync(ctx, k)
+	switch {
+	case err == nil:
+		w.queue.Forget(k)
+	case ctx.Err() != nil:
+	default:
+		if apierrors.IsConflict(err) {
+			w.opts.Log.Debug("route status: conflict, retrying", "route", k.String())
+		} else {
+			w.opts.Log.Warn("route status: writing", "route", k.String(), "err", err)
+		}
+		w.queue.AddRateLimited(k)
+	}
+	return true
+}
+
+func (k routeKey) String() string {
+	kind := RefKindHTTPRoute
+	if k.gvr == policy.GRPCRoutesResource {
+		kind = RefKindGRPCRoute
+	}
+	return kind + " " + k.namespace + "/" + k.name
+}
+
+// sync writes a route's status if it differs from the one it should have.
+func (w *StatusWriter) sync(ctx context.Context, k routeKey) error {
+	u := w.opts.Routes.Route(k.gvr, k.namespace, k.name)
+	if u == nil {
+		return nil // deleted
+	}
+	parents, changed, summary := w.desired(k.gvr, u)
+	if !changed {
+		return nil
+	}
+	obj := u.DeepCopy()
+	if err := unstructured.SetNestedSlice(obj.Object, parents, "status", "parents"); err != nil {
+		return err
+	}
+	_, err := w.opts.Dynamic.Resource(k.gvr).Namespace(k.namespace).UpdateStatus(ctx, obj, metav1.UpdateOptions{FieldManager: StatusFieldManager})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	w.opts.Log.Info("route status written", "route", k.String(), "status", summary)
+	return nil
+}
+
+// desired computes a route's status.parents: the other controllers'
+// entries as they are, then the controller's, one per parentRef that names
+// a Service. changed says whether that differs from the route's status;
+// summary describes the controller's entries for the log.
+func (w *StatusWriter) desired(gvr schema.GroupVersionResource, u *unstructured.Unstructured) (parents []any, changed bool, summary string) {
+	r, parentRefs := convert(gvr, u)
+	if r == nil {
+		return nil, false, ""
+	}
+	existing, _, _ := unstructured.NestedSlice(u.Object, "status", "parents")
+	rawRefs, _, _ := unstructured.NestedSlice(u.Object, "spec", "parentRefs")
+
+	// The controller's entries by parentRef, for their transition times.
+	ours := map[string][]metav1.Condition{}
+	parents = []any{}
+	for _, e := range existing {
+		m, _ := e.(map[string]any)
+		if m == nil || m["controllerName"] != contract.RouteControllerName {
+			parents = append(parents, e)
+			continue
+		}
+		ref, err := policy.FromUnstructured[policy.ParentRef](&unstructured.Unstructured{Object: asMap(m["parentRef"])})
+		if err != nil {
+			continue
+		}
+		var conds []metav1.Condition
+		list, _ := m["conditions"].([]any)
+		for _, c := range list {
+			var cond metav1.Condition
+			if cm, ok := c.(map[string]any); ok && runtime.DefaultUnstructuredConverter.FromUnstructured(cm, &cond) == nil {
+				conds = append(conds, cond)
+			}
+		}
+		ours[refKey(*ref, r.namespace)] = conds
+	}
+
+	var tr *translated
+	var problems []refProblem
+	var lines []string
+	seen := map[string]bool{}
+	for i, p := range parentRefs {
+		key := refKey(p, r.namespace)
+		if !p.IsService() || seen[key] || i >= len(rawRefs) {
+			continue
+		}
+		seen[key] = true
+		if tr == nil {
+			t := r.translate(&w.tr)
+			tr = &t
+			problems = w.tr.refProblems(r.namespace, r.refs)
+		}
+		accepted, resolved := w.conditions(p, r.namespace, tr, problems, u.GetGeneration())
+		conds := ours[key]
+		meta.SetStatusCondition(&conds, accepted)
+		meta.SetStatusCondition(&conds, resolved)
+		list := []any{}
+		for _, c := range conds {
+			if c.Type != ConditionAccepted && c.Type != ConditionResolvedRefs {
+				continue
+			}
+			cm, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&c)
+			if err != nil {
+				continue
+			}
+			list = append(list, cm)
+		}
+		parents = append(parents, map[string]any{
+			"parentRef":      runtime.DeepCopyJSONValue(rawRefs[i]),
+			"controllerName": contract.RouteControllerName,
+			"conditions":     list,
+		})
+		lines = append(lines, fmt.Sprintf("%s: %s=%s (%s), %s=%s (%s)", key,
+			ConditionAccepted, accepted.Status, accepted.Reason, ConditionResolvedRefs, resolved.Status, resolved.Reason))
+	}
+	changed = !reflect.DeepEqual(parents, existing) && (len(parents) > 0 || len(existing) > 0)
+	return parents, changed, strings.Join(lines, "; ")
+}
+
+func asMap(v any) map[string]any {
+	m, _ := v.(map[string]any)
+	return m
+}
+
+// refKey identifies a parentRef of a route in routeNS, with its defaults.
+func refKey(p policy.ParentRef, routeNS string) string {
+	group, kind := policy.GatewayGroup, "Gateway"
+	if p.Group != nil {
+		group = *p.Group
+	}
+	if p.Kind != nil {
+		kind = *p.Kind
+	}
+	key := kind + "." + group + " " + p.ServiceNamespace(routeNS) + "/" + p.Name
+	if p.SectionName != nil && *p.SectionName != "" {
+		key += " section " + *p.SectionName
+	}
+	if p.Port != nil {
+		key += fmt.Sprintf(" port %d", *p.Port)
+	}
+	return key
+}
+
+// conditions are a Service parent's Accepted and ResolvedRefs.
+func (w *StatusWriter) conditions(p policy.ParentRef, routeNS string, tr *translated, problems []refProblem, generation int64) (accepted, resolved metav1.Condition) {
+	now := metav1.NewTime(w.opts.Now().Truncate(time.Second))
+	accepted = metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionTrue, Reason: ReasonAccepted,
+		Message: "Route accepted", ObservedGeneration: generation, LastTransitionTime: now}
+	ns := p.ServiceNamespace(routeNS)
+	svc := w.tr.service(ns, p.Name)
+	switch {
+	case svc == nil:
+		accepted.Status, accepted.Reason = metav1.ConditionFalse, ReasonNoMatchingParent
+		accepted.Message = fmt.Sprintf("Service %s/%s not found", ns, p.Name)
+	case p.Port != nil && !hasPort(svc, *p.Port):
+		accepted.Status, accepted.Reason = metav1.ConditionFalse, ReasonNoMatchingParent
+		accepted.Message = fmt.Sprintf("Service %s/%s has no port %d", ns, p.Name, *p.Port)
+	case p.SectionName != nil && *p.SectionName != "" && !hasPortNamed(svc, *p.SectionName):
+		accepted.Status, accepted.Reason = metav1.ConditionFalse, ReasonNoMatchingParent
+		accepted.Message = fmt.Sprintf("Service %s/%s has no port named %s", ns, p.Name, *p.SectionName)
+	case tr.unsupported != nil:
+		accepted.Status, accepted.Reason = metav1.ConditionFalse, ReasonUnsupportedValue
+		accepted.Message = tr.unsupported.Error()
+	case len(tr.ignored) > 0:
+		accepted.Message = "Route accepted; annotations ignored: " + strings.Join(tr.ignored, "; ")
+	}
+	resolved = metav1.Condition{Type: ConditionResolvedRefs, Status: metav1.ConditionTrue, Reason: ReasonResolvedRefs,
+		Message: "All backendRefs resolved", ObservedGeneration: generation, LastTransitionTime: now}
+	if len(problems) > 0 {
+		msgs := make([]string, len(problems))
+		for i, pr := range problems {
+			msgs[i] = pr.message
+		}
+		resolved.Status, resolved.Reason, resolved.Message = metav1.ConditionFalse, problems[0].reason, strings.Join(msgs, "; ")
+	}
+	return accepted, resolved
+}
+
+func hasPortNamed(svc *corev1.Service, name string) bool {
+	for _, p := range svc.Spec.Ports {
+		if p.Name == name {
+			return true
+		}
+	}
+	return false
+}
