@@ -110,43 +110,44 @@ func Run(ctx context.Context, o Config) error {
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go releaseCodeAfterStart(rctx, tlsProvider, log)
+	go releaseCodeAfterStart(rctx, log)
 	return p.Run(ctx)
 }
 
-// releaseCodeAfterStart releases the executable's pages (releaseCode)
-// once what start-up ran is over: now, before traffic adds to the peak;
-// when the proxy's identity is ready (fetching the first certificate runs
-// much code of its own, after Run has started); and once more after
-// releaseAgainAfter, for what the first requests and the control plane's
-// first answers ran once. It returns when ctx is done.
-func releaseCodeAfterStart(ctx context.Context, tlsProvider any, log *slog.Logger) {
-	release := func(when string) {
-		log.Debug("released the executable's code pages", "when", when, "bytes", releaseCode())
+// releaseCodeAfterStart keeps the executable's resident pages close to
+// the code the proxy runs (releaseCode): it releases them now, before
+// traffic adds to the peak, then whenever they have grown by
+// releaseGrowth since the last release — start-up work that runs after
+// Run (fetching the first certificate) and what the first connections run
+// once (handshakes, dials, the control plane's first answers) are code the
+// steady state does not need. A check reads /proc/self/status once a
+// second; in the steady state nothing grows and nothing is released. It
+// returns when ctx is done.
+func releaseCodeAfterStart(ctx context.Context, log *slog.Logger) {
+	release := func() int64 {
+		n := releaseCode()
+		after := fileRSS()
+		log.Debug("released the executable's code pages", "bytes", n, "file_rss_after", after)
+		return after
 	}
-	release("start")
-	tick := time.NewTicker(100 * time.Millisecond)
+	last := release()
+	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	if id, ok := tlsProvider.(interface{ Ready() bool }); ok {
-		for deadline := time.Now().Add(releaseAgainAfter); !id.Ready() && time.Now().Before(deadline); {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
 		}
-		release("identity ready")
-	}
-	select {
-	case <-ctx.Done():
-	case <-time.After(releaseAgainAfter):
-		release("after " + releaseAgainAfter.String())
+		if now := fileRSS(); now >= last+releaseGrowth {
+			last = release()
+		}
 	}
 }
 
-// releaseAgainAfter is when the executable's pages are released the last
-// time (see releaseCodeAfterStart).
-const releaseAgainAfter = 10 * time.Second
+// releaseGrowth is how much the executable's resident pages may grow
+// before they are released again.
+const releaseGrowth = 1 << 20
 
 // minMaxMemory is the smallest --max-memory: the proxy needs about 16 MiB
 // before any traffic.

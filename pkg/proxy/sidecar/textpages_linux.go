@@ -77,3 +77,19 @@ func releaseCode() (released int64) {
 	}
 	return released
 }
+
+// fileRSS is the process's resident file-backed memory in bytes (RssFile in
+// /proc/self/status), 0 if unknown.
+func fileRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range bytes.Split(b, []byte{'\n'}) {
+		if f := bytes.Fields(line); len(f) >= 2 && string(f[0]) == "RssFile:" {
+			n, _ := strconv.ParseInt(string(f[1]), 10, 64)
+			return n << 10
+		}
+	}
+	return 0
+}
