@@ -1,8 +1,9 @@
 // Package testenv is the test harness shared by Conduit's packages: it
 // builds the binaries once per `go test` process (Build, BuildDir), waits
 // for a condition with a clear failure message (Eventually), collects a
-// child's output safely while the test reads it (SyncBuffer), and checks
-// what a package links (LinksOnly).
+// child's output safely while the test reads it (SyncBuffer), listens on a
+// port a server just left (Listen), and checks what a package links
+// (LinksOnly).
 //
 // A package that builds binaries removes them at the end of its test run by
 // calling Main from its TestMain (or Cleanup, if its TestMain does more).
@@ -13,6 +14,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -179,6 +181,22 @@ func Eventually(t testing.TB, timeout, interval time.Duration, cond func() error
 		}
 		time.Sleep(interval)
 	}
+}
+
+// Listen listens on TCP addr ("127.0.0.1:0" for any port), retrying for
+// up to 5 s: rebinding the port of a server the test just stopped, to
+// start it again, can take a moment. The listener closes when the test
+// ends.
+func Listen(t testing.TB, addr string) net.Listener {
+	t.Helper()
+	var lis net.Listener
+	Eventually(t, 5*time.Second, 20*time.Millisecond, func() error {
+		var err error
+		lis, err = net.Listen("tcp", addr)
+		return err
+	})
+	t.Cleanup(func() { lis.Close() })
+	return lis
 }
 
 // SyncBuffer is a bytes.Buffer that a child process or goroutine may write

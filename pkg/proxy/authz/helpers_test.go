@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
+	"github.com/conduitmesh/conduit/pkg/proxy/httpmatch/httpmatchtest"
 )
 
 // Builders of policyv1 messages: tests marshal with the generated types and
@@ -36,33 +37,12 @@ func meshTLS(name string, identities, prefixes []string, networks ...*policyv1.N
 		Authentication: &policyv1.Authorization_MeshTls{MeshTls: &policyv1.MeshTLS{Identities: identities, Prefixes: prefixes}}}
 }
 
-func exact(p string) *policyv1.PathMatch {
-	return &policyv1.PathMatch{Kind: &policyv1.PathMatch_Exact{Exact: p}}
-}
-
-func prefix(p string) *policyv1.PathMatch {
-	return &policyv1.PathMatch{Kind: &policyv1.PathMatch_Prefix{Prefix: p}}
-}
-
-func regex(p string) *policyv1.PathMatch {
-	return &policyv1.PathMatch{Kind: &policyv1.PathMatch_Regex{Regex: p}}
-}
-
-func header(name, value string) *policyv1.HeaderMatch {
-	return &policyv1.HeaderMatch{Name: name, Value: &policyv1.HeaderMatch_Exact{Exact: value}}
-}
-
-func headerRegex(name, re string) *policyv1.HeaderMatch {
-	return &policyv1.HeaderMatch{Name: name, Value: &policyv1.HeaderMatch_Regex{Regex: re}}
-}
-
-func queryParam(name, value string) *policyv1.QueryParamMatch {
-	return &policyv1.QueryParamMatch{Name: name, Value: &policyv1.QueryParamMatch_Exact{Exact: value}}
-}
-
-func queryRegex(name, re string) *policyv1.QueryParamMatch {
-	return &policyv1.QueryParamMatch{Name: name, Value: &policyv1.QueryParamMatch_Regex{Regex: re}}
-}
+// Match builders.
+var (
+	exact, prefix, regex   = httpmatchtest.Exact, httpmatchtest.Prefix, httpmatchtest.Regex
+	header, headerRegex    = httpmatchtest.Header, httpmatchtest.HeaderRegex
+	queryParam, queryRegex = httpmatchtest.Query, httpmatchtest.QueryRegex
+)
 
 func httpRoute(name string, matches []*policyv1.HttpMatch, authz ...*policyv1.Authorization) *policyv1.HttpRoute {
 	return &policyv1.HttpRoute{Ref: pref("httproute", name), Matches: matches, Authorizations: authz}

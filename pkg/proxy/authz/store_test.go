@@ -75,13 +75,7 @@ func (f *fakeController) WatchPort(spec *policyv1.PortSpec, stream grpc.ServerSt
 // serve serves f on addr ("127.0.0.1:0" for any port) until stop.
 func serve(t *testing.T, f *fakeController, addr string) (bound string, stop func()) {
 	t.Helper()
-	var lis net.Listener
-	var err error
-	// Rebinding a port just closed can take a moment.
-	testenv.Eventually(t, 5*time.Second, 20*time.Millisecond, func() error {
-		lis, err = net.Listen("tcp", addr)
-		return err
-	})
+	lis := testenv.Listen(t, addr)
 	srv := grpc.NewServer()
 	policyv1.RegisterInboundPoliciesServer(srv, f)
 	go srv.Serve(lis)

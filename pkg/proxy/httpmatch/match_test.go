@@ -9,6 +9,7 @@ import (
 
 	"github.com/conduitmesh/conduit/internal/testenv"
 	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
+	"github.com/conduitmesh/conduit/pkg/proxy/httpmatch/httpmatchtest"
 )
 
 // Matching is tested in depth through its users (pkg/proxy/authz's
@@ -30,13 +31,7 @@ func compile(t testing.TB, index int, ms ...*policyv1.HttpMatch) []Match {
 	return c.List()
 }
 
-func prefix(p string) *policyv1.PathMatch {
-	return &policyv1.PathMatch{Kind: &policyv1.PathMatch_Prefix{Prefix: p}}
-}
-
-func exact(p string) *policyv1.PathMatch {
-	return &policyv1.PathMatch{Kind: &policyv1.PathMatch_Exact{Exact: p}}
-}
+var exact, prefix = httpmatchtest.Exact, httpmatchtest.Prefix
 
 // both is a request on either representation.
 func both(method, target string, hdr ...string) [2]Request {

@@ -145,11 +145,12 @@ func (r *Request) headerMatches(m *valueMatch) bool {
 
 // EqualFoldLower reports whether b equals the lower-case ASCII lower,
 // ignoring ASCII case.
-func EqualFoldLower(b []byte, lower string) bool {
+func EqualFoldLower[S text](b S, lower string) bool {
 	if len(b) != len(lower) {
 		return false
 	}
-	for i, c := range b {
+	for i := 0; i < len(b); i++ {
+		c := b[i]
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
