@@ -18,8 +18,13 @@ import (
 // pull grpc-go and the protobuf runtime into the proxy (megabytes of RSS).
 // codec_test.go checks every field against the generated types.
 
-// getMethod is the full gRPC method name of Destination.Get.
-const getMethod = "/conduit.destination.v1.Destination/Get"
+// getMethod and routesMethod are the full gRPC method names of
+// Destination.Get and Destination.GetRoutes (which takes the same
+// GetDestination).
+const (
+	getMethod    = "/conduit.destination.v1.Destination/Get"
+	routesMethod = "/conduit.destination.v1.Destination/GetRoutes"
+)
 
 // encodeGet encodes a conduit.destination.v1.GetDestination.
 func encodeGet(authority, contextToken string) []byte {

@@ -1,6 +1,7 @@
 // Package destination resolves service authorities through the controller's
 // Destination.Get streams: it implements resolve.Resolver for the proxy's
-// outbound side.
+// outbound side. It also follows Destination.GetRoutes for the outbound
+// route table (WatchRoutes, route.Watcher).
 //
 // One stream is opened per authority on first use and kept open while the
 // authority is in use; its updates maintain the authority's endpoint set.
@@ -233,11 +234,65 @@ type watch struct {
 
 // run keeps the authority's stream open until ctx ends.
 func (r *Resolver) run(ctx context.Context, w *watch) {
-	req := encodeGet(w.authority, r.cfg.ContextToken)
-	log := r.cfg.Log.With("authority", w.authority)
+	r.follow(ctx, getMethod, encodeGet(w.authority, r.cfg.ContextToken), r.cfg.Log.With("authority", w.authority),
+		"destination stream", "keeping the last known endpoints",
+		func(msg []byte, first bool) error {
+			u, err := decodeUpdate(msg)
+			if err == nil {
+				w.apply(u, first)
+			}
+			return err
+		},
+		// The controller will never resolve this authority.
+		func() { w.apply(update{kind: updateNoEndpoints, exists: false}, true) })
+}
+
+// WatchRoutes follows Destination.GetRoutes for authority (normalized as
+// Endpoints normalizes it) and hands update every OutboundRoutes message,
+// in order, until ctx ends or the Resolver closes; it implements
+// route.Watcher. A stream that fails is reopened with the same jittered
+// backoff as Get's, while the caller keeps its last table. An authority
+// that does not normalize, or that the controller refuses
+// (INVALID_ARGUMENT), is handed one empty message: a Service the
+// controller does not know.
+func (r *Resolver) WatchRoutes(ctx context.Context, authority string, update func(msg []byte)) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(r.ctx, cancel)()
+	log := r.cfg.Log.With("authority", authority)
+	name, err := Normalize(authority, r.cfg.Namespace, r.cfg.ClusterDomain)
+	if err != nil {
+		log.Debug("no outbound routes", "err", err)
+		update(nil)
+		<-ctx.Done()
+		return
+	}
+	refused := false
+	r.follow(ctx, routesMethod, encodeGet(name, r.cfg.ContextToken), log,
+		"route stream", "keeping the last routes",
+		func(msg []byte, _ bool) error {
+			update(msg)
+			return nil
+		},
+		func() {
+			if !refused {
+				refused = true
+				update(nil)
+			}
+		})
+}
+
+// follow keeps a server-streaming call of method open until ctx ends:
+// every message goes to recv (first for the first of each call, which
+// replaces what earlier calls sent), and an error of recv ends the call. A
+// call that ends is made again after grpcwire.Backoff; when the
+// controller refuses the request (INVALID_ARGUMENT) refused is called and
+// the call is retried only at BackoffMax. what and keeping word the log.
+func (r *Resolver) follow(ctx context.Context, method string, req []byte, log *slog.Logger, what, keeping string,
+	recv func(msg []byte, first bool) error, refused func()) {
 	failures := 0
 	for {
-		received, err := r.stream(ctx, w, req)
+		received, err := r.call(ctx, method, req, recv)
 		if ctx.Err() != nil {
 			return
 		}
@@ -245,16 +300,15 @@ func (r *Resolver) run(ctx context.Context, w *watch) {
 			failures = 0
 		}
 		if grpcwire.CodeOf(err) == grpcwire.InvalidArgument {
-			// The controller will never resolve this authority.
-			w.apply(update{kind: updateNoEndpoints, exists: false}, true)
+			refused()
 			failures = 64
 		}
 		delay := grpcwire.Backoff(r.cfg.BackoffBase, r.cfg.BackoffMax, failures)
 		failures++
 		if failures == 1 {
-			log.Info("destination stream ended; keeping the last known endpoints", "err", err, "retry_in", delay)
+			log.Info(what+" ended; "+keeping, "err", err, "retry_in", delay)
 		} else {
-			log.Debug("destination stream failed", "err", err, "retry_in", delay)
+			log.Debug(what+" failed", "err", err, "retry_in", delay)
 		}
 		t := time.NewTimer(delay)
 		select {
@@ -266,9 +320,10 @@ func (r *Resolver) run(ctx context.Context, w *watch) {
 	}
 }
 
-// stream runs one Get call; received reports whether any update arrived.
-func (r *Resolver) stream(ctx context.Context, w *watch, req []byte) (received bool, err error) {
-	s, err := r.cfg.Client.Stream(ctx, getMethod, req)
+// call makes one call of method; received reports whether recv took any
+// message.
+func (r *Resolver) call(ctx context.Context, method string, req []byte, recv func(msg []byte, first bool) error) (received bool, err error) {
+	s, err := r.cfg.Client.Stream(ctx, method, req)
 	if err != nil {
 		return false, err
 	}
@@ -278,12 +333,10 @@ func (r *Resolver) stream(ctx context.Context, w *watch, req []byte) (received b
 		if err != nil {
 			return received, err
 		}
-		u, err := decodeUpdate(msg)
-		if err != nil {
+		if err := recv(msg, first); err != nil {
 			return received, err
 		}
 		received = true
-		w.apply(u, first)
 	}
 }
 

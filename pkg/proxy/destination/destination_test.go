@@ -57,6 +57,10 @@ type fakeDestination struct {
 	subs    map[string][]chan *destinationv1.Update
 	opened  map[string]int
 	closed  map[string]int
+	// GetRoutes (routes_test.go): the current table of each authority
+	// and the open streams'.
+	routes    map[string]*destinationv1.OutboundRoutes
+	routeSubs map[string][]chan *destinationv1.OutboundRoutes
 }
 
 func newFake() *fakeDestination {
@@ -65,6 +69,9 @@ func newFake() *fakeDestination {
 		subs:    map[string][]chan *destinationv1.Update{},
 		opened:  map[string]int{},
 		closed:  map[string]int{},
+
+		routes:    map[string]*destinationv1.OutboundRoutes{},
+		routeSubs: map[string][]chan *destinationv1.OutboundRoutes{},
 	}
 }
 
@@ -120,17 +127,7 @@ func (f *fakeDestination) counts(authority string) (opened, closed int) {
 
 func serve(t *testing.T, addr string, f *fakeDestination) (*grpc.Server, string) {
 	t.Helper()
-	var lis net.Listener
-	var err error
-	for range 50 { // the port of a just-stopped server may take a moment
-		if lis, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	lis := testenv.Listen(t, addr) // the port of a just-stopped server may take a moment
 	srv := grpc.NewServer()
 	destinationv1.RegisterDestinationServer(srv, f)
 	go srv.Serve(lis)
