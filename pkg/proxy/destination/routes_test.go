@@ -12,7 +12,10 @@ import (
 
 	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
 	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
+	"github.com/conduitmesh/conduit/pkg/proxy/route"
 )
+
+var _ route.Watcher = (*Resolver)(nil)
 
 // GetRoutes sends the authority's current table (an empty one when it has
 // none), then whatever publishRoutes publishes.
