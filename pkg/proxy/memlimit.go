@@ -30,6 +30,12 @@ const (
 	memMaxHeadroom   = 8 << 20
 	memCalmChecks    = 30 // consecutive calm checks before headroom shrinks
 	memMinBusyCPUSec = 0.005
+	// memSpiralCycles collections in one check grow the headroom however
+	// cheap they are: a collection every 20 ms means the limit, not the
+	// allocation rate, drives the collector (seen at 250 a second with a
+	// 1 MB heap, each one cheap enough to stay under memHighGCShare, and
+	// every one of them a stop of the world).
+	memSpiralCycles = 50
 )
 
 // memoryGovernor adjusts Proxy.memHeadroom from the collector's CPU share.
@@ -78,7 +84,8 @@ func (g *memoryGovernor) next(headroom int64) int64 {
 // seconds and its number of collections.
 func (g *memoryGovernor) decide(headroom int64, dGC, dBusy, dCycles float64) int64 {
 	switch {
-	case dCycles >= memBusyCycles && dBusy >= memMinBusyCPUSec && dGC/dBusy > memHighGCShare:
+	case dCycles >= memBusyCycles && dBusy >= memMinBusyCPUSec && dGC/dBusy > memHighGCShare,
+		dCycles >= memSpiralCycles:
 		g.calm = 0
 		return min(headroom+memHeadroomStep, memMaxHeadroom)
 	case dCycles <= memCalmCycles:

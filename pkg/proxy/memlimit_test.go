@@ -39,6 +39,11 @@ func TestMemoryGovernorDecide(t *testing.T) {
 	if h2 := g.decide(h, 0.05, 1, 30); h2 != h || g.calm != 0 {
 		t.Errorf("cheap collections: headroom %d (want %d), calm %d (want 0)", h2, h, g.calm)
 	}
+	// Collections every few milliseconds are a spiral even when each is
+	// cheap.
+	if h2 := (&memoryGovernor{}).decide(0, 0.03, 1, 250); h2 != memHeadroomStep {
+		t.Errorf("250 cheap collections in a second: headroom %d, want one step", h2)
+	}
 	if h2 := (&memoryGovernor{}).decide(0, 0, 0, 0); h2 != 0 {
 		t.Errorf("no headroom to give back: %d", h2)
 	}
