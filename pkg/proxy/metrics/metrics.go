@@ -71,12 +71,20 @@ type HTTPLabels struct {
 	ServerID string
 	// Dst is pre-rendered dst_* labels, see DstLabels.
 	Dst string
+	// RouteKind and RouteName name the outbound route ("httproute" or
+	// "grpcroute", and its name) whose rule the request matched; rendered
+	// (route_kind, route_name) only when set.
+	RouteKind, RouteName string
 }
 
 func (l HTTPLabels) render() string {
 	var b strings.Builder
 	label(&b, "direction", l.Direction)
 	label(&b, "authority", l.Authority)
+	if l.RouteKind != "" || l.RouteName != "" {
+		label(&b, "route_kind", l.RouteKind)
+		label(&b, "route_name", l.RouteName)
+	}
 	renderPeer(&b, l.TargetAddr, l.TLS, l.ClientID, l.ServerID, l.Dst)
 	return b.String()
 }

@@ -26,6 +26,10 @@ func TestExposition(t *testing.T) {
 	})
 	out.Request()
 	out.Response(200, "14", Classify(200, "14", false), 250*time.Microsecond)
+	routed := r.Route(HTTPLabels{Direction: "outbound", Authority: "books.shop.svc.cluster.local:8080", TargetAddr: "10.0.0.7:8080",
+		RouteKind: "httproute", RouteName: "books-canary"})
+	routed.Request()
+	routed.Response(200, "", Classify(200, "", false), 2*time.Millisecond)
 	tcp := r.TCP(TCPLabels{Direction: "inbound", Peer: "src", TLS: true, ClientID: "spiffe://cluster.local/ns/a/sa/b"})
 	tcp.Open()
 	tcp.AddRead(10)
