@@ -96,6 +96,11 @@ type Config struct {
 	// Policy is the inbound authorization policy of each port; nil admits
 	// every client (no policy is enforced).
 	Policy *authz.Store
+	// Routes gives the outbound route table of each authority (HTTPRoutes
+	// and GRPCRoutes: traffic split, header modifiers, redirects; a
+	// *route.Store); nil routes nothing: every outbound request goes to its
+	// authority.
+	Routes RouteSource
 	// MemoryLimit, when positive, is the Go runtime's soft memory limit with
 	// no connections open; the proxy raises it by MemoryPerConnection for
 	// every open connection (in steps of 8 connections) so that a busy proxy

@@ -22,6 +22,7 @@ import (
 	"github.com/conduitmesh/conduit/pkg/proxy/grpcwire"
 	"github.com/conduitmesh/conduit/pkg/proxy/identity"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+	"github.com/conduitmesh/conduit/pkg/proxy/route"
 	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
 )
 
@@ -56,28 +57,31 @@ type Plane struct {
 	Resolver resolve.Resolver // discovery
 	TLS      tlsconf.Provider // the proxy's identity; nil without one
 	Policy   *authz.Store     // inbound policy; nil when none is enforced
-	Close    func()           // stops them all
+	// Routes are the outbound route tables (Destination.GetRoutes, watched
+	// through the resolver); nil without a controller.
+	Routes *route.Store
+	Close  func() // stops them all
 }
 
 // Connect returns the controller-backed resolver, identity and inbound
 // policy, or an empty Plane when no controller is configured.
 func (o *ControlPlane) Connect(ctx context.Context, log *slog.Logger) (*Plane, error) {
-	res, provider, policy, release, err := o.connect(ctx, log)
+	res, provider, policy, routes, release, err := o.connect(ctx, log)
 	if err != nil {
 		return nil, err
 	}
-	pl := &Plane{Resolver: res, Policy: policy, Close: release}
+	pl := &Plane{Resolver: res, Policy: policy, Routes: routes, Close: release}
 	if provider != nil {
 		pl.TLS = provider
 	}
 	return pl, nil
 }
 
-func (o *ControlPlane) connect(ctx context.Context, log *slog.Logger) (resolve.Resolver, *identity.Provider, *authz.Store, func(), error) {
+func (o *ControlPlane) connect(ctx context.Context, log *slog.Logger) (resolve.Resolver, *identity.Provider, *authz.Store, *route.Store, func(), error) {
 	noop := func() {}
 	if o.DefaultInboundPolicy != "" {
 		if err := contract.CheckDefaultInboundPolicy(o.DefaultInboundPolicy); err != nil {
-			return nil, nil, nil, noop, fmt.Errorf("--%s: %w", contract.FlagDefaultInboundPolicy, err)
+			return nil, nil, nil, nil, noop, fmt.Errorf("--%s: %w", contract.FlagDefaultInboundPolicy, err)
 		}
 	}
 	if o.ControllerAddr == "" {
@@ -89,33 +93,33 @@ func (o *ControlPlane) connect(ctx context.Context, log *slog.Logger) (resolve.R
 			{"controller-identity", o.ControllerIdentity},
 		} {
 			if f.value != "" {
-				return nil, nil, nil, noop, fmt.Errorf("--%s needs --controller-addr: identity and discovery come from the controller", f.name)
+				return nil, nil, nil, nil, noop, fmt.Errorf("--%s needs --controller-addr: identity and discovery come from the controller", f.name)
 			}
 		}
-		return nil, nil, nil, noop, nil
+		return nil, nil, nil, nil, noop, nil
 	}
 	if _, _, err := net.SplitHostPort(o.ControllerAddr); err != nil {
-		return nil, nil, nil, noop, fmt.Errorf("--controller-addr %q: want HOST:PORT", o.ControllerAddr)
+		return nil, nil, nil, nil, noop, fmt.Errorf("--controller-addr %q: want HOST:PORT", o.ControllerAddr)
 	}
 	if o.TrustAnchorsFile != "" && o.TrustAnchors != "" {
-		return nil, nil, nil, noop, fmt.Errorf("--trust-anchors and --trust-anchors-file are both set (%s, %s): set only one", contract.Env("trust-anchors"), contract.Env("trust-anchors-file"))
+		return nil, nil, nil, nil, noop, fmt.Errorf("--trust-anchors and --trust-anchors-file are both set (%s, %s): set only one", contract.Env("trust-anchors"), contract.Env("trust-anchors-file"))
 	}
 	if o.IdentityName != "" || o.ControllerIdentity != "" {
 		if o.TrustAnchorsFile == "" && o.TrustAnchors == "" {
-			return nil, nil, nil, noop, errors.New("--trust-anchors-file (or --trust-anchors) is required with --identity-name or --controller-identity")
+			return nil, nil, nil, nil, noop, errors.New("--trust-anchors-file (or --trust-anchors) is required with --identity-name or --controller-identity")
 		}
 	}
 	if o.IdentityName != "" && o.IdentityTokenFile == "" {
-		return nil, nil, nil, noop, errors.New("--identity-token-file is required with --identity-name")
+		return nil, nil, nil, nil, noop, errors.New("--identity-token-file is required with --identity-name")
 	}
 	if o.IdentityName == "" && o.IdentityTokenFile != "" {
-		return nil, nil, nil, noop, errors.New("--identity-token-file needs --identity-name (the SPIFFE ID the token proves)")
+		return nil, nil, nil, nil, noop, errors.New("--identity-token-file needs --identity-name (the SPIFFE ID the token proves)")
 	}
 	namespace := o.PodNamespace
 	if o.IdentityName != "" {
 		id, err := identity.ParseSPIFFEID(o.IdentityName)
 		if err != nil {
-			return nil, nil, nil, noop, fmt.Errorf("--identity-name: %w", err)
+			return nil, nil, nil, nil, noop, fmt.Errorf("--identity-name: %w", err)
 		}
 		if namespace == "" {
 			namespace = strings.Split(strings.TrimPrefix(id.Path, "/"), "/")[1]
@@ -123,7 +127,7 @@ func (o *ControlPlane) connect(ctx context.Context, log *slog.Logger) (resolve.R
 	}
 	if o.ControllerIdentity != "" {
 		if _, err := identity.ParseSPIFFEID(o.ControllerIdentity); err != nil {
-			return nil, nil, nil, noop, fmt.Errorf("--controller-identity: %w", err)
+			return nil, nil, nil, nil, noop, fmt.Errorf("--controller-identity: %w", err)
 		}
 	}
 
@@ -132,12 +136,12 @@ func (o *ControlPlane) connect(ctx context.Context, log *slog.Logger) (resolve.R
 	case o.TrustAnchorsFile != "":
 		var err error
 		if anchors, err = identity.LoadTrustAnchors(o.TrustAnchorsFile); err != nil {
-			return nil, nil, nil, noop, fmt.Errorf("--trust-anchors-file: %w", err)
+			return nil, nil, nil, nil, noop, fmt.Errorf("--trust-anchors-file: %w", err)
 		}
 	case o.TrustAnchors != "":
 		var err error
 		if anchors, err = pki.Pool([]byte(o.TrustAnchors)); err != nil {
-			return nil, nil, nil, noop, fmt.Errorf("--trust-anchors (%s): %w; want the PEM certificates of the trust anchors (ca-bundle.crt)", contract.Env(contract.FlagTrustAnchors), err)
+			return nil, nil, nil, nil, noop, fmt.Errorf("--trust-anchors (%s): %w; want the PEM certificates of the trust anchors (ca-bundle.crt)", contract.Env(contract.FlagTrustAnchors), err)
 		}
 	}
 
@@ -160,7 +164,7 @@ func (o *ControlPlane) connect(ctx context.Context, log *slog.Logger) (resolve.R
 	}
 	conn, err := grpcwire.New(o.ControllerAddr, copts)
 	if err != nil {
-		return nil, nil, nil, noop, fmt.Errorf("--controller-addr: %w", err)
+		return nil, nil, nil, nil, noop, fmt.Errorf("--controller-addr: %w", err)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -176,7 +180,7 @@ func (o *ControlPlane) connect(ctx context.Context, log *slog.Logger) (resolve.R
 		if err != nil {
 			cancel()
 			conn.Close()
-			return nil, nil, nil, noop, err
+			return nil, nil, nil, nil, noop, err
 		}
 		current.Store(provider)
 		wg.Add(1)
@@ -209,15 +213,19 @@ func (o *ControlPlane) connect(ctx context.Context, log *slog.Logger) (resolve.R
 	default:
 		log.Info("no inbound policy is enforced: --pod-name is not set")
 	}
+	// The outbound route tables, each authority watched from its first
+	// outbound request (route.Store.Lookup).
+	routes := route.NewStore(ctx, res, route.StoreOptions{Log: log.With("component", "routes")})
 	release := func() {
 		cancel()
+		routes.Close()
 		res.Close()
 		wg.Wait()
 		conn.Close()
 	}
 	log.Info("using the control plane", "controller", o.ControllerAddr, "identity", o.IdentityName, "controller_tls", copts.TLS != nil,
 		"namespace", namespace, "pod", o.PodName, "default_inbound_policy", o.DefaultInboundPolicy)
-	return res, provider, policy, release, nil
+	return res, provider, policy, routes, release, nil
 }
 
 // isLoopback reports whether addr's host is a loopback IP or localhost.

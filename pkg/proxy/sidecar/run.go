@@ -77,6 +77,10 @@ func Run(ctx context.Context, o Config) error {
 	// same port); only the controller's identity over mTLS, or a loopback
 	// caller in plaintext, may open one.
 	taps := tap.NewServer(tap.Config{ControllerID: o.ControlPlane.ControllerIdentity, Log: log})
+	var routes proxy.RouteSource // nil without a controller: no routes
+	if plane.Routes != nil {
+		routes = plane.Routes
+	}
 	p, err := proxy.New(proxy.Config{
 		InboundAddr:       o.InboundListen,
 		OutboundAddr:      o.OutboundListen,
@@ -102,6 +106,7 @@ func Run(ctx context.Context, o Config) error {
 		MemoryLimit:       int64(o.MemoryLimit),
 		Observer:          taps,
 		Policy:            plane.Policy,
+		Routes:            routes,
 		AdminRoutes:       map[string]http.Handler{tap.ObservePath: taps.Handler()},
 		ExtraMetrics:      []func(io.Writer) error{taps.WriteMetrics},
 	})

@@ -1,0 +1,101 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/conduitmesh/conduit/pkg/proxy/httpmatch"
+	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
+	routes "github.com/conduitmesh/conduit/pkg/proxy/route"
+)
+
+// RouteSource gives the outbound route table of an authority; nil when it
+// has no routes (the request goes to the authority as without a source).
+// *route.Store (pkg/proxy/route) is one.
+type RouteSource interface {
+	Lookup(ctx context.Context, authority string) *routes.Table
+}
+
+// routeTable is the route table of an outbound request's authority, or nil
+// (inbound, no RouteSource, no routes).
+func (p *Proxy) routeTable(ctx context.Context, dir, authority string) *routes.Table {
+	if p.cfg.Routes == nil || dir != Outbound || authority == "" {
+		return nil
+	}
+	return p.cfg.Routes.Lookup(ctx, authority)
+}
+
+// outRoute is what an outbound route table decided for one request: no
+// rule (the zero value), a redirect, or a backend.
+type outRoute struct {
+	rule    *routes.Rule
+	backend *routes.Backend // nil without a rule and for a redirect
+	// redirect, when set, is answered with location; nothing is forwarded.
+	redirect *routes.Redirect
+	location string
+}
+
+// routeRequest routes req (which arrived with scheme and authority) by t.
+// perr is the answer for a rule whose backend is invalid.
+func routeRequest(t *routes.Table, req *httpmatch.Request, scheme, authority string) (or outRoute, perr *proxyError) {
+	rule, m := t.Route(req)
+	if rule == nil {
+		return outRoute{}, nil
+	}
+	or.rule = rule
+	if rd := rule.Redirect(); rd != nil {
+		or.redirect, or.location = rd, rd.Location(req, m, scheme, authority)
+		return or, nil
+	}
+	or.backend = rule.PickBackend(nil)
+	if or.backend.Invalid != "" {
+		return or, &proxyError{http.StatusInternalServerError, "invalid_backend", "invalid backend: " + or.backend.Invalid}
+	}
+	return or, nil
+}
+
+// target is the authority to resolve and balance: the backend's (the
+// request's own header is not changed), else the request's.
+func (or *outRoute) target(authority string) string {
+	if or.backend != nil && or.backend.Authority != "" {
+		return or.backend.Authority
+	}
+	return authority
+}
+
+// modifiesRequest reports whether the rule or its backend modify the
+// request's header.
+func (or *outRoute) modifiesRequest() bool {
+	return or.rule != nil && (or.rule.ModifiesRequest() || or.backend != nil && or.backend.ModifiesRequest())
+}
+
+// modifiesResponse reports whether the rule or its backend modify the
+// response's header.
+func (or *outRoute) modifiesResponse() bool {
+	return or.rule != nil && (or.rule.ModifiesResponse() || or.backend != nil && or.backend.ModifiesResponse())
+}
+
+// modifyRequest applies the rule's request header modifiers, then the
+// backend's.
+func (or *outRoute) modifyRequest(h routes.Headers) {
+	or.rule.ModifyRequest(h)
+	if or.backend != nil {
+		or.backend.ModifyRequest(h)
+	}
+}
+
+// modifyResponse applies the rule's response header modifiers, then the
+// backend's.
+func (or *outRoute) modifyResponse(h routes.Headers) {
+	or.rule.ModifyResponse(h)
+	if or.backend != nil {
+		or.backend.ModifyResponse(h)
+	}
+}
+
+// label sets the route labels of a request's series.
+func (or *outRoute) label(l *metrics.HTTPLabels) {
+	if or.rule != nil {
+		l.RouteKind, l.RouteName = or.rule.Route.Kind, or.rule.Route.Name
+	}
+}
