@@ -31,6 +31,7 @@ type h2Down struct {
 	info *connInfo
 	br   *bufio.Reader
 	fr   *http2.Framer
+	hr   *h2HeaderReader
 	out  *h2Out
 	fl   h2Flusher
 
@@ -146,8 +147,7 @@ func (s *side) serveH2(sc *servedConn) {
 	d.br = fastReaders.Get().(*bufio.Reader)
 	d.br.Reset(sc)
 	d.fr = http2.NewFramer(nil, d.br)
-	d.fr.ReadMetaHeaders = hpack.NewDecoder(4<<10, nil)
-	d.fr.MaxHeaderListSize = uint32(p.cfg.MaxHeaderBytes)
+	d.hr = newH2HeaderReader(uint32(p.cfg.MaxHeaderBytes))
 	d.fr.SetMaxReadFrameSize(16 << 10)
 	d.out = newH2Out(sc, p.cfg.BodyIdleTimeout)
 	p.mu.Lock()
@@ -200,12 +200,21 @@ func (s *side) serveH2(sc *servedConn) {
 			d.fl.flush()
 		}
 		f, err := d.fr.ReadFrame()
+		var h *h2Headers
+		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
+			h, err = d.hr.read(d.fr, hf, true)
+		}
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
 				// A malformed header block: the stream is refused, the
 				// connection (its HPACK state intact) goes on.
 				p.metrics.Error(s.dir, "h2_stream_error")
+				d.mu.Lock()
+				if se.StreamID > d.lastID && se.StreamID%2 == 1 {
+					d.lastID = se.StreamID // opened, and closed at once
+				}
+				d.mu.Unlock()
 				d.reset(se.StreamID, se.Code)
 				continue
 			}
@@ -216,7 +225,11 @@ func (s *side) serveH2(sc *servedConn) {
 			}
 			return
 		}
-		if !d.frame(f) {
+		if h != nil {
+			if !d.safeHeaders(h) {
+				return
+			}
+		} else if !d.frame(f) {
 			return
 		}
 	}
@@ -244,8 +257,6 @@ func (d *h2Down) watchIdle() (stop func()) {
 // frame handles one frame from the client; false ends the connection.
 func (d *h2Down) frame(f http2.Frame) bool {
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		return d.safeHeaders(f)
 	case *http2.DataFrame:
 		return d.data(f)
 	case *http2.WindowUpdateFrame:
@@ -362,7 +373,7 @@ func connectionSpecific(f hpack.HeaderField) bool {
 
 // safeHeaders is headers with a panic confined to its stream, which is
 // reset.
-func (d *h2Down) safeHeaders(f *http2.MetaHeadersFrame) (ok bool) {
+func (d *h2Down) safeHeaders(f *h2Headers) (ok bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			d.s.p.recovered(d.s.dir, v)
@@ -396,7 +407,7 @@ func (st *h2Stream) abort() {
 }
 
 // headers handles a HEADERS block: a new request, or a request's trailers.
-func (d *h2Down) headers(f *http2.MetaHeadersFrame) bool {
+func (d *h2Down) headers(f *h2Headers) bool {
 	id := f.StreamID
 	d.mu.Lock()
 	st := d.streams[id]
@@ -563,7 +574,7 @@ func (d *h2Down) fieldsOf(fields []hpack.HeaderField) []Field {
 	return d.fields
 }
 
-func (d *h2Down) observe(f *http2.MetaHeadersFrame, st *h2Stream, method, scheme, target string, labels metrics.HTTPLabels, routed bool, dec *authz.Decision) Observation {
+func (d *h2Down) observe(f *h2Headers, st *h2Stream, method, scheme, target string, labels metrics.HTTPLabels, routed bool, dec *authz.Decision) Observation {
 	info := d.info
 	path, query, _ := strings.Cut(target, "?")
 	cl := int64(-1)
@@ -594,7 +605,7 @@ func (d *h2Down) observe(f *http2.MetaHeadersFrame, st *h2Stream, method, scheme
 
 // trailers forwards a request's trailers (a HEADERS block that must end
 // the stream).
-func (d *h2Down) trailers(st *h2Stream, f *http2.MetaHeadersFrame) bool {
+func (d *h2Down) trailers(st *h2Stream, f *h2Headers) bool {
 	if st.remoteEnd || !f.StreamEnded() {
 		d.reset(st.id, http2.ErrCodeProtocol)
 		d.clientReset(st.id, http2.ErrCodeProtocol)

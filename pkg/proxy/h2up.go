@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,7 @@ type h2Up struct {
 	conn net.Conn
 	br   *bufio.Reader
 	fr   *http2.Framer
+	hr   *h2HeaderReader
 	out  *h2Out
 	fl   h2Flusher
 
@@ -85,8 +87,7 @@ func (u *h2Ups) get(key upKey, ep resolve.Endpoint) (*h2Up, error) {
 	up := &h2Up{pool: u, key: key, conn: c, streams: map[uint32]*h2Stream{}, nextID: 1, maxStreams: h2MaxStreams, idleAt: time.Now()}
 	up.br = bufio.NewReaderSize(c, h2BufSize)
 	up.fr = http2.NewFramer(nil, up.br)
-	up.fr.ReadMetaHeaders = hpack.NewDecoder(4<<10, nil)
-	up.fr.MaxHeaderListSize = uint32(p.cfg.MaxHeaderBytes)
+	up.hr = newH2HeaderReader(uint32(p.cfg.MaxHeaderBytes))
 	up.fr.SetMaxReadFrameSize(16 << 10)
 	up.out = newH2Out(c, p.cfg.BodyIdleTimeout)
 	up.out.mu.Lock()
@@ -221,7 +222,7 @@ func (up *h2Up) requestTrailers(st *h2Stream, fields []hpack.HeaderField, fl *h2
 	done := false
 	if !st.reqDone {
 		if len(st.reqBuf) > 0 {
-			st.reqTrailers, st.reqEnd = fields, true
+			st.reqTrailers, st.reqEnd = slices.Clone(fields), true
 		} else {
 			up.out.headersLocked(st.upID, fields, true)
 			st.reqDone, done = true, true
@@ -360,6 +361,10 @@ func (up *h2Up) serve() {
 			up.fl.flush()
 		}
 		f, err := up.fr.ReadFrame()
+		var h *h2Headers
+		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
+			h, err = up.hr.read(up.fr, hf, false)
+		}
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
@@ -372,7 +377,9 @@ func (up *h2Up) serve() {
 			}
 			return
 		}
-		if !up.frame(f) {
+		if h != nil {
+			up.safeHeaders(h)
+		} else if !up.frame(f) {
 			return
 		}
 	}
@@ -449,8 +456,6 @@ func (up *h2Up) failStream(st *h2Stream, err error) {
 
 func (up *h2Up) frame(f http2.Frame) bool {
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		up.safeHeaders(f)
 	case *http2.DataFrame:
 		up.data(f)
 	case *http2.WindowUpdateFrame:
@@ -573,7 +578,7 @@ func (up *h2Up) reset(f *http2.RSTStreamFrame) {
 
 // safeHeaders is headers with a panic (an observer's) confined to its
 // stream, which is reset on both sides.
-func (up *h2Up) safeHeaders(f *http2.MetaHeadersFrame) {
+func (up *h2Up) safeHeaders(f *h2Headers) {
 	defer func() {
 		if v := recover(); v != nil {
 			up.pool.p.recovered(up.key.dir, v)
@@ -594,7 +599,7 @@ func (up *h2Up) safeHeaders(f *http2.MetaHeadersFrame) {
 
 // headers relays a response's header block: informational, final, or
 // trailers.
-func (up *h2Up) headers(f *http2.MetaHeadersFrame) {
+func (up *h2Up) headers(f *h2Headers) {
 	st := up.stream(f.StreamID)
 	if st == nil {
 		return
@@ -648,7 +653,7 @@ func (up *h2Up) headers(f *http2.MetaHeadersFrame) {
 			st.grpcStatus = grpcStatus
 		}
 		if len(st.respBuf) > 0 {
-			st.respTrailers, st.respEnd = f.Fields, true
+			st.respTrailers, st.respEnd = slices.Clone(f.Fields), true
 		} else {
 			d.out.headersLocked(st.id, f.Fields, true)
 			st.respDone, finished = true, true
