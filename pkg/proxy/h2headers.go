@@ -39,6 +39,9 @@ type h2HeaderReader struct {
 }
 
 func newH2HeaderReader(maxList uint32) *h2HeaderReader {
+	if maxList == 0 {
+		maxList = 16 << 20 // the Framer's default
+	}
 	r := &h2HeaderReader{max: maxList}
 	r.dec = hpack.NewDecoder(4<<10, r.emit)
 	r.dec.SetMaxStringLength(int(maxList))
