@@ -3,7 +3,7 @@ GO ?= go
 K8S_CACHE ?= $(HOME)/.cache/conduit-k8s
 export CONDUIT_K8S_CACHE := $(K8S_CACHE)
 
-.PHONY: build test unit fuzz e2e k8s-binaries demo clean generate release-check release-snapshot bench images chart
+.PHONY: build test unit fuzz e2e k8s-binaries demo clean generate gateway-api-crds release-check release-snapshot bench images chart
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # Once: a recursive variable would run git describe at every use, and a
@@ -73,6 +73,12 @@ clean:
 # Regenerate the committed protobuf code (needs protoc: apt-get install protobuf-compiler libprotobuf-dev).
 generate:
 	bash pkg/api/hack/gen.sh
+
+# Copy the Gateway API standard install of the sigs.k8s.io/gateway-api
+# version in go.mod into manifests/gatewayapi/ (after `go get` of another
+# version; a test fails until it is done).
+gateway-api-crds:
+	$(GO) run ./hack/mkgatewaycrds
 
 # goreleaser check (goreleaser runs from tools/, never from the product's go.mod).
 release-check:

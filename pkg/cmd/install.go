@@ -32,7 +32,9 @@ func installCommand(g *Globals) *cli.Command {
 		Description: `Renders the control plane chart (the same objects as ` + "`helm template`" + ` of
 manifests/) and applies it with server-side apply, creating a trust anchor and
 issuer unless you give your own, then waits until the controller is ready.
--o yaml|json only prints the objects and touches nothing.
+First it creates the Gateway API CRDs (standard channel, ` + install.GatewayAPIVersion + `) that
+are absent; existing ones, another mesh's or newer, are left as they are.
+-o yaml|json only prints the chart's objects and touches nothing.
 
    ` + g.ProgName + ` install
    ` + g.ProgName + ` install --ha --set webhook.timeoutSeconds=5

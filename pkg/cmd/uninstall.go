@@ -25,9 +25,10 @@ func uninstallCommand(g *Globals) *cli.Command {
 (` + install.InventorySelector("<namespace>") + `), cluster-scoped ones included, and
 deletes them, the namespace last if the install created it (a namespace that
 existed before the install is kept). Workloads and their injected proxies are
-never touched: uninject them first. On a terminal it asks before deleting;
-without one it needs --yes. -o yaml|json prints what would be deleted and
-changes nothing.
+never touched: uninject them first. The Gateway API CRDs are kept (other
+meshes and gateways use them, and deleting them deletes every route). On a
+terminal it asks before deleting; without one it needs --yes. -o yaml|json
+prints what would be deleted and changes nothing.
 
    ` + g.ProgName + ` uninstall -o yaml
    ` + g.ProgName + ` uninstall --yes`,

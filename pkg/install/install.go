@@ -144,13 +144,21 @@ func (c *Client) InstalledVersion(ctx context.Context, ns string) (string, bool,
 }
 
 // Install applies a rendered install: it refuses to overwrite an existing
-// one, checks permissions first, applies in dependency order and waits. It
+// one, checks permissions first, creates the Gateway API CRDs that are
+// absent (InstallGatewayAPI), applies in dependency order and waits. It
 // records in conduit-config whether it created the namespace; an existing
 // namespace is left as it is (see NamespaceCreatedKey).
 func (c *Client) Install(ctx context.Context, objs []*unstructured.Unstructured, wait *WaitOptions, report Reporter) error {
 	ns := Namespace(objs)
-	err := step(report, "Checking the cluster", func(func(string)) error {
+	gatewayAPI, err := GatewayAPIObjects()
+	if err != nil {
+		return err
+	}
+	err = step(report, "Checking the cluster", func(func(string)) error {
 		if err := c.CheckPermissions(ctx, objs, "get", "create", "patch"); err != nil {
+			return err
+		}
+		if err := c.CheckPermissions(ctx, gatewayAPI, "get", "create"); err != nil {
 			return err
 		}
 		if v, ok, err := c.InstalledVersion(ctx, ns); err != nil {
@@ -169,6 +177,10 @@ func (c *Client) Install(ctx context.Context, objs []*unstructured.Unstructured,
 		return err
 	})
 	if err != nil {
+		return err
+	}
+	// Before the controller starts, so that it finds the routes served.
+	if err := c.gatewayAPIStep(ctx, gatewayAPI, report); err != nil {
 		return err
 	}
 	if err := c.applyAll(ctx, objs, false, report); err != nil {

@@ -212,9 +212,17 @@ func WritePlan(w io.Writer, changes []Change) {
 	fmt.Fprintf(w, "Plan: %d to create, %d to update, %d to delete.\n", counts[ActionCreate], counts[ActionUpdate], counts[ActionDelete])
 }
 
-// Upgrade applies the rendered objects, prunes what the plan deletes, and
-// waits for readiness when wait is non-nil.
+// Upgrade creates the Gateway API CRDs that are absent (InstallGatewayAPI),
+// applies the rendered objects, prunes what the plan deletes, and waits
+// for readiness when wait is non-nil.
 func (c *Client) Upgrade(ctx context.Context, objs []*unstructured.Unstructured, changes []Change, force bool, wait *WaitOptions, report Reporter) error {
+	gatewayAPI, err := GatewayAPIObjects()
+	if err != nil {
+		return err
+	}
+	if err := c.gatewayAPIStep(ctx, gatewayAPI, report); err != nil {
+		return err
+	}
 	if err := c.applyAll(ctx, objs, force, report); err != nil {
 		return err
 	}
