@@ -192,7 +192,7 @@ func TestCheckInstalledControlPlane(t *testing.T) {
 				}
 			}
 		}
-		want := []string{"kubernetes-api", "kubernetes-version", "conduit-config", "control-plane", "identity", "webhook", "version"}
+		want := []string{"kubernetes-api", "kubernetes-version", "conduit-config", "control-plane", "identity", "webhook", "version", "gateway-api"}
 		if !slices.Equal(cats, want) {
 			t.Errorf("categories %v, want %v", cats, want)
 		}

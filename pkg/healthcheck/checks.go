@@ -170,6 +170,7 @@ func Categories(opts Options) []Category {
 		s.identity(),
 		s.webhook(),
 		s.version(),
+		s.gatewayAPI(),
 	)
 	if opts.Proxy {
 		cats = append(cats, s.dataPlane(deadline))

@@ -42,6 +42,7 @@ func policyFake(t *testing.T, served []schema.GroupVersionResource, docs ...stri
 		}
 	}
 	client := newFakeClient(t, "v1.37.2", append([]string{installYAML(t, healthyCerts(t)), appNamespace, meshedPod("web-1", "v1.0.0", true)}, typed...)...)
+	client.Resources = nil // exactly served
 	byGV := map[string]*metav1.APIResourceList{}
 	for _, gvr := range served {
 		gv := gvr.GroupVersion().String()
@@ -109,7 +110,7 @@ spec:
 `
 
 func TestPolicyChecksPass(t *testing.T) {
-	rep := runPolicyChecks(t, policyServed, goodPolicy)
+	rep := runPolicyChecks(t, append(policyServed, gatewayAPIRoutes...), goodPolicy)
 	if f := failures(rep); len(f) > 0 || !rep.Success {
 		t.Fatalf("failures %+v", f)
 	}
@@ -208,6 +209,8 @@ func TestPolicyChecksFindProblems(t *testing.T) {
 			"AuthorizationPolicy app/admin targets Server app/web-admin, which does not exist\n" +
 			"AuthorizationPolicy app/api-route targets HTTPRoute app/api, but the API server does not serve httproutes.gateway.networking.k8s.io (the Gateway API CRDs are not installed)\n" +
 			"AuthorizationPolicy app/other-ns targets Namespace shop, but a policy applies only in its own namespace app",
+		// Not served either: the routes of Services are not applied.
+		"gateway-api/Gateway API routes are served": "the API server does not serve httproutes and grpcroutes in gateway.networking.k8s.io/v1: routes, retries and timeouts of Services' routes do not apply",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("warnings (-want +got):\n%s", diff)
@@ -220,8 +223,9 @@ func TestPolicyChecksFindProblems(t *testing.T) {
 func TestPolicyChecksWithoutCRDs(t *testing.T) {
 	rep := runPolicyChecks(t, nil, "")
 	f := failures(rep)
-	if len(f) != 1 || f["policy/policy resources are installed"].Status != StatusWarning || !rep.Success {
-		t.Fatalf("without the CRDs: want one warning, got %+v", f)
+	if len(f) != 2 || f["policy/policy resources are installed"].Status != StatusWarning ||
+		f["gateway-api/Gateway API routes are served"].Status != StatusWarning || !rep.Success {
+		t.Fatalf("without the CRDs: want two warnings (policy, Gateway API), got %+v", f)
 	}
 	if r := f["policy/policy resources are installed"]; r.Error != "the API server does not serve policy.conduit.io/v1beta1: every port has the default inbound policy" ||
 		!strings.Contains(r.Hint, "`conduit upgrade` installs the policy.conduit.io CRDs") {

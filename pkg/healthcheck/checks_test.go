@@ -65,7 +65,7 @@ func TestHealthyInstallPasses(t *testing.T) {
 	if f := failures(rep); len(f) > 0 || !rep.Success {
 		t.Fatalf("healthy install: success=%v, failures %+v", rep.Success, f)
 	}
-	want := []CategoryID{KubernetesAPI, KubernetesVersion, ConduitConfig, ControlPlane, Identity, Webhook, Version, DataPlane}
+	want := []CategoryID{KubernetesAPI, KubernetesVersion, ConduitConfig, ControlPlane, Identity, Webhook, Version, GatewayAPI, DataPlane}
 	if diff := cmp.Diff(want, categoryIDs(rep)); diff != "" {
 		t.Errorf("categories (-want +got):\n%s", diff)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/version"
 	fakediscovery "k8s.io/client-go/discovery/fake"
@@ -22,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/conduitmesh/conduit/pkg/controller/policy"
 	"github.com/conduitmesh/conduit/pkg/pki/pkitest"
 )
 
@@ -49,6 +51,11 @@ func newFakeClient(t *testing.T, gitVersion string, docs ...string) *fake.Client
 	}
 	c := fake.NewClientset(objs...)
 	c.Discovery().(*fakediscovery.FakeDiscovery).FakedServerVersion = &version.Info{GitVersion: gitVersion, Major: "1", Minor: "37"}
+	// The Gateway API CRDs are installed, as `conduit install` does.
+	c.Resources = []*metav1.APIResourceList{{
+		GroupVersion: policy.HTTPRoutesResource.GroupVersion().String(),
+		APIResources: []metav1.APIResource{{Name: "httproutes", Namespaced: true}, {Name: "grpcroutes", Namespaced: true}},
+	}}
 	return c
 }
 

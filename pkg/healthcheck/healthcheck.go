@@ -25,6 +25,7 @@ const (
 	Identity           CategoryID = "identity"
 	Webhook            CategoryID = "webhook"
 	Version            CategoryID = "version"
+	GatewayAPI         CategoryID = "gateway-api"
 	DataPlane          CategoryID = "data-plane"
 	Policy             CategoryID = "policy"
 )
