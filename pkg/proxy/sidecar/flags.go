@@ -34,7 +34,7 @@ func (o *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.LogFormat, "log-format", "plain", "plain or json")
 	fs.Var(&o.MemoryLimit, "memory-limit", "Go runtime soft memory limit with no connections open (e.g. 6MiB; 0 = none); it grows by 64 KiB per open connection, and by up to 8 MiB while garbage collection takes over 10 % of the CPU")
 	fs.IntVar(&o.GCPercent, "gc-percent", DefaultGCPercent, "Go GC target percentage (-1 disables proportional GC)")
-	fs.BoolVar(&o.HTTP1FastPath, "http1-fast-path", true, "serve plain HTTP/1.1 keep-alive requests on the lean fast path (false: always net/http)")
+	fs.BoolVar(&o.HTTP1FastPath, "http1-fast-path", true, "serve plain HTTP/1.1 keep-alive requests, and HTTP/2, on the lean fast paths (false: always net/http)")
 	fs.StringVar(&o.ControlPlane.ControllerAddr, contract.FlagControllerAddr, "", "controller gRPC address (HOST:PORT) for discovery and identity; empty runs without a control plane")
 	fs.StringVar(&o.ControlPlane.IdentityTokenFile, contract.FlagIdentityTokenFile, "", "token file proving --identity-name, re-read at every renewal (a projected service-account token)")
 	fs.StringVar(&o.ControlPlane.TrustAnchorsFile, "trust-anchors-file", "", "file of PEM trust anchors that verify meshed peers and the controller")
