@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/conduitmesh/conduit/pkg/proxy/authz"
+	"github.com/conduitmesh/conduit/pkg/proxy/httpmatch"
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 )
@@ -51,6 +52,9 @@ type fastConn struct {
 	// (valid during its calls only), so that observing allocates neither.
 	obsReq Request
 	obsRsp Response
+	// handOffNext is set by serveOne for a request it leaves, unread past
+	// its head and unanswered, to net/http's path.
+	handOffNext bool
 }
 
 var (
@@ -99,6 +103,11 @@ func (s *side) serveFast(sc *servedConn) {
 			return
 		}
 		if !fc.serveAdmitted() || p.draining.Load() {
+			if fc.handOffNext {
+				// A request whose route modifies headers: net/http's path
+				// serves it (and the connection from then on).
+				handedOff = fc.handOff()
+			}
 			return
 		}
 	}
@@ -178,13 +187,30 @@ func (fc *fastConn) serveOne() bool {
 	start := time.Now()
 	authority := canonicalAuthority(string(fc.req.host), "80")
 	h := &httpHandler{p: p, dir: dir}
-	rt, perr := h.route(context.Background(), info, authority)
+	var or outRoute
+	var rt route
+	var perr *proxyError
+	if t := p.routeTable(context.Background(), dir, authority); t != nil {
+		req := httpmatch.FieldsRequest(fc.req.method, fc.req.target, fc.fieldsOf(fc.req.headers))
+		or, perr = routeRequest(t, &req, "http", authority)
+		if perr == nil && (or.modifiesRequest() || or.modifiesResponse()) {
+			// Header modifiers are applied on net/http's path: nothing of
+			// the request was forwarded, answered or counted yet.
+			fc.handOffNext = true
+			return false
+		}
+	}
+	if perr == nil && or.redirect == nil {
+		rt, perr = h.route(context.Background(), info, authority, &or)
+	}
 	var decision authz.Decision
 	if perr == nil && p.cfg.Policy != nil && dir == Inbound {
 		decision, perr = p.authorizeRequest(info, authz.FieldsRequest(fc.req.method, fc.req.target, fc.fieldsOf(fc.req.headers)))
 	}
 	labels := metrics.HTTPLabels{Direction: dir, Authority: authority, TLS: info.tls, ClientID: info.clientID}
-	if perr == nil {
+	or.label(&labels)
+	routed := perr == nil && or.redirect == nil
+	if routed {
 		labels.TargetAddr, labels.Dst = rt.ep.Addr, rt.dst
 		if p.tlsFor(rt.ep) {
 			labels.TLS, labels.ServerID = true, rt.ep.Identity
@@ -200,7 +226,7 @@ func (fc *fastConn) serveOne() bool {
 	var proxyErr string
 	var upErr error
 	if p.observing() {
-		obs = fc.observe(labels, rt, perr == nil, &decision)
+		obs = fc.observe(labels, rt, routed, &decision)
 	}
 	defer func() {
 		series.Response(status, "", metrics.Classify(status, "", streamErr), latency)
@@ -228,6 +254,14 @@ func (fc *fastConn) serveOne() bool {
 	if perr != nil {
 		answered(*perr)
 		return fc.answerUnforwarded(perr.status, perr.msg)
+	}
+	if or.redirect != nil {
+		status, latency = or.redirect.Status, time.Since(start)
+		location := sanitizeHeaderValue(or.location)
+		if obs != nil {
+			obs.ResponseStarted(&Response{Status: status, Header: http.Header{"Location": {location}}})
+		}
+		return fc.discardBody() && fc.writeRedirect(status, location) && !fc.req.close
 	}
 
 	bodiless := fc.req.contentLength <= 0
@@ -314,7 +348,8 @@ func (fc *fastConn) observe(labels metrics.HTTPLabels, rt route, routed bool, d 
 		Authority: labels.Authority, Path: string(path), Query: string(query),
 		ContentLength: max(fc.req.contentLength, 0), // chunked bodies are net/http's
 		Fields:        fc.fieldsOf(fc.req.headers),
-		Source:        info.remote, TLS: labels.TLS, ClientID: info.clientID, ServerID: labels.ServerID, Authz: *d}
+		Source:        info.remote, TLS: labels.TLS, ClientID: info.clientID, ServerID: labels.ServerID, Authz: *d,
+		RouteKind: labels.RouteKind, RouteName: labels.RouteName}
 	if routed {
 		fc.obsReq.Destination, _ = netip.ParseAddrPort(rt.ep.Addr)
 		fc.obsReq.DstLabels = rt.ep.Labels
@@ -578,6 +613,13 @@ func readLine(r *bufio.Reader, max int) ([]byte, error) {
 // connection starts where it should. It returns whether the connection
 // stays open.
 func (fc *fastConn) answerUnforwarded(status int, msg string) bool {
+	return fc.discardBody() && fc.writeSimple(status, msg, msg) && !fc.req.close
+}
+
+// discardBody reads and drops the request's body (at most fastMaxBody),
+// so that the next request starts where it should. It returns false when
+// the body could not be read.
+func (fc *fastConn) discardBody() bool {
 	if n := fc.req.contentLength; n > 0 {
 		fc.sc.SetReadDeadline(time.Now().Add(fc.s.p.cfg.HeaderReadTimeout))
 		_, err := io.CopyN(io.Discard, fc.br, n)
@@ -586,7 +628,16 @@ func (fc *fastConn) answerUnforwarded(status int, msg string) bool {
 			return false
 		}
 	}
-	return fc.writeSimple(status, msg, msg) && !fc.req.close
+	return true
+}
+
+// writeRedirect answers with a route's redirect. It returns whether the
+// write succeeded.
+func (fc *fastConn) writeRedirect(status int, location string) bool {
+	w := fc.bw
+	w.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\n")
+	w.WriteString("Location: " + location + "\r\nContent-Length: 0\r\n\r\n")
+	return w.Flush() == nil
 }
 
 // writeSimple answers with a short response the proxy made. msg goes in

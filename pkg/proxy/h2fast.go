@@ -18,7 +18,9 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/conduitmesh/conduit/pkg/proxy/authz"
+	"github.com/conduitmesh/conduit/pkg/proxy/httpmatch"
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
+	routes "github.com/conduitmesh/conduit/pkg/proxy/route"
 )
 
 // h2Down is a client's HTTP/2 connection on the fast path. Its reader
@@ -81,9 +83,12 @@ type h2Stream struct {
 
 	// Request accounting, set by the client's reader before the stream is
 	// opened upstream; the rest under ended.
-	start     time.Time
-	series    *metrics.Route
-	rt        route
+	start  time.Time
+	series *metrics.Route
+	rt     route
+	// respRoute is the route of a request whose rule or backend modifies
+	// the response's header (nil otherwise).
+	respRoute *outRoute
 	obs       Observation
 	grpc      bool
 	grpcTO    string // grpc-timeout
@@ -510,15 +515,35 @@ func (d *h2Down) headers(f *h2Headers) bool {
 	case method == http.MethodConnect:
 		perr = &proxyError{http.StatusMethodNotAllowed, "connect_unsupported", "CONNECT over HTTP/2 is not supported"}
 	}
+	var or outRoute
 	if perr == nil {
-		st.rt, perr = h.route(context.Background(), d.info, authority)
+		if t := p.routeTable(context.Background(), dir, authority); t != nil {
+			req := httpmatch.FieldsRequest(stringBytes(method), stringBytes(path), d.fieldsOf(f.Fields))
+			or, perr = routeRequest(t, &req, scheme, authority)
+		}
+	}
+	routed := perr == nil && or.redirect == nil
+	if routed {
+		st.rt, perr = h.route(context.Background(), d.info, authority, &or)
+		routed = perr == nil
+	}
+	if routed && or.modifiesRequest() {
+		// The header block forwarded upstream, edited in place.
+		hf := routes.HPACKFields(f.Fields)
+		or.modifyRequest(&hf)
+		f.Fields = hf
+	}
+	if routed && or.modifiesResponse() {
+		resp := or // only this copy escapes
+		st.respRoute = &resp
 	}
 	var decision authz.Decision
 	if perr == nil && p.cfg.Policy != nil && dir == Inbound {
 		decision, perr = p.authorizeRequest(d.info, authz.FieldsRequest(stringBytes(method), stringBytes(path), d.fieldsOf(f.Fields)))
 	}
 	labels := metrics.HTTPLabels{Direction: dir, Authority: authority, TLS: d.info.tls, ClientID: d.info.clientID}
-	if perr == nil {
+	or.label(&labels)
+	if perr == nil && or.redirect == nil {
 		labels.TargetAddr, labels.Dst = st.rt.ep.Addr, st.rt.dst
 		if p.tlsFor(st.rt.ep) {
 			labels.TLS, labels.ServerID = true, st.rt.ep.Identity
@@ -534,10 +559,14 @@ func (d *h2Down) headers(f *h2Headers) bool {
 		}
 	}
 	if p.observing() {
-		st.obs = d.observe(f, st, method, scheme, path, labels, perr == nil, &decision)
+		st.obs = d.observe(f, st, method, scheme, path, labels, perr == nil && or.redirect == nil, &decision)
 	}
 	if perr != nil {
 		d.answer(st, *perr, true)
+		return true
+	}
+	if or.redirect != nil {
+		d.redirect(st, &or)
 		return true
 	}
 	key := upKey{dir: dir, addr: st.rt.ep.Addr, dst: st.rt.dst, h2: true}
@@ -593,7 +622,8 @@ func (d *h2Down) observe(f *h2Headers, st *h2Stream, method, scheme, target stri
 	}
 	d.obsReq = Request{Direction: d.s.dir, Method: method, Scheme: scheme, Authority: labels.Authority,
 		Path: path, Query: query, ContentLength: cl, Fields: d.fieldsOf(f.Fields),
-		Source: info.remote, TLS: labels.TLS, ClientID: info.clientID, ServerID: labels.ServerID, Authz: *dec}
+		Source: info.remote, TLS: labels.TLS, ClientID: info.clientID, ServerID: labels.ServerID, Authz: *dec,
+		RouteKind: labels.RouteKind, RouteName: labels.RouteName}
 	if routed {
 		d.obsReq.Destination, _ = netip.ParseAddrPort(st.rt.ep.Addr)
 		d.obsReq.DstLabels = st.rt.ep.Labels
@@ -767,19 +797,44 @@ func (d *h2Down) answer(st *h2Stream, e proxyError, count bool) {
 		fields = []hpack.HeaderField{{Name: ":status", Value: strconv.Itoa(e.status)}, {Name: "content-type", Value: "text/plain; charset=utf-8"},
 			{Name: "content-length", Value: strconv.Itoa(len(body))}, {Name: "conduit-proxy-error", Value: msg}}
 	}
+	var hdr http.Header
+	if st.obs != nil {
+		hdr = http.Header{ErrorHeader: {msg}}
+		if st.grpc {
+			hdr.Set("Content-Type", "application/grpc")
+			hdr.Set("Grpc-Status", st.grpcStatus)
+		} else {
+			hdr.Set("Content-Type", "text/plain; charset=utf-8")
+		}
+	}
+	d.respond(st, status, fields, body, e.reason, hdr)
+}
+
+// redirect answers a stream with its route's redirect (never forwarded).
+func (d *h2Down) redirect(st *h2Stream, or *outRoute) {
+	location := sanitizeHeaderValue(or.location)
+	fields := routes.HPACKFields{{Name: ":status", Value: strconv.Itoa(or.redirect.Status)}, {Name: "location", Value: location},
+		{Name: "content-length", Value: "0"}}
+	if or.modifiesResponse() {
+		or.modifyResponse(&fields)
+	}
+	var hdr http.Header
+	if st.obs != nil {
+		hdr = http.Header{"Location": {location}}
+	}
+	d.respond(st, or.redirect.Status, fields, "", "", hdr)
+}
+
+// respond sends the proxy's own response (header fields, then body if
+// any) to a stream not forwarded, unless a response already began; hdr is
+// the response's header for the Observer (when st.obs is set).
+func (d *h2Down) respond(st *h2Stream, status int, fields []hpack.HeaderField, body, proxyErr string, hdr http.Header) {
 	d.out.mu.Lock()
 	if !st.respDone {
-		st.proxyErr = e.reason
+		st.proxyErr = proxyErr
 		st.respDone, st.respStarted = true, true
 		st.status, st.firstByte = status, time.Now()
 		if st.obs != nil {
-			hdr := http.Header{ErrorHeader: {msg}}
-			if st.grpc {
-				hdr.Set("Content-Type", "application/grpc")
-				hdr.Set("Grpc-Status", st.grpcStatus)
-			} else {
-				hdr.Set("Content-Type", "text/plain; charset=utf-8")
-			}
 			st.obs.ResponseStarted(&Response{Status: status, Header: hdr})
 		}
 		d.out.headersLocked(st.id, fields, body == "")

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+	routes "github.com/conduitmesh/conduit/pkg/proxy/route"
 )
 
 // h2Ups pools the fast path's upstream HTTP/2 connections: streams to one
@@ -635,6 +636,11 @@ func (up *h2Up) headers(f *h2Headers) {
 	case !st.respStarted && status >= 100 && status < 200:
 		d.out.headersLocked(st.id, f.Fields, false)
 	case !st.respStarted:
+		if st.respRoute != nil {
+			hf := routes.HPACKFields(f.Fields)
+			st.respRoute.modifyResponse(&hf)
+			f.Fields = hf
+		}
 		st.respStarted, st.status, st.firstByte = true, status, time.Now()
 		if end {
 			st.grpcStatus = grpcStatus

@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/conduitmesh/conduit/pkg/proxy/authz"
+	"github.com/conduitmesh/conduit/pkg/proxy/httpmatch"
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+	routes "github.com/conduitmesh/conduit/pkg/proxy/route"
 )
 
 // ErrorHeader carries the reason of a response the proxy made itself.
@@ -62,14 +64,35 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info := infoFrom(r.Context())
 	start := time.Now()
 	authority := canonicalAuthority(r.Host, "80")
-	rt, perr := h.route(r.Context(), info, authority)
+	var or outRoute
+	var rt route
+	var perr *proxyError
+	if t := p.routeTable(r.Context(), h.dir, authority); t != nil {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		req := httpmatch.HTTPRequest(r)
+		or, perr = routeRequest(t, &req, scheme, authority)
+		if perr == nil && or.redirect == nil && or.modifiesRequest() {
+			or.modifyRequest(routes.HTTPHeader(r.Header))
+		}
+		if perr == nil && or.redirect == nil && or.modifiesResponse() {
+			resp := or // only this copy escapes
+			r = r.WithContext(context.WithValue(r.Context(), outRouteKey{}, &resp))
+		}
+	}
+	if perr == nil && or.redirect == nil {
+		rt, perr = h.route(r.Context(), info, authority, &or)
+	}
 	var decision authz.Decision
 	if perr == nil && p.cfg.Policy != nil && h.dir == Inbound {
 		decision, perr = p.authorizeRequest(info, authz.HTTPRequest(r))
 	}
 
 	labels := metrics.HTTPLabels{Direction: h.dir, Authority: authority, TLS: info.tls, ClientID: info.clientID}
-	if perr == nil {
+	or.label(&labels)
+	if perr == nil && or.redirect == nil {
 		labels.TargetAddr = rt.ep.Addr
 		labels.Dst = rt.dst
 		if p.tlsFor(rt.ep) {
@@ -81,7 +104,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	rw := &respWriter{ResponseWriter: w, start: start}
 	if p.observing() {
-		rw.obs = p.observe(r, h.dir, labels, info, rt, perr == nil, &decision)
+		rw.obs = p.observe(r, h.dir, labels, info, rt, perr == nil && or.redirect == nil, &decision)
 	}
 	rw.grpc = strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
 
@@ -113,6 +136,15 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if perr != nil {
 		p.writeError(rw, h.dir, *perr, nil)
+		completed = true
+		return
+	}
+	if or.redirect != nil {
+		hdr := rw.Header()
+		hdr.Set("Location", or.location)
+		hdr.Set("Content-Length", "0")
+		or.modifyResponse(routes.HTTPHeader(hdr))
+		rw.WriteHeader(or.redirect.Status)
 		completed = true
 		return
 	}
@@ -171,8 +203,9 @@ func (b *framedBody) Read(p []byte) (int, error) {
 
 var errBadBody = proxyError{http.StatusBadRequest, "malformed_request", "malformed request body"}
 
-// route picks the endpoint of a request.
-func (h *httpHandler) route(ctx context.Context, info *connInfo, authority string) (route, *proxyError) {
+// route picks the endpoint of a request: outbound, of the authority the
+// route table sent it to (or, nil or without a rule, its own).
+func (h *httpHandler) route(ctx context.Context, info *connInfo, authority string, or *outRoute) (route, *proxyError) {
 	p := h.p
 	if h.dir == Inbound {
 		if info.target == "" {
@@ -183,18 +216,24 @@ func (h *httpHandler) route(ctx context.Context, info *connInfo, authority strin
 	if authority == "" {
 		return route{}, &errMissingHost
 	}
+	origDst := info.origDst
+	if or != nil && or.target(authority) != authority {
+		// A backend of a traffic split: the original destination is the
+		// request's Service, not the backend's.
+		authority, origDst = or.target(authority), netip.AddrPort{}
+	}
 	eps, err := p.resolve(ctx, authority)
 	switch {
 	case errors.Is(err, resolve.ErrNotFound):
-		if info.origDst.IsValid() {
-			return route{ep: resolve.Endpoint{Addr: info.origDst.String()}}, nil
+		if origDst.IsValid() {
+			return route{ep: resolve.Endpoint{Addr: origDst.String()}}, nil
 		}
 		return route{}, &errUnknownAuthority
-	case err != nil && info.origDst.IsValid():
+	case err != nil && origDst.IsValid():
 		// Discovery is down and knows nothing cached: the original
 		// destination still works, unbalanced and in plaintext.
 		p.log.Warn("resolving outbound authority failed, using the original destination", "authority", authority, "err", err)
-		return route{ep: resolve.Endpoint{Addr: info.origDst.String()}}, nil
+		return route{ep: resolve.Endpoint{Addr: origDst.String()}}, nil
 	case err != nil:
 		p.log.Warn("resolving outbound authority", "authority", authority, "err", err)
 		return route{}, &errResolve
@@ -239,11 +278,14 @@ func (p *Proxy) writeError(rw *respWriter, dir string, e proxyError, cause error
 // grpcCodeFor maps a proxy error status to a gRPC status code:
 // DEADLINE_EXCEEDED for timeouts, PERMISSION_DENIED for a request the
 // policy refused, UNIMPLEMENTED for one no route of the port matches,
+// INTERNAL for the proxy's own failures (a route's invalid backend),
 // UNAVAILABLE otherwise.
 func grpcCodeFor(status int) string {
 	switch status {
 	case http.StatusGatewayTimeout:
 		return "4"
+	case http.StatusInternalServerError:
+		return "13"
 	case http.StatusForbidden:
 		return "7"
 	case http.StatusNotFound:
@@ -397,7 +439,7 @@ func parseStatusLine(line []byte) int {
 func (p *Proxy) observe(r *http.Request, dir string, labels metrics.HTTPLabels, info *connInfo, rt route, routed bool, d *authz.Decision) Observation {
 	req := Request{Direction: dir, Method: r.Method, Scheme: "http", Authority: labels.Authority,
 		Path: r.URL.Path, Query: r.URL.RawQuery, ContentLength: r.ContentLength, Header: r.Header, Source: info.remote, TLS: labels.TLS,
-		ClientID: info.clientID, ServerID: labels.ServerID, Authz: *d}
+		ClientID: info.clientID, ServerID: labels.ServerID, Authz: *d, RouteKind: labels.RouteKind, RouteName: labels.RouteName}
 	if r.TLS != nil {
 		req.Scheme = "https"
 	}

@@ -71,6 +71,9 @@ type Request struct {
 	// answered by the proxy (EndInfo.ProxyError "unauthorized" or
 	// "no_route").
 	Authz authz.Decision
+	// RouteKind and RouteName name the outbound route whose rule the
+	// request matched ("httproute" or "grpcroute"); empty without one.
+	RouteKind, RouteName string
 }
 
 // HeaderValue returns the first value of the header field name (case

@@ -15,6 +15,7 @@ import (
 
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+	routes "github.com/conduitmesh/conduit/pkg/proxy/route"
 )
 
 // maxUpstreams bounds the cached per-endpoint clients; idle ones beyond it
@@ -148,6 +149,10 @@ func (u *upstreams) newUpstream(k upKey, ep resolve.Endpoint) *upstream {
 	return up
 }
 
+// outRouteKey carries the route of a request whose rule or backend
+// modifies the response's header to endRequestWithResponse.
+type outRouteKey struct{}
+
 // inboundBodyKey carries an HTTP/2 request's body to endRequestWithResponse.
 type inboundBodyKey struct{}
 
@@ -157,6 +162,9 @@ type inboundBodyKey struct{}
 // otherwise wait for the client's next message before letting the response
 // (and its trailers) finish.
 func endRequestWithResponse(res *http.Response) error {
+	if or, ok := res.Request.Context().Value(outRouteKey{}).(*outRoute); ok {
+		or.modifyResponse(routes.HTTPHeader(res.Header))
+	}
 	in, ok := res.Request.Context().Value(inboundBodyKey{}).(io.Closer)
 	if !ok {
 		return nil
