@@ -157,15 +157,7 @@ func BenchmarkTwoHopsMTLS(b *testing.B) {
 // latencies.
 func BenchmarkHTTP1OutboundRoutes(b *testing.B) {
 	const svc = "web.shop.svc.cluster.local:80"
-	var rs []*destinationv1.OutboundRoute
-	for i := range 10 {
-		rs = append(rs, mkRoute(fmt.Sprint("r", i), int64(i), outRule(&policyv1.HttpMatch{Path: httpmatchtest.Prefix(fmt.Sprintf("/r%d", i))},
-			outBackend("web-v1.shop.svc.cluster.local:80", 1))))
-	}
-	noMatch, err := proto.Marshal(&destinationv1.OutboundRoutes{Found: true, Routes: rs})
-	if err != nil {
-		b.Fatal(err)
-	}
+	rs, noMatch := benchRoutes(b)
 	split, err := proto.Marshal(&destinationv1.OutboundRoutes{Found: true, Routes: append(rs, mkRoute("split", 20,
 		outRule(&policyv1.HttpMatch{Path: httpmatchtest.Prefix("/")}, outBackend("web-v1.shop.svc.cluster.local:80", 10), outBackend("web-v2.shop.svc.cluster.local:80", 90))))})
 	if err != nil {
@@ -220,15 +212,7 @@ func BenchmarkHTTP1OutboundRoutes(b *testing.B) {
 // none matches). It must allocate nothing.
 func BenchmarkOutboundRouteStep(b *testing.B) {
 	const svc = "web.shop.svc.cluster.local:80"
-	var rs []*destinationv1.OutboundRoute
-	for i := range 10 {
-		rs = append(rs, mkRoute(fmt.Sprint("r", i), int64(i), outRule(&policyv1.HttpMatch{Path: httpmatchtest.Prefix(fmt.Sprintf("/r%d", i))},
-			outBackend("web-v1.shop.svc.cluster.local:80", 1))))
-	}
-	noMatch, err := proto.Marshal(&destinationv1.OutboundRoutes{Found: true, Routes: rs})
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, noMatch := benchRoutes(b)
 	fields := []Field{{Name: []byte("User-Agent"), Value: []byte("bench")}, {Name: []byte("Accept"), Value: []byte("*/*")}}
 	for _, bc := range []struct {
 		name string
@@ -252,6 +236,21 @@ func BenchmarkOutboundRouteStep(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchRoutes are 10 routes (prefixes /r0 to /r9 to web-v1), and their
+// OutboundRoutes message.
+func benchRoutes(b *testing.B) ([]*destinationv1.OutboundRoute, []byte) {
+	var rs []*destinationv1.OutboundRoute
+	for i := range 10 {
+		rs = append(rs, mkRoute(fmt.Sprint("r", i), int64(i), outRule(&policyv1.HttpMatch{Path: httpmatchtest.Prefix(fmt.Sprintf("/r%d", i))},
+			outBackend("web-v1.shop.svc.cluster.local:80", 1))))
+	}
+	msg, err := proto.Marshal(&destinationv1.OutboundRoutes{Found: true, Routes: rs})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return rs, msg
 }
 
 // staticWatcher hands each authority one OutboundRoutes message (an
