@@ -91,18 +91,3 @@ func (p Pod) OwnerNames(t string) []string {
 	}
 	return nil
 }
-
-// dstLabel is the outbound metrics label naming a destination of type t.
-func dstLabel(t string) string {
-	switch t {
-	case TypeNamespace:
-		return "dst_namespace"
-	case TypeDeployment:
-		return "dst_deployment"
-	case TypePod:
-		return "dst_pod"
-	case TypeService:
-		return "dst_service"
-	}
-	return ""
-}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -94,7 +93,7 @@ type rowAgg struct {
 	meshed, pods int  // running pods, and those of them running a proxy
 	exists       bool // some pod of the row exists (running or not)
 	succ, fail   float64
-	buckets      map[float64]float64
+	buckets      map[float64]float64 // cumulative, by bound
 	tcpOpen      float64
 	read, write  float64
 	span         time.Duration
@@ -114,69 +113,61 @@ const (
 // addAuthz adds a pod's inbound HTTP authorization decisions in the
 // window. The series carry no direction label (their name says inbound),
 // so they are counted apart from add's.
-func (a *rowAgg) addAuthz(sn *snapshot) {
-	for _, sr := range sn.series {
-		if sr.name == authzAllowMetric || sr.name == authzDenyMetric {
-			a.authz = true
-			break
-		}
+func (a *rowAgg) addAuthz(w *podWindow) {
+	if w.pd.authz {
+		a.authz = true
 	}
-	for k, v := range sn.sums {
-		switch sn.series[k].name {
-		case authzAllowMetric:
+	for i := range w.pd.groups {
+		g := &w.pd.groups[i]
+		if g.dir != dirAuthz {
+			continue
+		}
+		if v := w.sum(g.ctr[slotAllowed]); v > 0 {
 			a.allowed += v
-		case authzDenyMetric:
+			a.contributed = true
+		}
+		if v := w.sum(g.ctr[slotDenied]); v > 0 {
 			a.denied += v
-		default:
-			continue
-		}
-		a.contributed = true
-	}
-}
-
-func (a *rowAgg) add(sn *snapshot, pred func(map[string]string) bool) {
-	for k, v := range sn.sums {
-		sr := sn.series[k]
-		if !pred(sr.labels) {
-			continue
-		}
-		a.contributed = true
-		switch sr.name {
-		case "response_total":
-			if sr.labels["classification"] == "success" {
-				a.succ += v
-			} else {
-				a.fail += v
-			}
-		case "response_latency_ms_bucket":
-			le, err := parseLe(sr.labels["le"])
-			if err == nil {
-				if a.buckets == nil {
-					a.buckets = map[float64]float64{}
-				}
-				a.buckets[le] += v
-			}
-		case "tcp_read_bytes_total":
-			a.read += v
-		case "tcp_write_bytes_total":
-			a.write += v
-		}
-	}
-	for k, v := range sn.gauges {
-		sr := sn.series[k]
-		if sr != nil && sr.name == "tcp_open_connections" && pred(sr.labels) {
-			a.tcpOpen += v
 			a.contributed = true
 		}
 	}
-	a.span = max(a.span, sn.span)
 }
 
-func parseLe(s string) (float64, error) {
-	if s == "+Inf" {
-		return math.Inf(1), nil
+// add adds the pod's groups that pred selects.
+func (a *rowAgg) add(w *podWindow, pred func(*group) bool) {
+	for i := range w.pd.groups {
+		g := &w.pd.groups[i]
+		if !g.present || !pred(g) {
+			continue
+		}
+		// Any growth in the window makes the row worth showing, even of
+		// what the row does not show.
+		for _, c := range g.ctr {
+			if w.sum(c) > 0 {
+				a.contributed = true
+				break
+			}
+		}
+		a.succ += w.sum(g.ctr[slotSuccess])
+		a.fail += w.sum(g.ctr[slotFailure])
+		a.read += w.sum(g.ctr[slotRead])
+		a.write += w.sum(g.ctr[slotWritten])
+		cum := 0.0
+		for j, c := range g.bctr {
+			if cum += w.sum(c); cum > 0 {
+				if a.buckets == nil {
+					a.buckets = map[float64]float64{}
+				}
+				a.buckets[g.les[j]] += cum
+				a.contributed = true
+			}
+		}
+		if g.hasGauge {
+			a.tcpOpen += g.gauge
+			a.contributed = true
+		}
 	}
-	return strconv.ParseFloat(s, 64)
+	a.span = max(a.span, w.span)
 }
 
 // quantile estimates the q-quantile from cumulative buckets the way
@@ -213,19 +204,35 @@ func quantile(q float64, buckets map[float64]float64) float64 {
 	return prevLe
 }
 
-func inbound(l map[string]string) bool  { return l["direction"] == "inbound" }
-func outbound(l map[string]string) bool { return l["direction"] == "outbound" }
+func inbound(g *group) bool  { return g.dir == dirInbound }
+func outbound(g *group) bool { return g.dir == dirOutbound }
 
-// dstMatches reports whether an outbound series goes to r.
-func dstMatches(l map[string]string, r Ref) bool {
+// dst names the destination of type t of an outbound group: its
+// dst_namespace, dst_deployment, dst_pod or dst_service label.
+func (g *group) dst(t string) string {
+	switch t {
+	case TypeNamespace:
+		return g.dstNs
+	case TypeDeployment:
+		return g.dstDeploy
+	case TypePod:
+		return g.dstPod
+	case TypeService:
+		return g.dstSvc
+	}
+	return ""
+}
+
+// dstMatches reports whether an outbound group goes to r.
+func dstMatches(g *group, r Ref) bool {
 	switch r.Type {
 	case TypeNamespace:
-		return l["dst_namespace"] != "" && (r.Name == "" || l["dst_namespace"] == r.Name)
+		return g.dstNs != "" && (r.Name == "" || g.dstNs == r.Name)
 	case TypeAuthority:
-		return l["authority"] != "" && (r.Name == "" || l["authority"] == r.Name || strings.HasPrefix(l["authority"], r.Name+":"))
+		return g.authority != "" && (r.Name == "" || g.authority == r.Name || strings.HasPrefix(g.authority, r.Name+":"))
 	}
-	v := l[dstLabel(r.Type)]
-	return v != "" && l["dst_namespace"] == r.Namespace && (r.Name == "" || v == r.Name)
+	v := g.dst(r.Type)
+	return v != "" && g.dstNs == r.Namespace && (r.Name == "" || v == r.Name)
 }
 
 // Owns reports whether p belongs to r (any resource of r's type when r.Name
@@ -264,9 +271,7 @@ func (s *Store) Stat(now time.Time, q StatQuery) []StatResult {
 		}
 		return r
 	}
-	snaps := s.window(now, q.Window)
-	for i := range snaps {
-		sn := &snaps[i]
+	s.eachWindow(now, q.Window, func(sn *podWindow) {
 		p := sn.pod
 		for _, name := range p.OwnerNames(sel.Type) {
 			// A pod that is gone has no row of its own; its traffic in the
@@ -289,7 +294,7 @@ func (s *Store) Stat(now time.Time, q StatQuery) []StatResult {
 			case q.From != nil:
 			case q.To != nil:
 				to := *q.To
-				r.add(sn, func(l map[string]string) bool { return outbound(l) && dstMatches(l, to) })
+				r.add(sn, func(g *group) bool { return outbound(g) && dstMatches(g, to) })
 			default:
 				r.add(sn, inbound)
 				r.addAuthz(sn)
@@ -297,29 +302,27 @@ func (s *Store) Stat(now time.Time, q StatQuery) []StatResult {
 		}
 		if sel.Type == TypeAuthority && q.From == nil && q.To == nil {
 			byAuth := map[string]bool{}
-			for _, sr := range sn.series {
-				if a := sr.labels["authority"]; a != "" && inbound(sr.labels) && inScope(p.Namespace, a) {
+			for i := range sn.pd.groups {
+				g := &sn.pd.groups[i]
+				if a := g.authority; a != "" && g.present && inbound(g) && inScope(p.Namespace, a) {
 					byAuth[a] = true
 				}
 			}
 			for a := range byAuth {
-				row(p.Namespace, a).add(sn, func(l map[string]string) bool { return inbound(l) && l["authority"] == a })
+				row(p.Namespace, a).add(sn, func(g *group) bool { return inbound(g) && g.authority == a })
 			}
 		}
 		if q.From != nil && Owns(p, *q.From) {
 			// Traffic from this pod, grouped by where it went.
 			dests := map[[2]string]bool{}
-			for _, sr := range sn.series {
-				l := sr.labels
-				if !outbound(l) {
+			for i := range sn.pd.groups {
+				g := &sn.pd.groups[i]
+				if !g.present || !outbound(g) {
 					continue
 				}
-				ns, name := l["dst_namespace"], l[dstLabel(sel.Type)]
-				switch sel.Type {
-				case TypeAuthority:
-					name = l["authority"]
-				case TypeNamespace:
-					name = ns
+				ns, name := g.dstNs, g.dst(sel.Type)
+				if sel.Type == TypeAuthority {
+					name = g.authority
 				}
 				if name != "" && inScope(ns, name) {
 					dests[[2]string{ns, name}] = true
@@ -327,10 +330,10 @@ func (s *Store) Stat(now time.Time, q StatQuery) []StatResult {
 			}
 			for d := range dests {
 				dst := Ref{Namespace: d[0], Type: sel.Type, Name: d[1]}
-				row(d[0], d[1]).add(sn, func(l map[string]string) bool { return outbound(l) && dstMatches(l, dst) })
+				row(d[0], d[1]).add(sn, func(g *group) bool { return outbound(g) && dstMatches(g, dst) })
 			}
 		}
-	}
+	})
 	out := make([]StatResult, 0, len(rows))
 	for _, r := range rows {
 		if !r.exists && !r.contributed {
@@ -359,19 +362,14 @@ func (s *Store) Stat(now time.Time, q StatQuery) []StatResult {
 func (s *Store) Edges(now time.Time, t, ns, name string, w time.Duration) []EdgeResult {
 	type edgeKey struct{ srcNs, src, dstNs, dst string }
 	edges := map[edgeKey]*EdgeResult{}
-	for _, sn := range s.window(now, w) {
+	s.eachWindow(now, w, func(sn *podWindow) {
 		p := sn.pod
-		for k, v := range sn.sums {
-			sr := sn.series[k]
-			l := sr.labels
-			if v <= 0 || !outbound(l) || (sr.name != "response_total" && sr.name != "tcp_open_total") {
+		for i := range sn.pd.groups {
+			g := &sn.pd.groups[i]
+			if !outbound(g) || sn.sum(g.ctr[slotSuccess])+sn.sum(g.ctr[slotFailure])+sn.sum(g.ctr[slotOpened]) <= 0 {
 				continue
 			}
-			dstNs := l["dst_namespace"]
-			dst := l[dstLabel(t)]
-			if t == TypeNamespace {
-				dst = dstNs
-			}
+			dstNs, dst := g.dstNs, g.dst(t)
 			if dst == "" {
 				continue
 			}
@@ -388,22 +386,22 @@ func (s *Store) Edges(now time.Time, t, ns, name string, w time.Duration) []Edge
 					e = &EdgeResult{Src: Ref{p.Namespace, t, src}, Dst: Ref{dstNs, t, dst}, Secured: true, ClientID: p.Identity}
 					edges[ek] = e
 				}
-				if l["tls"] != "true" {
+				if g.tls != "true" {
 					e.Secured = false
-					e.NoTLSReason = "not mTLS (tls=" + l["tls"] + ")"
-					if l["tls"] == "" {
+					e.NoTLSReason = "not mTLS (tls=" + g.tls + ")"
+					if g.tls == "" {
 						e.NoTLSReason = "not mTLS"
 					}
 				}
-				if id := l["server_id"]; id != "" {
+				if id := g.serverID; id != "" {
 					e.ServerID = id
 				}
-				if id := l["client_id"]; id != "" && e.ClientID == "" {
+				if id := g.clientID; id != "" && e.ClientID == "" {
 					e.ClientID = id
 				}
 			}
 		}
-	}
+	})
 	out := make([]EdgeResult, 0, len(edges))
 	for _, e := range edges {
 		out = append(out, *e)

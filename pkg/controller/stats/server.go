@@ -1,11 +1,15 @@
 // Package stats answers `conduit stat` and `conduit edges` without
-// Prometheus: it scrapes every meshed proxy's /metrics on an interval, keeps
-// the counters' growth per scrape in a ring per pod (windows of 10 s to
-// 1 h), and aggregates per namespace, deployment, pod, service, authority
-// and edge on demand.
+// Prometheus: it scrapes every meshed proxy's /metrics on an interval,
+// reduces each page as it arrives to the numbers the queries read (per
+// group of series they cannot tell apart: request and response counts,
+// latency buckets, TCP counters; other families are skipped), keeps their
+// growth per pod as sparse points (every scrape's for 5 minutes, then one
+// per minute, up to the 1 h window), and aggregates per namespace,
+// deployment, pod, service, authority and edge on demand.
 package stats
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -57,7 +61,11 @@ func NewServer(cfg Config) *Server {
 		cfg.Interval = DefaultInterval
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: min(cfg.Interval, 5*time.Second)}
+		// Each proxy is scraped once a pass: an idle connection to each
+		// would cost more (two goroutines and buffers per proxy) than a
+		// new one per scrape.
+		cfg.Client = &http.Client{Timeout: min(cfg.Interval, 5*time.Second),
+			Transport: &http.Transport{DisableKeepAlives: true, MaxResponseHeaderBytes: 64 << 10}}
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -92,7 +100,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-// ScrapeOnce lists the pods and scrapes every meshed one, concurrently.
+// ScrapeOnce lists the pods and scrapes every meshed one, at most
+// scrapeParallelism at a time, each worker reducing the pages it reads
+// with its own reusable buffers.
 func (s *Server) ScrapeOnce(ctx context.Context) {
 	pods, err := s.cfg.Pods.Pods(ctx)
 	if err != nil {
@@ -100,47 +110,87 @@ func (s *Server) ScrapeOnce(ctx context.Context) {
 		return
 	}
 	s.store.SetPods(pods, s.cfg.Now())
-	sem := make(chan struct{}, scrapeParallelism)
-	var wg sync.WaitGroup
+	meshed := 0
 	for _, p := range pods {
-		if !p.Meshed() {
-			continue
+		if p.Meshed() {
+			meshed++
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			samples, err := s.scrape(ctx, p)
-			if err != nil {
-				s.cfg.Log.Debug("scraping proxy", "pod", podKey(p), "addr", p.AdminAddr, "err", err)
-				s.store.ScrapeFailed(p, err)
-				return
-			}
-			s.store.Ingest(p, s.cfg.Now(), samples)
-		}()
 	}
+	work := make(chan Pod)
+	var wg sync.WaitGroup
+	for range min(scrapeParallelism, meshed) {
+		wg.Go(func() {
+			sc := scrapers.Get().(*scraper)
+			defer scrapers.Put(sc)
+			for p := range work {
+				if err := s.scrape(ctx, p, sc); err != nil {
+					s.cfg.Log.Debug("scraping proxy", "pod", podKey(p), "addr", p.AdminAddr, "err", err)
+					s.store.ScrapeFailed(p, err)
+				}
+			}
+		})
+	}
+	for _, p := range pods {
+		if p.Meshed() {
+			work <- p
+		}
+	}
+	close(work)
 	wg.Wait()
 }
 
-func (s *Server) scrape(ctx context.Context, p Pod) ([]Sample, error) {
+// scraper is a worker's reusable buffers.
+type scraper struct {
+	br *bufio.Reader
+	lr limitedReader
+	pg page
+}
+
+var scrapers = sync.Pool{New: func() any { return &scraper{br: bufio.NewReaderSize(nil, 32<<10)} }}
+
+// errPageTooLarge: a page over maxMetricsBody is not read to its end.
+var errPageTooLarge = fmt.Errorf("the page is larger than %d MiB", maxMetricsBody>>20)
+
+// limitedReader reads at most n bytes, then fails.
+type limitedReader struct {
+	r io.Reader
+	n int64
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errPageTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+// scrape reads a proxy's /metrics, reducing it as it arrives, and records it.
+func (s *Server) scrape(ctx context.Context, p Pod, sc *scraper) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.AdminAddr+"/metrics", nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+		return fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
-	samples, err := ParseMetrics(io.LimitReader(resp.Body, maxMetricsBody))
-	if err != nil {
-		return nil, fmt.Errorf("parsing /metrics: %w", err)
+	sc.lr = limitedReader{r: resp.Body, n: maxMetricsBody}
+	sc.br.Reset(&sc.lr)
+	defer sc.br.Reset(nil)
+	if err := sc.pg.scan(sc.br); err != nil {
+		return fmt.Errorf("reading /metrics: %w", err)
 	}
-	return samples, nil
+	s.store.apply(p, s.cfg.Now(), &sc.pg)
+	return nil
 }
 
 func refFrom(r *statsv1.Resource, defaultNs string) (Ref, error) {
