@@ -59,6 +59,9 @@ func main() {
 	if err == nil && o.out != "" {
 		err = os.WriteFile(o.out, []byte(report(r)), 0o644)
 	}
+	if err == nil {
+		err = r.stats.checkErr // reported, and a failure
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cpbench:", err)
 		os.Exit(1)

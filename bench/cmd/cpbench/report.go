@@ -153,6 +153,10 @@ func report(r *results) string {
 	}
 	p("")
 	p("`stat po -n %s0` listed %d of %d pods meshed with a request rate (the check that the scrapes were aggregated).", statsNSPrefix, st.meshedWithRate, st.nsPods)
+	if st.checkErr != nil {
+		p("")
+		p("**The check failed** (in the last repetition of the query): some pods had no scrape in the last minute.")
+	}
 	p("")
 	p("See `notes.md` (\"The control plane at scale\") for what these figures mean for 10,000 pods.")
 	return b.String()

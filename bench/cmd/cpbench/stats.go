@@ -303,6 +303,8 @@ type statsResult struct {
 	// show a meshed pod with traffic: the check that the controller
 	// really scraped and aggregated the proxies.
 	meshedWithRate, nsPods int
+	// checkErr says the check failed; the report is still written.
+	checkErr error
 }
 
 // measureStats runs the scraped pods' side: wait until every proxy was
@@ -407,7 +409,7 @@ func measureStats(ctx context.Context, m *metricsFarm, c *controllerProc, addrs 
 		slices.Sort(res.queries[i].latencies)
 	}
 	if res.note == "" && (res.nsPods == 0 || res.meshedWithRate != res.nsPods) {
-		return res, errors.New("stat po -n " + statsNSPrefix + "0: " + strconv.Itoa(res.meshedWithRate) + " of " + strconv.Itoa(res.nsPods) + " pods meshed with a request rate; want all")
+		res.checkErr = errors.New("stat po -n " + statsNSPrefix + "0: " + strconv.Itoa(res.meshedWithRate) + " of " + strconv.Itoa(res.nsPods) + " pods meshed with a request rate; want all")
 	}
 	return res, nil
 }
