@@ -1,6 +1,8 @@
 // Package destination serves the Destination gRPC API on top of a discovery
 // backend: every Get stream subscribes to its authority and receives the
-// changes between the snapshots the backend publishes.
+// changes between the snapshots the backend publishes; every GetRoutes
+// stream gets its authority's whole route table from a RouteSource (package
+// routes) each time it changes.
 package destination
 
 import (
