@@ -3,9 +3,12 @@ package stats
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"runtime"
 	"slices"
@@ -432,5 +435,28 @@ func TestBenchPagesAnswer(t *testing.T) {
 			e.ClientID == "spiffe://cluster.local/ns/bench-stats-0/sa/stats"
 	}) {
 		t.Errorf("edges %+v", edges)
+	}
+}
+
+// BenchmarkScrapeHTTP scrapes a farm page over loopback HTTP as the
+// server does (a new connection each time), both ends in this process.
+func BenchmarkScrapeHTTP(b *testing.B) {
+	p := newBenchProxy(0)
+	p.tick()
+	body := p.page(b)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	defer hs.Close()
+	pod := Pod{Namespace: "bench-stats-0", Name: "stats-0", AdminAddr: strings.TrimPrefix(hs.URL, "http://"), Running: true}
+	now := time.Unix(0, 0)
+	srv := NewServer(Config{Pods: PodsFunc(func(context.Context) ([]Pod, error) { return []Pod{pod}, nil }), Now: func() time.Time { return now }})
+	srv.store.SetPods([]Pod{pod}, now)
+	sc := scrapers.Get().(*scraper)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		now = now.Add(10 * time.Second)
+		if err := srv.scrape(context.Background(), pod, sc); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

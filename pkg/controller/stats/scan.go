@@ -237,7 +237,7 @@ func parseLeBytes(s []byte) (float64, error) {
 	if string(s) == "+Inf" {
 		return math.Inf(1), nil
 	}
-	return strconv.ParseFloat(string(s), 64)
+	return parseValue(s) // the proxy's bounds are integers
 }
 
 // errNoFinalNewline: a page cut short is not read as if it were whole.

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -63,9 +64,11 @@ func NewServer(cfg Config) *Server {
 	if cfg.Client == nil {
 		// Each proxy is scraped once a pass: an idle connection to each
 		// would cost more (two goroutines and buffers per proxy) than a
-		// new one per scrape.
-		cfg.Client = &http.Client{Timeout: min(cfg.Interval, 5*time.Second),
-			Transport: &http.Transport{DisableKeepAlives: true, MaxResponseHeaderBytes: 64 << 10}}
+		// new one per scrape, which lives too briefly for TCP keep-alive.
+		timeout := min(cfg.Interval, 5*time.Second)
+		dialer := &net.Dialer{Timeout: timeout, KeepAlive: -1}
+		cfg.Client = &http.Client{Timeout: timeout,
+			Transport: &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true, MaxResponseHeaderBytes: 64 << 10}}
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
