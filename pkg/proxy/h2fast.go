@@ -89,6 +89,9 @@ type h2Stream struct {
 	// respRoute is the route of a request whose rule or backend modifies
 	// the response's header (nil otherwise).
 	respRoute *outRoute
+	// timeout is the timer of the route's request timeout, stopped by
+	// finish.
+	timeout   atomic.Pointer[time.Timer]
 	obs       Observation
 	grpc      bool
 	grpcTO    string // grpc-timeout
@@ -581,6 +584,9 @@ func (d *h2Down) headers(f *h2Headers) bool {
 			return true
 		}
 		if up.open(st, f.Fields, st.remoteEnd, &d.fl) {
+			if or.timeout > 0 {
+				st.startTimeout(or.timeout)
+			}
 			return true
 		}
 		if attempt > 0 {
@@ -972,6 +978,9 @@ func (st *h2Stream) finish(streamErr bool, err error) {
 	if !st.ended.CompareAndSwap(false, true) {
 		return
 	}
+	if t := st.timeout.Swap(nil); t != nil {
+		t.Stop()
+	}
 	d := st.down
 	// Written by either reader under the client connection's lock.
 	d.out.mu.Lock()
@@ -997,4 +1006,31 @@ func (st *h2Stream) finish(streamErr bool, err error) {
 		st.obs.Ended(EndInfo{Status: status, GRPCStatus: grpcStatus, Latency: latency,
 			Duration: time.Since(st.start), ResponseBytes: written, Err: err, ProxyError: proxyErr})
 	}
+}
+
+// startTimeout ends the stream (timedOut) unless it has finished within d.
+func (st *h2Stream) startTimeout(d time.Duration) {
+	t := time.AfterFunc(d, st.timedOut)
+	st.timeout.Store(t)
+	if st.ended.Load() {
+		// Finished before the timer was stored: finish did not see it.
+		if t := st.timeout.Swap(nil); t != nil {
+			t.Stop()
+		}
+	}
+}
+
+// timedOut ends a stream its route's request timeout has cut short: it is
+// reset upstream; the client gets 504 (gRPC DEADLINE_EXCEEDED) when no
+// response began, else a reset.
+func (st *h2Stream) timedOut() {
+	if st.ended.Load() {
+		return
+	}
+	var fl h2Flusher
+	st.up.cancel(st, http2.ErrCodeCancel, &fl)
+	if st.failToClient(errRequestTimeout, http2.ErrCodeCancel, errTimedOut, &fl) {
+		st.down.s.p.metrics.Error(st.down.s.dir, errRequestTimeout.reason)
+	}
+	fl.flush()
 }

@@ -432,27 +432,35 @@ var errUpstreamClosed = errors.New("upstream connection closed")
 // failStream ends st toward its client after an upstream failure: the
 // proxy's 502 when no response started, else a reset.
 func (up *h2Up) failStream(st *h2Stream, err error) {
+	st.failToClient(proxyError{http.StatusBadGateway, "upstream_error", "upstream failed"}, http2.ErrCodeInternal, err, &up.fl)
+}
+
+// failToClient ends st toward its client: the proxy's answer e when no
+// response started, else a reset with code (its connection marked on fl).
+// It reports whether it reset a begun response.
+func (st *h2Stream) failToClient(e proxyError, code http2.ErrCode, err error, fl *h2Flusher) (reset bool) {
 	d := st.down
 	d.out.mu.Lock()
 	started, done := st.respStarted, st.respDone
 	if started && !done {
 		st.respDone = true
-		d.out.rstLocked(st.id, http2.ErrCodeInternal)
-		up.fl.mark(d.out)
+		d.out.rstLocked(st.id, code)
+		fl.mark(d.out)
 	}
 	d.out.mu.Unlock()
 	if done {
-		return
+		return false
 	}
 	if !started {
 		d.out.mu.Lock()
 		st.upErr = err
 		d.out.mu.Unlock()
-		d.answer(st, proxyError{http.StatusBadGateway, "upstream_error", "upstream failed"}, true)
-		return
+		d.answer(st, e, true)
+		return false
 	}
 	st.finish(true, err)
 	st.mark(sRespOut)
+	return true
 }
 
 func (up *h2Up) frame(f http2.Frame) bool {

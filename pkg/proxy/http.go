@@ -115,6 +115,10 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var streamErr error
 		if !completed {
 			streamErr = errStreamAborted
+			if errors.Is(context.Cause(r.Context()), errTimedOut) {
+				// The route's timeout cut the response short.
+				p.metrics.Error(h.dir, errRequestTimeout.reason)
+			}
 		}
 		status, grpcStatus := rw.status, ""
 		if rw.grpc {
@@ -153,6 +157,11 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		completed = true
 		return
 	}
+	if or.timeout > 0 {
+		ctx, cancel := context.WithTimeoutCause(r.Context(), or.timeout, errTimedOut)
+		defer cancel()
+		r = r.WithContext(ctx)
+	}
 	up := p.ups.get(h.dir, rt.ep, rt.dst, r.ProtoMajor == 2)
 	if r.Body != nil && r.Body != http.NoBody {
 		if r.ProtoMajor == 2 {
@@ -169,6 +178,9 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 var errStreamAborted = errors.New("stream aborted")
+
+// errTimedOut is the cause of a request context its route's timeout ended.
+var errTimedOut = errors.New("request timeout")
 
 // namesFramingField reports whether Connection options name a field that
 // frames or routes the message (see framingFields).
@@ -326,6 +338,10 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, dir string
 		// net/http cancelled the request when its body failed to read,
 		// but the client is there and has the connection closed on it.
 		p.writeError(rw, dir, errBadBody, nil)
+		return
+	}
+	if errors.Is(context.Cause(r.Context()), errTimedOut) {
+		p.writeError(rw, dir, errRequestTimeout, nil)
 		return
 	}
 	if r.Context().Err() != nil {

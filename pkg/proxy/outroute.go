@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/conduitmesh/conduit/pkg/proxy/httpmatch"
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
@@ -33,6 +34,24 @@ type outRoute struct {
 	// redirect, when set, is answered with location; nothing is forwarded.
 	redirect *routes.Redirect
 	location string
+	// timeout bounds the exchange (the rule's policy, else the Service's;
+	// 0: none): past it the request is answered 504 (gRPC
+	// DEADLINE_EXCEEDED) or, its response begun, reset.
+	timeout time.Duration
+}
+
+// errRequestTimeout answers a request its route's timeout cut short.
+var errRequestTimeout = proxyError{http.StatusGatewayTimeout, "request_timeout", "request timeout"}
+
+// policyTimeout is what bounds a request under pol: its request timeout
+// or, shorter, its backend request timeout (the only attempt, as retries
+// are not wired yet).
+func policyTimeout(pol routes.Policy) time.Duration {
+	d := pol.RequestTimeout
+	if b := pol.BackendRequestTimeout; b > 0 && (d == 0 || b < d) {
+		d = b
+	}
+	return d
 }
 
 // routeRequest routes req (which arrived with scheme and authority) by t.
@@ -40,9 +59,9 @@ type outRoute struct {
 func routeRequest(t *routes.Table, req *httpmatch.Request, scheme, authority string) (or outRoute, perr *proxyError) {
 	rule, m := t.Route(req)
 	if rule == nil {
-		return outRoute{}, nil
+		return outRoute{timeout: policyTimeout(t.ServicePolicy())}, nil
 	}
-	or.rule = rule
+	or.rule, or.timeout = rule, policyTimeout(rule.Policy)
 	if rd := rule.Redirect(); rd != nil {
 		or.redirect, or.location = rd, rd.Location(req, m, scheme, authority)
 		return or, nil

@@ -39,6 +39,7 @@ const (
 	grpcV1    = "grpc-v1.shop.svc.cluster.local:80"
 	grpcV2    = "grpc-v2.shop.svc.cluster.local:80"
 	testSvcGo = "/grpc.testing.TestService/"
+	timedSvc  = "timed.shop.svc.cluster.local:80" // no routes, a Service timeout
 )
 
 func mkRoute(name string, created int64, rules ...*destinationv1.OutboundRule) *destinationv1.OutboundRoute {
@@ -84,6 +85,8 @@ func testRoutes(t testing.TB) fakeRoutes {
 	redirect := outRule(prefix("/old"))
 	redirect.Filters = []*destinationv1.Filter{{Kind: &destinationv1.Filter_RequestRedirect{RequestRedirect: &destinationv1.Redirect{
 		Hostname: "example.com", StatusCode: 301}}}}
+	timed := outRule(prefix("/t/"), outBackend(booksV1, 1))
+	timed.Policy = &destinationv1.RoutePolicy{RequestTimeoutMs: 200}
 	books := &destinationv1.OutboundRoutes{Found: true, Routes: []*destinationv1.OutboundRoute{
 		mkRoute("books-split", 100, outRule(prefix("/split"), outBackend(booksV1, 10), outBackend(booksV2, 90))),
 		mkRoute("books-paths", 200,
@@ -93,21 +96,41 @@ func testRoutes(t testing.TB) fakeRoutes {
 		mkRoute("books-invalid", 400, outRule(prefix("/invalid"),
 			&destinationv1.Backend{Authority: "gone.shop.svc.cluster.local:80", Weight: 1, Invalid: "Service gone not found"})),
 		mkRoute("books-hdr", 500, hdrRule),
+		mkRoute("books-timeout", 600, timed),
 	}}
 	grpcHdr := outRule(&policyv1.HttpMatch{Path: httpmatchtest.Prefix(testSvcGo), Headers: []*policyv1.HeaderMatch{httpmatchtest.Header("x-test", "hdr")}},
 		outBackend(grpcV1, 1))
 	grpcHdr.Filters = []*destinationv1.Filter{setHeader(true, "x-route", "grpc-rule")}
+	grpcTimed := outRule(&policyv1.HttpMatch{Path: httpmatchtest.Prefix(testSvcGo), Headers: []*policyv1.HeaderMatch{httpmatchtest.Header("x-test", "timed")}},
+		outBackend(grpcV1, 1))
+	grpcTimed.Policy = &destinationv1.RoutePolicy{RequestTimeoutMs: 200}
 	grpcRoutes := &destinationv1.OutboundRoutes{Found: true, Routes: []*destinationv1.OutboundRoute{
-		mkRoute("grpc-split", 100, outRule(prefix(testSvcGo), outBackend(grpcV1, 10), outBackend(grpcV2, 90)), grpcHdr,
+		mkRoute("grpc-split", 100, outRule(prefix(testSvcGo), outBackend(grpcV1, 10), outBackend(grpcV2, 90)), grpcHdr, grpcTimed,
 			outRule(&policyv1.HttpMatch{Path: httpmatchtest.Exact(testSvcGo + "EmptyCall")},
 				&destinationv1.Backend{Authority: "gone.shop.svc.cluster.local:80", Weight: 1, Invalid: "Service gone not found"})),
 	}}
-	return fakeRoutes{booksSvc: decodeRoutes(t, booksSvc, books), grpcSvc: decodeRoutes(t, grpcSvc, grpcRoutes)}
+	// A Service without routes whose own policy has a timeout.
+	slowSvc := &destinationv1.OutboundRoutes{Found: true, ServicePolicy: &destinationv1.RoutePolicy{RequestTimeoutMs: 200}}
+	return fakeRoutes{booksSvc: decodeRoutes(t, booksSvc, books), grpcSvc: decodeRoutes(t, grpcSvc, grpcRoutes),
+		timedSvc: decodeRoutes(t, timedSvc, slowSvc)}
 }
 
 // echoBackend answers "name path x-route x-backend".
 func echoBackend(t testing.TB, name string) string {
 	return startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/partial") {
+			io.WriteString(w, "part")
+			http.NewResponseController(w).Flush()
+			<-r.Context().Done()
+			return
+		}
+		if strings.HasSuffix(r.URL.Path, "/slow") {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
+		}
 		io.WriteString(w, name+" "+r.URL.Path+" host="+r.Host+" x-route="+r.Header.Get("X-Route")+" x-backend="+r.Header.Get("X-Backend"))
 	}))
 }
@@ -122,7 +145,7 @@ type routedProxy struct {
 func startRoutedProxy(t *testing.T, cfg Config) routedProxy {
 	rp := routedProxy{v1: echoBackend(t, "v1"), v2: echoBackend(t, "v2"), def: echoBackend(t, "books"), plainEnd: echoBackend(t, "plain")}
 	cfg.Resolver = &fakeResolver{eps: map[string][]resolve.Endpoint{
-		booksSvc: {{Addr: rp.def}}, booksV1: {{Addr: rp.v1}}, booksV2: {{Addr: rp.v2}}, plainSvc: {{Addr: rp.plainEnd}},
+		booksSvc: {{Addr: rp.def}}, booksV1: {{Addr: rp.v1}}, booksV2: {{Addr: rp.v2}}, plainSvc: {{Addr: rp.plainEnd}}, timedSvc: {{Addr: rp.plainEnd}},
 	}}
 	cfg.Routes = testRoutes(t)
 	rp.p = startProxy(t, cfg)
@@ -255,6 +278,35 @@ func TestOutboundRouteRules(t *testing.T) {
 				t.Errorf("after a modified request: %q", body)
 			}
 
+			// A request timeout: 504 after 200 ms, counted; within it,
+			// answered. Then the Service's own timeout (no routes).
+			start := time.Now()
+			resp, body = do(t, c, rp.p, host, "/t/slow")
+			if resp.StatusCode != 504 || resp.Header.Get(ErrorHeader) != "request timeout" || time.Since(start) > 3*time.Second {
+				t.Errorf("timeout: %d %q after %v", resp.StatusCode, body, time.Since(start))
+			}
+			if resp, body := do(t, c, rp.p, host, "/t/ok"); resp.StatusCode != 200 || !strings.HasPrefix(body, "v1 /t/ok") {
+				t.Errorf("within the timeout: %d %q", resp.StatusCode, body)
+			}
+			if resp, body := do(t, c, rp.p, "timed.shop.svc.cluster.local", "/slow"); resp.StatusCode != 504 {
+				t.Errorf("Service timeout: %d %q", resp.StatusCode, body)
+			}
+			// Past the timeout with the response begun: the stream is cut.
+			req, _ := http.NewRequest("GET", "http://"+rp.p.OutboundAddr()+"/t/partial", nil)
+			req.Host = host
+			if resp, err := c.Do(req); err != nil {
+				t.Errorf("partial: %v", err)
+			} else {
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || err == nil {
+					t.Errorf("partial: %d %q %v, want the body cut", resp.StatusCode, b, err)
+				}
+			}
+			wantMetric(t, rp.p, 1, "response_total", `route_name="books-timeout"`, `status_code="200"`, `classification="failure"`)
+			wantMetric(t, rp.p, 3, "conduit_proxy_errors_total", `error="request_timeout"`)
+			wantMetric(t, rp.p, 1, "response_total", `route_name="books-timeout"`, `status_code="504"`)
+
 			// (g) No table: as without routes.
 			if resp, body := do(t, c, rp.p, "plain.shop.svc.cluster.local", "/split/x"); resp.StatusCode != 200 || !strings.HasPrefix(body, "plain /split/x") {
 				t.Errorf("no routes: %d %q", resp.StatusCode, body)
@@ -303,7 +355,8 @@ func testOutboundRouteGRPC(t *testing.T, cfg Config) {
 	var mu sync.Mutex
 	seen := map[string]int{}
 	var lastRoute string
-	v1, v2 := startGRPCServer(t, "v1", &mu, seen, &lastRoute), startGRPCServer(t, "v2", &mu, seen, &lastRoute)
+	svc := &grpcService{}
+	v1, v2 := startGRPCServer(t, "v1", &mu, seen, &lastRoute, svc), startGRPCServer(t, "v2", &mu, seen, &lastRoute, &grpcService{})
 	cfg.Resolver = &fakeResolver{eps: map[string][]resolve.Endpoint{grpcV1: {{Addr: v1}}, grpcV2: {{Addr: v2}}}}
 	cfg.Routes = testRoutes(t)
 	p := startProxy(t, cfg)
@@ -328,6 +381,25 @@ func testOutboundRouteGRPC(t *testing.T, cfg Config) {
 	t.Logf("%d calls: %v (v1 %.2f %%)", n, seen, share)
 	mu.Unlock()
 
+	// The timed rule: DEADLINE_EXCEEDED after 200 ms, the call cancelled
+	// upstream.
+	start := time.Now()
+	sctx := metadata.AppendToOutgoingContext(ctx, "x-test", "timed", "sleep", "1")
+	if _, err := client.UnaryCall(sctx, &testpb.SimpleRequest{}); status.Code(err) != codes.DeadlineExceeded || time.Since(start) > 3*time.Second {
+		t.Errorf("timeout: %v after %v, want DEADLINE_EXCEEDED after 200 ms", err, time.Since(start))
+	}
+	waitFor(t, "the backend to see the cancel", func() bool {
+		svc.mu.Lock()
+		defer svc.mu.Unlock()
+		return svc.canceled == 1
+	})
+	wantMetric(t, p, 1, "conduit_proxy_errors_total", `error="request_timeout"`)
+	wantMetric(t, p, 1, "response_total", `route_name="grpc-split"`, `grpc_status="4"`, `classification="failure"`)
+	// Within the timeout: answered.
+	if _, err := client.UnaryCall(metadata.AppendToOutgoingContext(ctx, "x-test", "timed"), &testpb.SimpleRequest{}); err != nil {
+		t.Errorf("within the timeout: %v", err)
+	}
+
 	// The header rule: its modifier reaches v1.
 	if _, err := client.UnaryCall(metadata.AppendToOutgoingContext(ctx, "x-test", "hdr"), &testpb.SimpleRequest{}); err != nil {
 		t.Fatal(err)
@@ -347,14 +419,14 @@ func testOutboundRouteGRPC(t *testing.T, cfg Config) {
 	if got := hdr.Get(ErrorHeader); len(got) != 1 || !strings.Contains(got[0], "Service gone not found") {
 		t.Errorf("invalid backend: %s = %q", ErrorHeader, got)
 	}
-	wantMetric(t, p, float64(n+1), "response_total", `authority="grpc.shop.svc.cluster.local:80"`, `route_kind="httproute"`,
+	wantMetric(t, p, float64(n+2), "response_total", `authority="grpc.shop.svc.cluster.local:80"`, `route_kind="httproute"`,
 		`route_name="grpc-split"`, `grpc_status="0"`)
 	wantMetric(t, p, 1, "response_total", `route_name="grpc-split"`, `grpc_status="13"`, `classification="failure"`)
 }
 
 // startGRPCServer serves the interop TestService, counting the calls it
 // gets as name and noting the x-route metadata it saw.
-func startGRPCServer(t *testing.T, name string, mu *sync.Mutex, seen map[string]int, lastRoute *string) string {
+func startGRPCServer(t *testing.T, name string, mu *sync.Mutex, seen map[string]int, lastRoute *string, svc *grpcService) string {
 	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		md, _ := metadata.FromIncomingContext(ctx)
 		mu.Lock()
@@ -365,7 +437,7 @@ func startGRPCServer(t *testing.T, name string, mu *sync.Mutex, seen map[string]
 		mu.Unlock()
 		return h(ctx, req)
 	}))
-	testpb.RegisterTestServiceServer(srv, &grpcService{})
+	testpb.RegisterTestServiceServer(srv, svc)
 	return serveGRPC(t, srv)
 }
 

@@ -102,10 +102,13 @@ type Config struct {
 	// authority. A request whose rule matches is sent to its backend's
 	// authority (resolved and balanced; its own Host or :authority is kept),
 	// answered with the rule's redirect, or answered 500 (gRPC INTERNAL)
-	// when the backend is invalid. Header modifiers apply on net/http's path
-	// and the HTTP/2 fast path; the HTTP/1.1 fast path hands a request
-	// whose rule or backend modifies headers (and its connection) to
-	// net/http's path.
+	// when the backend is invalid. The rule's (else the Service's) request
+	// timeout, or its shorter backend request timeout, answers 504 (gRPC
+	// DEADLINE_EXCEEDED) or cuts a begun response, counted as
+	// request_timeout. Header modifiers and timeouts apply on net/http's
+	// path and the HTTP/2 fast path; the HTTP/1.1 fast path hands a request
+	// whose rule or backend modifies headers, or that has a timeout (and
+	// its connection), to net/http's path.
 	Routes RouteSource
 	// MemoryLimit, when positive, is the Go runtime's soft memory limit with
 	// no connections open; the proxy raises it by MemoryPerConnection for
