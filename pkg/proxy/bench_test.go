@@ -229,7 +229,7 @@ func BenchmarkOutboundRouteStep(b *testing.B) {
 			for b.Loop() {
 				if t := p.routeTable(ctx, Outbound, svc); t != nil {
 					req := httpmatch.FieldsRequest(method, target, fields)
-					if or, perr := routeRequest(t, &req, "http", svc); or.rule != nil || perr != nil {
+					if or, perr := p.routeRequest(t, &req, "http", svc); or.rule != nil || perr != nil {
 						b.Fatal("routed")
 					}
 				}

@@ -192,7 +192,7 @@ func (fc *fastConn) serveOne() bool {
 	var perr *proxyError
 	if t := p.routeTable(context.Background(), dir, authority); t != nil {
 		req := httpmatch.FieldsRequest(fc.req.method, fc.req.target, fc.fieldsOf(fc.req.headers))
-		or, perr = routeRequest(t, &req, "http", authority)
+		or, perr = p.routeRequest(t, &req, "http", authority)
 		if perr == nil && (or.modifiesRequest() || or.modifiesResponse() || or.redirect == nil && or.timeout > 0) {
 			// Header modifiers and timeouts are applied on net/http's
 			// path: nothing of the request was forwarded, answered or
@@ -231,9 +231,7 @@ func (fc *fastConn) serveOne() bool {
 	}
 	defer func() {
 		series.Response(status, "", metrics.Classify(status, "", streamErr), latency)
-		if rt.done != nil {
-			rt.done(latency, status == 0 || status >= 500)
-		}
+		rt.finished(latency, status == 0 || status >= 500, status, "")
 		if obs != nil {
 			err := upErr
 			if streamErr {

@@ -522,7 +522,7 @@ func (d *h2Down) headers(f *h2Headers) bool {
 	if perr == nil {
 		if t := p.routeTable(context.Background(), dir, authority); t != nil {
 			req := httpmatch.FieldsRequest(stringBytes(method), stringBytes(path), d.fieldsOf(f.Fields))
-			or, perr = routeRequest(t, &req, scheme, authority)
+			or, perr = p.routeRequest(t, &req, scheme, authority)
 		}
 	}
 	routed := perr == nil && or.redirect == nil
@@ -992,9 +992,7 @@ func (st *h2Stream) finish(streamErr bool, err error) {
 	}
 	if st.series != nil {
 		st.series.Response(status, grpcStatus, metrics.Classify(status, grpcStatus, streamErr), latency)
-		if st.rt.done != nil {
-			st.rt.done(latency, status == 0 || status >= 500 && proxyErr != "")
-		}
+		st.rt.finished(latency, status == 0 || status >= 500 && proxyErr != "", status, grpcStatus)
 		if st.admitted {
 			d.s.requests.release()
 		}

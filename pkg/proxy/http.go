@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/conduitmesh/conduit/pkg/proxy/authz"
+	"github.com/conduitmesh/conduit/pkg/proxy/balance"
 	"github.com/conduitmesh/conduit/pkg/proxy/httpmatch"
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
@@ -36,6 +37,7 @@ var (
 	errNoTarget         = proxyError{http.StatusBadGateway, "no_target", "no inbound target and no original destination"}
 	errResolve          = proxyError{http.StatusServiceUnavailable, "resolve", "discovery failed"}
 	errMissingHost      = proxyError{http.StatusBadRequest, "missing_authority", "request has no Host or :authority"}
+	errAllUnavailable   = proxyError{http.StatusServiceUnavailable, "failure_accrual", "every endpoint is in failure accrual penalty"}
 )
 
 // httpHandler forwards the requests of one side.
@@ -46,9 +48,25 @@ type httpHandler struct {
 
 // route is where a request goes.
 type route struct {
-	ep   resolve.Endpoint
-	dst  string // rendered dst_* labels
-	done func(time.Duration, bool)
+	ep  resolve.Endpoint
+	dst string // rendered dst_* labels
+	// att is the balancer's attempt when picked is set; accrual says that
+	// its Service has failure accrual.
+	att             balance.Attempt
+	picked, accrual bool
+}
+
+// finished reports the attempt's outcome to the balancer: failed is a
+// failure of the exchange itself; with failure accrual any 5xx response
+// and any gRPC status but OK count too (as Linkerd's classification).
+func (rt *route) finished(latency time.Duration, failed bool, status int, grpcStatus string) {
+	if !rt.picked {
+		return
+	}
+	if rt.accrual {
+		failed = failed || status >= 500 || grpcStatus != "" && grpcStatus != "0"
+	}
+	rt.att.Done(latency, failed)
 }
 
 func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -73,7 +91,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			scheme = "https"
 		}
 		req := httpmatch.HTTPRequest(r)
-		or, perr = routeRequest(t, &req, scheme, authority)
+		or, perr = p.routeRequest(t, &req, scheme, authority)
 		if perr == nil && or.redirect == nil && or.modifiesRequest() {
 			or.modifyRequest(routes.HTTPHeader(r.Header))
 		}
@@ -126,9 +144,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		latency := rw.latency()
 		series.Response(status, grpcStatus, metrics.Classify(status, grpcStatus, streamErr != nil || rw.failed), latency)
-		if rt.done != nil {
-			rt.done(latency, status == 0 || status >= 500 && rw.proxyErr != "")
-		}
+		rt.finished(latency, status == 0 || status >= 500 && rw.proxyErr != "", status, grpcStatus)
 		if rw.obs != nil {
 			if streamErr == nil && rw.upErr != nil {
 				streamErr = rw.upErr
@@ -252,8 +268,15 @@ func (h *httpHandler) route(ctx context.Context, info *connInfo, authority strin
 	case len(eps) == 0:
 		return route{}, &errNoEndpoints
 	}
-	ep, done := p.bal.Pick(eps)
-	return route{ep: ep, dst: metrics.DstLabels(ep.Labels), done: done}, nil
+	var acc *balance.Accrual
+	if or != nil && or.target(authority) == authority {
+		acc = or.acc // the Service's own endpoints
+	}
+	ep, att, err := p.bal.PickWith(eps, acc)
+	if err != nil {
+		return route{}, &errAllUnavailable
+	}
+	return route{ep: ep, dst: metrics.DstLabels(ep.Labels), att: att, picked: true, accrual: acc != nil}, nil
 }
 
 // writeError answers with a proxy-made error and counts it.

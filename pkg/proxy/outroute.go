@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/conduitmesh/conduit/pkg/proxy/balance"
 	"github.com/conduitmesh/conduit/pkg/proxy/httpmatch"
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
 	routes "github.com/conduitmesh/conduit/pkg/proxy/route"
@@ -38,6 +39,43 @@ type outRoute struct {
 	// 0: none): past it the request is answered 504 (gRPC
 	// DEADLINE_EXCEEDED) or, its response begun, reset.
 	timeout time.Duration
+	// acc is the Service's failure accrual (nil: none), applied when its
+	// own endpoints are picked (not a split's other Services').
+	acc *balance.Accrual
+}
+
+// accruals caches each authority's failure accrual, one *balance.Accrual
+// per table (PickWith wants the same one for the same endpoints).
+type accrualEntry struct {
+	t   *routes.Table
+	acc *balance.Accrual
+}
+
+// accrualOf is the failure accrual of authority's table t, or nil.
+func (p *Proxy) accrualOf(authority string, t *routes.Table) *balance.Accrual {
+	fa, ok := t.FailureAccrual()
+	if !ok {
+		return nil
+	}
+	p.accrualMu.RLock()
+	e := p.accruals[authority]
+	p.accrualMu.RUnlock()
+	if e != nil && e.t == t {
+		return e.acc
+	}
+	e = &accrualEntry{t: t, acc: &balance.Accrual{MaxFailures: int(fa.ConsecutiveMaxFailures), MinPenalty: fa.MinPenalty,
+		MaxPenalty: fa.MaxPenalty, JitterRatio: fa.JitterRatio}}
+	if err := e.acc.Validate(); err != nil {
+		p.log.Warn("ignoring the failure accrual of an outbound Service", "authority", authority, "err", err)
+		e.acc = nil
+	}
+	p.accrualMu.Lock()
+	if p.accruals == nil {
+		p.accruals = map[string]*accrualEntry{}
+	}
+	p.accruals[authority] = e
+	p.accrualMu.Unlock()
+	return e.acc
 }
 
 // errRequestTimeout answers a request its route's timeout cut short.
@@ -56,12 +94,12 @@ func policyTimeout(pol routes.Policy) time.Duration {
 
 // routeRequest routes req (which arrived with scheme and authority) by t.
 // perr is the answer for a rule whose backend is invalid.
-func routeRequest(t *routes.Table, req *httpmatch.Request, scheme, authority string) (or outRoute, perr *proxyError) {
+func (p *Proxy) routeRequest(t *routes.Table, req *httpmatch.Request, scheme, authority string) (or outRoute, perr *proxyError) {
 	rule, m := t.Route(req)
 	if rule == nil {
-		return outRoute{timeout: policyTimeout(t.ServicePolicy())}, nil
+		return outRoute{timeout: policyTimeout(t.ServicePolicy()), acc: p.accrualOf(authority, t)}, nil
 	}
-	or.rule, or.timeout = rule, policyTimeout(rule.Policy)
+	or.rule, or.timeout, or.acc = rule, policyTimeout(rule.Policy), p.accrualOf(authority, t)
 	if rd := rule.Redirect(); rd != nil {
 		or.redirect, or.location = rd, rd.Location(req, m, scheme, authority)
 		return or, nil

@@ -219,19 +219,22 @@ func TestOutboundRouteSplit(t *testing.T) {
 	}
 }
 
+// httpPaths are the proxy's HTTP request paths and a client for each.
+var httpPaths = []struct {
+	name   string
+	cfg    Config
+	client func(testing.TB) *http.Client
+}{
+	{"h1-fast", Config{}, newClient},
+	{"net-http", Config{DisableFastPath: true}, newClient},
+	{"h2-fast", Config{}, newH2CClient},
+	{"net-http-h2", Config{DisableFastPath: true}, newH2CClient},
+}
+
 // TestOutboundRouteRules: precedence, redirects, invalid backends, header
 // modifiers, labels and requests without routes, on each HTTP path.
 func TestOutboundRouteRules(t *testing.T) {
-	for _, path := range []struct {
-		name   string
-		cfg    Config
-		client func(testing.TB) *http.Client
-	}{
-		{"h1-fast", Config{}, newClient},
-		{"net-http", Config{DisableFastPath: true}, newClient},
-		{"h2-fast", Config{}, newH2CClient},
-		{"net-http-h2", Config{DisableFastPath: true}, newH2CClient},
-	} {
+	for _, path := range httpPaths {
 		t.Run(path.name, func(t *testing.T) {
 			obs := &routeObserver{}
 			path.cfg.Observer = obs
@@ -454,4 +457,67 @@ func (o *routeObserver) RequestStarted(req *Request) Observation {
 	o.seen = append(o.seen, req.Path+" "+req.RouteKind+"/"+req.RouteName+" "+req.Destination.String())
 	o.mu.Unlock()
 	return nil
+}
+
+// TestOutboundFailureAccrual: a Service's consecutive failure accrual takes
+// an endpoint that answers 5xx out of the balancer, on each HTTP path, and
+// fails fast (503) when every endpoint is out.
+func TestOutboundFailureAccrual(t *testing.T) {
+	const flakySvc, deadSvc = "flaky.shop.svc.cluster.local:80", "dead.shop.svc.cluster.local:80"
+	accrual := &destinationv1.FailureAccrual{ConsecutiveMaxFailures: 2, MinPenaltyMs: 60000, MaxPenaltyMs: 60000}
+	for _, path := range httpPaths {
+		t.Run(path.name, func(t *testing.T) {
+			var mu sync.Mutex
+			hits := map[string]int{}
+			backend := func(name string, status int) string {
+				return startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					mu.Lock()
+					hits[name]++
+					mu.Unlock()
+					w.WriteHeader(status)
+				}))
+			}
+			bad, good, dead, noAccrual := backend("bad", 500), backend("good", 200), backend("dead", 500), backend("no-accrual", 500)
+			cfg := path.cfg
+			cfg.Resolver = &fakeResolver{eps: map[string][]resolve.Endpoint{
+				flakySvc: {{Addr: bad}, {Addr: good}}, deadSvc: {{Addr: dead}}, plainSvc: {{Addr: noAccrual}},
+			}}
+			cfg.Routes = fakeRoutes{
+				flakySvc: decodeRoutes(t, flakySvc, &destinationv1.OutboundRoutes{Found: true, FailureAccrual: accrual}),
+				deadSvc:  decodeRoutes(t, deadSvc, &destinationv1.OutboundRoutes{Found: true, FailureAccrual: accrual}),
+			}
+			p := startProxy(t, cfg)
+			c := path.client(t)
+			send := func(host string, n int) map[int]int {
+				statuses := map[int]int{}
+				for range n {
+					resp, _ := do(t, c, p, host, "/")
+					statuses[resp.StatusCode]++
+					if resp.StatusCode == 503 && resp.Header.Get(ErrorHeader) != errAllUnavailable.msg {
+						t.Errorf("503 %s=%q", ErrorHeader, resp.Header.Get(ErrorHeader))
+					}
+				}
+				return statuses
+			}
+			// One endpoint, always 500: out after 2 failures, then every
+			// request fails fast.
+			if got := send("dead.shop.svc.cluster.local", 6); got[500] != 2 || got[503] != 4 {
+				t.Errorf("dead: %v, want 2 × 500 then 4 fail-fast 503s", got)
+			}
+			// Without failure accrual: as before.
+			if got := send("plain.shop.svc.cluster.local", 6); got[500] != 6 {
+				t.Errorf("no accrual: %v, want 6 × 500", got)
+			}
+			// A bad and a good endpoint: the bad one gets at most 2.
+			if got := send("flaky.shop.svc.cluster.local", 40); got[200] < 38 || got[503] != 0 {
+				t.Errorf("flaky: %v", got)
+			}
+			mu.Lock()
+			if hits["dead"] != 2 || hits["bad"] > 2 || hits["no-accrual"] != 6 {
+				t.Errorf("backend hits %v", hits)
+			}
+			mu.Unlock()
+			wantMetric(t, p, 4, "conduit_proxy_errors_total", `error="failure_accrual"`)
+		})
+	}
 }

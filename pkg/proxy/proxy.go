@@ -179,10 +179,14 @@ type Proxy struct {
 	log     *slog.Logger
 	metrics *metrics.Registry
 	bal     *balance.Balancer
-	opaque  map[uint16]bool
-	ups     *upstreams
-	fastUps *fastUpstreams
-	h2Ups   *h2Ups
+	// accruals are the outbound Services' failure accrual (outroute.go),
+	// guarded by accrualMu.
+	accrualMu sync.RWMutex
+	accruals  map[string]*accrualEntry
+	opaque    map[uint16]bool
+	ups       *upstreams
+	fastUps   *fastUpstreams
+	h2Ups     *h2Ups
 	// observing reports whether requests must go to the Observer now.
 	observing func() bool
 	bufs      *bufPool
