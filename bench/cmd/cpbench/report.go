@@ -127,7 +127,7 @@ func report(r *results) string {
 	med, per := cyclesSummary(st.cycles)
 	p("## 4. stat over scraped proxies")
 	p("")
-	p("%d meshed pods (a `conduit-proxy` container, %d namespaces) run on a second kwok node whose pod CIDR is %s, so their addresses are on loopback; one bench goroutine per address serves a proxy's `/metrics` on port %d, written by the proxy's own `pkg/proxy/metrics` registry (2 inbound clients, 6 outbound endpoints, their TCP series, process metrics) and fed a second's traffic every second (%.1f KB a page at the end). The controller discovers them from its pod informer and scrapes every meshed pod each `--stats-interval` (%s), 16 at a time.",
+	p("%d meshed pods (a `conduit-proxy` container, %d namespaces) run on a second kwok node whose pod CIDR is %s, so their addresses are on loopback; one bench goroutine per address serves a proxy's `/metrics` on port %d, written by the proxy's own `pkg/proxy/metrics` registry (2 inbound clients, 6 outbound endpoints, their TCP series; the process metrics written as fixed lines, since the registry's would count the bench process's open files) and fed a second's traffic every second (%.1f KB a page at the end). The controller discovers them from its pod informer and scrapes every meshed pod each `--stats-interval` (%s), 16 at a time.",
 		st.pods, statsNamespaces, o.statsCIDR, proxyAdminPort, float64(st.bodyBytes)/1024, o.statsInterval)
 	p("")
 	p("- From the first pod's creation to every proxy scraped twice (the first scrape gives no rate): %s.", st.ready.Round(100*time.Millisecond))
