@@ -60,18 +60,18 @@ func (r *h2HeaderReader) emit(hf hpack.HeaderField) {
 		return
 	}
 	if !httpguts.ValidHeaderFieldValue(hf.Value) {
-		r.invalid = errBadFieldValue
+		r.fail(errBadFieldValue)
 		return
 	}
 	if strings.HasPrefix(hf.Name, ":") {
 		if r.regular {
-			r.invalid = errPseudoAfterRegular
+			r.fail(errPseudoAfterRegular)
 			return
 		}
 	} else {
 		r.regular = true
 		if !validWireName(hf.Name) {
-			r.invalid = errBadFieldName
+			r.fail(errBadFieldName)
 			return
 		}
 	}
@@ -84,10 +84,18 @@ func (r *h2HeaderReader) emit(hf hpack.HeaderField) {
 	if size > r.remain {
 		r.h.Truncated = true
 		r.remain = 0
+		r.dec.SetEmitEnabled(false)
 		return
 	}
 	r.remain -= size
 	r.h.Fields = append(r.h.Fields, hf)
+}
+
+// fail records a bad field; as the Framer does, the rest of the block is
+// decoded without emitting (and so without decoding its strings).
+func (r *h2HeaderReader) fail(err error) {
+	r.invalid = err
+	r.dec.SetEmitEnabled(false)
 }
 
 func validWireName(v string) bool {
@@ -110,6 +118,7 @@ func (r *h2HeaderReader) read(fr *http2.Framer, hf *http2.HeadersFrame, isReques
 	clear(r.h.Fields)
 	r.h = h2Headers{StreamID: hf.StreamID, Fields: r.h.Fields[:0], ended: hf.StreamEnded()}
 	r.remain, r.regular, r.invalid = r.max, false, nil
+	r.dec.SetEmitEnabled(true)
 	var frag []byte = hf.HeaderBlockFragment()
 	ended := hf.HeadersEnded()
 	for {
