@@ -30,12 +30,14 @@ func (h *h2Headers) StreamEnded() bool { return h.ended }
 // about 1.5 KB and 20 allocations per proxied gRPC call, a third of the
 // proxy's garbage.
 type h2HeaderReader struct {
-	dec     *hpack.Decoder
-	max     uint32
-	h       h2Headers
-	remain  uint32
-	regular bool
-	invalid error
+	dec *hpack.Decoder
+	max uint32
+	h   h2Headers
+	// remain and remainTrailer are the Framer's two budgets: Trailer
+	// declarations count against their own.
+	remain, remainTrailer uint32
+	regular               bool
+	invalid               error
 }
 
 func newH2HeaderReader(maxList uint32) *h2HeaderReader {
@@ -75,19 +77,19 @@ func (r *h2HeaderReader) emit(hf hpack.HeaderField) {
 			return
 		}
 	}
-	size := hf.Size()
+	size, budget := hf.Size(), &r.remain
 	if hf.Name == "trailer" {
 		// As the Framer counts a Trailer field: per declared name.
 		n := uint32(strings.Count(hf.Value, ",") + 1)
-		size = uint32(len(hf.Value)) - n + 1 + n*hpack.HeaderField{}.Size()
+		size, budget = uint32(len(hf.Value))-n+1+n*hpack.HeaderField{}.Size(), &r.remainTrailer
 	}
-	if size > r.remain {
+	if size > *budget {
 		r.h.Truncated = true
-		r.remain = 0
+		r.remain, r.remainTrailer = 0, 0
 		r.dec.SetEmitEnabled(false)
 		return
 	}
-	r.remain -= size
+	*budget -= size
 	r.h.Fields = append(r.h.Fields, hf)
 }
 
@@ -117,7 +119,7 @@ func validWireName(v string) bool {
 func (r *h2HeaderReader) read(fr *http2.Framer, hf *http2.HeadersFrame, isRequest bool) (*h2Headers, error) {
 	clear(r.h.Fields)
 	r.h = h2Headers{StreamID: hf.StreamID, Fields: r.h.Fields[:0], ended: hf.StreamEnded()}
-	r.remain, r.regular, r.invalid = r.max, false, nil
+	r.remain, r.remainTrailer, r.regular, r.invalid = r.max, r.max, false, nil
 	r.dec.SetEmitEnabled(true)
 	var frag []byte = hf.HeaderBlockFragment()
 	ended := hf.HeadersEnded()
@@ -125,7 +127,7 @@ func (r *h2HeaderReader) read(fr *http2.Framer, hf *http2.HeadersFrame, isReques
 		// A fragment far past what may still be accepted, or any after
 		// the bound or a bad field, is refused unread (CONTINUATION
 		// flood).
-		if int64(len(frag)) > 2*2*int64(r.remain) || r.invalid != nil {
+		if int64(len(frag)) > 2*(int64(r.remain)+int64(r.remainTrailer)) || r.invalid != nil {
 			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
 		}
 		if _, err := r.dec.Write(frag); err != nil {
