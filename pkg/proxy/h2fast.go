@@ -43,7 +43,6 @@ type h2Down struct {
 	// proxy has sent GOAWAY, the last one it will serve.
 	lastID   uint32
 	draining bool
-	closed   bool
 	idleAt   time.Time // when the last stream ended (zero while streams run)
 
 	// Reused by the reader for authorization and observation.
@@ -72,14 +71,13 @@ type h2Stream struct {
 	reqBlocked  bool // in up.blocked
 
 	// Response direction (upstream → client), under down.out.mu.
-	downWin       int32 // the client's stream window
-	respBuf       []byte
-	respEnd       bool
-	respTrailers  []hpack.HeaderField
-	respDone      bool   // END_STREAM or RST_STREAM sent to the client
-	respBlocked   bool   // in down's blocked list
-	respStarted   bool   // final response headers sent
-	streamUnacked uint32 // stream-level credit owed to the upstream
+	downWin      int32 // the client's stream window
+	respBuf      []byte
+	respEnd      bool
+	respTrailers []hpack.HeaderField
+	respDone     bool // END_STREAM or RST_STREAM sent to the client
+	respBlocked  bool // in down's blocked list
+	respStarted  bool // final response headers sent
 
 	// Request accounting, set by the client's reader before the stream is
 	// opened upstream; the rest under ended.
@@ -94,7 +92,6 @@ type h2Stream struct {
 	timeout   atomic.Pointer[time.Timer]
 	obs       Observation
 	grpc      bool
-	grpcTO    string // grpc-timeout
 	recvOwed  uint32 // stream-level credit owed to the client (under down.out.mu)
 	remoteEnd bool   // the client ended its request (the client's reader only)
 	admitted  bool   // holds a slot of the side's request limit
@@ -204,14 +201,7 @@ func (s *side) serveH2(sc *servedConn) {
 	stopIdle := d.watchIdle()
 	defer stopIdle()
 	for {
-		if d.br.Buffered() == 0 {
-			d.fl.flush()
-		}
-		f, err := d.fr.ReadFrame()
-		var h *h2Headers
-		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
-			h, err = d.hr.read(d.fr, hf, true)
-		}
+		f, h, err := readH2Frame(d.br, d.fr, d.hr, &d.fl, true)
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
@@ -277,12 +267,7 @@ func (d *h2Down) frame(f http2.Frame) bool {
 		}
 	case *http2.PingFrame:
 		if !f.IsAck() {
-			d.out.mu.Lock()
-			if d.out.ok() {
-				d.out.check(d.out.fr.WritePing(true, f.Data))
-			}
-			d.out.mu.Unlock()
-			d.fl.mark(d.out)
+			d.out.pingAck(f.Data, &d.fl)
 		}
 	case *http2.GoAwayFrame:
 		d.mu.Lock()
@@ -554,13 +539,6 @@ func (d *h2Down) headers(f *h2Headers) bool {
 	}
 	st.series = p.metrics.Route(labels)
 	st.series.Request()
-	if st.grpc {
-		for _, hf := range f.Fields {
-			if hf.Name == "grpc-timeout" {
-				st.grpcTO = hf.Value
-			}
-		}
-	}
 	if p.observing() {
 		st.obs = d.observe(f, st, method, scheme, path, labels, perr == nil && or.redirect == nil, &decision)
 	}
@@ -895,7 +873,6 @@ func (d *h2Down) flushClose() {
 func (d *h2Down) close() {
 	d.sc.Close()
 	d.mu.Lock()
-	d.closed = true
 	streams := make([]*h2Stream, 0, len(d.streams))
 	for _, st := range d.streams {
 		streams = append(streams, st)

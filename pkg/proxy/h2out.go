@@ -158,6 +158,31 @@ func (o *h2Out) windowLocked(id uint32, n uint32) {
 	}
 }
 
+// pingAck answers a PING; fl flushes it with the reader's other writes.
+func (o *h2Out) pingAck(data [8]byte, fl *h2Flusher) {
+	o.mu.Lock()
+	if o.ok() {
+		o.check(o.fr.WritePing(true, data))
+	}
+	o.mu.Unlock()
+	fl.mark(o)
+}
+
+// readH2Frame is one step of a connection's reader: it flushes what the
+// reader wrote once its input is drained, then reads the next frame, a
+// header block (HEADERS and its CONTINUATIONs) decoded by hr.
+func readH2Frame(br *bufio.Reader, fr *http2.Framer, hr *h2HeaderReader, fl *h2Flusher, isRequest bool) (http2.Frame, *h2Headers, error) {
+	if br.Buffered() == 0 {
+		fl.flush()
+	}
+	f, err := fr.ReadFrame()
+	if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
+		h, err := hr.read(fr, hf, isRequest)
+		return f, h, err
+	}
+	return f, nil, err
+}
+
 // h2Flusher is a reader goroutine's list of the connections it wrote to
 // and has not flushed yet.
 type h2Flusher struct{ outs []*h2Out }

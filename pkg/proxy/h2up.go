@@ -358,14 +358,7 @@ func (up *h2Up) serve() {
 	stopIdle := up.watchIdle()
 	defer stopIdle()
 	for {
-		if up.br.Buffered() == 0 {
-			up.fl.flush()
-		}
-		f, err := up.fr.ReadFrame()
-		var h *h2Headers
-		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
-			h, err = up.hr.read(up.fr, hf, false)
-		}
+		f, h, err := readH2Frame(up.br, up.fr, up.hr, &up.fl, false)
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
@@ -508,12 +501,7 @@ func (up *h2Up) frame(f http2.Frame) bool {
 		return err == nil
 	case *http2.PingFrame:
 		if !f.IsAck() {
-			up.out.mu.Lock()
-			if up.out.ok() {
-				up.out.check(up.out.fr.WritePing(true, f.Data))
-			}
-			up.out.mu.Unlock()
-			up.fl.mark(up.out)
+			up.out.pingAck(f.Data, &up.fl)
 		}
 	case *http2.GoAwayFrame:
 		up.goAway(f)
