@@ -37,12 +37,33 @@ package contract
 //
 // A service answers to name.namespace.svc.cluster.local:port, name.namespace.svc:port,
 // name.namespace:port, name:port from a proxy in the same namespace, every
-// extra authority listed, and each endpoint's own address.
+// extra authority listed, and each endpoint's own address. A service's
+// endpoints are listed, not selected: a service of some of a workload's
+// pods (authors-v2 of authors) lists theirs.
 //
 // The inbound policy of a proxy's ports (for proxies started with
 // --pod-name) is computed as in a cluster: each proxy is a pod with its
 // labels and ports, namespaces carry their annotations, and policies are the
 // policy.conduit.io and Gateway API objects, written as in Kubernetes.
+//
+// Outbound routes are computed as in a cluster too: HTTPRoutes and
+// GRPCRoutes whose parentRef is a service (GAMMA), with the annotations of
+// the service (retry.conduit.io/*, timeout.conduit.io/request,
+// balancer.conduit.io/*) and of the routes:
+//
+//	services:
+//	- name: books
+//	  namespace: demo
+//	  port: 8080
+//	  annotations: {timeout.conduit.io/request: 2s}
+//	  endpoints: [...]
+//	policies:
+//	- apiVersion: gateway.networking.k8s.io/v1
+//	  kind: GRPCRoute
+//	  metadata: {name: books, namespace: demo, annotations: {retry.conduit.io/grpc: unavailable}}
+//	  spec:
+//	    parentRefs: [{group: "", kind: Service, name: books, port: 8080}]
+//	    rules: [{backendRefs: [{name: books, port: 8080}]}]
 type Registry struct {
 	Services []Service `json:"services"`
 	// Proxies list the meshed workloads' proxies, so the controller's tap
@@ -97,8 +118,14 @@ type Service struct {
 	// Authorities are further host:port names for the service.
 	Authorities []string `json:"authorities,omitempty"`
 	// Labels are added to every endpoint's metrics, after namespace and service.
-	Labels    map[string]string `json:"labels,omitempty"`
-	Endpoints []Endpoint        `json:"endpoints"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// Annotations are the service's, as a Kubernetes Service's: outbound
+	// routing reads the retry.conduit.io/*, timeout.conduit.io/request and
+	// balancer.conduit.io/* ones. A service listed once per port gives
+	// them on any of its entries; entries that give the same annotation
+	// must agree.
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Endpoints   []Endpoint        `json:"endpoints"`
 }
 
 // Endpoint is one address serving the service.

@@ -55,7 +55,7 @@ type controller struct {
 	policy      *policy.GRPCServer
 	runPolicy   func(ctx context.Context) error
 	routes      destination.RouteSource         // nil: GetRoutes knows no Service
-	runRoutes   func(ctx context.Context) error // writes the routes' status
+	runRoutes   func(ctx context.Context) error // writes the routes' status (Kubernetes only)
 }
 
 // Run serves until ctx is done, then shuts down gracefully. It validates
@@ -249,6 +249,11 @@ func (c *controller) setUp() error {
 		}
 		policies, c.runPolicy = index, index.Run
 		c.backend = lb
+		// Outbound routes as in a cluster, from the registry's Services
+		// and routes; there is no route status to write.
+		if c.routes, err = routes.New(routes.Options{Services: lb, Routes: index, ClusterDomain: o.ClusterDomain, Log: c.log.With("service", "routes")}); err != nil {
+			return err
+		}
 		c.runBackend = func(ctx context.Context, ready func()) error {
 			ready()
 			return lb.Run(ctx)

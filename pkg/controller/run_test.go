@@ -88,7 +88,8 @@ func TestLocalMode(t *testing.T) {
 	webID := "spiffe://cluster.local/ns/demo/sa/web"
 	reg := local.Registry{Services: []local.Service{{
 		Name: "web", Namespace: "demo", Port: 80,
-		Endpoints: []local.Endpoint{{Address: "127.0.0.1:41001", Identity: webID, Labels: map[string]string{"pod": "web-0"}}},
+		Annotations: map[string]string{contract.AnnotationTimeoutRequest: "2s"},
+		Endpoints:   []local.Endpoint{{Address: "127.0.0.1:41001", Identity: webID, Labels: map[string]string{"pod": "web-0"}}},
 	}}, Proxies: []local.Proxy{{Namespace: "demo", Pod: "web-0", AdminAddress: "127.0.0.1:41191", Identity: webID}}}
 	if err := local.WriteFile(filepath.Join(dir, "registry.yaml"), reg); err != nil {
 		t.Fatal(err)
@@ -152,6 +153,16 @@ func TestLocalMode(t *testing.T) {
 	}
 	if add := u.GetAdd(); add == nil || len(add.Addrs) != 1 || add.Addrs[0].Identity != webID {
 		t.Fatalf("first update = %v, want an add of the web endpoint", u)
+	}
+
+	// Outbound routes are served from the registry: its Service's
+	// annotations (routes.Source's tests cover routes in local mode).
+	rs, err := destinationv1.NewDestinationClient(conn).GetRoutes(cctx, &destinationv1.GetDestination{Authority: "web.demo.svc.cluster.local:80"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if table, err := rs.Recv(); err != nil || !table.GetFound() || table.GetServicePolicy().GetRequestTimeoutMs() != 2000 {
+		t.Errorf("GetRoutes in local mode: %v, %v; want web found with its 2s timeout annotation", table, err)
 	}
 
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

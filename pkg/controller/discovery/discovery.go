@@ -78,6 +78,18 @@ type Backend interface {
 	Subscribe(authority, ctxToken string, l Listener) (cancel func(), err error)
 }
 
+// Target is what an authority names, as a backend resolves it: a
+// Service by name (Namespace, Name; Hostname for one pod of a headless
+// Service), an IP address (a cluster IP or a pod IP), or an External name
+// outside the cluster; and the port. Outbound routing looks the Service up
+// with it.
+type Target struct {
+	Namespace, Name, Hostname string
+	IP                        netip.Addr
+	External                  string
+	Port                      uint16
+}
+
 // Authority is a parsed host:port.
 type Authority struct {
 	Host string // lower case, without a trailing dot

@@ -24,6 +24,7 @@ import (
 
 	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/destination"
+	"github.com/conduitmesh/conduit/pkg/controller/discovery"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery/kube"
 	"github.com/conduitmesh/conduit/pkg/controller/policy"
 )
@@ -95,11 +96,19 @@ func start(t *testing.T, docs ...string) *fixture {
 		}
 	})
 
-	srv, err := destination.NewServer(kb, nil, nil)
+	f.client = serve(t, kb, f.src)
+	return f
+}
+
+// serve serves Destination with the backend and the route source over an
+// in-memory connection, once the source is synced, until the test ends.
+func serve(t *testing.T, backend discovery.Backend, src *Source) destinationv1.DestinationClient {
+	t.Helper()
+	srv, err := destination.NewServer(backend, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.SetRouteSource(f.src, 5*time.Millisecond)
+	srv.SetRouteSource(src, 5*time.Millisecond)
 	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer()
 	destinationv1.RegisterDestinationServer(gs, srv)
@@ -115,13 +124,12 @@ func start(t *testing.T, docs ...string) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	f.client = destinationv1.NewDestinationClient(conn)
 	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer wcancel()
-	if err := f.src.WaitSynced(wctx); err != nil {
+	if err := src.WaitSynced(wctx); err != nil {
 		t.Fatal(err)
 	}
-	return f
+	return destinationv1.NewDestinationClient(conn)
 }
 
 // apply creates or updates the object of a YAML document (with a new

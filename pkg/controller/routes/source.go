@@ -17,21 +17,24 @@ import (
 	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/destination"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery"
-	"github.com/conduitmesh/conduit/pkg/controller/discovery/kube"
 	"github.com/conduitmesh/conduit/pkg/controller/policy"
 )
 
-// Services is what outbound routing needs of the Kubernetes discovery
-// backend (kube.Backend): its authority resolution, its Service cache.
+// Services is what outbound routing needs of a discovery backend: its
+// authority resolution and its Services — kube.Backend's Service cache, or
+// the Services local.Backend synthesizes from its registry. Service
+// objects are read only, and a change makes a new object with a new
+// resourceVersion.
 type Services interface {
 	WaitSynced(ctx context.Context) error
-	Resolve(authority, ctxToken string) (kube.Target, error)
-	Service(kube.Target) *corev1.Service
+	Resolve(authority, ctxToken string) (discovery.Target, error)
+	Service(discovery.Target) *corev1.Service
 	AddServiceHandler(cache.ResourceEventHandler) error
 }
 
 // RouteIndex is what outbound routing needs of the policy index
-// (policy.Index): its route informers.
+// (policy.Index, also in local mode through policy.Local): its route
+// informers.
 type RouteIndex interface {
 	WaitSynced(ctx context.Context) error
 	AddRouteHandler(cache.ResourceEventHandler) error
@@ -51,7 +54,7 @@ type Options struct {
 
 func (o *Options) defaults() error {
 	if o.Services == nil || o.Routes == nil {
-		return errors.New("outbound routes need the Kubernetes discovery backend and the policy index")
+		return errors.New("outbound routes need a discovery backend's Services and the policy index")
 	}
 	if o.ClusterDomain == "" {
 		o.ClusterDomain = "cluster.local"
@@ -66,7 +69,7 @@ func (o *Options) defaults() error {
 // lookup is a ServiceLookup on the discovery backend's cache.
 func lookup(s Services) ServiceLookup {
 	return func(ns, name string) *corev1.Service {
-		return s.Service(kube.Target{Namespace: ns, Name: name})
+		return s.Service(discovery.Target{Namespace: ns, Name: name})
 	}
 }
 
@@ -207,7 +210,7 @@ func (s *Source) dependLocked(w *watch, keys []string) {
 // watch is one GetRoutes stream's authority.
 type watch struct {
 	s        *Source
-	target   kube.Target
+	target   discovery.Target
 	callerNS string
 	changed  chan struct{} // buffered: a pending change absorbs later ones
 	deps     []string      // guarded by s.mu

@@ -6,7 +6,9 @@
 //
 // The routes come from the policy index's informers (one watch of each
 // resource for inbound policy and outbound routing) and the Services from
-// the Kubernetes discovery backend's.
+// the discovery backend: the Kubernetes one's informer, or in local mode
+// (`conduit demo`) the registry's Services, whose routes are the
+// registry's policy objects. Route status is written in Kubernetes only.
 package routes
 
 import (

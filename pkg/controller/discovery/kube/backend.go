@@ -201,31 +201,20 @@ func (b *Backend) key(authority, ctxToken string) (key, error) {
 	return k, nil
 }
 
-// Target is what an authority names, as Destination.Get resolves it:
-// a Service by name (Namespace, Name; Hostname for one pod of a headless
-// Service), an IP address (a cluster IP or a pod IP), or an External name
-// outside the cluster; and the port.
-type Target struct {
-	Namespace, Name, Hostname string
-	IP                        netip.Addr
-	External                  string
-	Port                      uint16
-}
-
 // Resolve parses an authority, with the caller's context token for short
 // names, exactly as Subscribe does (discovery.ErrInvalidAuthority).
-func (b *Backend) Resolve(authority, ctxToken string) (Target, error) {
+func (b *Backend) Resolve(authority, ctxToken string) (discovery.Target, error) {
 	k, err := b.key(authority, ctxToken)
 	if err != nil {
-		return Target{}, err
+		return discovery.Target{}, err
 	}
-	return Target{Namespace: k.namespace, Name: k.service, Hostname: k.hostname, IP: k.ip, External: k.external, Port: k.port}, nil
+	return discovery.Target{Namespace: k.namespace, Name: k.service, Hostname: k.hostname, IP: k.ip, External: k.external, Port: k.port}, nil
 }
 
 // Service returns the Service a target names: by name, or the Service
 // whose cluster IP it is; nil when there is none (a pod IP, an external
 // name, a Service not in the cache).
-func (b *Backend) Service(t Target) *corev1.Service {
+func (b *Backend) Service(t discovery.Target) *corev1.Service {
 	switch {
 	case t.IP.IsValid():
 		if objs, _ := b.svcIndex.ByIndex(indexClusterIP, t.IP.String()); len(objs) > 0 {

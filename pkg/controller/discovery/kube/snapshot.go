@@ -32,7 +32,7 @@ func (b *Backend) snapshot(k key) discovery.Snapshot {
 }
 
 func (b *Backend) ipSnapshot(k key) discovery.Snapshot {
-	if svc := b.Service(Target{IP: k.ip}); svc != nil {
+	if svc := b.Service(discovery.Target{IP: k.ip}); svc != nil {
 		return b.serviceSnapshot(svc, k.port, "")
 	}
 	objs, _ := b.podIndex.ByIndex(indexPodIP, k.ip.String())

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/client-go/tools/cache"
+
 	"github.com/conduitmesh/conduit/pkg/controller/discovery"
 )
 
@@ -33,7 +35,12 @@ type Backend struct {
 	opts Options
 	hub  discovery.Hub[key]
 
-	reloadMu sync.Mutex // serializes Reload
+	reloadMu sync.Mutex // serializes Reload; guards handlers and serviceGen
+	// handlers are told of the Services' changes (AddServiceHandler);
+	// serviceGen numbers the registries, the resourceVersion of the
+	// Services each changed.
+	handlers   []cache.ResourceEventHandler
+	serviceGen uint64
 
 	mu      sync.RWMutex // guards ix, raw and loadErr
 	ix      *index
@@ -67,6 +74,7 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	b.inheritServices(nil, ix)
 	b.raw, b.ix = raw, ix
 	return b, nil
 }
@@ -155,8 +163,10 @@ func (b *Backend) Reload() {
 		b.mu.Unlock()
 		return
 	}
+	changes := b.inheritServices(b.ix, ix)
 	b.raw, b.ix = raw, ix
 	b.mu.Unlock()
+	b.notifyServices(changes)
 	n := b.hub.Refresh(func(key) bool { return true }, ix.snapshot)
 	b.opts.Log.Info("registry reloaded", "path", b.opts.Path, "changed_watches", n)
 }

@@ -7,11 +7,16 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 
 	"github.com/conduitmesh/conduit/pkg/contract"
@@ -80,6 +85,9 @@ type index struct {
 	services      map[serviceKey]*service
 	aliases       map[string]*service // host:port
 	endpoints     map[netip.AddrPort]endpointRef
+	// kube are the services as Kubernetes Services (all their ports, their
+	// annotations), by namespace and name, for outbound routing.
+	kube map[types.NamespacedName]*corev1.Service
 }
 
 type serviceKey struct {
@@ -88,6 +96,7 @@ type serviceKey struct {
 }
 
 type service struct {
+	key       serviceKey
 	labels    map[string]string
 	endpoints map[netip.AddrPort]discovery.Endpoint
 }
@@ -103,8 +112,11 @@ func newIndex(r Registry, clusterDomain string) (*index, error) {
 		services:      make(map[serviceKey]*service),
 		aliases:       make(map[string]*service),
 		endpoints:     make(map[netip.AddrPort]endpointRef),
+		kube:          make(map[types.NamespacedName]*corev1.Service),
 	}
 	var errs []error
+	// annotated is where each Service's annotations were first given.
+	annotated := map[string]string{}
 	for i, s := range r.Services {
 		where := fmt.Sprintf("services[%d] (%s.%s:%d)", i, s.Name, s.Namespace, s.Port)
 		if _, ok := discovery.ParseServiceHost(s.Name+"."+s.Namespace, clusterDomain, ""); !ok || strings.Contains(s.Name, ".") {
@@ -120,7 +132,12 @@ func newIndex(r Registry, clusterDomain string) (*index, error) {
 			errs = append(errs, fmt.Errorf("%s: listed twice", where))
 			continue
 		}
+		if err := ix.addKube(s, where, annotated); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		svc := &service{
+			key:       key,
 			labels:    map[string]string{"namespace": s.Namespace, "service": s.Name},
 			endpoints: make(map[netip.AddrPort]discovery.Endpoint, len(s.Endpoints)),
 		}
@@ -189,6 +206,38 @@ func newIndex(r Registry, clusterDomain string) (*index, error) {
 		return nil, err
 	}
 	return ix, nil
+}
+
+// addKube adds a registry entry (one port of a service) to the service's
+// Kubernetes Service. An annotation given by two entries must have the
+// same value in both (annotated says where each was first given).
+func (ix *index) addKube(s Service, where string, annotated map[string]string) error {
+	name := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+	ks := ix.kube[name]
+	if ks == nil {
+		ks = &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name},
+			Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP},
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.Annotations)) {
+		v := s.Annotations[k]
+		if old, ok := ks.Annotations[k]; ok && old != v {
+			return fmt.Errorf("%s: annotation %s=%q differs from %q given by %s: a service's entries must agree", where, k, v, old, annotated[name.String()+" "+k])
+		}
+	}
+	for k, v := range s.Annotations {
+		if ks.Annotations == nil {
+			ks.Annotations = map[string]string{}
+		}
+		if _, ok := ks.Annotations[k]; !ok {
+			annotated[name.String()+" "+k] = where
+		}
+		ks.Annotations[k] = v
+	}
+	ks.Spec.Ports = append(ks.Spec.Ports, corev1.ServicePort{Port: int32(s.Port), Protocol: corev1.ProtocolTCP})
+	ix.kube[name] = ks
+	return nil
 }
 
 // checkObject checks the shape of a policy object: apiVersion, kind,
