@@ -193,10 +193,10 @@ func (fc *fastConn) serveOne() bool {
 	if t := p.routeTable(context.Background(), dir, authority); t != nil {
 		req := httpmatch.FieldsRequest(fc.req.method, fc.req.target, fc.fieldsOf(fc.req.headers))
 		or, perr = p.routeRequest(t, &req, "http", authority)
-		if perr == nil && (or.modifiesRequest() || or.modifiesResponse() || or.redirect == nil && or.timeout > 0) {
-			// Header modifiers and timeouts are applied on net/http's
-			// path: nothing of the request was forwarded, answered or
-			// counted yet.
+		if perr == nil && (or.modifiesRequest() || or.modifiesResponse() || or.redirect == nil && (or.timeout > 0 || or.pol.Retry.Limit > 0)) {
+			// Header modifiers, timeouts and retries are applied on
+			// net/http's path: nothing of the request was forwarded,
+			// answered or counted yet.
 			fc.handOffNext = true
 			return false
 		}

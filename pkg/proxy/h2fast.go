@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,8 +60,17 @@ type h2Down struct {
 type h2Stream struct {
 	down *h2Down
 	id   uint32
-	up   *h2Up
-	upID uint32
+	// upP is the upstream connection of the stream's current attempt (nil
+	// while a retry picks its endpoint); upID its stream there, and
+	// curUpID too, read by the upstream readers to tell a retried
+	// attempt's late frames (set by open, cleared under down.out.mu).
+	upP     atomic.Pointer[h2Up]
+	upID    uint32
+	curUpID atomic.Uint32
+	// upMu orders a retry's change of attempt with the cancellations and
+	// the accounting of a stream its route may retry (rty set).
+	upMu sync.Mutex
+	rty  *h2Retry
 
 	// Request direction (client → upstream), under up.out.mu.
 	upWin       int32 // the upstream's stream window
@@ -69,6 +79,7 @@ type h2Stream struct {
 	reqTrailers []hpack.HeaderField
 	reqDone     bool // END_STREAM (or RST_STREAM) sent upstream
 	reqBlocked  bool // in up.blocked
+	replayed    bool // a retry: the client was credited for the body
 
 	// Response direction (upstream → client), under down.out.mu.
 	downWin      int32 // the client's stream window
@@ -136,10 +147,26 @@ func (st *h2Stream) mark(bits uint32) {
 		if old&down != down && nw&down == down {
 			st.down.remove(st)
 		}
-		if old&up != up && nw&up == up && st.up != nil {
-			st.up.remove(st)
+		if old&up != up && nw&up == up {
+			if u := st.upstream(); u != nil {
+				u.remove(st)
+			}
 		}
 		return
+	}
+}
+
+// upstream is the connection of the stream's current attempt, or nil.
+func (st *h2Stream) upstream() *h2Up { return st.upP.Load() }
+
+// cancelUp resets the stream's current attempt upstream, if any.
+func (st *h2Stream) cancelUp(code http2.ErrCode, fl *h2Flusher) {
+	if st.rty != nil {
+		st.upMu.Lock()
+		defer st.upMu.Unlock()
+	}
+	if up := st.upstream(); up != nil {
+		up.cancel(st, code, fl)
 	}
 }
 
@@ -389,11 +416,9 @@ func (st *h2Stream) abort() {
 	d.out.mu.Lock()
 	st.respDone = true
 	d.out.mu.Unlock()
-	if st.up != nil {
-		var fl h2Flusher
-		st.up.cancel(st, http2.ErrCodeCancel, &fl)
-		fl.flush()
-	}
+	var fl h2Flusher
+	st.cancelUp(http2.ErrCodeCancel, &fl)
+	fl.flush()
 	st.obs = nil // it may be what panicked
 	st.finish(true, errStreamAborted)
 	st.mark(sReqIn | sRespOut | sReqOut | sRespIn)
@@ -525,6 +550,9 @@ func (d *h2Down) headers(f *h2Headers) bool {
 		resp := or // only this copy escapes
 		st.respRoute = &resp
 	}
+	if routed && or.pol.Retry.Limit > 0 && p.retryFor(&or, authority, method, st.grpc, contentLength(f)) {
+		st.rty = &h2Retry{or: or, h: h, authority: authority, fields: slices.Clone(f.Fields), tries: 1}
+	}
 	var decision authz.Decision
 	if perr == nil && p.cfg.Policy != nil && dir == Inbound {
 		decision, perr = p.authorizeRequest(d.info, authz.FieldsRequest(stringBytes(method), stringBytes(path), d.fieldsOf(f.Fields)))
@@ -561,7 +589,17 @@ func (d *h2Down) headers(f *h2Headers) bool {
 			d.answer(st, dialProxyError(err), true)
 			return true
 		}
-		if up.open(st, f.Fields, st.remoteEnd, &d.fl) {
+		if st.rty != nil {
+			st.upMu.Lock()
+		}
+		opened := up.open(st, f.Fields, st.remoteEnd, &d.fl)
+		if opened && st.rty != nil {
+			st.startTryTimer()
+		}
+		if st.rty != nil {
+			st.upMu.Unlock()
+		}
+		if opened {
 			if or.timeout > 0 {
 				st.startTimeout(or.timeout)
 			}
@@ -633,8 +671,11 @@ func (d *h2Down) trailers(st *h2Stream, f *h2Headers) bool {
 		}
 	}
 	st.remoteEnd = true
-	if st.up != nil {
-		st.up.requestTrailers(st, f.Fields, &d.fl)
+	if st.rty != nil {
+		st.rty.trailers = slices.Clone(f.Fields)
+	}
+	if up := st.upstream(); up != nil {
+		up.requestTrailers(st, f.Fields, &d.fl)
 	}
 	st.mark(sReqIn)
 	return true
@@ -663,10 +704,17 @@ func (d *h2Down) data(f *http2.DataFrame) bool {
 	if pad := flowLen - uint32(len(data)); pad > 0 {
 		d.credit(st, pad, &d.fl)
 	}
-	if st.up == nil {
+	if rty := st.rty; rty != nil && !rty.over {
+		if len(rty.body)+len(data) > routes.MaxReplayBody {
+			rty.over, rty.body = true, nil
+		} else {
+			rty.body = append(rty.body, data...)
+		}
+	}
+	if up := st.upstream(); up == nil {
 		d.credit(st, uint32(len(data)), &d.fl)
 	} else {
-		st.up.requestData(st, data, st.remoteEnd, &d.fl)
+		up.requestData(st, data, st.remoteEnd, &d.fl)
 	}
 	if st.remoteEnd {
 		st.mark(sReqIn)
@@ -728,7 +776,7 @@ func (d *h2Down) windowUpdate(f *http2.WindowUpdateFrame) bool {
 func (d *h2Down) payCredits() {
 	for i, c := range d.creds {
 		if c.n > 0 {
-			c.st.up.credit(c.st, c.n, &d.fl)
+			c.st.upstream().credit(c.st, c.n, &d.fl)
 		} else {
 			c.st.finish(false, nil)
 			c.st.mark(sRespOut)
@@ -754,9 +802,7 @@ func (d *h2Down) clientReset(id uint32, code http2.ErrCode) {
 	if !started {
 		d.s.earlyReset(d.info)
 	}
-	if st.up != nil {
-		st.up.cancel(st, http2.ErrCodeCancel, &d.fl)
-	}
+	st.cancelUp(http2.ErrCodeCancel, &d.fl)
 	st.finish(true, errStreamAborted)
 	st.mark(sReqIn | sRespOut | sReqOut | sRespIn)
 }
@@ -836,7 +882,7 @@ func (d *h2Down) respond(st *h2Stream, status int, fields []hpack.HeaderField, b
 	}
 	d.out.mu.Unlock()
 	st.finish(false, nil)
-	if st.up == nil {
+	if st.upstream() == nil {
 		st.mark(sReqOut | sRespIn)
 	}
 	st.mark(sReqIn | sRespOut)
@@ -881,9 +927,7 @@ func (d *h2Down) close() {
 	d.mu.Unlock()
 	var fl h2Flusher
 	for _, st := range streams {
-		if st.up != nil {
-			st.up.cancel(st, http2.ErrCodeCancel, &fl)
-		}
+		st.cancelUp(http2.ErrCodeCancel, &fl)
 		st.finish(true, errStreamAborted)
 	}
 	fl.flush()
@@ -967,9 +1011,18 @@ func (st *h2Stream) finish(streamErr bool, err error) {
 	if !firstByte.IsZero() {
 		latency = firstByte.Sub(st.start)
 	}
+	rt, retries := st.rt, 0
+	if st.rty != nil {
+		st.upMu.Lock()
+		rt, retries = st.rt, st.rty.tries-1
+		if st.rty.timer != nil {
+			st.rty.timer.Stop()
+		}
+		st.upMu.Unlock()
+	}
 	if st.series != nil {
 		st.series.Response(status, grpcStatus, metrics.Classify(status, grpcStatus, streamErr), latency)
-		st.rt.finished(latency, status == 0 || status >= 500 && proxyErr != "", status, grpcStatus)
+		rt.finished(latency, status == 0 || status >= 500 && proxyErr != "", status, grpcStatus)
 		if st.admitted {
 			d.s.requests.release()
 		}
@@ -979,7 +1032,7 @@ func (st *h2Stream) finish(streamErr bool, err error) {
 			err = upErr
 		}
 		st.obs.Ended(EndInfo{Status: status, GRPCStatus: grpcStatus, Latency: latency,
-			Duration: time.Since(st.start), ResponseBytes: written, Err: err, ProxyError: proxyErr})
+			Duration: time.Since(st.start), ResponseBytes: written, Err: err, ProxyError: proxyErr, Retries: max(retries, 0)})
 	}
 }
 
@@ -1003,7 +1056,7 @@ func (st *h2Stream) timedOut() {
 		return
 	}
 	var fl h2Flusher
-	st.up.cancel(st, http2.ErrCodeCancel, &fl)
+	st.cancelUp(http2.ErrCodeCancel, &fl)
 	if st.failToClient(errRequestTimeout, http2.ErrCodeCancel, errTimedOut, &fl) {
 		st.down.s.p.metrics.Error(st.down.s.dir, errRequestTimeout.reason)
 	}

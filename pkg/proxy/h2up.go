@@ -144,32 +144,78 @@ func (u *h2Ups) closeAll() {
 	}
 }
 
+// registerLocked makes st a new stream of up (out.mu held); false if up
+// takes no more streams.
+func (up *h2Up) registerLocked(st *h2Stream) (uint32, bool) {
+	if !up.out.ok() {
+		return 0, false
+	}
+	up.mu.Lock()
+	if up.goingAway || up.closed || up.nextID > 1<<31-1 {
+		up.mu.Unlock()
+		return 0, false
+	}
+	id := up.nextID
+	up.nextID += 2
+	st.upP.Store(up)
+	st.upID = id
+	st.curUpID.Store(id)
+	up.streams[id] = st
+	up.idleAt = time.Time{}
+	up.mu.Unlock()
+	st.upWin = up.out.initWin
+	return id, true
+}
+
 // open starts st on up with the request's header block; false if up
 // takes no more streams.
 func (up *h2Up) open(st *h2Stream, fields []hpack.HeaderField, end bool, fl *h2Flusher) bool {
 	up.out.mu.Lock()
 	defer up.out.mu.Unlock()
-	if !up.out.ok() {
+	id, ok := up.registerLocked(st)
+	if !ok {
 		return false
 	}
-	up.mu.Lock()
-	if up.goingAway || up.closed || up.nextID > 1<<31-1 {
-		up.mu.Unlock()
-		return false
-	}
-	id := up.nextID
-	up.nextID += 2
-	st.up, st.upID = up, id
-	up.streams[id] = st
-	up.idleAt = time.Time{}
-	up.mu.Unlock()
-	st.upWin = up.out.initWin
 	up.out.headersLocked(id, fields, end)
 	fl.mark(up.out)
 	if end {
 		st.reqDone = true
 		st.mark(sReqOut)
 	}
+	return true
+}
+
+// reopen sends a retry of st on up: the request's kept header block, body
+// and trailers, as far as the upstream's windows allow. The client is not
+// credited again for the body (st.replayed). False if up takes no more
+// streams.
+func (up *h2Up) reopen(st *h2Stream, fl *h2Flusher) bool {
+	rty := st.rty
+	up.out.mu.Lock()
+	id, ok := up.registerLocked(st)
+	if !ok {
+		up.out.mu.Unlock()
+		return false
+	}
+	st.reqDone, st.reqBlocked, st.replayed = false, false, true
+	st.upOwed.Store(0)
+	end := len(rty.body) == 0 && rty.trailers == nil
+	up.out.headersLocked(id, rty.fields, end)
+	fl.mark(up.out)
+	if end {
+		st.reqDone = true
+		up.out.mu.Unlock()
+		st.mark(sReqOut)
+		return true
+	}
+	st.reqBuf, st.reqEnd, st.reqTrailers = rty.body, true, rty.trailers
+	st.reqBlocked = true
+	up.blocked = append(up.blocked, st)
+	up.drainReqLocked(fl)
+	creds := up.creds
+	up.creds = up.creds[:0]
+	up.out.mu.Unlock()
+	up.payCredits(creds, fl)
 	return true
 }
 
@@ -253,7 +299,7 @@ func (up *h2Up) drainReqLocked(fl *h2Flusher) {
 			st.upWin -= int32(n)
 			st.reqBuf = st.reqBuf[n:]
 			fl.mark(up.out)
-			if n > 0 {
+			if n > 0 && !st.replayed {
 				up.creds = append(up.creds, streamCredit{st, uint32(n)})
 			}
 		}
@@ -545,7 +591,7 @@ func (up *h2Up) goAway(f *http2.GoAwayFrame) {
 // reset relays the upstream's RST_STREAM to the client.
 func (up *h2Up) reset(f *http2.RSTStreamFrame) {
 	st := up.stream(f.StreamID)
-	if st == nil {
+	if st == nil || st.rty != nil && st.curUpID.Load() != f.StreamID {
 		return
 	}
 	up.out.mu.Lock()
@@ -609,9 +655,6 @@ func (up *h2Up) headers(f *h2Headers) {
 		return
 	}
 	end := f.StreamEnded()
-	if end {
-		st.mark(sRespIn)
-	}
 	d := st.down
 	status, grpcStatus := 0, ""
 	for _, hf := range f.Fields {
@@ -622,8 +665,16 @@ func (up *h2Up) headers(f *h2Headers) {
 			grpcStatus = hf.Value
 		}
 	}
+	if st.rty != nil {
+		if up.retryResponse(st, f.StreamID, status, grpcStatus, end) {
+			return
+		}
+	} else if end {
+		st.mark(sRespIn)
+	}
 	d.out.mu.Lock()
-	if st.respDone {
+	if st.respDone || st.rty != nil && st.curUpID.Load() != f.StreamID {
+		// Answered, or an attempt dropped since (a retry).
 		d.out.mu.Unlock()
 		return
 	}
@@ -685,6 +736,12 @@ func (up *h2Up) data(f *http2.DataFrame) {
 	st := up.stream(f.StreamID)
 	flowLen := f.Length
 	if st == nil {
+		up.connOwed.Add(flowLen)
+		up.maybeCreditConn()
+		return
+	}
+	if st.rty != nil && st.curUpID.Load() != f.StreamID {
+		// An attempt dropped by a retry.
 		up.connOwed.Add(flowLen)
 		up.maybeCreditConn()
 		return

@@ -103,6 +103,10 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if perr == nil && or.redirect == nil {
 		rt, perr = h.route(r.Context(), info, authority, &or)
 	}
+	var rs *httpRetry
+	if perr == nil && p.retryFor(&or, authority, r.Method, strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"), r.ContentLength) {
+		rs = &httpRetry{h: h, info: info, authority: authority, or: &or, rt: &rt, grpc: strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"), h2: r.ProtoMajor == 2}
+	}
 	var decision authz.Decision
 	if perr == nil && p.cfg.Policy != nil && h.dir == Inbound {
 		decision, perr = p.authorizeRequest(info, authz.HTTPRequest(r))
@@ -149,8 +153,12 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if streamErr == nil && rw.upErr != nil {
 				streamErr = rw.upErr
 			}
-			rw.obs.Ended(EndInfo{Status: status, GRPCStatus: grpcStatus, Latency: latency,
-				Duration: time.Since(start), ResponseBytes: rw.written, Err: streamErr, ProxyError: rw.proxyErr})
+			end := EndInfo{Status: status, GRPCStatus: grpcStatus, Latency: latency,
+				Duration: time.Since(start), ResponseBytes: rw.written, Err: streamErr, ProxyError: rw.proxyErr}
+			if rs != nil && rs.tries > 1 {
+				end.Retries = rs.tries - 1
+			}
+			rw.obs.Ended(end)
 		}
 	}()
 
@@ -188,6 +196,14 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.NewResponseController(w).EnableFullDuplex()
 			r.Body = &framedBody{ReadCloser: r.Body, rw: rw}
 		}
+	}
+	if rs != nil {
+		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+			// (ReverseProxy sends no body of length 0.)
+			rs.body = &replayBody{ReadCloser: r.Body, max: routes.MaxReplayBody}
+			r.Body = rs.body
+		}
+		r = r.WithContext(context.WithValue(r.Context(), retryKey{}, rs))
 	}
 	up.rp.ServeHTTP(rw, r)
 	completed = true
@@ -363,7 +379,9 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, dir string
 		p.writeError(rw, dir, errBadBody, nil)
 		return
 	}
-	if errors.Is(context.Cause(r.Context()), errTimedOut) {
+	if errors.Is(context.Cause(r.Context()), errTimedOut) || errors.Is(err, errTimedOut) {
+		// The route's request timeout, or an attempt's that was not
+		// retried.
 		p.writeError(rw, dir, errRequestTimeout, nil)
 		return
 	}

@@ -105,6 +105,9 @@ type EndInfo struct {
 	// ProxyError is the conduit-proxy-error reason when the proxy itself
 	// answered.
 	ProxyError string
+	// Retries is how many times the proxy sent the request again (its
+	// route's retries) before the response the client got.
+	Retries int
 }
 
 // HeaderValue returns the first value of the header field name (case

@@ -8,6 +8,7 @@ import (
 	"github.com/conduitmesh/conduit/pkg/proxy/balance"
 	"github.com/conduitmesh/conduit/pkg/proxy/httpmatch"
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
+	"github.com/conduitmesh/conduit/pkg/proxy/retry"
 	routes "github.com/conduitmesh/conduit/pkg/proxy/route"
 )
 
@@ -42,6 +43,15 @@ type outRoute struct {
 	// acc is the Service's failure accrual (nil: none), applied when its
 	// own endpoints are picked (not a split's other Services').
 	acc *balance.Accrual
+	// pol is the policy of the rule, else the Service's.
+	pol routes.Policy
+	// retry, once retryFor allowed the request retries, is its policy,
+	// with tryTimeout bounding each attempt (0: none), budget the route's
+	// retry budget and retries its series.
+	retry      *routes.Retry
+	tryTimeout time.Duration
+	budget     *retry.Budget
+	retries    *metrics.Retries
 }
 
 // accruals caches each authority's failure accrual, one *balance.Accrual
@@ -81,9 +91,9 @@ func (p *Proxy) accrualOf(authority string, t *routes.Table) *balance.Accrual {
 // errRequestTimeout answers a request its route's timeout cut short.
 var errRequestTimeout = proxyError{http.StatusGatewayTimeout, "request_timeout", "request timeout"}
 
-// policyTimeout is what bounds a request under pol: its request timeout
-// or, shorter, its backend request timeout (the only attempt, as retries
-// are not wired yet).
+// policyTimeout is what bounds a request under pol that is not retried:
+// its request timeout or, shorter, its backend request timeout (the only
+// attempt).
 func policyTimeout(pol routes.Policy) time.Duration {
 	d := pol.RequestTimeout
 	if b := pol.BackendRequestTimeout; b > 0 && (d == 0 || b < d) {
@@ -97,9 +107,10 @@ func policyTimeout(pol routes.Policy) time.Duration {
 func (p *Proxy) routeRequest(t *routes.Table, req *httpmatch.Request, scheme, authority string) (or outRoute, perr *proxyError) {
 	rule, m := t.Route(req)
 	if rule == nil {
-		return outRoute{timeout: policyTimeout(t.ServicePolicy()), acc: p.accrualOf(authority, t)}, nil
+		pol := t.ServicePolicy()
+		return outRoute{timeout: policyTimeout(pol), acc: p.accrualOf(authority, t), pol: pol}, nil
 	}
-	or.rule, or.timeout, or.acc = rule, policyTimeout(rule.Policy), p.accrualOf(authority, t)
+	or.rule, or.timeout, or.acc, or.pol = rule, policyTimeout(rule.Policy), p.accrualOf(authority, t), rule.Policy
 	if rd := rule.Redirect(); rd != nil {
 		or.redirect, or.location = rd, rd.Location(req, m, scheme, authority)
 		return or, nil
@@ -109,6 +120,89 @@ func (p *Proxy) routeRequest(t *routes.Table, req *httpmatch.Request, scheme, au
 		return or, &proxyError{http.StatusInternalServerError, "invalid_backend", "invalid backend: " + or.backend.Invalid}
 	}
 	return or, nil
+}
+
+// retryFor decides whether a request routed by or may be retried (see
+// routes.Retry.Allows; contentLength is -1 when unknown) and sets its
+// retry policy, budget and timeouts: with retries, the request timeout
+// bounds the whole exchange and the backend request timeout (or the retry
+// timeout, the shorter) each attempt. Every request under a policy with
+// retries deposits in the route's budget, retried or not.
+func (p *Proxy) retryFor(or *outRoute, authority, method string, grpc bool, contentLength int64) bool {
+	r := &or.pol.Retry
+	if r.Limit == 0 || or.redirect != nil {
+		return false
+	}
+	l := metrics.RetryLabels{Authority: authority}
+	if or.rule != nil {
+		l.RouteKind, l.RouteName = or.rule.Route.Kind, or.rule.Route.Name
+	}
+	b := p.retryBudget(l)
+	b.Deposit()
+	if !r.Allows(method, grpc, contentLength) {
+		return false
+	}
+	or.retry, or.budget, or.retries = r, b, p.metrics.Retries(l)
+	or.timeout = or.pol.RequestTimeout
+	or.tryTimeout = or.pol.BackendRequestTimeout
+	if d := r.Timeout; d > 0 && (or.tryTimeout == 0 || d < or.tryTimeout) {
+		or.tryTimeout = d
+	}
+	return true
+}
+
+// maxBudgets bounds the retry budgets kept (one per route with retries).
+const maxBudgets = 4096
+
+// retryBudget is the retry budget of a route (Linkerd's defaults: 20 % of
+// the requests plus 10 a second, over 10 s).
+func (p *Proxy) retryBudget(l metrics.RetryLabels) *retry.Budget {
+	p.accrualMu.RLock()
+	b := p.budgets[l]
+	p.accrualMu.RUnlock()
+	if b != nil {
+		return b
+	}
+	p.accrualMu.Lock()
+	defer p.accrualMu.Unlock()
+	if b = p.budgets[l]; b != nil {
+		return b
+	}
+	if p.budgets == nil || len(p.budgets) >= maxBudgets {
+		p.budgets = map[metrics.RetryLabels]*retry.Budget{}
+	}
+	b = retry.NewBudget(retry.DefaultRatio, retry.DefaultMinPerSecond, retry.DefaultTTL, nil)
+	p.budgets[l] = b
+	return b
+}
+
+// mayRetryResponse decides whether a retryable response (status, and
+// grpcStatus of a trailers-only gRPC response) is retried after tries
+// attempts, and counts the decision: false for a response the policy does
+// not retry, or when the limit or the budget is spent.
+func (or *outRoute) mayRetryResponse(tries int, status int, grpcStatus string) bool {
+	if !or.retry.Retryable(status, grpcStatus) {
+		if tries > 1 {
+			or.retries.Success()
+		}
+		return false
+	}
+	return or.anotherTry(tries)
+}
+
+// anotherTry reports whether a request that has had tries attempts may
+// get one more, and counts it (or why not).
+func (or *outRoute) anotherTry(tries int) bool {
+	switch {
+	case tries > int(or.retry.Limit):
+		or.retries.LimitExceeded()
+		return false
+	case !or.budget.TryWithdraw():
+		or.retries.Overflow()
+		return false
+	}
+	or.retries.Request()
+	return true
 }
 
 // target is the authority to resolve and balance: the backend's (the

@@ -32,6 +32,7 @@ import (
 	"github.com/conduitmesh/conduit/pkg/proxy/balance"
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+	"github.com/conduitmesh/conduit/pkg/proxy/retry"
 	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
 )
 
@@ -179,10 +180,11 @@ type Proxy struct {
 	log     *slog.Logger
 	metrics *metrics.Registry
 	bal     *balance.Balancer
-	// accruals are the outbound Services' failure accrual (outroute.go),
-	// guarded by accrualMu.
+	// accruals are the outbound Services' failure accrual, budgets the
+	// routes' retry budgets (outroute.go), guarded by accrualMu.
 	accrualMu sync.RWMutex
 	accruals  map[string]*accrualEntry
+	budgets   map[metrics.RetryLabels]*retry.Budget
 	opaque    map[uint16]bool
 	ups       *upstreams
 	fastUps   *fastUpstreams

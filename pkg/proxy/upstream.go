@@ -133,7 +133,7 @@ func (u *upstreams) newUpstream(k upKey, ep resolve.Endpoint) *upstream {
 				pr.Out.Header["User-Agent"] = nil // don't add Go's default
 			}
 		},
-		Transport: tr,
+		Transport: up, // the retries of a route with a retry policy
 		// ReverseProxy flushes every write of a streamed response (unknown
 		// length: gRPC, SSE, chunked). Zero here keeps a bodiless response
 		// whole: a gRPC trailers-only response must leave as one HEADERS

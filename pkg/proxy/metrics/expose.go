@@ -23,6 +23,7 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 		errVals[i] = r.errors[k].Load()
 	}
 	authz := append([]*authzSeries(nil), r.authzOrd...)
+	retries := append([]*Retries(nil), r.retryOrd...)
 	panicDirs := append([]string(nil), r.panicOrd...)
 	panicVals := make([]uint64, len(panicDirs))
 	for i, d := range panicDirs {
@@ -87,6 +88,15 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 				first = false
 			}
 			sample(bw, name, s.labels, "", s.n.Load())
+		}
+	}
+
+	if len(retries) > 0 {
+		for _, f := range retryFamilies {
+			header(bw, f.name, "counter", f.help)
+			for _, s := range retries {
+				sample(bw, f.name, s.labels, "", f.v(s))
+			}
 		}
 	}
 

@@ -45,6 +45,8 @@ type Registry struct {
 	panicOrd []string
 	authz    map[AuthzLabels]*authzSeries
 	authzOrd []*authzSeries
+	retries  map[RetryLabels]*Retries
+	retryOrd []*Retries
 }
 
 // NewRegistry returns an empty registry.

@@ -1,8 +1,7 @@
-// Package retry decides which requests the proxy may retry and how many:
-// a Policy says what is retryable (from the retry.conduit.io annotations),
-// and a Budget caps retries at a share of the requests plus a minimum rate,
-// as Linkerd and Finagle do, so that retries never multiply the load on a
-// failing service.
+// Package retry bounds the proxy's retries: a Budget caps them at a share
+// of the requests plus a minimum rate, as Linkerd and Finagle do, so that
+// retries never multiply the load on a failing service. What a route
+// retries is its policy's (route.Retry, from the controller).
 package retry
 
 import (

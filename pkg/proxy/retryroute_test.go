@@ -1,0 +1,216 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+
+	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
+	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
+	"github.com/conduitmesh/conduit/pkg/proxy/httpmatch/httpmatchtest"
+	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+	routes "github.com/conduitmesh/conduit/pkg/proxy/route"
+)
+
+const (
+	retrySvc     = "retry.shop.svc.cluster.local:80"
+	retryGRPCSvc = "retry-grpc.shop.svc.cluster.local:80"
+)
+
+// flakyBackend fails every other request to a path (the first, the third…)
+// and answers the others with the path and the request's body; under
+// /always/ it always fails, under /slow/ the failing requests hang
+// instead until the client gives up.
+type flakyBackend struct {
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (b *flakyBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	b.mu.Lock()
+	b.calls[r.URL.Path]++
+	n := b.calls[r.URL.Path]
+	b.mu.Unlock()
+	if strings.HasPrefix(r.URL.Path, "/always/") || strings.HasPrefix(r.URL.Path, "/budget/") || n%2 == 1 {
+		if strings.HasPrefix(r.URL.Path, "/slow/") {
+			<-r.Context().Done()
+			return
+		}
+		http.Error(w, "flaky", http.StatusServiceUnavailable)
+		return
+	}
+	io.WriteString(w, r.Method+" "+r.URL.Path+" "+string(body))
+}
+
+func (b *flakyBackend) count(path string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.calls[path]
+}
+
+func retryRoutes(t testing.TB) fakeRoutes {
+	prefix := func(p string) *policyv1.HttpMatch { return &policyv1.HttpMatch{Path: httpmatchtest.Prefix(p)} }
+	retry5xx := &destinationv1.RoutePolicy{Retry: &destinationv1.Retry{Limit: 1,
+		HttpStatuses: []*destinationv1.StatusRange{{Min: 500, Max: 599}}, TimeoutMs: 300}}
+	flaky := outRule(prefix("/"))
+	flaky.Policy = retry5xx
+	always := outRule(prefix("/always/"))
+	always.Policy = retry5xx
+	budget := outRule(prefix("/budget/"))
+	budget.Policy = retry5xx
+	grpcRule := outRule(prefix("/"))
+	grpcRule.Policy = &destinationv1.RoutePolicy{Retry: &destinationv1.Retry{Limit: 1, GrpcCodes: []uint32{uint32(codes.Unavailable)}}}
+	return fakeRoutes{
+		retrySvc: decodeRoutes(t, retrySvc, &destinationv1.OutboundRoutes{Found: true, Routes: []*destinationv1.OutboundRoute{
+			mkRoute("flaky", 100, flaky), mkRoute("always", 50, always), mkRoute("budget", 60, budget)}}),
+		retryGRPCSvc: decodeRoutes(t, retryGRPCSvc, &destinationv1.OutboundRoutes{Found: true, Routes: []*destinationv1.OutboundRoute{
+			mkRoute("grpc-flaky", 100, grpcRule)}}),
+	}
+}
+
+// TestOutboundRetries: a route's retries on each HTTP path — failed
+// idempotent requests sent again with their body, POST never, a body over
+// 64 KiB never, a hung attempt retried after the retry timeout, the limit
+// and the budget counted.
+func TestOutboundRetries(t *testing.T) {
+	for _, path := range httpPaths {
+		t.Run(path.name, func(t *testing.T) {
+			b := &flakyBackend{calls: map[string]int{}}
+			addr := startHTTPBackend(t, b)
+			cfg := path.cfg
+			cfg.Resolver = &fakeResolver{eps: map[string][]resolve.Endpoint{retrySvc: {{Addr: addr}}}}
+			cfg.Routes = retryRoutes(t)
+			p := startProxy(t, cfg)
+			c := path.client(t)
+			send := func(method, path string, body []byte) (int, string) {
+				t.Helper()
+				req, _ := http.NewRequest(method, "http://"+p.OutboundAddr()+path, bytes.NewReader(body))
+				req.Host = "retry.shop.svc.cluster.local"
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				got, _ := io.ReadAll(resp.Body)
+				return resp.StatusCode, string(got)
+			}
+			// Within the budget's first second: 10 retries plus 20 % of
+			// the requests.
+			const n = 5
+			for i := range n {
+				if code, got := send("GET", "/get", nil); code != 200 || got != "GET /get " {
+					t.Fatalf("GET %d: %d %q, want 200 after a retry", i, code, got)
+				}
+				if code, got := send("PUT", "/put", []byte("the body")); code != 200 || got != "PUT /put the body" {
+					t.Fatalf("PUT %d: %d %q, want 200 with the body replayed", i, code, got)
+				}
+			}
+			if got := b.count("/get") + b.count("/put"); got != 4*n {
+				t.Errorf("the backend saw %d requests, want %d (each sent twice)", got, 4*n)
+			}
+			// POST is not idempotent: its 503 is the client's.
+			if code, _ := send("POST", "/post", []byte("x")); code != 503 || b.count("/post") != 1 {
+				t.Errorf("POST: %d after %d tries, want 503 after 1", code, b.count("/post"))
+			}
+			// A body over 64 KiB is not kept: not retried.
+			big := bytes.Repeat([]byte("b"), routes.MaxReplayBody+1)
+			if code, _ := send("PUT", "/big", big); code != 503 || b.count("/big") != 1 {
+				t.Errorf("PUT of 64 KiB + 1: %d after %d tries, want 503 after 1", code, b.count("/big"))
+			}
+			// A hung attempt: cut at the retry timeout (300 ms), retried.
+			if code, got := send("GET", "/slow/x", nil); code != 200 || got != "GET /slow/x " {
+				t.Errorf("hung attempt: %d %q, want 200 after a retry", code, got)
+			}
+			// Always failing: one retry, then the limit.
+			if code, _ := send("GET", "/always/x", nil); code != 503 || b.count("/always/x") != 2 {
+				t.Errorf("always failing: %d after %d tries, want 503 after 2", code, b.count("/always/x"))
+			}
+			wantMetric(t, p, 2*n+1, "outbound_http_route_retry_requests_total", `route_name="flaky"`)
+			wantMetric(t, p, 2*n+1, "outbound_http_route_retry_successes_total", `route_name="flaky"`)
+			wantMetric(t, p, 1, "outbound_http_route_retry_limit_exceeded_total", `route_name="always"`)
+			// The client-facing series count each request once.
+			wantMetric(t, p, 2*n+1, "response_total", `route_name="flaky"`, `status_code="200"`)
+
+			// The budget: with every attempt failing, retries stay within
+			// 20 % of the requests plus the minimum rate (10 a second,
+			// from the route's first request).
+			start := time.Now()
+			const m = 60
+			for range m {
+				send("GET", "/budget/x", nil)
+			}
+			elapsed := time.Since(start)
+			retries := b.count("/budget/x") - m
+			limit := (m+1)/5 + 10*(int(elapsed/time.Second)+1) + 1
+			if retries > limit {
+				t.Errorf("%d requests in %v got %d retries, want at most %d", m, elapsed, retries, limit)
+			}
+			if retries == m {
+				t.Errorf("every request was retried: the budget did not hold")
+			}
+			t.Logf("%d failing requests in %v: %d retries", m, elapsed, retries)
+		})
+	}
+}
+
+// TestOutboundRetriesGRPC: UNAVAILABLE answers (trailers-only) retried with
+// the request's message, on the HTTP/2 fast path and net/http's.
+func TestOutboundRetriesGRPC(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{{"h2-fast", Config{}}, {"net-http", Config{DisableFastPath: true}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			calls := 0
+			srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+				mu.Lock()
+				calls++
+				n := calls
+				mu.Unlock()
+				if n%2 == 1 {
+					return nil, status.Error(codes.Unavailable, "flaky")
+				}
+				return h(ctx, req)
+			}))
+			testpb.RegisterTestServiceServer(srv, &grpcService{})
+			addr := serveGRPC(t, srv)
+			cfg := tc.cfg
+			cfg.Resolver = &fakeResolver{eps: map[string][]resolve.Endpoint{retryGRPCSvc: {{Addr: addr}}}}
+			cfg.Routes = retryRoutes(t)
+			p := startProxy(t, cfg)
+			client := dialGRPC(t, p.OutboundAddr(), grpc.WithAuthority("retry-grpc.shop.svc.cluster.local"))
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			payload := &testpb.Payload{Body: bytes.Repeat([]byte("p"), 1000)}
+			const n = 10 // within the budget's first second
+			for i := range n {
+				resp, err := client.UnaryCall(ctx, &testpb.SimpleRequest{Payload: payload})
+				if err != nil {
+					t.Fatalf("call %d: %v, want OK after a retry", i, err)
+				}
+				if !bytes.Equal(resp.GetPayload().GetBody(), payload.Body) {
+					t.Fatalf("call %d: the payload came back changed", i)
+				}
+			}
+			mu.Lock()
+			if calls != 2*n {
+				t.Errorf("the server saw %d calls, want %d", calls, 2*n)
+			}
+			mu.Unlock()
+			wantMetric(t, p, n, "outbound_http_route_retry_requests_total", `route_name="grpc-flaky"`)
+			wantMetric(t, p, n, "response_total", `route_name="grpc-flaky"`, `grpc_status="0"`)
+		})
+	}
+}
