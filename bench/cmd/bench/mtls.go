@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -79,7 +80,30 @@ func (e *benchEnv) mesh() (*meshFiles, error) {
 // a server-side proxy in front of target, and a client-side proxy whose
 // outbound listener the load generator uses with that authority as Host.
 func startTwoHops(ctx context.Context, e *benchEnv, p protocol, target string) (d *deployment, err error) {
-	return startMeshed(ctx, e, p, target, 0)
+	return startMeshed(ctx, e, p, target, 0, false)
+}
+
+// startTwoHopsRoutes is startTwoHops with the Service carrying what issue
+// 14 adds, none of it matching the load's requests: an HTTPRoute whose rule
+// (path /bench-unmatched/) has retries and timeouts, and the Service's
+// failure accrual, which applies to every request.
+func startTwoHopsRoutes(ctx context.Context, e *benchEnv, p protocol, target string) (d *deployment, err error) {
+	return startMeshed(ctx, e, p, target, 0, true)
+}
+
+// unmatchedRoute is the route of startTwoHopsRoutes.
+const unmatchedRoute = "bench-unmatched"
+
+// routesRegistry is the registry's part for startTwoHopsRoutes.
+func routesRegistry() string {
+	_, port, _ := net.SplitHostPort(serviceAuthority)
+	return fmt.Sprintf("- apiVersion: gateway.networking.k8s.io/v1\n  kind: HTTPRoute\n"+
+		"  metadata:\n    name: %s\n    namespace: %s\n"+
+		"    annotations: {retry.conduit.io/http: 5xx, retry.conduit.io/limit: \"2\", retry.conduit.io/timeout: 2s}\n"+
+		"  spec:\n    parentRefs: [{group: \"\", kind: Service, name: fortio, port: %s}]\n"+
+		"    rules:\n    - matches: [{path: {type: PathPrefix, value: /%s/}}]\n"+
+		"      timeouts: {request: 10s}\n      backendRefs: [{name: fortio, port: %s}]\n",
+		unmatchedRoute, meshNamespace, port, unmatchedRoute, port)
 }
 
 // startTwoHopsAuthz is startTwoHops with the server-side proxy enforcing an
@@ -88,7 +112,7 @@ func startTwoHops(ctx context.Context, e *benchEnv, p protocol, target string) (
 // admits the client, so every request's decision passes them all.
 func startTwoHopsAuthz(n int) func(context.Context, *benchEnv, protocol, string) (*deployment, error) {
 	return func(ctx context.Context, e *benchEnv, p protocol, target string) (*deployment, error) {
-		return startMeshed(ctx, e, p, target, n)
+		return startMeshed(ctx, e, p, target, n, false)
 	}
 }
 
@@ -114,7 +138,7 @@ func authzRegistry(port string, n int) string {
 	return b.String()
 }
 
-func startMeshed(ctx context.Context, e *benchEnv, _ protocol, target string, policies int) (d *deployment, err error) {
+func startMeshed(ctx context.Context, e *benchEnv, _ protocol, target string, policies int, routes bool) (d *deployment, err error) {
 	m, err := e.mesh()
 	if err != nil {
 		return nil, err
@@ -136,12 +160,21 @@ func startMeshed(ctx context.Context, e *benchEnv, _ protocol, target string, po
 	_, svcPort, _ := net.SplitHostPort(serviceAuthority)
 	reg := fmt.Sprintf("services:\n- name: fortio\n  namespace: %s\n  port: %s\n  endpoints:\n  - address: %s\n    identity: %s\n",
 		meshNamespace, svcPort, serverIn, spiffeID("server"))
+	if routes {
+		reg += "  annotations: {balancer.conduit.io/failure-accrual: consecutive}\n"
+	}
 	if policies > 0 {
 		_, targetPort, err := net.SplitHostPort(target)
 		if err != nil {
 			return nil, fmt.Errorf("target %q: %w", target, err)
 		}
 		reg += authzRegistry(targetPort, policies)
+	}
+	if routes {
+		if policies > 0 {
+			return nil, errors.New("routes and authorization policies are not benchmarked together")
+		}
+		reg += "policies:\n" + routesRegistry()
 	}
 	if err := os.WriteFile(registry, []byte(reg), 0o600); err != nil {
 		return nil, err
@@ -178,6 +211,13 @@ func startMeshed(ctx context.Context, e *benchEnv, _ protocol, target string, po
 		d.measured = append(d.measured, p)
 		if sa == "client" {
 			d.addr = l.out
+			if routes {
+				// The route reached the proxy: a request on its path is
+				// labelled with it (one request, before the load).
+				if err := checkRouted(ctx, l.out, "http://"+l.admin+"/metrics"); err != nil {
+					return nil, err
+				}
+			}
 		} else {
 			metrics := "http://" + l.admin + "/metrics"
 			d.verify = func(*sample) error {
@@ -192,6 +232,40 @@ func startMeshed(ctx context.Context, e *benchEnv, _ protocol, target string, po
 		}
 	}
 	return d, nil
+}
+
+// checkRouted sends one request on the unmatched route's path through the
+// client-side proxy at out and makes sure the proxy counted it under the
+// route, so that the row measures a proxy that has the route table.
+func checkRouted(ctx context.Context, out, metricsURL string) error {
+	var last error
+	for range 50 {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+out+"/"+unmatchedRoute+"/probe", nil)
+		req.Host = serviceAuthority
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		resp, err := http.Get(metricsURL)
+		if err != nil {
+			return fmt.Errorf("reading the client-side proxy's metrics: %w", err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		if strings.Contains(string(body), `route_name="`+unmatchedRoute+`"`) {
+			return nil
+		}
+		last = fmt.Errorf("the client-side proxy counted no request under route %s: it has no route table", unmatchedRoute)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return last
 }
 
 // checkMTLS makes sure the server-side proxy saw the requests over mutual

@@ -44,9 +44,9 @@ const (
 	// variantSystems are conduit-proxy with a library added (variants.go):
 	// measured only when asked for.
 	variantSystems = "conduit-grpcgo,conduit-promclient"
-	// policySystems measure the inbound policy's cost (systems.go): only
-	// when asked for.
-	policySystems = "conduit-mtls-authz50"
+	// policySystems measure the cost of inbound policy and of outbound
+	// routes (systems.go): only when asked for.
+	policySystems = "conduit-mtls-authz50,conduit-mtls-routes"
 	quickPoints   = "1000x4"
 	quickProtocol = "http1,grpc,tcp"
 )

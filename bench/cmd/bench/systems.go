@@ -76,6 +76,8 @@ var systems = map[string]system{
 	"conduit": {name: "conduit", title: "conduit-proxy (1 hop, inbound)", supports: always, start: startConduit},
 	"conduit-mtls": {name: "conduit-mtls", title: "conduit-proxy ×2 with mTLS (outbound → inbound)",
 		supports: func(p protocol) bool { return p.name != "tcp" }, start: startTwoHops},
+	"conduit-mtls-routes": {name: "conduit-mtls-routes", title: "conduit-proxy ×2 with mTLS, a route with retries and timeouts (not matched) and failure accrual",
+		supports: func(p protocol) bool { return p.http1 }, start: startTwoHopsRoutes},
 	"conduit-mtls-authz50": {name: "conduit-mtls-authz50", title: "conduit-proxy ×2 with mTLS, 50 authorization policies on the server's port",
 		supports: func(p protocol) bool { return p.name != "tcp" }, start: startTwoHopsAuthz(50)},
 	"conduit-tap": {name: "conduit-tap", title: "conduit-proxy (1 hop) tapped at full rate",
