@@ -78,8 +78,9 @@ func (st *h2Stream) replayableLocked() bool {
 	return st.bits.Load()&sent == sent && !st.rty.over
 }
 
-// retryResponse is called by up's reader with the final response header
-// of a stream its route may retry (id its stream there). It reports whether
+// retryResponse is called by up's reader with each header block of a
+// stream its route may retry (id its stream there); status is 0 for
+// trailers. It reports whether
 // the reader is done with the block: a late block of a dropped attempt, or
 // a response retried. Otherwise it has marked the response's end (end) and
 // the reader passes the block on.
@@ -98,6 +99,10 @@ func (up *h2Up) retryResponse(st *h2Stream, id uint32, status int, grpcStatus st
 		return true
 	}
 	if status < 200 {
+		// Informational, or the trailers of a response passed on.
+		if end {
+			st.mark(sRespIn)
+		}
 		return false
 	}
 	d := st.down

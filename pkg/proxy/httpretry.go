@@ -134,6 +134,9 @@ type replayBody struct {
 }
 
 func (b *replayBody) Read(p []byte) (int, error) {
+	if b.complete.Load() {
+		return 0, io.EOF
+	}
 	n, err := b.ReadCloser.Read(p)
 	if !b.over && !b.complete.Load() { // (nothing is kept past the end)
 		if len(b.buf)+n > b.max {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -179,6 +180,9 @@ func (g guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Writes net/http makes itself (100 Continue) are bounded too.
 	iw.arm()
 	g.next.ServeHTTP(iw, r)
+	if body != nil {
+		body.handlerDone()
+	}
 	if r.ProtoMajor == 2 && !iw.wrote && r.Context().Err() != nil {
 		s.earlyReset(infoFrom(r.Context()))
 	}
@@ -226,10 +230,25 @@ type idleBody struct {
 	rc      *http.ResponseController
 	d       time.Duration
 	stalled atomic.Bool
+	// done is set once the handler returned: a transport's goroutine may
+	// still read the body (an attempt cancelled, a retry), but the
+	// server's writer is no longer the handler's to set deadlines on.
+	mu   sync.Mutex
+	done bool
+}
+
+func (b *idleBody) handlerDone() {
+	b.mu.Lock()
+	b.done = true
+	b.mu.Unlock()
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
-	b.rc.SetReadDeadline(time.Now().Add(b.d))
+	b.mu.Lock()
+	if !b.done {
+		b.rc.SetReadDeadline(time.Now().Add(b.d))
+	}
+	b.mu.Unlock()
 	n, err := b.ReadCloser.Read(p)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		b.stalled.Store(true)
