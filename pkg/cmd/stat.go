@@ -38,6 +38,9 @@ type statOptions struct {
 	window        time.Duration
 	output        string
 	cpNamespace   string
+	// by is "route" for a row per route and backend (stat_routes.go),
+	// "" for a row per resource.
+	by string
 }
 
 func statCommand(g *Globals) *cli.Command {
@@ -47,7 +50,12 @@ func statCommand(g *Globals) *cli.Command {
 		ArgsUsage: "TYPE[/NAME] | TYPE NAME",
 		Description: "TYPE is one of namespace (ns), deployment (deploy), pod (po), service (svc), authority (au).\n" +
 			"Where an inbound policy applies, ALLOWED and DENIED count the requests it admitted and refused in the window.\n" +
-			"Examples:\n  conduit stat deploy -n demo\n  conduit stat deploy/web --to deploy/books -n demo\n  conduit stat ns -o json\n  conduit stat deploy -n demo -o yaml",
+			"With --by route, one resource's outbound HTTP requests per parent authority, route (HTTPRoute or GRPCRoute;\n" +
+			"[default] for requests that matched none) and backend (the service the requests went to, else the workload);\n" +
+			"TIMEOUTS count responses 504 and grpc-status 4, RETRIES the route's retries (all backends), SHARE the\n" +
+			"backend's share of the route's requests.\n" +
+			"Examples:\n  conduit stat deploy -n demo\n  conduit stat deploy/web --to deploy/books -n demo\n  conduit stat ns -o json\n  conduit stat deploy -n demo -o yaml\n" +
+			"  conduit stat --by route deploy/web -n demo -o wide",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "all-namespaces", Aliases: []string{"A"}, Usage: "show resources in every namespace"},
 			&cli.StringFlag{Name: "from", Usage: "count only traffic from this resource (TYPE/NAME)"},
@@ -56,6 +64,7 @@ func statCommand(g *Globals) *cli.Command {
 			&cli.StringFlag{Name: "to-namespace", Usage: "namespace of --to (default: the -n namespace)"},
 			&cli.DurationFlag{Name: "time-window", Aliases: []string{"t"}, Value: time.Minute, Usage: "how far back to aggregate, 10s to 1h"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "output format: table, wide, json or yaml"},
+			&cli.StringFlag{Name: "by", Usage: "group by `route`: one row per parent authority, route and backend of one resource's outbound requests (default: a row per resource)"},
 		},
 		Action: func(c *cli.Context) error {
 			args := c.Args().Slice() // flags after them were moved in front by interspersed
@@ -65,7 +74,7 @@ func statCommand(g *Globals) *cli.Command {
 			}
 			o := statOptions{resource: res, allNamespaces: c.Bool("all-namespaces"), from: c.String("from"), to: c.String("to"),
 				fromNamespace: c.String("from-namespace"), toNamespace: c.String("to-namespace"),
-				window: c.Duration("time-window"), output: c.String("output"), cpNamespace: c.String("conduit-namespace")}
+				window: c.Duration("time-window"), output: c.String("output"), cpNamespace: c.String("conduit-namespace"), by: c.String("by")}
 			return runStat(c.Context, g, o)
 		},
 	}
@@ -116,6 +125,12 @@ func runStat(ctx context.Context, g *Globals, o statOptions) error {
 	}
 	if o.window < stats.MinWindow || o.window > stats.MaxWindow {
 		return fmt.Errorf("time window %s is out of range: use 10s to 1h", o.window)
+	}
+	if err := checkStatBy(o); err != nil {
+		return err
+	}
+	if o.by == "route" {
+		return runStatRoutes(ctx, g, o)
 	}
 	ns := g.Namespace()
 	req := &statsv1.StatRequest{
@@ -226,14 +241,28 @@ func statJSON(rows []*statsv1.StatRow) []statJSONRow {
 			WindowSeconds: r.GetWindow().AsDuration().Seconds(),
 			AuthzApplies:  r.GetAuthzApplies(), AllowedCount: r.GetAuthzAllowedCount(), DeniedCount: r.GetAuthzDeniedCount(),
 		}
-		if total := r.GetSuccessCount() + r.GetFailureCount(); total > 0 {
-			sr := float64(r.GetSuccessCount()) / float64(total)
-			p50, p95, p99 := r.GetLatencyMsP50(), r.GetLatencyMsP95(), r.GetLatencyMsP99()
-			j.SuccessRate, j.LatencyMsP50, j.LatencyMsP95, j.LatencyMsP99 = &sr, &p50, &p95, &p99
-		}
+		j.SuccessRate, j.LatencyMsP50, j.LatencyMsP95, j.LatencyMsP99 = rateAndLatencies(r)
 		out = append(out, j)
 	}
 	return out
+}
+
+// rateAndLatencies are a row's success rate and latencies for the JSON
+// output: nil (null) when no response fell in the window.
+func rateAndLatencies(r interface {
+	GetSuccessCount() uint64
+	GetFailureCount() uint64
+	GetLatencyMsP50() float64
+	GetLatencyMsP95() float64
+	GetLatencyMsP99() float64
+}) (success, p50, p95, p99 *float64) {
+	total := r.GetSuccessCount() + r.GetFailureCount()
+	if total == 0 {
+		return nil, nil, nil, nil
+	}
+	sr := float64(r.GetSuccessCount()) / float64(total)
+	l50, l95, l99 := r.GetLatencyMsP50(), r.GetLatencyMsP95(), r.GetLatencyMsP99()
+	return &sr, &l50, &l95, &l99
 }
 
 // liveView reports whether a terminal UI may run: input and output are

@@ -93,6 +93,7 @@ type rowAgg struct {
 	meshed, pods int  // running pods, and those of them running a proxy
 	exists       bool // some pod of the row exists (running or not)
 	succ, fail   float64
+	timeouts     float64             // failures that timed out (outbound only)
 	buckets      map[float64]float64 // cumulative, by bound
 	tcpOpen      float64
 	read, write  float64
@@ -136,38 +137,42 @@ func (a *rowAgg) addAuthz(w *podWindow) {
 // add adds the pod's groups that pred selects.
 func (a *rowAgg) add(w *podWindow, pred func(*group) bool) {
 	for i := range w.pd.groups {
-		g := &w.pd.groups[i]
-		if !g.present || !pred(g) {
-			continue
-		}
-		// Any growth in the window makes the row worth showing, even of
-		// what the row does not show.
-		for _, c := range g.ctr {
-			if w.sum(c) > 0 {
-				a.contributed = true
-				break
-			}
-		}
-		a.succ += w.sum(g.ctr[slotSuccess])
-		a.fail += w.sum(g.ctr[slotFailure])
-		a.read += w.sum(g.ctr[slotRead])
-		a.write += w.sum(g.ctr[slotWritten])
-		cum := 0.0
-		for j, c := range g.bctr {
-			if cum += w.sum(c); cum > 0 {
-				if a.buckets == nil {
-					a.buckets = map[float64]float64{}
-				}
-				a.buckets[g.les[j]] += cum
-				a.contributed = true
-			}
-		}
-		if g.hasGauge {
-			a.tcpOpen += g.gauge
-			a.contributed = true
+		if g := &w.pd.groups[i]; g.present && pred(g) {
+			a.addGroup(w, g)
 		}
 	}
 	a.span = max(a.span, w.span)
+}
+
+// addGroup adds one group of the pod (its span is add's to count).
+func (a *rowAgg) addGroup(w *podWindow, g *group) {
+	// Any growth in the window makes the row worth showing, even of
+	// what the row does not show.
+	for _, c := range g.ctr {
+		if w.sum(c) > 0 {
+			a.contributed = true
+			break
+		}
+	}
+	a.succ += w.sum(g.ctr[slotSuccess])
+	a.fail += w.sum(g.ctr[slotFailure])
+	a.timeouts += w.sum(g.ctr[slotTimeout])
+	a.read += w.sum(g.ctr[slotRead])
+	a.write += w.sum(g.ctr[slotWritten])
+	cum := 0.0
+	for j, c := range g.bctr {
+		if cum += w.sum(c); cum > 0 {
+			if a.buckets == nil {
+				a.buckets = map[float64]float64{}
+			}
+			a.buckets[g.les[j]] += cum
+			a.contributed = true
+		}
+	}
+	if g.hasGauge {
+		a.tcpOpen += g.gauge
+		a.contributed = true
+	}
 }
 
 // quantile estimates the q-quantile from cumulative buckets the way

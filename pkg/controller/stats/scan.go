@@ -14,7 +14,8 @@ import (
 // `edges` read: per group of series that they cannot tell apart (the
 // labels they filter and group by), HTTP request and response counts,
 // response latency buckets, TCP counters and the open-connections gauge;
-// per pod, the inbound HTTP authorization decisions. Every other family of
+// per pod, the inbound HTTP authorization decisions; per outbound route,
+// its retries. Every other family of
 // the page (process_*, histograms' _sum and _count, tcp_connection_duration,
 // TCP authorization, …) is skipped after reading its name, and no label of
 // a kept line is copied unless its group is new.
@@ -37,6 +38,12 @@ const (
 	slotDenied  // inbound_http_authz_deny_total
 	slotOther   // conduit_proxy_{errors,panics}_total: activity, not shown
 	slotStart   // process_start_time_seconds: tells a restarted proxy
+	// slotTimeout counts the outbound responses that timed out (status
+	// 504 or grpc-status 4), also counted as slotFailure.
+	slotTimeout
+	slotRetries       // outbound_http_route_retry_requests_total
+	slotRetryLimit    // outbound_http_route_retry_limit_exceeded_total
+	slotRetryOverflow // outbound_http_route_retry_overflow_total
 	numSlots
 )
 
@@ -67,17 +74,33 @@ func slotOf(name []byte) slot {
 		return slotOther
 	case "process_start_time_seconds":
 		return slotStart
+	case retryRequestsMetric:
+		return slotRetries
+	case retryLimitMetric:
+		return slotRetryLimit
+	case retryOverflowMetric:
+		return slotRetryOverflow
 	}
 	return slotNone
 }
 
+// The proxy's counters of an outbound route's retries (no direction
+// label: authority, route_kind and route_name only).
+const (
+	retryRequestsMetric = "outbound_http_route_retry_requests_total"
+	retryLimitMetric    = "outbound_http_route_retry_limit_exceeded_total"
+	retryOverflowMetric = "outbound_http_route_retry_overflow_total"
+)
+
 // Group keys: the label values queries read, in this order, after a
 // direction byte; inbound series keep only their authority (stat reads
-// nothing else of them), outbound ones the destination and TLS labels too.
+// nothing else of them), outbound ones the destination, TLS and route
+// labels too, retry series their authority and route.
 const (
 	dirInbound  = 'i'
 	dirOutbound = 'o'
 	dirAuthz    = 'a' // the pod's authorization decisions
+	dirRetry    = 'r' // an outbound route's retries
 	keySep      = 0xff
 )
 
@@ -92,6 +115,8 @@ const (
 	lTLS
 	lServerID
 	lClientID
+	lRouteKind
+	lRouteName
 	numKeyLabels
 )
 
@@ -100,6 +125,8 @@ const (
 	lDirection = numKeyLabels + iota
 	lClassification
 	lLe
+	lStatusCode
+	lGRPCStatus
 	numLabels
 )
 
@@ -128,6 +155,14 @@ func labelID(name []byte) int {
 		return lClassification
 	case "le":
 		return lLe
+	case "route_kind":
+		return lRouteKind
+	case "route_name":
+		return lRouteName
+	case "status_code":
+		return lStatusCode
+	case "grpc_status":
+		return lGRPCStatus
 	}
 	return -1
 }
@@ -182,6 +217,14 @@ func (pg *page) add(name []byte, v float64, lineNo int) error {
 	case slotAllowed, slotDenied:
 		pg.authz = true
 		key = append(key, dirAuthz)
+	case slotRetries, slotRetryLimit, slotRetryOverflow:
+		key = append(key, dirRetry)
+		for l := range numKeyLabels {
+			key = append(key, keySep)
+			if l == lAuthority || l == lRouteKind || l == lRouteName {
+				key = append(key, pg.lv[l]...)
+			}
+		}
 	default:
 		switch string(pg.lv[lDirection]) {
 		case "inbound":
@@ -230,7 +273,17 @@ func (pg *page) add(name []byte, v float64, lineNo int) error {
 		pg.keys = append(pg.keys, key...)
 	}
 	pg.entries = append(pg.entries, e)
+	if sl == slotFailure && key[0] == dirOutbound && timedOut(pg.lv[lStatusCode], pg.lv[lGRPCStatus]) {
+		e.slot = slotTimeout
+		pg.entries = append(pg.entries, e)
+	}
 	return nil
+}
+
+// timedOut reports whether a response's status_code and grpc_status say it
+// timed out: 504 Gateway Timeout or DEADLINE_EXCEEDED.
+func timedOut(status, grpcStatus []byte) bool {
+	return string(status) == "504" || string(grpcStatus) == "4"
 }
 
 func parseLeBytes(s []byte) (float64, error) {

@@ -5,7 +5,7 @@
 // latency buckets, TCP counters; other families are skipped), keeps their
 // growth per pod as sparse points (every scrape's for 5 minutes, then one
 // per minute, up to the 1 h window), and aggregates per namespace,
-// deployment, pod, service, authority and edge on demand.
+// deployment, pod, service, authority, edge and route on demand.
 package stats
 
 import (
@@ -261,6 +261,53 @@ func (s *Server) Stat(_ context.Context, req *statsv1.StatRequest) (*statsv1.Sta
 			AuthzDeniedCount:   uint64(r.Denied),
 			AuthzApplies:       r.AuthzApplies,
 		})
+	}
+	return resp, nil
+}
+
+// Routes implements statsv1.StatsServer.
+func (s *Server) Routes(_ context.Context, req *statsv1.RoutesRequest) (*statsv1.RoutesResponse, error) {
+	if req.GetSelector() == nil {
+		return nil, status.Error(codes.InvalidArgument, "selector is required")
+	}
+	sel, err := refFrom(req.GetSelector(), "default")
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	if err := CheckRouteSelector(sel); err != nil {
+		return nil, grpcErr(err)
+	}
+	q := RouteQuery{Selector: sel}
+	if q.Window, err = CheckWindow(req.GetWindow().AsDuration()); err != nil {
+		return nil, grpcErr(err)
+	}
+	resp := &statsv1.RoutesResponse{}
+	for _, r := range s.store.Routes(s.cfg.Now(), q) {
+		row := &statsv1.RouteRow{
+			Resource:                &statsv1.Resource{Namespace: sel.Namespace, Type: sel.Type, Name: sel.Name},
+			Parent:                  r.Parent,
+			RouteKind:               r.RouteKind,
+			RouteName:               r.RouteName,
+			SuccessCount:            uint64(r.Successes),
+			FailureCount:            uint64(r.Failures),
+			TimeoutCount:            uint64(r.Timeouts),
+			RetryCount:              uint64(r.Retries),
+			RetryLimitExceededCount: uint64(r.RetryLimitExceeded),
+			RetryOverflowCount:      uint64(r.RetryOverflow),
+			Share:                   r.Share,
+			Rps:                     r.RPS,
+			LatencyMsP50:            r.P50,
+			LatencyMsP95:            r.P95,
+			LatencyMsP99:            r.P99,
+			Window:                  durationpb.New(r.Window),
+		}
+		if sel.Type == TypeNamespace {
+			row.Resource.Namespace = ""
+		}
+		if b := r.Backend; b.Name != "" {
+			row.Backend = &statsv1.Resource{Namespace: b.Namespace, Type: b.Type, Name: b.Name}
+		}
+		resp.Rows = append(resp.Rows, row)
 	}
 	return resp, nil
 }

@@ -26,8 +26,10 @@ const (
 type group struct {
 	key string // as built by page.add; the fields below are substrings of it
 	dir byte
-	// outbound groups only, but for authority, which inbound ones have too
+	// outbound groups only, but for authority, which inbound ones have too,
+	// and the route, which retry groups have too
 	authority, dstNs, dstDeploy, dstPod, dstSvc, tls, serverID, clientID string
+	routeKind, routeName                                                 string
 	// ctr is the pod's counter per slot, -1 for none (not slotBucket,
 	// slotOpen or slotStart, which have none).
 	ctr [numSlots]int32
@@ -47,7 +49,8 @@ func newGroup(key string) group {
 	for i := range g.ctr {
 		g.ctr[i] = -1
 	}
-	fields := [numKeyLabels]*string{&g.authority, &g.dstNs, &g.dstDeploy, &g.dstPod, &g.dstSvc, &g.tls, &g.serverID, &g.clientID}
+	fields := [numKeyLabels]*string{&g.authority, &g.dstNs, &g.dstDeploy, &g.dstPod, &g.dstSvc, &g.tls, &g.serverID, &g.clientID,
+		&g.routeKind, &g.routeName}
 	rest := key[1:]
 	for _, f := range fields {
 		if len(rest) == 0 || rest[0] != keySep {

@@ -578,6 +578,299 @@ func (x *Edge) GetNoTlsReason() string {
 	return ""
 }
 
+type RoutesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// selector names one namespace, deployment, pod or service (name required)
+	// whose proxies' outbound traffic is counted.
+	Selector *Resource `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	// window is how far back to aggregate: 10s to 1h; zero means 1m.
+	Window        *durationpb.Duration `protobuf:"bytes,2,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoutesRequest) Reset() {
+	*x = RoutesRequest{}
+	mi := &file_stats_v1_stats_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoutesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoutesRequest) ProtoMessage() {}
+
+func (x *RoutesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stats_v1_stats_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoutesRequest.ProtoReflect.Descriptor instead.
+func (*RoutesRequest) Descriptor() ([]byte, []int) {
+	return file_stats_v1_stats_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RoutesRequest) GetSelector() *Resource {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
+func (x *RoutesRequest) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+type RoutesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rows are sorted by parent, route and backend.
+	Rows          []*RouteRow `protobuf:"bytes,1,rep,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoutesResponse) Reset() {
+	*x = RoutesResponse{}
+	mi := &file_stats_v1_stats_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoutesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoutesResponse) ProtoMessage() {}
+
+func (x *RoutesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stats_v1_stats_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoutesResponse.ProtoReflect.Descriptor instead.
+func (*RoutesResponse) Descriptor() ([]byte, []int) {
+	return file_stats_v1_stats_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RoutesResponse) GetRows() []*RouteRow {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+// RouteRow is the traffic of one parent authority's route to one backend.
+type RouteRow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// resource is the selected resource, whose proxies sent the requests.
+	Resource *Resource `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	// parent is the authority the requests were sent to (the route's parent
+	// service, with its port): the proxies' authority label.
+	Parent string `protobuf:"bytes,2,opt,name=parent,proto3" json:"parent,omitempty"`
+	// route_kind is httproute or grpcroute; empty for [default].
+	RouteKind string `protobuf:"bytes,3,opt,name=route_kind,json=routeKind,proto3" json:"route_kind,omitempty"`
+	// route_name is the route's name, or "[default]" for the requests to the
+	// parent that matched no route.
+	RouteName string `protobuf:"bytes,4,opt,name=route_name,json=routeName,proto3" json:"route_name,omitempty"`
+	// backend is where the requests went: the service of the endpoint the
+	// proxy picked, else its deployment, else its pod; absent when unknown
+	// (no endpoint was picked, or it has no labels).
+	Backend      *Resource `protobuf:"bytes,5,opt,name=backend,proto3" json:"backend,omitempty"`
+	SuccessCount uint64    `protobuf:"varint,6,opt,name=success_count,json=successCount,proto3" json:"success_count,omitempty"`
+	FailureCount uint64    `protobuf:"varint,7,opt,name=failure_count,json=failureCount,proto3" json:"failure_count,omitempty"`
+	// timeout_count counts the responses with status 504 or grpc-status 4
+	// (DEADLINE_EXCEEDED); they are failures too.
+	TimeoutCount uint64 `protobuf:"varint,8,opt,name=timeout_count,json=timeoutCount,proto3" json:"timeout_count,omitempty"`
+	// retry_count is the retry attempts the proxies sent for the route, to all
+	// its backends (proxies count retries per route, not per backend):
+	// outbound_http_route_retry_requests_total. retry_limit_exceeded_count and
+	// retry_overflow_count are requests not retried because the route's retry
+	// limit or retry budget was reached.
+	RetryCount              uint64 `protobuf:"varint,9,opt,name=retry_count,json=retryCount,proto3" json:"retry_count,omitempty"`
+	RetryLimitExceededCount uint64 `protobuf:"varint,10,opt,name=retry_limit_exceeded_count,json=retryLimitExceededCount,proto3" json:"retry_limit_exceeded_count,omitempty"`
+	RetryOverflowCount      uint64 `protobuf:"varint,11,opt,name=retry_overflow_count,json=retryOverflowCount,proto3" json:"retry_overflow_count,omitempty"`
+	// share is the backend's share of the route's requests, 0 to 1: a 90/10
+	// split shows as 0.9 and 0.1.
+	Share float64 `protobuf:"fixed64,12,opt,name=share,proto3" json:"share,omitempty"`
+	// rps is (success_count + failure_count) / window.
+	Rps          float64 `protobuf:"fixed64,13,opt,name=rps,proto3" json:"rps,omitempty"`
+	LatencyMsP50 float64 `protobuf:"fixed64,14,opt,name=latency_ms_p50,json=latencyMsP50,proto3" json:"latency_ms_p50,omitempty"`
+	LatencyMsP95 float64 `protobuf:"fixed64,15,opt,name=latency_ms_p95,json=latencyMsP95,proto3" json:"latency_ms_p95,omitempty"`
+	LatencyMsP99 float64 `protobuf:"fixed64,16,opt,name=latency_ms_p99,json=latencyMsP99,proto3" json:"latency_ms_p99,omitempty"`
+	// window is the span actually covered (see StatRow.window).
+	Window        *durationpb.Duration `protobuf:"bytes,17,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RouteRow) Reset() {
+	*x = RouteRow{}
+	mi := &file_stats_v1_stats_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouteRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouteRow) ProtoMessage() {}
+
+func (x *RouteRow) ProtoReflect() protoreflect.Message {
+	mi := &file_stats_v1_stats_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouteRow.ProtoReflect.Descriptor instead.
+func (*RouteRow) Descriptor() ([]byte, []int) {
+	return file_stats_v1_stats_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RouteRow) GetResource() *Resource {
+	if x != nil {
+		return x.Resource
+	}
+	return nil
+}
+
+func (x *RouteRow) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *RouteRow) GetRouteKind() string {
+	if x != nil {
+		return x.RouteKind
+	}
+	return ""
+}
+
+func (x *RouteRow) GetRouteName() string {
+	if x != nil {
+		return x.RouteName
+	}
+	return ""
+}
+
+func (x *RouteRow) GetBackend() *Resource {
+	if x != nil {
+		return x.Backend
+	}
+	return nil
+}
+
+func (x *RouteRow) GetSuccessCount() uint64 {
+	if x != nil {
+		return x.SuccessCount
+	}
+	return 0
+}
+
+func (x *RouteRow) GetFailureCount() uint64 {
+	if x != nil {
+		return x.FailureCount
+	}
+	return 0
+}
+
+func (x *RouteRow) GetTimeoutCount() uint64 {
+	if x != nil {
+		return x.TimeoutCount
+	}
+	return 0
+}
+
+func (x *RouteRow) GetRetryCount() uint64 {
+	if x != nil {
+		return x.RetryCount
+	}
+	return 0
+}
+
+func (x *RouteRow) GetRetryLimitExceededCount() uint64 {
+	if x != nil {
+		return x.RetryLimitExceededCount
+	}
+	return 0
+}
+
+func (x *RouteRow) GetRetryOverflowCount() uint64 {
+	if x != nil {
+		return x.RetryOverflowCount
+	}
+	return 0
+}
+
+func (x *RouteRow) GetShare() float64 {
+	if x != nil {
+		return x.Share
+	}
+	return 0
+}
+
+func (x *RouteRow) GetRps() float64 {
+	if x != nil {
+		return x.Rps
+	}
+	return 0
+}
+
+func (x *RouteRow) GetLatencyMsP50() float64 {
+	if x != nil {
+		return x.LatencyMsP50
+	}
+	return 0
+}
+
+func (x *RouteRow) GetLatencyMsP95() float64 {
+	if x != nil {
+		return x.LatencyMsP95
+	}
+	return 0
+}
+
+func (x *RouteRow) GetLatencyMsP99() float64 {
+	if x != nil {
+		return x.LatencyMsP99
+	}
+	return 0
+}
+
+func (x *RouteRow) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
 var File_stats_v1_stats_proto protoreflect.FileDescriptor
 
 const file_stats_v1_stats_proto_rawDesc = "" +
@@ -627,10 +920,38 @@ const file_stats_v1_stats_proto_rawDesc = "" +
 	"\tclient_id\x18\x03 \x01(\tR\bclientId\x12\x1b\n" +
 	"\tserver_id\x18\x04 \x01(\tR\bserverId\x12\x18\n" +
 	"\asecured\x18\x05 \x01(\bR\asecured\x12\"\n" +
-	"\rno_tls_reason\x18\x06 \x01(\tR\vnoTlsReason2\x98\x01\n" +
+	"\rno_tls_reason\x18\x06 \x01(\tR\vnoTlsReason\"z\n" +
+	"\rRoutesRequest\x126\n" +
+	"\bselector\x18\x01 \x01(\v2\x1a.conduit.stats.v1.ResourceR\bselector\x121\n" +
+	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\"@\n" +
+	"\x0eRoutesResponse\x12.\n" +
+	"\x04rows\x18\x01 \x03(\v2\x1a.conduit.stats.v1.RouteRowR\x04rows\"\x9a\x05\n" +
+	"\bRouteRow\x126\n" +
+	"\bresource\x18\x01 \x01(\v2\x1a.conduit.stats.v1.ResourceR\bresource\x12\x16\n" +
+	"\x06parent\x18\x02 \x01(\tR\x06parent\x12\x1d\n" +
+	"\n" +
+	"route_kind\x18\x03 \x01(\tR\trouteKind\x12\x1d\n" +
+	"\n" +
+	"route_name\x18\x04 \x01(\tR\trouteName\x124\n" +
+	"\abackend\x18\x05 \x01(\v2\x1a.conduit.stats.v1.ResourceR\abackend\x12#\n" +
+	"\rsuccess_count\x18\x06 \x01(\x04R\fsuccessCount\x12#\n" +
+	"\rfailure_count\x18\a \x01(\x04R\ffailureCount\x12#\n" +
+	"\rtimeout_count\x18\b \x01(\x04R\ftimeoutCount\x12\x1f\n" +
+	"\vretry_count\x18\t \x01(\x04R\n" +
+	"retryCount\x12;\n" +
+	"\x1aretry_limit_exceeded_count\x18\n" +
+	" \x01(\x04R\x17retryLimitExceededCount\x120\n" +
+	"\x14retry_overflow_count\x18\v \x01(\x04R\x12retryOverflowCount\x12\x14\n" +
+	"\x05share\x18\f \x01(\x01R\x05share\x12\x10\n" +
+	"\x03rps\x18\r \x01(\x01R\x03rps\x12$\n" +
+	"\x0elatency_ms_p50\x18\x0e \x01(\x01R\flatencyMsP50\x12$\n" +
+	"\x0elatency_ms_p95\x18\x0f \x01(\x01R\flatencyMsP95\x12$\n" +
+	"\x0elatency_ms_p99\x18\x10 \x01(\x01R\flatencyMsP99\x121\n" +
+	"\x06window\x18\x11 \x01(\v2\x19.google.protobuf.DurationR\x06window2\xe5\x01\n" +
 	"\x05Stats\x12E\n" +
 	"\x04Stat\x12\x1d.conduit.stats.v1.StatRequest\x1a\x1e.conduit.stats.v1.StatResponse\x12H\n" +
-	"\x05Edges\x12\x1e.conduit.stats.v1.EdgesRequest\x1a\x1f.conduit.stats.v1.EdgesResponseB9Z7github.com/conduitmesh/conduit/pkg/api/stats/v1;statsv1b\x06proto3"
+	"\x05Edges\x12\x1e.conduit.stats.v1.EdgesRequest\x1a\x1f.conduit.stats.v1.EdgesResponse\x12K\n" +
+	"\x06Routes\x12\x1f.conduit.stats.v1.RoutesRequest\x1a .conduit.stats.v1.RoutesResponseB9Z7github.com/conduitmesh/conduit/pkg/api/stats/v1;statsv1b\x06proto3"
 
 var (
 	file_stats_v1_stats_proto_rawDescOnce sync.Once
@@ -644,7 +965,7 @@ func file_stats_v1_stats_proto_rawDescGZIP() []byte {
 	return file_stats_v1_stats_proto_rawDescData
 }
 
-var file_stats_v1_stats_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_stats_v1_stats_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_stats_v1_stats_proto_goTypes = []any{
 	(*Resource)(nil),            // 0: conduit.stats.v1.Resource
 	(*StatRequest)(nil),         // 1: conduit.stats.v1.StatRequest
@@ -653,29 +974,40 @@ var file_stats_v1_stats_proto_goTypes = []any{
 	(*EdgesRequest)(nil),        // 4: conduit.stats.v1.EdgesRequest
 	(*EdgesResponse)(nil),       // 5: conduit.stats.v1.EdgesResponse
 	(*Edge)(nil),                // 6: conduit.stats.v1.Edge
-	(*durationpb.Duration)(nil), // 7: google.protobuf.Duration
+	(*RoutesRequest)(nil),       // 7: conduit.stats.v1.RoutesRequest
+	(*RoutesResponse)(nil),      // 8: conduit.stats.v1.RoutesResponse
+	(*RouteRow)(nil),            // 9: conduit.stats.v1.RouteRow
+	(*durationpb.Duration)(nil), // 10: google.protobuf.Duration
 }
 var file_stats_v1_stats_proto_depIdxs = []int32{
 	0,  // 0: conduit.stats.v1.StatRequest.selector:type_name -> conduit.stats.v1.Resource
 	0,  // 1: conduit.stats.v1.StatRequest.from:type_name -> conduit.stats.v1.Resource
 	0,  // 2: conduit.stats.v1.StatRequest.to:type_name -> conduit.stats.v1.Resource
-	7,  // 3: conduit.stats.v1.StatRequest.window:type_name -> google.protobuf.Duration
+	10, // 3: conduit.stats.v1.StatRequest.window:type_name -> google.protobuf.Duration
 	3,  // 4: conduit.stats.v1.StatResponse.rows:type_name -> conduit.stats.v1.StatRow
 	0,  // 5: conduit.stats.v1.StatRow.resource:type_name -> conduit.stats.v1.Resource
-	7,  // 6: conduit.stats.v1.StatRow.window:type_name -> google.protobuf.Duration
+	10, // 6: conduit.stats.v1.StatRow.window:type_name -> google.protobuf.Duration
 	0,  // 7: conduit.stats.v1.EdgesRequest.selector:type_name -> conduit.stats.v1.Resource
 	6,  // 8: conduit.stats.v1.EdgesResponse.edges:type_name -> conduit.stats.v1.Edge
 	0,  // 9: conduit.stats.v1.Edge.src:type_name -> conduit.stats.v1.Resource
 	0,  // 10: conduit.stats.v1.Edge.dst:type_name -> conduit.stats.v1.Resource
-	1,  // 11: conduit.stats.v1.Stats.Stat:input_type -> conduit.stats.v1.StatRequest
-	4,  // 12: conduit.stats.v1.Stats.Edges:input_type -> conduit.stats.v1.EdgesRequest
-	2,  // 13: conduit.stats.v1.Stats.Stat:output_type -> conduit.stats.v1.StatResponse
-	5,  // 14: conduit.stats.v1.Stats.Edges:output_type -> conduit.stats.v1.EdgesResponse
-	13, // [13:15] is the sub-list for method output_type
-	11, // [11:13] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	0,  // 11: conduit.stats.v1.RoutesRequest.selector:type_name -> conduit.stats.v1.Resource
+	10, // 12: conduit.stats.v1.RoutesRequest.window:type_name -> google.protobuf.Duration
+	9,  // 13: conduit.stats.v1.RoutesResponse.rows:type_name -> conduit.stats.v1.RouteRow
+	0,  // 14: conduit.stats.v1.RouteRow.resource:type_name -> conduit.stats.v1.Resource
+	0,  // 15: conduit.stats.v1.RouteRow.backend:type_name -> conduit.stats.v1.Resource
+	10, // 16: conduit.stats.v1.RouteRow.window:type_name -> google.protobuf.Duration
+	1,  // 17: conduit.stats.v1.Stats.Stat:input_type -> conduit.stats.v1.StatRequest
+	4,  // 18: conduit.stats.v1.Stats.Edges:input_type -> conduit.stats.v1.EdgesRequest
+	7,  // 19: conduit.stats.v1.Stats.Routes:input_type -> conduit.stats.v1.RoutesRequest
+	2,  // 20: conduit.stats.v1.Stats.Stat:output_type -> conduit.stats.v1.StatResponse
+	5,  // 21: conduit.stats.v1.Stats.Edges:output_type -> conduit.stats.v1.EdgesResponse
+	8,  // 22: conduit.stats.v1.Stats.Routes:output_type -> conduit.stats.v1.RoutesResponse
+	20, // [20:23] is the sub-list for method output_type
+	17, // [17:20] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_stats_v1_stats_proto_init() }
@@ -689,7 +1021,7 @@ func file_stats_v1_stats_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stats_v1_stats_proto_rawDesc), len(file_stats_v1_stats_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

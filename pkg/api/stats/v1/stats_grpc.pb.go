@@ -22,8 +22,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Stats_Stat_FullMethodName  = "/conduit.stats.v1.Stats/Stat"
-	Stats_Edges_FullMethodName = "/conduit.stats.v1.Stats/Edges"
+	Stats_Stat_FullMethodName   = "/conduit.stats.v1.Stats/Stat"
+	Stats_Edges_FullMethodName  = "/conduit.stats.v1.Stats/Edges"
+	Stats_Routes_FullMethodName = "/conduit.stats.v1.Stats/Routes"
 )
 
 // StatsClient is the client API for Stats service.
@@ -36,6 +37,12 @@ type StatsClient interface {
 	Stat(ctx context.Context, in *StatRequest, opts ...grpc.CallOption) (*StatResponse, error)
 	// Edges returns the observed connections between resources of a type.
 	Edges(ctx context.Context, in *EdgesRequest, opts ...grpc.CallOption) (*EdgesResponse, error)
+	// Routes returns one resource's outbound HTTP traffic per route: one row
+	// per parent authority, route and backend (`conduit stat --by route`).
+	//
+	// Errors: INVALID_ARGUMENT for an unknown resource type, an authority, a
+	// selector without a name, or a window out of range.
+	Routes(ctx context.Context, in *RoutesRequest, opts ...grpc.CallOption) (*RoutesResponse, error)
 }
 
 type statsClient struct {
@@ -66,6 +73,16 @@ func (c *statsClient) Edges(ctx context.Context, in *EdgesRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *statsClient) Routes(ctx context.Context, in *RoutesRequest, opts ...grpc.CallOption) (*RoutesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RoutesResponse)
+	err := c.cc.Invoke(ctx, Stats_Routes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StatsServer is the server API for Stats service.
 // All implementations must embed UnimplementedStatsServer
 // for forward compatibility.
@@ -76,6 +93,12 @@ type StatsServer interface {
 	Stat(context.Context, *StatRequest) (*StatResponse, error)
 	// Edges returns the observed connections between resources of a type.
 	Edges(context.Context, *EdgesRequest) (*EdgesResponse, error)
+	// Routes returns one resource's outbound HTTP traffic per route: one row
+	// per parent authority, route and backend (`conduit stat --by route`).
+	//
+	// Errors: INVALID_ARGUMENT for an unknown resource type, an authority, a
+	// selector without a name, or a window out of range.
+	Routes(context.Context, *RoutesRequest) (*RoutesResponse, error)
 	mustEmbedUnimplementedStatsServer()
 }
 
@@ -91,6 +114,9 @@ func (UnimplementedStatsServer) Stat(context.Context, *StatRequest) (*StatRespon
 }
 func (UnimplementedStatsServer) Edges(context.Context, *EdgesRequest) (*EdgesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Edges not implemented")
+}
+func (UnimplementedStatsServer) Routes(context.Context, *RoutesRequest) (*RoutesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Routes not implemented")
 }
 func (UnimplementedStatsServer) mustEmbedUnimplementedStatsServer() {}
 func (UnimplementedStatsServer) testEmbeddedByValue()               {}
@@ -149,6 +175,24 @@ func _Stats_Edges_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Stats_Routes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RoutesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StatsServer).Routes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Stats_Routes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StatsServer).Routes(ctx, req.(*RoutesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Stats_ServiceDesc is the grpc.ServiceDesc for Stats service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -163,6 +207,10 @@ var Stats_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Edges",
 			Handler:    _Stats_Edges_Handler,
+		},
+		{
+			MethodName: "Routes",
+			Handler:    _Stats_Routes_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
