@@ -370,6 +370,7 @@ func tuiEvent(ev *tapv1.TapEvent) (tui.TapEvent, bool) {
 	case "req":
 		r := h.GetRequestInit()
 		te.Kind, te.Method, te.Authority, te.Path, te.Headers = tui.RequestInit, r.GetMethod(), r.GetAuthority(), r.GetPath(), headersOf(r.GetHeaders())
+		te.RouteKind, te.RouteName = r.GetRoute().GetKind(), r.GetRoute().GetName()
 		if a := r.GetAuthz(); a != nil {
 			te.Authz = &tui.Authz{Allowed: a.GetAllowed(), Status: int(a.GetHttpStatus()), Server: policyRefName(a.GetServer()),
 				Route: policyRefName(a.GetRoute()), Authorization: policyRefName(a.GetAuthorization()), Reason: a.GetReason()}
@@ -427,6 +428,9 @@ func tapLine(ev *tapv1.TapEvent, wide bool) string {
 	case "req":
 		r := h.GetRequestInit()
 		fmt.Fprintf(&b, " :method=%s :authority=%s :path=%s", r.GetMethod(), r.GetAuthority(), r.GetPath())
+		if rt := policyRefName(r.GetRoute()); rt != "" {
+			fmt.Fprintf(&b, " route=%s", rt)
+		}
 		if a := r.GetAuthz(); a != nil {
 			fmt.Fprintf(&b, " authz=%s", tapAuthzText(a))
 			if wide {
@@ -502,6 +506,9 @@ type tapJSON struct {
 
 	// Authz is the inbound policy's decision (req events, when a policy applied).
 	Authz *tapAuthzJSON `json:"authz,omitempty"`
+	// Route is the outbound route whose rule the request matched ("req"
+	// events only; absent when none did).
+	Route *tapPolicyJSON `json:"route,omitempty"`
 }
 
 // tapAuthzJSON is an inbound policy's decision in `conduit tap -o json`.
@@ -562,6 +569,7 @@ func tapEventJSON(ev *tapv1.TapEvent) tapJSON {
 			j.Authz = &tapAuthzJSON{Allowed: a.GetAllowed(), Status: a.GetHttpStatus(), Server: tapPolicyOf(a.GetServer()),
 				Route: tapPolicyOf(a.GetRoute()), Authorization: tapPolicyOf(a.GetAuthorization()), Reason: a.GetReason()}
 		}
+		j.Route = tapPolicyOf(r.GetRoute())
 	case "rsp":
 		r := h.GetResponseInit()
 		lat := r.GetSinceRequestInit().AsDuration().Microseconds()

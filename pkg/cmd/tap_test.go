@@ -61,13 +61,18 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// makeTraffic sends requests through the proxy's tap hook until ctx ends.
+// makeTraffic sends requests through the proxy's tap hook until ctx ends;
+// those to /books/1 match the HTTPRoute books.
 func makeTraffic(ctx context.Context, px *proxytap.Server, path string, status int) {
 	for ctx.Err() == nil {
-		ro := px.RequestStarted(&proxy.Request{Direction: "outbound", Method: "GET", Authority: "books.demo:7001", Path: path,
+		req := &proxy.Request{Direction: "outbound", Method: "GET", Authority: "books.demo:7001", Path: path,
 			Header: http.Header{"Authorization": {"secret"}}, TLS: true,
 			Source: netip.MustParseAddrPort("127.0.0.1:5000"), Destination: netip.MustParseAddrPort("127.0.0.1:7001"),
-			DstLabels: map[string]string{"deployment": "books", "namespace": "demo"}})
+			DstLabels: map[string]string{"deployment": "books", "namespace": "demo"}}
+		if path == "/books/1" {
+			req.RouteKind, req.RouteName = "httproute", "books"
+		}
+		ro := px.RequestStarted(req)
 		if ro != nil {
 			ro.ResponseStarted(&proxy.Response{Status: status})
 			ro.Ended(proxy.EndInfo{GRPCStatus: "0", ResponseBytes: 12})
@@ -92,7 +97,7 @@ func TestTapPiped(t *testing.T) {
 	out := w.buf.String()
 	w.mu.Unlock()
 	for _, re := range []string{
-		`(?m)^req id=\d+:\d+ proxy=out src=127\.0\.0\.1:5000 dst=127\.0\.0\.1:7001 tls=true :method=GET :authority=books\.demo:7001 :path=/books/1 src_res=deploy/web src_ns=demo dst_res=deploy/books dst_ns=demo$`,
+		`(?m)^req id=\d+:\d+ proxy=out src=127\.0\.0\.1:5000 dst=127\.0\.0\.1:7001 tls=true :method=GET :authority=books\.demo:7001 :path=/books/1 route=httproute/books src_res=deploy/web src_ns=demo dst_res=deploy/books dst_ns=demo$`,
 		`(?m)^rsp id=\d+:\d+ proxy=out .* :status=200 latency=\d+µs`,
 		`(?m)^end id=\d+:\d+ proxy=out .* grpc-status=OK duration=\d+µs response-length=12B`,
 	} {
@@ -124,6 +129,9 @@ func TestTapJSON(t *testing.T) {
 			sawReq = true
 			if h := ev["headers"].(map[string]any); h["authorization"] != proxytap.Redacted {
 				t.Errorf("authorization not redacted: %v", h)
+			}
+			if rt, _ := ev["route"].(map[string]any); rt["kind"] != "httproute" || rt["name"] != "books" {
+				t.Errorf("route = %v, want httproute books", ev["route"])
 			}
 		}
 	}
@@ -163,6 +171,25 @@ func TestTopSnapshot(t *testing.T) {
 	ok, bad := byPath["/books/1"], byPath["/books/2"]
 	if ok == nil || bad == nil || ok["success"] != 1.0 || bad["success"] != 0.0 || ok["source"] != "deploy/web" || ok["destination"] != "deploy/books" {
 		t.Errorf("rows = %v", rows)
+	}
+	// The route of the requests that matched one.
+	if ok["route"] != "books" || ok["routeKind"] != "httproute" || bad["route"] != nil {
+		t.Errorf("routes: %v and %v, want books (httproute) and none", ok, bad)
+	}
+
+	// Piped without -o: a plain table, ROUTE last.
+	out, _, err = runObsCLI(ctx, t, "top", "deploy/web", "-n", "demo", "--controller-addr", addr, "--duration", "1s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, re := range []string{
+		`(?m)^SOURCE +DESTINATION +METHOD +PATH +COUNT +BEST +WORST +LAST +SUCCESS +ROUTE$`,
+		`(?m)^deploy/web +deploy/books +GET +/books/1 +\d+ .* 100\.00% +books$`,
+		`(?m)^deploy/web +deploy/books +GET +/books/2 +\d+ .* 0\.00% +-$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("table lacks %s:\n%s", re, out)
+		}
 	}
 }
 

@@ -27,8 +27,9 @@ func topCommand(g *Globals) *cli.Command {
 		Name:      "top",
 		Usage:     "rank the busiest paths of a meshed resource, live",
 		ArgsUsage: "TYPE[/NAME] | TYPE NAME",
-		Description: "On a terminal, a live table (1-9 sort by column, r reverses, space pauses, q quits);\n" +
-			"piped or with -o, a snapshot of --duration of traffic.\n" +
+		Description: "On a terminal, a live table (1-9 and 0 sort by column, r reverses, space pauses, q quits);\n" +
+			"piped or with -o, a snapshot of --duration of traffic. ROUTE is the HTTPRoute or GRPCRoute whose rule\n" +
+			"outbound requests matched (- for none).\n" +
 			"Example:\n  conduit top deploy/web -n demo",
 		Flags: append(tapFilterFlags(100),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output format: table, json or yaml (default: the live view on a terminal, a table otherwise)"},
@@ -116,6 +117,8 @@ collect:
 			Destination  string  `json:"destination"`
 			Method       string  `json:"method"`
 			Path         string  `json:"path"`
+			Route        string  `json:"route,omitempty"`
+			RouteKind    string  `json:"routeKind,omitempty"`
 			Count        int64   `json:"count"`
 			BestMicros   int64   `json:"bestMicros"`
 			WorstMicros  int64   `json:"worstMicros"`
@@ -125,7 +128,7 @@ collect:
 		}
 		out := make([]rowJSON, 0, len(rows))
 		for _, r := range rows {
-			out = append(out, rowJSON{r.Source, r.Destination, r.Method, r.Path, r.Count,
+			out = append(out, rowJSON{r.Source, r.Destination, r.Method, r.Path, r.Route, r.RouteKind, r.Count,
 				r.Best.Microseconds(), r.Worst.Microseconds(), r.Last.Microseconds(), r.SuccessRate(), r.Successes})
 		}
 		return writeStructured(g.Streams.Out, o.output, out)
@@ -135,10 +138,14 @@ collect:
 		return nil
 	}
 	tw := tabwriter.NewWriter(g.Streams.Out, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "SOURCE\tDESTINATION\tMETHOD\tPATH\tCOUNT\tBEST\tWORST\tLAST\tSUCCESS")
+	fmt.Fprintln(tw, "SOURCE\tDESTINATION\tMETHOD\tPATH\tCOUNT\tBEST\tWORST\tLAST\tSUCCESS\tROUTE")
 	for _, r := range rows {
+		route := r.Route
+		if route == "" {
+			route = "-"
+		}
 		fmt.Fprintln(tw, strings.Join([]string{r.Source, r.Destination, r.Method, r.Path, strconv.FormatInt(r.Count, 10),
-			tui.FormatLatency(r.Best), tui.FormatLatency(r.Worst), tui.FormatLatency(r.Last), tui.FormatPercent(r.SuccessRate(), true)}, "\t"))
+			tui.FormatLatency(r.Best), tui.FormatLatency(r.Worst), tui.FormatLatency(r.Last), tui.FormatPercent(r.SuccessRate(), true), route}, "\t"))
 	}
 	return tw.Flush()
 }

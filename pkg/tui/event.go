@@ -61,6 +61,9 @@ type TapEvent struct {
 	Headers   []Header
 	// Authz is the inbound policy's decision; nil when no policy applied.
 	Authz *Authz
+	// RouteKind and RouteName name the outbound route (httproute or
+	// grpcroute) whose rule the request matched; "" when none did.
+	RouteKind, RouteName string
 
 	// ResponseInit.
 	Status          int

@@ -387,6 +387,9 @@ func (m *TapModel) detailView(r *tapRow, h int) string {
 	add("to", e.Destination)
 	add("direction", e.Direction)
 	add("tls", tlsText(e.TLS))
+	if e.RouteName != "" {
+		add("route", e.RouteKind+"/"+e.RouteName)
+	}
 	if a := e.Authz; a != nil {
 		v := "allow " + a.Server
 		if !a.Allowed {

@@ -12,17 +12,21 @@ import (
 )
 
 // TopRow is one line of `conduit top`: every request between two peers with
-// one method and path.
+// one method and path (and outbound route).
 type TopRow struct {
-	Source      string        `json:"source"`
-	Destination string        `json:"destination"`
-	Method      string        `json:"method"`
-	Path        string        `json:"path"`
-	Count       int64         `json:"count"`
-	Best        time.Duration `json:"bestNs"`
-	Worst       time.Duration `json:"worstNs"`
-	Last        time.Duration `json:"lastNs"`
-	Successes   int64         `json:"successes"`
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	Method      string `json:"method"`
+	Path        string `json:"path"`
+	// Route is the name of the outbound route the requests matched, ""
+	// for none; RouteKind its kind (httproute, grpcroute).
+	Route     string        `json:"route,omitempty"`
+	RouteKind string        `json:"routeKind,omitempty"`
+	Count     int64         `json:"count"`
+	Best      time.Duration `json:"bestNs"`
+	Worst     time.Duration `json:"worstNs"`
+	Last      time.Duration `json:"lastNs"`
+	Successes int64         `json:"successes"`
 }
 
 // SuccessRate is the share of successful requests.
@@ -33,7 +37,7 @@ func (r TopRow) SuccessRate() float64 {
 	return float64(r.Successes) / float64(r.Count)
 }
 
-type topKey struct{ src, dst, method, path string }
+type topKey struct{ src, dst, method, path, routeKind, route string }
 
 // maxOpenRequests bounds requests seen starting but not yet finished (a
 // stream that lost their end events must not grow memory without bound).
@@ -72,7 +76,7 @@ func (t *TopTable) Add(e TapEvent) {
 		if _, dup := t.open[e.ID]; !dup {
 			t.order = append(t.order, e.ID)
 		}
-		t.open[e.ID] = &openRequest{key: topKey{e.Source, e.Destination, e.Method, e.Path}}
+		t.open[e.ID] = &openRequest{key: topKey{e.Source, e.Destination, e.Method, e.Path, e.RouteKind, e.RouteName}}
 	case ResponseInit:
 		if o := t.open[e.ID]; o != nil {
 			o.latency, o.status = e.Latency, e.Status
@@ -106,7 +110,7 @@ func (t *TopTable) count(k topKey, lat time.Duration, ok bool) {
 	t.total++
 	r := t.rows[k]
 	if r == nil {
-		r = &TopRow{Source: k.src, Destination: k.dst, Method: k.method, Path: k.path, Best: lat, Worst: lat}
+		r = &TopRow{Source: k.src, Destination: k.dst, Method: k.method, Path: k.path, Route: k.route, RouteKind: k.routeKind, Best: lat, Worst: lat}
 		t.rows[k] = r
 	}
 	r.Count++
@@ -121,7 +125,7 @@ func (t *TopTable) count(k topKey, lat time.Duration, ok bool) {
 // TopColumn names a column of the top table, for sorting.
 type TopColumn int
 
-// The top table's columns in display order.
+// The top table's columns in display order; keys 1-9 and 0 sort by them.
 const (
 	ColSource TopColumn = iota
 	ColDestination
@@ -132,6 +136,7 @@ const (
 	ColWorst
 	ColLast
 	ColSuccess
+	ColRoute
 )
 
 // Rows returns the rows sorted by col (descending when desc), ties broken
@@ -153,7 +158,8 @@ func (t *TopTable) Rows(col TopColumn, desc bool) []TopRow {
 			return c
 		}
 		return cmp.Or(strings.Compare(a.Path, b.Path), strings.Compare(a.Source, b.Source),
-			strings.Compare(a.Destination, b.Destination), strings.Compare(a.Method, b.Method))
+			strings.Compare(a.Destination, b.Destination), strings.Compare(a.Method, b.Method),
+			strings.Compare(a.Route, b.Route), strings.Compare(a.RouteKind, b.RouteKind))
 	})
 	return out
 }
@@ -178,6 +184,8 @@ func compareTop(a, b TopRow, col TopColumn) int {
 		return cmp.Compare(a.Last, b.Last)
 	case ColSuccess:
 		return cmp.Compare(a.SuccessRate(), b.SuccessRate())
+	case ColRoute:
+		return strings.Compare(a.Route, b.Route)
 	}
 	return 0
 }
@@ -193,6 +201,7 @@ var topColumns = []column{
 	{title: "WORST", min: 8, right: true},
 	{title: "LAST", min: 8, right: true},
 	{title: "SUCCESS", min: 9, right: true},
+	{title: "ROUTE", min: 10},
 }
 
 func topValues(r TopRow) []string {
@@ -201,6 +210,7 @@ func topValues(r TopRow) []string {
 		strconv.FormatInt(r.Count, 10),
 		FormatLatency(r.Best), FormatLatency(r.Worst), FormatLatency(r.Last),
 		FormatPercent(r.SuccessRate(), r.Count > 0),
+		dash(r.Route),
 	}
 }
 
@@ -239,8 +249,8 @@ func (m *TopModel) Sort() (TopColumn, bool) { return m.sortBy, m.desc }
 // Paused reports whether the view is paused.
 func (m *TopModel) Paused() bool { return m.paused }
 
-// Update implements tea.Model. Keys 1–9 sort by that column (again to
-// reverse), "r" reverses, space pauses the display (counting goes on).
+// Update implements tea.Model. Keys 1–9 and 0 sort by that column (again
+// to reverse), "r" reverses, space pauses the display (counting goes on).
 func (m *TopModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
@@ -258,13 +268,16 @@ func (m *TopModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.frozen, m.frozenTotal = m.table.Rows(m.sortBy, m.desc), m.table.Total()
 		case "r":
 			m.desc = !m.desc
-		case "1", "2", "3", "4", "5", "6", "7", "8", "9":
+		case "1", "2", "3", "4", "5", "6", "7", "8", "9", "0":
 			c := TopColumn(k[0] - '1')
+			if k == "0" {
+				c = ColRoute
+			}
 			if c == m.sortBy {
 				m.desc = !m.desc
 			} else {
 				// Names read best A→Z; numbers busiest/slowest first.
-				m.sortBy, m.desc = c, c >= ColCount
+				m.sortBy, m.desc = c, c >= ColCount && c != ColRoute
 			}
 		}
 		if m.paused {
@@ -278,7 +291,7 @@ func sortedCopy(rows []TopRow, col TopColumn, desc bool) []TopRow {
 	t := NewTopTable()
 	for _, r := range rows {
 		r := r
-		t.rows[topKey{r.Source, r.Destination, r.Method, r.Path}] = &r
+		t.rows[topKey{r.Source, r.Destination, r.Method, r.Path, r.RouteKind, r.Route}] = &r
 	}
 	return t.Rows(col, desc)
 }
@@ -319,7 +332,7 @@ func (m *TopModel) View() string {
 		}
 		b.WriteByte('\n')
 	}
-	b.WriteString(m.st.dim.Render("1-9 sort by column • r reverse • space pause • q quit"))
+	b.WriteString(m.st.dim.Render("1-9,0 sort by column • r reverse • space pause • q quit"))
 	return b.String()
 }
 

@@ -36,6 +36,9 @@ func request(n int, src, dst, method, path string, status, grpcStatus int, lat t
 	return []TapEvent{req, rsp, end}
 }
 
+// sampleEvents: four calls of /books.Books/List, which match the
+// GRPCRoute books, and two failed calls of /authors.Authors/Get, which
+// match no route.
 func sampleEvents() []TapEvent {
 	var evs []TapEvent
 	for i := 0; i < 6; i++ {
@@ -44,7 +47,11 @@ func sampleEvents() []TapEvent {
 		if i%3 == 2 {
 			path, gs = "/authors.Authors/Get", 13
 		}
-		evs = append(evs, request(i, "deploy/web", "deploy/books", "POST", path, 200, gs, time.Duration(i+1)*time.Millisecond)...)
+		req := request(i, "deploy/web", "deploy/books", "POST", path, 200, gs, time.Duration(i+1)*time.Millisecond)
+		if gs == 0 {
+			req[0].RouteKind, req[0].RouteName = "grpcroute", "books"
+		}
+		evs = append(evs, req...)
 	}
 	return evs
 }
@@ -174,7 +181,7 @@ func TestTopTable(t *testing.T) {
 		t.Fatalf("rows = %+v, total %d", rows, tt.Total())
 	}
 	want := TopRow{Source: "deploy/web", Destination: "deploy/books", Method: "POST", Path: "/books.Books/List",
-		Count: 4, Best: time.Millisecond, Worst: 5 * time.Millisecond, Last: 5 * time.Millisecond, Successes: 4}
+		Route: "books", RouteKind: "grpcroute", Count: 4, Best: time.Millisecond, Worst: 5 * time.Millisecond, Last: 5 * time.Millisecond, Successes: 4}
 	if rows[0] != want {
 		t.Errorf("rows[0] = %+v\nwant %+v", rows[0], want)
 	}
@@ -183,6 +190,9 @@ func TestTopTable(t *testing.T) {
 	}
 	if got := tt.Rows(ColPath, false); got[0].Path != "/authors.Authors/Get" {
 		t.Errorf("sort by path: first %q", got[0].Path)
+	}
+	if got := tt.Rows(ColRoute, true); got[0].Route != "books" || got[1].Route != "" {
+		t.Errorf("sort by route: %+v", got)
 	}
 }
 
@@ -198,6 +208,10 @@ func TestTopModelSortAndPause(t *testing.T) {
 	send(m, keys("4")...)
 	if _, d := m.Sort(); !d {
 		t.Errorf("4 again did not reverse")
+	}
+	send(m, keys("0")...)
+	if c, d := m.Sort(); c != ColRoute || d {
+		t.Errorf("after 0: %v %v, want by route, A→Z", c, d)
 	}
 	send(m, keys(" ")...)
 	send(m, eventMsgs(request(50, "deploy/web", "deploy/authors", "GET", "/new", 200, -1, time.Millisecond))...)
@@ -291,7 +305,7 @@ func TestTapAuthzTeatest(t *testing.T) {
 }
 
 func TestTopTeatest(t *testing.T) {
-	tm := teatest.NewTestModel(t, NewTopModel("deploy/web"), teatest.WithInitialTermSize(110, 8))
+	tm := teatest.NewTestModel(t, NewTopModel("deploy/web"), teatest.WithInitialTermSize(120, 8))
 	for _, e := range sampleEvents() {
 		tm.Send(TapEventMsg(e))
 	}

@@ -62,10 +62,14 @@ func controller(t *testing.T, cfg Config) tapv1.TapAPIClient {
 }
 
 // traffic makes one request through s's tap hook, refused by the inbound
-// policy when path is /denied.
+// policy when path is /denied, matching a route (the relay passes it on
+// whatever the direction) when it is /a.
 func traffic(s *proxytap.Server, path string) {
 	req := &conduitproxy.Request{Direction: "inbound", Method: "GET", Authority: "web", Path: path,
 		Source: netip.MustParseAddrPort("127.0.0.1:1"), Destination: netip.MustParseAddrPort("127.0.0.1:2")}
+	if path == "/a" {
+		req.RouteKind, req.RouteName = "httproute", "web-a"
+	}
 	status := 200
 	if path == "/denied" {
 		status = 403
@@ -127,6 +131,10 @@ func TestTapByResourceMergesPods(t *testing.T) {
 			if denied := ri.GetPath() == "/denied"; (a != nil) != denied ||
 				(denied && (a.GetAllowed() || a.GetHttpStatus() != 403 || a.GetServer().GetName() != "web-http" || a.GetReason() != "unauthorized")) {
 				t.Errorf("%s: authz %v", ri.GetPath(), a)
+			}
+			// So does the route.
+			if rt := ri.GetRoute(); (rt != nil) != (ri.GetPath() == "/a") || rt != nil && (rt.GetKind() != "httproute" || rt.GetName() != "web-a") {
+				t.Errorf("%s: route %v", ri.GetPath(), rt)
 			}
 		}
 		seen[pod]++

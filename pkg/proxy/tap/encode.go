@@ -41,6 +41,7 @@ const (
 	httpResponseEnd  = 3
 
 	reqAuthz = 7 // RequestInit.authz
+	reqRoute = 8 // RequestInit.route
 
 	// conduit.tap.v1.Authorization
 	authzAllowed    = 1
@@ -291,6 +292,7 @@ func (c *common) requestInit(dst []byte, at time.Time, info *proxy.Request) []by
 		b = appendHeaders(b, 6, info.Header)
 	}
 	b = appendAuthz(b, reqAuthz, &info.Authz)
+	b = appendRef(b, reqRoute, authz.Ref{Kind: info.RouteKind, Name: info.RouteName})
 	return tail(b, h, e)
 }
 

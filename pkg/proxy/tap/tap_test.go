@@ -142,6 +142,38 @@ func TestEncodingAuthzMatchesAPI(t *testing.T) {
 	}
 }
 
+// TestEncodingRouteMatchesAPI: the outbound route a request matched rides
+// on its request init event, only when it matched one.
+func TestEncodingRouteMatchesAPI(t *testing.T) {
+	c := &common{direction: 2, src: info().Source, dst: info().Destination, base: 7, stream: 9}
+	for _, tc := range []struct {
+		kind, name string
+		want       *tapv1.PolicyRef
+	}{
+		{},
+		{kind: "grpcroute", name: "books-split", want: &tapv1.PolicyRef{Kind: "grpcroute", Name: "books-split"}},
+	} {
+		ri := info()
+		ri.RouteKind, ri.RouteName = tc.kind, tc.name
+		ri.Authz = authz.Decision{Allowed: true, Server: authz.Ref{Kind: "server", Name: "web-http"}}
+		enc := c.requestInit(nil, t0, ri)
+		var ev tapv1.TapEvent
+		if err := proto.Unmarshal(enc, &ev); err != nil {
+			t.Fatal(err)
+		}
+		req := ev.GetHttp().GetRequestInit()
+		if got := req.GetRoute(); !proto.Equal(got, tc.want) || (tc.want == nil) != (got == nil) {
+			t.Errorf("%q: route decoded as %v, want %v", tc.name, got, tc.want)
+		}
+		if want, err := (proto.MarshalOptions{Deterministic: true}).Marshal(&ev); err != nil || !bytes.Equal(enc, want) {
+			t.Errorf("%q: encoded\n%x\nthe generated code writes\n%x (%v)", tc.name, enc, want, err)
+		}
+		if u := req.ProtoReflect().GetUnknown(); len(u) > 0 {
+			t.Errorf("%q: unknown fields %x", tc.name, u)
+		}
+	}
+}
+
 func matchReq(m *tapv1.Match) *tapv1.ObserveRequest { return &tapv1.ObserveRequest{Match: m} }
 
 func httpMatch(h *tapv1.Match_Http) *tapv1.Match {

@@ -1398,7 +1398,11 @@ type TapEvent_Http_RequestInit struct {
 	Headers []*Header `protobuf:"bytes,6,rep,name=headers,proto3" json:"headers,omitempty"`
 	// authz is the inbound policy's decision on the request; absent when
 	// no policy applied (outbound requests, proxies without policy).
-	Authz         *Authorization `protobuf:"bytes,7,opt,name=authz,proto3" json:"authz,omitempty"`
+	Authz *Authorization `protobuf:"bytes,7,opt,name=authz,proto3" json:"authz,omitempty"`
+	// route is the outbound route whose rule the request matched (kind
+	// httproute or grpcroute, and its name); absent when none matched
+	// (inbound requests, services without routes).
+	Route         *PolicyRef `protobuf:"bytes,8,opt,name=route,proto3" json:"route,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1478,6 +1482,13 @@ func (x *TapEvent_Http_RequestInit) GetHeaders() []*Header {
 func (x *TapEvent_Http_RequestInit) GetAuthz() *Authorization {
 	if x != nil {
 		return x.Authz
+	}
+	return nil
+}
+
+func (x *TapEvent_Http_RequestInit) GetRoute() *PolicyRef {
+	if x != nil {
+		return x.Route
 	}
 	return nil
 }
@@ -1679,7 +1690,7 @@ const file_tap_v1_tap_proto_rawDesc = "" +
 	"\x05Label\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05valueB\a\n" +
-	"\x05match\"\xd0\x0f\n" +
+	"\x05match\"\x81\x10\n" +
 	"\bTapEvent\x128\n" +
 	"\ttimestamp\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x127\n" +
 	"\tdirection\x18\x02 \x01(\x0e2\x19.conduit.tap.v1.DirectionR\tdirection\x122\n" +
@@ -1701,14 +1712,14 @@ const file_tap_v1_tap_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
 	"\x10ProxyLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a\x8e\t\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a\xbf\t\n" +
 	"\x04Http\x12N\n" +
 	"\frequest_init\x18\x01 \x01(\v2).conduit.tap.v1.TapEvent.Http.RequestInitH\x00R\vrequestInit\x12Q\n" +
 	"\rresponse_init\x18\x02 \x01(\v2*.conduit.tap.v1.TapEvent.Http.ResponseInitH\x00R\fresponseInit\x12N\n" +
 	"\fresponse_end\x18\x03 \x01(\v2).conduit.tap.v1.TapEvent.Http.ResponseEndH\x00R\vresponseEnd\x1a6\n" +
 	"\bStreamId\x12\x12\n" +
 	"\x04base\x18\x01 \x01(\rR\x04base\x12\x16\n" +
-	"\x06stream\x18\x02 \x01(\x04R\x06stream\x1a\x8e\x02\n" +
+	"\x06stream\x18\x02 \x01(\x04R\x06stream\x1a\xbf\x02\n" +
 	"\vRequestInit\x126\n" +
 	"\x02id\x18\x01 \x01(\v2&.conduit.tap.v1.TapEvent.Http.StreamIdR\x02id\x12\x16\n" +
 	"\x06method\x18\x02 \x01(\tR\x06method\x12\x16\n" +
@@ -1716,7 +1727,8 @@ const file_tap_v1_tap_proto_rawDesc = "" +
 	"\tauthority\x18\x04 \x01(\tR\tauthority\x12\x12\n" +
 	"\x04path\x18\x05 \x01(\tR\x04path\x120\n" +
 	"\aheaders\x18\x06 \x03(\v2\x16.conduit.tap.v1.HeaderR\aheaders\x123\n" +
-	"\x05authz\x18\a \x01(\v2\x1d.conduit.tap.v1.AuthorizationR\x05authz\x1a\xe2\x01\n" +
+	"\x05authz\x18\a \x01(\v2\x1d.conduit.tap.v1.AuthorizationR\x05authz\x12/\n" +
+	"\x05route\x18\b \x01(\v2\x19.conduit.tap.v1.PolicyRefR\x05route\x1a\xe2\x01\n" +
 	"\fResponseInit\x126\n" +
 	"\x02id\x18\x01 \x01(\v2&.conduit.tap.v1.TapEvent.Http.StreamIdR\x02id\x12G\n" +
 	"\x12since_request_init\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x10sinceRequestInit\x12\x1f\n" +
@@ -1834,23 +1846,24 @@ var file_tap_v1_tap_proto_depIdxs = []int32{
 	19, // 28: conduit.tap.v1.TapEvent.Http.RequestInit.id:type_name -> conduit.tap.v1.TapEvent.Http.StreamId
 	6,  // 29: conduit.tap.v1.TapEvent.Http.RequestInit.headers:type_name -> conduit.tap.v1.Header
 	7,  // 30: conduit.tap.v1.TapEvent.Http.RequestInit.authz:type_name -> conduit.tap.v1.Authorization
-	19, // 31: conduit.tap.v1.TapEvent.Http.ResponseInit.id:type_name -> conduit.tap.v1.TapEvent.Http.StreamId
-	25, // 32: conduit.tap.v1.TapEvent.Http.ResponseInit.since_request_init:type_name -> google.protobuf.Duration
-	6,  // 33: conduit.tap.v1.TapEvent.Http.ResponseInit.headers:type_name -> conduit.tap.v1.Header
-	19, // 34: conduit.tap.v1.TapEvent.Http.ResponseEnd.id:type_name -> conduit.tap.v1.TapEvent.Http.StreamId
-	25, // 35: conduit.tap.v1.TapEvent.Http.ResponseEnd.since_request_init:type_name -> google.protobuf.Duration
-	25, // 36: conduit.tap.v1.TapEvent.Http.ResponseEnd.since_response_init:type_name -> google.protobuf.Duration
-	9,  // 37: conduit.tap.v1.TapEvent.Http.ResponseEnd.eos:type_name -> conduit.tap.v1.Eos
-	6,  // 38: conduit.tap.v1.TapEvent.Http.ResponseEnd.trailers:type_name -> conduit.tap.v1.Header
-	1,  // 39: conduit.tap.v1.Tap.Observe:input_type -> conduit.tap.v1.ObserveRequest
-	2,  // 40: conduit.tap.v1.TapAPI.TapByResource:input_type -> conduit.tap.v1.TapByResourceRequest
-	5,  // 41: conduit.tap.v1.Tap.Observe:output_type -> conduit.tap.v1.TapEvent
-	5,  // 42: conduit.tap.v1.TapAPI.TapByResource:output_type -> conduit.tap.v1.TapEvent
-	41, // [41:43] is the sub-list for method output_type
-	39, // [39:41] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	8,  // 31: conduit.tap.v1.TapEvent.Http.RequestInit.route:type_name -> conduit.tap.v1.PolicyRef
+	19, // 32: conduit.tap.v1.TapEvent.Http.ResponseInit.id:type_name -> conduit.tap.v1.TapEvent.Http.StreamId
+	25, // 33: conduit.tap.v1.TapEvent.Http.ResponseInit.since_request_init:type_name -> google.protobuf.Duration
+	6,  // 34: conduit.tap.v1.TapEvent.Http.ResponseInit.headers:type_name -> conduit.tap.v1.Header
+	19, // 35: conduit.tap.v1.TapEvent.Http.ResponseEnd.id:type_name -> conduit.tap.v1.TapEvent.Http.StreamId
+	25, // 36: conduit.tap.v1.TapEvent.Http.ResponseEnd.since_request_init:type_name -> google.protobuf.Duration
+	25, // 37: conduit.tap.v1.TapEvent.Http.ResponseEnd.since_response_init:type_name -> google.protobuf.Duration
+	9,  // 38: conduit.tap.v1.TapEvent.Http.ResponseEnd.eos:type_name -> conduit.tap.v1.Eos
+	6,  // 39: conduit.tap.v1.TapEvent.Http.ResponseEnd.trailers:type_name -> conduit.tap.v1.Header
+	1,  // 40: conduit.tap.v1.Tap.Observe:input_type -> conduit.tap.v1.ObserveRequest
+	2,  // 41: conduit.tap.v1.TapAPI.TapByResource:input_type -> conduit.tap.v1.TapByResourceRequest
+	5,  // 42: conduit.tap.v1.Tap.Observe:output_type -> conduit.tap.v1.TapEvent
+	5,  // 43: conduit.tap.v1.TapAPI.TapByResource:output_type -> conduit.tap.v1.TapEvent
+	42, // [42:44] is the sub-list for method output_type
+	40, // [40:42] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_tap_v1_tap_proto_init() }
