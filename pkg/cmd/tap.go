@@ -457,6 +457,9 @@ func tapLine(ev *tapv1.TapEvent, wide bool) string {
 			fmt.Fprintf(&b, " reset-error=%d", e.ResetErrorCode)
 		}
 		fmt.Fprintf(&b, " duration=%dµs response-length=%dB", r.GetSinceRequestInit().AsDuration().Microseconds(), r.GetResponseBytes())
+		if n := r.GetRetries(); n > 0 {
+			fmt.Fprintf(&b, " retries=%d", n)
+		}
 	}
 	if wide {
 		for _, side := range []struct {
@@ -503,6 +506,8 @@ type tapJSON struct {
 	ResponseBytes     *uint64           `json:"responseBytes,omitempty"`
 	GRPCStatus        *uint32           `json:"grpcStatus,omitempty"`
 	ResetErrorCode    *uint32           `json:"resetErrorCode,omitempty"`
+	// Retries are the route's retries before the response ("end" events).
+	Retries uint32 `json:"retries,omitempty"`
 
 	// Authz is the inbound policy's decision (req events, when a policy applied).
 	Authz *tapAuthzJSON `json:"authz,omitempty"`
@@ -577,7 +582,7 @@ func tapEventJSON(ev *tapv1.TapEvent) tapJSON {
 	case "end":
 		r := h.GetResponseEnd()
 		d, n := r.GetSinceRequestInit().AsDuration().Microseconds(), r.GetResponseBytes()
-		j.DurationMicros, j.ResponseBytes = &d, &n
+		j.DurationMicros, j.ResponseBytes, j.Retries = &d, &n, r.GetRetries()
 		switch e := r.GetEos().GetEnd().(type) {
 		case *tapv1.Eos_GrpcStatusCode:
 			j.GRPCStatus = &e.GrpcStatusCode

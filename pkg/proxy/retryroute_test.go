@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -190,6 +191,8 @@ func TestOutboundRetriesGRPC(t *testing.T) {
 			cfg := tc.cfg
 			cfg.Resolver = &fakeResolver{eps: map[string][]resolve.Endpoint{retryGRPCSvc: {{Addr: addr}}}}
 			cfg.Routes = retryRoutes(t)
+			obs := &retryObserver{}
+			cfg.Observer = obs
 			p := startProxy(t, cfg)
 			client := dialGRPC(t, p.OutboundAddr(), grpc.WithAuthority("retry-grpc.shop.svc.cluster.local"))
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -211,6 +214,11 @@ func TestOutboundRetriesGRPC(t *testing.T) {
 			}
 			mu.Unlock()
 			wantMetric(t, p, n, "outbound_http_route_retry_requests_total", `route_name="grpc-flaky"`)
+			// Tap sees each call once, with its retry.
+			waitFor(t, "the observer to see every call end", func() bool { return obs.ended.Load() == n })
+			if got := obs.retries.Load(); got != n {
+				t.Errorf("the observer saw %d retries, want %d", got, n)
+			}
 			wantMetric(t, p, n, "response_total", `route_name="grpc-flaky"`, `grpc_status="0"`)
 		})
 	}
@@ -344,4 +352,15 @@ func (st *h2Stream) debugState() string {
 		tries = st.rty.tries
 	}
 	return fmt.Sprintf("bits %04b respStarted %v respDone %v ended %v upID %d cur %d tries %d status %d grpc %q proxyErr %q", st.bits.Load(), st.respStarted, st.respDone, st.ended.Load(), st.upID, st.curUpID.Load(), tries, st.status, st.grpcStatus, st.proxyErr)
+}
+
+// retryObserver counts the requests that ended and their retries.
+type retryObserver struct{ ended, retries atomic.Int64 }
+
+func (o *retryObserver) Active() bool                        { return true }
+func (o *retryObserver) RequestStarted(*Request) Observation { return o }
+func (o *retryObserver) ResponseStarted(*Response)           {}
+func (o *retryObserver) Ended(e EndInfo) {
+	o.ended.Add(1)
+	o.retries.Add(int64(e.Retries))
 }

@@ -339,7 +339,7 @@ func (c *common) responseInit(dst []byte, at time.Time, sinceReq time.Duration, 
 	return tail(b, h, e)
 }
 
-func (c *common) responseEnd(dst []byte, at time.Time, sinceReq, sinceRsp time.Duration, bytes int64, grpcStatus int, reset uint32) []byte {
+func (c *common) responseEnd(dst []byte, at time.Time, sinceReq, sinceRsp time.Duration, bytes int64, grpcStatus int, reset uint32, retries int) []byte {
 	b, h, e := c.head(dst, at, httpResponseEnd)
 	b = appendDuration(b, 2, sinceReq)
 	b = appendDuration(b, 3, sinceRsp)
@@ -358,5 +358,6 @@ func (c *common) responseEnd(dst []byte, at time.Time, sinceReq, sinceRsp time.D
 		b = protowire.AppendVarint(b, uint64(grpcStatus))
 		b = end(b, m)
 	}
+	b = appendVarint(b, 7, uint64(max(retries, 0)))
 	return tail(b, h, e)
 }

@@ -34,7 +34,7 @@ func (r *request) Ended(e proxy.EndInfo) {
 	default:
 		reset = resetInternalError
 	}
-	r.end(grpcStatus, e.ResponseBytes, reset)
+	r.end(grpcStatus, e.ResponseBytes, reset, e.Retries)
 }
 
 var _ proxy.Observer = (*Server)(nil)

@@ -236,15 +236,16 @@ func (r *request) ResponseStarted(rsp *proxy.Response) {
 
 // end publishes the response's end: grpcStatus is -1 when the response
 // had no grpc-status, resetCode the HTTP/2 RST_STREAM code (0 if none),
-// responseBytes the body bytes sent. It is the request's last call.
-func (r *request) end(grpcStatus int, responseBytes int64, resetCode uint32) {
+// responseBytes the body bytes sent, retries the route's retries. It is
+// the request's last call.
+func (r *request) end(grpcStatus int, responseBytes int64, resetCode uint32, retries int) {
 	now := r.srv.cfg.Now()
 	var sinceRsp time.Duration
 	if t := r.rsp.Load(); t != 0 {
 		sinceRsp = now.Sub(time.Unix(0, t))
 	}
 	e := newEvent()
-	e.b = r.responseEnd(e.b, now, now.Sub(r.start), sinceRsp, responseBytes, grpcStatus, resetCode)
+	e.b = r.responseEnd(e.b, now, now.Sub(r.start), sinceRsp, responseBytes, grpcStatus, resetCode, retries)
 	r.publish(e)
 	// End is the last call: the request is done with.
 	clear(r.subs)

@@ -71,16 +71,16 @@ func TestEncodingMatchesAPI(t *testing.T) {
 	}
 
 	ev.Reset()
-	if err := proto.Unmarshal(c.responseEnd(nil, t0, 3*time.Second, time.Second, 42, 0, 0), &ev); err != nil {
+	if err := proto.Unmarshal(c.responseEnd(nil, t0, 3*time.Second, time.Second, 42, 0, 0, 2), &ev); err != nil {
 		t.Fatal(err)
 	}
 	end := ev.GetHttp().GetResponseEnd()
 	if end.GetResponseBytes() != 42 || end.GetSinceRequestInit().AsDuration() != 3*time.Second ||
-		end.GetEos() == nil || end.GetEos().GetGrpcStatusCode() != 0 {
+		end.GetEos() == nil || end.GetEos().GetGrpcStatusCode() != 0 || end.GetRetries() != 2 {
 		t.Errorf("response end decoded as %v", &ev)
 	}
 	ev.Reset()
-	_ = proto.Unmarshal(c.responseEnd(nil, t0, 0, 0, 0, -1, 0), &ev)
+	_ = proto.Unmarshal(c.responseEnd(nil, t0, 0, 0, 0, -1, 0, 0), &ev)
 	if ev.GetHttp().GetResponseEnd().GetEos() != nil {
 		t.Errorf("no grpc-status encoded an eos: %v", &ev)
 	}

@@ -1569,8 +1569,11 @@ type TapEvent_Http_ResponseEnd struct {
 	ResponseBytes     uint64                  `protobuf:"varint,4,opt,name=response_bytes,json=responseBytes,proto3" json:"response_bytes,omitempty"`
 	Eos               *Eos                    `protobuf:"bytes,5,opt,name=eos,proto3" json:"eos,omitempty"`
 	Trailers          []*Header               `protobuf:"bytes,6,rep,name=trailers,proto3" json:"trailers,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// retries is how many times the client's proxy sent the request
+	// again (its route's retries) before this response.
+	Retries       uint32 `protobuf:"varint,7,opt,name=retries,proto3" json:"retries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TapEvent_Http_ResponseEnd) Reset() {
@@ -1645,6 +1648,13 @@ func (x *TapEvent_Http_ResponseEnd) GetTrailers() []*Header {
 	return nil
 }
 
+func (x *TapEvent_Http_ResponseEnd) GetRetries() uint32 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
 var File_tap_v1_tap_proto protoreflect.FileDescriptor
 
 const file_tap_v1_tap_proto_rawDesc = "" +
@@ -1690,7 +1700,7 @@ const file_tap_v1_tap_proto_rawDesc = "" +
 	"\x05Label\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05valueB\a\n" +
-	"\x05match\"\x81\x10\n" +
+	"\x05match\"\x9b\x10\n" +
 	"\bTapEvent\x128\n" +
 	"\ttimestamp\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x127\n" +
 	"\tdirection\x18\x02 \x01(\x0e2\x19.conduit.tap.v1.DirectionR\tdirection\x122\n" +
@@ -1712,7 +1722,7 @@ const file_tap_v1_tap_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
 	"\x10ProxyLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a\xbf\t\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a\xd9\t\n" +
 	"\x04Http\x12N\n" +
 	"\frequest_init\x18\x01 \x01(\v2).conduit.tap.v1.TapEvent.Http.RequestInitH\x00R\vrequestInit\x12Q\n" +
 	"\rresponse_init\x18\x02 \x01(\v2*.conduit.tap.v1.TapEvent.Http.ResponseInitH\x00R\fresponseInit\x12N\n" +
@@ -1734,14 +1744,15 @@ const file_tap_v1_tap_proto_rawDesc = "" +
 	"\x12since_request_init\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x10sinceRequestInit\x12\x1f\n" +
 	"\vhttp_status\x18\x03 \x01(\rR\n" +
 	"httpStatus\x120\n" +
-	"\aheaders\x18\x04 \x03(\v2\x16.conduit.tap.v1.HeaderR\aheaders\x1a\xdb\x02\n" +
+	"\aheaders\x18\x04 \x03(\v2\x16.conduit.tap.v1.HeaderR\aheaders\x1a\xf5\x02\n" +
 	"\vResponseEnd\x126\n" +
 	"\x02id\x18\x01 \x01(\v2&.conduit.tap.v1.TapEvent.Http.StreamIdR\x02id\x12G\n" +
 	"\x12since_request_init\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x10sinceRequestInit\x12I\n" +
 	"\x13since_response_init\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11sinceResponseInit\x12%\n" +
 	"\x0eresponse_bytes\x18\x04 \x01(\x04R\rresponseBytes\x12%\n" +
 	"\x03eos\x18\x05 \x01(\v2\x13.conduit.tap.v1.EosR\x03eos\x122\n" +
-	"\btrailers\x18\x06 \x03(\v2\x16.conduit.tap.v1.HeaderR\btrailersB\a\n" +
+	"\btrailers\x18\x06 \x03(\v2\x16.conduit.tap.v1.HeaderR\btrailers\x12\x18\n" +
+	"\aretries\x18\a \x01(\rR\aretriesB\a\n" +
 	"\x05eventB\a\n" +
 	"\x05event\"2\n" +
 	"\x06Header\x12\x12\n" +
