@@ -27,7 +27,7 @@ import (
 const demoNamespace = "demo"
 
 // demoWorkloads are the demo's meshed deployments.
-var demoWorkloads = []string{"web", "books", "authors", "traffic"}
+var demoWorkloads = []string{"web", "books", "authors-v1", "authors-v2", "traffic"}
 
 // mesh is a running `conduit demo`.
 type mesh struct {

@@ -16,18 +16,24 @@ func demoCommand(g *Globals) *cli.Command {
 		Usage: "run a live mesh on this machine, no cluster needed",
 		Description: `Starts, on loopback ports, the controller with its local backend and a small
 bookshop: web (HTTP/1.1) calls books and authors (gRPC), books fails a share of
-requests on purpose, and a traffic generator keeps web busy. Each app runs behind
-its own conduit-proxy, with mutual TLS between them. conduit-controller and
-conduit-proxy must be next to conduit or on PATH (make build puts all three in bin/).
+requests on purpose and is slow on a few, authors runs as a stable v1 and a canary
+v2, and a traffic generator keeps web busy. Each app runs behind its own
+conduit-proxy, with mutual TLS between them. Outbound routes (Gateway API
+GRPCRoutes) retry books's failures, time out its slow lookups and split web's
+calls to authors 90/10 between v1 and v2: see them with
+conduit stat --by route deploy/web -n demo, and the split with conduit edges deploy -n demo.
+conduit-controller and conduit-proxy must be next to conduit or on PATH (make build
+puts all three in bin/).
 
 Ctrl-C (or --duration) stops every process it started and removes its files.
 
    conduit demo
    conduit demo --duration 1m -o json
-   conduit demo --failure-rate 0.2 --rps 20`,
+   conduit demo --failure-rate 0.2 --slow-rate 0.01 --rps 20`,
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "duration", Usage: "stop after this long (default: run until Ctrl-C)"},
-			&cli.Float64Flag{Name: "failure-rate", Value: 0.05, Usage: "share of books lookups that fail on purpose (0-1)"},
+			&cli.Float64Flag{Name: "failure-rate", Value: 0.05, Usage: "share of books lookups that fail on purpose (0-1); its route retries them"},
+			&cli.Float64Flag{Name: "slow-rate", Value: demo.DefaultSlowRate, Usage: "share of books lookups that are slow on purpose (0-1); its route times them out"},
 			&cli.Float64Flag{Name: "rps", Value: 10, Usage: "requests per second the traffic generator sends to web"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "how to describe the running demo: table, json or yaml"},
 			&cli.BoolFlag{Name: "keep-dir", Usage: "keep the working directory (logs, certificates) after the demo stops"},
@@ -45,6 +51,7 @@ Ctrl-C (or --duration) stops every process it started and removes its files.
 			return demo.Run(c.Context, demo.Options{
 				Duration:               c.Duration("duration"),
 				FailureRate:            c.Float64("failure-rate"),
+				SlowRate:               c.Float64("slow-rate"),
 				RPS:                    c.Float64("rps"),
 				Output:                 c.String("output"),
 				KeepDir:                c.Bool("keep-dir"),
@@ -75,6 +82,9 @@ func demoAppCommand(g *Globals) *cli.Command {
 			&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local"},
 			&cli.IntFlag{Name: "service-port", Value: 8080},
 			&cli.Float64Flag{Name: "failure-rate"},
+			&cli.Float64Flag{Name: "slow-rate", Usage: "share of books lookups answered after --slow-delay (0-1)"},
+			&cli.DurationFlag{Name: "slow-delay", Value: demo.SlowDelay},
+			&cli.StringFlag{Name: "app-version", Usage: "the app's version, given in its answers (authors: v1, v2)"},
 			&cli.Float64Flag{Name: "rps", Value: 10},
 			&cli.Float64Flag{Name: "direct-share", Usage: "share of the traffic generator's requests sent straight to books (0-1)"},
 			&cli.DurationFlag{Name: "report-every", Value: 10 * time.Second},
@@ -88,6 +98,9 @@ func demoAppCommand(g *Globals) *cli.Command {
 				ClusterDomain: c.String("cluster-domain"),
 				ServicePort:   c.Int("service-port"),
 				FailureRate:   c.Float64("failure-rate"),
+				SlowRate:      c.Float64("slow-rate"),
+				SlowDelay:     c.Duration("slow-delay"),
+				Version:       c.String("app-version"),
 				RPS:           c.Float64("rps"),
 				DirectShare:   c.Float64("direct-share"),
 				ReportEvery:   c.Duration("report-every"),

@@ -39,12 +39,18 @@ const (
 	RoleTraffic = "traffic"
 )
 
-// Roles lists every role in start order (servers before their clients).
+// roles lists every role (deployments, in demo.go, lists the demo's
+// workloads, which run them).
 var roles = []string{RoleAuthors, RoleBooks, RoleWeb, RoleTraffic}
 
 // InjectedHeader marks web's responses that failed because books injected a
 // failure on purpose, so the traffic generator can tell them from real ones.
 const InjectedHeader = "Conduit-Demo-Injected-Failure"
+
+// TimeoutHeader marks web's responses that failed because a call timed out
+// (gRPC DEADLINE_EXCEEDED: the request timeout of books's route, when books
+// is slow on purpose), which the traffic generator counts apart.
+const TimeoutHeader = "Conduit-Demo-Timeout"
 
 const injectedMessage = "injected failure"
 
@@ -61,8 +67,16 @@ type AppOptions struct {
 	Namespace, ClusterDomain string
 	// ServicePort is the port every demo service is addressed by.
 	ServicePort int
-	// FailureRate is the share of books lookups that fail on purpose.
+	// FailureRate is the share of books lookups that fail on purpose
+	// (gRPC UNAVAILABLE).
 	FailureRate float64
+	// SlowRate is the share of books lookups answered only after
+	// SlowDelay, on purpose.
+	SlowRate  float64
+	SlowDelay time.Duration
+	// Version is the app's version (authors: v1 or v2), given in its
+	// answers so that a split shows in web's.
+	Version string
 	// RPS is the traffic generator's request rate.
 	RPS float64
 	// DirectShare is the share of the traffic generator's requests that go
@@ -98,15 +112,27 @@ func RunApp(ctx context.Context, o AppOptions) error {
 	defer lis.Close()
 	switch o.Role {
 	case RoleBooks:
-		return serveGRPC(ctx, lis, lookupService("demo.v1.Books", "GetBook", func(id string) (string, error) {
+		return serveGRPC(ctx, lis, lookupService("demo.v1.Books", "GetBook", func(ctx context.Context, id string) (string, error) {
 			if o.FailureRate > 0 && rand.Float64() < o.FailureRate {
 				return "", status.Error(codes.Unavailable, injectedMessage)
+			}
+			if o.SlowRate > 0 && rand.Float64() < o.SlowRate {
+				select {
+				case <-time.After(o.SlowDelay):
+				case <-ctx.Done(): // the caller gave up (its route's timeout)
+					return "", status.FromContextError(ctx.Err()).Err()
+				}
 			}
 			return lookup(books, id)
 		}))
 	case RoleAuthors:
-		return serveGRPC(ctx, lis, lookupService("demo.v1.Authors", "GetAuthor", func(id string) (string, error) {
-			return lookup(authors, id)
+		versioned := make(map[string]author, len(authors))
+		for id, a := range authors {
+			a.Version = o.Version
+			versioned[id] = a
+		}
+		return serveGRPC(ctx, lis, lookupService("demo.v1.Authors", "GetAuthor", func(_ context.Context, id string) (string, error) {
+			return lookup(versioned, id)
 		}))
 	case RoleWeb:
 		return runWeb(ctx, lis, o)
@@ -125,6 +151,8 @@ type book struct {
 type author struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`
+	// Version is the authors app's that answered.
+	Version string `json:"version,omitempty"`
 }
 
 var books = map[string]book{
@@ -136,8 +164,8 @@ var books = map[string]book{
 }
 
 var authors = map[string]author{
-	"1": {"1", "Ursula K. Le Guin"}, "2": {"2", "Octavia E. Butler"}, "3": {"3", "Stanisław Lem"},
-	"4": {"4", "Italo Calvino"}, "5": {"5", "Mikhail Bulgakov"}, "6": {"6", "Arkady and Boris Strugatsky"},
+	"1": {ID: "1", Name: "Ursula K. Le Guin"}, "2": {ID: "2", Name: "Octavia E. Butler"}, "3": {ID: "3", Name: "Stanisław Lem"},
+	"4": {ID: "4", Name: "Italo Calvino"}, "5": {ID: "5", Name: "Mikhail Bulgakov"}, "6": {ID: "6", Name: "Arkady and Boris Strugatsky"},
 }
 
 func lookup[T any](m map[string]T, id string) (string, error) {
@@ -152,7 +180,7 @@ func lookup[T any](m map[string]T, id string) (string, error) {
 // lookupService is a one-method gRPC service taking and returning a
 // google.protobuf.StringValue (an id in, a JSON record out), declared by
 // hand so that the demo needs no generated code.
-func lookupService(name, method string, get func(id string) (string, error)) *grpc.ServiceDesc {
+func lookupService(name, method string, get func(ctx context.Context, id string) (string, error)) *grpc.ServiceDesc {
 	return &grpc.ServiceDesc{
 		ServiceName: name,
 		HandlerType: (*any)(nil),
@@ -163,7 +191,7 @@ func lookupService(name, method string, get func(id string) (string, error)) *gr
 				if err := dec(in); err != nil {
 					return nil, err
 				}
-				out, err := get(in.GetValue())
+				out, err := get(ctx, in.GetValue())
 				if err != nil {
 					return nil, err
 				}
@@ -239,7 +267,11 @@ func runWeb(ctx context.Context, lis net.Listener, o AppOptions) error {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]string{"id": b.ID, "title": b.Title, "author": a.Name})
+		page := map[string]string{"id": b.ID, "title": b.Title, "author": a.Name}
+		if a.Version != "" {
+			page["authorsVersion"] = a.Version
+		}
+		json.NewEncoder(w).Encode(page)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -262,6 +294,9 @@ func webError(w http.ResponseWriter, service string, err error) {
 		code = http.StatusNotFound
 	case codes.Unavailable:
 		code = http.StatusServiceUnavailable
+	case codes.DeadlineExceeded:
+		code = http.StatusGatewayTimeout
+		w.Header().Set(TimeoutHeader, service)
 	}
 	if st.Message() == injectedMessage {
 		w.Header().Set(InjectedHeader, service)
@@ -271,7 +306,7 @@ func webError(w http.ResponseWriter, service string, err error) {
 
 // trafficCounts are the generator's cumulative results.
 type trafficCounts struct {
-	sent, ok, injected, failed, denied, skipped atomic.Int64
+	sent, ok, injected, failed, denied, skipped, timeouts atomic.Int64
 }
 
 // runTraffic sends GET /books/{id} to web at o.RPS through its proxy
@@ -309,18 +344,18 @@ func runTraffic(ctx context.Context, lis net.Listener, o AppOptions) error {
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	base := "http://" + o.authority(RoleWeb)
 
-	get := func(ctx context.Context) (status int, injected bool, err error) {
+	get := func(ctx context.Context) (status int, h http.Header, err error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/books/"+strconv.Itoa(1+rand.IntN(len(books))), nil)
 		if err != nil {
-			return 0, false, err
+			return 0, nil, err
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			return 0, false, err
+			return 0, nil, err
 		}
 		defer resp.Body.Close()
 		io.Copy(io.Discard, resp.Body)
-		return resp.StatusCode, resp.Header.Get(InjectedHeader) != "", nil
+		return resp.StatusCode, resp.Header, nil
 	}
 
 	// Calls straight to books, as web makes them.
@@ -362,8 +397,8 @@ func runTraffic(ctx context.Context, lis net.Listener, o AppOptions) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 	for {
-		code, injected, err := get(ctx)
-		if err == nil && (code == http.StatusOK || injected) {
+		code, h, err := get(ctx)
+		if err == nil && (code == http.StatusOK || h.Get(InjectedHeader) != "" || h.Get(TimeoutHeader) != "") {
 			break
 		}
 		if ctx.Err() != nil {
@@ -389,19 +424,20 @@ func runTraffic(ctx context.Context, lis net.Listener, o AppOptions) error {
 	defer tick.Stop()
 	report := time.NewTicker(o.ReportEvery)
 	defer report.Stop()
-	var last [6]int64
+	var last [7]int64
 	summary := func(final bool) {
-		now := [6]int64{c.sent.Load(), c.ok.Load(), c.injected.Load(), c.failed.Load(), c.skipped.Load(), c.denied.Load()}
+		now := [7]int64{c.sent.Load(), c.ok.Load(), c.injected.Load(), c.failed.Load(), c.skipped.Load(), c.denied.Load(), c.timeouts.Load()}
 		what := "last " + o.ReportEvery.String()
 		if final {
 			what = "total"
-			last = [6]int64{}
+			last = [7]int64{}
 		}
 		line := fmt.Sprintf("traffic: %s: sent=%d ok=%d injected_failures=%d other_failures=%d",
 			what, now[0]-last[0], now[1]-last[1], now[2]-last[2], now[3]-last[3])
 		if o.DirectShare > 0 {
 			line += fmt.Sprintf(" denied_by_policy=%d", now[5]-last[5])
 		}
+		line += fmt.Sprintf(" timeouts=%d", now[6]-last[6])
 		if skipped := now[4] - last[4]; skipped > 0 {
 			line += fmt.Sprintf(" skipped_overloaded=%d", skipped)
 		}
@@ -451,12 +487,14 @@ func runTraffic(ctx context.Context, lis net.Listener, o AppOptions) error {
 				defer wg.Done()
 				defer func() { <-sem }()
 				// Requests in flight at shutdown finish rather than count as failures.
-				code, injected, err := get(context.WithoutCancel(ctx))
+				code, h, err := get(context.WithoutCancel(ctx))
 				switch {
 				case err == nil && code == http.StatusOK:
 					c.ok.Add(1)
-				case injected:
+				case h.Get(InjectedHeader) != "":
 					c.injected.Add(1)
+				case h.Get(TimeoutHeader) != "":
+					c.timeouts.Add(1)
 				default:
 					c.failed.Add(1)
 					o.Log.Warn("request failed", "status", code, "err", err)

@@ -2,10 +2,12 @@
 // cluster. It starts, as child processes on loopback ports, the controller
 // in local mode (a generated trust anchor and issuer, a registry file and
 // local tokens), a small bookshop application (web over HTTP/1.1 calling
-// books and authors over gRPC, books failing a share of requests on
-// purpose, and a traffic generator), each app behind its own conduit-proxy
-// with mutual TLS between them. Stopping the demo stops every child and
-// removes every file it wrote.
+// books and authors over gRPC, books failing and slow on a share of
+// requests on purpose, authors as a stable v1 and a canary v2, and a
+// traffic generator), each app behind its own conduit-proxy with mutual
+// TLS between them, and outbound routes that retry books's failures, time
+// out its slow lookups and split authors's calls 90/10 between v1 and v2.
+// Stopping the demo stops every child and removes every file it wrote.
 package demo
 
 import (
@@ -21,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +59,9 @@ type Options struct {
 	Duration time.Duration
 	// FailureRate is the share of books lookups that fail on purpose.
 	FailureRate float64
+	// SlowRate is the share of books lookups that are slow on purpose
+	// (SlowDelay, beyond books's route timeout).
+	SlowRate float64
 	// RPS is the traffic generator's rate.
 	RPS float64
 	// Output is "table", "json" or "yaml": how the running demo is described on Out.
@@ -108,6 +114,9 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	if o.FailureRate < 0 || o.FailureRate > 1 {
 		return fmt.Errorf("--failure-rate %v: want a share between 0 and 1 (e.g. 0.05)", o.FailureRate)
+	}
+	if o.SlowRate < 0 || o.SlowRate > 1 {
+		return fmt.Errorf("--slow-rate %v: want a share between 0 and 1 (e.g. 0.002)", o.SlowRate)
 	}
 	if o.RPS <= 0 || o.RPS > 500 {
 		return fmt.Errorf("--rps %v: want a rate above 0 and at most 500 requests per second", o.RPS)
@@ -206,12 +215,24 @@ func findBinaries(o Options) (binaries, error) {
 	return b, nil
 }
 
-// workload is one demo service: its app and its proxy.
+// workload is one demo deployment: its app and its proxy.
 type workload struct {
-	name                          string
+	// name is the deployment's (and its own Service's); role the app it
+	// runs, also its service account; version the app's (authors).
+	name, role, version           string
 	app, inbound, outbound, admin string
 	identity, tokenFile           string
 	appProc, proxyProc            *child
+}
+
+// deployments are the demo's workloads in start order (servers before
+// their clients): authors runs as two, a stable v1 and a canary v2.
+var deployments = []struct{ name, role, version string }{
+	{"authors-v1", RoleAuthors, stableAuthors},
+	{"authors-v2", RoleAuthors, "v2"},
+	{RoleBooks, RoleBooks, ""},
+	{RoleWeb, RoleWeb, ""},
+	{RoleTraffic, RoleTraffic, ""},
 }
 
 // pod is the workload's pod name, as the registry and its proxy know it.
@@ -233,7 +254,7 @@ type demo struct {
 
 // prepare picks ports and writes the PKI, tokens and registry.
 func (d *demo) prepare() error {
-	ports, err := freePorts(2 + 4*len(roles))
+	ports, err := freePorts(2 + 4*len(deployments))
 	if err != nil {
 		return err
 	}
@@ -255,29 +276,26 @@ func (d *demo) prepare() error {
 
 	var tokens identity.LocalTokens
 	var reg local.Registry
-	for i, role := range roles {
+	for i, dep := range deployments {
 		w := &workload{
-			name:     role,
+			name:     dep.name,
+			role:     dep.role,
+			version:  dep.version,
 			app:      ports[4*i],
 			inbound:  ports[4*i+1],
 			outbound: ports[4*i+2],
 			admin:    ports[4*i+3],
-			identity: fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", trustDomain, Namespace, role),
+			identity: fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", trustDomain, Namespace, dep.role),
 		}
 		token, err := randomToken()
 		if err != nil {
 			return err
 		}
-		w.tokenFile = filepath.Join(d.dir, role+".token")
+		w.tokenFile = filepath.Join(d.dir, w.name+".token")
 		if err := os.WriteFile(w.tokenFile, []byte(token+"\n"), 0o600); err != nil {
-			return fmt.Errorf("writing %s's token: %w", role, err)
+			return fmt.Errorf("writing %s's token: %w", w.name, err)
 		}
 		tokens.Tokens = append(tokens.Tokens, identity.LocalToken{Token: token, Identity: w.identity})
-		labels := map[string]string{"deployment": role, "pod": w.pod(), "serviceaccount": role}
-		reg.Services = append(reg.Services, local.Service{
-			Name: role, Namespace: Namespace, Port: servicePort,
-			Endpoints: []local.Endpoint{{Address: w.inbound, Identity: w.identity, Labels: labels}},
-		})
 		_, appPortNumber, err := net.SplitHostPort(w.app)
 		if err != nil {
 			return err
@@ -286,15 +304,20 @@ func (d *demo) prepare() error {
 		if err != nil {
 			return fmt.Errorf("app address %s: %w", w.app, err)
 		}
+		labels := map[string]string{"deployment": w.name, "serviceaccount": w.role, "service": strings.Join(servicesOf(w), ",")}
+		if w.version != "" {
+			labels["app"], labels["version"] = w.role, w.version
+		}
 		reg.Proxies = append(reg.Proxies, local.Proxy{
 			Namespace: Namespace, Pod: w.pod(), AdminAddress: w.admin, Identity: w.identity,
-			Labels: map[string]string{"deployment": role, "serviceaccount": role, "service": role},
+			Labels: labels,
 			// The port the proxy forwards to, named as the pod would:
 			// the policy's Server selects books's by name.
-			Ports: []local.Port{{Name: appPort(role), Port: uint16(portNumber)}},
+			Ports: []local.Port{{Name: appPort(w.role), Port: uint16(portNumber)}},
 		})
 		d.workloads = append(d.workloads, w)
 	}
+	reg.Services = services(d.workloads)
 	if err := identity.WriteLocalTokens(filepath.Join(d.dir, "tokens.yaml"), tokens); err != nil {
 		return err
 	}
@@ -302,7 +325,44 @@ func (d *demo) prepare() error {
 	if reg.Policies, err = policies(); err != nil {
 		return err
 	}
+	routes, err := outboundRoutes()
+	if err != nil {
+		return err
+	}
+	reg.Policies = append(reg.Policies, routes...)
 	return local.WriteFile(filepath.Join(d.dir, "registry.yaml"), reg)
+}
+
+// services are the registry's Services: one per deployment (authors-v1
+// and authors-v2 too, the backends of authors's split), and authors, of
+// the stable authors-v1 only: a canary gets traffic from the split alone,
+// so without the route (or before a proxy has it) authors is v1.
+func services(workloads []*workload) []local.Service {
+	names := []string{RoleAuthors}
+	for _, w := range workloads {
+		names = append(names, w.name)
+	}
+	var out []local.Service
+	for _, name := range names {
+		svc := local.Service{Name: name, Namespace: Namespace, Port: servicePort, Endpoints: []local.Endpoint{}}
+		for _, w := range workloads {
+			if slices.Contains(servicesOf(w), name) {
+				svc.Endpoints = append(svc.Endpoints, local.Endpoint{Address: w.inbound, Identity: w.identity,
+					Labels: map[string]string{"deployment": w.name, "pod": w.pod(), "serviceaccount": w.role}})
+			}
+		}
+		out = append(out, svc)
+	}
+	return out
+}
+
+// servicesOf names the Services a workload's pod serves: its own, and
+// authors for the stable authors.
+func servicesOf(w *workload) []string {
+	if w.role == RoleAuthors && w.version == stableAuthors {
+		return []string{RoleAuthors, w.name}
+	}
+	return []string{w.name}
 }
 
 func randomToken() (string, error) {
@@ -416,16 +476,19 @@ func (d *demo) startAll(ctx context.Context) error {
 	}
 	for _, w := range d.workloads {
 		args := []string{"demo", "app",
-			"--role", w.name,
+			"--role", w.role,
 			"--listen", w.app,
 			"--outbound", w.outbound,
 			"--namespace", Namespace,
 			"--service-port", strconv.Itoa(servicePort),
 		}
 		var lines func(string)
-		switch w.name {
+		switch w.role {
+		case RoleAuthors:
+			args = append(args, "--app-version", w.version)
 		case RoleBooks:
-			args = append(args, "--failure-rate", strconv.FormatFloat(d.opts.FailureRate, 'f', -1, 64))
+			args = append(args, "--failure-rate", strconv.FormatFloat(d.opts.FailureRate, 'f', -1, 64),
+				"--slow-rate", strconv.FormatFloat(d.opts.SlowRate, 'f', -1, 64), "--slow-delay", SlowDelay.String())
 		case RoleTraffic:
 			args = append(args, "--rps", strconv.FormatFloat(d.opts.RPS, 'f', -1, 64),
 				"--direct-share", strconv.FormatFloat(DirectShare, 'f', -1, 64))
@@ -445,7 +508,7 @@ func (d *demo) startAll(ctx context.Context) error {
 		if err := w.appProc.start(d.exited); err != nil {
 			return err
 		}
-		if w.name != RoleTraffic {
+		if w.role != RoleTraffic {
 			if err := d.waitListening(ctx, w.appProc, w.app); err != nil {
 				return err
 			}
@@ -532,7 +595,7 @@ func (d *demo) supervise(ctx context.Context) error {
 func (d *demo) stopAll() {
 	var traffic, apps, proxies []*child
 	for _, w := range d.workloads {
-		if w.name == RoleTraffic {
+		if w.role == RoleTraffic {
 			traffic = append(traffic, w.appProc)
 		} else {
 			apps = append(apps, w.appProc)

@@ -52,6 +52,30 @@ func TestBadOptions(t *testing.T) {
 	}
 }
 
+// startDemo starts `conduit demo -o json` with args, reads the
+// description it prints, and collects its stderr (the traffic summaries).
+// The demo is killed when the test ends, if it has not stopped.
+func startDemo(ctx context.Context, t *testing.T, bin string, args ...string) (*exec.Cmd, Info, *testenv.SyncBuffer) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "conduit"), append([]string{"demo", "-o", "json"}, args...)...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &testenv.SyncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	var info Info
+	if err := json.NewDecoder(bufio.NewReader(stdout)).Decode(&info); err != nil {
+		cmd.Wait()
+		t.Fatalf("reading the demo's JSON: %v\nstderr:\n%s", err, stderr.String())
+	}
+	return cmd, info, stderr
+}
+
 func scrape(addr string) string {
 	c := &http.Client{Timeout: 2 * time.Second}
 	resp, err := c.Get("http://" + addr + "/metrics")
@@ -81,28 +105,11 @@ func TestDemo(t *testing.T) {
 	bin := testenv.BuildDir(t, demoBinaries)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "conduit"), "demo",
-		"--duration", "80s", "-o", "json", "--rps", "20", "--report-every", "5s",
-		"--controller-restart-delay", "30s", "--identity-lifetime", "1m")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr testenv.SyncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
 	started := time.Now()
-
-	var info Info
-	if err := json.NewDecoder(bufio.NewReader(stdout)).Decode(&info); err != nil {
-		cmd.Wait()
-		t.Fatalf("reading the demo's JSON: %v\nstderr:\n%s", err, stderr.String())
-	}
+	cmd, info, stderr := startDemo(ctx, t, bin, "--duration", "80s", "--rps", "20", "--report-every", "5s",
+		"--controller-restart-delay", "30s", "--identity-lifetime", "1m")
 	dir := filepath.Dir(info.Logs)
-	if len(info.Services) != 4 || !strings.HasPrefix(info.Export, "export CONDUIT_CONTROLLER_ADDR=127.0.0.1:") {
+	if len(info.Services) != len(deployments) || !strings.HasPrefix(info.Export, "export CONDUIT_CONTROLLER_ADDR=127.0.0.1:") {
 		t.Fatalf("info = %+v", info)
 	}
 
@@ -113,10 +120,10 @@ func TestDemo(t *testing.T) {
 	for _, s := range info.Services {
 		var want *regexp.Regexp
 		switch s.Name {
-		case RoleWeb, RoleBooks, RoleAuthors:
-			want = inbound
 		case RoleTraffic:
 			want = outbound
+		default:
+			want = inbound
 		}
 		for !want.MatchString(scrape(s.Admin)) {
 			if time.Since(started) > time.Minute {

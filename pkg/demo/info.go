@@ -16,6 +16,8 @@ type Info struct {
 	Services   []ServiceInfo  `json:"services"`
 	// Denied says which calls the demo's inbound policy refuses, and why.
 	Denied string `json:"denied"`
+	// Routes say what the demo's outbound routes do.
+	Routes []string `json:"routes"`
 	// Export is the line that points the CLI at the demo's controller.
 	Export string `json:"export"`
 	// Try lists commands to run next.
@@ -44,7 +46,7 @@ type ServiceInfo struct {
 func (d *demo) info() Info {
 	web := d.workloads[0]
 	for _, w := range d.workloads {
-		if w.name == RoleWeb {
+		if w.role == RoleWeb {
 			web = w
 		}
 	}
@@ -52,10 +54,12 @@ func (d *demo) info() Info {
 		Namespace:  Namespace,
 		Controller: ControllerInfo{GRPCAddr: d.controllerGRPC, AdminAddr: d.controllerAdmin},
 		Denied:     deniedLine(DirectShare),
+		Routes:     routeLines(d.opts.FailureRate, d.opts.SlowRate),
 		Export:     "export CONDUIT_CONTROLLER_ADDR=" + d.controllerGRPC,
 		Try: []string{
 			"conduit stat deploy -n " + Namespace,
 			"conduit edges deploy -n " + Namespace,
+			"conduit stat --by route deploy/web -n " + Namespace,
 			"conduit top deploy/web -n " + Namespace,
 			"conduit tap deploy/web -n " + Namespace,
 			"conduit tap deploy/books -n " + Namespace + " --path /demo.v1.Books/",
@@ -102,8 +106,12 @@ func (d *demo) printInfo() error {
 	}
 	fmt.Fprintf(tw, "controller\tgrpc %s\t-\t-\t%s\t-\n", in.Controller.GRPCAddr, in.Controller.AdminAddr)
 	tw.Flush()
-	fmt.Fprintf(d.opts.Out, "\nweb calls books and authors over gRPC; books fails %.0f%% of lookups on purpose; traffic sends %.0f requests/s to web;\n"+
-		"every app is health-checked through its proxy every %s, from outside the mesh, as the kubelet would.\n%s\n", d.opts.FailureRate*100, d.opts.RPS, d.opts.ProbeEvery, in.Denied)
+	fmt.Fprintf(d.opts.Out, "\nweb calls books and authors over gRPC; books fails %s of lookups on purpose; traffic sends %.0f requests/s to web;\n"+
+		"every app is health-checked through its proxy every %s, from outside the mesh, as the kubelet would.\n%s\n", percent(d.opts.FailureRate), d.opts.RPS, d.opts.ProbeEvery, in.Denied)
+	fmt.Fprintln(d.opts.Out, "routes:")
+	for _, r := range in.Routes {
+		fmt.Fprintf(d.opts.Out, "  %s\n", r)
+	}
 	fmt.Fprintf(d.opts.Out, "\nIn another terminal:\n\n  %s\n", in.Export)
 	for _, t := range in.Try {
 		fmt.Fprintf(d.opts.Out, "  %s\n", t)

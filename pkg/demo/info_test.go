@@ -15,17 +15,17 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 // fixedDemo is a demo with fixed addresses, as prepare would lay it out.
 func fixedDemo(output string, out *bytes.Buffer) *demo {
 	d := &demo{
-		opts:            Options{Output: output, FailureRate: 0.05, RPS: 10, ProbeEvery: DefaultProbeEvery, Out: out},
+		opts:            Options{Output: output, FailureRate: 0.05, SlowRate: DefaultSlowRate, RPS: 10, ProbeEvery: DefaultProbeEvery, Out: out},
 		dir:             "/tmp/conduit-demo-123",
 		controllerGRPC:  "127.0.0.1:40001",
 		controllerAdmin: "127.0.0.1:40002",
 	}
 	port := 41000
 	next := func() string { port++; return "127.0.0.1:" + strconv.Itoa(port) }
-	for _, role := range roles {
+	for _, dep := range deployments {
 		d.workloads = append(d.workloads, &workload{
-			name: role, app: next(), inbound: next(), outbound: next(), admin: next(),
-			identity: "spiffe://cluster.local/ns/demo/sa/" + role,
+			name: dep.name, role: dep.role, version: dep.version, app: next(), inbound: next(), outbound: next(), admin: next(),
+			identity: "spiffe://cluster.local/ns/demo/sa/" + dep.role,
 		})
 	}
 	return d
@@ -54,7 +54,7 @@ func TestPrintInfo(t *testing.T) {
 			}
 			if output == "json" {
 				var in Info
-				if err := json.Unmarshal(out.Bytes(), &in); err != nil || len(in.Services) != len(roles) || in.Export != "export CONDUIT_CONTROLLER_ADDR=127.0.0.1:40001" {
+				if err := json.Unmarshal(out.Bytes(), &in); err != nil || len(in.Services) != len(deployments) || in.Export != "export CONDUIT_CONTROLLER_ADDR=127.0.0.1:40001" {
 					t.Errorf("json: %+v, %v", in, err)
 				}
 			}

@@ -3,7 +3,6 @@ package demo
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -36,23 +35,7 @@ func TestDemoPolicy(t *testing.T) {
 	bin := testenv.BuildDir(t, demoBinaries)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "conduit"), "demo",
-		"--duration", "2m", "-o", "json", "--rps", "20", "--failure-rate", "0", "--report-every", "2s")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr testenv.SyncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	var info Info
-	if err := json.NewDecoder(bufio.NewReader(stdout)).Decode(&info); err != nil {
-		cmd.Wait()
-		t.Fatalf("reading the demo's JSON: %v\nstderr:\n%s", err, stderr.String())
-	}
+	cmd, info, stderr := startDemo(ctx, t, bin, "--duration", "2m", "--rps", "20", "--failure-rate", "0", "--report-every", "2s")
 	defer func() {
 		if t.Failed() {
 			t.Logf("demo stderr:\n%s", stderr.String())

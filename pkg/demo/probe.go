@@ -77,7 +77,7 @@ func (d *demo) probeLoop(ctx context.Context, every time.Duration) {
 func (p *prober) probe(ctx context.Context, w *workload) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	switch w.name {
+	switch w.role {
 	case RoleBooks, RoleAuthors:
 		cc, err := p.grpcConn(w.inbound)
 		if err != nil {
