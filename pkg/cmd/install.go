@@ -23,6 +23,7 @@ type installOptions struct {
 	output   string
 	wait     bool
 	timeout  time.Duration
+	crds     bool
 }
 
 func installCommand(g *Globals) *cli.Command {
@@ -34,14 +35,18 @@ manifests/) and applies it with server-side apply, creating a trust anchor and
 issuer unless you give your own, then waits until the controller is ready.
 First it creates the Gateway API CRDs (standard channel, ` + install.GatewayAPIVersion + `) that
 are absent; existing ones, another mesh's or newer, are left as they are.
--o yaml|json only prints the chart's objects and touches nothing.
+-o yaml|json only prints the chart's objects and touches nothing; with --crds it
+prints the Gateway API's standard install instead, the objects install creates where
+absent (for GitOps: apply them before the chart's objects where the cluster has none).
 
    ` + g.ProgName + ` install
    ` + g.ProgName + ` install --ha --set webhook.timeoutSeconds=5
    ` + g.ProgName + ` install -L mesh            # into namespace mesh instead of conduit
-   ` + g.ProgName + ` install -o yaml | kubectl apply --dry-run=server -f -`,
+   ` + g.ProgName + ` install -o yaml | kubectl apply --dry-run=server -f -
+   ` + g.ProgName + ` install --crds -o yaml > gateway-api-crds.yaml`,
 		Flags: append(append(valueFlags(), identityFlags("to use instead of generating them")...),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "only print the objects as yaml or json, touching nothing"},
+			&cli.BoolFlag{Name: "crds", Usage: "with -o: print the Gateway API CRDs (" + install.GatewayAPIVersion + ", standard channel) instead of the chart's objects"},
 			&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait until the control plane is ready (--wait=false to return after applying)"},
 			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long --wait waits"},
 		),
@@ -60,6 +65,7 @@ are absent; existing ones, another mesh's or newer, are left as they are.
 				values:   valueOptions(c, ns),
 				identity: identityFiles(c),
 				output:   c.String("output"),
+				crds:     c.Bool("crds"),
 				wait:     c.Bool("wait"),
 				timeout:  c.Duration("timeout"),
 			}
@@ -105,6 +111,19 @@ func runInstall(ctx context.Context, g *Globals, o installOptions) error {
 		if err := checkOutputFormat(o.output, "yaml", "json"); err != nil {
 			return err
 		}
+	}
+	if o.crds {
+		if o.output == "" {
+			return fmt.Errorf("--crds only prints the Gateway API CRDs: add -o yaml or -o json (a plain install creates the absent ones itself)")
+		}
+		crds, err := install.GatewayAPIObjects()
+		if err != nil {
+			return err
+		}
+		if o.output == "json" {
+			return install.WriteJSON(g.Streams.Out, crds)
+		}
+		return install.WriteYAML(g.Streams.Out, crds)
 	}
 	objs, _, err := install.RenderInstall(install.InstallOptions{
 		Values: o.values, Identity: o.identity, Version: version.Version, Now: time.Now(),

@@ -45,6 +45,41 @@ func TestInstallRenderOnly(t *testing.T) {
 	}
 }
 
+// TestInstallCRDsRenderOnly: --crds -o yaml prints the Gateway API CRDs
+// that install creates where absent, and nothing else.
+func TestInstallCRDsRenderOnly(t *testing.T) {
+	t.Setenv("KUBECONFIG", "/nonexistent")
+	out, _, err := runCLI(t, "install", "--crds", "-o", "yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := install.DecodeObjects(strings.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := install.GatewayAPIObjects()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, o := range objs {
+		// The standard install: its CRDs and its safe-upgrades admission
+		// policy.
+		kind := o.GetKind()
+		if kind != "CustomResourceDefinition" && kind != "ValidatingAdmissionPolicy" && kind != "ValidatingAdmissionPolicyBinding" ||
+			!strings.HasSuffix(o.GetName(), ".gateway.networking.k8s.io") {
+			t.Errorf("--crds printed %s", install.KeyOf(o))
+		}
+		names[o.GetName()] = true
+	}
+	if len(objs) != len(want) || !names["httproutes.gateway.networking.k8s.io"] || !names["grpcroutes.gateway.networking.k8s.io"] {
+		t.Errorf("--crds printed %d objects (%v), want the %d objects of the Gateway API's standard install", len(objs), names, len(want))
+	}
+	if _, _, err := runCLI(t, "install", "--crds"); err == nil || !strings.Contains(err.Error(), "add -o yaml") {
+		t.Errorf("--crds without -o: %v, want an error asking for -o", err)
+	}
+}
+
 func TestInstallBadInput(t *testing.T) {
 	t.Setenv("KUBECONFIG", "/nonexistent")
 	for _, tc := range []struct {
