@@ -2,6 +2,7 @@ package demo
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -25,7 +26,8 @@ import (
 
 // TestDemoRoutes runs the real `conduit demo` and checks its outbound
 // routes (issue 14), counting from the proxies' /metrics and the traffic
-// generator's summaries once web's proxy has its routes:
+// generator's summaries once web's proxy has its routes, then from
+// `conduit stat --by route deploy/web`:
 //   - the split: authors-v2 gets 10 % ± 5 points of web's calls to
 //     authors, over at least 2,000 calls;
 //   - the timeout: books's slow lookups time out (web's proxy counts a
@@ -97,11 +99,39 @@ func TestDemoRoutes(t *testing.T) {
 		t.Errorf("retries: web's success rate for books %.2f%% (%+v), want 99.5%% at least: books fails 5%% of lookups and its route retries UNAVAILABLE twice", rate*100, web2books)
 	}
 
-	// `conduit stat --by route` shows the same, once it exists.
+	// `conduit stat --by route` shows the split and the retries over its
+	// window (a minute: too few lookups to count on a timeout in it).
 	stat := exec.CommandContext(ctx, filepath.Join(bin, "conduit"), "stat", "--by", "route", "deploy/web", "-n", Namespace, "-o", "json")
 	stat.Env = append(os.Environ(), "CONDUIT_CONTROLLER_ADDR="+info.Controller.GRPCAddr)
-	out, err := stat.CombinedOutput()
-	t.Logf("conduit stat --by route deploy/web -o json (%v):\n%s", err, out)
+	out, err := stat.Output()
+	var rows []struct {
+		Route, Backend string
+		Share          float64
+		Retries        float64 `json:"retryCount"`
+		Timeouts       float64 `json:"timeoutCount"`
+	}
+	if err == nil {
+		err = json.Unmarshal(out, &rows)
+	}
+	if err != nil {
+		t.Fatalf("conduit stat --by route deploy/web -o json: %v\n%s", err, out)
+	}
+	byRoute := map[string]string{}
+	for _, r := range rows {
+		byRoute[r.Route+" "+r.Backend] = fmt.Sprintf("share %.3f, %v retries, %v timeouts", r.Share, r.Retries, r.Timeouts)
+		switch {
+		case r.Route == splitRoute && r.Backend == "svc/authors-v2" && (r.Share < 0.05 || r.Share > 0.15):
+			t.Errorf("stat --by route: authors-v2's share %.3f, want %d%% ± 5 points", r.Share, canaryWeight)
+		case r.Route == booksRoute && r.Retries == 0:
+			t.Errorf("stat --by route: no retries of books's failures")
+		}
+	}
+	t.Logf("stat --by route deploy/web: %v", byRoute)
+	for _, want := range []string{splitRoute + " svc/authors-v1", splitRoute + " svc/authors-v2", booksRoute + " svc/books"} {
+		if byRoute[want] == "" {
+			t.Errorf("stat --by route deploy/web has no row for %s:\n%s", want, out)
+		}
+	}
 
 	cmd.Process.Signal(os.Interrupt)
 	if err := cmd.Wait(); err != nil {
