@@ -198,6 +198,7 @@ func startMeshed(ctx context.Context, e *benchEnv, _ protocol, target string, po
 	if err := waitReady(ctx, ctl, "http://"+adminAddr+"/ready"); err != nil {
 		return nil, err
 	}
+	var clientOut, clientMetrics string
 	for _, sa := range []string{"server", "client"} {
 		extra := []string{"--controller-addr", grpcAddr, "--identity-name", spiffeID(sa),
 			"--identity-token-file", m.tokenFile[sa], "--trust-anchors-file", m.anchors, "--pod-namespace", meshNamespace}
@@ -211,13 +212,7 @@ func startMeshed(ctx context.Context, e *benchEnv, _ protocol, target string, po
 		d.measured = append(d.measured, p)
 		if sa == "client" {
 			d.addr = l.out
-			if routes {
-				// The route reached the proxy: a request on its path is
-				// labelled with it (one request, before the load).
-				if err := checkRouted(ctx, l.out, "http://"+l.admin+"/metrics"); err != nil {
-					return nil, err
-				}
-			}
+			clientOut, clientMetrics = l.out, "http://"+l.admin+"/metrics"
 		} else {
 			metrics := "http://" + l.admin + "/metrics"
 			d.verify = func(*sample) error {
@@ -226,6 +221,12 @@ func startMeshed(ctx context.Context, e *benchEnv, _ protocol, target string, po
 				}
 				if policies > 0 {
 					return checkAuthorized(metrics, "from-client")
+				}
+				if routes {
+					// The route had reached the client's proxy: a request
+					// on its path (after the load and its figures) is
+					// labelled with it.
+					return checkRouted(ctx, clientOut, clientMetrics)
 				}
 				return nil
 			}
@@ -236,7 +237,7 @@ func startMeshed(ctx context.Context, e *benchEnv, _ protocol, target string, po
 
 // checkRouted sends one request on the unmatched route's path through the
 // client-side proxy at out and makes sure the proxy counted it under the
-// route, so that the row measures a proxy that has the route table.
+// route, so that the row measured a proxy that had the route table.
 func checkRouted(ctx context.Context, out, metricsURL string) error {
 	var last error
 	for range 50 {

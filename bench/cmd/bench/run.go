@@ -346,16 +346,20 @@ func (e *benchEnv) measure(ctx context.Context, sys system, proto protocol, pt p
 		return err
 	}
 	res.fill(s)
+	// Read before verify, whose requests (metrics, a probe) are not the
+	// load's.
+	var after procStats
+	if len(d.measured) > 0 {
+		if after, err = read(); err != nil {
+			return fmt.Errorf("under load: %w", err)
+		}
+	}
 	if d.verify != nil {
 		if err := d.verify(s); err != nil {
 			return err
 		}
 	}
 	if len(d.measured) > 0 {
-		after, err := read()
-		if err != nil {
-			return fmt.Errorf("under load: %w", err)
-		}
 		cpuSec := float64(after.cpuTicks-before.cpuTicks) / userHZ
 		if secs := res.ActualDuration.Seconds(); secs > 0 && res.ActualQPS > 0 {
 			s.CPUPer1k = cpuSec / secs / (res.ActualQPS / 1000)
