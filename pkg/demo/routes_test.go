@@ -99,14 +99,15 @@ func TestDemoRoutes(t *testing.T) {
 		t.Errorf("retries: web's success rate for books %.2f%% (%+v), want 99.5%% at least: books fails 5%% of lookups and its route retries UNAVAILABLE twice", rate*100, web2books)
 	}
 
-	// `conduit stat --by route` shows the split and the retries over its
-	// window (a minute: too few lookups to count on a timeout in it).
-	stat := exec.CommandContext(ctx, filepath.Join(bin, "conduit"), "stat", "--by", "route", "deploy/web", "-n", Namespace, "-o", "json")
+	// `conduit stat --by route` shows the split, the retries, the timeouts
+	// and web's success for books, over a window that covers the run.
+	stat := exec.CommandContext(ctx, filepath.Join(bin, "conduit"), "stat", "--by", "route", "deploy/web", "-n", Namespace, "-t", "10m", "-o", "json")
 	stat.Env = append(os.Environ(), "CONDUIT_CONTROLLER_ADDR="+info.Controller.GRPCAddr)
 	out, err := stat.Output()
 	var rows []struct {
 		Route, Backend string
 		Share          float64
+		Success        *float64
 		Retries        float64 `json:"retryCount"`
 		Timeouts       float64 `json:"timeoutCount"`
 	}
@@ -118,12 +119,20 @@ func TestDemoRoutes(t *testing.T) {
 	}
 	byRoute := map[string]string{}
 	for _, r := range rows {
-		byRoute[r.Route+" "+r.Backend] = fmt.Sprintf("share %.3f, %v retries, %v timeouts", r.Share, r.Retries, r.Timeouts)
+		success := -1.0
+		if r.Success != nil {
+			success = *r.Success
+		}
+		byRoute[r.Route+" "+r.Backend] = fmt.Sprintf("share %.3f, success %.4f, %v retries, %v timeouts", r.Share, success, r.Retries, r.Timeouts)
 		switch {
 		case r.Route == splitRoute && r.Backend == "svc/authors-v2" && (r.Share < 0.05 || r.Share > 0.15):
 			t.Errorf("stat --by route: authors-v2's share %.3f, want %d%% ± 5 points", r.Share, canaryWeight)
 		case r.Route == booksRoute && r.Retries == 0:
 			t.Errorf("stat --by route: no retries of books's failures")
+		case r.Route == booksRoute && r.Timeouts == 0:
+			t.Errorf("stat --by route: no timeout of books's slow lookups counted")
+		case r.Route == booksRoute && (r.Success == nil || *r.Success < 0.995):
+			t.Errorf("stat --by route: web's success for books %v, want 99.5%% at least (books fails 5%% of lookups; its route retries them)", r.Success)
 		}
 	}
 	t.Logf("stat --by route deploy/web: %v", byRoute)
