@@ -73,3 +73,15 @@ func (p *Proxy) countAuthz(info *connInfo, tcp bool, d authz.Decision) {
 		AuthzKind: d.Authz.Kind, AuthzName: d.Authz.Name,
 	})
 }
+
+// inboundRouteLabel sets the route labels of an inbound request's series
+// to the policy route it matched, when its port has routes (a port without
+// routes has the {default, default} route, and its series no route labels,
+// as an outbound request no route matches).
+func inboundRouteLabel(l *metrics.HTTPLabels, d *authz.Decision) {
+	switch d.Route.Kind {
+	case "", "default":
+		return
+	}
+	l.RouteKind, l.RouteName = d.Route.Kind, d.Route.Name
+}

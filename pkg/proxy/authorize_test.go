@@ -148,6 +148,10 @@ func TestInboundPolicyHTTP(t *testing.T) {
 		}
 	}
 	wantMetric(t, p, 2, "inbound_http_authz_allow_total", `route_kind="httproute"`, `route_name="api"`, `authz_name="anyone"`)
+	// The inbound series carry the route too (HTTP/1.1 and HTTP/2; the
+	// 404s matched none).
+	wantMetric(t, p, 2, "response_total", `direction="inbound"`, `route_kind="httproute"`, `route_name="api"`, `status_code="200"`)
+	wantMetric(t, p, 0, "response_total", `direction="inbound"`, `route_name="default"`)
 	// Observers (tap) see each decision, on both paths.
 	got := seen.list()
 	want := []string{"denied 403 server web-http", "denied 403 server web-http",

@@ -210,6 +210,7 @@ func (fc *fastConn) serveOne() bool {
 	}
 	labels := metrics.HTTPLabels{Direction: dir, Authority: authority, TLS: info.tls, ClientID: info.clientID}
 	or.label(&labels)
+	inboundRouteLabel(&labels, &decision)
 	routed := perr == nil && or.redirect == nil
 	if routed {
 		labels.TargetAddr, labels.Dst = rt.ep.Addr, rt.dst

@@ -559,6 +559,7 @@ func (d *h2Down) headers(f *h2Headers) bool {
 	}
 	labels := metrics.HTTPLabels{Direction: dir, Authority: authority, TLS: d.info.tls, ClientID: d.info.clientID}
 	or.label(&labels)
+	inboundRouteLabel(&labels, &decision)
 	if perr == nil && or.redirect == nil {
 		labels.TargetAddr, labels.Dst = st.rt.ep.Addr, st.rt.dst
 		if p.tlsFor(st.rt.ep) {

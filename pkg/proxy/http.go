@@ -114,6 +114,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	labels := metrics.HTTPLabels{Direction: h.dir, Authority: authority, TLS: info.tls, ClientID: info.clientID}
 	or.label(&labels)
+	inboundRouteLabel(&labels, &decision)
 	if perr == nil && or.redirect == nil {
 		labels.TargetAddr = rt.ep.Addr
 		labels.Dst = rt.dst
