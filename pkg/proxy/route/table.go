@@ -255,7 +255,8 @@ func (p Policy) orElse(d Policy) Policy {
 type FailureAccrual struct {
 	ConsecutiveMaxFailures uint32
 	MinPenalty, MaxPenalty time.Duration
-	// JitterRatio spreads each penalty by up to this share, both ways.
+	// JitterRatio lengthens each penalty by a random share of it of up to
+	// this ratio, never past MaxPenalty (balance.Accrual).
 	JitterRatio float64
 }
 

@@ -1285,7 +1285,8 @@ type FailureAccrual struct {
 	ConsecutiveMaxFailures uint32                 `protobuf:"varint,1,opt,name=consecutive_max_failures,json=consecutiveMaxFailures,proto3" json:"consecutive_max_failures,omitempty"`
 	MinPenaltyMs           uint64                 `protobuf:"varint,2,opt,name=min_penalty_ms,json=minPenaltyMs,proto3" json:"min_penalty_ms,omitempty"`
 	MaxPenaltyMs           uint64                 `protobuf:"varint,3,opt,name=max_penalty_ms,json=maxPenaltyMs,proto3" json:"max_penalty_ms,omitempty"`
-	// jitter_ratio spreads each penalty by up to this share, both ways.
+	// jitter_ratio lengthens each penalty by a random share of it of up to
+	// this ratio, never past max_penalty.
 	JitterRatio   float64 `protobuf:"fixed64,4,opt,name=jitter_ratio,json=jitterRatio,proto3" json:"jitter_ratio,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
