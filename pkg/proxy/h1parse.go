@@ -70,6 +70,8 @@ var framingFields = []string{"content-length", "transfer-encoding", "host"}
 
 // parseH1Head parses a complete head (ending in an empty line). isRequest
 // selects the start line's grammar.
+var comma = []byte(",")
+
 func parseH1Head(b []byte, isRequest bool, h *h1Head) error {
 	*h = h1Head{headers: h.headers[:0], contentLength: -1}
 	line, rest, ok := cutLine(b)
@@ -83,7 +85,8 @@ func parseH1Head(b []byte, isRequest bool, h *h1Head) error {
 	} else if err := h.parseStatusLine(line); err != nil {
 		return err
 	}
-	var connTokens [][]byte
+	var connBuf [8][]byte // Connection options other than close, keep-alive and upgrade
+	connTokens := connBuf[:0]
 	teSeen, tooMany := false, false
 	for {
 		line, rest, ok = cutLine(rest)
@@ -113,7 +116,11 @@ func parseH1Head(b []byte, isRequest bool, h *h1Head) error {
 			hdr.hop = !h.codings // a lone chunked is re-added by the writer
 		case asciiEqualFold(name, "connection"):
 			hdr.hop = true
-			for tok := range bytes.SplitSeq(value, []byte(",")) {
+			// A plain loop: a range-over-func body would make its
+			// captured variables (connTokens, the head) escape.
+			for v, more := value, true; more; {
+				var tok []byte
+				tok, v, more = bytes.Cut(v, comma)
 				tok = bytes.Trim(tok, " \t")
 				if len(tok) == 0 {
 					continue

@@ -179,6 +179,7 @@ func (s *side) serveH2(sc *servedConn) {
 	d.br = fastReaders.Get().(*bufio.Reader)
 	d.br.Reset(sc)
 	d.fr = http2.NewFramer(nil, d.br)
+	d.fr.SetReuseFrames() // a DATA frame is relayed or copied before the next read
 	d.hr = newH2HeaderReader(uint32(p.cfg.MaxHeaderBytes))
 	d.fr.SetMaxReadFrameSize(16 << 10)
 	d.out = newH2Out(sc, p.cfg.BodyIdleTimeout)

@@ -88,6 +88,7 @@ func (u *h2Ups) get(key upKey, ep resolve.Endpoint) (*h2Up, error) {
 	up := &h2Up{pool: u, key: key, conn: c, streams: map[uint32]*h2Stream{}, nextID: 1, maxStreams: h2MaxStreams, idleAt: time.Now()}
 	up.br = bufio.NewReaderSize(c, h2BufSize)
 	up.fr = http2.NewFramer(nil, up.br)
+	up.fr.SetReuseFrames() // a DATA frame is relayed or copied before the next read
 	up.hr = newH2HeaderReader(uint32(p.cfg.MaxHeaderBytes))
 	up.fr.SetMaxReadFrameSize(16 << 10)
 	up.out = newH2Out(c, p.cfg.BodyIdleTimeout)

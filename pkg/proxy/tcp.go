@@ -18,12 +18,19 @@ const copyBufSize = 16 << 10
 // bufPool holds relay and reverse-proxy copy buffers.
 type bufPool struct{ pool sync.Pool }
 
+// The pool holds array pointers: Put of a slice then allocates nothing
+// (a *[]byte of each slice put would be an allocation per request).
 func newBufPool() *bufPool {
-	return &bufPool{pool: sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}}
+	return &bufPool{pool: sync.Pool{New: func() any { return new([copyBufSize]byte) }}}
 }
 
-func (b *bufPool) Get() []byte  { return *(b.pool.Get().(*[]byte)) }
-func (b *bufPool) Put(v []byte) { b.pool.Put(&v) }
+func (b *bufPool) Get() []byte { return b.pool.Get().(*[copyBufSize]byte)[:] }
+
+func (b *bufPool) Put(v []byte) {
+	if cap(v) >= copyBufSize {
+		b.pool.Put((*[copyBufSize]byte)(v[:copyBufSize]))
+	}
+}
 
 func (p *Proxy) serveOpaque(dir string, c *servedConn) {
 	p.serveOpaqueTLSAware(dir, c, detect.Result{Protocol: detect.Opaque})

@@ -252,12 +252,19 @@ func (p *Proxy) resolve(ctx context.Context, authority string) ([]resolve.Endpoi
 	return eps, err
 }
 
-// canonicalAuthority lowercases host:port and adds the default port.
+// canonicalAuthority lowercases host:port and adds the default port. The
+// usual forms (name:port, a name without a port) take no more than the
+// port's concatenation: no SplitHostPort error is made per request.
 func canonicalAuthority(host, defaultPort string) string {
 	if host == "" {
 		return ""
 	}
 	host = strings.ToLower(host)
+	if i := strings.LastIndexByte(host, ':'); i < 0 {
+		return host + ":" + defaultPort
+	} else if strings.IndexByte(host, ':') == i && strings.IndexAny(host, "[]") < 0 {
+		return host // name:port, as SplitHostPort would accept it
+	}
 	if _, _, err := net.SplitHostPort(host); err == nil {
 		return host
 	}
