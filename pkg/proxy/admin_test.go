@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -281,5 +283,46 @@ func TestAdminReadyWaitsForIdentity(t *testing.T) {
 	id.ready.Store(true)
 	if code, body := adminDo(t, p, "GET", "/ready", ""); code != 200 {
 		t.Errorf("/ready with a certificate: %d %q, want 200", code, body)
+	}
+}
+
+// TestDrainEndsIdleKeepAliveGracefully: a keep-alive connection the drain
+// closes while the client sends its next request gets an end of stream
+// (which clients retry) or the response, never a reset.
+func TestDrainEndsIdleKeepAliveGracefully(t *testing.T) {
+	app := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	for i := range 20 {
+		p := startProxy(t, Config{InboundTarget: app})
+		c, err := net.Dial("tcp", p.InboundAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		const req = "GET / HTTP/1.1\r\nHost: app\r\n\r\n"
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		// The connection is idle: drain, and send the next request at
+		// about the same moment (sooner or later by turns).
+		go p.Shutdown()
+		time.Sleep(time.Duration(i%5) * 200 * time.Microsecond)
+		io.WriteString(c, req)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err = http.ReadResponse(br, nil)
+		switch {
+		case err == nil:
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		default:
+			t.Errorf("round %d: the next request met %v, want a response or an end of stream", i, err)
+		}
+		c.Close()
 	}
 }

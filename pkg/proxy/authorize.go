@@ -74,14 +74,16 @@ func (p *Proxy) countAuthz(info *connInfo, tcp bool, d authz.Decision) {
 	})
 }
 
-// inboundRouteLabel sets the route labels of an inbound request's series
-// to the policy route it matched, when its port has routes (a port without
-// routes has the {default, default} route, and its series no route labels,
-// as an outbound request no route matches).
-func inboundRouteLabel(l *metrics.HTTPLabels, d *authz.Decision) {
+// inboundRouted is l with, for an inbound request, the route labels of the
+// policy route it matched, when its port has routes (a port without routes
+// has the {default, default} route, and its series no route labels, as an
+// outbound request no route matches). Only the series take them: to tap,
+// an inbound request's policy route is its authorization's.
+func inboundRouted(l metrics.HTTPLabels, d *authz.Decision) metrics.HTTPLabels {
 	switch d.Route.Kind {
 	case "", "default":
-		return
+		return l
 	}
 	l.RouteKind, l.RouteName = d.Route.Kind, d.Route.Name
+	return l
 }

@@ -77,7 +77,11 @@ func (s *side) serveFast(sc *servedConn) {
 		fastReaders.Put(fc.br)
 		fc.bw.Reset(nil)
 		fastWriters.Put(fc.bw)
-		if !handedOff {
+		switch {
+		case handedOff:
+		case p.draining.Load():
+			lingerClose(sc)
+		default:
 			sc.Close()
 		}
 	}()
@@ -111,6 +115,25 @@ func (s *side) serveFast(sc *servedConn) {
 			return
 		}
 	}
+}
+
+// lingerTimeout and lingerMax bound what lingerClose reads.
+const (
+	lingerTimeout = 500 * time.Millisecond
+	lingerMax     = 256 << 10
+)
+
+// lingerClose ends a connection the proxy closes while draining: its end
+// of stream first, then what the client still sends is read and dropped
+// for a moment. A request the client sent as the proxy decided to close
+// (an idle keep-alive connection woken by the drain) then meets an orderly
+// end of stream, which clients retry, rather than a reset (closing a
+// socket with unread data resets it).
+func lingerClose(c *servedConn) {
+	c.CloseWrite()
+	c.SetReadDeadline(time.Now().Add(lingerTimeout))
+	io.Copy(io.Discard, io.LimitReader(c.Conn, lingerMax))
+	c.Close()
 }
 
 // waitIdle waits for the next request's first byte. It returns false when
@@ -210,7 +233,6 @@ func (fc *fastConn) serveOne() bool {
 	}
 	labels := metrics.HTTPLabels{Direction: dir, Authority: authority, TLS: info.tls, ClientID: info.clientID}
 	or.label(&labels)
-	inboundRouteLabel(&labels, &decision)
 	routed := perr == nil && or.redirect == nil
 	if routed {
 		labels.TargetAddr, labels.Dst = rt.ep.Addr, rt.dst
@@ -218,7 +240,7 @@ func (fc *fastConn) serveOne() bool {
 			labels.TLS, labels.ServerID = true, rt.ep.Identity
 		}
 	}
-	series := p.metrics.Route(labels)
+	series := p.metrics.Route(inboundRouted(labels, &decision))
 	series.Request()
 	status, streamErr := 0, false
 	var latency time.Duration

@@ -560,14 +560,13 @@ func (d *h2Down) headers(f *h2Headers) bool {
 	}
 	labels := metrics.HTTPLabels{Direction: dir, Authority: authority, TLS: d.info.tls, ClientID: d.info.clientID}
 	or.label(&labels)
-	inboundRouteLabel(&labels, &decision)
 	if perr == nil && or.redirect == nil {
 		labels.TargetAddr, labels.Dst = st.rt.ep.Addr, st.rt.dst
 		if p.tlsFor(st.rt.ep) {
 			labels.TLS, labels.ServerID = true, st.rt.ep.Identity
 		}
 	}
-	st.series = p.metrics.Route(labels)
+	st.series = p.metrics.Route(inboundRouted(labels, &decision))
 	st.series.Request()
 	if p.observing() {
 		st.obs = d.observe(f, st, method, scheme, path, labels, perr == nil && or.redirect == nil, &decision)

@@ -114,7 +114,6 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	labels := metrics.HTTPLabels{Direction: h.dir, Authority: authority, TLS: info.tls, ClientID: info.clientID}
 	or.label(&labels)
-	inboundRouteLabel(&labels, &decision)
 	if perr == nil && or.redirect == nil {
 		labels.TargetAddr = rt.ep.Addr
 		labels.Dst = rt.dst
@@ -122,7 +121,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			labels.TLS, labels.ServerID = true, rt.ep.Identity
 		}
 	}
-	series := p.metrics.Route(labels)
+	series := p.metrics.Route(inboundRouted(labels, &decision))
 	series.Request()
 
 	rw := &respWriter{ResponseWriter: w, start: start}
