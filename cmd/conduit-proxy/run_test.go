@@ -26,7 +26,7 @@ func TestParseRunOptions(t *testing.T) {
 				if o.InboundListen != "0.0.0.0:4143" || o.OutboundListen != "127.0.0.1:4140" || o.AdminListen != "0.0.0.0:4191" {
 					t.Errorf("listeners %q %q %q", o.InboundListen, o.OutboundListen, o.AdminListen)
 				}
-				if o.ShutdownGrace != 20*time.Second || o.DetectTimeout != 10*time.Second || o.MemoryLimit != 6<<20 || o.GCPercent != 50 {
+				if o.ShutdownGrace != 20*time.Second || o.DetectTimeout != 10*time.Second || o.MemoryLimit != 7<<20 || o.GCPercent != 50 {
 					t.Errorf("grace %v detect %v memory %v", o.ShutdownGrace, o.DetectTimeout, o.MemoryLimit)
 				}
 			},

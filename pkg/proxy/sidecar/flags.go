@@ -32,7 +32,7 @@ func (o *Config) AddFlags(fs *flag.FlagSet) {
 	fs.Var(&o.MaxMemory, "max-memory", "memory the proxy must stay under (e.g. 64MiB; 0 = its container's memory limit when it has one): the connection and request caps are derived from it and the soft memory limit never grows past it")
 	fs.StringVar(&o.LogLevel, contract.FlagLogLevel, "info", "debug, info, warn or error (changeable at PUT /log-level)")
 	fs.StringVar(&o.LogFormat, "log-format", "plain", "plain or json")
-	fs.Var(&o.MemoryLimit, "memory-limit", "Go runtime soft memory limit with no connections open (e.g. 6MiB; 0 = none); it grows by 64 KiB per open connection, and by up to 8 MiB while garbage collection takes over 10 % of the CPU")
+	fs.Var(&o.MemoryLimit, "memory-limit", "Go runtime soft memory limit with no connections open (e.g. 7MiB; 0 = none); it grows by 64 KiB per open connection, and by up to 8 MiB while garbage collection takes over 10 % of the CPU")
 	fs.IntVar(&o.GCPercent, "gc-percent", DefaultGCPercent, "Go GC target percentage (-1 disables proportional GC)")
 	fs.BoolVar(&o.HTTP1FastPath, "http1-fast-path", true, "serve plain HTTP/1.1 keep-alive requests, and HTTP/2, on the lean fast paths (false: always net/http)")
 	fs.StringVar(&o.ControlPlane.ControllerAddr, contract.FlagControllerAddr, "", "controller gRPC address (HOST:PORT) for discovery and identity; empty runs without a control plane")
