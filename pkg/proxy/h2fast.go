@@ -629,17 +629,7 @@ func (d *h2Down) fieldsOf(fields []hpack.HeaderField) []Field {
 func (d *h2Down) observe(f *h2Headers, st *h2Stream, method, scheme, target string, labels metrics.HTTPLabels, routed bool, dec *authz.Decision) Observation {
 	info := d.info
 	path, query, _ := strings.Cut(target, "?")
-	cl := int64(-1)
-	if f.StreamEnded() {
-		cl = 0
-	}
-	for _, hf := range f.Fields {
-		if hf.Name == "content-length" {
-			if n, err := strconv.ParseInt(hf.Value, 10, 64); err == nil {
-				cl = n
-			}
-		}
-	}
+	cl := contentLength(f)
 	if scheme == "" {
 		scheme = "http"
 	}

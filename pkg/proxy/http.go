@@ -103,9 +103,10 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if perr == nil && or.redirect == nil {
 		rt, perr = h.route(r.Context(), info, authority, &or)
 	}
+	isGRPC := strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
 	var rs *httpRetry
-	if perr == nil && p.retryFor(&or, authority, r.Method, strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"), r.ContentLength) {
-		rs = &httpRetry{h: h, info: info, authority: authority, or: &or, rt: &rt, grpc: strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"), h2: r.ProtoMajor == 2}
+	if perr == nil && p.retryFor(&or, authority, r.Method, isGRPC, r.ContentLength) {
+		rs = &httpRetry{h: h, info: info, authority: authority, or: &or, rt: &rt, grpc: isGRPC, h2: r.ProtoMajor == 2}
 	}
 	var decision authz.Decision
 	if perr == nil && p.cfg.Policy != nil && h.dir == Inbound {
@@ -128,7 +129,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.observing() {
 		rw.obs = p.observe(r, h.dir, labels, info, rt, perr == nil && or.redirect == nil, &decision)
 	}
-	rw.grpc = strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+	rw.grpc = isGRPC
 
 	completed := false
 	defer func() {

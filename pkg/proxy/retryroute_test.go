@@ -169,25 +169,14 @@ func TestOutboundRetries(t *testing.T) {
 // TestOutboundRetriesGRPC: UNAVAILABLE answers (trailers-only) retried with
 // the request's message, on the HTTP/2 fast path and net/http's.
 func TestOutboundRetriesGRPC(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		cfg  Config
-	}{{"h2-fast", Config{}}, {"net-http", Config{DisableFastPath: true}}} {
+	for _, tc := range grpcPaths {
 		t.Run(tc.name, func(t *testing.T) {
-			var mu sync.Mutex
-			calls := 0
-			srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-				mu.Lock()
-				calls++
-				n := calls
-				mu.Unlock()
+			addr, calls := flakyGRPCServer(t, func(_ context.Context, n int) error {
 				if n%2 == 1 {
-					return nil, status.Error(codes.Unavailable, "flaky")
+					return status.Error(codes.Unavailable, "flaky")
 				}
-				return h(ctx, req)
-			}))
-			testpb.RegisterTestServiceServer(srv, &grpcService{})
-			addr := serveGRPC(t, srv)
+				return nil
+			})
 			cfg := tc.cfg
 			cfg.Resolver = &fakeResolver{eps: map[string][]resolve.Endpoint{retryGRPCSvc: {{Addr: addr}}}}
 			cfg.Routes = retryRoutes(t)
@@ -208,11 +197,9 @@ func TestOutboundRetriesGRPC(t *testing.T) {
 					t.Fatalf("call %d: the payload came back changed", i)
 				}
 			}
-			mu.Lock()
-			if calls != 2*n {
-				t.Errorf("the server saw %d calls, want %d", calls, 2*n)
+			if got := calls(); got != 2*n {
+				t.Errorf("the server saw %d calls, want %d", got, 2*n)
 			}
-			mu.Unlock()
 			wantMetric(t, p, n, "outbound_http_route_retry_requests_total", `route_name="grpc-flaky"`)
 			// Tap sees each call once, with its retry.
 			waitFor(t, "the observer to see every call end", func() bool { return obs.ended.Load() == n })
@@ -224,37 +211,57 @@ func TestOutboundRetriesGRPC(t *testing.T) {
 	}
 }
 
+// grpcPaths are the two paths a gRPC call can take through the proxy.
+var grpcPaths = []struct {
+	name string
+	cfg  Config
+}{{"h2-fast", Config{}}, {"net-http", Config{DisableFastPath: true}}}
+
+// flakyGRPCServer serves the interop TestService, first asking fail with
+// the call's number (1, 2, …) whether and how that call fails; calls
+// reports how many it got.
+func flakyGRPCServer(t *testing.T, fail func(ctx context.Context, n int) error) (addr string, calls func() int) {
+	var mu sync.Mutex
+	n := 0
+	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		mu.Lock()
+		n++
+		call := n
+		mu.Unlock()
+		if err := fail(ctx, call); err != nil {
+			return nil, err
+		}
+		return h(ctx, req)
+	}))
+	testpb.RegisterTestServiceServer(srv, &grpcService{})
+	return serveGRPC(t, srv), func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return n
+	}
+}
+
 // TestOutboundRetriesConcurrent: many concurrent calls on one connection,
 // a third failing, some outliving the retry timeout, some cancelled by
 // their client: every call ends with an answer the client can have, no
 // panic, and no stream is left behind on either side (run it with -race).
 func TestOutboundRetriesConcurrent(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		cfg  Config
-	}{{"h2-fast", Config{}}, {"net-http", Config{DisableFastPath: true}}} {
+	for _, tc := range grpcPaths {
 		t.Run(tc.name, func(t *testing.T) {
-			var mu sync.Mutex
-			calls := 0
-			srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-				mu.Lock()
-				calls++
-				n := calls
-				mu.Unlock()
+			addr, _ := flakyGRPCServer(t, func(ctx context.Context, n int) error {
 				switch n % 6 {
 				case 1, 4:
-					return nil, status.Error(codes.Unavailable, "flaky")
+					return status.Error(codes.Unavailable, "flaky")
 				case 2:
 					select { // past the retry timeout (50 ms)
 					case <-ctx.Done():
-						return nil, ctx.Err()
+						return ctx.Err()
 					case <-time.After(80 * time.Millisecond):
 					}
 				}
-				return h(ctx, req)
-			}))
-			testpb.RegisterTestServiceServer(srv, &grpcService{})
-			addr := serveGRPC(t, srv)
+				return nil
+			})
+			var mu sync.Mutex // guards outcomes' counts
 			rule := outRule(&policyv1.HttpMatch{Path: httpmatchtest.Prefix("/")})
 			rule.Policy = &destinationv1.RoutePolicy{Retry: &destinationv1.Retry{Limit: 2, GrpcCodes: []uint32{uint32(codes.Unavailable)}, TimeoutMs: 50}}
 			cfg := tc.cfg
