@@ -35,6 +35,15 @@ type h2Backend struct {
 func startH2Backend(t *testing.T) *h2Backend {
 	b := &h2Backend{}
 	b.addr = startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			// Reads nothing of the body until the request ends: what
+			// the proxy receives for it has nowhere to go.
+			select {
+			case <-r.Context().Done():
+			case <-time.After(10 * time.Second):
+			}
+			return
+		}
 		if r.URL.Path != "/attack" {
 			io.WriteString(w, "ok")
 			return
@@ -123,6 +132,8 @@ type h2Attacker struct {
 	// when the connection ended.
 	goaway atomic.Int64
 	ended  chan struct{}
+	// rst is the RST_STREAM codes received, by stream.
+	rst sync.Map
 }
 
 // dialH2 opens a prior-knowledge h2c connection. With read, a goroutine
@@ -151,8 +162,11 @@ func dialH2(t *testing.T, addr string, read bool) *h2Attacker {
 			if err != nil {
 				return
 			}
-			if ga, ok := f.(*http2.GoAwayFrame); ok {
-				a.goaway.Store(int64(ga.ErrCode))
+			switch f := f.(type) {
+			case *http2.GoAwayFrame:
+				a.goaway.Store(int64(f.ErrCode))
+			case *http2.RSTStreamFrame:
+				a.rst.Store(f.StreamID, f.ErrCode)
 			}
 		}
 	}()
@@ -414,4 +428,169 @@ func TestH2ControlFrameFlood(t *testing.T) {
 			t.Errorf("a peer that never reads its acknowledgements sent %d frames unhindered", 2*n)
 		}
 	})
+}
+
+// TestH2FlowControlViolations: a client that sends past the windows the
+// proxy advertised, to an upstream that reads nothing. The proxy holds
+// request data until the upstream takes it, so without the check one
+// stream could make it hold anything; past a stream's window the stream
+// is reset (FLOW_CONTROL_ERROR), past the connection's the connection
+// ends with GOAWAY FLOW_CONTROL_ERROR.
+func TestH2FlowControlViolations(t *testing.T) {
+	runAttack(t, func(t *testing.T, tg h2Target) {
+		post := func(a *h2Attacker, id uint32) {
+			a.buf.Reset()
+			for _, f := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+				{Name: ":path", Value: "/hold"}, {Name: ":authority", Value: "app"}} {
+				a.enc.WriteField(f)
+			}
+			a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: a.buf.Bytes(), EndHeaders: true})
+		}
+		chunk := make([]byte, 16<<10)
+
+		// One stream, 64 MiB, windows ignored.
+		a := dialH2(t, tg.addr, true)
+		a.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		post(a, 1)
+		var sent int
+		for sent < 64<<20 {
+			if a.fr.WriteData(1, false, chunk) != nil {
+				break
+			}
+			sent += len(chunk)
+			if sent%(256<<10) == 0 {
+				if a.bw.Flush() != nil {
+					break
+				}
+				if _, ok := a.rst.Load(uint32(1)); ok {
+					break
+				}
+			}
+		}
+		a.bw.Flush()
+		deadline := time.Now().Add(5 * time.Second)
+		code, ok := a.rst.Load(uint32(1))
+		for ; !ok && time.Now().Before(deadline); code, ok = a.rst.Load(uint32(1)) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Logf("one stream past its window: %d KiB sent; RST_STREAM %v", sent>>10, code)
+		if !ok || code != http2.ErrCodeFlowControl {
+			t.Errorf("a stream sent past its window was not reset with FLOW_CONTROL_ERROR (got %v)", code)
+		}
+
+		// Many streams, each within its window, past the connection's.
+		c := dialH2(t, tg.addr, true)
+		c.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		sent = 0
+		for i := range 60 {
+			id := uint32(2*i + 1)
+			post(c, id)
+			for range (h2StreamWindow - 16<<10) / len(chunk) {
+				if c.fr.WriteData(id, false, chunk) != nil {
+					break
+				}
+				sent += len(chunk)
+			}
+			if c.bw.Flush() != nil {
+				break
+			}
+		}
+		closed := c.closedWithin(5 * time.Second)
+		t.Logf("streams within their windows, past the connection's: %d KiB sent; closed %v, GOAWAY %s", sent>>10, closed, c.goAwayCode())
+		if !closed || c.goAwayCode() != http2.ErrCodeFlowControl.String() {
+			t.Errorf("a connection sent past its window: closed %v, GOAWAY %s; want closed with FLOW_CONTROL_ERROR", closed, c.goAwayCode())
+		}
+	})
+}
+
+// TestH2UpstreamFlowControlViolations: an upstream that answers past the
+// windows the proxy advertised to it, to a client that reads nothing. The
+// proxy resets a stream sent past its window (FLOW_CONTROL_ERROR) and ends
+// a connection sent past its own with GOAWAY FLOW_CONTROL_ERROR, instead of
+// holding whatever the upstream sends.
+func TestH2UpstreamFlowControlViolations(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		streams int
+		each    int
+	}{
+		{"stream", 1, 4 << 20},
+		{"connection", 8, h2StreamWindow - 16<<10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			// What the proxy told the fake upstream: RST_STREAM or GOAWAY codes.
+			got := make(chan string, 16)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				br := bufio.NewReader(c)
+				bw := bufio.NewWriterSize(c, 64<<10)
+				fr := http2.NewFramer(bw, br)
+				var preface [len(http2.ClientPreface)]byte
+				if _, err := io.ReadFull(br, preface[:]); err != nil {
+					return
+				}
+				fr.WriteSettings()
+				bw.Flush()
+				var hbuf bytes.Buffer
+				enc := hpack.NewEncoder(&hbuf)
+				enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				chunk := make([]byte, 16<<10)
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					switch f := f.(type) {
+					case *http2.SettingsFrame:
+						if !f.IsAck() {
+							fr.WriteSettingsAck()
+						}
+					case *http2.HeadersFrame:
+						fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hbuf.Bytes(), EndHeaders: true})
+						for sent := 0; sent < tc.each; sent += len(chunk) {
+							fr.WriteData(f.StreamID, false, chunk)
+						}
+					case *http2.RSTStreamFrame:
+						got <- "RST_STREAM " + f.ErrCode.String()
+					case *http2.GoAwayFrame:
+						got <- "GOAWAY " + f.ErrCode.String()
+					}
+					if bw.Flush() != nil {
+						return
+					}
+				}
+			}()
+			p := startProxy(t, Config{InboundTarget: ln.Addr().String()})
+			a := dialH2(t, p.InboundAddr(), true) // reads, never credits
+			for i := range tc.streams {
+				a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: a.block(), EndStream: true, EndHeaders: true})
+			}
+			a.bw.Flush()
+			want := "RST_STREAM FLOW_CONTROL_ERROR"
+			if tc.streams > 1 {
+				want = "GOAWAY FLOW_CONTROL_ERROR"
+			}
+			deadline := time.After(5 * time.Second)
+			for {
+				select {
+				case s := <-got:
+					t.Logf("the upstream got %s", s)
+					if s == want {
+						return
+					}
+				case <-deadline:
+					t.Fatalf("an upstream sending past the proxy's windows got no %s", want)
+				}
+			}
+		})
+	}
 }

@@ -100,12 +100,16 @@ type h2Stream struct {
 	respRoute *outRoute
 	// timeout is the timer of the route's request timeout, stopped by
 	// finish.
-	timeout   atomic.Pointer[time.Timer]
-	obs       Observation
-	grpc      bool
-	recvOwed  uint32 // stream-level credit owed to the client (under down.out.mu)
-	remoteEnd bool   // the client ended its request (the client's reader only)
-	admitted  bool   // holds a slot of the side's request limit
+	timeout  atomic.Pointer[time.Timer]
+	obs      Observation
+	grpc     bool
+	recvOwed uint32 // stream-level credit owed to the client (under down.out.mu)
+	// recvWin and upRecvWin are the stream's receive windows the proxy
+	// advertised, less what was received: the client's (request data) and
+	// the current attempt's upstream (response data); see h2Out.take.
+	recvWin, upRecvWin atomic.Int64
+	remoteEnd          bool // the client ended its request (the client's reader only)
+	admitted           bool // holds a slot of the side's request limit
 	// upOwed is the stream-level credit owed to the upstream.
 	upOwed atomic.Uint32
 	// bits says which of the stream's four halves are over (sReqIn...).
@@ -445,6 +449,7 @@ func (d *h2Down) headers(f *h2Headers) bool {
 		return true
 	}
 	st = &h2Stream{down: d, id: id}
+	st.recvWin.Store(h2StreamWindow)
 	// The stream is known from the moment it counts as opened, so that a
 	// drain that sends GOAWAY now waits for it.
 	d.mu.Lock()
@@ -676,6 +681,11 @@ func (d *h2Down) trailers(st *h2Stream, f *h2Headers) bool {
 func (d *h2Down) data(f *http2.DataFrame) bool {
 	id := f.StreamID
 	flowLen := f.Length
+	if !d.out.take(flowLen) {
+		d.s.p.metrics.Error(d.s.dir, "h2_flow_control")
+		d.goAway(http2.ErrCodeFlowControl)
+		return false
+	}
 	d.mu.Lock()
 	st := d.streams[id]
 	d.mu.Unlock()
@@ -687,6 +697,15 @@ func (d *h2Down) data(f *http2.DataFrame) bool {
 			d.goAway(http2.ErrCodeProtocol)
 			return false
 		}
+		return true
+	}
+	if st.recvWin.Add(-int64(flowLen)) < 0 {
+		// Past the stream's window: a stream error; the connection's
+		// window gets the frame back.
+		d.s.p.metrics.Error(d.s.dir, "h2_flow_control")
+		d.credit(nil, flowLen, &d.fl)
+		d.reset(id, http2.ErrCodeFlowControl)
+		d.clientReset(id, http2.ErrCodeFlowControl)
 		return true
 	}
 	data := f.Data()
@@ -730,6 +749,7 @@ func (d *h2Down) credit(st *h2Stream, n uint32, fl *h2Flusher) {
 		st.recvOwed += n
 		if st.recvOwed >= h2StreamWindow/4 {
 			d.out.windowLocked(st.id, st.recvOwed)
+			st.recvWin.Add(int64(st.recvOwed))
 			st.recvOwed = 0
 			fl.mark(d.out)
 		}

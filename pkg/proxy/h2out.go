@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -46,8 +47,12 @@ type h2Out struct {
 	maxFrame uint32
 	initWin  int32 // SETTINGS_INITIAL_WINDOW_SIZE of new streams
 	win      int32 // connection-level send window
-	dirty    bool
-	err      error // sticky: the first failed write
+	// recv is the connection-level window the peer may still send into:
+	// what the proxy advertised (windowLocked) less what it received
+	// (take).
+	recv  atomic.Int64
+	dirty bool
+	err   error // sticky: the first failed write
 	// stall bounds each flush (the body idle timeout).
 	stall time.Duration
 	armed time.Time
@@ -57,6 +62,7 @@ var h2Writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, h2Bu
 
 func newH2Out(c net.Conn, stall time.Duration) *h2Out {
 	o := &h2Out{conn: c, maxFrame: 16 << 10, initWin: 65535, win: 65535, stall: stall}
+	o.recv.Store(65535) // RFC 9113 §6.9.2: every connection starts with it
 	o.bw = h2Writers.Get().(*bufio.Writer)
 	o.bw.Reset(c)
 	o.fr = http2.NewFramer(o.bw, nil)
@@ -155,8 +161,18 @@ func (o *h2Out) rstLocked(id uint32, code http2.ErrCode) {
 func (o *h2Out) windowLocked(id uint32, n uint32) {
 	if o.ok() && n > 0 {
 		o.check(o.fr.WriteWindowUpdate(id, n))
+		if id == 0 {
+			o.recv.Add(int64(n))
+		}
 	}
 }
+
+// take accounts for a flow-controlled frame of n bytes received on the
+// connection; false if the peer sent past the window it was given (RFC
+// 9113 §6.9.1), a FLOW_CONTROL_ERROR: the proxy holds what a peer sends
+// until it is passed on, so an unchecked window would let one peer make
+// it hold anything.
+func (o *h2Out) take(n uint32) bool { return o.recv.Add(-int64(n)) >= 0 }
 
 // pingAck answers a PING; fl flushes it with the reader's other writes.
 func (o *h2Out) pingAck(data [8]byte, fl *h2Flusher) {

@@ -165,6 +165,7 @@ func (up *h2Up) registerLocked(st *h2Stream) (uint32, bool) {
 	up.idleAt = time.Time{}
 	up.mu.Unlock()
 	st.upWin = up.out.initWin
+	st.upRecvWin.Store(h2StreamWindow)
 	return id, true
 }
 
@@ -343,8 +344,15 @@ func (up *h2Up) cancel(st *h2Stream, code http2.ErrCode, fl *h2Flusher) {
 		up.out.rstLocked(st.upID, code)
 		fl.mark(up.out)
 	}
+	// Request data still waiting for the upstream's window is dropped:
+	// the client's connection gets its window back.
+	dropped := 0
+	if !st.replayed {
+		dropped = len(st.reqBuf)
+	}
 	st.reqDone, st.reqBuf, st.reqTrailers = true, nil, nil
 	up.out.mu.Unlock()
+	st.down.credit(nil, uint32(dropped), fl)
 	st.mark(sReqOut | sRespIn)
 }
 
@@ -363,6 +371,7 @@ func (up *h2Up) credit(st *h2Stream, n uint32, fl *h2Flusher) {
 	if st.bits.Load()&sRespIn == 0 {
 		if s := st.upOwed.Swap(0); s >= h2StreamWindow/4 {
 			up.out.windowLocked(st.upID, s)
+			st.upRecvWin.Add(int64(s))
 		} else {
 			st.upOwed.Add(s)
 		}
@@ -467,7 +476,10 @@ func (up *h2Up) shutdown() {
 	up.out.release()
 }
 
-var errUpstreamClosed = errors.New("upstream connection closed")
+var (
+	errUpstreamClosed      = errors.New("upstream connection closed")
+	errUpstreamFlowControl = errors.New("upstream sent past its flow-control window")
+)
 
 // failStream ends st toward its client after an upstream failure: the
 // proxy's 502 when no response started, else a reset.
@@ -506,7 +518,7 @@ func (st *h2Stream) failToClient(e proxyError, code http2.ErrCode, err error, fl
 func (up *h2Up) frame(f http2.Frame) bool {
 	switch f := f.(type) {
 	case *http2.DataFrame:
-		up.data(f)
+		return up.data(f)
 	case *http2.WindowUpdateFrame:
 		up.out.mu.Lock()
 		if f.StreamID == 0 {
@@ -733,19 +745,40 @@ func (up *h2Up) fieldsOf(fields []hpack.HeaderField) []Field {
 
 // data relays a response DATA frame, as far as the client's windows
 // allow; the rest waits for its WINDOW_UPDATE.
-func (up *h2Up) data(f *http2.DataFrame) {
-	st := up.stream(f.StreamID)
+func (up *h2Up) data(f *http2.DataFrame) bool {
 	flowLen := f.Length
+	if !up.out.take(flowLen) {
+		// Past the connection's window: a connection error.
+		up.pool.p.metrics.Error(up.key.dir, "h2_upstream_flow_control")
+		up.out.mu.Lock()
+		if up.out.ok() {
+			up.out.check(up.out.fr.WriteGoAway(0, http2.ErrCodeFlowControl, nil))
+			up.out.flushLocked()
+		}
+		up.out.mu.Unlock()
+		return false
+	}
+	st := up.stream(f.StreamID)
 	if st == nil {
 		up.connOwed.Add(flowLen)
 		up.maybeCreditConn()
-		return
+		return true
 	}
 	if st.rty != nil && st.curUpID.Load() != f.StreamID {
 		// An attempt dropped by a retry.
 		up.connOwed.Add(flowLen)
 		up.maybeCreditConn()
-		return
+		return true
+	}
+	if st.upRecvWin.Add(-int64(flowLen)) < 0 {
+		// Past the stream's window: the stream is reset, its client
+		// answered or reset, the connection goes on.
+		up.pool.p.metrics.Error(up.key.dir, "h2_upstream_flow_control")
+		up.connOwed.Add(flowLen)
+		up.maybeCreditConn()
+		up.cancel(st, http2.ErrCodeFlowControl, &up.fl)
+		up.failStream(st, errUpstreamFlowControl)
+		return true
 	}
 	data := f.Data()
 	end := f.StreamEnded()
@@ -760,7 +793,7 @@ func (up *h2Up) data(f *http2.DataFrame) {
 	if st.respDone {
 		d.out.mu.Unlock()
 		up.credit(st, uint32(len(data)), &up.fl)
-		return
+		return true
 	}
 	sent := 0
 	if len(st.respBuf) == 0 {
@@ -791,6 +824,7 @@ func (up *h2Up) data(f *http2.DataFrame) {
 		st.finish(false, nil)
 		st.mark(sRespOut)
 	}
+	return true
 }
 
 func (up *h2Up) maybeCreditConn() {
