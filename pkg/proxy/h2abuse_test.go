@@ -544,6 +544,15 @@ func TestH2UpstreamFlowControlViolations(t *testing.T) {
 				enc := hpack.NewEncoder(&hbuf)
 				enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
 				chunk := make([]byte, 16<<10)
+				// The frames are written on their own goroutine, so that
+				// what the proxy says is read even once writes fail.
+				var wmu sync.Mutex
+				write := func(f func()) {
+					wmu.Lock()
+					defer wmu.Unlock()
+					f()
+					bw.Flush()
+				}
 				for {
 					f, err := fr.ReadFrame()
 					if err != nil {
@@ -552,20 +561,20 @@ func TestH2UpstreamFlowControlViolations(t *testing.T) {
 					switch f := f.(type) {
 					case *http2.SettingsFrame:
 						if !f.IsAck() {
-							fr.WriteSettingsAck()
+							write(func() { fr.WriteSettingsAck() })
 						}
 					case *http2.HeadersFrame:
-						fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hbuf.Bytes(), EndHeaders: true})
-						for sent := 0; sent < tc.each; sent += len(chunk) {
-							fr.WriteData(f.StreamID, false, chunk)
-						}
+						id := f.StreamID
+						go write(func() {
+							fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true})
+							for sent := 0; sent < tc.each; sent += len(chunk) {
+								fr.WriteData(id, false, chunk)
+							}
+						})
 					case *http2.RSTStreamFrame:
 						got <- "RST_STREAM " + f.ErrCode.String()
 					case *http2.GoAwayFrame:
 						got <- "GOAWAY " + f.ErrCode.String()
-					}
-					if bw.Flush() != nil {
-						return
 					}
 				}
 			}()

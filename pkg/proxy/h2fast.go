@@ -71,6 +71,9 @@ type h2Stream struct {
 	// the accounting of a stream its route may retry (rty set).
 	upMu sync.Mutex
 	rty  *h2Retry
+	// pend, under upMu, holds the request while the stream's first
+	// connection is dialed (openPending); nil once it is opened.
+	pend *h2Pending
 
 	// Request direction (client → upstream), under up.out.mu.
 	upWin       int32 // the upstream's stream window
@@ -160,17 +163,113 @@ func (st *h2Stream) mark(bits uint32) {
 	}
 }
 
+// h2Pending is a request whose stream waits for its upstream connection:
+// its header block, and the data and trailers the client sent meanwhile
+// (bounded by the stream's window: it is credited once passed on).
+type h2Pending struct {
+	fields    []hpack.HeaderField
+	body      []byte
+	end       bool
+	trailers  []hpack.HeaderField
+	cancelled bool // by cancelUp: the stream is not to be opened
+}
+
 // upstream is the connection of the stream's current attempt, or nil.
 func (st *h2Stream) upstream() *h2Up { return st.upP.Load() }
 
-// cancelUp resets the stream's current attempt upstream, if any.
+// cancelUp resets the stream's current attempt upstream, if any, or stops
+// it from being opened if its connection is being dialed.
 func (st *h2Stream) cancelUp(code http2.ErrCode, fl *h2Flusher) {
-	if st.rty != nil {
-		st.upMu.Lock()
-		defer st.upMu.Unlock()
+	st.upMu.Lock()
+	defer st.upMu.Unlock()
+	if st.pend != nil {
+		st.pend.cancelled = true
 	}
 	if up := st.upstream(); up != nil {
 		up.cancel(st, code, fl)
+	}
+}
+
+// sendData passes request data on to the stream's upstream, holds it while
+// the stream's connection is dialed, or (between a retry's attempts, which
+// keep the body themselves) credits it back at once.
+func (st *h2Stream) sendData(data []byte, end bool, fl *h2Flusher) {
+	up := st.upstream()
+	if up == nil {
+		st.upMu.Lock()
+		if pend := st.pend; pend != nil {
+			pend.body = append(pend.body, data...)
+			pend.end = pend.end || end
+			st.upMu.Unlock()
+			return
+		}
+		up = st.upstream() // opened meanwhile
+		st.upMu.Unlock()
+	}
+	if up == nil {
+		st.down.credit(st, uint32(len(data)), fl)
+		return
+	}
+	up.requestData(st, data, end, fl)
+}
+
+// sendTrailers is sendData for the request's trailers.
+func (st *h2Stream) sendTrailers(fields []hpack.HeaderField, fl *h2Flusher) {
+	up := st.upstream()
+	if up == nil {
+		st.upMu.Lock()
+		if pend := st.pend; pend != nil {
+			pend.trailers, pend.end = slices.Clone(fields), true
+			st.upMu.Unlock()
+			return
+		}
+		up = st.upstream()
+		st.upMu.Unlock()
+	}
+	if up != nil {
+		up.requestTrailers(st, fields, fl)
+	}
+}
+
+// openPending opens st, for which no upstream connection had room, on one
+// dialed (or being dialed) for key. It runs on its own goroutine: a slow
+// connect or TLS handshake holds up this stream only, not the others of
+// its client connection, whose reader holds what the client sends for it
+// meanwhile (st.pend).
+func (st *h2Stream) openPending(key upKey) {
+	d := st.down
+	var fl h2Flusher
+	defer fl.flush()
+	for attempt := 0; ; attempt++ {
+		up, err := d.s.p.h2Ups.get(key, st.rt.ep)
+		st.upMu.Lock()
+		pend := st.pend
+		if !pend.cancelled && err == nil && up.openHeld(st, pend.fields, pend.body, pend.end, pend.trailers, false, &fl) {
+			st.pend = nil
+			if st.rty != nil {
+				st.startTryTimer()
+			}
+			st.upMu.Unlock()
+			return
+		}
+		if !pend.cancelled && err == nil && attempt == 0 {
+			st.upMu.Unlock()
+			continue // the connection went away as the stream was opened
+		}
+		st.pend = nil
+		st.upMu.Unlock()
+		// What the client sent for the stream is dropped: its connection
+		// gets the window back.
+		d.credit(nil, uint32(len(pend.body)), &fl)
+		switch {
+		case pend.cancelled:
+			// Whoever cancelled ends the stream.
+		case err != nil:
+			st.failToClient(dialProxyError(err), http2.ErrCodeCancel, err, &fl)
+		default:
+			st.failToClient(proxyError{http.StatusServiceUnavailable, "upstream_error", "upstream connection closing"}, http2.ErrCodeCancel, nil, &fl)
+		}
+		return
 	}
 }
 
@@ -588,13 +687,7 @@ func (d *h2Down) headers(f *h2Headers) bool {
 	if p.tlsFor(st.rt.ep) {
 		key.identity = st.rt.ep.Identity
 	}
-	for attempt := 0; ; attempt++ {
-		up, err := p.h2Ups.get(key, st.rt.ep)
-		if err != nil {
-			st.upErr = err
-			d.answer(st, dialProxyError(err), true)
-			return true
-		}
+	if up := p.h2Ups.pooled(key); up != nil {
 		if st.rty != nil {
 			st.upMu.Lock()
 		}
@@ -611,12 +704,15 @@ func (d *h2Down) headers(f *h2Headers) bool {
 			}
 			return true
 		}
-		if attempt > 0 {
-			// Connections that went away as the stream was opened.
-			d.answer(st, proxyError{http.StatusServiceUnavailable, "upstream_error", "upstream connection closing"}, true)
-			return true
-		}
 	}
+	// No connection with room (or the one found went away): the stream
+	// is opened once one is dialed, on another goroutine.
+	st.pend = &h2Pending{fields: slices.Clone(f.Fields), end: st.remoteEnd}
+	if or.timeout > 0 {
+		st.startTimeout(or.timeout) // the connect counts
+	}
+	go st.openPending(key)
+	return true
 }
 
 // fieldsOf lists the regular fields of a header block in d's reused
@@ -670,9 +766,7 @@ func (d *h2Down) trailers(st *h2Stream, f *h2Headers) bool {
 	if st.rty != nil {
 		st.rty.trailers = slices.Clone(f.Fields)
 	}
-	if up := st.upstream(); up != nil {
-		up.requestTrailers(st, f.Fields, &d.fl)
-	}
+	st.sendTrailers(f.Fields, &d.fl)
 	st.mark(sReqIn)
 	return true
 }
@@ -721,11 +815,7 @@ func (d *h2Down) data(f *http2.DataFrame) bool {
 			rty.body = append(rty.body, data...)
 		}
 	}
-	if up := st.upstream(); up == nil {
-		d.credit(st, uint32(len(data)), &d.fl)
-	} else {
-		up.requestData(st, data, st.remoteEnd, &d.fl)
-	}
+	st.sendData(data, st.remoteEnd, &d.fl)
 	if st.remoteEnd {
 		st.mark(sReqIn)
 	}

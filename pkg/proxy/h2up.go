@@ -25,6 +25,16 @@ type h2Ups struct {
 	p  *Proxy
 	mu sync.Mutex
 	m  map[upKey][]*h2Up
+	// dials are the connections being dialed, by key: streams that find
+	// none with room wait for it rather than each dialing its own.
+	dials map[upKey]*h2Dial
+}
+
+// h2Dial is a connection being dialed; done is closed once up or err is set.
+type h2Dial struct {
+	done chan struct{}
+	up   *h2Up
+	err  error
 }
 
 // h2Up is one upstream HTTP/2 connection. Its reader (serve) relays the
@@ -62,22 +72,62 @@ type streamCredit struct {
 	n  uint32
 }
 
-func newH2Ups(p *Proxy) *h2Ups { return &h2Ups{p: p, m: map[upKey][]*h2Up{}} }
+func newH2Ups(p *Proxy) *h2Ups {
+	return &h2Ups{p: p, m: map[upKey][]*h2Up{}, dials: map[upKey]*h2Dial{}}
+}
 
-// get returns a connection to key's endpoint with room for a stream,
-// dialing one if none has.
-func (u *h2Ups) get(key upKey, ep resolve.Endpoint) (*h2Up, error) {
+// pooled returns a connection to key's endpoint with room for a stream, or
+// nil; it never dials.
+func (u *h2Ups) pooled(key upKey) *h2Up {
 	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.pooledLocked(key)
+}
+
+func (u *h2Ups) pooledLocked(key upKey) *h2Up {
 	for _, up := range u.m[key] {
 		up.mu.Lock()
 		ok := !up.goingAway && !up.closed && uint32(len(up.streams)) < up.maxStreams
 		up.mu.Unlock()
 		if ok {
+			return up
+		}
+	}
+	return nil
+}
+
+// get returns a connection to key's endpoint with room for a stream,
+// dialing one if none has (or waiting for the one being dialed). It may
+// take up to the connect timeout: never called on a connection's reader.
+func (u *h2Ups) get(key upKey, ep resolve.Endpoint) (*h2Up, error) {
+	for {
+		u.mu.Lock()
+		if up := u.pooledLocked(key); up != nil {
 			u.mu.Unlock()
 			return up, nil
 		}
+		if dl := u.dials[key]; dl != nil {
+			u.mu.Unlock()
+			<-dl.done
+			if dl.err != nil {
+				return nil, dl.err
+			}
+			continue // it (or another) has room, or is full already
+		}
+		dl := &h2Dial{done: make(chan struct{})}
+		u.dials[key] = dl
+		u.mu.Unlock()
+		dl.up, dl.err = u.dial(key, ep)
+		u.mu.Lock()
+		delete(u.dials, key)
+		u.mu.Unlock()
+		close(dl.done)
+		return dl.up, dl.err
 	}
-	u.mu.Unlock()
+}
+
+// dial connects a new upstream connection for key and pools it.
+func (u *h2Ups) dial(key upKey, ep resolve.Endpoint) (*h2Up, error) {
 	p := u.p
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
 	defer cancel()
@@ -188,34 +238,46 @@ func (up *h2Up) open(st *h2Stream, fields []hpack.HeaderField, end bool, fl *h2F
 }
 
 // reopen sends a retry of st on up: the request's kept header block, body
-// and trailers, as far as the upstream's windows allow. The client is not
-// credited again for the body (st.replayed). False if up takes no more
-// streams.
+// and trailers (the client is not credited again for the body). False if
+// up takes no more streams.
 func (up *h2Up) reopen(st *h2Stream, fl *h2Flusher) bool {
 	rty := st.rty
+	return up.openHeld(st, rty.fields, rty.body, true, rty.trailers, true, fl)
+}
+
+// openHeld starts st on up with its header block and the request data and
+// trailers held for it (what came while its connection was dialed, or a
+// retry's replay), as far as the upstream's windows allow; end says the
+// client has ended the request, replayed that it was credited for body
+// already. False if up takes no more streams.
+func (up *h2Up) openHeld(st *h2Stream, fields []hpack.HeaderField, body []byte, end bool, trailers []hpack.HeaderField, replayed bool, fl *h2Flusher) bool {
 	up.out.mu.Lock()
 	id, ok := up.registerLocked(st)
 	if !ok {
 		up.out.mu.Unlock()
 		return false
 	}
-	st.reqDone, st.reqBlocked, st.replayed = false, false, true
+	st.reqDone, st.reqBlocked, st.replayed = false, false, replayed
 	st.upOwed.Store(0)
-	end := len(rty.body) == 0 && rty.trailers == nil
-	up.out.headersLocked(id, rty.fields, end)
+	onlyHeaders := end && len(body) == 0 && trailers == nil
+	up.out.headersLocked(id, fields, onlyHeaders)
 	fl.mark(up.out)
-	if end {
+	if onlyHeaders {
 		st.reqDone = true
 		up.out.mu.Unlock()
 		st.mark(sReqOut)
 		return true
 	}
-	st.reqBuf, st.reqEnd, st.reqTrailers = rty.body, true, rty.trailers
+	st.reqBuf, st.reqEnd, st.reqTrailers = body, end, trailers
 	st.reqBlocked = true
 	up.blocked = append(up.blocked, st)
+	// up.creds is the reader's, which may still be paying what it
+	// collected in it: this goroutine collects in a slice of its own.
+	readers := up.creds
+	up.creds = nil
 	up.drainReqLocked(fl)
 	creds := up.creds
-	up.creds = up.creds[:0]
+	up.creds = readers
 	up.out.mu.Unlock()
 	up.payCredits(creds, fl)
 	return true
