@@ -33,7 +33,11 @@ func heldListener(t *testing.T) (addr string, open func() net.Listener) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { syscall.Close(fd) })
+	// The file owns fd from here: closed once, by the cleanup (a second
+	// close, or the file's finalizer, could close a descriptor number
+	// that another test's socket has since been given).
+	file := os.NewFile(uintptr(fd), "held")
+	t.Cleanup(func() { file.Close() })
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +55,7 @@ func heldListener(t *testing.T) (addr string, open func() net.Listener) {
 		if err != nil {
 			// The queue is full.
 			return addr, func() net.Listener {
-				ln, err := net.FileListener(os.NewFile(uintptr(fd), "held"))
+				ln, err := net.FileListener(file) // a duplicate of fd
 				if err != nil {
 					t.Fatal(err)
 				}
