@@ -38,6 +38,12 @@ type h2HeaderReader struct {
 	remain, remainTrailer uint32
 	regular               bool
 	invalid               error
+	// ping and wu are the frames readH2Frame parses itself, reused;
+	// framerBlock says the Framer read a frame that left a header block
+	// open (readCommonH2Frame).
+	ping        http2.PingFrame
+	wu          http2.WindowUpdateFrame
+	framerBlock bool
 }
 
 func newH2HeaderReader(maxList uint32) *h2HeaderReader {
@@ -117,12 +123,16 @@ func validWireName(v string) bool {
 // from fr. Errors are the Framer's: a ConnectionError ends the connection,
 // a StreamError (a malformed block, decoded whole) only its stream.
 func (r *h2HeaderReader) read(fr *http2.Framer, hf *http2.HeadersFrame, isRequest bool) (*h2Headers, error) {
+	return r.readBlock(fr, hf.StreamID, hf.StreamEnded(), hf.HeaderBlockFragment(), hf.HeadersEnded(), isRequest)
+}
+
+// readBlock is read for a HEADERS frame given by its fields (readH2Frame
+// parses the common ones itself).
+func (r *h2HeaderReader) readBlock(fr *http2.Framer, streamID uint32, endStream bool, frag []byte, ended, isRequest bool) (*h2Headers, error) {
 	clear(r.h.Fields)
-	r.h = h2Headers{StreamID: hf.StreamID, Fields: r.h.Fields[:0], ended: hf.StreamEnded()}
+	r.h = h2Headers{StreamID: streamID, Fields: r.h.Fields[:0], ended: endStream}
 	r.remain, r.remainTrailer, r.regular, r.invalid = r.max, r.max, false, nil
 	r.dec.SetEmitEnabled(true)
-	var frag []byte = hf.HeaderBlockFragment()
-	ended := hf.HeadersEnded()
 	for {
 		// A fragment far past what may still be accepted, or any after
 		// the bound or a bad field, is refused unread (CONTINUATION
@@ -150,10 +160,10 @@ func (r *h2HeaderReader) read(fr *http2.Framer, hf *http2.HeadersFrame, isReques
 		return nil, http2.ConnectionError(http2.ErrCodeCompression)
 	}
 	if r.invalid != nil {
-		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: r.invalid}
+		return nil, http2.StreamError{StreamID: streamID, Code: http2.ErrCodeProtocol, Cause: r.invalid}
 	}
 	if !pseudosOK(r.h.Fields, isRequest) {
-		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: errBadPseudo}
+		return nil, http2.StreamError{StreamID: streamID, Code: http2.ErrCodeProtocol, Cause: errBadPseudo}
 	}
 	return &r.h, nil
 }

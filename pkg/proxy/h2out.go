@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -191,12 +192,82 @@ func readH2Frame(br *bufio.Reader, fr *http2.Framer, hr *h2HeaderReader, fl *h2F
 	if br.Buffered() == 0 {
 		fl.flush()
 	}
+	if f, h, err, ok := readCommonH2Frame(br, fr, hr, isRequest); ok {
+		return f, h, err
+	}
 	f, err := fr.ReadFrame()
 	if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
 		h, err := hr.read(fr, hf, isRequest)
 		return f, h, err
 	}
 	return f, nil, err
+}
+
+// readCommonH2Frame reads, without the Framer, the well-formed frames every
+// call brings: PING, WINDOW_UPDATE and a HEADERS frame that holds a whole
+// header block, unpadded, with no priority (the Framer allocates each; a
+// gRPC call went through seven). It returns ok false, having read nothing,
+// for any other frame or anything unusual — not all buffered yet, a bad
+// length, stream or increment, flags it does not handle — which the
+// Framer then reads with its checks and errors. The Framer's own state
+// does not miss these: between frames it tracks only an open header block,
+// and these never leave one open. The frames returned are hr's, valid
+// until the next read, as the Framer's reused DATA frames are.
+func readCommonH2Frame(br *bufio.Reader, fr *http2.Framer, hr *h2HeaderReader, isRequest bool) (f http2.Frame, h *h2Headers, err error, ok bool) {
+	hdr, err := br.Peek(9)
+	if err != nil {
+		return nil, nil, nil, false
+	}
+	length := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
+	typ, flags := http2.FrameType(hdr[3]), http2.Flags(hdr[4])
+	stream := binary.BigEndian.Uint32(hdr[5:]) & (1<<31 - 1)
+	if hr.framerBlock {
+		// The Framer has a header block open (its HEADERS failed to
+		// parse, a stream error): it reads what follows.
+		hr.framerBlock = opensBlock(typ, flags)
+		return nil, nil, nil, false
+	}
+	switch {
+	case typ == http2.FramePing && length == 8 && stream == 0,
+		typ == http2.FrameWindowUpdate && length == 4,
+		typ == http2.FrameHeaders && stream != 0 && length <= 16<<10 &&
+			flags.Has(http2.FlagHeadersEndHeaders) && !flags.Has(http2.FlagHeadersPadded) && !flags.Has(http2.FlagHeadersPriority):
+	default:
+		hr.framerBlock = opensBlock(typ, flags)
+		return nil, nil, nil, false
+	}
+	b, err := br.Peek(9 + length)
+	if err != nil {
+		return nil, nil, nil, false // larger than the buffer, or not all here
+	}
+	payload := b[9:]
+	fh := http2.FrameHeader{Type: typ, Flags: flags, Length: uint32(length), StreamID: stream}
+	switch typ {
+	case http2.FramePing:
+		hr.ping = http2.PingFrame{FrameHeader: fh}
+		copy(hr.ping.Data[:], payload)
+		f = &hr.ping
+	case http2.FrameWindowUpdate:
+		inc := binary.BigEndian.Uint32(payload) & (1<<31 - 1)
+		if inc == 0 {
+			return nil, nil, nil, false
+		}
+		hr.wu = http2.WindowUpdateFrame{FrameHeader: fh, Increment: inc}
+		f = &hr.wu
+	case http2.FrameHeaders:
+		// Decoded before the bytes are released: the fields are
+		// strings of their own.
+		h, err = hr.readBlock(fr, stream, flags.Has(http2.FlagHeadersEndStream), payload, true, isRequest)
+	}
+	br.Discard(9 + length)
+	return f, h, err, true
+}
+
+// opensBlock reports whether a frame leaves a header block open for the
+// Framer, which expects CONTINUATION next (it tracks that from the frame
+// header, whatever the payload).
+func opensBlock(typ http2.FrameType, flags http2.Flags) bool {
+	return (typ == http2.FrameHeaders || typ == http2.FrameContinuation) && !flags.Has(http2.FlagHeadersEndHeaders)
 }
 
 // h2Flusher is a reader goroutine's list of the connections it wrote to

@@ -111,7 +111,7 @@ func (up *h2Up) retryResponse(st *h2Stream, id uint32, status int, grpcStatus st
 	if !st.respStarted && !st.respDone {
 		if st.replayableLocked() {
 			retry = rty.or.mayRetryResponse(rty.tries, status, gs)
-		} else if rty.tries > 1 && !rty.or.retry.Retryable(status, gs) {
+		} else if rty.tries > 1 && !rty.or.pol.Retry.Retryable(status, gs) {
 			rty.or.retries.Success()
 		}
 		if retry {

@@ -45,10 +45,9 @@ type outRoute struct {
 	acc *balance.Accrual
 	// pol is the policy of the rule, else the Service's.
 	pol routes.Policy
-	// retry, once retryFor allowed the request retries, is its policy,
-	// with tryTimeout bounding each attempt (0: none), budget the route's
-	// retry budget and retries its series.
-	retry      *routes.Retry
+	// Once retryFor allowed the request retries (pol.Retry is their
+	// policy): tryTimeout bounds each attempt (0: none), budget is the
+	// route's retry budget and retries its series.
 	tryTimeout time.Duration
 	budget     *retry.Budget
 	retries    *metrics.Retries
@@ -142,7 +141,7 @@ func (p *Proxy) retryFor(or *outRoute, authority, method string, grpc bool, cont
 	if !r.Allows(method, grpc, contentLength) {
 		return false
 	}
-	or.retry, or.budget, or.retries = r, b, p.metrics.Retries(l)
+	or.budget, or.retries = b, p.metrics.Retries(l)
 	or.timeout = or.pol.RequestTimeout
 	or.tryTimeout = or.pol.BackendRequestTimeout
 	if d := r.Timeout; d > 0 && (or.tryTimeout == 0 || d < or.tryTimeout) {
@@ -181,7 +180,7 @@ func (p *Proxy) retryBudget(l metrics.RetryLabels) *retry.Budget {
 // attempts, and counts the decision: false for a response the policy does
 // not retry, or when the limit or the budget is spent.
 func (or *outRoute) mayRetryResponse(tries int, status int, grpcStatus string) bool {
-	if !or.retry.Retryable(status, grpcStatus) {
+	if !or.pol.Retry.Retryable(status, grpcStatus) {
 		if tries > 1 {
 			or.retries.Success()
 		}
@@ -194,7 +193,7 @@ func (or *outRoute) mayRetryResponse(tries int, status int, grpcStatus string) b
 // get one more, and counts it (or why not).
 func (or *outRoute) anotherTry(tries int) bool {
 	switch {
-	case tries > int(or.retry.Limit):
+	case tries > int(or.pol.Retry.Limit):
 		or.retries.LimitExceeded()
 		return false
 	case !or.budget.TryWithdraw():
