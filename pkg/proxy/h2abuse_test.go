@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -599,6 +600,67 @@ func TestH2UpstreamFlowControlViolations(t *testing.T) {
 				case <-deadline:
 					t.Fatalf("an upstream sending past the proxy's windows got no %s", want)
 				}
+			}
+		})
+	}
+}
+
+// TestH2ContentLengthMismatch: a request whose DATA does not add up to
+// its content-length is malformed (RFC 9113 §8.1.1): its stream is reset
+// with PROTOCOL_ERROR and the upstream never gets a whole request, which an
+// HTTP/1.1 upstream could read as something else (request smuggling).
+func TestH2ContentLengthMismatch(t *testing.T) {
+	for _, dir := range []string{"inbound", "outbound"} {
+		t.Run(dir, func(t *testing.T) {
+			var whole atomic.Int64
+			sum := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, err := io.ReadAll(r.Body)
+				if err == nil {
+					whole.Add(1)
+				}
+				fmt.Fprintf(w, "%d", len(b))
+			}))
+			p := startProxy(t, Config{InboundTarget: sum, Resolver: resolve.Static{"app:80": {{Addr: sum}}}})
+			addr := p.InboundAddr()
+			if dir == "outbound" {
+				addr = p.OutboundAddr()
+			}
+			a := dialH2(t, addr, true)
+			send := func(id uint32, cl string, chunks []string, endOnHeaders bool) {
+				a.buf.Reset()
+				for _, f := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+					{Name: ":path", Value: "/"}, {Name: ":authority", Value: "app"}, {Name: "content-length", Value: cl}} {
+					a.enc.WriteField(f)
+				}
+				a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: a.buf.Bytes(), EndHeaders: true, EndStream: endOnHeaders})
+				for i, c := range chunks {
+					a.fr.WriteData(id, i == len(chunks)-1, []byte(c))
+				}
+				a.bw.Flush()
+			}
+			send(1, "10", []string{"12345"}, false)        // less
+			send(3, "5", []string{"123", "456789"}, false) // more
+			send(5, "3", nil, true)                        // none, ended
+			send(7, "x1", []string{"1"}, false)            // not a number
+			send(9, "4", []string{"12", "34"}, false)      // right
+			for _, id := range []uint32{1, 3, 5, 7} {
+				deadline := time.Now().Add(5 * time.Second)
+				code, ok := a.rst.Load(id)
+				for ; !ok && time.Now().Before(deadline); code, ok = a.rst.Load(id) {
+					time.Sleep(5 * time.Millisecond)
+				}
+				if !ok || code != http2.ErrCodeProtocol {
+					t.Errorf("stream %d: RST_STREAM %v, want PROTOCOL_ERROR", id, code)
+				}
+			}
+			for deadline := time.Now().Add(5 * time.Second); whole.Load() == 0 && time.Now().Before(deadline); {
+				time.Sleep(5 * time.Millisecond) // the right one's body
+			}
+			if n := whole.Load(); n != 1 {
+				t.Errorf("the upstream read %d whole request bodies, want 1 (the request whose content-length was right)", n)
+			}
+			if _, ok := a.rst.Load(uint32(9)); ok {
+				t.Errorf("the request whose content-length was right was reset")
 			}
 		})
 	}

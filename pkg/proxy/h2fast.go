@@ -112,7 +112,10 @@ type h2Stream struct {
 	// the current attempt's upstream (response data); see h2Out.take.
 	recvWin, upRecvWin atomic.Int64
 	remoteEnd          bool // the client ended its request (the client's reader only)
-	admitted           bool // holds a slot of the side's request limit
+	// reqLeft is what the request's content-length says is still to come
+	// in DATA (-1: no content-length); the client's reader only.
+	reqLeft  int64
+	admitted bool // holds a slot of the side's request limit
 	// upOwed is the stream-level credit owed to the upstream.
 	upOwed atomic.Uint32
 	// bits says which of the stream's four halves are over (sReqIn...).
@@ -570,8 +573,19 @@ func (d *h2Down) headers(f *h2Headers) bool {
 	}
 	var method, path, authority, host, scheme, ctype string
 	fieldCount := 0
+	st.reqLeft = -1
 	for _, hf := range f.Fields {
 		switch hf.Name {
+		case "content-length":
+			// RFC 9113 §8.1.1: the DATA must add up to it, or the
+			// request is malformed (what an HTTP/1.1 upstream would
+			// make of the difference is request smuggling).
+			n, err := strconv.ParseInt(hf.Value, 10, 64)
+			if err != nil || n < 0 || st.reqLeft >= 0 && n != st.reqLeft || f.StreamEnded() && n != 0 {
+				d.refuse(st, http2.ErrCodeProtocol)
+				return true
+			}
+			st.reqLeft = n
 		case ":method":
 			method = hf.Value
 		case ":path":
@@ -750,7 +764,7 @@ func (d *h2Down) observe(f *h2Headers, st *h2Stream, method, scheme, target stri
 // trailers forwards a request's trailers (a HEADERS block that must end
 // the stream).
 func (d *h2Down) trailers(st *h2Stream, f *h2Headers) bool {
-	if st.remoteEnd || !f.StreamEnded() {
+	if st.remoteEnd || !f.StreamEnded() || st.reqLeft > 0 {
 		d.reset(st.id, http2.ErrCodeProtocol)
 		d.clientReset(st.id, http2.ErrCodeProtocol)
 		return true
@@ -804,6 +818,17 @@ func (d *h2Down) data(f *http2.DataFrame) bool {
 	}
 	data := f.Data()
 	st.remoteEnd = f.StreamEnded()
+	if st.reqLeft >= 0 {
+		st.reqLeft -= int64(len(data))
+		if st.reqLeft < 0 || st.remoteEnd && st.reqLeft != 0 {
+			// More or less DATA than the content-length said.
+			d.s.p.metrics.Error(d.s.dir, "h2_content_length")
+			d.credit(nil, flowLen, &d.fl)
+			d.reset(id, http2.ErrCodeProtocol)
+			d.clientReset(id, http2.ErrCodeProtocol)
+			return true
+		}
+	}
 	// Padding is returned at once; the data as it is passed on.
 	if pad := flowLen - uint32(len(data)); pad > 0 {
 		d.credit(st, pad, &d.fl)
