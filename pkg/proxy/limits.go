@@ -169,16 +169,24 @@ func (g guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d := s.p.cfg.BodyIdleTimeout
 	rc := http.NewResponseController(w)
 	var body *idleBody
-	if r.Body != nil && r.Body != http.NoBody {
+	// On HTTP/2 a quiet stream costs one of the connection's bounded
+	// streams, not a connection: a request body may pause for as long as
+	// its client likes (a gRPC stream's client may send nothing for
+	// minutes), and a response write is bounded only while it waits (a
+	// stream's write deadline resets it when it fires, written to or not).
+	h2 := r.ProtoMajor == 2
+	if r.Body != nil && r.Body != http.NoBody && !h2 {
 		// A copy: the server must keep seeing its own body (to tell
 		// whether the connection can be reused).
 		r = r.WithContext(r.Context())
 		body = &idleBody{ReadCloser: r.Body, rc: rc, d: d}
 		r.Body = body
 	}
-	iw := &idleWriter{ResponseWriter: w, rc: rc, d: d, s: s}
+	iw := &idleWriter{ResponseWriter: w, rc: rc, d: d, s: s, h2: h2}
 	// Writes net/http makes itself (100 Continue) are bounded too.
-	iw.arm()
+	if !h2 {
+		iw.arm()
+	}
 	g.next.ServeHTTP(iw, r)
 	if body != nil {
 		body.handlerDone()
@@ -262,22 +270,32 @@ type idleWriter struct {
 	rc      *http.ResponseController
 	d       time.Duration
 	s       *side
+	h2      bool // disarm after each write (see bodyLimits)
 	wrote   bool // a response (or a 1xx) was started
 	stalled bool // a write failed for the deadline (counted once)
 }
 
 func (w *idleWriter) arm() { w.rc.SetWriteDeadline(time.Now().Add(w.d)) }
 
+// done ends a write's deadline on HTTP/2.
+func (w *idleWriter) done() {
+	if w.h2 {
+		w.rc.SetWriteDeadline(time.Time{})
+	}
+}
+
 func (w *idleWriter) WriteHeader(code int) {
 	w.arm()
 	w.wrote = true
 	w.ResponseWriter.WriteHeader(code)
+	w.done()
 }
 
 func (w *idleWriter) Write(b []byte) (int, error) {
 	w.arm()
 	w.wrote = true
 	n, err := w.ResponseWriter.Write(b)
+	w.done()
 	if err != nil && !w.stalled && errors.Is(err, os.ErrDeadlineExceeded) {
 		w.stalled = true
 		w.s.p.metrics.Error(w.s.dir, "body_timeout")
@@ -289,6 +307,7 @@ func (w *idleWriter) Flush() {
 	w.arm()
 	w.wrote = true
 	w.rc.Flush()
+	w.done()
 }
 
 // Hijack hands the connection over without the body deadlines: a tunnel

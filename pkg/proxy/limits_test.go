@@ -334,3 +334,57 @@ func TestBodyIdleTimeoutSparesTheNextRequest(t *testing.T) {
 		t.Errorf("the application read %q, want 5 bytes", b)
 	}
 }
+
+// TestBodyIdleTimeoutSparesQuietHTTP2Streams: an HTTP/2 stream whose
+// client and server both pause for longer than BodyIdleTimeout (a gRPC
+// bidirectional stream, a watch) goes on, on both paths: on HTTP/2 a
+// quiet stream holds one of its connection's bounded streams, and
+// net/http's stream deadlines fire whether or not anything is written.
+func TestBodyIdleTimeoutSparesQuietHTTP2Streams(t *testing.T) {
+	app := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		http.NewResponseController(w).Flush()
+		buf := make([]byte, 64)
+		for {
+			n, err := r.Body.Read(buf)
+			if n > 0 {
+				w.Write(buf[:n])
+				http.NewResponseController(w).Flush()
+			}
+			if err != nil {
+				return
+			}
+		}
+	}))
+	for _, disable := range []bool{false, true} {
+		t.Run(fmt.Sprintf("DisableFastPath=%v", disable), func(t *testing.T) {
+			const idle = 200 * time.Millisecond
+			p := startProxy(t, Config{InboundTarget: app, DisableFastPath: disable, BodyIdleTimeout: idle})
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			req, _ := http.NewRequest("POST", "http://"+p.InboundAddr()+"/", pr)
+			resp, err := newH2CClient(t).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.ProtoMajor != 2 {
+				t.Fatalf("got %s, want HTTP/2", resp.Proto)
+			}
+			for _, msg := range []string{"first", "second", "third"} {
+				if _, err := io.WriteString(pw, msg); err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, len(msg))
+				if _, err := io.ReadFull(resp.Body, got); err != nil || string(got) != msg {
+					t.Fatalf("echo of %q: %q %v", msg, got, err)
+				}
+				time.Sleep(3 * idle) // both sides quiet
+			}
+			pw.Close()
+			if rest, err := io.ReadAll(resp.Body); err != nil || len(rest) != 0 {
+				t.Errorf("end of the stream: %q %v", rest, err)
+			}
+		})
+	}
+}
