@@ -519,67 +519,30 @@ func TestH2UpstreamFlowControlViolations(t *testing.T) {
 		{"connection", 8, h2StreamWindow - 16<<10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ln.Close() })
 			// What the proxy told the fake upstream: RST_STREAM or GOAWAY codes.
 			got := make(chan string, 16)
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				br := bufio.NewReader(c)
-				bw := bufio.NewWriterSize(c, 64<<10)
-				fr := http2.NewFramer(bw, br)
-				var preface [len(http2.ClientPreface)]byte
-				if _, err := io.ReadFull(br, preface[:]); err != nil {
-					return
-				}
-				fr.WriteSettings()
-				bw.Flush()
-				var hbuf bytes.Buffer
-				enc := hpack.NewEncoder(&hbuf)
-				enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-				chunk := make([]byte, 16<<10)
-				// The frames are written on their own goroutine, so that
-				// what the proxy says is read even once writes fail.
-				var wmu sync.Mutex
-				write := func(f func()) {
-					wmu.Lock()
-					defer wmu.Unlock()
-					f()
-					bw.Flush()
-				}
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					switch f := f.(type) {
-					case *http2.SettingsFrame:
-						if !f.IsAck() {
-							write(func() { fr.WriteSettingsAck() })
+			var hbuf bytes.Buffer
+			hpack.NewEncoder(&hbuf).WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+			chunk := make([]byte, 16<<10)
+			addr := fakeH2Upstream(t, func(f http2.Frame, write func(func(*http2.Framer))) {
+				switch f := f.(type) {
+				case *http2.HeadersFrame:
+					// Written on another goroutine, so that what the
+					// proxy says is read even once writes fail.
+					id := f.StreamID
+					go write(func(fr *http2.Framer) {
+						fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true})
+						for sent := 0; sent < tc.each; sent += len(chunk) {
+							fr.WriteData(id, false, chunk)
 						}
-					case *http2.HeadersFrame:
-						id := f.StreamID
-						go write(func() {
-							fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true})
-							for sent := 0; sent < tc.each; sent += len(chunk) {
-								fr.WriteData(id, false, chunk)
-							}
-						})
-					case *http2.RSTStreamFrame:
-						got <- "RST_STREAM " + f.ErrCode.String()
-					case *http2.GoAwayFrame:
-						got <- "GOAWAY " + f.ErrCode.String()
-					}
+					})
+				case *http2.RSTStreamFrame:
+					got <- "RST_STREAM " + f.ErrCode.String()
+				case *http2.GoAwayFrame:
+					got <- "GOAWAY " + f.ErrCode.String()
 				}
-			}()
-			p := startProxy(t, Config{InboundTarget: ln.Addr().String()})
+			})
+			p := startProxy(t, Config{InboundTarget: addr})
 			a := dialH2(t, p.InboundAddr(), true) // reads, never credits
 			for i := range tc.streams {
 				a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: a.block(), EndStream: true, EndHeaders: true})
@@ -664,4 +627,121 @@ func TestH2ContentLengthMismatch(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestH2UpstreamContentLengthMismatch: a response whose DATA does not add
+// up to its content-length is malformed (RFC 9113 §8.1.1): the client gets
+// the proxy's 502, or a reset once the response began (and the upstream's
+// stream, if still open, is reset); a HEAD response's content-length, and a
+// right one, pass.
+func TestH2UpstreamContentLengthMismatch(t *testing.T) {
+	dec := hpack.NewDecoder(4<<10, nil)
+	addr := fakeH2Upstream(t, func(f http2.Frame, write func(func(*http2.Framer))) {
+		hf, ok := f.(*http2.HeadersFrame)
+		if !ok {
+			return
+		}
+		fields, _ := dec.DecodeFull(hf.HeaderBlockFragment())
+		var path string
+		for _, fld := range fields {
+			if fld.Name == ":path" {
+				path = fld.Value
+			}
+		}
+		var b bytes.Buffer
+		enc := hpack.NewEncoder(&b)
+		enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		cl, body, endOnHeaders := map[string]string{"/short": "10", "/long": "3", "/head": "10", "/right": "4", "/ended": "5"}[path], "", false
+		switch path {
+		case "/short", "/long":
+			body = "12345"
+		case "/right":
+			body = "1234"
+		case "/head", "/ended":
+			endOnHeaders = true
+		}
+		enc.WriteField(hpack.HeaderField{Name: "content-length", Value: cl})
+		write(func(fr *http2.Framer) {
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: hf.StreamID, BlockFragment: b.Bytes(), EndHeaders: true, EndStream: endOnHeaders})
+			if !endOnHeaders {
+				fr.WriteData(hf.StreamID, true, []byte(body))
+			}
+		})
+	})
+	p := startProxy(t, Config{InboundTarget: addr})
+	client := newH2CClient(t)
+	do := func(method, path string) (int, string, error) {
+		req, _ := http.NewRequest(method, "http://"+p.InboundAddr()+path, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	if code, body, err := do("GET", "/right"); err != nil || code != 200 || body != "1234" {
+		t.Errorf("right content-length: %d %q %v", code, body, err)
+	}
+	if code, _, err := do("HEAD", "/head"); err != nil || code != 200 {
+		t.Errorf("HEAD with a content-length: %d %v", code, err)
+	}
+	if code, _, err := do("GET", "/ended"); err != nil || code != http.StatusBadGateway {
+		t.Errorf("a response ended with its headers and content-length 5: %d %v, want the proxy's 502", code, err)
+	}
+	for _, path := range []string{"/short", "/long"} {
+		if code, body, err := do("GET", path); err == nil {
+			t.Errorf("%s: %d %q, want the stream reset", path, code, body)
+		}
+	}
+	// Each stream was over both ways (the upstream ended it): nothing to
+	// reset upstream; the proxy counts them.
+	wantMetric(t, p, 3, "conduit_proxy_errors_total", `direction="inbound"`, `error="h2_upstream_content_length"`)
+}
+
+// fakeH2Upstream serves one HTTP/2 connection, raw, on a loopback address
+// it returns: the client's preface read, SETTINGS exchanged, and every
+// other frame given to handle, with write to send frames (serialized,
+// flushed; it may be called from other goroutines).
+func fakeH2Upstream(t *testing.T, handle func(f http2.Frame, write func(func(*http2.Framer)))) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br, bw := bufio.NewReader(c), bufio.NewWriterSize(c, 64<<10)
+		fr := http2.NewFramer(bw, br)
+		var mu sync.Mutex
+		write := func(f func(*http2.Framer)) {
+			mu.Lock()
+			defer mu.Unlock()
+			f(fr)
+			bw.Flush()
+		}
+		var preface [len(http2.ClientPreface)]byte
+		if _, err := io.ReadFull(br, preface[:]); err != nil {
+			return
+		}
+		write(func(fr *http2.Framer) { fr.WriteSettings() })
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if sf, ok := f.(*http2.SettingsFrame); ok {
+				if !sf.IsAck() {
+					write(func(fr *http2.Framer) { fr.WriteSettingsAck() })
+				}
+				continue
+			}
+			handle(f, write)
+		}
+	}()
+	return ln.Addr().String()
 }

@@ -92,6 +92,11 @@ type h2Stream struct {
 	respDone     bool // END_STREAM or RST_STREAM sent to the client
 	respBlocked  bool // in down's blocked list
 	respStarted  bool // final response headers sent
+	// respLeft is what the response's content-length says is still to
+	// come in DATA (-1: unchecked); head says the request was HEAD (its
+	// response's content-length has no body), set before it is opened.
+	respLeft int64
+	head     bool
 
 	// Request accounting, set by the client's reader before the stream is
 	// opened upstream; the rest under ended.
@@ -550,7 +555,7 @@ func (d *h2Down) headers(f *h2Headers) bool {
 		// stays in step).
 		return true
 	}
-	st = &h2Stream{down: d, id: id}
+	st = &h2Stream{down: d, id: id, respLeft: -1}
 	st.recvWin.Store(h2StreamWindow)
 	// The stream is known from the moment it counts as opened, so that a
 	// drain that sends GOAWAY now waits for it.
@@ -618,7 +623,7 @@ func (d *h2Down) headers(f *h2Headers) bool {
 		authority = host
 	}
 	d.info.streams.Add(1)
-	st.start, st.grpc = time.Now(), strings.HasPrefix(ctype, "application/grpc")
+	st.start, st.grpc, st.head = time.Now(), strings.HasPrefix(ctype, "application/grpc"), method == http.MethodHead
 	st.remoteEnd = f.StreamEnded()
 	d.out.mu.Lock()
 	st.downWin = d.out.initWin

@@ -541,6 +541,7 @@ func (up *h2Up) shutdown() {
 var (
 	errUpstreamClosed      = errors.New("upstream connection closed")
 	errUpstreamFlowControl = errors.New("upstream sent past its flow-control window")
+	errUpstreamLength      = errors.New("upstream response body does not match its content-length")
 )
 
 // failStream ends st toward its client after an upstream failure: the
@@ -732,13 +733,21 @@ func (up *h2Up) headers(f *h2Headers) {
 	end := f.StreamEnded()
 	d := st.down
 	status, grpcStatus := 0, ""
+	length := int64(-1)
 	for _, hf := range f.Fields {
 		switch hf.Name {
 		case ":status":
 			status, _ = strconv.Atoi(hf.Value)
 		case "grpc-status":
 			grpcStatus = hf.Value
+		case "content-length":
+			if n, err := strconv.ParseInt(hf.Value, 10, 64); err == nil && n >= 0 && length < 0 {
+				length = n
+			}
 		}
+	}
+	if st.head || status == http.StatusNoContent || status == http.StatusNotModified {
+		length = -1 // no body, whatever the content-length says
 	}
 	if st.rty != nil {
 		if up.retryResponse(st, f.StreamID, status, grpcStatus, end) {
@@ -753,11 +762,19 @@ func (up *h2Up) headers(f *h2Headers) {
 		d.out.mu.Unlock()
 		return
 	}
+	if st.respStarted && st.respLeft > 0 || !st.respStarted && status >= 200 && end && length > 0 {
+		// Trailers, or a response ended with its headers, before the
+		// body its content-length announced.
+		d.out.mu.Unlock()
+		up.badLength(st)
+		return
+	}
 	finished := false
 	switch {
 	case !st.respStarted && status >= 100 && status < 200:
 		d.out.headersLocked(st.id, f.Fields, false)
 	case !st.respStarted:
+		st.respLeft = length
 		if st.respRoute != nil {
 			hf := routes.HPACKFields(f.Fields)
 			st.respRoute.modifyResponse(&hf)
@@ -857,6 +874,15 @@ func (up *h2Up) data(f *http2.DataFrame) bool {
 		up.credit(st, uint32(len(data)), &up.fl)
 		return true
 	}
+	if st.respLeft >= 0 {
+		st.respLeft -= int64(len(data))
+		if st.respLeft < 0 || end && st.respLeft != 0 {
+			d.out.mu.Unlock()
+			up.credit(st, uint32(len(data)), &up.fl)
+			up.badLength(st)
+			return true
+		}
+	}
 	sent := 0
 	if len(st.respBuf) == 0 {
 		n := max(min(int(d.out.win), int(st.downWin), len(data)), 0)
@@ -887,6 +913,16 @@ func (up *h2Up) data(f *http2.DataFrame) bool {
 		st.mark(sRespOut)
 	}
 	return true
+}
+
+// badLength ends a response whose DATA does not add up to its
+// content-length (RFC 9113 §8.1.1: malformed): the upstream stream is
+// reset, the client gets the proxy's 502 or, the response begun, a reset.
+func (up *h2Up) badLength(st *h2Stream) {
+	up.pool.p.metrics.Error(up.key.dir, "h2_upstream_content_length")
+	up.cancel(st, http2.ErrCodeProtocol, &up.fl)
+	st.failToClient(proxyError{http.StatusBadGateway, "upstream_error", "upstream response body does not match its content-length"},
+		http2.ErrCodeProtocol, errUpstreamLength, &up.fl)
 }
 
 func (up *h2Up) maybeCreditConn() {
