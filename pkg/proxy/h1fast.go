@@ -288,10 +288,7 @@ func (fc *fastConn) serveOne() bool {
 
 	bodiless := fc.req.contentLength <= 0
 	idempotent := isIdempotent(fc.req.method)
-	key := upKey{dir: dir, addr: rt.ep.Addr, dst: rt.dst}
-	if p.tlsFor(rt.ep) {
-		key.identity = rt.ep.Identity
-	}
+	key := p.keyFor(dir, rt.ep, rt.dst, false)
 	var up *fastUp
 	var err error
 	for attempt := 0; ; attempt++ {

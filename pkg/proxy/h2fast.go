@@ -292,7 +292,7 @@ func (s *side) serveH2(sc *servedConn) {
 	d.fr = http2.NewFramer(nil, d.br)
 	d.fr.SetReuseFrames() // a DATA frame is relayed or copied before the next read
 	d.hr = newH2HeaderReader(uint32(p.cfg.MaxHeaderBytes))
-	d.fr.SetMaxReadFrameSize(16 << 10)
+	d.fr.SetMaxReadFrameSize(h2MaxFrame)
 	d.out = newH2Out(sc, p.cfg.BodyIdleTimeout)
 	p.mu.Lock()
 	p.h2Downs[d] = struct{}{}
@@ -480,6 +480,13 @@ func (d *h2Down) refuse(st *h2Stream, code http2.ErrCode) {
 	st.mark(sReqIn | sRespOut | sReqOut | sRespIn)
 }
 
+// resetBoth resets a stream the client made malformed: toward it, and
+// upstream (clientReset).
+func (d *h2Down) resetBoth(id uint32, code http2.ErrCode) {
+	d.reset(id, code)
+	d.clientReset(id, code)
+}
+
 // reset refuses a stream the proxy will not serve.
 func (d *h2Down) reset(id uint32, code http2.ErrCode) {
 	d.out.mu.Lock()
@@ -585,12 +592,11 @@ func (d *h2Down) headers(f *h2Headers) bool {
 			// RFC 9113 §8.1.1: the DATA must add up to it, or the
 			// request is malformed (what an HTTP/1.1 upstream would
 			// make of the difference is request smuggling).
-			n, err := strconv.ParseInt(hf.Value, 10, 64)
-			if err != nil || n < 0 || st.reqLeft >= 0 && n != st.reqLeft || f.StreamEnded() && n != 0 {
+			var ok bool
+			if st.reqLeft, ok = addLength(st.reqLeft, hf.Value); !ok || f.StreamEnded() && st.reqLeft > 0 {
 				d.refuse(st, http2.ErrCodeProtocol)
 				return true
 			}
-			st.reqLeft = n
 		case ":method":
 			method = hf.Value
 		case ":path":
@@ -702,10 +708,7 @@ func (d *h2Down) headers(f *h2Headers) bool {
 		d.redirect(st, &or)
 		return true
 	}
-	key := upKey{dir: dir, addr: st.rt.ep.Addr, dst: st.rt.dst, h2: true}
-	if p.tlsFor(st.rt.ep) {
-		key.identity = st.rt.ep.Identity
-	}
+	key := p.keyFor(dir, st.rt.ep, st.rt.dst, true)
 	if up := p.h2Ups.pooled(key); up != nil {
 		if st.rty != nil {
 			st.upMu.Lock()
@@ -770,14 +773,12 @@ func (d *h2Down) observe(f *h2Headers, st *h2Stream, method, scheme, target stri
 // the stream).
 func (d *h2Down) trailers(st *h2Stream, f *h2Headers) bool {
 	if st.remoteEnd || !f.StreamEnded() || st.reqLeft > 0 {
-		d.reset(st.id, http2.ErrCodeProtocol)
-		d.clientReset(st.id, http2.ErrCodeProtocol)
+		d.resetBoth(st.id, http2.ErrCodeProtocol)
 		return true
 	}
 	for _, hf := range f.Fields {
 		if hf.IsPseudo() {
-			d.reset(st.id, http2.ErrCodeProtocol)
-			d.clientReset(st.id, http2.ErrCodeProtocol)
+			d.resetBoth(st.id, http2.ErrCodeProtocol)
 			return true
 		}
 	}
@@ -817,8 +818,7 @@ func (d *h2Down) data(f *http2.DataFrame) bool {
 		// window gets the frame back.
 		d.s.p.metrics.Error(d.s.dir, "h2_flow_control")
 		d.credit(nil, flowLen, &d.fl)
-		d.reset(id, http2.ErrCodeFlowControl)
-		d.clientReset(id, http2.ErrCodeFlowControl)
+		d.resetBoth(id, http2.ErrCodeFlowControl)
 		return true
 	}
 	data := f.Data()
@@ -829,8 +829,7 @@ func (d *h2Down) data(f *http2.DataFrame) bool {
 			// More or less DATA than the content-length said.
 			d.s.p.metrics.Error(d.s.dir, "h2_content_length")
 			d.credit(nil, flowLen, &d.fl)
-			d.reset(id, http2.ErrCodeProtocol)
-			d.clientReset(id, http2.ErrCodeProtocol)
+			d.resetBoth(id, http2.ErrCodeProtocol)
 			return true
 		}
 	}

@@ -63,7 +63,7 @@ func describeFrames(wire []byte, proxy bool) []string {
 	var out []string
 	br := bufio.NewReaderSize(bytes.NewReader(wire), h2BufSize)
 	fr := http2.NewFramer(nil, br)
-	fr.SetMaxReadFrameSize(16 << 10)
+	fr.SetMaxReadFrameSize(h2MaxFrame)
 	hr := newH2HeaderReader(16 << 10)
 	if !proxy {
 		fr.ReadMetaHeaders = hpack.NewDecoder(4<<10, nil)

@@ -32,7 +32,10 @@ const (
 	// (advertised in SETTINGS); also the default assumed of an upstream
 	// before its SETTINGS arrive.
 	h2MaxStreams = 100
-	h2BufSize    = 4 << 10
+	// h2MaxFrame is the largest frame the proxy reads (its Framers' bound,
+	// SETTINGS_MAX_FRAME_SIZE's default).
+	h2MaxFrame = 16 << 10
+	h2BufSize  = 4 << 10
 )
 
 // h2Out is the writing half of an HTTP/2 connection: the framer, the HPACK
@@ -230,7 +233,7 @@ func readCommonH2Frame(br *bufio.Reader, fr *http2.Framer, hr *h2HeaderReader, i
 	switch {
 	case typ == http2.FramePing && length == 8 && stream == 0,
 		typ == http2.FrameWindowUpdate && length == 4,
-		typ == http2.FrameHeaders && stream != 0 && length <= 16<<10 &&
+		typ == http2.FrameHeaders && stream != 0 && length <= h2MaxFrame &&
 			flags.Has(http2.FlagHeadersEndHeaders) && !flags.Has(http2.FlagHeadersPadded) && !flags.Has(http2.FlagHeadersPriority):
 	default:
 		hr.framerBlock = opensBlock(typ, flags)

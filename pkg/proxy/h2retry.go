@@ -50,15 +50,27 @@ func contentLength(f *h2Headers) int64 {
 	if f.StreamEnded() {
 		return 0
 	}
+	n := int64(-1)
 	for _, hf := range f.Fields {
 		if hf.Name == "content-length" {
-			if n, err := strconv.ParseInt(hf.Value, 10, 64); err == nil && n >= 0 {
-				return n
+			var ok bool
+			if n, ok = addLength(n, hf.Value); !ok {
+				return -1
 			}
-			return -1
 		}
 	}
-	return -1
+	return n
+}
+
+// addLength folds a content-length field's value into n, the length the
+// block's earlier ones declared (-1: none yet); false when it is not a
+// number or disagrees with them (a malformed message).
+func addLength(n int64, v string) (int64, bool) {
+	m, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || m < 0 || n >= 0 && m != n {
+		return -1, false
+	}
+	return m, true
 }
 
 // startTryTimer begins an attempt's clock (upMu held).
@@ -197,10 +209,7 @@ func (st *h2Stream) redispatch() {
 		st.failToClient(*perr, http2.ErrCodeCancel, nil, &fl)
 		return
 	}
-	key := upKey{dir: d.s.dir, addr: rt.ep.Addr, dst: rt.dst, h2: true}
-	if p.tlsFor(rt.ep) {
-		key.identity = rt.ep.Identity
-	}
+	key := p.keyFor(d.s.dir, rt.ep, rt.dst, true)
 	for range 2 {
 		up, err := p.h2Ups.get(key, rt.ep)
 		if err != nil {

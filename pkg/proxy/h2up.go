@@ -140,7 +140,7 @@ func (u *h2Ups) dial(key upKey, ep resolve.Endpoint) (*h2Up, error) {
 	up.fr = http2.NewFramer(nil, up.br)
 	up.fr.SetReuseFrames() // a DATA frame is relayed or copied before the next read
 	up.hr = newH2HeaderReader(uint32(p.cfg.MaxHeaderBytes))
-	up.fr.SetMaxReadFrameSize(16 << 10)
+	up.fr.SetMaxReadFrameSize(h2MaxFrame)
 	up.out = newH2Out(c, p.cfg.BodyIdleTimeout)
 	up.out.mu.Lock()
 	_, err = up.out.bw.WriteString(http2.ClientPreface)
@@ -741,8 +741,8 @@ func (up *h2Up) headers(f *h2Headers) {
 		case "grpc-status":
 			grpcStatus = hf.Value
 		case "content-length":
-			if n, err := strconv.ParseInt(hf.Value, 10, 64); err == nil && n >= 0 && length < 0 {
-				length = n
+			if l, ok := addLength(length, hf.Value); ok {
+				length = l
 			}
 		}
 	}

@@ -46,12 +46,19 @@ func newUpstreams(p *Proxy) *upstreams {
 	return &upstreams{p: p, m: map[upKey]*upstream{}}
 }
 
-// get returns the HTTP client for an endpoint.
-func (u *upstreams) get(dir string, ep resolve.Endpoint, dst string, h2 bool) *upstream {
+// keyFor is the pool key of connections to ep: its identity is part of it
+// when the connection is mutual TLS.
+func (p *Proxy) keyFor(dir string, ep resolve.Endpoint, dst string, h2 bool) upKey {
 	k := upKey{dir: dir, addr: ep.Addr, dst: dst, h2: h2}
-	if u.p.tlsFor(ep) {
+	if p.tlsFor(ep) {
 		k.identity = ep.Identity
 	}
+	return k
+}
+
+// get returns the HTTP client for an endpoint.
+func (u *upstreams) get(dir string, ep resolve.Endpoint, dst string, h2 bool) *upstream {
+	k := u.p.keyFor(dir, ep, dst, h2)
 	now := time.Now()
 	u.mu.Lock()
 	defer u.mu.Unlock()
