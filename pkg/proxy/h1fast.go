@@ -18,11 +18,13 @@ import (
 	"github.com/conduitmesh/conduit/pkg/proxy/httpmatch"
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+	routes "github.com/conduitmesh/conduit/pkg/proxy/route"
 )
 
 // The HTTP/1.1 fast path serves the common keep-alive request — any method,
 // origin-form target, no body or a Content-Length body of at most
-// fastMaxBody — with pooled buffers and pooled upstream connections and no
+// fastMaxBody, whatever its route does (header modifiers, timeouts,
+// retries) — with pooled buffers and pooled upstream connections and no
 // per-request goroutines, which is what keeps the proxy's CPU and memory
 // low. The first request of a connection that it does not handle (Upgrade,
 // CONNECT, Expect, chunked uploads, HTTP/1.0, ...) hands the connection,
@@ -52,9 +54,6 @@ type fastConn struct {
 	// (valid during its calls only), so that observing allocates neither.
 	obsReq Request
 	obsRsp Response
-	// handOffNext is set by serveOne for a request it leaves, unread past
-	// its head and unanswered, to net/http's path.
-	handOffNext bool
 }
 
 var (
@@ -107,11 +106,6 @@ func (s *side) serveFast(sc *servedConn) {
 			return
 		}
 		if !fc.serveAdmitted() || p.draining.Load() {
-			if fc.handOffNext {
-				// A request whose route modifies headers: net/http's path
-				// serves it (and the connection from then on).
-				handedOff = fc.handOff()
-			}
 			return
 		}
 	}
@@ -162,6 +156,7 @@ func (fc *fastConn) waitIdle() bool {
 
 // handOff gives the connection, from the current request on, to net/http.
 func (fc *fastConn) handOff() bool {
+	fc.s.p.h1HandedOff.Add(1)
 	prefix := make([]byte, 0, len(fc.head)+fc.br.Buffered())
 	prefix = append(prefix, fc.head...)
 	if n := fc.br.Buffered(); n > 0 {
@@ -216,17 +211,14 @@ func (fc *fastConn) serveOne() bool {
 	if t := p.routeTable(context.Background(), dir, authority); t != nil {
 		req := httpmatch.FieldsRequest(fc.req.method, fc.req.target, fc.fieldsOf(fc.req.headers))
 		or, perr = p.routeRequest(t, &req, "http", authority)
-		if perr == nil && (or.modifiesRequest() || or.modifiesResponse() || or.redirect == nil && (or.timeout > 0 || or.pol.Retry.Limit > 0)) {
-			// Header modifiers, timeouts and retries are applied on
-			// net/http's path: nothing of the request was forwarded,
-			// answered or counted yet.
-			fc.handOffNext = true
-			return false
+		if perr == nil && or.redirect == nil && or.modifiesRequest() {
+			fc.modifyHeaders(&fc.req.headers, &or, true)
 		}
 	}
 	if perr == nil && or.redirect == nil {
 		rt, perr = h.route(context.Background(), info, authority, &or)
 	}
+	retrying := perr == nil && p.retryFor(&or, authority, methodString(fc.req.method), false, fc.req.contentLength)
 	var decision authz.Decision
 	if perr == nil && p.cfg.Policy != nil && dir == Inbound {
 		decision, perr = p.authorizeRequest(info, authz.FieldsRequest(fc.req.method, fc.req.target, fc.fieldsOf(fc.req.headers)))
@@ -249,6 +241,7 @@ func (fc *fastConn) serveOne() bool {
 	var respBytes int64
 	var proxyErr string
 	var upErr error
+	tries := 1 // attempts, with the route's retries
 	if p.observing() {
 		obs = fc.observe(labels, rt, routed, &decision)
 	}
@@ -261,7 +254,7 @@ func (fc *fastConn) serveOne() bool {
 				err = errStreamAborted
 			}
 			obs.Ended(EndInfo{Status: status, Latency: latency, Duration: time.Since(start),
-				ResponseBytes: respBytes, Err: err, ProxyError: proxyErr})
+				ResponseBytes: respBytes, Err: err, ProxyError: proxyErr, Retries: tries - 1})
 		}
 	}()
 	// answered accounts for an answer the proxy makes itself (writeSimple).
@@ -283,58 +276,142 @@ func (fc *fastConn) serveOne() bool {
 		if obs != nil {
 			obs.ResponseStarted(&Response{Status: status, Header: http.Header{"Location": {location}}})
 		}
-		return fc.discardBody() && fc.writeRedirect(status, location) && !fc.req.close
+		return fc.discardBody() && fc.writeRedirect(status, location, &or) && !fc.req.close
 	}
 
 	bodiless := fc.req.contentLength <= 0
 	idempotent := isIdempotent(fc.req.method)
-	key := p.keyFor(dir, rt.ep, rt.dst, false)
-	var up *fastUp
-	var err error
-	for attempt := 0; ; attempt++ {
-		var reused bool
-		// A request that may not be replayed only goes on a pooled
-		// connection that is seen to be open.
-		up, reused, err = p.fastUps.get(key, rt.ep, dir, !idempotent)
-		if err != nil {
-			e := dialProxyError(err)
-			upErr = err
-			answered(e)
-			if attempt > 0 {
-				// The body went to the failed attempt: the stream cannot
-				// be resynchronised.
-				fc.writeSimple(e.status, e.msg, e.msg)
-				return false
+	// The route's request timeout (deadline; zero: none) bounds the
+	// connect, the request's body and the response; with retries, each
+	// attempt's timeout bounds it until its response head.
+	var deadline time.Time
+	if or.timeout > 0 {
+		deadline = start.Add(or.timeout)
+		if !bodiless {
+			fc.sc.SetReadDeadline(deadline)
+			defer fc.sc.SetReadDeadline(time.Time{}) // (answered early)
+		}
+	}
+	// bodyTouched: some of the request's body was read, so answering it
+	// leaves the connection unusable.
+	bodyTouched := false
+	// A request the route retries has its body read first, to send again.
+	var body []byte
+	if retrying && !bodiless {
+		bodyTouched = true
+		body = make([]byte, fc.req.contentLength)
+		if _, err := io.ReadFull(fc.br, body); err != nil {
+			if passed(deadline) {
+				upErr = err
+				answered(errRequestTimeout)
+				fc.writeSimple(errRequestTimeout.status, errRequestTimeout.msg, errRequestTimeout.msg)
+			} else {
+				streamErr = true
 			}
+			return false
+		}
+	}
+	// answer answers the request with the proxy's error e.
+	answer := func(e proxyError) bool {
+		answered(e)
+		if !bodyTouched {
 			return fc.answerUnforwarded(e.status, e.msg)
 		}
-		up.sent = 0
-		err = fc.forwardRequest(up)
-		received := false
-		if err == nil {
-			received, err = fc.readResponseHead(up)
+		fc.writeSimple(e.status, e.msg, e.msg)
+		return false
+	}
+	key := p.keyFor(dir, rt.ep, rt.dst, false)
+	var up *fastUp
+	var tryDeadline time.Time
+	for staleRetried := false; ; {
+		tryDeadline = deadline
+		if retrying && or.tryTimeout > 0 {
+			if d := time.Now().Add(or.tryTimeout); tryDeadline.IsZero() || d.Before(tryDeadline) {
+				tryDeadline = d
+			}
+		}
+		tryStart := time.Now()
+		var reused, received bool
+		var err error
+		up, reused, err = p.fastUps.get(key, rt.ep, dir, !idempotent, tryDeadline)
+		dialed := err == nil
+		if dialed {
+			if !tryDeadline.IsZero() {
+				up.c.SetDeadline(tryDeadline)
+			}
+			up.sent = 0
+			bodyTouched = bodyTouched || !bodiless
+			err = fc.forwardRequest(up, body)
+			if err == nil {
+				received, err = fc.readResponseHead(up)
+			}
+			if err != nil {
+				up.c.Close()
+			}
 		}
 		if err == nil {
-			break
+			if !retrying || !or.mayRetryResponse(tries, fc.resp.status, "") {
+				break
+			}
+			// Another attempt, on an endpoint picked again; the response
+			// is dropped with its connection.
+			next, perr := h.route(context.Background(), info, authority, &or)
+			if perr != nil {
+				break // this response is the client's
+			}
+			up.c.Close()
+			rt.finished(time.Since(tryStart), true, fc.resp.status, "")
+			rt, key, tries = next, p.keyFor(dir, next.ep, next.dst, false), tries+1
+			continue
 		}
-		up.c.Close()
+		upErr = err
+		if passed(tryDeadline) {
+			if passed(deadline) || !retrying || !or.anotherTry(tries) {
+				return answer(errRequestTimeout)
+			}
+			// The attempt's timeout: another attempt, as for a response
+			// the route retries.
+			next, perr := h.route(context.Background(), info, authority, &or)
+			if perr != nil {
+				return answer(errRequestTimeout)
+			}
+			rt.finished(time.Since(tryStart), true, 0, "")
+			rt, key, tries = next, p.keyFor(dir, next.ep, next.dst, false), tries+1
+			continue
+		}
+		if !dialed {
+			return answer(dialProxyError(err))
+		}
 		// A pooled connection the upstream closed while it was idle: retry
 		// once on a new one, if the request can be sent again (it had no
-		// body) and may be (idempotent, or the upstream got none of it).
-		if reused && attempt == 0 && bodiless && !received && (idempotent || up.sent == 0) &&
+		// body, or it is kept) and may be (idempotent, or the upstream got
+		// none of it).
+		if reused && !staleRetried && (bodiless || body != nil) && !received && (idempotent || up.sent == 0) &&
 			!errors.Is(err, errFromClient) {
+			staleRetried = true
 			continue
 		}
 		if errors.Is(err, errFromClient) {
+			upErr = nil
 			streamErr = true
 			return false
 		}
 		e := proxyError{http.StatusBadGateway, "upstream_error", "upstream failed"}
-		upErr = err
 		answered(e)
 		// Part of the body may have gone upstream: close after answering.
 		fc.writeSimple(e.status, e.msg, e.msg)
 		return false
+	}
+	// The attempt's timeout ends with its response head; the request's
+	// bounds the rest. The client's body is read.
+	if !tryDeadline.Equal(deadline) {
+		up.c.SetDeadline(deadline)
+	}
+	if !deadline.IsZero() && !bodiless {
+		fc.sc.SetReadDeadline(time.Time{})
+	}
+	if or.modifiesResponse() {
+		fc.modifyHeaders(&fc.resp.headers, &or, false)
 	}
 	status, latency = fc.resp.status, time.Since(start)
 	if obs != nil {
@@ -346,10 +423,17 @@ func (fc *fastConn) serveOne() bool {
 	respBytes = n
 	if err != nil {
 		streamErr = true
+		if passed(deadline) {
+			// The route's timeout cut the response short.
+			p.metrics.Error(dir, errRequestTimeout.reason)
+		}
 		up.c.Close()
 		return false
 	}
 	if upKeep {
+		if !deadline.IsZero() {
+			up.c.SetDeadline(time.Time{})
+		}
 		p.fastUps.put(up)
 	} else {
 		up.c.Close()
@@ -410,8 +494,9 @@ func (fc *fastConn) fieldsOf(hs []h1Header) []Field {
 // errFromClient marks failures on the client's side of the exchange.
 var errFromClient = errors.New("client connection failed")
 
-// forwardRequest writes the request head and body to the upstream.
-func (fc *fastConn) forwardRequest(up *fastUp) error {
+// forwardRequest writes the request head and body to the upstream: body
+// when it was read already, else the client's.
+func (fc *fastConn) forwardRequest(up *fastUp, body []byte) error {
 	w := up.bw
 	w.Write(fc.req.method)
 	w.WriteByte(' ')
@@ -419,7 +504,9 @@ func (fc *fastConn) forwardRequest(up *fastUp) error {
 	w.WriteString(" HTTP/1.1\r\n")
 	writeHeaders(w, fc.req.headers)
 	w.WriteString("\r\n")
-	if n := fc.req.contentLength; n > 0 {
+	if body != nil {
+		w.Write(body)
+	} else if n := fc.req.contentLength; n > 0 {
 		if _, err := io.CopyN(w, fc.br, n); err != nil {
 			if isWriteErr(w) {
 				return err
@@ -650,13 +737,48 @@ func (fc *fastConn) discardBody() bool {
 	return true
 }
 
-// writeRedirect answers with a route's redirect. It returns whether the
-// write succeeded.
-func (fc *fastConn) writeRedirect(status int, location string) bool {
+// writeRedirect answers with a route's redirect, with the route's
+// response header modifiers applied. It returns whether the write
+// succeeded.
+func (fc *fastConn) writeRedirect(status int, location string, or *outRoute) bool {
 	w := fc.bw
 	w.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\n")
-	w.WriteString("Location: " + location + "\r\nContent-Length: 0\r\n\r\n")
+	if or.modifiesResponse() {
+		hs := []h1Header{{name: []byte("Location"), value: []byte(location)}, {name: []byte("Content-Length"), value: []byte("0")}}
+		fc.modifyHeaders(&hs, or, false)
+		writeHeaders(w, hs)
+		w.WriteString("\r\n")
+	} else {
+		w.WriteString("Location: " + location + "\r\nContent-Length: 0\r\n\r\n")
+	}
 	return w.Flush() == nil
+}
+
+// modifyHeaders applies the route's header modifiers (request's or
+// response's) to a head's end-to-end fields; its hop-by-hop fields, which
+// are never forwarded, stay as they are.
+func (fc *fastConn) modifyHeaders(hs *[]h1Header, or *outRoute, request bool) {
+	fields := routes.Fields(fc.fieldsOf(*hs))
+	if request {
+		or.modifyRequest(&fields)
+	} else {
+		or.modifyResponse(&fields)
+	}
+	out := (*hs)[:0]
+	for _, h := range *hs {
+		if h.hop {
+			out = append(out, h)
+		}
+	}
+	for _, f := range fields {
+		out = append(out, h1Header{name: f.Name, value: f.Value})
+	}
+	*hs = out
+}
+
+// passed reports whether deadline is set and has passed.
+func passed(deadline time.Time) bool {
+	return !deadline.IsZero() && !time.Now().Before(deadline)
 }
 
 // writeSimple answers with a short response the proxy made. msg goes in
@@ -721,9 +843,10 @@ type fastUpstreams struct {
 	idle map[upKey][]*fastUp
 }
 
-// get takes a pooled connection or dials one; probe checks that a pooled
+// get takes a pooled connection or dials one, by deadline if it is set
+// and comes before the connect timeout; probe checks that a pooled
 // connection is still open however recently it was used.
-func (u *fastUpstreams) get(k upKey, ep resolve.Endpoint, dir string, probe bool) (*fastUp, bool, error) {
+func (u *fastUpstreams) get(k upKey, ep resolve.Endpoint, dir string, probe bool, deadline time.Time) (*fastUp, bool, error) {
 	now := time.Now()
 	for {
 		u.mu.Lock()
@@ -746,7 +869,11 @@ func (u *fastUpstreams) get(k upKey, ep resolve.Endpoint, dir string, probe bool
 		}
 		up.c.Close()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), u.p.cfg.ConnectTimeout)
+	d := now.Add(u.p.cfg.ConnectTimeout)
+	if !deadline.IsZero() && deadline.Before(d) {
+		d = deadline
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), d)
 	defer cancel()
 	c, err := u.p.ups.dialLabeled(ctx, dir, ep, k.dst)
 	if err != nil {

@@ -152,20 +152,29 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	})
 }
 
-// rawRequest writes raw bytes to addr and returns the status line of the
-// answer ("" if the connection closed without one).
-func rawRequest(t *testing.T, addr, req string) (string, error) {
+// rawConn is a connection to addr for raw bytes, closed at the test's end,
+// with a deadline of 10 s, and a reader of it.
+func rawConn(t testing.TB, addr string) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, bufio.NewReader(c)
+}
+
+// rawRequest writes raw bytes to addr and returns the status line of the
+// answer ("" if the connection closed without one).
+func rawRequest(t *testing.T, addr, req string) (string, error) {
+	t.Helper()
+	c, br := rawConn(t, addr)
+	defer c.Close()
 	if _, err := io.WriteString(c, req); err != nil {
 		return "", err
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, err := br.ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
 		return strings.TrimSpace(line), err
 	}

@@ -84,7 +84,7 @@ func testRoutes(t testing.TB) fakeRoutes {
 	hdrRule.Backends[0].Filters = []*destinationv1.Filter{setHeader(true, "x-backend", "v1")}
 	redirect := outRule(prefix("/old"))
 	redirect.Filters = []*destinationv1.Filter{{Kind: &destinationv1.Filter_RequestRedirect{RequestRedirect: &destinationv1.Redirect{
-		Hostname: "example.com", StatusCode: 301}}}}
+		Hostname: "example.com", StatusCode: 301}}}, setHeader(false, "x-resp", "redirect")}
 	timed := outRule(prefix("/t/"), outBackend(booksV1, 1))
 	timed.Policy = &destinationv1.RoutePolicy{RequestTimeoutMs: 200}
 	books := &destinationv1.OutboundRoutes{Found: true, Routes: []*destinationv1.OutboundRoute{
@@ -257,8 +257,9 @@ func TestOutboundRouteRules(t *testing.T) {
 
 			// (c) A redirect, never forwarded.
 			resp, body := do(t, c, rp.p, host, "/old/page?q=1")
-			if resp.StatusCode != 301 || resp.Header.Get("Location") != "http://example.com/old/page?q=1" || body != "" {
-				t.Errorf("redirect: %d Location %q body %q", resp.StatusCode, resp.Header.Get("Location"), body)
+			if resp.StatusCode != 301 || resp.Header.Get("Location") != "http://example.com/old/page?q=1" || body != "" ||
+				resp.Header.Get("X-Resp") != "redirect" {
+				t.Errorf("redirect: %d Location %q X-Resp %q body %q", resp.StatusCode, resp.Header.Get("Location"), resp.Header.Get("X-Resp"), body)
 			}
 
 			// (d) An invalid backend: 500 with the reason.
@@ -269,8 +270,7 @@ func TestOutboundRouteRules(t *testing.T) {
 
 			// (e) Request header modifiers (the rule's, then the
 			// backend's) reach the backend; the rule's response modifier
-			// the client. Twice: the HTTP/1.1 fast path hands the
-			// connection to net/http's path, which keeps serving it.
+			// the client. Twice, on the same connection.
 			for i := range 2 {
 				resp, body = do(t, c, rp.p, host, "/hdr")
 				if body != "v1 /hdr host="+host+" x-route=rule x-backend=v1" || resp.Header.Get("X-Resp") != "rule" {
@@ -305,6 +305,10 @@ func TestOutboundRouteRules(t *testing.T) {
 				if resp.StatusCode != 200 || err == nil {
 					t.Errorf("partial: %d %q %v, want the body cut", resp.StatusCode, b, err)
 				}
+			}
+			// The HTTP/1.1 fast path serves all of it itself.
+			if n := rp.p.h1HandedOff.Load(); path.name == "h1-fast" && n != 0 {
+				t.Errorf("the HTTP/1.1 fast path handed %d connections to net/http's path, want none", n)
 			}
 			wantMetric(t, rp.p, 1, "response_total", `route_name="books-timeout"`, `status_code="200"`, `classification="failure"`)
 			wantMetric(t, rp.p, 3, "conduit_proxy_errors_total", `error="request_timeout"`)

@@ -197,8 +197,11 @@ type Proxy struct {
 	adminLn           net.Listener
 
 	draining atomic.Bool
-	stop     chan struct{} // closed by Shutdown
-	stopOnce sync.Once
+	// handOffs counts the connections the HTTP/1.1 fast path gave to
+	// net/http's path (the tests watch it).
+	h1HandedOff atomic.Int64
+	stop        chan struct{} // closed by Shutdown
+	stopOnce    sync.Once
 
 	// handoffs counts connections being classified; drain waits for them
 	// before it shuts the HTTP servers down.

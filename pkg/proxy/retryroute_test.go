@@ -125,6 +125,9 @@ func TestOutboundRetries(t *testing.T) {
 			if code, _ := send("POST", "/post", []byte("x")); code != 503 || b.count("/post") != 1 {
 				t.Errorf("POST: %d after %d tries, want 503 after 1", code, b.count("/post"))
 			}
+			if n := p.h1HandedOff.Load(); path.name == "h1-fast" && n != 0 {
+				t.Errorf("the HTTP/1.1 fast path handed %d connections to net/http's path, want none", n)
+			}
 			// A body over 64 KiB is not kept: not retried.
 			big := bytes.Repeat([]byte("b"), routes.MaxReplayBody+1)
 			if code, _ := send("PUT", "/big", big); code != 503 || b.count("/big") != 1 {
