@@ -80,7 +80,7 @@ func (e *benchEnv) mesh() (*meshFiles, error) {
 // a server-side proxy in front of target, and a client-side proxy whose
 // outbound listener the load generator uses with that authority as Host.
 func startTwoHops(ctx context.Context, e *benchEnv, p protocol, target string) (d *deployment, err error) {
-	return startMeshed(ctx, e, p, target, 0, false)
+	return startMeshed(ctx, e, p, target, 0, "")
 }
 
 // startTwoHopsRoutes is startTwoHops with the Service carrying what issue
@@ -88,22 +88,39 @@ func startTwoHops(ctx context.Context, e *benchEnv, p protocol, target string) (
 // (path /bench-unmatched/) has retries and timeouts, and the Service's
 // failure accrual, which applies to every request.
 func startTwoHopsRoutes(ctx context.Context, e *benchEnv, p protocol, target string) (d *deployment, err error) {
-	return startMeshed(ctx, e, p, target, 0, true)
+	return startMeshed(ctx, e, p, target, 0, unmatchedRoute)
 }
 
-// unmatchedRoute is the route of startTwoHopsRoutes.
-const unmatchedRoute = "bench-unmatched"
+// startTwoHopsRetries is startTwoHopsRoutes with a route that every request
+// matches (path /): each is served under its retries and timeouts (none
+// fails, so none is retried) and gets a response header set.
+func startTwoHopsRetries(ctx context.Context, e *benchEnv, p protocol, target string) (d *deployment, err error) {
+	return startMeshed(ctx, e, p, target, 0, matchedRoute)
+}
 
-// routesRegistry is the registry's part for startTwoHopsRoutes.
-func routesRegistry() string {
+// unmatchedRoute and matchedRoute are the routes of startTwoHopsRoutes and
+// startTwoHopsRetries: the first's rule has path /bench-unmatched/, the
+// second's /.
+const (
+	unmatchedRoute = "bench-unmatched"
+	matchedRoute   = "bench-retries"
+)
+
+// routesRegistry is the registry's part for the route named route.
+func routesRegistry(route string) string {
 	_, port, _ := net.SplitHostPort(serviceAuthority)
+	path, filters := "/"+route+"/", ""
+	if route == matchedRoute {
+		path = "/"
+		filters = "      filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: x-route, value: " + route + "}]}}]\n"
+	}
 	return fmt.Sprintf("- apiVersion: gateway.networking.k8s.io/v1\n  kind: HTTPRoute\n"+
 		"  metadata:\n    name: %s\n    namespace: %s\n"+
 		"    annotations: {retry.conduit.io/http: 5xx, retry.conduit.io/limit: \"2\", retry.conduit.io/timeout: 2s}\n"+
 		"  spec:\n    parentRefs: [{group: \"\", kind: Service, name: fortio, port: %s}]\n"+
-		"    rules:\n    - matches: [{path: {type: PathPrefix, value: /%s/}}]\n"+
-		"      timeouts: {request: 10s}\n      backendRefs: [{name: fortio, port: %s}]\n",
-		unmatchedRoute, meshNamespace, port, unmatchedRoute, port)
+		"    rules:\n    - matches: [{path: {type: PathPrefix, value: %s}}]\n"+
+		"      timeouts: {request: 10s}\n%s      backendRefs: [{name: fortio, port: %s}]\n",
+		route, meshNamespace, port, path, filters, port)
 }
 
 // startTwoHopsAuthz is startTwoHops with the server-side proxy enforcing an
@@ -112,7 +129,7 @@ func routesRegistry() string {
 // admits the client, so every request's decision passes them all.
 func startTwoHopsAuthz(n int) func(context.Context, *benchEnv, protocol, string) (*deployment, error) {
 	return func(ctx context.Context, e *benchEnv, p protocol, target string) (*deployment, error) {
-		return startMeshed(ctx, e, p, target, n, false)
+		return startMeshed(ctx, e, p, target, n, "")
 	}
 }
 
@@ -138,7 +155,11 @@ func authzRegistry(port string, n int) string {
 	return b.String()
 }
 
-func startMeshed(ctx context.Context, e *benchEnv, _ protocol, target string, policies int, routes bool) (d *deployment, err error) {
+// startMeshed starts two meshed hops; policies > 0 gives the server-side
+// proxy that many authorization policies, route (unmatchedRoute or
+// matchedRoute) the Service a route and failure accrual.
+func startMeshed(ctx context.Context, e *benchEnv, _ protocol, target string, policies int, route string) (d *deployment, err error) {
+	routes := route != ""
 	m, err := e.mesh()
 	if err != nil {
 		return nil, err
@@ -174,7 +195,7 @@ func startMeshed(ctx context.Context, e *benchEnv, _ protocol, target string, po
 		if policies > 0 {
 			return nil, errors.New("routes and authorization policies are not benchmarked together")
 		}
-		reg += "policies:\n" + routesRegistry()
+		reg += "policies:\n" + routesRegistry(route)
 	}
 	if err := os.WriteFile(registry, []byte(reg), 0o600); err != nil {
 		return nil, err
@@ -226,7 +247,7 @@ func startMeshed(ctx context.Context, e *benchEnv, _ protocol, target string, po
 					// The route had reached the client's proxy: a request
 					// on its path (after the load and its figures) is
 					// labelled with it.
-					return checkRouted(ctx, clientOut, clientMetrics)
+					return checkRouted(ctx, clientOut, clientMetrics, route)
 				}
 				return nil
 			}
@@ -236,9 +257,10 @@ func startMeshed(ctx context.Context, e *benchEnv, _ protocol, target string, po
 }
 
 // checkRouted sends one request on the unmatched route's path through the
-// client-side proxy at out and makes sure the proxy counted it under the
-// route, so that the row measured a proxy that had the route table.
-func checkRouted(ctx context.Context, out, metricsURL string) error {
+// client-side proxy at out and makes sure the proxy counted it under route
+// (the unmatched route, or the matched one, whose path is every path), so
+// that the row measured a proxy that had the route table.
+func checkRouted(ctx context.Context, out, metricsURL, route string) error {
 	var last error
 	for range 50 {
 		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+out+"/"+unmatchedRoute+"/probe", nil)
@@ -256,10 +278,10 @@ func checkRouted(ctx context.Context, out, metricsURL string) error {
 		if err != nil {
 			return err
 		}
-		if strings.Contains(string(body), `route_name="`+unmatchedRoute+`"`) {
+		if strings.Contains(string(body), `route_name="`+route+`"`) {
 			return nil
 		}
-		last = fmt.Errorf("the client-side proxy counted no request under route %s: it has no route table", unmatchedRoute)
+		last = fmt.Errorf("the client-side proxy counted no request under route %s: it has no route table", route)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

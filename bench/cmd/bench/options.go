@@ -46,7 +46,7 @@ const (
 	variantSystems = "conduit-grpcgo,conduit-promclient"
 	// policySystems measure the cost of inbound policy and of outbound
 	// routes (systems.go): only when asked for.
-	policySystems = "conduit-mtls-authz50,conduit-mtls-routes"
+	policySystems = "conduit-mtls-authz50,conduit-mtls-routes,conduit-mtls-retries"
 	quickPoints   = "1000x4"
 	quickProtocol = "http1,grpc,tcp"
 )

@@ -78,6 +78,8 @@ var systems = map[string]system{
 		supports: func(p protocol) bool { return p.name != "tcp" }, start: startTwoHops},
 	"conduit-mtls-routes": {name: "conduit-mtls-routes", title: "conduit-proxy ×2 with mTLS, a route with retries and timeouts (not matched) and failure accrual",
 		supports: func(p protocol) bool { return p.http1 }, start: startTwoHopsRoutes},
+	"conduit-mtls-retries": {name: "conduit-mtls-retries", title: "conduit-proxy ×2 with mTLS, every request on a route with retries, timeouts and a response header modifier",
+		supports: func(p protocol) bool { return p.http1 }, start: startTwoHopsRetries},
 	"conduit-mtls-authz50": {name: "conduit-mtls-authz50", title: "conduit-proxy ×2 with mTLS, 50 authorization policies on the server's port",
 		supports: func(p protocol) bool { return p.name != "tcp" }, start: startTwoHopsAuthz(50)},
 	"conduit-tap": {name: "conduit-tap", title: "conduit-proxy (1 hop) tapped at full rate",
