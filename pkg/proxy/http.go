@@ -186,6 +186,16 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeoutCause(r.Context(), or.timeout, errTimedOut)
 		defer cancel()
 		r = r.WithContext(ctx)
+		if b, ok := r.Body.(*idleBody); ok {
+			// The timeout ends a body read the client stalls, so that
+			// the round trip returns and the 504 is answered.
+			stop := context.AfterFunc(ctx, func() {
+				if b.interrupt() {
+					rw.bodyCut.Store(true)
+				}
+			})
+			defer stop()
+		}
 	}
 	up := p.ups.get(h.dir, rt.ep, rt.dst, r.ProtoMajor == 2)
 	if r.Body != nil && r.Body != http.NoBody {
@@ -320,8 +330,9 @@ func (p *Proxy) writeError(rw *respWriter, dir string, e proxyError, cause error
 	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Content-Length", strconv.Itoa(len(msg)+1))
-	if e.status == http.StatusBadRequest {
-		h.Set("Connection", "close") // as the fast path does
+	if e.status == http.StatusBadRequest || rw.bodyCut.Load() {
+		// As the fast path does; a body left unread cannot be skipped.
+		h.Set("Connection", "close")
 	}
 	rw.WriteHeader(e.status)
 	io.WriteString(rw, msg+"\n")
@@ -521,8 +532,9 @@ type respWriter struct {
 	obs       Observation
 	written   int64 // response body bytes written
 	// badBody is set when the request body broke its framing (read by
-	// the Transport's goroutine).
-	badBody atomic.Bool
+	// the Transport's goroutine); bodyCut when the route's timeout cut
+	// its reads short (idleBody.interrupt).
+	badBody, bodyCut atomic.Bool
 }
 
 func (w *respWriter) WriteHeader(code int) {

@@ -243,6 +243,31 @@ type idleBody struct {
 	// server's writer is no longer the handler's to set deadlines on.
 	mu   sync.Mutex
 	done bool
+	// cut is set when interrupt ended the body's reads; eof once a read
+	// reached the body's end.
+	cut, eof bool
+}
+
+// errBodyCut ends the reads of a body interrupt cut.
+var errBodyCut = errors.New("request body read interrupted: the request's context ended")
+
+// interrupt ends the body read that waits, and those after it, for a
+// request whose context ended (its route's timeout): net/http's Transport
+// does not return from a cancelled round trip until the body read its
+// writer is blocked in does, and a client that stalls its body would hold
+// the answer until the body idle timeout (and then lose it, as a stalled
+// body).
+// It reports whether it cut the body short (the connection then cannot
+// carry another request).
+func (b *idleBody) interrupt() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done || b.eof {
+		return false
+	}
+	b.cut = true
+	b.rc.SetReadDeadline(time.Now())
+	return true
 }
 
 func (b *idleBody) handlerDone() {
@@ -253,12 +278,27 @@ func (b *idleBody) handlerDone() {
 
 func (b *idleBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
+	if b.cut {
+		b.mu.Unlock()
+		return 0, errBodyCut
+	}
 	if !b.done {
 		b.rc.SetReadDeadline(time.Now().Add(b.d))
 	}
 	b.mu.Unlock()
 	n, err := b.ReadCloser.Read(p)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	switch {
+	case err == io.EOF:
+		b.mu.Lock()
+		b.eof = true
+		b.mu.Unlock()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		b.mu.Lock()
+		cut := b.cut
+		b.mu.Unlock()
+		if cut {
+			return n, errBodyCut
+		}
 		b.stalled.Store(true)
 	}
 	return n, err
