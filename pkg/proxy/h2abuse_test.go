@@ -651,16 +651,20 @@ func TestH2UpstreamContentLengthMismatch(t *testing.T) {
 		var b bytes.Buffer
 		enc := hpack.NewEncoder(&b)
 		enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-		cl, body, endOnHeaders := map[string]string{"/short": "10", "/long": "3", "/head": "10", "/right": "4", "/ended": "5"}[path], "", false
+		cl, body, endOnHeaders := map[string]string{"/short": "10", "/long": "3", "/head": "10", "/right": "4", "/ended": "5",
+			"/invalid": "4x", "/conflict": "4"}[path], "", false
 		switch path {
 		case "/short", "/long":
 			body = "12345"
-		case "/right":
+		case "/right", "/invalid", "/conflict":
 			body = "1234"
 		case "/head", "/ended":
 			endOnHeaders = true
 		}
 		enc.WriteField(hpack.HeaderField{Name: "content-length", Value: cl})
+		if path == "/conflict" {
+			enc.WriteField(hpack.HeaderField{Name: "content-length", Value: "5"})
+		}
 		write(func(fr *http2.Framer) {
 			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: hf.StreamID, BlockFragment: b.Bytes(), EndHeaders: true, EndStream: endOnHeaders})
 			if !endOnHeaders {
@@ -689,6 +693,13 @@ func TestH2UpstreamContentLengthMismatch(t *testing.T) {
 	if code, _, err := do("GET", "/ended"); err != nil || code != http.StatusBadGateway {
 		t.Errorf("a response ended with its headers and content-length 5: %d %v, want the proxy's 502", code, err)
 	}
+	// A content-length that is not a number, or two that differ: the
+	// response is malformed (RFC 9113 8.1.1), never forwarded.
+	for _, path := range []string{"/invalid", "/conflict"} {
+		if code, body, err := do("GET", path); err != nil || code != http.StatusBadGateway {
+			t.Errorf("%s: %d %q %v, want the proxy's 502", path, code, body, err)
+		}
+	}
 	for _, path := range []string{"/short", "/long"} {
 		if code, body, err := do("GET", path); err == nil {
 			t.Errorf("%s: %d %q, want the stream reset", path, code, body)
@@ -696,7 +707,7 @@ func TestH2UpstreamContentLengthMismatch(t *testing.T) {
 	}
 	// Each stream was over both ways (the upstream ended it): nothing to
 	// reset upstream; the proxy counts them.
-	wantMetric(t, p, 3, "conduit_proxy_errors_total", `direction="inbound"`, `error="h2_upstream_content_length"`)
+	wantMetric(t, p, 5, "conduit_proxy_errors_total", `direction="inbound"`, `error="h2_upstream_content_length"`)
 }
 
 // fakeH2Upstream serves one HTTP/2 connection, raw, on a loopback address

@@ -734,6 +734,7 @@ func (up *h2Up) headers(f *h2Headers) {
 	d := st.down
 	status, grpcStatus := 0, ""
 	length := int64(-1)
+	badLength := false // a content-length that is not one number: malformed
 	for _, hf := range f.Fields {
 		switch hf.Name {
 		case ":status":
@@ -741,9 +742,8 @@ func (up *h2Up) headers(f *h2Headers) {
 		case "grpc-status":
 			grpcStatus = hf.Value
 		case "content-length":
-			if l, ok := addLength(length, hf.Value); ok {
-				length = l
-			}
+			l, ok := addLength(length, hf.Value)
+			length, badLength = l, badLength || !ok
 		}
 	}
 	if st.head || status == http.StatusNoContent || status == http.StatusNotModified {
@@ -762,9 +762,10 @@ func (up *h2Up) headers(f *h2Headers) {
 		d.out.mu.Unlock()
 		return
 	}
-	if st.respStarted && st.respLeft > 0 || !st.respStarted && status >= 200 && end && length > 0 {
+	if st.respStarted && st.respLeft > 0 || !st.respStarted && status >= 200 && (end && length > 0 || badLength) {
 		// Trailers, or a response ended with its headers, before the
-		// body its content-length announced.
+		// body its content-length announced; or a final response head
+		// whose content-length is malformed (RFC 9113 8.1.1).
 		d.out.mu.Unlock()
 		up.badLength(st)
 		return
