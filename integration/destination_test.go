@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -49,6 +50,11 @@ type controllerProcess struct {
 func startController(t *testing.T, args ...string) *controllerProcess {
 	t.Helper()
 	bin := buildBinary(t, "./cmd/conduit-controller")
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--controller-namespace") }) {
+		// Its namespace, where it holds the Lease of route status writes,
+		// exists in a cluster it runs in.
+		args = append(args, "--controller-namespace="+createNamespace(t, "conduit-ctl"))
+	}
 	dir := t.TempDir()
 	pki, err := pki.Generate(time.Now(), "cluster.local", 24*time.Hour, 24*time.Hour)
 	if err != nil {

@@ -43,4 +43,9 @@ const (
 	// entries (status.parents[]) the controller writes for the Services a
 	// route names as parents.
 	RouteControllerName = "conduit.io/controller"
+
+	// RouteStatusLease is the Lease (coordination.k8s.io, in the control
+	// plane's namespace) that elects the controller replica writing the
+	// routes' status; the chart's Role grants it.
+	RouteStatusLease = "conduit-route-status"
 )

@@ -29,6 +29,7 @@ import (
 	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
 	identityv1 "github.com/conduitmesh/conduit/pkg/api/identity/v1"
 	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
+	"github.com/conduitmesh/conduit/pkg/contract"
 	"github.com/conduitmesh/conduit/pkg/controller/destination"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery/kube"
@@ -324,16 +325,16 @@ func (c *controller) setUp() error {
 
 // setUpRoutes serves outbound routes (Destination.GetRoutes) from the
 // policy index's route informers and the discovery backend's Services, and
-// writes the routes' status. There is no leader election: every replica
-// writes the same status, and a write is made only when it changes (a
-// replica that loses a race gets a conflict and computes again).
+// writes the routes' status: every replica serves, the one that holds the
+// Lease contract.RouteStatusLease in the controller's namespace writes.
 func (c *controller) setUpRoutes(kb *kube.Backend, index *policy.Index, dyn dynamic.Interface) error {
 	opts := routes.Options{Services: kb, Routes: index, ClusterDomain: c.cfg.ClusterDomain, Log: c.log.With("service", "routes")}
 	src, err := routes.New(opts)
 	if err != nil {
 		return err
 	}
-	status, err := routes.NewStatusWriter(routes.StatusOptions{Options: opts, Dynamic: dyn})
+	status, err := routes.NewStatusWriter(routes.StatusOptions{Options: opts, Dynamic: dyn, Lease: &routes.Lease{
+		Client: c.client, Namespace: c.cfg.ControllerNamespace, Name: contract.RouteStatusLease, Identity: routes.LeaseIdentity()}})
 	if err != nil {
 		return err
 	}

@@ -58,7 +58,17 @@ func (servedRoutes) ServerResourcesForGroupVersion(gv string) (*metav1.APIResour
 // documents (Services in the typed one, routes in the dynamic one).
 func start(t *testing.T, docs ...string) *fixture {
 	t.Helper()
-	f := &fixture{kube: fake.NewClientset()}
+	return startWith(t, nil, nil, docs...)
+}
+
+// startWith is start with the status writes elected by lease (nil: none),
+// whose Client is the fixture's typed clientset, which starts with objs.
+func startWith(t *testing.T, lease *Lease, objs []runtime.Object, docs ...string) *fixture {
+	t.Helper()
+	f := &fixture{kube: fake.NewClientset(objs...)}
+	if lease != nil {
+		lease.Client = f.kube
+	}
 	f.now.Store(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC).Unix())
 	f.dyn = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
 		policy.HTTPRoutesResource: "HTTPRouteList",
@@ -80,7 +90,7 @@ func start(t *testing.T, docs ...string) *fixture {
 	if f.src, err = New(opts); err != nil {
 		t.Fatal(err)
 	}
-	f.status, err = NewStatusWriter(StatusOptions{Options: opts, Dynamic: f.dyn, Now: func() time.Time { return time.Unix(f.now.Load(), 0) }})
+	f.status, err = NewStatusWriter(StatusOptions{Options: opts, Dynamic: f.dyn, Now: func() time.Time { return time.Unix(f.now.Load(), 0) }, Lease: lease})
 	if err != nil {
 		t.Fatal(err)
 	}

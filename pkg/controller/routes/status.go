@@ -1,11 +1,18 @@
 package routes
 
 import (
+	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"reflect"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +23,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/conduitmesh/conduit/pkg/contract"
@@ -39,6 +49,35 @@ type StatusOptions struct {
 	Dynamic dynamic.Interface
 	// Now is the clock of lastTransitionTime; default time.Now.
 	Now func() time.Time
+	// Lease, when set, elects the one writer among the controller's
+	// replicas; without it the StatusWriter always writes.
+	Lease *Lease
+}
+
+// Lease configures the leader election of status writes: of the replicas
+// running a StatusWriter, only the one holding the Lease writes, so that
+// replicas of two versions (a rolling upgrade) do not undo each other's
+// statuses, and one replica, not all, makes the writes.
+type Lease struct {
+	// Client reads and writes the Lease.
+	Client kubernetes.Interface
+	// Namespace and Name of the Lease (contract.RouteStatusLease).
+	Namespace, Name string
+	// Identity names this replica; unique (the pod's name and a random
+	// suffix: LeaseIdentity).
+	Identity string
+	// LeaseDuration, RenewDeadline and RetryPeriod are client-go's leader
+	// election timings; defaults 15 s, 10 s and 2 s.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+}
+
+// LeaseIdentity is a replica's Lease identity: its host name (a pod's
+// name) and a random suffix.
+func LeaseIdentity() string {
+	host, _ := os.Hostname()
+	var b [6]byte
+	rand.Read(b[:])
+	return host + "_" + hex.EncodeToString(b[:])
 }
 
 // StatusWriter writes, for every HTTPRoute and GRPCRoute parentRef that
@@ -50,6 +89,15 @@ type StatusWriter struct {
 	opts  StatusOptions
 	tr    translator
 	queue workqueue.TypedRateLimitingInterface[routeKey]
+
+	mu sync.Mutex
+	// term is the context of the current leadership term (nil before
+	// the first), next is closed when a term begins.
+	term context.Context
+	next chan struct{}
+	// known are the routes seen, enqueued again when a term begins: the
+	// replica that led meanwhile may have written other statuses.
+	known map[routeKey]struct{}
 }
 
 // routeKey names a route.
@@ -70,9 +118,19 @@ func NewStatusWriter(opts StatusOptions) (*StatusWriter, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if l := opts.Lease; l != nil {
+		if l.Client == nil || l.Namespace == "" || l.Name == "" || l.Identity == "" {
+			return nil, errors.New("route status: a Lease needs a client, a namespace, a name and an identity")
+		}
+		l.LeaseDuration = cmp.Or(l.LeaseDuration, 15*time.Second)
+		l.RenewDeadline = cmp.Or(l.RenewDeadline, 10*time.Second)
+		l.RetryPeriod = cmp.Or(l.RetryPeriod, 2*time.Second)
+	}
 	w := &StatusWriter{
-		opts: opts,
-		tr:   translator{clusterDomain: opts.ClusterDomain, service: lookup(opts.Services)},
+		next:  make(chan struct{}),
+		known: map[routeKey]struct{}{},
+		opts:  opts,
+		tr:    translator{clusterDomain: opts.ClusterDomain, service: lookup(opts.Services)},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[routeKey](),
 			workqueue.TypedRateLimitingQueueConfig[routeKey]{Name: "route-status"}),
 	}
@@ -104,6 +162,12 @@ func NewStatusWriter(opts StatusOptions) (*StatusWriter, error) {
 	})); err != nil {
 		return nil, err
 	}
+	if opts.Lease != nil {
+		cfg, _ := w.election()
+		if _, err := leaderelection.NewLeaderElector(cfg); err != nil {
+			return nil, fmt.Errorf("route status: the Lease's timings: %w", err)
+		}
+	}
 	return w, nil
 }
 
@@ -117,10 +181,89 @@ func (w *StatusWriter) enqueue(u *unstructured.Unstructured) {
 	default:
 		return
 	}
-	w.queue.Add(routeKey{gvr: gvr, namespace: u.GetNamespace(), name: u.GetName()})
+	k := routeKey{gvr: gvr, namespace: u.GetNamespace(), name: u.GetName()}
+	w.mu.Lock()
+	w.known[k] = struct{}{}
+	w.mu.Unlock()
+	w.queue.Add(k)
+}
+
+// beginTerm starts writing, until term is done.
+func (w *StatusWriter) beginTerm(term context.Context) {
+	w.mu.Lock()
+	w.term = term
+	close(w.next)
+	w.next = make(chan struct{})
+	for k := range w.known {
+		w.queue.Add(k)
+	}
+	w.mu.Unlock()
+}
+
+// waitTerm waits for a leadership term and returns its context.
+func (w *StatusWriter) waitTerm(ctx context.Context) (context.Context, error) {
+	for {
+		w.mu.Lock()
+		term, next := w.term, w.next
+		w.mu.Unlock()
+		if term != nil && term.Err() == nil {
+			return term, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-next:
+		}
+	}
+}
+
+// campaign runs the leader election until ctx is done: each term, from
+// acquiring the Lease to losing it, is a term of writes.
+func (w *StatusWriter) campaign(ctx context.Context) {
+	cfg, log := w.election()
+	for ctx.Err() == nil {
+		el, err := leaderelection.NewLeaderElector(cfg)
+		if err != nil { // (checked by NewStatusWriter)
+			log.Error("route status: leader election", "err", err)
+			return
+		}
+		el.Run(ctx) // returns when the term ends (or ctx does)
+	}
+}
+
+// election is the leader election of w.opts.Lease, and its log.
+func (w *StatusWriter) election() (leaderelection.LeaderElectionConfig, *slog.Logger) {
+	l := w.opts.Lease
+	log := w.opts.Log.With("lease", l.Namespace+"/"+l.Name, "identity", l.Identity)
+	var leading atomic.Bool
+	return leaderelection.LeaderElectionConfig{
+		Lock: &resourcelock.LeaseLock{
+			LeaseMeta:  metav1.ObjectMeta{Namespace: l.Namespace, Name: l.Name},
+			Client:     l.Client.CoordinationV1(),
+			LockConfig: resourcelock.ResourceLockConfig{Identity: l.Identity},
+		},
+		LeaseDuration:   l.LeaseDuration,
+		RenewDeadline:   l.RenewDeadline,
+		RetryPeriod:     l.RetryPeriod,
+		ReleaseOnCancel: true,
+		Name:            l.Name,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(term context.Context) {
+				leading.Store(true)
+				log.Info("route status: this replica writes")
+				w.beginTerm(term)
+			},
+			OnStoppedLeading: func() {
+				if leading.Swap(false) {
+					log.Info("route status: this replica no longer writes")
+				}
+			},
+		},
+	}, log
 }
 
 // Run writes statuses once the caches are filled, until ctx is done.
+// With a Lease, it writes only while this replica holds it.
 func (w *StatusWriter) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, w.queue.ShutDown)
 	defer stop()
@@ -131,22 +274,41 @@ func (w *StatusWriter) Run(ctx context.Context) error {
 	if err := w.opts.Routes.WaitSynced(ctx); err != nil {
 		return nil
 	}
-	for w.next(ctx) {
+	if w.opts.Lease != nil {
+		done := make(chan struct{})
+		go func() { defer close(done); w.campaign(ctx) }()
+		defer func() { <-done }()
+	} else {
+		w.beginTerm(ctx)
+	}
+	for w.writeNext(ctx) {
 	}
 	return nil
 }
 
-func (w *StatusWriter) next(ctx context.Context) bool {
+// writeNext writes the status of the next route queued, in a term.
+func (w *StatusWriter) writeNext(ctx context.Context) bool {
+	term, err := w.waitTerm(ctx)
+	if err != nil {
+		return false
+	}
 	k, quit := w.queue.Get()
 	if quit {
 		return false
 	}
 	defer w.queue.Done(k)
-	err := w.sync(ctx, k)
+	if term.Err() != nil {
+		// The term ended while this waited: the next one writes it.
+		w.queue.Add(k)
+		return true
+	}
+	err = w.sync(term, k)
 	switch {
 	case err == nil:
 		w.queue.Forget(k)
 	case ctx.Err() != nil:
+	case term.Err() != nil:
+		w.queue.Add(k)
 	default:
 		if apierrors.IsConflict(err) {
 			w.opts.Log.Debug("route status: conflict, retrying", "route", k.String())

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -230,4 +231,40 @@ status:
 	f.apply(t, route(3, `[{name: gw, namespace: infra}]`))
 	f.waitStatus(t, policy.HTTPRoutesResource, "books", "shared",
 		"gw example.com/gateway Accepted=True/Accepted ResolvedRefs=/")
+}
+
+// TestStatusOnlyTheLeaseHolderWrites: with a Lease, a replica writes no
+// status while another holds it, and writes once the Lease is its own (the
+// holder went away: here its Lease is deleted).
+func TestStatusOnlyTheLeaseHolderWrites(t *testing.T) {
+	lease := &Lease{Namespace: "conduit", Name: contract.RouteStatusLease, Identity: "replica-b",
+		LeaseDuration: 2 * time.Second, RenewDeadline: time.Second, RetryPeriod: 100 * time.Millisecond}
+	// Another replica holds the Lease, renewed just now, for an hour.
+	holder, hour := "replica-a", int32(3600)
+	now := metav1.NewMicroTime(time.Now())
+	held := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "conduit", Name: contract.RouteStatusLease},
+		Spec:       coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &hour, AcquireTime: &now, RenewTime: &now},
+	}
+	f := startWith(t, lease, []runtime.Object{held}, authorsSvc, authorsV1)
+	f.apply(t, `
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: elected, namespace: books}
+spec:
+  parentRefs: [{group: "", kind: Service, name: authors}]
+  rules: [{backendRefs: [{name: authors-v1, port: 7001}]}]`)
+	time.Sleep(500 * time.Millisecond) // five of the replica's retries
+	if n := f.statusWrites("elected"); n != 0 {
+		t.Fatalf("%d status writes while another replica holds the Lease, want none", n)
+	}
+	if err := f.kube.CoordinationV1().Leases("conduit").Delete(context.Background(), contract.RouteStatusLease, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.waitStatus(t, policy.HTTPRoutesResource, "books", "elected",
+		"authors conduit.io/controller Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs")
+	l, err := f.kube.CoordinationV1().Leases("conduit").Get(context.Background(), contract.RouteStatusLease, metav1.GetOptions{})
+	if err != nil || l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != "replica-b" {
+		t.Errorf("Lease %+v %v, want held by replica-b", l, err)
+	}
 }
