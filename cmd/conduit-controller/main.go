@@ -23,6 +23,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"k8s.io/klog/v2"
+
 	"github.com/conduitmesh/conduit/pkg/controller"
 	"github.com/conduitmesh/conduit/pkg/version"
 )
@@ -50,6 +52,9 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	o.Log, err = o.logger(stderr)
 	if err == nil {
+		// client-go's own logs (leader election, reflectors) in the
+		// controller's format, not klog's.
+		klog.SetSlogLogger(o.Log.With("component", "client-go"))
 		o.Announce = stdout
 		err = controller.Run(ctx, o.Config)
 	}
