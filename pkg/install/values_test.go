@@ -129,7 +129,7 @@ func TestHAValuesRender(t *testing.T) {
 // TestRenderContract checks the names, labels and security settings that
 // other parts (check, the controller, uninstall) rely on.
 func TestRenderContract(t *testing.T) {
-	objs, _ := renderForTest(t, ValueOptions{Namespace: "mesh"})
+	objs, _ := renderForTest(t, ValueOptions{Namespace: "mesh", Set: []string{"identity.issuer.issuanceLifetime=36h"}})
 	wantKeys := []string{
 		"Namespace mesh",
 		"CustomResourceDefinition authorizationpolicies.policy.conduit.io",
@@ -179,7 +179,8 @@ func TestRenderContract(t *testing.T) {
 	}
 	args := ctr["args"].([]any)
 	for _, want := range []string{"--controller-namespace=mesh", "--trust-domain=cluster.local", "--proxy-version=v1.2.3",
-		"--default-inbound-policy=all-unauthenticated", "--cluster-networks=10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8"} {
+		"--default-inbound-policy=all-unauthenticated", "--cluster-networks=10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8",
+		"--identity-lifetime=36h"} {
 		found := false
 		for _, a := range args {
 			found = found || a == want
