@@ -10,6 +10,7 @@ import (
 
 	"github.com/conduitmesh/conduit/pkg/controller/policy"
 	"github.com/conduitmesh/conduit/pkg/inject"
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 // Config is what Run serves. Its fields are the conduit-controller flags of
@@ -74,8 +75,8 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("--discovery %q: want kubernetes or local", c.Discovery)
 	}
-	if c.IdentityLifetime < time.Minute {
-		return fmt.Errorf("--identity-lifetime %s: want at least 1m", c.IdentityLifetime)
+	if c.IdentityLifetime < pki.MinLeafLifetime {
+		return fmt.Errorf("--identity-lifetime %s: want at least %v", c.IdentityLifetime, pki.MinLeafLifetime)
 	}
 	if c.StatsInterval != 0 && c.StatsInterval < time.Second {
 		return fmt.Errorf("--stats-interval %s: want at least 1s, or 0 to disable scraping", c.StatsInterval)

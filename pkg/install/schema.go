@@ -10,11 +10,14 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chartutil"
+
+	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
 // ValueError is a chart value that the chart's values.schema.json rejects:
@@ -66,7 +69,7 @@ func ValidateValues(ch *chart.Chart, userValues map[string]any) error {
 	err = sch.Validate(map[string]any(vals))
 	var ve *jsonschema.ValidationError
 	if err == nil {
-		return nil
+		return checkLifetime(vals)
 	} else if !errors.As(err, &ve) {
 		return fmt.Errorf("checking the values against values.schema.json: %w", err)
 	}
@@ -266,4 +269,19 @@ func enumText(want []any) string {
 		parts[i] = jsonText(w)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// checkLifetime checks what the schema cannot: that the workload
+// certificates' lifetime is at least the controller's minimum (a shorter
+// one would stop the controller at start, in a crash loop).
+func checkLifetime(vals map[string]any) error {
+	identity, _ := vals["identity"].(map[string]any)
+	issuer, _ := identity["issuer"].(map[string]any)
+	v, _ := issuer["issuanceLifetime"].(string)
+	if d, err := time.ParseDuration(v); err == nil && d < pki.MinLeafLifetime {
+		return &ValueError{Path: "identity.issuer.issuanceLifetime",
+			Problem: fmt.Sprintf("%s is shorter than the %v the controller needs", v, pki.MinLeafLifetime),
+			Fix:     fmt.Sprintf("give at least %v (the default is 24h0m0s)", pki.MinLeafLifetime)}
+	}
+	return nil
 }

@@ -46,6 +46,8 @@ func TestRenderRejectsBadValues(t *testing.T) {
 			ValueError{Path: "controller.image.pullPolicy", Problem: `"always" is not one of "Always", "IfNotPresent", "Never"`}},
 		{"bad duration", ValueOptions{Set: []string{"identity.issuer.issuanceLifetime=1d"}},
 			ValueError{Path: "identity.issuer.issuanceLifetime", Problem: `"1d" is not a Go duration such as 24h0m0s`, Fix: "correct it"}},
+		{"a lifetime the controller refuses", ValueOptions{Set: []string{"identity.issuer.issuanceLifetime=30s"}},
+			ValueError{Path: "identity.issuer.issuanceLifetime", Problem: "30s is shorter than the 1m0s the controller needs", Fix: "give at least 1m0s"}},
 		{"bad quantity", ValueOptions{Set: []string{"controller.resources.limits.memory=lots"}},
 			ValueError{Path: "controller.resources.limits.memory", Problem: `"lots" is not a Kubernetes quantity`}},
 		{"out of range", ValueOptions{Set: []string{"webhook.timeoutSeconds=60"}},

@@ -18,6 +18,12 @@ import (
 // made certificate.
 const ClockSkew = 5 * time.Minute
 
+// MinLeafLifetime is the shortest lifetime of the workload certificates
+// the controller issues (--identity-lifetime, the chart's
+// identity.issuer.issuanceLifetime): a proxy renews its certificate well
+// before it expires, which a shorter one would not leave time for.
+const MinLeafLifetime = time.Minute
+
 // PKI is a trust anchor and an issuer certificate signed by it, PEM-encoded,
 // as `conduit install` and `conduit demo` create them.
 type PKI struct {
