@@ -200,6 +200,17 @@ func (w *StatusWriter) beginTerm(term context.Context) {
 	w.mu.Unlock()
 }
 
+// forget drops a deleted route from those queued again at each term
+// (unless it is back: enqueue adds it under the same lock, after the cache
+// has it).
+func (w *StatusWriter) forget(k routeKey) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.opts.Routes.Route(k.gvr, k.namespace, k.name) == nil {
+		delete(w.known, k)
+	}
+}
+
 // waitTerm waits for a leadership term and returns its context.
 func (w *StatusWriter) waitTerm(ctx context.Context) (context.Context, error) {
 	for {
@@ -332,6 +343,7 @@ func (k routeKey) String() string {
 func (w *StatusWriter) sync(ctx context.Context, k routeKey) error {
 	u := w.opts.Routes.Route(k.gvr, k.namespace, k.name)
 	if u == nil {
+		w.forget(k)
 		return nil // deleted
 	}
 	parents, changed, summary := w.desired(k.gvr, u)

@@ -268,3 +268,34 @@ spec:
 		t.Errorf("Lease %+v %v, want held by replica-b", l, err)
 	}
 }
+
+// TestStatusForgetsDeletedRoutes: the routes queued again at each
+// leadership term are those that exist, not every route ever seen.
+func TestStatusForgetsDeletedRoutes(t *testing.T) {
+	f := start(t, authorsSvc, authorsV1, `
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: gone, namespace: books}
+spec:
+  parentRefs: [{group: "", kind: Service, name: authors}]
+  rules: [{backendRefs: [{name: authors-v1, port: 7001}]}]`)
+	f.waitStatus(t, policy.HTTPRoutesResource, "books", "gone",
+		"authors conduit.io/controller Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs")
+	k := routeKey{gvr: policy.HTTPRoutesResource, namespace: "books", name: "gone"}
+	known := func() bool {
+		f.status.mu.Lock()
+		defer f.status.mu.Unlock()
+		_, ok := f.status.known[k]
+		return ok
+	}
+	if !known() {
+		t.Fatal("the route is not among those queued at each term")
+	}
+	f.deleteRoute(t, policy.HTTPRoutesResource, "books", "gone")
+	testenv.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if known() {
+			return fmt.Errorf("the deleted route is still queued at each term")
+		}
+		return nil
+	})
+}
