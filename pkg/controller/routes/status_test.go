@@ -233,6 +233,18 @@ status:
 		"gw example.com/gateway Accepted=True/Accepted ResolvedRefs=/")
 }
 
+// authorsRoute is an HTTPRoute of namespace books, named name, whose
+// parent is the Service authors and backend authors-v1.
+func authorsRoute(name string) string {
+	return `
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ` + name + `, namespace: books}
+spec:
+  parentRefs: [{group: "", kind: Service, name: authors}]
+  rules: [{backendRefs: [{name: authors-v1, port: 7001}]}]`
+}
+
 // TestStatusOnlyTheLeaseHolderWrites: with a Lease, a replica writes no
 // status while another holds it, and writes once the Lease is its own (the
 // holder went away: here its Lease is deleted).
@@ -247,13 +259,7 @@ func TestStatusOnlyTheLeaseHolderWrites(t *testing.T) {
 		Spec:       coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &hour, AcquireTime: &now, RenewTime: &now},
 	}
 	f := startWith(t, lease, []runtime.Object{held}, authorsSvc, authorsV1)
-	f.apply(t, `
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: elected, namespace: books}
-spec:
-  parentRefs: [{group: "", kind: Service, name: authors}]
-  rules: [{backendRefs: [{name: authors-v1, port: 7001}]}]`)
+	f.apply(t, authorsRoute("elected"))
 	time.Sleep(500 * time.Millisecond) // five of the replica's retries
 	if n := f.statusWrites("elected"); n != 0 {
 		t.Fatalf("%d status writes while another replica holds the Lease, want none", n)
@@ -272,13 +278,7 @@ spec:
 // TestStatusForgetsDeletedRoutes: the routes queued again at each
 // leadership term are those that exist, not every route ever seen.
 func TestStatusForgetsDeletedRoutes(t *testing.T) {
-	f := start(t, authorsSvc, authorsV1, `
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: gone, namespace: books}
-spec:
-  parentRefs: [{group: "", kind: Service, name: authors}]
-  rules: [{backendRefs: [{name: authors-v1, port: 7001}]}]`)
+	f := start(t, authorsSvc, authorsV1, authorsRoute("gone"))
 	f.waitStatus(t, policy.HTTPRoutesResource, "books", "gone",
 		"authors conduit.io/controller Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs")
 	k := routeKey{gvr: policy.HTTPRoutesResource, namespace: "books", name: "gone"}
