@@ -197,7 +197,7 @@ type Proxy struct {
 	adminLn           net.Listener
 
 	draining atomic.Bool
-	// handOffs counts the connections the HTTP/1.1 fast path gave to
+	// h1HandedOff counts the connections the HTTP/1.1 fast path gave to
 	// net/http's path (the tests watch it).
 	h1HandedOff atomic.Int64
 	stop        chan struct{} // closed by Shutdown
