@@ -245,7 +245,13 @@ func (fc *fastConn) serveOne() bool {
 	if p.observing() {
 		obs = fc.observe(labels, rt, routed, &decision)
 	}
+	// clientTimed: the client's read deadline is the route's timeout,
+	// cleared once the request's body is read (or here, answered early).
+	clientTimed := false
 	defer func() {
+		if clientTimed {
+			fc.sc.SetReadDeadline(time.Time{})
+		}
 		series.Response(status, "", metrics.Classify(status, "", streamErr), latency)
 		rt.finished(latency, status == 0 || status >= 500, status, "")
 		if obs != nil {
@@ -289,7 +295,7 @@ func (fc *fastConn) serveOne() bool {
 		deadline = start.Add(or.timeout)
 		if !bodiless {
 			fc.sc.SetReadDeadline(deadline)
-			defer fc.sc.SetReadDeadline(time.Time{}) // (answered early)
+			clientTimed = true
 		}
 	}
 	// bodyTouched: some of the request's body was read, so answering it
@@ -322,7 +328,19 @@ func (fc *fastConn) serveOne() bool {
 	}
 	key := p.keyFor(dir, rt.ep, rt.dst, false)
 	var up *fastUp
-	var tryDeadline time.Time
+	var tryDeadline, tryStart time.Time
+	// reroute picks the endpoint of another attempt after one that ended
+	// with status (0: none, the attempt timed out); false when the route
+	// has none to give.
+	reroute := func(status int) bool {
+		next, perr := h.route(context.Background(), info, authority, &or)
+		if perr != nil {
+			return false
+		}
+		rt.finished(time.Since(tryStart), true, status, "")
+		rt, key, tries = next, p.keyFor(dir, next.ep, next.dst, false), tries+1
+		return true
+	}
 	for staleRetried := false; ; {
 		tryDeadline = deadline
 		if retrying && or.tryTimeout > 0 {
@@ -330,7 +348,7 @@ func (fc *fastConn) serveOne() bool {
 				tryDeadline = d
 			}
 		}
-		tryStart := time.Now()
+		tryStart = time.Now()
 		var reused, received bool
 		var err error
 		up, reused, err = p.fastUps.get(key, rt.ep, dir, !idempotent, tryDeadline)
@@ -355,13 +373,10 @@ func (fc *fastConn) serveOne() bool {
 			}
 			// Another attempt, on an endpoint picked again; the response
 			// is dropped with its connection.
-			next, perr := h.route(context.Background(), info, authority, &or)
-			if perr != nil {
+			if !reroute(fc.resp.status) {
 				break // this response is the client's
 			}
 			up.c.Close()
-			rt.finished(time.Since(tryStart), true, fc.resp.status, "")
-			rt, key, tries = next, p.keyFor(dir, next.ep, next.dst, false), tries+1
 			continue
 		}
 		upErr = err
@@ -371,12 +386,9 @@ func (fc *fastConn) serveOne() bool {
 			}
 			// The attempt's timeout: another attempt, as for a response
 			// the route retries.
-			next, perr := h.route(context.Background(), info, authority, &or)
-			if perr != nil {
+			if !reroute(0) {
 				return answer(errRequestTimeout)
 			}
-			rt.finished(time.Since(tryStart), true, 0, "")
-			rt, key, tries = next, p.keyFor(dir, next.ep, next.dst, false), tries+1
 			continue
 		}
 		if !dialed {
@@ -407,8 +419,9 @@ func (fc *fastConn) serveOne() bool {
 	if !tryDeadline.Equal(deadline) {
 		up.c.SetDeadline(deadline)
 	}
-	if !deadline.IsZero() && !bodiless {
+	if clientTimed {
 		fc.sc.SetReadDeadline(time.Time{})
+		clientTimed = false
 	}
 	if or.modifiesResponse() {
 		fc.modifyHeaders(&fc.resp.headers, &or, false)
