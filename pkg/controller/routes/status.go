@@ -119,12 +119,9 @@ func NewStatusWriter(opts StatusOptions) (*StatusWriter, error) {
 		opts.Now = time.Now
 	}
 	if l := opts.Lease; l != nil {
-		if l.Client == nil || l.Namespace == "" || l.Name == "" || l.Identity == "" {
-			return nil, errors.New("route status: a Lease needs a client, a namespace, a name and an identity")
+		if err := l.check(); err != nil {
+			return nil, err
 		}
-		l.LeaseDuration = cmp.Or(l.LeaseDuration, 15*time.Second)
-		l.RenewDeadline = cmp.Or(l.RenewDeadline, 10*time.Second)
-		l.RetryPeriod = cmp.Or(l.RetryPeriod, 2*time.Second)
 	}
 	w := &StatusWriter{
 		next:  make(chan struct{}),
@@ -161,12 +158,6 @@ func NewStatusWriter(opts StatusOptions) (*StatusWriter, error) {
 		}
 	})); err != nil {
 		return nil, err
-	}
-	if opts.Lease != nil {
-		cfg, _ := w.election()
-		if _, err := leaderelection.NewLeaderElector(cfg); err != nil {
-			return nil, fmt.Errorf("route status: the Lease's timings: %w", err)
-		}
 	}
 	return w, nil
 }
@@ -234,7 +225,7 @@ func (w *StatusWriter) campaign(ctx context.Context) {
 	cfg, log := w.election()
 	for ctx.Err() == nil {
 		el, err := leaderelection.NewLeaderElector(cfg)
-		if err != nil { // (checked by NewStatusWriter)
+		if err != nil { // (Lease.check agrees)
 			log.Error("route status: leader election", "err", err)
 			return
 		}
@@ -243,6 +234,23 @@ func (w *StatusWriter) campaign(ctx context.Context) {
 }
 
 // election is the leader election of w.opts.Lease, and its log.
+// check fills in the Lease's default timings and checks it as client-go's
+// elector will.
+func (l *Lease) check() error {
+	if l.Client == nil || l.Namespace == "" || l.Name == "" || l.Identity == "" {
+		return errors.New("route status: a Lease needs a client, a namespace, a name and an identity")
+	}
+	l.LeaseDuration = cmp.Or(l.LeaseDuration, 15*time.Second)
+	l.RenewDeadline = cmp.Or(l.RenewDeadline, 10*time.Second)
+	l.RetryPeriod = cmp.Or(l.RetryPeriod, 2*time.Second)
+	if l.LeaseDuration <= l.RenewDeadline || l.RetryPeriod <= 0 ||
+		l.RenewDeadline <= time.Duration(leaderelection.JitterFactor*float64(l.RetryPeriod)) {
+		return fmt.Errorf("route status: the Lease's timings (duration %v, renew deadline %v, retry period %v) need duration > renew deadline > %v × retry period > 0",
+			l.LeaseDuration, l.RenewDeadline, l.RetryPeriod, leaderelection.JitterFactor)
+	}
+	return nil
+}
+
 func (w *StatusWriter) election() (leaderelection.LeaderElectionConfig, *slog.Logger) {
 	l := w.opts.Lease
 	log := w.opts.Log.With("lease", l.Namespace+"/"+l.Name, "identity", l.Identity)

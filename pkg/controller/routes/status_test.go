@@ -3,6 +3,7 @@ package routes
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +13,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/leaderelection"
 
 	"github.com/conduitmesh/conduit/internal/testenv"
 	"github.com/conduitmesh/conduit/pkg/contract"
@@ -298,4 +301,32 @@ func TestStatusForgetsDeletedRoutes(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestLeaseCheckAgreesWithClientGo: Lease.check refuses, at start-up, the
+// timings client-go's elector would refuse when the writer runs — and only
+// those.
+func TestLeaseCheckAgreesWithClientGo(t *testing.T) {
+	s := time.Second
+	for _, tc := range []struct{ duration, renew, retry time.Duration }{
+		{0, 0, 0}, // the defaults
+		{2 * s, s, 100 * time.Millisecond},
+		{s, s, 100 * time.Millisecond},      // duration = renew deadline
+		{s, 2 * s, 100 * time.Millisecond},  // duration < renew deadline
+		{3 * s, 2 * s, 2 * s},               // renew deadline < 1.2 × retry
+		{3 * s, 1200 * time.Millisecond, s}, // renew deadline = 1.2 × retry
+		{3 * s, 1201 * time.Millisecond, s}, // just above
+		{3 * s, 2 * s, -time.Millisecond},   // negative retry
+		{-3 * s, -2 * s, time.Millisecond},  // negative
+	} {
+		l := &Lease{Client: fake.NewClientset(), Namespace: "conduit", Name: contract.RouteStatusLease, Identity: "r",
+			LeaseDuration: tc.duration, RenewDeadline: tc.renew, RetryPeriod: tc.retry}
+		ours := l.check()
+		w := &StatusWriter{opts: StatusOptions{Options: Options{Log: slog.New(slog.DiscardHandler)}, Lease: l}}
+		cfg, _ := w.election()
+		_, theirs := leaderelection.NewLeaderElector(cfg)
+		if (ours == nil) != (theirs == nil) {
+			t.Errorf("%v/%v/%v: check says %v, client-go %v", tc.duration, tc.renew, tc.retry, ours, theirs)
+		}
+	}
 }
