@@ -300,6 +300,64 @@ func TestConduitOnARealNode(t *testing.T) {
 		}
 	})
 
+	e.step("a GAMMA HTTPRoute splits web's calls to books with books-v2: Accepted, both backends served (stat --by route), no request failed; removed again", func() {
+		// The backend first, as a user would: a backend without ready
+		// endpoints answers 503 (no endpoints available) at once.
+		e.apply(booksV2)
+		e.run(4*time.Minute, "kubectl", "rollout", "status", "-n", appNS, "deploy/books-v2", "--timeout=200s")
+		e.apply(booksSplit)
+		applied := time.Now()
+		e.eventually(time.Minute, "the route's status", func() string {
+			out := e.kubectl("get", "httproute", "books-split", "-n", appNS, "-o",
+				`jsonpath={range .status.parents[*].conditions[*]}{.type}={.status} {end}`)
+			if !strings.Contains(out, "Accepted=True") || !strings.Contains(out, "ResolvedRefs=True") {
+				return "conditions: " + out
+			}
+			return ""
+		})
+		e.eventually(90*time.Second, "web's calls to books split between books and books-v2", func() string {
+			var rows []struct {
+				Route, Backend string
+				RPS            float64
+				FailureCount   uint64 `json:"failureCount"`
+			}
+			out := e.conduit("stat", "deploy/web", "-n", appNS, "--by", "route", "--time-window", "10s", "-o", "json")
+			if err := json.Unmarshal([]byte(out), &rows); err != nil {
+				return fmt.Sprintf("stat --by route -o json: %v: %s", err, out)
+			}
+			served := map[string]bool{}
+			for _, r := range rows {
+				if r.Route == "books-split" && r.RPS > 0 {
+					served[r.Backend] = true
+				}
+			}
+			if !served["svc/books"] || !served["svc/books-v2"] {
+				return "rows: " + out
+			}
+			return ""
+		})
+		t.Logf("stat --by route:\n%s", e.conduit("stat", "deploy/web", "-n", appNS, "--by", "route", "--time-window", "10s"))
+		var logs []string
+		for _, d := range []string{"web", "books-v2", "books"} {
+			logs = append(logs, d+"'s proxy:\n"+e.kubectl("logs", "-n", appNS, "deploy/"+d, "-c", "conduit-proxy", "--tail=40"))
+		}
+		logs = append(logs, "traffic:\n"+e.kubectl("logs", "-n", appNS, "deploy/traffic", "-c", "traffic", "--tail=40"))
+		logs = append(logs, "web:\n"+e.kubectl("logs", "-n", appNS, "deploy/web", "-c", "web", "--tail=40"))
+		defer func() {
+			if t.Failed() {
+				t.Logf("logs:\n%s", strings.Join(logs, "\n"))
+			}
+		}()
+		// The route goes first (it reaches web's proxy in well under a
+		// second: integration's TestRoutes), then books-v2; not one request
+		// may fail in all this.
+		e.kubectl("delete", "-n", appNS, "httproute/books-split", "--wait=true", "--timeout=1m")
+		time.Sleep(3 * time.Second)
+		e.kubectl("delete", "-n", appNS, "deploy/books-v2", "svc/books-v2", "serviceaccount/books-v2",
+			"--cascade=foreground", "--wait=true", "--timeout=2m")
+		e.noFailures(applied, 4*time.Second)
+	})
+
 	e.step("authorization policy: only web may call books — traffic's direct calls are refused (PERMISSION_DENIED), counted, shown by stat, tap and authz; web's are not", func() {
 		e.apply(booksFromWebOnly)
 		applied := time.Now()

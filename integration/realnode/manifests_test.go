@@ -5,6 +5,12 @@ import "strings"
 // bookshopApp is one of the demo's apps as a Deployment (and a Service
 // unless it is the traffic generator) in appNS.
 func bookshopApp(role, service string, args ...string) string {
+	return bookshopAppNamed(role, role, service, args...)
+}
+
+// bookshopAppNamed is bookshopApp with a name of its own (its Deployment,
+// Service, ServiceAccount and app label), playing role.
+func bookshopAppNamed(name, role, service string, args ...string) string {
 	a := `["demo", "app", "--role", "` + role + `", "--listen", ":8080", "--app-namespace", "bookshop"`
 	for _, x := range args {
 		a += `, "` + x + `"`
@@ -48,7 +54,7 @@ spec:
   ports: [{port: 8080, targetPort: 8080, name: PORTNAME}]
 `
 	}
-	return strings.NewReplacer("ROLE", role, "PORTNAME", service).Replace(d)
+	return strings.NewReplacer("ROLE", name, "PORTNAME", service).Replace(d)
 }
 
 // bookshop is the demo's bookshop, meshed by the namespace's annotation: the
@@ -69,6 +75,24 @@ data: {owner: the user}
 	bookshopApp("books", "grpc", "--failure-rate", "0") +
 	bookshopApp("authors", "grpc") +
 	bookshopApp("traffic", "", "--rps", "20", "--report-every", "2s", "--direct-share", "0.1")
+
+// booksV2 is a second books, with a Service of its own, and not part of
+// the bookshop that waitApp counts.
+var booksV2 = strings.ReplaceAll(bookshopAppNamed("books-v2", "books", "grpc", "--failure-rate", "0"),
+	"app.kubernetes.io/part-of: bookshop", "app.kubernetes.io/part-of: bookshop-v2")
+
+// booksSplit is a GAMMA HTTPRoute on the books Service that sends half of
+// its requests to books-v2.
+const booksSplit = `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: books-split, namespace: bookshop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: books, port: 8080}]
+  rules:
+  - backendRefs:
+    - {name: books, port: 8080, weight: 50}
+    - {name: books-v2, port: 8080, weight: 50}
+`
 
 // jobs are a meshed Job and a CronJob: their pods exit, and the native
 // sidecar proxy must not keep them from completing.
