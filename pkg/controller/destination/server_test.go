@@ -2,7 +2,6 @@ package destination
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"sync"
 	"testing"
@@ -10,10 +9,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/conduitmesh/conduit/internal/testenv/testgrpc"
 	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery"
 )
@@ -53,21 +51,8 @@ func (f *fakeBackend) set(k string, s discovery.Snapshot) {
 // serve starts srv on an in-memory listener and returns a client.
 func serve(t testing.TB, srv *Server) destinationv1.DestinationClient {
 	t.Helper()
-	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
-	destinationv1.RegisterDestinationServer(gs, srv)
-	go gs.Serve(lis)
-	t.Cleanup(func() {
-		srv.Shutdown()
-		gs.Stop()
-	})
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := testgrpc.Serve(t, func(gs *grpc.Server) { destinationv1.RegisterDestinationServer(gs, srv) })
+	t.Cleanup(srv.Shutdown)
 	return destinationv1.NewDestinationClient(conn)
 }
 

@@ -3,7 +3,6 @@ package policy
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -12,14 +11,13 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/conduitmesh/conduit/internal/testenv"
+	"github.com/conduitmesh/conduit/internal/testenv/testgrpc"
 	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
 )
 
@@ -32,18 +30,7 @@ func serve(t *testing.T, src Source) (policyv1.InboundPoliciesClient, *GRPCServe
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := bufconn.Listen(1 << 16)
-	gs := grpc.NewServer()
-	policyv1.RegisterInboundPoliciesServer(gs, srv)
-	go gs.Serve(ln) //nolint:errcheck // ends with Stop
-	t.Cleanup(gs.Stop)
-	cc, err := grpc.NewClient("passthrough:///bufconn",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
+	cc := testgrpc.Serve(t, func(gs *grpc.Server) { policyv1.RegisterInboundPoliciesServer(gs, srv) })
 	return policyv1.NewInboundPoliciesClient(cc), srv
 }
 

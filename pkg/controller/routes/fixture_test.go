@@ -2,7 +2,6 @@ package routes
 
 import (
 	"context"
-	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -10,8 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"sigs.k8s.io/yaml"
 
+	"github.com/conduitmesh/conduit/internal/testenv/testgrpc"
 	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/destination"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery"
@@ -119,21 +117,8 @@ func serve(t *testing.T, backend discovery.Backend, src *Source) destinationv1.D
 		t.Fatal(err)
 	}
 	srv.SetRouteSource(src, 5*time.Millisecond)
-	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
-	destinationv1.RegisterDestinationServer(gs, srv)
-	go gs.Serve(lis)
-	t.Cleanup(func() {
-		srv.Shutdown()
-		gs.Stop()
-	})
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := testgrpc.Serve(t, func(gs *grpc.Server) { destinationv1.RegisterDestinationServer(gs, srv) })
+	t.Cleanup(srv.Shutdown)
 	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer wcancel()
 	if err := src.WaitSynced(wctx); err != nil {
