@@ -300,7 +300,7 @@ func TestConduitOnARealNode(t *testing.T) {
 		}
 	})
 
-	e.step("a GAMMA HTTPRoute splits web's calls to books with books-v2: Accepted, both backends served (stat --by route), no request failed; removed again", func() {
+	e.step("a GAMMA GRPCRoute splits web's calls to books with a flaky books-v2 and retries them: Accepted, both backends served, books-v2's failures retried (stat --by route), not one call failed; removed again", func() {
 		// The backend first, as a user would: a backend without ready
 		// endpoints answers 503 (no endpoints available) at once.
 		e.apply(booksV2)
@@ -308,50 +308,59 @@ func TestConduitOnARealNode(t *testing.T) {
 		e.apply(booksSplit)
 		applied := time.Now()
 		e.eventually(time.Minute, "the route's status", func() string {
-			out := e.kubectl("get", "httproute", "books-split", "-n", appNS, "-o",
+			out := e.kubectl("get", "grpcroute", "books-split", "-n", appNS, "-o",
 				`jsonpath={range .status.parents[*].conditions[*]}{.type}={.status} {end}`)
 			if !strings.Contains(out, "Accepted=True") || !strings.Contains(out, "ResolvedRefs=True") {
 				return "conditions: " + out
 			}
 			return ""
 		})
-		e.eventually(90*time.Second, "web's calls to books split between books and books-v2", func() string {
+		e.eventually(90*time.Second, "web's calls to books split between books and books-v2, and retried", func() string {
 			var rows []struct {
 				Route, Backend string
+				RouteKind      string `json:"routeKind"`
 				RPS            float64
-				FailureCount   uint64 `json:"failureCount"`
+				RetryCount     uint64 `json:"retryCount"`
 			}
 			out := e.conduit("stat", "deploy/web", "-n", appNS, "--by", "route", "--time-window", "10s", "-o", "json")
 			if err := json.Unmarshal([]byte(out), &rows); err != nil {
 				return fmt.Sprintf("stat --by route -o json: %v: %s", err, out)
 			}
-			served := map[string]bool{}
+			served, retried := map[string]bool{}, false
 			for _, r := range rows {
-				if r.Route == "books-split" && r.RPS > 0 {
+				if r.Route == "books-split" && r.RouteKind == "grpcroute" && r.RPS > 0 {
 					served[r.Backend] = true
+					retried = retried || r.RetryCount > 0
 				}
 			}
-			if !served["svc/books"] || !served["svc/books-v2"] {
+			if !served["svc/books"] || !served["svc/books-v2"] || !retried {
 				return "rows: " + out
 			}
 			return ""
 		})
 		t.Logf("stat --by route:\n%s", e.conduit("stat", "deploy/web", "-n", appNS, "--by", "route", "--time-window", "10s"))
+		// books-v2 did fail calls: its own proxy counted them.
+		var v2 []struct {
+			Success *float64
+		}
+		out := e.conduit("stat", "deploy/books-v2", "-n", appNS, "--time-window", "30s", "-o", "json")
+		if err := json.Unmarshal([]byte(out), &v2); err != nil || len(v2) != 1 || v2[0].Success == nil || *v2[0].Success >= 1 {
+			t.Errorf("books-v2's own success rate, want failures: %v: %s", err, out)
+		}
 		var logs []string
 		for _, d := range []string{"web", "books-v2", "books"} {
 			logs = append(logs, d+"'s proxy:\n"+e.kubectl("logs", "-n", appNS, "deploy/"+d, "-c", "conduit-proxy", "--tail=40"))
 		}
 		logs = append(logs, "traffic:\n"+e.kubectl("logs", "-n", appNS, "deploy/traffic", "-c", "traffic", "--tail=40"))
-		logs = append(logs, "web:\n"+e.kubectl("logs", "-n", appNS, "deploy/web", "-c", "web", "--tail=40"))
 		defer func() {
 			if t.Failed() {
 				t.Logf("logs:\n%s", strings.Join(logs, "\n"))
 			}
 		}()
 		// The route goes first (it reaches web's proxy in well under a
-		// second: integration's TestRoutes), then books-v2; not one request
+		// second: integration's TestRoutes), then books-v2; not one call
 		// may fail in all this.
-		e.kubectl("delete", "-n", appNS, "httproute/books-split", "--wait=true", "--timeout=1m")
+		e.kubectl("delete", "-n", appNS, "grpcroute/books-split", "--wait=true", "--timeout=1m")
 		time.Sleep(3 * time.Second)
 		e.kubectl("delete", "-n", appNS, "deploy/books-v2", "svc/books-v2", "serviceaccount/books-v2",
 			"--cascade=foreground", "--wait=true", "--timeout=2m")

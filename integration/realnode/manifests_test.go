@@ -76,16 +76,23 @@ data: {owner: the user}
 	bookshopApp("authors", "grpc") +
 	bookshopApp("traffic", "", "--rps", "20", "--report-every", "2s", "--direct-share", "0.1")
 
-// booksV2 is a second books, with a Service of its own, and not part of
-// the bookshop that waitApp counts.
-var booksV2 = strings.ReplaceAll(bookshopAppNamed("books-v2", "books", "grpc", "--failure-rate", "0"),
+// booksV2 is a second books that fails one lookup in ten (UNAVAILABLE),
+// with a Service of its own, and not part of the bookshop that waitApp
+// counts.
+var booksV2 = strings.ReplaceAll(bookshopAppNamed("books-v2", "books", "grpc", "--failure-rate", "0.1"),
 	"app.kubernetes.io/part-of: bookshop", "app.kubernetes.io/part-of: bookshop-v2")
 
-// booksSplit is a GAMMA HTTPRoute on the books Service that sends half of
-// its requests to books-v2.
+// booksSplit is a GAMMA GRPCRoute on the books Service that sends half of
+// its calls to books-v2 and retries an UNAVAILABLE answer up to 3 times,
+// on an endpoint picked again: a call then fails only if four tries in a
+// row do (at most 0.1⁴), so web and traffic see none of books-v2's
+// failures.
 const booksSplit = `apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: books-split, namespace: bookshop}
+kind: GRPCRoute
+metadata:
+  name: books-split
+  namespace: bookshop
+  annotations: {retry.conduit.io/grpc: unavailable, retry.conduit.io/limit: "3"}
 spec:
   parentRefs: [{group: "", kind: Service, name: books, port: 8080}]
   rules:
