@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/conduitmesh/conduit/pkg/contract"
 	"github.com/conduitmesh/conduit/pkg/controller/policy"
 )
 
@@ -177,7 +178,75 @@ func (s *state) policyChecks() Category {
 				return problemList(problems, "AuthorizationPolicies target nothing")
 			},
 		},
+		{
+			Description: "Service routes are accepted and resolve their backends",
+			Hint: "the controller writes each route's conditions for the Services it names as parents: " +
+				"`kubectl get httproute,grpcroute -n NAMESPACE NAME -o yaml` shows them (status.parents); fix the route's parentRefs, " +
+				"or its backendRefs (each an existing Service, with one of its ports)",
+			Warning: true,
+			Check: func(ctx context.Context) error {
+				problems, err := s.routeProblems(ctx, dns)
+				if err != nil {
+					return err
+				}
+				return problemList(problems, "routes are not accepted or do not resolve their backends")
+			},
+		},
 	}}
+}
+
+// routeProblems lists the conditions the controller set to False on the
+// HTTPRoutes and GRPCRoutes of ns ("" is every namespace), one line each:
+// the route, the parent, the condition, its reason and message. Routes
+// are not read when the API server does not serve them (a check of the
+// Gateway API category says so).
+func (s *state) routeProblems(ctx context.Context, ns string) ([]string, error) {
+	if s.dyn == nil {
+		dyn, err := s.opts.NewDynamicClient()
+		if err != nil {
+			return nil, err
+		}
+		s.dyn = dyn
+	}
+	var problems []string
+	for _, gvr := range gatewayAPIRoutes {
+		served, err := s.served(gvr)
+		if err != nil || !served {
+			return problems, err
+		}
+		list, err := s.dyn.Resource(gvr).Namespace(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("listing %s: %w", gvr.GroupResource(), err)
+		}
+		for _, u := range list.Items {
+			parents, _, _ := unstructured.NestedSlice(u.Object, "status", "parents")
+			for _, p := range parents {
+				parent, _ := p.(map[string]any)
+				if name, _ := parent["controllerName"].(string); name != contract.RouteControllerName {
+					continue // another implementation's
+				}
+				ref, _ := parent["parentRef"].(map[string]any)
+				refName, _ := ref["name"].(string)
+				refNS, _ := ref["namespace"].(string)
+				if refNS == "" {
+					refNS = u.GetNamespace()
+				}
+				conds, _ := parent["conditions"].([]any)
+				for _, c := range conds {
+					cond, _ := c.(map[string]any)
+					if st, _ := cond["status"].(string); st != string(metav1.ConditionFalse) {
+						continue
+					}
+					typ, _ := cond["type"].(string)
+					reason, _ := cond["reason"].(string)
+					msg, _ := cond["message"].(string)
+					problems = append(problems, fmt.Sprintf("%s %s/%s, parent Service %s/%s: %s is False (%s): %s",
+						u.GetKind(), u.GetNamespace(), u.GetName(), refNS, refName, typ, reason, msg))
+				}
+			}
+		}
+	}
+	return problems, nil
 }
 
 // readPolicy lists the Servers and AuthorizationPolicies of ns ("" is

@@ -129,6 +129,7 @@ func TestPolicyChecksPass(t *testing.T) {
 		"AuthorizationPolicies' authentications exist",
 		"AuthorizationPolicies name existing ServiceAccounts",
 		"AuthorizationPolicies' targets exist",
+		"Service routes are accepted and resolve their backends",
 	}
 	if diff := cmp.Diff(want, policyChecks); diff != "" {
 		t.Errorf("policy checks (-want +got):\n%s", diff)
@@ -218,6 +219,75 @@ func TestPolicyChecksFindProblems(t *testing.T) {
 	var b strings.Builder
 	PrintBasic(&b, rep, false, true)
 	golden(t, "check_policy_warnings.golden", b.String())
+}
+
+// routesWithStatus are routes as the controller left them: one accepted
+// and resolved, one whose backend is missing, one whose parent Service is
+// gone (and whose other parent's entry is another implementation's).
+const routesWithStatus = `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: fine, namespace: app}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+status:
+  parents:
+  - parentRef: {group: "", kind: Service, name: web}
+    controllerName: conduit.io/controller
+    conditions:
+    - {type: Accepted, status: "True", reason: Accepted, message: "", lastTransitionTime: "2026-12-01T10:00:00Z"}
+    - {type: ResolvedRefs, status: "True", reason: ResolvedRefs, message: "", lastTransitionTime: "2026-12-01T10:00:00Z"}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: canary, namespace: app}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+status:
+  parents:
+  - parentRef: {group: "", kind: Service, name: web}
+    controllerName: conduit.io/controller
+    conditions:
+    - {type: Accepted, status: "True", reason: Accepted, message: "", lastTransitionTime: "2026-12-01T10:00:00Z"}
+    - {type: ResolvedRefs, status: "False", reason: BackendNotFound, message: "backendRef Service app/web-v2 not found", lastTransitionTime: "2026-12-01T10:00:00Z"}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: orphan, namespace: app}
+spec:
+  parentRefs: [{group: "", kind: Service, name: books, namespace: shop}]
+status:
+  parents:
+  - parentRef: {group: "", kind: Service, name: books, namespace: shop}
+    controllerName: conduit.io/controller
+    conditions:
+    - {type: Accepted, status: "False", reason: NoMatchingParent, message: "Service shop/books not found", lastTransitionTime: "2026-12-01T10:00:00Z"}
+    - {type: ResolvedRefs, status: "True", reason: ResolvedRefs, message: "", lastTransitionTime: "2026-12-01T10:00:00Z"}
+  - parentRef: {group: "", kind: Service, name: books, namespace: shop}
+    controllerName: example.com/other-mesh
+    conditions:
+    - {type: Accepted, status: "False", reason: NotOurs, message: "not ours", lastTransitionTime: "2026-12-01T10:00:00Z"}
+`
+
+// TestRouteStatusCheck: the routes whose conditions the controller set to
+// False are listed, with their parent, reason and message; another
+// implementation's entries are not Conduit's to report.
+func TestRouteStatusCheck(t *testing.T) {
+	rep := runPolicyChecks(t, append(policyServed, gatewayAPIRoutes...), goodPolicy, routesWithStatus)
+	if !rep.Success {
+		t.Errorf("route problems are warnings; the run failed: %+v", failures(rep))
+	}
+	got := map[string]string{}
+	for k, r := range failures(rep) {
+		got[k] = r.Error
+	}
+	want := map[string]string{
+		"policy/Service routes are accepted and resolve their backends": "2 routes are not accepted or do not resolve their backends:\n" +
+			"GRPCRoute app/orphan, parent Service shop/books: Accepted is False (NoMatchingParent): Service shop/books not found\n" +
+			"HTTPRoute app/canary, parent Service app/web: ResolvedRefs is False (BackendNotFound): backendRef Service app/web-v2 not found",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("warnings (-want +got):\n%s", diff)
+	}
 }
 
 func TestPolicyChecksWithoutCRDs(t *testing.T) {
