@@ -206,7 +206,7 @@ func (fc *fastConn) serveOne() bool {
 	authority := canonicalAuthority(string(fc.req.host), "80")
 	h := &httpHandler{p: p, dir: dir}
 	var or outRoute
-	var rt route
+	x := h1Exchange{authority: authority, tries: 1}
 	var perr *proxyError
 	if t := p.routeTable(context.Background(), dir, authority); t != nil {
 		req := httpmatch.FieldsRequest(fc.req.method, fc.req.target, fc.fieldsOf(fc.req.headers))
@@ -216,9 +216,9 @@ func (fc *fastConn) serveOne() bool {
 		}
 	}
 	if perr == nil && or.redirect == nil {
-		rt, perr = h.route(context.Background(), info, authority, &or)
+		x.rt, perr = h.route(context.Background(), info, authority, &or)
 	}
-	retrying := perr == nil && p.retryFor(&or, authority, methodString(fc.req.method), false, fc.req.contentLength)
+	x.retrying = perr == nil && p.retryFor(&or, authority, methodString(fc.req.method), false, fc.req.contentLength)
 	var decision authz.Decision
 	if perr == nil && p.cfg.Policy != nil && dir == Inbound {
 		decision, perr = p.authorizeRequest(info, authz.FieldsRequest(fc.req.method, fc.req.target, fc.fieldsOf(fc.req.headers)))
@@ -227,9 +227,9 @@ func (fc *fastConn) serveOne() bool {
 	or.label(&labels)
 	routed := perr == nil && or.redirect == nil
 	if routed {
-		labels.TargetAddr, labels.Dst = rt.ep.Addr, rt.dst
-		if p.tlsFor(rt.ep) {
-			labels.TLS, labels.ServerID = true, rt.ep.Identity
+		labels.TargetAddr, labels.Dst = x.rt.ep.Addr, x.rt.dst
+		if p.tlsFor(x.rt.ep) {
+			labels.TLS, labels.ServerID = true, x.rt.ep.Identity
 		}
 	}
 	series := p.metrics.Route(inboundRouted(labels, &decision))
@@ -240,10 +240,8 @@ func (fc *fastConn) serveOne() bool {
 	var obs Observation
 	var respBytes int64
 	var proxyErr string
-	var upErr error
-	tries := 1 // attempts, with the route's retries
 	if p.observing() {
-		obs = fc.observe(labels, rt, routed, &decision)
+		obs = fc.observe(labels, x.rt, routed, &decision)
 	}
 	// clientTimed: the client's read deadline is the route's timeout,
 	// cleared once the request's body is read (or here, answered early).
@@ -253,14 +251,14 @@ func (fc *fastConn) serveOne() bool {
 			fc.sc.SetReadDeadline(time.Time{})
 		}
 		series.Response(status, "", metrics.Classify(status, "", streamErr), latency)
-		rt.finished(latency, status == 0 || status >= 500, status, "")
+		x.rt.finished(latency, status == 0 || status >= 500, status, "")
 		if obs != nil {
-			err := upErr
+			err := x.upErr
 			if streamErr {
 				err = errStreamAborted
 			}
 			obs.Ended(EndInfo{Status: status, Latency: latency, Duration: time.Since(start),
-				ResponseBytes: respBytes, Err: err, ProxyError: proxyErr, Retries: tries - 1})
+				ResponseBytes: respBytes, Err: err, ProxyError: proxyErr, Retries: x.tries - 1})
 		}
 	}()
 	// answered accounts for an answer the proxy makes itself (writeSimple).
@@ -285,30 +283,25 @@ func (fc *fastConn) serveOne() bool {
 		return fc.discardBody() && fc.writeRedirect(status, location, &or) && !fc.req.close
 	}
 
-	bodiless := fc.req.contentLength <= 0
-	idempotent := isIdempotent(fc.req.method)
+	x.bodiless = fc.req.contentLength <= 0
+	x.idempotent = isIdempotent(fc.req.method)
 	// The route's request timeout (deadline; zero: none) bounds the
 	// connect, the request's body and the response; with retries, each
 	// attempt's timeout bounds it until its response head.
-	var deadline time.Time
 	if or.timeout > 0 {
-		deadline = start.Add(or.timeout)
-		if !bodiless {
-			fc.sc.SetReadDeadline(deadline)
+		x.deadline = start.Add(or.timeout)
+		if !x.bodiless {
+			fc.sc.SetReadDeadline(x.deadline)
 			clientTimed = true
 		}
 	}
-	// bodyTouched: some of the request's body was read, so answering it
-	// leaves the connection unusable.
-	bodyTouched := false
 	// A request the route retries has its body read first, to send again.
-	var body []byte
-	if retrying && !bodiless {
-		bodyTouched = true
-		body = make([]byte, fc.req.contentLength)
-		if _, err := io.ReadFull(fc.br, body); err != nil {
-			if passed(deadline) {
-				upErr = err
+	if x.retrying && !x.bodiless {
+		x.bodyTouched = true
+		x.body = make([]byte, fc.req.contentLength)
+		if _, err := io.ReadFull(fc.br, x.body); err != nil {
+			if passed(x.deadline) {
+				x.upErr = err
 				answered(errRequestTimeout)
 				fc.writeSimple(errRequestTimeout.status, errRequestTimeout.msg, errRequestTimeout.msg)
 			} else {
@@ -317,107 +310,27 @@ func (fc *fastConn) serveOne() bool {
 			return false
 		}
 	}
-	// answer answers the request with the proxy's error e.
-	answer := func(e proxyError) bool {
+	up, e, failed := fc.exchange(&x, h, &or)
+	switch failed {
+	case exchangeClient:
+		streamErr = true
+		return false
+	case exchangeAnswer:
 		answered(e)
-		if !bodyTouched {
+		if !x.bodyTouched {
 			return fc.answerUnforwarded(e.status, e.msg)
 		}
 		fc.writeSimple(e.status, e.msg, e.msg)
 		return false
-	}
-	key := p.keyFor(dir, rt.ep, rt.dst, false)
-	var up *fastUp
-	var tryDeadline, tryStart time.Time
-	// reroute picks the endpoint of another attempt after one that ended
-	// with status (0: none, the attempt timed out); false when the route
-	// has none to give.
-	reroute := func(status int) bool {
-		next, perr := h.route(context.Background(), info, authority, &or)
-		if perr != nil {
-			return false
-		}
-		rt.finished(time.Since(tryStart), true, status, "")
-		rt, key, tries = next, p.keyFor(dir, next.ep, next.dst, false), tries+1
-		return true
-	}
-	for staleRetried := false; ; {
-		tryDeadline = deadline
-		if retrying && or.tryTimeout > 0 {
-			if d := time.Now().Add(or.tryTimeout); tryDeadline.IsZero() || d.Before(tryDeadline) {
-				tryDeadline = d
-			}
-		}
-		tryStart = time.Now()
-		var reused, received bool
-		var err error
-		up, reused, err = p.fastUps.get(key, rt.ep, dir, !idempotent, tryDeadline)
-		dialed := err == nil
-		if dialed {
-			if !tryDeadline.IsZero() {
-				up.c.SetDeadline(tryDeadline)
-			}
-			up.sent = 0
-			bodyTouched = bodyTouched || !bodiless
-			err = fc.forwardRequest(up, body)
-			if err == nil {
-				received, err = fc.readResponseHead(up)
-			}
-			if err != nil {
-				up.c.Close()
-			}
-		}
-		if err == nil {
-			if !retrying || !or.mayRetryResponse(tries, fc.resp.status, "") {
-				break
-			}
-			// Another attempt, on an endpoint picked again; the response
-			// is dropped with its connection.
-			if !reroute(fc.resp.status) {
-				break // this response is the client's
-			}
-			up.c.Close()
-			continue
-		}
-		upErr = err
-		if passed(tryDeadline) {
-			if passed(deadline) || !retrying || !or.anotherTry(tries) {
-				return answer(errRequestTimeout)
-			}
-			// The attempt's timeout: another attempt, as for a response
-			// the route retries.
-			if !reroute(0) {
-				return answer(errRequestTimeout)
-			}
-			continue
-		}
-		if !dialed {
-			return answer(dialProxyError(err))
-		}
-		// A pooled connection the upstream closed while it was idle: retry
-		// once on a new one, if the request can be sent again (it had no
-		// body, or it is kept) and may be (idempotent, or the upstream got
-		// none of it).
-		if reused && !staleRetried && (bodiless || body != nil) && !received && (idempotent || up.sent == 0) &&
-			!errors.Is(err, errFromClient) {
-			staleRetried = true
-			continue
-		}
-		if errors.Is(err, errFromClient) {
-			upErr = nil
-			streamErr = true
-			return false
-		}
-		e := proxyError{http.StatusBadGateway, "upstream_error", "upstream failed"}
+	case exchangeAnswerClose:
 		answered(e)
-		// Part of the body may have gone upstream: close after answering.
 		fc.writeSimple(e.status, e.msg, e.msg)
 		return false
 	}
 	// The attempt's timeout ends with its response head; the request's
 	// bounds the rest. The client's body is read.
-	if !tryDeadline.Equal(deadline) {
-		up.c.SetDeadline(deadline)
+	if !x.tryDeadline.Equal(x.deadline) {
+		up.c.SetDeadline(x.deadline)
 	}
 	if clientTimed {
 		fc.sc.SetReadDeadline(time.Time{})
@@ -436,7 +349,7 @@ func (fc *fastConn) serveOne() bool {
 	respBytes = n
 	if err != nil {
 		streamErr = true
-		if passed(deadline) {
+		if passed(x.deadline) {
 			// The route's timeout cut the response short.
 			p.metrics.Error(dir, errRequestTimeout.reason)
 		}
@@ -444,7 +357,7 @@ func (fc *fastConn) serveOne() bool {
 		return false
 	}
 	if upKeep {
-		if !deadline.IsZero() {
+		if !x.deadline.IsZero() {
 			up.c.SetDeadline(time.Time{})
 		}
 		p.fastUps.put(up)
@@ -452,6 +365,133 @@ func (fc *fastConn) serveOne() bool {
 		up.c.Close()
 	}
 	return keep
+}
+
+// h1Exchange is a request's way to its response head on the fast path:
+// the current attempt's endpoint and what the route's retries and timeouts
+// allow.
+type h1Exchange struct {
+	authority string
+	rt        route // the current attempt's endpoint
+	tries     int   // attempts so far, with the route's retries
+
+	retrying   bool // the route retries this request
+	bodiless   bool
+	idempotent bool
+	body       []byte // a retried request's body, read first to be sent again
+	// deadline is the route's request timeout (zero: none), tryDeadline
+	// the current attempt's bound.
+	deadline, tryDeadline time.Time
+	// bodyTouched: some of the request's body was read, so answering it
+	// leaves the connection unusable.
+	bodyTouched bool
+	upErr       error // the last attempt's error
+}
+
+// exchangeFailure says why exchange returned no response head.
+type exchangeFailure int
+
+const (
+	exchangeOK exchangeFailure = iota
+	// exchangeAnswer: answer the proxy's error; the connection stays open
+	// if none of the body was read.
+	exchangeAnswer
+	// exchangeAnswerClose: answer the proxy's error and close: part of the
+	// body may have gone upstream.
+	exchangeAnswerClose
+	// exchangeClient: the client's side failed; close without an answer.
+	exchangeClient
+)
+
+// exchange sends the request, and again on an endpoint picked again as the
+// route's (or's) retries allow, until it has read a response head: it
+// returns the upstream connection holding it, or why there is none (with
+// the proxy's answer). (h and or are not in x: x's fields leak to the
+// heap, and or would go with them.)
+func (fc *fastConn) exchange(x *h1Exchange, h *httpHandler, or *outRoute) (*fastUp, proxyError, exchangeFailure) {
+	p := fc.s.p
+	dir := fc.s.dir
+	key := p.keyFor(dir, x.rt.ep, x.rt.dst, false)
+	var tryStart time.Time
+	// reroute picks the endpoint of another attempt after one that ended
+	// with status (0: none, the attempt timed out); false when the route
+	// has none to give.
+	reroute := func(status int) bool {
+		next, perr := h.route(context.Background(), fc.sc.info, x.authority, or)
+		if perr != nil {
+			return false
+		}
+		x.rt.finished(time.Since(tryStart), true, status, "")
+		x.rt, key, x.tries = next, p.keyFor(dir, next.ep, next.dst, false), x.tries+1
+		return true
+	}
+	for staleRetried := false; ; {
+		x.tryDeadline = x.deadline
+		if x.retrying && or.tryTimeout > 0 {
+			if d := time.Now().Add(or.tryTimeout); x.tryDeadline.IsZero() || d.Before(x.tryDeadline) {
+				x.tryDeadline = d
+			}
+		}
+		tryStart = time.Now()
+		up, reused, err := p.fastUps.get(key, x.rt.ep, dir, !x.idempotent, x.tryDeadline)
+		received := false
+		dialed := err == nil
+		if dialed {
+			if !x.tryDeadline.IsZero() {
+				up.c.SetDeadline(x.tryDeadline)
+			}
+			up.sent = 0
+			x.bodyTouched = x.bodyTouched || !x.bodiless
+			err = fc.forwardRequest(up, x.body)
+			if err == nil {
+				received, err = fc.readResponseHead(up)
+			}
+			if err != nil {
+				up.c.Close()
+			}
+		}
+		if err == nil {
+			if !x.retrying || !or.mayRetryResponse(x.tries, fc.resp.status, "") {
+				return up, proxyError{}, exchangeOK
+			}
+			// Another attempt, on an endpoint picked again; the response
+			// is dropped with its connection.
+			if !reroute(fc.resp.status) {
+				return up, proxyError{}, exchangeOK // this response is the client's
+			}
+			up.c.Close()
+			continue
+		}
+		x.upErr = err
+		if passed(x.tryDeadline) {
+			if passed(x.deadline) || !x.retrying || !or.anotherTry(x.tries) {
+				return nil, errRequestTimeout, exchangeAnswer
+			}
+			// The attempt's timeout: another attempt, as for a response
+			// the route retries.
+			if !reroute(0) {
+				return nil, errRequestTimeout, exchangeAnswer
+			}
+			continue
+		}
+		if !dialed {
+			return nil, dialProxyError(err), exchangeAnswer
+		}
+		// A pooled connection the upstream closed while it was idle: retry
+		// once on a new one, if the request can be sent again (it had no
+		// body, or it is kept) and may be (idempotent, or the upstream got
+		// none of it).
+		if reused && !staleRetried && (x.bodiless || x.body != nil) && !received && (x.idempotent || up.sent == 0) &&
+			!errors.Is(err, errFromClient) {
+			staleRetried = true
+			continue
+		}
+		if errors.Is(err, errFromClient) {
+			x.upErr = nil
+			return nil, proxyError{}, exchangeClient
+		}
+		return nil, proxyError{http.StatusBadGateway, "upstream_error", "upstream failed"}, exchangeAnswerClose
+	}
 }
 
 // observe describes the current request to the Observer as the fast path
