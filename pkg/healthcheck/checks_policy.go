@@ -211,8 +211,11 @@ func (s *state) routeProblems(ctx context.Context, ns string) ([]string, error) 
 	var problems []string
 	for _, gvr := range gatewayAPIRoutes {
 		served, err := s.served(gvr)
-		if err != nil || !served {
-			return problems, err
+		if err != nil {
+			return nil, err
+		}
+		if !served {
+			continue
 		}
 		list, err := s.dyn.Resource(gvr).Namespace(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {

@@ -288,6 +288,13 @@ func TestRouteStatusCheck(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("warnings (-want +got):\n%s", diff)
 	}
+
+	// Only GRPCRoutes served: theirs are still read.
+	rep = runPolicyChecks(t, append(policyServed, policy.GRPCRoutesResource), goodPolicy, routesWithStatus)
+	if r := failures(rep)["policy/Service routes are accepted and resolve their backends"]; r.Error !=
+		"GRPCRoute app/orphan, parent Service shop/books: Accepted is False (NoMatchingParent): Service shop/books not found" {
+		t.Errorf("with GRPCRoutes only: %q", r.Error)
+	}
 }
 
 func TestPolicyChecksWithoutCRDs(t *testing.T) {
