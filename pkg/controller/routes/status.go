@@ -233,7 +233,6 @@ func (w *StatusWriter) campaign(ctx context.Context) {
 	}
 }
 
-// election is the leader election of w.opts.Lease, and its log.
 // check fills in the Lease's default timings and checks it as client-go's
 // elector will.
 func (l *Lease) check() error {
@@ -251,6 +250,7 @@ func (l *Lease) check() error {
 	return nil
 }
 
+// election is the leader election of w.opts.Lease, and its log.
 func (w *StatusWriter) election() (leaderelection.LeaderElectionConfig, *slog.Logger) {
 	l := w.opts.Lease
 	log := w.opts.Log.With("lease", l.Namespace+"/"+l.Name, "identity", l.Identity)
