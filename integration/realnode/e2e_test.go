@@ -339,14 +339,18 @@ func TestConduitOnARealNode(t *testing.T) {
 			return ""
 		})
 		t.Logf("stat --by route:\n%s", e.conduit("stat", "deploy/web", "-n", appNS, "--by", "route", "--time-window", "10s"))
-		// books-v2 did fail calls: its own proxy counted them.
-		var v2 []struct {
-			Success *float64
-		}
-		out := e.conduit("stat", "deploy/books-v2", "-n", appNS, "--time-window", "30s", "-o", "json")
-		if err := json.Unmarshal([]byte(out), &v2); err != nil || len(v2) != 1 || v2[0].Success == nil || *v2[0].Success >= 1 {
-			t.Errorf("books-v2's own success rate, want failures: %v: %s", err, out)
-		}
+		// books-v2 did fail calls: its own proxy counted them (once the
+		// controller has scraped the new pod twice, to have a window).
+		e.eventually(time.Minute, "books-v2's own proxy counting its failures", func() string {
+			var v2 []struct {
+				Success *float64
+			}
+			out := e.conduit("stat", "deploy/books-v2", "-n", appNS, "--time-window", "30s", "-o", "json")
+			if err := json.Unmarshal([]byte(out), &v2); err != nil || len(v2) != 1 || v2[0].Success == nil || *v2[0].Success >= 1 {
+				return fmt.Sprintf("success rate, want failures: %v: %s", err, out)
+			}
+			return ""
+		})
 		var logs []string
 		for _, d := range []string{"web", "books-v2", "books"} {
 			logs = append(logs, d+"'s proxy:\n"+e.kubectl("logs", "-n", appNS, "deploy/"+d, "-c", "conduit-proxy", "--tail=40"))
