@@ -1,6 +1,9 @@
 package healthcheck
 
 import (
+	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -221,52 +224,37 @@ func TestPolicyChecksFindProblems(t *testing.T) {
 	golden(t, "check_policy_warnings.golden", b.String())
 }
 
+// routeWithStatus is a route of namespace app whose one parent is the
+// Service parent ("namespace/name"), with the status entries of each
+// controller: its conditions, "Type=Status/Reason/Message" each.
+func routeWithStatus(kind, name, parent string, entries map[string][]string) string {
+	ns, svc, _ := strings.Cut(parent, "/")
+	ref := `{group: "", kind: Service, name: ` + svc + `, namespace: ` + ns + `}`
+	doc := "apiVersion: gateway.networking.k8s.io/v1\nkind: " + kind + "\nmetadata: {name: " + name + ", namespace: app}\n" +
+		"spec:\n  parentRefs: [" + ref + "]\nstatus:\n  parents:\n"
+	for _, controller := range slices.Sorted(maps.Keys(entries)) {
+		doc += "  - parentRef: " + ref + "\n    controllerName: " + controller + "\n    conditions:\n"
+		for _, c := range entries[controller] {
+			typ, rest, _ := strings.Cut(c, "=")
+			parts := strings.SplitN(rest, "/", 3)
+			doc += fmt.Sprintf("    - {type: %s, status: %q, reason: %s, message: %q, lastTransitionTime: \"2026-12-01T10:00:00Z\"}\n", typ, parts[0], parts[1], parts[2])
+		}
+	}
+	return doc
+}
+
 // routesWithStatus are routes as the controller left them: one accepted
 // and resolved, one whose backend is missing, one whose parent Service is
 // gone (and whose other parent's entry is another implementation's).
-const routesWithStatus = `apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: fine, namespace: app}
-spec:
-  parentRefs: [{group: "", kind: Service, name: web}]
-status:
-  parents:
-  - parentRef: {group: "", kind: Service, name: web}
-    controllerName: conduit.io/controller
-    conditions:
-    - {type: Accepted, status: "True", reason: Accepted, message: "", lastTransitionTime: "2026-12-01T10:00:00Z"}
-    - {type: ResolvedRefs, status: "True", reason: ResolvedRefs, message: "", lastTransitionTime: "2026-12-01T10:00:00Z"}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: canary, namespace: app}
-spec:
-  parentRefs: [{group: "", kind: Service, name: web}]
-status:
-  parents:
-  - parentRef: {group: "", kind: Service, name: web}
-    controllerName: conduit.io/controller
-    conditions:
-    - {type: Accepted, status: "True", reason: Accepted, message: "", lastTransitionTime: "2026-12-01T10:00:00Z"}
-    - {type: ResolvedRefs, status: "False", reason: BackendNotFound, message: "backendRef Service app/web-v2 not found", lastTransitionTime: "2026-12-01T10:00:00Z"}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GRPCRoute
-metadata: {name: orphan, namespace: app}
-spec:
-  parentRefs: [{group: "", kind: Service, name: books, namespace: shop}]
-status:
-  parents:
-  - parentRef: {group: "", kind: Service, name: books, namespace: shop}
-    controllerName: conduit.io/controller
-    conditions:
-    - {type: Accepted, status: "False", reason: NoMatchingParent, message: "Service shop/books not found", lastTransitionTime: "2026-12-01T10:00:00Z"}
-    - {type: ResolvedRefs, status: "True", reason: ResolvedRefs, message: "", lastTransitionTime: "2026-12-01T10:00:00Z"}
-  - parentRef: {group: "", kind: Service, name: books, namespace: shop}
-    controllerName: example.com/other-mesh
-    conditions:
-    - {type: Accepted, status: "False", reason: NotOurs, message: "not ours", lastTransitionTime: "2026-12-01T10:00:00Z"}
-`
+var routesWithStatus = strings.Join([]string{
+	routeWithStatus("HTTPRoute", "fine", "app/web", map[string][]string{
+		"conduit.io/controller": {"Accepted=True/Accepted/", "ResolvedRefs=True/ResolvedRefs/"}}),
+	routeWithStatus("HTTPRoute", "canary", "app/web", map[string][]string{
+		"conduit.io/controller": {"Accepted=True/Accepted/", "ResolvedRefs=False/BackendNotFound/backendRef Service app/web-v2 not found"}}),
+	routeWithStatus("GRPCRoute", "orphan", "shop/books", map[string][]string{
+		"conduit.io/controller":  {"Accepted=False/NoMatchingParent/Service shop/books not found", "ResolvedRefs=True/ResolvedRefs/"},
+		"example.com/other-mesh": {"Accepted=False/NotOurs/not ours"}}),
+}, "---\n")
 
 // TestRouteStatusCheck: the routes whose conditions the controller set to
 // False are listed, with their parent, reason and message; another
