@@ -120,7 +120,9 @@ func TestPeek(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, s := net.Pipe()
+			// Real sockets: a net.Pipe refuses SetReadDeadline once its
+			// other end has closed, which a TCP connection does not.
+			c, s := tcpPair(t)
 			defer s.Close()
 			go func() {
 				for _, w := range tt.writes {
@@ -140,6 +142,26 @@ func TestPeek(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tcpPair is a connected pair of loopback TCP connections.
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client, err = net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = l.Accept()
+	if err != nil {
+		client.Close()
+		t.Fatal(err)
+	}
+	return client, server
 }
 
 func TestPeekLongRequestLine(t *testing.T) {
