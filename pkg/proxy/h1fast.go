@@ -216,7 +216,9 @@ func (fc *fastConn) serveOne() bool {
 		}
 	}
 	if perr == nil && or.redirect == nil {
-		x.rt, perr = h.route(context.Background(), info, authority, &or)
+		// A request with a timeout is not on this path (see serveOne's
+		// caller): the wait is bounded by the fail-fast timeout alone.
+		x.rt, perr = h.routeOrWait(context.Background(), info, authority, &or, 0)
 	}
 	x.retrying = perr == nil && p.retryFor(&or, authority, methodString(fc.req.method), false, fc.req.contentLength)
 	var decision authz.Decision

@@ -103,6 +103,10 @@ type h2Stream struct {
 	start  time.Time
 	series *metrics.Route
 	rt     route
+	// waiting are the labels of a stream held for an endpoint
+	// (awaitRoute): finish counts under them a stream that ends before
+	// its series is made.
+	waiting *metrics.HTTPLabels
 	// respRoute is the route of a request whose rule or backend modifies
 	// the response's header (nil otherwise).
 	respRoute *outRoute
@@ -180,6 +184,8 @@ type h2Pending struct {
 	end       bool
 	trailers  []hpack.HeaderField
 	cancelled bool // by cancelUp: the stream is not to be opened
+	// stop, when set, ends the wait for an endpoint (awaitRoute).
+	stop context.CancelFunc
 }
 
 // upstream is the connection of the stream's current attempt, or nil.
@@ -192,6 +198,9 @@ func (st *h2Stream) cancelUp(code http2.ErrCode, fl *h2Flusher) {
 	defer st.upMu.Unlock()
 	if st.pend != nil {
 		st.pend.cancelled = true
+		if st.pend.stop != nil {
+			st.pend.stop()
+		}
 	}
 	if up := st.upstream(); up != nil {
 		up.cancel(st, code, fl)
@@ -665,41 +674,35 @@ func (d *h2Down) headers(f *h2Headers) bool {
 			or, perr = p.routeRequest(t, &req, scheme, authority)
 		}
 	}
-	routed := perr == nil && or.redirect == nil
-	if routed {
+	req := h2Req{method: method, scheme: scheme, path: path, authority: authority}
+	if perr == nil && or.redirect == nil {
+		// What the rule does to the request does not depend on the
+		// endpoint: settled before it is picked, for a stream that waits.
+		if or.modifiesRequest() {
+			// The header block forwarded upstream, edited in place.
+			hf := routes.HPACKFields(f.Fields)
+			or.modifyRequest(&hf)
+			f.Fields = hf
+		}
+		if or.modifiesResponse() {
+			resp := or // only this copy escapes
+			st.respRoute = &resp
+		}
+		if or.pol.Retry.Limit > 0 && p.retryFor(&or, authority, method, st.grpc, contentLength(f)) {
+			st.rty = &h2Retry{or: or, h: h, authority: authority, fields: slices.Clone(f.Fields), tries: 1}
+		}
 		st.rt, perr = h.route(context.Background(), d.info, authority, &or)
-		routed = perr == nil
-	}
-	if routed && or.modifiesRequest() {
-		// The header block forwarded upstream, edited in place.
-		hf := routes.HPACKFields(f.Fields)
-		or.modifyRequest(&hf)
-		f.Fields = hf
-	}
-	if routed && or.modifiesResponse() {
-		resp := or // only this copy escapes
-		st.respRoute = &resp
-	}
-	if routed && or.pol.Retry.Limit > 0 && p.retryFor(&or, authority, method, st.grpc, contentLength(f)) {
-		st.rty = &h2Retry{or: or, h: h, authority: authority, fields: slices.Clone(f.Fields), tries: 1}
+		if perr == &errNoEndpoints && p.awaits() {
+			d.awaitRoute(st, h, &or, req, f)
+			return true
+		}
 	}
 	var decision authz.Decision
 	if perr == nil && p.cfg.Policy != nil && dir == Inbound {
 		decision, perr = p.authorizeRequest(d.info, authz.FieldsRequest(stringBytes(method), stringBytes(path), d.fieldsOf(f.Fields)))
 	}
-	labels := metrics.HTTPLabels{Direction: dir, Authority: authority, TLS: d.info.tls, ClientID: d.info.clientID}
-	or.label(&labels)
-	if perr == nil && or.redirect == nil {
-		labels.TargetAddr, labels.Dst = st.rt.ep.Addr, st.rt.dst
-		if p.tlsFor(st.rt.ep) {
-			labels.TLS, labels.ServerID = true, st.rt.ep.Identity
-		}
-	}
-	st.series = p.metrics.Route(inboundRouted(labels, &decision))
-	st.series.Request()
-	if p.observing() {
-		st.obs = d.observe(f, st, method, scheme, path, labels, perr == nil && or.redirect == nil, &decision)
-	}
+	req.fields, req.contentLength = f.Fields, contentLength(f)
+	st.series, st.obs = d.account(st, &req, &or, perr, &decision, &d.obsReq, &d.fields)
 	if perr != nil {
 		d.answer(st, *perr, true)
 		return true
@@ -737,35 +740,124 @@ func (d *h2Down) headers(f *h2Headers) bool {
 	return true
 }
 
+// h2Req is what a stream's accounting and observation read of its
+// request.
+type h2Req struct {
+	method, scheme, path, authority string
+	fields                          []hpack.HeaderField
+	contentLength                   int64
+}
+
+// account makes the metrics series of a stream whose endpoint is settled
+// (or that is answered by the proxy: perr, a redirect), and its
+// observation when the tap is on; obsReq and fieldBuf are reused buffers.
+func (d *h2Down) account(st *h2Stream, req *h2Req, or *outRoute, perr *proxyError, dec *authz.Decision, obsReq *Request, fieldBuf *[]Field) (*metrics.Route, Observation) {
+	p := d.s.p
+	labels := metrics.HTTPLabels{Direction: d.s.dir, Authority: req.authority, TLS: d.info.tls, ClientID: d.info.clientID}
+	or.label(&labels)
+	routed := perr == nil && or.redirect == nil
+	if routed {
+		labels.TargetAddr, labels.Dst = st.rt.ep.Addr, st.rt.dst
+		if p.tlsFor(st.rt.ep) {
+			labels.TLS, labels.ServerID = true, st.rt.ep.Identity
+		}
+	}
+	series := p.metrics.Route(inboundRouted(labels, dec))
+	series.Request()
+	var obs Observation
+	if p.observing() {
+		obs = d.observe(req, st, labels, routed, dec, obsReq, fieldBuf)
+	}
+	return series, obs
+}
+
+// awaitRoute holds a stream whose backend discovery knows without a ready
+// endpoint until one comes (or the fail-fast timeout, or the route's
+// request timeout, passes), on a goroutine of its own: the client's other
+// streams go on meanwhile, and what it sends for this one is held
+// (st.pend) as while a connection is dialed. Then the stream is accounted
+// for and opened, or answered 503 no endpoints available.
+func (d *h2Down) awaitRoute(st *h2Stream, h *httpHandler, or *outRoute, req h2Req, f *h2Headers) {
+	// Should the stream end while it waits (reset, timeout, the
+	// connection closed), finish counts it under these labels.
+	waiting := metrics.HTTPLabels{Direction: d.s.dir, Authority: req.authority, TLS: d.info.tls, ClientID: d.info.clientID}
+	or.label(&waiting)
+	st.waiting = &waiting
+	req.fields, req.contentLength = slices.Clone(f.Fields), contentLength(f)
+	ctx, stop := context.WithCancel(context.Background())
+	st.pend = &h2Pending{fields: req.fields, end: st.remoteEnd, stop: stop}
+	if or.timeout > 0 {
+		st.startTimeout(or.timeout) // the wait counts
+	}
+	or2 := *or
+	go func() {
+		defer stop()
+		p := d.s.p
+		rt, perr := route{}, &errNoEndpoints
+		if p.awaitEndpoints(ctx, or2.target(req.authority), or2.timeout) {
+			rt, perr = h.route(ctx, d.info, req.authority, &or2)
+		}
+		st.upMu.Lock()
+		pend := st.pend
+		if pend.cancelled {
+			st.upMu.Unlock()
+			return // whoever cancelled ends the stream
+		}
+		st.rt = rt
+		var dec authz.Decision
+		var obsReq Request
+		var fieldBuf []Field
+		st.series, st.obs = d.account(st, &req, &or2, perr, &dec, &obsReq, &fieldBuf)
+		if perr != nil {
+			st.pend = nil
+		}
+		st.upMu.Unlock()
+		if perr == nil {
+			st.openPending(p.keyFor(d.s.dir, rt.ep, rt.dst, true))
+			return
+		}
+		var fl h2Flusher
+		d.credit(nil, uint32(len(pend.body)), &fl) // what the client sent meanwhile
+		d.answer(st, *perr, true)
+		fl.flush()
+	}()
+}
+
 // fieldsOf lists the regular fields of a header block in d's reused
 // buffer.
 func (d *h2Down) fieldsOf(fields []hpack.HeaderField) []Field {
-	d.fields = d.fields[:0]
-	for _, hf := range fields {
-		if !hf.IsPseudo() {
-			d.fields = append(d.fields, Field{Name: stringBytes(hf.Name), Value: stringBytes(hf.Value)})
-		}
-	}
+	d.fields = appendFields(d.fields[:0], fields)
 	return d.fields
 }
 
-func (d *h2Down) observe(f *h2Headers, st *h2Stream, method, scheme, target string, labels metrics.HTTPLabels, routed bool, dec *authz.Decision) Observation {
+// appendFields appends the regular fields of a header block to buf.
+func appendFields(buf []Field, fields []hpack.HeaderField) []Field {
+	for _, hf := range fields {
+		if !hf.IsPseudo() {
+			buf = append(buf, Field{Name: stringBytes(hf.Name), Value: stringBytes(hf.Value)})
+		}
+	}
+	return buf
+}
+
+func (d *h2Down) observe(req *h2Req, st *h2Stream, labels metrics.HTTPLabels, routed bool, dec *authz.Decision, obsReq *Request, fieldBuf *[]Field) Observation {
 	info := d.info
-	path, query, _ := strings.Cut(target, "?")
-	cl := contentLength(f)
+	path, query, _ := strings.Cut(req.path, "?")
+	scheme := req.scheme
 	if scheme == "" {
 		scheme = "http"
 	}
-	d.obsReq = Request{Direction: d.s.dir, Method: method, Scheme: scheme, Authority: labels.Authority,
-		Path: path, Query: query, ContentLength: cl, Fields: d.fieldsOf(f.Fields),
+	*fieldBuf = appendFields((*fieldBuf)[:0], req.fields)
+	*obsReq = Request{Direction: d.s.dir, Method: req.method, Scheme: scheme, Authority: labels.Authority,
+		Path: path, Query: query, ContentLength: req.contentLength, Fields: *fieldBuf,
 		Source: info.remote, TLS: labels.TLS, ClientID: info.clientID, ServerID: labels.ServerID, Authz: *dec,
 		RouteKind: labels.RouteKind, RouteName: labels.RouteName}
 	if routed {
-		d.obsReq.Destination, _ = netip.ParseAddrPort(st.rt.ep.Addr)
-		d.obsReq.DstLabels = st.rt.ep.Labels
+		obsReq.Destination, _ = netip.ParseAddrPort(st.rt.ep.Addr)
+		obsReq.DstLabels = st.rt.ep.Labels
 	}
-	obs := d.s.p.cfg.Observer.RequestStarted(&d.obsReq)
-	d.obsReq = Request{}
+	obs := d.s.p.cfg.Observer.RequestStarted(obsReq)
+	*obsReq = Request{}
 	return obs
 }
 
@@ -1149,6 +1241,12 @@ func (st *h2Stream) finish(streamErr bool, err error) {
 			st.rty.timer.Stop()
 		}
 		st.upMu.Unlock()
+	}
+	if st.series == nil && st.waiting != nil {
+		// Ended while it waited for an endpoint (cancelUp ordered this
+		// read after awaitRoute's write, if any).
+		st.series = d.s.p.metrics.Route(*st.waiting)
+		st.series.Request()
 	}
 	if st.series != nil {
 		st.series.Response(status, grpcStatus, metrics.Classify(status, grpcStatus, streamErr), latency)

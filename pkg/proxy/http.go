@@ -101,7 +101,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if perr == nil && or.redirect == nil {
-		rt, perr = h.route(r.Context(), info, authority, &or)
+		rt, perr = h.routeOrWait(r.Context(), info, authority, &or, or.timeout)
 	}
 	isGRPC := strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
 	var rs *httpRetry
@@ -304,6 +304,20 @@ func (h *httpHandler) route(ctx context.Context, info *connInfo, authority strin
 		return route{}, &errAllUnavailable
 	}
 	return route{ep: ep, dst: metrics.DstLabels(ep.Labels), att: att, picked: true, accrual: acc != nil}, nil
+}
+
+// routeOrWait is route for a request's first attempt, which may wait: a
+// backend that discovery knows without a ready endpoint (a Deployment
+// rolling out behind a new Service, or a traffic split's new backend) is
+// waited for up to the fail-fast timeout (limit, the route's request
+// timeout, when shorter) before the request is answered 503 no endpoints
+// available. Retries do not wait: their attempt already had an endpoint.
+func (h *httpHandler) routeOrWait(ctx context.Context, info *connInfo, authority string, or *outRoute, limit time.Duration) (route, *proxyError) {
+	rt, perr := h.route(ctx, info, authority, or)
+	if perr != &errNoEndpoints || !h.p.awaitEndpoints(ctx, or.target(authority), limit) {
+		return rt, perr
+	}
+	return h.route(ctx, info, authority, or)
 }
 
 // writeError answers with a proxy-made error and counts it.

@@ -65,8 +65,14 @@ type Config struct {
 	// DefaultOpaquePorts.
 	OpaquePorts []uint16
 
-	DetectTimeout     time.Duration // default 10s; on timeout the connection is opaque
-	ConnectTimeout    time.Duration // default 1s
+	DetectTimeout  time.Duration // default 10s; on timeout the connection is opaque
+	ConnectTimeout time.Duration // default 1s
+	// FailFastTimeout is how long an outbound request (or opaque
+	// connection) waits for an endpoint of a Service that discovery knows
+	// without a ready one, before it is answered 503 no endpoints available
+	// (gRPC UNAVAILABLE) or closed; default 3s, negative: no wait. The
+	// route's request timeout, when shorter, bounds it.
+	FailFastTimeout   time.Duration
 	HeaderReadTimeout time.Duration // default 10s (slow clients are closed)
 	IdleTimeout       time.Duration // default 90s for idle keep-alive connections
 	ShutdownGrace     time.Duration // default 20s
@@ -140,6 +146,9 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.DetectTimeout, 10*time.Second)
 	def(&c.ConnectTimeout, time.Second)
+	if c.FailFastTimeout == 0 {
+		c.FailFastTimeout = 3 * time.Second
+	}
 	def(&c.HeaderReadTimeout, 10*time.Second)
 	def(&c.IdleTimeout, 90*time.Second)
 	def(&c.ShutdownGrace, 20*time.Second)

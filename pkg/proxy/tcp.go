@@ -62,6 +62,9 @@ func (p *Proxy) serveOpaqueTLSAware(dir string, c *servedConn, res detect.Result
 	var done func(time.Duration, bool)
 	if dir == Outbound {
 		eps, err := p.resolve(context.Background(), authority)
+		if err == nil && len(eps) == 0 && p.awaitEndpoints(context.Background(), authority, 0) {
+			eps, err = p.resolve(context.Background(), authority)
+		}
 		switch {
 		case err == nil && len(eps) > 0:
 			ep, done = p.bal.Pick(eps)

@@ -259,6 +259,34 @@ func (p *Proxy) resolve(ctx context.Context, authority string) ([]resolve.Endpoi
 	return eps, err
 }
 
+// awaitEndpoints waits for authority, known without a ready endpoint, to
+// gain one: for FailFastTimeout, or limit when it is shorter and positive,
+// or until ctx ends. It reports whether one came; a static resolver's
+// sets never change, so it never waits for them.
+func (p *Proxy) awaitEndpoints(ctx context.Context, authority string, limit time.Duration) bool {
+	if !p.awaits() {
+		return false
+	}
+	wait := p.cfg.FailFastTimeout
+	if limit > 0 && limit < wait {
+		wait = limit
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	start := time.Now()
+	eps, err := p.cfg.Resolver.(resolve.Awaiter).AwaitEndpoints(ctx, authority)
+	got := err == nil && len(eps) > 0
+	p.log.Debug("waited for an endpoint", "authority", authority, "found", got, "waited", time.Since(start))
+	return got
+}
+
+// awaits reports whether a request for a Service without a ready endpoint
+// waits for one (awaitEndpoints).
+func (p *Proxy) awaits() bool {
+	_, ok := p.cfg.Resolver.(resolve.Awaiter)
+	return ok && p.cfg.FailFastTimeout > 0
+}
+
 // canonicalAuthority lowercases host:port and adds the default port. The
 // usual forms (name:port, a name without a port) take no more than the
 // port's concatenation: no SplitHostPort error is made per request.

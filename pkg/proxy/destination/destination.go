@@ -130,11 +130,45 @@ func (r *Resolver) Endpoints(ctx context.Context, authority string) ([]resolve.E
 		return nil, err
 	}
 	w.lastUsed.Store(r.cfg.Now().UnixNano())
+	r.awaitFirst(ctx, w)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.endpointsLocked()
+}
+
+// AwaitEndpoints implements resolve.Awaiter: Endpoints, waiting while the
+// controller knows authority without a ready endpoint, until one is
+// announced or ctx ends.
+func (r *Resolver) AwaitEndpoints(ctx context.Context, authority string) ([]resolve.Endpoint, error) {
+	w, err := r.watchFor(authority)
+	if err != nil {
+		return nil, err
+	}
+	r.awaitFirst(ctx, w)
+	for {
+		w.lastUsed.Store(r.cfg.Now().UnixNano())
+		w.mu.Lock()
+		eps, err := w.endpointsLocked()
+		changed := w.changed
+		w.mu.Unlock()
+		if err != nil || len(eps) > 0 {
+			return eps, err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return eps, nil
+		}
+	}
+}
+
+// awaitFirst waits for the first update of w's stream, for what is left of
+// InitialWait since it opened: later callers must not stall while the
+// controller is down.
+func (r *Resolver) awaitFirst(ctx context.Context, w *watch) {
 	select {
 	case <-w.ready:
 	default:
-		// Only the first InitialWait after the stream opened is spent
-		// waiting: later callers must not stall while the controller is down.
 		wait := r.cfg.InitialWait - r.cfg.Now().Sub(w.created)
 		if wait <= 0 {
 			break
@@ -147,8 +181,10 @@ func (r *Resolver) Endpoints(ctx context.Context, authority string) ([]resolve.E
 		}
 		t.Stop()
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
+}
+
+// endpointsLocked is Endpoints' answer from w as it is (w.mu held).
+func (w *watch) endpointsLocked() ([]resolve.Endpoint, error) {
 	switch {
 	case !w.known:
 		return nil, fmt.Errorf("resolving %s: %w", w.authority, ErrNoAnswer)
@@ -174,7 +210,7 @@ func (r *Resolver) watchFor(authority string) (*watch, error) {
 	w, ok := r.watches[name]
 	if !ok {
 		ctx, cancel := context.WithCancel(r.ctx)
-		w = &watch{authority: name, cancel: cancel, ready: make(chan struct{}), created: r.cfg.Now()}
+		w = &watch{authority: name, cancel: cancel, ready: make(chan struct{}), changed: make(chan struct{}), created: r.cfg.Now()}
 		w.lastUsed.Store(r.cfg.Now().UnixNano())
 		r.watches[name] = w
 		r.wg.Add(1)
@@ -222,6 +258,7 @@ type watch struct {
 	authority string
 	cancel    context.CancelFunc
 	ready     chan struct{} // closed on the first update ever
+	changed   chan struct{} // closed (and replaced) by every update; under mu
 	created   time.Time
 	lastUsed  atomic.Int64 // unix nanos of the last Endpoints call
 
@@ -368,6 +405,8 @@ func (w *watch) apply(u update, first bool) {
 	}
 	slices.SortFunc(snap, func(a, b resolve.Endpoint) int { return strings.Compare(a.Addr, b.Addr) })
 	w.snapshot = snap
+	close(w.changed)
+	w.changed = make(chan struct{})
 	if !w.known {
 		w.known = true
 		close(w.ready)

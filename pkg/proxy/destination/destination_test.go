@@ -301,3 +301,60 @@ func TestResolverClosesIdleStreams(t *testing.T) {
 		t.Fatalf("opened = %d, want 2", opened)
 	}
 }
+
+// TestResolverAwaitsEndpoints: AwaitEndpoints holds while the controller
+// knows the authority without a ready endpoint and returns as soon as one
+// is announced; it gives up, without an error, when its context ends, and
+// does not wait for an authority the controller does not know.
+func TestResolverAwaitsEndpoints(t *testing.T) {
+	f := newFake()
+	none := &destinationv1.Update{Update: &destinationv1.Update_NoEndpoints{NoEndpoints: &destinationv1.NoEndpoints{Exists: true}}}
+	f.current[books] = none
+	_, addr := serve(t, "127.0.0.1:0", f)
+	r := newResolver(t, addr, Config{})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	eps, err := r.AwaitEndpoints(ctx, "books:8080")
+	cancel()
+	if err != nil || len(eps) != 0 || ctx.Err() == nil {
+		t.Fatalf("AwaitEndpoints without endpoints = %v, %v (ctx %v); want an empty set once ctx ended", eps, err, ctx.Err())
+	}
+
+	type result struct {
+		eps []resolve.Endpoint
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		eps, err := r.AwaitEndpoints(context.Background(), "books:8080")
+		done <- result{eps, err}
+	}()
+	select {
+	case res := <-done:
+		t.Fatalf("AwaitEndpoints returned %v, %v before any endpoint", res.eps, res.err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	// An update that still leaves the set empty does not end the wait.
+	f.publish(books, none, none)
+	select {
+	case res := <-done:
+		t.Fatalf("AwaitEndpoints returned %v, %v on an empty update", res.eps, res.err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	f.publish(books, add("127.0.0.1:1001"), add("127.0.0.1:1001"))
+	select {
+	case res := <-done:
+		if res.err != nil || !equal(addrsOf(res.eps), []string{"127.0.0.1:1001"}) {
+			t.Fatalf("AwaitEndpoints = %v, %v; want [127.0.0.1:1001]", addrsOf(res.eps), res.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("AwaitEndpoints did not return once an endpoint was announced")
+	}
+
+	// Unknown to the controller: ErrNotFound at once, as Endpoints says.
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := r.AwaitEndpoints(ctx, "nope.demo:80"); !errors.Is(err, resolve.ErrNotFound) || ctx.Err() != nil {
+		t.Fatalf("unknown authority: err = %v (ctx %v), want ErrNotFound without waiting", err, ctx.Err())
+	}
+}

@@ -36,3 +36,14 @@ type Endpoint struct {
 type Resolver interface {
 	Endpoints(ctx context.Context, authority string) ([]Endpoint, error)
 }
+
+// Awaiter is a Resolver whose endpoint sets change (service discovery): an
+// authority it knows without a ready endpoint may gain one, as when a
+// Deployment rolls out behind a new Service. The proxy waits for it a
+// little (its fail-fast timeout) rather than failing at once.
+type Awaiter interface {
+	// AwaitEndpoints returns authority's endpoints as soon as it has at
+	// least one; when ctx ends first, the set as it is then (empty) and no
+	// error. Errors are Endpoints'.
+	AwaitEndpoints(ctx context.Context, authority string) ([]Endpoint, error)
+}

@@ -26,6 +26,7 @@ type Config struct {
 	Routes                                     Routes
 	OpaquePorts                                Ports
 	DetectTimeout, ConnectTimeout              time.Duration
+	FailFastTimeout                            time.Duration // 0: no wait for endpoints
 	HeaderReadTimeout, IdleTimeout             time.Duration
 	ShutdownGrace                              time.Duration
 	MaxHeaderBytes                             Size
@@ -46,6 +47,9 @@ type Config struct {
 func (o *Config) Validate() error {
 	if _, err := parseLevel(o.LogLevel); err != nil {
 		return err
+	}
+	if o.FailFastTimeout < 0 {
+		return fmt.Errorf("--failfast-timeout %s: must not be negative (0 answers at once when a Service has no ready endpoint)", o.FailFastTimeout)
 	}
 	if o.MaxConnections < 0 || o.MaxRequests < 0 {
 		return fmt.Errorf("--max-connections %d, --max-requests %d: want 0 (derived) or a positive count", o.MaxConnections, o.MaxRequests)

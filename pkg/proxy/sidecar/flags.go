@@ -22,6 +22,7 @@ func (o *Config) AddFlags(fs *flag.FlagSet) {
 	fs.Var(&o.OpaquePorts, contract.FlagOpaquePorts, fmt.Sprintf("comma-separated ports never detected, relayed as TCP (in addition to %v)", proxy.DefaultOpaquePorts))
 	fs.DurationVar(&o.DetectTimeout, "detect-timeout", 10*time.Second, "how long to wait for a client's first bytes before treating the connection as opaque")
 	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", time.Second, "timeout for connecting to an upstream")
+	fs.DurationVar(&o.FailFastTimeout, "failfast-timeout", 3*time.Second, "how long an outbound request waits for a Service without a ready endpoint to gain one before it is answered 503 (0: no wait)")
 	fs.DurationVar(&o.HeaderReadTimeout, "header-read-timeout", 10*time.Second, "time allowed to read a request's headers")
 	fs.DurationVar(&o.IdleTimeout, "idle-timeout", 90*time.Second, "idle keep-alive connections are closed after this long")
 	fs.DurationVar(&o.ShutdownGrace, "shutdown-grace-period", 20*time.Second, "on SIGTERM, time for in-flight requests to finish")

@@ -96,6 +96,7 @@ func Run(ctx context.Context, o Config) error {
 		OpaquePorts:       o.OpaquePorts,
 		DetectTimeout:     o.DetectTimeout,
 		ConnectTimeout:    o.ConnectTimeout,
+		FailFastTimeout:   failFast(o.FailFastTimeout),
 		HeaderReadTimeout: o.HeaderReadTimeout,
 		IdleTimeout:       o.IdleTimeout,
 		ShutdownGrace:     o.ShutdownGrace,
@@ -204,4 +205,12 @@ func (c chainResolver) Endpoints(ctx context.Context, authority string) ([]resol
 		}
 	}
 	return nil, resolve.ErrNotFound
+}
+
+// failFast maps the flag's "0: no wait" onto proxy.Config's (negative).
+func failFast(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

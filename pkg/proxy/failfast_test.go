@@ -1,0 +1,258 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+
+	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
+)
+
+// awaitingResolver is a fakeResolver whose changes wake AwaitEndpoints, as
+// the controller's Destination stream does (resolve.Awaiter).
+type awaitingResolver struct {
+	fakeResolver
+	changed chan struct{} // closed and replaced by set; under mu
+	waiters atomic.Int32  // AwaitEndpoints calls under way
+}
+
+func newAwaitingResolver(eps map[string][]resolve.Endpoint) *awaitingResolver {
+	return &awaitingResolver{fakeResolver: fakeResolver{eps: eps}, changed: make(chan struct{})}
+}
+
+func (a *awaitingResolver) set(authority string, eps ...resolve.Endpoint) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.eps[authority] = eps
+	close(a.changed)
+	a.changed = make(chan struct{})
+}
+
+func (a *awaitingResolver) AwaitEndpoints(ctx context.Context, authority string) ([]resolve.Endpoint, error) {
+	a.waiters.Add(1)
+	defer a.waiters.Add(-1)
+	for {
+		eps, err := a.Endpoints(ctx, authority)
+		a.mu.Lock()
+		changed := a.changed
+		a.mu.Unlock()
+		if err != nil || len(eps) > 0 {
+			return eps, err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return eps, nil
+		}
+	}
+}
+
+// TestOutboundAwaitsEndpoints: a request for a Service that discovery knows
+// without a ready endpoint waits for one (a Deployment rolling out behind
+// a new Service) instead of failing at once, on every HTTP path; one that
+// none comes for gets 503 no endpoints available after the fail-fast
+// timeout.
+func TestOutboundAwaitsEndpoints(t *testing.T) {
+	app := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "books "+r.Proto)
+	}))
+	paths := []struct {
+		name   string
+		cfg    Config
+		client func(testing.TB) *http.Client
+		proto  string
+	}{
+		{"HTTP/1.1 fast path", Config{}, newClient, "HTTP/1.1"},
+		{"net/http", Config{DisableFastPath: true}, newClient, "HTTP/1.1"},
+		{"HTTP/2 fast path", Config{}, newH2CClient, "HTTP/2.0"},
+	}
+	for _, path := range paths {
+		t.Run(path.name, func(t *testing.T) {
+			res := newAwaitingResolver(map[string][]resolve.Endpoint{"books:80": {}, "never:80": {}})
+			cfg := path.cfg
+			cfg.Resolver, cfg.FailFastTimeout = res, 10*time.Second
+			p := startProxy(t, cfg)
+			c := path.client(t)
+			get := func(host string) (*http.Response, string, error) {
+				req, _ := http.NewRequest("GET", "http://"+p.OutboundAddr()+"/", nil)
+				req.Host = host
+				resp, err := c.Do(req)
+				if err != nil {
+					return nil, "", err
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				return resp, string(body), nil
+			}
+			type result struct {
+				status int
+				body   string
+				err    error
+			}
+			done := make(chan result, 1)
+			go func() {
+				resp, body, err := get("books")
+				if err != nil {
+					done <- result{err: err}
+					return
+				}
+				done <- result{resp.StatusCode, body, nil}
+			}()
+			// The request is held: nothing comes back until an endpoint
+			// does (the fail-fast timeout is far off).
+			waitFor(t, "the request to wait for an endpoint", func() bool { return res.waiters.Load() == 1 })
+			select {
+			case r := <-done:
+				t.Fatalf("answered before any endpoint: %+v", r)
+			case <-time.After(200 * time.Millisecond):
+			}
+			res.set("books:80", resolve.Endpoint{Addr: app, Labels: map[string]string{"pod": "books-1"}})
+			select {
+			case r := <-done:
+				if r.err != nil || r.status != 200 || r.body != "books "+path.proto {
+					t.Fatalf("once an endpoint came: %+v, want 200 %q", r, "books "+path.proto)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the request was not sent on once an endpoint came")
+			}
+			// Counted once, with the endpoint it went to.
+			wantMetric(t, p, 1, "response_total", `direction="outbound"`, `authority="books:80"`, `dst_pod="books-1"`, `status_code="200"`)
+		})
+	}
+
+	t.Run("none comes", func(t *testing.T) {
+		res := newAwaitingResolver(map[string][]resolve.Endpoint{"never:80": {}})
+		p := startProxy(t, Config{Resolver: res, FailFastTimeout: 300 * time.Millisecond})
+		for _, c := range []*http.Client{newClient(t), newH2CClient(t)} {
+			req, _ := http.NewRequest("GET", "http://"+p.OutboundAddr()+"/", nil)
+			req.Host = "never"
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 503 || resp.Header.Get(ErrorHeader) != "no endpoints available" {
+				t.Errorf("%s: %d %q, want 503 no endpoints available", resp.Proto, resp.StatusCode, resp.Header.Get(ErrorHeader))
+			}
+		}
+		wantMetric(t, p, 2, "conduit_proxy_errors_total", `direction="outbound"`, `error="no_endpoints"`)
+		wantMetric(t, p, 2, "response_total", `direction="outbound"`, `authority="never:80"`, `status_code="503"`)
+	})
+}
+
+// TestH2StreamAwaitsAlone: on the HTTP/2 fast path a stream that waits for
+// an endpoint holds up nobody else: the client's other streams on the same
+// connection are served meanwhile. A gRPC call that no endpoint comes for
+// ends UNAVAILABLE; one its client cancels while it waits is counted and
+// gives back its request slot.
+func TestH2StreamAwaitsAlone(t *testing.T) {
+	addr, _ := startGRPCBackend(t)
+	res := newAwaitingResolver(map[string][]resolve.Endpoint{"books:80": {}, "web:80": {{Addr: addr}}, "never:80": {}})
+	// One request slot: a waiting stream that kept its slot would refuse
+	// every later one.
+	p := startProxy(t, Config{Resolver: res, FailFastTimeout: 10 * time.Second, MaxRequests: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	client := dialGRPC(t, p.OutboundAddr())
+	call := func(ctx context.Context, authority string) error {
+		_, err := client.UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.CallAuthority(authority))
+		return err
+	}
+
+	// A call cancelled while it waits: counted, its slot given back.
+	cctx, ccancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- call(cctx, "never:80") }()
+	waitFor(t, "the call to wait for an endpoint", func() bool { return res.waiters.Load() == 1 })
+	ccancel()
+	if err := <-errc; status.Code(err) != codes.Canceled {
+		t.Fatalf("cancelled call: %v", err)
+	}
+	waitFor(t, "the cancelled call's wait to end", func() bool { return res.waiters.Load() == 0 })
+	wantMetric(t, p, 1, "response_total", `direction="outbound"`, `authority="never:80"`)
+
+	// Two slots are needed from here on: one waits while the other runs.
+	p2 := startProxy(t, Config{Resolver: res, FailFastTimeout: 10 * time.Second})
+	client2 := dialGRPC(t, p2.OutboundAddr())
+	go func() {
+		_, err := client2.UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.CallAuthority("books:80"))
+		errc <- err
+	}()
+	waitFor(t, "the books call to wait for an endpoint", func() bool { return res.waiters.Load() == 1 })
+	// The same connection serves another Service meanwhile.
+	for range 3 {
+		if _, err := client2.UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.CallAuthority("web:80")); err != nil {
+			t.Fatalf("a call on the same connection while another waits: %v", err)
+		}
+	}
+	select {
+	case err := <-errc:
+		t.Fatalf("the waiting call ended before its endpoint came: %v", err)
+	default:
+	}
+	res.set("books:80", resolve.Endpoint{Addr: addr})
+	if err := <-errc; err != nil {
+		t.Fatalf("the waiting call, once its endpoint came: %v", err)
+	}
+
+	// The first proxy's only slot was given back: it still serves.
+	if err := call(ctx, "web:80"); err != nil {
+		t.Fatalf("after a cancelled wait, with one request slot: %v", err)
+	}
+	// No endpoint ever: UNAVAILABLE once the fail-fast timeout passed.
+	p3 := startProxy(t, Config{Resolver: res, FailFastTimeout: 200 * time.Millisecond})
+	_, err := dialGRPC(t, p3.OutboundAddr()).UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.CallAuthority("never:80"))
+	if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "no endpoints available") {
+		t.Fatalf("no endpoint ever: %v, want UNAVAILABLE no endpoints available", err)
+	}
+	wantMetric(t, p3, 1, "response_total", `direction="outbound"`, `authority="never:80"`, `grpc_status="14"`)
+}
+
+// TestOpaqueAwaitsEndpoints: an opaque connection (TLS the proxy passes
+// through, by its SNI) to a Service without a ready endpoint waits for one
+// too.
+func TestOpaqueAwaitsEndpoints(t *testing.T) {
+	app := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "books over TLS")
+	}))
+	app.StartTLS()
+	defer app.Close()
+	res := newAwaitingResolver(map[string][]resolve.Endpoint{"example.com:443": {}})
+	p := startProxy(t, Config{Resolver: res, FailFastTimeout: 10 * time.Second})
+
+	tr := app.Client().Transport.(*http.Transport).Clone()
+	tr.TLSClientConfig.ServerName = "example.com" // in the test certificate
+	tr.Proxy = nil
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	type result struct {
+		body string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := c.Get("https://" + p.OutboundAddr() + "/")
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- result{body: string(b)}
+	}()
+	waitFor(t, "the connection to wait for an endpoint", func() bool { return res.waiters.Load() == 1 })
+	res.set("example.com:443", resolve.Endpoint{Addr: app.Listener.Addr().String()})
+	if r := <-done; r.err != nil || r.body != "books over TLS" {
+		t.Fatalf("once an endpoint came: %+v", r)
+	}
+}
