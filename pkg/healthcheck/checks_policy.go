@@ -222,29 +222,20 @@ func (s *state) routeProblems(ctx context.Context, ns string) ([]string, error) 
 			return nil, fmt.Errorf("listing %s: %w", gvr.GroupResource(), err)
 		}
 		for _, u := range list.Items {
-			parents, _, _ := unstructured.NestedSlice(u.Object, "status", "parents")
-			for _, p := range parents {
-				parent, _ := p.(map[string]any)
-				if name, _ := parent["controllerName"].(string); name != contract.RouteControllerName {
+			for _, ps := range policy.ParentStatuses(&u) {
+				if ps.ControllerName != contract.RouteControllerName {
 					continue // another implementation's
 				}
-				ref, _ := parent["parentRef"].(map[string]any)
-				refName, _ := ref["name"].(string)
-				refNS, _ := ref["namespace"].(string)
-				if refNS == "" {
-					refNS = u.GetNamespace()
+				refNS := u.GetNamespace()
+				if ps.ParentRef.Namespace != nil && *ps.ParentRef.Namespace != "" {
+					refNS = *ps.ParentRef.Namespace
 				}
-				conds, _ := parent["conditions"].([]any)
-				for _, c := range conds {
-					cond, _ := c.(map[string]any)
-					if st, _ := cond["status"].(string); st != string(metav1.ConditionFalse) {
+				for _, c := range ps.Conditions {
+					if c.Status != metav1.ConditionFalse {
 						continue
 					}
-					typ, _ := cond["type"].(string)
-					reason, _ := cond["reason"].(string)
-					msg, _ := cond["message"].(string)
 					problems = append(problems, fmt.Sprintf("%s %s/%s, parent Service %s/%s: %s is False (%s): %s",
-						u.GetKind(), u.GetNamespace(), u.GetName(), refNS, refName, typ, reason, msg))
+						u.GetKind(), u.GetNamespace(), u.GetName(), refNS, ps.ParentRef.Name, c.Type, c.Reason, c.Message))
 				}
 			}
 		}

@@ -382,31 +382,21 @@ func (w *StatusWriter) desired(gvr schema.GroupVersionResource, u *unstructured.
 	if r == nil {
 		return nil, false, ""
 	}
-	existing, _, _ := unstructured.NestedSlice(u.Object, "status", "parents")
 	rawRefs, _, _ := unstructured.NestedSlice(u.Object, "spec", "parentRefs")
 
 	// The controller's entries by parentRef, for their transition times.
 	ours := map[string][]metav1.Condition{}
 	parents = []any{}
-	for _, e := range existing {
-		m, _ := e.(map[string]any)
-		if m == nil || m["controllerName"] != contract.RouteControllerName {
-			parents = append(parents, e)
+	var existing []any
+	for _, ps := range policy.ParentStatuses(u) {
+		existing = append(existing, ps.Raw)
+		if ps.ControllerName != contract.RouteControllerName {
+			parents = append(parents, ps.Raw)
 			continue
 		}
-		ref, err := policy.FromUnstructured[policy.ParentRef](&unstructured.Unstructured{Object: asMap(m["parentRef"])})
-		if err != nil {
-			continue
+		if ps.RefOK {
+			ours[refKey(ps.ParentRef, r.namespace)] = ps.Conditions
 		}
-		var conds []metav1.Condition
-		list, _ := m["conditions"].([]any)
-		for _, c := range list {
-			var cond metav1.Condition
-			if cm, ok := c.(map[string]any); ok && runtime.DefaultUnstructuredConverter.FromUnstructured(cm, &cond) == nil {
-				conds = append(conds, cond)
-			}
-		}
-		ours[refKey(*ref, r.namespace)] = conds
 	}
 
 	var tr *translated
@@ -449,11 +439,6 @@ func (w *StatusWriter) desired(gvr schema.GroupVersionResource, u *unstructured.
 	}
 	changed = !reflect.DeepEqual(parents, existing) && (len(parents) > 0 || len(existing) > 0)
 	return parents, changed, strings.Join(lines, "; ")
-}
-
-func asMap(v any) map[string]any {
-	m, _ := v.(map[string]any)
-	return m
 }
 
 // refKey identifies a parentRef of a route in routeNS, with its defaults.
