@@ -131,6 +131,9 @@ func TestRequestCap(t *testing.T) {
 			if err := <-blocked; err != nil {
 				t.Errorf("the admitted request: %v", err)
 			}
+			// The slot is given back once the exchange is accounted for,
+			// which may be just after the client read the response.
+			waitFor(t, "the request slot given back", func() bool { return p.inbound.requests.n.Load() == 0 })
 			resp, err = client.Get(url + "/ok")
 			if err != nil || resp.StatusCode != 200 {
 				t.Fatalf("request once the slot is free: %v %v", resp, err)
