@@ -300,9 +300,9 @@ func TestConduitOnARealNode(t *testing.T) {
 		}
 	})
 
-	e.step("a GAMMA GRPCRoute splits web's calls to books with a flaky books-v2 and retries them: Accepted, both backends served, books-v2's failures retried (stat --by route), not one call failed; removed again", func() {
-		// The backend first, as a user would: a backend without ready
-		// endpoints answers 503 (no endpoints available) at once.
+	e.step("a GAMMA GRPCRoute splits web's calls to books with a flaky books-v2 and retries them: Accepted, both backends served, books-v2's failures retried (stat --by route); books-v2's endpoints gone for a moment (calls wait for them); not one call failed; removed again", func() {
+		// The backend first, as a user would: a call waits at most 3 s for
+		// a backend without ready endpoints, less than a pod's start.
 		e.apply(booksV2)
 		e.run(4*time.Minute, "kubectl", "rollout", "status", "-n", appNS, "deploy/books-v2", "--timeout=200s")
 		e.apply(booksSplit)
@@ -348,6 +348,32 @@ func TestConduitOnARealNode(t *testing.T) {
 			out := e.conduit("stat", "deploy/books-v2", "-n", appNS, "--time-window", "30s", "-o", "json")
 			if err := json.Unmarshal([]byte(out), &v2); err != nil || len(v2) != 1 || v2[0].Success == nil || *v2[0].Success >= 1 {
 				return fmt.Sprintf("success rate, want failures: %v: %s", err, out)
+			}
+			return ""
+		})
+		// books-v2's endpoints gone for a moment (its Service selects no
+		// pod until its EndpointSlice is seen empty and half a second
+		// more, then selects it again), as between a backend's pods: the calls the split sends it
+		// meanwhile (traffic makes 20 a second, half of them to books-v2)
+		// wait for an endpoint — the proxy's fail-fast wait, up to 3 s —
+		// rather than fail with no endpoints available.
+		slice := func() string {
+			return e.kubectl("get", "endpointslices", "-n", appNS, "-l", "kubernetes.io/service-name=books-v2",
+				"-o", "jsonpath={.items[*].endpoints[*].addresses[*]}")
+		}
+		gap := time.Now()
+		e.kubectl("patch", "-n", appNS, "svc/books-v2", "--type=merge", "-p", `{"spec":{"selector":{"app":"nobody"}}}`)
+		for strings.TrimSpace(slice()) != "" {
+			if time.Since(gap) > time.Minute {
+				t.Fatalf("books-v2's EndpointSlice still lists %q a minute after its Service selects no pod", slice())
+			}
+		}
+		time.Sleep(500 * time.Millisecond) // some 5 calls more in the gap
+		e.kubectl("patch", "-n", appNS, "svc/books-v2", "--type=merge", "-p", `{"spec":{"selector":{"app":"books-v2"}}}`)
+		t.Logf("books-v2 had no endpoint for about %s", time.Since(gap).Round(10*time.Millisecond))
+		e.eventually(time.Minute, "books-v2's endpoint back", func() string {
+			if strings.TrimSpace(slice()) == "" {
+				return "its EndpointSlice lists no address"
 			}
 			return ""
 		})
