@@ -29,6 +29,9 @@ func TestParseRunOptions(t *testing.T) {
 				if o.ShutdownGrace != 20*time.Second || o.DetectTimeout != 10*time.Second || o.MemoryLimit != 7<<20 || o.GCPercent != 50 {
 					t.Errorf("grace %v detect %v memory %v", o.ShutdownGrace, o.DetectTimeout, o.MemoryLimit)
 				}
+				if o.FailFastTimeout != 3*time.Second {
+					t.Errorf("fail-fast timeout %v, want Linkerd's 3s", o.FailFastTimeout)
+				}
 			},
 		},
 		{
@@ -86,6 +89,16 @@ func TestParseRunOptions(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "fail-fast wait from the environment",
+			env:  map[string]string{"CONDUIT_PROXY_FAILFAST_TIMEOUT": "1500ms"},
+			check: func(t *testing.T, o *sidecar.Config) {
+				if o.FailFastTimeout != 1500*time.Millisecond {
+					t.Errorf("fail-fast timeout %v, want 1.5s", o.FailFastTimeout)
+				}
+			},
+		},
+		{name: "negative fail-fast wait", args: []string{"--failfast-timeout", "-1s"}, wantErr: "--failfast-timeout -1s: must not be negative"},
 		{name: "max memory too small", args: []string{"--max-memory", "8MiB"}, wantErr: "--max-memory 8388608: want at least 32MiB"},
 		{name: "negative cap", args: []string{"--max-requests", "-1"}, wantErr: "--max-requests -1"},
 		{name: "bad log level", args: []string{"--log-level", "loud"}, wantErr: `--log-level "loud"`},
