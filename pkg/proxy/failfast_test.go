@@ -42,10 +42,11 @@ func (a *awaitingResolver) AwaitEndpoints(ctx context.Context, authority string)
 	a.waiters.Add(1)
 	defer a.waiters.Add(-1)
 	for {
-		eps, err := a.Endpoints(ctx, authority)
+		// The channel first: a set between the two reads then wakes it.
 		a.mu.Lock()
 		changed := a.changed
 		a.mu.Unlock()
+		eps, err := a.Endpoints(ctx, authority)
 		if err != nil || len(eps) > 0 {
 			return eps, err
 		}
