@@ -2,7 +2,9 @@ package sidecar
 
 import (
 	"os"
+	"slices"
 	"testing"
+	"time"
 )
 
 func TestContainerMemoryLimit(t *testing.T) {
@@ -29,5 +31,62 @@ func TestContainerMemoryLimit(t *testing.T) {
 				t.Errorf("containerMemoryLimit = %d, want %d", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestCodeReleaser: the executable's pages are released at the proxy's
+// scheduled ages whatever their level, then only when they have grown by
+// releaseGrowth over the level they settled at after the last release.
+func TestCodeReleaser(t *testing.T) {
+	var got []time.Duration
+	var age time.Duration
+	r := codeReleaser{release: func() { got = append(got, age) }}
+	level := int64(6 << 20)
+	tick := func(until time.Duration) {
+		for age < until {
+			age += releaseCheckEvery
+			r.check(age, level)
+		}
+	}
+
+	// Start-up: released on the schedule though the level never grows.
+	tick(40 * time.Second)
+	var want []time.Duration
+	for a := releaseCheckEvery; a <= releaseScheduleEnd; a *= 2 {
+		want = append(want, a)
+	}
+	if len(want) != 8 || !slices.Equal(got, want) {
+		t.Fatalf("releases at %v, want the schedule %v", got, want)
+	}
+
+	// Steady state: growth under releaseGrowth is left alone.
+	got = nil
+	level += releaseGrowth - 4096
+	tick(45 * time.Second)
+	if len(got) != 0 {
+		t.Fatalf("released at %v for %d bytes of growth", got, releaseGrowth-4096)
+	}
+	// releaseGrowth over the settled level: released once; the working set
+	// faulting back in during the settling does not release again.
+	level += 4096
+	tick(age + releaseCheckEvery)
+	if len(got) != 1 {
+		t.Fatalf("released at %v, want once for %d bytes of growth", got, releaseGrowth)
+	}
+	level = 4 << 20 // right after the release
+	tick(age + releaseCheckEvery)
+	level = 8 << 20 // faulted back in, beyond the level before
+	tick(60 * time.Second)
+	if len(got) != 1 {
+		t.Fatalf("released at %v: the level faulting back in released again", got)
+	}
+
+	// At most releaseMax releases for growth, then done.
+	for i := 0; i < 2*releaseMax && !r.done(); i++ {
+		level += releaseGrowth
+		tick(age + 2*releaseSettle)
+	}
+	if !r.done() || len(got) != releaseMax {
+		t.Errorf("%d releases for growth, done %v; want %d and done", len(got), r.done(), releaseMax)
 	}
 }
