@@ -15,6 +15,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
+	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 )
 
@@ -148,6 +149,32 @@ func TestOutboundAwaitsEndpoints(t *testing.T) {
 		}
 		wantMetric(t, p, 2, "conduit_proxy_errors_total", `direction="outbound"`, `error="no_endpoints"`)
 		wantMetric(t, p, 2, "response_total", `direction="outbound"`, `authority="never:80"`, `status_code="503"`)
+	})
+
+	// A request timeout shorter than the fail-fast timeout ends the wait:
+	// the request has timed out, and every path says so (504), not 503.
+	t.Run("the route's timeout first", func(t *testing.T) {
+		res := newAwaitingResolver(map[string][]resolve.Endpoint{"never:80": {}})
+		rts := fakeRoutes{"never:80": decodeRoutes(t, "never:80", &destinationv1.OutboundRoutes{Found: true,
+			ServicePolicy: &destinationv1.RoutePolicy{RequestTimeoutMs: 100}})}
+		for _, path := range paths {
+			cfg := path.cfg
+			cfg.Resolver, cfg.Routes, cfg.FailFastTimeout = res, rts, 10*time.Second
+			p := startProxy(t, cfg)
+			req, _ := http.NewRequest("GET", "http://"+p.OutboundAddr()+"/", nil)
+			req.Host = "never"
+			start := time.Now()
+			resp, err := path.client(t).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 504 || resp.Header.Get(ErrorHeader) != "request timeout" {
+				t.Errorf("%s: %d %q after %v, want 504 request timeout", path.name, resp.StatusCode, resp.Header.Get(ErrorHeader), time.Since(start))
+			}
+			wantMetric(t, p, 1, "conduit_proxy_errors_total", `direction="outbound"`, `error="request_timeout"`)
+			wantMetric(t, p, 0, "conduit_proxy_errors_total", `direction="outbound"`, `error="no_endpoints"`)
+		}
 	})
 }
 

@@ -216,9 +216,8 @@ func (fc *fastConn) serveOne() bool {
 		}
 	}
 	if perr == nil && or.redirect == nil {
-		// A request with a timeout is not on this path (see serveOne's
-		// caller): the wait is bounded by the fail-fast timeout alone.
-		x.rt, perr = h.routeOrWait(context.Background(), info, authority, &or, 0)
+		// The route's request timeout, counted from start, bounds the wait.
+		x.rt, perr = h.routeOrWait(context.Background(), info, authority, &or, or.timeout)
 	}
 	x.retrying = perr == nil && p.retryFor(&or, authority, methodString(fc.req.method), false, fc.req.contentLength)
 	var decision authz.Decision

@@ -776,7 +776,9 @@ func (d *h2Down) account(st *h2Stream, req *h2Req, or *outRoute, perr *proxyErro
 // request timeout, passes), on a goroutine of its own: the client's other
 // streams go on meanwhile, and what it sends for this one is held
 // (st.pend) as while a connection is dialed. Then the stream is accounted
-// for and opened, or answered 503 no endpoints available.
+// for and opened, or answered 503 no endpoints available (504 request
+// timeout when the route's timeout, shorter than the fail-fast timeout,
+// ended the wait: its timer and the wait end together, and both say 504).
 func (d *h2Down) awaitRoute(st *h2Stream, h *httpHandler, or *outRoute, req h2Req, f *h2Headers) {
 	// Should the stream end while it waits (reset, timeout, the
 	// connection closed), finish counts it under these labels.
@@ -793,8 +795,8 @@ func (d *h2Down) awaitRoute(st *h2Stream, h *httpHandler, or *outRoute, req h2Re
 	go func() {
 		defer stop()
 		p := d.s.p
-		rt, perr := route{}, &errNoEndpoints
-		if p.awaitEndpoints(ctx, or2.target(req.authority), or2.timeout) {
+		rt, perr := route{}, p.awaitEndpoints(ctx, or2.target(req.authority), or2.timeout)
+		if perr == nil {
 			rt, perr = h.route(ctx, d.info, req.authority, &or2)
 		}
 		st.upMu.Lock()

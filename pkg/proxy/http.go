@@ -309,12 +309,16 @@ func (h *httpHandler) route(ctx context.Context, info *connInfo, authority strin
 // routeOrWait is route for a request's first attempt, which may wait: a
 // backend that discovery knows without a ready endpoint (a Deployment
 // rolling out behind a new Service, or a traffic split's new backend) is
-// waited for up to the fail-fast timeout (limit, the route's request
-// timeout, when shorter) before the request is answered 503 no endpoints
-// available. Retries do not wait: their attempt already had an endpoint.
+// waited for up to the fail-fast timeout before the request is answered
+// 503 no endpoints available — or up to limit, the route's request
+// timeout, when shorter, and then answered 504 request timeout. Retries
+// do not wait: their attempt already had an endpoint.
 func (h *httpHandler) routeOrWait(ctx context.Context, info *connInfo, authority string, or *outRoute, limit time.Duration) (route, *proxyError) {
 	rt, perr := h.route(ctx, info, authority, or)
-	if perr != &errNoEndpoints || !h.p.awaitEndpoints(ctx, or.target(authority), limit) {
+	if perr != &errNoEndpoints {
+		return rt, perr
+	}
+	if perr = h.p.awaitEndpoints(ctx, or.target(authority), limit); perr != nil {
 		return rt, perr
 	}
 	return h.route(ctx, info, authority, or)

@@ -62,7 +62,7 @@ func (p *Proxy) serveOpaqueTLSAware(dir string, c *servedConn, res detect.Result
 	var done func(time.Duration, bool)
 	if dir == Outbound {
 		eps, err := p.resolve(context.Background(), authority)
-		if err == nil && len(eps) == 0 && p.awaitEndpoints(context.Background(), authority, 0) {
+		if err == nil && len(eps) == 0 && p.awaitEndpoints(context.Background(), authority, 0) == nil {
 			eps, err = p.resolve(context.Background(), authority)
 		}
 		switch {

@@ -260,16 +260,19 @@ func (p *Proxy) resolve(ctx context.Context, authority string) ([]resolve.Endpoi
 }
 
 // awaitEndpoints waits for authority, known without a ready endpoint, to
-// gain one: for FailFastTimeout, or limit when it is shorter and positive,
-// or until ctx ends. It reports whether one came; a static resolver's
-// sets never change, so it never waits for them.
-func (p *Proxy) awaitEndpoints(ctx context.Context, authority string, limit time.Duration) bool {
+// gain one: for FailFastTimeout, or limit (the route's request timeout)
+// when it is shorter and positive, or until ctx ends. It returns nil when
+// one came, else what to answer: 504 request timeout when the route's
+// timeout ended the wait (the request's own timer ends at the same moment
+// and says the same), 503 no endpoints available otherwise. A static
+// resolver's sets never change, so it never waits for them.
+func (p *Proxy) awaitEndpoints(ctx context.Context, authority string, limit time.Duration) *proxyError {
 	if !p.awaits() {
-		return false
+		return &errNoEndpoints
 	}
-	wait := p.cfg.FailFastTimeout
+	wait, perr := p.cfg.FailFastTimeout, &errNoEndpoints
 	if limit > 0 && limit < wait {
-		wait = limit
+		wait, perr = limit, &errRequestTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
@@ -277,7 +280,10 @@ func (p *Proxy) awaitEndpoints(ctx context.Context, authority string, limit time
 	eps, err := p.cfg.Resolver.(resolve.Awaiter).AwaitEndpoints(ctx, authority)
 	got := err == nil && len(eps) > 0
 	p.log.Debug("waited for an endpoint", "authority", authority, "found", got, "waited", time.Since(start))
-	return got
+	if got {
+		return nil
+	}
+	return perr
 }
 
 // awaits reports whether a request for a Service without a ready endpoint
