@@ -159,14 +159,16 @@ func releaseCodeAfterStart(ctx context.Context, log *slog.Logger) {
 // working set of 5.9). So the first releases follow the proxy's age, not
 // its growth: at releaseCheckEvery, then at twice the age before, up to
 // releaseScheduleEnd (0.2, 0.4, 0.8 … 25.6 s: 8 releases); each costs
-// the working set's minor faults (about 90 of them) once.
+// the working set's minor faults (about 90 of them, about a millisecond of
+// CPU) once.
 //
 // After a release the working set faults back in; for releaseSettle the
 // baseline follows it, so that a release never triggers the next one (a
 // first version compared with the level right after the release and
 // released five times a second under load, adding milliseconds to the
-// p99). At most releaseMax releases for growth. A check reads
-// /proc/self/status (about 20 µs) every releaseCheckEvery.
+// p99). At most releaseMax releases for growth. A check reads the open
+// /proc/self/statm (a few µs; opening /proc/self/status each time took
+// 50–90) every releaseCheckEvery.
 type codeReleaser struct {
 	release func()
 

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"os"
 	"strconv"
+	"sync"
 	"syscall"
 )
 
@@ -25,17 +26,34 @@ import (
 // the file's, so dropping it loses nothing. A dynamically linked build's
 // relocated read-only data (RELRO) has anonymous pages and is left alone.
 func releaseCode() (released int64) {
+	for _, m := range codeMappings() {
+		if _, _, e := syscall.Syscall(syscall.SYS_MADVISE, uintptr(m.start), uintptr(m.end-m.start), syscall.MADV_DONTNEED); e == 0 {
+			released += int64(m.end - m.start)
+		}
+	}
+	return released
+}
+
+// codeMapping is an address range of the executable that releaseCode may
+// release.
+type codeMapping struct{ start, end uint64 }
+
+// codeMappings lists the executable's read-only mappings that hold no
+// anonymous page, read from /proc/self/smaps once (reading it takes about
+// a millisecond: the kernel walks every mapping's page tables); they do
+// not change while the process runs.
+var codeMappings = sync.OnceValue(func() []codeMapping {
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {
-		return 0
+		return nil
 	}
 	smaps, err := os.ReadFile("/proc/self/smaps")
 	if err != nil {
-		return 0
+		return nil
 	}
 	type mapping struct {
-		start, end uint64
-		anon       bool
+		codeMapping
+		anon bool
 	}
 	var ms []mapping
 	var cur *mapping
@@ -59,7 +77,7 @@ func releaseCode() (released int64) {
 			if err1 != nil || err2 != nil || end <= start {
 				continue
 			}
-			ms = append(ms, mapping{start: start, end: end})
+			ms = append(ms, mapping{codeMapping: codeMapping{start: start, end: end}})
 			cur = &ms[len(ms)-1]
 			continue
 		}
@@ -67,29 +85,40 @@ func releaseCode() (released int64) {
 			cur.anon = true
 		}
 	}
+	var out []codeMapping
 	for _, m := range ms {
-		if m.anon {
-			continue
-		}
-		if _, _, e := syscall.Syscall(syscall.SYS_MADVISE, uintptr(m.start), uintptr(m.end-m.start), syscall.MADV_DONTNEED); e == 0 {
-			released += int64(m.end - m.start)
+		if !m.anon {
+			out = append(out, m.codeMapping)
 		}
 	}
-	return released
-}
+	return out
+})
 
-// fileRSS is the process's resident file-backed memory in bytes (RssFile in
-// /proc/self/status), 0 if unknown.
+// statm is /proc/self/statm, opened once: fileRSS reads it every
+// releaseCheckEvery, and a read of an open file takes microseconds where
+// opening it again took tens.
+var statm = sync.OnceValue(func() *os.File {
+	f, _ := os.Open("/proc/self/statm")
+	return f
+})
+
+// fileRSS is the process's resident file-backed (and shared-memory, which
+// the proxy has none of) memory in bytes: the third field of
+// /proc/self/statm, in pages. 0 if unknown.
 func fileRSS() int64 {
-	b, err := os.ReadFile("/proc/self/status")
+	f := statm()
+	if f == nil {
+		return 0
+	}
+	var buf [128]byte
+	n, _ := f.ReadAt(buf[:], 0)
+	fields := bytes.Fields(buf[:n])
+	if len(fields) < 3 {
+		return 0
+	}
+	pages, err := strconv.ParseInt(string(fields[2]), 10, 64)
 	if err != nil {
 		return 0
 	}
-	for _, line := range bytes.Split(b, []byte{'\n'}) {
-		if f := bytes.Fields(line); len(f) >= 2 && string(f[0]) == "RssFile:" {
-			n, _ := strconv.ParseInt(string(f[1]), 10, 64)
-			return n << 10
-		}
-	}
-	return 0
+	return pages * int64(os.Getpagesize())
 }
