@@ -38,6 +38,9 @@ func Run(ctx context.Context, o Config) error {
 	if err := o.Validate(); err != nil {
 		return err
 	}
+	// What start-up runs from here faults in page by page (releaseCode
+	// splits the executable's mappings the first time).
+	releaseCode()
 	stderr := o.LogOutput
 	if stderr == nil {
 		stderr = io.Discard
