@@ -33,7 +33,9 @@ const (
 )
 
 // Run serves until ctx is done, then drains for ShutdownGrace. It sets the
-// process's GC percentage. It validates o first.
+// process's GC percentage and keeps its executable's resident pages to
+// those it runs (releaseCode, releaseCodeAfterStart). It validates o
+// first.
 func Run(ctx context.Context, o Config) error {
 	if err := o.Validate(); err != nil {
 		return err
@@ -154,16 +156,17 @@ func releaseCodeAfterStart(ctx context.Context, log *slog.Logger) {
 //
 // Start-up (fetching the first certificate, the control plane's first
 // answers) and the first connections (handshakes, dials) run code the
-// steady state never runs again, and with the kernel's fault-around
-// (64 KiB around each fault) they bring nearly the whole 8 MB executable
-// back in within the first half second — while the heap grows with the
-// first load: the proxy's peak RSS came from that moment (11.2–11.6 MB
-// for a meshed proxy carrying gRPC, of which 7.7 MB of code against a
-// working set of 5.9). So the first releases follow the proxy's age, not
-// its growth: at releaseCheckEvery, then at twice the age before, up to
-// releaseScheduleEnd (0.2, 0.4, 0.8 … 25.6 s: 8 releases); each costs
-// the working set's minor faults (about 90 of them, about a millisecond of
-// CPU) once.
+// steady state never runs again, while the heap grows with the first
+// load; the first release's baseline followed them, so they stayed
+// resident for the process's life (2.5 MB of code for a meshed proxy
+// carrying gRPC, against a working set of about 2). So the first releases
+// follow the proxy's age: at releaseCheckEvery, then at twice the age
+// before (0.2, 0.4, 0.8, 1.6 s) whatever the level, then (3.2 … 25.6 s)
+// only if the pages have grown by releaseSlack over the level they
+// settled at after the last release. A release costs the working set's
+// minor faults (some 500 at about 8 µs on the benchmark's machine: 4 ms
+// of CPU), so one that frees little is not made: under a steady load the
+// later ones are skipped.
 //
 // After a release the working set faults back in; for releaseSettle the
 // baseline follows it, so that a release never triggers the next one (a
@@ -189,7 +192,11 @@ func (r *codeReleaser) check(age time.Duration, level int64) bool {
 	}
 	switch {
 	case r.next <= releaseScheduleEnd && age >= r.next:
+		due := r.next
 		r.next *= 2
+		if due > releaseStartup && level < r.base+releaseSlack {
+			return false
+		}
 	case age-r.last < releaseSettle:
 		r.base = level
 		return false
@@ -213,12 +220,17 @@ const (
 	// releaseGrowth is how much the executable's resident pages may grow
 	// over the working set before they are released again.
 	releaseGrowth = 1 << 20
+	// releaseSlack is the growth that a scheduled release after
+	// releaseStartup needs.
+	releaseSlack = 256 << 10
 	// releaseSettle is how long the working set takes to fault back in
 	// after a release.
 	releaseSettle     = time.Second
 	releaseCheckEvery = 200 * time.Millisecond
-	// releaseScheduleEnd is the age up to which releases follow the
-	// schedule (a doubling of releaseCheckEvery).
+	// releaseStartup is the age up to which scheduled releases are made
+	// whatever the level, releaseScheduleEnd the age up to which releases
+	// follow the schedule (a doubling of releaseCheckEvery).
+	releaseStartup     = 2 * time.Second
 	releaseScheduleEnd = 30 * time.Second
 	releaseMax         = 8
 )

@@ -35,8 +35,9 @@ func TestContainerMemoryLimit(t *testing.T) {
 }
 
 // TestCodeReleaser: the executable's pages are released at the proxy's
-// scheduled ages whatever their level, then only when they have grown by
-// releaseGrowth over the level they settled at after the last release.
+// first scheduled ages whatever their level, at the later ones if they
+// grew by releaseSlack, then only when they have grown by releaseGrowth
+// over the level they settled at after the last release.
 func TestCodeReleaser(t *testing.T) {
 	var got []time.Duration
 	var age time.Duration
@@ -49,14 +50,23 @@ func TestCodeReleaser(t *testing.T) {
 		}
 	}
 
-	// Start-up: released on the schedule though the level never grows.
-	tick(40 * time.Second)
-	var want []time.Duration
-	for a := releaseCheckEvery; a <= releaseScheduleEnd; a *= 2 {
-		want = append(want, a)
+	// Start-up: released at 0.2, 0.4, 0.8 and 1.6 s though the level
+	// never grows; later scheduled ages (3.2 … 25.6 s) only release what
+	// grew by releaseSlack since the level settled.
+	tick(4 * time.Second)
+	want := []time.Duration{200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, 1600 * time.Millisecond}
+	if !slices.Equal(got, want) {
+		t.Fatalf("releases at %v, want %v", got, want)
 	}
-	if len(want) != 8 || !slices.Equal(got, want) {
-		t.Fatalf("releases at %v, want the schedule %v", got, want)
+	level += releaseSlack - 4096
+	tick(7 * time.Second)
+	if !slices.Equal(got, want) {
+		t.Fatalf("releases at %v for %d bytes of growth, want %v", got, releaseSlack-4096, want)
+	}
+	level += 4096
+	tick(40 * time.Second)
+	if want = append(want, 12800*time.Millisecond); !slices.Equal(got, want) {
+		t.Fatalf("releases at %v for %d bytes of growth, want %v", got, releaseSlack, want)
 	}
 
 	// Steady state: growth under releaseGrowth is left alone.
