@@ -14,12 +14,13 @@ import (
 // were released.
 //
 // conduit-proxy's binary is about 8 MB and, once started, nearly all of it
-// is resident (the kernel maps the pages around each one a fault needs),
+// was resident (the kernel maps the pages around each one a fault needs),
 // which was most of the proxy's RSS: 7.2 MB of 10.7 MB carrying gRPC. The
 // code a running proxy uses is a fraction of it; after start-up, the
 // pages are unmapped and those still in use fault back in from the page
-// cache (minor faults, shared with every other proxy on the node), so the
-// RSS holds the working set only (bench/notes.md has the figures).
+// cache (minor faults, shared with every other proxy on the node), one by
+// one since the first call split the mappings (splitMappings), so the RSS
+// holds the working set only (bench/notes.md has the figures).
 //
 // Only mappings of the executable that are read-only and hold no
 // anonymous (copied-on-write) page are released: such a page is exactly
