@@ -274,14 +274,17 @@ func (p *Proxy) awaitEndpoints(ctx context.Context, authority string, limit time
 	if limit > 0 && limit < wait {
 		wait, perr = limit, &errRequestTimeout
 	}
-	ctx, cancel := context.WithTimeout(ctx, wait)
+	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	start := time.Now()
-	eps, err := p.cfg.Resolver.(resolve.Awaiter).AwaitEndpoints(ctx, authority)
+	eps, err := p.cfg.Resolver.(resolve.Awaiter).AwaitEndpoints(wctx, authority)
 	got := err == nil && len(eps) > 0
 	p.log.Debug("waited for an endpoint", "authority", authority, "found", got, "waited", time.Since(start))
-	if got {
+	switch {
+	case got:
 		return nil
+	case ctx.Err() != nil:
+		return &errNoEndpoints // the request ended first (its client went away)
 	}
 	return perr
 }
