@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -175,6 +177,35 @@ func TestOutboundAwaitsEndpoints(t *testing.T) {
 			wantMetric(t, p, 1, "conduit_proxy_errors_total", `direction="outbound"`, `error="request_timeout"`)
 			wantMetric(t, p, 0, "conduit_proxy_errors_total", `direction="outbound"`, `error="no_endpoints"`)
 		}
+	})
+
+	// A request whose client goes away while it waits is not a timeout:
+	// counted no_endpoints, as without a route timeout.
+	t.Run("the client goes first", func(t *testing.T) {
+		res := newAwaitingResolver(map[string][]resolve.Endpoint{"never:80": {}})
+		rts := fakeRoutes{"never:80": decodeRoutes(t, "never:80", &destinationv1.OutboundRoutes{Found: true,
+			ServicePolicy: &destinationv1.RoutePolicy{RequestTimeoutMs: 5000}})}
+		p := startProxy(t, Config{Resolver: res, Routes: rts, FailFastTimeout: 10 * time.Second, DisableFastPath: true})
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+p.OutboundAddr()+"/", nil)
+		req.Host = "never"
+		c := newClient(t)
+		done := make(chan error, 1)
+		go func() {
+			resp, err := c.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				err = fmt.Errorf("answered %d", resp.StatusCode)
+			}
+			done <- err
+		}()
+		waitFor(t, "the request to wait for an endpoint", func() bool { return res.waiters.Load() == 1 })
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("after the client went away: %v", err)
+		}
+		wantMetric(t, p, 1, "conduit_proxy_errors_total", `direction="outbound"`, `error="no_endpoints"`)
+		wantMetric(t, p, 0, "conduit_proxy_errors_total", `direction="outbound"`, `error="request_timeout"`)
 	})
 }
 
