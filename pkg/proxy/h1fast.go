@@ -216,7 +216,7 @@ func (fc *fastConn) serveOne() bool {
 		}
 	}
 	if perr == nil && or.redirect == nil {
-		// The route's request timeout, counted from start, bounds the wait.
+		// The route's request timeout bounds the wait.
 		x.rt, perr = h.routeOrWait(context.Background(), info, authority, &or, or.timeout)
 	}
 	x.retrying = perr == nil && p.retryFor(&or, authority, methodString(fc.req.method), false, fc.req.contentLength)
