@@ -50,6 +50,7 @@ func infoFrom(ctx context.Context) *connInfo {
 // are carried over. Reads and writes each come from a single goroutine.
 type meteredConn struct {
 	net.Conn
+	raw      *rawIO // nil: Conn's own Read and Write (see rawIO)
 	series   atomic.Pointer[metrics.TCP]
 	preRead  atomic.Int64
 	preWrite atomic.Int64
@@ -64,7 +65,7 @@ type meteredConn struct {
 }
 
 func newMeteredConn(c net.Conn) *meteredConn {
-	return &meteredConn{Conn: c, opened: time.Now()}
+	return &meteredConn{Conn: c, raw: newRawIO(c), opened: time.Now()}
 }
 
 func (m *meteredConn) attach(s *metrics.TCP) {
@@ -76,8 +77,12 @@ func (m *meteredConn) attach(s *metrics.TCP) {
 	s.AddWritten(int(m.preWrite.Swap(0)))
 }
 
-func (m *meteredConn) Read(b []byte) (int, error) {
-	n, err := m.Conn.Read(b)
+func (m *meteredConn) Read(b []byte) (n int, err error) {
+	if m.raw != nil {
+		n, err = m.raw.read(m.Conn, b)
+	} else {
+		n, err = m.Conn.Read(b)
+	}
 	if s := m.series.Load(); s != nil {
 		s.AddRead(n)
 	} else {
@@ -89,8 +94,12 @@ func (m *meteredConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func (m *meteredConn) Write(b []byte) (int, error) {
-	n, err := m.Conn.Write(b)
+func (m *meteredConn) Write(b []byte) (n int, err error) {
+	if m.raw != nil {
+		n, err = m.raw.write(m.Conn, b)
+	} else {
+		n, err = m.Conn.Write(b)
+	}
 	if s := m.series.Load(); s != nil {
 		s.AddWritten(n)
 	} else {
