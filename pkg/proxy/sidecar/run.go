@@ -135,8 +135,9 @@ func releaseCodeAfterStart(ctx context.Context, log *slog.Logger) {
 	r := codeReleaser{release: func() {
 		log.Debug("released the executable's code pages", "bytes", releaseCode(), "file_rss_after", fileRSS())
 	}}
+	// Run released them before the control plane's start-up and the
+	// listeners; the first scheduled release follows at releaseCheckEvery.
 	start := time.Now()
-	r.release()
 	tick := time.NewTicker(releaseCheckEvery)
 	defer tick.Stop()
 	for !r.done() {
@@ -149,8 +150,8 @@ func releaseCodeAfterStart(ctx context.Context, log *slog.Logger) {
 	}
 }
 
-// codeReleaser decides when the executable's pages are released: once
-// before the proxy serves, then on a schedule for the first
+// codeReleaser decides when the executable's pages are released after
+// Run's first release: on a schedule for the first
 // releaseScheduleEnd, then whenever they have grown by releaseGrowth over
 // the working set.
 //
