@@ -22,7 +22,10 @@ import (
 // per gRPC call (perf stat, bench/notes.md: "sysmon"), and sysmon queued
 // on the proxy's CPU ahead of the peer its write had woken. A read or
 // write of a non-blocking socket never blocks, so it needs none of
-// entersyscall's hand-off of the P.
+// entersyscall's hand-off of the P. sysmon still wakes for the runtime's
+// timers (deadlines, idle timeouts), every collection and every other
+// system call, and stays awake while any P is busy, so preemption and the
+// poller's fallback work as before.
 //
 // Reads come from one goroutine and writes from one goroutine (the
 // meteredConn contract), so each direction keeps its own state; the
