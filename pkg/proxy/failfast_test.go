@@ -277,6 +277,75 @@ func TestH2StreamAwaitsAlone(t *testing.T) {
 	wantMetric(t, p3, 1, "response_total", `direction="outbound"`, `authority="never:80"`, `grpc_status="14"`)
 }
 
+// slowResolver is a fakeResolver whose discovery has not answered about
+// the authorities in slow yet (resolve.Prompter): Endpoints of one of them
+// waits until release, as destination.Resolver's first call waits for the
+// controller.
+type slowResolver struct {
+	fakeResolver
+	slow    map[string]bool
+	release chan struct{}
+	waiting atomic.Int32
+}
+
+func (r *slowResolver) Prompt(authority string) bool {
+	select {
+	case <-r.release:
+		return true
+	default:
+		return !r.slow[authority]
+	}
+}
+
+func (r *slowResolver) Endpoints(ctx context.Context, authority string) ([]resolve.Endpoint, error) {
+	if !r.Prompt(authority) {
+		r.waiting.Add(1)
+		defer r.waiting.Add(-1)
+		select {
+		case <-r.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return r.fakeResolver.Endpoints(ctx, authority)
+}
+
+// TestH2FirstResolutionAlone: the first request for an authority whose
+// discovery has not answered yet waits for it on a goroutine of its own,
+// not on the HTTP/2 connection's reader: the client's calls to another
+// Service on the same connection go on meanwhile.
+func TestH2FirstResolutionAlone(t *testing.T) {
+	addr, _ := startGRPCBackend(t)
+	res := &slowResolver{
+		fakeResolver: fakeResolver{eps: map[string][]resolve.Endpoint{"books:80": {{Addr: addr}}, "web:80": {{Addr: addr}}}},
+		slow:         map[string]bool{"books:80": true},
+		release:      make(chan struct{}),
+	}
+	p := startProxy(t, Config{Resolver: res})
+	client := dialGRPC(t, p.OutboundAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := client.UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.CallAuthority("books:80"))
+		errc <- err
+	}()
+	waitFor(t, "the books call to wait for discovery", func() bool { return res.waiting.Load() == 1 })
+	for range 3 {
+		cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err := client.UnaryCall(cctx, &testpb.SimpleRequest{}, grpc.CallAuthority("web:80"))
+		ccancel()
+		if err != nil {
+			t.Fatalf("a call on the same connection while another's discovery is awaited: %v", err)
+		}
+	}
+	close(res.release)
+	if err := <-errc; err != nil {
+		t.Fatalf("the call once discovery answered: %v", err)
+	}
+	wantMetric(t, p, 1, "response_total", `direction="outbound"`, `authority="books:80"`, `grpc_status="0"`)
+}
+
 // TestOpaqueAwaitsEndpoints: an opaque connection (TLS the proxy passes
 // through, by its SNI) to a Service without a ready endpoint waits for one
 // too.

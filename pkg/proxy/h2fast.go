@@ -691,9 +691,17 @@ func (d *h2Down) headers(f *h2Headers) bool {
 		if or.pol.Retry.Limit > 0 && p.retryFor(&or, authority, method, st.grpc, contentLength(f)) {
 			st.rty = &h2Retry{or: or, h: h, authority: authority, fields: slices.Clone(f.Fields), tries: 1}
 		}
+		if dir == Outbound && !p.resolvesPromptly(or.target(authority)) {
+			// The first request for an authority whose discovery has
+			// not answered yet: resolved on a goroutine of its own (up
+			// to InitialWait when the controller is slow), so that the
+			// connection's reader goes on with its other streams.
+			d.awaitRoute(st, h, &or, req, f, false)
+			return true
+		}
 		st.rt, perr = h.route(context.Background(), d.info, authority, &or)
 		if perr == &errNoEndpoints && p.awaits() {
-			d.awaitRoute(st, h, &or, req, f)
+			d.awaitRoute(st, h, &or, req, f, true)
 			return true
 		}
 	}
@@ -772,14 +780,16 @@ func (d *h2Down) account(st *h2Stream, req *h2Req, or *outRoute, perr *proxyErro
 }
 
 // awaitRoute holds a stream whose backend discovery knows without a ready
-// endpoint until one comes (or the fail-fast timeout, or the route's
-// request timeout, passes), on a goroutine of its own: the client's other
-// streams go on meanwhile, and what it sends for this one is held
-// (st.pend) as while a connection is dialed. Then the stream is accounted
-// for and opened, or answered 503 no endpoints available (504 request
-// timeout when the route's timeout, shorter than the fail-fast timeout,
-// ended the wait: its timer and the wait end together, and both say 504).
-func (d *h2Down) awaitRoute(st *h2Stream, h *httpHandler, or *outRoute, req h2Req, f *h2Headers) {
+// endpoint (noEndpoints) until one comes (or the fail-fast timeout, or the
+// route's request timeout, passes), on a goroutine of its own: the
+// client's other streams go on meanwhile, and what it sends for this one
+// is held (st.pend) as while a connection is dialed. Then the stream is
+// accounted for and opened, or answered 503 no endpoints available (504
+// request timeout when the route's timeout, shorter than the fail-fast
+// timeout, ended the wait: its timer and the wait end together, and both
+// say 504). Without noEndpoints the backend is resolved there first (its
+// discovery had not answered yet), and waited for if it has no endpoint.
+func (d *h2Down) awaitRoute(st *h2Stream, h *httpHandler, or *outRoute, req h2Req, f *h2Headers, noEndpoints bool) {
 	// Should the stream end while it waits (reset, timeout, the
 	// connection closed), finish counts it under these labels.
 	waiting := metrics.HTTPLabels{Direction: d.s.dir, Authority: req.authority, TLS: d.info.tls, ClientID: d.info.clientID}
@@ -795,9 +805,14 @@ func (d *h2Down) awaitRoute(st *h2Stream, h *httpHandler, or *outRoute, req h2Re
 	go func() {
 		defer stop()
 		p := d.s.p
-		rt, perr := route{}, p.awaitEndpoints(ctx, or2.target(req.authority), or2.timeout)
-		if perr == nil {
+		rt, perr := route{}, &errNoEndpoints
+		if !noEndpoints {
 			rt, perr = h.route(ctx, d.info, req.authority, &or2)
+		}
+		if perr == &errNoEndpoints && p.awaits() {
+			if perr = p.awaitEndpoints(ctx, or2.target(req.authority), or2.timeout); perr == nil {
+				rt, perr = h.route(ctx, d.info, req.authority, &or2)
+			}
 		}
 		st.upMu.Lock()
 		pend := st.pend

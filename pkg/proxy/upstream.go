@@ -259,6 +259,13 @@ func (p *Proxy) resolve(ctx context.Context, authority string) ([]resolve.Endpoi
 	return eps, err
 }
 
+// resolvesPromptly reports whether resolving authority returns at once
+// (resolve.Prompter); a resolver that never waits always does.
+func (p *Proxy) resolvesPromptly(authority string) bool {
+	pr, ok := p.cfg.Resolver.(resolve.Prompter)
+	return !ok || pr.Prompt(authority)
+}
+
 // awaitEndpoints waits for authority, known without a ready endpoint, to
 // gain one: for FailFastTimeout, or limit (the route's request timeout)
 // when it is shorter and positive, or until ctx ends. It returns nil when

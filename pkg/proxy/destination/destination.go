@@ -136,6 +136,33 @@ func (r *Resolver) Endpoints(ctx context.Context, authority string) ([]resolve.E
 	return w.endpointsLocked()
 }
 
+// Prompt implements resolve.Prompter: Endpoints returns at once for an
+// authority whose stream has answered or has waited InitialWait, and for
+// one that is not a name it resolves (an error).
+func (r *Resolver) Prompt(authority string) bool {
+	r.mu.Lock()
+	w, ok := r.aliases[authority]
+	r.mu.Unlock()
+	if !ok {
+		name, err := Normalize(authority, r.cfg.Namespace, r.cfg.ClusterDomain)
+		if err != nil {
+			return true
+		}
+		r.mu.Lock()
+		w, ok = r.watches[name]
+		r.mu.Unlock()
+		if !ok {
+			return false
+		}
+	}
+	select {
+	case <-w.ready:
+		return true
+	default:
+		return r.cfg.Now().Sub(w.created) >= r.cfg.InitialWait
+	}
+}
+
 // AwaitEndpoints implements resolve.Awaiter: Endpoints, waiting while the
 // controller knows authority without a ready endpoint, until one is
 // announced or ctx ends.

@@ -279,6 +279,63 @@ func TestResolverWithoutController(t *testing.T) {
 	eventually(t, r, books, "127.0.0.1:1001")
 }
 
+// TestResolverPrompt: Prompt says whether Endpoints returns at once: not
+// before an authority's first call nor while its stream's first answer is
+// awaited; once it came, or InitialWait passed without it; and for a name
+// it cannot resolve at all.
+func TestResolverPrompt(t *testing.T) {
+	f := newFake()
+	f.current[books] = add("127.0.0.1:1001")
+	_, addr := serve(t, "127.0.0.1:0", f)
+	r := newResolver(t, addr, Config{})
+	if r.Prompt("books:8080") {
+		t.Error("Prompt before the first call: true")
+	}
+	eventually(t, r, "books:8080", "127.0.0.1:1001")
+	for _, a := range []string{"books:8080", books, "books.demo:8080"} { // the long forms share the stream
+		if !r.Prompt(a) {
+			t.Errorf("Prompt(%s) once the controller answered: false", a)
+		}
+	}
+	if !r.Prompt("a:b:c") {
+		t.Error("Prompt of a name Endpoints rejects at once: false")
+	}
+
+	// A controller that never answers: not prompt while the first call
+	// waits, prompt once InitialWait passed.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() }) // accepts, never answers
+	slow := newResolver(t, lis.Addr().String(), Config{InitialWait: 300 * time.Millisecond})
+	done := make(chan struct{})
+	go func() {
+		slow.Endpoints(context.Background(), books)
+		close(done)
+	}()
+	testenv.Eventually(t, 10*time.Second, time.Millisecond, func() error {
+		slow.mu.Lock()
+		defer slow.mu.Unlock()
+		if slow.aliases[books] == nil {
+			return fmt.Errorf("no watch yet")
+		}
+		return nil
+	})
+	select {
+	case <-done:
+		t.Fatal("Endpoints returned before InitialWait without an answer")
+	default:
+	}
+	if slow.Prompt(books) {
+		t.Error("Prompt while the first answer is awaited: true")
+	}
+	<-done
+	if !slow.Prompt(books) {
+		t.Error("Prompt once InitialWait passed: false")
+	}
+}
+
 func TestResolverClosesIdleStreams(t *testing.T) {
 	f := newFake()
 	f.current[books] = add("127.0.0.1:1001")

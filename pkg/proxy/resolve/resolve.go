@@ -37,6 +37,16 @@ type Resolver interface {
 	Endpoints(ctx context.Context, authority string) ([]Endpoint, error)
 }
 
+// Prompter is a Resolver whose first answer about an authority may take a
+// while (destination.Resolver waits up to its InitialWait for the
+// controller). Prompt reports whether Endpoints returns at once for
+// authority: false while that first answer is awaited, or before the first
+// call. A caller that serves other work on the same goroutine (an HTTP/2
+// connection's reader) resolves an authority that is not prompt elsewhere.
+type Prompter interface {
+	Prompt(authority string) bool
+}
+
 // Awaiter is a Resolver whose endpoint sets change (service discovery): an
 // authority it knows without a ready endpoint may gain one, as when a
 // Deployment rolls out behind a new Service. The proxy waits for it a

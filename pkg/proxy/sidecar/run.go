@@ -270,6 +270,17 @@ func (c chainResolver) Endpoints(ctx context.Context, authority string) ([]resol
 	return nil, resolve.ErrNotFound
 }
 
+// Prompt implements resolve.Prompter: every resolver of the chain that
+// may wait answers authority at once.
+func (c chainResolver) Prompt(authority string) bool {
+	for _, r := range c {
+		if pr, ok := r.(resolve.Prompter); ok && !pr.Prompt(authority) {
+			return false
+		}
+	}
+	return true
+}
+
 // failFast maps the flag's "0: no wait" onto proxy.Config's (negative).
 func failFast(d time.Duration) time.Duration {
 	if d == 0 {

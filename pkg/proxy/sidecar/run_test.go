@@ -1,10 +1,13 @@
 package sidecar
 
 import (
+	"context"
 	"os"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 )
 
 func TestContainerMemoryLimit(t *testing.T) {
@@ -98,5 +101,32 @@ func TestCodeReleaser(t *testing.T) {
 	}
 	if !r.done() || len(got) != releaseMax {
 		t.Errorf("%d releases for growth, done %v; want %d and done", len(got), r.done(), releaseMax)
+	}
+}
+
+// promptResolver is a resolver whose Prompt answers prompt.
+type promptResolver struct{ prompt bool }
+
+func (promptResolver) Endpoints(context.Context, string) ([]resolve.Endpoint, error) {
+	return nil, resolve.ErrNotFound
+}
+func (r promptResolver) Prompt(string) bool { return r.prompt }
+
+// TestChainResolverPrompt: the chain answers at once only when each of its
+// resolvers that may wait does.
+func TestChainResolverPrompt(t *testing.T) {
+	static := resolve.Static{"web:80": {{Addr: "127.0.0.1:1"}}}
+	for _, tc := range []struct {
+		chain chainResolver
+		want  bool
+	}{
+		{chainResolver{static}, true},
+		{chainResolver{static, promptResolver{true}}, true},
+		{chainResolver{static, promptResolver{false}}, false},
+	} {
+		var r resolve.Resolver = tc.chain
+		if got := r.(resolve.Prompter).Prompt("books:80"); got != tc.want {
+			t.Errorf("%v: Prompt = %v, want %v", tc.chain, got, tc.want)
+		}
 	}
 }
