@@ -3,10 +3,13 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -179,6 +182,68 @@ func TestRawIO(t *testing.T) {
 		})
 		same(t, out, outcome{err: "write tcp L->R: write: connection reset by peer", failure: true})
 	})
+}
+
+// TestRawIOConcurrent: concurrent writers and readers of one meteredConn
+// (net.Conn allows it) each move whole buffers, as with net.TCPConn.
+func TestRawIOConcurrent(t *testing.T) {
+	c, peer := tcpPair(t)
+	mc := newMeteredConn(c)
+	// Broken state would hang rather than fail: bound both ends.
+	mc.SetDeadline(time.Now().Add(10 * time.Second))
+	peer.SetDeadline(time.Now().Add(10 * time.Second))
+	const writers, each, size = 8, 50, 4096
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			msg := bytes.Repeat([]byte{byte('a' + w)}, size)
+			for range each {
+				if n, err := mc.Write(msg); n != size || err != nil {
+					t.Errorf("write: %d, %v", n, err)
+					return
+				}
+			}
+		})
+	}
+	got := make(chan error, 1)
+	go func() {
+		buf := make([]byte, size)
+		for range writers * each {
+			if _, err := io.ReadFull(peer, buf); err != nil {
+				got <- err
+				return
+			}
+			if bytes.Count(buf, buf[:1]) != size {
+				got <- fmt.Errorf("interleaved writes: a buffer starting %q holds other bytes", buf[:1])
+				return
+			}
+		}
+		got <- nil
+	}()
+	wg.Wait()
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	// Two readers at once share what comes, byte for byte.
+	var total atomic.Int64
+	for range 2 {
+		wg.Go(func() {
+			buf := make([]byte, 1000)
+			for {
+				n, err := mc.Read(buf)
+				total.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
+	peer.Write(make([]byte, 1<<20))
+	peer.CloseWrite()
+	wg.Wait()
+	if total.Load() != 1<<20 {
+		t.Errorf("two readers read %d bytes, not %d", total.Load(), 1<<20)
+	}
 }
 
 // TestRawIOCounts: a meteredConn's raw reads and writes are counted as
