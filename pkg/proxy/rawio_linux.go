@@ -19,8 +19,9 @@ import (
 // sysmon, its 20 µs nap (nanosleep) and a futex wait once the proxy is
 // idle again, all for the first read of each request that finds the
 // proxy idle. A sidecar at a few thousand requests a second is idle
-// between most requests, so that was 3 of the 8 system calls a proxy made
-// per gRPC call (perf stat, bench/notes.md: "sysmon"), and sysmon queued
+// between most requests, so that was about 1.7 of the 8 system calls a
+// proxy made per gRPC call (perf stat; bench/notes.md, "System calls per
+// request, and sysmon"), and sysmon queued
 // on the proxy's CPU ahead of the peer its write had woken. A read or
 // write of a non-blocking socket never blocks, so it needs none of
 // entersyscall's hand-off of the P. sysmon still wakes for the runtime's
