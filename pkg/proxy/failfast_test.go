@@ -278,9 +278,9 @@ func TestH2StreamAwaitsAlone(t *testing.T) {
 }
 
 // slowResolver is a fakeResolver whose discovery has not answered about
-// the authorities in slow yet (resolve.Prompter): Endpoints of one of them
-// waits until release, as destination.Resolver's first call waits for the
-// controller.
+// the authorities in slow yet (resolve.NowResolver): Endpoints of one of
+// them waits until release, as destination.Resolver's first call waits for
+// the controller.
 type slowResolver struct {
 	fakeResolver
 	slow    map[string]bool
@@ -288,17 +288,24 @@ type slowResolver struct {
 	waiting atomic.Int32
 }
 
-func (r *slowResolver) Prompt(authority string) bool {
+func (r *slowResolver) pending(authority string) bool {
 	select {
 	case <-r.release:
-		return true
+		return false
 	default:
-		return !r.slow[authority]
+		return r.slow[authority]
 	}
 }
 
+func (r *slowResolver) EndpointsNow(authority string) ([]resolve.Endpoint, error) {
+	if r.pending(authority) {
+		return nil, resolve.ErrPending
+	}
+	return r.fakeResolver.Endpoints(context.Background(), authority)
+}
+
 func (r *slowResolver) Endpoints(ctx context.Context, authority string) ([]resolve.Endpoint, error) {
-	if !r.Prompt(authority) {
+	if r.pending(authority) {
 		r.waiting.Add(1)
 		defer r.waiting.Add(-1)
 		select {

@@ -691,7 +691,8 @@ func (d *h2Down) headers(f *h2Headers) bool {
 		if or.pol.Retry.Limit > 0 && p.retryFor(&or, authority, method, st.grpc, contentLength(f)) {
 			st.rty = &h2Retry{or: or, h: h, authority: authority, fields: slices.Clone(f.Fields), tries: 1}
 		}
-		if dir == Outbound && !p.resolvesPromptly(or.target(authority)) {
+		st.rt, perr = h.routeNow(d.info, authority, &or)
+		if perr == &errPending {
 			// The first request for an authority whose discovery has
 			// not answered yet: resolved on a goroutine of its own (up
 			// to InitialWait when the controller is slow), so that the
@@ -699,7 +700,6 @@ func (d *h2Down) headers(f *h2Headers) bool {
 			d.awaitRoute(st, h, &or, req, f, false)
 			return true
 		}
-		st.rt, perr = h.route(context.Background(), d.info, authority, &or)
 		if perr == &errNoEndpoints && p.awaits() {
 			d.awaitRoute(st, h, &or, req, f, true)
 			return true

@@ -36,8 +36,11 @@ var (
 	errNoEndpoints      = proxyError{http.StatusServiceUnavailable, "no_endpoints", "no endpoints available"}
 	errNoTarget         = proxyError{http.StatusBadGateway, "no_target", "no inbound target and no original destination"}
 	errResolve          = proxyError{http.StatusServiceUnavailable, "resolve", "discovery failed"}
-	errMissingHost      = proxyError{http.StatusBadRequest, "missing_authority", "request has no Host or :authority"}
-	errAllUnavailable   = proxyError{http.StatusServiceUnavailable, "failure_accrual", "every endpoint is in failure accrual penalty"}
+	// errPending is routeNow's: discovery's first answer is awaited (the
+	// caller resolves the request where it may wait; never answered).
+	errPending        = proxyError{http.StatusServiceUnavailable, "resolve", "discovery has not answered yet"}
+	errMissingHost    = proxyError{http.StatusBadRequest, "missing_authority", "request has no Host or :authority"}
+	errAllUnavailable = proxyError{http.StatusServiceUnavailable, "failure_accrual", "every endpoint is in failure accrual penalty"}
 )
 
 // httpHandler forwards the requests of one side.
@@ -261,6 +264,16 @@ var errBadBody = proxyError{http.StatusBadRequest, "malformed_request", "malform
 // route picks the endpoint of a request: outbound, of the authority the
 // route table sent it to (or, nil or without a rule, its own).
 func (h *httpHandler) route(ctx context.Context, info *connInfo, authority string, or *outRoute) (route, *proxyError) {
+	return h.routeWith(ctx, info, authority, or, false)
+}
+
+// routeNow is route without waiting for discovery's first answer about
+// the authority (resolve.NowResolver): errPending while it is awaited.
+func (h *httpHandler) routeNow(info *connInfo, authority string, or *outRoute) (route, *proxyError) {
+	return h.routeWith(context.Background(), info, authority, or, true)
+}
+
+func (h *httpHandler) routeWith(ctx context.Context, info *connInfo, authority string, or *outRoute, now bool) (route, *proxyError) {
 	p := h.p
 	if h.dir == Inbound {
 		if info.target == "" {
@@ -277,8 +290,10 @@ func (h *httpHandler) route(ctx context.Context, info *connInfo, authority strin
 		// request's Service, not the backend's.
 		authority, origDst = or.target(authority), netip.AddrPort{}
 	}
-	eps, err := p.resolve(ctx, authority)
+	eps, err := p.resolve(ctx, authority, now)
 	switch {
+	case now && errors.Is(err, resolve.ErrPending):
+		return route{}, &errPending
 	case errors.Is(err, resolve.ErrNotFound):
 		if origDst.IsValid() {
 			return route{ep: resolve.Endpoint{Addr: origDst.String()}}, nil

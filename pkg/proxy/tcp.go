@@ -61,9 +61,9 @@ func (p *Proxy) serveOpaqueTLSAware(dir string, c *servedConn, res detect.Result
 	ep := resolve.Endpoint{Addr: authority}
 	var done func(time.Duration, bool)
 	if dir == Outbound {
-		eps, err := p.resolve(context.Background(), authority)
+		eps, err := p.resolve(context.Background(), authority, false)
 		if err == nil && len(eps) == 0 && p.awaitEndpoints(context.Background(), authority, 0) == nil {
-			eps, err = p.resolve(context.Background(), authority)
+			eps, err = p.resolve(context.Background(), authority, false)
 		}
 		switch {
 		case err == nil && len(eps) > 0:

@@ -247,23 +247,23 @@ func dialErrorReason(err error) string {
 }
 
 // resolve asks the resolver for an authority's endpoints; with no resolver
-// nothing is known.
-func (p *Proxy) resolve(ctx context.Context, authority string) ([]resolve.Endpoint, error) {
+// nothing is known. With now it does not wait for a first answer
+// (resolve.NowResolver): resolve.ErrPending while one is awaited.
+func (p *Proxy) resolve(ctx context.Context, authority string, now bool) ([]resolve.Endpoint, error) {
 	if p.cfg.Resolver == nil {
 		return nil, resolve.ErrNotFound
 	}
-	eps, err := p.cfg.Resolver.Endpoints(ctx, authority)
+	var eps []resolve.Endpoint
+	var err error
+	if nr, ok := p.cfg.Resolver.(resolve.NowResolver); ok && now {
+		eps, err = nr.EndpointsNow(authority)
+	} else {
+		eps, err = p.cfg.Resolver.Endpoints(ctx, authority)
+	}
 	if err != nil && !errors.Is(err, resolve.ErrNotFound) {
 		return nil, fmt.Errorf("resolving %s: %w", authority, err)
 	}
 	return eps, err
-}
-
-// resolvesPromptly reports whether resolving authority returns at once
-// (resolve.Prompter); a resolver that never waits always does.
-func (p *Proxy) resolvesPromptly(authority string) bool {
-	pr, ok := p.cfg.Resolver.(resolve.Prompter)
-	return !ok || pr.Prompt(authority)
 }
 
 // awaitEndpoints waits for authority, known without a ready endpoint, to

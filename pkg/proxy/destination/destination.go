@@ -136,31 +136,25 @@ func (r *Resolver) Endpoints(ctx context.Context, authority string) ([]resolve.E
 	return w.endpointsLocked()
 }
 
-// Prompt implements resolve.Prompter: Endpoints returns at once for an
-// authority whose stream has answered or has waited InitialWait, and for
-// one that is not a name it resolves (an error).
-func (r *Resolver) Prompt(authority string) bool {
-	r.mu.Lock()
-	w, ok := r.aliases[authority]
-	r.mu.Unlock()
-	if !ok {
-		name, err := Normalize(authority, r.cfg.Namespace, r.cfg.ClusterDomain)
-		if err != nil {
-			return true
-		}
-		r.mu.Lock()
-		w, ok = r.watches[name]
-		r.mu.Unlock()
-		if !ok {
-			return false
-		}
+// EndpointsNow implements resolve.NowResolver: Endpoints, or
+// resolve.ErrPending while authority's stream has neither answered nor
+// waited InitialWait (the stream is opened on the first call).
+func (r *Resolver) EndpointsNow(authority string) ([]resolve.Endpoint, error) {
+	w, err := r.watchFor(authority)
+	if err != nil {
+		return nil, err
 	}
+	w.lastUsed.Store(r.cfg.Now().UnixNano())
 	select {
 	case <-w.ready:
-		return true
 	default:
-		return r.cfg.Now().Sub(w.created) >= r.cfg.InitialWait
+		if r.cfg.Now().Sub(w.created) < r.cfg.InitialWait {
+			return nil, resolve.ErrPending
+		}
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.endpointsLocked()
 }
 
 // AwaitEndpoints implements resolve.Awaiter: Endpoints, waiting while the

@@ -279,60 +279,50 @@ func TestResolverWithoutController(t *testing.T) {
 	eventually(t, r, books, "127.0.0.1:1001")
 }
 
-// TestResolverPrompt: Prompt says whether Endpoints returns at once: not
-// before an authority's first call nor while its stream's first answer is
-// awaited; once it came, or InitialWait passed without it; and for a name
-// it cannot resolve at all.
-func TestResolverPrompt(t *testing.T) {
+// TestResolverEndpointsNow: EndpointsNow is Endpoints without the wait for
+// the controller's first answer: ErrPending while it is awaited (the first
+// call opens the stream), Endpoints' answer once it came or InitialWait
+// passed.
+func TestResolverEndpointsNow(t *testing.T) {
 	f := newFake()
 	f.current[books] = add("127.0.0.1:1001")
 	_, addr := serve(t, "127.0.0.1:0", f)
 	r := newResolver(t, addr, Config{})
-	if r.Prompt("books:8080") {
-		t.Error("Prompt before the first call: true")
+	if _, err := r.EndpointsNow("books:8080"); !errors.Is(err, resolve.ErrPending) {
+		t.Errorf("EndpointsNow before any answer: %v, want ErrPending", err)
 	}
-	eventually(t, r, "books:8080", "127.0.0.1:1001")
-	for _, a := range []string{"books:8080", books, "books.demo:8080"} { // the long forms share the stream
-		if !r.Prompt(a) {
-			t.Errorf("Prompt(%s) once the controller answered: false", a)
+	testenv.Eventually(t, 10*time.Second, time.Millisecond, func() error {
+		eps, err := r.EndpointsNow("books:8080") // the first call's stream answers
+		if err != nil || len(eps) != 1 || eps[0].Addr != "127.0.0.1:1001" {
+			return fmt.Errorf("EndpointsNow = %v, %v", eps, err)
+		}
+		return nil
+	})
+	for _, a := range []string{books, "books.demo:8080"} { // the long forms share the stream
+		if eps, err := r.EndpointsNow(a); err != nil || len(eps) != 1 {
+			t.Errorf("EndpointsNow(%s) once the controller answered: %v, %v", a, eps, err)
 		}
 	}
-	if !r.Prompt("a:b:c") {
-		t.Error("Prompt of a name Endpoints rejects at once: false")
+	if _, err := r.EndpointsNow("a:b:c"); err == nil || errors.Is(err, resolve.ErrPending) {
+		t.Errorf("EndpointsNow of a name Endpoints rejects: %v, want its error", err)
 	}
 
-	// A controller that never answers: not prompt while the first call
-	// waits, prompt once InitialWait passed.
+	// A controller that never answers: pending until InitialWait passed,
+	// then ErrNoAnswer, as Endpoints.
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lis.Close() }) // accepts, never answers
 	slow := newResolver(t, lis.Addr().String(), Config{InitialWait: 300 * time.Millisecond})
-	done := make(chan struct{})
-	go func() {
-		slow.Endpoints(context.Background(), books)
-		close(done)
-	}()
-	testenv.Eventually(t, 10*time.Second, time.Millisecond, func() error {
-		slow.mu.Lock()
-		defer slow.mu.Unlock()
-		if slow.aliases[books] == nil {
-			return fmt.Errorf("no watch yet")
-		}
-		return nil
-	})
-	select {
-	case <-done:
-		t.Fatal("Endpoints returned before InitialWait without an answer")
-	default:
+	if _, err := slow.EndpointsNow(books); !errors.Is(err, resolve.ErrPending) { // not ErrNoAnswer: it did not wait
+		t.Errorf("EndpointsNow while the first answer is awaited: %v, want ErrPending", err)
 	}
-	if slow.Prompt(books) {
-		t.Error("Prompt while the first answer is awaited: true")
+	if _, err := slow.Endpoints(context.Background(), books); !errors.Is(err, ErrNoAnswer) {
+		t.Fatalf("Endpoints after InitialWait: %v, want ErrNoAnswer", err)
 	}
-	<-done
-	if !slow.Prompt(books) {
-		t.Error("Prompt once InitialWait passed: false")
+	if _, err := slow.EndpointsNow(books); !errors.Is(err, ErrNoAnswer) {
+		t.Errorf("EndpointsNow once InitialWait passed: %v, want ErrNoAnswer", err)
 	}
 }
 

@@ -37,14 +37,18 @@ type Resolver interface {
 	Endpoints(ctx context.Context, authority string) ([]Endpoint, error)
 }
 
-// Prompter is a Resolver whose first answer about an authority may take a
-// while (destination.Resolver waits up to its InitialWait for the
-// controller). Prompt reports whether Endpoints returns at once for
-// authority: false while that first answer is awaited, or before the first
-// call. A caller that serves other work on the same goroutine (an HTTP/2
-// connection's reader) resolves an authority that is not prompt elsewhere.
-type Prompter interface {
-	Prompt(authority string) bool
+// ErrPending means a resolver's first answer about an authority is not in
+// yet: Endpoints would wait for it.
+var ErrPending = errors.New("first answer pending")
+
+// NowResolver is a Resolver whose first answer about an authority may take
+// a while (destination.Resolver waits up to its InitialWait for the
+// controller). EndpointsNow is Endpoints without that wait: ErrPending
+// while the first answer is awaited, else what Endpoints returns. A caller
+// that serves other work on the same goroutine (an HTTP/2 connection's
+// reader) resolves with it, and resolves a pending authority elsewhere.
+type NowResolver interface {
+	EndpointsNow(authority string) ([]Endpoint, error)
 }
 
 // Awaiter is a Resolver whose endpoint sets change (service discovery): an

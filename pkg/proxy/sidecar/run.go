@@ -261,24 +261,30 @@ func containerMemoryLimit(readFile func(string) ([]byte, error)) int64 {
 type chainResolver []resolve.Resolver
 
 func (c chainResolver) Endpoints(ctx context.Context, authority string) ([]resolve.Endpoint, error) {
+	return c.first(func(r resolve.Resolver) ([]resolve.Endpoint, error) { return r.Endpoints(ctx, authority) })
+}
+
+// EndpointsNow implements resolve.NowResolver: Endpoints, asking each
+// resolver of the chain without waiting.
+func (c chainResolver) EndpointsNow(authority string) ([]resolve.Endpoint, error) {
+	return c.first(func(r resolve.Resolver) ([]resolve.Endpoint, error) {
+		if nr, ok := r.(resolve.NowResolver); ok {
+			return nr.EndpointsNow(authority)
+		}
+		return r.Endpoints(context.Background(), authority)
+	})
+}
+
+// first is the first answer of the chain's resolvers, asked in turn, that
+// is not resolve.ErrNotFound.
+func (c chainResolver) first(ask func(resolve.Resolver) ([]resolve.Endpoint, error)) ([]resolve.Endpoint, error) {
 	for _, r := range c {
-		eps, err := r.Endpoints(ctx, authority)
+		eps, err := ask(r)
 		if !errors.Is(err, resolve.ErrNotFound) {
 			return eps, err
 		}
 	}
 	return nil, resolve.ErrNotFound
-}
-
-// Prompt implements resolve.Prompter: every resolver of the chain that
-// may wait answers authority at once.
-func (c chainResolver) Prompt(authority string) bool {
-	for _, r := range c {
-		if pr, ok := r.(resolve.Prompter); ok && !pr.Prompt(authority) {
-			return false
-		}
-	}
-	return true
 }
 
 // failFast maps the flag's "0: no wait" onto proxy.Config's (negative).

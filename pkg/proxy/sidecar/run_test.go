@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"errors"
 	"os"
 	"slices"
 	"testing"
@@ -104,29 +105,52 @@ func TestCodeReleaser(t *testing.T) {
 	}
 }
 
-// promptResolver is a resolver whose Prompt answers prompt.
-type promptResolver struct{ prompt bool }
+// nowResolver is a resolver whose first answer about books:80 is awaited:
+// Endpoints waits for it (until ctx ends), EndpointsNow says so.
+type nowResolver struct{}
 
-func (promptResolver) Endpoints(context.Context, string) ([]resolve.Endpoint, error) {
-	return nil, resolve.ErrNotFound
+func (nowResolver) Endpoints(ctx context.Context, authority string) ([]resolve.Endpoint, error) {
+	if authority != "books:80" {
+		return nil, resolve.ErrNotFound
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
 }
-func (r promptResolver) Prompt(string) bool { return r.prompt }
 
-// TestChainResolverPrompt: the chain answers at once only when each of its
-// resolvers that may wait does.
-func TestChainResolverPrompt(t *testing.T) {
-	static := resolve.Static{"web:80": {{Addr: "127.0.0.1:1"}}}
+func (nowResolver) EndpointsNow(authority string) ([]resolve.Endpoint, error) {
+	if authority != "books:80" {
+		return nil, resolve.ErrNotFound
+	}
+	return nil, resolve.ErrPending
+}
+
+// TestChainResolverEndpointsNow: the chain answers at once, without
+// asking a resolver that would wait to wait; an authority an earlier
+// resolver knows does not reach the later ones.
+func TestChainResolverEndpointsNow(t *testing.T) {
+	var r resolve.Resolver = chainResolver{resolve.Static{"web:80": {{Addr: "127.0.0.1:1"}}}, nowResolver{}}
+	nr := r.(resolve.NowResolver)
 	for _, tc := range []struct {
-		chain chainResolver
-		want  bool
+		authority string
+		want      string
+		err       error
 	}{
-		{chainResolver{static}, true},
-		{chainResolver{static, promptResolver{true}}, true},
-		{chainResolver{static, promptResolver{false}}, false},
+		{"web:80", "127.0.0.1:1", nil},
+		{"books:80", "", resolve.ErrPending},
+		{"other:80", "", resolve.ErrNotFound},
 	} {
-		var r resolve.Resolver = tc.chain
-		if got := r.(resolve.Prompter).Prompt("books:80"); got != tc.want {
-			t.Errorf("%v: Prompt = %v, want %v", tc.chain, got, tc.want)
+		eps, err := nr.EndpointsNow(tc.authority) // would hang on Endpoints' wait
+		got := ""
+		if len(eps) > 0 {
+			got = eps[0].Addr
 		}
+		if got != tc.want || !errors.Is(err, tc.err) || (tc.err == nil && err != nil) {
+			t.Errorf("EndpointsNow(%s) = %q, %v; want %q, %v", tc.authority, got, err, tc.want, tc.err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if _, err := r.Endpoints(ctx, "books:80"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Endpoints(books:80) = %v, want the wait to reach the chain's last resolver", err)
 	}
 }
