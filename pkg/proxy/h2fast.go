@@ -71,6 +71,10 @@ type h2Stream struct {
 	// the accounting of a stream its route may retry (rty set).
 	upMu sync.Mutex
 	rty  *h2Retry
+	// lateRoute, set by the client's reader before the stream is routed
+	// on a goroutine of its own (awaitRoute's awaitTable), says rty is
+	// set there: the reader then reads it under upMu only.
+	lateRoute bool
 	// pend, under upMu, holds the request while the stream's first
 	// connection is dialed (openPending); nil once it is opened.
 	pend *h2Pending
@@ -212,8 +216,12 @@ func (st *h2Stream) cancelUp(code http2.ErrCode, fl *h2Flusher) {
 // keep the body themselves) credits it back at once.
 func (st *h2Stream) sendData(data []byte, end bool, fl *h2Flusher) {
 	up := st.upstream()
-	if up == nil {
+	if up == nil || st.lateRoute {
 		st.upMu.Lock()
+		if st.lateRoute && st.rty != nil {
+			// Under the lock that made rty from what pend held.
+			st.rty.keep(data)
+		}
 		if pend := st.pend; pend != nil {
 			pend.body = append(pend.body, data...)
 			pend.end = pend.end || end
@@ -233,8 +241,11 @@ func (st *h2Stream) sendData(data []byte, end bool, fl *h2Flusher) {
 // sendTrailers is sendData for the request's trailers.
 func (st *h2Stream) sendTrailers(fields []hpack.HeaderField, fl *h2Flusher) {
 	up := st.upstream()
-	if up == nil {
+	if up == nil || st.lateRoute {
 		st.upMu.Lock()
+		if st.lateRoute && st.rty != nil {
+			st.rty.trailers = slices.Clone(fields)
+		}
 		if pend := st.pend; pend != nil {
 			pend.trailers, pend.end = slices.Clone(fields), true
 			st.upMu.Unlock()
@@ -668,40 +679,34 @@ func (d *h2Down) headers(f *h2Headers) bool {
 		perr = &proxyError{http.StatusMethodNotAllowed, "connect_unsupported", "CONNECT over HTTP/2 is not supported"}
 	}
 	var or outRoute
+	req := h2Req{method: method, scheme: scheme, path: path, authority: authority}
 	if perr == nil {
-		if t := p.routeTable(context.Background(), dir, authority); t != nil {
-			req := httpmatch.FieldsRequest(stringBytes(method), stringBytes(path), d.fieldsOf(f.Fields))
-			or, perr = p.routeRequest(t, &req, scheme, authority)
+		t, ok := p.routeTableNow(dir, authority)
+		if !ok {
+			// The first request for an authority whose routes have not
+			// come yet: routed on a goroutine of its own (up to
+			// FirstTableWait when the controller is slow), so that the
+			// connection's reader goes on with its other streams.
+			d.awaitRoute(st, h, &or, req, f, awaitTable)
+			return true
+		}
+		if t != nil {
+			mr := httpmatch.FieldsRequest(stringBytes(method), stringBytes(path), d.fieldsOf(f.Fields))
+			or, perr = p.routeRequest(t, &mr, scheme, authority)
 		}
 	}
-	req := h2Req{method: method, scheme: scheme, path: path, authority: authority}
 	if perr == nil && or.redirect == nil {
-		// What the rule does to the request does not depend on the
-		// endpoint: settled before it is picked, for a stream that waits.
-		if or.modifiesRequest() {
-			// The header block forwarded upstream, edited in place.
-			hf := routes.HPACKFields(f.Fields)
-			or.modifyRequest(&hf)
-			f.Fields = hf
-		}
-		if or.modifiesResponse() {
-			resp := or // only this copy escapes
-			st.respRoute = &resp
-		}
-		if or.pol.Retry.Limit > 0 && p.retryFor(&or, authority, method, st.grpc, contentLength(f)) {
-			st.rty = &h2Retry{or: or, h: h, authority: authority, fields: slices.Clone(f.Fields), tries: 1}
-		}
+		f.Fields = d.applyRoute(st, h, &or, f.Fields, authority, method, contentLength(f))
 		st.rt, perr = h.routeNow(d.info, authority, &or)
 		if perr == &errPending {
 			// The first request for an authority whose discovery has
 			// not answered yet: resolved on a goroutine of its own (up
-			// to InitialWait when the controller is slow), so that the
-			// connection's reader goes on with its other streams.
-			d.awaitRoute(st, h, &or, req, f, false)
+			// to InitialWait when the controller is slow), as above.
+			d.awaitRoute(st, h, &or, req, f, awaitResolve)
 			return true
 		}
 		if perr == &errNoEndpoints && p.awaits() {
-			d.awaitRoute(st, h, &or, req, f, true)
+			d.awaitRoute(st, h, &or, req, f, awaitEndpoint)
 			return true
 		}
 	}
@@ -779,17 +784,32 @@ func (d *h2Down) account(st *h2Stream, req *h2Req, or *outRoute, perr *proxyErro
 	return series, obs
 }
 
-// awaitRoute holds a stream whose backend discovery knows without a ready
-// endpoint (noEndpoints) until one comes (or the fail-fast timeout, or the
-// route's request timeout, passes), on a goroutine of its own: the
-// client's other streams go on meanwhile, and what it sends for this one
-// is held (st.pend) as while a connection is dialed. Then the stream is
-// accounted for and opened, or answered 503 no endpoints available (504
+// awaitWhat is what a stream held off its client's reader waits for
+// (awaitRoute).
+type awaitWhat int
+
+const (
+	// awaitTable: its authority's first route table; then it is routed,
+	// and waits for its backend as below.
+	awaitTable awaitWhat = iota
+	// awaitResolve: discovery's first answer about its backend; then a
+	// ready endpoint, if the backend has none.
+	awaitResolve
+	// awaitEndpoint: a ready endpoint of a backend discovery knows
+	// without one.
+	awaitEndpoint
+)
+
+// awaitRoute holds a stream on a goroutine of its own while it waits for
+// what: the client's other streams go on meanwhile, and what it sends for
+// this one is held (st.pend) as while a connection is dialed. A backend
+// without a ready endpoint is waited for until one comes (or the fail-fast
+// timeout, or the route's request timeout, passes). Then the stream is
+// accounted for and opened, or answered: 503 no endpoints available, 504
 // request timeout when the route's timeout, shorter than the fail-fast
-// timeout, ended the wait: its timer and the wait end together, and both
-// say 504). Without noEndpoints the backend is resolved there first (its
-// discovery had not answered yet), and waited for if it has no endpoint.
-func (d *h2Down) awaitRoute(st *h2Stream, h *httpHandler, or *outRoute, req h2Req, f *h2Headers, noEndpoints bool) {
+// timeout, ended the wait (its timer and the wait end together, and both
+// say 504), or what its route says (a redirect, an error).
+func (d *h2Down) awaitRoute(st *h2Stream, h *httpHandler, or *outRoute, req h2Req, f *h2Headers, what awaitWhat) {
 	// Should the stream end while it waits (reset, timeout, the
 	// connection closed), finish counts it under these labels.
 	waiting := metrics.HTTPLabels{Direction: d.s.dir, Authority: req.authority, TLS: d.info.tls, ClientID: d.info.clientID}
@@ -801,13 +821,29 @@ func (d *h2Down) awaitRoute(st *h2Stream, h *httpHandler, or *outRoute, req h2Re
 	if or.timeout > 0 {
 		st.startTimeout(or.timeout) // the wait counts
 	}
+	st.lateRoute = what == awaitTable
 	or2 := *or
 	go func() {
 		defer stop()
 		p := d.s.p
-		rt, perr := route{}, &errNoEndpoints
-		if !noEndpoints {
+		var rt route
+		var perr *proxyError
+		switch what {
+		case awaitTable:
+			var ok bool
+			if perr, ok = d.routeLate(ctx, st, h, &or2, &req); !ok {
+				return // whoever cancelled ends the stream
+			}
+			if perr == nil && or2.redirect == nil {
+				if or2.timeout > 0 {
+					st.startTimeout(or2.timeout - time.Since(st.start)) // the wait counts
+				}
+				rt, perr = h.route(ctx, d.info, req.authority, &or2)
+			}
+		case awaitResolve:
 			rt, perr = h.route(ctx, d.info, req.authority, &or2)
+		case awaitEndpoint:
+			perr = &errNoEndpoints
 		}
 		if perr == &errNoEndpoints && p.awaits() {
 			if perr = p.awaitEndpoints(ctx, or2.target(req.authority), or2.timeout); perr == nil {
@@ -825,19 +861,77 @@ func (d *h2Down) awaitRoute(st *h2Stream, h *httpHandler, or *outRoute, req h2Re
 		var obsReq Request
 		var fieldBuf []Field
 		st.series, st.obs = d.account(st, &req, &or2, perr, &dec, &obsReq, &fieldBuf)
-		if perr != nil {
+		answered := perr != nil || or2.redirect != nil
+		if answered {
 			st.pend = nil
 		}
 		st.upMu.Unlock()
-		if perr == nil {
+		if !answered {
 			st.openPending(p.keyFor(d.s.dir, rt.ep, rt.dst, true))
 			return
 		}
 		var fl h2Flusher
 		d.credit(nil, uint32(len(pend.body)), &fl) // what the client sent meanwhile
-		d.answer(st, *perr, true)
+		if perr != nil {
+			d.answer(st, *perr, true)
+		} else {
+			d.redirect(st, &or2)
+		}
 		fl.flush()
 	}()
+}
+
+// routeLate is headers' routing of a stream held for its authority's
+// first route table (awaitTable), on the stream's goroutine: or and req's
+// fields become what the table says. The retry state, if its rule retries
+// the request, is made under upMu from what the stream holds (the reader
+// adds to it under the same lock: lateRoute). It reports false when the
+// stream was cancelled meanwhile.
+func (d *h2Down) routeLate(ctx context.Context, st *h2Stream, h *httpHandler, or *outRoute, req *h2Req) (*proxyError, bool) {
+	p := d.s.p
+	var perr *proxyError
+	if t := p.routeTable(ctx, d.s.dir, req.authority); t != nil {
+		mr := httpmatch.FieldsRequest(stringBytes(req.method), stringBytes(req.path), appendFields(nil, req.fields))
+		*or, perr = p.routeRequest(t, &mr, req.scheme, req.authority)
+	}
+	st.upMu.Lock()
+	defer st.upMu.Unlock()
+	pend := st.pend
+	if pend.cancelled {
+		return nil, false
+	}
+	or.label(st.waiting)
+	if perr == nil && or.redirect == nil {
+		pend.fields = d.applyRoute(st, h, or, pend.fields, req.authority, req.method, req.contentLength)
+		req.fields = pend.fields
+		if rty := st.rty; rty != nil {
+			rty.keep(pend.body)
+			if pend.trailers != nil {
+				rty.trailers = slices.Clone(pend.trailers)
+			}
+		}
+	}
+	return perr, true
+}
+
+// applyRoute settles what or's rule does to a request, which does not
+// depend on the endpoint (settled before it is picked, for a stream that
+// waits): its header block, edited in place and returned; the route its
+// response is modified by; the retry state when the rule retries it.
+func (d *h2Down) applyRoute(st *h2Stream, h *httpHandler, or *outRoute, fields []hpack.HeaderField, authority, method string, contentLength int64) []hpack.HeaderField {
+	if or.modifiesRequest() {
+		hf := routes.HPACKFields(fields)
+		or.modifyRequest(&hf)
+		fields = hf
+	}
+	if or.modifiesResponse() {
+		resp := *or // only this copy escapes
+		st.respRoute = &resp
+	}
+	if or.pol.Retry.Limit > 0 && d.s.p.retryFor(or, authority, method, st.grpc, contentLength) {
+		st.rty = &h2Retry{or: *or, h: h, authority: authority, fields: slices.Clone(fields), tries: 1}
+	}
+	return fields
 }
 
 // fieldsOf lists the regular fields of a header block in d's reused
@@ -892,8 +986,8 @@ func (d *h2Down) trailers(st *h2Stream, f *h2Headers) bool {
 		}
 	}
 	st.remoteEnd = true
-	if st.rty != nil {
-		st.rty.trailers = slices.Clone(f.Fields)
+	if !st.lateRoute && st.rty != nil {
+		st.rty.trailers = slices.Clone(f.Fields) // else sendTrailers'
 	}
 	st.sendTrailers(f.Fields, &d.fl)
 	st.mark(sReqIn)
@@ -946,12 +1040,8 @@ func (d *h2Down) data(f *http2.DataFrame) bool {
 	if pad := flowLen - uint32(len(data)); pad > 0 {
 		d.credit(st, pad, &d.fl)
 	}
-	if rty := st.rty; rty != nil && !rty.over {
-		if len(rty.body)+len(data) > routes.MaxReplayBody {
-			rty.over, rty.body = true, nil
-		} else {
-			rty.body = append(rty.body, data...)
-		}
+	if !st.lateRoute && st.rty != nil {
+		st.rty.keep(data) // else sendData's
 	}
 	st.sendData(data, st.remoteEnd, &d.fl)
 	if st.remoteEnd {

@@ -8,6 +8,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	routes "github.com/conduitmesh/conduit/pkg/proxy/route"
 )
 
 // Retries on the HTTP/2 fast path. A stream its route may retry keeps its
@@ -42,6 +44,19 @@ type h2Retry struct {
 	tries        int
 	attemptStart time.Time
 	timer        *time.Timer
+}
+
+// keep adds data to the body kept for a replay, until it outgrows
+// MaxReplayBody.
+func (rty *h2Retry) keep(data []byte) {
+	if rty.over {
+		return
+	}
+	if len(rty.body)+len(data) > routes.MaxReplayBody {
+		rty.over, rty.body = true, nil
+		return
+	}
+	rty.body = append(rty.body, data...)
 }
 
 // contentLength is a request's declared length: 0 when its HEADERS ended

@@ -28,6 +28,25 @@ func (p *Proxy) routeTable(ctx context.Context, dir, authority string) *routes.T
 	return p.cfg.Routes.Lookup(ctx, authority)
 }
 
+// NowRouteSource is a RouteSource whose first table of an authority may
+// take a while (route.Store waits up to its FirstTableWait). LookupNow is
+// Lookup without that wait: ok is false while the table is awaited.
+type NowRouteSource interface {
+	LookupNow(authority string) (t *routes.Table, ok bool)
+}
+
+// routeTableNow is routeTable without waiting for an authority's first
+// table (NowRouteSource): ok is false while it is awaited.
+func (p *Proxy) routeTableNow(dir, authority string) (*routes.Table, bool) {
+	if p.cfg.Routes == nil || dir != Outbound || authority == "" {
+		return nil, true
+	}
+	if ns, ok := p.cfg.Routes.(NowRouteSource); ok {
+		return ns.LookupNow(authority)
+	}
+	return p.cfg.Routes.Lookup(context.Background(), authority), true
+}
+
 // outRoute is what an outbound route table decided for one request: no
 // rule (the zero value), a redirect, or a backend.
 type outRoute struct {

@@ -374,3 +374,115 @@ func (o *retryObserver) Ended(e EndInfo) {
 	o.ended.Add(1)
 	o.retries.Add(int64(e.Retries))
 }
+
+// slowRoutes is fakeRoutes whose first tables of the authorities in slow
+// have not come yet (NowRouteSource): Lookup of one waits until release,
+// as route.Store's first Lookups wait for the controller.
+type slowRoutes struct {
+	fakeRoutes
+	slow    map[string]bool
+	release chan struct{}
+}
+
+func (r *slowRoutes) pending(authority string) bool {
+	select {
+	case <-r.release:
+		return false
+	default:
+		return r.slow[authority]
+	}
+}
+
+func (r *slowRoutes) LookupNow(authority string) (*routes.Table, bool) {
+	if r.pending(authority) {
+		return nil, false
+	}
+	return r.fakeRoutes[authority], true
+}
+
+func (r *slowRoutes) Lookup(ctx context.Context, authority string) *routes.Table {
+	if r.pending(authority) {
+		select {
+		case <-r.release:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	return r.fakeRoutes[authority]
+}
+
+// TestH2FirstRouteTableAlone: the first request for an authority whose
+// route table has not come yet waits for it on a goroutine of its own,
+// not on the HTTP/2 connection's reader: requests to another Service on
+// the same connection go on meanwhile. Once the table comes, the waiting
+// request is routed by it: here a retry, whose replay carries the body
+// sent before the table came and the body sent after.
+func TestH2FirstRouteTableAlone(t *testing.T) {
+	b := &flakyBackend{calls: map[string]int{}}
+	addr := startHTTPBackend(t, b)
+	web := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "web") }))
+	rts := &slowRoutes{fakeRoutes: retryRoutes(t), slow: map[string]bool{retrySvc: true}, release: make(chan struct{})}
+	res := &fakeResolver{eps: map[string][]resolve.Endpoint{retrySvc: {{Addr: addr}}, "web:80": {{Addr: web}}}}
+	p := startProxy(t, Config{Resolver: res, Routes: rts})
+	c := newH2CClient(t)
+	c.Timeout = 20 * time.Second
+
+	first, second := "sent before the table came, ", "sent after"
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("PUT", "http://"+p.OutboundAddr()+"/put", pr)
+	req.Host = "retry.shop.svc.cluster.local"
+	req.ContentLength = int64(len(first + second))
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := c.Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		done <- result{resp.StatusCode, string(body), err}
+	}()
+	if _, err := pw.Write([]byte(first)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		wreq, _ := http.NewRequest("GET", "http://"+p.OutboundAddr()+"/", nil)
+		wreq.Host = "web"
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		resp, err := c.Do(wreq.WithContext(ctx))
+		if err != nil {
+			cancel()
+			t.Fatalf("request %d to another Service on the same connection while a route table is awaited: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		if resp.StatusCode != 200 || string(body) != "web" {
+			t.Fatalf("request %d to another Service: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("the PUT ended before its route table came: %+v", r)
+	default:
+	}
+	close(rts.release)
+	if _, err := pw.Write([]byte(second)); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	r := <-done
+	if r.err != nil || r.code != 200 || r.body != "PUT /put "+first+second {
+		t.Fatalf("the PUT once its table came: %d %q %v; want 200 with the whole body, after a retry", r.code, r.body, r.err)
+	}
+	if n := b.count("/put"); n != 2 {
+		t.Errorf("the backend saw %d PUTs, want 2 (the table's retry)", n)
+	}
+	wantMetric(t, p, 1, "outbound_http_route_retry_requests_total", `route_name="flaky"`)
+}

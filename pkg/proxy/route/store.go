@@ -101,17 +101,9 @@ func (s *Store) Close() {
 // given: pass the authority the request is resolved by (the Watcher
 // normalizes what it asks the controller for).
 func (s *Store) Lookup(ctx context.Context, authority string) *Table {
-	e := (*s.entries.Load())[authority]
+	t, e := s.lookupNow(authority)
 	if e == nil {
-		if e = s.open(authority); e == nil {
-			return nil
-		}
-	}
-	if !e.used.Load() {
-		e.used.Store(true)
-	}
-	if e.known.Load() {
-		return e.table.Load()
+		return t
 	}
 	if wait := s.opts.FirstTableWait - time.Since(e.opened); wait > 0 {
 		t := time.NewTimer(wait)
@@ -123,6 +115,34 @@ func (s *Store) Lookup(ctx context.Context, authority string) *Table {
 		t.Stop()
 	}
 	return e.table.Load()
+}
+
+// LookupNow is Lookup without its wait: ok is false while Lookup would
+// wait for authority's first table (the first call starts watching it).
+// A caller that serves other work on the same goroutine (an HTTP/2
+// connection's reader) looks up with it, and a pending authority
+// elsewhere.
+func (s *Store) LookupNow(authority string) (t *Table, ok bool) {
+	t, e := s.lookupNow(authority)
+	return t, e == nil
+}
+
+// lookupNow is Lookup's answer when it needs no wait; else the entry whose
+// first table Lookup waits for.
+func (s *Store) lookupNow(authority string) (*Table, *entry) {
+	e := (*s.entries.Load())[authority]
+	if e == nil {
+		if e = s.open(authority); e == nil {
+			return nil, nil
+		}
+	}
+	if !e.used.Load() {
+		e.used.Store(true)
+	}
+	if e.known.Load() || time.Since(e.opened) >= s.opts.FirstTableWait {
+		return e.table.Load(), nil
+	}
+	return nil, e
 }
 
 // open starts watching authority; nil once the Store is closed.

@@ -149,6 +149,42 @@ func TestStoreFirstWait(t *testing.T) {
 	})
 }
 
+// TestStoreLookupNow: LookupNow is Lookup without the first wait: not ok
+// while the first table is awaited (the first call starts the watch), the
+// table once it came, and ok without one once FirstTableWait passed.
+func TestStoreLookupNow(t *testing.T) {
+	w := newFakeWatcher()
+	s := newStore(t, w, StoreOptions{FirstTableWait: 10 * time.Second})
+	if tb, ok := s.LookupNow(authority); ok || tb != nil {
+		t.Fatalf("LookupNow before the first table: %v, %v; want nil, false", tb, ok)
+	}
+	testenv.Eventually(t, 10*time.Second, time.Millisecond, func() error {
+		if opened, _ := w.counts(authority); opened != 1 {
+			return fmt.Errorf("opened %d watches, want 1 (LookupNow starts it)", opened)
+		}
+		return nil
+	})
+	w.feed(authority) <- named(t, "v1")
+	testenv.Eventually(t, 10*time.Second, time.Millisecond, func() error {
+		if tb, ok := s.LookupNow(authority); !ok || nameOf(tb) != "v1" {
+			return fmt.Errorf("LookupNow: %v, %v; want v1", tb, ok)
+		}
+		return nil
+	})
+
+	// Without an answer: ok, without a table, once Lookup no longer waits.
+	silent := newStore(t, newFakeWatcher(), StoreOptions{FirstTableWait: 100 * time.Millisecond})
+	if _, ok := silent.LookupNow(authority); ok {
+		t.Fatal("LookupNow at once: ok, want the first wait pending")
+	}
+	if tb := silent.Lookup(context.Background(), authority); tb != nil {
+		t.Fatalf("Lookup after the first wait: %v", tb)
+	}
+	if tb, ok := silent.LookupNow(authority); !ok || tb != nil {
+		t.Fatalf("LookupNow after the first wait: %v, %v; want nil, true", tb, ok)
+	}
+}
+
 // TestStoreKeepsTable: a message that does not decode leaves the last
 // table.
 func TestStoreKeepsTable(t *testing.T) {

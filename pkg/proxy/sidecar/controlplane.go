@@ -17,6 +17,7 @@ import (
 
 	"github.com/conduitmesh/conduit/pkg/contract"
 	"github.com/conduitmesh/conduit/pkg/pki"
+	"github.com/conduitmesh/conduit/pkg/proxy"
 	"github.com/conduitmesh/conduit/pkg/proxy/authz"
 	"github.com/conduitmesh/conduit/pkg/proxy/destination"
 	"github.com/conduitmesh/conduit/pkg/proxy/grpcwire"
@@ -24,6 +25,14 @@ import (
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 	"github.com/conduitmesh/conduit/pkg/proxy/route"
 	"github.com/conduitmesh/conduit/pkg/proxy/tlsconf"
+)
+
+// The control plane's sources answer an HTTP/2 connection's reader without
+// waiting: a first answer the controller has not sent yet is awaited on
+// the stream's own goroutine.
+var (
+	_ resolve.NowResolver  = (*destination.Resolver)(nil)
+	_ proxy.NowRouteSource = (*route.Store)(nil)
 )
 
 // ControlPlane connects the proxy to the controller's Destination and
