@@ -467,6 +467,16 @@ func TestH2FirstRouteTableAlone(t *testing.T) {
 			t.Fatalf("request %d to another Service: %d %q", i, resp.StatusCode, body)
 		}
 	}
+	// A request the client gives up on while its table is awaited is
+	// never sent, and counted once.
+	gone, cancelGone := context.WithCancel(context.Background())
+	greq, _ := http.NewRequestWithContext(gone, "GET", "http://"+p.OutboundAddr()+"/gone", nil)
+	greq.Host = "retry.shop.svc.cluster.local"
+	time.AfterFunc(100*time.Millisecond, cancelGone)
+	if _, err := c.Do(greq); err == nil {
+		t.Fatal("the request given up on got a response")
+	}
+	wantMetric(t, p, 1, "response_total", `authority="retry.shop.svc.cluster.local:80"`, `classification="failure"`)
 	select {
 	case r := <-done:
 		t.Fatalf("the PUT ended before its route table came: %+v", r)
@@ -483,6 +493,9 @@ func TestH2FirstRouteTableAlone(t *testing.T) {
 	}
 	if n := b.count("/put"); n != 2 {
 		t.Errorf("the backend saw %d PUTs, want 2 (the table's retry)", n)
+	}
+	if n := b.count("/gone"); n != 0 {
+		t.Errorf("the backend saw %d requests the client had given up on", n)
 	}
 	wantMetric(t, p, 1, "outbound_http_route_retry_requests_total", `route_name="flaky"`)
 }
