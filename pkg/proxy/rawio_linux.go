@@ -115,12 +115,10 @@ func (r *rawIO) read(c net.Conn, b []byte) (int, error) {
 	n, e := r.rn, r.rerr
 	r.rbuf = nil
 	r.rmu.Unlock()
-	switch {
-	case err != nil: // closed, or the deadline passed
-		return 0, opError("read", c, err)
-	case e != 0:
-		return 0, opError("read", c, os.NewSyscallError("read", e))
-	case n == 0:
+	if err != nil || e != 0 {
+		return 0, ioError("read", c, err, e)
+	}
+	if n == 0 {
 		return 0, io.EOF
 	}
 	return n, nil
@@ -138,20 +136,22 @@ func (r *rawIO) write(c net.Conn, b []byte) (int, error) {
 	n, e := r.wn, r.werr
 	r.wbuf = nil
 	r.wmu.Unlock()
-	switch {
-	case err != nil:
-		return n, opError("write", c, err)
-	case e != 0:
-		return n, opError("write", c, os.NewSyscallError("write", e))
+	if err != nil || e != 0 {
+		return n, ioError("write", c, err, e)
 	}
 	return n, nil
 }
 
-// opError is the *net.OpError net.TCPConn's Read and Write return
-// (syscall.RawConn's own names its operation "raw-read"/"raw-write").
-func opError(op string, c net.Conn, err error) error {
-	if oe, ok := err.(*net.OpError); ok {
+// ioError is the *net.OpError net.TCPConn's Read and Write return for a
+// raw read or write that failed: of err, the RawConn's (the connection
+// closed, or the deadline passed; RawConn names its own operation
+// "raw-read"/"raw-write"), else of the system call's errno e.
+func ioError(op string, c net.Conn, err error, e syscall.Errno) error {
+	switch oe, ok := err.(*net.OpError); {
+	case ok:
 		err = oe.Err
+	case err == nil:
+		err = os.NewSyscallError(op, e)
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
