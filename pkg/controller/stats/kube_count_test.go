@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/conduitmesh/conduit/internal/testenv/fakekube"
 	statsv1 "github.com/conduitmesh/conduit/pkg/api/stats/v1"
 	"github.com/conduitmesh/conduit/pkg/inject"
 )
@@ -118,6 +119,7 @@ func TestStatCountsOnlyExistingPodsRunningAProxy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	watches := fakekube.Watch(client, "pods") // the deletes below must reach the informer
 	factory := informers.NewSharedInformerFactory(client, 0)
 	lister := factory.Core().V1().Pods().Lister()
 	factory.Start(ctx.Done())
@@ -127,6 +129,7 @@ func TestStatCountsOnlyExistingPodsRunningAProxy(t *testing.T) {
 			t.Fatalf("informer %v did not sync", typ)
 		}
 	}
+	watches.Wait(ctx, t, 10*time.Second)
 
 	now := time.Date(2026, 12, 4, 3, 0, 0, 0, time.UTC)
 	srv := NewServer(Config{

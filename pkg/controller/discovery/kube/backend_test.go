@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 
+	"github.com/conduitmesh/conduit/internal/testenv/fakekube"
 	"github.com/conduitmesh/conduit/pkg/controller/discovery"
 )
 
@@ -128,6 +129,8 @@ var replicaSet = &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "de
 func start(t *testing.T, objs ...runtime.Object) (*Backend, *fake.Clientset) {
 	t.Helper()
 	client := fake.NewClientset(objs...)
+	// Deletes must reach the informers (fakekube: the fake has no history).
+	watches := fakekube.Watch(client, "services", "endpointslices", "pods", "replicasets")
 	b, err := New(Options{Client: client, TrustDomain: "example.org"})
 	if err != nil {
 		t.Fatal(err)
@@ -149,6 +152,7 @@ func start(t *testing.T, objs ...runtime.Object) (*Backend, *fake.Clientset) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("caches did not sync")
 	}
+	watches.Wait(ctx, t, 10*time.Second)
 	return b, client
 }
 
