@@ -277,24 +277,48 @@ func TestH2StreamAwaitsAlone(t *testing.T) {
 	wantMetric(t, p3, 1, "response_total", `direction="outbound"`, `authority="never:80"`, `grpc_status="14"`)
 }
 
+// firstAnswer holds back the first answer about the authorities in slow
+// until release, as the controller's first answer may take a while.
+type firstAnswer struct {
+	slow    map[string]bool
+	release chan struct{}
+}
+
+func newFirstAnswer(slow ...string) firstAnswer {
+	g := firstAnswer{slow: map[string]bool{}, release: make(chan struct{})}
+	for _, a := range slow {
+		g.slow[a] = true
+	}
+	return g
+}
+
+func (g *firstAnswer) pending(authority string) bool {
+	select {
+	case <-g.release:
+		return false
+	default:
+		return g.slow[authority]
+	}
+}
+
+// await waits until release; false when ctx ends first.
+func (g *firstAnswer) await(ctx context.Context) bool {
+	select {
+	case <-g.release:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // slowResolver is a fakeResolver whose discovery has not answered about
-// the authorities in slow yet (resolve.NowResolver): Endpoints of one of
+// the pending authorities yet (resolve.NowResolver): Endpoints of one of
 // them waits until release, as destination.Resolver's first call waits for
 // the controller.
 type slowResolver struct {
 	fakeResolver
-	slow    map[string]bool
-	release chan struct{}
+	firstAnswer
 	waiting atomic.Int32
-}
-
-func (r *slowResolver) pending(authority string) bool {
-	select {
-	case <-r.release:
-		return false
-	default:
-		return r.slow[authority]
-	}
 }
 
 func (r *slowResolver) EndpointsNow(authority string) ([]resolve.Endpoint, error) {
@@ -308,9 +332,7 @@ func (r *slowResolver) Endpoints(ctx context.Context, authority string) ([]resol
 	if r.pending(authority) {
 		r.waiting.Add(1)
 		defer r.waiting.Add(-1)
-		select {
-		case <-r.release:
-		case <-ctx.Done():
+		if !r.await(ctx) {
 			return nil, ctx.Err()
 		}
 	}
@@ -325,8 +347,7 @@ func TestH2FirstResolutionAlone(t *testing.T) {
 	addr, _ := startGRPCBackend(t)
 	res := &slowResolver{
 		fakeResolver: fakeResolver{eps: map[string][]resolve.Endpoint{"books:80": {{Addr: addr}}, "web:80": {{Addr: addr}}}},
-		slow:         map[string]bool{"books:80": true},
-		release:      make(chan struct{}),
+		firstAnswer:  newFirstAnswer("books:80"),
 	}
 	p := startProxy(t, Config{Resolver: res})
 	client := dialGRPC(t, p.OutboundAddr())

@@ -22,7 +22,7 @@ type RouteSource interface {
 // routeTable is the route table of an outbound request's authority, or nil
 // (inbound, no RouteSource, no routes).
 func (p *Proxy) routeTable(ctx context.Context, dir, authority string) *routes.Table {
-	if p.cfg.Routes == nil || dir != Outbound || authority == "" {
+	if !p.routed(dir, authority) {
 		return nil
 	}
 	return p.cfg.Routes.Lookup(ctx, authority)
@@ -38,13 +38,19 @@ type NowRouteSource interface {
 // routeTableNow is routeTable without waiting for an authority's first
 // table (NowRouteSource): ok is false while it is awaited.
 func (p *Proxy) routeTableNow(dir, authority string) (*routes.Table, bool) {
-	if p.cfg.Routes == nil || dir != Outbound || authority == "" {
+	if !p.routed(dir, authority) {
 		return nil, true
 	}
 	if ns, ok := p.cfg.Routes.(NowRouteSource); ok {
 		return ns.LookupNow(authority)
 	}
 	return p.cfg.Routes.Lookup(context.Background(), authority), true
+}
+
+// routed reports whether a request has a route table to look up: an
+// outbound one with an authority, with a RouteSource.
+func (p *Proxy) routed(dir, authority string) bool {
+	return p.cfg.Routes != nil && dir == Outbound && authority != ""
 }
 
 // outRoute is what an outbound route table decided for one request: no

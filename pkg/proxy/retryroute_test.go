@@ -375,22 +375,12 @@ func (o *retryObserver) Ended(e EndInfo) {
 	o.retries.Add(int64(e.Retries))
 }
 
-// slowRoutes is fakeRoutes whose first tables of the authorities in slow
+// slowRoutes is fakeRoutes whose first tables of the pending authorities
 // have not come yet (NowRouteSource): Lookup of one waits until release,
 // as route.Store's first Lookups wait for the controller.
 type slowRoutes struct {
 	fakeRoutes
-	slow    map[string]bool
-	release chan struct{}
-}
-
-func (r *slowRoutes) pending(authority string) bool {
-	select {
-	case <-r.release:
-		return false
-	default:
-		return r.slow[authority]
-	}
+	firstAnswer
 }
 
 func (r *slowRoutes) LookupNow(authority string) (*routes.Table, bool) {
@@ -401,12 +391,8 @@ func (r *slowRoutes) LookupNow(authority string) (*routes.Table, bool) {
 }
 
 func (r *slowRoutes) Lookup(ctx context.Context, authority string) *routes.Table {
-	if r.pending(authority) {
-		select {
-		case <-r.release:
-		case <-ctx.Done():
-			return nil
-		}
+	if r.pending(authority) && !r.await(ctx) {
+		return nil
 	}
 	return r.fakeRoutes[authority]
 }
@@ -421,7 +407,7 @@ func TestH2FirstRouteTableAlone(t *testing.T) {
 	b := &flakyBackend{calls: map[string]int{}}
 	addr := startHTTPBackend(t, b)
 	web := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "web") }))
-	rts := &slowRoutes{fakeRoutes: retryRoutes(t), slow: map[string]bool{retrySvc: true}, release: make(chan struct{})}
+	rts := &slowRoutes{fakeRoutes: retryRoutes(t), firstAnswer: newFirstAnswer(retrySvc)}
 	res := &fakeResolver{eps: map[string][]resolve.Endpoint{retrySvc: {{Addr: addr}}, "web:80": {{Addr: web}}}}
 	p := startProxy(t, Config{Resolver: res, Routes: rts})
 	c := newH2CClient(t)

@@ -253,9 +253,13 @@ func (p *Proxy) resolve(ctx context.Context, authority string, now bool) ([]reso
 	if p.cfg.Resolver == nil {
 		return nil, resolve.ErrNotFound
 	}
+	var nr resolve.NowResolver
+	if now {
+		nr, _ = p.cfg.Resolver.(resolve.NowResolver)
+	}
 	var eps []resolve.Endpoint
 	var err error
-	if nr, ok := p.cfg.Resolver.(resolve.NowResolver); ok && now {
+	if nr != nil {
 		eps, err = nr.EndpointsNow(authority)
 	} else {
 		eps, err = p.cfg.Resolver.Endpoints(ctx, authority)

@@ -125,36 +125,36 @@ func (r *Resolver) Close() {
 // yields resolve.ErrNotFound; one it knows without ready endpoints an empty
 // slice; no answer from the controller within InitialWait ErrNoAnswer.
 func (r *Resolver) Endpoints(ctx context.Context, authority string) ([]resolve.Endpoint, error) {
-	w, err := r.watchFor(authority)
+	w, err := r.use(authority)
 	if err != nil {
 		return nil, err
 	}
-	w.lastUsed.Store(r.cfg.Now().UnixNano())
 	r.awaitFirst(ctx, w)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.endpointsLocked()
+	return w.endpoints()
 }
 
 // EndpointsNow implements resolve.NowResolver: Endpoints, or
 // resolve.ErrPending while authority's stream has neither answered nor
 // waited InitialWait (the stream is opened on the first call).
 func (r *Resolver) EndpointsNow(authority string) ([]resolve.Endpoint, error) {
+	w, err := r.use(authority)
+	if err != nil {
+		return nil, err
+	}
+	if r.firstWait(w) > 0 {
+		return nil, resolve.ErrPending
+	}
+	return w.endpoints()
+}
+
+// use is authority's watch (opened on the first call), marked used now.
+func (r *Resolver) use(authority string) (*watch, error) {
 	w, err := r.watchFor(authority)
 	if err != nil {
 		return nil, err
 	}
 	w.lastUsed.Store(r.cfg.Now().UnixNano())
-	select {
-	case <-w.ready:
-	default:
-		if r.cfg.Now().Sub(w.created) < r.cfg.InitialWait {
-			return nil, resolve.ErrPending
-		}
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.endpointsLocked()
+	return w, nil
 }
 
 // AwaitEndpoints implements resolve.Awaiter: Endpoints, waiting while the
@@ -187,21 +187,35 @@ func (r *Resolver) AwaitEndpoints(ctx context.Context, authority string) ([]reso
 // InitialWait since it opened: later callers must not stall while the
 // controller is down.
 func (r *Resolver) awaitFirst(ctx context.Context, w *watch) {
+	wait := r.firstWait(w)
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
 	select {
 	case <-w.ready:
-	default:
-		wait := r.cfg.InitialWait - r.cfg.Now().Sub(w.created)
-		if wait <= 0 {
-			break
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-w.ready:
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
+	case <-t.C:
+	case <-ctx.Done():
 	}
+	t.Stop()
+}
+
+// firstWait is what is left of InitialWait for w's first update: 0 once
+// it came or InitialWait passed.
+func (r *Resolver) firstWait(w *watch) time.Duration {
+	select {
+	case <-w.ready:
+		return 0
+	default:
+		return max(r.cfg.InitialWait-r.cfg.Now().Sub(w.created), 0)
+	}
+}
+
+// endpoints is Endpoints' answer from w as it is.
+func (w *watch) endpoints() ([]resolve.Endpoint, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.endpointsLocked()
 }
 
 // endpointsLocked is Endpoints' answer from w as it is (w.mu held).
