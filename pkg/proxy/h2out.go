@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +20,10 @@ import (
 // reader produced them, under the written connection's h2Out lock, and
 // flushed once the writing reader has no more input buffered, so that the
 // frames one read produced (a response's HEADERS, DATA and trailers) leave
-// in one write.
+// in one write. A pooled upstream connection is written by many client
+// readers, often woken by one network poll: its flush is deferred to a
+// goroutine that yields once first (deferredFlush), so that their requests
+// leave together, in one write, as an event loop would send them.
 
 const (
 	// h2StreamWindow and h2ConnWindow are the receive windows the proxy
@@ -56,7 +60,14 @@ type h2Out struct {
 	// (take).
 	recv  atomic.Int64
 	dirty bool
-	err   error // sticky: the first failed write
+	// deferred is set (to deferredFlush) for a pooled upstream connection,
+	// written by many client readers: their flushes run it on a goroutine
+	// of its own, once at a time (flushQueued), so that requests read
+	// together leave in one write. A func value made once: a go statement
+	// with a method value would allocate a closure per flush.
+	deferred    func()
+	flushQueued bool
+	err         error // sticky: the first failed write
 	// stall bounds each flush (the body idle timeout).
 	stall time.Duration
 	armed time.Time
@@ -290,11 +301,28 @@ func (f *h2Flusher) mark(o *h2Out) {
 func (f *h2Flusher) flush() {
 	for i, o := range f.outs {
 		o.mu.Lock()
-		o.flushLocked()
+		if o.deferred != nil {
+			if o.dirty && !o.flushQueued {
+				o.flushQueued = true
+				go o.deferred()
+			}
+		} else {
+			o.flushLocked()
+		}
 		o.mu.Unlock()
 		f.outs[i] = nil
 	}
 	f.outs = f.outs[:0]
+}
+
+// deferredFlush flushes a shared connection after the goroutines runnable
+// now (the other client readers woken with this one) have written to it.
+func (o *h2Out) deferredFlush() {
+	runtime.Gosched()
+	o.mu.Lock()
+	o.flushQueued = false
+	o.flushLocked()
+	o.mu.Unlock()
 }
 
 // settingsLocked applies a peer's SETTINGS frame to what is written to it
