@@ -13,6 +13,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
 )
@@ -31,10 +32,23 @@ type Watches struct {
 	done    chan struct{}
 }
 
+// Client is a fake clientset: typed (k8s.io/client-go/kubernetes/fake) or
+// dynamic (k8s.io/client-go/dynamic/fake).
+type Client interface {
+	PrependWatchReactor(resource string, reaction clienttesting.WatchReactionFunc)
+	Tracker() clienttesting.ObjectTracker
+}
+
+var (
+	_ Client = (*fake.Clientset)(nil)
+	_ Client = (*dynamicfake.FakeDynamicClient)(nil)
+)
+
 // Watch registers, before any informer starts, a watch reactor on client
 // that serves watches as the fake's own does and notes the first of each
-// of resources ("pods", "services", ...).
-func Watch(client *fake.Clientset, resources ...string) *Watches {
+// of resources ("pods", "services", "httproutes", ...). One Watch per
+// client: the first reactor that serves a watch ends the chain.
+func Watch(client Client, resources ...string) *Watches {
 	w := &Watches{pending: map[string]bool{}, done: make(chan struct{})}
 	for _, r := range resources {
 		w.pending[r] = true

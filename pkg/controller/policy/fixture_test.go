@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/conduitmesh/conduit/internal/testenv"
+	"github.com/conduitmesh/conduit/internal/testenv/fakekube"
 	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
 )
 
@@ -32,6 +33,9 @@ type fixture struct {
 	dyn    *dynamicfake.FakeDynamicClient
 	served *fakeDiscovery
 	index  *Index
+	// servers notes the informer's watch of Servers, which a test deletes
+	// (fakekube).
+	servers *fakekube.Watches
 }
 
 // fakeDiscovery serves a list of resources that a test may change while
@@ -117,6 +121,7 @@ func startIndex(t *testing.T, c Cluster, resources []schema.GroupVersionResource
 		GRPCRoutesResource:             "GRPCRouteList",
 	}
 	f.dyn = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds, dynamic...)
+	f.servers = fakekube.Watch(f.dyn, ServersResource.Resource)
 	var err error
 	f.index, err = NewIndex(Options{Client: f.kube, Dynamic: f.dyn, Discovery: f.served, Cluster: c, Rediscover: 50 * time.Millisecond})
 	if err != nil {

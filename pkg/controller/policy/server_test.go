@@ -161,6 +161,7 @@ authorizations: {ref: {kind: "authorizationpolicy" name: "anyone" namespace: "sh
 	})
 
 	// The Server goes: the port falls back to the default policy.
+	f.servers.Wait(context.Background(), t, 10*time.Second)
 	if err := f.dyn.Resource(ServersResource).Namespace("shop").Delete(context.Background(), "web-admin", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}

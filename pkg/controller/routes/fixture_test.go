@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"sigs.k8s.io/yaml"
 
+	"github.com/conduitmesh/conduit/internal/testenv/fakekube"
 	"github.com/conduitmesh/conduit/internal/testenv/testgrpc"
 	destinationv1 "github.com/conduitmesh/conduit/pkg/api/destination/v1"
 	"github.com/conduitmesh/conduit/pkg/controller/destination"
@@ -36,8 +37,10 @@ type fixture struct {
 	src    *Source
 	status *StatusWriter
 	client destinationv1.DestinationClient
-	now    atomic.Int64 // the StatusWriter's clock, Unix seconds
-	rv     atomic.Int64 // the resourceVersion of the next write
+	// The informers' watches of what the tests delete (fakekube).
+	kubeWatches, dynWatches *fakekube.Watches
+	now                     atomic.Int64 // the StatusWriter's clock, Unix seconds
+	rv                      atomic.Int64 // the resourceVersion of the next write
 }
 
 // servedRoutes serves the Gateway API route resources to the index.
@@ -72,6 +75,8 @@ func startWith(t *testing.T, lease *Lease, objs []runtime.Object, docs ...string
 		policy.HTTPRoutesResource: "HTTPRouteList",
 		policy.GRPCRoutesResource: "GRPCRouteList",
 	})
+	f.kubeWatches = fakekube.Watch(f.kube, "services")
+	f.dynWatches = fakekube.Watch(f.dyn, policy.HTTPRoutesResource.Resource, policy.GRPCRoutesResource.Resource)
 	for _, doc := range docs {
 		f.apply(t, doc)
 	}
@@ -184,6 +189,7 @@ func (f *fixture) apply(t *testing.T, doc string) {
 // deleteService deletes a Service.
 func (f *fixture) deleteService(t *testing.T, ns, name string) {
 	t.Helper()
+	f.kubeWatches.Wait(context.Background(), t, 10*time.Second)
 	if err := f.kube.CoreV1().Services(ns).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -192,6 +198,7 @@ func (f *fixture) deleteService(t *testing.T, ns, name string) {
 // deleteRoute deletes a route.
 func (f *fixture) deleteRoute(t *testing.T, gvr schema.GroupVersionResource, ns, name string) {
 	t.Helper()
+	f.dynWatches.Wait(context.Background(), t, 10*time.Second)
 	if err := f.dyn.Resource(gvr).Namespace(ns).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
