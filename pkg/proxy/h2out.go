@@ -21,9 +21,10 @@ import (
 // flushed once the writing reader has no more input buffered, so that the
 // frames one read produced (a response's HEADERS, DATA and trailers) leave
 // in one write. A pooled upstream connection is written by many client
-// readers, often woken by one network poll: its flush is deferred to a
-// goroutine that yields once first (deferredFlush), so that their requests
-// leave together, in one write, as an event loop would send them.
+// readers, often woken by one network poll: a reader that wrote to one
+// yields once before it flushes (h2Flusher.flush), so that the readers
+// runnable with it add their requests first and they leave together, in
+// one write, as an event loop would send them.
 
 const (
 	// h2StreamWindow and h2ConnWindow are the receive windows the proxy
@@ -60,14 +61,10 @@ type h2Out struct {
 	// (take).
 	recv  atomic.Int64
 	dirty bool
-	// deferred is set (to deferredFlush) for a pooled upstream connection,
-	// written by many client readers: their flushes run it on a goroutine
-	// of its own, once at a time (flushQueued), so that requests read
-	// together leave in one write. A func value made once: a go statement
-	// with a method value would allocate a closure per flush.
-	deferred    func()
-	flushQueued bool
-	err         error // sticky: the first failed write
+	// shared marks a pooled upstream connection, written by many client
+	// readers (set before the connection is pooled, then only read).
+	shared bool
+	err    error // sticky: the first failed write
 	// stall bounds each flush (the body idle timeout).
 	stall time.Duration
 	armed time.Time
@@ -297,32 +294,26 @@ func (f *h2Flusher) mark(o *h2Out) {
 	f.outs = append(f.outs, o)
 }
 
-// flush flushes every marked connection.
+// flush flushes every marked connection. When one is shared, it first
+// yields once: the goroutines runnable now (the other client readers
+// woken by the same poll) write their frames to it, and the first of
+// them to flush sends them all. Each has read its input by then, but not
+// yet made the read that finds nothing, which the request would otherwise
+// wait for; a lone request pays one yield and no goroutine switch.
 func (f *h2Flusher) flush() {
+	for _, o := range f.outs {
+		if o.shared {
+			runtime.Gosched()
+			break
+		}
+	}
 	for i, o := range f.outs {
 		o.mu.Lock()
-		if o.deferred != nil {
-			if o.dirty && !o.flushQueued {
-				o.flushQueued = true
-				go o.deferred()
-			}
-		} else {
-			o.flushLocked()
-		}
+		o.flushLocked()
 		o.mu.Unlock()
 		f.outs[i] = nil
 	}
 	f.outs = f.outs[:0]
-}
-
-// deferredFlush flushes a shared connection after the goroutines runnable
-// now (the other client readers woken with this one) have written to it.
-func (o *h2Out) deferredFlush() {
-	runtime.Gosched()
-	o.mu.Lock()
-	o.flushQueued = false
-	o.flushLocked()
-	o.mu.Unlock()
 }
 
 // settingsLocked applies a peer's SETTINGS frame to what is written to it

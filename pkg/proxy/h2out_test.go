@@ -58,8 +58,9 @@ func (h *headersWrites) count() int {
 // TestH2SharedUpstreamWritesCoalesce: requests that several client
 // connections' readers take from one network poll, bound for one pooled
 // upstream connection, leave in one write rather than one per reader
-// (h2Flusher defers a shared connection's flush until the goroutines
-// runnable with it have written). One P makes the poll's batch certain.
+// (h2Flusher yields before it flushes a shared connection, so that the
+// goroutines runnable with it write first). One P makes the poll's batch
+// certain.
 func TestH2SharedUpstreamWritesCoalesce(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	b := startH2Backend(t)
@@ -119,7 +120,7 @@ func TestH2SharedUpstreamWritesCoalesce(t *testing.T) {
 		send(uint32(3 + 2*r))
 		waitStarted(int64(clients * (r + 2)))
 	}
-	// Without the deferral each reader flushes its own request: one write
+	// Without the yield each reader flushes its own request: one write
 	// per request. With it a round leaves in one, now and then two.
 	if n := hw.count(); n > rounds*clients/2 {
 		t.Errorf("%d requests left in %d upstream writes, want at most %d", rounds*clients, n, rounds*clients/2)

@@ -142,7 +142,7 @@ func (u *h2Ups) dial(key upKey, ep resolve.Endpoint) (*h2Up, error) {
 	up.hr = newH2HeaderReader(uint32(p.cfg.MaxHeaderBytes))
 	up.fr.SetMaxReadFrameSize(h2MaxFrame)
 	up.out = newH2Out(c, p.cfg.BodyIdleTimeout)
-	up.out.deferred = up.out.deferredFlush
+	up.out.shared = true
 	up.out.mu.Lock()
 	_, err = up.out.bw.WriteString(http2.ClientPreface)
 	up.out.check(err)
