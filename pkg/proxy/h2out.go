@@ -294,26 +294,41 @@ func (f *h2Flusher) mark(o *h2Out) {
 	f.outs = append(f.outs, o)
 }
 
-// flush flushes every marked connection. When one is shared, it first
-// yields once: the goroutines runnable now (the other client readers
-// woken by the same poll) write their frames to it, and the first of
-// them to flush sends them all. Each has read its input by then, but not
-// yet made the read that finds nothing, which the request would otherwise
-// wait for; a lone request pays one yield and no goroutine switch.
+// flush flushes every marked connection: the others first, then the
+// shared ones after yielding once. The goroutines runnable now (the other
+// client readers woken by the same poll) write their frames to a shared
+// connection meanwhile, and the first of them to flush sends them all.
+// Each has read its input by then, but not yet made the read that finds
+// nothing, which the request would otherwise wait for; a lone request
+// pays one yield and no goroutine switch. What the upstream reader writes
+// to clients leaves before it yields for what it owes the upstream (a
+// PING or SETTINGS ack, window credit).
 func (f *h2Flusher) flush() {
-	for _, o := range f.outs {
-		if o.shared {
-			runtime.Gosched()
-			break
-		}
-	}
+	shared := false
 	for i, o := range f.outs {
-		o.mu.Lock()
-		o.flushLocked()
-		o.mu.Unlock()
+		if o.shared {
+			shared = true
+			continue
+		}
+		o.flush()
 		f.outs[i] = nil
 	}
+	if shared {
+		runtime.Gosched()
+		for i, o := range f.outs {
+			if o != nil {
+				o.flush()
+				f.outs[i] = nil
+			}
+		}
+	}
 	f.outs = f.outs[:0]
+}
+
+func (o *h2Out) flush() {
+	o.mu.Lock()
+	o.flushLocked()
+	o.mu.Unlock()
 }
 
 // settingsLocked applies a peer's SETTINGS frame to what is written to it

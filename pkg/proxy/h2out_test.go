@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,5 +128,47 @@ func TestH2SharedUpstreamWritesCoalesce(t *testing.T) {
 		t.Errorf("%d requests left in %d upstream writes, want at most %d", rounds*clients, n, rounds*clients/2)
 	} else {
 		t.Logf("%d requests left in %d upstream writes", rounds*clients, n)
+	}
+}
+
+// countingConn counts the writes made to it.
+type countingConn struct {
+	net.Conn
+	n atomic.Int32
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.n.Add(1)
+	return len(p), nil
+}
+
+// TestH2FlusherYieldsAfterOwnConnections: a flush writes the connections
+// no other reader writes to before it yields for a shared one, so that
+// what the upstream reader relays to clients never waits for the
+// goroutines run by the yield. The goroutine started before the flush
+// runs at the yield (one P) and sees the client's write done, the
+// upstream's not yet.
+func TestH2FlusherYieldsAfterOwnConnections(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	client, upstream := &countingConn{}, &countingConn{}
+	c, u := newH2Out(client, 0), newH2Out(upstream, 0)
+	defer c.release()
+	defer u.release()
+	u.shared = true
+	var fl h2Flusher
+	for _, o := range []*h2Out{u, c} { // the shared one marked first
+		o.mu.Lock()
+		o.windowLocked(0, 1)
+		o.mu.Unlock()
+		fl.mark(o)
+	}
+	atYield := make(chan [2]int32, 1)
+	go func() { atYield <- [2]int32{client.n.Load(), upstream.n.Load()} }()
+	fl.flush()
+	if got := <-atYield; got != [2]int32{1, 0} {
+		t.Errorf("at the yield: %d client and %d upstream writes, want 1 and 0", got[0], got[1])
+	}
+	if n := upstream.n.Load(); n != 1 {
+		t.Errorf("%d upstream writes after the flush, want 1", n)
 	}
 }
