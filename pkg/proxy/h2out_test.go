@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/conduitmesh/conduit/internal/testenv"
 )
 
 // headersWrites counts the writes to a connection that carry a HEADERS
@@ -75,12 +78,12 @@ func TestH2SharedUpstreamWritesCoalesce(t *testing.T) {
 	var frames [clients][]byte
 	waitStarted := func(want int64) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); b.started.Load() < want; {
-			if time.Now().After(deadline) {
-				t.Fatalf("the backend started %d requests, want %d", b.started.Load(), want)
+		testenv.Eventually(t, 10*time.Second, time.Millisecond, func() error {
+			if n := b.started.Load(); n < want {
+				return fmt.Errorf("the backend started %d requests, want %d", n, want)
 			}
-			time.Sleep(time.Millisecond)
-		}
+			return nil
+		})
 	}
 	send := func(id uint32) {
 		for i, c := range cs {

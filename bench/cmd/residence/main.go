@@ -14,6 +14,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"flag"
 	"fmt"
 	"os"
@@ -93,15 +94,7 @@ func parse(path string) ([]event, error) {
 	if len(evs) == 0 {
 		return nil, fmt.Errorf("%s: no read, write, recvfrom or sendto that moved bytes; is it `perf trace` output?", path)
 	}
-	slices.SortFunc(evs, func(a, b event) int {
-		switch {
-		case a.start < b.start:
-			return -1
-		case a.start > b.start:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(evs, func(a, b event) int { return cmp.Compare(a.start, b.start) })
 	return evs, nil
 }
 
