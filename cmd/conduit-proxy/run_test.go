@@ -32,9 +32,6 @@ func TestParseRunOptions(t *testing.T) {
 				if o.FailFastTimeout != 3*time.Second {
 					t.Errorf("fail-fast timeout %v, want Linkerd's 3s", o.FailFastTimeout)
 				}
-				if o.H2ConnsPerEndpoint != 4 {
-					t.Errorf("HTTP/2 connections per endpoint %d, want 4", o.H2ConnsPerEndpoint)
-				}
 			},
 		},
 		{
@@ -104,16 +101,6 @@ func TestParseRunOptions(t *testing.T) {
 		{name: "negative fail-fast wait", args: []string{"--failfast-timeout", "-1s"}, wantErr: "--failfast-timeout -1s: must not be negative"},
 		{name: "max memory too small", args: []string{"--max-memory", "8MiB"}, wantErr: "--max-memory 8388608: want at least 32MiB"},
 		{name: "negative cap", args: []string{"--max-requests", "-1"}, wantErr: "--max-requests -1"},
-		{
-			name: "HTTP/2 connections per endpoint from the environment",
-			env:  map[string]string{"CONDUIT_PROXY_H2_CONNS_PER_ENDPOINT": "1"},
-			check: func(t *testing.T, o *sidecar.Config) {
-				if o.H2ConnsPerEndpoint != 1 {
-					t.Errorf("HTTP/2 connections per endpoint %d, want 1", o.H2ConnsPerEndpoint)
-				}
-			},
-		},
-		{name: "no HTTP/2 connection per endpoint", args: []string{"--h2-conns-per-endpoint", "0"}, wantErr: "--h2-conns-per-endpoint 0: want at least 1"},
 		{name: "bad log level", args: []string{"--log-level", "loud"}, wantErr: `--log-level "loud"`},
 		{name: "bad log format", args: []string{"--log-format", "xml"}, wantErr: `--log-format "xml"`},
 		{name: "stray argument", args: []string{"extra"}, wantErr: `unexpected argument "extra"`},

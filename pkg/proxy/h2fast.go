@@ -725,7 +725,7 @@ func (d *h2Down) headers(f *h2Headers) bool {
 		return true
 	}
 	key := p.keyFor(dir, st.rt.ep, st.rt.dst, true)
-	if up := p.h2Ups.pooled(key, st.rt.ep); up != nil {
+	if up := p.h2Ups.pooled(key); up != nil {
 		if st.rty != nil {
 			st.upMu.Lock()
 		}

@@ -69,7 +69,7 @@ func (h *headersWrites) count() int {
 func TestH2SharedUpstreamWritesCoalesce(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	b := startH2Backend(t)
-	p := startProxy(t, Config{InboundTarget: b.addr, H2ConnsPerEndpoint: 1})
+	p := startProxy(t, Config{InboundTarget: b.addr})
 	const clients, rounds = 4, 5
 	var cs []*h2Attacker
 	for range clients {

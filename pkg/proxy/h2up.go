@@ -19,19 +19,14 @@ import (
 	routes "github.com/conduitmesh/conduit/pkg/proxy/route"
 )
 
-// h2Ups pools the fast path's upstream HTTP/2 connections: up to
-// Config.H2ConnsPerEndpoint to one endpoint (and identity), each carrying
-// many streams. A stream goes to the connection that carries the fewest;
-// the pool grows only while every connection has a stream in flight (see
-// pooledLocked).
+// h2Ups pools the fast path's upstream HTTP/2 connections: streams to one
+// endpoint (and identity) share a connection while it has room for them.
 type h2Ups struct {
-	p        *Proxy
-	maxConns int
-	mu       sync.Mutex
-	m        map[upKey][]*h2Up
-	// dials are the connections being dialed, by key (one at a time):
-	// streams that find none with room wait for it rather than each
-	// dialing its own.
+	p  *Proxy
+	mu sync.Mutex
+	m  map[upKey][]*h2Up
+	// dials are the connections being dialed, by key: streams that find
+	// none with room wait for it rather than each dialing its own.
 	dials map[upKey]*h2Dial
 }
 
@@ -78,67 +73,27 @@ type streamCredit struct {
 }
 
 func newH2Ups(p *Proxy) *h2Ups {
-	return &h2Ups{p: p, maxConns: p.cfg.H2ConnsPerEndpoint, m: map[upKey][]*h2Up{}, dials: map[upKey]*h2Dial{}}
+	return &h2Ups{p: p, m: map[upKey][]*h2Up{}, dials: map[upKey]*h2Dial{}}
 }
 
 // pooled returns a connection to key's endpoint with room for a stream, or
-// nil; it never waits for a dial.
-func (u *h2Ups) pooled(key upKey, ep resolve.Endpoint) *h2Up {
+// nil; it never dials.
+func (u *h2Ups) pooled(key upKey) *h2Up {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.pooledLocked(key, ep)
+	return u.pooledLocked(key)
 }
 
-// pooledLocked returns, of the connections to key's endpoint with room
-// for a stream, the one that carries the fewest streams, or nil. When even
-// that one carries a stream and the pool has room, it starts dialing
-// another, in the background, for the streams that follow: this stream
-// does not wait for it.
-//
-// Why more than one: an upstream reads and answers each connection on
-// its own, and Go's HTTP/2 server and grpc-go flush a connection's
-// responses together once its pending writes are done; so the streams of
-// every client of this proxy, on one connection, leave the upstream as
-// one batch, where the clients on their own connections would each have
-// had theirs at once (and a multi-core upstream serves connections in
-// parallel). A client that sends one request at a time keeps using one
-// connection; the others close when idle (bench/notes.md, "More than one
-// upstream HTTP/2 connection").
-func (u *h2Ups) pooledLocked(key upKey, ep resolve.Endpoint) *h2Up {
-	list := u.m[key]
-	var best *h2Up
-	least := -1
-	for _, up := range list {
+func (u *h2Ups) pooledLocked(key upKey) *h2Up {
+	for _, up := range u.m[key] {
 		up.mu.Lock()
-		n := len(up.streams)
-		ok := !up.goingAway && !up.closed && uint32(n) < up.maxStreams
+		ok := !up.goingAway && !up.closed && uint32(len(up.streams)) < up.maxStreams
 		up.mu.Unlock()
-		if ok && (best == nil || n < least) {
-			best, least = up, n
-			if n == 0 {
-				break
-			}
+		if ok {
+			return up
 		}
 	}
-	if best != nil && least > 0 && len(list) < u.maxConns && u.dials[key] == nil {
-		u.dialLocked(key, ep)
-	}
-	return best
-}
-
-// dialLocked starts dialing a connection for key; its h2Dial is done once
-// the connection is pooled (or the dial failed).
-func (u *h2Ups) dialLocked(key upKey, ep resolve.Endpoint) *h2Dial {
-	dl := &h2Dial{done: make(chan struct{})}
-	u.dials[key] = dl
-	go func() {
-		dl.up, dl.err = u.dial(key, ep)
-		u.mu.Lock()
-		delete(u.dials, key)
-		u.mu.Unlock()
-		close(dl.done)
-	}()
-	return dl
+	return nil
 }
 
 // get returns a connection to key's endpoint with room for a stream,
@@ -147,20 +102,27 @@ func (u *h2Ups) dialLocked(key upKey, ep resolve.Endpoint) *h2Dial {
 func (u *h2Ups) get(key upKey, ep resolve.Endpoint) (*h2Up, error) {
 	for {
 		u.mu.Lock()
-		if up := u.pooledLocked(key, ep); up != nil {
+		if up := u.pooledLocked(key); up != nil {
 			u.mu.Unlock()
 			return up, nil
 		}
-		dl, own := u.dials[key], false
-		if dl == nil {
-			dl, own = u.dialLocked(key, ep), true
+		if dl := u.dials[key]; dl != nil {
+			u.mu.Unlock()
+			<-dl.done
+			if dl.err != nil {
+				return nil, dl.err
+			}
+			continue // it (or another) has room, or is full already
 		}
+		dl := &h2Dial{done: make(chan struct{})}
+		u.dials[key] = dl
 		u.mu.Unlock()
-		<-dl.done
-		if dl.err != nil || own {
-			return dl.up, dl.err
-		}
-		// Another's dial: it (or another) has room, or is full already.
+		dl.up, dl.err = u.dial(key, ep)
+		u.mu.Lock()
+		delete(u.dials, key)
+		u.mu.Unlock()
+		close(dl.done)
+		return dl.up, dl.err
 	}
 }
 

@@ -81,12 +81,6 @@ type Config struct {
 	// response it stops reading, for this long (default 60s).
 	BodyIdleTimeout time.Duration
 
-	// H2ConnsPerEndpoint caps the HTTP/2 fast path's upstream connections
-	// to one endpoint (default 4; 1 carries every stream to an endpoint on
-	// one connection). A new one is dialed only while every open one has a
-	// stream in flight; idle ones close after IdleTimeout.
-	H2ConnsPerEndpoint int
-
 	// MaxConnections and MaxRequests cap each traffic listener's open
 	// connections (past it a new connection is reset at once) and
 	// in-flight HTTP requests (past it a request gets 503, unforwarded).
@@ -165,9 +159,6 @@ func (c *Config) setDefaults() {
 		c.MaxHeaderBytes = 64 << 10
 	}
 	def(&c.BodyIdleTimeout, 60*time.Second)
-	if c.H2ConnsPerEndpoint <= 0 {
-		c.H2ConnsPerEndpoint = 4
-	}
 	conns, reqs := defaultMaxConnections, defaultMaxRequests
 	if c.MaxMemory > 0 {
 		n := 0

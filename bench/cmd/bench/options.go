@@ -47,11 +47,8 @@ const (
 	// policySystems measure the cost of inbound policy and of outbound
 	// routes (systems.go): only when asked for.
 	policySystems = "conduit-mtls-authz50,conduit-mtls-routes,conduit-mtls-retries"
-	// settingSystems are conduit-proxy with a setting changed from its
-	// default (systems.go): only when asked for.
-	settingSystems = "conduit-1conn"
-	quickPoints    = "1000x4"
-	quickProtocol  = "http1,grpc,tcp"
+	quickPoints   = "1000x4"
+	quickProtocol = "http1,grpc,tcp"
 )
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
@@ -60,7 +57,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	quick := fs.Bool("quick", false, "short iteration run: points "+quickPoints+", protocols "+quickProtocol+", 10s after a 2s warm-up, 3 repetitions (flags given explicitly still win)")
 	points := fs.String("points", fullPoints, "comma-separated RATExCONNECTIONS load points")
 	protocols := fs.String("protocols", allProtocols, "comma-separated protocols: "+allProtocols)
-	systems := fs.String("systems", allSystems, "comma-separated systems: "+allSystems+", or the proxy variants "+variantSystems+", or "+policySystems+", or "+settingSystems)
+	systems := fs.String("systems", allSystems, "comma-separated systems: "+allSystems+", or the proxy variants "+variantSystems+", or "+policySystems)
 	duration := fs.Duration("duration", 30*time.Second, "measured time per run")
 	warmup := fs.Duration("warmup", 5*time.Second, "warm-up time per run, not measured")
 	reps := fs.Int("reps", 3, "repetitions; the order of the systems alternates between them")
@@ -97,7 +94,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if o.protocols, err = parseList("--protocols", *protocols, allProtocols); err != nil {
 		return nil, err
 	}
-	if o.systems, err = parseList("--systems", *systems, allSystems+","+variantSystems+","+policySystems+","+settingSystems); err != nil {
+	if o.systems, err = parseList("--systems", *systems, allSystems+","+variantSystems+","+policySystems); err != nil {
 		return nil, err
 	}
 	if !slices.Contains(o.systems, "direct") {

@@ -31,8 +31,7 @@ type Config struct {
 	ShutdownGrace                              time.Duration
 	MaxHeaderBytes                             Size
 	BodyIdleTimeout                            time.Duration
-	MaxConnections, MaxRequests                int // 0: derived from MaxMemory
-	H2ConnsPerEndpoint                         int
+	MaxConnections, MaxRequests                int  // 0: derived from MaxMemory
 	MaxMemory                                  Size // 0: the container's memory limit, if any
 	LogLevel                                   string
 	LogFormat                                  string // plain or json
@@ -54,9 +53,6 @@ func (o *Config) Validate() error {
 	}
 	if o.MaxConnections < 0 || o.MaxRequests < 0 {
 		return fmt.Errorf("--max-connections %d, --max-requests %d: want 0 (derived) or a positive count", o.MaxConnections, o.MaxRequests)
-	}
-	if o.H2ConnsPerEndpoint < 1 {
-		return fmt.Errorf("--h2-conns-per-endpoint %d: want at least 1 (1 carries every HTTP/2 stream to an endpoint on one connection)", o.H2ConnsPerEndpoint)
 	}
 	if o.MaxMemory > 0 && o.MaxMemory < minMaxMemory {
 		return fmt.Errorf("--max-memory %d: want at least 32MiB (the proxy needs about 16 MiB before any traffic), or 0 for none", int64(o.MaxMemory))

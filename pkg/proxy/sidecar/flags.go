@@ -30,7 +30,6 @@ func (o *Config) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.BodyIdleTimeout, "body-idle-timeout", 60*time.Second, "abort a request body the client stops sending, or a response it stops reading, for this long")
 	fs.IntVar(&o.MaxConnections, "max-connections", 0, "open connections per traffic listener; past it new ones are reset at once (0: derived from --max-memory, else 10000)")
 	fs.IntVar(&o.MaxRequests, "max-requests", 0, "in-flight HTTP requests per traffic listener; past it requests get 503 (0: derived from --max-memory, else 10000)")
-	fs.IntVar(&o.H2ConnsPerEndpoint, "h2-conns-per-endpoint", 4, "most HTTP/2 connections to one upstream endpoint; another is dialed only while every open one has a request in flight (1: one connection per endpoint)")
 	fs.Var(&o.MaxMemory, "max-memory", "memory the proxy must stay under (e.g. 64MiB; 0 = its container's memory limit when it has one): the connection and request caps are derived from it and the soft memory limit never grows past it")
 	fs.StringVar(&o.LogLevel, contract.FlagLogLevel, "info", "debug, info, warn or error (changeable at PUT /log-level)")
 	fs.StringVar(&o.LogFormat, "log-format", "plain", "plain or json")
