@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -120,40 +119,8 @@ func (m *meteredConn) CloseWrite() error {
 	return nil
 }
 
-// streamReads puts the connection in rawIO's stream mode, which saves
-// the read that finds nothing before its one reader waits (see
-// rawIO.streamReads); that reader calls stop, on its own goroutine, once
-// it reads no more.
-func (m *meteredConn) streamReads() (stop func()) {
-	if m.raw == nil {
-		return func() {}
-	}
-	return m.raw.streamReads(m.Conn)
-}
-
-// streamReads is meteredConn.streamReads for the proxy's connection under
-// c (TLS and the proxy's wrappers); nothing for another kind of
-// connection.
-func streamReads(c net.Conn) (stop func()) {
-	for {
-		switch v := c.(type) {
-		case *servedConn:
-			c = v.Conn
-		case *tls.Conn:
-			c = v.NetConn()
-		case *meteredConn:
-			return v.streamReads()
-		default:
-			return func() {}
-		}
-	}
-}
-
 func (m *meteredConn) Close() error {
-	var err error
-	if m.raw == nil || !m.raw.closeStreaming() {
-		err = m.Conn.Close()
-	}
+	err := m.Conn.Close()
 	m.once.Do(func() {
 		s := m.series.Load()
 		if s == nil && m.fallback != nil {

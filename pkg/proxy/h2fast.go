@@ -326,9 +326,6 @@ func (s *side) serveH2(sc *servedConn) {
 		d.br.Reset(nil)
 		fastReaders.Put(d.br)
 	}()
-	// This goroutine is the connection's one reader; the stop runs before
-	// the close above.
-	defer streamReads(sc)()
 
 	sc.SetReadDeadline(time.Now().Add(p.cfg.HeaderReadTimeout))
 	var preface [len(http2.ClientPreface)]byte

@@ -474,9 +474,6 @@ func (up *h2Up) serve() {
 		}
 		up.shutdown()
 	}()
-	// This goroutine is the connection's one reader; the stop runs before
-	// the shutdown above.
-	defer streamReads(up.conn)()
 	stopIdle := up.watchIdle()
 	defer stopIdle()
 	for {

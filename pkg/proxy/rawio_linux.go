@@ -2,11 +2,9 @@ package proxy
 
 import (
 	"io"
-	"iter"
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
@@ -44,23 +42,6 @@ type rawIO struct {
 	rn     int
 	rerr   syscall.Errno
 	readFn func(uintptr) bool
-	// empty counts the reads that found nothing (EAGAIN), for tests.
-	empty int
-
-	// Stream mode (streamReads), under rmu: a coroutine (iter.Pull) that
-	// stays inside one RawConn.Read across the reader's reads.
-	next      func() (struct{}, bool)
-	stopPull  func()
-	yield     func(struct{}) bool
-	streamFn  func(uintptr) bool
-	waitFirst bool  // the last read was short: wait for the poller before reading
-	quit      bool  // stopPull was called
-	serr      error // RawConn.Read's own error (closed, deadline)
-	// smu guards streaming and closing against Close.
-	smu       sync.Mutex
-	streaming bool
-	closing   bool
-	closed    atomic.Bool
 
 	wmu     sync.Mutex
 	wbuf    []byte
@@ -83,25 +64,17 @@ func newRawIO(c net.Conn) *rawIO {
 	r := &rawIO{rc: rc}
 	r.readFn = r.readOnce
 	r.writeFn = r.writeAll
-	r.streamFn = r.streamRead
 	return r
 }
 
 func (r *rawIO) readOnce(fd uintptr) bool {
-	return r.sysRead(fd) // false: wait for the poller
-}
-
-// sysRead reads fd into rbuf once, setting rn and rerr; false if it found
-// nothing (EAGAIN).
-func (r *rawIO) sysRead(fd uintptr) bool {
 	for {
 		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)))
 		switch e {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
-			r.empty++
-			return false
+			return false // wait for the poller
 		case 0:
 			r.rn = int(n)
 		default:
@@ -110,104 +83,6 @@ func (r *rawIO) sysRead(fd uintptr) bool {
 		r.rerr = e
 		return true
 	}
-}
-
-// Stream mode: a read that finds nothing, saved.
-//
-// Go's poller is edge-triggered, and RawConn.Read starts by clearing the
-// readiness it has recorded (prepareRead). So every Read must read before
-// it waits, and a reader that drained its socket makes one more read that
-// finds nothing (EAGAIN) before it parks: about one system call in five
-// of a proxied request, and system calls are most of the proxy's CPU
-// (bench/notes.md, "What is left: the read that finds nothing").
-//
-// In stream mode a coroutine stays inside one RawConn.Read while its reads
-// are short. A short read (less than the buffer) drained the socket, so
-// the next Read waits for the poller first, with the readiness that this
-// RawConn.Read has kept since; data that came meanwhile has marked it. A
-// full buffer, an error or EOF ends that RawConn.Read, and the next Read
-// starts a new one (which checks the deadline, as net.Conn's Read does).
-//
-// The suspended RawConn.Read holds the descriptor's read reference, and
-// net.Conn's Close waits for every reference: so while streaming, Close
-// only shuts the socket down (the reader wakes to EOF, writers to EPIPE,
-// the peer sees the connection end) and the reader's stop closes it.
-
-// streamReads puts r in stream mode for c, a connection with one reader:
-// the reader calls stop, on its own goroutine, once it reads no more.
-func (r *rawIO) streamReads(c net.Conn) (stop func()) {
-	r.rmu.Lock()
-	r.next, r.stopPull = iter.Pull(r.produce)
-	r.rmu.Unlock()
-	r.smu.Lock()
-	r.streaming = true
-	r.smu.Unlock()
-	return func() {
-		r.rmu.Lock()
-		r.stopPull()
-		r.next, r.stopPull, r.yield = nil, nil, nil
-		r.rmu.Unlock()
-		r.smu.Lock()
-		r.streaming = false
-		closing := r.closing
-		r.smu.Unlock()
-		if closing {
-			c.Close()
-		}
-	}
-}
-
-// produce is the coroutine: each step is one read, delivered by yield.
-func (r *rawIO) produce(yield func(struct{}) bool) {
-	r.yield = yield
-	for {
-		r.waitFirst = false
-		r.serr = r.rc.Read(r.streamFn)
-		if r.quit || !yield(struct{}{}) {
-			return
-		}
-	}
-}
-
-// streamRead is produce's RawConn.Read callback.
-func (r *rawIO) streamRead(fd uintptr) bool {
-	for {
-		if r.waitFirst {
-			r.waitFirst = false
-			return false
-		}
-		if r.closed.Load() {
-			r.rn, r.rerr = 0, syscall.EBADF // reported as net.ErrClosed by read
-			return true
-		}
-		if !r.sysRead(fd) {
-			return false
-		}
-		if r.rerr != 0 || r.rn == 0 || r.rn == len(r.rbuf) {
-			return true
-		}
-		if !r.yield(struct{}{}) {
-			r.quit = true
-			return true
-		}
-		r.waitFirst = true
-	}
-}
-
-// closeStreaming is Close while streaming: it shuts the socket down and
-// leaves the close to stop; false if r is not streaming.
-func (r *rawIO) closeStreaming() bool {
-	r.smu.Lock()
-	defer r.smu.Unlock()
-	if !r.streaming {
-		return false
-	}
-	if !r.closing {
-		r.closing = true
-		r.closed.Store(true)
-		r.rc.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
-	}
-	return true
 }
 
 func (r *rawIO) writeAll(fd uintptr) bool {
@@ -236,23 +111,10 @@ func (r *rawIO) read(c net.Conn, b []byte) (int, error) {
 	}
 	r.rmu.Lock()
 	r.rbuf, r.rn, r.rerr = b, 0, 0
-	var err error
-	if r.next != nil {
-		r.serr = nil
-		if _, ok := r.next(); ok {
-			err = r.serr
-		} else {
-			err = net.ErrClosed
-		}
-	} else {
-		err = r.rc.Read(r.readFn)
-	}
+	err := r.rc.Read(r.readFn)
 	n, e := r.rn, r.rerr
 	r.rbuf = nil
 	r.rmu.Unlock()
-	if e == syscall.EBADF && r.closed.Load() {
-		err, e = net.ErrClosed, 0
-	}
 	if err != nil || e != 0 {
 		return 0, ioError("read", c, err, e)
 	}

@@ -44,27 +44,24 @@ func tcpPair(t *testing.T) (client, server *net.TCPConn) {
 // written, EOF, deadlines, Close from another goroutine, a write that
 // must wait for the peer, and the errors' kinds and text.
 func TestRawIO(t *testing.T) {
-	// Each case runs on net.TCPConn itself, on a meteredConn over one and
-	// on one in stream mode (streamReads), and the outcomes must agree.
+	// Each case runs on net.TCPConn itself and on a meteredConn over one,
+	// and the outcomes must agree.
 	type outcome struct {
 		n                             int
 		err                           string // with the connection's addresses cut out
 		eof, timeout, closed, failure bool
 	}
-	run := func(t *testing.T, f func(c, peer *net.TCPConn, use net.Conn) (int, error)) [3]outcome {
-		var out [3]outcome
+	run := func(t *testing.T, f func(c, peer *net.TCPConn, use net.Conn) (int, error)) [2]outcome {
+		var out [2]outcome
 		for i := range out {
 			c, peer := tcpPair(t)
 			var use net.Conn = c
-			if i > 0 {
+			if i == 1 {
 				mc := newMeteredConn(c)
 				if mc.raw == nil {
 					t.Fatal("a meteredConn over a *net.TCPConn does not use rawIO")
 				}
 				use = mc
-				if i == 2 {
-					t.Cleanup(mc.streamReads()) // before tcpPair's Close
-				}
 			}
 			n, err := f(c, peer, use)
 			o := outcome{n: n}
@@ -80,10 +77,10 @@ func TestRawIO(t *testing.T) {
 		}
 		return out
 	}
-	same := func(t *testing.T, out [3]outcome, want outcome) {
+	same := func(t *testing.T, out [2]outcome, want outcome) {
 		t.Helper()
-		if out[0] != out[1] || out[0] != out[2] {
-			t.Errorf("net.TCPConn: %+v; meteredConn: %+v; streaming: %+v", out[0], out[1], out[2])
+		if out[0] != out[1] {
+			t.Errorf("net.TCPConn: %+v; meteredConn: %+v", out[0], out[1])
 		}
 		if out[1] != want {
 			t.Errorf("meteredConn: %+v; want %+v", out[1], want)
@@ -132,7 +129,7 @@ func TestRawIO(t *testing.T) {
 	})
 	t.Run("close while reading", func(t *testing.T) {
 		out := run(t, func(c, peer *net.TCPConn, use net.Conn) (int, error) {
-			time.AfterFunc(20*time.Millisecond, func() { use.Close() })
+			time.AfterFunc(20*time.Millisecond, func() { c.Close() })
 			return use.Read(make([]byte, 8))
 		})
 		same(t, out, outcome{err: "read tcp L->R: use of closed network connection", closed: true})
@@ -259,148 +256,5 @@ func TestRawIOCounts(t *testing.T) {
 	io.ReadFull(mc, make([]byte, 2))
 	if r, w := mc.preRead.Load(), mc.preWrite.Load(); r != 2 || w != 5 {
 		t.Errorf("counted %d read and %d written; want 2 and 5", r, w)
-	}
-}
-
-// streamPair is a meteredConn in stream mode over one end of a loopback
-// connection, and the other end.
-func streamPair(t *testing.T) (mc *meteredConn, peer *net.TCPConn) {
-	c, peer := tcpPair(t)
-	mc = newMeteredConn(c)
-	t.Cleanup(mc.streamReads()) // before tcpPair's Close
-	return mc, peer
-}
-
-// TestRawIOStreamSavesEmptyReads: a reader that drains its socket and
-// reads again waits for the poller without the read that finds nothing
-// (EAGAIN), in stream mode; without it, each wait costs one.
-func TestRawIOStreamSavesEmptyReads(t *testing.T) {
-	const messages = 50
-	for _, stream := range []bool{false, true} {
-		c, peer := tcpPair(t)
-		mc := newMeteredConn(c)
-		if stream {
-			t.Cleanup(mc.streamReads())
-		}
-		go func() {
-			ack := make([]byte, 1)
-			for range messages {
-				peer.Write([]byte("request"))
-				if _, err := peer.Read(ack); err != nil {
-					return
-				}
-			}
-		}()
-		b := make([]byte, 64)
-		for i := range messages {
-			n, err := mc.Read(b)
-			if err != nil || string(b[:n]) != "request" {
-				t.Fatalf("message %d: read %q, %v", i, b[:n], err)
-			}
-			mc.Write([]byte("k"))
-		}
-		mc.raw.rmu.Lock()
-		empty := mc.raw.empty
-		mc.raw.rmu.Unlock()
-		switch {
-		case stream && empty > messages/10:
-			t.Errorf("stream mode: %d reads found nothing for %d messages, want almost none", empty, messages)
-		case !stream && empty < messages/2:
-			t.Errorf("without stream mode: %d reads found nothing for %d messages; the test no longer sees them", empty, messages)
-		default:
-			t.Logf("stream mode %v: %d reads found nothing for %d messages", stream, empty, messages)
-		}
-	}
-}
-
-// TestRawIOStreamLosesNothing: bytes that arrive in bursts of every size,
-// at any moment relative to the reader's short reads, are all read in
-// order: no wake-up is lost between a short read and the wait after it.
-func TestRawIOStreamLosesNothing(t *testing.T) {
-	mc, peer := streamPair(t)
-	var want bytes.Buffer
-	for i := range 2000 {
-		fmt.Fprintf(&want, "%d;", i)
-	}
-	go func() {
-		b := want.Bytes()
-		for size := 1; len(b) > 0; size = size%97 + 1 {
-			k := min(size, len(b))
-			peer.Write(b[:k])
-			b = b[k:]
-			if size%7 == 0 {
-				time.Sleep(50 * time.Microsecond)
-			}
-		}
-	}()
-	mc.SetReadDeadline(time.Now().Add(10 * time.Second)) // a lost wake-up fails, not hangs
-	got := make([]byte, want.Len())
-	for n := 0; n < len(got); {
-		// Buffers of varied sizes: some reads fill them, most are short.
-		k, err := mc.Read(got[n:min(len(got), n+1+n%61)])
-		if err != nil {
-			t.Fatalf("after %d of %d bytes: %v", n, len(got), err)
-		}
-		n += k
-	}
-	if !bytes.Equal(got, want.Bytes()) {
-		t.Error("the bytes read differ from those sent")
-	}
-}
-
-// TestRawIOStreamClose: Close, from another goroutine, of a connection
-// whose reader is between reads (its RawConn.Read suspended, holding the
-// descriptor) returns at once: the peer sees the connection end, the
-// reader's next read fails as on a closed connection, and the reader's
-// stop closes the descriptor.
-func TestRawIOStreamClose(t *testing.T) {
-	c, peer := tcpPair(t)
-	mc := newMeteredConn(c)
-	stop := mc.streamReads()
-	peer.Write([]byte("hello"))
-	b := make([]byte, 64)
-	if n, err := mc.Read(b); err != nil || string(b[:n]) != "hello" {
-		t.Fatalf("read %q, %v", b[:n], err)
-	}
-	closed := make(chan error, 1)
-	go func() { closed <- mc.Close() }()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close blocked while the reader was between reads")
-	}
-	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if n, err := peer.Read(b); err != io.EOF {
-		t.Errorf("the peer read %d bytes, %v; want EOF", n, err)
-	}
-	if _, err := mc.Read(b); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("read after Close: %v; want net.ErrClosed", err)
-	}
-	stop()
-	if err := c.Close(); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("the descriptor after stop: Close gave %v; want it closed already", err)
-	}
-}
-
-// TestRawIOStreamDeadline: a deadline set while the reader is between
-// reads ends its next read, and reads go on once it is cleared.
-func TestRawIOStreamDeadline(t *testing.T) {
-	mc, peer := streamPair(t)
-	b := make([]byte, 64)
-	peer.Write([]byte("one"))
-	if n, err := mc.Read(b); err != nil || string(b[:n]) != "one" {
-		t.Fatalf("read %q, %v", b[:n], err)
-	}
-	mc.SetReadDeadline(time.Now().Add(-time.Second))
-	if _, err := mc.Read(b); !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("read past the deadline: %v", err)
-	}
-	mc.SetReadDeadline(time.Time{})
-	peer.Write([]byte("two"))
-	if n, err := mc.Read(b); err != nil || string(b[:n]) != "two" {
-		t.Fatalf("read after the deadline was cleared: %q, %v", b[:n], err)
 	}
 }

@@ -12,5 +12,3 @@ func newRawIO(net.Conn) *rawIO { return nil }
 
 func (*rawIO) read(net.Conn, []byte) (int, error)  { panic("unreachable") }
 func (*rawIO) write(net.Conn, []byte) (int, error) { panic("unreachable") }
-func (*rawIO) streamReads(net.Conn) (stop func())  { return func() {} }
-func (*rawIO) closeStreaming() bool                { return false }
