@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -63,10 +64,15 @@ func TestParseOptions(t *testing.T) {
 	if o.duration != 10*time.Second || o.reps != 2 || len(o.points) != 1 || o.points[0] != (point{1000, 4}) {
 		t.Errorf("quick options = %+v", o)
 	}
-	for _, bad := range [][]string{{"-points", "1000"}, {"-protocols", "quic"}, {"-systems", "conduit"}} {
+	for _, bad := range [][]string{{"-points", "1000"}, {"-protocols", "quic"}, {"-systems", "conduit"},
+		{"-systems", "direct,conduit-base"}, {"-base-rev", "HEAD~1", "-systems", "direct,conduit"}} {
 		if _, err := parseOptions(bad, io.Discard); err == nil {
 			t.Errorf("parseOptions(%q) succeeded", bad)
 		}
+	}
+	o, err = parseOptions([]string{"-base-rev", "HEAD~1", "-systems", "direct,conduit,conduit-base"}, io.Discard)
+	if err != nil || o.baseRev != "HEAD~1" || !slices.Contains(o.systems, "conduit-base") {
+		t.Errorf("parseOptions with --base-rev: %+v, %v", o, err)
 	}
 }
 

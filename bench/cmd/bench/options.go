@@ -32,6 +32,7 @@ type options struct {
 	serverCPU string
 	priority  string
 	proxyRev  string
+	baseRev   string
 	notes     string
 	args      []string // as given, for the report
 }
@@ -47,6 +48,9 @@ const (
 	// policySystems measure the cost of inbound policy and of outbound
 	// routes (systems.go): only when asked for.
 	policySystems = "conduit-mtls-authz50,conduit-mtls-routes,conduit-mtls-retries"
+	// baseSystem is conduit-proxy built from --base-rev, run beside the
+	// one under test: a change is judged side by side, in one run.
+	baseSystem    = "conduit-base"
 	quickPoints   = "1000x4"
 	quickProtocol = "http1,grpc,tcp"
 )
@@ -57,7 +61,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	quick := fs.Bool("quick", false, "short iteration run: points "+quickPoints+", protocols "+quickProtocol+", 10s after a 2s warm-up, 3 repetitions (flags given explicitly still win)")
 	points := fs.String("points", fullPoints, "comma-separated RATExCONNECTIONS load points")
 	protocols := fs.String("protocols", allProtocols, "comma-separated protocols: "+allProtocols)
-	systems := fs.String("systems", allSystems, "comma-separated systems: "+allSystems+", or the proxy variants "+variantSystems+", or "+policySystems)
+	systems := fs.String("systems", allSystems, "comma-separated systems: "+allSystems+", or the proxy variants "+variantSystems+", or "+policySystems+", or "+baseSystem+" (with --base-rev)")
 	duration := fs.Duration("duration", 30*time.Second, "measured time per run")
 	warmup := fs.Duration("warmup", 5*time.Second, "warm-up time per run, not measured")
 	reps := fs.Int("reps", 3, "repetitions; the order of the systems alternates between them")
@@ -68,6 +72,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	serverCPU := fs.String("server-cpu", "1", "CPU list (taskset -c) for the server and the proxies")
 	notes := fs.String("notes", "notes.md", "hand-written notes appended to the report when the file exists (read when the run ends)")
 	proxyRev := fs.String("proxy-rev", "", "build conduit-proxy from this git revision of --repo (e.g. HEAD) instead of the working tree")
+	baseRev := fs.String("base-rev", "", "build the system "+baseSystem+" (one hop, as conduit) from this git revision of --repo, to compare a change with it in the same run")
 	priority := fs.String("priority", "fifo", "scheduling of the load generator, server and proxies: fifo (chrt -f 10, needs root), "+
 		"nice (nice -n -15) or none; on a shared machine it keeps other work from dominating the tail latencies")
 	if err := fs.Parse(args); err != nil {
@@ -86,7 +91,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		}
 	}
 	o := &options{duration: *duration, warmup: *warmup, reps: *reps, out: *out, jsonOut: *jsonOut, repo: *repo,
-		loadCPU: *loadCPU, serverCPU: *serverCPU, priority: *priority, proxyRev: *proxyRev, notes: *notes, args: args}
+		loadCPU: *loadCPU, serverCPU: *serverCPU, priority: *priority, proxyRev: *proxyRev, baseRev: *baseRev, notes: *notes, args: args}
 	var err error
 	if o.points, err = parsePoints(*points); err != nil {
 		return nil, err
@@ -94,8 +99,11 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if o.protocols, err = parseList("--protocols", *protocols, allProtocols); err != nil {
 		return nil, err
 	}
-	if o.systems, err = parseList("--systems", *systems, allSystems+","+variantSystems+","+policySystems); err != nil {
+	if o.systems, err = parseList("--systems", *systems, allSystems+","+variantSystems+","+policySystems+","+baseSystem); err != nil {
 		return nil, err
+	}
+	if has := slices.Contains(o.systems, baseSystem); has != (o.baseRev != "") {
+		return nil, fmt.Errorf("--systems %s and --base-rev go together: --base-rev REV builds %s from REV (e.g. --base-rev HEAD~1 --systems direct,conduit,%s)", baseSystem, baseSystem, baseSystem)
 	}
 	if !slices.Contains(o.systems, "direct") {
 		return nil, fmt.Errorf("--systems must include direct: every added figure is measured against it")

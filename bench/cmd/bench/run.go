@@ -104,7 +104,7 @@ func runBench(ctx context.Context, opts *options, stdout, stderr io.Writer) erro
 			variants = append(variants, name)
 		}
 	}
-	if e.bins, source, err = build(ctx, opts.repo, opts.proxyRev, dir, slices.ContainsFunc(opts.systems, func(s string) bool { return strings.HasPrefix(s, "conduit-mtls") }), variants); err != nil {
+	if e.bins, source, err = build(ctx, opts.repo, opts.proxyRev, opts.baseRev, dir, slices.ContainsFunc(opts.systems, func(s string) bool { return strings.HasPrefix(s, "conduit-mtls") }), variants); err != nil {
 		return err
 	}
 	server, err := e.startServer(ctx)
@@ -187,8 +187,9 @@ func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // build compiles the programs into dir. conduit-proxy comes from the working
 // tree of repo, or from revision rev of it; source says which. variants are
-// the proxy variant systems to build too.
-func build(ctx context.Context, repo, rev, dir string, withController bool, variants []string) (b binaries, source string, err error) {
+// the proxy variant systems to build too; baseRev, when set, is the
+// revision conduit-base is built from.
+func build(ctx context.Context, repo, rev, baseRev, dir string, withController bool, variants []string) (b binaries, source string, err error) {
 	b = binaries{
 		fortio:       filepath.Join(dir, "fortio"),
 		conduitProxy: filepath.Join(dir, "conduit-proxy"),
@@ -205,19 +206,27 @@ func build(ctx context.Context, repo, rev, dir string, withController bool, vari
 		out, err := exec.CommandContext(ctx, "git", append([]string{"-C", repo}, args...)...).Output()
 		return strings.TrimSpace(string(out)), err
 	}
+	// export writes revision rev of repo to dir/name and returns its
+	// commit.
+	export := func(flagName, rev, name string) (src, sha string, err error) {
+		if sha, err = git("rev-parse", "--verify", rev+"^{commit}"); err != nil {
+			return "", "", fmt.Errorf("%s %q is not a commit of %s", flagName, rev, repo)
+		}
+		src = filepath.Join(dir, name)
+		if err := os.Mkdir(src, 0o755); err != nil {
+			return "", "", err
+		}
+		archive := fmt.Sprintf("git -C %q archive %s | tar -x -C %q", repo, sha, src)
+		if out, err := exec.CommandContext(ctx, "sh", "-c", archive).CombinedOutput(); err != nil {
+			return "", "", fmt.Errorf("exporting %s: %v: %s", sha, err, oneLine(string(out)))
+		}
+		return src, sha, nil
+	}
 	proxySrc := repo
 	if rev != "" {
-		sha, err := git("rev-parse", "--verify", rev+"^{commit}")
-		if err != nil {
-			return b, "", fmt.Errorf("--proxy-rev %q is not a commit of %s", rev, repo)
-		}
-		proxySrc = filepath.Join(dir, "src")
-		if err := os.Mkdir(proxySrc, 0o755); err != nil {
+		var sha string
+		if proxySrc, sha, err = export("--proxy-rev", rev, "src"); err != nil {
 			return b, "", err
-		}
-		export := fmt.Sprintf("git -C %q archive %s | tar -x -C %q", repo, sha, proxySrc)
-		if out, err := exec.CommandContext(ctx, "sh", "-c", export).CombinedOutput(); err != nil {
-			return b, "", fmt.Errorf("exporting %s: %v: %s", sha, err, oneLine(string(out)))
 		}
 		source = "commit " + sha
 	} else if desc, err := git("describe", "--always", "--dirty"); err == nil {
@@ -240,6 +249,18 @@ func build(ctx context.Context, repo, rev, dir string, withController bool, vari
 			dir  string
 			args []string
 		}{proxySrc, []string{"build", "-o", b.controller, "./cmd/conduit-controller"}})
+	}
+	if baseRev != "" {
+		baseSrc, sha, err := export("--base-rev", baseRev, "base-src")
+		if err != nil {
+			return b, "", err
+		}
+		b.variants[baseSystem] = filepath.Join(dir, baseSystem)
+		steps = append(steps, struct {
+			dir  string
+			args []string
+		}{baseSrc, []string{"build", "-o", b.variants[baseSystem], "./cmd/conduit-proxy"}})
+		source += "; " + baseSystem + " from the commit " + sha
 	}
 	for _, name := range variants {
 		b.variants[name] = filepath.Join(dir, name)

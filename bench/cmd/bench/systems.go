@@ -74,6 +74,11 @@ var systems = map[string]system{
 			return &deployment{addr: target}, nil
 		}},
 	"conduit": {name: "conduit", title: "conduit-proxy (1 hop, inbound)", supports: always, start: startConduit},
+	baseSystem: {name: baseSystem, title: "conduit-proxy (1 hop, inbound) built from --base-rev", supports: always,
+		start: func(ctx context.Context, e *benchEnv, _ protocol, target string) (*deployment, error) {
+			p, l, err := e.startProxyBin(ctx, e.bins.variants[baseSystem], nil, "", target)
+			return single(p, l.in, err)
+		}},
 	"conduit-mtls": {name: "conduit-mtls", title: "conduit-proxy ×2 with mTLS (outbound → inbound)",
 		supports: func(p protocol) bool { return p.name != "tcp" }, start: startTwoHops},
 	"conduit-mtls-routes": {name: "conduit-mtls-routes", title: "conduit-proxy ×2 with mTLS, a route with retries and timeouts (not matched) and failure accrual",
