@@ -38,6 +38,10 @@ const (
 	// dir of the node that is up (so the next run tears it down), the
 	// original sysctls, containerd's sockets and state.
 	nodeState = "/run/conduit-node"
+	// containerdSock is the node's containerd socket. containerd passes it
+	// to every shim it starts as -address, which is how teardownNode finds
+	// shims whose shim.pid files are gone.
+	containerdSock = nodeState + "/containerd.sock"
 )
 
 // NodeOptions configure StartNode.
@@ -133,7 +137,7 @@ func StartNode(ctx context.Context, o NodeOptions) (_ *Node, err error) {
 		lock.Close()
 		return nil, fmt.Errorf("locking %s: %w", lock.Name(), err)
 	}
-	n := &Node{opts: o, lock: lock, Containerd: filepath.Join(nodeState, "containerd.sock")}
+	n := &Node{opts: o, lock: lock, Containerd: containerdSock}
 	// A run that was killed (SIGKILL, a timeout) left its node behind.
 	if prev, err := os.ReadFile(filepath.Join(nodeState, "rundir")); err == nil {
 		fmt.Fprintf(o.Log, "node: tearing down the node a previous run left in %s\n", prev)
@@ -520,13 +524,22 @@ func (n *Node) removeContainers() {
 func teardownNode(dir string, log io.Writer) error {
 	var errs []error
 	// Shims that outlived containerd (they are its grandchildren, not ours:
-	// the PID files containerd wrote say which).
+	// the PID files containerd wrote say which, and so does the -address on
+	// their command lines when the PID files are gone).
+	var pids []int
 	shims, _ := filepath.Glob(filepath.Join(nodeState, "containerd", "io.containerd.runtime.v2.task", "*", "*", "shim.pid"))
 	for _, f := range shims {
 		if b, err := os.ReadFile(f); err == nil {
 			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
-				syscall.Kill(pid, syscall.SIGKILL) //nolint:errcheck // gone already is fine
+				pids = append(pids, pid)
 			}
+		}
+	}
+	killed := map[int]bool{}
+	for _, pid := range append(pids, shimsByAddress("/proc")...) {
+		if !killed[pid] {
+			killed[pid] = true
+			syscall.Kill(pid, syscall.SIGKILL) //nolint:errcheck // gone already is fine
 		}
 	}
 	// Containers' processes: every process in a kubepods cgroup.
@@ -628,6 +641,37 @@ func teardownNode(dir string, log io.Writer) error {
 	}
 	fmt.Fprintf(log, "node: torn down\n")
 	return nil
+}
+
+// shimsByAddress returns the processes in procfs (/proc, or a fake one in
+// tests) whose command line has -address followed by the node's containerd
+// socket, as containerd starts its shims (-address=<socket> counts too).
+// It skips this process and those that exit while it reads.
+func shimsByAddress(procfs string) []int {
+	ents, err := os.ReadDir(procfs)
+	if err != nil {
+		return nil
+	}
+	self := os.Getpid()
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 1 || pid == self {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(procfs, e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		for i, a := range args {
+			if a == "-address="+containerdSock || (a == "-address" && i+1 < len(args) && args[i+1] == containerdSock) {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
 }
 
 func unescapeMount(s string) string {
@@ -861,6 +905,9 @@ func NodeLeftovers() []string {
 	shims, _ := filepath.Glob(filepath.Join(nodeState, "containerd", "io.containerd.runtime.v2.task", "*", "*", "shim.pid"))
 	for _, f := range shims {
 		left = append(left, "shim "+f)
+	}
+	for _, pid := range shimsByAddress("/proc") {
+		left = append(left, fmt.Sprintf("shim pid %d (-address %s)", pid, containerdSock))
 	}
 	return left
 }
