@@ -304,24 +304,21 @@ func (f *h2Flusher) mark(o *h2Out) {
 // to clients leaves before it yields for what it owes the upstream (a
 // PING or SETTINGS ack, window credit).
 func (f *h2Flusher) flush() {
-	shared := false
-	for i, o := range f.outs {
+	shared := f.outs[:0] // compacted in place: the shared ones, in order
+	for _, o := range f.outs {
 		if o.shared {
-			shared = true
+			shared = append(shared, o)
 			continue
 		}
 		o.flush()
-		f.outs[i] = nil
 	}
-	if shared {
+	if len(shared) > 0 {
 		runtime.Gosched()
-		for i, o := range f.outs {
-			if o != nil {
-				o.flush()
-				f.outs[i] = nil
-			}
+		for _, o := range shared {
+			o.flush()
 		}
 	}
+	clear(f.outs) // keep no connection alive through the slice
 	f.outs = f.outs[:0]
 }
 
