@@ -115,6 +115,7 @@ func TestOutboundAwaitsEndpoints(t *testing.T) {
 			// The request is held: nothing comes back until an endpoint
 			// does (the fail-fast timeout is far off).
 			waitFor(t, "the request to wait for an endpoint", func() bool { return res.waiters.Load() == 1 })
+			wantMetric(t, p, 1, "outbound_endpoint_waiting", `authority="books:80"`)
 			select {
 			case r := <-done:
 				t.Fatalf("answered before any endpoint: %+v", r)
@@ -131,6 +132,14 @@ func TestOutboundAwaitsEndpoints(t *testing.T) {
 			}
 			// Counted once, with the endpoint it went to.
 			wantMetric(t, p, 1, "response_total", `direction="outbound"`, `authority="books:80"`, `dst_pod="books-1"`, `status_code="200"`)
+			// And its wait, as ended by an endpoint.
+			wantMetric(t, p, 0, "outbound_endpoint_waiting", `authority="books:80"`)
+			wantMetric(t, p, 1, "outbound_endpoint_wait_total", `authority="books:80"`, `result="ready"`)
+			wantMetric(t, p, 1, "outbound_endpoint_wait_total", `authority="books:80"`)
+			wantMetric(t, p, 1, "outbound_endpoint_wait_ms_count", `authority="books:80"`)
+			if ms := metricSum(scrape(t, p), "outbound_endpoint_wait_ms_sum", `authority="books:80"`); ms < 200 {
+				t.Errorf("outbound_endpoint_wait_ms_sum = %v, want at least the 200 ms it was held", ms)
+			}
 		})
 	}
 
@@ -151,6 +160,8 @@ func TestOutboundAwaitsEndpoints(t *testing.T) {
 		}
 		wantMetric(t, p, 2, "conduit_proxy_errors_total", `direction="outbound"`, `error="no_endpoints"`)
 		wantMetric(t, p, 2, "response_total", `direction="outbound"`, `authority="never:80"`, `status_code="503"`)
+		wantMetric(t, p, 2, "outbound_endpoint_wait_total", `authority="never:80"`, `result="no_endpoints"`)
+		wantMetric(t, p, 2, "outbound_endpoint_wait_total", `authority="never:80"`)
 	})
 
 	// A request timeout shorter than the fail-fast timeout ends the wait:
@@ -176,6 +187,8 @@ func TestOutboundAwaitsEndpoints(t *testing.T) {
 			}
 			wantMetric(t, p, 1, "conduit_proxy_errors_total", `direction="outbound"`, `error="request_timeout"`)
 			wantMetric(t, p, 0, "conduit_proxy_errors_total", `direction="outbound"`, `error="no_endpoints"`)
+			wantMetric(t, p, 1, "outbound_endpoint_wait_total", `authority="never:80"`, `result="timeout"`)
+			wantMetric(t, p, 1, "outbound_endpoint_wait_total", `authority="never:80"`)
 		}
 	})
 
@@ -206,6 +219,8 @@ func TestOutboundAwaitsEndpoints(t *testing.T) {
 		}
 		wantMetric(t, p, 1, "conduit_proxy_errors_total", `direction="outbound"`, `error="no_endpoints"`)
 		wantMetric(t, p, 0, "conduit_proxy_errors_total", `direction="outbound"`, `error="request_timeout"`)
+		wantMetric(t, p, 1, "outbound_endpoint_wait_total", `authority="never:80"`, `result="canceled"`)
+		wantMetric(t, p, 0, "outbound_endpoint_waiting", `authority="never:80"`)
 	})
 }
 
@@ -411,4 +426,6 @@ func TestOpaqueAwaitsEndpoints(t *testing.T) {
 	if r := <-done; r.err != nil || r.body != "books over TLS" {
 		t.Fatalf("once an endpoint came: %+v", r)
 	}
+	wantMetric(t, p, 1, "outbound_endpoint_wait_total", `authority="example.com:443"`, `result="ready"`)
+	wantMetric(t, p, 0, "outbound_endpoint_waiting", `authority="example.com:443"`)
 }

@@ -188,22 +188,24 @@ type h2Pending struct {
 	end       bool
 	trailers  []hpack.HeaderField
 	cancelled bool // by cancelUp: the stream is not to be opened
-	// stop, when set, ends the wait for an endpoint (awaitRoute).
-	stop context.CancelFunc
+	// stop, when set, ends the wait for an endpoint (awaitRoute), with
+	// its cause (nil: cancelled).
+	stop context.CancelCauseFunc
 }
 
 // upstream is the connection of the stream's current attempt, or nil.
 func (st *h2Stream) upstream() *h2Up { return st.upP.Load() }
 
 // cancelUp resets the stream's current attempt upstream, if any, or stops
-// it from being opened if its connection is being dialed.
-func (st *h2Stream) cancelUp(code http2.ErrCode, fl *h2Flusher) {
+// it from being opened if its connection is being dialed or an endpoint
+// awaited (cause says why: nil for cancelled, errTimedOut).
+func (st *h2Stream) cancelUp(code http2.ErrCode, cause error, fl *h2Flusher) {
 	st.upMu.Lock()
 	defer st.upMu.Unlock()
 	if st.pend != nil {
 		st.pend.cancelled = true
 		if st.pend.stop != nil {
-			st.pend.stop()
+			st.pend.stop(cause)
 		}
 	}
 	if up := st.upstream(); up != nil {
@@ -556,7 +558,7 @@ func (st *h2Stream) abort() {
 	st.respDone = true
 	d.out.mu.Unlock()
 	var fl h2Flusher
-	st.cancelUp(http2.ErrCodeCancel, &fl)
+	st.cancelUp(http2.ErrCodeCancel, nil, &fl)
 	fl.flush()
 	st.obs = nil // it may be what panicked
 	st.finish(true, errStreamAborted)
@@ -816,7 +818,7 @@ func (d *h2Down) awaitRoute(st *h2Stream, h *httpHandler, or *outRoute, req h2Re
 	or.label(&waiting)
 	st.waiting = &waiting
 	req.fields, req.contentLength = slices.Clone(f.Fields), contentLength(f)
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, stop := context.WithCancelCause(context.Background())
 	st.pend = &h2Pending{fields: req.fields, end: st.remoteEnd, stop: stop}
 	if or.timeout > 0 {
 		st.startTimeout(or.timeout) // the wait counts
@@ -824,7 +826,7 @@ func (d *h2Down) awaitRoute(st *h2Stream, h *httpHandler, or *outRoute, req h2Re
 	st.lateRoute = what == awaitTable
 	or2 := *or
 	go func() {
-		defer stop()
+		defer stop(nil)
 		p := d.s.p
 		var rt route
 		var perr *proxyError
@@ -1131,7 +1133,7 @@ func (d *h2Down) clientReset(id uint32, code http2.ErrCode) {
 	if !started {
 		d.s.earlyReset(d.info)
 	}
-	st.cancelUp(http2.ErrCodeCancel, &d.fl)
+	st.cancelUp(http2.ErrCodeCancel, nil, &d.fl)
 	st.finish(true, errStreamAborted)
 	st.mark(sReqIn | sRespOut | sReqOut | sRespIn)
 }
@@ -1256,7 +1258,7 @@ func (d *h2Down) close() {
 	d.mu.Unlock()
 	var fl h2Flusher
 	for _, st := range streams {
-		st.cancelUp(http2.ErrCodeCancel, &fl)
+		st.cancelUp(http2.ErrCodeCancel, nil, &fl)
 		st.finish(true, errStreamAborted)
 	}
 	fl.flush()
@@ -1391,7 +1393,7 @@ func (st *h2Stream) timedOut() {
 		return
 	}
 	var fl h2Flusher
-	st.cancelUp(http2.ErrCodeCancel, &fl)
+	st.cancelUp(http2.ErrCodeCancel, errTimedOut, &fl)
 	if st.failToClient(errRequestTimeout, http2.ErrCodeCancel, errTimedOut, &fl) {
 		st.down.s.p.metrics.Error(st.down.s.dir, errRequestTimeout.reason)
 	}

@@ -287,15 +287,27 @@ func (p *Proxy) awaitEndpoints(ctx context.Context, authority string, limit time
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
+	m := p.metrics.Await(authority)
+	m.Start()
 	start := time.Now()
 	eps, err := p.cfg.Resolver.(resolve.Awaiter).AwaitEndpoints(wctx, authority)
+	waited := time.Since(start)
 	got := err == nil && len(eps) > 0
-	p.log.Debug("waited for an endpoint", "authority", authority, "found", got, "waited", time.Since(start))
+	p.log.Debug("waited for an endpoint", "authority", authority, "found", got, "waited", waited)
 	switch {
 	case got:
+		m.Done(metrics.AwaitReady, waited)
 		return nil
+	case errors.Is(context.Cause(ctx), errTimedOut) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+		m.Done(metrics.AwaitTimeout, waited) // the request's own timer, which answers it
+		return &errNoEndpoints
 	case ctx.Err() != nil:
+		m.Done(metrics.AwaitCanceled, waited)
 		return &errNoEndpoints // the request ended first (its client went away)
+	case perr == &errRequestTimeout:
+		m.Done(metrics.AwaitTimeout, waited)
+	default:
+		m.Done(metrics.AwaitNoEndpoints, waited)
 	}
 	return perr
 }

@@ -24,6 +24,7 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 	}
 	authz := append([]*authzSeries(nil), r.authzOrd...)
 	retries := append([]*Retries(nil), r.retryOrd...)
+	awaits := append([]*Await(nil), r.awaitOrd...)
 	panicDirs := append([]string(nil), r.panicOrd...)
 	panicVals := make([]uint64, len(panicDirs))
 	for i, d := range panicDirs {
@@ -97,6 +98,23 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 			for _, s := range retries {
 				sample(bw, f.name, s.labels, "", f.v(s))
 			}
+		}
+	}
+
+	if len(awaits) > 0 {
+		header(bw, "outbound_endpoint_waiting", "gauge", "Requests and connections held now for a Service without a ready endpoint.")
+		for _, s := range awaits {
+			sampleInt(bw, "outbound_endpoint_waiting", s.labels, s.waiting.Load())
+		}
+		header(bw, "outbound_endpoint_wait_total", "counter", "Waits for a ready endpoint, by how they ended: ready, no_endpoints (the fail-fast timeout passed), timeout (the route's timeout passed), canceled.")
+		for _, s := range awaits {
+			for i, res := range awaitResults {
+				sample(bw, "outbound_endpoint_wait_total", s.labels, `result="`+res+`"`, s.results[i].Load())
+			}
+		}
+		header(bw, "outbound_endpoint_wait_ms", "histogram", "How long requests and connections waited for a ready endpoint, in milliseconds.")
+		for _, s := range awaits {
+			writeHistogram(bw, "outbound_endpoint_wait_ms", s.labels, &s.wait)
 		}
 	}
 

@@ -47,17 +47,21 @@ type Registry struct {
 	authzOrd []*authzSeries
 	retries  map[RetryLabels]*Retries
 	retryOrd []*Retries
+	awaits   map[string]*Await // by authority
+	awaitOrd []*Await
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
 	return &Registry{
-		start:  time.Now(),
-		routes: map[HTTPLabels]*Route{},
-		tcp:    map[TCPLabels]*TCP{},
-		errors: map[errorKey]*atomic.Uint64{},
-		panics: map[string]*atomic.Uint64{},
-		authz:  map[AuthzLabels]*authzSeries{},
+		start:   time.Now(),
+		routes:  map[HTTPLabels]*Route{},
+		tcp:     map[TCPLabels]*TCP{},
+		errors:  map[errorKey]*atomic.Uint64{},
+		panics:  map[string]*atomic.Uint64{},
+		authz:   map[AuthzLabels]*authzSeries{},
+		retries: map[RetryLabels]*Retries{},
+		awaits:  map[string]*Await{},
 	}
 }
 
@@ -220,23 +224,35 @@ const MaxSeries = 2000
 // Overflow replaces a peer-controlled label once MaxSeries is reached.
 const Overflow = "overflow"
 
+// bounded returns the series of k in m, made by mk and appended to ord on
+// first use. Once m holds MaxSeries series, a new k is replaced by
+// over(k), its overflow series, so that peers cannot grow the registry.
+// The caller holds r.mu.
+func bounded[K comparable, S any](m map[K]*S, ord *[]*S, k K, over func(K) K, mk func(K) *S) *S {
+	if s, ok := m[k]; ok {
+		return s
+	}
+	if len(m) >= MaxSeries {
+		k = over(k)
+		if s, ok := m[k]; ok {
+			return s
+		}
+	}
+	s := mk(k)
+	m[k] = s
+	*ord = append(*ord, s)
+	return s
+}
+
 // Route returns (creating on first use) the series for l.
 func (r *Registry) Route(l HTTPLabels) *Route {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if rt, ok := r.routes[l]; ok {
-		return rt
-	}
-	if len(r.routes) >= MaxSeries {
-		l = HTTPLabels{Direction: l.Direction, Authority: Overflow, TLS: l.TLS}
-		if rt, ok := r.routes[l]; ok {
-			return rt
-		}
-	}
-	rt := &Route{labels: l.render(), responses: map[respKey]*response{}}
-	r.routes[l] = rt
-	r.routeOrd = append(r.routeOrd, rt)
-	return rt
+	return bounded(r.routes, &r.routeOrd, l,
+		func(l HTTPLabels) HTTPLabels {
+			return HTTPLabels{Direction: l.Direction, Authority: Overflow, TLS: l.TLS}
+		},
+		func(l HTTPLabels) *Route { return &Route{labels: l.render(), responses: map[respKey]*response{}} })
 }
 
 // Request counts one request (request_total).
@@ -304,19 +320,11 @@ type TCP struct {
 func (r *Registry) TCP(l TCPLabels) *TCP {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if t, ok := r.tcp[l]; ok {
-		return t
-	}
-	if len(r.tcp) >= MaxSeries {
-		l = TCPLabels{Direction: l.Direction, Peer: l.Peer, TargetAddr: Overflow, TLS: l.TLS}
-		if t, ok := r.tcp[l]; ok {
-			return t
-		}
-	}
-	t := &TCP{labels: l.render(), duration: newHistogram(DurationBucketsMs)}
-	r.tcp[l] = t
-	r.tcpOrd = append(r.tcpOrd, t)
-	return t
+	return bounded(r.tcp, &r.tcpOrd, l,
+		func(l TCPLabels) TCPLabels {
+			return TCPLabels{Direction: l.Direction, Peer: l.Peer, TargetAddr: Overflow, TLS: l.TLS}
+		},
+		func(l TCPLabels) *TCP { return &TCP{labels: l.render(), duration: newHistogram(DurationBucketsMs)} })
 }
 
 // Open counts a new connection.

@@ -45,6 +45,14 @@ func TestExposition(t *testing.T) {
 	r.Authz(AuthzLabels{TargetAddr: "127.0.0.1:8080", SrvKind: "server", SrvName: "books-http", RouteKind: "httproute", RouteName: "books-get"})
 	r.Authz(AuthzLabels{TCP: true, TargetAddr: "127.0.0.1:6379", SrvKind: "default", SrvName: "deny"})
 	r.Authz(AuthzLabels{TCP: true, TargetAddr: "127.0.0.1:6379", SrvKind: "default", SrvName: "deny"})
+	books := r.Await("books.shop.svc.cluster.local:8080")
+	books.Start()
+	books.Done(AwaitReady, 1200*time.Millisecond)
+	books.Start()
+	books.Done(AwaitNoEndpoints, 5*time.Second)
+	books.Start() // still waiting
+	r.Await("10.96.0.12:6379").Start()
+	r.Await("10.96.0.12:6379").Done(AwaitCanceled, 40*time.Millisecond)
 
 	var buf bytes.Buffer
 	if _, err := r.WriteTo(&buf); err != nil {
@@ -148,6 +156,13 @@ func TestSeriesAreBounded(t *testing.T) {
 		r.Route(HTTPLabels{Direction: "inbound", Authority: strconv.Itoa(i)}).Request()
 		r.TCP(TCPLabels{Direction: "outbound", Peer: "dst", TargetAddr: strconv.Itoa(i)}).Open()
 		r.Authz(AuthzLabels{Allowed: true, ClientID: strconv.Itoa(i), SrvKind: "default", SrvName: "all-authenticated"})
+		r.Await(strconv.Itoa(i)).Start()
+	}
+	if n := len(r.awaits); n != MaxSeries+1 {
+		t.Errorf("%d endpoint-wait series, want %d", n, MaxSeries+1)
+	}
+	if got := r.awaits[Overflow].waiting.Load(); got != 500 {
+		t.Errorf("overflow endpoint-wait series has %d waiting, want 500", got)
 	}
 	if n := len(r.authz); n != MaxSeries+1 {
 		t.Errorf("%d authz series, want %d", n, MaxSeries+1)

@@ -36,22 +36,9 @@ type Retries struct {
 func (r *Registry) Retries(l RetryLabels) *Retries {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s, ok := r.retries[l]
-	if !ok {
-		if len(r.retries) >= MaxSeries {
-			l.Authority = Overflow
-			if s, ok = r.retries[l]; ok {
-				return s
-			}
-		}
-		s = &Retries{labels: l.render()}
-		if r.retries == nil {
-			r.retries = map[RetryLabels]*Retries{}
-		}
-		r.retries[l] = s
-		r.retryOrd = append(r.retryOrd, s)
-	}
-	return s
+	return bounded(r.retries, &r.retryOrd, l,
+		func(l RetryLabels) RetryLabels { l.Authority = Overflow; return l },
+		func(l RetryLabels) *Retries { return &Retries{labels: l.render()} })
 }
 
 // Request counts a retry sent.
