@@ -49,7 +49,8 @@ func statCommand(g *Globals) *cli.Command {
 		Usage:     "show success rate, requests per second and latency of meshed resources",
 		ArgsUsage: "TYPE[/NAME] | TYPE NAME",
 		Description: "TYPE is one of namespace (ns), deployment (deploy), pod (po), service (svc), authority (au).\n" +
-			"Where an inbound policy applies, ALLOWED and DENIED count the requests it admitted and refused in the window.\n" +
+			"Where an inbound policy applies, ALLOWED and DENIED count the requests it admitted and refused in the window,\n" +
+			"and TCP_ALLOWED and TCP_DENIED the opaque TCP connections (shown when there are any).\n" +
 			"With --by route, one resource's outbound HTTP requests per parent authority, route (HTTPRoute or GRPCRoute;\n" +
 			"[default] for requests that matched none) and backend (the service the requests went to, else the workload);\n" +
 			"TIMEOUTS count responses 504 and grpc-status 4, RETRIES the route's retries (all backends), SHARE the\n" +
@@ -190,6 +191,7 @@ func statTableRows(rows []*statsv1.StatRow) []tui.StatRow {
 			P50: r.GetLatencyMsP50(), P95: r.GetLatencyMsP95(), P99: r.GetLatencyMsP99(),
 			TCPConns: int64(r.GetTcpOpenConnections()),
 			Authz:    r.GetAuthzApplies(), Allowed: r.GetAuthzAllowedCount(), Denied: r.GetAuthzDeniedCount(),
+			TCPAllowed: r.GetAuthzTcpAllowedCount(), TCPDenied: r.GetAuthzTcpDeniedCount(),
 		}
 		if total > 0 {
 			row.SuccessRate = float64(r.GetSuccessCount()) / float64(total)
@@ -222,11 +224,14 @@ type statJSONRow struct {
 	WriteBytes     uint64   `json:"tcpWriteBytes"`
 	WindowSeconds  float64  `json:"windowSeconds"`
 
-	// The inbound policy's decisions in the window; AuthzApplies is false
-	// (and the counts 0) where no policy decides the resource's requests.
-	AuthzApplies bool   `json:"authzApplies"`
-	AllowedCount uint64 `json:"allowedCount"`
-	DeniedCount  uint64 `json:"deniedCount"`
+	// The inbound policy's decisions in the window: HTTP requests, and
+	// opaque TCP connections; AuthzApplies is false (and the counts 0)
+	// where no policy decides the resource's traffic.
+	AuthzApplies    bool   `json:"authzApplies"`
+	AllowedCount    uint64 `json:"allowedCount"`
+	DeniedCount     uint64 `json:"deniedCount"`
+	TCPAllowedCount uint64 `json:"tcpAllowedCount"`
+	TCPDeniedCount  uint64 `json:"tcpDeniedCount"`
 }
 
 func statJSON(rows []*statsv1.StatRow) []statJSONRow {
@@ -240,6 +245,7 @@ func statJSON(rows []*statsv1.StatRow) []statJSONRow {
 			TCPConnections: r.GetTcpOpenConnections(), ReadBytes: r.GetTcpReadBytes(), WriteBytes: r.GetTcpWriteBytes(),
 			WindowSeconds: r.GetWindow().AsDuration().Seconds(),
 			AuthzApplies:  r.GetAuthzApplies(), AllowedCount: r.GetAuthzAllowedCount(), DeniedCount: r.GetAuthzDeniedCount(),
+			TCPAllowedCount: r.GetAuthzTcpAllowedCount(), TCPDeniedCount: r.GetAuthzTcpDeniedCount(),
 		}
 		j.SuccessRate, j.LatencyMsP50, j.LatencyMsP95, j.LatencyMsP99 = rateAndLatencies(r)
 		out = append(out, j)

@@ -112,6 +112,36 @@ func TestStatTableAuthz(t *testing.T) {
 	}
 }
 
+// TestStatTableTCPAuthz: a policy's decisions on opaque connections get
+// their own columns, since they count connections, not requests.
+func TestStatTableTCPAuthz(t *testing.T) {
+	rows := cannedRows()
+	rows[0].AuthzApplies, rows[0].AuthzTcpAllowedCount, rows[0].AuthzTcpDeniedCount = true, 40, 2
+	addr := serveController(t, &fakeStats{rows: rows}, nil)
+	out, _, err := runObsCLI(context.Background(), t, "stat", "deploy", "-n", "demo", "--controller-addr", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "" +
+		"NAME    MESHED   SUCCESS   RPS       LATENCY_P50   LATENCY_P95   LATENCY_P99   TCP_CONN   ALLOWED   DENIED   TCP_ALLOWED   TCP_DENIED\n" +
+		"books   1/1      95.00%    16.7rps   1.50ms        4.20ms        9.80ms        2          0         0        40            2\n" +
+		"idle    0/1      -         0.0rps    -             -             -             0          -         -        -             -\n"
+	if out != want {
+		t.Errorf("stdout:\n%s\nwant:\n%s", out, want)
+	}
+	out, _, err = runObsCLI(context.Background(), t, "stat", "deploy/books", "-n", "demo", "-o", "json", "--controller-addr", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var js []map[string]any
+	if err := json.Unmarshal([]byte(out), &js); err != nil {
+		t.Fatalf("%v in %s", err, out)
+	}
+	if len(js) != 2 || js[0]["tcpAllowedCount"] != 40.0 || js[0]["tcpDeniedCount"] != 2.0 || js[1]["tcpDeniedCount"] != 0.0 {
+		t.Errorf("rows = %v", js)
+	}
+}
+
 func TestStatJSON(t *testing.T) {
 	canned := cannedRows()
 	canned[0].AuthzApplies, canned[0].AuthzAllowedCount, canned[0].AuthzDeniedCount = true, 940, 3

@@ -24,9 +24,11 @@ type StatRow struct {
 	ReadBPS       float64 // bytes per second, wide only
 	WriteBPS      float64
 	// Authz is true when an inbound policy decides the resource's
-	// requests; Allowed and Denied count its decisions in the window.
-	Authz           bool
-	Allowed, Denied uint64
+	// traffic; Allowed and Denied count its decisions on HTTP requests in
+	// the window, TCPAllowed and TCPDenied those on opaque connections.
+	Authz                 bool
+	Allowed, Denied       uint64
+	TCPAllowed, TCPDenied uint64
 }
 
 // StatTableOptions choose the columns of a stat table.
@@ -36,19 +38,24 @@ type StatTableOptions struct {
 }
 
 // WriteStatTable prints rows as an aligned table, kubectl style. ALLOWED
-// and DENIED columns appear when some row is under an inbound policy.
+// and DENIED columns appear when some row is under an inbound policy, and
+// TCP_ALLOWED and TCP_DENIED when some row's policy decided connections.
 func WriteStatTable(w io.Writer, rows []StatRow, o StatTableOptions) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
 	h := []string{"NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99", "TCP_CONN"}
 	if o.AllNamespaces {
 		h = append([]string{"NAMESPACE"}, h...)
 	}
-	authz := false
+	authz, tcpAuthz := false, false
 	for _, r := range rows {
 		authz = authz || r.Authz
+		tcpAuthz = tcpAuthz || r.TCPAllowed+r.TCPDenied > 0
 	}
 	if authz {
 		h = append(h, "ALLOWED", "DENIED")
+	}
+	if tcpAuthz {
+		h = append(h, "TCP_ALLOWED", "TCP_DENIED")
 	}
 	if o.Wide {
 		h = append(h, "READ_BYTES/SEC", "WRITE_BYTES/SEC")
@@ -76,6 +83,13 @@ func WriteStatTable(w io.Writer, rows []StatRow, o StatTableOptions) error {
 			allowed, denied := "-", "-"
 			if r.Authz {
 				allowed, denied = strconv.FormatUint(r.Allowed, 10), strconv.FormatUint(r.Denied, 10)
+			}
+			v = append(v, allowed, denied)
+		}
+		if tcpAuthz {
+			allowed, denied := "-", "-"
+			if r.Authz {
+				allowed, denied = strconv.FormatUint(r.TCPAllowed, 10), strconv.FormatUint(r.TCPDenied, 10)
 			}
 			v = append(v, allowed, denied)
 		}

@@ -353,6 +353,13 @@ func TestStatTablesAuthz(t *testing.T) {
 	if err := WriteStatTable(&b, rows, StatTableOptions{AllNamespaces: true, Wide: true}); err != nil {
 		t.Fatal(err)
 	}
+	// A row whose policy decided opaque connections adds TCP_ALLOWED and
+	// TCP_DENIED.
+	rows = append(rows, StatRow{Namespace: "demo", Name: "cache", MeshedPods: 1, TotalPods: 1, TCPConns: 4, Authz: true, TCPAllowed: 40, TCPDenied: 2})
+	b.WriteString("--\n")
+	if err := WriteStatTable(&b, rows, StatTableOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	teatest.RequireEqualOutput(t, b.Bytes())
 }
 

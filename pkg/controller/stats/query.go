@@ -51,11 +51,13 @@ type StatResult struct {
 	ReadBytes, WriteBytes   float64
 	Window                  time.Duration
 	// Allowed and Denied count the inbound HTTP requests the inbound
-	// policy admitted and refused; AuthzApplies is true when the pods
-	// report policy decisions at all. Rows of the resource's own inbound
-	// traffic only (no From or To, not authorities).
-	Allowed, Denied float64
-	AuthzApplies    bool
+	// policy admitted and refused, TCPAllowed and TCPDenied the opaque
+	// connections; AuthzApplies is true when the pods report policy
+	// decisions at all. Rows of the resource's own inbound traffic only
+	// (no From or To, not authorities).
+	Allowed, Denied       float64
+	TCPAllowed, TCPDenied float64
+	AuthzApplies          bool
 }
 
 // EdgeResult is one observed src → dst pair.
@@ -99,21 +101,26 @@ type rowAgg struct {
 	read, write  float64
 	span         time.Duration
 	contributed  bool
-	// allowed and denied count inbound HTTP authorization decisions;
-	// authz is set when some pod reports them.
-	allowed, denied float64
-	authz           bool
+	// allowed and denied count inbound HTTP authorization decisions,
+	// tcpAllowed and tcpDenied those of opaque connections; authz is set
+	// when some pod reports them.
+	allowed, denied       float64
+	tcpAllowed, tcpDenied float64
+	authz                 bool
 }
 
-// The proxy's counters of inbound HTTP authorization decisions.
+// The proxy's counters of inbound authorization decisions: HTTP
+// requests, and opaque TCP connections.
 const (
-	authzAllowMetric = "inbound_http_authz_allow_total"
-	authzDenyMetric  = "inbound_http_authz_deny_total"
+	authzAllowMetric    = "inbound_http_authz_allow_total"
+	authzDenyMetric     = "inbound_http_authz_deny_total"
+	authzTCPAllowMetric = "inbound_tcp_authz_allow_total"
+	authzTCPDenyMetric  = "inbound_tcp_authz_deny_total"
 )
 
-// addAuthz adds a pod's inbound HTTP authorization decisions in the
-// window. The series carry no direction label (their name says inbound),
-// so they are counted apart from add's.
+// addAuthz adds a pod's inbound authorization decisions in the window.
+// The series carry no direction label (their name says inbound), so they
+// are counted apart from add's.
 func (a *rowAgg) addAuthz(w *podWindow) {
 	if w.pd.authz {
 		a.authz = true
@@ -123,13 +130,14 @@ func (a *rowAgg) addAuthz(w *podWindow) {
 		if g.dir != dirAuthz {
 			continue
 		}
-		if v := w.sum(g.ctr[slotAllowed]); v > 0 {
-			a.allowed += v
-			a.contributed = true
-		}
-		if v := w.sum(g.ctr[slotDenied]); v > 0 {
-			a.denied += v
-			a.contributed = true
+		for _, c := range []struct {
+			sl  slot
+			sum *float64
+		}{{slotAllowed, &a.allowed}, {slotDenied, &a.denied}, {slotTCPAllowed, &a.tcpAllowed}, {slotTCPDenied, &a.tcpDenied}} {
+			if v := w.sum(g.ctr[c.sl]); v > 0 {
+				*c.sum += v
+				a.contributed = true
+			}
 		}
 	}
 }
@@ -346,7 +354,7 @@ func (s *Store) Stat(now time.Time, q StatQuery) []StatResult {
 		}
 		res := StatResult{Namespace: r.ns, Name: r.name, MeshedPods: r.meshed, RunningPods: r.pods,
 			Successes: r.succ, Failures: r.fail, TCPOpen: r.tcpOpen, ReadBytes: r.read, WriteBytes: r.write, Window: r.span,
-			Allowed: r.allowed, Denied: r.denied, AuthzApplies: r.authz}
+			Allowed: r.allowed, Denied: r.denied, TCPAllowed: r.tcpAllowed, TCPDenied: r.tcpDenied, AuthzApplies: r.authz}
 		if r.span > 0 {
 			res.RPS = (r.succ + r.fail) / r.span.Seconds()
 		}

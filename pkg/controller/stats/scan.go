@@ -26,18 +26,20 @@ type slot uint8
 const (
 	slotNone slot = iota
 	slotRequests
-	slotSuccess // response_total{classification="success"}
-	slotFailure // any other response_total
-	slotBucket  // response_latency_ms_bucket, with its le
-	slotOpened  // tcp_open_total
-	slotClosed  // tcp_close_total
-	slotRead    // tcp_read_bytes_total
-	slotWritten // tcp_write_bytes_total
-	slotOpen    // tcp_open_connections: a gauge
-	slotAllowed // inbound_http_authz_allow_total
-	slotDenied  // inbound_http_authz_deny_total
-	slotOther   // conduit_proxy_{errors,panics}_total: activity, not shown
-	slotStart   // process_start_time_seconds: tells a restarted proxy
+	slotSuccess    // response_total{classification="success"}
+	slotFailure    // any other response_total
+	slotBucket     // response_latency_ms_bucket, with its le
+	slotOpened     // tcp_open_total
+	slotClosed     // tcp_close_total
+	slotRead       // tcp_read_bytes_total
+	slotWritten    // tcp_write_bytes_total
+	slotOpen       // tcp_open_connections: a gauge
+	slotAllowed    // inbound_http_authz_allow_total
+	slotDenied     // inbound_http_authz_deny_total
+	slotTCPAllowed // inbound_tcp_authz_allow_total: connections
+	slotTCPDenied  // inbound_tcp_authz_deny_total
+	slotOther      // conduit_proxy_{errors,panics}_total: activity, not shown
+	slotStart      // process_start_time_seconds: tells a restarted proxy
 	// slotTimeout counts the outbound responses that timed out (status
 	// 504 or grpc-status 4), also counted as slotFailure.
 	slotTimeout
@@ -70,6 +72,10 @@ func slotOf(name []byte) slot {
 		return slotAllowed
 	case authzDenyMetric:
 		return slotDenied
+	case authzTCPAllowMetric:
+		return slotTCPAllowed
+	case authzTCPDenyMetric:
+		return slotTCPDenied
 	case "conduit_proxy_errors_total", "conduit_proxy_panics_total":
 		return slotOther
 	case "process_start_time_seconds":
@@ -214,7 +220,7 @@ func (pg *page) add(name []byte, v float64, lineNo int) error {
 	case slotStart:
 		pg.start = v
 		return nil
-	case slotAllowed, slotDenied:
+	case slotAllowed, slotDenied, slotTCPAllowed, slotTCPDenied:
 		pg.authz = true
 		key = append(key, dirAuthz)
 	case slotRetries, slotRetryLimit, slotRetryOverflow:

@@ -227,7 +227,8 @@ func TestRunRescrapesNewPodsSoon(t *testing.T) {
 
 // authzPage is a proxy's page under an inbound policy, as the proxy writes
 // its authorization series: admitted requests by authorization, refused
-// ones by server, and TCP decisions (not requests: never counted).
+// ones by server, and TCP decisions (connections, not requests: counted
+// apart).
 const authzPage = `# TYPE response_total counter
 response_total{direction="inbound",authority="web.demo.svc.cluster.local:80",tls="true",classification="success",status_code="200"} %[1]d
 response_total{direction="inbound",authority="web.demo.svc.cluster.local:80",tls="false",classification="success",status_code="403"} %[2]d
@@ -238,12 +239,15 @@ inbound_http_authz_allow_total{target_addr="10.0.0.1:80",tls="false",srv_group="
 # HELP inbound_http_authz_deny_total Inbound HTTP requests denied by the port's policy.
 # TYPE inbound_http_authz_deny_total counter
 inbound_http_authz_deny_total{target_addr="10.0.0.1:80",tls="false",srv_group="policy.conduit.io",srv_kind="server",srv_name="web-http",route_group="",route_kind="default",route_name="default"} %[2]d
+# TYPE inbound_tcp_authz_allow_total counter
+inbound_tcp_authz_allow_total{target_addr="10.0.0.1:5432",tls="true",client_id="spiffe://cluster.local/ns/demo/sa/traffic",srv_group="policy.conduit.io",srv_kind="server",srv_name="db",authz_group="policy.conduit.io",authz_kind="authorizationpolicy",authz_name="db"} %[3]d
 # TYPE inbound_tcp_authz_deny_total counter
-inbound_tcp_authz_deny_total{target_addr="10.0.0.1:5432",tls="false",srv_group="policy.conduit.io",srv_kind="server",srv_name="db",} 99
+inbound_tcp_authz_deny_total{target_addr="10.0.0.1:5432",tls="false",srv_group="policy.conduit.io",srv_kind="server",srv_name="db",} %[2]d
 `
 
 // TestStatAuthz: allowed and denied requests per workload over the
-// window, from the proxies' inbound_http_authz_*_total series.
+// window, from the proxies' inbound_http_authz_*_total series, and
+// connections from inbound_tcp_authz_*_total.
 func TestStatAuthz(t *testing.T) {
 	s := NewStore(10*time.Second, time.Hour)
 	web0 := Pod{Namespace: "demo", Name: "web-0", AdminAddr: "x", Running: true, Labels: map[string]string{"deployment": "web", "service": "web"}}
@@ -277,14 +281,15 @@ func TestStatAuthz(t *testing.T) {
 		return m
 	}
 	got := byName(s.Stat(at, StatQuery{Selector: Ref{Namespace: "demo", Type: TypeDeployment}, Window: time.Minute}))
-	for name, want := range map[string][3]any{
-		"web":   {102.0, 4.0, true},
-		"books": {0.0, 0.0, false},
-		"quiet": {0.0, 0.0, true},
+	for name, want := range map[string][5]any{
+		"web":   {102.0, 4.0, 2.0, 4.0, true}, // TCP: 2 + 0 allowed, 3 + 1 denied
+		"books": {0.0, 0.0, 0.0, 0.0, false},
+		"quiet": {0.0, 0.0, 0.0, 0.0, true},
 	} {
 		r := got[name]
-		if r.Allowed != want[0] || r.Denied != want[1] || r.AuthzApplies != want[2] {
-			t.Errorf("%s: allowed %v denied %v applies %v, want %v", name, r.Allowed, r.Denied, r.AuthzApplies, want)
+		if r.Allowed != want[0] || r.Denied != want[1] || r.TCPAllowed != want[2] || r.TCPDenied != want[3] || r.AuthzApplies != want[4] {
+			t.Errorf("%s: allowed %v denied %v, TCP allowed %v denied %v, applies %v; want %v",
+				name, r.Allowed, r.Denied, r.TCPAllowed, r.TCPDenied, r.AuthzApplies, want)
 		}
 	}
 	if w := got["web"]; w.Successes != 104 { // 90 + 10 admitted, 3 + 1 refused (403 is a success)

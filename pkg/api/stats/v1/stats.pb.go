@@ -240,9 +240,15 @@ type StatRow struct {
 	// authz_applies is true when the resource's proxies report inbound
 	// policy decisions at all (a policy applies), even if none fell in the
 	// window.
-	AuthzApplies  bool `protobuf:"varint,17,opt,name=authz_applies,json=authzApplies,proto3" json:"authz_applies,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AuthzApplies bool `protobuf:"varint,17,opt,name=authz_applies,json=authzApplies,proto3" json:"authz_applies,omitempty"`
+	// authz_tcp_allowed_count and authz_tcp_denied_count are the inbound
+	// opaque TCP connections the inbound policy admitted and refused in the
+	// window (inbound_tcp_authz_allow_total and _deny_total), on the same
+	// rows as authz_allowed_count.
+	AuthzTcpAllowedCount uint64 `protobuf:"varint,18,opt,name=authz_tcp_allowed_count,json=authzTcpAllowedCount,proto3" json:"authz_tcp_allowed_count,omitempty"`
+	AuthzTcpDeniedCount  uint64 `protobuf:"varint,19,opt,name=authz_tcp_denied_count,json=authzTcpDeniedCount,proto3" json:"authz_tcp_denied_count,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *StatRow) Reset() {
@@ -392,6 +398,20 @@ func (x *StatRow) GetAuthzApplies() bool {
 		return x.AuthzApplies
 	}
 	return false
+}
+
+func (x *StatRow) GetAuthzTcpAllowedCount() uint64 {
+	if x != nil {
+		return x.AuthzTcpAllowedCount
+	}
+	return 0
+}
+
+func (x *StatRow) GetAuthzTcpDeniedCount() uint64 {
+	if x != nil {
+		return x.AuthzTcpDeniedCount
+	}
+	return 0
 }
 
 type EdgesRequest struct {
@@ -887,7 +907,7 @@ const file_stats_v1_stats_proto_rawDesc = "" +
 	"\x02to\x18\x04 \x01(\v2\x1a.conduit.stats.v1.ResourceR\x02to\x121\n" +
 	"\x06window\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06window\"=\n" +
 	"\fStatResponse\x12-\n" +
-	"\x04rows\x18\x01 \x03(\v2\x19.conduit.stats.v1.StatRowR\x04rows\"\xaa\x05\n" +
+	"\x04rows\x18\x01 \x03(\v2\x19.conduit.stats.v1.StatRowR\x04rows\"\x96\x06\n" +
 	"\aStatRow\x126\n" +
 	"\bresource\x18\x01 \x01(\v2\x1a.conduit.stats.v1.ResourceR\bresource\x12\x1f\n" +
 	"\vmeshed_pods\x18\x02 \x01(\rR\n" +
@@ -908,7 +928,9 @@ const file_stats_v1_stats_proto_rawDesc = "" +
 	"\x06window\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x06window\x12.\n" +
 	"\x13authz_allowed_count\x18\x0f \x01(\x04R\x11authzAllowedCount\x12,\n" +
 	"\x12authz_denied_count\x18\x10 \x01(\x04R\x10authzDeniedCount\x12#\n" +
-	"\rauthz_applies\x18\x11 \x01(\bR\fauthzApplies\"m\n" +
+	"\rauthz_applies\x18\x11 \x01(\bR\fauthzApplies\x125\n" +
+	"\x17authz_tcp_allowed_count\x18\x12 \x01(\x04R\x14authzTcpAllowedCount\x123\n" +
+	"\x16authz_tcp_denied_count\x18\x13 \x01(\x04R\x13authzTcpDeniedCount\"m\n" +
 	"\fEdgesRequest\x126\n" +
 	"\bselector\x18\x01 \x01(\v2\x1a.conduit.stats.v1.ResourceR\bselector\x12%\n" +
 	"\x0eall_namespaces\x18\x02 \x01(\bR\rallNamespaces\"=\n" +
