@@ -46,6 +46,11 @@ func runTests(m *testing.M) int {
 	}
 	testCluster = c
 	code := m.Run()
+	if refused := c.RefusedEgress(); len(refused) > 0 {
+		// The guard stopped these; without it they would have left the machine.
+		fmt.Fprintf(os.Stderr, "integration: FAIL: a test made the API server dial the cluster network %d times (a webhook's Service, a kwok pod or node), refused by the egress guard: %s\n", len(refused), strings.Join(refused, ", "))
+		code = 1
+	}
 	if code != 0 {
 		c.Keep()
 		fmt.Fprintf(os.Stderr, "integration: tests failed; the cluster's logs are kept in %s\n", c.Dir)

@@ -108,13 +108,15 @@ type Cluster struct {
 	Client     kubernetes.Interface
 	Server     string // https://<Options.BindAddress>:PORT
 
-	opts     Options
-	pki      *pki
-	procs    []*process // in start order
-	stopBind context.CancelFunc
-	bindDone chan struct{}
-	stopOnce sync.Once
-	stopErr  error
+	opts         Options
+	pki          *pki
+	procs        []*process // in start order
+	stopBind     context.CancelFunc
+	bindDone     chan struct{}
+	egress       *egressGuard // the loopback cluster's; nil on the real node
+	egressConfig string
+	stopOnce     sync.Once
+	stopErr      error
 }
 
 // Start builds (or reuses from the cache) etcd, kube-apiserver,
@@ -152,6 +154,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("writing the token file: %w", err)
 	}
 
+	if !opts.NoKwok {
+		if c.egress, c.egressConfig, err = startEgressGuard(dir); err != nil {
+			return nil, err
+		}
+	}
 	etcdURL, err := c.startEtcd(ctx, bins.Etcd)
 	if err != nil {
 		return nil, err
@@ -195,6 +202,9 @@ func (c *Cluster) Stop() error {
 				errs = append(errs, err)
 			}
 		}
+		if c.egress != nil {
+			c.egress.stop()
+		}
 		if c.opts.KeepDir {
 			// The logs and pki are what explain a failure; etcd's data
 			// (tens of MB) is not.
@@ -206,6 +216,17 @@ func (c *Cluster) Stop() error {
 		c.stopErr = errors.Join(errs...)
 	})
 	return c.stopErr
+}
+
+// RefusedEgress lists the connections the API server of the loopback cluster
+// tried to make to the cluster network (a webhook's Service, a kwok pod's
+// logs), all refused: each is a test that would have sent packets off the
+// machine.
+func (c *Cluster) RefusedEgress() []string {
+	if c.egress == nil {
+		return nil
+	}
+	return c.egress.Refused()
 }
 
 // Keep makes Stop leave the run directory (logs, pki) in place, e.g. after
@@ -292,6 +313,9 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin, etcdURL, adminToken s
 			"--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultTolerationSeconds,DefaultStorageClass,ResourceQuota,NodeRestriction,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy",
 			"--profiling=false",
 		}, c.opts.APIServerArgs...)
+		if c.egress != nil {
+			args = append(args, "--egress-selector-config-file="+c.egressConfig)
+		}
 		p, err := startProcess(c.Dir, "kube-apiserver", bin, args...)
 		if err != nil {
 			return err

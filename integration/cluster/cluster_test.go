@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -76,6 +77,10 @@ func TestCluster(t *testing.T) {
 		if !tr.Status.Authenticated || tr.Status.User.Username != "system:serviceaccount:sa-test:limited" {
 			t.Errorf("TokenReview of a TokenRequest token: %+v", tr.Status)
 		}
+	})
+
+	t.Run("the API server's egress to the cluster network is refused", func(t *testing.T) {
+		testEgressRefused(ctx, t, c)
 	})
 
 	pids := c.PIDs()
@@ -234,4 +239,61 @@ type tWriter struct{ t *testing.T }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// testEgressRefused makes the API server call a webhook through a Service's
+// ClusterIP, an address no one here owns: the egress guard refuses the
+// connection (nothing is sent off the machine) and records it.
+func testEgressRefused(ctx context.Context, t *testing.T, c *Cluster) {
+	if err := c.CreateNamespace(ctx, "egress-test", map[string]string{"egress-test": "yes"}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := c.Client.CoreV1().Services("egress-test").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "hook"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 443, TargetPort: intstr.FromInt32(8443)}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail, none := admissionregistrationv1.Fail, admissionregistrationv1.SideEffectClassNone
+	port := int32(443)
+	hook, err := c.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "egress-test"},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name:                    "egress-test.conduit.io",
+			AdmissionReviewVersions: []string{"v1"},
+			SideEffects:             &none,
+			FailurePolicy:           &fail,
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{Namespace: "egress-test", Name: "hook", Port: &port}},
+			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"egress-test": "yes"}},
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+			}},
+		}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, hook.Name, metav1.DeleteOptions{}) //nolint:errcheck // the cluster is stopped next
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "a", Image: "b"}}}}
+	// The API server may not have read the new webhook yet: retry until it
+	// calls it.
+	target := "CONNECT " + svc.Spec.ClusterIP + ":443"
+	var createErr error
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, createErr = c.Client.CoreV1().Pods("egress-test").Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		for _, r := range c.RefusedEgress() {
+			if r == target {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("the guard never saw %q (refused %v; last create: %v)", target, c.RefusedEgress(), createErr)
+	}
+	if createErr == nil || !strings.Contains(createErr.Error(), "failed calling webhook") {
+		t.Errorf("creating a pod behind the unreachable webhook: %v; want the API server's failed call", createErr)
+	}
 }
