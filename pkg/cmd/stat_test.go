@@ -94,57 +94,55 @@ func TestStatTable(t *testing.T) {
 	}
 }
 
-// TestStatTableAuthz: where a policy applies, ALLOWED and DENIED columns.
+// TestStatTableAuthz: where a policy applies, ALLOWED and DENIED columns;
+// its decisions on opaque connections get their own (TCP_ALLOWED,
+// TCP_DENIED), since they count connections, not requests.
 func TestStatTableAuthz(t *testing.T) {
-	rows := cannedRows()
-	rows[0].AuthzApplies, rows[0].AuthzAllowedCount, rows[0].AuthzDeniedCount = true, 1000, 12
-	addr := serveController(t, &fakeStats{rows: rows}, nil)
-	out, _, err := runObsCLI(context.Background(), t, "stat", "deploy", "-n", "demo", "--controller-addr", addr)
-	if err != nil {
-		t.Fatal(err)
+	const head = "NAME    MESHED   SUCCESS   RPS       LATENCY_P50   LATENCY_P95   LATENCY_P99   TCP_CONN   ALLOWED   DENIED"
+	cases := []struct {
+		name string
+		set  func(*statsv1.StatRow)
+		want string
+	}{
+		{
+			name: "requests",
+			set: func(r *statsv1.StatRow) {
+				r.AuthzApplies, r.AuthzAllowedCount, r.AuthzDeniedCount = true, 1000, 12
+			},
+			want: head + "\n" +
+				"books   1/1      95.00%    16.7rps   1.50ms        4.20ms        9.80ms        2          1000      12\n" +
+				"idle    0/1      -         0.0rps    -             -             -             0          -         -\n",
+		},
+		{
+			name: "connections",
+			set: func(r *statsv1.StatRow) {
+				r.AuthzApplies, r.AuthzTcpAllowedCount, r.AuthzTcpDeniedCount = true, 40, 2
+			},
+			want: head + "   TCP_ALLOWED   TCP_DENIED\n" +
+				"books   1/1      95.00%    16.7rps   1.50ms        4.20ms        9.80ms        2          0         0        40            2\n" +
+				"idle    0/1      -         0.0rps    -             -             -             0          -         -        -             -\n",
+		},
 	}
-	want := "" +
-		"NAME    MESHED   SUCCESS   RPS       LATENCY_P50   LATENCY_P95   LATENCY_P99   TCP_CONN   ALLOWED   DENIED\n" +
-		"books   1/1      95.00%    16.7rps   1.50ms        4.20ms        9.80ms        2          1000      12\n" +
-		"idle    0/1      -         0.0rps    -             -             -             0          -         -\n"
-	if out != want {
-		t.Errorf("stdout:\n%s\nwant:\n%s", out, want)
-	}
-}
-
-// TestStatTableTCPAuthz: a policy's decisions on opaque connections get
-// their own columns, since they count connections, not requests.
-func TestStatTableTCPAuthz(t *testing.T) {
-	rows := cannedRows()
-	rows[0].AuthzApplies, rows[0].AuthzTcpAllowedCount, rows[0].AuthzTcpDeniedCount = true, 40, 2
-	addr := serveController(t, &fakeStats{rows: rows}, nil)
-	out, _, err := runObsCLI(context.Background(), t, "stat", "deploy", "-n", "demo", "--controller-addr", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := "" +
-		"NAME    MESHED   SUCCESS   RPS       LATENCY_P50   LATENCY_P95   LATENCY_P99   TCP_CONN   ALLOWED   DENIED   TCP_ALLOWED   TCP_DENIED\n" +
-		"books   1/1      95.00%    16.7rps   1.50ms        4.20ms        9.80ms        2          0         0        40            2\n" +
-		"idle    0/1      -         0.0rps    -             -             -             0          -         -        -             -\n"
-	if out != want {
-		t.Errorf("stdout:\n%s\nwant:\n%s", out, want)
-	}
-	out, _, err = runObsCLI(context.Background(), t, "stat", "deploy/books", "-n", "demo", "-o", "json", "--controller-addr", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var js []map[string]any
-	if err := json.Unmarshal([]byte(out), &js); err != nil {
-		t.Fatalf("%v in %s", err, out)
-	}
-	if len(js) != 2 || js[0]["tcpAllowedCount"] != 40.0 || js[0]["tcpDeniedCount"] != 2.0 || js[1]["tcpDeniedCount"] != 0.0 {
-		t.Errorf("rows = %v", js)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rows := cannedRows()
+			tc.set(rows[0])
+			addr := serveController(t, &fakeStats{rows: rows}, nil)
+			out, _, err := runObsCLI(context.Background(), t, "stat", "deploy", "-n", "demo", "--controller-addr", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out != tc.want {
+				t.Errorf("stdout:\n%s\nwant:\n%s", out, tc.want)
+			}
+		})
 	}
 }
 
 func TestStatJSON(t *testing.T) {
 	canned := cannedRows()
 	canned[0].AuthzApplies, canned[0].AuthzAllowedCount, canned[0].AuthzDeniedCount = true, 940, 3
+	canned[0].AuthzTcpAllowedCount, canned[0].AuthzTcpDeniedCount = 40, 2
 	addr := serveController(t, &fakeStats{rows: canned}, nil)
 	out, _, err := runObsCLI(context.Background(), t, "stat", "deploy/books", "-n", "demo", "-o", "json", "--controller-addr", addr)
 	if err != nil {
@@ -160,7 +158,8 @@ func TestStatJSON(t *testing.T) {
 	}
 	// The policy's decisions are always there, under a policy or not.
 	if rows[0]["authzApplies"] != true || rows[0]["allowedCount"] != 940.0 || rows[0]["deniedCount"] != 3.0 ||
-		rows[1]["authzApplies"] != false || rows[1]["allowedCount"] != 0.0 || rows[1]["deniedCount"] != 0.0 {
+		rows[1]["authzApplies"] != false || rows[1]["allowedCount"] != 0.0 || rows[1]["deniedCount"] != 0.0 ||
+		rows[0]["tcpAllowedCount"] != 40.0 || rows[0]["tcpDeniedCount"] != 2.0 || rows[1]["tcpDeniedCount"] != 0.0 {
 		t.Errorf("authz fields: %v", rows)
 	}
 }
