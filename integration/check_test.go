@@ -170,7 +170,7 @@ func TestCheckInstalledControlPlane(t *testing.T) {
 	cli := buildBinary(t, "./cmd/conduit")
 	const ns = "check-cp"
 
-	res := runBinary(t, cli, "", "install", "-L", ns, "--timeout", "2m")
+	res := runBinary(t, cli, "", "install", "-L", ns, "--timeout", "2m", noInjectorProbe)
 	if res.Code != 0 {
 		t.Fatalf("install: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 	}
@@ -328,7 +328,7 @@ func TestCheckInstalledControlPlane(t *testing.T) {
 			}
 		}
 		// --force-conflicts: the objects were broken by hand (the hints say so).
-		args := []string{"upgrade", "-L", ns, "--yes", "--force-conflicts", "--timeout", "2m"}
+		args := []string{"upgrade", "-L", ns, "--yes", "--force-conflicts", "--timeout", "2m", noInjectorProbe}
 		if help := runBinary(t, cli, "", "upgrade", "--help"); strings.Contains(help.Stdout, "--identity-issuer-certificate-file") {
 			args = append(args,
 				"--identity-trust-anchors-file", filepath.Join(dir, "ca.crt"),
@@ -558,7 +558,7 @@ func TestCheckAcrossAnUpgrade(t *testing.T) {
 	newCLI := buildBinary(t, "./cmd/conduit", withVersion(newVersion))
 	const ns = "check-upgrade"
 
-	if res := runBinary(t, oldCLI, "", "install", "-L", ns, "--timeout", "2m"); res.Code != 0 {
+	if res := runBinary(t, oldCLI, "", "install", "-L", ns, "--timeout", "2m", noInjectorProbe); res.Code != 0 {
 		t.Fatalf("install: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
 	t.Cleanup(func() {
@@ -588,7 +588,7 @@ func TestCheckAcrossAnUpgrade(t *testing.T) {
 		t.Errorf("new CLI before the upgrade: exit %d (want 0: a warning), not passing %v, want %v", res.Code, got, want)
 	}
 
-	if res := runBinary(t, newCLI, "", "upgrade", "-L", ns, "--yes", "--timeout", "2m"); res.Code != 0 {
+	if res := runBinary(t, newCLI, "", "upgrade", "-L", ns, "--yes", "--timeout", "2m", noInjectorProbe); res.Code != 0 {
 		t.Fatalf("upgrade: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
 	res = runBinary(t, newCLI, "", "check", "-L", ns, "-o", "json", "--wait", "1m")

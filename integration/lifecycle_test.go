@@ -61,7 +61,7 @@ func TestLifecycle(t *testing.T) {
 
 	var issuerBefore []byte
 	t.Run("install", func(t *testing.T) {
-		res := runBinary(t, oldCLI, "", "install", "-L", ns, "--timeout", "90s")
+		res := runBinary(t, oldCLI, "", "install", "-L", ns, "--timeout", "90s", noInjectorProbe)
 		if res.Code != 0 {
 			t.Fatalf("install: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 		}
@@ -167,7 +167,7 @@ func TestLifecycle(t *testing.T) {
 	})
 
 	t.Run("upgrade", func(t *testing.T) {
-		res := runBinary(t, newCLI, "", "upgrade", "-L", ns, "--yes", "--timeout", "90s")
+		res := runBinary(t, newCLI, "", "upgrade", "-L", ns, "--yes", "--timeout", "90s", noInjectorProbe)
 		if res.Code != 0 {
 			t.Fatalf("upgrade: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 		}
@@ -201,7 +201,7 @@ func TestLifecycle(t *testing.T) {
 		if res.Code != 0 || !strings.Contains(res.Stdout, "No changes") {
 			t.Errorf("upgrade --dry-run after upgrade: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 		}
-		res = runBinary(t, newCLI, "", "upgrade", "-L", ns, "--yes")
+		res = runBinary(t, newCLI, "", "upgrade", "-L", ns, "--yes", noInjectorProbe)
 		if res.Code != 0 || !strings.Contains(res.Stdout, "No changes") {
 			t.Errorf("upgrade after upgrade: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 		}

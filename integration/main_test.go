@@ -82,6 +82,14 @@ type cmdResult struct {
 	Code           int
 }
 
+// noInjectorProbe goes on every install and upgrade that waits: kwok's
+// controller pods run nothing, so the proxy injector cannot answer the dry-run
+// probe of --wait, and the API server's call to the webhook would go to the
+// Service's ClusterIP, an address no one here owns (pods in these tests carry
+// conduit.io/inject=disabled for the same reason). The probe is proven on the
+// real node (integration/realnode) and in pkg/install's tests.
+const noInjectorProbe = "--wait-injector=false"
+
 // runBinary runs bin with args against the cluster kubeconfig (KUBECONFIG
 // is set; pass "" to use testCluster's admin kubeconfig), with no stdin and
 // CI=true, and returns its output and exit status. It fails the test only

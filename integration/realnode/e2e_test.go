@@ -183,8 +183,18 @@ func TestConduitOnARealNode(t *testing.T) {
 	})
 
 	e.step("kubectl conduit install --wait, then conduit check (all green) and check -o junit", func() {
+		// --wait returns once the proxy injector adds its proxy to a
+		// dry-run pod: the bookshop applied next must be meshed.
 		out := e.run(5*time.Minute, "kubectl", "conduit", "install", "--wait", "--timeout", "4m")
 		t.Logf("install: %s", lastLine(out))
+		logs := e.kubectl("logs", "-n", "conduit", "deploy/conduit-controller")
+		probed := false
+		for _, l := range strings.Split(logs, "\n") {
+			probed = probed || strings.Contains(l, "pod injected") && strings.Contains(l, "conduit-injector-probe-") && strings.Contains(l, "dryRun")
+		}
+		if !probed {
+			t.Errorf("install --wait returned before the proxy injector injected its dry-run probe pod; the controller's log:\n%s", logs)
+		}
 		out = e.conduit("check", "--wait", "2m")
 		if !strings.Contains(lastLine(out), " 0 failed") {
 			t.Errorf("conduit check is not green:\n%s", out)

@@ -21,8 +21,7 @@ type installOptions struct {
 	values   install.ValueOptions
 	identity install.IdentityFiles
 	output   string
-	wait     bool
-	timeout  time.Duration
+	wait     *install.WaitOptions // nil: do not wait
 	crds     bool
 }
 
@@ -47,8 +46,9 @@ absent (for GitOps: apply them before the chart's objects where the cluster has 
 		Flags: append(append(valueFlags(), identityFlags("to use instead of generating them")...),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "only print the objects as yaml or json, touching nothing"},
 			&cli.BoolFlag{Name: "crds", Usage: "with -o: print the Gateway API CRDs (" + install.GatewayAPIVersion + ", standard channel) instead of the chart's objects"},
-			&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait until the control plane is ready (--wait=false to return after applying)"},
+			&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait until the control plane is ready and its proxy injector answers (--wait=false to return after applying)"},
 			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long --wait waits"},
+			waitInjectorFlag(),
 		),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -66,8 +66,7 @@ absent (for GitOps: apply them before the chart's objects where the cluster has 
 				identity: identityFiles(c),
 				output:   c.String("output"),
 				crds:     c.Bool("crds"),
-				wait:     c.Bool("wait"),
-				timeout:  c.Duration("timeout"),
+				wait:     waitOptions(c),
 			}
 			return runInstall(c.Context, g, o)
 		},
@@ -153,7 +152,7 @@ func runInstall(ctx context.Context, g *Globals, o installOptions) error {
 		}
 	}
 	err = runSteps(ctx, g, fmt.Sprintf("Installing Conduit %s into namespace %s", version.Version, ns), func(ctx context.Context, report install.Reporter) error {
-		return client.Install(ctx, objs, waitOptions(o.wait, o.timeout), report)
+		return client.Install(ctx, objs, o.wait, report)
 	})
 	if err != nil {
 		return err
@@ -162,11 +161,18 @@ func runInstall(ctx context.Context, g *Globals, o installOptions) error {
 	return nil
 }
 
-func waitOptions(wait bool, timeout time.Duration) *install.WaitOptions {
-	if !wait {
+// waitInjectorFlag lets install and upgrade --wait skip the injector probe.
+func waitInjectorFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "wait-injector", Value: true, Usage: "with --wait, also wait until the proxy injector adds its proxy to a pod the API server admits in a dry run, so that workloads applied next are meshed (false: wait for the Deployments only)"}
+}
+
+// waitOptions are the --wait, --timeout and --wait-injector flags; nil
+// without --wait.
+func waitOptions(c *cli.Context) *install.WaitOptions {
+	if !c.Bool("wait") {
 		return nil
 	}
-	return &install.WaitOptions{Timeout: timeout}
+	return &install.WaitOptions{Timeout: c.Duration("timeout"), SkipInjector: !c.Bool("wait-injector")}
 }
 
 func lifecycleClient(g *Globals) (*install.Client, error) {

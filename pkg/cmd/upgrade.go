@@ -19,8 +19,7 @@ type upgradeOptions struct {
 	output   string // json or yaml: print the plan only
 	yes      bool
 	force    bool
-	wait     bool
-	timeout  time.Duration
+	wait     *install.WaitOptions // nil: do not wait
 }
 
 func upgradeCommand(g *Globals) *cli.Command {
@@ -44,8 +43,9 @@ without a terminal it never asks.
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "only print the plan as json or yaml, changing nothing"},
 			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "do not ask for confirmation"},
 			&cli.BoolFlag{Name: "force-conflicts", Usage: "take over fields another field manager changed (server-side apply --force-conflicts)"},
-			&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait until the control plane is ready"},
+			&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait until the control plane is ready and its proxy injector answers"},
 			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long --wait waits"},
+			waitInjectorFlag(),
 		),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -62,8 +62,7 @@ without a terminal it never asks.
 				output:   c.String("output"),
 				yes:      c.Bool("yes"),
 				force:    c.Bool("force-conflicts"),
-				wait:     c.Bool("wait"),
-				timeout:  c.Duration("timeout"),
+				wait:     waitOptions(c),
 			})
 		},
 	}
@@ -110,7 +109,7 @@ func runUpgrade(ctx context.Context, g *Globals, o upgradeOptions) error {
 		}
 	}
 	err = runSteps(ctx, g, fmt.Sprintf("Upgrading Conduit in namespace %s from %s to %s", ns, from, version.Version), func(ctx context.Context, report install.Reporter) error {
-		return client.Upgrade(ctx, objs, changes, o.force, waitOptions(o.wait, o.timeout), report)
+		return client.Upgrade(ctx, objs, changes, o.force, o.wait, report)
 	})
 	if err != nil {
 		return err

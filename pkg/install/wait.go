@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,10 +17,16 @@ import (
 type WaitOptions struct {
 	Timeout  time.Duration
 	Interval time.Duration // poll interval; 0 means one second
+	// SkipInjector waits for the Deployments only, not for the proxy
+	// injector to answer a probe.
+	SkipInjector bool
 }
 
-// WaitReady waits until every Deployment among objs has rolled out: the
-// controller saw the latest spec and all replicas are updated and ready.
+// WaitReady waits until every Deployment among objs has rolled out (the
+// controller saw the latest spec and all replicas are updated and ready), and
+// then until the proxy injector of objs' webhook adds the proxy to a pod the
+// API server admits (ProbeInjector): a Ready controller is not yet a working
+// injector, and a workload applied in between would start unmeshed.
 func (c *Client) WaitReady(ctx context.Context, objs []*unstructured.Unstructured, opts WaitOptions, detail func(string)) error {
 	interval := opts.Interval
 	if interval <= 0 {
@@ -33,19 +40,23 @@ func (c *Client) WaitReady(ctx context.Context, objs []*unstructured.Unstructure
 			deploys = append(deploys, obj)
 		}
 	}
+	var wh *admissionregistrationv1.MutatingWebhook
+	if !opts.SkipInjector {
+		var err error
+		if wh, err = injectorWebhook(objs); err != nil {
+			return err
+		}
+	}
+	probe := &injectorWait{c: c, webhook: wh, detail: detail}
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
-		pending := ""
-		for _, d := range deploys {
-			msg, err := c.rolloutStatus(ctx, d.GetNamespace(), d.GetName())
-			if err != nil {
-				return err
-			}
-			if msg != "" {
-				pending = msg
-				break
-			}
+		pending, hint, err := c.rolloutPending(ctx, deploys)
+		if err == nil && pending == "" {
+			pending, hint, err = probe.pending(ctx)
+		}
+		if err != nil {
+			return err
 		}
 		if pending == "" {
 			return nil
@@ -54,12 +65,76 @@ func (c *Client) WaitReady(ctx context.Context, objs []*unstructured.Unstructure
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("timed out after %s: %s (see `kubectl get pods -n %s`, or raise --timeout)", opts.Timeout, pending, deploys[0].GetNamespace())
+				return fmt.Errorf("timed out after %s: %s (%s, or raise --timeout)", opts.Timeout, pending, hint)
 			}
 			return ctx.Err()
 		case <-ticker.C:
 		}
 	}
+}
+
+// rolloutPending is what the first Deployment not rolled out waits for, and
+// where to look; "" when all are.
+func (c *Client) rolloutPending(ctx context.Context, deploys []*unstructured.Unstructured) (pending, hint string, err error) {
+	for _, d := range deploys {
+		msg, err := c.rolloutStatus(ctx, d.GetNamespace(), d.GetName())
+		if err != nil || msg != "" {
+			return msg, fmt.Sprintf("see `kubectl get pods -n %s`", d.GetNamespace()), err
+		}
+	}
+	return "", "", nil
+}
+
+// injectorWait probes the proxy injector until it answers.
+type injectorWait struct {
+	c       *Client
+	webhook *admissionregistrationv1.MutatingWebhook // nil: nothing to wait for
+	ns      string                                   // where to probe, once chosen
+	done    bool
+	detail  func(string)
+}
+
+// pending is "" once the injector added the proxy to a probe pod, or when it
+// cannot be probed (said through detail); else what it waits for and where
+// to look.
+func (w *injectorWait) pending(ctx context.Context) (pending, hint string, err error) {
+	if w.done || w.webhook == nil {
+		return "", "", nil
+	}
+	if w.ns == "" {
+		ns, err := InjectorProbeNamespace(ctx, w.c.Kube, w.webhook.NamespaceSelector)
+		if err != nil {
+			if ctx.Err() != nil {
+				return "proxy injector: waiting", w.hint(), nil // the caller reports the timeout
+			}
+			return "", "", err
+		}
+		if ns == "" {
+			w.detail("the proxy injector covers no namespace to probe it in: not waiting for it")
+			w.done = true
+			return "", "", nil
+		}
+		w.ns = ns
+	}
+	err = ProbeInjector(ctx, w.c.Kube, w.ns)
+	var notInjected *NotInjectedError
+	switch {
+	case err == nil:
+		w.done = true
+		return "", "", nil
+	case errors.As(err, &notInjected):
+		return "proxy injector: " + notInjected.Error(), w.hint(), nil
+	case ctx.Err() != nil:
+		return "proxy injector: waiting", w.hint(), nil
+	}
+	w.detail(fmt.Sprintf("not waiting for the proxy injector: %v", err))
+	w.done = true
+	return "", "", nil
+}
+
+// hint says where a request to the injector goes.
+func (w *injectorWait) hint() string {
+	return fmt.Sprintf("the API server calls it through %s: check that the Service has ready endpoints and that the API server can reach them", serviceOf(w.webhook))
 }
 
 // rolloutStatus is "" when the Deployment is rolled out, else what it waits for.

@@ -107,6 +107,9 @@ func (h *handler) serveInject(w http.ResponseWriter, r *http.Request) {
 func (h *handler) review(r *http.Request, req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
 	allow := &admissionv1.AdmissionResponse{Allowed: true}
 	log := h.cfg.Logger.With("namespace", req.Namespace, "name", podName(req))
+	if req.DryRun != nil && *req.DryRun {
+		log = log.With("dryRun", true) // e.g. `conduit install --wait`'s probe: nothing starts
+	}
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.Operation != admissionv1.Create || req.SubResource != "" {
 		return allow, nil
 	}
