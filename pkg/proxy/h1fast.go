@@ -224,17 +224,8 @@ func (fc *fastConn) serveOne() bool {
 	if perr == nil && p.cfg.Policy != nil && dir == Inbound {
 		decision, perr = p.authorizeRequest(info, authz.FieldsRequest(fc.req.method, fc.req.target, fc.fieldsOf(fc.req.headers)))
 	}
-	labels := metrics.HTTPLabels{Direction: dir, Authority: authority, TLS: info.tls, ClientID: info.clientID}
-	or.label(&labels)
 	routed := perr == nil && or.redirect == nil
-	if routed {
-		labels.TargetAddr, labels.Dst = x.rt.ep.Addr, x.rt.dst
-		if p.tlsFor(x.rt.ep) {
-			labels.TLS, labels.ServerID = true, x.rt.ep.Identity
-		}
-	}
-	series := p.metrics.Route(inboundRouted(labels, &decision))
-	series.Request()
+	series, labels := p.requestSeries(dir, authority, info, &or, &x.rt, routed, &decision)
 	status, streamErr := 0, false
 	var latency time.Duration
 	// Observed (tapped) requests only: what the Observer is told at the end.

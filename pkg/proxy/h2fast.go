@@ -768,17 +768,8 @@ type h2Req struct {
 // observation when the tap is on; obsReq and fieldBuf are reused buffers.
 func (d *h2Down) account(st *h2Stream, req *h2Req, or *outRoute, perr *proxyError, dec *authz.Decision, obsReq *Request, fieldBuf *[]Field) (*metrics.Route, Observation) {
 	p := d.s.p
-	labels := metrics.HTTPLabels{Direction: d.s.dir, Authority: req.authority, TLS: d.info.tls, ClientID: d.info.clientID}
-	or.label(&labels)
 	routed := perr == nil && or.redirect == nil
-	if routed {
-		labels.TargetAddr, labels.Dst = st.rt.ep.Addr, st.rt.dst
-		if p.tlsFor(st.rt.ep) {
-			labels.TLS, labels.ServerID = true, st.rt.ep.Identity
-		}
-	}
-	series := p.metrics.Route(inboundRouted(labels, dec))
-	series.Request()
+	series, labels := p.requestSeries(d.s.dir, req.authority, d.info, or, &st.rt, routed, dec)
 	var obs Observation
 	if p.observing() {
 		obs = d.observe(req, st, labels, routed, dec, obsReq, fieldBuf)

@@ -59,6 +59,26 @@ type route struct {
 	picked, accrual bool
 }
 
+// requestSeries counts a request on its metric series and returns it, with
+// the labels the tap shows: the connection's direction and client, the
+// authority and the route the outbound policy chose, the endpoint rt when
+// routed (its address, dst_* labels and, over mTLS, its identity), and the
+// inbound policy's route from dec. The three HTTP paths (net/http, the
+// HTTP/1 and HTTP/2 fast paths) label alike through it.
+func (p *Proxy) requestSeries(dir, authority string, info *connInfo, or *outRoute, rt *route, routed bool, dec *authz.Decision) (*metrics.Route, metrics.HTTPLabels) {
+	labels := metrics.HTTPLabels{Direction: dir, Authority: authority, TLS: info.tls, ClientID: info.clientID}
+	or.label(&labels)
+	if routed {
+		labels.TargetAddr, labels.Dst = rt.ep.Addr, rt.dst
+		if p.tlsFor(rt.ep) {
+			labels.TLS, labels.ServerID = true, rt.ep.Identity
+		}
+	}
+	series := p.metrics.Route(inboundRouted(labels, dec))
+	series.Request()
+	return series, labels
+}
+
 // finished reports the attempt's outcome to the balancer: failed is a
 // failure of the exchange itself; with failure accrual any 5xx response
 // and any gRPC status but OK count too (as Linkerd's classification).
@@ -116,17 +136,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		decision, perr = p.authorizeRequest(info, authz.HTTPRequest(r))
 	}
 
-	labels := metrics.HTTPLabels{Direction: h.dir, Authority: authority, TLS: info.tls, ClientID: info.clientID}
-	or.label(&labels)
-	if perr == nil && or.redirect == nil {
-		labels.TargetAddr = rt.ep.Addr
-		labels.Dst = rt.dst
-		if p.tlsFor(rt.ep) {
-			labels.TLS, labels.ServerID = true, rt.ep.Identity
-		}
-	}
-	series := p.metrics.Route(inboundRouted(labels, &decision))
-	series.Request()
+	series, labels := p.requestSeries(h.dir, authority, info, &or, &rt, perr == nil && or.redirect == nil, &decision)
 
 	rw := &respWriter{ResponseWriter: w, start: start}
 	if p.observing() {
