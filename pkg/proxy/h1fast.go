@@ -204,7 +204,7 @@ func (fc *fastConn) serveOne() bool {
 	info := fc.sc.info
 	start := time.Now()
 	authority := canonicalAuthority(string(fc.req.host), "80")
-	h := &httpHandler{p: p, dir: dir}
+	h := fc.s.h
 	var or outRoute
 	x := h1Exchange{authority: authority, tries: 1}
 	var perr *proxyError

@@ -79,23 +79,25 @@ type h2Stream struct {
 	// connection is dialed (openPending); nil once it is opened.
 	pend *h2Pending
 
-	// Request direction (client → upstream), under up.out.mu.
+	// Request direction (client → upstream), under up.out.mu. (The small
+	// fields of each direction sit together: with them apart, padding put
+	// a stream in the allocator's next size class.)
 	upWin       int32 // the upstream's stream window
+	reqEnd      bool  // END_STREAM to send once reqBuf is out
+	reqDone     bool  // END_STREAM (or RST_STREAM) sent upstream
+	reqBlocked  bool  // in up.blocked
+	replayed    bool  // a retry: the client was credited for the body
 	reqBuf      []byte
-	reqEnd      bool // END_STREAM to send once reqBuf is out
 	reqTrailers []hpack.HeaderField
-	reqDone     bool // END_STREAM (or RST_STREAM) sent upstream
-	reqBlocked  bool // in up.blocked
-	replayed    bool // a retry: the client was credited for the body
 
 	// Response direction (upstream → client), under down.out.mu.
 	downWin      int32 // the client's stream window
-	respBuf      []byte
 	respEnd      bool
-	respTrailers []hpack.HeaderField
 	respDone     bool // END_STREAM or RST_STREAM sent to the client
 	respBlocked  bool // in down's blocked list
 	respStarted  bool // final response headers sent
+	respBuf      []byte
+	respTrailers []hpack.HeaderField
 	// respLeft is what the response's content-length says is still to
 	// come in DATA (-1: unchecked); head says the request was HEAD (its
 	// response's content-length has no body), set before it is opened.
@@ -670,7 +672,7 @@ func (d *h2Down) headers(f *h2Headers) bool {
 	}
 	st.admitted = true
 	authority = canonicalAuthority(authority, "80")
-	h := &httpHandler{p: p, dir: dir}
+	h := d.s.h
 	var perr *proxyError
 	switch {
 	case f.Truncated:

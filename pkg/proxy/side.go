@@ -28,6 +28,9 @@ var errServerClosed = http.ErrServerClosed
 type side struct {
 	p   *Proxy
 	dir string
+	// h routes and forwards the side's requests on every HTTP path; it
+	// holds no per-request state, so one serves them all.
+	h   *httpHandler
 	ln  net.Listener
 	srv *http.Server
 	// httpLn feeds classified connections to srv.
@@ -43,13 +46,13 @@ func (p *Proxy) newSide(dir, addr string) (*side, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s listener: %w", dir, err)
 	}
-	s := &side{p: p, dir: dir, ln: ln, httpLn: newChanListener(ln.Addr())}
+	s := &side{p: p, dir: dir, h: &httpHandler{p: p, dir: dir}, ln: ln, httpLn: newChanListener(ln.Addr())}
 	s.conns.max, s.requests.max = int64(p.cfg.MaxConnections), int64(p.cfg.MaxRequests)
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	s.srv = &http.Server{
-		Handler:           guard{s: s, next: &httpHandler{p: p, dir: dir}},
+		Handler:           guard{s: s, next: s.h},
 		ReadHeaderTimeout: p.cfg.HeaderReadTimeout,
 		IdleTimeout:       p.cfg.IdleTimeout,
 		MaxHeaderBytes:    p.cfg.MaxHeaderBytes,
