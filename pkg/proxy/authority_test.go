@@ -50,3 +50,22 @@ func FuzzCanonicalAuthority(f *testing.F) {
 		}
 	})
 }
+
+// TestFastConnAuthority: a connection's requests for one host cost no
+// allocation; a new host is canonicalized afresh.
+func TestFastConnAuthority(t *testing.T) {
+	var fc fastConn
+	for _, tc := range []struct{ host, want string }{
+		{"Books:8080", "books:8080"}, {"Books:8080", "books:8080"}, {"authors", "authors:80"}, {"", ""}, {"Books:8080", "books:8080"},
+	} {
+		fc.req.host = []byte(tc.host)
+		if got := fc.authorityOf(); got != tc.want {
+			t.Errorf("Host %q: authority %q, want %q", tc.host, got, tc.want)
+		}
+	}
+	fc.req.host = []byte("books.shop.svc.cluster.local")
+	fc.authorityOf()
+	if n := testing.AllocsPerRun(100, func() { fc.authorityOf() }); n != 0 {
+		t.Errorf("the same Host again: %v allocations, want 0", n)
+	}
+}

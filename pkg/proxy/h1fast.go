@@ -54,6 +54,19 @@ type fastConn struct {
 	// (valid during its calls only), so that observing allocates neither.
 	obsReq Request
 	obsRsp Response
+	// host and authority are the last request's Host header, as sent and
+	// canonical: a connection's requests mostly name one host, which then
+	// costs no allocation.
+	host, authority string
+}
+
+// authorityOf is the canonical authority of the current request's Host.
+func (fc *fastConn) authorityOf() string {
+	if string(fc.req.host) != fc.host {
+		fc.host = string(fc.req.host)
+		fc.authority = canonicalAuthority(fc.host, "80")
+	}
+	return fc.authority
 }
 
 var (
@@ -203,7 +216,7 @@ func (fc *fastConn) serveOne() bool {
 	dir := fc.s.dir
 	info := fc.sc.info
 	start := time.Now()
-	authority := canonicalAuthority(string(fc.req.host), "80")
+	authority := fc.authorityOf()
 	h := fc.s.h
 	var or outRoute
 	x := h1Exchange{authority: authority, tries: 1}
