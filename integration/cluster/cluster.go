@@ -229,6 +229,17 @@ func (c *Cluster) RefusedEgress() []string {
 	return c.egress.Refused()
 }
 
+// RouteEgress makes the loopback cluster's API server reach target
+// ("10.96.0.12:443", a Service's ClusterIP and port) at local, a listener
+// the test runs on loopback, until the returned function is called. It
+// fails on the real node, whose API server dials the cluster directly.
+func (c *Cluster) RouteEgress(target, local string) (func(), error) {
+	if c.egress == nil {
+		return nil, errors.New("cluster: RouteEgress needs the loopback cluster's egress guard")
+	}
+	return c.egress.route(target, local), nil
+}
+
 // Keep makes Stop leave the run directory (logs, pki) in place, e.g. after
 // a failed test run. Call it before Stop.
 func (c *Cluster) Keep() { c.opts.KeepDir = true }

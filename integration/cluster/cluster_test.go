@@ -2,12 +2,19 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -16,10 +23,13 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/conduitmesh/conduit/pkg/pki/pkitest"
 )
 
 // TestCluster starts one real control plane and proves what the other
@@ -295,5 +305,45 @@ func testEgressRefused(ctx context.Context, t *testing.T, c *Cluster) {
 	}
 	if createErr == nil || !strings.Contains(createErr.Error(), "failed calling webhook") {
 		t.Errorf("creating a pod behind the unreachable webhook: %v; want the API server's failed call", createErr)
+	}
+
+	// Routed, the same Service reaches a webhook on loopback, which labels
+	// the pod.
+	ca := pkitest.Anchor(t, "hook.egress-test.svc", func(c *x509.Certificate) {
+		c.KeyUsage |= x509.KeyUsageDigitalSignature
+		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		c.DNSNames = []string{"hook.egress-test.svc"}
+	})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var review admissionv1.AdmissionReview
+		if err := json.NewDecoder(r.Body).Decode(&review); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		pt := admissionv1.PatchTypeJSONPatch
+		review.Response = &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true, PatchType: &pt,
+			Patch: []byte(`[{"op":"add","path":"/metadata/labels","value":{"routed":"yes"}}]`)}
+		review.Request = nil
+		json.NewEncoder(w).Encode(review) //nolint:errcheck // the API server reports a bad answer
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.TLS()}}
+	srv.StartTLS()
+	defer srv.Close()
+	unroute, err := c.RouteEgress(svc.Spec.ClusterIP+":443", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unroute()
+	patch := `[{"op":"replace","path":"/webhooks/0/clientConfig/caBundle","value":"` + base64.StdEncoding.EncodeToString(ca.PEM()) + `"}]`
+	if _, err := c.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(ctx, hook.Name, types.JSONPatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var got *corev1.Pod
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		got, createErr = c.Client.CoreV1().Pods("egress-test").Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return createErr == nil && got.Labels["routed"] == "yes", nil
+	})
+	if err != nil {
+		t.Fatalf("the routed webhook never labelled the pod (last create: %v)", createErr)
 	}
 }
