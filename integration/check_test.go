@@ -180,6 +180,9 @@ func TestCheckInstalledControlPlane(t *testing.T) {
 		}
 	})
 
+	// kwok's controller pods run nothing: this one answers for them.
+	addr := startLocalController(ctx, t, ns)
+
 	t.Run("every category passes", func(t *testing.T) {
 		res := runBinary(t, cli, "", "check", "-L", ns, "-o", "json", "--wait", "1m")
 		doc := parseCheckJSON(t, res)
@@ -202,7 +205,6 @@ func TestCheckInstalledControlPlane(t *testing.T) {
 	})
 
 	t.Run("with the controller running locally its API check passes", func(t *testing.T) {
-		addr := startLocalController(ctx, t, ns)
 		res := runBinary(t, cli, "", "check", "-L", ns, "--controller-addr", addr, "-o", "json", "--wait", "1m")
 		got := parseCheckJSON(t, res).results()
 		if r := got["control-plane/controller API answers health checks"]; r != "success" || res.Code != 0 {
@@ -301,8 +303,11 @@ func TestCheckInstalledControlPlane(t *testing.T) {
 			"conduit upgrade -L check-cp --identity-trust-anchors-file ca.crt --identity-issuer-certificate-file issuer.crt --identity-issuer-key-file issuer.key",
 			"× webhook caBundle matches the webhook certificate\n    the caBundle of webhook proxy-injector.conduit.io does not verify the serving certificate",
 			"hint: `conduit upgrade -L check-cp` re-applies the MutatingWebhookConfiguration with the caBundle from Secret check-cp/conduit-proxy-injector-tls (add --force-conflicts if it was edited by hand)",
+			// The stale caBundle makes the API server refuse the injector's
+			// certificate: pods would start unmeshed.
+			"× proxy injector adds the proxy to new pods\n    the API server admitted a pod annotated conduit.io/inject=enabled in namespace default without the proxy: the proxy injector did not answer\n    hint: the API server calls the injector through Service check-cp/conduit-controller port 443",
 			"Status check results are × (",
-			", 3 failed)\n",
+			", 4 failed)\n",
 		} {
 			if !strings.Contains(res.Stdout, want) {
 				t.Errorf("output lacks %q", want)
@@ -312,7 +317,7 @@ func TestCheckInstalledControlPlane(t *testing.T) {
 			t.Logf("output:\n%s", res.Stdout)
 		}
 		junit := runBinary(t, cli, "", "check", "-L", ns, "-o", "junit")
-		if junit.Code != 1 || !strings.Contains(junit.Stdout, `<testsuites name="conduit check" tests="`) || !strings.Contains(junit.Stdout, `failures="3"`) {
+		if junit.Code != 1 || !strings.Contains(junit.Stdout, `<testsuites name="conduit check" tests="`) || !strings.Contains(junit.Stdout, `failures="4"`) {
 			t.Errorf("junit: exit %d\n%s", junit.Code, junit.Stdout)
 		}
 	})
@@ -488,24 +493,32 @@ func setIdentity(ctx context.Context, t *testing.T, ns string, anchor, issuer *t
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 // startLocalController runs conduit-controller on loopback against the test
-// cluster, with the identity of the install in ns, and returns its gRPC
-// address. The process is stopped when the test ends.
+// cluster, with the identity and webhook certificate of the install in ns,
+// and returns its gRPC address. The API server reaches its proxy injector
+// through the controller Service, as in a cluster (Cluster.RouteEgress), so
+// `conduit check`'s injector probe passes. The process is stopped, and the
+// route removed, when the test ends.
 func startLocalController(ctx context.Context, t *testing.T, ns string) string {
 	t.Helper()
 	bin := buildBinary(t, "./cmd/conduit-controller")
-	sec, err := testCluster.Client.CoreV1().Secrets(ns).Get(ctx, "conduit-identity-issuer", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuerDir := t.TempDir()
-	for _, k := range []string{"tls.crt", "tls.key", "ca.crt"} {
-		if err := os.WriteFile(filepath.Join(issuerDir, k), sec.Data[k], 0o600); err != nil {
+	secretDir := func(name string, keys ...string) string {
+		sec, err := testCluster.Client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
 			t.Fatal(err)
 		}
+		dir := t.TempDir()
+		for _, k := range keys {
+			if err := os.WriteFile(filepath.Join(dir, k), sec.Data[k], 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
 	}
+	issuerDir := secretDir("conduit-identity-issuer", "tls.crt", "tls.key", "ca.crt")
+	webhookDir := secretDir("conduit-proxy-injector-tls", "tls.crt", "tls.key")
 	cmd := exec.Command(bin, "--discovery=kubernetes", "--kubeconfig="+testCluster.Kubeconfig,
-		"--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--controller-namespace="+ns,
-		"--identity-issuer-dir="+issuerDir,
+		"--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--webhook-addr=127.0.0.1:0", "--controller-namespace="+ns,
+		"--identity-issuer-dir="+issuerDir, "--webhook-cert-dir="+webhookDir,
 		"--stats-interval=0") // kwok pod IPs are not ours to reach: never scrape them
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -527,27 +540,43 @@ func startLocalController(ctx context.Context, t *testing.T, ns string) string {
 			<-done
 		}
 	})
-	// It prints its addresses first ("grpc-addr=127.0.0.1:PORT").
-	addr := make(chan string, 1)
+	// It prints its addresses first ("grpc-addr=127.0.0.1:PORT", then
+	// admin-addr and webhook-addr).
+	addrs := make(chan [2]string, 3)
 	go func() { // ends when the process closes stdout
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "grpc-addr="); ok {
-				addr <- a
+			if k, v, ok := strings.Cut(sc.Text(), "="); ok && strings.HasSuffix(k, "-addr") {
+				addrs <- [2]string{k, v}
 			}
 		}
-		close(addr)
+		close(addrs)
 	}()
-	select {
-	case a, ok := <-addr:
-		if !ok {
-			t.Fatalf("conduit-controller exited without listening:\n%s", stderr.String())
+	got := map[string]string{}
+	timeout := time.After(30 * time.Second)
+	for got["grpc-addr"] == "" || got["webhook-addr"] == "" {
+		select {
+		case a, ok := <-addrs:
+			if !ok {
+				t.Fatalf("conduit-controller exited without listening:\n%s", stderr.String())
+			}
+			got[a[0]] = a[1]
+		case <-timeout:
+			t.Fatalf("conduit-controller printed no grpc-addr and webhook-addr in 30s (%v):\n%s", got, stderr.String())
 		}
-		return a
-	case <-time.After(30 * time.Second):
-		t.Fatalf("conduit-controller printed no grpc-addr in 30s:\n%s", stderr.String())
 	}
-	return ""
+	// The API server calls the injector through the controller Service's
+	// ClusterIP: the cluster's egress guard takes that to this controller.
+	svc, err := testCluster.Client.CoreV1().Services(ns).Get(ctx, "conduit-controller", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unroute, err := testCluster.RouteEgress(svc.Spec.ClusterIP+":443", got["webhook-addr"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(unroute)
+	return got["grpc-addr"]
 }
 
 // TestCheckAcrossAnUpgrade: a control plane installed by an older CLI checks
@@ -566,6 +595,7 @@ func TestCheckAcrossAnUpgrade(t *testing.T) {
 			t.Errorf("uninstall: exit %d\n%s", res.Code, res.Stderr)
 		}
 	})
+	startLocalController(context.Background(), t, ns) // the injector the checks probe
 	notPassing := func(res cmdResult) map[string]string {
 		t.Helper()
 		m := map[string]string{}

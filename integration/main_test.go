@@ -87,7 +87,9 @@ type cmdResult struct {
 // probe of --wait, and the API server's call to the webhook would go to the
 // Service's ClusterIP, an address no one here owns (pods in these tests carry
 // conduit.io/inject=disabled for the same reason). The probe is proven on the
-// real node (integration/realnode) and in pkg/install's tests.
+// real node (integration/realnode) and in pkg/install's tests; `conduit
+// check`'s probe is answered here by startLocalController's injector, which
+// the cluster's egress guard routes the Service to.
 const noInjectorProbe = "--wait-injector=false"
 
 // runBinary runs bin with args against the cluster kubeconfig (KUBECONFIG

@@ -168,7 +168,7 @@ func Categories(opts Options) []Category {
 		s.conduitConfig(),
 		s.controlPlane(deadline),
 		s.identity(),
-		s.webhook(),
+		s.webhook(deadline),
 		s.version(),
 		s.gatewayAPI(),
 	)

@@ -3,6 +3,7 @@ package healthcheck
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -10,8 +11,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // runChecks runs the checks opts selects against client at testNow.
@@ -86,13 +92,45 @@ func TestInstallProblems(t *testing.T) {
 		name  string
 		certs func(*testing.T, *installCerts)
 		// edit changes the healthy install's YAML.
-		edit   func(string) string
-		extra  []string
-		opts   Options
-		k8s    string
-		want   map[string]wantFailure
-		passes bool
+		edit  func(string) string
+		extra []string
+		opts  Options
+		k8s   string
+		// injector replaces the answering injector of the fake API server.
+		injector func(*fake.Clientset)
+		want     map[string]wantFailure
+		passes   bool
 	}{
+		{
+			name:     "the injector does not answer (failurePolicy Ignore)",
+			injector: func(c *fake.Clientset) { injectorAnswers(c, false) },
+			want: map[string]wantFailure{
+				"webhook/proxy injector adds the proxy to new pods": {StatusError, "the API server admitted a pod annotated conduit.io/inject=enabled in namespace default without the proxy", "through Service conduit/conduit-controller port 443"},
+			},
+		},
+		{
+			name: "the API server cannot call the injector (failurePolicy Fail)",
+			injector: func(c *fake.Clientset) {
+				c.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, apierrors.NewInternalError(errors.New(`failed calling webhook "proxy-injector.conduit.io": failed to call webhook: Post "https://conduit-controller.conduit.svc:443/inject?timeout=10s": context deadline exceeded`))
+				})
+			},
+			want: map[string]wantFailure{
+				"webhook/proxy injector adds the proxy to new pods": {StatusError, "the API server cannot call the proxy injector for a pod in namespace default: Internal error occurred: failed calling webhook", "a firewall between the control plane and the nodes"},
+			},
+		},
+		{
+			name: "the probe pod is refused by another admission plugin: a warning",
+			injector: func(c *fake.Clientset) {
+				c.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "", errors.New(`violates PodSecurity "restricted:latest"`))
+				})
+			},
+			want: map[string]wantFailure{
+				"webhook/proxy injector adds the proxy to new pods": {StatusWarning, `violates PodSecurity "restricted:latest"`, "kubectl auth can-i create pods -n default"},
+			},
+			passes: true,
+		},
 		{
 			name: "issuer expired",
 			certs: func(t *testing.T, c *installCerts) {
@@ -325,6 +363,9 @@ status:
 				k8s = "v1.37.2"
 			}
 			client := newFakeClient(t, k8s, append([]string{y}, tt.extra...)...)
+			if tt.injector != nil {
+				tt.injector(client)
+			}
 			rep := runChecks(t, client, tt.opts, nil)
 			got := failures(rep)
 			for key, w := range tt.want {

@@ -2,17 +2,20 @@ package healthcheck
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/conduitmesh/conduit/pkg/install"
 	"github.com/conduitmesh/conduit/pkg/pki"
 )
 
-func (s *state) webhook() Category {
+func (s *state) webhook(deadline time.Time) Category {
 	ns := s.opts.ControlPlaneNamespace
 	dnsName := ControllerName + "." + ns + ".svc"
 	upgrade := s.cmd("upgrade")
@@ -155,6 +158,26 @@ func (s *state) webhook() Category {
 					}
 				}
 				return nil
+			},
+		},
+		{
+			Description:   "proxy injector adds the proxy to new pods",
+			Hint:          fmt.Sprintf("the API server calls the injector through Service %s/%s port 443: check that the Service has ready endpoints (`kubectl -n %s get endpointslices -l kubernetes.io/service-name=%s`), that the API server can reach the controller's pods on their webhook port (a firewall between the control plane and the nodes blocks it), and the injector's log: `kubectl -n %s logs deploy/%s`", ns, ControllerName, ns, ControllerName, ns, ControllerName),
+			RetryDeadline: deadline,
+			Check: func(ctx context.Context) error {
+				probeNS, err := install.InjectorProbeNamespace(ctx, s.client, mwh.NamespaceSelector)
+				if err != nil {
+					return err
+				}
+				if probeNS == "" {
+					return &WarningError{Err: fmt.Errorf("the namespaceSelector of webhook %s covers no namespace: the injector cannot be probed", WebhookName), Hint: reapply}
+				}
+				err = install.ProbeInjector(ctx, s.client, probeNS)
+				var notInjected *install.NotInjectedError
+				if err == nil || errors.As(err, &notInjected) {
+					return err
+				}
+				return &WarningError{Err: err, Hint: fmt.Sprintf("the probe is a server-side dry run of creating a pod in namespace %s: it needs `kubectl auth can-i create pods -n %s`, and a namespace whose admission accepts a plain pod", probeNS, probeNS)}
 			},
 		},
 	}}

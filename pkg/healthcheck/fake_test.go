@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/version"
@@ -49,7 +50,18 @@ func newFakeClient(t *testing.T, gitVersion string, docs ...string) *fake.Client
 			objs = append(objs, obj)
 		}
 	}
+	// Every cluster has the namespace "default" (the injector probe's).
+	hasDefault := false
+	for _, o := range objs {
+		if ns, ok := o.(*corev1.Namespace); ok && ns.Name == metav1.NamespaceDefault {
+			hasDefault = true
+		}
+	}
+	if !hasDefault {
+		objs = append(objs, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: metav1.NamespaceDefault}})
+	}
 	c := fake.NewClientset(objs...)
+	injectorAnswers(c, true)
 	c.Discovery().(*fakediscovery.FakeDiscovery).FakedServerVersion = &version.Info{GitVersion: gitVersion, Major: "1", Minor: "37"}
 	// The Gateway API CRDs are installed, as `conduit install` does.
 	c.Resources = []*metav1.APIResourceList{{
@@ -57,6 +69,23 @@ func newFakeClient(t *testing.T, gitVersion string, docs ...string) *fake.Client
 		APIResources: []metav1.APIResource{{Name: "httproutes", Namespaced: true}, {Name: "grpcroutes", Namespaced: true}},
 	}}
 	return c
+}
+
+// injectorAnswers makes the server-side dry runs of pod creation (the
+// injector probe) come back as the API server returns them: with the proxy
+// added when the injector answers, unchanged otherwise. Nothing is stored.
+func injectorAnswers(c *fake.Clientset, answers bool) {
+	c.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		ca, ok := a.(k8stesting.CreateActionImpl)
+		if !ok || len(ca.GetCreateOptions().DryRun) == 0 {
+			return false, nil, nil
+		}
+		pod := ca.GetObject().(*corev1.Pod).DeepCopy()
+		if answers {
+			pod.Spec.InitContainers = append(pod.Spec.InitContainers, corev1.Container{Name: ProxyContainerName})
+		}
+		return true, pod, nil
+	})
 }
 
 // allowOnly makes SelfSubjectAccessReviews allow only the verb/resource

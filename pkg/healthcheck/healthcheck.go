@@ -69,6 +69,17 @@ type HintError struct {
 func (e *HintError) Error() string { return e.Err.Error() }
 func (e *HintError) Unwrap() error { return e.Err }
 
+// WarningError is a failure a check downgrades to a warning, with a hint
+// of its own: the check could not decide (it may not make the call it
+// needs), which is not retried.
+type WarningError struct {
+	Err  error
+	Hint string
+}
+
+func (e *WarningError) Error() string { return e.Err.Error() }
+func (e *WarningError) Unwrap() error { return e.Err }
+
 // withHint wraps err with a specific hint.
 func withHint(hint string, format string, args ...any) error {
 	return &HintError{Err: fmt.Errorf(format, args...), Hint: hint}
@@ -236,6 +247,12 @@ func (rn Runner) runOne(ctx context.Context, cat CategoryID, c Checker, obs Obse
 		var he *HintError
 		if errors.As(err, &he) {
 			res.Hint = he.Hint
+		}
+		var we *WarningError
+		if errors.As(err, &we) {
+			res.Status, res.Hint = StatusWarning, we.Hint
+			res.Duration = now().Sub(start)
+			return res
 		}
 		if c.RetryDeadline.IsZero() || !now().Add(interval).Before(c.RetryDeadline) || ctx.Err() != nil {
 			res.Duration = now().Sub(start)
