@@ -162,7 +162,7 @@ func (s *state) webhook(deadline time.Time) Category {
 		},
 		{
 			Description:   "proxy injector adds the proxy to new pods",
-			Hint:          fmt.Sprintf("the API server calls the injector through Service %s/%s port 443: check that the Service has ready endpoints (`kubectl -n %s get endpointslices -l kubernetes.io/service-name=%s`), that the API server can reach the controller's pods on their webhook port (a firewall between the control plane and the nodes blocks it), and the injector's log: `kubectl -n %s logs deploy/%s`", ns, ControllerName, ns, ControllerName, ns, ControllerName),
+			Hint:          fmt.Sprintf("the API server calls the injector through Service %s/%s port 443: check that its pods are ready and reachable from the API server", ns, ControllerName),
 			RetryDeadline: deadline,
 			Check: func(ctx context.Context) error {
 				probeNS, err := install.InjectorProbeNamespace(ctx, s.client, mwh.NamespaceSelector)
@@ -174,8 +174,11 @@ func (s *state) webhook(deadline time.Time) Category {
 				}
 				err = install.ProbeInjector(ctx, s.client, probeNS)
 				var notInjected *install.NotInjectedError
-				if err == nil || errors.As(err, &notInjected) {
-					return err
+				if errors.As(err, &notInjected) {
+					return &HintError{Err: err, Hint: install.InjectorHint(mwh)}
+				}
+				if err == nil {
+					return nil
 				}
 				return &WarningError{Err: err, Hint: fmt.Sprintf("the probe is a server-side dry run of creating a pod in namespace %s: it needs `kubectl auth can-i create pods -n %s`, and a namespace whose admission accepts a plain pod", probeNS, probeNS)}
 			},

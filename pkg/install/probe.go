@@ -139,6 +139,18 @@ func injectorWebhook(objs []*unstructured.Unstructured) (*admissionregistrationv
 	return nil, nil
 }
 
+// InjectorHint says where the API server's call to the injector of wh goes
+// and what to look at when it does not arrive: the hint of `install --wait`
+// and of check's injector probe.
+func InjectorHint(wh *admissionregistrationv1.MutatingWebhook) string {
+	svc := wh.ClientConfig.Service
+	if svc == nil {
+		return fmt.Sprintf("the API server calls the injector at %s: check that it can reach it", serviceOf(wh))
+	}
+	return fmt.Sprintf("the API server calls the injector through %s: check that the Service has ready endpoints (`kubectl -n %s get endpointslices -l kubernetes.io/service-name=%s`), that the API server can reach the controller's pods on their webhook port (a firewall between the control plane and the nodes blocks it), and the injector's log: `kubectl -n %s logs deploy/%s`",
+		serviceOf(wh), svc.Namespace, svc.Name, svc.Namespace, svc.Name)
+}
+
 // serviceOf names the Service the API server calls wh through, or its URL.
 func serviceOf(wh *admissionregistrationv1.MutatingWebhook) string {
 	if svc := wh.ClientConfig.Service; svc != nil {

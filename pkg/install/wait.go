@@ -133,9 +133,7 @@ func (w *injectorWait) pending(ctx context.Context) (pending, hint string, err e
 }
 
 // hint says where a request to the injector goes.
-func (w *injectorWait) hint() string {
-	return fmt.Sprintf("the API server calls it through %s: check that the Service has ready endpoints and that the API server can reach them", serviceOf(w.webhook))
-}
+func (w *injectorWait) hint() string { return InjectorHint(w.webhook) }
 
 // rolloutStatus is "" when the Deployment is rolled out, else what it waits for.
 func (c *Client) rolloutStatus(ctx context.Context, ns, name string) (string, error) {

@@ -125,7 +125,7 @@ func TestWaitReadyWaitsForTheInjector(t *testing.T) {
 			name:    "never injected: times out naming the Service",
 			answer:  func(_ int, p *corev1.Pod) (*corev1.Pod, error) { return p, nil },
 			timeout: 300 * time.Millisecond,
-			err:     "timed out after 300ms: proxy injector: the API server admitted a pod annotated conduit.io/inject=enabled in namespace default without the proxy: the proxy injector did not answer (the API server calls it through Service conduit/conduit-controller port 443",
+			err:     "timed out after 300ms: proxy injector: the API server admitted a pod annotated conduit.io/inject=enabled in namespace default without the proxy: the proxy injector did not answer (the API server calls the injector through Service conduit/conduit-controller port 443: check that the Service has ready endpoints",
 		},
 		{
 			name: "another admission controller refuses the pod: not waited for, said",
