@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/conduitmesh/conduit/pkg/controller/policy"
+	"github.com/conduitmesh/conduit/pkg/inject"
 )
 
 // authzOptions are `conduit authz`'s flags and arguments.
@@ -218,7 +219,7 @@ func computeAuthz(ctx context.Context, o authzOptions, c authzClients, cluster p
 	for _, w := range workloads {
 		for _, grp := range w.groups() {
 			e := authzEntry{Namespace: o.namespace, Resource: w.String(), Pod: grp.pod.Name, Template: grp.template,
-				Pods: grp.pods, Meshed: meshed(grp.pod), Ports: []authzPort{}}
+				Pods: grp.pods, Meshed: inject.Meshed(&grp.pod.Spec), Ports: []authzPort{}}
 			declared := containerPorts(grp.pod)
 			ports := append(slices.Clone(declared), serverPorts...)
 			slices.Sort(ports)

@@ -245,18 +245,6 @@ func livePods(items []corev1.Pod, sel labels.Selector) []*corev1.Pod {
 	return out
 }
 
-// meshed reports whether the pod has Conduit's proxy.
-func meshed(p *corev1.Pod) bool {
-	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
-		for _, c := range cs {
-			if c.Name == contract.ProxyContainerName {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // containerPorts are the TCP ports the pod's containers declare, the
 // proxy's own left out, sorted.
 func containerPorts(p *corev1.Pod) []uint32 {

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+	corev1 "k8s.io/api/core/v1"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -326,6 +327,21 @@ func TestUninjectSpliceMatchesEncode(t *testing.T) {
 				}
 				uninjectMatchesEncode(t, out)
 			})
+		}
+	}
+}
+
+func TestMeshed(t *testing.T) {
+	for _, tc := range []struct {
+		spec corev1.PodSpec
+		want bool
+	}{
+		{corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}, false},
+		{corev1.PodSpec{InitContainers: []corev1.Container{{Name: InitContainerName}, {Name: ProxyContainerName}}, Containers: []corev1.Container{{Name: "app"}}}, true},
+		{corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}, {Name: ProxyContainerName}}}, true},
+	} {
+		if got := Meshed(&tc.spec); got != tc.want {
+			t.Errorf("Meshed(%+v) = %v, want %v", tc.spec, got, tc.want)
 		}
 	}
 }

@@ -3,6 +3,8 @@ package inject
 import (
 	"bytes"
 	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // Namespace is what the injector knows of the namespace a pod is created in.
@@ -69,4 +71,17 @@ func InjectPod(pod []byte, ns Namespace, base ProxyConfig, meshes []OtherMesh) (
 		return nil, "", err
 	}
 	return buf.Bytes(), "", nil
+}
+
+// Meshed reports whether a pod spec carries Conduit's proxy, as a native
+// sidecar (an init container) or as a container.
+func Meshed(spec *corev1.PodSpec) bool {
+	for _, cs := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for _, c := range cs {
+			if c.Name == ProxyContainerName {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/conduitmesh/conduit/pkg/contract"
+	"github.com/conduitmesh/conduit/pkg/inject"
 )
 
 // injectorProbePrefix is the generateName of the pod ProbeInjector asks the
@@ -67,10 +68,8 @@ func ProbeInjector(ctx context.Context, kube kubernetes.Interface, ns string) er
 		}
 		return fmt.Errorf("probing the proxy injector with a dry-run pod in namespace %s: %w", ns, explain(err))
 	}
-	for _, c := range append(got.Spec.InitContainers, got.Spec.Containers...) {
-		if c.Name == contract.ProxyContainerName {
-			return nil
-		}
+	if inject.Meshed(&got.Spec) {
+		return nil
 	}
 	return &NotInjectedError{Namespace: ns}
 }
