@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/conduitmesh/conduit/internal/testenv/fakekube"
 	"github.com/conduitmesh/conduit/pkg/controller/policy"
 	"github.com/conduitmesh/conduit/pkg/pki/pkitest"
 )
@@ -71,20 +72,15 @@ func newFakeClient(t *testing.T, gitVersion string, docs ...string) *fake.Client
 	return c
 }
 
-// injectorAnswers makes the server-side dry runs of pod creation (the
-// injector probe) come back as the API server returns them: with the proxy
-// added when the injector answers, unchanged otherwise. Nothing is stored.
+// injectorAnswers makes the probe's dry runs come back as the API server
+// returns them: with the proxy added when the injector answers, unchanged
+// otherwise.
 func injectorAnswers(c *fake.Clientset, answers bool) {
-	c.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		ca, ok := a.(k8stesting.CreateActionImpl)
-		if !ok || len(ca.GetCreateOptions().DryRun) == 0 {
-			return false, nil, nil
-		}
-		pod := ca.GetObject().(*corev1.Pod).DeepCopy()
+	fakekube.DryRunPods(c, func(_ int, pod *corev1.Pod) (*corev1.Pod, error) {
 		if answers {
-			pod.Spec.InitContainers = append(pod.Spec.InitContainers, corev1.Container{Name: ProxyContainerName})
+			return fakekube.WithProxy(pod), nil
 		}
-		return true, pod, nil
+		return pod, nil
 	})
 }
 

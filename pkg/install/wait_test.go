@@ -16,8 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/conduitmesh/conduit/internal/testenv/fakekube"
 	"github.com/conduitmesh/conduit/pkg/contract"
 )
 
@@ -57,29 +57,15 @@ func rolledOut(t *testing.T, objs []*unstructured.Unstructured) []runtime.Object
 	return out
 }
 
-// injector answers the dry-run pod creates of the probe: the n-th call (from
-// 1) gets answer(n); the pod is never stored.
+// injector answers the probe's dry runs on c with answer, checking that
+// the probe pod asks for injection.
 func injector(t *testing.T, c *fake.Clientset, answer func(n int, pod *corev1.Pod) (*corev1.Pod, error)) *atomic.Int32 {
-	var calls atomic.Int32
-	c.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		ca := a.(k8stesting.CreateActionImpl)
-		if got := ca.GetCreateOptions().DryRun; len(got) != 1 || got[0] != metav1.DryRunAll {
-			t.Errorf("the probe created a pod with DryRun %v; want [All]", got)
-		}
-		pod := ca.GetObject().(*corev1.Pod).DeepCopy()
+	return fakekube.DryRunPods(c, func(n int, pod *corev1.Pod) (*corev1.Pod, error) {
 		if pod.Annotations[contract.AnnotationInject] != "enabled" {
 			t.Errorf("the probe pod is not annotated for injection: %v", pod.Annotations)
 		}
-		pod.Name = pod.GenerateName + "x7k2q"
-		out, err := answer(int(calls.Add(1)), pod)
-		return true, out, err
+		return answer(n, pod)
 	})
-	return &calls
-}
-
-func withProxy(pod *corev1.Pod) *corev1.Pod {
-	pod.Spec.InitContainers = append(pod.Spec.InitContainers, corev1.Container{Name: contract.ProxyContainerName})
-	return pod
 }
 
 func TestWaitReadyWaitsForTheInjector(t *testing.T) {
@@ -100,7 +86,7 @@ func TestWaitReadyWaitsForTheInjector(t *testing.T) {
 				if n <= 2 {
 					return p, nil
 				}
-				return withProxy(p), nil
+				return fakekube.WithProxy(p), nil
 			},
 			timeout: time.Minute, calls: 3,
 			detail: "proxy injector: the API server admitted a pod annotated conduit.io/inject=enabled in namespace default without the proxy",
@@ -111,7 +97,7 @@ func TestWaitReadyWaitsForTheInjector(t *testing.T) {
 				if n == 1 {
 					return nil, webhookDown
 				}
-				return withProxy(p), nil
+				return fakekube.WithProxy(p), nil
 			},
 			timeout: time.Minute, calls: 2,
 			detail: "proxy injector: the API server cannot call the proxy injector for a pod in namespace default: Internal error occurred: failed calling webhook",
@@ -171,7 +157,7 @@ func TestWaitReadyProbesOnlyOnceRolledOut(t *testing.T) {
 	pending := deploys[0].(*appsv1.Deployment)
 	pending.Status.ReadyReplicas, pending.Status.AvailableReplicas = 0, 0
 	kube := fake.NewClientset(append(deploys, namespace("default", nil))...)
-	calls := injector(t, kube, func(_ int, p *corev1.Pod) (*corev1.Pod, error) { return withProxy(p), nil })
+	calls := injector(t, kube, func(_ int, p *corev1.Pod) (*corev1.Pod, error) { return fakekube.WithProxy(p), nil })
 	err := (&Client{Kube: kube}).WaitReady(context.Background(), objs, WaitOptions{Timeout: 100 * time.Millisecond, Interval: time.Millisecond}, func(string) {})
 	if err == nil || !strings.Contains(err.Error(), "replicas ready (see `kubectl get pods -n conduit`, or raise --timeout)") {
 		t.Fatalf("WaitReady: %v; want a timeout on the rollout", err)

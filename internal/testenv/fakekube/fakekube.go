@@ -1,6 +1,6 @@
-// Package fakekube helps tests that run informers over client-go's fake
-// clientset: the one home of that job (package testenv stays on the
-// standard library).
+// Package fakekube helps tests over client-go's fake clientset — informers
+// (Watch) and what only a real API server does (DryRunPods): the one home of
+// that job (package testenv stays on the standard library).
 package fakekube
 
 import (
