@@ -162,7 +162,7 @@ func (s *state) webhook(deadline time.Time) Category {
 		},
 		{
 			Description:   "proxy injector adds the proxy to new pods",
-			Hint:          fmt.Sprintf("the API server calls the injector through Service %s/%s port 443: check that its pods are ready and reachable from the API server", ns, ControllerName),
+			Hint:          "the probe reads namespaces to pick where to dry-run a pod: it needs `kubectl auth can-i list namespaces`",
 			RetryDeadline: deadline,
 			Check: func(ctx context.Context) error {
 				probeNS, err := install.InjectorProbeNamespace(ctx, s.client, mwh.NamespaceSelector)
@@ -170,17 +170,17 @@ func (s *state) webhook(deadline time.Time) Category {
 					return err
 				}
 				if probeNS == "" {
-					return &WarningError{Err: fmt.Errorf("the namespaceSelector of webhook %s covers no namespace: the injector cannot be probed", WebhookName), Hint: reapply}
+					return &HintError{Warning: true, Err: fmt.Errorf("the namespaceSelector of webhook %s covers no namespace: the injector cannot be probed", WebhookName), Hint: reapply}
 				}
 				err = install.ProbeInjector(ctx, s.client, probeNS)
 				var notInjected *install.NotInjectedError
-				if errors.As(err, &notInjected) {
+				switch {
+				case err == nil:
+					return nil
+				case errors.As(err, &notInjected):
 					return &HintError{Err: err, Hint: install.InjectorHint(mwh)}
 				}
-				if err == nil {
-					return nil
-				}
-				return &WarningError{Err: err, Hint: fmt.Sprintf("the probe is a server-side dry run of creating a pod in namespace %s: it needs `kubectl auth can-i create pods -n %s`, and a namespace whose admission accepts a plain pod", probeNS, probeNS)}
+				return &HintError{Warning: true, Err: err, Hint: fmt.Sprintf("the probe is a server-side dry run of creating a pod in namespace %s: it needs `kubectl auth can-i create pods -n %s`, and a namespace whose admission accepts a plain pod", probeNS, probeNS)}
 			},
 		},
 	}}

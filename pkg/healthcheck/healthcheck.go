@@ -64,21 +64,13 @@ type Category struct {
 type HintError struct {
 	Err  error
 	Hint string
+	// Warning makes this failure a warning, not retried: the check could
+	// not decide (it may not make the call it needs).
+	Warning bool
 }
 
 func (e *HintError) Error() string { return e.Err.Error() }
 func (e *HintError) Unwrap() error { return e.Err }
-
-// WarningError is a failure a check downgrades to a warning, with a hint
-// of its own: the check could not decide (it may not make the call it
-// needs), which is not retried.
-type WarningError struct {
-	Err  error
-	Hint string
-}
-
-func (e *WarningError) Error() string { return e.Err.Error() }
-func (e *WarningError) Unwrap() error { return e.Err }
 
 // withHint wraps err with a specific hint.
 func withHint(hint string, format string, args ...any) error {
@@ -247,12 +239,10 @@ func (rn Runner) runOne(ctx context.Context, cat CategoryID, c Checker, obs Obse
 		var he *HintError
 		if errors.As(err, &he) {
 			res.Hint = he.Hint
-		}
-		var we *WarningError
-		if errors.As(err, &we) {
-			res.Status, res.Hint = StatusWarning, we.Hint
-			res.Duration = now().Sub(start)
-			return res
+			if he.Warning {
+				res.Status, res.Duration = StatusWarning, now().Sub(start)
+				return res
+			}
 		}
 		if c.RetryDeadline.IsZero() || !now().Add(interval).Before(c.RetryDeadline) || ctx.Err() != nil {
 			res.Duration = now().Sub(start)

@@ -68,13 +68,13 @@ type fakeClock struct {
 
 func (c *fakeClock) now() time.Time { c.t = c.t.Add(c.step); return c.t }
 
-// TestWarningErrorIsAWarningNotRetried: a check that could not decide says
+// TestWarningHintErrorIsNotRetried: a check that could not decide says
 // so as a warning with its own hint, at once, even with a retry deadline.
-func TestWarningErrorIsAWarningNotRetried(t *testing.T) {
+func TestWarningHintErrorIsNotRetried(t *testing.T) {
 	calls := 0
 	c := Checker{Description: "probe", Hint: "generic", RetryDeadline: time.Now().Add(time.Minute), Check: func(context.Context) error {
 		calls++
-		return &WarningError{Err: errors.New("may not probe"), Hint: "specific"}
+		return &HintError{Warning: true, Err: errors.New("may not probe"), Hint: "specific"}
 	}}
 	rep := Runner{RetryInterval: time.Millisecond}.Run(context.Background(), []Category{{ID: "a", Checkers: []Checker{c}}}, nil)
 	want := []Result{{Category: "a", Description: "probe", Status: StatusWarning, Error: "may not probe", Hint: "specific"}}
