@@ -108,15 +108,14 @@ type Cluster struct {
 	Client     kubernetes.Interface
 	Server     string // https://<Options.BindAddress>:PORT
 
-	opts         Options
-	pki          *pki
-	procs        []*process // in start order
-	stopBind     context.CancelFunc
-	bindDone     chan struct{}
-	egress       *egressGuard // the loopback cluster's; nil on the real node
-	egressConfig string
-	stopOnce     sync.Once
-	stopErr      error
+	opts     Options
+	pki      *pki
+	procs    []*process // in start order
+	stopBind context.CancelFunc
+	bindDone chan struct{}
+	egress   *egressGuard // the loopback cluster's; nil on the real node
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // Start builds (or reuses from the cache) etcd, kube-apiserver,
@@ -155,7 +154,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 
 	if !opts.NoKwok {
-		if c.egress, c.egressConfig, err = startEgressGuard(dir); err != nil {
+		if c.egress, err = startEgressGuard(dir); err != nil {
 			return nil, err
 		}
 	}
@@ -325,7 +324,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin, etcdURL, adminToken s
 			"--profiling=false",
 		}, c.opts.APIServerArgs...)
 		if c.egress != nil {
-			args = append(args, "--egress-selector-config-file="+c.egressConfig)
+			args = append(args, "--egress-selector-config-file="+c.egress.config)
 		}
 		p, err := startProcess(c.Dir, "kube-apiserver", bin, args...)
 		if err != nil {

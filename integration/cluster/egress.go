@@ -23,28 +23,25 @@ import (
 // A test may route a target to a local listener instead (RouteEgress): a
 // webhook's Service to the webhook it runs on loopback.
 type egressGuard struct {
-	ln   net.Listener
-	done chan struct{}
+	ln     net.Listener
+	config string // the API server's --egress-selector-config-file
+	done   chan struct{}
 
 	mu      sync.Mutex
 	refused []string
 	routes  map[string]string // CONNECT target → local address
 }
 
-// egressConfigFile is the EgressSelectorConfiguration that sends the
-// "cluster" egress to the guard.
-const egressConfigFile = "egress-selector.yaml"
-
-// startEgressGuard listens on a Unix socket in dir and writes the API
-// server's egress selector configuration next to it; its path is what
-// --egress-selector-config-file takes.
-func startEgressGuard(dir string) (*egressGuard, string, error) {
+// startEgressGuard listens on a Unix socket in dir and writes next to it
+// the EgressSelectorConfiguration that sends the API server's "cluster"
+// egress there (config).
+func startEgressGuard(dir string) (*egressGuard, error) {
 	sock := filepath.Join(dir, "egress.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
-		return nil, "", fmt.Errorf("egress guard: %w", err)
+		return nil, fmt.Errorf("egress guard: %w", err)
 	}
-	cfg := filepath.Join(dir, egressConfigFile)
+	cfg := filepath.Join(dir, "egress-selector.yaml")
 	yaml := fmt.Sprintf(`apiVersion: apiserver.k8s.io/v1beta1
 kind: EgressSelectorConfiguration
 egressSelections:
@@ -57,11 +54,11 @@ egressSelections:
 `, sock)
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		ln.Close() //nolint:errcheck // reported through err
-		return nil, "", fmt.Errorf("egress guard: %w", err)
+		return nil, fmt.Errorf("egress guard: %w", err)
 	}
-	g := &egressGuard{ln: ln, done: make(chan struct{}), routes: map[string]string{}}
+	g := &egressGuard{ln: ln, config: cfg, done: make(chan struct{}), routes: map[string]string{}}
 	go g.serve()
-	return g, cfg, nil
+	return g, nil
 }
 
 func (g *egressGuard) serve() {

@@ -88,9 +88,8 @@ func (c *Client) rolloutPending(ctx context.Context, deploys []*unstructured.Uns
 // injectorWait probes the proxy injector until it answers.
 type injectorWait struct {
 	c       *Client
-	webhook *admissionregistrationv1.MutatingWebhook // nil: nothing to wait for
+	webhook *admissionregistrationv1.MutatingWebhook // nil: nothing (left) to wait for
 	ns      string                                   // where to probe, once chosen
-	done    bool
 	detail  func(string)
 }
 
@@ -98,7 +97,7 @@ type injectorWait struct {
 // cannot be probed (said through detail); else what it waits for and where
 // to look.
 func (w *injectorWait) pending(ctx context.Context) (pending, hint string, err error) {
-	if w.done || w.webhook == nil {
+	if w.webhook == nil {
 		return "", "", nil
 	}
 	if w.ns == "" {
@@ -111,7 +110,7 @@ func (w *injectorWait) pending(ctx context.Context) (pending, hint string, err e
 		}
 		if ns == "" {
 			w.detail("the proxy injector covers no namespace to probe it in: not waiting for it")
-			w.done = true
+			w.webhook = nil
 			return "", "", nil
 		}
 		w.ns = ns
@@ -120,7 +119,7 @@ func (w *injectorWait) pending(ctx context.Context) (pending, hint string, err e
 	var notInjected *NotInjectedError
 	switch {
 	case err == nil:
-		w.done = true
+		w.webhook = nil
 		return "", "", nil
 	case errors.As(err, &notInjected):
 		return "proxy injector: " + notInjected.Error(), w.hint(), nil
@@ -128,7 +127,7 @@ func (w *injectorWait) pending(ctx context.Context) (pending, hint string, err e
 		return "proxy injector: waiting", w.hint(), nil
 	}
 	w.detail(fmt.Sprintf("not waiting for the proxy injector: %v", err))
-	w.done = true
+	w.webhook = nil
 	return "", "", nil
 }
 
