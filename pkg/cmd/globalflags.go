@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/urfave/cli/v2"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/rest"
 
 	"github.com/conduitmesh/conduit/pkg/install"
 )
@@ -21,13 +22,32 @@ import (
 
 // newGlobals makes the Globals of one app with its flag set.
 func newGlobals(streams IOStreams, progName string) *Globals {
-	g := &Globals{Kube: genericclioptions.NewConfigFlags(true), ProgName: progName, Streams: streams}
+	kube := genericclioptions.NewConfigFlags(true).
+		WithDiscoveryBurst(300).WithDiscoveryQPS(50). // as kubectl
+		WithWrapConfigFn(clientRate)
+	g := &Globals{Kube: kube, ProgName: progName, Streams: streams}
 	fs := pflag.NewFlagSet(progName, pflag.ContinueOnError)
 	g.Kube.AddFlags(fs)
 	fs.StringVarP(&g.ControlPlaneNS, "conduit-namespace", "L", install.DefaultNamespace, "namespace of the Conduit control plane")
 	fs.StringVar(&g.ControllerAddr, "controller-addr", "", "reach the controller directly at HOST:PORT instead of through a port-forward (local mode)")
 	g.flags = fs
 	return g
+}
+
+// The CLI's API request rate (unless the config has one already). client-go's
+// default (5 per second, bursts of 10) made an install wait about ten
+// seconds on itself: it checks permissions and applies one request per
+// object. The API server's priority and fairness protect it from a client.
+const (
+	clientQPS   = 50
+	clientBurst = 100
+)
+
+func clientRate(cfg *rest.Config) *rest.Config {
+	if cfg.QPS == 0 && cfg.Burst == 0 && cfg.RateLimiter == nil {
+		cfg.QPS, cfg.Burst = clientQPS, clientBurst
+	}
+	return cfg
 }
 
 // flagEnv are the environment variables that set a global flag when it is

@@ -291,3 +291,18 @@ func replaceActions(cmds []*cli.Command, action cli.ActionFunc) {
 		replaceActions(c.Subcommands, action)
 	}
 }
+
+// TestClientRate: the CLI's clients are not held to client-go's default of 5
+// requests per second (an install makes about a hundred).
+func TestClientRate(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("KUBECONFIG", writeKubeconfig(t, dir, "a", "https://127.0.0.1:1", "a"))
+	g := newGlobals(IOStreams{Out: &bytes.Buffer{}, ErrOut: &bytes.Buffer{}}, "conduit")
+	cfg, err := g.Kube.ToRESTConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.QPS != clientQPS || cfg.Burst != clientBurst {
+		t.Errorf("QPS %v, burst %d; want %v, %d", cfg.QPS, cfg.Burst, float32(clientQPS), clientBurst)
+	}
+}
