@@ -241,7 +241,7 @@ func TestLifecycle(t *testing.T) {
 		if res.Code != 0 {
 			t.Fatalf("uninstall: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 		}
-		waitInventoryGone(t, ns)
+		inventoryGone(t, ns)
 		if _, err := kube.AppsV1().Deployments(appNS).Get(ctx, "web", metav1.GetOptions{}); err != nil {
 			t.Errorf("uninstall touched a workload: %v", err)
 		}

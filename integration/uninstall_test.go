@@ -2,6 +2,9 @@ package integration
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,7 +13,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
 
 	"github.com/conduitmesh/conduit/pkg/install"
@@ -20,10 +27,12 @@ import (
 // that already holds the user's objects says so and leaves the namespace
 // as it is; uninstall refuses to go ahead without a terminal unless --yes,
 // then deletes Conduit's objects and keeps the namespace and the user's
-// objects. A namespace the install created is deleted by uninstall.
+// objects. A namespace the install created is deleted by uninstall. Uninstall
+// returns when its objects are gone, so an install can follow at once.
 func TestUninstallKeepsExistingNamespace(t *testing.T) {
 	ctx := context.Background()
 	kube := testCluster.Client
+	apiserverLog := logFrom(t, filepath.Join(testCluster.Dir, "kube-apiserver.log"))
 	cli := buildBinary(t, "./cmd/conduit", withVersion(newVersion))
 	uninstallLater := func(ns string) {
 		t.Cleanup(func() { runBinary(t, cli, "", "uninstall", "-L", ns, "--yes") })
@@ -86,7 +95,7 @@ func TestUninstallKeepsExistingNamespace(t *testing.T) {
 	if !strings.Contains(res.Stdout, "existed before the install and is kept") {
 		t.Errorf("uninstall did not say it keeps the namespace:\n%s", res.Stdout)
 	}
-	waitInventoryGone(t, ns)
+	inventoryGone(t, ns)
 	live, err = kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	if err != nil || live.DeletionTimestamp != nil {
 		t.Fatalf("uninstall deleted the user's namespace %s (err=%v, deletion %v)", ns, err, live.DeletionTimestamp)
@@ -115,37 +124,81 @@ func TestUninstallKeepsExistingNamespace(t *testing.T) {
 	if res.Code != 0 {
 		t.Fatalf("uninstall --yes: exit %d\nstderr:\n%s", res.Code, res.Stderr)
 	}
-	waitInventoryGone(t, created)
+	inventoryGone(t, created)
 	live, err = kube.CoreV1().Namespaces().Get(ctx, created, metav1.GetOptions{})
-	if err == nil && live.DeletionTimestamp == nil {
-		t.Errorf("uninstall kept namespace %s, which the install created", created)
-	} else if err != nil && !apierrors.IsNotFound(err) {
+	if err == nil {
+		t.Errorf("uninstall returned while namespace %s, which the install created, is still there (deletion %v)", created, live.DeletionTimestamp)
+	} else if !apierrors.IsNotFound(err) {
 		t.Fatal(err)
+	}
+
+	// The CRDs were deleted right after they were created, before anything
+	// read their resources: the API server's CRD finalizer must not have
+	// found their storage initialising (it can then stall for minutes).
+	for _, line := range strings.Split(apiserverLog(), "\n") {
+		if strings.Contains(line, "crd_finalizer") && strings.Contains(line, ".policy.conduit.io") {
+			t.Errorf("the API server's CRD finalizer failed during uninstall: %s", line)
+		}
+	}
+
+	// And an install can follow at once.
+	res = runBinary(t, cli, "", "install", "-L", created, "--wait=false")
+	if res.Code != 0 {
+		t.Fatalf("install right after uninstall: exit %d\nstderr:\n%s", res.Code, res.Stderr)
+	}
+	client, err := install.NewClient(testCluster.RESTConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := client.Inventory(ctx, created)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crds := 0
+	for _, o := range inv {
+		if o.GetKind() == "CustomResourceDefinition" {
+			crds++
+		}
+		if o.GetDeletionTimestamp() != nil {
+			t.Errorf("%s of the new install is being deleted", install.KeyOf(o))
+		}
+	}
+	if crds == 0 {
+		t.Errorf("the new install has no CRDs: %d objects", len(inv))
 	}
 }
 
-// waitInventoryGone waits until no object labelled as the install in ns is
+// inventoryGone fails t if any object labelled as the install in ns is
 // left.
-func waitInventoryGone(t *testing.T, ns string) {
+func inventoryGone(t *testing.T, ns string) {
 	t.Helper()
 	client, err := install.NewClient(testCluster.RESTConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var left []string
-	err = wait.PollUntilContextTimeout(context.Background(), 500*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
-		inv, err := client.Inventory(ctx, ns)
-		if err != nil {
-			return false, err
-		}
-		left = left[:0]
-		for _, o := range inv {
-			left = append(left, install.KeyOf(o).String())
-		}
-		return len(inv) == 0, nil
-	})
+	inv, err := client.Inventory(context.Background(), ns)
 	if err != nil {
-		t.Fatalf("objects with our labels left after uninstall: %v (%v)", left, err)
+		t.Fatal(err)
+	}
+	for _, o := range inv {
+		t.Errorf("uninstall returned with %s left", install.KeyOf(o))
+	}
+}
+
+// logFrom returns a function that reads what was appended to the file at
+// path since logFrom was called.
+func logFrom(t *testing.T, path string) func() string {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() string {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data[min(fi.Size(), int64(len(data))):])
 	}
 }
 
@@ -163,5 +216,81 @@ func userDeployment(ns, name string) *appsv1.Deployment {
 				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: name, Image: name + ":1"}}},
 			},
 		},
+	}
+}
+
+// TestWaitDeletedRetriesAStalledCRDCleanup: the nudge that restarts a
+// stalled CRD finalizer (an annotation changed on a CRD being deleted) is
+// one a real API server accepts, and the wait ends when the CRD is gone. The
+// stall itself depends on the API server's informer lagging its own write,
+// so it is staged: a CRD held by a finalizer of the test's, with the
+// condition the API server's finalizer writes when its cleanup fails.
+func TestWaitDeletedRetriesAStalledCRDCleanup(t *testing.T) {
+	ctx := context.Background()
+	dyn := dynamic.NewForConfigOrDie(testCluster.RESTConfig)
+	crds := dyn.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	const name, hold = "widgets.nudge.conduit.test", "conduit.test/hold"
+	crd := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+		"metadata": map[string]any{
+			"name": name, "finalizers": []any{hold},
+			"labels": map[string]any{install.LabelPartOf: "conduit", install.LabelControlPlaneNS: "nudge"},
+		},
+		"spec": map[string]any{
+			"group": "nudge.conduit.test", "scope": "Namespaced",
+			"names": map[string]any{"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+			"versions": []any{map[string]any{"name": "v1", "served": true, "storage": true,
+				"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object"}}}},
+		},
+	}}
+	created, err := crds.Create(ctx, crd, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := func() {
+		_, _ = crds.Patch(ctx, name, types.JSONPatchType, []byte(`[{"op":"remove","path":"/metadata/finalizers"}]`), metav1.PatchOptions{})
+	}
+	t.Cleanup(release)
+	if err := crds.Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Once the API server's own finalizer is done, stage its failure.
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		live, err := crds.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		if slices.Contains(live.GetFinalizers(), "customresourcecleanup.apiextensions.k8s.io") {
+			return false, nil
+		}
+		_ = unstructured.SetNestedSlice(live.Object, []any{map[string]any{
+			"type": "Terminating", "status": "True", "reason": "InstanceDeletionFailed",
+			"message": "could not list instances: storage is (re)initializing", "lastTransitionTime": time.Now().UTC().Format(time.RFC3339),
+		}}, "status", "conditions")
+		_, err = crds.UpdateStatus(ctx, live, metav1.UpdateOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("staging the failed cleanup: %v", err)
+	}
+
+	client, err := install.NewClient(testCluster.RESTConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- client.WaitDeleted(ctx, []*unstructured.Unstructured{created}, install.WaitOptions{Timeout: time.Minute, Interval: 100 * time.Millisecond}, func(string) {})
+	}()
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		live, err := crds.Get(ctx, name, metav1.GetOptions{})
+		return err == nil && live.GetAnnotations()[install.AnnotationCleanupRetry] != "", err
+	})
+	if err != nil {
+		t.Fatalf("the wait did not retry the CRD's cleanup: %v", err)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("wait after the CRD went: %v", err)
 	}
 }

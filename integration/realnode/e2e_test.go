@@ -603,14 +603,13 @@ spec:
 	e.step("conduit uninstall: Conduit gone, the app restarted uninjected and serving, nothing of the user's deleted", func() {
 		out := e.conduit("uninstall", "--yes")
 		t.Logf("uninstall: %s", lastLine(out))
-		e.eventually(2*time.Minute, "every Conduit object gone", func() string {
-			left, _, _ := e.try(time.Minute, "", "kubectl", "get", "-A", "-o", "name", "-l", "app.kubernetes.io/part-of=conduit",
-				"namespaces,deployments,services,secrets,configmaps,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings,mutatingwebhookconfigurations,validatingwebhookconfigurations,poddisruptionbudgets")
-			if strings.TrimSpace(left) != "" {
-				return "left: " + strings.Join(strings.Fields(left), " ")
-			}
-			return ""
-		})
+		// uninstall returns when its objects are gone (the namespace and
+		// the CRDs included), so that an install can follow at once.
+		left := e.kubectl("get", "-A", "-o", "name", "-l", "app.kubernetes.io/part-of=conduit",
+			"namespaces,customresourcedefinitions,deployments,pods,services,secrets,configmaps,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings,mutatingwebhookconfigurations,validatingwebhookconfigurations,poddisruptionbudgets")
+		if strings.TrimSpace(left) != "" {
+			t.Errorf("uninstall returned with Conduit objects left: %s", strings.Join(strings.Fields(left), " "))
+		}
 		e.kubectl("rollout", "restart", "-n", appNS, "deploy/web", "deploy/books", "deploy/authors", "deploy/traffic")
 		e.waitApp(false)
 		// Serving: the last 6 s of traffic all answered. (Counting from

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -15,6 +16,7 @@ type uninstallOptions struct {
 	namespace string // of the control plane
 	output    string
 	yes       bool
+	wait      *install.WaitOptions // nil: do not wait for the objects to be gone
 }
 
 func uninstallCommand(g *Globals) *cli.Command {
@@ -24,7 +26,8 @@ func uninstallCommand(g *Globals) *cli.Command {
 		Description: `Finds the install's objects by their inventory labels
 (` + install.InventorySelector("<namespace>") + `), cluster-scoped ones included, and
 deletes them, the namespace last if the install created it (a namespace that
-existed before the install is kept). Workloads and their injected proxies are
+existed before the install is kept), and waits until they are gone, so that
+an install can follow at once (--wait=false returns after deleting). Workloads and their injected proxies are
 never touched: uninject them first. The Gateway API CRDs are kept (other
 meshes and gateways use them, and deleting them deletes every route). On a
 terminal it asks before deleting; without one it needs --yes. -o yaml|json
@@ -35,6 +38,8 @@ prints what would be deleted and changes nothing.
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "only print the objects that would be deleted, as yaml or json"},
 			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "do not ask for confirmation"},
+			&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait until the deleted objects are gone, the namespace included (--wait=false to return after deleting)"},
+			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long --wait waits"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -44,7 +49,11 @@ prints what would be deleted and changes nothing.
 			if err != nil {
 				return err
 			}
-			return runUninstall(c.Context, g, uninstallOptions{namespace: ns, output: c.String("output"), yes: c.Bool("yes")})
+			o := uninstallOptions{namespace: ns, output: c.String("output"), yes: c.Bool("yes")}
+			if c.Bool("wait") {
+				o.wait = &install.WaitOptions{Timeout: c.Duration("timeout")}
+			}
+			return runUninstall(c.Context, g, o)
 		},
 	}
 }
@@ -84,16 +93,19 @@ func runUninstall(ctx context.Context, g *Globals, o uninstallOptions) error {
 		return err
 	}
 	err = runSteps(ctx, g, fmt.Sprintf("Uninstalling Conduit from namespace %s", ns), func(ctx context.Context, report install.Reporter) error {
-		return client.Uninstall(ctx, inv, report)
+		return client.Uninstall(ctx, inv, o.wait, report)
 	})
 	if err != nil {
 		return err
 	}
-	if kept {
+	switch {
+	case kept:
 		fmt.Fprintf(g.Streams.Out, "Conduit is uninstalled from namespace %s (%d objects deleted; the namespace existed before the install and is kept).\n", ns, len(inv))
-		return nil
+	case o.wait == nil:
+		fmt.Fprintf(g.Streams.Out, "Conduit is uninstalled from namespace %s (%d objects deleted; the namespace finishes terminating in the background).\n", ns, len(inv))
+	default:
+		fmt.Fprintf(g.Streams.Out, "Conduit is uninstalled from namespace %s (%d objects deleted, the namespace included).\n", ns, len(inv))
 	}
-	fmt.Fprintf(g.Streams.Out, "Conduit is uninstalled from namespace %s (%d objects deleted; the namespace finishes terminating in the background).\n", ns, len(inv))
 	return nil
 }
 

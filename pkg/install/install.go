@@ -113,6 +113,16 @@ func pemValue(s string) string {
 	return strings.TrimSpace(s) + "\n"
 }
 
+// TerminatingError refuses to install over an object that is still being
+// deleted (by an uninstall that did not wait, or has not finished): the apply
+// would succeed and the object would then be gone — for a CRD, with every
+// resource of its kind.
+type TerminatingError struct{ Key ObjectKey }
+
+func (e *TerminatingError) Error() string {
+	return fmt.Sprintf("%s is still being deleted (by an earlier uninstall): wait until it is gone (`kubectl wait --for=delete %s --timeout=5m`), then install again", e.Key, kubectlName(e.Key))
+}
+
 // AlreadyInstalledError refuses to install over an existing install.
 type AlreadyInstalledError struct{ Namespace, Version string }
 
@@ -208,7 +218,8 @@ func (c *Client) applyAll(ctx context.Context, objs []*unstructured.Unstructured
 }
 
 // checkClusterScopedOwners refuses to take over cluster-scoped objects (the
-// webhook) that belong to a control plane in another namespace.
+// webhook) that belong to a control plane in another namespace, and to apply
+// over one that is still being deleted.
 func (c *Client) checkClusterScopedOwners(ctx context.Context, objs []*unstructured.Unstructured, ns string) error {
 	for _, obj := range objs {
 		if obj.GetNamespace() != "" || obj.GetKind() == "Namespace" {
@@ -220,6 +231,9 @@ func (c *Client) checkClusterScopedOwners(ctx context.Context, objs []*unstructu
 		}
 		if live == nil {
 			continue
+		}
+		if live.GetDeletionTimestamp() != nil {
+			return &TerminatingError{Key: KeyOf(obj)}
 		}
 		if owner := live.GetLabels()[LabelControlPlaneNS]; owner != ns {
 			if owner == "" {

@@ -2,8 +2,10 @@ package install
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -16,16 +18,22 @@ import (
 // fakeDynamic serves InventoryKinds (but not CRDs, as if the cluster had
 // none of that API) from objs.
 func fakeDynamic(t *testing.T, objs ...*unstructured.Unstructured) *Client {
+	return fakeDynamicServing(t, nil, objs...)
+}
+
+// fakeDynamicServing serves InventoryKinds but CRDs, and the kinds extra,
+// from objs.
+func fakeDynamicServing(t *testing.T, extra []schema.GroupVersionKind, objs ...*unstructured.Unstructured) *Client {
 	t.Helper()
 	mapper := meta.NewDefaultRESTMapper(nil)
 	listKinds := map[schema.GroupVersionResource]string{}
-	for _, gvk := range InventoryKinds {
-		if gvk.Kind == "CustomResourceDefinition" {
+	for _, gvk := range slices.Concat(InventoryKinds, extra) {
+		if gvk.Kind == "CustomResourceDefinition" && !slices.Contains(extra, gvk) {
 			continue
 		}
 		scope := meta.RESTScopeNamespace
 		switch gvk.Kind {
-		case "Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration":
+		case "Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "CustomResourceDefinition":
 			scope = meta.RESTScopeRoot
 		}
 		mapper.Add(gvk, scope)
@@ -85,7 +93,7 @@ func TestInventoryAndUninstall(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("inventory in delete order (-want +got):\n%s", diff)
 	}
-	if err := c.Uninstall(ctx, inv, func(Event) {}); err != nil {
+	if err := c.Uninstall(ctx, inv, &WaitOptions{Timeout: 5 * time.Second, Interval: 10 * time.Millisecond}, func(Event) {}); err != nil {
 		t.Fatal(err)
 	}
 	if left, _ := c.Inventory(ctx, "conduit"); len(left) != 0 {

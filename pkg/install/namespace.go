@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 // NamespaceCreatedKey is the key of ConfigMap conduit-config that records
@@ -17,10 +19,13 @@ import (
 // their namespace carries the inventory labels and uninstall deletes it.
 const NamespaceCreatedKey = "namespaceCreated"
 
-// NamespaceExists reports whether namespace ns exists.
+// NamespaceExists reports whether namespace ns exists; one still being
+// deleted is a TerminatingError (nothing can be created in it).
 func (c *Client) NamespaceExists(ctx context.Context, ns string) (bool, error) {
-	_, err := c.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	live, err := c.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	switch {
+	case err == nil && (live.DeletionTimestamp != nil || live.Status.Phase == corev1.NamespaceTerminating):
+		return true, &TerminatingError{Key: ObjectKey{GroupKind: schema.GroupKind{Kind: "Namespace"}, Name: ns}}
 	case err == nil:
 		return true, nil
 	case apierrors.IsNotFound(err):

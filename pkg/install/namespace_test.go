@@ -118,11 +118,21 @@ func TestKeepUserNamespace(t *testing.T) {
 }
 
 func TestNamespaceExists(t *testing.T) {
-	c := &Client{Kube: fake.NewClientset(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps"}})}
+	now := metav1.Now()
+	c := &Client{Kube: fake.NewClientset(
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps"}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "leaving", DeletionTimestamp: &now, Finalizers: []string{"kubernetes"}}, Status: corev1.NamespaceStatus{Phase: corev1.NamespaceTerminating}},
+	)}
 	for ns, want := range map[string]bool{"apps": true, "conduit": false} {
 		if got, err := c.NamespaceExists(context.Background(), ns); err != nil || got != want {
 			t.Errorf("NamespaceExists(%s) = %v, %v; want %v", ns, got, err, want)
 		}
+	}
+	// Nothing can be created in a namespace being deleted.
+	_, err := c.NamespaceExists(context.Background(), "leaving")
+	var te *TerminatingError
+	if !errors.As(err, &te) || !strings.Contains(err.Error(), "kubectl wait --for=delete namespace/leaving") {
+		t.Errorf("terminating namespace: err = %v, want a TerminatingError", err)
 	}
 }
 

@@ -28,12 +28,6 @@ type WaitOptions struct {
 // API server admits (ProbeInjector): a Ready controller is not yet a working
 // injector, and a workload applied in between would start unmeshed.
 func (c *Client) WaitReady(ctx context.Context, objs []*unstructured.Unstructured, opts WaitOptions, detail func(string)) error {
-	interval := opts.Interval
-	if interval <= 0 {
-		interval = time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
 	var deploys []*unstructured.Unstructured
 	for _, obj := range objs {
 		if obj.GetKind() == "Deployment" {
@@ -48,24 +42,41 @@ func (c *Client) WaitReady(ctx context.Context, objs []*unstructured.Unstructure
 		}
 	}
 	probe := &injectorWait{c: c, webhook: wh, detail: detail}
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		pending, hint, err := c.rolloutPending(ctx, deploys)
+	return poll(ctx, opts, detail, func(ctx context.Context) (pending, hint string, err error) {
+		pending, hint, err = c.rolloutPending(ctx, deploys)
 		if err == nil && pending == "" {
 			pending, hint, err = probe.pending(ctx)
 		}
+		return pending, hint, err
+	})
+}
+
+// poll calls pending every opts.Interval (default one second), reporting
+// what it says is pending to detail, until it says nothing is or fails, or
+// opts.Timeout passes: then the error names what was pending and the hint
+// (where to look).
+func poll(ctx context.Context, opts WaitOptions, detail func(string), pending func(context.Context) (pending, hint string, err error)) error {
+	interval := opts.Interval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		what, hint, err := pending(ctx)
 		if err != nil {
 			return err
 		}
-		if pending == "" {
+		if what == "" {
 			return nil
 		}
-		detail(pending)
+		detail(what)
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("timed out after %s: %s (%s, or raise --timeout)", opts.Timeout, pending, hint)
+				return fmt.Errorf("timed out after %s: %s (%s, or raise --timeout)", opts.Timeout, what, hint)
 			}
 			return ctx.Err()
 		case <-ticker.C:
