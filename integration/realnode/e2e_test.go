@@ -405,6 +405,21 @@ func TestConduitOnARealNode(t *testing.T) {
 		e.kubectl("delete", "-n", appNS, "deploy/books-v2", "svc/books-v2", "serviceaccount/books-v2",
 			"--cascade=foreground", "--wait=true", "--timeout=2m")
 		e.noFailures(applied, 4*time.Second)
+		// stat lists the deployments that exist: books-v2 served within
+		// the window, but it is gone.
+		e.eventually(30*time.Second, "stat deploy without the deleted books-v2", func() string {
+			var rows []struct{ Name string }
+			out := e.conduit("stat", "deploy", "-n", appNS, "-o", "json")
+			if err := json.Unmarshal([]byte(out), &rows); err != nil {
+				return fmt.Sprintf("stat -o json: %v: %s", err, out)
+			}
+			for _, r := range rows {
+				if r.Name == "books-v2" {
+					return "books-v2 still listed"
+				}
+			}
+			return ""
+		})
 	})
 
 	e.step("authorization policy: only web may call books — traffic's direct calls are refused (PERMISSION_DENIED), counted, shown by stat, tap and authz; web's are not", func() {

@@ -27,12 +27,14 @@ type observability struct {
 func (c *controller) setUpObservability(ownID identity.ID) *observability {
 	o := c.cfg
 	var pods stats.Pods
+	var resources stats.Resources
 	tcfg := tap.Config{Log: c.log.With("service", "tap")}
 	local := true
 	switch b := c.backend.(type) {
 	case *kube.Backend:
 		local = false
-		pods = stats.PodsFunc(stats.KubePods{Pods: b.PodLister(), Services: b.ServiceLister(), TrustDomain: o.TrustDomain}.List)
+		kp := stats.KubePods{Pods: b.PodLister(), Services: b.ServiceLister(), ReplicaSets: b.ReplicaSetLister(), TrustDomain: o.TrustDomain}
+		pods, resources = stats.PodsFunc(kp.List), kp
 		tcfg.Authorizer = tap.KubeAuthorizer{Client: c.client}
 	default:
 		pods = stats.RegistryFilePods(o.RegistryFile)
@@ -58,7 +60,7 @@ func (c *controller) setUpObservability(ownID identity.ID) *observability {
 	}
 	tcfg.Pods = pods
 	return &observability{
-		stats:  stats.NewServer(stats.Config{Pods: pods, Interval: o.StatsInterval, Log: c.log.With("service", "stats")}),
+		stats:  stats.NewServer(stats.Config{Pods: pods, Resources: resources, Interval: o.StatsInterval, Log: c.log.With("service", "stats")}),
 		tap:    tap.NewServer(tcfg),
 		scrape: o.StatsInterval > 0,
 	}

@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 
 	"github.com/conduitmesh/conduit/pkg/contract"
@@ -28,6 +29,8 @@ const DefaultAdminPort = 4191
 type KubePods struct {
 	Pods     corelisters.PodLister
 	Services corelisters.ServiceLister // optional: fills the "service" label
+	// ReplicaSets (optional) tell which deployments exist (Existing).
+	ReplicaSets appslisters.ReplicaSetLister
 	// AdminPort defaults to DefaultAdminPort.
 	AdminPort int
 	// TrustDomain completes identities; default cluster.local.
@@ -84,6 +87,47 @@ func (k KubePods) List(context.Context) ([]Pod, error) {
 		out = append(out, pod)
 	}
 	return out, nil
+}
+
+// Existing implements Resources for deployments and services, in namespace
+// ns ("" for all). A deployment is known by its ReplicaSets, which it keeps
+// while scaled to zero and which the garbage collector deletes with it: no
+// informer on Deployments (whole pod templates) is needed for their names.
+func (k KubePods) Existing(t, ns string) ([]Ref, bool, error) {
+	var out []Ref
+	switch {
+	case t == TypeDeployment && k.ReplicaSets != nil:
+		rss, err := k.ReplicaSets.List(labels.Everything())
+		if err != nil {
+			return nil, false, fmt.Errorf("listing replicasets: %w", err)
+		}
+		seen := map[Ref]bool{}
+		for _, rs := range rss {
+			if ns != "" && rs.Namespace != ns {
+				continue
+			}
+			for _, o := range rs.OwnerReferences {
+				r := Ref{Namespace: rs.Namespace, Type: TypeDeployment, Name: o.Name}
+				if o.Kind == "Deployment" && o.Controller != nil && *o.Controller && !seen[r] {
+					seen[r] = true
+					out = append(out, r)
+				}
+			}
+		}
+	case t == TypeService && k.Services != nil:
+		svcs, err := k.Services.List(labels.Everything())
+		if err != nil {
+			return nil, false, fmt.Errorf("listing services: %w", err)
+		}
+		for _, s := range svcs {
+			if ns == "" || s.Namespace == ns {
+				out = append(out, Ref{Namespace: s.Namespace, Type: TypeService, Name: s.Name})
+			}
+		}
+	default:
+		return nil, false, nil
+	}
+	return out, true, nil
 }
 
 // proxyRunning reports whether the pod's conduit-proxy container is running,

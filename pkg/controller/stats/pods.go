@@ -33,6 +33,14 @@ type Pods interface {
 	Pods(ctx context.Context) ([]Pod, error)
 }
 
+// Resources tells which resources of a type exist now, so that `stat`
+// lists each (a deployment scaled to zero included) and not one deleted
+// within the window. ok is false for a type it does not know; those rows
+// come from the pods alone.
+type Resources interface {
+	Existing(t, ns string) (refs []Ref, ok bool, err error)
+}
+
 // PodsFunc adapts a function to Pods.
 type PodsFunc func(ctx context.Context) ([]Pod, error)
 

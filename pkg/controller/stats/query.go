@@ -38,6 +38,11 @@ type StatQuery struct {
 	AllNamespaces bool
 	From, To      *Ref
 	Window        time.Duration
+	// Existing, when not nil, holds the resources of the selector's type
+	// that exist (Resources; Type left empty): each in scope gets a row,
+	// with or without pods and traffic, and no other name does. Nil: the
+	// rows come from the pods and the traffic in the window.
+	Existing map[Ref]bool
 }
 
 // StatResult is one row of a Stat answer.
@@ -347,9 +352,17 @@ func (s *Store) Stat(now time.Time, q StatQuery) []StatResult {
 			}
 		}
 	})
+	for r := range q.Existing {
+		if inScope(r.Namespace, r.Name) {
+			row(r.Namespace, r.Name).exists = true
+		}
+	}
 	out := make([]StatResult, 0, len(rows))
 	for _, r := range rows {
-		if !r.exists && !r.contributed {
+		switch {
+		case q.Existing != nil && !q.Existing[Ref{Namespace: r.ns, Name: r.name}]:
+			continue // deleted within the window
+		case !r.exists && !r.contributed:
 			continue
 		}
 		res := StatResult{Namespace: r.ns, Name: r.name, MeshedPods: r.meshed, RunningPods: r.pods,

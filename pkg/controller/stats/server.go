@@ -39,6 +39,9 @@ const scrapeParallelism = 16
 // Config configures a Server.
 type Config struct {
 	Pods Pods
+	// Resources (optional) lists the deployments and services that exist,
+	// for stat's rows of their own traffic.
+	Resources Resources
 	// Interval between scrapes; 0 means DefaultInterval.
 	Interval time.Duration
 	// Client fetches /metrics; nil means a client with a timeout of the
@@ -240,6 +243,22 @@ func (s *Server) Stat(_ context.Context, req *statsv1.StatRequest) (*statsv1.Sta
 	}
 	if q.From != nil && q.To != nil {
 		return nil, status.Error(codes.InvalidArgument, "from and to cannot both be set")
+	}
+	if s.cfg.Resources != nil && q.From == nil && q.To == nil {
+		ns := sel.Namespace
+		if q.AllNamespaces {
+			ns = ""
+		}
+		refs, ok, err := s.cfg.Resources.Existing(sel.Type, ns)
+		switch {
+		case err != nil:
+			s.cfg.Log.Warn("listing resources for stat: rows come from pods alone", "type", sel.Type, "err", err)
+		case ok:
+			q.Existing = make(map[Ref]bool, len(refs))
+			for _, r := range refs {
+				q.Existing[Ref{Namespace: r.Namespace, Name: r.Name}] = true
+			}
+		}
 	}
 	resp := &statsv1.StatResponse{}
 	for _, r := range s.store.Stat(s.cfg.Now(), q) {

@@ -316,5 +316,8 @@ func podIPs(obj any) ([]string, error) {
 // other controller services that need pods, such as stats and tap.
 func (b *Backend) PodLister() corelisters.PodLister { return b.pods }
 
+// ReplicaSetLister reads the backend's ReplicaSet cache.
+func (b *Backend) ReplicaSetLister() appslisters.ReplicaSetLister { return b.replicaSets }
+
 // ServiceLister reads the backend's service cache.
 func (b *Backend) ServiceLister() corelisters.ServiceLister { return b.services }
