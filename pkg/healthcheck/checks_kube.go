@@ -72,8 +72,10 @@ func (s *state) preKubernetesSetup() Category {
 		Hint: fmt.Sprintf("Conduit may already be installed there: `%s` checks it, `%s` updates it, `%s` removes it; or install into another namespace with `%s install -L NAME`",
 			s.cmd("check"), s.cmd("upgrade"), s.cmd("uninstall"), prog),
 		Check: func(ctx context.Context) error {
-			_, err := s.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+			live, err := s.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 			switch {
+			case err == nil && live.DeletionTimestamp != nil:
+				return fmt.Errorf("namespace %q is still being deleted: wait until it is gone (`kubectl wait --for=delete namespace/%s --timeout=5m`)", ns, ns)
 			case err == nil:
 				return fmt.Errorf("namespace %q already exists", ns)
 			case apierrors.IsNotFound(err):
