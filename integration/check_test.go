@@ -358,7 +358,9 @@ func TestCheckInstalledControlPlane(t *testing.T) {
 
 // createMeshedPod creates a pod that looks injected (proxy label and
 // container), bound to the kwok node, which kwok makes Running and Ready.
-// conduit.io/inject=disabled keeps the injector webhook out of it.
+// conduit.io/inject=disabled keeps the injector webhook out of it. It is
+// deleted when t ends: a meshed pod left behind makes every later uninstall
+// refuse.
 func createMeshedPod(ctx context.Context, t *testing.T, ns, name, proxyVersion string) {
 	t.Helper()
 	pod := &corev1.Pod{
@@ -376,6 +378,9 @@ func createMeshedPod(ctx context.Context, t *testing.T, ns, name, proxyVersion s
 	if _, err := testCluster.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		testCluster.Client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{}) //nolint:errcheck // best effort
+	})
 }
 
 // createInitErrorPod creates an injected pod (conduit-init, then

@@ -88,6 +88,22 @@ func TestUninstallKeepsExistingNamespace(t *testing.T) {
 	}
 	getConfigMap(t, ns, install.ConfigMapName) // nothing was deleted
 
+	// A pod elsewhere runs the proxy: uninstall refuses, naming it, until
+	// it is gone (uninjected) or --force.
+	const meshedNS = "shop-meshed"
+	if err := testCluster.CreateNamespace(ctx, meshedNS, nil); err != nil {
+		t.Fatal(err)
+	}
+	createMeshedPod(ctx, t, meshedNS, "web-0", "dev")
+	res = runBinary(t, cli, "", "uninstall", "-L", ns, "--yes")
+	if l := lastLine(res.Stderr); res.Code == 0 || !strings.Contains(l, "1 meshed pods ("+meshedNS+"/web-0;") || !strings.Contains(l, "--force") {
+		t.Fatalf("uninstall with a meshed pod left: exit %d, want one line naming %s/web-0 and --force; stderr:\n%s", res.Code, meshedNS, res.Stderr)
+	}
+	getConfigMap(t, ns, install.ConfigMapName) // nothing was deleted
+	if err := kube.CoreV1().Pods(meshedNS).Delete(ctx, "web-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
 	res = runBinary(t, cli, "", "uninstall", "-L", ns, "--yes")
 	if res.Code != 0 {
 		t.Fatalf("uninstall --yes: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)

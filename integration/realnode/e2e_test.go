@@ -615,8 +615,17 @@ spec:
 		e.noFailures(t0, 10*time.Second)
 	})
 
-	e.step("conduit uninstall: Conduit gone, the app restarted uninjected and serving, nothing of the user's deleted", func() {
-		out := e.conduit("uninstall", "--yes")
+	e.step("conduit uninstall: refused while the bookshop is meshed, then --force: Conduit gone, the app restarted uninjected and serving, nothing of the user's deleted", func() {
+		// The bookshop still runs the proxy: uninstall refuses, naming it.
+		_, errOut, err := e.try(time.Minute, "", filepath.Join(e.bin, "conduit"), "uninstall", "--yes")
+		if err == nil || !strings.Contains(errOut, "meshed pods ("+appNS+"/") || !strings.Contains(errOut, "--force") {
+			t.Fatalf("uninstall with the bookshop meshed: err %v\n%s", err, errOut)
+		}
+		t.Logf("uninstall without --force: %s", lastLine(errOut))
+		if left := e.kubectl("get", "ns", "conduit", "-o", "name"); strings.TrimSpace(left) == "" {
+			t.Fatal("the refused uninstall deleted the namespace")
+		}
+		out := e.conduit("uninstall", "--yes", "--force")
 		t.Logf("uninstall: %s", lastLine(out))
 		// uninstall returns when its objects are gone (the namespace and
 		// the CRDs included), so that an install can follow at once.

@@ -16,6 +16,7 @@ type uninstallOptions struct {
 	namespace string // of the control plane
 	output    string
 	yes       bool
+	force     bool                 // even with meshed pods left
 	wait      *install.WaitOptions // nil: do not wait for the objects to be gone
 }
 
@@ -27,8 +28,10 @@ func uninstallCommand(g *Globals) *cli.Command {
 (` + install.InventorySelector("<namespace>") + `), cluster-scoped ones included, and
 deletes them, the namespace last if the install created it (a namespace that
 existed before the install is kept), and waits until they are gone, so that
-an install can follow at once (--wait=false returns after deleting). Workloads and their injected proxies are
-never touched: uninject them first. The Gateway API CRDs are kept (other
+an install can follow at once (--wait=false returns after deleting).
+Workloads and their injected proxies are never touched: uninject them first;
+while pods outside the control plane's namespace run the proxy, uninstall
+refuses unless --force. The Gateway API CRDs are kept (other
 meshes and gateways use them, and deleting them deletes every route). On a
 terminal it asks before deleting; without one it needs --yes. -o yaml|json
 prints what would be deleted and changes nothing.
@@ -38,6 +41,7 @@ prints what would be deleted and changes nothing.
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "only print the objects that would be deleted, as yaml or json"},
 			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "do not ask for confirmation"},
+			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "uninstall even while pods outside the control plane's namespace run the proxy"},
 			&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait until the deleted objects are gone, the namespace included (--wait=false to return after deleting)"},
 			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long --wait waits"},
 		},
@@ -49,7 +53,7 @@ prints what would be deleted and changes nothing.
 			if err != nil {
 				return err
 			}
-			o := uninstallOptions{namespace: ns, output: c.String("output"), yes: c.Bool("yes")}
+			o := uninstallOptions{namespace: ns, output: c.String("output"), yes: c.Bool("yes"), force: c.Bool("force")}
 			if c.Bool("wait") {
 				o.wait = &install.WaitOptions{Timeout: c.Duration("timeout")}
 			}
@@ -85,6 +89,15 @@ func runUninstall(ctx context.Context, g *Globals, o uninstallOptions) error {
 		return install.WriteYAML(g.Streams.Out, install.ForReview(inv))
 	case "json":
 		return install.WriteJSON(g.Streams.Out, install.ForReview(inv))
+	}
+	if !o.force {
+		pods, err := client.MeshedPods(ctx, ns)
+		if err != nil {
+			return err
+		}
+		if len(pods) > 0 {
+			return &install.MeshedPodsError{Pods: pods, ProgName: g.ProgName}
+		}
 	}
 	if err := client.CheckPermissions(ctx, inv, "delete"); err != nil {
 		return err

@@ -3,14 +3,18 @@ package install
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/conduitmesh/conduit/pkg/contract"
 )
 
 // ForReview strips server-owned fields so objects print like manifests.
@@ -208,4 +212,59 @@ func (c *Client) retryCRDCleanup(ctx context.Context, crd *unstructured.Unstruct
 		return fmt.Errorf("retrying the deletion of %s: %w", KeyOf(crd), explain(err))
 	}
 	return nil
+}
+
+// MeshedPods lists the pods outside the control plane's namespace ns that
+// run Conduit's proxy (labelled conduit.io/proxy-version), not finished and
+// not being deleted, nor in a namespace being deleted: an uninstall would
+// leave them without the control plane their proxies renew certificates
+// from and discover through.
+func (c *Client) MeshedPods(ctx context.Context, ns string) ([]types.NamespacedName, error) {
+	leaving := map[string]bool{}
+	if nss, err := c.Kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); err == nil {
+		for _, n := range nss.Items {
+			leaving[n.Name] = n.DeletionTimestamp != nil
+		}
+	} // else every namespace stays, as far as we know
+	pods, err := c.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: contract.LabelProxyVersion})
+	if err != nil {
+		if apierrors.IsForbidden(err) {
+			return nil, fmt.Errorf("cannot list pods to find the meshed ones (%w): pass --force to uninstall without looking", explain(err))
+		}
+		return nil, fmt.Errorf("listing meshed pods: %w", explain(err))
+	}
+	var out []types.NamespacedName
+	for _, p := range pods.Items {
+		if p.Namespace == ns || leaving[p.Namespace] || p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		out = append(out, types.NamespacedName{Namespace: p.Namespace, Name: p.Name})
+	}
+	slices.SortFunc(out, func(a, b types.NamespacedName) int { return strings.Compare(a.String(), b.String()) })
+	return out, nil
+}
+
+// MeshedPodsError refuses an uninstall that would leave meshed pods behind.
+type MeshedPodsError struct {
+	Pods     []types.NamespacedName // sorted
+	ProgName string                 // how the user runs the CLI
+}
+
+func (e *MeshedPodsError) Error() string {
+	const shown = 3
+	var names, namespaces []string
+	for i, p := range e.Pods {
+		if i < shown {
+			names = append(names, p.String())
+		}
+		if !slices.Contains(namespaces, p.Namespace) {
+			namespaces = append(namespaces, p.Namespace)
+		}
+	}
+	list := strings.Join(names, ", ")
+	if more := len(e.Pods) - shown; more > 0 {
+		list += fmt.Sprintf(" and %d more", more)
+	}
+	return fmt.Sprintf("uninstall would leave %d meshed pods (%s; namespaces %s) without the control plane their proxies renew certificates from and discover through: uninject them first (`kubectl get deploy -n %s -o yaml | %s uninject - | kubectl apply -f -`, or remove the conduit.io/inject annotation and restart them), or pass --force",
+		len(e.Pods), list, strings.Join(namespaces, ", "), namespaces[0], e.ProgName)
 }

@@ -2,18 +2,25 @@ package install
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
+	kubefake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/conduitmesh/conduit/pkg/contract"
 )
 
 var (
@@ -187,5 +194,59 @@ func TestInstallRefusesTerminatingObjects(t *testing.T) {
 	want := "CustomResourceDefinition authorizationpolicies.policy.conduit.io is still being deleted (by an earlier uninstall): wait until it is gone (`kubectl wait --for=delete customresourcedefinition/authorizationpolicies.policy.conduit.io --timeout=5m`), then install again"
 	if err == nil || err.Error() != want {
 		t.Errorf("err = %v\nwant %s", err, want)
+	}
+}
+
+// TestMeshedPods: the pods an uninstall would strand are the running (or
+// pending) meshed pods outside the control plane's namespace.
+func TestMeshedPods(t *testing.T) {
+	now := metav1.Now()
+	pod := func(ns, name string, meshed bool, mod func(*corev1.Pod)) runtime.Object {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+		if meshed {
+			p.Labels = map[string]string{contract.LabelProxyVersion: "v1"}
+		}
+		if mod != nil {
+			mod(p)
+		}
+		return p
+	}
+	c := &Client{Kube: kubefake.NewClientset(
+		pod("conduit", "conduit-controller-1", true, nil),
+		pod("shop", "web-1", true, nil),
+		pod("shop", "books-1", true, func(p *corev1.Pod) { p.Status.Phase = corev1.PodPending }),
+		pod("shop", "plain-1", false, nil),
+		pod("shop", "job-1", true, func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }),
+		pod("shop", "old-1", true, func(p *corev1.Pod) { p.DeletionTimestamp = &now; p.Finalizers = []string{"x"} }),
+		pod("books", "authors-1", true, nil),
+		pod("gone", "web-1", true, nil), // in a namespace being deleted
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "gone", DeletionTimestamp: &now, Finalizers: []string{"kubernetes"}}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}},
+	)}
+	got, err := c.MeshedPods(context.Background(), "conduit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []types.NamespacedName{{Namespace: "books", Name: "authors-1"}, {Namespace: "shop", Name: "books-1"}, {Namespace: "shop", Name: "web-1"}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("meshed pods (-want +got):\n%s", diff)
+	}
+	msg := (&MeshedPodsError{Pods: append(want, types.NamespacedName{Namespace: "shop", Name: "z-1"}), ProgName: "kubectl conduit"}).Error()
+	wantMsg := "uninstall would leave 4 meshed pods (books/authors-1, shop/books-1, shop/web-1 and 1 more; namespaces books, shop) without the control plane their proxies renew certificates from and discover through: " +
+		"uninject them first (`kubectl get deploy -n books -o yaml | kubectl conduit uninject - | kubectl apply -f -`, or remove the conduit.io/inject annotation and restart them), or pass --force"
+	if msg != wantMsg {
+		t.Errorf("error:\n got %s\nwant %s", msg, wantMsg)
+	}
+}
+
+// A user who may not list pods is told how to go on.
+func TestMeshedPodsForbidden(t *testing.T) {
+	kube := kubefake.NewClientset()
+	kube.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "", errors.New("no"))
+	})
+	_, err := (&Client{Kube: kube}).MeshedPods(context.Background(), "conduit")
+	if err == nil || !strings.Contains(err.Error(), "pass --force") {
+		t.Errorf("err = %v", err)
 	}
 }
