@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -285,6 +286,15 @@ func TestConduitOnARealNode(t *testing.T) {
 			return ""
 		})
 		t.Logf("stat:\n%s", e.conduit("stat", "deploy", "-n", appNS))
+		// Namespaces are listed as they exist: "default" runs no pod.
+		var nss []struct{ Name string }
+		out := e.conduit("stat", "ns", "-o", "json")
+		if err := json.Unmarshal([]byte(out), &nss); err != nil {
+			t.Fatalf("stat ns -o json: %v: %s", err, out)
+		}
+		if !slices.ContainsFunc(nss, func(r struct{ Name string }) bool { return r.Name == "default" }) {
+			t.Errorf("stat ns lacks the namespace default (no pods):\n%s", out)
+		}
 	})
 
 	e.step("conduit tap (lines and -o json) and top, through the port-forward", func() {

@@ -49,7 +49,7 @@ func statCommand(g *Globals) *cli.Command {
 		Usage:     "show success rate, requests per second and latency of meshed resources",
 		ArgsUsage: "TYPE[/NAME] | TYPE NAME",
 		Description: "TYPE is one of namespace (ns), deployment (deploy), pod (po), service (svc), authority (au).\n" +
-			"Deployments and services are listed as they exist now: one scaled to zero too (0/0), one deleted within the window not.\n" +
+			"Namespaces, deployments and services are listed as they exist now: one without pods too (0/0), one deleted within the window not.\n" +
 			"Where an inbound policy applies, ALLOWED and DENIED count the requests it admitted and refused in the window,\n" +
 			"and TCP_ALLOWED and TCP_DENIED the opaque TCP connections (shown when there are any).\n" +
 			"With --by route, one resource's outbound HTTP requests per parent authority, route (HTTPRoute or GRPCRoute;\n" +

@@ -33,7 +33,7 @@ func (c *controller) setUpObservability(ownID identity.ID) *observability {
 	switch b := c.backend.(type) {
 	case *kube.Backend:
 		local = false
-		kp := stats.KubePods{Pods: b.PodLister(), Services: b.ServiceLister(), ReplicaSets: b.ReplicaSetLister(), TrustDomain: o.TrustDomain}
+		kp := stats.KubePods{Pods: b.PodLister(), Services: b.ServiceLister(), ReplicaSets: b.ReplicaSetLister(), Namespaces: b.NamespaceLister(), TrustDomain: o.TrustDomain}
 		pods, resources = stats.PodsFunc(kp.List), kp
 		tcfg.Authorizer = tap.KubeAuthorizer{Client: c.client}
 	default:

@@ -48,7 +48,13 @@ func TestKubePodsExisting(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	k := KubePods{ReplicaSets: appslisters.NewReplicaSetLister(rsIdx), Services: corelisters.NewServiceLister(svcIdx)}
+	nsIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, n := range []string{"shop", "ops", "empty"} {
+		if err := nsIdx.Add(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := KubePods{ReplicaSets: appslisters.NewReplicaSetLister(rsIdx), Services: corelisters.NewServiceLister(svcIdx), Namespaces: corelisters.NewNamespaceLister(nsIdx)}
 	names := func(t, ns string) string {
 		refs, ok, err := k.Existing(t, ns)
 		if err != nil {
@@ -70,7 +76,8 @@ func TestKubePodsExisting(t *testing.T) {
 		{TypeService, "shop", "shop/web"},
 		{TypeService, "", "ops/mon shop/web"},
 		{TypePod, "shop", "unknown"},
-		{TypeNamespace, "", "unknown"},
+		{TypeNamespace, "", "/empty /ops /shop"},
+		{TypeNamespace, "shop", "/empty /ops /shop"}, // namespaces are not in one
 	} {
 		if got := names(tc.typ, tc.ns); got != tc.want {
 			t.Errorf("Existing(%s, %q) = %s, want %s", tc.typ, tc.ns, got, tc.want)
@@ -78,6 +85,9 @@ func TestKubePodsExisting(t *testing.T) {
 	}
 	if _, ok, _ := (KubePods{}).Existing(TypeDeployment, "shop"); ok {
 		t.Error("without a ReplicaSet cache the deployments are known")
+	}
+	if _, ok, _ := (KubePods{}).Existing(TypeNamespace, ""); ok {
+		t.Error("without a namespace cache the namespaces are known")
 	}
 }
 
@@ -96,10 +106,16 @@ type fakeResources struct {
 
 func (f *fakeResources) Existing(t, ns string) ([]Ref, bool, error) {
 	f.calls = append(f.calls, t+" "+ns)
-	if t != TypeDeployment {
+	var out []Ref
+	for _, r := range f.refs {
+		if r.Type == t {
+			out = append(out, r)
+		}
+	}
+	if len(out) == 0 {
 		return nil, false, nil
 	}
-	return f.refs, true, f.err
+	return out, true, f.err
 }
 
 // TestStatListsExistingResources: with the existing deployments known, stat
@@ -115,7 +131,7 @@ func TestStatListsExistingResources(t *testing.T) {
 		{Namespace: "shop", Name: "old-0", AdminAddr: oldSrv, Labels: map[string]string{"deployment": "old"}, Running: true},
 	}
 	res := &fakeResources{refs: []Ref{{Namespace: "shop", Type: TypeDeployment, Name: "web"}, {Namespace: "shop", Type: TypeDeployment, Name: "idle"},
-		{Namespace: "ops", Type: TypeDeployment, Name: "mon"}}}
+		{Namespace: "ops", Type: TypeDeployment, Name: "mon"}, {Type: TypeNamespace, Name: "shop"}, {Type: TypeNamespace, Name: "ops"}}}
 	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 	srv := NewServer(Config{
 		Pods:      PodsFunc(func(context.Context) ([]Pod, error) { return pods, nil }),
@@ -159,6 +175,12 @@ func TestStatListsExistingResources(t *testing.T) {
 	if diff := cmp.Diff([]string{"deployment shop", "deployment ", "deployment shop"}, res.calls); diff != "" {
 		t.Errorf("lister calls (-want +got):\n%s", diff)
 	}
+	// A namespace without pods is listed; shop's row keeps the traffic of
+	// the deleted deployment's pod (the namespace is still there).
+	if got, want := rows(&statsv1.StatRequest{Selector: &statsv1.Resource{Type: "ns"}}), "/ops 0/0 0, /shop 1/1 70"; got != want {
+		t.Errorf("stat ns:\n got %s\nwant %s", got, want)
+	}
+	res.calls = nil
 	// Pods are not listed by Resources: the gone pod's row is gone as before.
 	if got, want := rows(&statsv1.StatRequest{Selector: &statsv1.Resource{Namespace: "shop", Type: "pod"}}), "shop/web-0 1/1 50"; got != want {
 		t.Errorf("stat pod:\n got %s\nwant %s", got, want)

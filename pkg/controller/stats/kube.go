@@ -29,8 +29,10 @@ const DefaultAdminPort = 4191
 type KubePods struct {
 	Pods     corelisters.PodLister
 	Services corelisters.ServiceLister // optional: fills the "service" label
-	// ReplicaSets (optional) tell which deployments exist (Existing).
+	// ReplicaSets and Namespaces (optional) tell which deployments and
+	// namespaces exist (Existing).
 	ReplicaSets appslisters.ReplicaSetLister
+	Namespaces  corelisters.NamespaceLister
 	// AdminPort defaults to DefaultAdminPort.
 	AdminPort int
 	// TrustDomain completes identities; default cluster.local.
@@ -90,12 +92,21 @@ func (k KubePods) List(context.Context) ([]Pod, error) {
 }
 
 // Existing implements Resources for deployments and services, in namespace
-// ns ("" for all). A deployment is known by its ReplicaSets, which it keeps
-// while scaled to zero and which the garbage collector deletes with it: no
-// informer on Deployments (whole pod templates) is needed for their names.
+// ns ("" for all), and namespaces (all; their Refs have no namespace). A
+// deployment is known by its ReplicaSets, which it keeps while scaled to
+// zero and which the garbage collector deletes with it: no informer on
+// Deployments (whole pod templates) is needed for their names.
 func (k KubePods) Existing(t, ns string) ([]Ref, bool, error) {
 	var out []Ref
 	switch {
+	case t == TypeNamespace && k.Namespaces != nil:
+		nss, err := k.Namespaces.List(labels.Everything())
+		if err != nil {
+			return nil, false, fmt.Errorf("listing namespaces: %w", err)
+		}
+		for _, n := range nss {
+			out = append(out, Ref{Type: TypeNamespace, Name: n.Name})
+		}
 	case t == TypeDeployment && k.ReplicaSets != nil:
 		rss, err := k.ReplicaSets.List(labels.Everything())
 		if err != nil {

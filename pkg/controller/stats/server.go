@@ -39,8 +39,8 @@ const scrapeParallelism = 16
 // Config configures a Server.
 type Config struct {
 	Pods Pods
-	// Resources (optional) lists the deployments and services that exist,
-	// for stat's rows of their own traffic.
+	// Resources (optional) lists the namespaces, deployments and services
+	// that exist, for stat's rows of their own traffic.
 	Resources Resources
 	// Interval between scrapes; 0 means DefaultInterval.
 	Interval time.Duration

@@ -56,6 +56,7 @@ type Backend struct {
 	services    corelisters.ServiceLister
 	pods        corelisters.PodLister
 	replicaSets appslisters.ReplicaSetLister
+	namespaces  corelisters.NamespaceLister // for stat's namespace rows
 	svcIndex    cache.Indexer
 	sliceIndex  cache.Indexer
 	podIndex    cache.Indexer
@@ -108,6 +109,9 @@ func New(opts Options) (*Backend, error) {
 	b.sliceIndex = sliceInf.Informer().GetIndexer()
 	b.pods, b.podIndex = podInf.Lister(), podInf.Informer().GetIndexer()
 	b.replicaSets = rsInf.Lister()
+	nsInf := f.Core().V1().Namespaces()
+	nsInf.Informer() // registered with the factory: started and synced with the others
+	b.namespaces = nsInf.Lister()
 
 	for inf, affected := range map[cache.SharedIndexInformer]func(obj any) func(key) bool{
 		svcInf.Informer(): func(obj any) func(key) bool {
@@ -315,6 +319,9 @@ func podIPs(obj any) ([]string, error) {
 // PodLister reads the backend's pod cache (filled once Run has synced), for
 // other controller services that need pods, such as stats and tap.
 func (b *Backend) PodLister() corelisters.PodLister { return b.pods }
+
+// NamespaceLister reads the backend's namespace cache.
+func (b *Backend) NamespaceLister() corelisters.NamespaceLister { return b.namespaces }
 
 // ReplicaSetLister reads the backend's ReplicaSet cache.
 func (b *Backend) ReplicaSetLister() appslisters.ReplicaSetLister { return b.replicaSets }
