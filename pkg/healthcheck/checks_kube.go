@@ -11,6 +11,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilversion "k8s.io/apimachinery/pkg/util/version"
+
+	"github.com/conduitmesh/conduit/pkg/install"
 )
 
 func (s *state) kubernetesAPI(deadline time.Time) Category {
@@ -75,7 +77,7 @@ func (s *state) preKubernetesSetup() Category {
 			live, err := s.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 			switch {
 			case err == nil && live.DeletionTimestamp != nil:
-				return fmt.Errorf("namespace %q is still being deleted: wait until it is gone (`kubectl wait --for=delete namespace/%s --timeout=5m`)", ns, ns)
+				return &install.TerminatingError{Key: install.NamespaceKey(ns)}
 			case err == nil:
 				return fmt.Errorf("namespace %q already exists", ns)
 			case apierrors.IsNotFound(err):

@@ -476,7 +476,7 @@ func TestPreInstall(t *testing.T) {
 			name: "namespace being deleted",
 			docs: []string{"apiVersion: v1\nkind: Namespace\nmetadata: {name: conduit, deletionTimestamp: \"2026-12-07T12:00:00Z\", finalizers: [example.com/hold]}\nstatus: {phase: Terminating}\n"},
 			want: map[string]wantFailure{
-				"pre-kubernetes-setup/control plane namespace does not already exist": {StatusError, `namespace "conduit" is still being deleted: wait until it is gone (` + "`kubectl wait --for=delete namespace/conduit --timeout=5m`)", "install -L"},
+				"pre-kubernetes-setup/control plane namespace does not already exist": {StatusError, "Namespace conduit is still being deleted (by an earlier uninstall): wait until it is gone (`kubectl wait --for=delete namespace/conduit --timeout=5m`), then install again", "install -L"},
 			},
 		},
 		{

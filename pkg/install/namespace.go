@@ -19,13 +19,18 @@ import (
 // their namespace carries the inventory labels and uninstall deletes it.
 const NamespaceCreatedKey = "namespaceCreated"
 
+// NamespaceKey is the ObjectKey of namespace ns.
+func NamespaceKey(ns string) ObjectKey {
+	return ObjectKey{GroupKind: schema.GroupKind{Kind: "Namespace"}, Name: ns}
+}
+
 // NamespaceExists reports whether namespace ns exists; one still being
 // deleted is a TerminatingError (nothing can be created in it).
 func (c *Client) NamespaceExists(ctx context.Context, ns string) (bool, error) {
 	live, err := c.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	switch {
 	case err == nil && (live.DeletionTimestamp != nil || live.Status.Phase == corev1.NamespaceTerminating):
-		return true, &TerminatingError{Key: ObjectKey{GroupKind: schema.GroupKind{Kind: "Namespace"}, Name: ns}}
+		return true, &TerminatingError{Key: NamespaceKey(ns)}
 	case err == nil:
 		return true, nil
 	case apierrors.IsNotFound(err):
