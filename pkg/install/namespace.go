@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -29,7 +28,7 @@ func NamespaceKey(ns string) ObjectKey {
 func (c *Client) NamespaceExists(ctx context.Context, ns string) (bool, error) {
 	live, err := c.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	switch {
-	case err == nil && (live.DeletionTimestamp != nil || live.Status.Phase == corev1.NamespaceTerminating):
+	case err == nil && live.DeletionTimestamp != nil:
 		return true, &TerminatingError{Key: NamespaceKey(ns)}
 	case err == nil:
 		return true, nil

@@ -94,7 +94,7 @@ func InjectorProbeNamespace(ctx context.Context, kube kubernetes.Interface, sel 
 		}
 	}
 	covered := func(ns *corev1.Namespace) bool {
-		return ns.Status.Phase != corev1.NamespaceTerminating && ns.DeletionTimestamp == nil && selector.Matches(labels.Set(ns.Labels))
+		return ns.DeletionTimestamp == nil && selector.Matches(labels.Set(ns.Labels))
 	}
 	def, err := kube.CoreV1().Namespaces().Get(ctx, metav1.NamespaceDefault, metav1.GetOptions{})
 	switch {

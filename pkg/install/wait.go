@@ -115,7 +115,7 @@ func (w *injectorWait) pending(ctx context.Context) (pending, hint string, err e
 		ns, err := InjectorProbeNamespace(ctx, w.c.Kube, w.webhook.NamespaceSelector)
 		if err != nil {
 			if ctx.Err() != nil {
-				return "proxy injector: waiting", w.hint(), nil // the caller reports the timeout
+				return "proxy injector: waiting", InjectorHint(w.webhook), nil // the caller reports the timeout
 			}
 			return "", "", err
 		}
@@ -133,17 +133,14 @@ func (w *injectorWait) pending(ctx context.Context) (pending, hint string, err e
 		w.webhook = nil
 		return "", "", nil
 	case errors.As(err, &notInjected):
-		return "proxy injector: " + notInjected.Error(), w.hint(), nil
+		return "proxy injector: " + notInjected.Error(), InjectorHint(w.webhook), nil
 	case ctx.Err() != nil:
-		return "proxy injector: waiting", w.hint(), nil
+		return "proxy injector: waiting", InjectorHint(w.webhook), nil
 	}
 	w.detail(fmt.Sprintf("not waiting for the proxy injector: %v", err))
 	w.webhook = nil
 	return "", "", nil
 }
-
-// hint says where a request to the injector goes.
-func (w *injectorWait) hint() string { return InjectorHint(w.webhook) }
 
 // rolloutStatus is "" when the Deployment is rolled out, else what it waits for.
 func (c *Client) rolloutStatus(ctx context.Context, ns, name string) (string, error) {

@@ -174,7 +174,9 @@ func TestInjectorProbeNamespace(t *testing.T) {
 		t.Fatalf("injectorWebhook: %v, %v", wh, err)
 	}
 	controlPlane := map[string]string{"conduit.io/is-control-plane": "true"}
-	terminating := namespace("aaa", nil)
+	terminating := namespace("aaa", nil) // as the API server marks a deleted namespace
+	deleted := metav1.Now()
+	terminating.DeletionTimestamp, terminating.Finalizers = &deleted, []string{"kubernetes"}
 	terminating.Status.Phase = corev1.NamespaceTerminating
 	cases := []struct {
 		name string

@@ -35,8 +35,8 @@ type Pods interface {
 
 // Resources tells which resources of a type exist now, so that `stat`
 // lists each (a deployment scaled to zero, a namespace without pods
-// included) and not one deleted within the window. ok is false for a type it does not know; those rows
-// come from the pods alone.
+// included) and not one deleted within the window. ok is false for a type
+// it does not know; those rows come from the pods alone.
 type Resources interface {
 	Existing(t, ns string) (refs []Ref, ok bool, err error)
 }

@@ -39,9 +39,9 @@ type StatQuery struct {
 	From, To      *Ref
 	Window        time.Duration
 	// Existing, when not nil, holds the resources of the selector's type
-	// that exist (Resources; Type left empty): each in scope gets a row,
-	// with or without pods and traffic, and no other name does. Nil: the
-	// rows come from the pods and the traffic in the window.
+	// that exist (as Resources gives them): each in scope gets a row, with
+	// or without pods and traffic, and no other name does. Nil: the rows
+	// come from the pods and the traffic in the window.
 	Existing map[Ref]bool
 }
 
@@ -360,7 +360,7 @@ func (s *Store) Stat(now time.Time, q StatQuery) []StatResult {
 	out := make([]StatResult, 0, len(rows))
 	for _, r := range rows {
 		switch {
-		case q.Existing != nil && !q.Existing[Ref{Namespace: r.ns, Name: r.name}]:
+		case q.Existing != nil && !q.Existing[Ref{Namespace: r.ns, Type: sel.Type, Name: r.name}]:
 			continue // deleted within the window
 		case !r.exists && !r.contributed:
 			continue

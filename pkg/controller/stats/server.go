@@ -256,7 +256,7 @@ func (s *Server) Stat(_ context.Context, req *statsv1.StatRequest) (*statsv1.Sta
 		case ok:
 			q.Existing = make(map[Ref]bool, len(refs))
 			for _, r := range refs {
-				q.Existing[Ref{Namespace: r.Namespace, Name: r.Name}] = true
+				q.Existing[r] = true
 			}
 		}
 	}
