@@ -1134,9 +1134,6 @@ func (d *h2Down) clientReset(id uint32, code http2.ErrCode) {
 // answer makes the proxy's own response to a stream that is not forwarded
 // (or whose upstream failed before answering).
 func (d *h2Down) answer(st *h2Stream, e proxyError, count bool) {
-	if count {
-		d.s.p.metrics.Error(d.s.dir, e.reason)
-	}
 	msg := sanitizeHeaderValue(e.msg)
 	var fields []hpack.HeaderField
 	var body string
@@ -1161,7 +1158,7 @@ func (d *h2Down) answer(st *h2Stream, e proxyError, count bool) {
 			hdr.Set("Content-Type", "text/plain; charset=utf-8")
 		}
 	}
-	d.respond(st, status, fields, body, e.reason, hdr)
+	d.respond(st, status, fields, body, e.reason, hdr, count)
 }
 
 // redirect answers a stream with its route's redirect (never forwarded).
@@ -1176,15 +1173,23 @@ func (d *h2Down) redirect(st *h2Stream, or *outRoute) {
 	if st.obs != nil {
 		hdr = http.Header{"Location": {location}}
 	}
-	d.respond(st, or.redirect.Status, fields, "", "", hdr)
+	d.respond(st, or.redirect.Status, fields, "", "", hdr, false)
 }
 
 // respond sends the proxy's own response (header fields, then body if
 // any) to a stream not forwarded, unless a response already began; hdr is
-// the response's header for the Observer (when st.obs is set).
-func (d *h2Down) respond(st *h2Stream, status int, fields []hpack.HeaderField, body, proxyErr string, hdr http.Header) {
+// the response's header for the Observer (when st.obs is set). With
+// countErr, proxyErr is counted among the proxy's errors if this response
+// is the one sent.
+func (d *h2Down) respond(st *h2Stream, status int, fields []hpack.HeaderField, body, proxyErr string, hdr http.Header, countErr bool) {
 	d.out.mu.Lock()
 	if !st.respDone {
+		if countErr {
+			// Counted only by the answer that is sent: a stream held for
+			// an endpoint can be answered at once by its wait and by its
+			// route's timer (both 504), and only one of them is written.
+			d.s.p.metrics.Error(d.s.dir, proxyErr)
+		}
 		st.proxyErr = proxyErr
 		st.respDone, st.respStarted = true, true
 		st.status, st.firstByte = status, time.Now()
