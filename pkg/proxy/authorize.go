@@ -1,9 +1,15 @@
 package proxy
 
 import (
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/conduitmesh/conduit/pkg/proxy/authz"
+	"github.com/conduitmesh/conduit/pkg/proxy/detect"
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
 )
 
@@ -63,6 +69,28 @@ func (p *Proxy) admitConn(info *connInfo) bool {
 		p.metrics.Error(Inbound, "unauthorized")
 	}
 	return d.Allowed
+}
+
+// refuseNotHTTP refuses a connection to a port whose Server declares HTTP
+// (HTTP/1, HTTP/2 or gRPC) and whose first bytes are no HTTP/1.0, HTTP/1.1
+// or HTTP/2 request. Relayed as opaque TCP under the port's connection
+// authorizations, it would pass the port's routes: the application may
+// still read it as HTTP (Go's net/http serves a request line of HTTP/1.2).
+// The client gets a 400 naming the Server (nothing after a TLS
+// ClientHello, which cannot read it).
+func (p *Proxy) refuseNotHTTP(c net.Conn, info *connInfo, srv *authz.Server, res detect.Result) {
+	ref := srv.Ref()
+	msg := fmt.Sprintf("server %s declares %s: this connection is not HTTP/1.0, HTTP/1.1 or HTTP/2", ref.Name, srv.Protocol().Declared())
+	p.log.Info("connection refused: not the protocol its port declares", "remote", info.remote, "port", info.port, "server", ref.Name, "protocol", srv.Protocol().Declared(), "detected", res.Protocol)
+	p.metrics.Error(Inbound, "not_http")
+	if res.Protocol == detect.TLS {
+		return
+	}
+	resp := "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+		ErrorHeader + ": " + msg + "\r\nContent-Length: " + strconv.Itoa(len(msg)+1) + "\r\n\r\n" + msg + "\n"
+	// Best effort: the connection is closed next, whatever happens.
+	c.SetWriteDeadline(time.Now().Add(time.Second)) //nolint:errcheck
+	io.WriteString(c, resp)                         //nolint:errcheck
 }
 
 func (p *Proxy) countAuthz(info *connInfo, tcp bool, d authz.Decision) {

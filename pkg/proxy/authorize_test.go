@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -278,6 +279,113 @@ func TestInboundPolicyOpaque(t *testing.T) {
 	if got, err := talk(c2); err != nil || got != "220 ready\r\nHELO" {
 		t.Errorf("plaintext client under all-unauthenticated: %q, %v", got, err)
 	}
+}
+
+// TestInboundPolicyDeclaredHTTP: a port whose Server declares HTTP/1 (or
+// gRPC) takes HTTP only. A request line of HTTP/1.2, which detection does
+// not take for HTTP and Go's net/http serves, gets a 400 naming the Server
+// instead of reaching the application as opaque TCP past the port's routes;
+// a TLS ClientHello is closed unanswered. Under detection (unknown) the same
+// connection is relayed as TCP, decided by the port's connection
+// authorizations, as the Server's proxyProtocol documents.
+func TestInboundPolicyDeclaredHTTP(t *testing.T) {
+	var mu sync.Mutex
+	var reached []string
+	app := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		reached = append(reached, r.Proto+" "+r.URL.Path)
+		mu.Unlock()
+		io.WriteString(w, "ok")
+	}))
+	port := portOf(t, app)
+	// Every loopback client is admitted to the port; /api is its only route.
+	policy := func(proto policyv1.Protocol) *authz.Server {
+		m := server("web-http", unauthenticatedFrom("local", "127.0.0.0/8", "::1/128"))
+		m.Protocol = proto
+		m.HttpRoutes = []*policyv1.HttpRoute{{
+			Ref:     &policyv1.Ref{Kind: "httproute", Name: "api"},
+			Matches: []*policyv1.HttpMatch{{Path: &policyv1.PathMatch{Kind: &policyv1.PathMatch_Prefix{Prefix: "/api"}}}},
+		}}
+		return decodePolicy(t, m)
+	}
+	store := authz.NewStore(authz.Pending(""))
+	p := startProxy(t, Config{InboundTarget: app, Policy: store, DetectTimeout: 100 * time.Millisecond})
+	raw := func(req string) string {
+		t.Helper()
+		c, err := net.Dial("tcp", p.InboundAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, req)
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+	const http12 = "GET /admin HTTP/1.2\r\nHost: web\r\nConnection: close\r\n\r\n"
+	for _, proto := range []policyv1.Protocol{policyv1.Protocol_HTTP1, policyv1.Protocol_GRPC} {
+		store.Set(port, policy(proto))
+		got := raw(http12)
+		if !strings.HasPrefix(got, "HTTP/1.1 400 ") || !strings.Contains(got, ErrorHeader+": server web-http declares ") {
+			t.Errorf("HTTP/1.2 to a port declaring %v: %q, want 400 naming the server", proto, got)
+		}
+	}
+	// HTTP/1.1 is routed as before.
+	c := newClient(t)
+	for path, want := range map[string]int{"/api/books": 200, "/admin": 404} {
+		resp, err := c.Get("http://" + p.InboundAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	// A client that connects ahead of its request, past the detect
+	// timeout, is served as an HTTP server would; one that sends nothing
+	// (a TCP probe) is closed as it leaves, not counted.
+	early, err := net.Dial("tcp", p.InboundAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
+	time.Sleep(300 * time.Millisecond)
+	early.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(early, "GET /api/early HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+	if b, _ := io.ReadAll(early); !strings.HasPrefix(string(b), "HTTP/1.1 200 ") {
+		t.Errorf("a request sent after the detect timeout: %q, want 200", b)
+	}
+	probe, err := net.Dial("tcp", p.InboundAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	probe.Close()
+	// A ClientHello that is not the mesh's: closed, with nothing written.
+	tc, err := net.Dial("tcp", p.InboundAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := tls.Client(tc, &tls.Config{ServerName: "web", InsecureSkipVerify: true}).Handshake(); err == nil || !strings.Contains(err.Error(), "EOF") {
+		t.Errorf("TLS to a port declaring HTTP/1: %v, want the connection closed", err)
+	}
+	wantMetric(t, p, 3, "conduit_proxy_errors_total", `direction="inbound"`, `error="not_http"`)
+	mu.Lock()
+	if want := []string{"HTTP/1.1 /api/books", "HTTP/1.1 /api/early"}; !slices.Equal(reached, want) {
+		t.Errorf("the application got %q, want %q", reached, want)
+	}
+	mu.Unlock()
+
+	// Detection: not HTTP, so a TCP stream under the port's connection
+	// authorizations (the application, not the proxy, reads HTTP/1.2).
+	store.Set(port, policy(policyv1.Protocol_DETECT))
+	if got := raw(http12); !strings.HasPrefix(got, "HTTP/1.1 200 ") {
+		t.Errorf("HTTP/1.2 to a detecting port: %q, want it relayed to the application", got)
+	}
+	wantMetric(t, p, 1, "inbound_tcp_authz_allow_total", `srv_name="web-http"`, `authz_name="local"`)
 }
 
 // TestInboundPolicyPendingFailsClosed: before the controller has sent a

@@ -197,6 +197,23 @@ func (s *side) handle(mc *meteredConn) {
 			res.Protocol = detect.Opaque // TLS inside mTLS is the application's own
 		}
 	}
+	declared := p.policy(info).Protocol()
+	if declared.HTTP() && detect.Classify(prefix).Protocol == detect.Unknown {
+		// A port whose Server declares HTTP waits for its request as an
+		// HTTP server does (a client may connect ahead of it), not the
+		// detect timeout only.
+		timeout := p.cfg.IdleTimeout
+		if p.draining.Load() {
+			timeout = drainDetectTimeout
+		}
+		mc.detecting.Store(true)
+		prefix, res, err = detect.Peek(conn, timeout, prefix)
+		mc.detecting.Store(false)
+		if err != nil || len(prefix) == 0 {
+			mc.Close() // nothing sent: no request to refuse (a TCP probe)
+			return
+		}
+	}
 	mc.attach(p.metrics.TCP(s.tcpLabels(info)))
 	sc := &servedConn{Conn: conn, prefix: prefix, info: info}
 	p.log.Debug("connection classified", "direction", s.dir, "protocol", res.Protocol, "remote", info.remote, "tls", info.tls)
@@ -218,6 +235,11 @@ func (s *side) handle(mc *meteredConn) {
 			done()
 		}
 	default:
+		if declared.HTTP() {
+			p.refuseNotHTTP(sc, info, p.policy(info), res)
+			mc.Close()
+			return
+		}
 		if !p.admitConn(info) {
 			mc.Close()
 			return

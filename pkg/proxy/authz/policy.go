@@ -30,6 +30,28 @@ const (
 	ProtocolOpaque
 )
 
+// HTTP reports whether p is an HTTP protocol (HTTP/1, HTTP/2 or gRPC): a
+// port that declares one takes HTTP only, never a connection relayed as
+// opaque TCP.
+func (p Protocol) HTTP() bool {
+	return p == ProtocolHTTP1 || p == ProtocolHTTP2 || p == ProtocolGRPC
+}
+
+// Declared is p as a Server's proxyProtocol spells it.
+func (p Protocol) Declared() string {
+	switch p {
+	case ProtocolHTTP1:
+		return "HTTP/1"
+	case ProtocolHTTP2:
+		return "HTTP/2"
+	case ProtocolGRPC:
+		return "gRPC"
+	case ProtocolOpaque:
+		return "opaque"
+	}
+	return "unknown"
+}
+
 func (p Protocol) String() string {
 	switch p {
 	case ProtocolHTTP1:

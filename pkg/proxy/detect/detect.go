@@ -207,17 +207,18 @@ func isTokenChar(c byte) bool {
 }
 
 // Peek reads from c until Classify decides, timeout passes, the peer stops
-// sending, or MaxPeek bytes have arrived. It returns the bytes read (which
-// the caller must replay before further reads from c) and the result. A
-// timeout is not an error: the connection is opaque (the peer may be waiting
-// for the server to speak first). err is set only when the connection failed
-// before any byte arrived.
+// sending, or MaxPeek bytes have arrived. It returns buf's bytes (those an
+// earlier Peek read and left undecided; usually none) followed by the bytes
+// read, which the caller must replay before further reads from c, and the
+// result. A timeout is not an error: the connection is opaque (the peer may
+// be waiting for the server to speak first). err is set only when the
+// connection failed before any byte arrived.
 func Peek(c net.Conn, timeout time.Duration, buf []byte) ([]byte, Result, error) {
 	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return nil, Result{}, err
 	}
 	defer c.SetReadDeadline(time.Time{})
-	b := buf[:0]
+	b := buf
 	for {
 		if len(b) == cap(b) {
 			if cap(b) >= MaxPeek {
