@@ -75,7 +75,8 @@ func (p *Proxy) admitConn(info *connInfo) bool {
 // (HTTP/1, HTTP/2 or gRPC) and whose first bytes are no HTTP/1.0, HTTP/1.1
 // or HTTP/2 request. Relayed as opaque TCP under the port's connection
 // authorizations, it would pass the port's routes: the application may
-// still read it as HTTP (Go's net/http serves a request line of HTTP/1.2).
+// still read it as HTTP (some servers skip empty lines before a request
+// line, for one).
 // The client gets a 400 naming the Server (nothing after a TLS
 // ClientHello, which cannot read it).
 func (p *Proxy) refuseNotHTTP(c net.Conn, info *connInfo, srv *authz.Server, res detect.Result) {

@@ -282,12 +282,13 @@ func TestInboundPolicyOpaque(t *testing.T) {
 }
 
 // TestInboundPolicyDeclaredHTTP: a port whose Server declares HTTP/1 (or
-// gRPC) takes HTTP only. A request line of HTTP/1.2, which detection does
-// not take for HTTP and Go's net/http serves, gets a 400 naming the Server
-// instead of reaching the application as opaque TCP past the port's routes;
-// a TLS ClientHello is closed unanswered. Under detection (unknown) the same
-// connection is relayed as TCP, decided by the port's connection
-// authorizations, as the Server's proxyProtocol documents.
+// gRPC) takes HTTP only: what detection does not take for HTTP gets a 400
+// naming the Server instead of reaching the application as opaque TCP past
+// the port's routes, and a TLS ClientHello is closed unanswered. Under
+// detection (unknown) the same bytes are relayed as TCP, decided by the
+// port's connection authorizations, as the Server's proxyProtocol
+// documents. A request line of HTTP/1.2, which Go's net/http serves, is
+// HTTP to detection, and the proxy answers it 505 on every port.
 func TestInboundPolicyDeclaredHTTP(t *testing.T) {
 	var mu sync.Mutex
 	var reached []string
@@ -322,12 +323,18 @@ func TestInboundPolicyDeclaredHTTP(t *testing.T) {
 		b, _ := io.ReadAll(c)
 		return string(b)
 	}
-	const http12 = "GET /admin HTTP/1.2\r\nHost: web\r\nConnection: close\r\n\r\n"
+	const (
+		notHTTP = "HELLO web, this is not HTTP\r\n\r\n" // as long as an h2 preface
+		http12  = "GET /admin HTTP/1.2\r\nHost: web\r\nConnection: close\r\n\r\n"
+	)
 	for _, proto := range []policyv1.Protocol{policyv1.Protocol_HTTP1, policyv1.Protocol_GRPC} {
 		store.Set(port, policy(proto))
-		got := raw(http12)
+		got := raw(notHTTP)
 		if !strings.HasPrefix(got, "HTTP/1.1 400 ") || !strings.Contains(got, ErrorHeader+": server web-http declares ") {
-			t.Errorf("HTTP/1.2 to a port declaring %v: %q, want 400 naming the server", proto, got)
+			t.Errorf("not HTTP, to a port declaring %v: %q, want 400 naming the server", proto, got)
+		}
+		if got := raw(http12); !strings.HasPrefix(got, "HTTP/1.1 505 ") {
+			t.Errorf("HTTP/1.2 to a port declaring %v: %q, want 505", proto, got)
 		}
 	}
 	// HTTP/1.1 is routed as before.
@@ -380,10 +387,13 @@ func TestInboundPolicyDeclaredHTTP(t *testing.T) {
 	mu.Unlock()
 
 	// Detection: not HTTP, so a TCP stream under the port's connection
-	// authorizations (the application, not the proxy, reads HTTP/1.2).
+	// authorizations (the application, not the proxy, answers it).
 	store.Set(port, policy(policyv1.Protocol_DETECT))
-	if got := raw(http12); !strings.HasPrefix(got, "HTTP/1.1 200 ") {
-		t.Errorf("HTTP/1.2 to a detecting port: %q, want it relayed to the application", got)
+	if got := raw(notHTTP); !strings.HasPrefix(got, "HTTP/1.1 400 ") || strings.Contains(got, ErrorHeader) {
+		t.Errorf("not HTTP, to a detecting port: %q, want it relayed to the application", got)
+	}
+	if got := raw(http12); !strings.HasPrefix(got, "HTTP/1.1 505 ") {
+		t.Errorf("HTTP/1.2 to a detecting port: %q, want 505", got)
 	}
 	wantMetric(t, p, 1, "inbound_tcp_authz_allow_total", `srv_name="web-http"`, `authz_name="local"`)
 }

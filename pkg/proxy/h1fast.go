@@ -111,7 +111,11 @@ func (s *side) serveFast(sc *servedConn) {
 			return
 		}
 		if err := parseH1Head(fc.head, true, &fc.req); err != nil {
-			fc.writeSimple(headStatus(err), "", "malformed request: "+err.Error())
+			msg := "malformed request: " + err.Error()
+			if errors.Is(err, errVersion) {
+				msg = err.Error()
+			}
+			fc.writeSimple(headStatus(err), "", msg)
 			return
 		}
 		if fc.req.odd || fc.req.chunked || fc.req.contentLength > fastMaxBody {

@@ -54,6 +54,9 @@ var (
 	errBadLength     = errors.New("bad or conflicting message length")
 	errBadConnection = errors.New("Connection header names Content-Length, Transfer-Encoding or Host")
 	errBadChunk      = errors.New("malformed chunked body")
+	// errVersion: an HTTP/1 minor version after 1.1, which the proxy does
+	// not forward (an application might read it other than the proxy).
+	errVersion = errors.New("HTTP version not supported: the proxy serves HTTP/1.0, HTTP/1.1 and HTTP/2")
 )
 
 // hopByHop are the RFC 9110 section 7.6.1 connection-specific fields, plus
@@ -236,6 +239,9 @@ func (h *h1Head) parseRequestLine(line []byte) error {
 		h.http10 = true
 		h.odd = true // keep-alive rules differ: net/http handles it
 	default:
+		if bytes.HasPrefix(r[sp2+1:], []byte("HTTP/1.")) {
+			return errVersion
+		}
 		return errBadHead
 	}
 	if string(h.method) == "CONNECT" {

@@ -31,6 +31,8 @@ func TestParseH1Head(t *testing.T) {
 		{name: "no host", head: "GET / HTTP/1.1\r\n\r\n", odd: true, cl: -1},
 		{name: "http/1.0", head: "GET / HTTP/1.0\r\n\r\n", odd: true, cl: -1},
 		{name: "http/2 line", head: "GET / HTTP/2.0\r\nHost: a\r\n\r\n", wantErr: errBadHead},
+		{name: "http/1.2", head: "GET / HTTP/1.2\r\nHost: a\r\n\r\n", wantErr: errVersion},
+		{name: "http/1.10", head: "GET / HTTP/1.10\r\nHost: a\r\n\r\n", wantErr: errVersion},
 		{name: "absolute form", head: "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", odd: true, cl: -1},
 		{name: "upgrade", head: "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", odd: true, cl: -1, hops: []string{"Connection", "Upgrade"}},
 		{name: "expect", head: "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", odd: true, cl: 1},

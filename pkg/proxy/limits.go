@@ -36,8 +36,11 @@ var errTooManyHeaders = fmt.Errorf("more than %d header fields", maxHeaderFields
 
 // headStatus is the status answering a request head that failed to parse.
 func headStatus(err error) int {
-	if errors.Is(err, errTooManyHeaders) {
+	switch {
+	case errors.Is(err, errTooManyHeaders):
 		return http.StatusRequestHeaderFieldsTooLarge
+	case errors.Is(err, errVersion):
+		return http.StatusHTTPVersionNotSupported
 	}
 	return http.StatusBadRequest
 }

@@ -23,7 +23,8 @@ const (
 	Unknown Protocol = iota
 	// Opaque is anything the proxy does not parse: relayed as raw TCP.
 	Opaque
-	// HTTP1 is an HTTP/1.0 or HTTP/1.1 request line.
+	// HTTP1 is an HTTP/1.x request line (HTTP/1.0 and HTTP/1.1; later
+	// minor versions too, which the HTTP path refuses).
 	HTTP1
 	// HTTP2 is the HTTP/2 prior-knowledge client preface (h2c).
 	HTTP2
@@ -172,16 +173,20 @@ func classifyHTTP1(b []byte, final bool) Result {
 		return more
 	}
 	rest = rest[n:]
-	if len(rest) == 0 {
+	// The minor version: any number. HTTP/1.2 and later are HTTP/1
+	// (RFC 9110 2.5), which the HTTP path answers (505) rather than a
+	// relay passing them to an application that may serve them.
+	digits := 0
+	for digits < len(rest) && digits < 3 && rest[digits] >= '0' && rest[digits] <= '9' {
+		digits++
+	}
+	if digits == len(rest) {
 		return more
 	}
-	if rest[0] != '0' && rest[0] != '1' {
+	if digits == 0 {
 		return Result{Protocol: Opaque}
 	}
-	rest = rest[1:]
-	if len(rest) == 0 {
-		return more
-	}
+	rest = rest[digits:]
 	if rest[0] == '\n' {
 		return Result{Protocol: HTTP1}
 	}
