@@ -288,7 +288,8 @@ func TestInboundPolicyOpaque(t *testing.T) {
 // detection (unknown) the same bytes are relayed as TCP, decided by the
 // port's connection authorizations, as the Server's proxyProtocol
 // documents. A request line of HTTP/1.2, which Go's net/http serves, is
-// HTTP to detection, and the proxy answers it 505 on every port.
+// HTTP to detection, and the proxy answers it 505 on every port; so is a
+// request line after empty lines, which many servers skip.
 func TestInboundPolicyDeclaredHTTP(t *testing.T) {
 	var mu sync.Mutex
 	var reached []string
@@ -394,6 +395,11 @@ func TestInboundPolicyDeclaredHTTP(t *testing.T) {
 	}
 	if got := raw(http12); !strings.HasPrefix(got, "HTTP/1.1 505 ") {
 		t.Errorf("HTTP/1.2 to a detecting port: %q, want 505", got)
+	}
+	// Empty lines before a request line are HTTP's (RFC 9112 2.2): the
+	// port's routes apply.
+	if got := raw("\r\n" + strings.Replace(http12, "HTTP/1.2", "HTTP/1.1", 1)); !strings.HasPrefix(got, "HTTP/1.1 404 ") || !strings.Contains(got, "no route") {
+		t.Errorf("a request line after an empty line: %q, want the routes' 404", got)
 	}
 	wantMetric(t, p, 1, "inbound_tcp_authz_allow_total", `srv_name="web-http"`, `authz_name="local"`)
 }

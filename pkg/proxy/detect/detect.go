@@ -96,7 +96,22 @@ func classify(b []byte, final bool) Result {
 	if b[0] == 0x16 {
 		return classifyTLS(b, final)
 	}
-	return classifyHTTP1(b, final)
+	// Empty lines before a request line (RFC 9112 2.2), which the HTTP/1.1
+	// path ignores as many servers do: no opaque relay past them.
+	line := b
+	for len(line) >= 2 && line[0] == '\r' && line[1] == '\n' {
+		line = line[2:]
+	}
+	if len(line) == 0 || len(line) == 1 && line[0] == '\r' {
+		switch {
+		case final && len(b) >= MaxPeek:
+			return Result{Protocol: HTTP1} // the HTTP path reads on
+		case final:
+			return Result{Protocol: Opaque}
+		}
+		return Result{}
+	}
+	return classifyHTTP1(line, final, len(b))
 }
 
 func classifyTLS(b []byte, final bool) Result {
@@ -122,8 +137,9 @@ func classifyTLS(b []byte, final bool) Result {
 	}
 }
 
-// classifyHTTP1 recognises "METHOD SP request-target SP HTTP/1.x CRLF".
-func classifyHTTP1(b []byte, final bool) Result {
+// classifyHTTP1 recognises "METHOD SP request-target SP HTTP/1.x CRLF" at
+// the start of b, the last of the peeked bytes.
+func classifyHTTP1(b []byte, final bool, peeked int) Result {
 	more := Result{}
 	if final {
 		more = Result{Protocol: Opaque}
@@ -152,7 +168,7 @@ func classifyHTTP1(b []byte, final bool) Result {
 		i++
 	}
 	if i == len(b) {
-		if final && len(b) >= MaxPeek {
+		if final && peeked >= MaxPeek {
 			// A request line longer than we peek: let the HTTP server
 			// reject it with a proper status.
 			return Result{Protocol: HTTP1}

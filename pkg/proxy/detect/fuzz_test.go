@@ -10,6 +10,7 @@ func FuzzDetect(f *testing.F) {
 	f.Add([]byte("CONNECT a:443 HTTP/1.1\r\n"))
 	f.Add([]byte("\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00"))
 	f.Add([]byte("*1\r\n$4\r\nPING\r\n"))
+	f.Add([]byte("\r\nGET /a HTTP/1.2\r\n"))
 	f.Add(clientHelloBytes(f, "a.b", "conduit.io/proxy"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := Classify(b)
