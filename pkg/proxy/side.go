@@ -197,7 +197,8 @@ func (s *side) handle(mc *meteredConn) {
 			res.Protocol = detect.Opaque // TLS inside mTLS is the application's own
 		}
 	}
-	declared := p.policy(info).Protocol()
+	srv := p.policy(info)
+	declared := srv.Protocol()
 	if declared.HTTP() && detect.Classify(prefix).Protocol == detect.Unknown {
 		// A port whose Server declares HTTP waits for its request as an
 		// HTTP server does (a client may connect ahead of it), not the
@@ -236,7 +237,7 @@ func (s *side) handle(mc *meteredConn) {
 		}
 	default:
 		if declared.HTTP() {
-			p.refuseNotHTTP(sc, info, p.policy(info), res)
+			p.refuseNotHTTP(sc, info, srv, res)
 			mc.Close()
 			return
 		}
