@@ -25,6 +25,11 @@ func RangeFields(b []byte, fn func(Field) error) error {
 		if n < 0 {
 			return fmt.Errorf("malformed protobuf tag: %w", protowire.ParseError(n))
 		}
+		if num > protowire.MaxValidNumber {
+			// protobuf-go refuses these too (its decoder checks the range
+			// ConsumeTag leaves to the caller).
+			return fmt.Errorf("malformed protobuf tag: field number %d over %d", num, protowire.MaxValidNumber)
+		}
 		b = b[n:]
 		f := Field{Num: num, Type: typ}
 		switch typ {
