@@ -1,11 +1,10 @@
 package proxy
 
 import (
+	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/conduitmesh/conduit/pkg/proxy/authz"
@@ -80,18 +79,16 @@ func (p *Proxy) admitConn(info *connInfo) bool {
 // The client gets a 400 naming the Server (nothing after a TLS
 // ClientHello, which cannot read it).
 func (p *Proxy) refuseNotHTTP(c net.Conn, info *connInfo, srv *authz.Server, res detect.Result) {
-	ref := srv.Ref()
-	msg := fmt.Sprintf("server %s declares %s: this connection is not HTTP/1.0, HTTP/1.1 or HTTP/2", ref.Name, srv.Protocol().Declared())
-	p.log.Info("connection refused: not the protocol its port declares", "remote", info.remote, "port", info.port, "server", ref.Name, "protocol", srv.Protocol().Declared(), "detected", res.Protocol)
+	name, proto := srv.Ref().Name, srv.Protocol()
+	msg := fmt.Sprintf("server %s declares %s: this connection is not HTTP/1.0, HTTP/1.1 or HTTP/2", name, proto)
+	p.log.Info("connection refused: not the protocol its port declares", "remote", info.remote, "port", info.port, "server", name, "protocol", proto, "detected", res.Protocol)
 	p.metrics.Error(Inbound, "not_http")
 	if res.Protocol == detect.TLS {
 		return
 	}
-	resp := "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n" +
-		ErrorHeader + ": " + msg + "\r\nContent-Length: " + strconv.Itoa(len(msg)+1) + "\r\n\r\n" + msg + "\n"
 	// Best effort: the connection is closed next, whatever happens.
-	c.SetWriteDeadline(time.Now().Add(time.Second)) //nolint:errcheck
-	io.WriteString(c, resp)                         //nolint:errcheck
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = writeSimple(bufio.NewWriterSize(c, 512), http.StatusBadRequest, msg, msg)
 }
 
 func (p *Proxy) countAuthz(info *connInfo, tcp bool, d authz.Decision) {

@@ -312,13 +312,20 @@ func TestInboundPolicyDeclaredHTTP(t *testing.T) {
 	}
 	store := authz.NewStore(authz.Pending(""))
 	p := startProxy(t, Config{InboundTarget: app, Policy: store, DetectTimeout: 100 * time.Millisecond})
-	raw := func(req string) string {
+	dial := func() net.Conn {
 		t.Helper()
 		c, err := net.Dial("tcp", p.InboundAddr())
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// raw sends req after pause and returns all the answer.
+	raw := func(pause time.Duration, req string) string {
+		t.Helper()
+		c := dial()
+		time.Sleep(pause)
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		io.WriteString(c, req)
 		b, _ := io.ReadAll(c)
@@ -330,11 +337,11 @@ func TestInboundPolicyDeclaredHTTP(t *testing.T) {
 	)
 	for _, proto := range []policyv1.Protocol{policyv1.Protocol_HTTP1, policyv1.Protocol_GRPC} {
 		store.Set(port, policy(proto))
-		got := raw(notHTTP)
+		got := raw(0, notHTTP)
 		if !strings.HasPrefix(got, "HTTP/1.1 400 ") || !strings.Contains(got, ErrorHeader+": server web-http declares ") {
 			t.Errorf("not HTTP, to a port declaring %v: %q, want 400 naming the server", proto, got)
 		}
-		if got := raw(http12); !strings.HasPrefix(got, "HTTP/1.1 505 ") {
+		if got := raw(0, http12); !strings.HasPrefix(got, "HTTP/1.1 505 ") {
 			t.Errorf("HTTP/1.2 to a port declaring %v: %q, want 505", proto, got)
 		}
 	}
@@ -353,29 +360,14 @@ func TestInboundPolicyDeclaredHTTP(t *testing.T) {
 	// A client that connects ahead of its request, past the detect
 	// timeout, is served as an HTTP server would; one that sends nothing
 	// (a TCP probe) is closed as it leaves, not counted.
-	early, err := net.Dial("tcp", p.InboundAddr())
-	if err != nil {
-		t.Fatal(err)
+	if got := raw(300*time.Millisecond, "GET /api/early HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(got, "HTTP/1.1 200 ") {
+		t.Errorf("a request sent after the detect timeout: %q, want 200", got)
 	}
-	defer early.Close()
-	time.Sleep(300 * time.Millisecond)
-	early.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(early, "GET /api/early HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
-	if b, _ := io.ReadAll(early); !strings.HasPrefix(string(b), "HTTP/1.1 200 ") {
-		t.Errorf("a request sent after the detect timeout: %q, want 200", b)
-	}
-	probe, err := net.Dial("tcp", p.InboundAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	probe := dial()
 	time.Sleep(300 * time.Millisecond)
 	probe.Close()
 	// A ClientHello that is not the mesh's: closed, with nothing written.
-	tc, err := net.Dial("tcp", p.InboundAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.Close()
+	tc := dial()
 	tc.SetDeadline(time.Now().Add(5 * time.Second))
 	if err := tls.Client(tc, &tls.Config{ServerName: "web", InsecureSkipVerify: true}).Handshake(); err == nil || !strings.Contains(err.Error(), "EOF") {
 		t.Errorf("TLS to a port declaring HTTP/1: %v, want the connection closed", err)
@@ -390,15 +382,15 @@ func TestInboundPolicyDeclaredHTTP(t *testing.T) {
 	// Detection: not HTTP, so a TCP stream under the port's connection
 	// authorizations (the application, not the proxy, answers it).
 	store.Set(port, policy(policyv1.Protocol_DETECT))
-	if got := raw(notHTTP); !strings.HasPrefix(got, "HTTP/1.1 400 ") || strings.Contains(got, ErrorHeader) {
+	if got := raw(0, notHTTP); !strings.HasPrefix(got, "HTTP/1.1 400 ") || strings.Contains(got, ErrorHeader) {
 		t.Errorf("not HTTP, to a detecting port: %q, want it relayed to the application", got)
 	}
-	if got := raw(http12); !strings.HasPrefix(got, "HTTP/1.1 505 ") {
+	if got := raw(0, http12); !strings.HasPrefix(got, "HTTP/1.1 505 ") {
 		t.Errorf("HTTP/1.2 to a detecting port: %q, want 505", got)
 	}
 	// Empty lines before a request line are HTTP's (RFC 9112 2.2): the
 	// port's routes apply.
-	if got := raw("\r\n" + strings.Replace(http12, "HTTP/1.2", "HTTP/1.1", 1)); !strings.HasPrefix(got, "HTTP/1.1 404 ") || !strings.Contains(got, "no route") {
+	if got := raw(0, "\r\n"+strings.Replace(http12, "HTTP/1.2", "HTTP/1.1", 1)); !strings.HasPrefix(got, "HTTP/1.1 404 ") || !strings.Contains(got, "no route") {
 		t.Errorf("a request line after an empty line: %q, want the routes' 404", got)
 	}
 	wantMetric(t, p, 1, "inbound_tcp_authz_allow_total", `srv_name="web-http"`, `authz_name="local"`)

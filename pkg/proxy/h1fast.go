@@ -111,11 +111,7 @@ func (s *side) serveFast(sc *servedConn) {
 			return
 		}
 		if err := parseH1Head(fc.head, true, &fc.req); err != nil {
-			msg := "malformed request: " + err.Error()
-			if errors.Is(err, errVersion) {
-				msg = err.Error()
-			}
-			fc.writeSimple(headStatus(err), "", msg)
+			fc.writeSimple(headAnswer(err))
 			return
 		}
 		if fc.req.odd || fc.req.chunked || fc.req.contentLength > fastMaxBody {
@@ -847,7 +843,11 @@ func passed(deadline time.Time) bool {
 // the conduit-proxy-error header when header is set. It returns whether the
 // write succeeded.
 func (fc *fastConn) writeSimple(status int, header, body string) bool {
-	w := fc.bw
+	return writeSimple(fc.bw, status, header, body) == nil
+}
+
+// writeSimple writes a short response the proxy made to w and flushes it.
+func writeSimple(w *bufio.Writer, status int, header, body string) error {
 	w.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\n")
 	if header != "" {
 		w.WriteString(ErrorHeader + ": " + sanitizeHeaderValue(header) + "\r\n")
@@ -856,7 +856,7 @@ func (fc *fastConn) writeSimple(status int, header, body string) bool {
 		w.WriteString("Connection: close\r\n")
 	}
 	w.WriteString("Content-Type: text/plain; charset=utf-8\r\nContent-Length: " + strconv.Itoa(len(body)+1) + "\r\n\r\n" + body + "\n")
-	return w.Flush() == nil
+	return w.Flush()
 }
 
 // dialProxyError maps a failed connect to the proxy's answer.

@@ -165,13 +165,7 @@ func (s *side) handle(mc *meteredConn) {
 		return
 	}
 
-	mc.detecting.Store(true)
-	timeout := p.cfg.DetectTimeout
-	if p.draining.Load() {
-		timeout = drainDetectTimeout
-	}
-	prefix, res, err := detect.Peek(mc, timeout, make([]byte, 0, 512))
-	mc.detecting.Store(false)
+	prefix, res, err := s.peek(mc, mc, p.cfg.DetectTimeout, make([]byte, 0, 512))
 	if err != nil {
 		p.log.Debug("connection failed before its first byte", "direction", s.dir, "err", err)
 		mc.Close()
@@ -188,7 +182,7 @@ func (s *side) handle(mc *meteredConn) {
 		}
 		info.tls, info.clientID = true, id
 		conn = tc
-		prefix, res, err = detect.Peek(tc, p.cfg.DetectTimeout, make([]byte, 0, 512))
+		prefix, res, err = s.peek(mc, tc, p.cfg.DetectTimeout, make([]byte, 0, 512))
 		if err != nil {
 			mc.Close()
 			return
@@ -203,13 +197,7 @@ func (s *side) handle(mc *meteredConn) {
 		// A port whose Server declares HTTP waits for its request as an
 		// HTTP server does (a client may connect ahead of it), not the
 		// detect timeout only.
-		timeout := p.cfg.IdleTimeout
-		if p.draining.Load() {
-			timeout = drainDetectTimeout
-		}
-		mc.detecting.Store(true)
-		prefix, res, err = detect.Peek(conn, timeout, prefix)
-		mc.detecting.Store(false)
+		prefix, res, err = s.peek(mc, conn, p.cfg.IdleTimeout, prefix)
 		if err != nil || len(prefix) == 0 {
 			mc.Close() // nothing sent: no request to refuse (a TCP probe)
 			return
@@ -256,6 +244,18 @@ func (s *side) handle(mc *meteredConn) {
 // the wait ends at once for meshed clients; an unmeshed client of a
 // server-first protocol waits this long for the server's first bytes.
 const opaqueMTLSWait = 100 * time.Millisecond
+
+// peek waits up to timeout (drainDetectTimeout once the proxy drains) for
+// conn's first bytes, read over mc, and classifies them (detect.Peek); a
+// drain that begins meanwhile cuts the wait short.
+func (s *side) peek(mc *meteredConn, conn net.Conn, timeout time.Duration, buf []byte) ([]byte, detect.Result, error) {
+	if s.p.draining.Load() {
+		timeout = drainDetectTimeout
+	}
+	mc.detecting.Store(true)
+	defer mc.detecting.Store(false)
+	return detect.Peek(conn, timeout, buf)
+}
 
 // handleOpaque serves a connection to an opaque port: no protocol
 // detection, but, inbound, the mesh TLS of a meshed client is terminated

@@ -37,8 +37,8 @@ func (p Protocol) HTTP() bool {
 	return p == ProtocolHTTP1 || p == ProtocolHTTP2 || p == ProtocolGRPC
 }
 
-// Declared is p as a Server's proxyProtocol spells it.
-func (p Protocol) Declared() string {
+// String is p as a Server's proxyProtocol spells it.
+func (p Protocol) String() string {
 	switch p {
 	case ProtocolHTTP1:
 		return "HTTP/1"
@@ -50,20 +50,6 @@ func (p Protocol) Declared() string {
 		return "opaque"
 	}
 	return "unknown"
-}
-
-func (p Protocol) String() string {
-	switch p {
-	case ProtocolHTTP1:
-		return "http1"
-	case ProtocolHTTP2:
-		return "http2"
-	case ProtocolGRPC:
-		return "grpc"
-	case ProtocolOpaque:
-		return "opaque"
-	}
-	return "detect"
 }
 
 // Conn is what a decision needs of the client's connection.

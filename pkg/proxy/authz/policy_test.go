@@ -458,7 +458,7 @@ func TestProtocolAndRefs(t *testing.T) {
 	if d := mustDecode(t, &policyv1.InboundServer{}).AllowConn(plain("10.1.1.1")); d.Reason != "unauthorized: the port's policy admits no client" {
 		t.Errorf("an empty policy: %+v", d)
 	}
-	if got := s.String(); got != " (http2, 1 authorizations, 0 routes)" {
+	if got := s.String(); got != " (HTTP/2, 1 authorizations, 0 routes)" {
 		t.Errorf("String() = %q", got)
 	}
 }
