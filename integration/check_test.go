@@ -20,6 +20,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/conduitmesh/conduit/integration/cluster"
 	"github.com/conduitmesh/conduit/pkg/inject"
@@ -225,6 +226,56 @@ func TestCheckInstalledControlPlane(t *testing.T) {
 		// Short output is the summary line alone when everything passes.
 		if !strings.HasPrefix(res.Stdout, "Status check results are ✔ (") || !strings.HasSuffix(res.Stdout, " passed, 0 warnings, 0 failed)\n") || strings.Count(res.Stdout, "\n") != 1 {
 			t.Errorf("short output of a healthy mesh:\n%s", res.Stdout)
+		}
+	})
+
+	t.Run("a Server whose routes a connection can pass is warned of, and the hint's patch fixes it", func(t *testing.T) {
+		const appNS = "check-policy"
+		const name = "policy/Servers with routes declare an HTTP protocol"
+		if err := testCluster.CreateNamespace(ctx, appNS, nil); err != nil {
+			t.Fatal(err)
+		}
+		createMeshedPod(ctx, t, appNS, "web-0", "dev")
+		dyn := dynamic.NewForConfigOrDie(testCluster.RESTConfig)
+		// proxyProtocol left out: the CRD defaults it to unknown.
+		if _, err := createYAML(t, dyn, appNS, "apiVersion: policy.conduit.io/v1beta1\nkind: Server\n"+
+			"metadata: {name: web, namespace: "+appNS+"}\nspec: {podSelector: {matchLabels: {app: web}}, port: 8080}\n"); err != nil {
+			t.Fatal(err)
+		}
+		applyRoute(t, dyn, appNS, "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"+
+			"metadata: {name: web-api, namespace: "+appNS+"}\n"+
+			"spec: {parentRefs: [{group: policy.conduit.io, kind: Server, name: web}], rules: [{matches: [{path: {type: PathPrefix, value: /api}}]}]}\n")
+
+		res := runBinary(t, cli, "", "check", "-L", ns, "--proxy", "-n", appNS, "-o", "json", "--wait", "1m")
+		doc := parseCheckJSON(t, res)
+		want := "warning: Server check-policy/web detects its protocol (proxyProtocol unknown): a connection that is not HTTP " +
+			"to detection passes its routes (HTTPRoute check-policy/web-api), under the Server's own authorizations"
+		if got := doc.results()[name]; got != want || res.Code != 0 || !doc.Success {
+			t.Fatalf("exit %d, success %v, %s:\n got %q\nwant %q", res.Code, doc.Success, name, got, want)
+		}
+		var hint string
+		for _, c := range doc.Categories {
+			for _, ch := range c.Checks {
+				if c.Name+"/"+ch.Description == name {
+					hint = ch.Hint
+				}
+			}
+		}
+		// The hint's command, run as a user would.
+		_, rest, _ := strings.Cut(hint, "`kubectl patch ")
+		patch, _, ok := strings.Cut(rest, "`")
+		if !ok {
+			t.Fatalf("the hint names no kubectl patch: %q", hint)
+		}
+		if _, err := exec.LookPath("kubectl"); err != nil {
+			t.Skip("kubectl is not installed")
+		}
+		if res := runBinary(t, "/bin/sh", "", "-c", "kubectl patch "+patch); res.Code != 0 {
+			t.Fatalf("kubectl patch %s: exit %d\n%s%s", patch, res.Code, res.Stdout, res.Stderr)
+		}
+		res = runBinary(t, cli, "", "check", "-L", ns, "--proxy", "-n", appNS, "-o", "json", "--wait", "1m")
+		if got := parseCheckJSON(t, res).results()[name]; got != "success" || res.Code != 0 {
+			t.Errorf("after the hint's patch: exit %d, %s: %q", res.Code, name, got)
 		}
 	})
 

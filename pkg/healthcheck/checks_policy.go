@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	policyv1 "github.com/conduitmesh/conduit/pkg/api/policy/v1"
 	"github.com/conduitmesh/conduit/pkg/contract"
 	"github.com/conduitmesh/conduit/pkg/controller/policy"
 )
@@ -179,6 +181,18 @@ func (s *state) policyChecks() Category {
 			},
 		},
 		{
+			Description: "Servers with routes declare an HTTP protocol",
+			Hint:        serverProtocolHint("NAMESPACE", "NAME"),
+			Warning:     true,
+			Check: func(ctx context.Context) error {
+				problems, hint, err := s.serverProtocolProblems(ctx, objs, dns)
+				if err != nil {
+					return err
+				}
+				return withSpecificHint(hint, problemList(problems, "Servers have routes that a connection can pass"))
+			},
+		},
+		{
 			Description: "Service routes are accepted and resolve their backends",
 			Hint: "the controller writes each route's conditions for the Services it names as parents: " +
 				"`kubectl get httproute,grpcroute -n NAMESPACE NAME -o yaml` shows them (status.parents); fix the route's parentRefs, " +
@@ -193,6 +207,82 @@ func (s *state) policyChecks() Category {
 			},
 		},
 	}}
+}
+
+// serverProtocolProblems lists the Servers whose routes (HTTPRoutes and
+// GRPCRoutes that name them as parents) a connection can pass: a Server
+// that detects relays what is not HTTP to detection under its own
+// authorizations, an opaque one never reads requests. The hint names the
+// first Server listed.
+func (s *state) serverProtocolProblems(ctx context.Context, objs *policyObjects, ns string) (problems []string, hint string, err error) {
+	if len(objs.servers) == 0 {
+		return nil, "", nil
+	}
+	type route struct {
+		what    string // "HTTPRoute app/web"
+		ns      string
+		parents []policy.ParentRef
+	}
+	var routes []route
+	if objs.routes {
+		list, err := listAs[policy.HTTPRoute](ctx, s, policy.HTTPRoutesResource, ns)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, r := range list {
+			routes = append(routes, route{"HTTPRoute " + r.Namespace + "/" + r.Name, r.Namespace, r.Spec.ParentRefs})
+		}
+	}
+	if served, err := s.served(policy.GRPCRoutesResource); err != nil {
+		return nil, "", err
+	} else if served {
+		list, err := listAs[policy.GRPCRoute](ctx, s, policy.GRPCRoutesResource, ns)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, r := range list {
+			routes = append(routes, route{"GRPCRoute " + r.Namespace + "/" + r.Name, r.Namespace, r.Spec.ParentRefs})
+		}
+	}
+	servers := slices.Clone(objs.servers) // sorted as problemList sorts, for the hint
+	slices.SortFunc(servers, func(a, b *policy.Server) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	for _, srv := range servers {
+		var names []string
+		for _, r := range routes {
+			if policy.ParentIsServer(r.parents, r.ns, srv) {
+				names = append(names, r.what)
+			}
+		}
+		if len(names) == 0 {
+			continue
+		}
+		slices.Sort(names)
+		of := strings.Join(names, ", ")
+		switch proto, _ := policy.ServerProtocol(srv); proto {
+		case policyv1.Protocol_DETECT:
+			declared := srv.Spec.ProxyProtocol
+			if declared == "" {
+				declared = "unknown"
+			}
+			problems = append(problems, fmt.Sprintf("Server %s/%s detects its protocol (proxyProtocol %s): a connection that is not HTTP to detection passes its routes (%s), under the Server's own authorizations", srv.Namespace, srv.Name, declared, of))
+		case policyv1.Protocol_OPAQUE:
+			problems = append(problems, fmt.Sprintf("Server %s/%s is opaque: its routes (%s) never apply, only the Server's own authorizations", srv.Namespace, srv.Name, of))
+		default:
+			continue
+		}
+		if hint == "" {
+			hint = serverProtocolHint(srv.Namespace, srv.Name)
+		}
+	}
+	return problems, hint, nil
+}
+
+func serverProtocolHint(ns, name string) string {
+	return "a Server with routes should say what its port takes (proxyProtocol HTTP/1, HTTP/2 or gRPC): the proxy then holds every request to the routes and refuses a connection that is not HTTP (" +
+		fmt.Sprintf("`kubectl patch server -n %s %s --type merge -p '{\"spec\":{\"proxyProtocol\":\"HTTP/1\"}}'`", ns, name) +
+		"); or delete the routes of a port that is not HTTP"
 }
 
 // routeProblems lists the conditions the controller set to False on the

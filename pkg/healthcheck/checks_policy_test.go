@@ -132,6 +132,7 @@ func TestPolicyChecksPass(t *testing.T) {
 		"AuthorizationPolicies' authentications exist",
 		"AuthorizationPolicies name existing ServiceAccounts",
 		"AuthorizationPolicies' targets exist",
+		"Servers with routes declare an HTTP protocol",
 		"Service routes are accepted and resolve their backends",
 	}
 	if diff := cmp.Diff(want, policyChecks); diff != "" {
@@ -282,6 +283,98 @@ func TestRouteStatusCheck(t *testing.T) {
 	if r := failures(rep)["policy/Service routes are accepted and resolve their backends"]; r.Error !=
 		"GRPCRoute app/orphan, parent Service shop/books: Accepted is False (NoMatchingParent): Service shop/books not found" {
 		t.Errorf("with GRPCRoutes only: %q", r.Error)
+	}
+}
+
+// serversWithRoutes are Servers of each protocol with routes: web
+// (proxyProtocol left to its default) and raw (opaque) have routes a
+// connection can pass; api declares HTTP/1 and books gRPC; the route
+// named "elsewhere" names a Server of another namespace, "outbound" a
+// Service.
+const serversWithRoutes = `apiVersion: policy.conduit.io/v1beta1
+kind: Server
+metadata: {name: web, namespace: app}
+spec: {podSelector: {matchLabels: {app: web}}, port: 8080}
+---
+apiVersion: policy.conduit.io/v1beta1
+kind: Server
+metadata: {name: api, namespace: app}
+spec: {podSelector: {matchLabels: {app: web}}, port: 8081, proxyProtocol: HTTP/1}
+---
+apiVersion: policy.conduit.io/v1beta1
+kind: Server
+metadata: {name: books, namespace: app}
+spec: {podSelector: {matchLabels: {app: web}}, port: 8082, proxyProtocol: gRPC}
+---
+apiVersion: policy.conduit.io/v1beta1
+kind: Server
+metadata: {name: raw, namespace: app}
+spec: {podSelector: {matchLabels: {app: web}}, port: 9000, proxyProtocol: opaque}
+---
+apiVersion: policy.conduit.io/v1beta1
+kind: Server
+metadata: {name: plain, namespace: app}
+spec: {podSelector: {matchLabels: {app: web}}, port: 9001, proxyProtocol: unknown}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web-admin, namespace: app}
+spec: {parentRefs: [{group: policy.conduit.io, kind: Server, name: web}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api, namespace: app}
+spec: {parentRefs: [{group: policy.conduit.io, kind: Server, name: api}, {group: policy.conduit.io, kind: Server, name: raw}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: web-grpc, namespace: app}
+spec: {parentRefs: [{group: policy.conduit.io, kind: Server, name: web}, {group: policy.conduit.io, kind: Server, name: books}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: elsewhere, namespace: app}
+spec: {parentRefs: [{group: policy.conduit.io, kind: Server, name: plain, namespace: shop}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: outbound, namespace: app}
+spec: {parentRefs: [{group: "", kind: Service, name: plain}]}
+`
+
+// TestServerProtocolCheck: a Server whose routes a connection can pass
+// (one that detects, one that is opaque) is warned of, with its routes;
+// Servers that declare an HTTP protocol, and routes that name no Server
+// of theirs, are not.
+func TestServerProtocolCheck(t *testing.T) {
+	const name = "policy/Servers with routes declare an HTTP protocol"
+	rep := runPolicyChecks(t, append(policyServed, gatewayAPIRoutes...), serversWithRoutes)
+	if !rep.Success {
+		t.Errorf("these are warnings; the run failed: %+v", failures(rep))
+	}
+	r := failures(rep)[name]
+	if r.Status != StatusWarning {
+		t.Fatalf("%s: %+v, want a warning", name, r)
+	}
+	want := "2 Servers have routes that a connection can pass:\n" +
+		"Server app/raw is opaque: its routes (HTTPRoute app/api) never apply, only the Server's own authorizations\n" +
+		"Server app/web detects its protocol (proxyProtocol unknown): a connection that is not HTTP to detection passes its routes (GRPCRoute app/web-grpc, HTTPRoute app/web-admin), under the Server's own authorizations"
+	if diff := cmp.Diff(want, r.Error); diff != "" {
+		t.Errorf("warning (-want +got):\n%s", diff)
+	}
+	if wantHint := `kubectl patch server -n app raw --type merge -p '{"spec":{"proxyProtocol":"HTTP/1"}}'`; !strings.Contains(r.Hint, wantHint) {
+		t.Errorf("hint %q does not name the first listed Server's fix %q", r.Hint, wantHint)
+	}
+
+	// Only HTTPRoutes served: web's GRPCRoute is not read.
+	rep = runPolicyChecks(t, append(policyServed, policy.HTTPRoutesResource), serversWithRoutes)
+	if got := failures(rep)[name].Error; !strings.Contains(got, "passes its routes (HTTPRoute app/web-admin), under") {
+		t.Errorf("with HTTPRoutes only: %q", got)
+	}
+	// No routes served: nothing to pass.
+	rep = runPolicyChecks(t, policyServed, serversWithRoutes)
+	if r, ok := failures(rep)[name]; ok {
+		t.Errorf("without the Gateway API: %+v", r)
 	}
 }
 

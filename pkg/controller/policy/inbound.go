@@ -116,11 +116,19 @@ var protocols = map[string]policyv1.Protocol{
 	"opaque":  policyv1.Protocol_OPAQUE,
 }
 
+// ServerProtocol is the protocol the proxies are told srv's port takes;
+// false when srv's proxyProtocol is not one the CRD allows (the port then
+// detects).
+func ServerProtocol(srv *Server) (policyv1.Protocol, bool) {
+	proto, ok := protocols[srv.Spec.ProxyProtocol]
+	return proto, ok
+}
+
 // serverPolicy is the policy of a port srv selects: the policies that
 // target srv or the namespace, and srv's routes (or, without any, the
 // probe and catch-all routes).
 func serverPolicy(c *Cluster, v *view, srv *Server, port uint32) *policyv1.InboundServer {
-	proto, ok := protocols[srv.Spec.ProxyProtocol]
+	proto, ok := ServerProtocol(srv)
 	if !ok {
 		v.skipped("server "+srv.Namespace+"/"+srv.Name, fmt.Errorf("unknown proxyProtocol %q, detecting instead", srv.Spec.ProxyProtocol))
 	}

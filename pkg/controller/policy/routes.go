@@ -29,7 +29,7 @@ func serverRoutes(c *Cluster, v *view, srv *Server) []*policyv1.HttpRoute {
 		routes = append(routes, route{meta, r})
 	}
 	for _, hr := range v.httpRoutes {
-		if !parentIsServer(hr.Spec.ParentRefs, hr.Namespace, srv) {
+		if !ParentIsServer(hr.Spec.ParentRefs, hr.Namespace, srv) {
 			continue
 		}
 		matches, err := httpMatches(hr.Spec.Rules)
@@ -40,7 +40,7 @@ func serverRoutes(c *Cluster, v *view, srv *Server) []*policyv1.HttpRoute {
 		add(&hr.ObjectMeta, KindHTTPRoute, "httproute", matches)
 	}
 	for _, gr := range v.grpcRoutes {
-		if !parentIsServer(gr.Spec.ParentRefs, gr.Namespace, srv) {
+		if !ParentIsServer(gr.Spec.ParentRefs, gr.Namespace, srv) {
 			continue
 		}
 		matches, err := grpcMatches(gr.Spec.Rules)
@@ -63,9 +63,9 @@ func serverRoutes(c *Cluster, v *view, srv *Server) []*policyv1.HttpRoute {
 	return out
 }
 
-// parentIsServer reports whether a route in namespace ns names srv as a
+// ParentIsServer reports whether a route in namespace ns names srv as a
 // parent (a route binds to Servers of its own namespace only).
-func parentIsServer(parents []ParentRef, ns string, srv *Server) bool {
+func ParentIsServer(parents []ParentRef, ns string, srv *Server) bool {
 	for _, p := range parents {
 		if p.Group == nil || *p.Group != Group || p.Kind == nil || *p.Kind != KindServer || p.Name != srv.Name {
 			continue
