@@ -182,7 +182,7 @@ func (s *state) policyChecks() Category {
 		},
 		{
 			Description: "Servers with routes declare an HTTP protocol",
-			Hint:        serverProtocolHint("NAMESPACE", "NAME"),
+			Hint:        serverProtocolHint("NAMESPACE", "NAME", "HTTP/1"),
 			Warning:     true,
 			Check: func(ctx context.Context) error {
 				problems, hint, err := s.serverProtocolProblems(ctx, objs, dns)
@@ -273,15 +273,19 @@ func (s *state) serverProtocolProblems(ctx context.Context, objs *policyObjects,
 			continue
 		}
 		if hint == "" {
-			hint = serverProtocolHint(srv.Namespace, srv.Name)
+			suggest := "HTTP/1" // what the patch sets: gRPC when only GRPCRoutes name the Server
+			if !slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "HTTPRoute ") }) {
+				suggest = "gRPC"
+			}
+			hint = serverProtocolHint(srv.Namespace, srv.Name, suggest)
 		}
 	}
 	return problems, hint, nil
 }
 
-func serverProtocolHint(ns, name string) string {
+func serverProtocolHint(ns, name, proto string) string {
 	return "a Server with routes should say what its port takes (proxyProtocol HTTP/1, HTTP/2 or gRPC): the proxy then holds every request to the routes and refuses a connection that is not HTTP (" +
-		fmt.Sprintf("`kubectl patch server -n %s %s --type merge -p '{\"spec\":{\"proxyProtocol\":\"HTTP/1\"}}'`", ns, name) +
+		fmt.Sprintf("`kubectl patch server -n %s %s --type merge -p '{\"spec\":{\"proxyProtocol\":\"%s\"}}'`", ns, name, proto) +
 		"); or delete the routes of a port that is not HTTP"
 }
 

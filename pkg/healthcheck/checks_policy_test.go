@@ -371,6 +371,16 @@ func TestServerProtocolCheck(t *testing.T) {
 	if got := failures(rep)[name].Error; !strings.Contains(got, "passes its routes (HTTPRoute app/web-admin), under") {
 		t.Errorf("with HTTPRoutes only: %q", got)
 	}
+	// Only GRPCRoutes served: web's are all GRPCRoutes, so the hint's
+	// patch declares gRPC.
+	rep = runPolicyChecks(t, append(policyServed, policy.GRPCRoutesResource), serversWithRoutes)
+	r = failures(rep)[name]
+	if !strings.Contains(r.Error, "passes its routes (GRPCRoute app/web-grpc), under") || strings.Contains(r.Error, "app/raw") {
+		t.Errorf("with GRPCRoutes only: %q", r.Error)
+	}
+	if wantHint := `kubectl patch server -n app web --type merge -p '{"spec":{"proxyProtocol":"gRPC"}}'`; !strings.Contains(r.Hint, wantHint) {
+		t.Errorf("with GRPCRoutes only, hint %q lacks %q", r.Hint, wantHint)
+	}
 	// No routes served: nothing to pass.
 	rep = runPolicyChecks(t, policyServed, serversWithRoutes)
 	if r, ok := failures(rep)[name]; ok {
