@@ -317,7 +317,33 @@ func writeAuthzTable(w io.Writer, entries []authzEntry) error {
 			fmt.Fprintf(&b, "Ports %s and %s refuse every client their policy does not name.\n",
 				strings.Join(closed[:n-1], ", "), closed[n-1])
 		}
+		for _, p := range e.Ports {
+			writePassableRoutes(&b, p)
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writePassableRoutes says when a connection can pass the port's routes
+// (HTTPRoutes, GRPCRoutes): the port detects, and relays what is not HTTP
+// to detection under its own authorizations, or it is opaque and never
+// reads requests. conduit check --proxy warns of the same Servers.
+func writePassableRoutes(b *strings.Builder, p authzPort) {
+	var routes []string
+	for _, r := range p.Routes {
+		if r.Kind == "httproute" || r.Kind == "grpcroute" {
+			routes = append(routes, r.authzRef.String())
+		}
+	}
+	if len(routes) == 0 {
+		return
+	}
+	switch p.Protocol {
+	case "detect":
+		fmt.Fprintf(b, "Port %d detects its protocol: a connection that is not HTTP to detection passes its routes (%s) under the port's authorizations; declare Server %s's proxyProtocol.\n",
+			p.Port, strings.Join(routes, ", "), p.Server.Name)
+	case "opaque":
+		fmt.Fprintf(b, "Port %d is opaque: its routes (%s) never apply.\n", p.Port, strings.Join(routes, ", "))
+	}
 }

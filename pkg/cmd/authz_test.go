@@ -614,3 +614,37 @@ func TestAuthzTimeout(t *testing.T) {
 		t.Errorf("took %s", took)
 	}
 }
+
+// TestAuthzTablePassableRoutes: under the table, a port whose routes a
+// connection can pass is named — one that detects its protocol, one that
+// is opaque — and ports that declare HTTP, or whose only routes are the
+// probes, are not.
+func TestAuthzTablePassableRoutes(t *testing.T) {
+	route := func(kind, name string) authzRoute {
+		return authzRoute{authzRef: authzRef{Kind: kind, Name: name, Namespace: "shop"}}
+	}
+	server := authzRef{Kind: "server", Name: "web", Namespace: "shop"}
+	entry := authzEntry{Namespace: "shop", Resource: "pod/web-0", Pod: "web-0", Pods: []string{"web-0"}, Meshed: true, Ports: []authzPort{
+		{Port: 8080, Server: server, Protocol: "detect", Routes: []authzRoute{route("probe", "probe"), route("httproute", "web-api"), route("grpcroute", "web-grpc")}},
+		{Port: 8081, Server: authzRef{Kind: "server", Name: "api", Namespace: "shop"}, Protocol: "HTTP/1", Routes: []authzRoute{route("httproute", "api")}},
+		{Port: 9000, Server: authzRef{Kind: "server", Name: "raw", Namespace: "shop"}, Protocol: "opaque", Routes: []authzRoute{route("grpcroute", "raw")}},
+		{Port: 9090, Server: authzRef{Kind: "default", Name: "all-unauthenticated"}, Protocol: "detect", Routes: []authzRoute{route("probe", "probe")}},
+	}}
+	var b strings.Builder
+	if err := writeAuthzTable(&b, []authzEntry{entry}); err != nil {
+		t.Fatal(err)
+	}
+	var notes []string
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(l, "Port ") {
+			notes = append(notes, l)
+		}
+	}
+	want := []string{
+		"Port 8080 detects its protocol: a connection that is not HTTP to detection passes its routes (httproute/web-api, grpcroute/web-grpc) under the port's authorizations; declare Server web's proxyProtocol.",
+		"Port 9000 is opaque: its routes (grpcroute/raw) never apply.",
+	}
+	if diff := cmp.Diff(want, notes); diff != "" {
+		t.Errorf("notes under the table (-want +got):\n%s\ntable:\n%s", diff, b.String())
+	}
+}
