@@ -26,6 +26,10 @@ type policyObjects struct {
 	// routes tells whether the Gateway API routes are served (false: a
 	// policy that targets one applies to nothing).
 	routes bool
+	// routeList are the HTTPRoutes and GRPCRoutes served, read by the
+	// first check that needs them (routesRead).
+	routeList  []unstructured.Unstructured
+	routesRead bool
 }
 
 // policyChecks are the --proxy checks of the policy resources in the data
@@ -199,7 +203,7 @@ func (s *state) policyChecks() Category {
 				"or its backendRefs (each an existing Service, with one of its ports)",
 			Warning: true,
 			Check: func(ctx context.Context) error {
-				problems, err := s.routeProblems(ctx, dns)
+				problems, err := s.routeProblems(ctx, objs, dns)
 				if err != nil {
 					return err
 				}
@@ -218,31 +222,28 @@ func (s *state) serverProtocolProblems(ctx context.Context, objs *policyObjects,
 	if len(objs.servers) == 0 {
 		return nil, "", nil
 	}
+	list, err := s.routes(ctx, objs, ns)
+	if err != nil {
+		return nil, "", err
+	}
 	type route struct {
 		what    string // "HTTPRoute app/web"
 		ns      string
+		http    bool // an HTTPRoute, not a GRPCRoute
 		parents []policy.ParentRef
 	}
-	var routes []route
-	if objs.routes {
-		list, err := listAs[policy.HTTPRoute](ctx, s, policy.HTTPRoutesResource, ns)
+	routes := make([]route, 0, len(list))
+	for i := range list {
+		u := &list[i]
+		r, err := convert[struct {
+			Spec struct {
+				ParentRefs []policy.ParentRef `json:"parentRefs"`
+			} `json:"spec"`
+		}](u)
 		if err != nil {
 			return nil, "", err
 		}
-		for _, r := range list {
-			routes = append(routes, route{"HTTPRoute " + r.Namespace + "/" + r.Name, r.Namespace, r.Spec.ParentRefs})
-		}
-	}
-	if served, err := s.served(policy.GRPCRoutesResource); err != nil {
-		return nil, "", err
-	} else if served {
-		list, err := listAs[policy.GRPCRoute](ctx, s, policy.GRPCRoutesResource, ns)
-		if err != nil {
-			return nil, "", err
-		}
-		for _, r := range list {
-			routes = append(routes, route{"GRPCRoute " + r.Namespace + "/" + r.Name, r.Namespace, r.Spec.ParentRefs})
-		}
+		routes = append(routes, route{u.GetKind() + " " + u.GetNamespace() + "/" + u.GetName(), u.GetNamespace(), u.GetKind() == policy.KindHTTPRoute, r.Spec.ParentRefs})
 	}
 	servers := slices.Clone(objs.servers) // sorted as problemList sorts, for the hint
 	slices.SortFunc(servers, func(a, b *policy.Server) int {
@@ -250,9 +251,13 @@ func (s *state) serverProtocolProblems(ctx context.Context, objs *policyObjects,
 	})
 	for _, srv := range servers {
 		var names []string
+		suggest := "gRPC" // what the hint's patch sets: HTTP/1 unless only GRPCRoutes name srv
 		for _, r := range routes {
 			if policy.ParentIsServer(r.parents, r.ns, srv) {
 				names = append(names, r.what)
+				if r.http {
+					suggest = "HTTP/1"
+				}
 			}
 		}
 		if len(names) == 0 {
@@ -273,10 +278,6 @@ func (s *state) serverProtocolProblems(ctx context.Context, objs *policyObjects,
 			continue
 		}
 		if hint == "" {
-			suggest := "HTTP/1" // what the patch sets: gRPC when only GRPCRoutes name the Server
-			if !slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "HTTPRoute ") }) {
-				suggest = "gRPC"
-			}
 			hint = serverProtocolHint(srv.Namespace, srv.Name, suggest)
 		}
 	}
@@ -294,7 +295,39 @@ func serverProtocolHint(ns, name, proto string) string {
 // the route, the parent, the condition, its reason and message. Routes
 // are not read when the API server does not serve them (a check of the
 // Gateway API category says so).
-func (s *state) routeProblems(ctx context.Context, ns string) ([]string, error) {
+func (s *state) routeProblems(ctx context.Context, objs *policyObjects, ns string) ([]string, error) {
+	list, err := s.routes(ctx, objs, ns)
+	if err != nil {
+		return nil, err
+	}
+	var problems []string
+	for _, u := range list {
+		for _, ps := range policy.ParentStatuses(&u) {
+			if ps.ControllerName != contract.RouteControllerName {
+				continue // another implementation's
+			}
+			refNS := u.GetNamespace()
+			if ps.ParentRef.Namespace != nil && *ps.ParentRef.Namespace != "" {
+				refNS = *ps.ParentRef.Namespace
+			}
+			for _, c := range ps.Conditions {
+				if c.Status != metav1.ConditionFalse {
+					continue
+				}
+				problems = append(problems, fmt.Sprintf("%s %s/%s, parent Service %s/%s: %s is False (%s): %s",
+					u.GetKind(), u.GetNamespace(), u.GetName(), refNS, ps.ParentRef.Name, c.Type, c.Reason, c.Message))
+			}
+		}
+	}
+	return problems, nil
+}
+
+// routes lists the HTTPRoutes and GRPCRoutes of ns ("" is every namespace)
+// that the API server serves, once per run (objs keeps them).
+func (s *state) routes(ctx context.Context, objs *policyObjects, ns string) ([]unstructured.Unstructured, error) {
+	if objs.routesRead {
+		return objs.routeList, nil
+	}
 	if s.dyn == nil {
 		dyn, err := s.opts.NewDynamicClient()
 		if err != nil {
@@ -302,7 +335,7 @@ func (s *state) routeProblems(ctx context.Context, ns string) ([]string, error) 
 		}
 		s.dyn = dyn
 	}
-	var problems []string
+	var out []unstructured.Unstructured
 	for _, gvr := range gatewayAPIRoutes {
 		served, err := s.served(gvr)
 		if err != nil {
@@ -315,26 +348,10 @@ func (s *state) routeProblems(ctx context.Context, ns string) ([]string, error) 
 		if err != nil {
 			return nil, fmt.Errorf("listing %s: %w", gvr.GroupResource(), err)
 		}
-		for _, u := range list.Items {
-			for _, ps := range policy.ParentStatuses(&u) {
-				if ps.ControllerName != contract.RouteControllerName {
-					continue // another implementation's
-				}
-				refNS := u.GetNamespace()
-				if ps.ParentRef.Namespace != nil && *ps.ParentRef.Namespace != "" {
-					refNS = *ps.ParentRef.Namespace
-				}
-				for _, c := range ps.Conditions {
-					if c.Status != metav1.ConditionFalse {
-						continue
-					}
-					problems = append(problems, fmt.Sprintf("%s %s/%s, parent Service %s/%s: %s is False (%s): %s",
-						u.GetKind(), u.GetNamespace(), u.GetName(), refNS, ps.ParentRef.Name, c.Type, c.Reason, c.Message))
-				}
-			}
-		}
+		out = append(out, list.Items...)
 	}
-	return problems, nil
+	objs.routeList, objs.routesRead = out, true
+	return out, nil
 }
 
 // readPolicy lists the Servers and AuthorizationPolicies of ns ("" is

@@ -111,7 +111,8 @@ func (s *side) serveFast(sc *servedConn) {
 			return
 		}
 		if err := parseH1Head(fc.head, true, &fc.req); err != nil {
-			fc.writeSimple(headAnswer(err))
+			status, body := headAnswer(err)
+			fc.writeSimple(status, "", body)
 			return
 		}
 		if fc.req.odd || fc.req.chunked || fc.req.contentLength > fastMaxBody {

@@ -34,16 +34,16 @@ const maxHeaderFields = 100
 // errTooManyHeaders is a message head with more than maxHeaderFields fields.
 var errTooManyHeaders = fmt.Errorf("more than %d header fields", maxHeaderFields)
 
-// headAnswer is the answer (status, proxy error header, body) to a request
-// head that failed to parse.
-func headAnswer(err error) (status int, header, body string) {
+// headAnswer is the answer (status and body) to a request head that
+// failed to parse.
+func headAnswer(err error) (status int, body string) {
 	switch {
 	case errors.Is(err, errTooManyHeaders):
-		return http.StatusRequestHeaderFieldsTooLarge, "", "malformed request: " + err.Error()
+		return http.StatusRequestHeaderFieldsTooLarge, "malformed request: " + err.Error()
 	case errors.Is(err, errVersion):
-		return http.StatusHTTPVersionNotSupported, "", err.Error()
+		return http.StatusHTTPVersionNotSupported, err.Error()
 	}
-	return http.StatusBadRequest, "", "malformed request: " + err.Error()
+	return http.StatusBadRequest, "malformed request: " + err.Error()
 }
 
 // Fixed caps without a memory budget, per traffic listener.
