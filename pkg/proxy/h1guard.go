@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // h1Guard holds the net/http path to the framing rules of h1parse.go.
@@ -15,9 +18,10 @@ import (
 // the connection, holds each message head back until parseH1Head accepts
 // it and follows the body's framing to the next head, so that net/http
 // only reads messages the fast path would accept too. On a violation its
-// Read fails for good with a framing error, which net/http's server answers
-// with 400 and a close, and its Transport turns into a failed request (502)
-// on a closed connection.
+// Read fails for good with a framing error. net/http's server closes on a
+// malformed request head, after the guard's own answer (failHead), and
+// answers a malformed body with 400 (framedBody); its Transport turns the
+// error into a failed request (502) on a closed connection.
 //
 // On a client connection (isRequest) it stops checking after CONNECT, and
 // after an Upgrade request it waits for the response the server writes:
@@ -44,6 +48,12 @@ type h1Guard struct {
 	head     h1Head
 	upgrade  bool // the current request asks for an Upgrade
 	headResp bool // the current response answers HEAD (copied from mu's)
+	refused  bool // a request head failed: Close answers it
+	// background: the last read deadline set was none, as net/http sets
+	// for its background read while a handler runs (a request's head is
+	// read under ReadHeaderTimeout, the wait for the next under
+	// IdleTimeout; the proxy sets both).
+	background atomic.Bool
 
 	mu sync.Mutex // guards the fields below, shared with Write
 	// waiting: the server has not yet answered an Upgrade request;
@@ -54,6 +64,9 @@ type h1Guard struct {
 	// idle: no request outstanding on an upstream connection; head: the
 	// outstanding one is HEAD.
 	idle, headReq bool
+	// answer is the answer to a malformed request head, which Close
+	// writes.
+	answer []byte
 }
 
 type guardState uint8
@@ -98,6 +111,16 @@ func (g *h1Guard) Read(p []byte) (int, error) {
 			return n, nil
 		}
 		if g.err != nil {
+			if g.refused && g.background.Load() {
+				// net/http's background read, while it serves the request
+				// before the refused head: an error would cancel that
+				// request. Wait as for more bytes, until net/http ends
+				// this read (a deadline) or the client closes.
+				if _, err := g.Conn.Read(p); err != nil {
+					return 0, err
+				}
+				continue
+			}
 			return 0, g.err
 		}
 		if g.advance(); g.r < g.c || g.err != nil {
@@ -304,18 +327,64 @@ func (g *h1Guard) endMessage() {
 	g.mu.Unlock()
 }
 
-// failHead fails on a malformed head, but passes its first bytes on (too
-// few to complete any message): net/http's server waits for 4 bytes of a
-// next request before it reads it, and answers 400 only to a read that
-// fails after them; its Transport replays a request whose response fails
-// before its first byte.
+// failHead fails on a malformed head.
+//
+// On a client connection the proxy answers it as the fast path does
+// (headAnswer: 400, 431 or 505), not net/http: Read fails with a
+// *net.OpError, on which net/http's server closes without writing (once
+// it has served the requests before it: see background), and Close writes
+// the answer after what net/http wrote (it flushes before it closes).
+//
+// On an upstream connection it passes the head's first bytes on (too few
+// to complete any message): net/http's Transport replays a request whose
+// response fails before its first byte.
 func (g *h1Guard) failHead(in []byte, err error) {
-	g.c += min(4, len(in))
+	if !g.isRequest {
+		g.c += min(4, len(in))
+		g.fail(err)
+		return
+	}
 	g.fail(err)
+	g.refused = true
+	var b bytes.Buffer
+	status, body := headAnswer(err)
+	writeSimple(bufio.NewWriter(&b), status, "", body)
+	g.mu.Lock()
+	g.answer = b.Bytes()
+	g.mu.Unlock()
+	g.err = &net.OpError{Op: "read", Net: "tcp", Source: g.LocalAddr(), Addr: g.RemoteAddr(), Err: g.err}
+}
+
+// Close writes the answer to a malformed request head, if any, and closes
+// as the fast path does (lingerClose), the lingering off the caller's
+// goroutine: net/http may close an idle connection under its server's lock.
+func (g *h1Guard) Close() error {
+	g.mu.Lock()
+	answer := g.answer
+	g.answer = nil
+	g.mu.Unlock()
+	sc, ok := g.Conn.(*servedConn)
+	if answer == nil || !ok {
+		return g.Conn.Close()
+	}
+	sc.SetWriteDeadline(time.Now().Add(lingerTimeout))
+	sc.Write(answer)
+	go lingerClose(sc)
+	return nil
 }
 
 func (g *h1Guard) fail(err error) {
 	g.err = errors.Join(errFraming, err)
+}
+
+func (g *h1Guard) SetReadDeadline(t time.Time) error {
+	g.background.Store(t.IsZero())
+	return g.Conn.SetReadDeadline(t)
+}
+
+func (g *h1Guard) SetDeadline(t time.Time) error {
+	g.background.Store(t.IsZero())
+	return g.Conn.SetDeadline(t)
 }
 
 func (g *h1Guard) Write(b []byte) (int, error) {

@@ -420,6 +420,15 @@ func requestSmuggling() []smuggleCase {
 			raw:      "GET /first HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET /smuggled HTTP/1.1\nHost: x\n\n",
 			want:     []int{200, 400},
 			upstream: []string{"GET /first 0"}},
+		// Versions: HTTP/1.2 is not forwarded (an application might read
+		// it other than the proxy), on either path.
+		{name: "HTTP/1.2",
+			raw:  "GET /first HTTP/1.2\r\nHost: x\r\n\r\n",
+			want: []int{505}},
+		{name: "pipelined, then HTTP/1.2",
+			raw:      "GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /smuggled HTTP/1.2\r\nHost: x\r\n\r\n",
+			want:     []int{200, 505},
+			upstream: []string{"GET /first 0"}},
 		{name: "pipelined, well formed",
 			raw:      "POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiGET /next HTTP/1.1\r\nHost: x\r\n\r\n",
 			want:     []int{200, 200},
@@ -454,6 +463,10 @@ func TestRequestSmuggling(t *testing.T) {
 				for _, r := range got {
 					if r.status == 200 && !strings.HasPrefix(r.body, "you asked ") {
 						t.Errorf("a 200 without the application's answer: %q", r.body)
+					}
+					// Both paths give the proxy's own answer, not net/http's.
+					if r.status != 200 && !strings.HasPrefix(r.body, "malformed request") && !strings.HasPrefix(r.body, "HTTP version not supported") {
+						t.Errorf("a %d without the proxy's reason: %q", r.status, r.body)
 					}
 				}
 				askSecond(t, addr)
