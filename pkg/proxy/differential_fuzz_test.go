@@ -91,6 +91,8 @@ func originForm(target string) string {
 	if err != nil {
 		return target
 	}
+	// An empty query ("/a?") is forwarded as sent; observers see no query.
+	u.ForceQuery = false
 	return u.RequestURI()
 }
 

@@ -54,6 +54,7 @@ var (
 	errBadLength     = errors.New("bad or conflicting message length")
 	errBadConnection = errors.New("Connection header names Content-Length, Transfer-Encoding or Host")
 	errBadChunk      = errors.New("malformed chunked body")
+	errBadTarget     = errors.New("request target is not origin-form, an http(s) absolute URI, CONNECT's host:port or OPTIONS' *")
 	// errVersion: an HTTP/1 minor version after 1.1, which the proxy does
 	// not forward (an application might read it other than the proxy).
 	errVersion = errors.New("HTTP version not supported: the proxy serves HTTP/1.0, HTTP/1.1 and HTTP/2")
@@ -249,8 +250,28 @@ func (h *h1Head) parseRequestLine(line []byte) error {
 	}
 	if h.target[0] != '/' {
 		h.odd = true // absolute-form, authority-form (CONNECT), asterisk
+		if !h.upgrade && !validTargetForm(h.target, h.method) {
+			return errBadTarget
+		}
 	}
 	return nil
+}
+
+// validTargetForm reports whether target, not in origin-form, is in a form
+// RFC 9112 3.2 gives a request other than CONNECT: absolute-form with an
+// http or https scheme and an authority, or "*" for OPTIONS. net/http
+// serves more ("a:", "*" for GET) and forwards it as "/", which is not
+// what the client asked nor what metrics and tap would show.
+func validTargetForm(target, method []byte) bool {
+	if string(target) == "*" {
+		return string(method) == "OPTIONS"
+	}
+	for _, scheme := range []string{"http://", "https://"} {
+		if len(target) > len(scheme) && bytes.EqualFold(target[:len(scheme)], []byte(scheme)) {
+			return target[len(scheme)] != '/' && target[len(scheme)] != '?' && target[len(scheme)] != '#'
+		}
+	}
+	return false
 }
 
 // parseStatusLine parses "HTTP/1.x SP 3DIGIT SP reason-phrase".

@@ -102,6 +102,11 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, errBadConnection.Error(), http.StatusBadRequest)
 		return
 	}
+	if r.URL.Path == "" && r.URL.Opaque == "" {
+		// An absolute-form target without a path ("http://a"): it is
+		// forwarded as "/" (RFC 9112 3.2.1), and so routed and observed.
+		r.URL.Path = "/"
+	}
 	info := infoFrom(r.Context())
 	start := time.Now()
 	authority := canonicalAuthority(r.Host, "80")

@@ -420,6 +420,18 @@ func requestSmuggling() []smuggleCase {
 			raw:      "GET /first HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET /smuggled HTTP/1.1\nHost: x\n\n",
 			want:     []int{200, 400},
 			upstream: []string{"GET /first 0"}},
+		// Request targets (RFC 9112 3.2).
+		{name: "absolute form without a path",
+			raw:      "GET http://x HTTP/1.1\r\nHost: x\r\n\r\n",
+			want:     []int{200},
+			upstream: []string{"GET / 0"}},
+		{name: "absolute form of another scheme",
+			raw:  "GET a: HTTP/1.1\r\nHost: x\r\n\r\n",
+			want: []int{400}},
+		{name: "asterisk form for GET",
+			raw:  "GET * HTTP/1.1\r\nHost: x\r\n\r\n",
+			want: []int{400}},
+
 		// Versions: HTTP/1.2 is not forwarded (an application might read
 		// it other than the proxy), on either path.
 		{name: "HTTP/1.2",
