@@ -676,13 +676,7 @@ func TestH2UpstreamContentLengthMismatch(t *testing.T) {
 	client := newH2CClient(t)
 	do := func(method, path string) (int, string, error) {
 		req, _ := http.NewRequest(method, "http://"+p.InboundAddr()+path, nil)
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, "", err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b), err
+		return doRequest(client, req)
 	}
 	if code, body, err := do("GET", "/right"); err != nil || code != 200 || body != "1234" {
 		t.Errorf("right content-length: %d %q %v", code, body, err)

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -74,15 +76,7 @@ func FuzzH2Connection(f *testing.F) {
 		out.WriteString(http2.ClientPreface)
 		fr := http2.NewFramer(&out, nil)
 		fr.WriteSettings()
-		var hbuf bytes.Buffer
-		enc := hpack.NewEncoder(&hbuf)
-		block := func(fields ...string) []byte {
-			hbuf.Reset()
-			for i := 0; i+1 < len(fields); i += 2 {
-				enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-			}
-			return bytes.Clone(hbuf.Bytes())
-		}
+		block := newBlockEncoder()
 		for sent := 0; len(in) >= 4 && sent < 64; sent++ {
 			typ, flags, sid, n := in[0], http2.Flags(in[1]), uint32(in[2]&0x7f), min(int(in[3]), len(in)-4)
 			payload := in[4 : 4+n]
@@ -161,7 +155,236 @@ func FuzzH2Connection(f *testing.F) {
 	})
 }
 
+// newBlockEncoder returns a connection's HPACK encoder: each call encodes
+// name, value pairs into a header block.
+func newBlockEncoder() func(fields ...string) []byte {
+	var buf bytes.Buffer
+	enc := hpack.NewEncoder(&buf)
+	return func(fields ...string) []byte {
+		buf.Reset()
+		for i := 0; i+1 < len(fields); i += 2 {
+			enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+		}
+		return bytes.Clone(buf.Bytes())
+	}
+}
+
 // frames concatenates encoded frames.
 func frames(list ...[]byte) []byte {
 	return bytes.Join(list, nil)
+}
+
+// FuzzH2Upstream is FuzzH2Connection's other side: the upstream answers the
+// proxy's first request with frames the fuzzer chooses, then closes the
+// connection. Whatever the frames, the client must get an answer (a
+// response, the proxy's error or a reset) rather than wait, the proxy must
+// not panic, and the next requests must be served on a new connection.
+//
+// The input is as FuzzH2Connection's, except that the stream ID byte
+// selects (mod 4) stream 0, the request's stream, the next client stream
+// or an even (server-initiated) one; 12 is a HEADERS frame with a response
+// head (its status from the payload's first byte, a content-length from
+// its second), 13 one with trailers.
+func FuzzH2Upstream(f *testing.F) {
+	head := []byte{12, 0x4, 1, 1, 0}          // 200, no END_STREAM
+	headEnd := []byte{12, 0x5, 1, 1, 0}       // 200, END_STREAM
+	data := []byte{0, 0x1, 1, 2, 'o', 'k'}    // DATA "ok", END_STREAM
+	withLength := []byte{12, 0x4, 1, 2, 0, 5} // 200, content-length 5
+	interim := []byte{12, 0x4, 1, 1, 3}       // 100 Continue
+	trailers := []byte{13, 0x5, 1, 0}
+	rst := []byte{3, 0, 1, 4, 0, 0, 0, 2} // RST_STREAM INTERNAL_ERROR
+	goaway := []byte{7, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0}
+	for _, seed := range [][]byte{
+		headEnd,
+		frames(head, data),
+		frames(withLength, data), // shorter than its content-length
+		frames(interim, head, data),
+		frames(head, trailers),
+		frames(head, rst),
+		frames(goaway, head, data),
+		frames([]byte{12, 0x5, 2, 1, 0}, headEnd), // an answer on a stream the proxy never opened
+		frames([]byte{12, 0x5, 3, 1, 0}),          // on an even stream
+		frames(data),                              // DATA before HEADERS
+		frames([]byte{12, 0x4, 1, 1, 7}, data),    // a malformed :status
+		{1, 0x4, 1, 3, 0xff, 0xff, 0xff},          // a broken HPACK block
+		frames([]byte{8, 0, 1, 4, 0x7f, 0xff, 0xff, 0xff}, []byte{8, 0, 1, 4, 0x7f, 0xff, 0xff, 0xff}), // window overflow
+	} {
+		f.Add(seed, true)
+		f.Add(seed, false)
+	}
+	f.Fuzz(func(t *testing.T, input []byte, fast bool) {
+		p := startProxy(t, Config{InboundTarget: fuzzUpstream(t, input), DisableFastPath: !fast})
+		client := newH2CClient(t)
+		do := func(path string) (int, string, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+p.InboundAddr()+path, nil)
+			req.Host = "app"
+			return doRequest(client, req)
+		}
+		if _, _, err := do("/first"); errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("after %x and the upstream's close, no answer in 5 s", input)
+		}
+		// The next request may race with the upstream's close (the
+		// proxy answers it 502, as it cannot know whether the upstream
+		// took it); one after that goes to a new connection.
+		for try := 1; ; try++ {
+			code, body, err := do("/second")
+			if code == 200 && body == "ok" {
+				break
+			}
+			if try == 3 {
+				t.Fatalf("after %x the next requests got %d %q (%v), want the new connection's 200", input, code, body, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got := metricSum(scrape(t, p), "conduit_proxy_panics_total"); got != 0 {
+			t.Fatalf("after %x the proxy panicked %v times", input, got)
+		}
+	})
+}
+
+// fuzzUpstream serves h2c on a loopback address it returns. Its first
+// connection answers the first request with script's frames (see
+// FuzzH2Upstream) and closes; later ones answer each request 200 "ok".
+func fuzzUpstream(t *testing.T, script []byte) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for first := true; ; first = false {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+			s := script
+			if !first {
+				s = nil
+			}
+			go serveFuzzUpstream(c, s)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func serveFuzzUpstream(c net.Conn, script []byte) {
+	defer c.Close()
+	br, bw := bufio.NewReader(c), bufio.NewWriter(c)
+	var preface [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(br, preface[:]); err != nil {
+		return
+	}
+	fr := http2.NewFramer(bw, br)
+	block := newBlockEncoder()
+	fr.WriteSettings()
+	bw.Flush()
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.HeadersFrame:
+			id := f.StreamID
+			if script == nil {
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block(":status", "200"), EndHeaders: true})
+				fr.WriteData(id, true, []byte("ok"))
+				break
+			}
+			for in, sent := script, 0; len(in) >= 4 && sent < 64; sent++ {
+				typ, flags, n := in[0], http2.Flags(in[1]), min(int(in[3]), len(in)-4)
+				sid := [4]uint32{0, id, id + 2, id + 1}[in[2]%4]
+				payload := in[4 : 4+n]
+				in = in[4+n:]
+				noPad := ^(http2.FlagHeadersPadded | http2.FlagHeadersPriority)
+				switch typ % 14 {
+				case 12:
+					status := "200"
+					if len(payload) > 0 {
+						status = [8]string{"200", "204", "304", "100", "103", "404", "502", "2x0"}[payload[0]%8]
+					}
+					fields := []string{":status", status}
+					if len(payload) > 1 {
+						fields = append(fields, "content-length", strconv.Itoa(int(payload[1])))
+					}
+					fr.WriteRawFrame(http2.FrameHeaders, (flags|http2.FlagHeadersEndHeaders)&noPad, sid, block(fields...))
+				case 13:
+					fr.WriteRawFrame(http2.FrameHeaders, (flags|http2.FlagHeadersEndHeaders|http2.FlagHeadersEndStream)&noPad, sid, block("x-t", "v"))
+				default:
+					fr.WriteRawFrame(http2.FrameType(typ%14), flags, sid, payload)
+				}
+			}
+			bw.Flush()
+			return
+		}
+		bw.Flush()
+	}
+}
+
+// TestH2UpstreamSettingsOnNetHTTPPath: net/http's path speaks h2c upstream
+// through x/net's Transport (see newUpstream), with the windows the proxy's
+// memory budget sets (256 KiB a stream, 1 MiB a connection), not x/net's
+// defaults (4 MiB and 1 GiB).
+func TestH2UpstreamSettingsOnNetHTTPPath(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	type seen struct{ streamWindow, connCredit uint32 }
+	got := make(chan seen, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(c)
+		var preface [len(http2.ClientPreface)]byte
+		if _, err := io.ReadFull(br, preface[:]); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, br)
+		var s seen
+		for s.streamWindow == 0 || s.connCredit == 0 {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
+					s.streamWindow = v
+				}
+			case *http2.WindowUpdateFrame:
+				if f.StreamID == 0 {
+					s.connCredit = f.Increment
+				}
+			}
+		}
+		got <- s
+	}()
+	p := startProxy(t, Config{InboundTarget: ln.Addr().String(), DisableFastPath: true})
+	go func() {
+		req, _ := http.NewRequest("GET", "http://"+p.InboundAddr()+"/", nil)
+		if resp, err := newH2CClient(t).Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case s := <-got:
+		if s.streamWindow != 256<<10 || s.connCredit != 1<<20 {
+			t.Errorf("the upstream connection's stream window %d and connection credit %d, want %d and %d", s.streamWindow, s.connCredit, 256<<10, 1<<20)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no SETTINGS and connection WINDOW_UPDATE from the proxy's upstream connection")
+	}
 }

@@ -99,6 +99,18 @@ func newH2CClient(t testing.TB) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
 
+// doRequest sends req with client and returns the status and the whole
+// body.
+func doRequest(client *http.Client, req *http.Request) (int, string, error) {
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
 // scrape returns the admin /metrics text.
 func scrape(t *testing.T, p *Proxy) string {
 	t.Helper()
