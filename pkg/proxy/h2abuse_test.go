@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -641,13 +642,7 @@ func TestH2UpstreamContentLengthMismatch(t *testing.T) {
 		if !ok {
 			return
 		}
-		fields, _ := dec.DecodeFull(hf.HeaderBlockFragment())
-		var path string
-		for _, fld := range fields {
-			if fld.Name == ":path" {
-				path = fld.Value
-			}
-		}
+		path := requestPath(dec, hf)
 		var b bytes.Buffer
 		enc := hpack.NewEncoder(&b)
 		enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
@@ -749,4 +744,67 @@ func fakeH2Upstream(t *testing.T, handle func(f http2.Frame, write func(func(*ht
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// TestH2UpstreamMalformedResponseHead: a response head without a
+// three-digit :status, with 101 (which HTTP/2 does not have), or an
+// informational one that ends the stream is malformed (RFC 9113 8.1, 8.3.2,
+// 8.6): an intermediary must not forward it. The client gets the proxy's
+// 502 instead of the head (or, for 100 with END_STREAM, instead of waiting
+// for a final response that cannot come); a well-formed 100 before the
+// final response passes.
+func TestH2UpstreamMalformedResponseHead(t *testing.T) {
+	heads := map[string][]string{
+		"/no-status":     {"x-a", "b"},
+		"/two-x-zero":    {":status", "2x0"},
+		"/four-digits":   {":status", "2000"},
+		"/switching":     {":status", "101"},
+		"/continue-ends": {":status", "100"},
+	}
+	dec := hpack.NewDecoder(4<<10, nil)
+	block := newBlockEncoder()
+	addr := fakeH2Upstream(t, func(f http2.Frame, write func(func(*http2.Framer))) {
+		hf, ok := f.(*http2.HeadersFrame)
+		if !ok {
+			return
+		}
+		path := requestPath(dec, hf)
+		write(func(fr *http2.Framer) {
+			if head, ok := heads[path]; ok {
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: hf.StreamID, BlockFragment: block(head...), EndHeaders: true, EndStream: true})
+				return
+			}
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: hf.StreamID, BlockFragment: block(":status", "100"), EndHeaders: true})
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: hf.StreamID, BlockFragment: block(":status", "200"), EndHeaders: true})
+			fr.WriteData(hf.StreamID, true, []byte("ok"))
+		})
+	})
+	p := startProxy(t, Config{InboundTarget: addr})
+	client := newH2CClient(t)
+	for path := range heads {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+p.InboundAddr()+path, nil)
+		code, body, err := doRequest(client, req)
+		cancel()
+		if code != http.StatusBadGateway || !strings.Contains(body, errUpstreamHead.Error()) {
+			t.Errorf("%s: %d %q %v, want the proxy's 502", path, code, body, err)
+		}
+	}
+	req, _ := http.NewRequest("GET", "http://"+p.InboundAddr()+"/continue-then-ok", nil)
+	if code, body, err := doRequest(client, req); code != 200 || body != "ok" {
+		t.Errorf("100 then 200: %d %q %v", code, body, err)
+	}
+	wantMetric(t, p, float64(len(heads)), "conduit_proxy_errors_total", `direction="inbound"`, `error="h2_upstream_malformed_response"`)
+}
+
+// requestPath is the :path of a request's HEADERS frame, decoded with the
+// connection's decoder.
+func requestPath(dec *hpack.Decoder, hf *http2.HeadersFrame) string {
+	fields, _ := dec.DecodeFull(hf.HeaderBlockFragment())
+	for _, fld := range fields {
+		if fld.Name == ":path" {
+			return fld.Value
+		}
+	}
+	return ""
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -543,6 +542,7 @@ var (
 	errUpstreamClosed      = errors.New("upstream connection closed")
 	errUpstreamFlowControl = errors.New("upstream sent past its flow-control window")
 	errUpstreamLength      = errors.New("upstream response body does not match its content-length")
+	errUpstreamHead        = errors.New("malformed upstream response head")
 )
 
 // failStream ends st toward its client after an upstream failure: the
@@ -739,7 +739,7 @@ func (up *h2Up) headers(f *h2Headers) {
 	for _, hf := range f.Fields {
 		switch hf.Name {
 		case ":status":
-			status, _ = strconv.Atoi(hf.Value)
+			status = statusCode(hf.Value)
 		case "grpc-status":
 			grpcStatus = hf.Value
 		case "content-length":
@@ -769,6 +769,14 @@ func (up *h2Up) headers(f *h2Headers) {
 		// whose content-length is malformed (RFC 9113 8.1.1).
 		d.out.mu.Unlock()
 		up.badLength(st)
+		return
+	}
+	if !st.respStarted && (status < 100 || status > 599 || status == http.StatusSwitchingProtocols || status < 200 && end) {
+		// No :status or not three digits, 101 (not in HTTP/2), or an
+		// informational head that ends the stream: malformed (RFC
+		// 9113 8.1, 8.3.2, 8.6).
+		d.out.mu.Unlock()
+		up.malformed(st, "h2_upstream_malformed_response", errUpstreamHead)
 		return
 	}
 	finished := false
@@ -812,6 +820,21 @@ func (up *h2Up) headers(f *h2Headers) {
 		st.finish(false, nil)
 		st.mark(sRespOut)
 	}
+}
+
+// statusCode is a :status value's code: three digits, or 0.
+func statusCode(v string) int {
+	if len(v) != 3 {
+		return 0
+	}
+	n := 0
+	for i := range 3 {
+		if v[i] < '0' || v[i] > '9' {
+			return 0
+		}
+		n = n*10 + int(v[i]-'0')
+	}
+	return n
 }
 
 func (up *h2Up) fieldsOf(fields []hpack.HeaderField) []Field {
@@ -921,10 +944,16 @@ func (up *h2Up) data(f *http2.DataFrame) bool {
 // content-length (RFC 9113 §8.1.1: malformed): the upstream stream is
 // reset, the client gets the proxy's 502 or, the response begun, a reset.
 func (up *h2Up) badLength(st *h2Stream) {
-	up.pool.p.metrics.Error(up.key.dir, "h2_upstream_content_length")
+	up.malformed(st, "h2_upstream_content_length", errUpstreamLength)
+}
+
+// malformed resets a stream whose response is malformed (RFC 9113 8.1.1:
+// an intermediary must not forward it) and answers its client 502, or
+// resets it once the response has started; metric names the error.
+func (up *h2Up) malformed(st *h2Stream, metric string, err error) {
+	up.pool.p.metrics.Error(up.key.dir, metric)
 	up.cancel(st, http2.ErrCodeProtocol, &up.fl)
-	st.failToClient(proxyError{http.StatusBadGateway, "upstream_error", "upstream response body does not match its content-length"},
-		http2.ErrCodeProtocol, errUpstreamLength, &up.fl)
+	st.failToClient(proxyError{http.StatusBadGateway, "upstream_error", err.Error()}, http2.ErrCodeProtocol, err, &up.fl)
 }
 
 func (up *h2Up) maybeCreditConn() {
