@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -225,53 +227,73 @@ func FuzzH2Upstream(f *testing.F) {
 		if _, _, err := do("/first"); errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("after %x and the upstream's close, no answer in 5 s", input)
 		}
-		// The next request may race with the upstream's close (the
-		// proxy answers it 502, as it cannot know whether the upstream
-		// took it); one after that goes to a new connection.
-		for try := 1; ; try++ {
-			code, body, err := do("/second")
-			if code == 200 && body == "ok" {
-				break
-			}
-			if try == 3 {
-				t.Fatalf("after %x the next requests got %d %q (%v), want the new connection's 200", input, code, body, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if got := metricSum(scrape(t, p), "conduit_proxy_panics_total"); got != 0 {
-			t.Fatalf("after %x the proxy panicked %v times", input, got)
-		}
+		servedAgain(t, fmt.Sprintf("%x", input), p, func() (int, string, error) { return do("/second") },
+			func(code int, body string) bool { return code == 200 && body == "ok" })
 	})
+}
+
+// servedAgain requires the next requests after an upstream's misbehaviour
+// and close to be served (served says which answer is right), and the
+// proxy not to have panicked. The first may race with the close (the proxy
+// answers it 502, as it cannot know whether the upstream took it); one of
+// the two after it must go to a new connection.
+func servedAgain(t *testing.T, after string, p *Proxy, do func() (int, string, error), served func(code int, body string) bool) {
+	t.Helper()
+	for try := 1; ; try++ {
+		code, body, err := do()
+		if served(code, body) {
+			break
+		}
+		if try == 3 {
+			t.Fatalf("after %s the next requests got %d %q (%v), want a new connection's answer", after, code, body, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := metricSum(scrape(t, p), "conduit_proxy_panics_total"); got != 0 {
+		t.Fatalf("after %s the proxy panicked %v times", after, got)
+	}
 }
 
 // fuzzUpstream serves h2c on a loopback address it returns. Its first
 // connection answers the first request with script's frames (see
 // FuzzH2Upstream) and closes; later ones answer each request 200 "ok".
 func fuzzUpstream(t *testing.T, script []byte) string {
+	return fuzzServer(t, func(c net.Conn, num int32) {
+		if num == 1 {
+			serveFuzzUpstream(c, script)
+		} else {
+			serveFuzzUpstream(c, nil)
+		}
+	})
+}
+
+// fuzzServer listens on loopback, serves each connection on its own
+// goroutine with serve (numbered from 1, closed after it), and returns the
+// address.
+func fuzzServer(t *testing.T, serve func(c net.Conn, num int32)) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	var n atomic.Int32
 	go func() {
-		for first := true; ; first = false {
+		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
 			t.Cleanup(func() { c.Close() })
-			s := script
-			if !first {
-				s = nil
-			}
-			go serveFuzzUpstream(c, s)
+			go func(num int32) {
+				defer c.Close()
+				serve(c, num)
+			}(n.Add(1))
 		}
 	}()
 	return ln.Addr().String()
 }
 
 func serveFuzzUpstream(c net.Conn, script []byte) {
-	defer c.Close()
 	br, bw := bufio.NewReader(c), bufio.NewWriter(c)
 	var preface [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(br, preface[:]); err != nil {
