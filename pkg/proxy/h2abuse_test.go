@@ -808,3 +808,34 @@ func requestPath(dec *hpack.Decoder, hf *http2.HeadersFrame) string {
 	}
 	return ""
 }
+
+// TestH2LowerStreamID: a client's new stream must have a higher ID than
+// any it opened (RFC 9113 5.1.1). HEADERS on an ID the client skipped is
+// a connection error (GOAWAY PROTOCOL_ERROR), where the fast path used to
+// drop it and leave the client waiting; HEADERS on a stream that was
+// opened and has ended (trailers in flight after the proxy's answer or
+// reset) is dropped, and the connection goes on.
+func TestH2LowerStreamID(t *testing.T) {
+	for _, tg := range h2Targets(t) {
+		t.Run(tg.name, func(t *testing.T) {
+			a := dialH2(t, tg.addr, true)
+			a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, BlockFragment: a.block(), EndStream: true, EndHeaders: true})
+			a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: a.block(), EndStream: true, EndHeaders: true})
+			a.bw.Flush()
+			if !a.closedWithin(5*time.Second) || a.goAwayCode() != "PROTOCOL_ERROR" {
+				t.Errorf("a new stream below one opened: GOAWAY %s, want PROTOCOL_ERROR and a close", a.goAwayCode())
+			}
+
+			a = dialH2(t, tg.addr, true)
+			a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: a.block(), EndStream: true, EndHeaders: true})
+			a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: a.block(), EndStream: true, EndHeaders: true})
+			a.bw.Flush()
+			time.Sleep(50 * time.Millisecond) // stream 1 answered and ended
+			a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: a.block(), EndStream: true, EndHeaders: true})
+			a.bw.Flush()
+			if a.closedWithin(300*time.Millisecond) || a.goAwayCode() != "none" {
+				t.Errorf("HEADERS on a stream opened and ended: GOAWAY %s, want it dropped", a.goAwayCode())
+			}
+		})
+	}
+}

@@ -42,7 +42,14 @@ type h2Down struct {
 	streams map[uint32]*h2Stream
 	// lastID is the highest stream the client opened; goAwayID, once the
 	// proxy has sent GOAWAY, the last one it will serve.
-	lastID   uint32
+	lastID uint32
+	// skipped are the last few ranges of client stream IDs that a new
+	// stream jumped over (first, last): never opened. HEADERS on one is
+	// a connection error (RFC 9113 5.1.1); on a stream that was opened
+	// and has closed, it is trailers in flight, dropped. Written by the
+	// reader under mu; read by the reader.
+	skipped  [4][2]uint32
+	nskipped int
 	draining bool
 	idleAt   time.Time // when the last stream ended (zero while streams run)
 
@@ -373,7 +380,7 @@ func (s *side) serveH2(sc *servedConn) {
 				p.metrics.Error(s.dir, "h2_stream_error")
 				d.mu.Lock()
 				if se.StreamID > d.lastID && se.StreamID%2 == 1 {
-					d.lastID = se.StreamID // opened, and closed at once
+					d.openedLocked(se.StreamID) // opened, and closed at once
 				}
 				d.mu.Unlock()
 				d.reset(se.StreamID, se.Code)
@@ -567,6 +574,31 @@ func (st *h2Stream) abort() {
 	st.mark(sReqIn | sRespOut | sReqOut | sRespIn)
 }
 
+// openedLocked notes that the client opened stream id, above lastID, and
+// the IDs it skipped. Called by the reader, under mu.
+func (d *h2Down) openedLocked(id uint32) {
+	next := d.lastID + 2
+	if d.lastID == 0 {
+		next = 1
+	}
+	if id > next {
+		d.skipped[d.nskipped%len(d.skipped)] = [2]uint32{next, id - 2}
+		d.nskipped++
+	}
+	d.lastID = id
+}
+
+// neverOpened reports whether id, at most lastID, is one the client
+// skipped (as far as skipped remembers). Called by the reader.
+func (d *h2Down) neverOpened(id uint32) bool {
+	for _, r := range d.skipped[:min(d.nskipped, len(d.skipped))] {
+		if id >= r[0] && id <= r[1] {
+			return true
+		}
+	}
+	return false
+}
+
 // headers handles a HEADERS block: a new request, or a request's trailers.
 func (d *h2Down) headers(f *h2Headers) bool {
 	id := f.StreamID
@@ -581,6 +613,12 @@ func (d *h2Down) headers(f *h2Headers) bool {
 		return false
 	}
 	if id <= d.lastID {
+		if d.neverOpened(id) {
+			// A new stream below one already opened: the client has
+			// lost count, and would wait for an answer that cannot come.
+			d.goAway(http2.ErrCodeProtocol)
+			return false
+		}
 		// Trailers of a stream the proxy answered or reset while they
 		// were on their way: dropped (the block was decoded, so HPACK
 		// stays in step).
@@ -591,7 +629,7 @@ func (d *h2Down) headers(f *h2Headers) bool {
 	// The stream is known from the moment it counts as opened, so that a
 	// drain that sends GOAWAY now waits for it.
 	d.mu.Lock()
-	d.lastID = id
+	d.openedLocked(id)
 	draining, n := d.draining, len(d.streams)
 	if !draining && n < h2MaxStreams {
 		d.streams[id] = st
