@@ -350,10 +350,10 @@ func serveFuzzUpstream(c net.Conn, script []byte) {
 	}
 }
 
-// TestH2UpstreamSettingsOnNetHTTPPath: net/http's path speaks h2c upstream
-// through x/net's Transport (see newUpstream), with the windows the proxy's
-// memory budget sets (256 KiB a stream, 1 MiB a connection), not x/net's
-// defaults (4 MiB and 1 GiB).
+// TestH2UpstreamSettingsOnNetHTTPPath: net/http's path speaks h2c upstream,
+// through h2FlowGuard, with the windows the proxy's memory budget sets
+// (256 KiB a stream, 1 MiB a connection), not an HTTP/2 client's defaults
+// (x/net's: 4 MiB and 1 GiB).
 func TestH2UpstreamSettingsOnNetHTTPPath(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

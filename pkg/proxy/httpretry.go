@@ -98,7 +98,7 @@ func (rs *httpRetry) roundTrip(u *upstream, req *http.Request) (*http.Response, 
 
 // try is one attempt, bounded by the per-try timeout until the response's
 // header arrives.
-func (rs *httpRetry) try(tr transport, req *http.Request) (*http.Response, error) {
+func (rs *httpRetry) try(tr *http.Transport, req *http.Request) (*http.Response, error) {
 	d := rs.or.tryTimeout
 	if d <= 0 {
 		return tr.RoundTrip(req)

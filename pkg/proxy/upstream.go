@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -13,8 +12,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/conduitmesh/conduit/pkg/proxy/metrics"
 	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
@@ -40,16 +37,9 @@ type upKey struct {
 
 type upstream struct {
 	key  upKey
-	tr   transport
+	tr   *http.Transport
 	rp   *httputil.ReverseProxy
 	used time.Time // guarded by upstreams.mu
-}
-
-// transport is an upstream's client: net/http's for HTTP/1.1, x/net's
-// HTTP/2 one for h2c (see newUpstream).
-type transport interface {
-	http.RoundTripper
-	CloseIdleConnections()
 }
 
 func newUpstreams(p *Proxy) *upstreams {
@@ -100,20 +90,26 @@ func (u *upstreams) closeIdle() {
 
 func (u *upstreams) newUpstream(k upKey, ep resolve.Endpoint) *upstream {
 	p := u.p
-	dialEP := resolve.Endpoint{Addr: k.addr, Identity: k.identity, Labels: ep.Labels}
-	dial := func(ctx context.Context) (net.Conn, error) {
-		ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
-		defer cancel()
-		return p.ups.dialLabeled(ctx, k.dir, dialEP, k.dst)
-	}
 	var protos http.Protocols
-	protos.SetHTTP1(true)
-	t1 := &http.Transport{
+	if k.h2 {
+		protos.SetUnencryptedHTTP2(true)
+	} else {
+		protos.SetHTTP1(true)
+	}
+	dialEP := resolve.Endpoint{Addr: k.addr, Identity: k.identity, Labels: ep.Labels}
+	tr := &http.Transport{
 		Proxy: nil, // never an environment proxy
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			c, err := dial(ctx)
+			ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+			defer cancel()
+			c, err := p.ups.dialLabeled(ctx, k.dir, dialEP, k.dst)
 			if err != nil {
 				return c, err
+			}
+			if k.h2 {
+				// Keeps from net/http's HTTP/2 client the frame that
+				// deadlocks it (h2flowguard.go).
+				return newH2FlowGuard(c), nil
 			}
 			// The Transport reads only responses the fast path would
 			// accept, and reuses no connection past a doubtful one.
@@ -131,26 +127,6 @@ func (u *upstreams) newUpstream(k upKey, ep resolve.Endpoint) *upstream {
 			MaxReceiveBufferPerConnection: 1 << 20,
 			MaxReceiveBufferPerStream:     256 << 10,
 		},
-	}
-	var tr transport = t1
-	if k.h2 {
-		// h2c by x/net's Transport, configured from t1 (windows, header
-		// limits, idle timeout), not net/http's bundled one: Go 1.26's
-		// deadlocks when an upstream overflows a stream's send window
-		// (processWindowUpdate aborts the stream under the connection's
-		// lock, which abortStream takes again), and then every request
-		// on that connection, and the proxy's shutdown, wait forever
-		// (FuzzH2Upstream). x/net v0.62 has the fix. ConfigureTransports
-		// links t2 to t1's settings; its pool would dial only through
-		// t1's TLS, so t2 gets the default pool, which dials h2c.
-		t2, err := http2.ConfigureTransports(t1)
-		if err != nil {
-			panic(err) // only when t1 already speaks h2
-		}
-		t2.ConnPool = nil
-		t2.AllowHTTP = true
-		t2.DialTLSContext = func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) { return dial(ctx) }
-		tr = t2
 	}
 	addr := k.addr
 	up := &upstream{key: k, tr: tr}
