@@ -33,7 +33,9 @@ type h2FlowGuard struct {
 	streams map[uint32]*h2FlowStream
 	// done are streams ended both ways, kept a while: the client may
 	// still hold them (a response body not yet read) and so be deadlocked
-	// by an overflow on one.
+	// by an overflow on one. Past h2GuardDone they are forgotten, and only
+	// an increment that overflows a fresh window alone is refused on them:
+	// a client that holds a stream while 64 later ones end is not covered.
 	done     []uint32
 	lastSent uint32 // the highest stream the client opened
 	err      error
