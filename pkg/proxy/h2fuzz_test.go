@@ -16,11 +16,14 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/conduitmesh/conduit/pkg/proxy/resolve"
 )
 
 // FuzzH2Connection sends a client connection's worth of HTTP/2 frames,
-// chosen by the fuzzer, to the proxy's inbound h2c server (fast path or
-// net/http's), reads what comes back until the proxy goes quiet, and closes.
+// chosen by the fuzzer, to one of the proxy's h2c servers (inbound or
+// outbound, fast path or net/http's), reads what comes back until the
+// proxy goes quiet, and closes.
 // Whatever the frames, the proxy must not panic (a recovered panic is
 // counted and fails the test too), must serve a well-behaved client on
 // another connection, and must drop the connection's state once it is
@@ -54,8 +57,10 @@ func FuzzH2Connection(f *testing.F) {
 		{9, 0x4, 1, 0},                                           // CONTINUATION without HEADERS
 		frames([]byte{12, 0x1, 5, 1, 'c'}, []byte{9, 0x4, 5, 0}), // HEADERS without END_HEADERS, then CONTINUATION
 	} {
-		f.Add(seed, true)
-		f.Add(seed, false)
+		for _, fast := range []bool{true, false} {
+			f.Add(seed, fast, false)
+			f.Add(seed, fast, true)
+		}
 	}
 	app := startHTTPBackend(f, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -63,13 +68,18 @@ func FuzzH2Connection(f *testing.F) {
 		io.WriteString(w, "ok")
 		w.Header().Set("X-T", "done")
 	}))
+	// A proxy on each path; its outbound listener routes the requests'
+	// authority, app, to the backend too.
 	proxies := map[bool]*Proxy{}
 	for _, fast := range []bool{true, false} {
-		proxies[fast] = startProxy(f, Config{InboundTarget: app, DisableFastPath: !fast})
+		proxies[fast] = startProxy(f, Config{InboundTarget: app, Resolver: resolve.Static{"app:80": {{Addr: app}}}, DisableFastPath: !fast})
 	}
-	f.Fuzz(func(t *testing.T, input []byte, fast bool) {
-		p, in := proxies[fast], input
-		c, err := net.Dial("tcp", p.InboundAddr())
+	f.Fuzz(func(t *testing.T, input []byte, fast, outbound bool) {
+		p, in, listener := proxies[fast], input, proxies[fast].InboundAddr()
+		if outbound {
+			listener = p.OutboundAddr()
+		}
+		c, err := net.Dial("tcp", listener)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,7 +135,7 @@ func FuzzH2Connection(f *testing.F) {
 		client := newH2CClient(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+p.InboundAddr()+"/second", nil)
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+listener+"/second", nil)
 		req.Host = "app"
 		resp, err := client.Do(req)
 		if err != nil {
