@@ -122,6 +122,11 @@ func (g *h2FlowGuard) received(h http2.FrameHeader, payload []byte) bool {
 		if h.Flags.Has(http2.FlagSettingsAck) {
 			break
 		}
+		if int(h.Length) > len(payload) {
+			// Too long to follow (a peer's SETTINGS is a few entries):
+			// assume the largest initial window.
+			g.initWin = h2MaxWindow
+		}
 		for p := payload; len(p) >= 6; p = p[6:] {
 			if http2.SettingID(binary.BigEndian.Uint16(p)) == http2.SettingInitialWindowSize {
 				g.initWin = int64(binary.BigEndian.Uint32(p[2:]))

@@ -81,6 +81,16 @@ func TestH2FlowGuard(t *testing.T) {
 				fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
 			}, func(fr *http2.Framer) { fr.WriteWindowUpdate(1, max-(1<<20)+1) }},
 			overflow: true},
+		{name: "a SETTINGS frame too long to follow: the largest initial window assumed",
+			sent: []func(*http2.Framer){hdrs(1, false)},
+			peer: []func(*http2.Framer){func(fr *http2.Framer) {
+				many := make([]http2.Setting, 200) // 1,200 bytes of unknown settings
+				for i := range many {
+					many[i] = http2.Setting{ID: 0x100, Val: 1}
+				}
+				fr.WriteSettings(many...)
+			}, func(fr *http2.Framer) { fr.WriteWindowUpdate(1, 1) }},
+			overflow: true},
 		{name: "the connection's window is the client's business",
 			sent: []func(*http2.Framer){hdrs(1, false)},
 			peer: []func(*http2.Framer){func(fr *http2.Framer) { fr.WriteWindowUpdate(0, max) }}},
