@@ -232,12 +232,7 @@ func (s *h2FrameScan) scan(b []byte, frame func(h http2.FrameHeader, payload []b
 				continue
 			}
 			s.nhdr = 0
-			s.h = http2.FrameHeader{
-				Length:   uint32(s.hdr[0])<<16 | uint32(s.hdr[1])<<8 | uint32(s.hdr[2]),
-				Type:     http2.FrameType(s.hdr[3]),
-				Flags:    http2.Flags(s.hdr[4]),
-				StreamID: binary.BigEndian.Uint32(s.hdr[5:]) &^ (1 << 31),
-			}
+			s.h = h2FrameHeader(s.hdr[:])
 			if (s.h.Type == http2.FrameSettings || s.h.Type == http2.FrameWindowUpdate) && s.h.Length > 0 && s.h.Length <= h2ScanMaxPay {
 				s.pay, s.want = s.pay[:0], int(s.h.Length)
 				continue

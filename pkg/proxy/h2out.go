@@ -214,6 +214,16 @@ func readH2Frame(br *bufio.Reader, fr *http2.Framer, hr *h2HeaderReader, fl *h2F
 	return f, nil, err
 }
 
+// h2FrameHeader decodes a frame's 9-byte header.
+func h2FrameHeader(hdr []byte) http2.FrameHeader {
+	return http2.FrameHeader{
+		Length:   uint32(hdr[0])<<16 | uint32(hdr[1])<<8 | uint32(hdr[2]),
+		Type:     http2.FrameType(hdr[3]),
+		Flags:    http2.Flags(hdr[4]),
+		StreamID: binary.BigEndian.Uint32(hdr[5:]) & (1<<31 - 1),
+	}
+}
+
 // readCommonH2Frame reads, without the Framer, the well-formed frames every
 // call brings: PING, WINDOW_UPDATE and a HEADERS frame that holds a whole
 // header block, unpadded, with no priority (the Framer allocates each; a
@@ -229,9 +239,8 @@ func readCommonH2Frame(br *bufio.Reader, fr *http2.Framer, hr *h2HeaderReader, i
 	if err != nil {
 		return nil, nil, nil, false
 	}
-	length := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
-	typ, flags := http2.FrameType(hdr[3]), http2.Flags(hdr[4])
-	stream := binary.BigEndian.Uint32(hdr[5:]) & (1<<31 - 1)
+	fh := h2FrameHeader(hdr)
+	length, typ, flags, stream := int(fh.Length), fh.Type, fh.Flags, fh.StreamID
 	if hr.framerBlock {
 		// The Framer has a header block open (its HEADERS failed to
 		// parse, a stream error): it reads what follows.
@@ -252,7 +261,6 @@ func readCommonH2Frame(br *bufio.Reader, fr *http2.Framer, hr *h2HeaderReader, i
 		return nil, nil, nil, false // larger than the buffer, or not all here
 	}
 	payload := b[9:]
-	fh := http2.FrameHeader{Type: typ, Flags: flags, Length: uint32(length), StreamID: stream}
 	switch typ {
 	case http2.FramePing:
 		hr.ping = http2.PingFrame{FrameHeader: fh}

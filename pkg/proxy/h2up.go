@@ -739,7 +739,9 @@ func (up *h2Up) headers(f *h2Headers) {
 	for _, hf := range f.Fields {
 		switch hf.Name {
 		case ":status":
-			status = statusCode(hf.Value)
+			if code, ok := parseDigits([]byte(hf.Value)); ok && len(hf.Value) == 3 {
+				status = int(code) // else 0: malformed (below)
+			}
 		case "grpc-status":
 			grpcStatus = hf.Value
 		case "content-length":
@@ -820,21 +822,6 @@ func (up *h2Up) headers(f *h2Headers) {
 		st.finish(false, nil)
 		st.mark(sRespOut)
 	}
-}
-
-// statusCode is a :status value's code: three digits, or 0.
-func statusCode(v string) int {
-	if len(v) != 3 {
-		return 0
-	}
-	n := 0
-	for i := range 3 {
-		if v[i] < '0' || v[i] > '9' {
-			return 0
-		}
-		n = n*10 + int(v[i]-'0')
-	}
-	return n
 }
 
 func (up *h2Up) fieldsOf(fields []hpack.HeaderField) []Field {
